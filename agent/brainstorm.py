@@ -1,0 +1,193 @@
+"""Brainstormers propose hypotheses.  The interface, and the offline (no-model) brainstormer.
+
+The offline brainstormer is deterministic given the campaign seed and the ledger snapshot: it
+prefers untested families, then refinements of significant results (neighbouring axes, stricter
+pair sets and nulls, layer ranges), and retires families whose tests keep coming back negative.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from geoscreen.agent.errors import GeoscreenError
+from geoscreen.agent.state import CampaignState, HypView
+from geoscreen.hypotheses.spec import ResolvedSpec
+from geoscreen.probes.context import derive_seed
+
+RETIRE_AFTER = 5  # tested hypotheses in a family with no discovery before it is retired
+
+
+@dataclass
+class Rejected:
+    raw: dict[str, Any]
+    reason: str
+
+
+@dataclass
+class ProposalBatch:
+    accepted: list[ResolvedSpec] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    retire: dict[str, str] = field(default_factory=dict)  # family -> reason
+    note: str = ""
+
+
+class Brainstormer(Protocol):
+    name: str
+
+    def propose(self, state: CampaignState, k: int) -> ProposalBatch:
+        """Up to `k` new specs (not already in `state`), plus rejected proposals and retirements."""
+
+
+def _resolve(raw: dict[str, Any]) -> ResolvedSpec | None:
+    from geoscreen.hypotheses.loader import parse_spec
+
+    try:
+        return parse_spec(raw, "offline proposal")
+    except GeoscreenError:
+        return None
+
+
+def _with(raw: dict[str, Any], *, note: str, **params: Any) -> dict[str, Any]:
+    out = {**raw, "params": {**raw.get("params", {}), **params}}
+    out["statement"] = f"{raw['statement'].split(' [')[0]} [{note}]"
+    return out
+
+
+_THRESH = re.compile(r"^(?P<name>\w+):>=(?P<t>\d+)$")
+
+
+def refinements(h: HypView, n_layers: int) -> list[tuple[dict[str, Any], str]]:
+    """Variants of a significant result: neighbouring axes, shifted subspaces, stricter pair sets
+    and nulls, and the early / late halves of the layer stack."""
+    base = {k: h.spec[k] for k in ("statement", "probe", "params", "layers", "across_layers",
+                                   "alternative") if k in h.spec}
+    base["params"] = dict(base.get("params", {}))
+    params = base["params"]
+    out: list[tuple[dict[str, Any], str]] = []
+    if isinstance(params.get("axis"), int):
+        for d in (1, -1):
+            ax = params["axis"] + d
+            if ax >= 1:
+                out.append((_with(base, note=f"axis {ax}", axis=ax), f"neighbouring axis {ax}"))
+    sub = params.get("subspace")
+    if isinstance(sub, list) and sub:
+        shifted = [a + 1 for a in sub]
+        out.append((_with(base, note=f"subspace {shifted}", subspace=shifted), "shifted subspace"))
+        if min(sub) > 1:
+            down = [a - 1 for a in sub]
+            out.append((_with(base, note=f"subspace {down}", subspace=down), "shifted subspace"))
+    for key in ("pairs", "positive", "gene_set"):
+        ref = params.get(key)
+        m = _THRESH.match(ref) if isinstance(ref, str) else None
+        if m and int(m["t"]) < 900:
+            stricter = f"{m['name']}:>={min(900, int(m['t']) + 200)}"
+            out.append((_with(base, note=stricter, **{key: stricter}), "stricter pair set"))
+    if params.get("null") == "gene_shuffle":
+        out.append((_with(base, note="degree-preserving null", null="degree_preserving"),
+                    "stricter null"))
+    if base.get("layers", "all") == "all" and n_layers >= 4:
+        half = n_layers // 2
+        for name, rng in (("early layers", list(range(half))),
+                          ("late layers", list(range(half, n_layers)))):
+            v = {**base, "layers": rng, "statement": f"{base['statement'].split(' [')[0]} [{name}]"}
+            out.append((v, name))
+    return out
+
+
+def exploration(example: dict[str, Any], n_axes: int = 10) -> list[dict[str, Any]]:
+    """Sweeps of an example over axes and subspace windows: the long tail of a campaign."""
+    params = example.get("params", {})
+    out = []
+    if isinstance(params.get("axis"), int):
+        for ax in range(1, n_axes + 1):
+            if ax != params["axis"]:
+                out.append(_with(example, note=f"axis {ax}", axis=ax))
+    sub = params.get("subspace")
+    if isinstance(sub, list) and sub:
+        w = len(sub)
+        for start in range(1, n_axes - w + 2):
+            window = list(range(start, start + w))
+            if window != sorted(sub):
+                out.append(_with(example, note=f"subspace {window}", subspace=window))
+    return out
+
+
+@dataclass
+class OfflineBrainstormer:
+    """Deterministic proposals from the probe registry's examples and the ledger so far."""
+
+    name: str = "offline"
+    retire_after: int = RETIRE_AFTER
+
+    def _retire(self, state: CampaignState) -> dict[str, str]:
+        tested = Counter(h.family for h in state.tested if h.status == "done")
+        hits = Counter(h.family for h in state.discoveries)
+        new = {}
+        for fam, n in tested.items():
+            if fam not in state.retired and n >= self.retire_after and hits[fam] == 0:
+                new[fam] = f"{n} tests in family {fam!r} without a discovery"
+        return new
+
+    def propose(self, state: CampaignState, k: int) -> ProposalBatch:
+        from geoscreen.probes.registry import list_probes
+
+        rng = np.random.default_rng(derive_seed(state.seed, "offline", state.iteration))
+        retire = self._retire(state)
+        retired = set(state.retired) | set(retire)
+        family_count = Counter(h.family for h in state.history)
+        n_layers = int(state.cache.get("n_layers", 12))
+        cands: list[tuple[float, float, dict[str, Any], list[int], str]] = []
+
+        def add(priority: float, raw: dict[str, Any], parents: list[int], why: str) -> None:
+            cands.append((priority, float(rng.random()), raw, parents, why))
+
+        for h in sorted(state.discoveries, key=lambda x: (x.p_value or 1.0, x.id)):
+            for raw, why in refinements(h, n_layers):
+                add(0.0, raw, [h.id], f"refines #{h.id} (p={h.p_value:.2g}): {why}")
+        for info in list_probes():
+            fam_pen = 10.0 if info.family in retired else 0.0
+            for ex in info.examples:
+                raw = {"probe": info.name, **ex}
+                add(1.0 + family_count[info.family] + fam_pen, raw, [],
+                    f"seed example of {'untested ' if not family_count[info.family] else ''}"
+                    f"family {info.family}")
+                for var in exploration(raw):
+                    add(3.0 + family_count[info.family] + fam_pen, var, [],
+                        f"exploration sweep in family {info.family}")
+        cands.sort(key=lambda c: (c[0], c[1]))
+        seen = set(state.hashes)
+        batch = ProposalBatch(retire=retire)
+        for _prio, _tie, raw, parents, why in cands:
+            if len(batch.accepted) >= k:
+                break
+            raw = {**raw, "source": "offline", "parents": parents, "rationale": why}
+            r = _resolve(raw)
+            if r is None or r.hash in seen:
+                continue
+            seen.add(r.hash)
+            batch.accepted.append(r)
+        if len(batch.accepted) < k:
+            batch.note = "the offline brainstormer ran out of untested candidates"
+        return batch
+
+
+def make_brainstormer(name: str, **options: Any) -> Brainstormer | None:
+    """`offline`, `none` (queue only) or `openai` (see geoscreen.agent.llm)."""
+    if name == "offline":
+        return OfflineBrainstormer()
+    if name == "none":
+        return None
+    if name == "openai":
+        from geoscreen.agent.llm import OpenAIBrainstormer  # type: ignore[import-not-found]
+
+        return OpenAIBrainstormer.from_options(**options)
+    from geoscreen.agent.errors import did_you_mean
+
+    raise GeoscreenError(f"unknown brainstormer {name!r}; "
+                         f"{did_you_mean(name, ['offline', 'openai', 'none'])}",
+                         field="--brainstormer")

@@ -1,0 +1,79 @@
+"""The `geoscreen` command.  Sub-commands live in `cli_*` modules and register themselves here.
+
+Top-level imports stay light: sandbox workers are spawned processes that re-import the main
+module, and every heavy import here would be paid once per hypothesis.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from geoscreen.agent.errors import GeoscreenError
+
+app = typer.Typer(
+    name="geoscreen",
+    help="Screen hypotheses about the geometry of single-cell foundation-model embeddings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_COMMAND_MODULES = ("cli_cache", "cli_probes", "cli_campaign", "cli_ledger", "cli_demo",
+                    "cli_resources", "cli_extract", "cli_report")
+
+
+def _register() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"geoscreen.agent.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"geoscreen.agent.{name}":
+                continue  # an optional command group not present in this build
+            raise
+        mod.register(app)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="print the version and exit",
+                                       is_eager=True)) -> None:
+    if version:
+        from geoscreen.agent import package_version
+
+        typer.echo(f"geoscreen {package_version()}")
+        raise typer.Exit()
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except GeoscreenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors carry their own formatting
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

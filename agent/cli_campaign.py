@@ -1,0 +1,195 @@
+"""`geoscreen campaign run|status` and `geoscreen queue add|list|approve|reject`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+campaign_app = typer.Typer(help="Run, resume and watch screening campaigns.",
+                           no_args_is_help=True)
+queue_app = typer.Typer(help="Hand-written hypotheses and proposals awaiting approval.",
+                        no_args_is_help=True)
+
+LEDGER_OPT = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL")
+
+
+class RichReporter:
+    """Live progress: iteration, current hypothesis, discoveries so far."""
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.console = Console()
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("[bold]iteration {task.fields[it]}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[disc]}"),
+                                 TextColumn("{task.description}"), console=self.console,
+                                 transient=False, disable=quiet)
+        self.task = self.progress.add_task("", total=total, it="-", disc="0 discoveries")
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def iteration_started(self, index: int, total: int, n: int) -> None:
+        self.progress.update(self.task, it=f"{index}/{total}")
+
+    def hypothesis_started(self, hyp_id: int, statement: str) -> None:
+        self.progress.update(self.task, description=f"#{hyp_id} {statement[:60]}")
+
+    def hypothesis_done(self, hyp_id: int, status: str, p: float | None, detail: str) -> None:
+        if self.quiet:
+            return
+        if status == "done":
+            self.progress.console.print(f"  #{hyp_id} done  p={p:.3g}  {detail}")
+        else:
+            self.progress.console.print(f"  #{hyp_id} [red]failed[/]: {detail}")
+
+    def iteration_done(self, index: int, discoveries: int, tested: int) -> None:
+        self.progress.update(self.task, advance=1,
+                             disc=f"{discoveries} discoveries / {tested} tested")
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(f"  [dim]{text}[/]")
+
+
+@campaign_app.command("run")
+def run_cmd(
+    cache: Path = typer.Option(..., "--cache", help="cache folder"),
+    ledger: str = LEDGER_OPT,
+    iterations: int = typer.Option(63, "--iterations", min=1),
+    per_iteration: int = typer.Option(3, "--per-iteration", min=1),
+    brainstormer: str = typer.Option("offline", "--brainstormer",
+                                     help="offline | openai | none (run the queue only)"),
+    seed: int = typer.Option(0, "--seed"),
+    workers: int = typer.Option(1, "--workers", min=1),
+    timeout: float = typer.Option(600.0, "--timeout", help="seconds per hypothesis"),
+    memory_mb: int = typer.Option(8192, "--memory-mb", help="address-space limit per worker"),
+    alpha: float = typer.Option(0.05, "--alpha", help="target FDR"),
+    max_minutes: float = typer.Option(None, "--max-minutes", help="wall-time budget"),
+    approve: bool = typer.Option(False, "--approve",
+                                 help="proposals wait for 'geoscreen queue approve ID'"),
+    plugin: list[str] = typer.Option([], "--plugin", help="extra module registering probes"),
+    config: Path = typer.Option(None, "--config", help="campaign config (YAML): LLM settings"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Run a campaign, or resume it: the same command on the same ledger continues."""
+    from geoscreen.agent.campaign import CampaignConfig, run_campaign
+
+    options: dict[str, Any] = {}
+    if config is not None:
+        from geoscreen.agent.config import load_campaign_config  # type: ignore[import-not-found]
+
+        options = load_campaign_config(config)
+    cfg = CampaignConfig(iterations=iterations, per_iteration=per_iteration,
+                         brainstormer=brainstormer, seed=seed, workers=workers, timeout_s=timeout,
+                         memory_mb=memory_mb, alpha=alpha, max_minutes=max_minutes,
+                         approve=approve, plugins=list(plugin), brainstormer_options=options)
+    with RichReporter(iterations, quiet=quiet) as rep:
+        summary = run_campaign(cache, ledger, cfg, reporter=rep)
+    typer.echo(f"campaign {summary.status}: {summary.reason}. {summary.iterations_done} "
+               f"iterations, {summary.tested} tested, {summary.failed} failed, "
+               f"{summary.discoveries} discoveries (BH q <= {alpha}). "
+               f"Review: geoscreen ledger list --ledger {ledger}")
+
+
+@campaign_app.command("status")
+def status_cmd(ledger: str = LEDGER_OPT) -> None:
+    """Where a campaign stands; safe to run while it is running."""
+    from rich.console import Console
+
+    from geoscreen.store.query import campaign_status
+
+    st = campaign_status(ledger)
+    con = Console()
+    con.print(f"[bold]{st['status']}[/] {st['reason']}")
+    con.print(f"cache: {st['cache_path']} ({(st['cache_checksum'] or '')[:12]}), model "
+              f"{st['model']}, seed {st['seed']}")
+    con.print(f"iterations: {st['iterations_done']} done of {st['iterations_planned']}"
+              + (f"; iteration {st['current_iteration']} in progress"
+                 if st['current_iteration'] else ""))
+    con.print("hypotheses: " + ", ".join(f"{k} {v}" for k, v in sorted(st["counts"].items())))
+    con.print(f"discoveries (BH q <= {st['alpha']}): {st['discoveries']}")
+    if st["running"]:
+        con.print("running now: " + "; ".join(f"#{i} {s[:50]}" for i, s in st["running"]))
+
+
+@queue_app.command("add")
+def add_cmd(path: Path = typer.Argument(..., help="spec file or folder (YAML/JSON)"),
+            ledger: str = LEDGER_OPT) -> None:
+    """Validate every spec, then queue all of them (or none, if any is invalid)."""
+    from geoscreen.hypotheses.loader import load_specs
+    from geoscreen.store.ledger import Ledger
+
+    specs = load_specs(path)
+    led = Ledger(ledger)
+    with led.session() as s:
+        c = led.campaign(s)
+        added, dups = led.add_hypotheses(s, c, specs, status="queued")
+        ids = [h.id for h in added]
+    typer.echo(f"queued {len(ids)} hypotheses" + (f" (#{ids[0]}..#{ids[-1]})" if ids else ""))
+    for spec, existing in dups:
+        typer.echo(f"skipped duplicate of #{existing}: {spec.spec.statement}")
+
+
+@queue_app.command("list")
+def queue_list_cmd(ledger: str = LEDGER_OPT) -> None:
+    """Hypotheses waiting to run or waiting for approval."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from geoscreen.store.query import list_hypotheses
+
+    rows = list_hypotheses(ledger, statuses=["queued", "pending_approval"])
+    t = Table(title=f"{len(rows)} in the queue")
+    for col in ("id", "status", "source", "probe", "statement"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(str(r["hypothesis_id"]), r["status"], r["source"], r["probe"], r["statement"])
+    Console().print(t)
+
+
+def _set_status(ledger: str, ids: list[int], new: str) -> None:
+    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.store.ledger import Ledger
+    from geoscreen.store.models import Hypothesis
+
+    led = Ledger(ledger, must_exist=True)
+    with led.session() as s:
+        for i in ids:
+            h = s.get(Hypothesis, i)
+            if h is None:
+                raise GeoscreenError(f"no hypothesis #{i}", path=ledger, field="ID")
+            if h.status != "pending_approval":
+                raise GeoscreenError(f"#{i} is {h.status}, not waiting for approval",
+                                     path=ledger, field="ID")
+            h.status = "queued" if new == "approve" else "rejected"
+            if new == "reject":
+                h.error = "rejected by a reviewer"
+    typer.echo(f"{new}d {', '.join(f'#{i}' for i in ids)}")
+
+
+@queue_app.command("approve")
+def approve_cmd(ids: list[int] = typer.Argument(..., help="hypothesis ids"),
+                ledger: str = LEDGER_OPT) -> None:
+    """Let proposals waiting for approval run."""
+    _set_status(ledger, ids, "approve")
+
+
+@queue_app.command("reject")
+def reject_cmd(ids: list[int] = typer.Argument(..., help="hypothesis ids"),
+               ledger: str = LEDGER_OPT) -> None:
+    """Refuse proposals waiting for approval (recorded as rejected by a reviewer)."""
+    _set_status(ledger, ids, "reject")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(campaign_app, name="campaign")
+    app.add_typer(queue_app, name="queue")

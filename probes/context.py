@@ -1,0 +1,195 @@
+"""What a probe sees: the opened cache, the hypothesis seed, resolved resources and shared SVDs.
+
+Probes stay pure functions of (cache, resources, params, seed) by getting everything through a
+`ProbeContext`.  The context also keeps the bookkeeping every result must carry: which resources
+were used (name, version, checksum, requested / mapped / present counts) and which seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoscreen.agent.errors import GeoscreenError
+from geoscreen.store.cache import Cache
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any parts (campaign seed, hypothesis hash, layer...), stable across runs."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def default_work_dir() -> Path:
+    """Where derived per-cache artefacts (SVDs) are kept; override with GEOSCREEN_WORK_DIR."""
+    env = os.environ.get("GEOSCREEN_WORK_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("geoscreen"))
+
+
+@dataclass
+class SVD:
+    """Thin SVD of the mean-centred gene matrix of one layer (present genes only)."""
+
+    rows: np.ndarray  # cache row index of each row of U
+    U: np.ndarray  # (genes, r)
+    S: np.ndarray  # (r,)
+    Vt: np.ndarray  # (r, dim)
+    mean: np.ndarray  # (dim,)
+
+    def local(self, cache_rows: np.ndarray) -> np.ndarray:
+        """Positions in this SVD's row order of the given cache rows (all must be present)."""
+        pos = np.full(int(self.rows.max()) + 1 if self.rows.size else 0, -1, dtype=int)
+        pos[self.rows] = np.arange(self.rows.size)
+        cache_rows = np.asarray(cache_rows, dtype=int)
+        out = pos[cache_rows] if cache_rows.size else cache_rows
+        if (out < 0).any():
+            raise ValueError("some rows are not part of this SVD (all-zero genes?)")
+        return out
+
+    def scores(self, axes: list[int] | None = None) -> np.ndarray:
+        """Gene coordinates U*S on the given 1-based axes (all axes if None)."""
+        if axes is None:
+            return self.U * self.S
+        idx = np.asarray(axes, dtype=int) - 1
+        if idx.min() < 0 or idx.max() >= self.S.size:
+            raise GeoscreenError(f"axes {axes} out of range 1..{self.S.size}", field="params.axis")
+        return self.U[:, idx] * self.S[idx]
+
+
+@dataclass
+class ProbeContext:
+    """Everything one hypothesis may read, plus the record of what it did read."""
+
+    cache: Cache
+    seed: int
+    alternative: str = "greater"
+    work_dir: Path | None = None
+    other_caches: dict[str, Cache] = field(default_factory=dict)
+    resources_used: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _svds: dict[tuple[str, bool], SVD] = field(default_factory=dict, repr=False)
+
+    # -- seeds --------------------------------------------------------------------------------
+    def layer_seed(self, layer: str) -> int:
+        return derive_seed(self.seed, layer)
+
+    def rng(self, layer: str, stream: str = "") -> np.random.Generator:
+        """A generator seeded from (hypothesis seed, layer, stream): bit-identical reruns."""
+        return np.random.default_rng(derive_seed(self.seed, layer, stream))
+
+    # -- matrices -----------------------------------------------------------------------------
+    def matrix(self, layer: str, include_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        return self.cache.matrix(layer, include_zero=include_zero)
+
+    def svd(self, layer: str, include_zero: bool = False) -> SVD:
+        """Centred SVD of one layer, computed once per cache and layer and shared on disk."""
+        key = (layer, include_zero)
+        if key in self._svds:
+            return self._svds[key]
+        base = self.work_dir or default_work_dir()
+        path = base / "svd" / self.cache.checksum / f"{layer}{'_all' if include_zero else ''}.npz"
+        svd = None
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    svd = SVD(z["rows"], z["U"], z["S"], z["Vt"], z["mean"])
+            except (OSError, ValueError, KeyError):
+                svd = None  # a corrupt file is recomputed and replaced
+        if svd is None:
+            rows, X = self.matrix(layer, include_zero)
+            mean = X.mean(axis=0)
+            U, S, Vt = np.linalg.svd(X - mean, full_matrices=False)
+            # fix signs so each axis is deterministic: the largest |loading| of Vt is positive
+            flip = np.sign(Vt[np.arange(Vt.shape[0]), np.argmax(np.abs(Vt), axis=1)])
+            flip[flip == 0] = 1
+            U, Vt = U * flip, Vt * flip[:, None]
+            svd = SVD(rows, U, S, Vt, mean)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, rows=rows, U=U, S=S, Vt=Vt, mean=mean)
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only work dir only costs recomputation
+        self._svds[key] = svd
+        return svd
+
+    # -- resources ------------------------------------------------------------------------------
+    def _note(self, param: str, record: dict[str, Any]) -> None:
+        self.resources_used[param] = record
+
+    def gene_rows(self, ref: str, *, param: str, min_size: int = 1,
+                  include_zero: bool = False) -> np.ndarray:
+        """Cache rows of a gene-set reference's genes that are present (non-zero) in this cache."""
+        from geoscreen.store.resources.api import resolve_gene_set
+
+        gs = resolve_gene_set(ref)
+        index = self.cache.genes.index
+        present = self.cache.genes.present
+        rows = [index[g] for g in gs.genes if g in index and (include_zero or present[index[g]])]
+        rec = gs.record()
+        rec["present"] = len(rows)
+        rec["in_cache"] = sum(1 for g in gs.genes if g in index)
+        self._note(param, rec)
+        if len(rows) < min_size:
+            raise GeoscreenError(
+                f"gene set {ref!r} has {len(rows)} genes present in the cache "
+                f"({rec['requested']} requested, {rec['mapped']} mapped); this test needs at least "
+                f"{min_size}", field=f"params.{param}", fix="choose a larger set or another cache")
+        return np.asarray(sorted(set(rows)), dtype=int)
+
+    def pair_rows(self, ref: str, *, param: str, min_size: int = 1, include_zero: bool = False,
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | None]]:
+        """(i, j, extras): cache rows of each pair whose genes are both present; self-pairs dropped.
+
+        `extras` holds the matching `score` and `sign` arrays (or None) of the kept pairs.
+        """
+        from geoscreen.store.resources.api import resolve_pair_set
+
+        ps = resolve_pair_set(ref)
+        index = self.cache.genes.index
+        present = self.cache.genes.present
+        keep_i, keep_j, keep_k = [], [], []
+        for k, (x, y) in enumerate(zip(ps.a, ps.b)):
+            i, j = index.get(x), index.get(y)
+            if i is None or j is None or i == j:
+                continue
+            if not include_zero and (not present[i] or not present[j]):
+                continue
+            keep_i.append(i)
+            keep_j.append(j)
+            keep_k.append(k)
+        rec = ps.record()
+        rec["present"] = len(keep_i)
+        self._note(param, rec)
+        if len(keep_i) < min_size:
+            raise GeoscreenError(
+                f"pair set {ref!r} has {len(keep_i)} pairs with both genes present in the cache "
+                f"({rec['requested']} requested); this test needs at least {min_size}",
+                field=f"params.{param}", fix="choose a larger pair set or another cache")
+        kk = np.asarray(keep_k, dtype=int)
+        extras = {
+            "score": None if ps.score is None else np.asarray(ps.score, dtype=float)[kk],
+            "sign": None if ps.sign is None else np.asarray(ps.sign, dtype=float)[kk],
+        }
+        return np.asarray(keep_i, dtype=int), np.asarray(keep_j, dtype=int), extras
+
+    def other_cache(self, path: str) -> Cache:
+        """Another cache (cross-model alignment, replication), opened read-only once."""
+        if path not in self.other_caches:
+            from geoscreen.store.cache import open_cache
+
+            self.other_caches[path] = open_cache(path)
+            self._note(f"cache:{path}", {"kind": "cache", "path": path,
+                                         "checksum": self.other_caches[path].checksum})
+        return self.other_caches[path]

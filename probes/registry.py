@@ -1,0 +1,177 @@
+"""The probe registry: every statistical test geoscreen can run, declared with a decorator.
+
+A probe is a pure function ``fn(ctx, params, layer) -> LayerResult`` of (cache, resources, params,
+seed).  The decorator records how it was built — name, family, parameter model, null models,
+version, effect-size definition — so specs can be validated against it, the LLM prompt can be
+generated from it, and every ledger row can say exactly which probe version produced it.
+Third-party probes register through the ``geoscreen.probes`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from geoscreen.agent.errors import GeoscreenError, did_you_mean
+
+FAMILIES = (
+    "module_structure",
+    "manifold_distance",
+    "intrinsic_dimensionality",
+    "graph_topology",
+    "null_sensitivity",
+    "topology_stability",
+    "cross_model_alignment",
+    "persistent_homology",
+)
+
+
+class ProbeParams(BaseModel):
+    """Base class of every probe's parameter model: unknown parameters are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    include_zero_genes: bool = Field(
+        False, description="keep all-zero (out-of-vocabulary) gene rows; excluded by default")
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    """How a probe was declared; what specs are validated against and the ledger records."""
+
+    name: str
+    family: str
+    params: type[ProbeParams]
+    nulls: tuple[str, ...]
+    version: str
+    statistic: str
+    effect: str
+    description: str
+    fn: Callable[..., Any] = field(repr=False, compare=False)
+    examples: tuple[dict[str, Any], ...] = ()
+    alternatives: tuple[str, ...] = ("greater", "less", "two-sided")
+    module: str = ""
+
+    def schema(self) -> dict[str, Any]:
+        """JSON view for `probes list --json` and the LLM system prompt."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "version": self.version,
+            "description": self.description,
+            "statistic": self.statistic,
+            "effect_size": self.effect,
+            "nulls": list(self.nulls),
+            "alternatives": list(self.alternatives),
+            "params": self.params.model_json_schema(),
+            "examples": list(self.examples),
+            "module": self.module,
+        }
+
+    def validate_params(self, params: dict[str, Any] | None) -> ProbeParams:
+        """Validate raw params, raising a GeoscreenError that names the field and closest names."""
+        from pydantic import ValidationError
+
+        params = dict(params or {})
+        known = list(self.params.model_fields)
+        for key in params:
+            if key not in known:
+                raise GeoscreenError(
+                    f"unknown parameter {key!r} for probe {self.name!r}; {did_you_mean(key, known)}",
+                    field=f"params.{key}")
+        try:
+            return self.params.model_validate(params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise GeoscreenError(f"{err['msg']} (probe {self.name!r})",
+                                 field=f"params.{loc}" if loc else "params") from None
+
+
+_REGISTRY: dict[str, ProbeInfo] = {}
+_LOADED = False
+
+
+def probe(
+    name: str,
+    *,
+    family: str,
+    params: type[ProbeParams],
+    nulls: tuple[str, ...] | list[str],
+    version: str,
+    statistic: str,
+    effect: str,
+    description: str = "",
+    examples: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+    alternatives: tuple[str, ...] = ("greater", "less", "two-sided"),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn(ctx, params, layer) -> LayerResult`` as probe `name`.
+
+    `examples` are ready-to-run spec fragments (`params`, `statement`, optional `across_layers`,
+    `alternative`, `layers`) that the offline brainstormer starts from.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"probe {name!r}: unknown family {family!r}; {did_you_mean(family, FAMILIES)}")
+    if not issubclass(params, ProbeParams):
+        raise TypeError(f"probe {name!r}: params must subclass ProbeParams")
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        doc = description or (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        info = ProbeInfo(name=name, family=family, params=params, nulls=tuple(nulls),
+                         version=version, statistic=statistic, effect=effect, description=doc,
+                         fn=fn, examples=tuple(examples), alternatives=tuple(alternatives),
+                         module=fn.__module__)
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.module != info.module:
+            raise ValueError(f"probe {name!r} is registered twice ({existing.module}, {info.module})")
+        _REGISTRY[name] = info
+        fn.probe_info = info  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+# Modules of the built-in catalogue, imported on first use of the registry.
+BUILTIN_MODULES: tuple[str, ...] = (
+    "geoscreen.probes.separation",
+    "geoscreen.probes.proximity",
+)
+
+
+def _load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for mod in BUILTIN_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+    for ep in entry_points(group="geoscreen.probes"):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plug-in must not take the tool down
+            import warnings
+
+            warnings.warn(f"probe plug-in {ep.name!r} failed to load: {exc}", stacklevel=2)
+
+
+def get_probe(name: str) -> ProbeInfo:
+    _load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise GeoscreenError(f"unknown probe {name!r}; {did_you_mean(name, list(_REGISTRY))}",
+                             field="probe", fix="see 'geoscreen probes list'") from None
+
+
+def list_probes() -> list[ProbeInfo]:
+    _load()
+    return sorted(_REGISTRY.values(), key=lambda p: (p.family, p.name))

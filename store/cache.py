@@ -1,0 +1,431 @@
+"""Layer-embedding caches: a directory of memory-mapped `.npy` arrays plus a JSON manifest.
+
+A cache is what every probe reads.  It is written once (by `cache import`, the demo or `extract`),
+then only ever opened read-only and memory-mapped: opening a cache parses `manifest.json` and the
+gene table and touches no array.  There is no pickle anywhere (`np.load(allow_pickle=False)`).
+
+Layout::
+
+    CACHE/
+      manifest.json      format version, model, source, layers, n_genes, dim, dtype, checksums
+      genes.tsv          index, symbol, zero (1 if the row is all zeros in some layer), zero_layers
+      layers/<name>.npy  one (n_genes, dim) array per layer
+      extra/<name>.npy   optional side arrays (e.g. per-layer <cls> cell embeddings)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoscreen.agent.errors import GeoscreenError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+GENES = "genes.tsv"
+_SUPPORTED_DTYPES = ("float16", "float32", "float64")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Streaming SHA-256 of a file (used for cache arrays, checkpoints and downloads)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def _safe_name(name: str) -> str:
+    ok = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name)
+    return ok or "layer"
+
+
+@dataclass(frozen=True)
+class GeneTable:
+    """Gene symbols in cache row order, with the all-zero (out-of-vocabulary) flag."""
+
+    symbols: tuple[str, ...]
+    zero: np.ndarray  # bool, True where the row is all zeros in at least one layer
+    zero_layers: tuple[tuple[str, ...], ...] = ()
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.symbols)}
+
+    @property
+    def present(self) -> np.ndarray:
+        return ~self.zero
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+
+@dataclass
+class Cache:
+    """An opened, read-only cache.  Arrays are memory-mapped on first access, never copied."""
+
+    path: Path
+    manifest: dict[str, Any]
+    genes: GeneTable
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[str]:
+        return list(self.manifest["layers"])
+
+    @property
+    def model(self) -> str:
+        return str(self.manifest.get("model", "unknown"))
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def n_genes(self) -> int:
+        return int(self.manifest["n_genes"])
+
+    @property
+    def dtype(self) -> str:
+        return str(self.manifest["dtype"])
+
+    @property
+    def checksum(self) -> str:
+        """One digest for the whole cache: the SHA-256 of the manifest's per-file checksums."""
+        return str(self.manifest["cache_checksum"])
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.manifest.get("synthetic", False))
+
+    def layer_index(self, layer: str | int) -> int:
+        """Position of a layer (0 = first stored layer); accepts a name or an integer position."""
+        names = self.layers
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            if -len(names) <= layer < len(names):
+                return layer % len(names)
+            raise GeoscreenError(
+                f"layer {layer} is out of range: this cache has {len(names)} layers "
+                f"(0..{len(names) - 1})", path=str(self.path), field="layers")
+        if layer in names:
+            return names.index(layer)
+        from geoscreen.agent.errors import did_you_mean
+
+        raise GeoscreenError(f"unknown layer {layer!r}; {did_you_mean(str(layer), names)}",
+                             path=str(self.path), field="layers")
+
+    def layer_name(self, layer: str | int) -> str:
+        return self.layers[self.layer_index(layer)]
+
+    # -- data -------------------------------------------------------------------------------
+    def array(self, layer: str | int) -> np.ndarray:
+        """The (n_genes, dim) array of one layer, memory-mapped read-only."""
+        name = self.layer_name(layer)
+        arr = self._arrays.get(name)
+        if arr is None:
+            rel = self.manifest["files"][name]
+            arr = np.load(self.path / rel, mmap_mode="r", allow_pickle=False)
+            self._arrays[name] = arr
+        return arr
+
+    def extra(self, name: str) -> np.ndarray:
+        """A side array stored under `extra/` (memory-mapped read-only)."""
+        rel = self.manifest.get("extra_files", {}).get(name)
+        if rel is None:
+            raise GeoscreenError(f"no extra array {name!r} in this cache",
+                                 path=str(self.path / MANIFEST), field="extra_files")
+        return np.load(self.path / rel, mmap_mode="r", allow_pickle=False)
+
+    def matrix(self, layer: str | int, *, include_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, X): the row indices used and a float64 copy of those rows of one layer.
+
+        All-zero rows (out-of-vocabulary genes) are dropped unless `include_zero` is set.
+        """
+        arr = self.array(layer)
+        rows = np.arange(self.n_genes) if include_zero else np.flatnonzero(self.genes.present)
+        return rows, np.asarray(arr[rows], dtype=np.float64)
+
+    def verify(self) -> list[str]:
+        """Re-hash every file; return the names whose checksum does not match (reads all data)."""
+        bad = []
+        for rel, digest in self.manifest["checksums"].items():
+            p = self.path / rel
+            if not p.exists() or sha256_file(p) != digest:
+                bad.append(rel)
+        return bad
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "path": str(self.path),
+            "format_version": m["format_version"],
+            "model": self.model,
+            "source": m.get("source"),
+            "synthetic": self.synthetic,
+            "layers": self.layers,
+            "n_genes": self.n_genes,
+            "n_zero_genes": int(self.genes.zero.sum()),
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "cache_checksum": self.checksum,
+            "created": m.get("created"),
+            "metadata": m.get("metadata", {}),
+        }
+
+
+# ------------------------------------------------------------------------------------------
+# opening
+# ------------------------------------------------------------------------------------------
+def open_cache(path: str | os.PathLike) -> Cache:
+    """Open a cache directory read-only.  Reads the manifest and gene table only."""
+    root = Path(path).expanduser().resolve()
+    man_path = root / MANIFEST
+    if not root.is_dir():
+        raise GeoscreenError("is not a cache directory", path=str(root),
+                             fix="pass the folder written by 'geoscreen cache import' or 'geoscreen demo'")
+    if not man_path.exists():
+        raise GeoscreenError("has no manifest.json: not a geoscreen cache", path=str(root),
+                             fix="create one with 'geoscreen cache import EMB.npy --genes GENES.txt -o DIR'")
+    try:
+        manifest = json.loads(man_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise GeoscreenError(f"is not valid JSON ({exc.msg} at line {exc.lineno})",
+                             path=str(man_path)) from None
+    for key in ("format_version", "layers", "n_genes", "dim", "dtype", "files", "checksums",
+                "cache_checksum"):
+        if key not in manifest:
+            raise GeoscreenError("is missing", path=str(man_path), field=key,
+                                 fix="re-import the cache with this version of geoscreen")
+    if int(manifest["format_version"]) > FORMAT_VERSION:
+        raise GeoscreenError(
+            f"format version {manifest['format_version']} is newer than this geoscreen reads "
+            f"({FORMAT_VERSION})", path=str(man_path), field="format_version",
+            fix="upgrade geoscreen")
+    genes = _read_gene_table(root / GENES, int(manifest["n_genes"]))
+    return Cache(path=root, manifest=manifest, genes=genes)
+
+
+def _read_gene_table(path: Path, n_genes: int) -> GeneTable:
+    if not path.exists():
+        raise GeoscreenError("is missing from the cache", path=str(path))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t") if lines else []
+    if header[:3] != ["index", "symbol", "zero"]:
+        raise GeoscreenError("has an unexpected header", path=str(path), field="header",
+                             fix="expected 'index<TAB>symbol<TAB>zero<TAB>zero_layers'")
+    symbols, zero, zero_layers = [], [], []
+    for ln in lines[1:]:
+        cols = ln.split("\t")
+        symbols.append(cols[1])
+        zero.append(cols[2] == "1")
+        zero_layers.append(tuple(x for x in (cols[3] if len(cols) > 3 else "").split(",") if x))
+    if len(symbols) != n_genes:
+        raise GeoscreenError(f"has {len(symbols)} genes but the manifest says {n_genes}",
+                             path=str(path), field="n_genes")
+    return GeneTable(tuple(symbols), np.array(zero, dtype=bool), tuple(zero_layers))
+
+
+# ------------------------------------------------------------------------------------------
+# writing
+# ------------------------------------------------------------------------------------------
+def read_gene_list(path: str | os.PathLike) -> list[str]:
+    """One gene symbol per line; blank lines are an error (they would shift every row)."""
+    p = Path(path)
+    if not p.exists():
+        raise GeoscreenError("does not exist", path=str(p), field="--genes")
+    text = p.read_text(encoding="utf-8")
+    genes = text.splitlines()
+    while genes and genes[-1].strip() == "":
+        genes.pop()
+    for i, g in enumerate(genes, start=1):
+        if g.strip() == "":
+            raise GeoscreenError(f"line {i} is blank", path=str(p), field="--genes",
+                                 fix="one gene symbol per line, in the row order of the array")
+        if "\t" in g.strip():
+            raise GeoscreenError(f"line {i} has a tab; expected one symbol per line",
+                                 path=str(p), field="--genes")
+    return [g.strip() for g in genes]
+
+
+def _check_genes(genes: Sequence[str], source: str) -> None:
+    seen: dict[str, int] = {}
+    dups = []
+    for i, g in enumerate(genes, start=1):
+        if g in seen:
+            dups.append(f"{g} (lines {seen[g]} and {i})")
+        else:
+            seen[g] = i
+    if dups:
+        more = f" and {len(dups) - 5} more" if len(dups) > 5 else ""
+        raise GeoscreenError(f"duplicate gene symbols: {', '.join(dups[:5])}{more}", path=source,
+                             field="genes", fix="each symbol must appear once; merge or rename duplicates")
+
+
+def write_cache(
+    out: str | os.PathLike,
+    layers: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
+    genes: Sequence[str],
+    *,
+    model: str = "unknown",
+    source: str = "",
+    dtype: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
+    synthetic: bool = False,
+    genes_source: str = "genes",
+    overwrite: bool = False,
+) -> Cache:
+    """Validate and write a cache atomically (temporary folder, then rename); return it opened.
+
+    `layers` maps layer name -> (n_genes, dim) array, in depth order; it may be a generator so a
+    caller never has to hold every layer in memory.  Nothing is left at `out` if validation fails.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise GeoscreenError("already exists", path=str(out), field="-o",
+                             fix="choose a new folder or pass --overwrite")
+    genes = list(genes)
+    _check_genes(genes, genes_source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "layers").mkdir()
+        files: dict[str, str] = {}
+        checksums: dict[str, str] = {}
+        names: list[str] = []
+        zero_any = np.zeros(len(genes), dtype=bool)
+        zero_by_gene: list[list[str]] = [[] for _ in genes]
+        dim = None
+        items = layers.items() if isinstance(layers, Mapping) else layers
+        for name, arr in items:
+            name = str(name)
+            if name in names:
+                raise GeoscreenError(f"layer name {name!r} appears twice", field="layers")
+            arr = np.asarray(arr)
+            if arr.ndim != 2:
+                raise GeoscreenError(f"layer {name!r} has shape {arr.shape}; expected (genes, dim)",
+                                     field="layers")
+            if arr.shape[0] != len(genes):
+                raise GeoscreenError(
+                    f"the gene list has {len(genes)} symbols but the array has {arr.shape[0]} rows "
+                    f"(layer {name!r})", path=genes_source, field="genes",
+                    fix="the gene list must have one line per row of the array, in the same order")
+            if dim is None:
+                dim = int(arr.shape[1])
+            elif arr.shape[1] != dim:
+                raise GeoscreenError(f"layer {name!r} has dim {arr.shape[1]}, others have {dim}",
+                                     field="layers")
+            if arr.dtype.kind not in "fiu":
+                raise GeoscreenError(f"layer {name!r} has dtype {arr.dtype}; expected floats",
+                                     field="dtype")
+            target = np.dtype(dtype or (arr.dtype if arr.dtype.kind == "f" else "float32"))
+            if target.name not in _SUPPORTED_DTYPES:
+                raise GeoscreenError(f"dtype {target.name} is not supported",
+                                     field="dtype", fix=f"use one of {', '.join(_SUPPORTED_DTYPES)}")
+            finite = np.isfinite(arr).all(axis=1) if arr.dtype.kind == "f" else None
+            if finite is not None and not finite.all():
+                bad = np.flatnonzero(~finite)
+                example = ", ".join(genes[i] for i in bad[:5])
+                raise GeoscreenError(
+                    f"layer {name!r} has NaN or Inf values in {bad.size} gene rows (e.g. {example})",
+                    field="values", fix="remove or re-extract those genes; no cache was written")
+            zero_rows = ~np.any(arr != 0, axis=1)
+            zero_any |= zero_rows
+            for i in np.flatnonzero(zero_rows):
+                zero_by_gene[i].append(name)
+            rel = f"layers/{len(names):02d}_{_safe_name(name)}.npy"
+            np.save(tmp / rel, np.ascontiguousarray(arr, dtype=target), allow_pickle=False)
+            files[name] = rel
+            checksums[rel] = sha256_file(tmp / rel)
+            names.append(name)
+            dtype = target.name
+        if not names:
+            raise GeoscreenError("no layers to write", field="layers")
+        extra_files: dict[str, str] = {}
+        if extra:
+            (tmp / "extra").mkdir()
+            for name, arr in extra.items():
+                rel = f"extra/{_safe_name(name)}.npy"
+                np.save(tmp / rel, np.asarray(arr), allow_pickle=False)
+                extra_files[name] = rel
+                checksums[rel] = sha256_file(tmp / rel)
+        with open(tmp / GENES, "w", encoding="utf-8") as fh:
+            fh.write("index\tsymbol\tzero\tzero_layers\n")
+            for i, g in enumerate(genes):
+                fh.write(f"{i}\t{g}\t{int(zero_any[i])}\t{','.join(zero_by_gene[i])}\n")
+        checksums[GENES] = sha256_file(tmp / GENES)
+        digest = hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model": model,
+            "source": source,
+            "synthetic": synthetic,
+            "layers": names,
+            "n_genes": len(genes),
+            "n_zero_genes": int(zero_any.sum()),
+            "dim": dim,
+            "dtype": dtype,
+            "files": files,
+            "extra_files": extra_files,
+            "checksums": checksums,
+            "cache_checksum": digest,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "metadata": dict(metadata or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return open_cache(out)
+
+
+def import_array(emb_path: str | os.PathLike, genes_path: str | os.PathLike, out: str | os.PathLike,
+                 *, model: str = "unknown", layer_names: Sequence[str] | None = None,
+                 overwrite: bool = False) -> Cache:
+    """Import a (layers, genes, dim) `.npy` plus a one-symbol-per-line gene list."""
+    emb_path = Path(emb_path)
+    if not emb_path.exists():
+        raise GeoscreenError("does not exist", path=str(emb_path), field="EMB")
+    try:
+        arr = np.load(emb_path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise GeoscreenError(f"cannot be read as a plain .npy array ({exc})", path=str(emb_path),
+                             fix="save it with numpy.save; pickled object arrays are refused") from None
+    if arr.ndim != 3:
+        raise GeoscreenError(f"has shape {arr.shape}; expected (layers, genes, dim)",
+                             path=str(emb_path), field="shape")
+    genes = read_gene_list(genes_path)
+    if len(genes) != arr.shape[1]:
+        raise GeoscreenError(
+            f"has {len(genes)} symbols but {emb_path.name} has {arr.shape[1]} gene rows",
+            path=str(genes_path), field="--genes",
+            fix="the gene list must have one line per row of axis 1 of the array")
+    n_layers = arr.shape[0]
+    if layer_names is None:
+        layer_names = [f"L{i}" for i in range(n_layers)]
+    elif len(layer_names) != n_layers:
+        raise GeoscreenError(f"{len(layer_names)} layer names for {n_layers} layers",
+                             field="--layer-names")
+    return write_cache(
+        out, ((name, arr[i]) for i, name in enumerate(layer_names)), genes, model=model,
+        source=str(emb_path.resolve()), genes_source=str(genes_path), overwrite=overwrite,
+        metadata={"imported_from": emb_path.name, "genes_file": Path(genes_path).name,
+                  "source_sha256": sha256_file(emb_path)})

@@ -1,0 +1,176 @@
+"""Ledger tables (SQLAlchemy 2): campaigns, iterations, hypotheses, per-layer results, LLM calls.
+
+Every row that a campaign writes is committed as soon as it is known, so a campaign killed at any
+moment leaves a ledger that a rerun resumes from.  Schema changes bump `SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+
+HYPOTHESIS_STATUSES = ("queued", "pending_approval", "running", "done", "failed", "rejected")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="campaign")
+    kind: Mapped[str] = mapped_column(String(32), default="exploratory")  # or 'confirmatory'
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    status: Mapped[str] = mapped_column(String(32), default="new")  # new/running/stopped/done
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    cache_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cache_checksum: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fdr_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    package_version: Mapped[str] = mapped_column(String(32), default="")
+    parent_campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"),
+                                                           nullable=True)
+    iterations: Mapped[list[Iteration]] = relationship(back_populates="campaign",
+                                                       order_by="Iteration.index")
+
+
+class Iteration(Base):
+    __tablename__ = "iterations"
+    __table_args__ = (UniqueConstraint("campaign_id", "index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default="proposing")  # proposing/running/done
+    brainstormer: Mapped[str] = mapped_column(String(100), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    campaign: Mapped[Campaign] = relationship(back_populates="iterations")
+
+
+class Hypothesis(Base):
+    __tablename__ = "hypotheses"
+    __table_args__ = (UniqueConstraint("campaign_id", "hash"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    iteration_id: Mapped[int | None] = mapped_column(ForeignKey("iterations.id"), nullable=True,
+                                                     index=True)
+    iteration_index: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    test_order: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    hash: Mapped[str] = mapped_column(String(64), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    statement: Mapped[str] = mapped_column(Text)
+    probe: Mapped[str] = mapped_column(String(100), index=True)
+    family: Mapped[str] = mapped_column(String(100), index=True)
+    source: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(32), default="queued", index=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    parents: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    queued_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # hypothesis-level outcome
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    combine_method: Mapped[str] = mapped_column(String(64), default="")
+    effect_name: Mapped[str] = mapped_column(String(64), default="")
+    effect_size: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # multiple testing (recomputed offline; online values fixed at test time)
+    q_bh: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_by: Mapped[float | None] = mapped_column(Float, nullable=True)
+    significant: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    online_alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
+    online_decision: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    online_procedure: Mapped[str] = mapped_column(String(64), default="")
+    # provenance
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    results: Mapped[list[LayerResultRow]] = relationship(
+        back_populates="hypothesis", order_by="LayerResultRow.layer_index",
+        cascade="all, delete-orphan")
+
+
+class LayerResultRow(Base):
+    __tablename__ = "layer_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hypothesis_id: Mapped[int] = mapped_column(ForeignKey("hypotheses.id"), index=True)
+    layer: Mapped[str] = mapped_column(String(64))
+    layer_index: Mapped[int] = mapped_column(Integer)
+    statistic_name: Mapped[str] = mapped_column(String(64))
+    statistic: Mapped[float] = mapped_column(Float)
+    effect_name: Mapped[str] = mapped_column(String(64))
+    effect_size: Mapped[float] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    null: Mapped[str] = mapped_column(String(64), default="")
+    n_permutations: Mapped[int] = mapped_column(Integer, default=0)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    ci_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ci_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    runtime_s: Mapped[float] = mapped_column(Float, default=0.0)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    hypothesis: Mapped[Hypothesis] = relationship(back_populates="results")
+
+
+class LLMCall(Base):
+    """One request to a language model, for usage and cost accounting."""
+
+    __tablename__ = "llm_calls"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    iteration_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    model: Mapped[str] = mapped_column(String(200))
+    base_url: Mapped[str] = mapped_column(Text, default="")
+    prompt_hash: Mapped[str] = mapped_column(String(64), default="")
+    purpose: Mapped[str] = mapped_column(String(64), default="propose")  # propose / repair
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_s: Mapped[float] = mapped_column(Float, default=0.0)
+    outcome: Mapped[str] = mapped_column(String(64), default="ok")
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Event(Base):
+    """Free-form campaign events (retired directions, pauses, budget stops) for review."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    iteration_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
