@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.hypotheses.spec import ResolvedSpec
 from geoscreen.probes.context import derive_seed
 
 RETIRE_AFTER = 5  # tested hypotheses in a family with no discovery before it is retired
+
+
+class BrainstormerUnavailable(Exception):
+    """The brainstormer cannot propose now (e.g. its service stays down): the campaign pauses."""
 
 
 @dataclass

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
-
-from geoscreen.agent.brainstorm import Brainstormer, make_brainstormer
+from geoscreen.agent.brainstorm import Brainstormer, BrainstormerUnavailable, make_brainstormer
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.executor import Job, JobResult, ProcessSandbox
 from geoscreen.agent.state import snapshot
@@ -27,6 +25,7 @@ from geoscreen.probes.context import derive_seed
 from geoscreen.store.cache import Cache, open_cache
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Hypothesis, Iteration, utcnow
+from sqlalchemy import func, select, update
 
 
 @dataclass
@@ -44,11 +43,20 @@ class CampaignConfig:
     plugins: list[str] = field(default_factory=list)
     work_dir: str | None = None
     brainstormer_options: dict[str, Any] = field(default_factory=dict)
+    online_procedure: str = "lord++"  # primary online FDR rule: lord++ | saffron | lond | batch-bh
+    combine_any: str = "cauchy"  # across_layers any: cauchy | simes
+
+    def __post_init__(self) -> None:
+        from geoscreen.store.fdr import check_settings
+
+        check_settings(self.online_procedure, self.combine_any)
 
     def recorded(self) -> dict[str, Any]:
         """What the ledger stores: everything that changes results (not workers or timeouts)."""
         return {"iterations": self.iterations, "per_iteration": self.per_iteration,
-                "brainstormer": self.brainstormer, "alpha": self.alpha, "plugins": self.plugins}
+                "brainstormer": self.brainstormer, "alpha": self.alpha, "plugins": self.plugins,
+                "online_procedure": self.online_procedure.lower(),
+                "combine_any": self.combine_any}
 
 
 class Reporter:
@@ -225,6 +233,19 @@ def _finish_iteration(ledger: Ledger, campaign_id: int, it_id: int) -> tuple[int
         return int(disc), int(tested)
 
 
+def _import_plugins(modules: list[str]) -> None:
+    """Plug-in probe modules register here too, so specs naming them validate in this process."""
+    import importlib
+
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            raise GeoscreenError(f"cannot import plug-in module {mod!r} ({exc})",
+                                 field="--plugin", fix="check the module name and PYTHONPATH"
+                                 ) from None
+
+
 def job_for(h: Hypothesis, cache: Cache, cfg: CampaignConfig, seed: int) -> Job:
     return Job(h.id, {
         "spec": h.spec, "cache_path": str(cache.path), "cache_checksum": cache.checksum,
@@ -238,6 +259,7 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
                  stop_after: Callable[[int], bool] | None = None) -> RunSummary:
     """Run (or resume) a campaign until its iterations are done, it is stopped, or a budget ends."""
     reporter = reporter or Reporter()
+    _import_plugins(cfg.plugins)
     cache = open_cache(cache_path)
     ledger = Ledger(ledger_path)
     campaign_id = _bind_campaign(ledger, cache, cfg)
@@ -260,7 +282,14 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
             if callable(budget) and budget():
                 status, reason = "stopped", str(budget())
                 break
-            it = _open_iteration(ledger, campaign_id, cfg, brainstormer, cache, reporter)
+            try:
+                it = _open_iteration(ledger, campaign_id, cfg, brainstormer, cache, reporter)
+            except BrainstormerUnavailable as exc:
+                with ledger.session() as s:
+                    ledger.event(s, s.get(Campaign, campaign_id), "brainstormer_unavailable",
+                                 str(exc))
+                status, reason = "paused", f"brainstormer unavailable: {exc}"
+                break
             if it is None:
                 if brainstormer is None:
                     reason = "the queue is empty"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 import typer
-
 from geoscreen.agent.errors import GeoscreenError
 
 app = typer.Typer(
@@ -21,7 +20,7 @@ app = typer.Typer(
 )
 
 _COMMAND_MODULES = ("cli_cache", "cli_probes", "cli_campaign", "cli_ledger", "cli_demo",
-                    "cli_resources", "cli_extract", "cli_report")
+                    "cli_resources", "cli_extract", "cli_report", "cli_fdr", "cli_llm")
 
 
 def _register() -> None:

@@ -1,13 +1,23 @@
-"""`geoscreen ledger list|show|export`: review what was tested and found."""
+"""`geoscreen ledger list|show|export|diff`: review what was tested and found.
+
+Tables are plain aligned text (ANSI colour on a terminal only): rendering 10,000 rows through
+rich took seconds, and `ledger list` must answer in under one.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
-ledger_app = typer.Typer(help="Browse and export a campaign's ledger.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Browse, compare and export campaign ledgers.",
+                         no_args_is_help=True)
 LEDGER_OPT = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL")
 
 
@@ -15,45 +25,116 @@ def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.3g}"
 
 
+def _color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _paint(text: str, code: str, color: bool | None = None) -> str:
+    if color is None:
+        color = _color()
+    return f"\033[{code}m{text}\033[0m" if color else text
+
+
+def _width() -> int:
+    return max(60, shutil.get_terminal_size((160, 24)).columns)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, flex: int = -1,
+                 colors: Sequence[Sequence[str | None]] | None = None) -> str:
+    """Aligned columns; column `flex` takes the remaining terminal width and is cut with '…'."""
+    n = len(headers)
+    flex = flex % n
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, cell in enumerate(r):
+            if i != flex and len(cell) > widths[i]:
+                widths[i] = len(cell)
+    fixed = sum(w for i, w in enumerate(widths) if i != flex) + 2 * (n - 1)
+    longest = max([len(headers[flex])] + [len(r[flex]) for r in rows])
+    widths[flex] = min(longest, max(20, _width() - fixed))
+    color = bool(colors) and _color()
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip(),
+             "  ".join("-" * widths[i] for i in range(n))]
+    cut = widths[flex]
+    for k, r in enumerate(rows):
+        cells = [c.ljust(w) for c, w in zip(r, widths)]
+        if len(r[flex]) > cut:
+            cells[flex] = r[flex][:cut - 1] + "…"
+        if color:
+            for i, code in enumerate(colors[k]):  # type: ignore[index]
+                if code and r[i]:
+                    cells[i] = _paint(cells[i], code, True)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _split(values: list[str]) -> list[str]:
+    """Repeatable options also accept comma-separated values: --status done,failed."""
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
 @ledger_app.command("list")
 def list_cmd(
     ledger: str = LEDGER_OPT,
-    significant: bool = typer.Option(False, "--significant", help="discoveries only"),
-    status: list[str] = typer.Option([], "--status", help="filter by status (repeatable)"),
-    probe: str = typer.Option(None, "--probe"),
-    family: str = typer.Option(None, "--family"),
-    source: str = typer.Option(None, "--source", help="human, offline, llm:* ..."),
-    iteration: int = typer.Option(None, "--iteration"),
-    sort: str = typer.Option("id", "--sort", help="id | p | q | effect | iteration"),
-    limit: int = typer.Option(None, "--limit"),
-    as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts"),
+    significant: bool = typer.Option(None, "--significant/--not-significant",
+                                     help="discoveries only / everything else"),
+    fdr: str = typer.Option("bh", "--fdr", help="which decision --significant uses: bh | by | "
+                            "online"),
+    status: list[str] = typer.Option([], "--status", help="queued, running, done, failed, "
+                                     "rejected, pending_approval (repeatable or comma list)"),
+    probe: list[str] = typer.Option([], "--probe", help="probe name (repeatable)"),
+    family: list[str] = typer.Option([], "--family", help="probe family (repeatable)"),
+    source: str = typer.Option(None, "--source", help="human, offline, llm:* (wildcards)"),
+    iteration: str = typer.Option(None, "--iteration", help="N, or a range A-B / A- / -B"),
+    text: str = typer.Option(None, "--text", help="statement contains this (any case)"),
+    sort: str = typer.Option("id", "--sort", help="id | p | q | q_by | effect | abs_effect | "
+                             "iteration | family | probe | source | status; '-' reverses"),
+    limit: int = typer.Option(None, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json", help="a JSON array of rows, for scripts"),
 ) -> None:
-    """List hypotheses with p, q and decisions; filter and sort."""
+    """List hypotheses with effect, p, q and decisions; filter and sort."""
     from geoscreen.store.query import list_hypotheses
 
-    rows = list_hypotheses(ledger, statuses=status or None,
-                           significant=True if significant else None, probe=probe,
-                           family=family, source=source, iteration=iteration, sort=sort,
+    rows = list_hypotheses(ledger, statuses=_split(status) or None, significant=significant,
+                           fdr=fdr, probe=_split(probe) or None, family=_split(family) or None,
+                           source=source, iteration=iteration, text=text, sort=sort,
                            limit=limit)
     if as_json:
-        typer.echo(json.dumps(rows, indent=1, default=str))
+        sys.stdout.write(json.dumps(rows, default=str) + "\n")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"{len(rows)} hypotheses")
-    for col in ("id", "it", "source", "probe", "status", "effect", "p", "q (BH)", "sig",
-                "statement"):
-        t.add_column(col, overflow="fold")
+    online = any(r["online_decision"] is not None for r in rows)
+    headers = ["id", "it", "source", "probe", "status", "effect", "p", "q(BH)", "sig"]
+    headers += ["online"] if online else []
+    headers.append("statement")
+    body, colors = [], []
     for r in rows:
         eff = f"{r['effect_name']}={_fmt(r['effect_size'])}" if r["effect_size"] is not None \
             else ""
-        status_txt = r["status"] if r["status"] != "failed" else f"[red]failed[/]"
-        t.add_row(str(r["hypothesis_id"]), str(r["iteration"] or ""), r["source"], r["probe"],
-                  status_txt, eff, _fmt(r["p_value"]), _fmt(r["q_value"]),
-                  "[green]yes[/]" if r["significant"] else "",
-                  r["statement"] + (f" [dim]({r['error'][:80]})[/]" if r["error"] else ""))
-    Console().print(t)
+        cells = [str(r["hypothesis_id"]), "" if r["iteration"] is None else str(r["iteration"]),
+                 r["source"], r["probe"], r["status"], eff, _fmt(r["p_value"]),
+                 _fmt(r["q_value"]), "yes" if r["significant"] else ""]
+        if online:
+            cells.append({True: "yes", False: "no", None: ""}[r["online_decision"]])
+        statement = r["statement"]
+        if r["error"]:
+            statement += f"  ({r['error'].splitlines()[0]})"
+        cells.append(statement)
+        body.append(cells)
+        col: list[str | None] = [None] * len(cells)
+        col[4] = {"failed": "31", "rejected": "33"}.get(r["status"])
+        col[8] = "32"
+        if online:
+            col[9] = "32"
+        colors.append(col)
+    out = [format_table(headers, body, colors=colors)] if rows else []
+    n_sig = sum(1 for r in rows if r["significant"])
+    out.append(f"{len(rows)} hypotheses, {n_sig} significant (BH)")
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    s = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return s if len(s) <= limit else s[:limit - 1] + f"… ({len(s)} chars)"
 
 
 @ledger_app.command("show")
@@ -66,39 +147,67 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
     if as_json:
         typer.echo(json.dumps(d, indent=2, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
-    con.print(f"[bold]#{d['hypothesis_id']}[/] {d['statement']}")
-    con.print(f"status {d['status']}  source {d['source']}  iteration {d['iteration']}  "
-              f"probe {d['probe']} ({d['family']})")
+    bold = "1"
+    lines = [_paint(f"#{d['hypothesis_id']} {d['statement']}", bold),
+             f"status {d['status']}  source {d['source']}  iteration {d['iteration']}  "
+             f"probe {d['probe']} ({d['family']})  test order {d['test_order'] or '-'}"]
     if d["rationale"]:
-        con.print(f"rationale: {d['rationale']}")
-    if d["parents"] or d["children"]:
-        con.print(f"lineage: parents {d['parents'] or '-'}; children {d['children'] or '-'}")
-    con.print(f"spec: {json.dumps(d['spec'], sort_keys=True)}")
+        lines.append(f"why proposed: {d['rationale']}")
     if d["error"]:
-        con.print(f"[red]error:[/] {d['error']}")
+        lines.append(_paint("error: ", "31") + d["error"])
     if d["p_value"] is not None:
-        con.print(f"hypothesis p = {_fmt(d['p_value'])} ({d['combine_method']}), "
-                  f"q_BH = {_fmt(d['q_value'])}, q_BY = {_fmt(d['q_by'])}, "
-                  f"significant: {d['significant']}, online: {d['online_decision']} "
-                  f"(alpha_t {_fmt(d['online_alpha'])})")
+        online = "not recorded" if d["online_decision"] is None else (
+            f"{'reject' if d['online_decision'] else 'accept'} H0 at alpha_t "
+            f"{_fmt(d['online_alpha'])} ({d['online_procedure'] or 'online'})")
+        lines += [f"result: {d['effect_name']} = {_fmt(d['effect_size'])}, p = "
+                  f"{_fmt(d['p_value'])} ({d['combine_method']} across layers)",
+                  f"FDR: q_BH = {_fmt(d['q_value'])}, q_BY = {_fmt(d['q_by'])}, significant "
+                  f"(BH) {'yes' if d['significant'] else 'no'}; online: {online}"]
+    lines.append(f"seed {d['seed']}  runtime {_fmt(d['runtime_s'])} s  hash {d['hash']}")
+    lines.append("")
+    lines.append(_paint("spec", bold))
+    spec = d["spec"] or {}
+    for k in ("probe", "params", "layers", "across_layers", "alternative", "tags", "source"):
+        if k in spec:
+            if k == "params":
+                for pk, pv in spec[k].items():
+                    lines.append(f"  params.{pk}: {_short(pv)}")
+            else:
+                lines.append(f"  {k}: {_short(spec[k])}")
     if d["layers_detail"]:
-        t = Table(title="per layer")
-        for col in ("layer", "statistic", "effect", "p", "n", "null", "perms", "seed", "CI"):
-            t.add_column(col)
+        lines += ["", _paint("per layer", bold)]
+        rows = []
         for r in d["layers_detail"]:
             ci = f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["ci_low"] is not None \
                 else ""
-            t.add_row(r["layer"], f"{r['statistic_name']}={_fmt(r['statistic'])}",
-                      f"{r['effect_name']}={_fmt(r['effect_size'])}", _fmt(r["p_value"]),
-                      str(r["n"]), r["null"], str(r["n_permutations"]), str(r["seed"]), ci)
-        con.print(t)
+            rows.append([r["layer"], f"{r['statistic_name']}={_fmt(r['statistic'])}",
+                         f"{r['effect_name']}={_fmt(r['effect_size'])}", _fmt(r["p_value"]),
+                         str(r["n"]), r["null"], str(r["n_permutations"]), str(r["seed"]), ci])
+        lines.append(format_table(["layer", "statistic", "effect", "p", "n", "null", "perms",
+                                   "seed", "CI"], rows, flex=-1))
+    lines += ["", _paint("lineage", bold)]
+    if d["ancestors"]:
+        for a in d["ancestors"]:
+            flag = "significant" if a["significant"] else a["status"]
+            lines.append(f"  motivated by #{a['hypothesis_id']} ({flag}, p={_fmt(a['p_value'])})"
+                         f": {a['statement']}")
+    else:
+        lines.append("  no parents: proposed without reference to an earlier result")
+    lines.append(f"  children (proposals this result motivated): "
+                 f"{', '.join('#' + str(c) for c in d['children']) or 'none'}")
     prov = d.get("provenance") or {}
     if prov:
-        con.print("provenance: " + json.dumps(prov, sort_keys=True, default=str))
+        lines += ["", _paint("provenance", bold)]
+        for k, v in sorted(prov.items()):
+            if k == "resources" and isinstance(v, dict):
+                for name, res in v.items():
+                    res = dict(res) if isinstance(res, dict) else {"ref": res}
+                    ref = _short(res.pop("ref", ""), 60)
+                    lines.append(f"  resource {name}: {ref} " + _short(
+                        {k2: v2 for k2, v2 in res.items() if k2 != "sources"}, 200))
+            else:
+                lines.append(f"  {k}: {_short(v)}")
+    typer.echo("\n".join(lines))
 
 
 @ledger_app.command("export")
@@ -106,7 +215,7 @@ def export_cmd(ledger: str = LEDGER_OPT,
                fmt: str = typer.Option("csv", "--format", help="csv | json"),
                out: Path = typer.Option(..., "-o", "--out")) -> None:
     """Export every hypothesis with p, q and decisions as CSV or JSON."""
-    import pandas as pd
+    import csv
 
     from geoscreen.agent.errors import GeoscreenError
     from geoscreen.store.query import EXPORT_COLUMNS, list_hypotheses
@@ -117,11 +226,73 @@ def export_cmd(ledger: str = LEDGER_OPT,
     if fmt == "json":
         out.write_text(json.dumps(rows, indent=1, default=str))
     else:
-        df = pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))
-        for col in ("layers", "parents"):
-            df[col] = df[col].map(lambda v: json.dumps(v) if not isinstance(v, str) else v)
-        df.to_csv(out, index=False)
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(EXPORT_COLUMNS)
+            for r in rows:
+                w.writerow(["" if r[c] is None else
+                            json.dumps(r[c]) if c in ("layers", "parents") else r[c]
+                            for c in EXPORT_COLUMNS])
     typer.echo(f"wrote {len(rows)} hypotheses to {out}")
+
+
+@ledger_app.command("diff")
+def diff_cmd(a: str = typer.Argument(..., metavar="A", help="first ledger"),
+             b: str = typer.Argument(..., metavar="B", help="second ledger"),
+             kind: str = typer.Option("exploratory", "--kind",
+                                      help="which campaign of each ledger: exploratory | "
+                                           "confirmatory"),
+             show_all: bool = typer.Option(False, "--all", help="list agreeing pairs and every "
+                                           "hypothesis tested in one campaign only"),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Compare two campaigns (e.g. two extraction seeds): hypotheses tested in both, matched by
+    canonical hash, and whether their findings agree (significance and effect direction)."""
+    from geoscreen.store.query import diff_campaigns
+
+    d = diff_campaigns(a, b, kind=kind)
+    if as_json:
+        typer.echo(json.dumps(d, indent=1, default=str))
+        return
+    lines = []
+    for side in ("a", "b"):
+        info = d[side]
+        lines.append(f"{side.upper()}: {info['ledger']} (campaign {info['campaign_id']}, "
+                     f"{info['status']}; cache {info['cache_path']} "
+                     f"{(info['cache_checksum'] or '')[:12]}, seed {info['seed']})")
+    if d["same_cache"]:
+        lines.append(_paint("note: both campaigns ran on the same cache", "33"))
+    rate = "" if d["agreement_rate"] is None else f" ({100 * d['agreement_rate']:.0f}%)"
+    lines.append(f"tested in both: {d['tested_in_both']}; findings agree: {d['agreeing']}{rate}; "
+                 f"only in A: {len(d['only_a'])}; only in B: {len(d['only_b'])}")
+    for k, v in sorted(d["tally"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {v:6d}  {k}")
+    agree = ("both significant, same direction", "neither significant")
+    pairs = sorted(d["pairs"], key=lambda p: (p["agreement"] in agree, p["id_a"]))
+    if not show_all:
+        pairs = [p for p in pairs if p["agreement"] not in agree]
+    if pairs:
+        rows, colors = [], []
+        for p in pairs:
+            rows.append([f"#{p['id_a']}", f"#{p['id_b']}", p["effect_name"] or "",
+                         _fmt(p["effect_a"]), _fmt(p["effect_b"]), _fmt(p["q_a"]),
+                         _fmt(p["q_b"]), p["agreement"], p["statement"]])
+            bad = p["agreement"] not in agree
+            colors.append([None] * 7 + ["31" if bad else "32", None])
+        title = "all pairs" if show_all else "pairs whose findings differ"
+        lines += ["", _paint(title, "1"),
+                  format_table(["A", "B", "effect", "eff A", "eff B", "q A", "q B", "agreement",
+                                "statement"], rows, colors=colors)]
+    for side, key in (("A", "only_a"), ("B", "only_b")):
+        only = d[key]
+        if not only:
+            continue
+        shown = only if show_all else only[:10]
+        lines += ["", _paint(f"only in {side} ({len(only)})", "1")]
+        lines += [f"  #{o['id']} {o['status']}{' significant' if o['significant'] else ''}: "
+                  f"{o['statement']}" for o in shown]
+        if len(shown) < len(only):
+            lines.append(f"  ... {len(only) - len(shown)} more (--all)")
+    typer.echo("\n".join(lines))
 
 
 def register(app: typer.Typer) -> None:

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.store.cache import Cache
 
 
 def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts (campaign seed, hypothesis hash, layer...), stable across runs."""
+    """A 63-bit seed from any parts (campaign seed, hypothesis hash, layer...); stable."""
     h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(h[:8], "little") >> 1
 
@@ -77,6 +76,7 @@ class ProbeContext:
     other_caches: dict[str, Cache] = field(default_factory=dict)
     resources_used: dict[str, dict[str, Any]] = field(default_factory=dict)
     _svds: dict[tuple[str, bool], SVD] = field(default_factory=dict, repr=False)
+    _index: dict[str, int] | None = field(default=None, repr=False)
 
     # -- seeds --------------------------------------------------------------------------------
     def layer_seed(self, layer: str) -> int:
@@ -125,6 +125,33 @@ class ProbeContext:
         return svd
 
     # -- resources ------------------------------------------------------------------------------
+    def _symbol_index(self) -> dict[str, int]:
+        """Cache rows by symbol: exact cache symbols first, then their current (normalised)
+        symbols, so a set written with today's names finds a cache built with older ones."""
+        if self._index is None:
+            index = dict(self.cache.genes.index)
+            try:
+                from geoscreen.store.resources.symbols import symbol_map
+
+                sm = symbol_map()
+                for sym, row in self.cache.genes.index.items():
+                    cur, _status = sm.lookup(sym)
+                    if cur and cur not in index:
+                        index[cur] = row
+            except (ImportError, GeoscreenError):  # no alias map: exact symbols only
+                pass
+            self._index = index
+        return self._index
+
+    def _row(self, symbol: str, original: dict[str, str]) -> int | None:
+        exact = self.cache.genes.index
+        if symbol in exact:
+            return exact[symbol]
+        src = original.get(symbol)
+        if src is not None and src in exact:
+            return exact[src]
+        return self._symbol_index().get(symbol)
+
     def _note(self, param: str, record: dict[str, Any]) -> None:
         self.resources_used[param] = record
 
@@ -134,19 +161,20 @@ class ProbeContext:
         from geoscreen.store.resources.api import resolve_gene_set
 
         gs = resolve_gene_set(ref)
-        index = self.cache.genes.index
         present = self.cache.genes.present
-        rows = [index[g] for g in gs.genes if g in index and (include_zero or present[index[g]])]
+        original = getattr(gs, "original", {}) or {}
+        found = [r for r in (self._row(g, original) for g in gs.genes) if r is not None]
+        rows = sorted({r for r in found if include_zero or present[r]})
         rec = gs.record()
         rec["present"] = len(rows)
-        rec["in_cache"] = sum(1 for g in gs.genes if g in index)
+        rec["in_cache"] = len(set(found))
         self._note(param, rec)
         if len(rows) < min_size:
             raise GeoscreenError(
                 f"gene set {ref!r} has {len(rows)} genes present in the cache "
                 f"({rec['requested']} requested, {rec['mapped']} mapped); this test needs at least "
                 f"{min_size}", field=f"params.{param}", fix="choose a larger set or another cache")
-        return np.asarray(sorted(set(rows)), dtype=int)
+        return np.asarray(rows, dtype=int)
 
     def pair_rows(self, ref: str, *, param: str, min_size: int = 1, include_zero: bool = False,
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | None]]:
@@ -157,11 +185,11 @@ class ProbeContext:
         from geoscreen.store.resources.api import resolve_pair_set
 
         ps = resolve_pair_set(ref)
-        index = self.cache.genes.index
         present = self.cache.genes.present
+        original = getattr(ps, "original", {}) or {}
         keep_i, keep_j, keep_k = [], [], []
         for k, (x, y) in enumerate(zip(ps.a, ps.b)):
-            i, j = index.get(x), index.get(y)
+            i, j = self._row(x, original), self._row(y, original)
             if i is None or j is None or i == j:
                 continue
             if not include_zero and (not present[i] or not present[j]):

@@ -1,0 +1,44 @@
+# The README's two commands.  Each sets up everything it needs from scratch:
+#   make demo   - a whole demo campaign on a bundled synthetic cache (ledger + report)
+#   make test   - the whole test suite (also what .ci/run calls)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --disable-pip-version-check
+DEMO_OUT ?= geoscreen-demo
+
+.PHONY: demo test lint bench install install-test clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
+	touch $@
+
+# torch first, pinned: the pinned version is a local CPU wheel; an unpinned one pulls CUDA.
+# scgpt 0.2.4 must come without its dependencies (they no longer install on modern torch).
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps scgpt==0.2.4
+	$(PIP) install -e ".[extract,test]"
+	touch $@
+
+install: $(VENV)/.base
+install-test: $(VENV)/.test
+
+demo: $(VENV)/.base
+	$(VENV)/bin/geoscreen demo --out $(DEMO_OUT)
+
+test: $(VENV)/.test
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    echo "warning: chromium could not be installed; the browser test will say so"; }
+	$(VENV)/bin/ruff check agent probes store hypotheses extract tests benchmarks
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.test
+	$(PY) benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
