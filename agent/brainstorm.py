@@ -144,36 +144,49 @@ class OfflineBrainstormer:
         retired = set(state.retired) | set(retire)
         family_count = Counter(h.family for h in state.history)
         n_layers = int(state.cache.get("n_layers", 12))
-        cands: list[tuple[float, float, dict[str, Any], list[int], str]] = []
-
-        def add(priority: float, raw: dict[str, Any], parents: list[int], why: str) -> None:
-            cands.append((priority, float(rng.random()), raw, parents, why))
-
+        # Three pools, interleaved so a campaign neither tunnels into one refinement chain nor
+        # ignores its discoveries: (A) seed examples of untested families, (B) refinements of
+        # discoveries, strongest first, (C) everything else (seeds of tested families and
+        # exploration sweeps), with retired families last.
+        pools: dict[str, list[tuple[float, float, dict[str, Any], list[int], str]]] = {
+            "A": [], "B": [], "C": []}
         for h in sorted(state.discoveries, key=lambda x: (x.p_value or 1.0, x.id)):
             for raw, why in refinements(h, n_layers):
-                add(0.0, raw, [h.id], f"refines #{h.id} (p={h.p_value:.2g}): {why}")
+                pools["B"].append((h.p_value or 1.0, float(rng.random()), raw, [h.id],
+                                   f"refines #{h.id} (p={h.p_value:.2g}): {why}"))
         for info in list_probes():
-            fam_pen = 10.0 if info.family in retired else 0.0
+            fam_pen = 100.0 if info.family in retired else 0.0
+            untested = family_count[info.family] == 0 and info.family not in retired
             for ex in info.examples:
                 raw = {"probe": info.name, **ex}
-                add(1.0 + family_count[info.family] + fam_pen, raw, [],
-                    f"seed example of {'untested ' if not family_count[info.family] else ''}"
-                    f"family {info.family}")
+                pools["A" if untested else "C"].append(
+                    (family_count[info.family] + fam_pen, float(rng.random()), raw, [],
+                     f"seed example of {'untested ' if untested else ''}family {info.family}"))
                 for var in exploration(raw):
-                    add(3.0 + family_count[info.family] + fam_pen, var, [],
-                        f"exploration sweep in family {info.family}")
-        cands.sort(key=lambda c: (c[0], c[1]))
+                    pools["C"].append((1.0 + family_count[info.family] + fam_pen,
+                                       float(rng.random()), var, [],
+                                       f"exploration sweep in family {info.family}"))
+        for pool in pools.values():
+            pool.sort(key=lambda c: (c[0], c[1]))
         seen = set(state.hashes)
         batch = ProposalBatch(retire=retire)
-        for _prio, _tie, raw, parents, why in cands:
-            if len(batch.accepted) >= k:
+        order = ["A", "B", "C"]
+        turn = 0
+        cursors = {name: 0 for name in pools}
+        while len(batch.accepted) < k and any(cursors[n] < len(pools[n]) for n in pools):
+            name = order[turn % len(order)]
+            turn += 1
+            pool = pools[name]
+            while cursors[name] < len(pool):
+                _prio, _tie, raw, parents, why = pool[cursors[name]]
+                cursors[name] += 1
+                raw = {**raw, "source": "offline", "parents": parents, "rationale": why}
+                r = _resolve(raw)
+                if r is None or r.hash in seen:
+                    continue
+                seen.add(r.hash)
+                batch.accepted.append(r)
                 break
-            raw = {**raw, "source": "offline", "parents": parents, "rationale": why}
-            r = _resolve(raw)
-            if r is None or r.hash in seen:
-                continue
-            seen.add(r.hash)
-            batch.accepted.append(r)
         if len(batch.accepted) < k:
             batch.note = "the offline brainstormer ran out of untested candidates"
         return batch

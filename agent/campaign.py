@@ -144,7 +144,12 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> int:
 def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
                     brainstormer: Brainstormer | None, cache: Cache,
                     reporter: Reporter) -> Iteration | None:
-    """The unfinished iteration, or a new one with its proposals committed; None when done."""
+    """The unfinished iteration, or a new one with its proposals committed; None when done.
+
+    The brainstormer is asked before anything is written, so a slow LLM call never holds the
+    database's write lock (another terminal can `queue add` meanwhile); the iteration, its share
+    of the queue and every proposal are then written in one transaction.
+    """
     with ledger.session() as s:
         c = s.get(Campaign, campaign_id)
         assert c is not None
@@ -156,27 +161,33 @@ def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
         done = s.scalar(select(func.count(Iteration.id)).where(Iteration.campaign_id == c.id))
         if done >= cfg.iterations:
             return None
-        queued = s.scalars(select(Hypothesis).where(
+        queued_ids = list(s.scalars(select(Hypothesis.id).where(
             Hypothesis.campaign_id == c.id, Hypothesis.status == "queued",
             Hypothesis.iteration_id.is_(None)).order_by(Hypothesis.id)
-            .limit(cfg.per_iteration)).all()
-        if brainstormer is None and not queued:
+            .limit(cfg.per_iteration)).all())
+        if brainstormer is None and not queued_ids:
             return None
-        it = Iteration(campaign_id=c.id, index=done + 1, status="proposing",
+        index = done + 1
+        room = cfg.per_iteration - len(queued_ids)
+        batch = None
+        if brainstormer is not None and room > 0:
+            state = snapshot(s, c, index, cache={"n_layers": len(cache.layers),
+                                                 "layers": cache.layers,
+                                                 "n_genes": cache.n_genes})
+    if brainstormer is not None and room > 0:
+        batch = brainstormer.propose(state, room)
+    with ledger.session() as s:
+        c = s.get(Campaign, campaign_id)
+        it = Iteration(campaign_id=c.id, index=index, status="proposing",
                        brainstormer=brainstormer.name if brainstormer else "none")
         s.add(it)
         s.flush()
-        for h in queued:
+        for h in s.scalars(select(Hypothesis).where(Hypothesis.id.in_(queued_ids))):
             h.iteration_id, h.iteration_index = it.id, it.index
-        room = cfg.per_iteration - len(queued)
-        if brainstormer is not None and room > 0:
-            state = snapshot(s, c, it.index, cache={"n_layers": len(cache.layers),
-                                                    "layers": cache.layers,
-                                                    "n_genes": cache.n_genes})
-            batch = brainstormer.propose(state, room)
+        if batch is not None:
             status = "pending_approval" if cfg.approve else "queued"
-            added, dups = ledger.add_hypotheses(s, c, batch.accepted, status=status,
-                                                iteration=it)
+            _added, dups = ledger.add_hypotheses(s, c, batch.accepted, status=status,
+                                                 iteration=it)
             for rej in batch.rejected:
                 _add_rejected(s, c, it, rej.raw, rej.reason)
             for spec, existing in dups:

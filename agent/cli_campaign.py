@@ -78,6 +78,11 @@ def run_cmd(
                                  help="proposals wait for 'geoscreen queue approve ID'"),
     plugin: list[str] = typer.Option([], "--plugin", help="extra module registering probes"),
     config: Path = typer.Option(None, "--config", help="campaign config (YAML): LLM settings"),
+    model: str = typer.Option(None, "--model", help="LLM model (overrides llm.model)"),
+    base_url: str = typer.Option(None, "--base-url",
+                                 help="OpenAI-compatible endpoint (overrides llm.base_url)"),
+    max_cost_usd: float = typer.Option(None, "--max-cost-usd",
+                                       help="stop cleanly once LLM spending reaches this"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Run a campaign, or resume it: the same command on the same ledger continues."""
@@ -88,6 +93,8 @@ def run_cmd(
         from geoscreen.agent.config import load_campaign_config  # type: ignore[import-not-found]
 
         options = load_campaign_config(config)
+    options.update({k: v for k, v in (("model", model), ("base_url", base_url),
+                                      ("max_cost_usd", max_cost_usd)) if v is not None})
     cfg = CampaignConfig(iterations=iterations, per_iteration=per_iteration,
                          brainstormer=brainstormer, seed=seed, workers=workers, timeout_s=timeout,
                          memory_mb=memory_mb, alpha=alpha, max_minutes=max_minutes,

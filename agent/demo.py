@@ -30,10 +30,12 @@ PLANTED = (
     {"claim": "STRING partners (>=700) are closer in SV2-SV4",
      "probe": "pair_proximity", "match": {"pairs": "string:>=700", "subspace": [2, 3, 4]},
      "planted": True},
+    {"claim": "Effective rank falls with depth (Spearman trend across layers)",
+     "probe": "spectrum", "match": {"measure": "effective_rank"}, "planted": True},
     {"claim": "STRING partners are closer in SV20-SV22 (negative control)",
      "probe": "pair_proximity", "match": {"pairs": "string:>=700", "subspace": [20, 21, 22]},
      "planted": False},
-    {"claim": "SV1 separates nuclear (GO:0005634) genes from the rest (negative control)",
+    {"claim": "SV1 separates 150 random genes from the rest (negative control)",
      "probe": "axis_separation", "match": {"axis": 1, "positive": "genes:@random"},
      "planted": False},
 )

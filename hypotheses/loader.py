@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
-
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.hypotheses.spec import HypothesisSpec, ResolvedSpec, format_validation_error
+from pydantic import ValidationError
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -50,6 +49,16 @@ def _documents(path: Path) -> list[Any]:
         raise GeoscreenError(f"is not valid YAML: {problem}{where}", path=str(path)) from None
 
 
+def _yaml_keys(obj: Any) -> Any:
+    """YAML reads a bare `null:` key as None; every probe parameter named `null` means the
+    string, so restore it (and recurse into nested mappings)."""
+    if isinstance(obj, dict):
+        return {("null" if k is None else k): _yaml_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_yaml_keys(v) for v in obj]
+    return obj
+
+
 def _raw_specs(path: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for doc in _documents(path):
@@ -61,7 +70,7 @@ def _raw_specs(path: Path) -> list[dict[str, Any]]:
                 raise GeoscreenError(f"spec #{len(out) + 1} is a {type(item).__name__}, "
                                      "expected a mapping with statement, probe and params",
                                      path=str(path))
-            out.append(item)
+            out.append(_yaml_keys(item))
     if not out:
         raise GeoscreenError("holds no specs", path=str(path))
     return out

@@ -77,6 +77,7 @@ class ProbeContext:
     resources_used: dict[str, dict[str, Any]] = field(default_factory=dict)
     _svds: dict[tuple[str, bool], SVD] = field(default_factory=dict, repr=False)
     _index: dict[str, int] | None = field(default=None, repr=False)
+    _resolved: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     # -- seeds --------------------------------------------------------------------------------
     def layer_seed(self, layer: str) -> int:
@@ -160,10 +161,14 @@ class ProbeContext:
         """Cache rows of a gene-set reference's genes that are present (non-zero) in this cache."""
         from geoscreen.store.resources.api import resolve_gene_set
 
-        gs = resolve_gene_set(ref)
+        key = ("genes", ref)
+        if key not in self._resolved:
+            gs = resolve_gene_set(ref)
+            original = getattr(gs, "original", {}) or {}
+            self._resolved[key] = (gs, [r for r in (self._row(g, original) for g in gs.genes)
+                                        if r is not None])
+        gs, found = self._resolved[key]
         present = self.cache.genes.present
-        original = getattr(gs, "original", {}) or {}
-        found = [r for r in (self._row(g, original) for g in gs.genes) if r is not None]
         rows = sorted({r for r in found if include_zero or present[r]})
         rec = gs.record()
         rec["present"] = len(rows)
@@ -184,19 +189,23 @@ class ProbeContext:
         """
         from geoscreen.store.resources.api import resolve_pair_set
 
-        ps = resolve_pair_set(ref)
-        present = self.cache.genes.present
-        original = getattr(ps, "original", {}) or {}
-        keep_i, keep_j, keep_k = [], [], []
-        for k, (x, y) in enumerate(zip(ps.a, ps.b)):
-            i, j = self._row(x, original), self._row(y, original)
-            if i is None or j is None or i == j:
-                continue
-            if not include_zero and (not present[i] or not present[j]):
-                continue
-            keep_i.append(i)
-            keep_j.append(j)
-            keep_k.append(k)
+        key = ("pairs", ref, include_zero)
+        if key not in self._resolved:
+            ps = resolve_pair_set(ref)
+            present = self.cache.genes.present
+            original = getattr(ps, "original", {}) or {}
+            # map each distinct symbol once (a pair set can list 10^5 pairs over 10^4 genes)
+            uniq, inv = np.unique(np.asarray(list(ps.a) + list(ps.b), dtype=object),
+                                  return_inverse=True)
+            rows = np.array([-1 if (r := self._row(str(g), original)) is None else r
+                             for g in uniq], dtype=int)[inv]
+            ri, rj = rows[:len(ps.a)], rows[len(ps.a):]
+            ok = (ri >= 0) & (rj >= 0) & (ri != rj)
+            if not include_zero:
+                ok &= present[np.maximum(ri, 0)] & present[np.maximum(rj, 0)]
+            kk = np.flatnonzero(ok)
+            self._resolved[key] = (ps, ri[kk], rj[kk], kk)
+        ps, keep_i, keep_j, kk = self._resolved[key]
         rec = ps.record()
         rec["present"] = len(keep_i)
         self._note(param, rec)
@@ -205,12 +214,11 @@ class ProbeContext:
                 f"pair set {ref!r} has {len(keep_i)} pairs with both genes present in the cache "
                 f"({rec['requested']} requested); this test needs at least {min_size}",
                 field=f"params.{param}", fix="choose a larger pair set or another cache")
-        kk = np.asarray(keep_k, dtype=int)
         extras = {
             "score": None if ps.score is None else np.asarray(ps.score, dtype=float)[kk],
             "sign": None if ps.sign is None else np.asarray(ps.sign, dtype=float)[kk],
         }
-        return np.asarray(keep_i, dtype=int), np.asarray(keep_j, dtype=int), extras
+        return keep_i.copy(), keep_j.copy(), extras
 
     def other_cache(self, path: str) -> Cache:
         """Another cache (cross-model alignment, replication), opened read-only once."""

@@ -153,3 +153,17 @@ def test_zero_rows_excluded_by_default_and_on_request(tmp_path, cli):
     assert a["provenance"]["resources"]["positive"]["present"] == 9
     assert b["provenance"]["resources"]["positive"]["present"] == 12
     assert np.isfinite(a["p_value"]) and np.isfinite(b["p_value"])
+
+
+def test_probes_list(cli):
+    res = cli("probes", "list", "--json")
+    assert res.returncode == 0
+    probes = {p["name"]: p for p in json.loads(res.stdout)}
+    for name in ("axis_separation", "pair_proximity"):
+        p = probes[name]
+        assert p["family"] and p["version"] and p["nulls"] and p["effect_size"]
+        assert "properties" in p["params"]
+    assert set(probes["pair_proximity"]["params"]["properties"]) >= {
+        "pairs", "subspace", "metric", "null", "n_permutations"}
+    table = cli("probes", "list")
+    assert "axis_separation" in table.stdout and "module_structure" in table.stdout

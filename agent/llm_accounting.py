@@ -1,0 +1,118 @@
+"""Writes one `llm_calls` row per model call, committed even when the iteration fails.
+
+The campaign asks for proposals inside the transaction that creates the iteration, and SQLite
+allows one writer: a second session writing there would wait for a lock the caller holds.  So
+rows go through a small writer thread with its own session, which commits as soon as the lock
+frees — after the iteration commits or rolls back, never as part of it.  A paused or crashed
+iteration therefore still leaves its (possibly expensive) calls in the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CallRow:
+    """What one `LLMCall` row holds; kept in memory too, for budgets and tests."""
+
+    iteration_index: int | None
+    model: str
+    base_url: str
+    prompt_hash: str
+    purpose: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_s: float
+    outcome: str
+    detail: str
+
+
+class CallRecorder:
+    """Queue rows for the ledger (if there is one) and keep every row of this session."""
+
+    def __init__(self, ledger: Any | None = None, campaign_id: int | None = None,
+                 attempts: int = 20) -> None:
+        self.ledger = ledger if campaign_id is not None else None
+        self.campaign_id = campaign_id
+        self.rows: list[CallRow] = []
+        self.attempts = attempts
+        self._queue: queue.Queue[CallRow] = queue.Queue()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def prior_cost(self) -> float:
+        """Spend recorded for this campaign before this session (a resumed campaign)."""
+        if self.ledger is None:
+            return 0.0
+        from geoscreen.store.models import LLMCall
+        from sqlalchemy import func, select
+
+        with self.ledger.session() as s:
+            return float(s.scalar(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0))
+                                  .where(LLMCall.campaign_id == self.campaign_id)) or 0.0)
+
+    @property
+    def cost(self) -> float:
+        return sum(r.cost_usd for r in self.rows)
+
+    def record(self, row: CallRow) -> None:
+        self.rows.append(row)
+        if self.ledger is None:
+            return
+        self._queue.put(row)
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                # not a daemon: the interpreter waits for queued rows before it exits
+                self._worker = threading.Thread(target=self._drain, name="geoscreen-llm-calls")
+                self._worker.start()
+
+    def flush(self, timeout: float = 120.0) -> bool:
+        """Wait until queued rows are committed.  Call only outside a ledger transaction."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                row = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._worker = None
+                        return
+                continue
+            try:
+                self._write(row)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, row: CallRow) -> None:
+        from geoscreen.store.models import LLMCall
+        from sqlalchemy.exc import OperationalError
+
+        for attempt in range(self.attempts):
+            try:
+                with self.ledger.session() as s:  # type: ignore[union-attr]
+                    s.add(LLMCall(campaign_id=self.campaign_id, **row.__dict__))
+                return
+            except OperationalError as exc:  # locked beyond SQLite's busy timeout: try again
+                log.warning("llm_calls row not written yet (%s); attempt %d", exc.orig,
+                            attempt + 1)
+                time.sleep(0.2)
+            except Exception:  # accounting must never take the campaign down
+                log.exception("could not record an LLM call in the ledger")
+                return
+        log.error("gave up recording an LLM call after %d attempts", self.attempts)
