@@ -20,6 +20,9 @@ $(VENV)/.base: pyproject.toml
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps scgpt==0.2.4
+	# scanpy only for the pbmc68k_reduced.h5ad it ships (the extraction tests' real data);
+	# it is never imported, so its heavy dependencies are not installed.
+	$(PIP) install --no-deps scanpy==1.11.5
 	$(PIP) install -e ".[extract,test]"
 	touch $@
 
