@@ -73,6 +73,10 @@ def run_cmd(
     timeout: float = typer.Option(600.0, "--timeout", help="seconds per hypothesis"),
     memory_mb: int = typer.Option(8192, "--memory-mb", help="address-space limit per worker"),
     alpha: float = typer.Option(0.05, "--alpha", help="target FDR"),
+    online_procedure: str = typer.Option(
+        "lord++", "--online-procedure", help="lord++ | saffron | lond | batch-bh"),
+    combine_any: str = typer.Option("cauchy", "--combine-any",
+                                    help="across_layers 'any': cauchy | simes"),
     max_minutes: float = typer.Option(None, "--max-minutes", help="wall-time budget"),
     approve: bool = typer.Option(False, "--approve",
                                  help="proposals wait for 'geoscreen queue approve ID'"),
@@ -98,6 +102,7 @@ def run_cmd(
     cfg = CampaignConfig(iterations=iterations, per_iteration=per_iteration,
                          brainstormer=brainstormer, seed=seed, workers=workers, timeout_s=timeout,
                          memory_mb=memory_mb, alpha=alpha, max_minutes=max_minutes,
+                         online_procedure=online_procedure, combine_any=combine_any,
                          approve=approve, plugins=list(plugin), brainstormer_options=options)
     with RichReporter(iterations, quiet=quiet) as rep:
         summary = run_campaign(cache, ledger, cfg, reporter=rep)

@@ -1,10 +1,12 @@
 """From per-layer results to one hypothesis-level p-value, by the spec's `across_layers`.
 
 * ``any``   — "some layer shows it": Cauchy combination (Liu & Xie 2020), valid under arbitrary
-  dependence between layers to good approximation; Simes is available as an alternative.
+  dependence between layers to good approximation (its tail is exact as p -> 0); Simes
+  (campaign config ``combine_any: simes``) is exact under positive dependence (PRDS).  A layer
+  with p = 1 exactly drives the Cauchy statistic to -inf and the combined p to 1: conservative.
 * ``all``   — "every layer shows it": intersection-union test, p = max over layers (exact level).
-* ``each``  — every layer is its own member of the FDR family; the hypothesis-level p shown is
-  the Bonferroni-adjusted minimum so that a single number is still a valid test.
+* ``each``  — every layer is its own member of the FDR family (see store/fdr.py); the
+  hypothesis-level p stored and shown is the Bonferroni-adjusted minimum, for display only.
 * ``trend`` — "the effect changes monotonically with depth": Spearman's rho between layer
   position and per-layer effect, with a permutation p over layer orders (exact enumeration up to
   8 layers, otherwise 100,000 seeded random orders).
@@ -18,19 +20,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from geoscreen.probes.result import LayerResult, permutation_p
 from scipy import stats
 
-from geoscreen.probes.result import LayerResult, permutation_p
-
+ANY_METHODS = ("cauchy", "simes")
 EXACT_TREND_MAX_LAYERS = 8
 TREND_PERMUTATIONS = 100_000
 
 
 def cauchy_combination(pvalues: Sequence[float], weights: Sequence[float] | None = None) -> float:
-    """Cauchy combination test: T = sum w tan((0.5 - p) pi), p = 1/2 - arctan(T)/pi."""
+    """Cauchy combination test: T = sum w tan((0.5 - p) pi), p = 1/2 - arctan(T)/pi.
+
+    A p-value of exactly 1 (common for one-sided permutation tests) would send its term to
+    minus infinity and the combination to 1 whatever the other layers say; as in ACAT (Liu et
+    al. 2019) such p-values are set to 1 - 1/d, d the number of p-values.
+    """
     p = np.clip(np.asarray(pvalues, dtype=float), 1e-300, 1.0)
     if p.size == 1:
         return float(p[0])
+    p = np.where(p >= 1.0 - 1e-14, 1.0 - 1.0 / p.size, p)
     w = np.full(p.size, 1.0 / p.size) if weights is None else np.asarray(weights, float)
     small = p < 1e-15
     terms = np.where(small, 1.0 / (p * math.pi), np.tan((0.5 - p) * math.pi))
@@ -87,6 +95,28 @@ def _fold(effect: np.ndarray) -> float | None:
     return max(first, last) / min(first, last) if first > 0 else None
 
 
+def combine_pvalues(pvalues: Sequence[float], across: str,
+                    method_any: str = "cauchy") -> tuple[float, str]:
+    """Hypothesis-level p from per-layer p-values for any/all/each, and the method's name.
+
+    Shared by the sandbox worker and the ledger's FDR code (which recomputes `any` with Simes
+    when a campaign asks for it), so both always agree.
+    """
+    pv = [float(p) for p in pvalues]
+    if not pv:
+        raise ValueError("no per-layer p-values to combine")
+    if across == "any":
+        if method_any not in ANY_METHODS:
+            raise ValueError(f"unknown combination {method_any!r} for across_layers any; "
+                             f"use one of {', '.join(ANY_METHODS)}")
+        return (cauchy_combination(pv) if method_any == "cauchy" else simes(pv)), method_any
+    if across == "all":
+        return max(pv), "intersection_union_max"
+    if across == "each":
+        return min(1.0, min(pv) * len(pv)), "bonferroni_min"
+    raise ValueError(f"unknown across_layers {across!r}")
+
+
 def combine(results: Sequence[LayerResult], across: str, alternative: str, seed: int,
             method_any: str = "cauchy") -> dict[str, Any]:
     """Hypothesis-level p-value and summary effect for the spec's `across_layers` rule."""
@@ -102,15 +132,7 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
         raise ValueError("this probe reports no per-layer p-value; use across_layers: trend")
     pv = [float(p) for p in ps]  # type: ignore[arg-type]
     best = int(np.argmin(pv))
-    if across == "any":
-        p = cauchy_combination(pv) if method_any == "cauchy" else simes(pv)
-        method = method_any
-    elif across == "all":
-        p, method = max(pv), "intersection_union_max"
-    elif across == "each":
-        p, method = min(1.0, min(pv) * len(pv)), "bonferroni_min"
-    else:
-        raise ValueError(f"unknown across_layers {across!r}")
+    p, method = combine_pvalues(pv, across, method_any)
     return {"p_value": float(p), "method": method, "effect_name": results[best].effect_name,
             "effect_size": float(results[best].effect_size),
             "detail": {"best_layer": results[best].layer}}

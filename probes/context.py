@@ -96,7 +96,7 @@ class ProbeContext:
         key = (layer, include_zero)
         if key in self._svds:
             return self._svds[key]
-        base = self.work_dir or default_work_dir()
+        base = Path(self.work_dir) if self.work_dir else default_work_dir()
         path = base / "svd" / self.cache.checksum / f"{layer}{'_all' if include_zero else ''}.npz"
         svd = None
         if path.exists():

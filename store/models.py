@@ -1,4 +1,5 @@
-"""Ledger tables (SQLAlchemy 2): campaigns, iterations, hypotheses, per-layer results, LLM calls.
+"""Ledger tables (SQLAlchemy 2): campaigns, iterations, hypotheses, per-layer results, LLM calls,
+FDR family members and replications.
 
 Every row that a campaign writes is committed as soon as it is known, so a campaign killed at any
 moment leaves a ledger that a rerun resumes from.  Schema changes bump `SCHEMA_VERSION`.
@@ -174,3 +175,54 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class FdrMember(Base):
+    """One member of a campaign's FDR family: a tested hypothesis, or one layer of an `each` one.
+
+    Online levels and decisions (`online`: procedure -> {alpha, reject}) are written once, when
+    the member enters the stream, and never change; q-values are rewritten every iteration.
+    A separate table (not columns on `hypotheses`) so that older ledgers gain it on open.
+    """
+
+    __tablename__ = "fdr_members"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"),
+                                             index=True)
+    hypothesis_id: Mapped[int] = mapped_column(ForeignKey("hypotheses.id", ondelete="CASCADE"),
+                                               index=True)
+    layer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    layer_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    p_value: Mapped[float] = mapped_column(Float)
+    stream_index: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    batch_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    q_bh: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_by: Mapped[float | None] = mapped_column(Float, nullable=True)
+    significant_bh: Mapped[bool] = mapped_column(Boolean, default=False)
+    significant_by: Mapped[bool] = mapped_column(Boolean, default=False)
+    online: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Replication(Base):
+    """Whether one discovery replicated in a confirmatory campaign on an independent cache."""
+
+    __tablename__ = "replications"
+    __table_args__ = (UniqueConstraint("campaign_id", "original_hypothesis_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"),
+                                             index=True)  # the confirmatory campaign
+    original_hypothesis_id: Mapped[int] = mapped_column(
+        ForeignKey("hypotheses.id", ondelete="CASCADE"), index=True)
+    replication_hypothesis_id: Mapped[int] = mapped_column(
+        ForeignKey("hypotheses.id", ondelete="CASCADE"), index=True)
+    cache_path: Mapped[str] = mapped_column(Text, default="")
+    cache_checksum: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(32), default="")  # replication's status
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_bh: Mapped[float | None] = mapped_column(Float, nullable=True)
+    significant: Mapped[bool] = mapped_column(Boolean, default=False)
+    effect_size: Mapped[float | None] = mapped_column(Float, nullable=True)
+    same_direction: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    replicated: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -46,7 +46,7 @@ def test_canonical_hash_ignores_spelling_of_defaults():
 
 @pytest.mark.parametrize("raw,message", [
     ({**GOOD, "probe": "axis_separaton"},
-     "field 'probe': unknown probe 'axis_separaton'; did you mean 'axis_separation'?"),
+     "field 'probe': unknown probe 'axis_separaton'; did you mean 'axis_separation'"),
     ({**GOOD, "params": {"axs": 1, "positive": "genes:A"}},
      "field 'params.axs': unknown parameter 'axs' for probe 'axis_separation'; did you mean "
      "'axis'?"),
