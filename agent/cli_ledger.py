@@ -91,6 +91,8 @@ def list_cmd(
                              "iteration | family | probe | source | status; '-' reverses"),
     limit: int = typer.Option(None, "--limit", min=1),
     as_json: bool = typer.Option(False, "--json", help="a JSON array of rows, for scripts"),
+    campaigns: str = typer.Option("exploratory", "--campaigns",
+                                  help="exploratory | confirmatory (replications) | all"),
 ) -> None:
     """List hypotheses with effect, p, q and decisions; filter and sort."""
     from geoscreen.store.query import list_hypotheses
@@ -98,7 +100,7 @@ def list_cmd(
     rows = list_hypotheses(ledger, statuses=_split(status) or None, significant=significant,
                            fdr=fdr, probe=_split(probe) or None, family=_split(family) or None,
                            source=source, iteration=iteration, text=text, sort=sort,
-                           limit=limit)
+                           limit=limit, kind=campaigns)
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str) + "\n")
         return
@@ -163,6 +165,12 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
                   f"{_fmt(d['p_value'])} ({d['combine_method']} across layers)",
                   f"FDR: q_BH = {_fmt(d['q_value'])}, q_BY = {_fmt(d['q_by'])}, significant "
                   f"(BH) {'yes' if d['significant'] else 'no'}; online: {online}"]
+    for m in d.get("fdr_members") or []:
+        where = f"layer {m['layer']}: " if m["layer"] else ""
+        online = ", ".join(f"{name} {'reject' if dec.get('reject') else 'accept'} at "
+                           f"{_fmt(dec.get('alpha'))}" for name, dec in (m["online"] or {}).items())
+        lines.append(f"  {where}FDR member #{m['stream_index'] or '-'} (batch "
+                     f"{m['batch_index'] or '-'}): {online or 'no online decisions'}")
     lines.append(f"seed {d['seed']}  runtime {_fmt(d['runtime_s'])} s  hash {d['hash']}")
     lines.append("")
     lines.append(_paint("spec", bold))
