@@ -52,7 +52,9 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv  # a command that raised typer.Exit(code): click returns the code
     except GeoscreenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,26 +1,20 @@
 """`geoscreen resources ...`: list, show and fetch the reference knowledge specs refer to.
 
-`register(app)` adds the sub-app to the root CLI.  Every user-facing failure is a
-GeoscreenError printed as one line (exit code 2).
+`register(app)` adds the sub-app to the root CLI.  User-facing failures are raised as
+GeoscreenError, which the root CLI (`geoscreen.agent.cli.main`) prints as one line, exit code 2.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from geoscreen.agent.errors import GeoscreenError
 
 resources_app = typer.Typer(
     help="Reference knowledge (GO, STRING, TRRUST, Reactome, ...): list, show, fetch.",
     no_args_is_help=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 def register(app: typer.Typer) -> None:
     """Attach `resources` to the root CLI."""
@@ -33,11 +27,6 @@ def _console() -> Any:
     return Console(soft_wrap=False)
 
 
-def _fail(exc: GeoscreenError) -> typer.Exit:
-    sys.stderr.write(f"error: {exc}\n")
-    return typer.Exit(exc.exit_code)
-
-
 @resources_app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
              ) -> None:
@@ -45,10 +34,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
     from geoscreen.store.resources.catalog import GRAMMAR
     from geoscreen.store.resources.registry import describe_resources
 
-    try:
-        rows = describe_resources()
-    except GeoscreenError as exc:
-        raise _fail(exc) from None
+    rows = describe_resources()
     if as_json:
         typer.echo(json.dumps({"resources": rows, "grammar": list(GRAMMAR)}, indent=2))
         return
@@ -87,16 +73,13 @@ def show_cmd(
     """Resolve a reference and show its genes or pairs (and how many are in a cache)."""
     from geoscreen.store.resources.registry import presence, resolve
 
-    try:
-        x = resolve(ref)
-        flags: list[bool] | None = None
-        counts: dict[str, int] = {}
-        if cache is not None:
-            from geoscreen.store.cache import open_cache
+    x = resolve(ref)
+    flags: list[bool] | None = None
+    counts: dict[str, int] = {}
+    if cache is not None:
+        from geoscreen.store.cache import open_cache
 
-            flags, counts = presence(x, open_cache(cache))
-    except GeoscreenError as exc:
-        raise _fail(exc) from None
+        flags, counts = presence(x, open_cache(cache))
     rec = x.record()
     if counts:
         rec["present"] = counts["present"]
@@ -130,6 +113,9 @@ def _show_text(x: Any, rec: dict[str, Any], flags: list[bool] | None, counts: di
     con.print(f"[bold]{rec['ref']}[/bold]: {kind}, {len(x):,} {noun}", highlight=False)
     if rec.get("canonical"):
         con.print(f"  canonical: {rec['canonical']}", highlight=False, markup=False)
+    if rec.get("details"):
+        con.print("  " + ", ".join(f"{k}: {v}" for k, v in rec["details"].items()),
+                  highlight=False, markup=False)
     for s in rec.get("sources", []):
         con.print(f"  {s['name']}: {s['version']} ({s['origin']}, sha256 {s['checksum'][:16]})",
                   highlight=False, markup=False)
@@ -194,11 +180,8 @@ def fetch_cmd(
     from geoscreen.store.resources.fetch import fetch
 
     con = _console()
-    try:
-        entry = fetch(name, url or None, sha256 or None, timeout=timeout,
-                      progress=lambda msg: con.print(f"  {msg}", highlight=False, markup=False))
-    except GeoscreenError as exc:
-        raise _fail(exc) from None
+    entry = fetch(name, url or None, sha256 or None, timeout=timeout,
+                  progress=lambda msg: con.print(f"  {msg}", highlight=False, markup=False))
     if entry.get("unchanged"):
         con.print(f"{name}: unchanged, same files as version {entry.get('id')}",
                   highlight=False, markup=False)

@@ -15,9 +15,9 @@ from geoscreen.store.query import campaign_status, list_hypotheses, show_hypothe
 ITERATIONS, PER_IT = 4, 3
 
 
-def _cmd(cache, ledger):
+def _cmd(cache, ledger, iterations=ITERATIONS):
     return [sys.executable, "-m", "geoscreen.agent.cli", "campaign", "run", "--cache", str(cache),
-            "--ledger", str(ledger), "--iterations", str(ITERATIONS), "--per-iteration",
+            "--ledger", str(ledger), "--iterations", str(iterations), "--per-iteration",
             str(PER_IT), "--seed", "11", "--workers", "2", "--plugin", "toy_probes", "--quiet"]
 
 
@@ -81,7 +81,8 @@ def test_sigkill_mid_iteration_then_resume_matches_uninterrupted(small_cache, tm
 
 def test_sigterm_finishes_running_hypothesis_and_exits_zero(small_cache, tmp_path):
     ledger = tmp_path / "l.sqlite"
-    proc = subprocess.Popen(_cmd(small_cache.path, ledger), env=_env(),
+    # many iterations, so the campaign cannot finish on its own before the signal arrives
+    proc = subprocess.Popen(_cmd(small_cache.path, ledger, iterations=50), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

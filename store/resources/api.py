@@ -1,13 +1,16 @@
 """Resolved gene sets and pair sets, and the entry points probes use to resolve references.
 
-A reference is a string such as ``genes:BATF,BACH2``, ``go:GO:0005615`` or ``string:>=700``.
-This module defines the resolved types and the two resolver functions; the resource registry
-(`geoscreen.store.resources.registry`) supplies named resources.  Literal forms always work:
+A reference is a string such as ``genes:BATF,BACH2``, ``go:GO:0005615``, ``string:>=700`` or an
+expression over them (``string:>=700 - go-cooccurrence``); the grammar and the named resources
+live in `grammar`, `catalog` and `registry` (see README_SECTION.md).  This module defines the
+resolved types, the literal forms, and the two resolver functions:
 
 * ``genes:A,B,C``             an explicit gene list
 * ``file:PATH``               a text file, one symbol per line (gene set) or a TSV with columns
                               ``a<TAB>b[<TAB>score][<TAB>sign]`` (pair set)
 * ``pairs:A-B,C-D``           an explicit pair list
+
+Every symbol is normalised to its current official symbol (`symbols.normalise_symbols`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from geoscreen.agent.errors import GeoscreenError
 
 
@@ -43,6 +45,7 @@ class GeneSet:
     sources: list[dict[str, Any]] = field(default_factory=list)
     parts: list[dict[str, Any]] = field(default_factory=list)
     canonical: str = ""
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. the GO term's name
 
     def __len__(self) -> int:
         return len(self.genes)
@@ -60,6 +63,8 @@ class GeneSet:
                "unmapped": len(self.unmapped), "ambiguous": len(self.ambiguous)}
         if self.canonical and self.canonical != self.ref:
             rec["canonical"] = self.canonical
+        if self.details:
+            rec["details"] = self.details
         if self.sources:
             rec["sources"] = self.sources
         if self.parts:
@@ -69,7 +74,7 @@ class GeneSet:
 
 @dataclass
 class PairSet:
-    """Gene pairs (a[i], b[i]) with optional confidence score and sign (+1 activation, -1 repression).
+    """Gene pairs (a[i], b[i]) with optional score and sign (+1 activation, -1 repression).
 
     Directed sets (TF -> target) keep a as the source.  Like `GeneSet`, symbols are current
     official ones where possible; `unmapped` / `ambiguous` list the gene symbols that were not.
@@ -91,6 +96,7 @@ class PairSet:
     sources: list[dict[str, Any]] = field(default_factory=list)
     parts: list[dict[str, Any]] = field(default_factory=list)
     canonical: str = ""
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. STRING quintile cut points
 
     def __len__(self) -> int:
         return len(self.a)
@@ -103,7 +109,7 @@ class PairSet:
             return len(self.a)
         return sum(1 for x, y in zip(self.a, self.b) if x not in bad and y not in bad)
 
-    def genes(self) -> list[str]:
+    def distinct_genes(self) -> list[str]:
         """Distinct genes in the pairs, sorted."""
         return sorted(set(self.a) | set(self.b))
 
@@ -115,6 +121,8 @@ class PairSet:
                "directed": self.directed}
         if self.canonical and self.canonical != self.ref:
             rec["canonical"] = self.canonical
+        if self.details:
+            rec["details"] = self.details
         if self.sources:
             rec["sources"] = self.sources
         if self.parts:
@@ -122,27 +130,113 @@ class PairSet:
         return rec
 
 
+def _normalise_list(symbols: list[str]) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    """(genes, unmapped, ambiguous, original): current symbols in input order, bad ones verbatim."""
+    from geoscreen.store.resources.symbols import AMBIGUOUS, UNKNOWN, symbol_map
+
+    sm = symbol_map()
+    genes: dict[str, None] = {}
+    unmapped: dict[str, None] = {}
+    ambiguous: dict[str, None] = {}
+    original: dict[str, str] = {}
+    for raw in symbols:
+        s = raw.strip()
+        if not s:
+            continue
+        cur, status = sm.lookup(s)
+        genes[cur] = None
+        if status == UNKNOWN:
+            unmapped[s] = None
+        elif status == AMBIGUOUS:
+            ambiguous[s] = None
+        elif cur != s:
+            original.setdefault(cur, s)
+    return list(genes), list(unmapped), list(ambiguous), original
+
+
+def _symbols_source() -> dict[str, Any]:
+    from geoscreen.store.resources import symbols
+
+    return symbols.record()
+
+
 def _literal_gene_set(ref: str) -> GeneSet | None:
+    """`genes:A,B` or `file:PATH` (one symbol per line), normalised with the alias map."""
     if ref.startswith("genes:"):
-        genes = [g.strip() for g in ref[len("genes:"):].split(",") if g.strip()]
-        if not genes:
+        raw = [g.strip() for g in ref[len("genes:"):].split(",") if g.strip()]
+        if not raw:
             raise GeoscreenError(f"{ref!r} lists no genes", field="gene set",
                                  fix="write genes:SYMBOL1,SYMBOL2,...")
-        return GeneSet(ref=ref, genes=list(dict.fromkeys(genes)), requested=len(genes))
+        genes, unmapped, ambiguous, original = _normalise_list(raw)
+        return GeneSet(ref=ref, genes=genes, requested=len(dict.fromkeys(raw)),
+                       unmapped=unmapped, ambiguous=ambiguous, original=original,
+                       sources=[_symbols_source()])
     if ref.startswith("file:"):
         path = Path(ref[len("file:"):]).expanduser()
-        if not path.exists():
+        if not path.is_file():
             raise GeoscreenError("does not exist", path=str(path), field="gene set")
         from geoscreen.store.cache import sha256_file
 
-        genes = [ln.split("\t")[0].strip() for ln in path.read_text().splitlines()
-                 if ln.strip() and not ln.startswith("#")]
-        return GeneSet(ref=ref, genes=list(dict.fromkeys(genes)), resource="file",
-                       checksum=sha256_file(path), requested=len(genes))
+        raw = [ln.split("\t")[0].strip() for ln in path.read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")]
+        if not raw:
+            raise GeoscreenError("lists no genes", path=str(path), field="gene set",
+                                 fix="write one gene symbol per line")
+        genes, unmapped, ambiguous, original = _normalise_list(raw)
+        checksum = sha256_file(path)
+        return GeneSet(ref=ref, genes=genes, resource="file", checksum=checksum,
+                       requested=len(dict.fromkeys(raw)), unmapped=unmapped,
+                       ambiguous=ambiguous, original=original,
+                       sources=[{"name": "file", "version": str(path), "checksum": checksum,
+                                 "origin": "file"}, _symbols_source()])
     return None
 
 
+def _finish_pairs(ref: str, a: list[str], b: list[str], score: list[float], sign: list[float],
+                  **kw: Any) -> PairSet:
+    """Normalise both columns; keep scores/signs only when every row has one."""
+    from geoscreen.store.resources.symbols import AMBIGUOUS, UNKNOWN, symbol_map
+
+    sm = symbol_map()
+    unmapped: dict[str, None] = {}
+    ambiguous: dict[str, None] = {}
+    original: dict[str, str] = {}
+
+    def norm(s: str) -> str:
+        cur, status = sm.lookup(s)
+        if status == UNKNOWN:
+            unmapped[s] = None
+        elif status == AMBIGUOUS:
+            ambiguous[s] = None
+        elif cur != s:
+            original.setdefault(cur, s)
+        return cur
+
+    na, nb = [norm(x) for x in a], [norm(y) for y in b]
+    return PairSet(ref=ref, a=na, b=nb,
+                   score=np.array(score, dtype=float) if score and len(score) == len(a) else None,
+                   sign=np.array(sign, dtype=float) if sign and len(sign) == len(a) else None,
+                   requested=len(a), unmapped=list(unmapped), ambiguous=list(ambiguous),
+                   original=original, **kw)
+
+
+def _split_pair(item: str) -> tuple[str, str]:
+    """Split 'A-B' at the dash that leaves two known symbols (HLA-A-B2M -> HLA-A, B2M)."""
+    from geoscreen.store.resources.symbols import UNKNOWN, symbol_map
+
+    cuts = [i for i, c in enumerate(item) if c == "-"]
+    if len(cuts) > 1:
+        sm = symbol_map()
+        for i in cuts:
+            x, y = item[:i].strip(), item[i + 1:].strip()
+            if x and y and sm.lookup(x)[1] != UNKNOWN and sm.lookup(y)[1] != UNKNOWN:
+                return x, y
+    x, y = item.split("-", 1)
+    return x.strip(), y.strip()
+
+
 def _literal_pair_set(ref: str) -> PairSet | None:
+    """`pairs:A-B,C-D` or `file:PATH` (TSV a, b[, score[, sign]]), normalised like gene sets."""
     if ref.startswith("pairs:"):
         a, b = [], []
         for item in ref[len("pairs:"):].split(","):
@@ -152,13 +246,16 @@ def _literal_pair_set(ref: str) -> PairSet | None:
             if "-" not in item:
                 raise GeoscreenError(f"pair {item!r} in {ref!r} is not A-B", field="pairs",
                                      fix="write pairs:GENE1-GENE2,GENE3-GENE4")
-            x, y = item.split("-", 1)
-            a.append(x.strip())
-            b.append(y.strip())
-        return PairSet(ref=ref, a=a, b=b, requested=len(a))
+            x, y = _split_pair(item)
+            a.append(x)
+            b.append(y)
+        if not a:
+            raise GeoscreenError(f"{ref!r} lists no pairs", field="pairs",
+                                 fix="write pairs:GENE1-GENE2,GENE3-GENE4")
+        return _finish_pairs(ref, a, b, [], [], sources=[_symbols_source()])
     if ref.startswith("file:"):
         path = Path(ref[len("file:"):]).expanduser()
-        if not path.exists():
+        if not path.is_file():
             raise GeoscreenError("does not exist", path=str(path), field="pairs")
         from geoscreen.store.cache import sha256_file
 
@@ -170,7 +267,7 @@ def _literal_pair_set(ref: str) -> PairSet | None:
             if len(cols) < 2:
                 raise GeoscreenError(f"line {i} has {len(cols)} column(s); expected a<TAB>b",
                                      path=str(path), field="pairs")
-            if i == 1 and cols[0].lower() in ("a", "gene_a", "symbol_a", "tf", "source"):
+            if not a and cols[0].strip().lower() in ("a", "gene_a", "symbol_a", "tf", "source"):
                 continue
             a.append(cols[0].strip())
             b.append(cols[1].strip())
@@ -181,29 +278,34 @@ def _literal_pair_set(ref: str) -> PairSet | None:
                     raise GeoscreenError(f"line {i}: score {cols[2]!r} is not a number",
                                          path=str(path), field="pairs") from None
             if len(cols) > 3 and cols[3].strip():
-                sign.append(float(cols[3]))
-        return PairSet(ref=ref, a=a, b=b,
-                       score=np.array(score) if len(score) == len(a) and score else None,
-                       sign=np.array(sign) if len(sign) == len(a) and sign else None,
-                       resource="file", checksum=sha256_file(path), requested=len(a))
+                try:
+                    sign.append(float(cols[3]))
+                except ValueError:
+                    raise GeoscreenError(f"line {i}: sign {cols[3]!r} is not a number",
+                                         path=str(path), field="pairs") from None
+        if not a:
+            raise GeoscreenError("lists no pairs", path=str(path), field="pairs",
+                                 fix="write one a<TAB>b pair per line")
+        checksum = sha256_file(path)
+        return _finish_pairs(ref, a, b, score, sign, resource="file", checksum=checksum,
+                             sources=[{"name": "file", "version": str(path),
+                                       "checksum": checksum, "origin": "file"},
+                                      _symbols_source()])
     return None
 
 
 def resolve_gene_set(ref: str) -> GeneSet:
-    """Resolve a gene-set reference (literal forms here, named resources via the registry)."""
-    lit = _literal_gene_set(ref)
-    if lit is not None:
-        return lit
+    """Resolve a gene-set reference: literal forms, named resources and set algebra.
+
+    Raises a GeoscreenError for unknown resources, bad syntax (with the position) and empty sets.
+    """
     from geoscreen.store.resources import registry
 
     return registry.resolve_gene_set(ref)
 
 
 def resolve_pair_set(ref: str) -> PairSet:
-    """Resolve a pair-set reference (literal forms here, named resources via the registry)."""
-    lit = _literal_pair_set(ref)
-    if lit is not None:
-        return lit
+    """Resolve a pair-set reference: literal forms, named resources and set algebra."""
     from geoscreen.store.resources import registry
 
     return registry.resolve_pair_set(ref)
