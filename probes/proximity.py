@@ -1,4 +1,11 @@
-"""Proximity probes: do related genes sit closer together than chance?"""
+"""Proximity probes: do related genes sit closer together than chance?
+
+* `pair_proximity`   — listed pairs closer than random pairs (gene shuffle / degree-preserving).
+* `co_pole`          — both genes of a pair fall in the same pole (top-k / bottom-k) of an axis.
+* `graded_proximity` — proximity rises with interaction confidence (Spearman, label shuffle).
+
+All three accept `control`: pair values are first regressed on co-expression (see control.py).
+"""
 
 from __future__ import annotations
 
@@ -6,64 +13,79 @@ import time
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
-
-from geoscreen.probes.context import ProbeContext
+from geoscreen.agent.errors import GeoscreenError
+from geoscreen.probes.context import SVD, ProbeContext
+from geoscreen.probes.control import controlled
+from geoscreen.probes.params import (
+    Metric,
+    Subspace,
+    check_subspace,
+    control_field,
+    metric_field,
+    null_label,
+    permutations_field,
+    subspace_coords,
+    subspace_field,
+    subspace_validator,
+)
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
-from geoscreen.probes.stats import (
-    PairScorer,
-    degree_preserving_pairs,
-    gene_shuffle_pairs,
-    z_score,
-)
+from geoscreen.probes.stats import PairScorer, chunks, gene_perms, pair_null, spearman, z_score
+from pydantic import Field, model_validator
+from scipy import stats
 
-Subspace = Literal["full"] | list[int]
+__all__ = ["check_subspace", "subspace_coords", "similarity_scorer", "pair_proximity",
+           "co_pole", "graded_proximity"]
 
-
-def check_subspace(v: object) -> object:
-    """'full' or a non-empty list of distinct 1-based singular axes."""
-    if v == "full":
-        return v
-    if isinstance(v, list):
-        if not v:
-            raise ValueError("subspace must list at least one axis, or be 'full'")
-        if any((not isinstance(a, int)) or a < 1 for a in v):
-            raise ValueError("subspace axes are 1-based positive integers")
-        if len(set(v)) != len(v):
-            raise ValueError("subspace lists an axis twice")
-        return sorted(v)
-    raise ValueError("subspace must be 'full' or a list of 1-based axes, e.g. [2, 3, 4]")
+PairNull = Literal["gene_shuffle", "degree_preserving"]
 
 
-def subspace_coords(ctx: ProbeContext, layer: str, subspace: object, include_zero: bool):
-    """(svd, Z): gene coordinates in the chosen singular subspace (all axes for 'full')."""
-    svd = ctx.svd(layer, include_zero)
-    Z = svd.scores(None if subspace == "full" else list(subspace))  # type: ignore[arg-type]
-    return svd, Z
+def similarity_scorer(ctx: ProbeContext, layer: str, subspace: object, metric: str,
+                      control: str | None, include_zero: bool,
+                      ) -> tuple[SVD, PairScorer, dict | None]:
+    """(svd, scorer, fit): pair similarities in a subspace, co-expression residualized if asked."""
+    svd, Z = subspace_coords(ctx, layer, subspace, include_zero)
+    scorer = PairScorer(Z, metric)
+    if control is None:
+        return svd, scorer, None
+    if scorer.K is None:
+        raise GeoscreenError(f"control needs the full similarity matrix; {Z.shape[0]} genes is "
+                             "too many", field="params.control")
+    R, fit = controlled(ctx, control, scorer.K, svd.rows)
+    return svd, PairScorer.from_matrix(R, metric), fit
 
 
+def _local_pairs(ctx: ProbeContext, svd: SVD, ref: str, param: str, min_size: int,
+                 include_zero: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    ci, cj, extras = ctx.pair_rows(ref, param=param, min_size=min_size,
+                                   include_zero=include_zero)
+    return svd.local(ci), svd.local(cj), extras
+
+
+# ------------------------------------------------------------------------------------------
+# pair_proximity
+# ------------------------------------------------------------------------------------------
 class PairProximityParams(ProbeParams):
     pairs: str = Field(..., description="pair-set reference, e.g. string:>=700")
-    subspace: Subspace = Field("full", description="'full' or 1-based singular axes, e.g. [2,3,4]")
-    metric: Literal["cosine", "euclidean"] = Field(
-        "cosine", description="cosine similarity, or negative euclidean distance (larger = closer)")
-    null: Literal["gene_shuffle", "degree_preserving"] = Field(
+    subspace: Subspace = subspace_field()
+    metric: Metric = metric_field()
+    null: PairNull = Field(
         "gene_shuffle", description="relabel genes at random, or rewire pairs keeping degrees")
-    n_permutations: int = Field(1000, ge=99, le=100000)
+    control: str | None = control_field()
+    n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
 
-    _check_subspace = field_validator("subspace", mode="before")(classmethod(
-        lambda cls, v: check_subspace(v)))
+    _check_subspace = subspace_validator("subspace")
 
 
 @probe(
     "pair_proximity",
     family="manifold_distance",
     params=PairProximityParams,
-    nulls=("gene_shuffle", "degree_preserving"),
-    version="1.0",
-    statistic="mean similarity of the listed pairs in the subspace",
+    nulls=("gene_shuffle", "degree_preserving", "coexpression_residualization"),
+    version="1.1",
+    statistic="mean similarity of the listed pairs in the subspace (co-expression residual with "
+              "control)",
     effect="z-score of the observed mean similarity against the null distribution",
     alternatives=("greater", "less", "two-sided"),
     examples=[
@@ -74,30 +96,225 @@ class PairProximityParams(ProbeParams):
                       "pairs in the full space",
          "params": {"pairs": "string:>=700", "null": "degree_preserving"},
          "alternative": "greater", "across_layers": "any"},
+        {"statement": "TRRUST TF-target pairs sit closer than random gene pairs",
+         "params": {"pairs": "trrust", "subspace": "full"},
+         "alternative": "greater", "across_layers": "any"},
     ],
 )
 def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> LayerResult:
     """Mean pair similarity against a gene-shuffle or degree-preserving rewiring null."""
     t0 = time.perf_counter()
-    svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
-    ci, cj, _ = ctx.pair_rows(p.pairs, param="pairs", min_size=p.min_pairs,
-                              include_zero=p.include_zero_genes)
-    i, j = svd.local(ci), svd.local(cj)
-    scorer = PairScorer(Z, p.metric)
-    observed = float(scorer.values(i, j).mean())
-    rng = ctx.rng(layer)
-    if p.null == "gene_shuffle":
-        I, J = gene_shuffle_pairs(i, j, Z.shape[0], p.n_permutations, rng)
-        null = scorer.mean_many(I, J)
-    else:
-        I, J, mask = degree_preserving_pairs(i, j, p.n_permutations, rng)
-        null = scorer.mean_many(I, J, mask)
+    svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
+                                         p.include_zero_genes)
+    i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
+    observed, null = pair_null(scorer, i, j, p.null, p.n_permutations, ctx.rng(layer))
     z = z_score(observed, null)
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer),
-        statistic_name=f"mean_{p.metric}", statistic=observed, effect_name="z", effect_size=z,
-        p_value=permutation_p(observed, null, ctx.alternative), n=int(i.size), null=p.null,
-        n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
+        statistic_name=f"mean_{p.metric}" + ("_residual" if fit else ""), statistic=observed,
+        effect_name="z", effect_size=z,
+        p_value=permutation_p(observed, null, ctx.alternative), n=int(i.size),
+        null=null_label(p.null, p.control), n_permutations=p.n_permutations,
+        seed=ctx.layer_seed(layer),
         extra={"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
-               "subspace": p.subspace, "metric": p.metric},
+               "subspace": p.subspace, "metric": p.metric, "control_fit": fit},
+        runtime_s=time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------
+# co_pole
+# ------------------------------------------------------------------------------------------
+class LabelPairScorer:
+    """Pair value = 1 when both genes carry the same non-zero pole label (no n x n matrix)."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.L = labels.astype(np.int8)
+        self.n = int(labels.size)
+        self.factor = None
+
+    def values(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        a, b = self.L[i], self.L[j]
+        return ((a == b) & (a != 0)).astype(np.float64)
+
+    def mean_many(self, I: np.ndarray, J: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        a, b = self.L[I], self.L[J]
+        hit = (a == b) & (a != 0)
+        if mask is None:
+            return hit.mean(axis=1)
+        return (hit & mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+
+
+class CoPoleParams(ProbeParams):
+    pairs: str = Field(..., description="pair-set reference, e.g. string:>=700")
+    axis: int = Field(1, ge=1, description="1-based singular axis")
+    k: int | None = Field(None, ge=1, description="genes per pole (top-k and bottom-k)")
+    quantile: float | None = Field(None, gt=0, le=0.5,
+                                   description="pole size as a fraction of genes (default 0.1)")
+    pole: Literal["either", "top", "bottom"] = Field(
+        "either", description="count pairs sharing either pole, or only the top / bottom pole")
+    null: PairNull = Field("gene_shuffle", description="gene-label shuffle or degree-preserving")
+    control: str | None = control_field()
+    n_permutations: int = permutations_field()
+    min_pairs: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _one_size(self) -> CoPoleParams:
+        if self.k is not None and self.quantile is not None:
+            raise ValueError("give k or quantile, not both")
+        return self
+
+
+def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
+    """+1 for the k highest scores, -1 for the k lowest, 0 elsewhere (ties by position)."""
+    order = np.argsort(score, kind="stable")
+    L = np.zeros(score.size, dtype=np.int8)
+    if pole in ("either", "top"):
+        L[order[-k:]] = 1
+    if pole in ("either", "bottom"):
+        L[order[:k]] = -1
+    return L
+
+
+@probe(
+    "co_pole",
+    family="graph_topology",
+    params=CoPoleParams,
+    nulls=("gene_shuffle", "degree_preserving", "coexpression_residualization"),
+    version="1.0",
+    statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis",
+    effect="z-score of the co-pole rate against the null (enrichment over null mean in extra)",
+    alternatives=("greater", "less", "two-sided"),
+    examples=[
+        {"statement": "STRING partners tend to share a pole of singular axis 1",
+         "params": {"pairs": "string:>=700", "axis": 1, "quantile": 0.1},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "TRRUST TF-target pairs share a pole of singular axis 2 more often than "
+                      "degree-matched rewired pairs",
+         "params": {"pairs": "trrust", "axis": 2, "k": 200, "null": "degree_preserving"},
+         "alternative": "greater", "across_layers": "any"},
+    ],
+)
+def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
+    """How often both genes of a pair sit in the same extreme of one singular axis."""
+    t0 = time.perf_counter()
+    svd = ctx.svd(layer, p.include_zero_genes)
+    n = svd.rows.size
+    k = p.k if p.k is not None else max(1, int(round((p.quantile or 0.1) * n)))
+    if 2 * k > n and p.pole == "either":
+        raise GeoscreenError(f"poles of {k} genes overlap in {n} genes", field="params.k")
+    score = svd.scores([p.axis])[:, 0]
+    L = pole_labels(score, k, p.pole)
+    i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
+    fit = None
+    scorer: PairScorer | LabelPairScorer = LabelPairScorer(L)
+    if p.control is not None:
+        same = (L[:, None] == L[None, :]) & (L[:, None] != 0)
+        R, fit = controlled(ctx, p.control, same.astype(np.float32), svd.rows)
+        scorer = PairScorer.from_matrix(R, "co_pole")
+    observed, null = pair_null(scorer, i, j, p.null, p.n_permutations,  # type: ignore[arg-type]
+                               ctx.rng(layer))
+    z = z_score(observed, null)
+    mean0 = float(null.mean())
+    return LayerResult(
+        layer=layer, layer_index=ctx.cache.layer_index(layer),
+        statistic_name="co_pole_rate" + ("_residual" if fit else ""), statistic=observed,
+        effect_name="z", effect_size=z, p_value=permutation_p(observed, null, ctx.alternative),
+        n=int(i.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
+        seed=ctx.layer_seed(layer),
+        extra={"null_mean": mean0, "null_sd": float(null.std(ddof=1)), "k": k, "axis": p.axis,
+               "pole": p.pole, "enrichment": observed / mean0 if mean0 > 0 and not fit else None,
+               "control_fit": fit},
+        runtime_s=time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------
+# graded_proximity
+# ------------------------------------------------------------------------------------------
+class GradedProximityParams(ProbeParams):
+    pairs: str | list[str] = Field(
+        ..., description="a scored pair set (binned into `bins` quantiles of its score), or a "
+                         "list of pair sets in increasing confidence, e.g. [string:q1, ..., "
+                         "string:q5]")
+    bins: int = Field(5, ge=2, le=100, description="quantile bins of the score (scored set only)")
+    subspace: Subspace = subspace_field()
+    metric: Metric = metric_field()
+    control: str | None = control_field()
+    n_permutations: int = permutations_field()
+    min_pairs_per_bin: int = Field(3, ge=1)
+
+    _check_subspace = subspace_validator("subspace")
+
+
+def score_bins(score: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-frequency bins 0..bins-1 of a score (tied scores share a bin)."""
+    r = stats.rankdata(score, method="average")
+    return np.minimum(bins - 1, np.floor((r - 1) * bins / score.size)).astype(int)
+
+
+@probe(
+    "graded_proximity",
+    family="manifold_distance",
+    params=GradedProximityParams,
+    nulls=("label_shuffle", "coexpression_residualization"),
+    version="1.0",
+    statistic="Spearman rho between confidence bin and pair similarity, over pairs",
+    effect="Spearman rho (rho over bin means, the 'rho over 5 quintiles', is in extra)",
+    alternatives=("greater", "less", "two-sided"),
+    examples=[
+        {"statement": "Proximity in SV2-SV4 rises across the five STRING confidence quintiles",
+         "params": {"pairs": ["string:q1", "string:q2", "string:q3", "string:q4", "string:q5"],
+                    "subspace": [2, 3, 4]},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "Among STRING pairs scoring >= 400, full-space proximity rises with the "
+                      "combined score",
+         "params": {"pairs": "string:>=400", "bins": 5},
+         "alternative": "greater", "across_layers": "any"},
+    ],
+)
+def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) -> LayerResult:
+    """Spearman rho of confidence bin with pair similarity; the null shuffles bins over pairs."""
+    t0 = time.perf_counter()
+    svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
+                                         p.include_zero_genes)
+    if isinstance(p.pairs, list):
+        if len(p.pairs) < 2:
+            raise GeoscreenError("give at least two pair sets, lowest confidence first",
+                                 field="params.pairs")
+        parts = [_local_pairs(ctx, svd, ref, f"pairs[{k}]", p.min_pairs_per_bin,
+                              p.include_zero_genes) for k, ref in enumerate(p.pairs)]
+        i = np.concatenate([a for a, _, _ in parts])
+        j = np.concatenate([b for _, b, _ in parts])
+        b = np.concatenate([np.full(a.size, k) for k, (a, _, _) in enumerate(parts)])
+        edges = None
+    else:
+        i, j, extras = _local_pairs(ctx, svd, p.pairs, "pairs", p.bins * p.min_pairs_per_bin,
+                                    p.include_zero_genes)
+        if extras["score"] is None:
+            raise GeoscreenError(f"pair set {p.pairs!r} has no scores to bin",
+                                 field="params.pairs",
+                                 fix="use a scored set or a list of pair sets")
+        b = score_bins(extras["score"], p.bins)
+        edges = [float(extras["score"][b == k].min()) for k in np.unique(b)]
+    v = scorer.values(i, j)
+    rb = stats.rankdata(b)
+    rv = stats.rankdata(v)
+    rb = (rb - rb.mean()) / (np.linalg.norm(rb - rb.mean()) or 1.0)
+    rv = (rv - rv.mean()) / (np.linalg.norm(rv - rv.mean()) or 1.0)
+    rho = float(rb @ rv)  # Spearman's rho, by the same arithmetic as the null draws
+    rng = ctx.rng(layer)
+    null = np.empty(p.n_permutations)
+    for s, m in chunks(p.n_permutations, v.size):
+        null[s:s + m] = rb[gene_perms(v.size, m, rng)] @ rv
+    levels = np.unique(b)
+    means = [float(v[b == k].mean()) for k in levels]
+    return LayerResult(
+        layer=layer, layer_index=ctx.cache.layer_index(layer),
+        statistic_name="spearman_rho", statistic=rho, effect_name="spearman_rho",
+        effect_size=rho, p_value=permutation_p(rho, null, ctx.alternative), n=int(v.size),
+        null=null_label("label_shuffle", p.control), n_permutations=p.n_permutations,
+        seed=ctx.layer_seed(layer),
+        extra={"bin_means": means, "bin_counts": [int((b == k).sum()) for k in levels],
+               "rho_bin_means": spearman(levels.astype(float), np.asarray(means)),
+               "bin_lower_scores": edges, "subspace": p.subspace, "metric": p.metric,
+               "control_fit": fit},
         runtime_s=time.perf_counter() - t0)

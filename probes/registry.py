@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from geoscreen.agent.errors import GeoscreenError, did_you_mean
+from pydantic import BaseModel, ConfigDict, Field
 
 FAMILIES = (
     "module_structure",
@@ -82,7 +81,8 @@ class ProbeInfo:
         for key in params:
             if key not in known:
                 raise GeoscreenError(
-                    f"unknown parameter {key!r} for probe {self.name!r}; {did_you_mean(key, known)}",
+                    f"unknown parameter {key!r} for probe {self.name!r}; "
+                    f"{did_you_mean(key, known)}",
                     field=f"params.{key}")
         try:
             return self.params.model_validate(params)
@@ -116,7 +116,8 @@ def probe(
     `alternative`, `layers`) that the offline brainstormer starts from.
     """
     if family not in FAMILIES:
-        raise ValueError(f"probe {name!r}: unknown family {family!r}; {did_you_mean(family, FAMILIES)}")
+        raise ValueError(f"probe {name!r}: unknown family {family!r}; "
+                         f"{did_you_mean(family, FAMILIES)}")
     if not issubclass(params, ProbeParams):
         raise TypeError(f"probe {name!r}: params must subclass ProbeParams")
 
@@ -128,7 +129,8 @@ def probe(
                          module=fn.__module__)
         existing = _REGISTRY.get(name)
         if existing is not None and existing.module != info.module:
-            raise ValueError(f"probe {name!r} is registered twice ({existing.module}, {info.module})")
+            raise ValueError(f"probe {name!r} is registered twice "
+                             f"({existing.module}, {info.module})")
         _REGISTRY[name] = info
         fn.probe_info = info  # type: ignore[attr-defined]
         return fn
@@ -140,6 +142,15 @@ def probe(
 BUILTIN_MODULES: tuple[str, ...] = (
     "geoscreen.probes.separation",
     "geoscreen.probes.proximity",
+    "geoscreen.probes.spectrum",
+    "geoscreen.probes.dimension",
+    "geoscreen.probes.regulation",
+    "geoscreen.probes.convergence",
+    "geoscreen.probes.cohesion",
+    "geoscreen.probes.layers",
+    "geoscreen.probes.homology",
+    "geoscreen.probes.alignment",
+    "geoscreen.probes.robustness",
 )
 
 

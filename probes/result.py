@@ -1,4 +1,4 @@
-"""What a probe returns for one layer: a statistic, a defined effect size, a p-value and its null."""
+"""What a probe returns for one layer: statistic, defined effect size, p-value and its null."""
 
 from __future__ import annotations
 

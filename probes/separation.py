@@ -1,4 +1,5 @@
-"""Separation probes: does a singular axis order two gene sets apart?"""
+"""Separation probes: do two gene sets sit apart, on one singular axis (`axis_separation`) or
+in a subspace under a cross-validated linear classifier (`role_separation`)?"""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import time
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
-from scipy import stats
-
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
 from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle
+from pydantic import Field, field_validator
+from scipy import stats
 
 
 class AxisSeparationParams(ProbeParams):
@@ -87,4 +87,102 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
                "n_negative": int(neg.size), "n_overlap_removed": int(overlap.size),
                "axis": p.axis,
                "explained_variance": float(svd.S[p.axis - 1] ** 2 / np.sum(svd.S ** 2))},
+        runtime_s=time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------
+# role_separation
+# ------------------------------------------------------------------------------------------
+class RoleSeparationParams(ProbeParams):
+    positive: str = Field(..., description="gene-set reference, e.g. trrust:regulators")
+    negative: str = Field("rest", description="gene-set reference, or 'rest' for all other genes")
+    subspace: list[int] = Field([1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+                                description="1-based singular axes used as features (at most 32)")
+    folds: int = Field(5, ge=2, le=20, description="stratified cross-validation folds")
+    C: float = Field(1.0, gt=0, description="inverse L2 penalty, as in scikit-learn")
+    n_permutations: int = Field(1000, ge=99, le=100000)
+    min_size: int = Field(10, ge=3, description="smallest set size (per side)")
+
+    @field_validator("subspace", mode="before")
+    @classmethod
+    def _subspace(cls, v: object) -> object:
+        from geoscreen.probes.params import check_subspace
+
+        v = check_subspace(v)
+        if v == "full" or len(v) > 32:  # type: ignore[arg-type]
+            raise ValueError("role_separation needs an explicit list of at most 32 axes")
+        return v
+
+
+def _two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: int,
+              include_zero: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cache rows of two disjoint gene sets (shared genes removed from both)."""
+    from geoscreen.agent.errors import GeoscreenError
+
+    pos = ctx.gene_rows(positive, param="positive", min_size=min_size, include_zero=include_zero)
+    if negative == "rest":
+        neg = np.setdiff1d(svd.rows, pos)
+    else:
+        neg = ctx.gene_rows(negative, param="negative", min_size=min_size,
+                            include_zero=include_zero)
+    overlap = np.intersect1d(pos, neg)
+    pos, neg = np.setdiff1d(pos, overlap), np.setdiff1d(neg, overlap)
+    for name, rows in (("positive", pos), ("negative", neg)):
+        if rows.size < min_size:
+            raise GeoscreenError(f"only {rows.size} genes remain in {name} after removing the "
+                                 f"{overlap.size} genes shared by both sets (need {min_size})",
+                                 field=f"params.{name}")
+    return pos, neg, int(overlap.size)
+
+
+@probe(
+    "role_separation",
+    family="graph_topology",
+    params=RoleSeparationParams,
+    nulls=("label_shuffle",),
+    version="1.0",
+    statistic="cross-validated AUROC of L2 logistic regression on the subspace coordinates",
+    effect="cross-validated AUROC (0.5 = not separable)",
+    alternatives=("greater", "two-sided", "less"),
+    examples=[
+        {"statement": "Transcription factors and their targets are separable in SV2-SV7",
+         "params": {"positive": "trrust:regulators", "negative": "trrust:targets",
+                    "subspace": [2, 3, 4, 5, 6, 7]},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "Secreted and cytosolic genes are separable in the top ten axes",
+         "params": {"positive": "go:GO:0005615", "negative": "go:GO:0005829"},
+         "alternative": "greater", "across_layers": "any"},
+    ],
+)
+def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> LayerResult:
+    """Can a linear classifier tell two gene roles apart from their coordinates in a subspace?"""
+    from geoscreen.probes.logistic import cv_auroc_many, stratified_folds
+    from geoscreen.probes.stats import chunks, gene_perms
+
+    t0 = time.perf_counter()
+    svd = ctx.svd(layer, p.include_zero_genes)
+    pos, neg, n_overlap = _two_sets(ctx, svd, p.positive, p.negative, p.min_size,
+                                    p.include_zero_genes)
+    X = svd.scores(list(p.subspace))[svd.local(np.concatenate([pos, neg]))]
+    sd = X.std(axis=0)
+    X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)  # label-free standardisation
+    n = X.shape[0]
+    y = np.zeros(n)
+    y[:pos.size] = 1
+    order = ctx.rng(layer, "folds").permutation(n)
+    observed = float(cv_auroc_many(X, y[:, None], stratified_folds(y[:, None], order, p.folds),
+                                   p.folds, p.C)[0])
+    rng = ctx.rng(layer)
+    null = np.empty(p.n_permutations)
+    for s, m in chunks(p.n_permutations, n, budget=250 * max(n, 1)):
+        Y = y[gene_perms(n, m, rng)].T
+        null[s:s + m] = cv_auroc_many(X, Y, stratified_folds(Y, order, p.folds), p.folds, p.C)
+    return LayerResult(
+        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="cv_auroc",
+        statistic=observed, effect_name="auroc", effect_size=observed,
+        p_value=permutation_p(observed, null, ctx.alternative), n=n, null="label_shuffle",
+        n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
+        extra={"n_positive": int(pos.size), "n_negative": int(neg.size),
+               "n_overlap_removed": n_overlap, "subspace": list(p.subspace), "folds": p.folds,
+               "C": p.C, "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))},
         runtime_s=time.perf_counter() - t0)

@@ -1,9 +1,27 @@
-"""Vectorised statistics shared by probes: ranks, AUROC, pair similarities, permutation nulls."""
+"""Vectorised statistics shared by probes: ranks, AUROC, pair similarities, permutation nulls.
+
+Every null here is drawn as a block of permutations at once (one matrix of permuted indices per
+chunk) and evaluated with gathers or matrix products; the chunk sizes depend only on the problem
+size, never on the machine, so a seed always gives bit-identical null draws.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import stats
+
+# Largest number of entries a chunk of permutation indices may hold (int32: 80 MB).
+CHUNK_ENTRIES = 20_000_000
+LOW_RANK_MAX = 32  # cosine in at most this many axes: gene-shuffle nulls use the factor path
+
+
+def chunks(m: int, width: int, budget: int = CHUNK_ENTRIES) -> Iterator[tuple[int, int]]:
+    """(start, size) blocks of `m` permutations so that size * width stays under `budget`."""
+    step = max(1, budget // max(int(width), 1))
+    for s in range(0, m, step):
+        yield s, min(step, m - s)
 
 
 def auroc_from_scores(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -24,14 +42,25 @@ def auroc_label_shuffle(scores: np.ndarray, n_pos: int, n_perm: int,
     ranks = stats.rankdata(scores)
     n_neg = n - n_pos
     out = np.empty(n_perm)
-    step = max(1, int(2e7 // max(n, 1)))
-    for s in range(0, n_perm, step):
-        m = min(step, n_perm - s)
+    for s, m in chunks(n_perm, n):
         keys = rng.random((m, n))
         pick = np.argpartition(keys, n_pos - 1, axis=1)[:, :n_pos] if n_pos < n else \
             np.tile(np.arange(n), (m, 1))
         r = ranks[pick].sum(axis=1)
         out[s:s + m] = (r - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return out
+
+
+def subset_mean_shuffle(values: np.ndarray, n_a: int, n_perm: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """mean(first n_a) - mean(rest) over `n_perm` random relabellings of pooled `values`."""
+    n = values.size
+    total = values.sum()
+    out = np.empty(n_perm)
+    for s, m in chunks(n_perm, n):
+        P = gene_perms(n, m, rng)[:, :n_a]
+        sa = values[P].sum(axis=1)
+        out[s:s + m] = sa / n_a - (total - sa) / (n - n_a)
     return out
 
 
@@ -44,7 +73,7 @@ def normalise_rows(X: np.ndarray) -> np.ndarray:
 
 def pair_values(Z: np.ndarray, i: np.ndarray, j: np.ndarray, metric: str,
                 chunk: int = 1 << 16) -> np.ndarray:
-    """Per-pair similarity: cosine (Z row-normalised by the caller) or negative euclidean distance."""
+    """Per-pair similarity: cosine (Z row-normalised by the caller) or -euclidean distance."""
     out = np.empty(i.size)
     for s in range(0, i.size, chunk):
         a, b = Z[i[s:s + chunk]], Z[j[s:s + chunk]]
@@ -55,30 +84,53 @@ def pair_values(Z: np.ndarray, i: np.ndarray, j: np.ndarray, metric: str,
     return out
 
 
+def similarity_matrix(Z: np.ndarray, metric: str) -> np.ndarray:
+    """Gene-by-gene similarity (float32): cosine, or negative euclidean distance."""
+    if metric == "cosine":
+        Zn = normalise_rows(Z)
+        return (Zn @ Zn.T).astype(np.float32)
+    G = Z @ Z.T
+    sq = np.diag(G)
+    D2 = np.maximum(sq[:, None] + sq[None, :] - 2 * G, 0.0)
+    return (-np.sqrt(D2)).astype(np.float32)
+
+
 class PairScorer:
     """Mean pair similarity for many relabellings at once.
 
     For up to `gram_limit` genes the full similarity matrix is computed once (float32) and each
     permutation is a gather; beyond that, similarities are computed in chunks per permutation.
+    A scorer can also wrap any precomputed gene-by-gene matrix (`from_matrix`), e.g. a
+    co-pole indicator or a co-expression residual.
     """
 
     def __init__(self, Z: np.ndarray, metric: str, gram_limit: int = 8000) -> None:
         self.metric = metric
-        self.Z = normalise_rows(Z) if metric == "cosine" else Z
-        self.K: np.ndarray | None = None
-        if Z.shape[0] <= gram_limit:
-            Zf = self.Z.astype(np.float64)
-            G = Zf @ Zf.T
-            if metric == "cosine":
-                self.K = G.astype(np.float32)
-            else:
-                sq = np.diag(G)
-                D2 = np.maximum(sq[:, None] + sq[None, :] - 2 * G, 0.0)
-                self.K = (-np.sqrt(D2)).astype(np.float32)
+        self.n = int(Z.shape[0])
+        self.Z: np.ndarray | None = normalise_rows(Z) if metric == "cosine" else Z
+        self.factor = self.Z if metric == "cosine" and Z.shape[1] <= LOW_RANK_MAX else None
+        self._raw = Z
+        self._K: np.ndarray | None = None
+        self._gram = Z.shape[0] <= gram_limit
+
+    @property
+    def K(self) -> np.ndarray | None:
+        """The full similarity matrix (float32), computed on first use; None above gram_limit."""
+        if self._K is None and self._gram:
+            self._K = similarity_matrix(np.asarray(self._raw, dtype=np.float64), self.metric)
+        return self._K
+
+    @classmethod
+    def from_matrix(cls, K: np.ndarray, metric: str = "matrix") -> PairScorer:
+        self = cls.__new__(cls)
+        self.metric, self.n, self.Z, self._K, self._gram = metric, int(K.shape[0]), None, K, True
+        self.factor, self._raw = None, None
+        return self
 
     def values(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         if self.K is not None:
             return self.K[i, j].astype(np.float64)
+        assert self.Z is not None
         return pair_values(self.Z, i, j, self.metric)
 
     def mean_many(self, I: np.ndarray, J: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -88,15 +140,22 @@ class PairScorer:
         for s in range(0, I.shape[0], rows_per):
             ii, jj = I[s:s + rows_per], J[s:s + rows_per]
             if self.K is not None:
-                v = self.K[ii, jj].astype(np.float64)
+                v = self.K[ii, jj]  # float32 values, summed in float64
             else:
+                assert self.Z is not None
                 v = pair_values(self.Z, ii.ravel(), jj.ravel(), self.metric).reshape(ii.shape)
             if mask is None:
-                out[s:s + rows_per] = v.mean(axis=1)
+                out[s:s + rows_per] = v.sum(axis=1, dtype=np.float64) / v.shape[1]
             else:
                 mk = mask[s:s + rows_per]
-                out[s:s + rows_per] = (v * mk).sum(axis=1) / np.maximum(mk.sum(axis=1), 1)
+                out[s:s + rows_per] = (np.where(mk, v, 0).sum(axis=1, dtype=np.float64)
+                                       / np.maximum(mk.sum(axis=1), 1))
         return out
+
+
+def gene_perms(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """`m` independent uniform permutations of range(n), one per row (int32)."""
+    return rng.permuted(np.tile(np.arange(n, dtype=np.int32), (m, 1)), axis=1)
 
 
 def gene_shuffle_pairs(i: np.ndarray, j: np.ndarray, n_genes: int, n_perm: int,
@@ -105,7 +164,7 @@ def gene_shuffle_pairs(i: np.ndarray, j: np.ndarray, n_genes: int, n_perm: int,
 
     `i`, `j` are positions in 0..n_genes-1; returns (n_perm, n_pairs) index arrays.
     """
-    perms = rng.permuted(np.tile(np.arange(n_genes), (n_perm, 1)), axis=1)
+    perms = gene_perms(n_genes, n_perm, rng)
     return perms[:, i], perms[:, j]
 
 
@@ -116,6 +175,176 @@ def degree_preserving_pairs(i: np.ndarray, j: np.ndarray, n_perm: int,
     J = rng.permuted(np.tile(j, (n_perm, 1)), axis=1)
     I = np.tile(i, (n_perm, 1))
     return I, J, I != J
+
+
+def _low_rank_pair_sums(Zn: np.ndarray, i: np.ndarray, j: np.ndarray, P: np.ndarray,
+                        ) -> np.ndarray:
+    """sum over pairs of <z[P[r, i]], z[P[r, j]]> for every permutation row r of P (m, n).
+
+    With A the pair-count matrix, each sum is trace(Z_r^T A Z_r) for the relabelled Z_r; all
+    rows go through one sparse-by-dense product, O(pairs * rank) per permutation instead of a
+    random gather per pair.
+    """
+    from scipy import sparse
+
+    n, r = Zn.shape
+    m = P.shape[0]
+    A = sparse.csr_matrix((np.ones(i.size), (i, j)), shape=(n, n))
+    Zs = Zn[P.T]  # (n, m, r): row g of permutation k is z[P[k, g]]
+    AZ = (A @ Zs.reshape(n, m * r)).reshape(n, m, r)
+    return np.einsum("gkr,gkr->k", Zs, AZ)
+
+
+def pair_null(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str, n_perm: int,
+              rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """(observed, null draws) of the mean pair value under `gene_shuffle` or `degree_preserving`.
+
+    The observed mean goes through the same arithmetic as the draws, so rounding can never
+    separate a draw that equals the observation.  Gene shuffle materialises only the permuted
+    labels of the genes the pairs use; for cosine in a few axes it uses the low-rank factor.
+    """
+    out = np.empty(n_perm)
+    if null == "gene_shuffle" and scorer.factor is not None and \
+            scorer.n * scorer.factor.shape[1] < 8 * i.size:  # cheaper than gathering the pairs
+        Zn = scorer.factor
+        ident = np.arange(scorer.n)[None, :]
+        observed = float(_low_rank_pair_sums(Zn, i, j, ident)[0] / i.size)
+        for s, m in chunks(n_perm, scorer.n * (Zn.shape[1] + 1), budget=8_000_000):
+            out[s:s + m] = _low_rank_pair_sums(Zn, i, j, gene_perms(scorer.n, m, rng)) / i.size
+        return observed, out
+    if null == "degree_preserving":
+        # rows stay fixed under rewiring: grouping pairs by row makes the gathers cache-friendly
+        order = np.argsort(i, kind="stable")
+        i, j = i[order], j[order]
+    observed = float(scorer.mean_many(i[None, :], j[None, :])[0])
+    if null == "gene_shuffle":
+        used, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
+        ii, jj = inv[:i.size], inv[i.size:]
+        for s, m in chunks(n_perm, max(scorer.n, i.size)):
+            P = gene_perms(scorer.n, m, rng)[:, used]
+            out[s:s + m] = scorer.mean_many(P[:, ii], P[:, jj])
+    elif null == "degree_preserving":
+        for s, m in chunks(n_perm, i.size):
+            I, J, mask = degree_preserving_pairs(i, j, m, rng)
+            out[s:s + m] = scorer.mean_many(I, J, mask)
+    else:
+        raise ValueError(f"unknown pair null {null!r}")
+    return observed, out
+
+
+def distinct_draws(n: int, k: int, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """(rows, k) int32 draws of k distinct items of range(n) per row, as an ordered tuple that is
+    uniform over all ordered k-tuples of distinct items (the first k entries of a random
+    permutation).
+
+    Draw with replacement, then redraw every entry that repeats an earlier one in its row until
+    none do.  Which entries are redrawn depends on positions only, never on item labels, so the
+    procedure is exchangeable in the items and its result is exactly uniform.  For k near n the
+    first k entries of full random permutations are cheaper.
+    """
+    if k > n:
+        raise ValueError("cannot draw more distinct items than there are")
+    if 2 * k > n:
+        out = np.empty((rows, k), dtype=np.int32)
+        for s, m in chunks(rows, n):
+            out[s:s + m] = gene_perms(n, m, rng)[:, :k]
+        return out
+    out = rng.integers(0, n, size=(rows, k), dtype=np.int32)
+    if k < 2:
+        return out
+    pos = np.arange(k, dtype=np.int64)
+    todo = np.arange(rows)
+    while todo.size:
+        key = out[todo].astype(np.int64) * k + pos  # sort by (item, position): no ties
+        key.sort(axis=1)
+        item, where = key // k, key % k
+        r, c = np.nonzero(item[:, 1:] == item[:, :-1])  # later occurrences of a repeated item
+        if r.size == 0:
+            break
+        out[todo[r], where[r, c + 1]] = rng.integers(0, n, size=r.size, dtype=np.int32)
+        todo = todo[np.unique(r)]
+    return out
+
+
+def feature_shuffle_rows(X: np.ndarray, rows: np.ndarray, m: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Rows `rows` of `m` feature-shuffled copies of X: (m, len(rows), dim).
+
+    Feature shuffle permutes each column of X independently across all genes; the selected rows of
+    a shuffled copy hold, in each column, the values of distinct random genes.
+    """
+    n, d = X.shape
+    k = rows.size
+    idx = distinct_draws(n, k, m * d, rng).reshape(m, d, k)
+    cols = np.arange(d)[None, :, None]
+    return np.transpose(X[idx, cols], (0, 2, 1))
+
+
+def feature_shuffle(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One copy of X with every column permuted independently across rows."""
+    P = gene_perms(X.shape[0], X.shape[1], rng)
+    return np.take_along_axis(X, P.T.astype(np.intp), axis=0)
+
+
+def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:
+    """Within-row ranks (1 = smallest, float32) of a matrix; ties broken by column.
+
+    With `exclude_diagonal` the diagonal is ranked below every other entry and its rank removed,
+    so off-diagonal ranks run 1..n-1.  Rows are ranked without an argsort: each float32 value is
+    mapped to an order-preserving integer, shifted left and tagged with its column, and the int64
+    keys are sorted in blocks (a SIMD sort), which is several times faster.
+    """
+    n, c = K.shape
+    shift = max(1, int(np.ceil(np.log2(max(c, 2)))))
+    cols = np.arange(c, dtype=np.int64)
+    base = np.arange(1, c + 1, dtype=np.float32)
+    R = np.empty(K.shape, dtype=np.float32)
+    block = max(1, 2_000_000 // max(c, 1))
+    for s in range(0, n, block):
+        blk = np.array(K[s:s + block], dtype=np.float32)
+        if exclude_diagonal:
+            idx = np.arange(s, min(s + block, n))
+            blk[idx - s, idx] = -np.inf
+        key = blk.view(np.int32).astype(np.int64)
+        key ^= (key >> 31) & 0x7FFFFFFF  # IEEE order as signed-integer order
+        key <<= shift
+        key += cols
+        key.sort(axis=1)
+        key &= (1 << shift) - 1  # the columns in ascending order of value
+        R[s:s + block][np.arange(key.shape[0])[:, None], key] = base
+    return R - 1 if exclude_diagonal else R
+
+
+def column_ranks(S: np.ndarray) -> np.ndarray:
+    """Ranks (1..n) of every column of S, ties broken by position; float64."""
+    order = np.argsort(S, axis=0, kind="stable")
+    R = np.empty(S.shape, dtype=np.float64)
+    np.put_along_axis(R, order, np.arange(1, S.shape[0] + 1, dtype=np.float64)[:, None], axis=0)
+    return R
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of a 1-d sample of replicate statistics."""
+    s = np.asarray(samples, dtype=float)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2
+    lo, hi = np.quantile(s, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def bootstrap_counts(n: int, b: int, rng: np.random.Generator) -> np.ndarray:
+    """(b, n) multinomial resampling counts: row r says how often each unit is drawn."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=b).astype(np.float64)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho with average ranks for ties (agrees with scipy.stats.spearmanr)."""
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    if np.std(rx) == 0 or np.std(ry) == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def z_score(observed: float, null: np.ndarray) -> float:

@@ -1,0 +1,174 @@
+"""Probe benchmark: median seconds per layer of every probe on a 12 x 4,803 x 512 cache.
+
+    python benchmarks/bench_probes.py [--layers 3] [--permutations 1000] [--only NAME ...]
+
+Builds a synthetic float32 cache (decaying spectrum, so late layers look like real ones) and
+literal resources sized like the real ones inside a 4,803-gene vocabulary: 25,000 scored
+STRING-like pairs, 3,000 TRRUST-like directed edges (400 TFs, 1,500 targets, signed), gene sets
+of 300-800 genes, six 40-gene marker sets.  Each probe runs on the last `--layers` layers after
+one warm-up pass that computes and stores the per-layer SVDs (their one-off cost is printed
+separately: SVDs are shared by every hypothesis on a cache).  Permutation probes use
+`--permutations` draws (default 1,000), except the three whose null needs one full-matrix
+product or one ripser call per draw (spectrum feature shuffle, layer_similarity, persistent
+homology), which run their default 199; descriptive probes use 200 bootstrap replicates.
+Target: under 1 s per layer on 2 cores.  Wall time is shown with the CPU time of the process
+(all threads): on a busy machine the wall time inflates, the CPU time much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_GENES, DIM, N_LAYERS = 4803, 512, 12
+
+
+def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[str, str]]:
+    from geoscreen.store.cache import write_cache
+
+    genes = [f"G{i}" for i in range(N_GENES)]
+    base = rng.standard_normal((N_GENES, DIM), dtype=np.float32)
+
+    def layer(k: int) -> np.ndarray:
+        decay = np.exp(-np.arange(DIM) / (200.0 / (1 + k))).astype(np.float32)
+        return (base * decay + 0.3 * rng.standard_normal((N_GENES, DIM), dtype=np.float32))
+
+    cache = write_cache(root / "cache", ((f"L{k}", layer(k)) for k in range(N_LAYERS)), genes,
+                        model="bench", synthetic=True)
+    other = write_cache(root / "other", {"L0": layer(11) @ np.linalg.qr(
+        rng.standard_normal((DIM, DIM)))[0].astype(np.float32)}, genes, model="bench2",
+        synthetic=True)
+
+    def gset(name: str, idx: np.ndarray) -> str:
+        (root / f"{name}.txt").write_text("\n".join(f"G{i}" for i in idx) + "\n")
+        return f"file:{root / name}.txt"
+
+    def pset(name: str, i: np.ndarray, j: np.ndarray, score=None) -> str:
+        rows = [f"G{a}\tG{b}" + (f"\t{score[k]:.0f}" if score is not None else "")
+                for k, (a, b) in enumerate(zip(i, j))]
+        (root / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+        return f"file:{root / name}.tsv"
+
+    perm = rng.permutation(N_GENES)
+    i = rng.integers(0, N_GENES, 30000)
+    j = rng.integers(0, N_GENES, 30000)
+    keep = i != j
+    i, j = i[keep][:25000], j[keep][:25000]
+    tfs, tg = perm[:400], perm[400:1900]
+    ei = rng.choice(tfs, 3000)
+    ej = rng.choice(tg, 3000)
+    refs = {
+        "secreted": gset("secreted", perm[:300]), "cytosol": gset("cytosol", perm[300:1100]),
+        "regulators": gset("regulators", tfs), "targets": gset("targets", tg),
+        "string": pset("string", i, j, rng.uniform(400, 1000, i.size)),
+        "trrust": pset("trrust", ei, ej),
+        "repression": pset("repression", ei[:1000], ej[:1000]),
+        "activation": pset("activation", ei[1000:], ej[1000:]),
+        "markers": [gset(f"marker{k}", perm[2000 + 40 * k:2040 + 40 * k]) for k in range(6)],
+        "ribosome": gset("ribosome", perm[2300:2400]),
+        "other": str(other.path),
+    }
+    return cache, other, refs
+
+
+def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
+    sub = [2, 3, 4]
+    return [
+        ("spectrum", "effective_rank", {"measure": "effective_rank"}),
+        ("spectrum", "feature_shuffle", {"null": "feature_shuffle", "n_bootstrap": 0}),
+        ("intrinsic_dimension", "all genes", {}),
+        ("axis_separation", "label_shuffle", {"positive": refs["secreted"],
+                                              "negative": refs["cytosol"],
+                                              "test": "label_shuffle", "n_permutations": m}),
+        ("pair_proximity", "SV2-4", {"pairs": refs["string"], "subspace": sub,
+                                     "n_permutations": m}),
+        ("pair_proximity", "full", {"pairs": refs["string"], "n_permutations": m}),
+        ("pair_proximity", "full, degree", {"pairs": refs["string"], "null": "degree_preserving",
+                                            "n_permutations": m}),
+        ("co_pole", "SV1 q=0.1", {"pairs": refs["string"], "quantile": 0.1,
+                                  "n_permutations": m}),
+        ("graded_proximity", "5 bins", {"pairs": refs["string"], "subspace": sub,
+                                        "n_permutations": m}),
+        ("role_separation", "SV2-7", {"positive": refs["regulators"],
+                                      "negative": refs["targets"],
+                                      "subspace": [2, 3, 4, 5, 6, 7], "n_permutations": m}),
+        ("edge_specificity", "full", {"pairs": refs["trrust"], "n_permutations": m}),
+        ("sign_contrast", "SV2-7", {"pairs_a": refs["repression"], "pairs_b": refs["activation"],
+                                    "subspace": [2, 3, 4, 5, 6, 7], "n_permutations": m}),
+        ("anchor_convergence", "z", {"genes": "genes:G1,G2", "anchor": "G3"}),
+        ("set_cohesion", "mean_similarity", {"gene_set": refs["ribosome"], "n_permutations": m}),
+        ("set_cohesion", "retrieval x6", {"gene_set": refs["markers"],
+                                          "statistic": "retrieval_auroc", "n_permutations": m}),
+        ("set_cohesion", "feature_shuffle", {"gene_set": refs["ribosome"],
+                                             "null": "feature_shuffle", "n_permutations": m}),
+        ("layer_similarity", "gene_shuffle", {"reference_layer": "first"}),
+        ("layer_similarity", "99% variance", {"reference_layer": "first",
+                                              "variance_kept": 0.99}),
+        ("persistent_homology", "H1, 100 genes", {"gene_set": refs["ribosome"]}),
+        ("persistent_homology", "H0, 100 genes", {"gene_set": refs["ribosome"], "dims": [0],
+                                                  "n_permutations": m}),
+        ("cross_model_alignment", "cca", {"other_cache": refs["other"], "other_layer": 0,
+                                          "n_permutations": m}),
+        ("null_robustness", "SV2-4, 2 nulls", {"pairs": refs["string"], "subspace": sub,
+                                               "n_permutations": m}),
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=3, help="layers timed per probe")
+    ap.add_argument("--permutations", type=int, default=1000)
+    ap.add_argument("--only", nargs="*", help="probe names to run")
+    args = ap.parse_args()
+
+    from geoscreen.probes.context import ProbeContext
+    from geoscreen.probes.registry import get_probe
+
+    with tempfile.TemporaryDirectory(prefix="geoscreen-bench-") as tmp:
+        root = Path(tmp)
+        os.environ["GEOSCREEN_WORK_DIR"] = str(root / "work")
+        t = time.perf_counter()
+        cache, _, refs = build(root, np.random.default_rng(0))
+        print(f"built {N_LAYERS} x {N_GENES} x {DIM} cache in {time.perf_counter() - t:.1f} s; "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        layers = cache.layers[-args.layers:]
+        ctx = ProbeContext(cache=cache, seed=1, work_dir=root / "work")
+        svd_s = []
+        for layer in cache.layers:
+            t = time.perf_counter()
+            ctx.svd(layer)
+            svd_s.append(time.perf_counter() - t)
+        print(f"SVD per layer (once per cache, stored and shared): median "
+              f"{statistics.median(svd_s):.2f} s")
+        print(f"\n{'probe':22s} {'variant':18s} {'draws':>6s} {'median s/layer':>15s} "
+              f"{'min':>7s} {'max':>7s} {'cpu s/layer':>12s}")
+        for name, variant, prm in specs(refs, args.permutations):
+            if args.only and name not in args.only:
+                continue
+            info = get_probe(name)
+            params = info.validate_params(prm)
+            ctx.alternative = info.alternatives[0]
+            times, cpu = [], []
+            for layer in layers:
+                t, c = time.perf_counter(), time.process_time()
+                info.fn(ctx, params, layer)
+                times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+            descriptive = getattr(params, "null", "") == "none" or \
+                not hasattr(params, "n_permutations")
+            draws = params.n_bootstrap if descriptive else params.n_permutations
+            print(f"{name:22s} {variant:18s} {draws:6d} {statistics.median(times):15.2f} "
+                  f"{min(times):7.2f} {max(times):7.2f} {statistics.median(cpu):12.2f}",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

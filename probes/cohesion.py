@@ -1,0 +1,263 @@
+"""Set cohesion: does a gene set (or each set of a family) cluster in the embedding?
+
+Two statistics, averaged over the sets of a family:
+
+* ``mean_similarity`` — mean similarity over ordered pairs of distinct members;
+* ``retrieval_auroc`` — for each member, the AUROC with which its similarity to every other gene
+  retrieves the other members (a kNN-retrieval curve summarised as one number), averaged over
+  members.  It reduces to a within-set mean of the row-rank matrix, so the null is a gather.
+
+Nulls: ``gene_shuffle`` relabels genes (size-matched random sets, overlaps between the sets of a
+family preserved); ``feature_shuffle`` permutes each embedding dimension independently across all
+genes (mean_similarity only).  `control` residualizes similarities on co-expression first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from geoscreen.agent.errors import GeoscreenError
+from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.params import (
+    Metric,
+    Subspace,
+    control_field,
+    metric_field,
+    null_label,
+    permutations_field,
+    subspace_coords,
+    subspace_field,
+    subspace_validator,
+)
+from geoscreen.probes.proximity import similarity_scorer
+from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.stats import (
+    chunks,
+    feature_shuffle_rows,
+    gene_perms,
+    normalise_rows,
+    row_ranks,
+    z_score,
+)
+from pydantic import Field, model_validator
+
+
+class SetCohesionParams(ProbeParams):
+    gene_set: str | list[str] = Field(
+        ..., description="a gene-set reference, or a list of them (a family, e.g. marker sets)")
+    statistic: Literal["mean_similarity", "retrieval_auroc"] = Field(
+        "mean_similarity", description="within-set mean similarity, or kNN-retrieval AUROC")
+    subspace: Subspace = subspace_field()
+    metric: Metric = metric_field()
+    null: Literal["gene_shuffle", "feature_shuffle"] = Field(
+        "gene_shuffle", description="size-matched random sets, or each dimension permuted "
+                                    "independently across genes (mean_similarity only)")
+    control: str | None = control_field()
+    n_permutations: int = permutations_field()
+    min_size: int = Field(5, ge=2, description="sets with fewer present genes are skipped")
+
+    _check_subspace = subspace_validator("subspace")
+
+    @model_validator(mode="after")
+    def _compatible(self) -> SetCohesionParams:
+        if self.null == "feature_shuffle" and (self.statistic != "mean_similarity"
+                                               or self.control is not None):
+            raise ValueError("null feature_shuffle supports statistic mean_similarity without "
+                             "control")
+        return self
+
+
+def _pairs_within(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, starts): positions into the concatenated sets of every ordered within-set pair,
+    grouped by set; `starts` is where each set's pairs begin."""
+    a, b, starts, off, npairs = [], [], [], 0, 0
+    for s in sets:
+        ii, jj = np.nonzero(~np.eye(s.size, dtype=bool))
+        a.append(ii + off)
+        b.append(jj + off)
+        starts.append(npairs)
+        off += s.size
+        npairs += ii.size
+    return np.concatenate(a), np.concatenate(b), np.asarray(starts)
+
+
+def _set_sums(vals: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(m, n_pairs) within-set pair values -> (m, n_sets) sums per set."""
+    return np.add.reduceat(np.asarray(vals, dtype=np.float64), starts, axis=1)
+
+
+def _use_matmul(n: int, sizes: np.ndarray) -> bool:
+    return float(np.sum(sizes ** 2)) > n * n * sizes.size / 200
+
+
+def _matrix_sums(M: np.ndarray, P: np.ndarray, offsets: np.ndarray, sizes: np.ndarray,
+                 a: np.ndarray, b: np.ndarray, starts: np.ndarray,
+                 matmul: bool | None = None) -> np.ndarray:
+    """Within-set sums of M over ordered pairs of distinct members, one row per relabelling.
+
+    P (m, members) holds the relabelled members of the concatenated sets.  Small sets gather
+    their k(k-1) entries; large ones use a matrix product with the membership indicator (n^2 per
+    draw, BLAS speed), which is cheaper once k^2 is more than n^2 / 200.
+    """
+    n = M.shape[0]
+    if not (_use_matmul(n, sizes) if matmul is None else matmul):
+        return _set_sums(M[P[:, a], P[:, b]], starts)
+    m = P.shape[0]
+    out = np.empty((m, sizes.size))
+    cols = np.arange(m)
+    for k, (off, size) in enumerate(zip(offsets, sizes.astype(int))):
+        Ps = P[:, off:off + size]
+        ind = np.zeros((n, m), dtype=M.dtype)
+        ind[Ps, cols[:, None]] = 1
+        MI = M @ ind
+        tot = MI[Ps, cols[:, None]].sum(axis=1, dtype=np.float64)
+        out[:, k] = tot - M[Ps, Ps].sum(axis=1, dtype=np.float64)
+    return out
+
+
+def _cosine_sums(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Within-set sums of cosines for stacked unit rows (m, members, d): ||sum||^2 - sum ||x||^2.
+
+    O(m k d) instead of O(m k^2): the sum over ordered pairs of x_i . x_j is a squared norm.
+    """
+    tot = np.add.reduceat(rows, offsets, axis=1)
+    sq = np.add.reduceat((rows * rows).sum(axis=2), offsets, axis=1)
+    return (tot * tot).sum(axis=2) - sq
+
+
+def _summary(sums: np.ndarray, sizes: np.ndarray, n: int, statistic: str) -> np.ndarray:
+    """Mean over sets of the per-set statistic from per-set pair sums (m, n_sets).
+
+    Retrieval: a member's AUROC is (sum of its set-mates' row ranks - (k-1)k/2) / ((k-1)(n-k))
+    (ranks 1..n-1 over the other genes), so a set's mean AUROC follows from its rank sum.
+    """
+    k = sizes[None, :]
+    if statistic == "mean_similarity":
+        return (sums / (k * (k - 1))).mean(axis=1)
+    return ((sums - k * (k - 1) * k / 2) / (k * (k - 1) * (n - k))).mean(axis=1)
+
+
+def _observed_retrieval(Zn: np.ndarray, sets: list[np.ndarray]) -> float:
+    """Cosine retrieval AUROC of the observed sets, ranking only the members' rows."""
+    n = Zn.shape[0]
+    out = []
+    for s in sets:
+        k = s.size
+        K = Zn[s] @ Zn.T
+        K[np.arange(k), s] = -np.inf
+        R = row_ranks(K, exclude_diagonal=False) - 1  # self ranked 0, others 1..n-1
+        u = R[:, s].sum(axis=1) - (k - 1) * k / 2
+        out.append(float((u / ((k - 1) * (n - k))).mean()))
+    return float(np.mean(out))
+
+
+@probe(
+    "set_cohesion",
+    family="module_structure",
+    params=SetCohesionParams,
+    nulls=("gene_shuffle", "feature_shuffle", "coexpression_residualization"),
+    version="1.0",
+    statistic="within-set mean similarity, or kNN-retrieval AUROC, averaged over the sets",
+    effect="z-score against the null (retrieval AUROC and mean similarity both in extra)",
+    alternatives=("greater", "less", "two-sided"),
+    examples=[
+        {"statement": "Cell-type marker genes retrieve each other as nearest neighbours",
+         "params": {"gene_set": ["markers:B cells", "markers:T cells", "markers:NK cells",
+                                 "markers:Monocytes"], "statistic": "retrieval_auroc"},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "Reactome cell-cycle genes cluster beyond feature-shuffled expectations",
+         "params": {"gene_set": "reactome:R-HSA-1640170", "null": "feature_shuffle"},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "Ribosomal genes cluster in SV2-SV4",
+         "params": {"gene_set": "go:GO:0005840", "subspace": [2, 3, 4]},
+         "alternative": "greater", "across_layers": "any"},
+    ],
+)
+def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerResult:
+    """Within-set similarity or retrieval AUROC against size-matched random or feature-shuffled
+    sets."""
+    t0 = time.perf_counter()
+    refs = p.gene_set if isinstance(p.gene_set, list) else [p.gene_set]
+    svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
+    n = Z.shape[0]
+    sets, skipped = [], []
+    for k, ref in enumerate(refs):
+        param = "gene_set" if len(refs) == 1 else f"gene_set[{k}]"
+        rows = ctx.gene_rows(ref, param=param, min_size=p.min_size if len(refs) == 1 else 0,
+                             include_zero=p.include_zero_genes)
+        if rows.size < p.min_size:
+            skipped.append(ref)
+            continue
+        sets.append(svd.local(rows))
+    if not sets:
+        raise GeoscreenError(f"no set has {p.min_size} genes present", field="params.gene_set")
+    flat = np.concatenate(sets)
+    a, b, starts = _pairs_within(sets)
+    sizes = np.array([x.size for x in sets], dtype=float)
+    offsets = np.r_[0, np.cumsum(sizes[:-1])].astype(int)
+    Zn = normalise_rows(Z)
+    K, fit = None, None
+    if p.statistic == "retrieval_auroc" or p.control is not None or p.metric == "euclidean":
+        _, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
+                                           p.include_zero_genes)
+        if scorer.K is None:
+            raise GeoscreenError(f"{n} genes is too many for this statistic",
+                                 field="params.statistic")
+        K = scorer.K
+    if K is not None:
+        sim_obs = float(_summary(_matrix_sums(K, flat[None], offsets, sizes, a, b, starts), sizes,
+                                 n, "mean_similarity")[0])
+    else:
+        sim_obs = float(_summary(_cosine_sums(Zn[flat][None], offsets), sizes, n,
+                                 "mean_similarity")[0])
+    R = row_ranks(K) if p.statistic == "retrieval_auroc" and K is not None else None
+    if R is not None:
+        auc_obs: float | None = float(_summary(
+            _matrix_sums(R, flat[None], offsets, sizes, a, b, starts), sizes, n,
+            "retrieval_auroc")[0])
+    else:
+        auc_obs = _observed_retrieval(Zn, sets) if p.metric == "cosine" and fit is None else None
+    observed = float(auc_obs if p.statistic == "retrieval_auroc" else sim_obs)  # type: ignore[arg-type]
+    rng = ctx.rng(layer)
+    null = np.empty(p.n_permutations)
+    if p.null == "gene_shuffle":
+        M = R if R is not None else K
+        if M is None:
+            width = n + flat.size * Z.shape[1]
+        else:
+            width = 2 * n if _use_matmul(n, sizes) else max(n, a.size)
+        for s, m in chunks(p.n_permutations, width):
+            P = gene_perms(n, m, rng)[:, flat]
+            if M is not None:
+                sums = _matrix_sums(M, P, offsets, sizes, a, b, starts)
+            else:
+                sums = _cosine_sums(Zn[P], offsets)
+            null[s:s + m] = _summary(sums, sizes, n, p.statistic)
+    else:
+        X = Z if p.subspace != "full" else Z @ svd.Vt  # full space: the embedding dimensions
+        u, inv = np.unique(flat, return_inverse=True)
+        for s, m in chunks(p.n_permutations, u.size * X.shape[1], budget=8_000_000):
+            rows = feature_shuffle_rows(X, u, m, rng)[:, inv]
+            if p.metric == "cosine":
+                nrm = np.linalg.norm(rows, axis=2, keepdims=True)
+                sums = _cosine_sums(rows / np.where(nrm > 0, nrm, 1.0), offsets)
+            else:
+                sq = (rows * rows).sum(axis=2)
+                D2 = sq[:, :, None] + sq[:, None, :] - 2 * np.matmul(rows, rows.transpose(0, 2, 1))
+                sums = _set_sums(-np.sqrt(np.maximum(D2[:, a, b], 0.0)), starts)
+            null[s:s + m] = _summary(sums, sizes, n, "mean_similarity")
+    z = z_score(observed, null)
+    return LayerResult(
+        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name=p.statistic,
+        statistic=observed, effect_name="z", effect_size=z,
+        p_value=permutation_p(observed, null, ctx.alternative),
+        n=int(flat.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
+        seed=ctx.layer_seed(layer),
+        extra={"mean_similarity": sim_obs, "retrieval_auroc": auc_obs, "n_sets": len(sets),
+               "set_sizes": [int(x) for x in sizes], "skipped_sets": skipped,
+               "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
+               "subspace": p.subspace, "metric": p.metric, "control_fit": fit},
+        runtime_s=time.perf_counter() - t0)

@@ -1,0 +1,169 @@
+"""Persistent homology of a gene subset: more (or less) H0/H1 structure than its null?
+
+The Vietoris-Rips persistence diagram of the subset's points (ripser) is summarised by total
+persistence, the summed bar lengths of the finite bars in the requested homology dimensions.  H0
+alone needs no ripser: its bars die at the minimum-spanning-tree edge lengths, computed for all
+null draws at once by a batched Prim's algorithm.  Nulls:
+
+* ``feature_shuffle`` — each coordinate permuted independently among the subset's genes: the same
+  per-dimension marginals with no joint structure;
+* ``gene_shuffle`` — random gene subsets of the same size.
+
+ripser is not vectorised, so for H1/H2 each null draw is one ripser call; subsets above
+`max_points` are subsampled (seeded) and the default is 199 draws.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from geoscreen.agent.errors import GeoscreenError
+from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
+from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.stats import chunks, distinct_draws, gene_perms, z_score
+from pydantic import Field, field_validator
+
+
+def batch_distances(X: np.ndarray, metric: str) -> np.ndarray:
+    """Pairwise distances within each point cloud of a stack (m, k, d) -> (m, k, k)."""
+    if metric == "cosine":
+        nrm = np.linalg.norm(X, axis=2, keepdims=True)
+        Xn = X / np.where(nrm > 0, nrm, 1.0)
+        D = 1.0 - np.matmul(Xn, Xn.transpose(0, 2, 1))
+    else:
+        sq = np.einsum("mkd,mkd->mk", X, X)
+        D = np.sqrt(np.maximum(sq[:, :, None] + sq[:, None, :]
+                               - 2 * np.matmul(X, X.transpose(0, 2, 1)), 0.0))
+    D = np.maximum(D, 0.0)
+    idx = np.arange(X.shape[1])
+    D[:, idx, idx] = 0.0
+    return (D + D.transpose(0, 2, 1)) / 2
+
+
+def distances(X: np.ndarray, metric: str) -> np.ndarray:
+    """Pairwise distances of one point cloud (k, d) -> (k, k)."""
+    return batch_distances(X[None], metric)[0]
+
+
+def mst_totals(D: np.ndarray) -> np.ndarray:
+    """Total MST edge length of each complete graph in a stack (m, k, k): Prim's algorithm run
+    on all graphs at once.  These are the H0 death times of the Rips filtration."""
+    m, k, _ = D.shape
+    rows = np.arange(m)
+    in_tree = np.zeros((m, k), dtype=bool)
+    in_tree[:, 0] = True
+    best = D[:, 0, :].copy()
+    total = np.zeros(m)
+    for _ in range(k - 1):
+        cand = np.where(in_tree, np.inf, best)
+        nxt = np.argmin(cand, axis=1)
+        total += cand[rows, nxt]
+        in_tree[rows, nxt] = True
+        best = np.minimum(best, D[rows, nxt, :])
+    return total
+
+
+def total_persistence(D: np.ndarray, dims: tuple[int, ...]) -> dict[int, tuple[float, int]]:
+    """{dim: (sum of finite bar lengths, number of finite bars)} of the Rips filtration of D."""
+    if max(dims) == 0:
+        return {0: (float(mst_totals(D[None])[0]), D.shape[0] - 1)}
+    try:
+        from ripser import ripser
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise GeoscreenError("persistent homology in dimension >= 1 needs ripser",
+                             field="params.dims", fix="pip install ripser") from None
+    dgms = ripser(D, maxdim=max(dims), distance_matrix=True)["dgms"]
+    out: dict[int, tuple[float, int]] = {}
+    for d in dims:
+        bars = dgms[d]
+        fin = bars[np.isfinite(bars[:, 1])]
+        out[d] = (float((fin[:, 1] - fin[:, 0]).sum()), int(fin.shape[0]))
+    return out
+
+
+class PersistentHomologyParams(ProbeParams):
+    gene_set: str = Field(..., description="gene-set reference (the point cloud)")
+    dims: list[int] = Field([1], description="homology dimensions summed, from 0, 1, 2")
+    subspace: Subspace = subspace_field()
+    metric: Literal["euclidean", "cosine"] = Field("euclidean", description="Rips distance")
+    null: Literal["feature_shuffle", "gene_shuffle"] = Field(
+        "feature_shuffle", description="coordinates permuted independently within the subset, "
+                                       "or random subsets of the same size")
+    n_permutations: int = Field(199, ge=99, le=100000)
+    max_points: int = Field(100, ge=10, le=1000, description="larger subsets are subsampled")
+    min_size: int = Field(10, ge=4)
+
+    _check_subspace = subspace_validator("subspace")
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, v: list[int]) -> list[int]:
+        if not v or any(d not in (0, 1, 2) for d in v) or len(set(v)) != len(v):
+            raise ValueError("dims is a non-empty list of distinct values from 0, 1, 2")
+        return sorted(v)
+
+
+@probe(
+    "persistent_homology",
+    family="persistent_homology",
+    params=PersistentHomologyParams,
+    nulls=("feature_shuffle", "gene_shuffle"),
+    version="1.0",
+    statistic="total persistence (summed finite bar lengths) in the requested dimensions",
+    effect="z-score of total persistence against the null",
+    alternatives=("two-sided", "greater", "less"),
+    examples=[
+        {"statement": "Cell-cycle genes carry more H1 (loop) persistence than feature-shuffled "
+                      "copies, consistent with a cyclic arrangement",
+         "params": {"gene_set": "reactome:R-HSA-1640170", "dims": [1]},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "Ribosomal genes are more tightly connected (less H0 persistence) than "
+                      "random gene sets of the same size",
+         "params": {"gene_set": "go:GO:0005840", "dims": [0], "null": "gene_shuffle"},
+         "alternative": "less", "across_layers": "any"},
+    ],
+)
+def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: str,
+                        ) -> LayerResult:
+    """Total persistence of a gene subset's Rips complex against a shuffle null."""
+    t0 = time.perf_counter()
+    svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
+    X = Z if p.subspace != "full" else Z @ svd.Vt  # full space: the embedding dimensions
+    rows = ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_size,
+                         include_zero=p.include_zero_genes)
+    local = svd.local(rows)
+    subsampled = local.size > p.max_points
+    if subsampled:
+        local = np.sort(ctx.rng(layer, "subsample").choice(local, p.max_points, replace=False))
+    dims = tuple(p.dims)
+    obs = total_persistence(distances(X[local], p.metric), dims)
+    observed = float(sum(v[0] for v in obs.values()))
+    rng = ctx.rng(layer)
+    k, d = local.size, X.shape[1]
+    null = np.empty(p.n_permutations)
+    for s, m in chunks(p.n_permutations, k * max(k, d), budget=4_000_000):
+        if p.null == "feature_shuffle":  # each coordinate permuted among the subset's genes
+            P = gene_perms(k, m * d, rng).reshape(m, d, k).transpose(0, 2, 1)
+            Y = np.take_along_axis(np.broadcast_to(X[local], (m, k, d)), P.astype(np.intp),
+                                   axis=1)
+        else:  # random subsets of the same size
+            Y = X[distinct_draws(X.shape[0], k, m, rng)]
+        D = batch_distances(Y, p.metric)
+        if dims == (0,):  # H0 only: Prim's algorithm over the whole batch
+            null[s:s + m] = mst_totals(D)
+        else:  # ripser is not vectorised: one call per draw
+            null[s:s + m] = [sum(v[0] for v in total_persistence(Dq, dims).values()) for Dq in D]
+    return LayerResult(
+        layer=layer, layer_index=ctx.cache.layer_index(layer),
+        statistic_name="total_persistence", statistic=observed, effect_name="z",
+        effect_size=z_score(observed, null), p_value=permutation_p(observed, null, ctx.alternative),
+        n=int(k), null=p.null, n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
+        extra={"per_dim": {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()},
+               "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
+               "subsampled_from": int(rows.size) if subsampled else None, "dims": list(dims),
+               "metric": p.metric, "subspace": p.subspace},
+        runtime_s=time.perf_counter() - t0)

@@ -1,0 +1,69 @@
+"""Parameter pieces shared by probes, so the same idea is spelled the same way everywhere."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from geoscreen.probes.context import SVD, ProbeContext
+from pydantic import Field
+
+Subspace = Literal["full"] | list[int]
+Metric = Literal["cosine", "euclidean"]
+
+
+def check_subspace(v: object) -> object:
+    """'full' or a non-empty list of distinct 1-based singular axes."""
+    if v == "full":
+        return v
+    if isinstance(v, list):
+        if not v:
+            raise ValueError("subspace must list at least one axis, or be 'full'")
+        if any((not isinstance(a, int)) or isinstance(a, bool) or a < 1 for a in v):
+            raise ValueError("subspace axes are 1-based positive integers")
+        if len(set(v)) != len(v):
+            raise ValueError("subspace lists an axis twice")
+        return sorted(v)
+    raise ValueError("subspace must be 'full' or a list of 1-based axes, e.g. [2, 3, 4]")
+
+
+def subspace_coords(ctx: ProbeContext, layer: str, subspace: object,
+                    include_zero: bool) -> tuple[SVD, np.ndarray]:
+    """(svd, Z): gene coordinates in the chosen singular subspace (all axes for 'full')."""
+    svd = ctx.svd(layer, include_zero)
+    Z = svd.scores(None if subspace == "full" else list(subspace))  # type: ignore[arg-type]
+    return svd, Z
+
+
+def subspace_field(default: object = "full") -> object:
+    return Field(default, description="'full' or 1-based singular axes, e.g. [2, 3, 4]")
+
+
+def metric_field() -> object:
+    return Field("cosine",
+                 description="cosine similarity, or negative euclidean distance (larger = closer)")
+
+
+def control_field() -> object:
+    from geoscreen.probes.control import CONTROL_DESCRIPTION
+
+    return Field(None, description=CONTROL_DESCRIPTION)
+
+
+def permutations_field(default: int = 1000) -> object:
+    return Field(default, ge=99, le=100000, description="null draws; p = (b + 1) / (m + 1)")
+
+
+def bootstrap_field(default: int = 200) -> object:
+    return Field(default, ge=50, le=20000, description="bootstrap replicates for the 95% interval")
+
+
+def null_label(null: str, control: str | None) -> str:
+    return f"{null}+coexpression_residualization" if control else null
+
+
+def subspace_validator(*names: str) -> object:
+    """A pydantic 'before' validator running `check_subspace` on the named fields."""
+    from pydantic import field_validator
+
+    return field_validator(*names, mode="before")(classmethod(lambda cls, v: check_subspace(v)))

@@ -1,0 +1,222 @@
+"""Regulatory-edge probes: is a TF closer to its own targets, and do edge types differ?
+
+* `edge_specificity` — for each TF, are its true targets more similar to it than the candidate
+  genes it does not regulate?  Pooled within-TF AUROC; the null relabels candidate genes, which
+  keeps every TF's out-degree and every target's in-degree (the whole bipartite shape).
+* `sign_contrast` — is one edge type (e.g. repression) more prominent than another (activation)?
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from geoscreen.agent.errors import GeoscreenError
+from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.params import (
+    Metric,
+    Subspace,
+    control_field,
+    metric_field,
+    null_label,
+    permutations_field,
+    subspace_field,
+    subspace_validator,
+)
+from geoscreen.probes.proximity import similarity_scorer
+from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.stats import (
+    auroc_from_scores,
+    chunks,
+    gene_perms,
+    row_ranks,
+    subset_mean_shuffle,
+    z_score,
+)
+from pydantic import Field
+from scipy import stats
+
+
+# ------------------------------------------------------------------------------------------
+# edge_specificity
+# ------------------------------------------------------------------------------------------
+class EdgeSpecificityParams(ProbeParams):
+    pairs: str = Field(..., description="directed pair set source -> target, e.g. trrust")
+    subspace: Subspace = subspace_field()
+    metric: Metric = metric_field()
+    non_edges: Literal["targets", "all"] = Field(
+        "targets", description="compare each TF's targets with genes that are targets of other "
+                               "TFs (controls for 'targetness'), or with all genes")
+    control: str | None = control_field()
+    n_permutations: int = permutations_field()
+    min_edges: int = Field(5, ge=1)
+
+    _check_subspace = subspace_validator("subspace")
+
+
+def _within_row_auroc(R: np.ndarray, t: np.ndarray, starts: np.ndarray, valid: np.ndarray,
+                      nvalid: np.ndarray) -> np.ndarray:
+    """Pooled AUROC sum_t U_t / sum_t n_t (nvalid_t - n_t) from gathered edge ranks R (m, E)."""
+    cnt = np.add.reduceat(valid, starts, axis=1).astype(np.float64)
+    rs = np.add.reduceat(np.where(valid, R, 0.0), starts, axis=1)
+    U = (rs - cnt * (cnt + 1) / 2).sum(axis=1)
+    den = (cnt * (nvalid[None, :] - cnt)).sum(axis=1)
+    return U / np.maximum(den, 1e-300)
+
+
+@probe(
+    "edge_specificity",
+    family="graph_topology",
+    params=EdgeSpecificityParams,
+    nulls=("target_shuffle", "coexpression_residualization"),
+    version="1.0",
+    statistic="pooled within-TF AUROC: P(sim(TF, its target) > sim(TF, a non-target candidate))",
+    effect="within-TF AUROC (0.5 = targets no closer than other candidates)",
+    alternatives=("greater", "less", "two-sided"),
+    examples=[
+        {"statement": "A TF sits closer to its own TRRUST targets than to other TFs' targets",
+         "params": {"pairs": "trrust", "subspace": "full"},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "TFs are closer to their repressed targets than to other targets in SV2-SV7",
+         "params": {"pairs": "trrust:Repression", "subspace": [2, 3, 4, 5, 6, 7]},
+         "alternative": "greater", "across_layers": "any"},
+    ],
+)
+def edge_specificity(ctx: ProbeContext, p: EdgeSpecificityParams, layer: str) -> LayerResult:
+    """True TF->target edges against the same TF's non-edges, pooled over TFs."""
+    t0 = time.perf_counter()
+    svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
+                                         p.include_zero_genes)
+    ci, cj, _ = ctx.pair_rows(p.pairs, param="pairs", min_size=p.min_edges,
+                              include_zero=p.include_zero_genes)
+    e = np.unique(np.stack([svd.local(ci), svd.local(cj)], axis=1), axis=0)  # sorted by source
+    tfs, t = np.unique(e[:, 0], return_inverse=True)
+    cand = np.unique(e[:, 1]) if p.non_edges == "targets" else np.arange(svd.rows.size)
+    c = np.searchsorted(cand, e[:, 1])
+    if cand.size < 3:
+        raise GeoscreenError(f"only {cand.size} candidate targets", field="params.pairs")
+    if scorer.K is not None:
+        S = np.array(scorer.K[np.ix_(tfs, cand)], dtype=np.float32)
+    else:  # large caches without control: similarities of the rows needed only
+        from geoscreen.probes.stats import pair_values
+
+        ii, jj = np.meshgrid(tfs, cand, indexing="ij")
+        S = pair_values(scorer.Z, ii.ravel(), jj.ravel(), p.metric).reshape(ii.shape)  # type: ignore[arg-type]
+        S = S.astype(np.float32)
+    pos = np.searchsorted(cand, tfs)
+    self_col = np.where((pos < cand.size) & (cand[np.minimum(pos, cand.size - 1)] == tfs), pos, -1)
+    has_self = self_col >= 0
+    S[np.flatnonzero(has_self), self_col[has_self]] = -np.inf
+    R = row_ranks(S, exclude_diagonal=False) - has_self[:, None].astype(np.float32)
+    nvalid = (cand.size - has_self).astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
+    sc = self_col[t]
+    observed = float(_within_row_auroc(R[t, c][None, :], t, starts,
+                                       (c != sc)[None, :], nvalid)[0])
+    rng = ctx.rng(layer)
+    null = np.empty(p.n_permutations)
+    for s, m in chunks(p.n_permutations, max(cand.size, t.size)):
+        Pc = gene_perms(cand.size, m, rng)[:, c]
+        null[s:s + m] = _within_row_auroc(R[t[None, :], Pc], t, starts, Pc != sc[None, :],
+                                          nvalid)
+    cnt = np.diff(np.r_[starts, t.size]).astype(float)
+    u_tf = np.add.reduceat(R[t, c].astype(float), starts) - cnt * (cnt + 1) / 2
+    per_tf = u_tf / (cnt * (nvalid - cnt))
+    return LayerResult(
+        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="edge_auroc",
+        statistic=observed, effect_name="auroc", effect_size=observed,
+        p_value=permutation_p(observed, null, ctx.alternative), n=int(e.shape[0]),
+        null=null_label("target_shuffle", p.control), n_permutations=p.n_permutations,
+        seed=ctx.layer_seed(layer),
+        extra={"n_tfs": int(tfs.size), "n_candidates": int(cand.size), "non_edges": p.non_edges,
+               "null_mean": float(null.mean()), "z": z_score(observed, null),
+               "median_tf_auroc": float(np.median(per_tf)), "subspace": p.subspace,
+               "metric": p.metric,
+               "control_fit": fit},
+        runtime_s=time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------
+# sign_contrast
+# ------------------------------------------------------------------------------------------
+class SignContrastParams(ProbeParams):
+    pairs_a: str = Field(..., description="first edge type, e.g. trrust:Repression")
+    pairs_b: str = Field(..., description="second edge type, e.g. trrust:Activation")
+    subspace: Subspace = subspace_field()
+    metric: Metric = metric_field()
+    prominence: Literal["similarity", "abs_similarity"] = Field(
+        "similarity", description="pair similarity, or its absolute value (structure either way)")
+    test: Literal["label_shuffle", "mann_whitney"] = Field(
+        "label_shuffle", description="permute the a/b labels over pairs, or Mann-Whitney U")
+    control: str | None = control_field()
+    n_permutations: int = permutations_field()
+    min_pairs: int = Field(5, ge=2)
+
+    _check_subspace = subspace_validator("subspace")
+
+
+@probe(
+    "sign_contrast",
+    family="graph_topology",
+    params=SignContrastParams,
+    nulls=("label_shuffle", "mann_whitney", "coexpression_residualization"),
+    version="1.0",
+    statistic="mean prominence of type-a pairs minus that of type-b pairs",
+    effect="difference in mean prominence (AUROC and rank-biserial r in extra)",
+    alternatives=("greater", "less", "two-sided"),
+    examples=[
+        {"statement": "Repression edges are more prominent than activation edges in SV2-SV7",
+         "params": {"pairs_a": "trrust:Repression", "pairs_b": "trrust:Activation",
+                    "subspace": [2, 3, 4, 5, 6, 7]},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "Repression and activation edges differ in full-space similarity",
+         "params": {"pairs_a": "trrust:Repression", "pairs_b": "trrust:Activation",
+                    "test": "mann_whitney"},
+         "alternative": "two-sided", "across_layers": "any"},
+    ],
+)
+def sign_contrast(ctx: ProbeContext, p: SignContrastParams, layer: str) -> LayerResult:
+    """Difference in prominence between two edge types; pairs in both types are dropped."""
+    t0 = time.perf_counter()
+    svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
+                                         p.include_zero_genes)
+    sides = []
+    for name in ("pairs_a", "pairs_b"):
+        ci, cj, _ = ctx.pair_rows(getattr(p, name), param=name, min_size=p.min_pairs,
+                                  include_zero=p.include_zero_genes)
+        i, j = svd.local(ci), svd.local(cj)
+        sides.append((i, j, np.minimum(i, j).astype(np.int64) * svd.rows.size + np.maximum(i, j)))
+    shared = np.intersect1d(sides[0][2], sides[1][2])
+    vals = []
+    for (i, j, key), name in zip(sides, ("pairs_a", "pairs_b")):
+        keep = ~np.isin(key, shared)
+        if keep.sum() < p.min_pairs:
+            raise GeoscreenError(f"only {int(keep.sum())} pairs remain in {name} after dropping "
+                                 f"{shared.size} pairs listed in both", field=f"params.{name}")
+        v = scorer.values(i[keep], j[keep])
+        vals.append(np.abs(v) if p.prominence == "abs_similarity" else v)
+    va, vb = vals
+    diff = float(va.mean() - vb.mean())
+    auc = auroc_from_scores(va, vb)
+    if p.test == "mann_whitney":
+        pval = float(stats.mannwhitneyu(va, vb, alternative=ctx.alternative,
+                                        method="asymptotic").pvalue)
+        nperm, null_mean = 0, None
+    else:
+        null = subset_mean_shuffle(np.concatenate([va, vb]), va.size, p.n_permutations,
+                                   ctx.rng(layer))
+        pval = permutation_p(diff, null, ctx.alternative)
+        nperm, null_mean = p.n_permutations, float(null.mean())
+    return LayerResult(
+        layer=layer, layer_index=ctx.cache.layer_index(layer),
+        statistic_name="prominence_difference", statistic=diff,
+        effect_name="prominence_difference", effect_size=diff, p_value=pval,
+        n=int(va.size + vb.size), null=null_label(p.test, p.control), n_permutations=nperm,
+        seed=ctx.layer_seed(layer),
+        extra={"auroc": auc, "rank_biserial": 2 * auc - 1, "n_a": int(va.size),
+               "n_b": int(vb.size), "n_shared_dropped": int(shared.size),
+               "mean_a": float(va.mean()), "mean_b": float(vb.mean()), "null_mean": null_mean,
+               "prominence": p.prominence, "subspace": p.subspace, "control_fit": fit},
+        runtime_s=time.perf_counter() - t0)

@@ -1,0 +1,175 @@
+"""Spectrum probe: how many directions does a layer use?
+
+Per layer, the singular values of the mean-centred gene matrix give the effective rank (Roy &
+Vetterli 2007: exp of the entropy of the normalised singular values), the participation ratio
+((sum lambda)^2 / sum lambda^2 over covariance eigenvalues) or the variance explained by the top k
+axes.  The value is descriptive: a gene bootstrap gives its 95% interval and the hypothesis-level
+test is the trend across layers (``across_layers: trend``, "effective rank falls with depth").
+With ``null: feature_shuffle`` each layer is also tested against copies of the matrix whose
+columns are permuted independently across genes (same marginals, no correlation between
+dimensions), which gives a per-layer p-value.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.stats import bootstrap_counts, chunks, gene_perms, percentile_ci, z_score
+from pydantic import Field
+
+Measure = Literal["effective_rank", "participation_ratio", "explained_variance"]
+
+
+def spectrum_measure(eig: np.ndarray, measure: str, k: int = 1) -> np.ndarray:
+    """Measure of covariance eigenvalues `eig` (last axis; any scale, any order)."""
+    lam = np.clip(np.asarray(eig, dtype=float), 0.0, None)
+    total = lam.sum(axis=-1)
+    if measure == "participation_ratio":
+        return total ** 2 / np.maximum((lam ** 2).sum(axis=-1), 1e-300)
+    if measure == "explained_variance":
+        top = -np.sort(-lam, axis=-1)[..., :k]
+        return top.sum(axis=-1) / np.maximum(total, 1e-300)
+    if measure == "effective_rank":
+        s = np.sqrt(lam)
+        p = s / np.maximum(s.sum(axis=-1, keepdims=True), 1e-300)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
+        return np.exp(h)
+    raise ValueError(f"unknown measure {measure!r}")
+
+
+def bootstrap_eigenvalues(T: np.ndarray, b: int, rng: np.random.Generator,
+                          method: str) -> np.ndarray:
+    """(b, r) covariance eigenvalues of gene-bootstrap replicates of the centred scores T (n, r).
+
+    `linearized` keeps the observed principal axes and recomputes the variance along each (first
+    order in the perturbation, O(b n r)); `full` re-diagonalises every replicate (O(b n r^2)).
+    """
+    n, r = T.shape
+    out = np.empty((b, r))
+    for s, m in chunks(b, n):
+        W = bootstrap_counts(n, m, rng)
+        mean = (W @ T) / n
+        if method == "linearized":
+            out[s:s + m] = W @ (T * T) - n * mean ** 2
+        else:
+            for q in range(m):
+                C = (T * W[q][:, None]).T @ T - n * np.outer(mean[q], mean[q])
+                out[s + q] = np.linalg.eigvalsh(C)
+    return out
+
+
+def gram_eigenvalues32(Xs: np.ndarray) -> np.ndarray:
+    """Covariance eigenvalues of a stack of centred matrices (c, n, d), via float32 Gram
+    matrices (the feature-shuffle test statistic: observation and draws share this arithmetic)."""
+    Xs = np.ascontiguousarray(Xs, dtype=np.float32)
+    Xt = np.ascontiguousarray(Xs.transpose(0, 2, 1))
+    G = np.matmul(Xt, Xs) if Xs.shape[1] >= Xs.shape[2] else np.matmul(Xs, Xt)
+    return np.linalg.eigvalsh(G.astype(np.float64))
+
+
+def feature_shuffle_eigenvalues(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    """(m, min(n, d)) covariance eigenvalues of `m` feature-shuffled copies of centred X.
+
+    Each copy permutes every column independently across genes (column means, hence centring,
+    are unchanged); copies are built and diagonalised in batches.
+    """
+    n, d = X.shape
+    Xf = X.astype(np.float32)
+    out = np.empty((m, min(n, d)))
+    for s, c in chunks(m, n * d, budget=8_000_000):
+        P = gene_perms(n, c * d, rng).reshape(c, d, n).transpose(0, 2, 1)
+        Xs = np.take_along_axis(np.broadcast_to(Xf, (c, n, d)), P.astype(np.intp), axis=1)
+        out[s:s + c] = gram_eigenvalues32(Xs)
+    return out
+
+
+class SpectrumParams(ProbeParams):
+    measure: Measure = Field("effective_rank", description="effective_rank (Roy & Vetterli), "
+                             "participation_ratio, or explained_variance of the top k axes")
+    k: int = Field(1, ge=1, description="number of top axes for explained_variance")
+    gene_set: str | None = Field(None, description="restrict to a gene set (centred on itself)")
+    null: Literal["none", "feature_shuffle"] = Field(
+        "none", description="none: descriptive value + bootstrap CI (test with across_layers: "
+                            "trend); feature_shuffle: per-layer permutation p against "
+                            "independently permuted dimensions")
+    bootstrap: Literal["linearized", "full"] = Field(
+        "linearized", description="gene bootstrap along the observed axes (fast) or with a full "
+                                  "re-diagonalisation per replicate")
+    n_bootstrap: int = Field(200, ge=0, le=20000, description="0 skips the interval")
+    n_permutations: int = Field(199, ge=99, le=100000,
+                                description="feature-shuffle copies (null: feature_shuffle)")
+    min_genes: int = Field(10, ge=3)
+
+
+@probe(
+    "spectrum",
+    family="intrinsic_dimensionality",
+    params=SpectrumParams,
+    nulls=("none", "feature_shuffle"),
+    version="1.0",
+    statistic="spectral measure of the centred gene matrix (effective rank, participation ratio "
+              "or top-k explained variance)",
+    effect="the measure itself (per-layer 95% gene-bootstrap interval in ci_low/ci_high)",
+    alternatives=("less", "greater", "two-sided"),
+    examples=[
+        {"statement": "The effective rank of the gene embedding falls with depth",
+         "params": {"measure": "effective_rank"}, "alternative": "less",
+         "across_layers": "trend"},
+        {"statement": "The share of variance on the first singular axis grows with depth",
+         "params": {"measure": "explained_variance", "k": 1}, "alternative": "greater",
+         "across_layers": "trend"},
+        {"statement": "Every layer has a lower effective rank than feature-shuffled copies",
+         "params": {"measure": "effective_rank", "null": "feature_shuffle"},
+         "alternative": "less", "across_layers": "all"},
+    ],
+)
+def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
+    """Effective rank, participation ratio or explained variance of a layer, with a bootstrap CI."""
+    t0 = time.perf_counter()
+    svd = ctx.svd(layer, p.include_zero_genes)
+    if p.gene_set is None:
+        T = svd.U * svd.S
+        eig = svd.S ** 2
+        X = T @ svd.Vt if p.null == "feature_shuffle" else T  # original coordinates if shuffled
+    else:
+        rows = ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_genes,
+                             include_zero=p.include_zero_genes)
+        Xs = (svd.U[svd.local(rows)] * svd.S) @ svd.Vt
+        X = Xs - Xs.mean(axis=0)
+        U, S, _ = np.linalg.svd(X, full_matrices=False)
+        T, eig = U * S, S ** 2
+    if p.measure == "explained_variance" and p.k > eig.size:
+        from geoscreen.agent.errors import GeoscreenError
+
+        raise GeoscreenError(f"k={p.k} exceeds the {eig.size} axes", field="params.k")
+    value = float(spectrum_measure(eig, p.measure, p.k))
+    ci_low = ci_high = None
+    if p.n_bootstrap:
+        boot = spectrum_measure(bootstrap_eigenvalues(T, p.n_bootstrap, ctx.rng(layer, "boot"),
+                                                      p.bootstrap), p.measure, p.k)
+        ci_low, ci_high = percentile_ci(boot)
+    pval, extra, nperm = None, {}, 0
+    if p.null == "feature_shuffle":
+        rng = ctx.rng(layer, "feature_shuffle")
+        null = spectrum_measure(feature_shuffle_eigenvalues(X, p.n_permutations, rng),
+                                p.measure, p.k)
+        tested = float(spectrum_measure(gram_eigenvalues32(X[None])[0], p.measure, p.k))
+        pval = permutation_p(tested, null, ctx.alternative)
+        nperm = p.n_permutations
+        extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
+                 "z": z_score(value, null)}
+    return LayerResult(
+        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name=p.measure,
+        statistic=value, effect_name=p.measure, effect_size=value, p_value=pval,
+        n=int(T.shape[0]), null=p.null, n_permutations=nperm, seed=ctx.layer_seed(layer),
+        ci_low=ci_low, ci_high=ci_high,
+        extra={**extra, "k": p.k if p.measure == "explained_variance" else None,
+               "n_axes": int(eig.size), "bootstrap": p.bootstrap, "n_bootstrap": p.n_bootstrap,
+               "top_singular_values": [float(x) for x in np.sqrt(np.sort(eig)[::-1][:10])]},
+        runtime_s=time.perf_counter() - t0)

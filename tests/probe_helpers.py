@@ -1,0 +1,122 @@
+"""Helpers for the probe tests: synthetic caches, literal resources, running probes, calibration.
+
+Calibration runs a probe on many independent null data sets at once by storing each replicate as
+its own layer of one cache: every layer gets its own seed, so per-layer p-values are independent
+draws of the probe's null distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.registry import get_probe
+from geoscreen.probes.result import LayerResult
+from geoscreen.store.cache import Cache, write_cache
+from scipy import stats
+
+
+def gene_names(n: int, prefix: str = "G") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def cache_from_layers(path: Path, layers: Sequence[np.ndarray], prefix: str = "G") -> Cache:
+    """A cache whose layers are the given (genes, dim) arrays, named L0, L1, ..."""
+    n = layers[0].shape[0]
+    return write_cache(path, {f"L{k}": np.asarray(x, dtype=np.float32)
+                              for k, x in enumerate(layers)}, gene_names(n, prefix),
+                       model="test", synthetic=True)
+
+
+def gaussian_layers(n_layers: int, n_genes: int, dim: int, seed: int,
+                    scales: np.ndarray | None = None) -> list[np.ndarray]:
+    """Independent Gaussian layers: exchangeable genes, independent dimensions (the null)."""
+    rng = np.random.default_rng(seed)
+    sc = np.ones(dim) if scales is None else scales
+    return [rng.standard_normal((n_genes, dim)) * sc for _ in range(n_layers)]
+
+
+def context(cache: Cache, tmp: Path, seed: int = 0, **kw: Any) -> ProbeContext:
+    return ProbeContext(cache=cache, seed=seed, work_dir=tmp / "work", **kw)
+
+
+def run(name: str, params: dict[str, Any], ctx: ProbeContext, layer: str,
+        alternative: str | None = None) -> LayerResult:
+    """Validate params through the registry and run one layer, as the executor would."""
+    info = get_probe(name)
+    ctx.alternative = alternative or info.alternatives[0]
+    return info.fn(ctx, info.validate_params(params), layer)
+
+
+def run_layers(name: str, params: dict[str, Any], ctx: ProbeContext,
+               layers: Iterable[str] | None = None, alternative: str | None = None,
+               ) -> list[LayerResult]:
+    return [run(name, params, ctx, layer, alternative)
+            for layer in (layers if layers is not None else ctx.cache.layers)]
+
+
+def genes_ref(idx: Iterable[int], prefix: str = "G") -> str:
+    return "genes:" + ",".join(f"{prefix}{i}" for i in idx)
+
+
+def pairs_ref(i: Iterable[int], j: Iterable[int], prefix: str = "G") -> str:
+    return "pairs:" + ",".join(f"{prefix}{a}-{prefix}{b}" for a, b in zip(i, j))
+
+
+def pairs_file(path: Path, i: Iterable[int], j: Iterable[int], score: Iterable[float] | None = None,
+               prefix: str = "G") -> str:
+    """A TSV pair set (a, b[, score]) written to `path`; returns its file: reference."""
+    rows = []
+    sc = list(score) if score is not None else None
+    for k, (a, b) in enumerate(zip(i, j)):
+        rows.append(f"{prefix}{a}\t{prefix}{b}" + (f"\t{sc[k]}" if sc is not None else ""))
+    path.write_text("\n".join(rows) + "\n")
+    return f"file:{path}"
+
+
+def random_pairs(n: int, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """m distinct unordered pairs of distinct genes."""
+    seen: set[tuple[int, int]] = set()
+    while len(seen) < m:
+        a, b = rng.integers(0, n, 2)
+        if a != b:
+            seen.add((min(a, b), max(a, b)))
+    arr = np.array(sorted(seen))
+    rng.shuffle(arr)
+    return arr[:, 0], arr[:, 1]
+
+
+def binomial_band(n: int, alpha: float = 0.05, level: float = 0.999) -> tuple[float, float]:
+    """Central `level` band of the false-positive rate of n independent level-alpha tests."""
+    lo = stats.binom.ppf((1 - level) / 2, n, alpha) / n
+    hi = stats.binom.isf((1 - level) / 2, n, alpha) / n
+    return float(lo), float(hi)
+
+
+def calibration(pvalues: Sequence[float], alpha: float = 0.05) -> dict[str, float]:
+    """KS test of uniformity and the false-positive rate at alpha."""
+    p = np.asarray(pvalues, dtype=float)
+    lo, hi = binomial_band(p.size, alpha)
+    return {"n": p.size, "ks_p": float(stats.kstest(p, "uniform").pvalue),
+            "ks_smaller_p": float(stats.kstest(p, "uniform", alternative="greater").pvalue),
+            "fpr": float(np.mean(p <= alpha)), "band_lo": lo, "band_hi": hi}
+
+
+def assert_calibrated(pvalues: Sequence[float], alpha: float = 0.05,
+                      conservative_ok: bool = False) -> dict[str, float]:
+    """p-values uniform (KS p > 0.001) and FPR at alpha inside the 99.9% binomial band.
+
+    `conservative_ok` (intersection-union tests) only requires p-values not to be stochastically
+    smaller than uniform and the FPR not to exceed the band.
+    """
+    c = calibration(pvalues, alpha)
+    if conservative_ok:
+        assert c["ks_smaller_p"] > 1e-3, c
+        assert c["fpr"] <= c["band_hi"], c
+    else:
+        assert c["ks_p"] > 1e-3, c
+        assert c["band_lo"] <= c["fpr"] <= c["band_hi"], c
+    return c

@@ -1,0 +1,265 @@
+"""Power: each probe finds an effect of known size planted in synthetic embeddings, and its effect
+estimate lands near the planted value where that value is known in closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from geoscreen.probes.combine import combine
+from probe_helpers import (
+    cache_from_layers,
+    context,
+    genes_ref,
+    pairs_file,
+    pairs_ref,
+    random_pairs,
+    run,
+    run_layers,
+)
+from scipy import stats
+
+N, D = 400, 16
+
+
+def _mix(x: np.ndarray, w: float, rng: np.random.Generator) -> np.ndarray:
+    """A vector whose cosine with x is about w (isotropic Gaussian noise)."""
+    return w * x + np.sqrt(1 - w * w) * rng.standard_normal(x.shape)
+
+
+def _cache(tmp, layers):
+    return cache_from_layers(tmp / "c", layers)
+
+
+def test_axis_separation_recovers_planted_auroc(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((N, D))
+    X[:, 0] *= 3.0  # SV1 is dimension 0
+    X[:40, 0] += 3.0  # shift of one SD on SV1: AUROC = Phi(3 / (3 sqrt 2)) = 0.760
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("axis_separation", {"positive": genes_ref(range(40))}, ctx, "L0")
+    assert abs(abs(r.effect_size - 0.5) - (stats.norm.cdf(1 / np.sqrt(2)) - 0.5)) < 0.08
+    assert r.p_value < 1e-4
+
+
+def test_role_separation_finds_shift_in_subspace(tmp_path):
+    rng = np.random.default_rng(1)
+    scales = np.linspace(3, 1, D)
+    X = rng.standard_normal((N, D)) * scales
+    X[:50, 3:6] += 1.0
+    # Bayes AUROC of a linear rule for a mean shift: Phi(Mahalanobis distance / 2)
+    best = stats.norm.cdf(np.sqrt(np.sum((1.0 / scales[3:6]) ** 2)) / 2)
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("role_separation", {"positive": genes_ref(range(50)),
+                                "negative": genes_ref(range(50, 250)),
+                                "subspace": list(range(1, 11)), "n_permutations": 199}, ctx, "L0")
+    assert r.effect_size == pytest.approx(best, abs=0.08) and r.p_value <= 0.01
+
+
+def _paired(rng, w, n_pairs=60):
+    X = rng.standard_normal((N, D))
+    i, j = random_pairs(N, 4 * n_pairs, rng)
+    used, ii, jj = set(), [], []  # pairs on distinct genes, so every plant is independent
+    for a, b in zip(i, j):
+        if a not in used and b not in used and len(ii) < n_pairs:
+            used |= {a, b}
+            ii.append(a)
+            jj.append(b)
+    ii, jj = np.array(ii), np.array(jj)
+    X[jj] = _mix(X[ii], w, rng)
+    return X, ii, jj
+
+
+def test_pair_proximity_finds_planted_similarity(tmp_path):
+    rng = np.random.default_rng(2)
+    X, i, j = _paired(rng, 0.4)
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    for nul in ("gene_shuffle", "degree_preserving"):
+        r = run("pair_proximity", {"pairs": pairs_ref(i, j), "null": nul,
+                                   "n_permutations": 199}, ctx, "L0")
+        assert r.statistic == pytest.approx(0.4, abs=0.08)  # planted cosine
+        assert r.p_value == 1 / 200 and r.effect_size > 5
+
+
+def test_null_robustness_survives_both_nulls(tmp_path):
+    rng = np.random.default_rng(3)
+    X, i, j = _paired(rng, 0.4)
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("null_robustness", {"pairs": pairs_ref(i, j), "n_permutations": 199}, ctx, "L0")
+    assert r.p_value == 1 / 200 and r.effect_size > 5
+
+
+def test_co_pole_finds_shared_poles(tmp_path):
+    rng = np.random.default_rng(4)
+    X, i, j = _paired(rng, 0.8, n_pairs=100)
+    X[:, 0] *= 3  # a clear SV1
+    X[j, 0] = 0.9 * X[i, 0] + 0.3 * rng.standard_normal(j.size)
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("co_pole", {"pairs": pairs_ref(i, j), "quantile": 0.2, "n_permutations": 199},
+            ctx, "L0")
+    assert r.p_value == 1 / 200 and r.extra["enrichment"] > 2
+
+
+def test_graded_proximity_finds_rising_proximity(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((N, D))
+    refs, start = [], 0
+    for w in (0.0, 0.15, 0.3, 0.45, 0.6):
+        i, j = np.arange(start, start + 20), np.arange(start + 20, start + 40)
+        X[j] = _mix(X[i], w, rng)
+        refs.append(pairs_ref(i, j))
+        start += 40
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("graded_proximity", {"pairs": refs, "n_permutations": 199}, ctx, "L0")
+    assert r.p_value == 1 / 200 and r.effect_size > 0.4
+    assert r.extra["rho_bin_means"] > 0.8
+
+
+def test_edge_specificity_finds_true_targets(tmp_path):
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((N, D))
+    ei, ej = [], []
+    pool = rng.permutation(np.arange(20, N))
+    for t in range(10):
+        tg = pool[t * 8:(t + 1) * 8]
+        X[tg] = _mix(np.repeat(X[t][None], tg.size, 0), 0.3, rng)
+        ei += [t] * 8
+        ej += list(tg)
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("edge_specificity", {"pairs": pairs_ref(ei, ej), "n_permutations": 199}, ctx, "L0")
+    assert r.p_value == 1 / 200 and r.effect_size > 0.75
+
+
+def test_sign_contrast_finds_prominent_edge_type(tmp_path):
+    rng = np.random.default_rng(7)
+    X, i, j = _paired(rng, 0.35, n_pairs=80)
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    ri, rj = random_pairs(N, 80, rng)
+    prm = {"pairs_a": pairs_ref(i, j), "pairs_b": pairs_ref(ri, rj)}
+    r = run("sign_contrast", {**prm, "n_permutations": 199}, ctx, "L0")
+    assert r.p_value == 1 / 200 and r.effect_size == pytest.approx(0.35, abs=0.1)
+    r = run("sign_contrast", {**prm, "test": "mann_whitney"}, ctx, "L0")
+    assert r.p_value < 1e-4 and r.extra["auroc"] > 0.7
+
+
+def test_anchor_convergence_trend_and_gene_shuffle(tmp_path):
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((N, D))
+    layers = []
+    for w in (0.0, 0.2, 0.4, 0.6, 0.8):
+        X = base.copy()
+        X[[1, 2]] = _mix(np.repeat(X[0][None], 2, 0), w, np.random.default_rng(9))
+        layers.append(X)
+    ctx = context(_cache(tmp_path, layers), tmp_path)
+    prm = {"genes": genes_ref([1, 2]), "anchor": "G0"}
+    res = run_layers("anchor_convergence", prm, ctx)
+    assert combine(res, "trend", "greater", 0)["p_value"] == pytest.approx(1 / 120)
+    assert res[-1].statistic == pytest.approx(0.8, abs=0.15)
+    r = run("anchor_convergence", {**prm, "null": "gene_shuffle"}, ctx, "L4")
+    assert r.p_value <= 0.01
+
+
+@pytest.mark.parametrize("prm", [{}, {"statistic": "retrieval_auroc"},
+                                 {"null": "feature_shuffle"}])
+def test_set_cohesion_finds_module(tmp_path, prm):
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((N, D))
+    X[:25] = _mix(np.repeat(rng.standard_normal(D)[None], 25, 0), 0.5, rng)  # cosine ~ 0.25
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("set_cohesion", {"gene_set": genes_ref(range(25)), "n_permutations": 199, **prm},
+            ctx, "L0")
+    assert r.p_value == 1 / 200
+    assert r.extra["mean_similarity"] == pytest.approx(0.25, abs=0.08)
+    assert r.extra["retrieval_auroc"] > 0.65
+
+
+def _low_rank(rng, rank_weight):
+    F = rng.standard_normal((N, 3)) @ rng.standard_normal((3, D))
+    return rank_weight * F + rng.standard_normal((N, D))
+
+
+def test_spectrum_trend_and_feature_shuffle(tmp_path):
+    rng = np.random.default_rng(11)
+    layers = [_low_rank(rng, w) for w in (0.0, 0.5, 1.0, 1.5, 2.0)]
+    ctx = context(_cache(tmp_path, layers), tmp_path)
+    res = run_layers("spectrum", {}, ctx)
+    tr = combine(res, "trend", "less", 0)
+    assert tr["p_value"] == pytest.approx(1 / 120) and tr["effect_size"] == pytest.approx(-1.0)
+    assert all(r.ci_low <= r.statistic <= r.ci_high for r in res)
+    r = run("spectrum", {"null": "feature_shuffle", "n_bootstrap": 0}, ctx, "L4")
+    assert r.p_value == 1 / 200
+
+
+def test_intrinsic_dimension_trend(tmp_path):
+    rng = np.random.default_rng(12)
+    layers = []
+    for d in (12, 9, 6, 3, 2):
+        X = np.zeros((N, D))
+        X[:, :d] = rng.standard_normal((N, d))
+        layers.append(X @ np.linalg.qr(rng.standard_normal((D, D)))[0] +
+                      1e-4 * rng.standard_normal((N, D)))
+    ctx = context(_cache(tmp_path, layers), tmp_path)
+    res = run_layers("intrinsic_dimension", {}, ctx)
+    assert combine(res, "trend", "less", 0)["p_value"] == pytest.approx(1 / 120)
+    assert abs(res[3].statistic - 3) < 1.0 and abs(res[4].statistic - 2) < 0.7
+
+
+def test_layer_similarity_finds_related_layers(tmp_path):
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((N, D)) * np.linspace(2, 0.5, D)
+    Q = np.linalg.qr(rng.standard_normal((D, D)))[0]
+    Y = X @ Q * 0.5 + rng.standard_normal((N, D))
+    ctx = context(_cache(tmp_path, [X, Y]), tmp_path)
+    for nul in ("gene_shuffle", "feature_shuffle"):
+        r = run("layer_similarity", {"reference_layer": "previous", "null": nul}, ctx, "L1")
+        assert r.p_value == 1 / 200 and r.effect_size > 0.2
+
+
+def test_persistent_homology_finds_a_loop(tmp_path):
+    pytest.importorskip("ripser")
+    rng = np.random.default_rng(14)
+    X = 0.3 * rng.standard_normal((N, D))
+    t = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    X[:60, 0], X[:60, 1] = 4 * np.cos(t), 4 * np.sin(t)
+    X[:60, 2:] *= 0.1
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("persistent_homology", {"gene_set": genes_ref(range(60)), "dims": [1],
+                                    "subspace": [1, 2, 3]}, ctx, "L0", alternative="greater")
+    assert r.p_value == 1 / 200 and r.effect_size > 3
+
+
+@pytest.mark.parametrize("method", ["cca", "procrustes"])
+def test_cross_model_alignment_finds_shared_geometry(tmp_path, method):
+    rng = np.random.default_rng(15)
+    X = rng.standard_normal((N, D)) * np.linspace(3, 0.5, D)
+    Q = np.linalg.qr(rng.standard_normal((D, D)))[0]
+    other = cache_from_layers(tmp_path / "o", [X @ Q + 0.5 * rng.standard_normal((N, D))])
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    r = run("cross_model_alignment", {"other_cache": str(other.path), "method": method,
+                                      "n_components": 5}, ctx, "L0")
+    assert r.p_value == 1 / 1001 and r.extra["retrieval_top1"] > 10 * r.extra["retrieval_chance"]
+
+
+def test_control_removes_coexpression_driven_proximity(tmp_path):
+    """Pairs chosen for high co-expression are close; once proximity is residualized on
+    co-expression they are no closer than random pairs with the same co-expression."""
+    rng = np.random.default_rng(16)
+    X = rng.standard_normal((N, D))
+    Zn = (X - X.mean(0)) / np.linalg.norm(X - X.mean(0), axis=1, keepdims=True)
+    C = Zn @ Zn.T + 0.05 * rng.standard_normal((N, N))
+    C = (C + C.T) / 2
+    np.save(tmp_path / "coexpr.npy", C)
+    iu = np.triu_indices(N, 1)
+    top = np.argsort(C[iu])[-80:]
+    i, j = iu[0][top], iu[1][top]
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    prm = {"pairs": pairs_file(tmp_path / "p.tsv", i, j), "n_permutations": 199}
+    raw = run("pair_proximity", prm, ctx, "L0")
+    ctl = run("pair_proximity", {**prm, "control": f"file:{tmp_path / 'coexpr.npy'}"}, ctx, "L0")
+    assert raw.p_value == 1 / 200
+    assert ctl.p_value > 0.05 and ctl.extra["control_fit"]["r2"] > 0.9
+    # a TSV control gives the same fit as the matrix it lists
+    lines = [f"G{a}\tG{b}\t{C[a, b]}" for a, b in zip(*iu)]
+    (tmp_path / "coexpr.tsv").write_text("a\tb\tvalue\n" + "\n".join(lines) + "\n")
+    tsv = run("pair_proximity", {**prm, "control": f"file:{tmp_path / 'coexpr.tsv'}"}, ctx, "L0")
+    assert tsv.statistic == pytest.approx(ctl.statistic, abs=1e-5)
+    assert ctx.resources_used["control"]["pairs"] == iu[0].size

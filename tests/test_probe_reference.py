@@ -1,0 +1,312 @@
+"""Probe values agree with reference implementations (scikit-learn, scipy, scikit-dimension,
+ripser) or with a direct hand computation of the published formula."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from geoscreen.probes.result import permutation_p
+from probe_helpers import (
+    cache_from_layers,
+    context,
+    genes_ref,
+    pairs_file,
+    pairs_ref,
+    random_pairs,
+    run,
+)
+from scipy import stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 12)) * np.linspace(3, 0.5, 12)
+    X2 = X @ rng.standard_normal((12, 12)) * 0.3 + rng.standard_normal((300, 12))
+    cache = cache_from_layers(tmp / "c", [X, X2])
+    return tmp, cache, rng
+
+
+def _centred(cache, layer):
+    X = np.asarray(cache.array(layer), dtype=np.float64)
+    return X - X.mean(axis=0)
+
+
+def test_permutation_p_formula():
+    null = np.arange(99, dtype=float)
+    assert permutation_p(97.5, null, "greater") == (1 + 1) / 100
+    assert permutation_p(1.5, null, "less") == (2 + 1) / 100
+    assert permutation_p(1000, null, "greater") == 1 / 100
+
+
+def test_axis_separation_matches_sklearn_and_scipy(setup):
+    tmp, cache, _ = setup
+    ctx = context(cache, tmp)
+    r = run("axis_separation", {"positive": genes_ref(range(25)),
+                                "negative": genes_ref(range(25, 80))}, ctx, "L0")
+    svd = ctx.svd("L0")
+    s = svd.scores([1])[:, 0]
+    y = np.r_[np.ones(25), np.zeros(55)]
+    assert r.statistic == pytest.approx(roc_auc_score(y, s[:80]), abs=1e-12)
+    mw = stats.mannwhitneyu(s[:25], s[25:80], alternative="two-sided", method="asymptotic")
+    assert r.p_value == pytest.approx(mw.pvalue, rel=1e-12)
+
+
+def test_role_separation_matches_sklearn_cross_validation(setup):
+    from geoscreen.probes.logistic import cv_auroc_many, stratified_folds
+
+    tmp, cache, rng = setup
+    X = rng.standard_normal((150, 4))
+    y = (X[:, 0] + rng.standard_normal(150) > 0.5).astype(float)
+    order = rng.permutation(150)
+    folds = stratified_folds(y[:, None], order, 5)[:, 0]
+    ours = cv_auroc_many(X, y[:, None], folds[:, None], 5, 0.7)[0]
+    scores = np.empty(150)
+    for k in range(5):
+        te = folds == k
+        m = LogisticRegression(C=0.7, tol=1e-12, max_iter=10000).fit(X[~te], y[~te])
+        scores[te] = m.decision_function(X[te])
+    assert ours == pytest.approx(roc_auc_score(y, scores), abs=1e-9)
+    # and through the probe: the observed statistic is that pipeline on standardised axes
+    r = run("role_separation", {"positive": genes_ref(range(30)),
+                                "negative": genes_ref(range(30, 120)), "subspace": [1, 2, 3],
+                                "n_permutations": 99}, context(cache, tmp), "L0")
+    assert 0 <= r.statistic <= 1 and r.n == 120
+
+
+def test_sign_contrast_matches_scipy_mann_whitney(setup):
+    tmp, cache, rng = setup
+    ctx = context(cache, tmp)
+    i, j = random_pairs(300, 80, rng)
+    a, b = pairs_ref(i[:40], j[:40]), pairs_ref(i[40:], j[40:])
+    r = run("sign_contrast", {"pairs_a": a, "pairs_b": b, "test": "mann_whitney"}, ctx, "L0",
+            alternative="two-sided")
+    Zn = ctx.svd("L0").scores(None)
+    Zn = Zn / np.linalg.norm(Zn, axis=1, keepdims=True)
+    v = np.einsum("ij,ij->i", Zn[i], Zn[j])
+    mw = stats.mannwhitneyu(v[:40], v[40:], alternative="two-sided", method="asymptotic")
+    assert r.p_value == pytest.approx(mw.pvalue, rel=1e-6)
+    assert r.statistic == pytest.approx(v[:40].mean() - v[40:].mean(), abs=1e-6)
+    assert r.extra["auroc"] == pytest.approx(
+        roc_auc_score(np.r_[np.ones(40), np.zeros(40)], v), abs=1e-6)
+
+
+def test_graded_proximity_matches_scipy_spearman(setup):
+    tmp, cache, rng = setup
+    ctx = context(cache, tmp)
+    i, j = random_pairs(300, 100, rng)
+    score = rng.random(100)
+    r = run("graded_proximity", {"pairs": pairs_file(tmp / "g.tsv", i, j, score),
+                                 "n_permutations": 99}, ctx, "L0")
+    from geoscreen.probes.proximity import score_bins
+
+    Zn = ctx.svd("L0").scores(None)
+    Zn = Zn / np.linalg.norm(Zn, axis=1, keepdims=True)
+    v = np.einsum("ij,ij->i", Zn[i], Zn[j])
+    rho = stats.spearmanr(score_bins(score, 5), v).statistic
+    assert r.statistic == pytest.approx(rho, abs=1e-6)
+    assert r.extra["bin_counts"] == [20] * 5
+
+
+def test_edge_specificity_matches_per_tf_sklearn(setup):
+    tmp, cache, rng = setup
+    ctx = context(cache, tmp)
+    tfs = np.arange(8)
+    targets = np.arange(5, 70)  # TFs 5..7 are also candidate targets
+    ei, ej = [], []
+    for t in tfs:
+        tg = rng.choice(targets[targets != t], 6, replace=False)
+        ei += [t] * 6
+        ej += list(tg)
+    r = run("edge_specificity", {"pairs": pairs_ref(ei, ej), "n_permutations": 99}, ctx, "L0")
+    Zn = ctx.svd("L0").scores(None)
+    Zn = Zn / np.linalg.norm(Zn, axis=1, keepdims=True)
+    num = den = 0.0
+    used = np.unique(ej)  # non_edges='targets': genes that are some TF's target
+    for t in tfs:
+        cand = used[used != t]
+        y = np.isin(cand, np.array(ej)[np.array(ei) == t]).astype(float)
+        s = Zn[cand] @ Zn[t]
+        auc = roc_auc_score(y, s)
+        w = y.sum() * (1 - y).sum()
+        num += auc * w
+        den += w
+    assert r.statistic == pytest.approx(num / den, abs=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_set_cohesion_matches_hand_and_sklearn(setup, metric):
+    tmp, cache, _ = setup
+    ctx = context(cache, tmp)
+    members = np.arange(10, 30)
+    r = run("set_cohesion", {"gene_set": genes_ref(members), "statistic": "retrieval_auroc",
+                             "metric": metric, "n_permutations": 99}, ctx, "L0")
+    Z = ctx.svd("L0").scores(None)
+    if metric == "cosine":
+        Zn = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+        K = Zn @ Zn.T
+    else:
+        K = -np.sqrt(np.maximum(((Z[:, None] - Z[None]) ** 2).sum(-1), 0))
+    sims = K[np.ix_(members, members)][~np.eye(20, dtype=bool)]
+    assert r.extra["mean_similarity"] == pytest.approx(sims.mean(), abs=1e-5)
+    aucs = []
+    for g in members:
+        others = np.setdiff1d(np.arange(300), [g])
+        aucs.append(roc_auc_score(np.isin(others, members), K[g, others]))
+    assert r.statistic == pytest.approx(np.mean(aucs), abs=1e-5)
+
+
+def test_spectrum_measures_match_hand_computation(setup):
+    tmp, cache, _ = setup
+    ctx = context(cache, tmp)
+    s = np.linalg.svd(_centred(cache, "L0"), compute_uv=False)
+    p = s / s.sum()
+    er = np.exp(-(p * np.log(p)).sum())
+    lam = s ** 2
+    for params, want in (({"measure": "effective_rank"}, er),
+                         ({"measure": "participation_ratio"}, lam.sum() ** 2 / (lam ** 2).sum()),
+                         ({"measure": "explained_variance", "k": 3}, lam[:3].sum() / lam.sum())):
+        r = run("spectrum", {**params, "n_bootstrap": 100}, ctx, "L0")
+        assert r.statistic == pytest.approx(want, rel=1e-6)
+        assert r.ci_low <= r.statistic <= r.ci_high
+
+
+def test_spectrum_linearized_bootstrap_tracks_full_bootstrap(setup):
+    tmp, cache, _ = setup
+    ctx = context(cache, tmp)
+    lin = run("spectrum", {"n_bootstrap": 400}, ctx, "L0")
+    full = run("spectrum", {"n_bootstrap": 400, "bootstrap": "full"}, ctx, "L0")
+    w_lin, w_full = lin.ci_high - lin.ci_low, full.ci_high - full.ci_low
+    assert 0.7 < w_lin / w_full < 1.3
+
+
+def test_twonn_matches_scikit_dimension():
+    skdim = pytest.importorskip("skdim")
+    from geoscreen.probes.dimension import twonn
+
+    rng = np.random.default_rng(0)
+    for d_true, ambient in ((3, 10), (6, 40)):  # the second uses skdim's chunked path (> 25)
+        X = np.zeros((800, ambient))
+        X[:, :d_true] = rng.standard_normal((800, d_true))
+        X = X @ np.linalg.qr(rng.standard_normal((ambient, ambient)))[0]
+        ref = skdim.id.TwoNN().fit(X).dimension_
+        assert twonn(X) == pytest.approx(ref, rel=1e-6)
+        assert abs(twonn(X) - d_true) < 0.6 * d_true ** 0.5 + 0.3
+
+
+def test_intrinsic_dimension_probe_matches_twonn(setup):
+    from geoscreen.probes.dimension import twonn
+
+    tmp, cache, _ = setup
+    ctx = context(cache, tmp)
+    r = run("intrinsic_dimension", {"n_bootstrap": 100}, ctx, "L1")
+    assert r.statistic == pytest.approx(twonn(ctx.svd("L1").scores(None)), rel=1e-9)
+    assert r.ci_low < r.statistic < r.ci_high and r.p_value is None
+
+
+def test_linear_cka_matches_gram_formula(setup):
+    tmp, cache, _ = setup
+    ctx = context(cache, tmp)
+    r = run("layer_similarity", {"reference_layer": "first", "n_permutations": 99}, ctx, "L1")
+    X, Y = _centred(cache, "L1"), _centred(cache, "L0")
+    Kx, Ky = X @ X.T, Y @ Y.T
+    cka = np.trace(Kx @ Ky) / np.sqrt(np.trace(Kx @ Kx) * np.trace(Ky @ Ky))
+    assert r.statistic == pytest.approx(cka, rel=1e-5)
+    from geoscreen.agent.errors import GeoscreenError
+
+    with pytest.raises(GeoscreenError, match="its own reference"):
+        run("layer_similarity", {"reference_layer": "first", "null": "none"}, ctx, "L0")
+
+
+def test_alignment_matches_scipy_procrustes_and_subspace_angles(setup, tmp_path):
+    from geoscreen.probes.alignment import top_components
+    from scipy.linalg import subspace_angles
+    from scipy.spatial import procrustes
+
+    tmp, cache, rng = setup
+    Y = _centred(cache, "L0")[:, :8] @ rng.standard_normal((8, 8)) + \
+        rng.standard_normal((300, 8))
+    other = cache_from_layers(tmp_path / "o", [Y])
+    ctx = context(cache, tmp)
+    prm = {"other_cache": str(other.path), "other_layer": 0, "n_components": 5,
+           "n_permutations": 99}
+    rp = run("cross_model_alignment", {**prm, "method": "procrustes"}, ctx, "L0")
+    rc = run("cross_model_alignment", {**prm, "method": "cca"}, ctx, "L0")
+    Ux, Sx = top_components(_centred(cache, "L0"), 5)
+    Uy, Sy = top_components(Y, 5)
+    _, _, disparity = procrustes(Ux * Sx, Uy * Sy)
+    assert rp.extra["procrustes_disparity"] == pytest.approx(disparity, abs=1e-8)
+    assert rc.statistic == pytest.approx(np.cos(subspace_angles(Ux, Uy)).mean(), abs=1e-8)
+
+
+def test_h0_total_persistence_matches_ripser(setup):
+    ripser = pytest.importorskip("ripser")
+    from geoscreen.probes.homology import distances, total_persistence
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 5))
+    D = distances(X, "euclidean")
+    h0 = ripser.ripser(D, maxdim=0, distance_matrix=True)["dgms"][0]
+    fin = h0[np.isfinite(h0[:, 1])]
+    assert total_persistence(D, (0,))[0][0] == pytest.approx(fin[:, 1].sum(), rel=1e-5)
+    assert total_persistence(D, (0, 1))[0][0] == pytest.approx(fin[:, 1].sum(), rel=1e-5)
+
+
+def test_anchor_convergence_cosine_and_z(setup):
+    tmp, cache, _ = setup
+    ctx = context(cache, tmp)
+    r = run("anchor_convergence", {"genes": genes_ref([1, 2, 3]), "anchor": "G7"}, ctx, "L0")
+    Z = ctx.svd("L0").scores(None)
+    Zn = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+    s = Zn @ Zn[7]
+    bg = np.setdiff1d(np.arange(300), [7])
+    assert r.statistic == pytest.approx(s[[1, 2, 3]].mean(), abs=1e-9)
+    z = (s[[1, 2, 3]] - s[bg].mean()) / s[bg].std(ddof=1)
+    assert r.effect_size == pytest.approx(z.mean(), abs=1e-9)
+    assert r.ci_low < r.effect_size < r.ci_high
+
+
+def test_stats_helpers():
+    from geoscreen.probes.stats import distinct_draws, feature_shuffle_rows, row_ranks
+
+    rng = np.random.default_rng(0)
+    for k in (3, 40):
+        d = distinct_draws(50, k, 2000, rng)
+        assert all(len(set(row)) == k for row in d)
+        counts = np.bincount(d.ravel(), minlength=50)
+        assert stats.chisquare(counts).pvalue > 1e-3
+    X = rng.standard_normal((30, 4))
+    rows = np.array([2, 5, 7])
+    sh = feature_shuffle_rows(X, rows, 5, rng)
+    for q in range(5):
+        for c in range(4):
+            assert np.isin(sh[q, :, c], X[:, c]).all() and len(set(sh[q, :, c])) == 3
+    K = rng.standard_normal((6, 6))
+    R = row_ranks(K)
+    for a in range(6):
+        off = np.delete(K[a], a)
+        assert np.array_equal(np.delete(R[a], a), stats.rankdata(off))
+
+
+def test_set_sums_gather_and_matmul_paths_agree():
+    from geoscreen.probes.cohesion import _matrix_sums, _pairs_within
+
+    rng = np.random.default_rng(2)
+    n = 80
+    K = rng.standard_normal((n, n)).astype(np.float32)
+    sets = [np.arange(10, 40), np.arange(30, 45)]
+    flat = np.concatenate(sets)
+    a, b, starts = _pairs_within(sets)
+    sizes = np.array([s.size for s in sets], dtype=float)
+    offsets = np.array([0, 30])
+    P = np.stack([rng.permutation(n)[flat] for _ in range(7)])
+    g = _matrix_sums(K, P, offsets, sizes, a, b, starts, matmul=False)
+    m = _matrix_sums(K, P, offsets, sizes, a, b, starts, matmul=True)
+    assert np.allclose(g, m, rtol=1e-5, atol=1e-4)
+    want = [[K[np.ix_(P[r, o:o + int(k)], P[r, o:o + int(k)])].sum()
+             - np.trace(K[np.ix_(P[r, o:o + int(k)], P[r, o:o + int(k)])])
+             for o, k in zip(offsets, sizes)] for r in range(7)]
+    assert np.allclose(g, want, rtol=1e-5, atol=1e-4)
