@@ -55,6 +55,36 @@ def _resolve(raw: dict[str, Any]) -> ResolvedSpec | None:
         return None
 
 
+def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] | None:
+    """An example adapted to this cache, or None if it cannot run here.
+
+    Layer positions beyond the cache are dropped (a trend keeps at least 3 layers); examples
+    that point at files or other caches that do not exist are skipped rather than proposed to
+    fail.
+    """
+    from pathlib import Path
+
+    n_layers = int(cache.get("n_layers", 0)) or None
+    names = set(cache.get("layers", []))
+    layers = raw.get("layers", "all")
+    if isinstance(layers, list) and n_layers:
+        kept = [x for x in layers if (isinstance(x, int) and -n_layers <= x < n_layers)
+                or (isinstance(x, str) and x in names)]
+        need = 3 if raw.get("across_layers") == "trend" else 1
+        if len(kept) < need:
+            return None
+        if len(kept) != len(layers):
+            raw = {**raw, "layers": kept}
+    for key, value in (raw.get("params") or {}).items():
+        if not isinstance(value, str):
+            continue
+        if key.endswith("cache") and not (Path(value) / "manifest.json").exists():
+            return None
+        if value.startswith("file:") and not Path(value[5:]).expanduser().exists():
+            return None
+    return raw
+
+
 def _with(raw: dict[str, Any], *, note: str, **params: Any) -> dict[str, Any]:
     out = {**raw, "params": {**raw.get("params", {}), **params}}
     out["statement"] = f"{raw['statement'].split(' [')[0]} [{note}]"
@@ -180,7 +210,10 @@ class OfflineBrainstormer:
             while cursors[name] < len(pool):
                 _prio, _tie, raw, parents, why = pool[cursors[name]]
                 cursors[name] += 1
-                raw = {**raw, "source": "offline", "parents": parents, "rationale": why}
+                fitted = _fit_to_cache(raw, state.cache)
+                if fitted is None:
+                    continue
+                raw = {**fitted, "source": "offline", "parents": parents, "rationale": why}
                 r = _resolve(raw)
                 if r is None or r.hash in seen:
                     continue

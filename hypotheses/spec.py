@@ -13,9 +13,8 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from geoscreen.agent.errors import GeoscreenError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 AcrossLayers = Literal["any", "all", "each", "trend"]
 Alternative = Literal["greater", "less", "two-sided"]

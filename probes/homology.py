@@ -24,7 +24,7 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
-from geoscreen.probes.stats import chunks, distinct_draws, gene_perms, z_score
+from geoscreen.probes.stats import chunks, distinct_draws, feature_shuffle_stack, z_score
 from pydantic import Field, field_validator
 
 
@@ -147,9 +147,7 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     null = np.empty(p.n_permutations)
     for s, m in chunks(p.n_permutations, k * max(k, d), budget=4_000_000):
         if p.null == "feature_shuffle":  # each coordinate permuted among the subset's genes
-            P = gene_perms(k, m * d, rng).reshape(m, d, k).transpose(0, 2, 1)
-            Y = np.take_along_axis(np.broadcast_to(X[local], (m, k, d)), P.astype(np.intp),
-                                   axis=1)
+            Y = feature_shuffle_stack(X[local], m, rng)
         else:  # random subsets of the same size
             Y = X[distinct_draws(X.shape[0], k, m, rng)]
         D = batch_distances(Y, p.metric)

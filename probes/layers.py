@@ -25,7 +25,7 @@ from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
-from geoscreen.probes.stats import chunks, gene_perms, z_score
+from geoscreen.probes.stats import chunks, feature_shuffle_stack, gene_perms, z_score
 from pydantic import Field
 
 
@@ -143,9 +143,7 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
             Yf = Yraw.astype(np.float32)
             d = Yf.shape[1]
             for s, m in chunks(p.n_permutations, n * d, budget=20_000_000):
-                P = gene_perms(n, m * d, rng).reshape(m, d, n).transpose(0, 2, 1)
-                Ys = np.take_along_axis(np.broadcast_to(Yf, (m, n, d)), P.astype(np.intp), axis=1)
-                Ys = np.ascontiguousarray(Ys)
+                Ys = np.ascontiguousarray(feature_shuffle_stack(Yf, m, rng))
                 A = np.matmul(XfT[None], Ys).astype(np.float64)
                 B = np.matmul(np.ascontiguousarray(Ys.transpose(0, 2, 1)), Ys).astype(np.float64)
                 ny_s = np.sqrt((B ** 2).sum(axis=(1, 2)))

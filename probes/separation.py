@@ -31,9 +31,10 @@ class AxisSeparationParams(ProbeParams):
     family="module_structure",
     params=AxisSeparationParams,
     nulls=("mann_whitney", "label_shuffle"),
-    version="1.0",
+    version="1.1",
     statistic="AUROC of the positive set's scores on the axis against the negative set's",
-    effect="AUROC (0.5 = no separation; rank-biserial r = 2*AUROC - 1 is in extra)",
+    effect="AUROC (0.5 = no separation); two-sided tests report max(AUROC, 1 - AUROC) because "
+           "an axis's sign is arbitrary; rank-biserial r = 2*AUROC - 1 is in extra",
     alternatives=("two-sided", "greater", "less"),
     examples=[
         {"statement": "Singular axis 1 separates extracellular-space genes from cytosolic genes",
@@ -79,9 +80,15 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
         null_auc = auroc_label_shuffle(pooled, pos.size, p.n_permutations, ctx.rng(layer))
         pval = permutation_p(auc, null_auc, alt)
         null, nperm = "label_shuffle", p.n_permutations
+    # The sign of a singular axis is arbitrary (and may flip between layers or caches), so a
+    # two-sided test reports the AUROC oriented to >= 0.5; the raw value stays the statistic.
+    if alt == "two-sided":
+        effect_name, effect = "auroc_oriented", max(auc, 1.0 - auc)
+    else:
+        effect_name, effect = "auroc", auc
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="auroc",
-        statistic=auc, effect_name="auroc", effect_size=auc, p_value=pval,
+        statistic=auc, effect_name=effect_name, effect_size=effect, p_value=pval,
         n=int(pos.size + neg.size), null=null, n_permutations=nperm, seed=seed,
         extra={"rank_biserial": 2 * auc - 1, "n_positive": int(pos.size),
                "n_negative": int(neg.size), "n_overlap_removed": int(overlap.size),

@@ -19,7 +19,13 @@ import numpy as np
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
-from geoscreen.probes.stats import bootstrap_counts, chunks, gene_perms, percentile_ci, z_score
+from geoscreen.probes.stats import (
+    bootstrap_counts,
+    chunks,
+    feature_shuffle_stack,
+    percentile_ci,
+    z_score,
+)
 from pydantic import Field
 
 Measure = Literal["effective_rank", "participation_ratio", "explained_variance"]
@@ -83,9 +89,7 @@ def feature_shuffle_eigenvalues(X: np.ndarray, m: int, rng: np.random.Generator)
     Xf = X.astype(np.float32)
     out = np.empty((m, min(n, d)))
     for s, c in chunks(m, n * d, budget=8_000_000):
-        P = gene_perms(n, c * d, rng).reshape(c, d, n).transpose(0, 2, 1)
-        Xs = np.take_along_axis(np.broadcast_to(Xf, (c, n, d)), P.astype(np.intp), axis=1)
-        out[s:s + c] = gram_eigenvalues32(Xs)
+        out[s:s + c] = gram_eigenvalues32(feature_shuffle_stack(Xf, c, rng))
     return out
 
 

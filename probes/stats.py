@@ -280,10 +280,10 @@ def feature_shuffle_rows(X: np.ndarray, rows: np.ndarray, m: int,
     return np.transpose(X[idx, cols], (0, 2, 1))
 
 
-def feature_shuffle(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One copy of X with every column permuted independently across rows."""
-    P = gene_perms(X.shape[0], X.shape[1], rng)
-    return np.take_along_axis(X, P.T.astype(np.intp), axis=0)
+def feature_shuffle_stack(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    """(m, n, d): `m` copies of X (n, d), each with every column permuted independently across
+    rows (an exact Fisher-Yates shuffle of the values, no index matrix)."""
+    return rng.permuted(np.broadcast_to(X, (m,) + X.shape), axis=1)
 
 
 def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from geoscreen.agent.errors import GeoscreenError
 
 FORMAT_VERSION = 1
@@ -151,7 +150,8 @@ class Cache:
                                  path=str(self.path / MANIFEST), field="extra_files")
         return np.load(self.path / rel, mmap_mode="r", allow_pickle=False)
 
-    def matrix(self, layer: str | int, *, include_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def matrix(self, layer: str | int, *,
+               include_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(rows, X): the row indices used and a float64 copy of those rows of one layer.
 
         All-zero rows (out-of-vocabulary genes) are dropped unless `include_zero` is set.
@@ -197,10 +197,12 @@ def open_cache(path: str | os.PathLike) -> Cache:
     man_path = root / MANIFEST
     if not root.is_dir():
         raise GeoscreenError("is not a cache directory", path=str(root),
-                             fix="pass the folder written by 'geoscreen cache import' or 'geoscreen demo'")
+                             fix="pass the folder written by 'geoscreen cache import' or "
+                                 "'geoscreen demo'")
     if not man_path.exists():
         raise GeoscreenError("has no manifest.json: not a geoscreen cache", path=str(root),
-                             fix="create one with 'geoscreen cache import EMB.npy --genes GENES.txt -o DIR'")
+                             fix="create one with "
+                                 "'geoscreen cache import EMB.npy --genes GENES.txt -o DIR'")
     try:
         manifest = json.loads(man_path.read_text())
     except json.JSONDecodeError as exc:
@@ -272,8 +274,9 @@ def _check_genes(genes: Sequence[str], source: str) -> None:
             seen[g] = i
     if dups:
         more = f" and {len(dups) - 5} more" if len(dups) > 5 else ""
-        raise GeoscreenError(f"duplicate gene symbols: {', '.join(dups[:5])}{more}", path=source,
-                             field="genes", fix="each symbol must appear once; merge or rename duplicates")
+        raise GeoscreenError(f"duplicate gene symbols: {', '.join(dups[:5])}{more}",
+                             path=source, field="genes",
+                             fix="each symbol must appear once; merge or rename duplicates")
 
 
 def write_cache(
@@ -335,14 +338,15 @@ def write_cache(
                                      field="dtype")
             target = np.dtype(dtype or (arr.dtype if arr.dtype.kind == "f" else "float32"))
             if target.name not in _SUPPORTED_DTYPES:
-                raise GeoscreenError(f"dtype {target.name} is not supported",
-                                     field="dtype", fix=f"use one of {', '.join(_SUPPORTED_DTYPES)}")
+                raise GeoscreenError(f"dtype {target.name} is not supported", field="dtype",
+                                     fix=f"use one of {', '.join(_SUPPORTED_DTYPES)}")
             finite = np.isfinite(arr).all(axis=1) if arr.dtype.kind == "f" else None
             if finite is not None and not finite.all():
                 bad = np.flatnonzero(~finite)
                 example = ", ".join(genes[i] for i in bad[:5])
                 raise GeoscreenError(
-                    f"layer {name!r} has NaN or Inf values in {bad.size} gene rows (e.g. {example})",
+                    f"layer {name!r} has NaN or Inf values in {bad.size} gene rows "
+                    f"(e.g. {example})",
                     field="values", fix="remove or re-extract those genes; no cache was written")
             zero_rows = ~np.any(arr != 0, axis=1)
             zero_any |= zero_rows
@@ -407,8 +411,10 @@ def import_array(emb_path: str | os.PathLike, genes_path: str | os.PathLike, out
     try:
         arr = np.load(emb_path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        raise GeoscreenError(f"cannot be read as a plain .npy array ({exc})", path=str(emb_path),
-                             fix="save it with numpy.save; pickled object arrays are refused") from None
+        raise GeoscreenError(f"cannot be read as a plain .npy array ({exc})",
+                             path=str(emb_path),
+                             fix="save it with numpy.save; pickled object arrays are refused",
+                             ) from None
     if arr.ndim != 3:
         raise GeoscreenError(f"has shape {arr.shape}; expected (layers, genes, dim)",
                              path=str(emb_path), field="shape")
