@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.hypotheses.spec import ResolvedSpec

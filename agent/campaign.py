@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select, update
+
 from geoscreen.agent.brainstorm import Brainstormer, BrainstormerUnavailable, make_brainstormer
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.executor import Job, JobResult, ProcessSandbox
@@ -25,7 +27,6 @@ from geoscreen.probes.context import derive_seed
 from geoscreen.store.cache import Cache, open_cache
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Hypothesis, Iteration, utcnow
-from sqlalchemy import func, select, update
 
 
 @dataclass

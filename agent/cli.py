@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+
 from geoscreen.agent.errors import GeoscreenError
 
 app = typer.Typer(

@@ -21,8 +21,9 @@ def import_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cache"),
 ) -> None:
     """Import a (layers, genes, dim) array plus a gene list as a cache."""
-    from geoscreen.store.cache import import_array
     from rich.console import Console
+
+    from geoscreen.store.cache import import_array
 
     names = [x.strip() for x in layer_names.split(",") if x.strip()] or None
     cache = import_array(emb, genes, out, model=model, layer_names=names, overwrite=overwrite)
@@ -36,9 +37,10 @@ def import_cmd(
 def info_cmd(path: Path = typer.Argument(..., help="cache folder"),
              as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Show what a cache holds (reads the manifest and gene table only)."""
-    from geoscreen.store.cache import open_cache
     from rich.console import Console
     from rich.table import Table
+
+    from geoscreen.store.cache import open_cache
 
     cache = open_cache(path)
     s = cache.summary()

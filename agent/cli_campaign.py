@@ -115,8 +115,9 @@ def run_cmd(
 @campaign_app.command("status")
 def status_cmd(ledger: str = LEDGER_OPT) -> None:
     """Where a campaign stands; safe to run while it is running."""
-    from geoscreen.store.query import campaign_status
     from rich.console import Console
+
+    from geoscreen.store.query import campaign_status
 
     st = campaign_status(ledger)
     con = Console()
@@ -153,9 +154,10 @@ def add_cmd(path: Path = typer.Argument(..., help="spec file or folder (YAML/JSO
 @queue_app.command("list")
 def queue_list_cmd(ledger: str = LEDGER_OPT) -> None:
     """Hypotheses waiting to run or waiting for approval."""
-    from geoscreen.store.query import list_hypotheses
     from rich.console import Console
     from rich.table import Table
+
+    from geoscreen.store.query import list_hypotheses
 
     rows = list_hypotheses(ledger, statuses=["queued", "pending_approval"])
     t = Table(title=f"{len(rows)} in the queue")

@@ -20,14 +20,15 @@ def demo_cmd(
 ) -> None:
     """Build a synthetic cache with planted structure, run a short campaign, compare."""
     import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
     from geoscreen.agent.campaign import CampaignConfig, run_campaign
     from geoscreen.agent.cli_campaign import RichReporter
     from geoscreen.agent.demo import compare_with_planted, demo_specs_path, write_demo_cache
     from geoscreen.hypotheses.loader import load_specs, parse_spec
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.query import list_hypotheses, show_hypothesis
-    from rich.console import Console
-    from rich.table import Table
 
     con = Console()
     t0 = time.perf_counter()

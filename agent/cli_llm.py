@@ -62,9 +62,10 @@ def check_cmd(config: Path = CONFIG_OPT,
 def usage_summary(ledger: str) -> dict[str, Any]:
     """Per-iteration calls, tokens, cost and proposal fates (accepted, repaired, rejected,
     duplicate) of the LLM brainstormer, plus totals."""
+    from sqlalchemy import select
+
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.models import Hypothesis, LLMCall
-    from sqlalchemy import select
 
     led = Ledger(ledger, must_exist=True)
     try:
@@ -141,12 +142,13 @@ def prompt_cmd(ledger: str = LEDGER_OPT, config: Path = CONFIG_OPT,
                system: bool = typer.Option(False, "--system", help="print the system prompt too"),
                ) -> None:
     """Print the prompt the next iteration would send (templates from --config if given)."""
+    from sqlalchemy import func, select
+
     from geoscreen.agent.config import load_campaign_config, parse_llm_config
     from geoscreen.agent.prompting import PromptBuilder
     from geoscreen.agent.state import snapshot
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.models import Iteration
-    from sqlalchemy import func, select
 
     cfg = parse_llm_config(load_campaign_config(config)["llm"] if config else {})
     led = Ledger(ledger, must_exist=True)

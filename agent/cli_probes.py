@@ -12,9 +12,10 @@ probes_app = typer.Typer(help="The registered statistical probes.", no_args_is_h
 @probes_app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="full schemas as JSON")) -> None:
     """List probes with family, version, nulls and parameter schema."""
-    from geoscreen.probes.registry import list_probes
     from rich.console import Console
     from rich.table import Table
+
+    from geoscreen.probes.registry import list_probes
 
     probes = list_probes()
     if as_json:

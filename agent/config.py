@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from geoscreen.agent.errors import GeoscreenError, did_you_mean
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from geoscreen.agent.errors import GeoscreenError, did_you_mean
 
 
 class LLMConfig(BaseModel):

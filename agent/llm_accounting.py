@@ -53,8 +53,9 @@ class CallRecorder:
         """Spend recorded for this campaign before this session (a resumed campaign)."""
         if self.ledger is None:
             return 0.0
-        from geoscreen.store.models import LLMCall
         from sqlalchemy import func, select
+
+        from geoscreen.store.models import LLMCall
 
         with self.ledger.session() as s:
             return float(s.scalar(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0))
@@ -100,8 +101,9 @@ class CallRecorder:
                 self._queue.task_done()
 
     def _write(self, row: CallRow) -> None:
-        from geoscreen.store.models import LLMCall
         from sqlalchemy.exc import OperationalError
+
+        from geoscreen.store.models import LLMCall
 
         for attempt in range(self.attempts):
             try:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Hypothesis, Iteration, Replication, utcnow
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
 
 SELECTIONS = ("bh", "by", "online")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from geoscreen.store.models import Campaign, Event, Hypothesis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from geoscreen.store.models import Campaign, Event, Hypothesis
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     import numpy as np
     import scipy
+
     from geoscreen.agent import package_version
     from geoscreen.hypotheses.spec import HypothesisSpec
     from geoscreen.probes.combine import combine

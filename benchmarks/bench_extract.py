@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from geoscreen.extract.checkpoint import read_model_config
 from geoscreen.extract.runner import ExtractOptions, encoder_flops, extract
 from geoscreen.extract.scgpt_reference import load_cell_emb

@@ -47,6 +47,8 @@ FAIL_REASONS = ("field 'params.positive': gene set 'go:GO:0031012' has 3 genes p
 
 def build_ledger(path: Path, n: int = 10_000, seed: int = 0, per_iteration: int = 100) -> Path:
     """Write a ledger of `n` hypotheses to `path` (replaced) and return it."""
+    from sqlalchemy import insert
+
     from geoscreen.store import fdr
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.models import (
@@ -57,7 +59,6 @@ def build_ledger(path: Path, n: int = 10_000, seed: int = 0, per_iteration: int 
         LayerResultRow,
         LLMCall,
     )
-    from sqlalchemy import insert
 
     rng = np.random.default_rng(seed)
     path.unlink(missing_ok=True)

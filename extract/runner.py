@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.store.cache import Cache, sha256_file, write_cache
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.hypotheses.spec import HypothesisSpec, ResolvedSpec, format_validation_error
-from pydantic import ValidationError
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -13,8 +13,9 @@ import json
 import re
 from typing import Any, Literal
 
-from geoscreen.agent.errors import GeoscreenError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from geoscreen.agent.errors import GeoscreenError
 
 AcrossLayers = Literal["any", "all", "each", "trend"]
 Alternative = Literal["greater", "less", "two-sided"]

@@ -16,12 +16,13 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
-from pydantic import Field
 
 
 def top_components(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,8 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field, model_validator
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import (
@@ -42,7 +44,6 @@ from geoscreen.probes.stats import (
     row_ranks,
     z_score,
 )
-from pydantic import Field, model_validator
 
 
 class SetCohesionParams(ProbeParams):

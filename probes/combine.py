@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from geoscreen.probes.result import LayerResult, permutation_p
 from scipy import stats
+
+from geoscreen.probes.result import LayerResult, permutation_p
 
 ANY_METHODS = ("cauchy", "simes")
 EXACT_TREND_MAX_LAYERS = 8

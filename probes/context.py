@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.store.cache import Cache
 

@@ -14,6 +14,8 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
@@ -26,7 +28,6 @@ from geoscreen.probes.stats import (
     normalise_rows,
     percentile_ci,
 )
-from pydantic import Field
 
 
 class AnchorConvergenceParams(ProbeParams):

@@ -15,13 +15,14 @@ import warnings
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult
 from geoscreen.probes.stats import chunks, percentile_ci
-from pydantic import Field
 
 
 def two_nearest(Z: np.ndarray, block: int = 1024, candidates: int = 8,

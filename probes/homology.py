@@ -19,13 +19,14 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
 from geoscreen.probes.stats import chunks, distinct_draws, feature_shuffle_stack, z_score
-from pydantic import Field, field_validator
 
 
 def batch_distances(X: np.ndarray, metric: str) -> np.ndarray:

@@ -21,12 +21,13 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
 from geoscreen.probes.stats import chunks, feature_shuffle_stack, gene_perms, z_score
-from pydantic import Field
 
 
 def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:

@@ -10,8 +10,9 @@ columns formed by a single matrix product.
 from __future__ import annotations
 
 import numpy as np
-from geoscreen.probes.stats import column_ranks
 from scipy.special import expit
+
+from geoscreen.probes.stats import column_ranks
 
 
 def stratified_folds(Y: np.ndarray, keys_order: np.ndarray, n_folds: int) -> np.ndarray:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from geoscreen.probes.context import SVD, ProbeContext
 from pydantic import Field
+
+from geoscreen.probes.context import SVD, ProbeContext
 
 Subspace = Literal["full"] | list[int]
 Metric = Literal["cosine", "euclidean"]

@@ -13,6 +13,9 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field, model_validator
+from scipy import stats
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.control import controlled
@@ -31,8 +34,6 @@ from geoscreen.probes.params import (
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
 from geoscreen.probes.stats import PairScorer, chunks, gene_perms, pair_null, spearman, z_score
-from pydantic import Field, model_validator
-from scipy import stats
 
 __all__ = ["check_subspace", "subspace_coords", "similarity_scorer", "pair_proximity",
            "co_pole", "graded_proximity"]

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from geoscreen.agent.errors import GeoscreenError, did_you_mean
 from pydantic import BaseModel, ConfigDict, Field
+
+from geoscreen.agent.errors import GeoscreenError, did_you_mean
 
 FAMILIES = (
     "module_structure",

@@ -12,6 +12,9 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
+from scipy import stats
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import (
@@ -35,8 +38,6 @@ from geoscreen.probes.stats import (
     subset_mean_shuffle,
     z_score,
 )
-from pydantic import Field
-from scipy import stats
 
 
 # ------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from typing import Literal
 
+from pydantic import Field, model_validator
+
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.control import residualize
 from geoscreen.probes.params import (
@@ -28,7 +30,6 @@ from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
 from geoscreen.probes.stats import PairScorer, pair_null, z_score
-from pydantic import Field, model_validator
 
 NullName = Literal["gene_shuffle", "degree_preserving", "coexpression"]
 

@@ -7,12 +7,13 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
+from scipy import stats
+
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
 from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle
-from pydantic import Field, field_validator
-from scipy import stats
 
 
 class AxisSeparationParams(ProbeParams):

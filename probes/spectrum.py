@@ -16,6 +16,8 @@ import time
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
+
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
@@ -26,7 +28,6 @@ from geoscreen.probes.stats import (
     percentile_ci,
     z_score,
 )
-from pydantic import Field
 
 Measure = Literal["effective_rank", "participation_ratio", "explained_variance"]
 

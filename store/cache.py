@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from geoscreen.agent.errors import GeoscreenError
 
 FORMAT_VERSION = 1

@@ -27,6 +27,10 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+from statsmodels.stats.multitest import multipletests
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.combine import ANY_METHODS, combine_pvalues
 from geoscreen.store.models import Campaign, FdrMember, Hypothesis
@@ -37,9 +41,6 @@ from geoscreen.store.online_fdr import (
     make_procedure,
     procedure_from_state,
 )
-from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session
-from statsmodels.stats.multitest import multipletests
 
 FDR_STATE_VERSION = 1
 PI0_LAMBDA = 0.5

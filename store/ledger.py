@@ -13,6 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.store.models import (
     SCHEMA_VERSION,
@@ -25,10 +30,6 @@ from geoscreen.store.models import (
     Meta,
     utcnow,
 )
-from sqlalchemy import create_engine, event, func, select, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 
 def ledger_url(target: str | os.PathLike) -> str:

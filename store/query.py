@@ -340,9 +340,10 @@ def _ancestors(s: Any, parents: list[int], limit: int = 50) -> list[dict[str, An
 def show_hypothesis(ledger: str | Ledger, hyp_id: int) -> dict[str, Any]:
     """One hypothesis: listing row + spec, per-layer results, seed, provenance and lineage
     (`ancestors`: the results that motivated it, transitively; `children`: what it motivated)."""
+    from sqlalchemy import select
+
     from geoscreen.agent.errors import GeoscreenError
     from geoscreen.store.models import LayerResultRow
-    from sqlalchemy import select
 
     H = _hcols()
     with _opened(ledger) as led, led.session() as s:
@@ -364,8 +365,9 @@ def show_hypothesis(ledger: str | Ledger, hyp_id: int) -> dict[str, Any]:
 
 
 def campaign_status(ledger: str | Ledger) -> dict[str, Any]:
-    from geoscreen.store.models import Hypothesis, Iteration
     from sqlalchemy import func, select
+
+    from geoscreen.store.models import Hypothesis, Iteration
 
     with _opened(ledger) as led, led.session() as s:
         c = led.campaign(s, create=False)
@@ -405,8 +407,9 @@ def campaign_row(ledger: str | Ledger) -> Campaign:
 def _table_rows(ledger: str | Ledger, model: str, campaign_id: int | None = None,
                 order: str = "id", **where: Any) -> list[dict[str, Any]]:
     """Every row of one table (optionally one campaign's) as dicts."""
-    from geoscreen.store import models
     from sqlalchemy import select
+
+    from geoscreen.store import models
 
     T = getattr(models, model).__table__.c
     q = select(*T).order_by(T[order])
@@ -459,8 +462,9 @@ def hypothesis_records(ledger: str | Ledger, campaign_id: int | None = None,
 def layer_profiles(ledger: str | Ledger, campaign_id: int | None = None,
                    ) -> dict[int, list[tuple[str, int, float, float | None, str]]]:
     """hypothesis id -> [(layer, layer_index, effect_size, p_value, effect_name)], by depth."""
-    from geoscreen.store.models import LayerResultRow
     from sqlalchemy import select
+
+    from geoscreen.store.models import LayerResultRow
 
     H = _hcols()
     L = LayerResultRow.__table__.c
@@ -478,8 +482,9 @@ def fdr_member_decisions(ledger: str | Ledger, campaign_id: int | None = None,
                          ) -> dict[int, dict[str, bool]]:
     """hypothesis id -> {online procedure: rejected at any of its members}, from the FDR
     engine's per-member records; empty for ledgers written before that table existed."""
-    from geoscreen.store import models
     from sqlalchemy import inspect, select
+
+    from geoscreen.store import models
 
     member = getattr(models, "FdrMember", None)
     if member is None:
@@ -503,8 +508,9 @@ def fdr_member_decisions(ledger: str | Ledger, campaign_id: int | None = None,
 def _fdr_members(s: Any, hyp_id: int) -> list[dict[str, Any]]:
     """One hypothesis's FDR family members: q-values and every online procedure's level and
     decision (read directly: importing the FDR engine would pull in SciPy for one row)."""
-    from geoscreen.store import models
     from sqlalchemy import inspect, select
+
+    from geoscreen.store import models
 
     member = getattr(models, "FdrMember", None)
     if member is None or not inspect(s.get_bind()).has_table(member.__tablename__):

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
+
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import get_probe
 from geoscreen.probes.result import LayerResult
 from geoscreen.store.cache import Cache, write_cache
-from scipy import stats
 
 
 def gene_names(n: int, prefix: str = "G") -> list[str]:

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 from conftest import make_cache
+
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Hypothesis
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from conftest import PLUGIN_DIR
+
 from geoscreen.agent.campaign import CampaignConfig, run_campaign
 from geoscreen.hypotheses.loader import parse_spec
 from geoscreen.store.ledger import Ledger

@@ -19,6 +19,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 import typer
+from typer.testing import CliRunner
+
 from geoscreen.agent.cli_extract import register
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.extract.checkpoint import (
@@ -43,7 +45,6 @@ from geoscreen.extract.synthetic import (
 )
 from geoscreen.extract.tokens import TokenizerConfig, tokenize_cell
 from geoscreen.store.cache import open_cache, sha256_file
-from typer.testing import CliRunner
 
 QUIET = {"progress": False}
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.extract.runner import ExtractOptions, extract
 from geoscreen.extract.synthetic import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from geoscreen.extract.scgpt_reference import scgpt_binning
 from geoscreen.extract.synthetic import pbmc68k_counts
 from geoscreen.extract.tokens import TokenizerConfig, bin_values, collate, tokenize_cell

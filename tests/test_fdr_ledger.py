@@ -11,6 +11,9 @@ import json
 
 import numpy as np
 import pytest
+from sqlalchemy import func, select
+from statsmodels.stats.multitest import multipletests
+
 from geoscreen.agent.campaign import CampaignConfig, _finish_iteration
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.hypotheses.loader import parse_spec
@@ -21,8 +24,6 @@ from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, FdrMember, Hypothesis, Iteration
 from geoscreen.store.online_fdr import make_procedure
 from geoscreen.store.query import list_hypotheses, show_hypothesis
-from sqlalchemy import func, select
-from statsmodels.stats.multitest import multipletests
 
 
 def _spec(k: int, across: str):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm
+
 from geoscreen.store.fdr import bh_by
 from geoscreen.store.online_fdr import BatchBH, Lond, LordPlusPlus, Saffron
-from scipy.stats import norm
 
 ALPHA = 0.05
 M = 500

@@ -9,9 +9,10 @@ import sys
 
 import pytest
 from conftest import run_cli
+from test_report_support import campaign_ledger
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.store.query import diff_campaigns, list_hypotheses, show_hypothesis
-from test_report_support import campaign_ledger
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from geoscreen.agent.brainstorm import BrainstormerUnavailable
-from geoscreen.agent.llm import OpenAIBrainstormer, extract_json
-from geoscreen.agent.state import CampaignState, HypView
-from geoscreen.hypotheses.loader import parse_spec
-from geoscreen.store.ledger import Ledger
-from geoscreen.store.models import LLMCall
 from llm_server import (
     ScriptedServer,
     die,
@@ -25,6 +19,13 @@ from llm_server import (
     too_slow,
 )
 from sqlalchemy import select
+
+from geoscreen.agent.brainstorm import BrainstormerUnavailable
+from geoscreen.agent.llm import OpenAIBrainstormer, extract_json
+from geoscreen.agent.state import CampaignState, HypView
+from geoscreen.hypotheses.loader import parse_spec
+from geoscreen.store.ledger import Ledger
+from geoscreen.store.models import LLMCall
 
 GENES = ",".join(f"G{i}" for i in range(20))
 A = {"statement": "Planted genes separate from the rest on axis 1", "probe": "axis_separation",

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from geoscreen.agent.campaign import CampaignConfig, run_campaign
-from geoscreen.agent.cli import app
-from geoscreen.store.ledger import Ledger
-from geoscreen.store.models import Event, Hypothesis, LLMCall
 from llm_server import ScriptedServer, die, error, proposals, rate_limited, reply
 from sqlalchemy import select
 from test_llm import GENES, A, B, C
 from typer.testing import CliRunner
+
+from geoscreen.agent.campaign import CampaignConfig, run_campaign
+from geoscreen.agent.cli import app
+from geoscreen.store.ledger import Ledger
+from geoscreen.store.models import Event, Hypothesis, LLMCall
 
 D = {"statement": "Planted genes separate on axis 1 in the last layer", "probe": "axis_separation",
      "params": {"axis": 1, "positive": f"genes:{GENES}"}, "layers": [2],

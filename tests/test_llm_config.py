@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from llm_server import ScriptedServer, proposals, reply
+from test_llm import A, B, brainstormer, state, user_messages
+from typer.testing import CliRunner
+
 from geoscreen.agent.brainstorm import make_brainstormer
 from geoscreen.agent.cli import app
 from geoscreen.agent.config import load_campaign_config
@@ -14,9 +18,6 @@ from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.agent.tokens import TokenCounter
 from geoscreen.hypotheses.loader import parse_spec
 from geoscreen.store.ledger import Ledger
-from llm_server import ScriptedServer, proposals, reply
-from test_llm import A, B, brainstormer, state, user_messages
-from typer.testing import CliRunner
 
 
 def write(tmp_path: Path, text: str, name: str = "campaign.yaml") -> Path:

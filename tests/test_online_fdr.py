@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 import pytest
+from scipy.special import zeta
+
 from geoscreen.store.online_fdr import (
     BatchBH,
     Lond,
@@ -21,7 +23,6 @@ from geoscreen.store.online_fdr import (
     make_procedure,
     procedure_from_state,
 )
-from scipy.special import zeta
 
 ALPHA, W0, LAM = 0.05, 0.025, 0.5
 P = [1e-4, 0.3, 1e-4, 0.02, 0.6, 1e-5, 0.9, 0.0005]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geoscreen.probes.combine import combine
 from probe_helpers import (
     assert_calibrated,
     cache_from_layers,
@@ -25,6 +24,8 @@ from probe_helpers import (
     run,
 )
 from threadpoolctl import threadpool_limits
+
+from geoscreen.probes.combine import combine
 
 N_GENES, DIM, REPS = 300, 16, 300
 SCALES = np.linspace(2.0, 0.5, DIM)

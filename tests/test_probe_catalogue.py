@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from probe_helpers import cache_from_layers, context, gaussian_layers, genes_ref, pairs_ref, run
+
 from geoscreen.hypotheses.loader import load_specs
 from geoscreen.hypotheses.spec import HypothesisSpec
 from geoscreen.probes.registry import FAMILIES, list_probes
-from probe_helpers import cache_from_layers, context, gaussian_layers, genes_ref, pairs_ref, run
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = REPO / "hypotheses" / "catalogue"

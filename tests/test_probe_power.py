@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geoscreen.probes.combine import combine
 from probe_helpers import (
     cache_from_layers,
     context,
@@ -17,6 +16,8 @@ from probe_helpers import (
     run_layers,
 )
 from scipy import stats
+
+from geoscreen.probes.combine import combine
 
 N, D = 400, 16
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geoscreen.probes.result import permutation_p
 from probe_helpers import (
     cache_from_layers,
     context,
@@ -18,6 +17,8 @@ from probe_helpers import (
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+
+from geoscreen.probes.result import permutation_p
 
 
 @pytest.fixture(scope="module")
@@ -222,9 +223,10 @@ def test_linear_cka_matches_gram_formula(setup):
 
 
 def test_alignment_matches_scipy_procrustes_and_subspace_angles(setup, tmp_path):
-    from geoscreen.probes.alignment import top_components
     from scipy.linalg import subspace_angles
     from scipy.spatial import procrustes
+
+    from geoscreen.probes.alignment import top_components
 
     tmp, cache, rng = setup
     Y = _centred(cache, "L0")[:, :8] @ rng.standard_normal((8, 8)) + \

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 from conftest import make_cache
+from sqlalchemy import select
+
 from geoscreen.agent.campaign import CampaignConfig, run_campaign
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.replicate import direction, replicate
@@ -15,7 +17,6 @@ from geoscreen.hypotheses.loader import parse_spec
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Event, FdrMember, Hypothesis, Replication
 from geoscreen.store.online_fdr import make_procedure
-from sqlalchemy import select
 
 
 def _genes(a: int, b: int) -> str:

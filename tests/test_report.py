@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from test_report_support import campaign_ledger
+
 from geoscreen.agent import svg
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.report import collect, render_report, storey_pi0
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.query import list_hypotheses
-from test_report_support import campaign_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_report_support import campaign_ledger
+
 from geoscreen.agent.report import render_report
 from geoscreen.store.query import list_hypotheses
-from test_report_support import campaign_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -100,9 +100,10 @@ def run_small_campaign(out: Path, *, seed: int = 0, cache_seed: int = 0, iterati
 
 def add_review_extras(ledger: Path) -> None:
     """What an LLM brainstormer and the online FDR engine record, for the report to show."""
+    from sqlalchemy import select
+
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.models import Event, Hypothesis, LLMCall
-    from sqlalchemy import select
 
     led = Ledger(ledger)
     with led.session() as s:

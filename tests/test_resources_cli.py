@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from geoscreen.agent.cli_resources import register
 from geoscreen.store.cache import write_cache
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

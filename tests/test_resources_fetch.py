@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.store.resources import catalog
 from geoscreen.store.resources.api import resolve_gene_set, resolve_pair_set

@@ -10,6 +10,7 @@ import sys
 import time
 
 from conftest import PLUGIN_DIR
+
 from geoscreen.store.query import campaign_status, list_hypotheses, show_hypothesis
 
 ITERATIONS, PER_IT = 4, 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.hypotheses.loader import load_specs, parse_spec
 from geoscreen.store.ledger import Ledger

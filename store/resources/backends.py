@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from geoscreen.agent.errors import GeoscreenError, did_you_mean
 from geoscreen.store.resources import _util
 from geoscreen.store.resources.grammar import Option, Ref

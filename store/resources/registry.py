@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.store.resources import api, backends, catalog
 from geoscreen.store.resources.api import GeneSet, PairSet

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+
 from geoscreen.store.resources import _util
 
 ID_MAP = "gene_id_map_orgHsEgDb_3.16.tsv.gz"

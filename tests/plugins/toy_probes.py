@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from pydantic import Field
+
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult
 from geoscreen.probes.separation import AxisSeparationParams, axis_separation
-from pydantic import Field
 
 
 class NoParams(ProbeParams):
