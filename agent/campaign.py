@@ -258,6 +258,29 @@ def _import_plugins(modules: list[str]) -> None:
                                  ) from None
 
 
+def ledger_callbacks(ledger: Ledger, reporter: Reporter,
+                     ) -> tuple[Callable[[Job], None], Callable[[JobResult], None]]:
+    """Sandbox callbacks that commit each start and each result to the ledger at once."""
+
+    def on_start(job: Job) -> None:
+        with ledger.session() as s:
+            h = s.get(Hypothesis, job.hyp_id)
+            h.status, h.started_at, h.seed = "running", utcnow(), job.payload["seed"]
+            reporter.hypothesis_started(h.id, h.statement)
+
+    def on_done(res: JobResult) -> None:
+        if res.ok:
+            ledger.record_result(res.hyp_id, res.outcome)
+            comb = res.outcome["combined"]
+            reporter.hypothesis_done(res.hyp_id, "done", comb["p_value"],
+                                     f"{comb['effect_name']}={comb['effect_size']:.3g}")
+        else:
+            ledger.record_failure(res.hyp_id, res.reason)
+            reporter.hypothesis_done(res.hyp_id, "failed", None, res.reason)
+
+    return on_start, on_done
+
+
 def job_for(h: Hypothesis, cache: Cache, cfg: CampaignConfig, seed: int) -> Job:
     return Job(h.id, {
         "spec": h.spec, "cache_path": str(cache.path), "cache_checksum": cache.checksum,
@@ -321,22 +344,7 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
             reporter.iteration_started(it.index, cfg.iterations, len(todo))
             jobs = [job_for(h, cache, cfg, cfg.seed) for h in todo]
 
-            def on_start(job: Job) -> None:
-                with ledger.session() as s:
-                    h = s.get(Hypothesis, job.hyp_id)
-                    h.status, h.started_at, h.seed = "running", utcnow(), job.payload["seed"]
-                    reporter.hypothesis_started(h.id, h.statement)
-
-            def on_done(res: JobResult) -> None:
-                if res.ok:
-                    ledger.record_result(res.hyp_id, res.outcome)
-                    comb = res.outcome["combined"]
-                    reporter.hypothesis_done(res.hyp_id, "done", comb["p_value"],
-                                             f"{comb['effect_name']}={comb['effect_size']:.3g}")
-                else:
-                    ledger.record_failure(res.hyp_id, res.reason)
-                    reporter.hypothesis_done(res.hyp_id, "failed", None, res.reason)
-
+            on_start, on_done = ledger_callbacks(ledger, reporter)
             sandbox.run(jobs, on_start, on_done, lambda: flag.stop)
             if flag.stop:
                 continue  # the loop head records the stop; the iteration resumes next run

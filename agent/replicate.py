@@ -213,8 +213,14 @@ def replicate(ledger_path: str | Path, cache_path: str | Path, *, selection: str
               plugins: list[str] | None = None, work_dir: str | None = None,
               reporter: Any = None) -> ReplicationResult:
     """Run (or resume, or report) the replication of a ledger's discoveries on `cache_path`."""
-    from geoscreen.agent.campaign import CampaignConfig, Reporter, _finish_iteration, _StopFlag
-    from geoscreen.agent.executor import Job, JobResult, ProcessSandbox
+    from geoscreen.agent.campaign import (
+        CampaignConfig,
+        Reporter,
+        _finish_iteration,
+        _StopFlag,
+        ledger_callbacks,
+    )
+    from geoscreen.agent.executor import Job, ProcessSandbox
     from geoscreen.probes.context import derive_seed
     from geoscreen.store.cache import open_cache
 
@@ -255,22 +261,7 @@ def replicate(ledger_path: str | Path, cache_path: str | Path, *, selection: str
         if not it_done:
             reporter.iteration_started(1, 1, len(jobs))
 
-            def on_start(job: Job) -> None:
-                with led.session() as s:
-                    h = s.get(Hypothesis, job.hyp_id)
-                    h.status, h.started_at, h.seed = "running", utcnow(), job.payload["seed"]
-                    reporter.hypothesis_started(h.id, h.statement)
-
-            def on_done(res: JobResult) -> None:
-                if res.ok:
-                    led.record_result(res.hyp_id, res.outcome)
-                    comb = res.outcome["combined"]
-                    reporter.hypothesis_done(res.hyp_id, "done", comb["p_value"],
-                                             f"{comb['effect_name']}={comb['effect_size']:.3g}")
-                else:
-                    led.record_failure(res.hyp_id, res.reason)
-                    reporter.hypothesis_done(res.hyp_id, "failed", None, res.reason)
-
+            on_start, on_done = ledger_callbacks(led, reporter)
             sandbox = ProcessSandbox(workers=cfg.workers, timeout_s=cfg.timeout_s,
                                      memory_mb=cfg.memory_mb)
             with _StopFlag() as flag:
