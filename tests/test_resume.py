@@ -59,8 +59,8 @@ def test_sigkill_mid_iteration_then_resume_matches_uninterrupted(small_cache, tm
         except Exception:
             continue
         cur = st["current_iteration"]
-        if cur and cur >= 2 and st["counts"].get("running", 0) >= 1 and \
-                st["counts"].get("done", 0) + st["counts"].get("failed", 0) > (cur - 1) * PER_IT:
+        # mid-iteration: iteration >= 2 has its proposals committed and a hypothesis running
+        if cur and cur >= 2 and st["counts"].get("running", 0) >= 1:
             caught = st
             os.killpg(proc.pid, signal.SIGKILL)  # the campaign and its workers, mid-iteration
             break
