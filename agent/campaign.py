@@ -336,10 +336,10 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
                 waiting = s.scalar(select(func.count(Hypothesis.id)).where(
                     Hypothesis.iteration_id == it.id,
                     Hypothesis.status == "pending_approval")) or 0
+            approval = (f"iteration {it.index} waits for approval of {waiting} proposals "
+                        "('geoscreen queue approve ID')")
             if waiting and not todo:
-                status = "paused"
-                reason = (f"iteration {it.index} waits for approval of {waiting} proposals "
-                          "('geoscreen queue approve ID')")
+                status, reason = "paused", approval
                 break
             reporter.iteration_started(it.index, cfg.iterations, len(todo))
             jobs = [job_for(h, cache, cfg, cfg.seed) for h in todo]
@@ -349,9 +349,7 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
             if flag.stop:
                 continue  # the loop head records the stop; the iteration resumes next run
             if waiting:
-                status = "paused"
-                reason = (f"iteration {it.index} waits for approval of {waiting} proposals "
-                          "('geoscreen queue approve ID')")
+                status, reason = "paused", approval
                 break
             disc, tested = _finish_iteration(ledger, campaign_id, it.id)
             reporter.iteration_done(it.index, disc, tested)

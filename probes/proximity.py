@@ -22,7 +22,6 @@ from geoscreen.probes.control import controlled
 from geoscreen.probes.params import (
     Metric,
     Subspace,
-    check_subspace,
     control_field,
     metric_field,
     null_label,
@@ -35,8 +34,7 @@ from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
 from geoscreen.probes.stats import PairScorer, chunks, gene_perms, pair_null, spearman, z_score
 
-__all__ = ["check_subspace", "subspace_coords", "similarity_scorer", "pair_proximity",
-           "co_pole", "graded_proximity"]
+__all__ = ["similarity_scorer", "pair_proximity", "co_pole", "graded_proximity"]
 
 PairNull = Literal["gene_shuffle", "degree_preserving"]
 

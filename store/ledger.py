@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoscreen.agent.errors import GeoscreenError
@@ -115,10 +115,6 @@ class Ledger:
             s.flush()
         return c
 
-    def has_campaign(self) -> bool:
-        with self.session() as s:
-            return s.scalar(select(func.count(Campaign.id))) > 0
-
     # -- queue ------------------------------------------------------------------------------------
     def existing_hashes(self, s: Session, campaign_id: int) -> dict[str, int]:
         rows = s.execute(select(Hypothesis.hash, Hypothesis.id)
@@ -194,15 +190,3 @@ class Ledger:
             h.finished_at = utcnow()
             if provenance:
                 h.provenance = provenance
-
-    def check_integrity(self) -> None:
-        """Fail loudly on a corrupt SQLite file rather than write into it."""
-        if self.engine.dialect.name != "sqlite":
-            return
-        try:
-            with self.engine.connect() as conn:
-                res = conn.execute(text("PRAGMA quick_check")).scalar()
-        except OperationalError as exc:
-            raise GeoscreenError(f"cannot be read ({exc.orig})", path=self.target) from None
-        if res != "ok":
-            raise GeoscreenError(f"failed its integrity check ({res})", path=self.target)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from geoscreen.store.ledger import Ledger
-    from geoscreen.store.models import Campaign
 
 EXPORT_COLUMNS = ("hypothesis_id", "iteration", "source", "probe", "family", "statement",
                   "status", "p_value", "q_value", "q_by", "significant", "online_alpha",
@@ -389,18 +388,6 @@ def campaign_status(ledger: str | Ledger) -> dict[str, Any]:
                 "current_iteration": cur.index if cur else None, "counts": counts,
                 "discoveries": int(disc), "alpha": (c.config or {}).get("alpha", 0.05),
                 "running": [(i, st) for i, st in running]}
-
-
-def events(ledger: str | Ledger, kind: str | None = None) -> list[dict[str, Any]]:
-    return [{"id": e["id"], "iteration": e["iteration_index"], "kind": e["kind"],
-             "message": e["message"], "data": e["data"] or {},
-             "created_at": e["created_at"].isoformat() if e["created_at"] else None}
-            for e in event_records(ledger, kind=kind)]
-
-
-def campaign_row(ledger: str | Ledger) -> Campaign:
-    with _opened(ledger) as led, led.session() as s:
-        return led.campaign(s, create=False)
 
 
 # -- bulk views for the report ------------------------------------------------------------------
