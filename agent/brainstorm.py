@@ -3,6 +3,8 @@
 The offline brainstormer is deterministic given the campaign seed and the ledger snapshot: it
 prefers untested families, then refinements of significant results (neighbouring axes, stricter
 pair sets and nulls, layer ranges), and retires families whose tests keep coming back negative.
+Every statement it proposes describes its own spec and names its null; gene-set and pair-set
+claims are tested against set-level nulls (matched, degree-preserving), never feature_shuffle.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args, get_origin
 
 import numpy as np
 
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.state import CampaignState, HypView
+from geoscreen.agent.statements import NULL_SUFFIX, spec_statement, with_null
 from geoscreen.hypotheses.spec import ResolvedSpec
 from geoscreen.probes.context import derive_seed
 
@@ -86,10 +89,89 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
     return raw
 
 
-def _with(raw: dict[str, Any], *, note: str, **params: Any) -> dict[str, Any]:
+def _variant(raw: dict[str, Any], *, parent: int | None = None,
+             layers: list[int] | None = None, **params: Any) -> dict[str, Any]:
+    """`raw` with some parameters (or its layers) changed, and a statement rebuilt from the
+    changed spec itself: an inherited statement would still describe the old axis or subspace."""
     out = {**raw, "params": {**raw.get("params", {}), **params}}
-    out["statement"] = f"{raw['statement'].split(' [')[0]} [{note}]"
+    if layers is not None:
+        out["layers"] = layers
+    out["statement"] = spec_statement(out, parent=parent)
     return out
+
+
+# -- null models the offline brainstormer picks --------------------------------------------------
+# A claim about a particular gene set (or pair set) is tested against a set-level null: random
+# genes like the tested ones (matched), hubs paired at random (degree_preserving), or uniformly
+# random genes.  A geometry-level null (feature_shuffle: "more structure than independent
+# dimensions") calls any gene set on a real, correlated embedding significant, so it is never
+# chosen for such a claim.
+SET_NULL_ORDER = ("matched", "degree_preserving", "gene_shuffle")
+PAIR_NULL_ORDER = ("degree_preserving", "matched", "gene_shuffle")
+LOOSE_NULLS = ("gene_shuffle", "feature_shuffle", "pc_shuffle")  # worth a stricter re-test
+
+
+def _literals(annotation: Any) -> list[Any]:
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return [v for a in get_args(annotation) for v in _literals(a)]
+
+
+def _null_choices(probe: str) -> tuple[tuple[str, ...], str]:
+    """(the values a probe's `null` parameter takes, 'set' | 'pairs' | ''): what the claim is
+    about, for probes that test a required gene set or pair set against a chosen null."""
+    from geoscreen.probes.registry import get_probe
+
+    try:
+        fields = get_probe(probe).params.model_fields
+    except GeoscreenError:
+        return (), ""
+    if "null" not in fields:
+        return (), ""
+    choices = tuple(str(v) for v in _literals(fields["null"].annotation))
+    for key, kind in (("gene_set", "set"), ("genes", "set"), ("pairs", "pairs")):
+        if key in fields and fields[key].is_required():
+            return choices, kind
+    return choices, ""
+
+
+def preferred_null(probe: str) -> str | None:
+    """The null the offline brainstormer uses for a gene-set or pair-set claim of `probe`:
+    matched random genes for gene sets, degree-preserving rewiring for pair sets (when the probe
+    offers them), never a geometry-level null; None for other probes."""
+    from geoscreen.probes.nulls import describe
+
+    choices, kind = _null_choices(probe)
+    if not kind:
+        return None
+    for name in (SET_NULL_ORDER if kind == "set" else PAIR_NULL_ORDER):
+        m = describe(name)
+        if name in choices and (m is None or m.level != "geometry"):
+            return name
+    return None
+
+
+def set_level_null(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """`raw` unchanged, unless it tests a gene-set or pair-set claim against a geometry-level
+    null: then the same test against the preferred set-level null (its statement rebuilt, as the
+    old one named the old null), or None when the probe offers no set-level null."""
+    from geoscreen.probes.nulls import describe, spec_null
+
+    probe = str(raw.get("probe", ""))
+    choices, kind = _null_choices(probe)
+    if not kind:
+        return raw
+    params = raw.get("params") or {}
+    try:
+        current = describe(spec_null(probe, params))
+    except GeoscreenError:
+        return raw
+    if current is None or current.level != "geometry":
+        return raw
+    target = preferred_null(probe)
+    if target is None:
+        return None
+    return _variant(raw, null=target)
 
 
 _THRESH = re.compile(r"^(?P<name>\w+):>=(?P<t>\d+)$")
@@ -97,57 +179,80 @@ _THRESH = re.compile(r"^(?P<name>\w+):>=(?P<t>\d+)$")
 
 def refinements(h: HypView, n_layers: int) -> list[tuple[dict[str, Any], str]]:
     """Variants of a significant result: neighbouring axes, shifted subspaces, stricter pair sets
-    and nulls, and the early / late halves of the layer stack."""
-    base = {k: h.spec[k] for k in ("statement", "probe", "params", "layers", "across_layers",
+    and nulls, and the early / late halves of the layer stack.  Each variant's statement is
+    built from its own spec (see `geoscreen.agent.statements`)."""
+    from geoscreen.probes.nulls import label, spec_null
+
+    base = {k: h.spec[k] for k in ("probe", "params", "layers", "across_layers",
                                    "alternative") if k in h.spec}
+    base["probe"] = base.get("probe", h.probe)
     base["params"] = dict(base.get("params", {}))
-    params = base["params"]
     out: list[tuple[dict[str, Any], str]] = []
+
+    def add(why: str, **changes: Any) -> None:
+        out.append((_variant(base, parent=h.id, **changes), why))
+
+    safe = set_level_null(base)
+    if safe is None:  # a gene-set claim, and no set-level null to re-test it against
+        return []
+    if safe["params"] != base["params"]:  # every variant moves to a set-level null
+        base["params"] = dict(safe["params"])
+        add(f"re-test against a set-level null: {label(str(base['params']['null']))}")
+    params = base["params"]
+
     if isinstance(params.get("axis"), int):
         for d in (1, -1):
             ax = params["axis"] + d
             if ax >= 1:
-                out.append((_with(base, note=f"axis {ax}", axis=ax), f"neighbouring axis {ax}"))
+                add(f"neighbouring axis {ax}", axis=ax)
     sub = params.get("subspace")
     if isinstance(sub, list) and sub:
-        shifted = [a + 1 for a in sub]
-        out.append((_with(base, note=f"subspace {shifted}", subspace=shifted), "shifted subspace"))
+        add(f"shifted subspace {[a + 1 for a in sub]}", subspace=[a + 1 for a in sub])
         if min(sub) > 1:
-            down = [a - 1 for a in sub]
-            out.append((_with(base, note=f"subspace {down}", subspace=down), "shifted subspace"))
+            add(f"shifted subspace {[a - 1 for a in sub]}", subspace=[a - 1 for a in sub])
     for key in ("pairs", "positive", "gene_set"):
         ref = params.get(key)
         m = _THRESH.match(ref) if isinstance(ref, str) else None
         if m and int(m["t"]) < 900:
             stricter = f"{m['name']}:>={min(900, int(m['t']) + 200)}"
-            out.append((_with(base, note=stricter, **{key: stricter}), "stricter pair set"))
-    if params.get("null") == "gene_shuffle":
-        out.append((_with(base, note="degree-preserving null", null="degree_preserving"),
-                    "stricter null"))
+            add(f"stricter pair set {stricter}", **{key: stricter})
+    target = preferred_null(base["probe"])
+    try:
+        current = spec_null(base["probe"], params)
+    except GeoscreenError:
+        current = ""
+    if target and current in LOOSE_NULLS and target != current:
+        add(f"stricter null: {label(target)}", null=target)
     if base.get("layers", "all") == "all" and n_layers >= 4:
         half = n_layers // 2
         for name, rng in (("early layers", list(range(half))),
                           ("late layers", list(range(half, n_layers)))):
-            v = {**base, "layers": rng, "statement": f"{base['statement'].split(' [')[0]} [{name}]"}
-            out.append((v, name))
+            add(name, layers=rng)
     return out
 
 
 def exploration(example: dict[str, Any], n_axes: int = 10) -> list[dict[str, Any]]:
-    """Sweeps of an example over axes and subspace windows: the long tail of a campaign."""
+    """Sweeps of an example over axes and subspace windows: the long tail of a campaign.  A
+    pair-set sweep uses the preferred pair-set null (degree-preserving where offered)."""
+    from geoscreen.probes.nulls import spec_null
+
     params = example.get("params", {})
+    base = example
+    target = preferred_null(str(example.get("probe", "")))
+    if target and spec_null(str(example["probe"]), params) in LOOSE_NULLS:
+        base = {**example, "params": {**params, "null": target}}
     out = []
     if isinstance(params.get("axis"), int):
         for ax in range(1, n_axes + 1):
             if ax != params["axis"]:
-                out.append(_with(example, note=f"axis {ax}", axis=ax))
+                out.append(_variant(base, axis=ax))
     sub = params.get("subspace")
     if isinstance(sub, list) and sub:
         w = len(sub)
         for start in range(1, n_axes - w + 2):
             window = list(range(start, start + w))
             if window != sorted(sub):
-                out.append(_with(example, note=f"subspace {window}", subspace=window))
+                out.append(_variant(base, subspace=window))
     return out
 
 
@@ -182,9 +287,12 @@ class OfflineBrainstormer:
         pools: dict[str, list[tuple[float, float, dict[str, Any], list[int], str]]] = {
             "A": [], "B": [], "C": []}
         for h in sorted(state.discoveries, key=lambda x: (x.p_value or 1.0, x.id)):
+            claim = NULL_SUFFIX.sub("", h.statement)
+            claim = claim if len(claim) <= 160 else claim[:159] + "…"
             for raw, why in refinements(h, n_layers):
                 pools["B"].append((h.p_value or 1.0, float(rng.random()), raw, [h.id],
-                                   f"refines #{h.id} (p={h.p_value:.2g}): {why}"))
+                                   f"refines #{h.id} (p={h.p_value:.2g}): {why}; "
+                                   f"#{h.id} claimed: {claim}"))
         for info in list_probes():
             fam_pen = 100.0 if info.family in retired else 0.0
             untested = family_count[info.family] == 0 and info.family not in retired
@@ -212,9 +320,13 @@ class OfflineBrainstormer:
                 _prio, _tie, raw, parents, why = pool[cursors[name]]
                 cursors[name] += 1
                 fitted = _fit_to_cache(raw, state.cache)
+                fitted = set_level_null(fitted) if fitted is not None else None
                 if fitted is None:
                     continue
-                raw = {**fitted, "source": "offline", "parents": parents, "rationale": why}
+                statement = with_null(str(fitted.get("statement") or spec_statement(fitted)),
+                                      str(fitted["probe"]), fitted.get("params") or {})
+                raw = {**fitted, "statement": statement, "source": "offline",
+                       "parents": parents, "rationale": why}
                 r = _resolve(raw)
                 if r is None or r.hash in seen:
                     continue

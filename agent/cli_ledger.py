@@ -143,9 +143,13 @@ def _short(value: Any, limit: int = 160) -> str:
 def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDGER_OPT,
              as_json: bool = typer.Option(False, "--json")) -> None:
     """One hypothesis: spec, per-layer results, null, seed, provenance, lineage."""
+    from geoscreen.agent.statements import null_used
     from geoscreen.store.query import show_hypothesis
 
     d = show_hypothesis(ledger, hyp_id)
+    null = null_used([r["null"] for r in d["layers_detail"]], d["probe"],
+                     (d["spec"] or {}).get("params"))
+    d["null_model"] = null
     if as_json:
         typer.echo(json.dumps(d, indent=2, default=str))
         return
@@ -153,6 +157,11 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
     lines = [_paint(f"#{d['hypothesis_id']} {d['statement']}", bold),
              f"status {d['status']}  source {d['source']}  iteration {d['iteration']}  "
              f"probe {d['probe']} ({d['family']})  test order {d['test_order'] or '-'}"]
+    if null["null"]:
+        lines.append(f"null: {null['label']} ({null['null']}"
+                     f"{'' if null['recorded'] else '; from the spec, no per-layer results'})")
+    if null["warning"]:
+        lines.append(_paint("warning: ", "33") + f"null {null['warning']}")
     if d["rationale"]:
         lines.append(f"why proposed: {d['rationale']}")
     if d["error"]:

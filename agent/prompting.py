@@ -20,18 +20,40 @@ from geoscreen.agent.tokens import TokenCounter
 
 TEMPLATES = ("system.j2", "iteration.j2", "repair.j2", "json_instruction.j2")
 
-# What each null model controls for; probes may add `null_notes` of their own.
-NULL_NOTES = {
-    "mann_whitney": "rank-sum test (asymptotic): genes treated as exchangeable; no permutations",
-    "label_shuffle": "shuffles the labels (sets or confidence bins) over the tested items: "
-                     "controls for the score distribution of the genes or pairs themselves",
-    "gene_shuffle": "relabels genes at random: keeps the embedding geometry (anisotropy, hubs) "
-                    "but not the degree structure of the pair set",
-    "degree_preserving": "rewires pairs keeping every gene's degree: controls for hub genes, "
-                         "which sit in dense regions and in many pairs",
-    "coexpression_residualization": "regresses pair values on co-expression (params.control) "
-                                    "and tests the residuals: controls for co-expression",
-}
+GENE_SET_CLAIM = ("gene_set", "genes", "pairs")  # required parameters of set-level claims
+
+
+def null_catalog() -> list[dict[str, Any]]:
+    """Every null model, described once from `geoscreen.probes.nulls.NULLS`: what it tests,
+    whether it is set- or geometry-level, and how it held on real embedding geometry."""
+    from geoscreen.probes.nulls import NULLS
+
+    return [{"name": m.name, "label": m.label, "level": m.level, "meaning": m.meaning,
+             "real_geometry": m.real_geometry, "note": m.note,
+             "fails": m.real_geometry == "fails for gene-set claims"} for m in NULLS.values()]
+
+
+def null_policy() -> dict[str, Any]:
+    """The rule the system prompt states, with the null names generated from NULLS."""
+    from geoscreen.probes.nulls import NULLS
+
+    return {"set_level": [n for n, m in NULLS.items() if m.level in ("set", "pairs")],
+            "geometry_level": [{"name": n, "meaning": m.meaning} for n, m in NULLS.items()
+                               if m.level == "geometry"],
+            "failing": [n for n, m in NULLS.items()
+                        if m.real_geometry == "fails for gene-set claims"]}
+
+
+def _null_note(name: str) -> str:
+    from geoscreen.probes.nulls import describe
+
+    m = describe(name)
+    if m is None:
+        return "see the parameters"
+    note = f"{m.label} ({m.level}-level)"
+    if m.real_geometry == "fails for gene-set claims":
+        note += "; fails for gene-set claims on real geometry: never for a gene set or pair set"
+    return note
 
 
 # -- registries ----------------------------------------------------------------------------------
@@ -66,15 +88,24 @@ def param_rows(schema: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def probe_catalog() -> list[dict[str, Any]]:
+    """Every registered probe as the system prompt lists it, with the null it uses by default
+    (`geoscreen.probes.nulls.spec_null`) and what each of its nulls controls for."""
+    from geoscreen.probes.nulls import label, spec_null, warning
     from geoscreen.probes.registry import list_probes
 
     out = []
     for info in list_probes():
         s = info.schema()
-        notes = {**NULL_NOTES, **(getattr(info, "null_notes", None) or {})}
+        notes = getattr(info, "null_notes", None) or {}
+        default = spec_null(info.name, {})
+        fields = info.params.model_fields
+        claim = next((k for k in GENE_SET_CLAIM if k in fields and fields[k].is_required()), "")
         out.append({**s, "params": param_rows(s["params"]),
-                    "nulls": [{"name": n, "controls": notes.get(n, "see the parameters")}
+                    "nulls": [{"name": n, "controls": notes.get(n) or _null_note(n)}
                               for n in s["nulls"]],
+                    "default_null": {"name": default, "label": label(default),
+                                     "warning": warning(default)},
+                    "set_claim": claim,
                     "examples": [{"probe": info.name, **ex} for ex in s["examples"]]})
     return out
 
@@ -265,7 +296,8 @@ class PromptBuilder:
 
         fields = {name: f.description or "" for name, f in HypothesisSpec.model_fields.items()}
         return self.render("system.j2", probes=probes if probes is not None else probe_catalog(),
-                           resources=resource_catalog(), spec_fields=fields)
+                           resources=resource_catalog(), spec_fields=fields,
+                           nulls=null_catalog(), null_policy=null_policy())
 
     def iteration(self, state: CampaignState, k: int, budget: int,
                   families: list[str] | None = None) -> tuple[str, dict[str, int]]:

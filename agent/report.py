@@ -386,6 +386,26 @@ def _families(hyps: list[dict[str, Any]], iterations: list[dict[str, Any]],
             "retired": [{"family": f, **v} for f, v in retired.items()]}
 
 
+def _attach_nulls(hyps: list[dict[str, Any]], profiles: dict[int, list]) -> None:
+    """Each hypothesis's null model, as its per-layer results recorded it (else as its spec
+    implies): `null_name`, `null_label` and `null_warning` (the caveat of a null that failed
+    real-geometry calibration, or None; see `geoscreen.probes.nulls`)."""
+    from geoscreen.agent.statements import null_used
+
+    memo: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for h in hyps:
+        recorded = [x[5] for x in profiles.get(h["hypothesis_id"], []) if len(x) > 5]
+        params = (h.get("spec") or {}).get("params")
+        params = params if isinstance(params, dict) else {}
+        key = ("|".join(dict.fromkeys(x for x in recorded if x)), str(h["probe"]),
+               "" if recorded else json.dumps(params, sort_keys=True, default=str))
+        if key not in memo:
+            memo[key] = null_used(recorded, str(h["probe"]), params)
+        info = memo[key]
+        h.update(null_name=info["null"], null_label=info["label"],
+                 null_warning=info["warning"])
+
+
 def _outcome(h: dict[str, Any]) -> str:
     if h["status"] == "done":
         return "significant" if h["significant"] else "not significant"
@@ -498,7 +518,7 @@ def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[:n - 1] + "…"
 
 
-INTERNED = ("st", "src", "probe", "fam", "en", "len", "op", "across", "alt")
+INTERNED = ("st", "src", "probe", "fam", "en", "len", "op", "across", "alt", "nl", "nw")
 
 
 class _Strings:
@@ -544,6 +564,10 @@ def _client_data(hyps: list[dict[str, Any]], profiles: dict[int, list], alpha: f
             "stmt": _clip(h["statement"], 300), "why": _clip(h["rationale"], 300),
             "params": _clip(json.dumps(params, sort_keys=True, default=str), 300),
             "across": h["across_layers"], "alt": h["alternative"]}
+        if h.get("null_label"):
+            d["nl"] = h["null_label"]
+        if h.get("null_warning"):
+            d["nw"] = h["null_warning"]
         if h["parents"]:
             d["par"] = h["parents"]
         kids = children.get(h["hypothesis_id"])
@@ -625,6 +649,7 @@ def collect(ledger: str | Path, *, campaign_id: int | None = None,
         fdr_summary, fdr_error = _fdr_summary(led, cid)
     finally:
         led.close()
+    _attach_nulls(hyps, profiles)
     cfg = c.get("config") or {}
     alpha = float(cfg.get("alpha", 0.05))
     done = [h for h in hyps if h["status"] == "done"]

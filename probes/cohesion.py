@@ -7,9 +7,22 @@ Two statistics, averaged over the sets of a family:
   retrieves the other members (a kNN-retrieval curve summarised as one number), averaged over
   members.  It reduces to a within-set mean of the row-rank matrix, so the null is a gather.
 
-Nulls: ``gene_shuffle`` relabels genes (size-matched random sets, overlaps between the sets of a
-family preserved); ``feature_shuffle`` permutes each embedding dimension independently across all
-genes (mean_similarity only).  `control` residualizes similarities on co-expression first.
+Nulls (see `geoscreen.probes.nulls`):
+
+* ``matched`` (default) relabels genes within strata of the `match` variables (annotation count,
+  centrality, ...): is this set more cohesive than sets of genes *like* its members?  On real
+  embeddings, well-studied and hub genes sit close together, so a uniform shuffle calls nearly
+  any curated set cohesive;
+* ``gene_shuffle`` relabels genes uniformly (size-matched random sets); exact only for sets that
+  are a uniform random draw from the cache;
+* ``feature_shuffle`` / ``pc_shuffle`` are geometry-level nulls (mean_similarity only): each
+  embedding dimension, or each principal-component coordinate, permuted independently across
+  all genes.  They ask whether the layer has more structure than independent coordinates with
+  these marginals, and call almost any gene set significant on real embeddings; never use them
+  for a claim about a particular set.
+
+Overlaps between the sets of a family are preserved by every gene relabelling.  `control`
+residualizes similarities on co-expression first.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from pydantic import Field, model_validator
 
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import (
     Metric,
     Subspace,
@@ -53,9 +67,13 @@ class SetCohesionParams(ProbeParams):
         "mean_similarity", description="within-set mean similarity, or kNN-retrieval AUROC")
     subspace: Subspace = subspace_field()
     metric: Metric = metric_field()
-    null: Literal["gene_shuffle", "feature_shuffle"] = Field(
-        "gene_shuffle", description="size-matched random sets, or each dimension permuted "
-                                    "independently across genes (mean_similarity only)")
+    null: Literal["matched", "gene_shuffle", "feature_shuffle", "pc_shuffle"] = Field(
+        "matched", description="covariate-matched random sets (default), uniformly random sets, "
+                               "or a geometry-level null: each dimension (feature_shuffle) or "
+                               "principal component (pc_shuffle) permuted independently across "
+                               "genes (mean_similarity only; not a gene-set null)")
+    match: list[MatchVar] = match_field()
+    match_bins: int = bins_field()
     control: str | None = control_field()
     n_permutations: int = permutations_field()
     min_size: int = Field(5, ge=2, description="sets with fewer present genes are skipped")
@@ -64,9 +82,9 @@ class SetCohesionParams(ProbeParams):
 
     @model_validator(mode="after")
     def _compatible(self) -> SetCohesionParams:
-        if self.null == "feature_shuffle" and (self.statistic != "mean_similarity"
-                                               or self.control is not None):
-            raise ValueError("null feature_shuffle supports statistic mean_similarity without "
+        if self.null in ("feature_shuffle", "pc_shuffle") and (
+                self.statistic != "mean_similarity" or self.control is not None):
+            raise ValueError(f"null {self.null} supports statistic mean_similarity without "
                              "control")
         return self
 
@@ -159,8 +177,9 @@ def _observed_retrieval(Zn: np.ndarray, sets: list[np.ndarray]) -> float:
     "set_cohesion",
     family="module_structure",
     params=SetCohesionParams,
-    nulls=("gene_shuffle", "feature_shuffle", "coexpression_residualization"),
-    version="1.0",
+    nulls=("matched", "gene_shuffle", "feature_shuffle", "pc_shuffle",
+           "coexpression_residualization"),
+    version="2.0",
     statistic="within-set mean similarity, or kNN-retrieval AUROC, averaged over the sets",
     effect="z-score against the null (retrieval AUROC and mean similarity both in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -169,8 +188,9 @@ def _observed_retrieval(Zn: np.ndarray, sets: list[np.ndarray]) -> float:
          "params": {"gene_set": ["markers:B cells", "markers:T cells", "markers:NK cells",
                                  "markers:Monocytes"], "statistic": "retrieval_auroc"},
          "alternative": "greater", "across_layers": "any"},
-        {"statement": "Reactome cell-cycle genes cluster beyond feature-shuffled expectations",
-         "params": {"gene_set": "reactome:R-HSA-1640170", "null": "feature_shuffle"},
+        {"statement": "Reactome cell-cycle genes cluster more than genes matched on annotation "
+                      "count and centrality",
+         "params": {"gene_set": "reactome:R-HSA-1640170", "null": "matched"},
          "alternative": "greater", "across_layers": "any"},
         {"statement": "Ribosomal genes cluster in SV2-SV4",
          "params": {"gene_set": "go:GO:0005840", "subspace": [2, 3, 4]},
@@ -224,21 +244,30 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     observed = float(auc_obs if p.statistic == "retrieval_auroc" else sim_obs)  # type: ignore[arg-type]
     rng = ctx.rng(layer)
     null = np.empty(p.n_permutations)
-    if p.null == "gene_shuffle":
+    matching = None
+    if p.null in ("gene_shuffle", "matched"):
+        strata = None
+        if p.null == "matched":
+            strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, flat)
+            matching = strata.record
         M = R if R is not None else K
         if M is None:
             width = n + flat.size * Z.shape[1]
         else:
             width = 2 * n if _use_matmul(n, sizes) else max(n, a.size)
         for s, m in chunks(p.n_permutations, width):
-            P = gene_perms(n, m, rng)[:, flat]
+            P = (gene_perms(n, m, rng) if strata is None else strata.perms(m, rng))[:, flat]
+            if strata is not None and s == 0:
+                matching["balance"] = strata.balance(flat, P)
             if M is not None:
                 sums = _matrix_sums(M, P, offsets, sizes, a, b, starts)
             else:
                 sums = _cosine_sums(Zn[P], offsets)
             null[s:s + m] = _summary(sums, sizes, n, p.statistic)
     else:
-        X = Z if p.subspace != "full" else Z @ svd.Vt  # full space: the embedding dimensions
+        # feature_shuffle in the full space acts on the embedding dimensions; pc_shuffle (and
+        # any null in a subspace) on the singular-axis coordinates, which keeps the covariance
+        X = Z @ svd.Vt if p.subspace == "full" and p.null == "feature_shuffle" else Z
         u, inv = np.unique(flat, return_inverse=True)
         for s, m in chunks(p.n_permutations, u.size * X.shape[1], budget=8_000_000):
             rows = feature_shuffle_rows(X, u, m, rng)[:, inv]
@@ -260,5 +289,6 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
         extra={"mean_similarity": sim_obs, "retrieval_auroc": auc_obs, "n_sets": len(sets),
                "set_sizes": [int(x) for x in sizes], "skipped_sets": skipped,
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
-               "subspace": p.subspace, "metric": p.metric, "control_fit": fit},
+               "subspace": p.subspace, "metric": p.metric, "control_fit": fit,
+               "matching": matching},
         runtime_s=time.perf_counter() - t0)

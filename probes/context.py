@@ -79,6 +79,7 @@ class ProbeContext:
     _svds: dict[tuple[str, bool], SVD] = field(default_factory=dict, repr=False)
     _index: dict[str, int] | None = field(default=None, repr=False)
     _resolved: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     # -- seeds --------------------------------------------------------------------------------
     def layer_seed(self, layer: str) -> int:
@@ -87,6 +88,11 @@ class ProbeContext:
     def rng(self, layer: str, stream: str = "") -> np.random.Generator:
         """A generator seeded from (hypothesis seed, layer, stream): bit-identical reruns."""
         return np.random.default_rng(derive_seed(self.seed, layer, stream))
+
+    def shared_rng(self, stream: str) -> np.random.Generator:
+        """A generator that gives the same draws in every layer (hypothesis seed, stream): null
+        sets that are the same genes in every layer, so trends across layers can be tested."""
+        return np.random.default_rng(derive_seed(self.seed, "<all layers>", stream))
 
     # -- matrices -----------------------------------------------------------------------------
     def matrix(self, layer: str, include_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,10 @@ The per-layer value is how close the genes sit to the anchor *relative to every 
 (raw cosine is not comparable across layers whose anisotropy differs, so the default `z`
 standardises against the anchor's similarity to all genes).  It is descriptive, with a 95%
 interval from a bootstrap over the coordinate axes; the hypothesis-level test is the trend across
-layers ("BATF and BACH2 converge on PAX5 with depth").  `null: gene_shuffle` adds a per-layer
-p-value against random gene sets of the same size.
+layers ("BATF and BACH2 converge on PAX5 with depth").  `null: matched` adds a per-layer
+p-value against random genes matched to the tested ones on the `match` variables (annotation
+count, centrality: well-studied and hub genes sit closer to everything); `null: gene_shuffle`
+against uniformly random genes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import Field
 
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_p
@@ -37,9 +40,14 @@ class AnchorConvergenceParams(ProbeParams):
     measure: Literal["z", "percentile", "cosine"] = Field(
         "z", description="mean cosine to the anchor standardised against all genes (z), the "
                          "share of genes less similar to the anchor (percentile), or raw cosine")
-    null: Literal["none", "gene_shuffle"] = Field(
-        "none", description="none: descriptive (test with across_layers: trend); gene_shuffle: "
-                            "per-layer p against random gene sets of the same size")
+    null: Literal["matched", "gene_shuffle", "none"] = Field(
+        "matched", description="matched (default): p against covariate-matched random genes, "
+                               "the same null genes in every layer, so across_layers: trend "
+                               "compares the set's trend with theirs; gene_shuffle: uniformly "
+                               "random genes; none: descriptive only (a trend is then tested "
+                               "over layer orders, which assumes exchangeable layers)")
+    match: list[MatchVar] = match_field()
+    match_bins: int = bins_field()
     n_bootstrap: int = Field(200, ge=0, le=20000, description="axis-bootstrap replicates; 0 skips")
     n_permutations: int = Field(1000, ge=99, le=100000)
 
@@ -67,8 +75,8 @@ def _measure(s: np.ndarray, members: np.ndarray, background: np.ndarray, measure
     "anchor_convergence",
     family="manifold_distance",
     params=AnchorConvergenceParams,
-    nulls=("none", "gene_shuffle"),
-    version="1.0",
+    nulls=("matched", "gene_shuffle", "none"),
+    version="2.0",
     statistic="mean cosine similarity of the genes to the anchor",
     effect="the chosen measure (default z: cosine standardised against all genes' similarity "
            "to the anchor); 95% axis-bootstrap interval in ci_low/ci_high",
@@ -77,8 +85,9 @@ def _measure(s: np.ndarray, members: np.ndarray, background: np.ndarray, measure
         {"statement": "BATF and BACH2 move toward PAX5 with depth",
          "params": {"genes": "genes:BATF,BACH2", "anchor": "PAX5"},
          "alternative": "greater", "across_layers": "trend"},
-        {"statement": "CD19 and CD79A sit closer to PAX5 than random genes",
-         "params": {"genes": "genes:CD19,CD79A", "anchor": "PAX5", "null": "gene_shuffle"},
+        {"statement": "CD19 and CD79A sit closer to PAX5 than genes matched on annotation "
+                      "count and centrality",
+         "params": {"genes": "genes:CD19,CD79A", "anchor": "PAX5", "null": "matched"},
          "alternative": "greater", "across_layers": "any"},
     ],
 )
@@ -112,8 +121,8 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
             den = np.sqrt(np.maximum((Z * Z) @ W.T, 1e-300) * np.maximum(W @ (Z[a] ** 2), 1e-300))
             boot[st:st + m] = _measure(num / den, members, background, p.measure)
         ci_low, ci_high = percentile_ci(boot)
-    pval, nperm, extra = None, 0, {}
-    if p.null == "gene_shuffle":
+    pval, nperm, extra, draws = None, 0, {}, None
+    if p.null in ("gene_shuffle", "matched"):
         k = members.size
         per_gene = {"cosine": s, "z": (s - s[background].mean()) / s[background].std(ddof=1)}
         if p.measure == "percentile":
@@ -122,17 +131,33 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
         else:
             v = per_gene[p.measure]
         vb = v[background]
-        rng = ctx.rng(layer)
+        rng = ctx.shared_rng("null")  # the same null sets in every layer: trends are testable
         null = np.empty(p.n_permutations)
-        for st, m in chunks(p.n_permutations, k):
-            null[st:st + m] = vb[distinct_draws(vb.size, k, m, rng)].mean(axis=1)
+        matching = None
+        if p.null == "matched":  # relabel within strata; the anchor stays itself
+            strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, members,
+                                  all_layers=True)
+            labels = strata.labels.copy()
+            labels[a] = labels.max() + 1
+            strata.labels = labels
+            matching = strata.record
+            for st, m in chunks(p.n_permutations, n):
+                draws = strata.perms(m, rng)[:, members]
+                if st == 0:
+                    matching["balance"] = strata.balance(members, draws)
+                null[st:st + m] = v[draws].mean(axis=1)
+        else:
+            for st, m in chunks(p.n_permutations, k):
+                null[st:st + m] = vb[distinct_draws(vb.size, k, m, rng)].mean(axis=1)
         pval, nperm = permutation_p(value, null, ctx.alternative), p.n_permutations
-        extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))}
+        extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
+                 "matching": matching}
+        draws = [float(x) for x in null]
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="mean_cosine",
         statistic=cos, effect_name=p.measure, effect_size=value, p_value=pval,
         n=int(members.size), null=p.null, n_permutations=nperm, seed=ctx.layer_seed(layer),
-        ci_low=ci_low, ci_high=ci_high,
+        ci_low=ci_low, ci_high=ci_high, null_draws=draws,
         extra={**extra, "per_gene_cosine": [float(x) for x in s[members]],
                "subspace": p.subspace},
         runtime_s=time.perf_counter() - t0)

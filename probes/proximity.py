@@ -1,6 +1,9 @@
 """Proximity probes: do related genes sit closer together than chance?
 
-* `pair_proximity`   — listed pairs closer than random pairs (gene shuffle / degree-preserving).
+* `pair_proximity`   — listed pairs closer than rewired pairs (degree-preserving, the default:
+                       a network's hub genes are not exchangeable with random genes on real
+                       embeddings, so a uniform gene shuffle calls hub-structured random pairs
+                       significant) or random pairs (gene shuffle).
 * `co_pole`          — both genes of a pair fall in the same pole (top-k / bottom-k) of an axis.
 * `graded_proximity` — proximity rises with interaction confidence (Spearman, label shuffle).
 
@@ -69,7 +72,9 @@ class PairProximityParams(ProbeParams):
     subspace: Subspace = subspace_field()
     metric: Metric = metric_field()
     null: PairNull = Field(
-        "gene_shuffle", description="relabel genes at random, or rewire pairs keeping degrees")
+        "degree_preserving", description="rewire pairs keeping every gene's degree (default), or "
+                                         "relabel genes uniformly (hub genes of a network are not "
+                                         "exchangeable with random genes on real embeddings)")
     control: str | None = control_field()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
@@ -81,21 +86,22 @@ class PairProximityParams(ProbeParams):
     "pair_proximity",
     family="manifold_distance",
     params=PairProximityParams,
-    nulls=("gene_shuffle", "degree_preserving", "coexpression_residualization"),
-    version="1.1",
+    nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
+    version="2.0",
     statistic="mean similarity of the listed pairs in the subspace (co-expression residual with "
               "control)",
     effect="z-score of the observed mean similarity against the null distribution",
     alternatives=("greater", "less", "two-sided"),
     examples=[
-        {"statement": "High-confidence STRING partners sit closer than chance in SV2-SV4",
+        {"statement": "High-confidence STRING partners sit closer in SV2-SV4 than the same "
+                      "genes paired at random (degree-preserving rewiring)",
          "params": {"pairs": "string:>=700", "subspace": [2, 3, 4]},
          "alternative": "greater", "across_layers": "any"},
         {"statement": "High-confidence STRING partners are closer than degree-matched rewired "
                       "pairs in the full space",
          "params": {"pairs": "string:>=700", "null": "degree_preserving"},
          "alternative": "greater", "across_layers": "any"},
-        {"statement": "TRRUST TF-target pairs sit closer than random gene pairs",
+        {"statement": "TRRUST TF-target pairs sit closer than degree-matched rewired pairs",
          "params": {"pairs": "trrust", "subspace": "full"},
          "alternative": "greater", "across_layers": "any"},
     ],
@@ -151,7 +157,8 @@ class CoPoleParams(ProbeParams):
                                    description="pole size as a fraction of genes (default 0.1)")
     pole: Literal["either", "top", "bottom"] = Field(
         "either", description="count pairs sharing either pole, or only the top / bottom pole")
-    null: PairNull = Field("gene_shuffle", description="gene-label shuffle or degree-preserving")
+    null: PairNull = Field("degree_preserving",
+                           description="degree-preserving rewiring (default) or gene-label shuffle")
     control: str | None = control_field()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
@@ -178,13 +185,14 @@ def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
     "co_pole",
     family="graph_topology",
     params=CoPoleParams,
-    nulls=("gene_shuffle", "degree_preserving", "coexpression_residualization"),
-    version="1.0",
+    nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
+    version="2.0",
     statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis",
     effect="z-score of the co-pole rate against the null (enrichment over null mean in extra)",
     alternatives=("greater", "less", "two-sided"),
     examples=[
-        {"statement": "STRING partners tend to share a pole of singular axis 1",
+        {"statement": "STRING partners share a pole of singular axis 1 more often than "
+                      "degree-matched rewired pairs",
          "params": {"pairs": "string:>=700", "axis": 1, "quantile": 0.1},
          "alternative": "greater", "across_layers": "any"},
         {"statement": "TRRUST TF-target pairs share a pole of singular axis 2 more often than "

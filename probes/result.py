@@ -26,6 +26,11 @@ class LayerResult(BaseModel):
     ci_high: float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     runtime_s: float = 0.0
+    null_draws: list[float] | None = Field(
+        None, exclude=True,
+        description="the layer's null statistics when the draws are the same random sets in "
+                    "every layer (in draw order); lets the trend test compare the observed trend "
+                    "with the trends of the null sets.  Not stored in the ledger.")
 
     @field_validator("p_value")
     @classmethod

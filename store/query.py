@@ -447,18 +447,20 @@ def hypothesis_records(ledger: str | Ledger, campaign_id: int | None = None,
 
 
 def layer_profiles(ledger: str | Ledger, campaign_id: int | None = None,
-                   ) -> dict[int, list[tuple[str, int, float, float | None, str]]]:
-    """hypothesis id -> [(layer, layer_index, effect_size, p_value, effect_name)], by depth."""
+                   ) -> dict[int, list[tuple[str, int, float, float | None, str, str]]]:
+    """hypothesis id -> [(layer, layer_index, effect_size, p_value, effect_name, null)], by
+    depth (`null`: the null model the layer's result recorded)."""
     from sqlalchemy import select
 
     from geoscreen.store.models import LayerResultRow
 
     H = _hcols()
     L = LayerResultRow.__table__.c
-    q = select(L.hypothesis_id, L.layer, L.layer_index, L.effect_size, L.p_value, L.effect_name)
+    q = select(L.hypothesis_id, L.layer, L.layer_index, L.effect_size, L.p_value, L.effect_name,
+               L.null)
     if campaign_id is not None:
         q = q.join(H[0].table, H.id == L.hypothesis_id).where(H.campaign_id == campaign_id)
-    out: dict[int, list[tuple[str, int, float, float | None, str]]] = {}
+    out: dict[int, list[tuple[str, int, float, float | None, str, str]]] = {}
     with _opened(ledger) as led, led.session() as s:
         for hid, *row in s.execute(q.order_by(L.hypothesis_id, L.layer_index)):
             out.setdefault(hid, []).append(tuple(row))  # type: ignore[arg-type]

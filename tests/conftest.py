@@ -37,6 +37,14 @@ def make_cache(path: Path, n_genes: int = 400, dim: int = 16, n_layers: int = 3,
     return write_cache(path, layers, genes, model="test", synthetic=True)
 
 
+@pytest.fixture(scope="session")
+def real_cache():
+    """The MiniLM real-geometry test bed (tests/realgeom.py): built once per machine, reused."""
+    from realgeom import minilm_cache
+
+    return minilm_cache()
+
+
 @pytest.fixture
 def small_cache(tmp_path: Path):
     return make_cache(tmp_path / "cache", zero_rows=(398, 399))

@@ -107,7 +107,8 @@ def test_valid_reply_is_accepted_and_accounted(server, ledger):
         "items"]["properties"]["probe"]["enum"]
     system = body["messages"][0]["content"]
     assert "### pair_proximity (family: manifold_distance)" in system
-    assert "degree_preserving: rewires pairs" in system  # what the null controls for
+    assert "degree_preserving: degree-preserving rewiring" in system  # what the null is
+    assert "pair endpoints rewired across pairs" in system  # ... and what it controls for
     assert "pairs:" in system and "genes:" in system  # resources
     assert "#3" in user_messages(body)[0]  # the ledger digest
     (row,) = rows(ledger[0])

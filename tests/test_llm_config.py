@@ -147,6 +147,27 @@ def test_iteration_prompt_fits_the_budget_dropping_whole_records():
     assert dropped["negatives"] > dropped["discoveries"] >= 0
 
 
+def test_system_prompt_states_each_probes_null_and_the_set_level_rule():
+    from geoscreen.probes.nulls import NULLS, label, spec_null
+    from geoscreen.probes.registry import list_probes
+
+    system = PromptBuilder().system()
+    for m in NULLS.values():  # generated from the null registry, not a second copy
+        assert f"- {m.name} ({m.level}-level; \"{m.label}\"): {m.meaning}" in system, m.name
+    for info in list_probes():
+        section = system.split(f"### {info.name} (family:", 1)[1].split("\n### ", 1)[0]
+        default = spec_null(info.name, {})
+        assert f"- default null: {default} ({label(default)})" in section, info.name
+    assert "never" in system.lower() and "geometry-level null" in system
+    assert "more structure than independent dimensions with these marginals" in system
+    assert "any gene set looks\n  significant" in system
+    rule = system.split("must be tested against a set-level null (", 1)[1].split(")", 1)[0]
+    assert {"matched", "degree_preserving", "gene_shuffle"} <= set(rule.split(", "))
+    assert "feature_shuffle" not in rule
+    assert "(null: covariate-matched random genes)" in system  # state the null in the statement
+    assert '"statement": "... (null: ...)"' in system
+
+
 def test_token_counter_calibrates_from_server_usage():
     c = TokenCounter()
     before = c.count("x" * 4000)

@@ -138,21 +138,27 @@ def test_sign_contrast_calibrated(null, test):
     _report(f"sign_contrast/{test}", assert_calibrated(_pvalues("sign_contrast", prm, null)))
 
 
-def test_anchor_convergence_gene_shuffle_calibrated(null):
-    prm = {"genes": genes_ref([1, 2, 3]), "anchor": "G0", "null": "gene_shuffle",
+@pytest.mark.parametrize("nul", ["gene_shuffle", "matched"])
+def test_anchor_convergence_calibrated(null, nul):
+    prm = {"genes": genes_ref([1, 2, 3]), "anchor": "G0", "null": nul,
            "n_bootstrap": 0, "n_permutations": 199}
-    _report("anchor_convergence/gene_shuffle",
-            assert_calibrated(_pvalues("anchor_convergence", prm, null)))
+    reps = REPS if nul == "gene_shuffle" else 150  # matched averages covariates over layers
+    _report(f"anchor_convergence/{nul}",
+            assert_calibrated(_pvalues("anchor_convergence", prm, null, reps=reps)))
 
 
 @pytest.mark.parametrize("prm", [
+    {"statistic": "mean_similarity", "null": "matched"},
+    {"statistic": "retrieval_auroc", "null": "matched"},
     {"statistic": "mean_similarity", "null": "gene_shuffle"},
     {"statistic": "retrieval_auroc", "null": "gene_shuffle"},
     {"statistic": "mean_similarity", "null": "feature_shuffle"},
-], ids=["mean_similarity", "retrieval", "feature_shuffle"])
+    {"statistic": "mean_similarity", "null": "pc_shuffle"},
+], ids=["matched", "retrieval_matched", "mean_similarity", "retrieval", "feature_shuffle",
+        "pc_shuffle"])
 def test_set_cohesion_calibrated(null, small, prm):
     sets = [genes_ref(range(15)), genes_ref(range(10, 30))]  # a family with overlap
-    data = small if prm["null"] == "feature_shuffle" else null
+    data = small if prm["null"] in ("feature_shuffle", "pc_shuffle") else null
     reps = 200 if prm["statistic"] == "retrieval_auroc" or data is small else REPS
     p = _pvalues("set_cohesion", {**prm, "gene_set": sets, "n_permutations": 199}, data,
                  reps=reps)
@@ -175,10 +181,13 @@ def test_layer_similarity_calibrated(null, small, nul):
 
 
 @pytest.mark.parametrize("prm", [
+    {"dims": [0], "null": "matched"},
+    {"dims": [1], "null": "matched"},
     {"dims": [0], "null": "feature_shuffle"},
     {"dims": [1], "null": "feature_shuffle"},
     {"dims": [0], "null": "gene_shuffle"},
-], ids=["H0_feature", "H1_feature", "H0_gene"])
+    {"dims": [0], "null": "pc_shuffle"},
+], ids=["H0_matched", "H1_matched", "H0_feature", "H1_feature", "H0_gene", "H0_pc"])
 def test_persistent_homology_calibrated(null, prm):
     if 1 in prm["dims"]:
         pytest.importorskip("ripser")  # H0 needs no ripser
@@ -212,7 +221,8 @@ def test_null_robustness_is_valid(null):
 @pytest.mark.parametrize("name,prm", [
     ("spectrum", {"n_bootstrap": 0}),
     ("intrinsic_dimension", {"n_bootstrap": 0}),
-    ("anchor_convergence", {"genes": genes_ref([1, 2]), "anchor": "G0", "n_bootstrap": 0}),
+    ("anchor_convergence", {"genes": genes_ref([1, 2]), "anchor": "G0", "n_bootstrap": 0,
+                            "null": "none"}),
 ], ids=["spectrum", "intrinsic_dimension", "anchor_convergence"])
 def test_descriptive_trend_calibrated(small, name, prm):
     _, cache, _, _, ctx = small
