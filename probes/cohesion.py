@@ -256,7 +256,7 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
         else:
             width = 2 * n if _use_matmul(n, sizes) else max(n, a.size)
         for s, m in chunks(p.n_permutations, width):
-            P = (gene_perms(n, m, rng) if strata is None else strata.perms(m, rng))[:, flat]
+            P = gene_perms(n, m, rng)[:, flat] if strata is None else strata.draw(flat, m, rng)
             if strata is not None and s == 0:
                 matching["balance"] = strata.balance(flat, P)
             if M is not None:

@@ -141,8 +141,8 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
             labels[a] = labels.max() + 1
             strata.labels = labels
             matching = strata.record
-            for st, m in chunks(p.n_permutations, n):
-                draws = strata.perms(m, rng)[:, members]
+            for st, m in chunks(p.n_permutations, k):
+                draws = strata.draw(members, m, rng)
                 if st == 0:
                     matching["balance"] = strata.balance(members, draws)
                 null[st:st + m] = v[draws].mean(axis=1)

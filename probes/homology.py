@@ -172,7 +172,7 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
         elif p.null == "pc_shuffle":  # each principal coordinate permuted, rotated back
             Y = feature_shuffle_stack(pcs, m, rng) @ Vk + centre
         elif strata is not None:  # random subsets with the same stratum composition
-            draws = strata.perms(m, rng)[:, local]
+            draws = strata.draw(local, m, rng)
             if s == 0:
                 matching["balance"] = strata.balance(local, draws)
             Y = X[draws]

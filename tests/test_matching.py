@@ -17,21 +17,24 @@ from scipy import stats
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes import nulls
 from geoscreen.probes.combine import combine, set_trend_test
-from geoscreen.probes.matching import _rank_bins, build_strata, stratified_perms
+from geoscreen.probes.matching import Strata, _rank_bins, build_strata
 from geoscreen.probes.registry import list_probes
 from geoscreen.store.cache import write_cache
 
 
-def test_stratified_perms_stay_in_strata_and_are_uniform():
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], [5, 7, 3])
+def test_strata_draw_is_a_within_strata_relabelling():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], [6, 9, 4])
     rng.shuffle(labels)
-    P = stratified_perms(labels, 6000, rng)
-    assert all(sorted(row) == list(range(labels.size)) for row in P[:50])  # permutations
-    assert (labels[P] == labels[None, :]).all()  # every gene maps into its own stratum
-    # uniform within a stratum: where does the first gene of stratum 1 go?
-    g = int(np.flatnonzero(labels == 1)[0])
-    counts = np.bincount(P[:, g], minlength=labels.size)[labels == 1]
+    strata = Strata(labels=labels, variables=["x"], values={"x": labels.astype(float)})
+    members = np.array([0, 3, 5, 3, 8, 11])  # a repeated member (overlapping sets)
+    D = strata.draw(members, 6000, rng)
+    assert (labels[D] == labels[members][None, :]).all()
+    assert (D[:, 1] == D[:, 3]).all()  # the same member maps to the same gene
+    uniq = D[:, [0, 1, 2, 4, 5]]
+    assert all(len(set(r)) == 5 for r in uniq[:200])  # distinct members -> distinct genes
+    g = 0  # member 0's destination is uniform over its stratum
+    counts = np.bincount(D[:, g], minlength=labels.size)[labels == labels[members[g]]]
     assert stats.chisquare(counts).pvalue > 1e-3
 
 
