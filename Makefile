@@ -34,7 +34,7 @@ install: $(VENV)/.base
 install-test: $(VENV)/.test
 
 demo: $(VENV)/.base
-	$(VENV)/bin/geoscreen demo --out $(DEMO_OUT)
+	$(VENV)/bin/geoscreen demo --out $(DEMO_OUT) --overwrite
 
 test: $(VENV)/.test
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \

@@ -231,6 +231,104 @@ def refinements(h: HypView, n_layers: int) -> list[tuple[dict[str, Any], str]]:
     return out
 
 
+# -- resolution: a test whose best attainable p (e) cannot meet the online level -------------
+# raised permutation counts: at most 5x the usual 999, as a probe's cost grows linearly with it
+PERMUTATION_STEPS = (1999, 4999)
+
+
+def spec_resolution(raw: dict[str, Any], n_layers: int) -> tuple[float, float, bool]:
+    """(smallest attainable p, largest attainable e, whether more permutations would help) of a
+    proposed spec, from its probe's parameters (defaults filled in) and `across_layers`.
+
+    Mirrors `probes.combine.resolution`, which reads the same bounds off stored results: a
+    permutation test with m draws reaches p = 1 / (m + 1) and e = m + 1 at best; an exact trend
+    over n layers p = 1 / n! (2 / n! two-sided), whatever the permutations; an asymptotic test
+    (Mann-Whitney) has no floor.
+    """
+    import math
+
+    from geoscreen.probes.combine import (
+        EXACT_TREND_MAX_LAYERS,
+        TREND_PERMUTATIONS,
+        _exact_trend_cap,
+    )
+    from geoscreen.probes.registry import get_probe
+
+    try:
+        info = get_probe(str(raw.get("probe", "")))
+    except GeoscreenError:
+        return 0.0, math.inf, False
+    fields = info.params.model_fields
+    params = raw.get("params") or {}
+
+    def value(name: str) -> Any:
+        return params.get(name, fields[name].default) if name in fields else None
+
+    layers = raw.get("layers", "all")
+    n = len(layers) if isinstance(layers, list) else int(n_layers)
+    alternative = str(raw.get("alternative") or info.alternatives[0])
+    descriptive = "n_permutations" not in fields or value("null") == "none"
+    if raw.get("across_layers", "any") == "trend":
+        if not descriptive and value("null") in ("matched", "gene_shuffle") \
+                and "genes" in fields and "anchor" in fields:  # set trend vs the null sets
+            m = int(value("n_permutations"))
+            return 1.0 / (m + 1), float(m + 1), True
+        if n <= EXACT_TREND_MAX_LAYERS and n >= 3:
+            floor = (2.0 if alternative == "two-sided" else 1.0) / math.factorial(n)
+            return floor, _exact_trend_cap(n, alternative), False
+        return 1.0 / (TREND_PERMUTATIONS + 1), float(TREND_PERMUTATIONS + 1), False
+    if descriptive or value("test") == "mann_whitney":
+        return 0.0, math.inf, False
+    m = int(value("n_permutations"))
+    return 1.0 / (m + 1), float(m + 1), True
+
+
+def fit_resolution(raw: dict[str, Any], state: CampaignState,
+                   ) -> tuple[dict[str, Any] | None, str]:
+    """Fit a proposal to the level the primary online procedure gives the next hypothesis.
+
+    Parameters
+    ----------
+    raw : dict
+        The proposed spec.
+    state : CampaignState
+        `online_level` (None: no online stream, nothing to check) and `online_uses_e`.
+
+    Returns
+    -------
+    (dict or None, str)
+        * `raw` itself and "" when its best attainable p-value (e-value) can meet the level;
+        * the same test with more permutations (the first of `PERMUTATION_STEPS` with
+          m + 1 >= 2 / level, a factor 2 of room) and a note;
+        * None and a note when no permutation count can help (an exact trend over few layers:
+          the issue's 6-layer trend, p >= 1/720 > LORD++'s first level): not worth a test;
+        * `raw` unchanged and a note when it would take more than 4999 permutations: it is
+          still tested, for the offline family, and the note (its rationale) says it cannot
+          win online.
+    """
+    level = state.online_level
+    if level is None or level <= 0:
+        return raw, ""
+    floor, cap, fixable = spec_resolution(raw, int(state.cache.get("n_layers", 12)))
+    reachable = cap * level >= 1.0 if state.online_uses_e else floor <= level
+    if reachable:
+        return raw, ""
+    best = f"largest attainable e-value {cap:.3g} < 1/alpha_t = {1 / level:.3g}" \
+        if state.online_uses_e else \
+        f"smallest attainable p-value {floor:.3g} > alpha_t = {level:.3g}"
+    if fixable:
+        from geoscreen.probes.registry import get_probe
+
+        field = get_probe(str(raw["probe"])).params.model_fields["n_permutations"]
+        top = min([int(x.le) for x in field.metadata if hasattr(x, "le")] or [100000])
+        for m in PERMUTATION_STEPS:
+            if (m + 1) * level >= 2.0 and m <= top:
+                return ({**raw, "params": {**(raw.get("params") or {}), "n_permutations": m}},
+                        f"n_permutations raised to {m}: with the default, {best}")
+        return raw, f"cannot be rejected online ({best}); tested for the offline family only"
+    return None, f"not proposed: it could not be rejected online ({best})"
+
+
 def exploration(example: dict[str, Any], n_axes: int = 10) -> list[dict[str, Any]]:
     """Sweeps of an example over axes and subspace windows: the long tail of a campaign.  A
     pair-set sweep uses the preferred pair-set null (degree-preserving where offered)."""
@@ -309,6 +407,7 @@ class OfflineBrainstormer:
             pool.sort(key=lambda c: (c[0], c[1]))
         seen = set(state.hashes)
         batch = ProposalBatch(retire=retire)
+        skipped: list[str] = []
         order = ["A", "B", "C"]
         turn = 0
         cursors = {name: 0 for name in pools}
@@ -327,14 +426,33 @@ class OfflineBrainstormer:
                                       str(fitted["probe"]), fitted.get("params") or {})
                 raw = {**fitted, "statement": statement, "source": "offline",
                        "parents": parents, "rationale": why}
+                testable, note = fit_resolution(raw, state)
+                if testable is None:  # no permutation count lets it win at this level
+                    r0 = _resolve(raw)
+                    if r0 is not None and r0.hash not in seen:
+                        seen.add(r0.hash)
+                        skipped.append(f"{statement[:80]}: {note}")
+                    continue
+                if testable is not raw:
+                    r0 = _resolve(raw)  # the same claim tested earlier with fewer draws
+                    if r0 is None or r0.hash in seen:
+                        continue
+                    raw = {**testable, "rationale": f"{why}; {note}"}
+                elif note:
+                    raw = {**raw, "rationale": f"{why}; {note}"}
                 r = _resolve(raw)
                 if r is None or r.hash in seen:
                     continue
                 seen.add(r.hash)
                 batch.accepted.append(r)
                 break
+        notes = []
+        if skipped:
+            notes.append(f"skipped {len(skipped)} proposal(s) that could not be rejected at the "
+                         f"online level {state.online_level:.3g}: " + "; ".join(skipped[:3]))
         if len(batch.accepted) < k:
-            batch.note = "the offline brainstormer ran out of untested candidates"
+            notes.append("the offline brainstormer ran out of untested candidates")
+        batch.note = " | ".join(notes)
         return batch
 
 

@@ -6,10 +6,19 @@ rerun proposes exactly the same, deterministically) or none of it.  (2) Each res
 as it finishes; on restart, hypotheses left `running` by a killed process go back to `queued`.
 Seeds depend only on the campaign seed and the hypothesis hash, never on timing, so a resumed
 campaign ends with the same results as an uninterrupted one.
+
+Around the loop: a run holds the ledger's run lock (`store.lease`) from before it touches the
+queue until it ends, so two runs never share a ledger; a failure for a transient reason (a
+timeout, the memory limit, a dead worker, a cache that changed) goes back to the queue on the
+next run, up to `MAX_AUTO_ATTEMPTS` starts (`retry_failed` lifts that cap), while failures that
+would recur stay failed; a cache that breaks mid-run stops the run (its hypotheses go back to the
+queue) instead of failing everything that follows; and hypotheses queued by hand run even after
+the planned iterations, in extra iterations of their own.
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -22,9 +31,11 @@ from sqlalchemy import func, select, update
 from geoscreen.agent.brainstorm import Brainstormer, BrainstormerUnavailable, make_brainstormer
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.executor import Job, JobResult, ProcessSandbox
+from geoscreen.agent.failures import MAX_AUTO_ATTEMPTS, transient_failure
 from geoscreen.agent.state import snapshot
 from geoscreen.probes.context import derive_seed
 from geoscreen.store.cache import Cache, open_cache
+from geoscreen.store.lease import RunLease
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Hypothesis, Iteration, utcnow
 
@@ -45,18 +56,51 @@ class CampaignConfig:
     work_dir: str | None = None
     brainstormer_options: dict[str, Any] = field(default_factory=dict)
     online_procedure: str = "lord++"  # primary online FDR rule: lord++ | saffron | lond | batch-bh
+    #                                   | e-lond
+    offline_procedure: str = "bh"  # decides `significant`: bh | by | e-bh (store/fdr.py)
     combine_any: str = "cauchy"  # across_layers any: cauchy | simes
+    retry_failed: bool = False  # rerun transient failures past MAX_AUTO_ATTEMPTS
 
     def __post_init__(self) -> None:
         from geoscreen.store.fdr import check_settings
 
-        check_settings(self.online_procedure, self.combine_any)
+        check_settings(self.online_procedure, self.combine_any, self.offline_procedure)
+        self.check_limits()
+
+    def check_limits(self) -> None:
+        """Refuse limits that would switch a safeguard off or make no sense (one line each).
+
+        `--timeout -1`, `--memory-mb 0` and the like used to disable the limit silently; a
+        limit is a positive finite number (`memory_mb=None` from Python: deliberately none).
+        """
+        def positive(value: Any, flag: str, what: str, *, integer: bool = False) -> None:
+            ok = (isinstance(value, int | float) and not isinstance(value, bool)
+                  and math.isfinite(value) and value > 0 and (not integer or value == int(value)))
+            if not ok:
+                raise GeoscreenError(f"{what} must be a positive {'whole ' if integer else ''}"
+                                     f"number, got {value!r}", field=flag,
+                                     fix="a limit cannot be switched off; pass a larger value")
+
+        positive(self.timeout_s, "--timeout", "the per-hypothesis timeout (seconds)")
+        if self.memory_mb is not None:
+            positive(self.memory_mb, "--memory-mb", "the per-worker memory limit (MB)",
+                     integer=True)
+        if self.max_minutes is not None:
+            positive(self.max_minutes, "--max-minutes", "the wall-time budget (minutes)")
+        positive(self.workers, "--workers", "the number of workers", integer=True)
+        positive(self.iterations, "--iterations", "the number of iterations", integer=True)
+        positive(self.per_iteration, "--per-iteration", "proposals per iteration",
+                 integer=True)
+        if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha < 1.0):
+            raise GeoscreenError(f"the target FDR must be in (0, 1), got {self.alpha!r}",
+                                 field="--alpha")
 
     def recorded(self) -> dict[str, Any]:
         """What the ledger stores: everything that changes results (not workers or timeouts)."""
         return {"iterations": self.iterations, "per_iteration": self.per_iteration,
                 "brainstormer": self.brainstormer, "alpha": self.alpha, "plugins": self.plugins,
                 "online_procedure": self.online_procedure.lower(),
+                "offline_procedure": self.offline_procedure.lower(),
                 "combine_any": self.combine_any}
 
 
@@ -107,7 +151,9 @@ class RunSummary:
     failed: int
 
 
-def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> int:
+def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[int, int]:
+    """Bind (or check) the campaign's cache and seed and recover from an earlier run; returns
+    (campaign id, failures queued again)."""
     with ledger.session() as s:
         c = ledger.campaign(s)
         if c.cache_checksum is None:
@@ -137,9 +183,44 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> int:
                       .values(status="queued", started_at=None)).rowcount
         if n:
             ledger.event(s, c, "resumed", f"{n} hypotheses interrupted mid-run were re-queued")
+        retried = _requeue_transient(ledger, s, c, force=cfg.retry_failed)
         c.status = "running"
         c.status_reason = ""
-        return c.id
+        return c.id, retried
+
+
+def _requeue_transient(ledger: Ledger, s: Any, c: Campaign, *, force: bool) -> int:
+    """Queue failures with a transient reason again; returns how many.
+
+    A failure in an iteration that is still open reruns in that iteration; one in a finished
+    iteration (whose FDR step is done) leaves it and joins the queue, so it runs in the next
+    iteration like a hand-queued spec.  Seeds depend on the hypothesis hash only, so a rerun
+    tests exactly what the first attempt would have.
+    """
+    open_its = set(s.scalars(select(Iteration.id).where(Iteration.campaign_id == c.id,
+                                                        Iteration.status != "done")).all())
+    again = capped = 0
+    for h in s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == c.id,
+                                                Hypothesis.status == "failed")
+                       .order_by(Hypothesis.id)).all():
+        if not transient_failure(h.error):
+            continue
+        if (h.attempts or 0) >= MAX_AUTO_ATTEMPTS and not force:
+            capped += 1
+            continue
+        was = h.iteration_index
+        if h.iteration_id not in open_its:
+            h.iteration_id, h.iteration_index = None, None
+        ledger.event(s, c, "retry", f"#{h.id} queued again after {h.attempts or 0} attempt(s) "
+                     f"that failed for a transient reason: {h.error[:300]}", was, hypothesis=h.id,
+                     attempts=h.attempts or 0, error=h.error[:2000])
+        h.status, h.error, h.started_at, h.finished_at = "queued", "", None, None
+        again += 1
+    if capped:
+        ledger.event(s, c, "retry_capped", f"{capped} hypotheses failed for a transient reason "
+                     f"{MAX_AUTO_ATTEMPTS} times and stay failed ('campaign run --retry-failed' "
+                     "runs them again)")
+    return again
 
 
 def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
@@ -150,6 +231,10 @@ def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
     The brainstormer is asked before anything is written, so a slow LLM call never holds the
     database's write lock (another terminal can `queue add` meanwhile); the iteration, its share
     of the queue and every proposal are then written in one transaction.
+
+    Once the planned iterations are done, hypotheses still in the queue (queued by hand, or
+    failures queued again) get extra iterations of their own, without new proposals: a queued
+    spec always runs.
     """
     with ledger.session() as s:
         c = s.get(Campaign, campaign_id)
@@ -160,12 +245,17 @@ def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
         if it is not None:
             return it
         done = s.scalar(select(func.count(Iteration.id)).where(Iteration.campaign_id == c.id))
-        if done >= cfg.iterations:
-            return None
         queued_ids = list(s.scalars(select(Hypothesis.id).where(
             Hypothesis.campaign_id == c.id, Hypothesis.status == "queued",
             Hypothesis.iteration_id.is_(None)).order_by(Hypothesis.id)
             .limit(cfg.per_iteration)).all())
+        extra = done >= cfg.iterations
+        if extra:
+            if not queued_ids:
+                return None
+            brainstormer = None  # past the plan: the queue only, no new proposals
+            reporter.message(f"iteration {done + 1} runs {len(queued_ids)} queued hypotheses "
+                             f"beyond the {cfg.iterations} planned iterations")
         if brainstormer is None and not queued_ids:
             return None
         index = done + 1
@@ -180,9 +270,13 @@ def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
     with ledger.session() as s:
         c = s.get(Campaign, campaign_id)
         it = Iteration(campaign_id=c.id, index=index, status="proposing",
-                       brainstormer=brainstormer.name if brainstormer else "none")
+                       brainstormer=brainstormer.name if brainstormer else "none",
+                       note="extra iteration for queued hypotheses" if extra else "")
         s.add(it)
         s.flush()
+        if extra:
+            ledger.event(s, c, "extended", f"iteration {index} runs {len(queued_ids)} queued "
+                         f"hypotheses beyond the {cfg.iterations} planned iterations", index)
         for h in s.scalars(select(Hypothesis).where(Hypothesis.id.in_(queued_ids))):
             h.iteration_id, h.iteration_index = it.id, it.index
         if batch is not None:
@@ -212,8 +306,9 @@ def _add_rejected(s: Any, c: Campaign, it: Iteration, raw: dict[str, Any], reaso
                      hash="rejected-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
                      + f"-{it.index}", spec=raw,
                      statement=str(raw.get("statement", ""))[:2000] or "(no statement)",
-                     probe=str(raw.get("probe", "?")), family="?",
-                     source=str(raw.get("source", "?")), status="rejected", error=reason,
+                     probe=str(raw.get("probe", "?"))[:100], family="?",
+                     source=str(raw.get("source", "?"))[:200], status="rejected",
+                     error=reason[:4000],
                      parents=list(raw.get("parents", []) or []) if isinstance(
                          raw.get("parents"), list) else []))
 
@@ -258,22 +353,86 @@ def _import_plugins(modules: list[str]) -> None:
                                  ) from None
 
 
-def ledger_callbacks(ledger: Ledger, reporter: Reporter,
+def cache_problem(path: str | Path, checksum: str) -> str:
+    """What makes the cache at `path` unusable for a run bound to `checksum`; '' if nothing.
+
+    Cheap enough to run after every failed hypothesis: it re-reads the manifest and gene table,
+    compares the checksum and maps each layer's header (no data is read or hashed).
+    """
+    try:
+        cache = open_cache(path)
+    except GeoscreenError as exc:
+        return str(exc)
+    except (OSError, ValueError) as exc:
+        return f"{path}: cannot be read ({exc})"
+    if cache.checksum != checksum:
+        return (f"{cache.path}: its checksum changed ({checksum[:12]} -> "
+                f"{cache.checksum[:12]}): the cache was rewritten")
+    for name in cache.layers:
+        try:
+            arr = cache.array(name)
+        except GeoscreenError as exc:
+            return str(exc)
+        except (OSError, ValueError) as exc:
+            return f"{cache.path}: layer {name!r} cannot be read ({' '.join(str(exc).split())})"
+        if tuple(arr.shape) != (cache.n_genes, cache.dim):
+            return (f"{cache.path}: layer {name!r} has shape {tuple(arr.shape)}; the manifest "
+                    f"says ({cache.n_genes}, {cache.dim})")
+    return ""
+
+
+class CacheGuard:
+    """Checks the campaign's cache again whenever a hypothesis fails.
+
+    If the cache is broken, the failure is the cache's, not the hypothesis's: the hypothesis
+    goes back to the queue, `problem` is set and the run stops taking new work.
+    """
+
+    def __init__(self, cache: Cache) -> None:
+        self.path = cache.path
+        self.checksum = cache.checksum
+        self.problem = ""
+        self.requeued: list[int] = []
+
+    def broken(self) -> bool:
+        if not self.problem:
+            self.problem = cache_problem(self.path, self.checksum)
+        return bool(self.problem)
+
+
+def ledger_callbacks(ledger: Ledger, reporter: Reporter, guard: CacheGuard | None = None,
                      ) -> tuple[Callable[[Job], None], Callable[[JobResult], None]]:
-    """Sandbox callbacks that commit each start and each result to the ledger at once."""
+    """Sandbox callbacks that commit each start and each result to the ledger at once.
+
+    With a `guard`, a failure is first checked against the cache: if the cache is broken the
+    hypothesis goes back to the queue instead of failing.
+    """
 
     def on_start(job: Job) -> None:
         with ledger.session() as s:
             h = s.get(Hypothesis, job.hyp_id)
             h.status, h.started_at, h.seed = "running", utcnow(), job.payload["seed"]
+            h.attempts = (h.attempts or 0) + 1
             reporter.hypothesis_started(h.id, h.statement)
 
     def on_done(res: JobResult) -> None:
+        if res.requeue:  # interrupted by our own stop: not a failure, it runs again on resume
+            with ledger.session() as s:
+                h = s.get(Hypothesis, res.hyp_id)
+                h.status, h.started_at = "queued", None
+            reporter.message(f"#{res.hyp_id} re-queued: {res.reason}")
+            return
         if res.ok:
             ledger.record_result(res.hyp_id, res.outcome)
             comb = res.outcome["combined"]
             reporter.hypothesis_done(res.hyp_id, "done", comb["p_value"],
                                      f"{comb['effect_name']}={comb['effect_size']:.3g}")
+        elif guard is not None and guard.broken():
+            with ledger.session() as s:
+                h = s.get(Hypothesis, res.hyp_id)
+                h.status, h.started_at = "queued", None
+            guard.requeued.append(res.hyp_id)
+            reporter.message(f"#{res.hyp_id} back in the queue: the cache is broken")
         else:
             ledger.record_failure(res.hyp_id, res.reason)
             reporter.hypothesis_done(res.hyp_id, "failed", None, res.reason)
@@ -292,12 +451,45 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
                  reporter: Reporter | None = None,
                  brainstormer: Brainstormer | None | str = "from_config",
                  stop_after: Callable[[int], bool] | None = None) -> RunSummary:
-    """Run (or resume) a campaign until its iterations are done, it is stopped, or a budget ends."""
+    """Run (or resume) a campaign until its iterations are done, it is stopped, or a budget ends.
+
+    Raises
+    ------
+    GeoscreenError
+        Before anything runs: the cache is unusable, or another live run holds the ledger's run
+        lock.  During the run: the cache broke (the hypotheses it interrupted are queued again).
+    """
     reporter = reporter or Reporter()
     _import_plugins(cfg.plugins)
     cache = open_cache(cache_path)
+    problem = cache_problem(cache.path, cache.checksum)
+    if problem:
+        raise GeoscreenError(f"cannot be used: {problem}", path=str(cache_path), field="--cache",
+                             fix="repair or re-create the cache ('geoscreen cache verify DIR' "
+                                 "checks every file); nothing was run")
     ledger = Ledger(ledger_path)
-    campaign_id = _bind_campaign(ledger, cache, cfg)
+    lease = RunLease(ledger, "campaign run")
+    try:
+        lease.acquire()
+        return _run(ledger, lease, cache, cfg, reporter, brainstormer, stop_after)
+    finally:
+        lease.release()
+        ledger.close()
+
+
+def _run(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, reporter: Reporter,
+         brainstormer: Brainstormer | None | str,
+         stop_after: Callable[[int], bool] | None) -> RunSummary:
+    """`run_campaign`'s loop, run while holding the ledger's run lock."""
+    campaign_id, retried = _bind_campaign(ledger, cache, cfg)
+    if retried:
+        reporter.message(f"{retried} hypotheses that failed for a transient reason (timeout, "
+                         "memory, dead worker, changed cache) are queued again")
+    if lease.took_over:
+        reporter.message(lease.took_over)
+        with ledger.session() as s:
+            ledger.event(s, s.get(Campaign, campaign_id), "lock_taken_over", lease.took_over)
+    guard = CacheGuard(cache)
     if brainstormer == "from_config":
         brainstormer = make_brainstormer(cfg.brainstormer, ledger=ledger,
                                          campaign_id=campaign_id, **cfg.brainstormer_options)
@@ -307,6 +499,13 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
     status, reason = "done", "all iterations done"
     with _StopFlag() as flag:
         while True:
+            if guard.problem:
+                status, reason = "stopped", f"the cache is broken: {guard.problem}"
+                break
+            if lease.lost:
+                raise GeoscreenError(f"stopped: {lease.lost}", path=ledger.target,
+                                     field="--ledger", fix="this run was frozen longer than the "
+                                     "lock allows; let the other run finish")
             if flag.stop:
                 status, reason = "stopped", f"stopped by {flag.reason}"
                 break
@@ -344,9 +543,10 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
             reporter.iteration_started(it.index, cfg.iterations, len(todo))
             jobs = [job_for(h, cache, cfg, cfg.seed) for h in todo]
 
-            on_start, on_done = ledger_callbacks(ledger, reporter)
-            sandbox.run(jobs, on_start, on_done, lambda: flag.stop)
-            if flag.stop:
+            on_start, on_done = ledger_callbacks(ledger, reporter, guard)
+            sandbox.run(jobs, on_start, on_done,
+                        lambda: flag.stop or bool(guard.problem) or bool(lease.lost))
+            if flag.stop or guard.problem or lease.lost:
                 continue  # the loop head records the stop; the iteration resumes next run
             if waiting:
                 status, reason = "paused", approval
@@ -366,7 +566,13 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
             Hypothesis.campaign_id == c.id).group_by(Hypothesis.status)).all())
         disc = s.scalar(select(func.count(Hypothesis.id)).where(
             Hypothesis.campaign_id == c.id, Hypothesis.significant.is_(True))) or 0
-    ledger.close()
+    if guard.problem:
+        n = len(guard.requeued)
+        raise GeoscreenError(
+            f"became unusable during the run: {guard.problem}", path=str(cache.path),
+            field="--cache", fix=f"repair or restore it, then rerun the same command; the {n} "
+                                 f"hypothes{'is' if n == 1 else 'es'} it interrupted "
+                                 f"{'is' if n == 1 else 'are'} queued again")
     return RunSummary(status=status, reason=reason, iterations_done=int(its),
                       tested=int(counts.get("done", 0)), discoveries=int(disc),
                       failed=int(counts.get("failed", 0)))

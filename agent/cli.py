@@ -1,7 +1,6 @@
 """The `geoscreen` command.  Sub-commands live in `cli_*` modules and register themselves here.
 
-Top-level imports stay light: sandbox workers are spawned processes that re-import the main
-module, and every heavy import here would be paid once per hypothesis.
+Top-level imports stay light: every command, however small, pays for them.
 """
 
 from __future__ import annotations

@@ -15,6 +15,15 @@ queue_app = typer.Typer(help="Hand-written hypotheses and proposals awaiting app
 LEDGER_OPT = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL")
 
 
+def _safe(text: Any) -> str:
+    """Ledger text for the terminal: control characters removed, rich markup escaped."""
+    from rich.markup import escape
+
+    from geoscreen.agent.textsafe import terminal_safe
+
+    return escape(terminal_safe(text))
+
+
 class RichReporter:
     """Live progress: iteration, current hypothesis, discoveries so far."""
 
@@ -41,15 +50,15 @@ class RichReporter:
         self.progress.update(self.task, it=f"{index}/{total}")
 
     def hypothesis_started(self, hyp_id: int, statement: str) -> None:
-        self.progress.update(self.task, description=f"#{hyp_id} {statement[:60]}")
+        self.progress.update(self.task, description=f"#{hyp_id} {_safe(statement[:60])}")
 
     def hypothesis_done(self, hyp_id: int, status: str, p: float | None, detail: str) -> None:
         if self.quiet:
             return
         if status == "done":
-            self.progress.console.print(f"  #{hyp_id} done  p={p:.3g}  {detail}")
+            self.progress.console.print(f"  #{hyp_id} done  p={p:.3g}  {_safe(detail)}")
         else:
-            self.progress.console.print(f"  #{hyp_id} [red]failed[/]: {detail}")
+            self.progress.console.print(f"  #{hyp_id} [red]failed[/]: {_safe(detail)}")
 
     def iteration_done(self, index: int, discoveries: int, tested: int) -> None:
         self.progress.update(self.task, advance=1,
@@ -57,7 +66,7 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            self.progress.console.print(f"  [dim]{text}[/]")
+            self.progress.console.print(f"  [dim]{_safe(text)}[/]")
 
 
 @campaign_app.command("run")
@@ -74,7 +83,9 @@ def run_cmd(
     memory_mb: int = typer.Option(8192, "--memory-mb", help="address-space limit per worker"),
     alpha: float = typer.Option(0.05, "--alpha", help="target FDR"),
     online_procedure: str = typer.Option(
-        "lord++", "--online-procedure", help="lord++ | saffron | lond | batch-bh"),
+        "lord++", "--online-procedure", help="lord++ | saffron | lond | batch-bh | e-lond"),
+    offline_procedure: str = typer.Option(
+        "bh", "--offline-procedure", help="decides the significant flag: bh | by | e-bh"),
     combine_any: str = typer.Option("cauchy", "--combine-any",
                                     help="across_layers 'any': cauchy | simes"),
     max_minutes: float = typer.Option(None, "--max-minutes", help="wall-time budget"),
@@ -87,6 +98,10 @@ def run_cmd(
                                  help="OpenAI-compatible endpoint (overrides llm.base_url)"),
     max_cost_usd: float = typer.Option(None, "--max-cost-usd",
                                        help="stop cleanly once LLM spending reaches this"),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="rerun every hypothesis that failed for a transient reason "
+        "(timeout, memory limit, dead worker, changed cache), even after "
+        "3 attempts; other failures would recur and stay failed"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Run a campaign, or resume it: the same command on the same ledger continues."""
@@ -103,10 +118,15 @@ def run_cmd(
                          brainstormer=brainstormer, seed=seed, workers=workers, timeout_s=timeout,
                          memory_mb=memory_mb, alpha=alpha, max_minutes=max_minutes,
                          online_procedure=online_procedure, combine_any=combine_any,
-                         approve=approve, plugins=list(plugin), brainstormer_options=options)
+                         offline_procedure=offline_procedure, approve=approve,
+                         plugins=list(plugin), brainstormer_options=options,
+                         retry_failed=retry_failed)
     with RichReporter(iterations, quiet=quiet) as rep:
         summary = run_campaign(cache, ledger, cfg, reporter=rep)
-    typer.echo(f"campaign {summary.status}: {summary.reason}. {summary.iterations_done} "
+    from geoscreen.agent.textsafe import terminal_safe
+
+    typer.echo(f"campaign {summary.status}: {terminal_safe(summary.reason)}. "
+               f"{summary.iterations_done} "
                f"iterations, {summary.tested} tested, {summary.failed} failed, "
                f"{summary.discoveries} discoveries (BH q <= {alpha}). "
                f"Review: geoscreen ledger list --ledger {ledger}")
@@ -120,17 +140,33 @@ def status_cmd(ledger: str = LEDGER_OPT) -> None:
     from geoscreen.store.query import campaign_status
 
     st = campaign_status(ledger)
-    con = Console()
-    con.print(f"[bold]{st['status']}[/] {st['reason']}")
-    con.print(f"cache: {st['cache_path']} ({(st['cache_checksum'] or '')[:12]}), model "
-              f"{st['model']}, seed {st['seed']}")
-    con.print(f"iterations: {st['iterations_done']} done of {st['iterations_planned']}"
+    con = Console(highlight=False)
+    con.print(f"[bold]{_safe(st['status'])}[/] {_safe(st['reason'])}")
+    con.print(f"cache: {_safe(st['cache_path'])} ({(st['cache_checksum'] or '')[:12]}), model "
+              f"{_safe(st['model'])}, seed {st['seed']}")
+    planned = st["iterations_planned"]
+    extra = st["iterations_done"] - (planned or 0)
+    con.print(f"iterations: {st['iterations_done']} done of "
+              + (f"{planned} planned" if planned else "? (no 'campaign run' yet)")
+              + (f" (+{extra} extra for queued hypotheses)" if planned and extra > 0 else "")
               + (f"; iteration {st['current_iteration']} in progress"
                  if st['current_iteration'] else ""))
     con.print("hypotheses: " + ", ".join(f"{k} {v}" for k, v in sorted(st["counts"].items())))
     con.print(f"discoveries (BH q <= {st['alpha']}): {st['discoveries']}")
+    waiting = st["waiting"]
+    if waiting:
+        ids = ", ".join(f"#{i}" for i in waiting[:10]) + (", ..." if len(waiting) > 10 else "")
+        con.print(f"queued, not yet run: {len(waiting)} ({ids}); they run on the next "
+                  "'geoscreen campaign run' (in extra iterations if the planned ones are done)")
+    if st["retryable"]:
+        con.print(f"failed for a transient reason: {st['retryable']} (timeout, memory, dead "
+                  "worker, changed cache); the next 'campaign run' retries them (up to 3 "
+                  "attempts; --retry-failed for more)")
     if st["running"]:
-        con.print("running now: " + "; ".join(f"#{i} {s[:50]}" for i, s in st["running"]))
+        con.print("running now: " + "; ".join(f"#{i} {_safe(s[:50])}" for i, s in st["running"]))
+    lock = st.get("lock")
+    if lock:
+        con.print(f"run lock: {_safe(lock)}")
 
 
 @queue_app.command("add")
@@ -147,8 +183,10 @@ def add_cmd(path: Path = typer.Argument(..., help="spec file or folder (YAML/JSO
         added, dups = led.add_hypotheses(s, c, specs, status="queued")
         ids = [h.id for h in added]
     typer.echo(f"queued {len(ids)} hypotheses" + (f" (#{ids[0]}..#{ids[-1]})" if ids else ""))
+    from geoscreen.agent.textsafe import terminal_safe
+
     for spec, existing in dups:
-        typer.echo(f"skipped duplicate of #{existing}: {spec.spec.statement}")
+        typer.echo(f"skipped duplicate of #{existing}: {terminal_safe(spec.spec.statement)}")
 
 
 @queue_app.command("list")
@@ -164,7 +202,8 @@ def queue_list_cmd(ledger: str = LEDGER_OPT) -> None:
     for col in ("id", "status", "source", "probe", "statement"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(str(r["hypothesis_id"]), r["status"], r["source"], r["probe"], r["statement"])
+        t.add_row(str(r["hypothesis_id"]), r["status"], _safe(r["source"]), _safe(r["probe"]),
+                  _safe(r["statement"]))
     Console().print(t)
 
 

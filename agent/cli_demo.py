@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -11,7 +10,9 @@ import typer
 
 def demo_cmd(
     out: Path = typer.Option(Path("geoscreen-demo"), "--out", help="folder for cache, ledger "
-                             "and report (replaced if it holds an earlier demo)"),
+                             "and report"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the files an earlier "
+                                   "demo wrote in --out (only those; nothing else is touched)"),
     seed: int = typer.Option(0, "--seed"),
     iterations: int = typer.Option(8, "--iterations", min=1),
     per_iteration: int = typer.Option(3, "--per-iteration", min=1),
@@ -25,16 +26,21 @@ def demo_cmd(
 
     from geoscreen.agent.campaign import CampaignConfig, run_campaign
     from geoscreen.agent.cli_campaign import RichReporter
-    from geoscreen.agent.demo import compare_with_planted, demo_specs_path, write_demo_cache
+    from geoscreen.agent.demo import (
+        clear_demo_output,
+        compare_with_planted,
+        demo_specs_path,
+        mark_demo_output,
+        write_demo_cache,
+    )
     from geoscreen.hypotheses.loader import load_specs, parse_spec
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.query import list_hypotheses, show_hypothesis
 
     con = Console()
     t0 = time.perf_counter()
-    if out.exists() and (out / "ledger.sqlite").exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    clear_demo_output(out, overwrite=overwrite)  # never removes what the demo did not write
+    mark_demo_output(out, seed)
     con.print("[bold yellow]This demo uses a SYNTHETIC cache with planted structure, not a real "
               "model.[/]")
     cache = write_demo_cache(out / "cache", seed=seed, n_genes=n_genes)

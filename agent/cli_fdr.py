@@ -48,6 +48,7 @@ def fdr_cmd(
             if h is None:
                 raise GeoscreenError(f"no hypothesis #{hyp_id}", path=ledger, field="--id")
             detail = {"hypothesis_id": h.id, "status": h.status, "p_value": h.p_value,
+                      "e_value": h.e_value, "e_method": h.e_method,
                       "combine_method": h.combine_method, "q_bh": h.q_bh, "q_by": h.q_by,
                       "significant": h.significant, "online_procedure": h.online_procedure,
                       "online_alpha": h.online_alpha, "online_decision": h.online_decision,
@@ -81,7 +82,8 @@ def _print_summary(d: dict[str, Any]) -> None:
     pi0 = "n/a" if d["pi0"] is None else f"{d['pi0']:.2f}"
     con.print(f"estimated share of true nulls: {pi0} (Storey, lambda = {d['pi0_lambda']:g})")
     t = Table(title="discoveries by method")
-    for col in ("method", "decisions", "hyps", "members", "next alpha_t", "valid under"):
+    for col in ("method", "decisions", "hyps", "members", "next alpha_t", "valid under",
+                "unreachable"):
         t.add_column(col, overflow="fold")
     params = []
     for m in d["methods"]:
@@ -93,10 +95,16 @@ def _print_summary(d: dict[str, Any]) -> None:
             name = m["label"] + (" (primary)" if m.get("primary") else "")
             params.append(m["parameters"])
         t.add_row(name, tag, str(m["hypotheses"]), str(m["members"]), _fmt(m["next_alpha"]),
-                  m["valid_under"])
+                  m["valid_under"], str(m.get("unreachable", "")))
     con.print(t)
     if params:
         con.print("online parameters: " + "; ".join(params))
+    con.print("[dim]Valid under: the dependence between the tested hypotheses' p-values "
+              "(e-values) that each guarantee needs. All of them assume each p- or e-value is "
+              "valid for the hypothesis actually tested; choosing what to test from earlier "
+              "results on the same cache can break that (see README, 'Multiple testing'). "
+              "Unreachable: members whose smallest attainable p-value (largest e-value) could "
+              "not meet their level alpha_t, whatever the data.[/]")
     con.print("[dim]Offline q-values use everything tested so far: a BH/BY discovery can appear "
               "or disappear as the family grows. Online decisions were made when each "
               "hypothesis was tested and never change.[/]")
@@ -115,27 +123,34 @@ def _print_members(d: dict[str, Any], as_json: bool) -> None:
 
     con = Console()
     con.print(f"[bold]#{d['hypothesis_id']}[/] {d['status']}: p = {_fmt(d['p_value'])} "
-              f"({d['combine_method']}), q_BH = {_fmt(d['q_bh'])}, q_BY = {_fmt(d['q_by'])}, "
-              f"significant (BH): {d['significant']}")
+              f"({d['combine_method']}), e = {_fmt(d.get('e_value'))} "
+              f"({d.get('e_method') or 'calibrated p'}), q_BH = {_fmt(d['q_bh'])}, "
+              f"q_BY = {_fmt(d['q_by'])}, significant: {d['significant']}")
     con.print(f"online ({d['online_procedure'] or 'not yet in the stream'}): "
               f"alpha_t = {_fmt(d['online_alpha'])}, decision {d['online_decision']}")
     if not d["members"]:
         return
     names = sorted({k for m in d["members"] for k in m["online"]})
-    t = Table(title="family members (online: alpha_t, R = rejected)")
-    for col in ("layer", "p", "q_BH", "q_BY", "stream", *names):
+    t = Table(title="family members (online: alpha_t, R = rejected, U = unreachable at alpha_t)")
+    for col in ("layer", "p", "e", "q_BH", "q_BY", "stream", *names):
         t.add_column(col)
     for m in d["members"]:
         cells = [_decision(m["online"].get(n)) for n in names]
-        t.add_row(m["layer"] or "(hypothesis)", _fmt(m["p_value"]), _fmt(m["q_bh"]),
-                  _fmt(m["q_by"]), str(m["stream_index"] or ""), *cells)
+        t.add_row(m["layer"] or "(hypothesis)", _fmt(m["p_value"]), _fmt(m.get("e_value")),
+                  _fmt(m["q_bh"]), _fmt(m["q_by"]), str(m["stream_index"] or ""), *cells)
     con.print(t)
+    for m in d["members"]:
+        for n in names:
+            why = (m["online"].get(n) or {}).get("unreachable")
+            if why:
+                con.print(f"{m['layer'] or 'hypothesis'}, {n}: could not be rejected: {why}")
 
 
 def _decision(d: dict[str, Any] | None) -> str:
     if not d:
         return ""
-    return f"{d['alpha']:.2g}" + (" [green]R[/]" if d["reject"] else "")
+    return f"{d['alpha']:.2g}" + (" [green]R[/]" if d["reject"] else
+                                  " [yellow]U[/]" if d.get("unreachable") else "")
 
 
 class _QuietReporter:

@@ -1,7 +1,8 @@
 """`geoscreen ledger list|show|export|diff`: review what was tested and found.
 
 Tables are plain aligned text (ANSI colour on a terminal only): rendering 10,000 rows through
-rich took seconds, and `ledger list` must answer in under one.
+rich took seconds, and `ledger list` must answer in under one.  Ledger text is printed without
+its control characters (`agent.textsafe`) and exported to CSV with formulas neutralised.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def list_cmd(
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str) + "\n")
         return
+    from geoscreen.agent.textsafe import terminal_safe
+
     online = any(r["online_decision"] is not None for r in rows)
     headers = ["id", "it", "source", "probe", "status", "effect", "p", "q(BH)", "sig"]
     headers += ["online"] if online else []
@@ -113,14 +116,15 @@ def list_cmd(
         eff = f"{r['effect_name']}={_fmt(r['effect_size'])}" if r["effect_size"] is not None \
             else ""
         cells = [str(r["hypothesis_id"]), "" if r["iteration"] is None else str(r["iteration"]),
-                 r["source"], r["probe"], r["status"], eff, _fmt(r["p_value"]),
-                 _fmt(r["q_value"]), "yes" if r["significant"] else ""]
+                 terminal_safe(r["source"]), terminal_safe(r["probe"]), r["status"],
+                 terminal_safe(eff), _fmt(r["p_value"]), _fmt(r["q_value"]),
+                 "yes" if r["significant"] else ""]
         if online:
             cells.append({True: "yes", False: "no", None: ""}[r["online_decision"]])
         statement = r["statement"]
         if r["error"]:
-            statement += f"  ({r['error'].splitlines()[0]})"
-        cells.append(statement)
+            statement += f"  ({(r['error'].splitlines() or [''])[0]})"
+        cells.append(terminal_safe(statement))
         body.append(cells)
         col: list[str | None] = [None] * len(cells)
         col[4] = {"failed": "31", "rejected": "33"}.get(r["status"])
@@ -153,6 +157,9 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
     if as_json:
         typer.echo(json.dumps(d, indent=2, default=str))
         return
+    from geoscreen.agent.textsafe import terminal_safe_tree
+
+    d, null = terminal_safe_tree(d), terminal_safe_tree(null)  # no control characters reach it
     bold = "1"
     lines = [_paint(f"#{d['hypothesis_id']} {d['statement']}", bold),
              f"status {d['status']}  source {d['source']}  iteration {d['iteration']}  "
@@ -171,7 +178,8 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
             f"{'reject' if d['online_decision'] else 'accept'} H0 at alpha_t "
             f"{_fmt(d['online_alpha'])} ({d['online_procedure'] or 'online'})")
         lines += [f"result: {d['effect_name']} = {_fmt(d['effect_size'])}, p = "
-                  f"{_fmt(d['p_value'])} ({d['combine_method']} across layers)",
+                  f"{_fmt(d['p_value'])} ({d['combine_method']} across layers), e = "
+                  f"{_fmt(d.get('e_value'))} ({d.get('e_method') or 'calibrated p'})",
                   f"FDR: q_BH = {_fmt(d['q_value'])}, q_BY = {_fmt(d['q_by'])}, significant "
                   f"(BH) {'yes' if d['significant'] else 'no'}; online: {online}"]
     for m in d.get("fdr_members") or []:
@@ -180,6 +188,9 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
                            f"{_fmt(dec.get('alpha'))}" for name, dec in (m["online"] or {}).items())
         lines.append(f"  {where}FDR member #{m['stream_index'] or '-'} (batch "
                      f"{m['batch_index'] or '-'}): {online or 'no online decisions'}")
+        for name, dec in (m["online"] or {}).items():
+            if dec.get("unreachable"):  # resolution: this test could not have won at alpha_t
+                lines.append(f"    {name}: not rejectable at this level: {dec['unreachable']}")
     lines.append(f"seed {d['seed']}  runtime {_fmt(d['runtime_s'])} s  hash {d['hash']}")
     lines.append("")
     lines.append(_paint("spec", bold))
@@ -235,6 +246,7 @@ def export_cmd(ledger: str = LEDGER_OPT,
     import csv
 
     from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.agent.textsafe import csv_safe
     from geoscreen.store.query import EXPORT_COLUMNS, list_hypotheses
 
     if fmt not in ("csv", "json"):
@@ -246,9 +258,9 @@ def export_cmd(ledger: str = LEDGER_OPT,
         with open(out, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(EXPORT_COLUMNS)
-            for r in rows:
-                w.writerow(["" if r[c] is None else
-                            json.dumps(r[c]) if c in ("layers", "parents") else r[c]
+            for r in rows:  # a cell starting with = + - @ is quoted: text, never a formula
+                w.writerow([csv_safe("" if r[c] is None else
+                                     json.dumps(r[c]) if c in ("layers", "parents") else r[c])
                             for c in EXPORT_COLUMNS])
     typer.echo(f"wrote {len(rows)} hypotheses to {out}")
 
@@ -270,6 +282,9 @@ def diff_cmd(a: str = typer.Argument(..., metavar="A", help="first ledger"),
     if as_json:
         typer.echo(json.dumps(d, indent=1, default=str))
         return
+    from geoscreen.agent.textsafe import terminal_safe_tree
+
+    d = terminal_safe_tree(d)
     lines = []
     for side in ("a", "b"):
         info = d[side]

@@ -26,16 +26,18 @@ class LLMConfig(BaseModel):
         None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1; "
                           "None: the SDK default (OPENAI_BASE_URL or api.openai.com)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable with the key")
-    temperature: float | None = Field(0.7, ge=0.0, le=2.0,
+    temperature: float | None = Field(0.7, ge=0.0, le=2.0, allow_inf_nan=False,
                                       description="null: leave it to the server (o-series models)")
     max_tokens: int = Field(4096, ge=64, description="completion tokens per call")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="request field for max_tokens (OpenAI reasoning models need "
                                   "max_completion_tokens)")
-    price_in_per_mtok: float = Field(0.0, ge=0.0, description="USD per million prompt tokens")
-    price_out_per_mtok: float = Field(0.0, ge=0.0,
+    price_in_per_mtok: float = Field(0.0, ge=0.0, allow_inf_nan=False,
+                                     description="USD per million prompt tokens")
+    price_out_per_mtok: float = Field(0.0, ge=0.0, allow_inf_nan=False,
                                       description="USD per million completion tokens")
-    timeout_s: float = Field(120.0, gt=0.0, description="per HTTP attempt")
+    timeout_s: float = Field(120.0, gt=0.0, allow_inf_nan=False,
+                            description="per HTTP attempt (a positive number of seconds)")
     max_retries: int = Field(3, ge=0, le=10,
                              description="SDK retries (with backoff) on timeouts, 429 and 5xx")
     structured_output: Literal["auto"] | bool = Field(
@@ -45,8 +47,10 @@ class LLMConfig(BaseModel):
         None, description="folder with replacement prompt templates (missing ones: built-in)")
     on_failure: Literal["pause", "fallback"] = Field(
         "pause", description="service down: pause the campaign, or use the offline brainstormer")
-    max_cost_usd: float | None = Field(None, ge=0.0, description="stop the campaign at this spend")
-    max_minutes: float | None = Field(None, gt=0.0, description="stop the campaign after this")
+    max_cost_usd: float | None = Field(None, ge=0.0, allow_inf_nan=False,
+                                       description="stop the campaign at this spend")
+    max_minutes: float | None = Field(None, gt=0.0, allow_inf_nan=False,
+                                      description="stop the campaign after this")
     repair_rounds: int = Field(2, ge=0, le=5, description="re-asks for invalid proposals")
     prompt_token_budget: int = Field(4000, ge=500,
                                      description="tokens for the ledger summary in each prompt")
@@ -116,18 +120,16 @@ def parse_llm_config(data: dict[str, Any] | LLMConfig | None, path: str = "LLM o
 
 def load_campaign_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a campaign config file; returns the brainstormer options."""
-    import yaml
+    from geoscreen.hypotheses.bounded import read_text_file, yaml_documents
 
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise GeoscreenError("does not exist", path=str(p), field="--config")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise GeoscreenError(f"is not valid YAML: {problem}{where}", path=str(p)) from None
+    # bounded like spec files: regular file, size, nesting, alias expansion
+    docs = yaml_documents(read_text_file(p, what="config file"), str(p))
+    if len(docs) > 1:
+        raise GeoscreenError(f"holds {len(docs)} YAML documents, expected one", path=str(p))
+    data = docs[0] if docs else {}
     if not isinstance(data, dict):
         raise GeoscreenError(f"holds a {type(data).__name__}, expected a mapping with an "
                              "'llm:' section", path=str(p))

@@ -1,21 +1,41 @@
-"""The sandbox: every hypothesis runs in its own spawned process with a time and memory limit.
+"""The sandbox: every hypothesis runs in its own process tree with a time and memory limit.
 
 A probe that raises, hangs, or exhausts memory cannot take the campaign down: its hypothesis is
 marked `failed` with the reason and the next one starts.  Backends share one interface
 (`Sandbox.run`), so a container or remote backend can replace local processes later.
+
+The boundary carries data only.  A worker is started as ``python -m geoscreen.agent.worker`` in
+a session of its own (no signal sent to the campaign's process group reaches it), with its job as
+JSON on stdin, and answers with one length-prefixed JSON frame on a pipe of its own.  The parent
+reads that pipe without blocking, refuses frames over `max_reply_bytes`, parses them as JSON and
+validates them against `WorkerReply`; anything else fails that hypothesis with the reason.
+Nothing the worker writes is unpickled, and a reply can never block the campaign past the
+hypothesis's timeout.  On a timeout the worker's whole process tree is killed.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 from typing import Any, Protocol
 
-from geoscreen.agent.worker import worker_main
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+
+from geoscreen.agent import proctree
+from geoscreen.agent.worker import MAX_REASON, REPLY_HEADER, STOP_SIGNALS
+
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+REPLY_GRACE_S = 5.0  # how long a worker may take to exit once its reply is complete
+_READ_CHUNK = 1 << 20
+_POLL_S = 0.05  # without pidfd_open: how often exited workers are noticed
 
 
 @dataclass
@@ -28,11 +48,15 @@ class Job:
 
 @dataclass
 class JobResult:
+    """What became of one job.  `requeue`: it was interrupted by our own stop, so it did not
+    fail; it goes back to the queue and runs again on resume."""
+
     hyp_id: int
     ok: bool
     outcome: dict[str, Any] | None = None
     reason: str = ""
     wall_s: float = 0.0
+    requeue: bool = False
 
 
 class Sandbox(Protocol):
@@ -42,25 +66,303 @@ class Sandbox(Protocol):
         once `should_stop()` is true (jobs already running finish)."""
 
 
+# -- the reply schema ---------------------------------------------------------------------------
+class _LayerWire(BaseModel):
+    """One layer's result as the ledger stores it (extra fields are kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    layer: str
+    layer_index: int
+    statistic_name: str
+    statistic: float
+    effect_name: str
+    effect_size: float
+    p_value: float | None = Field(None, ge=0.0, le=1.0)
+    n: int = 0
+    null: str = ""
+    n_permutations: int = 0
+    seed: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    runtime_s: float = 0.0
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class _CombinedWire(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    p_value: float = Field(ge=0.0, le=1.0)
+    method: str
+    effect_name: str
+    effect_size: float
+
+
+class _OutcomeWire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[_LayerWire]
+    combined: _CombinedWire
+    runtime_s: float
+    provenance: dict[str, Any]
+
+
+class WorkerReply(BaseModel):
+    """The one reply a worker may send: a result, or the reason it has none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ok: StrictBool
+    outcome: _OutcomeWire | None = None
+    reason: str = Field("", max_length=MAX_REASON)
+
+    @model_validator(mode="after")
+    def _outcome_iff_ok(self) -> WorkerReply:
+        if self.ok != (self.outcome is not None):
+            raise ValueError("'outcome' must be present exactly when 'ok' is true")
+        return self
+
+
+class ReplyError(ValueError):
+    """A worker's reply that is not one valid frame; the message says what is wrong."""
+
+
+def parse_reply(frame: bytes | bytearray, max_bytes: int = MAX_REPLY_BYTES) -> WorkerReply:
+    """Decode one complete reply frame (length header + JSON) into a validated `WorkerReply`.
+
+    Raises
+    ------
+    ReplyError
+        The frame is short, over `max_bytes`, followed by extra bytes, not UTF-8 JSON, not a
+        JSON object, or does not match the schema.
+    """
+    size = _frame_size(frame, max_bytes)
+    if size is None or len(frame) < REPLY_HEADER.size + size:
+        got = max(0, len(frame) - REPLY_HEADER.size)
+        want = "?" if size is None else str(size)
+        raise ReplyError(f"truncated ({got} of {want} bytes)")
+    if len(frame) > REPLY_HEADER.size + size:
+        raise ReplyError(f"{len(frame) - REPLY_HEADER.size - size} bytes after the reply")
+    try:
+        data = json.loads(bytes(frame[REPLY_HEADER.size:]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ReplyError(f"not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise ReplyError(f"not a JSON object (got {type(data).__name__})")
+    try:
+        return WorkerReply.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "reply"
+        raise ReplyError(f"{where}: {first['msg']} ({exc.error_count()} problem(s))"[:300]
+                         ) from None
+    except RecursionError:
+        raise ReplyError("nested too deeply") from None
+
+
+def _frame_size(frame: bytes | bytearray, max_bytes: int) -> int | None:
+    """The length a frame announces (None while its header is incomplete)."""
+    if len(frame) < REPLY_HEADER.size:
+        return None
+    (size,) = REPLY_HEADER.unpack_from(frame)
+    if size > max_bytes:
+        raise ReplyError(f"announces {size} bytes, over the {max_bytes // (1 << 20)} MiB cap")
+    return int(size)
+
+
+# -- one running worker -------------------------------------------------------------------------
+@dataclass
+class _Running:
+    job: Job
+    proc: subprocess.Popen[bytes]
+    reply_fd: int
+    pidfd: int | None
+    t0: float
+    deadline: float
+    buf: bytearray = field(default_factory=bytearray)
+    error: str = ""  # set once the reply is known to be invalid
+    eof: bool = False
+    listening: bool = True  # the reply pipe is registered with the selector
+    killed: bool = False  # we killed it (timeout, invalid reply): its exit status is ours
+
+    def complete(self) -> bool:
+        try:
+            size = _frame_size(self.buf, sys.maxsize)
+        except ReplyError:
+            return False
+        return size is not None and len(self.buf) >= REPLY_HEADER.size + size
+
+
+def _exit_reason(code: int | None) -> str:
+    why = (f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}")
+    if code is not None and -code == signal.SIGKILL:
+        why += " (out of memory, or killed from outside)"
+    return why
+
+
+def _close(r: _Running) -> None:
+    for fd in (r.reply_fd, r.pidfd):
+        if fd is not None:
+            os.close(fd)
+
+
 @dataclass
 class ProcessSandbox:
-    """Local spawned worker processes, `workers` at a time."""
+    """Local worker process trees, `workers` at a time."""
 
     workers: int = 1
     timeout_s: float = 600.0
     memory_mb: int | None = 8192
     threads_per_worker: int | None = None
-    _ctx: Any = field(default_factory=lambda: mp.get_context("spawn"), repr=False)
+    max_reply_bytes: int = MAX_REPLY_BYTES
 
     def _threads(self) -> int:
         if self.threads_per_worker:
             return self.threads_per_worker
         return max(1, (os.cpu_count() or 1) // max(1, self.workers))
 
+    # -- starting ---------------------------------------------------------------------------
+    def _start(self, job: Job) -> _Running:
+        """Launch one warden: own session, stop signals blocked until it ignores them."""
+        payload = dict(job.payload, threads=self._threads(), memory_mb=self.memory_mb,
+                       sys_path=[str(p) for p in sys.path])
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write(json.dumps(payload).encode("utf-8"))
+            stdin.seek(0)
+            read_fd, write_fd = os.pipe()
+            try:
+                proc = self._popen(stdin, write_fd)
+            except BaseException:
+                os.close(read_fd)
+                raise
+            finally:
+                os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        try:
+            pidfd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            pidfd = None
+        t0 = time.monotonic()
+        return _Running(job, proc, read_fd, pidfd, t0, t0 + self.timeout_s)
+
+    @staticmethod
+    def _popen(stdin: Any, write_fd: int) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "geoscreen.agent.worker", "--reply-fd", str(write_fd),
+               "--parent-pid", str(os.getpid())]
+        blocked = hasattr(signal, "pthread_sigmask")
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS)) if blocked else None
+        try:  # the child inherits the blocked mask across fork and exec
+            return subprocess.Popen(cmd, stdin=stdin, pass_fds=(write_fd,),
+                                    start_new_session=True)
+        finally:
+            if old is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _pump(self, r: _Running) -> None:
+        """Read what the reply pipe holds, without blocking; stop reading at the first error."""
+        while not r.eof and not r.error:
+            try:
+                chunk = os.read(r.reply_fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                r.error = f"reply pipe failed ({exc.strerror})"
+                return
+            if not chunk:
+                r.eof = True
+                return
+            r.buf += chunk
+            try:
+                size = _frame_size(r.buf, self.max_reply_bytes)
+            except ReplyError as exc:
+                r.error = str(exc)
+                return
+            if size is not None and len(r.buf) > REPLY_HEADER.size + size:
+                r.error = f"{len(r.buf) - REPLY_HEADER.size - size} bytes after the reply"
+
+    def _result(self, r: _Running, now: float) -> JobResult:
+        """Turn a finished worker (exited, or its reply complete) into a `JobResult`."""
+        wall = now - r.t0
+        code = r.proc.returncode
+        if not r.buf and not r.error:
+            return JobResult(r.job.hyp_id, False, reason=f"worker died ({_exit_reason(code)})",
+                             wall_s=wall)
+        try:
+            if r.error:
+                raise ReplyError(r.error)
+            reply = parse_reply(r.buf, self.max_reply_bytes)
+        except ReplyError as exc:
+            tail = f"; worker {_exit_reason(code)}" if code not in (0, None) and not r.killed \
+                else ""
+            return JobResult(r.job.hyp_id, False, wall_s=wall,
+                             reason=f"invalid reply from the worker: {exc}{tail}")
+        if reply.ok:
+            assert reply.outcome is not None
+            return JobResult(r.job.hyp_id, True, outcome=reply.outcome.model_dump(), wall_s=wall)
+        return JobResult(r.job.hyp_id, False, reason=reply.reason or "?", wall_s=wall)
+
+    # -- ending -------------------------------------------------------------------------------
+    @staticmethod
+    def _reap(r: _Running) -> None:
+        """Kill the worker's whole tree unless it has exited (then its warden already cleaned
+        up, and its pid may belong to someone else), and collect it."""
+        if r.proc.returncode is None and r.proc.poll() is None:
+            r.killed = True  # alive, or a zombie not yet collected: the pid is still its own
+            proctree.kill_tree(r.proc.pid)
+            r.proc.wait()
+
+    def _finish(self, r: _Running, now: float, should_stop: Callable[[], bool]) -> JobResult:
+        if r.proc.poll() is None and not r.complete() and not r.error and now >= r.deadline:
+            self._reap(r)
+            return JobResult(r.job.hyp_id, False, wall_s=now - r.t0,
+                             reason=f"timed out after {self.timeout_s:g} s (raise --timeout)")
+        self._reap(r)
+        self._pump(r)  # what was written before the exit
+        res = self._result(r, now)
+        code = r.proc.returncode
+        if not res.ok and not r.buf and code is not None and code < 0 and should_stop():
+            # died by a signal while we were stopping: ours to rerun, not a probe failure
+            res.requeue = True
+            res.reason = f"interrupted by the campaign's stop ({_exit_reason(code)})"
+        return res
+
+    def _ready(self, r: _Running, now: float) -> bool:
+        """Whether this worker is finished: exited, invalid reply, timed out."""
+        if r.error or r.proc.poll() is not None or now >= r.deadline:
+            return True
+        if r.complete():
+            r.deadline = min(r.deadline, now + REPLY_GRACE_S)
+        return False
+
+    def _abandon(self, running: dict[int, _Running], on_done: Callable[[JobResult], None],
+                 why: str) -> None:
+        """Kill every running tree first, then send their hypotheses back to the queue."""
+        stopped = [running.pop(key) for key in list(running)]
+        for r in stopped:
+            self._reap(r)
+            _close(r)
+        for r in stopped:
+            on_done(JobResult(r.job.hyp_id, False, wall_s=time.monotonic() - r.t0,
+                              reason=f"interrupted ({why})", requeue=True))
+
+    # -- the loop -----------------------------------------------------------------------------
     def run(self, jobs: Iterable[Job], on_start: Callable[[Job], None],
             on_done: Callable[[JobResult], None], should_stop: Callable[[], bool]) -> None:
         pending = iter(jobs)
-        running: dict[Any, tuple[Job, Any, Any, float]] = {}  # sentinel -> (job, proc, conn, t0)
+        running: dict[int, _Running] = {}  # reply fd -> worker
+        sel = selectors.DefaultSelector()
+        try:
+            self._loop(pending, running, sel, on_start, on_done, should_stop)
+        except BaseException as exc:  # a second Ctrl-C, or a bug: no worker outlives us
+            self._abandon(running, on_done, type(exc).__name__)
+            raise
+        finally:
+            sel.close()
+
+    def _loop(self, pending: Any, running: dict[int, _Running], sel: selectors.BaseSelector,
+              on_start: Callable[[Job], None], on_done: Callable[[JobResult], None],
+              should_stop: Callable[[], bool]) -> None:
         exhausted = False
         while True:
             while not exhausted and len(running) < self.workers and not should_stop():
@@ -69,58 +371,39 @@ class ProcessSandbox:
                     exhausted = True
                     break
                 on_start(job)
-                payload = dict(job.payload, threads=self._threads(), memory_mb=self.memory_mb)
-                parent, child = self._ctx.Pipe(duplex=False)
-                proc = self._ctx.Process(target=worker_main, args=(child, payload), daemon=True,
-                                         name=f"geoscreen-hyp-{job.hyp_id}")
-                proc.start()
-                child.close()
-                running[proc.sentinel] = (job, proc, parent, time.monotonic())
+                r = self._start(job)
+                running[r.reply_fd] = r
+                sel.register(r.reply_fd, selectors.EVENT_READ)
+                if r.pidfd is not None:
+                    sel.register(r.pidfd, selectors.EVENT_READ)
             if not running:
                 return
+            self._wait(running, sel)
             now = time.monotonic()
-            next_deadline = min(t0 + self.timeout_s for (_, _, _, t0) in running.values())
-            ready = wait(list(running) + [c for (_, _, c, _) in running.values()],
-                         timeout=max(0.0, min(1.0, next_deadline - now)))
-            done_keys = set()
-            for key, (job, proc, conn, t0) in running.items():
-                reply = None
-                if conn in ready or key in ready:
-                    try:
-                        if conn.poll():
-                            reply = conn.recv()
-                    except (EOFError, OSError):
-                        reply = None
-                    if reply is None and proc.is_alive():
-                        continue
-                    proc.join(timeout=5)
-                    if proc.is_alive():
-                        proc.kill()
-                        proc.join()
-                    wall = time.monotonic() - t0
-                    if reply is None:
-                        code = proc.exitcode
-                        why = (f"killed by signal {-code}" if code is not None and code < 0
-                               else f"exit code {code}")
-                        if code is not None and -code == 9:
-                            why += " (out of memory, or killed from outside)"
-                        res = JobResult(job.hyp_id, False, reason=f"worker died ({why})",
-                                        wall_s=wall)
-                    elif reply.get("ok"):
-                        res = JobResult(job.hyp_id, True, outcome=reply["outcome"], wall_s=wall)
-                    else:
-                        res = JobResult(job.hyp_id, False, reason=reply.get("reason", "?"),
-                                        wall_s=wall)
-                    done_keys.add(key)
-                    conn.close()
-                    on_done(res)
-                elif time.monotonic() - t0 > self.timeout_s:
-                    proc.kill()
-                    proc.join()
-                    conn.close()
-                    done_keys.add(key)
-                    on_done(JobResult(job.hyp_id, False, wall_s=time.monotonic() - t0,
-                                      reason=f"timed out after {self.timeout_s:g} s "
-                                             "(raise --timeout)"))
-            for key in done_keys:
-                running.pop(key, None)
+            for key in list(running):
+                r = running[key]
+                self._pump(r)
+                if r.listening and (r.eof or r.error):  # nothing more to read: stop polling it
+                    sel.unregister(r.reply_fd)
+                    r.listening = False
+                if not self._ready(r, now):
+                    continue
+                running.pop(key)
+                if r.listening:
+                    sel.unregister(r.reply_fd)
+                if r.pidfd is not None:
+                    sel.unregister(r.pidfd)
+                try:
+                    res = self._finish(r, now, should_stop)
+                finally:
+                    _close(r)
+                on_done(res)
+
+    def _wait(self, running: dict[int, _Running], sel: selectors.BaseSelector) -> None:
+        """Sleep until a reply pipe is readable, a worker exits, or the next deadline."""
+        now = time.monotonic()
+        soonest = min(r.deadline for r in running.values())
+        timeout = max(0.0, min(1.0, soonest - now))
+        if any(r.pidfd is None for r in running.values()):
+            timeout = min(timeout, _POLL_S)
+        sel.select(timeout)

@@ -6,6 +6,11 @@ parameters, the cache's layers and the ledger (parents must exist, retired famil
 duplicates are refused and the model is told which result already answers them).  Invalid
 proposals go back to the model with their errors for up to `repair_rounds` rounds; what is still
 invalid is returned as rejected with the reason, so the ledger shows every proposal's fate.
+
+A reply is untrusted input.  Its call is recorded before its content is read; its JSON is read
+within bounds (size, nesting, integer length: `hypotheses.bounded`) and made valid Unicode (lone
+surrogates replaced); a proposal that cannot be read becomes a rejected proposal with the reason,
+a reply that cannot be read a recorded call with the reason, and the campaign goes on.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +35,17 @@ from geoscreen.agent.llm_accounting import CallRecorder, CallRow
 from geoscreen.agent.llm_client import CallLog, ChatClient, ChatReply, ServiceDown
 from geoscreen.agent.prompting import PromptBuilder, probe_catalog, reply_schema
 from geoscreen.agent.state import CampaignState, HypView
+from geoscreen.agent.textsafe import valid_unicode
 from geoscreen.agent.tokens import TokenCounter
+from geoscreen.hypotheses.bounded import MAX_DEPTH, bounded_int, json_depth, json_loads
 from geoscreen.hypotheses.spec import HypothesisSpec, ResolvedSpec
 
 _DROP = ("source", "family", "id", "hash", "replaces")  # keys models add that specs lack
 _NULLABLE = ("params", "layers", "across_layers", "alternative", "rationale", "tags", "parents")
 REPAIRED_TAG = "repaired"
+MAX_REPLY_CHARS = 1_000_000  # longer replies are refused unread
+_MAX_SCANS = 200  # JSON starts tried when a reply wraps its JSON in prose
+_PARENT_ID = re.compile(r"#?([0-9]{1,12})")  # ASCII digits only: "²".isdigit() is True
 
 
 # -- reading replies ---------------------------------------------------------------------------
@@ -47,27 +58,54 @@ class ReplyParse:
 
 
 def extract_json(text: str) -> Any:
-    """The reply's JSON: the whole text, a ```json fence, or the first object found in prose."""
+    """The reply's JSON: the whole text, a ```json fence, or the first object found in prose.
+
+    Bounded: at most `MAX_REPLY_CHARS` characters, `MAX_DEPTH` levels of nesting and 64-digit
+    integers; lone surrogates in strings are replaced.  Raises ValueError with the reason.
+    """
     s = text.strip()
+    if len(s) > MAX_REPLY_CHARS:
+        raise ValueError(f"it is {len(s):,} characters long (at most {MAX_REPLY_CHARS:,})")
+    if json_depth(s) > MAX_DEPTH:
+        raise ValueError(f"it is nested deeper than {MAX_DEPTH} levels")
     candidates = [m.group(1) for m in re.finditer(r"```[A-Za-z]*\s*\n?(.*?)```", s, re.S)]
     candidates.append(s)
     first: json.JSONDecodeError | None = None
     for c in candidates:
         try:
-            return json.loads(c)
+            return valid_unicode(json_loads(c))
         except json.JSONDecodeError as exc:
             first = first or exc
-    dec = json.JSONDecoder()
-    for m in re.finditer(r"[{\[]", s):
+    dec = json.JSONDecoder(parse_int=bounded_int)
+    for k, start in enumerate(_json_starts(s)):
+        if k >= _MAX_SCANS:
+            break
         try:
-            obj, _ = dec.raw_decode(s, m.start())
-        except json.JSONDecodeError:
+            obj, _ = dec.raw_decode(s, start)
+        except (ValueError, RecursionError):  # JSONDecodeError, an over-long integer, depth
             continue
         if isinstance(obj, dict) or (isinstance(obj, list) and obj
                                      and all(isinstance(x, dict) for x in obj)):
-            return obj
+            return valid_unicode(obj)
     assert first is not None
     raise ValueError(f"{first.msg} at line {first.lineno} column {first.colno}")
+
+
+def _json_starts(text: str) -> Iterator[int]:
+    """Positions of '{' and '[' outside double-quoted strings: where JSON may start in prose."""
+    in_str = esc = False
+    for i, ch in enumerate(text):
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "{[":
+            yield i
 
 
 def parse_reply(reply: ChatReply) -> ReplyParse:
@@ -95,6 +133,15 @@ def parse_reply(reply: ChatReply) -> ReplyParse:
                       retire=retire if isinstance(retire, list) else [retire])
 
 
+def _parse_safely(reply: ChatReply) -> ReplyParse:
+    """`parse_reply`, with anything it did not foresee turned into an unreadable reply."""
+    try:
+        return parse_reply(reply)
+    except Exception as exc:  # RecursionError, MemoryError-free surprises from odd content
+        return ReplyParse(error=f"the reply could not be read ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:200]})", outcome="unreadable")
+
+
 # -- checking proposals --------------------------------------------------------------------------
 def normalise(item: dict[str, Any], source: str) -> dict[str, Any]:
     """Drop keys models like to add and nulls for optional fields; set the source."""
@@ -102,8 +149,8 @@ def normalise(item: dict[str, Any], source: str) -> dict[str, Any]:
            if k not in _DROP and not (v is None and k in _NULLABLE)}
     parents = raw.get("parents")
     if isinstance(parents, list):
-        raw["parents"] = [int(p.lstrip("#")) if isinstance(p, str) and p.lstrip("#").isdigit()
-                          else p for p in parents]
+        raw["parents"] = [int(m.group(1)) if isinstance(p, str)
+                          and (m := _PARENT_ID.fullmatch(p.strip())) else p for p in parents]
     raw["source"] = source
     return raw
 
@@ -250,8 +297,8 @@ class OpenAIBrainstormer:
         self.recorder.flush()
 
     # -- accounting ------------------------------------------------------------------------------
-    def record(self, log: CallLog, purpose: str, iteration: int | None,
-               outcome: str | None = None, detail: str = "") -> None:
+    @staticmethod
+    def _detail(log: CallLog, detail: str) -> str:
         parts = [log.mode, f"retries={log.retries}"]
         if log.estimated:
             parts.append("tokens estimated")
@@ -259,12 +306,21 @@ class OpenAIBrainstormer:
             parts.append(log.detail)
         if detail:
             parts.append(detail)
-        self.recorder.record(CallRow(
+        return valid_unicode("; ".join(parts)[:2000])
+
+    def record(self, log: CallLog, purpose: str, iteration: int | None,
+               outcome: str | None = None, detail: str = "") -> CallRow:
+        """Record one call (queued for the ledger at once); returns its row for `amend`."""
+        return self.recorder.record(CallRow(
             iteration_index=iteration, model=log.model, base_url=log.base_url,
             prompt_hash=log.prompt_hash, purpose=purpose, tokens_in=log.tokens_in,
             tokens_out=log.tokens_out, cost_usd=self.cfg.cost(log.tokens_in, log.tokens_out),
             latency_s=round(log.latency_s, 4), outcome=outcome or log.outcome,
-            detail="; ".join(parts)[:2000]))
+            detail=self._detail(log, detail)))
+
+    def amend(self, row: CallRow, log: CallLog, outcome: str, detail: str) -> None:
+        """What reading a recorded call's reply found."""
+        self.recorder.amend(row, outcome, self._detail(log, detail))
 
     # -- proposing -------------------------------------------------------------------------------
     def propose(self, state: CampaignState, k: int) -> ProposalBatch:
@@ -325,12 +381,15 @@ class _Proposer:
             while True:
                 for log in reply.logs[:-1]:
                     self.bs.record(log, purpose, self.state.iteration)
-                parsed = parse_reply(reply)
+                # the paid call is in the ledger before a byte of its content is read
+                row = self.bs.record(reply.log, purpose, self.state.iteration, "received",
+                                     "reply not read yet")
+                parsed = _parse_safely(reply)
                 if parsed.error:
                     self.reply_error = parsed.error
                     snippet = " ".join((reply.text or reply.refusal).split())[:200]
-                    self.bs.record(reply.log, purpose, self.state.iteration, parsed.outcome,
-                                   f"{parsed.error}; reply: {snippet}")
+                    self.bs.amend(row, reply.log, parsed.outcome,
+                                  f"{parsed.error}; reply: {snippet}")
                     if not self.can_repair():
                         self.notes.append(f"model reply unusable: {parsed.error}")
                         break
@@ -339,7 +398,7 @@ class _Proposer:
                                                   max_rounds=self.cfg.repair_rounds)
                 else:
                     summary = self.take(parsed)
-                    self.bs.record(reply.log, purpose, self.state.iteration, "ok", summary)
+                    self.bs.amend(row, reply.log, "ok", summary)
                     if self.room <= 0 or not (self.pending or self.mention) \
                             or not self.can_repair():
                         break
@@ -381,9 +440,16 @@ class _Proposer:
                 raw = {"proposal": item, "source": self.bs.source}
                 spec, error = None, "each proposal must be a JSON object"
             else:
-                raw = normalise(item, self.bs.source)
-                spec, error = validate(raw, self.state,
-                                       {**self.state.retired, **self.batch.retire})
+                try:
+                    raw = normalise(item, self.bs.source)
+                    spec, error = validate(raw, self.state,
+                                           {**self.state.retired, **self.batch.retire})
+                except Exception as exc:  # content no check foresaw: refuse it, go on
+                    counts["invalid"] += 1
+                    raw = {**item, "source": self.bs.source}
+                    self.reject(raw, f"could not be read ({type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:200]})")
+                    continue
             if spec is None:
                 counts["invalid"] += 1
                 self.pending[label] = Candidate(label, raw, error,

@@ -5,6 +5,11 @@ allows one writer: a second session writing there would wait for a lock the call
 rows go through a small writer thread with its own session, which commits as soon as the lock
 frees — after the iteration commits or rolls back, never as part of it.  A paused or crashed
 iteration therefore still leaves its (possibly expensive) calls in the ledger.
+
+A call is recorded as soon as its reply arrives, before its content is read (outcome
+`received`); what reading it found is written afterwards with `amend`, as an UPDATE of the same
+row.  A reply whose content crashes or kills the process therefore still leaves its tokens and
+cost behind, and `--max-cost-usd` keeps counting them across resumes.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,11 @@ class CallRow:
     latency_s: float
     outcome: str
     detail: str
+    db_id: int | None = field(default=None, compare=False, repr=False)  # once written
+
+    def columns(self) -> dict[str, Any]:
+        """The `LLMCall` columns (everything but `db_id`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "db_id"}
 
 
 class CallRecorder:
@@ -45,7 +55,7 @@ class CallRecorder:
         self.campaign_id = campaign_id
         self.rows: list[CallRow] = []
         self.attempts = attempts
-        self._queue: queue.Queue[CallRow] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, CallRow]] = queue.Queue()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
 
@@ -65,11 +75,21 @@ class CallRecorder:
     def cost(self) -> float:
         return sum(r.cost_usd for r in self.rows)
 
-    def record(self, row: CallRow) -> None:
+    def record(self, row: CallRow) -> CallRow:
+        """Queue a new row; returns it (pass it to `amend` once the outcome is known)."""
         self.rows.append(row)
+        self._enqueue("insert", row)
+        return row
+
+    def amend(self, row: CallRow, outcome: str, detail: str) -> None:
+        """Set a recorded row's outcome and detail (written as an UPDATE, after its INSERT)."""
+        row.outcome, row.detail = outcome, detail
+        self._enqueue("update", row)
+
+    def _enqueue(self, op: str, row: CallRow) -> None:
         if self.ledger is None:
             return
-        self._queue.put(row)
+        self._queue.put((op, row))
         with self._lock:
             if self._worker is None or not self._worker.is_alive():
                 # not a daemon: the interpreter waits for queued rows before it exits
@@ -88,7 +108,7 @@ class CallRecorder:
     def _drain(self) -> None:
         while True:
             try:
-                row = self._queue.get(timeout=0.5)
+                op, row = self._queue.get(timeout=0.5)
             except queue.Empty:
                 with self._lock:
                     if self._queue.empty():
@@ -96,23 +116,36 @@ class CallRecorder:
                         return
                 continue
             try:
-                self._write(row)
+                self._write(op, row)
             finally:
                 self._queue.task_done()
 
-    def _write(self, row: CallRow) -> None:
+    def _write(self, op: str, row: CallRow) -> None:
+        from sqlalchemy import update
         from sqlalchemy.exc import OperationalError
 
+        from geoscreen.store.ledger import LedgerUnavailable
         from geoscreen.store.models import LLMCall
 
         for attempt in range(self.attempts):
             try:
                 with self.ledger.session() as s:  # type: ignore[union-attr]
-                    s.add(LLMCall(campaign_id=self.campaign_id, **row.__dict__))
+                    if op == "update" and row.db_id is not None:
+                        s.execute(update(LLMCall).where(LLMCall.id == row.db_id)
+                                  .values(outcome=row.outcome, detail=row.detail))
+                    elif op == "insert" or row.db_id is None:  # an update of a lost insert
+                        call = LLMCall(campaign_id=self.campaign_id, **row.columns())
+                        s.add(call)
+                        s.flush()
+                        row.db_id = call.id
                 return
-            except OperationalError as exc:  # locked beyond SQLite's busy timeout: try again
-                log.warning("llm_calls row not written yet (%s); attempt %d", exc.orig,
-                            attempt + 1)
+            except (OperationalError, LedgerUnavailable) as exc:
+                if isinstance(exc, LedgerUnavailable) and exc.kind != "locked":
+                    log.error("could not record an LLM call in the ledger: %s", exc)
+                    return
+                # locked beyond SQLite's busy timeout: try again
+                log.warning("llm_calls row not written yet (%s); attempt %d",
+                            getattr(exc, "orig", exc), attempt + 1)
                 time.sleep(0.2)
             except Exception:  # accounting must never take the campaign down
                 log.exception("could not record an LLM call in the ledger")

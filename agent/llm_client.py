@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geoscreen.agent.config import LLMConfig
+from geoscreen.agent.textsafe import valid_unicode
 from geoscreen.agent.tokens import TokenCounter
 
 
@@ -164,8 +165,10 @@ class ChatClient:
             log.outcome, log.detail = "bad_response", f"{mode}; the reply has no choices"
             raise ServiceDown("bad_response", f"{self.base_url} answered without choices", logs)
         msg = choices[0].message
-        text = msg.content or ""
+        # valid Unicode from here on: a lone surrogate cannot be stored, logged or sent back
+        text = valid_unicode(msg.content or "") if isinstance(msg.content, str) else ""
         refusal = getattr(msg, "refusal", None) or ""
+        refusal = valid_unicode(refusal) if isinstance(refusal, str) else ""
         sent = sum(len(m["content"]) for m in messages)
         usage = getattr(completion, "usage", None)
         if usage is not None and (usage.prompt_tokens or usage.completion_tokens):

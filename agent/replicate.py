@@ -229,10 +229,17 @@ def replicate(ledger_path: str | Path, cache_path: str | Path, *, selection: str
                              fix=f"use one of {', '.join(SELECTIONS)}")
     if alpha is not None and not 0.0 < alpha < 1.0:
         raise GeoscreenError(f"alpha must be in (0, 1), got {alpha}", field="--alpha")
+    # limits checked before the ledger is touched (a bad --timeout changes nothing)
+    CampaignConfig(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb,
+                   brainstormer="none")
+    from geoscreen.store.lease import RunLease
+
     reporter = reporter or Reporter()
     cache = open_cache(cache_path)
     led = Ledger(ledger_path, must_exist=True)
+    lease = RunLease(led, "replication")
     try:
+        lease.acquire()  # one writing run per ledger: a campaign or a replication
         conf_id, it_id, not_included = _setup(led, cache, selection, alpha, seed)
         with led.session() as s:
             conf = s.get(Campaign, conf_id)
@@ -284,6 +291,7 @@ def replicate(ledger_path: str | Path, cache_path: str | Path, *, selection: str
                 status=status, reason=reason, rows=replication_rows(s, conf),
                 not_included=not_included)
     finally:
+        lease.release()
         led.close()
 
 

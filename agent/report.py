@@ -586,6 +586,8 @@ def _client_data(hyps: list[dict[str, Any]], profiles: dict[int, list], alpha: f
             if h["online_decision"] is not None:
                 d.update(on=int(bool(h["online_decision"])), oa=_r(h["online_alpha"]),
                          op=h["online_procedure"])
+                if not h["online_decision"] and h.get("online_unreachable"):
+                    d["ou"] = h["online_unreachable"]
             rejected = [p for p, rej in online.get(h["hypothesis_id"], {}).items() if rej]
             if rejected:
                 d["onx"] = [strings(p) for p in rejected]
@@ -646,6 +648,7 @@ def collect(ledger: str | Path, *, campaign_id: int | None = None,
         calls = query.llm_call_records(led, cid)
         evs = query.event_records(led, cid)
         online = query.fdr_member_decisions(led, cid)
+        unreachable = query.fdr_member_unreachable(led, cid)
         fdr_summary, fdr_error = _fdr_summary(led, cid)
     finally:
         led.close()
@@ -657,6 +660,9 @@ def collect(ledger: str | Path, *, campaign_id: int | None = None,
     pi0 = storey_pi0(pvals)
     status_counts = Counter(h["status"] for h in hyps)
     disc_rows, cards = _discoveries(hyps, profiles, alpha, max_profiles, online)
+    for h in hyps:  # why the primary online procedure could not reject it (resolution)
+        why = unreachable.get(h["hypothesis_id"], {})
+        h["online_unreachable"] = why.get(str(h.get("online_procedure") or "").split("(")[0])
     client = _client_data(hyps, profiles, alpha, online)
     fdr_rows = _fdr_methods(done, alpha, pi0, fdr_summary)
     online_names = sorted({h["online_procedure"] or "online" for h in done

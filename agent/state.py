@@ -44,6 +44,11 @@ class CampaignState:
     history: list[HypView]
     cache: dict[str, Any] = field(default_factory=dict)
     retired: dict[str, str] = field(default_factory=dict)  # family -> reason
+    # the level the next hypothesis gets from the primary online procedure, and whether that
+    # procedure reads e-values: a test whose best attainable p (or e) cannot meet it is not
+    # worth proposing (see `agent.brainstorm.fit_resolution`); None: no online stream
+    online_level: float | None = None
+    online_uses_e: bool = False
 
     @property
     def hashes(self) -> set[str]:
@@ -78,7 +83,14 @@ def snapshot(s: Session, campaign: Campaign, iteration: int,
     for ev in s.scalars(select(Event).where(Event.campaign_id == campaign.id,
                                             Event.kind == "retired").order_by(Event.id)):
         retired[str(ev.data.get("family"))] = ev.message
+    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.store.fdr import next_level
+
+    try:
+        level, uses_e = next_level(campaign)
+    except (GeoscreenError, KeyError):  # settings refused elsewhere, or an unknown procedure
+        level, uses_e = None, False
     return CampaignState(campaign_id=campaign.id, seed=campaign.seed, iteration=iteration,
                          alpha=float(campaign.config.get("alpha", 0.05)),
                          history=[_view(h) for h in rows], cache=dict(cache or {}),
-                         retired=retired)
+                         retired=retired, online_level=level, online_uses_e=uses_e)

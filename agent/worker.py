@@ -1,23 +1,46 @@
-"""What runs inside a sandbox worker process: one hypothesis, all its layers, one reply.
+"""What runs inside the sandbox: a warden process and the worker it forks for one hypothesis.
 
-This module imports only the standard library at top level so that the worker can cap its own
-threads and address space before numpy and BLAS load.  The job and the reply are plain dicts
-(JSON-compatible), never pickled objects of ours.
+The campaign launches ``python -m geoscreen.agent.worker --reply-fd N --parent-pid P`` in a
+session of its own, with the job as JSON on stdin.  That process is the **warden**: it ignores
+SIGINT/SIGTERM (the campaign decides when work stops; those signals are already blocked when the
+interpreter starts, so not even its first instruction can be interrupted), adopts orphaned
+descendants (`PR_SET_CHILD_SUBREAPER`), forks the **worker**, and waits.  When the worker exits,
+the warden kills whatever the probe left behind (say a `setsid` grandchild) and exits with the
+worker's status; when the campaign dies (`PR_SET_PDEATHSIG`, with a `getppid()` watchdog as the
+fallback) it kills the whole tree first.  The worker caps its threads and address space before
+numpy and BLAS load, runs the hypothesis and writes exactly one reply to fd N: an 8-byte
+big-endian length, then that many bytes of UTF-8 JSON.  Nothing crosses the boundary pickled.
+
+This module imports only the standard library (and `proctree`, which does too) at top level.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import signal
+import struct
 import sys
 import time
 import traceback
 from typing import Any
 
+from geoscreen.agent import proctree
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REPLY_HEADER = struct.Struct(">Q")
+WATCHDOG_S = 0.1
+MAX_REASON = 10_000  # characters of a failure reason sent back (the ledger keeps 4,000)
 
 
+class _ParentGone(Exception):
+    """Raised in the warden when the campaign process has died."""
+
+
+# -- the worker -------------------------------------------------------------------------------
 def _limit(job: dict[str, Any]) -> None:
     threads = str(job.get("threads") or 1)
     for var in THREAD_VARS:
@@ -31,11 +54,10 @@ def _limit(job: dict[str, Any]) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, ValueError, OSError):  # pragma: no cover - non-POSIX
             pass
-    # The parent decides when to stop; a terminal Ctrl-C must not kill work half-way.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if job.get("work_dir"):
         os.environ["GEOSCREEN_WORK_DIR"] = str(job["work_dir"])
+    if isinstance(job.get("sys_path"), list):  # where the campaign finds plug-in modules
+        sys.path[:] = [str(p) for p in job["sys_path"]]
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -87,28 +109,173 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def worker_main(conn: Any, job: dict[str, Any]) -> None:
-    """Process entry point: limit resources, run, send exactly one reply, exit."""
+def _failure_reason(exc: BaseException, job: dict[str, Any]) -> str:
+    if isinstance(exc, MemoryError):
+        return (f"memory limit exceeded ({job.get('memory_mb')} MB address space per worker; "
+                "raise --memory-mb)")
+    from geoscreen.agent.errors import GeoscreenError
+
+    if isinstance(exc, GeoscreenError):
+        return str(exc)
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _plain(obj: Any) -> Any:
+    """`json.dumps` fallback for numpy scalars and arrays inside an outcome."""
+    for attr in ("tolist", "item"):
+        fn = getattr(obj, attr, None)
+        if callable(fn):
+            return fn()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    """One reply frame: 8-byte big-endian length, then the reply as UTF-8 JSON."""
+    try:
+        body = json.dumps(reply, default=_plain).encode("utf-8")
+    except (TypeError, ValueError, RecursionError, UnicodeError) as exc:
+        body = json.dumps({"ok": False,
+                           "reason": f"could not return the result: {exc}"}).encode("utf-8")
+    return REPLY_HEADER.pack(len(body)) + body
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def worker_main(job: dict[str, Any], reply_fd: int) -> int:
+    """Worker entry point: limit resources, run, write exactly one reply frame; exit status."""
     _limit(job)
     try:
-        outcome = run_job(job)
-        reply: dict[str, Any] = {"ok": True, "outcome": outcome}
-    except MemoryError:
-        reply = {"ok": False, "reason": f"memory limit exceeded ({job.get('memory_mb')} MB "
-                                        "address space per worker; raise --memory-mb)"}
+        reply: dict[str, Any] = {"ok": True, "outcome": run_job(job)}
     except BaseException as exc:  # every failure becomes a reason string in the ledger
-        from geoscreen.agent.errors import GeoscreenError
-
-        if isinstance(exc, GeoscreenError):
-            reason = str(exc)
-        else:
-            tb = traceback.extract_tb(exc.__traceback__)
-            where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
-            reason = f"{type(exc).__name__}: {exc}{where}"
-        reply = {"ok": False, "reason": reason}
+        reply = {"ok": False, "reason": _failure_reason(exc, job)[:MAX_REASON]}
     try:
-        conn.send(reply)
-    except Exception as exc:  # e.g. an outcome that cannot be serialised
-        conn.send({"ok": False, "reason": f"could not return the result: {exc}"})
-    conn.close()
+        _write_all(reply_fd, encode_reply(reply))
+    except OSError:
+        return 1  # the campaign is gone
+    return 0
+
+
+def _run_worker(job: dict[str, Any], reply_fd: int, warden: int) -> None:
+    """In the forked child: die with the warden, run the job, never return."""
+    code = 1
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        if proctree.die_with_parent(signal.SIGKILL, warden):
+            os.set_inheritable(reply_fd, False)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.close(devnull)
+            code = worker_main(job, reply_fd)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+# -- the warden -------------------------------------------------------------------------------
+def _watch_parent(parent_pid: int) -> Any:
+    """The handler of the parent-death signal.  Linux sends it when the parent *thread* that
+    started us exits, so it only counts once the parent process is really gone."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        if os.getppid() != parent_pid:
+            raise _ParentGone
+
+    return handler
+
+
+def _wait_worker(pid: int, parent_pid: int) -> int:
+    """Block until the worker exits (its wait status) or raise `_ParentGone`."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if os.getppid() != parent_pid:
+                raise _ParentGone
+            if pidfd is not None:
+                select.select([pidfd], [], [], WATCHDOG_S)
+            else:
+                time.sleep(WATCHDOG_S / 5)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _exit_like(status: int) -> None:
+    """Exit with the worker's wait status: its exit code, or death by the same signal."""
+    proctree.reap_children()
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+            os.kill(os.getpid(), sig)
+        except (ImportError, OSError, ValueError):
+            pass
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def warden_main(reply_fd: int, parent_pid: int) -> None:
+    """Fork the worker, wait for it or for the campaign's death, clean the tree, exit alike."""
+    job = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    proctree.become_subreaper()
+    signal.signal(signal.SIGUSR1, _watch_parent(parent_pid))
+    if not proctree.die_with_parent(signal.SIGUSR1, parent_pid):
+        os._exit(1)
     sys.stdout.flush()
+    sys.stderr.flush()
+    me = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        _run_worker(job, reply_fd, me)
+    os.close(reply_fd)
+    try:
+        status = _wait_worker(pid, parent_pid)
+    except _ParentGone:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        proctree.kill_tree(me, include_root=False)
+        proctree.reap_children()
+        os._exit(1)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    proctree.kill_tree(me, include_root=False)  # what the probe left running
+    _exit_like(status)
+
+
+def _args(argv: list[str]) -> tuple[int, int]:
+    opts = dict(zip(argv[::2], argv[1::2]))
+    try:
+        return int(opts["--reply-fd"]), int(opts["--parent-pid"])
+    except (KeyError, ValueError):
+        sys.stderr.write("usage: python -m geoscreen.agent.worker --reply-fd N --parent-pid P "
+                         "< job.json\n")
+        raise SystemExit(2) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point of the warden (launched by `ProcessSandbox`)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)  # discards any that arrived while blocked
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
+    warden_main(*_args(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

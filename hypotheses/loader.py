@@ -8,46 +8,54 @@ the spec and the field.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from geoscreen.agent.errors import GeoscreenError
+from geoscreen.hypotheses.bounded import json_document, read_text_file, yaml_documents
 from geoscreen.hypotheses.spec import HypothesisSpec, ResolvedSpec, format_validation_error
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_SPECS_PER_FILE = 1_000
+MAX_SPECS = 10_000  # in one `queue add` (a folder)
+MAX_SPEC_FILES = 1_000
 
 
 def spec_files(path: str | Path) -> list[Path]:
-    """The spec files at `path`: the file itself, or every YAML/JSON file below a folder, sorted."""
+    """The spec files at `path`: the file itself, or every YAML/JSON file below a folder, sorted.
+
+    A name with a spec suffix that is not a regular file (a FIFO, a device, a dangling link) is
+    an error rather than silently skipped; the file itself is checked again when it is read.
+    """
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix in SPEC_SUFFIXES and f.is_file())
+        files = []
+        for f in sorted(f for f in p.rglob("*") if f.suffix in SPEC_SUFFIXES):
+            if f.is_dir():
+                continue
+            if not f.is_file():
+                raise GeoscreenError("is not a regular file", path=str(f),
+                                     fix="remove it from the folder or pass the files one by one")
+            files.append(f)
+            if len(files) > MAX_SPEC_FILES:
+                raise GeoscreenError(f"holds more than {MAX_SPEC_FILES:,} spec files",
+                                     path=str(p), fix="queue its sub-folders one at a time")
         if not files:
             raise GeoscreenError("holds no .yaml, .yml or .json spec files", path=str(p))
         return files
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise GeoscreenError("does not exist", path=str(p))
     return [p]
 
 
 def _documents(path: Path) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".json":
-            return [json.loads(text)]
-        return [d for d in yaml.safe_load_all(text) if d is not None]
-    except json.JSONDecodeError as exc:
-        raise GeoscreenError(f"is not valid JSON: {exc.msg} at line {exc.lineno}",
-                             path=str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise GeoscreenError(f"is not valid YAML: {problem}{where}", path=str(path)) from None
+    """The file's documents: size, type, encoding, nesting and alias expansion all bounded."""
+    text = read_text_file(path)
+    if path.suffix == ".json":
+        return [json_document(text, str(path))]
+    return yaml_documents(text, str(path))
 
 
 def _yaml_keys(obj: Any) -> Any:
@@ -72,6 +80,9 @@ def _raw_specs(path: Path) -> list[dict[str, Any]]:
                                      "expected a mapping with statement, probe and params",
                                      path=str(path))
             out.append(_yaml_keys(item))
+            if len(out) > MAX_SPECS_PER_FILE:
+                raise GeoscreenError(f"holds more than {MAX_SPECS_PER_FILE:,} specs",
+                                     path=str(path), fix="split it into several files")
     if not out:
         raise GeoscreenError("holds no specs", path=str(path))
     return out
@@ -92,7 +103,11 @@ def load_specs(path: str | Path, *, source: str = "human") -> list[ResolvedSpec]
     """Every spec at `path`, validated; raises on the first invalid one (nothing partial)."""
     resolved: list[ResolvedSpec] = []
     for f in spec_files(path):
-        for k, raw in enumerate(_raw_specs(f), start=1):
+        raws = _raw_specs(f)
+        if len(resolved) + len(raws) > MAX_SPECS:
+            raise GeoscreenError(f"holds more than {MAX_SPECS:,} specs in all", path=str(path),
+                                 fix="queue the files in several batches")
+        for k, raw in enumerate(raws, start=1):
             label = raw.get("statement", "")
             label = f" ({label[:40]!r})" if isinstance(label, str) and label else ""
             resolved.append(parse_spec(raw, f"{f}: spec #{k}{label}", source=source))

@@ -21,14 +21,61 @@ AcrossLayers = Literal["any", "all", "each", "trend"]
 Alternative = Literal["greater", "less", "two-sided"]
 _SOURCE = re.compile(r"^(human|offline|llm:.+)$")
 
+# Caps on what one spec may hold (far above any real spec; they bound memory and time for
+# hostile or runaway input, from a file or a model).
+MAX_STATEMENT = 1_000  # characters
+MAX_RATIONALE = 4_000
+MAX_TAGS, MAX_TAG = 32, 100
+MAX_PARENTS = 100
+MAX_LAYERS = 1_000
+MAX_PARAM_STRING = 400_000  # characters of one parameter value (an inline gene list)
+MAX_PARAM_ITEMS = 50_000  # values inside `params`, nested ones included
+MAX_PARAM_DEPTH = 8
+MAX_INLINE_GENES = 30_000  # symbols in one `genes:A,B,...` list
+MAX_INLINE_PAIRS = 50_000  # pairs in one `pairs:A-B,...` list
+
+
+def check_params_size(params: dict[str, Any]) -> None:
+    """Refuse `params` beyond the caps above (iteratively: no recursion on hostile nesting).
+
+    Raises
+    ------
+    ValueError
+        With the offending parameter's path and the cap.
+    """
+    stack: list[tuple[str, Any, int]] = [(str(k), v, 1) for k, v in params.items()]
+    items = 0
+    while stack:
+        where, v, depth = stack.pop()
+        items += 1
+        if items > MAX_PARAM_ITEMS:
+            raise ValueError(f"params hold more than {MAX_PARAM_ITEMS:,} values")
+        if depth > MAX_PARAM_DEPTH:
+            raise ValueError(f"'{where}' is nested deeper than {MAX_PARAM_DEPTH} levels")
+        if isinstance(v, str):
+            if len(v) > MAX_PARAM_STRING:
+                raise ValueError(f"'{where}' is {len(v):,} characters long (at most "
+                                 f"{MAX_PARAM_STRING:,})")
+            for prefix, cap, what in (("genes:", MAX_INLINE_GENES, "genes"),
+                                      ("pairs:", MAX_INLINE_PAIRS, "pairs")):
+                if v.startswith(prefix) and v.count(",") + 1 > cap:
+                    raise ValueError(f"'{where}' lists {v.count(',') + 1:,} {what} (at most "
+                                     f"{cap:,}); use a named resource or file: instead")
+        elif isinstance(v, dict):
+            stack.extend((f"{where}.{k}", x, depth + 1) for k, x in v.items())
+        elif isinstance(v, list | tuple):
+            stack.extend((f"{where}[{i}]", x, depth + 1) for i, x in enumerate(v))
+
 
 class HypothesisSpec(BaseModel):
     """One testable hypothesis.  `params` are checked against the named probe's model."""
 
     model_config = ConfigDict(extra="forbid")
 
-    statement: str = Field(..., min_length=3, description="the claim in plain words")
-    probe: str = Field(..., description="registered probe name (see 'geoscreen probes list')")
+    statement: str = Field(..., min_length=3, max_length=MAX_STATEMENT,
+                           description="the claim in plain words")
+    probe: str = Field(..., max_length=100,
+                       description="registered probe name (see 'geoscreen probes list')")
     params: dict[str, Any] = Field(default_factory=dict)
     layers: Literal["all"] | list[int | str] = Field(
         "all", description="'all', or layer positions (0-based) / names")
@@ -38,10 +85,25 @@ class HypothesisSpec(BaseModel):
                            "trend: monotone trend of the effect with depth")
     alternative: Alternative | None = Field(
         None, description="direction of the test; the probe's default when omitted")
-    rationale: str = ""
-    tags: list[str] = Field(default_factory=list)
-    source: str = "human"
-    parents: list[int] = Field(default_factory=list, description="ledger ids that motivated this")
+    rationale: str = Field("", max_length=MAX_RATIONALE)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    source: str = Field("human", max_length=200)
+    parents: list[int] = Field(default_factory=list, max_length=MAX_PARENTS,
+                               description="ledger ids that motivated this")
+
+    @field_validator("params")
+    @classmethod
+    def _params_size(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_params_size(v)
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        long = [t for t in v if len(t) > MAX_TAG]
+        if long:
+            raise ValueError(f"a tag is {len(long[0])} characters long (at most {MAX_TAG})")
+        return v
 
     @field_validator("source")
     @classmethod
@@ -56,6 +118,8 @@ class HypothesisSpec(BaseModel):
         if isinstance(v, list):
             if not v:
                 raise ValueError("layers must be 'all' or a non-empty list")
+            if len(v) > MAX_LAYERS:
+                raise ValueError(f"layers lists {len(v):,} layers (at most {MAX_LAYERS:,})")
             if len(set(map(str, v))) != len(v):
                 raise ValueError("layers lists a layer twice")
         return v

@@ -21,7 +21,7 @@ from pydantic import Field
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
 
 
@@ -147,7 +147,7 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
         layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="mean_canonical_correlation" if p.method == "cca" else
         "procrustes_correlation", statistic=observed, effect_name="z",
-        effect_size=z_score(observed, null), p_value=permutation_p(observed, null, ctx.alternative),
+        effect_size=z_score(observed, null), **permutation_test(observed, null, ctx.alternative),
         n=int(n), null="gene_shuffle", n_permutations=p.n_permutations,
         seed=ctx.layer_seed(layer),
         extra={"other_layer": oname, "n_components": int(k), "null_mean": float(null.mean()),

@@ -49,7 +49,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import (
     chunks,
     feature_shuffle_rows,
@@ -283,7 +283,7 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name=p.statistic,
         statistic=observed, effect_name="z", effect_size=z,
-        p_value=permutation_p(observed, null, ctx.alternative),
+        **permutation_test(observed, null, ctx.alternative),
         n=int(flat.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
         seed=ctx.layer_seed(layer),
         extra={"mean_similarity": sim_obs, "retrieval_auroc": auc_obs, "n_sets": len(sets),

@@ -16,10 +16,24 @@
   seeded orders), which assumes exchangeable layers: on real embeddings, whose neighbouring
   layers are strongly correlated, it calls a third of random gene sets' trends significant, so
   it is a description of the layers, not a test of a gene set.
+
+E-values (`combine_evalues`) go with the same rules and stay valid under any dependence between
+layers: ``any`` averages the layer e-values (an average of e-values is an e-value, Vovk & Wang
+2021); ``all`` takes the smallest (the claim's null is that *some* layer's null holds, and the
+minimum is at most that layer's e-value, so its expectation is at most 1; the e-analogue of the
+intersection-union max p); ``each`` stores the average for display (the members are the layers);
+``trend`` computes a permutation e-value from the trend's own null draws (all layer orders, the
+Monte-Carlo orders, or the null sets' trends), like its p-value.
+
+Resolution (`resolution`): a permutation p-value can never be smaller than 1 / (m + 1), an exact
+trend over n layers never smaller than 1 / n! (2 / n! two-sided), and a permutation e-value
+never larger than m + 1.  The FDR engine flags a member whose floor lies above the level it was
+tested at: it could not have been rejected, whatever the data.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -28,7 +42,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import (
+    E_PERMUTATION,
+    LayerResult,
+    calibrate_p,
+    permutation_e,
+    permutation_p,
+)
 
 ANY_METHODS = ("cauchy", "simes")
 EXACT_TREND_MAX_LAYERS = 8
@@ -89,9 +109,13 @@ def trend_test(depth: Sequence[float], effect: Sequence[float], alternative: str
             pval = float(np.mean(null <= rho + 1e-12))
         else:
             pval = float(np.mean(np.abs(null) >= abs(rho) - 1e-12))
+        # every layer order, the observed one (the identity, row 0) included: its soft rank
+        # among all n! trends has expectation exactly 1 when the layers are exchangeable
+        ev = permutation_e(float(null[0]), null[1:], alternative)
     else:
         pval = permutation_p(rho, null, alternative)
-    return {"rho": rho, "p_value": pval, "method": method, "n_permutations": m,
+        ev = permutation_e(rho, null, alternative)
+    return {"rho": rho, "p_value": pval, "e_value": ev, "method": method, "n_permutations": m,
             "fold_change": _fold(effect)}
 
 
@@ -118,7 +142,8 @@ def set_trend_test(depth: Sequence[float], effect: Sequence[float], null_draws: 
     obs = float(rho(effect[:, None])[0])
     null = rho(np.asarray(null_draws, dtype=float))
     return {"rho": obs, "p_value": permutation_p(obs, null, alternative),
-            "method": "vs_null_sets", "n_permutations": int(null.size),
+            "e_value": permutation_e(obs, null, alternative), "method": "vs_null_sets",
+            "n_permutations": int(null.size),
             "null_rho_mean": float(null.mean()), "null_rho_sd": float(null.std(ddof=1)),
             "fold_change": _fold(effect)}
 
@@ -152,9 +177,64 @@ def combine_pvalues(pvalues: Sequence[float], across: str,
     raise ValueError(f"unknown across_layers {across!r}")
 
 
+def combine_evalues(evalues: Sequence[float], across: str) -> tuple[float, str]:
+    """Hypothesis-level e-value from per-layer e-values for any/all/each, and the rule's name.
+
+    Parameters
+    ----------
+    evalues : sequence of float
+        One e-value per layer, each valid for its layer's null.
+    across : {'any', 'all', 'each'}
+        The spec's `across_layers`.
+
+    Returns
+    -------
+    (float, str)
+        The e-value and the rule: ``mean`` (any; each, for display), ``min`` (all).
+
+    Notes
+    -----
+    ``any`` tests the intersection of the layer nulls; the arithmetic mean is an e-value under
+    any dependence between layers, and it essentially dominates every symmetric e-merging
+    function (Vovk & Wang 2021).  The maximum is not an e-value (its expectation
+    under the null can reach the number of layers).  ``all`` tests the union of the layer nulls
+    (some layer shows nothing): if layer l's null holds, min_k e_k <= e_l and
+    E[min] <= E[e_l] <= 1, so the minimum is valid for this claim, exactly as the maximum
+    p-value is the intersection-union test (Berger 1982).  The minimum is *not* an e-value for
+    the ``any`` null.
+
+    References
+    ----------
+    Vovk, V. & Wang, R. (2021). E-values: calibration, combination and applications. Annals of
+    Statistics 49(3), 1736-1754.
+    Berger, R. L. (1982). Multiparameter hypothesis testing and acceptance sampling.
+    Technometrics 24(4), 295-300.
+    """
+    ev = [float(e) for e in evalues]
+    if not ev:
+        raise ValueError("no per-layer e-values to combine")
+    if across in ("any", "each"):
+        return float(np.mean(ev)), "mean"
+    if across == "all":
+        return min(ev), "min"
+    raise ValueError(f"unknown across_layers {across!r}")
+
+
+def _layer_e(r: Any) -> tuple[float | None, str]:
+    """A layer's e-value and method; a row stored without one gets the calibrated p."""
+    e = getattr(r, "e_value", None)
+    if e is not None:
+        return float(e), str(getattr(r, "e_method", "") or "")
+    if r.p_value is None:
+        return None, ""
+    from geoscreen.probes.result import E_CALIBRATOR
+
+    return calibrate_p(float(r.p_value)), E_CALIBRATOR
+
+
 def combine(results: Sequence[LayerResult], across: str, alternative: str, seed: int,
             method_any: str = "cauchy") -> dict[str, Any]:
-    """Hypothesis-level p-value and summary effect for the spec's `across_layers` rule."""
+    """Hypothesis-level p-value, e-value and summary effect for the spec's `across_layers`."""
     if not results:
         raise ValueError("no layer results to combine")
     effects = [r.effect_size for r in results]
@@ -169,6 +249,7 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
         else:
             tr = trend_test(depth, effects, alternative, seed)
         return {"p_value": tr["p_value"], "method": f"spearman_trend_{tr['method']}",
+                "e_value": tr["e_value"], "e_method": f"{E_PERMUTATION}_trend_{tr['method']}",
                 "effect_name": "spearman_rho_vs_depth", "effect_size": tr["rho"], "detail": tr}
     ps = [r.p_value for r in results]
     if any(p is None for p in ps):
@@ -176,6 +257,82 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
     pv = [float(p) for p in ps]  # type: ignore[arg-type]
     best = int(np.argmin(pv))
     p, method = combine_pvalues(pv, across, method_any)
-    return {"p_value": float(p), "method": method, "effect_name": results[best].effect_name,
+    layer_e = [_layer_e(r) for r in results]
+    e, rule = combine_evalues([x[0] for x in layer_e], across)  # type: ignore[misc]
+    kinds = "+".join(sorted({x[1] for x in layer_e}))
+    return {"p_value": float(p), "method": method, "e_value": e, "e_method": f"{rule}:{kinds}",
+            "effect_name": results[best].effect_name,
             "effect_size": float(results[best].effect_size),
             "detail": {"best_layer": results[best].layer}}
+
+
+@functools.lru_cache(maxsize=64)
+def _exact_trend_cap(n: int, alternative: str) -> float:
+    """The e-value of a perfect monotone trend over n layers under the exact test."""
+    depth = list(range(n))
+    effect = depth[::-1] if alternative == "less" else depth
+    return float(trend_test(depth, effect, alternative, seed=0)["e_value"])
+
+
+def _layer_resolution(r: Any) -> tuple[float, float]:
+    m = int(getattr(r, "n_permutations", 0) or 0)
+    floor = 1.0 / (m + 1) if m > 0 else 0.0
+    method = str(getattr(r, "e_method", "") or "")
+    if method.startswith(E_PERMUTATION) and m > 0:
+        return floor, float(m + 1)
+    return floor, calibrate_p(floor) if floor > 0 else math.inf
+
+
+def resolution(layers: Sequence[Any], across: str, alternative: str, combine_method: str = "",
+               method_any: str = "cauchy") -> list[tuple[float, float]]:
+    """(smallest attainable p-value, largest attainable e-value) of each FDR family member.
+
+    Parameters
+    ----------
+    layers : sequence
+        The hypothesis's layer results (`LayerResult`s or ledger rows: `n_permutations`,
+        `p_value`, `e_method`), in depth order.
+    across : {'any', 'all', 'each', 'trend'}
+        The spec's `across_layers`.
+    alternative : {'greater', 'less', 'two-sided'}
+        The spec's alternative (an exact two-sided trend's floor is 2 / n!).
+    combine_method : str
+        The stored combination (`Hypothesis.combine_method`); tells a trend's exact, Monte-Carlo
+        and null-set tests apart.
+    method_any : {'cauchy', 'simes'}
+        How `any` combines p-values.
+
+    Returns
+    -------
+    list of (float, float)
+        One pair per member (one per layer with a p-value for `each`, else one).  A floor of 0
+        means no practical floor (an asymptotic test); a cap of inf, no cap.
+
+    Notes
+    -----
+    A permutation p-value with m draws is at least 1 / (m + 1) and a permutation e-value at most
+    m + 1; the calibrated e-value of such a p at most `calibrate_p(1 / (m + 1))`.  Combined
+    floors follow the combination, which is monotone in every layer: Cauchy / Simes of the
+    floors for `any`, their largest for `all`; e caps: their mean for `any`, smallest for
+    `all`.  An exact trend over n layers (every order enumerated) reaches 1 / n! at best
+    (6 layers: 1 / 720 = 0.00139), whatever the data.
+    """
+    if across == "trend":
+        n = len(layers)
+        if combine_method.endswith("_exact"):
+            floor = (2.0 if alternative == "two-sided" else 1.0) / math.factorial(n)
+            return [(floor, _exact_trend_cap(n, alternative))]
+        if combine_method.endswith("_monte_carlo"):
+            return [(1.0 / (TREND_PERMUTATIONS + 1), float(TREND_PERMUTATIONS + 1))]
+        m = min((int(getattr(r, "n_permutations", 0) or 0) for r in layers), default=0)
+        return [(1.0 / (m + 1), float(m + 1)) if m > 0 else (0.0, math.inf)]
+    per = [_layer_resolution(r) for r in layers if r.p_value is not None]
+    if not per:
+        return []
+    if across == "each":
+        return per
+    floors, caps = [x[0] for x in per], [x[1] for x in per]
+    if across == "all":
+        return [(max(floors), min(caps))]
+    floor = combine_pvalues(floors, "any", method_any)[0] if max(floors) > 0 else 0.0
+    return [(floor, float(np.mean(caps)))]

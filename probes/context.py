@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,36 +98,25 @@ class ProbeContext:
         return self.cache.matrix(layer, include_zero=include_zero)
 
     def svd(self, layer: str, include_zero: bool = False) -> SVD:
-        """Centred SVD of one layer, computed once per cache and layer and shared on disk."""
+        """Centred SVD of one layer, computed once per layer content and shared on disk.
+
+        The store is keyed by the layer's content hash and everything loaded from it is checked
+        against this cache's rows (`geoscreen.probes.svd_store`); a mismatch is recomputed.
+        """
+        from geoscreen.probes import svd_store
+
         key = (layer, include_zero)
         if key in self._svds:
             return self._svds[key]
-        base = Path(self.work_dir) if self.work_dir else default_work_dir()
-        path = base / "svd" / self.cache.checksum / f"{layer}{'_all' if include_zero else ''}.npz"
-        svd = None
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    svd = SVD(z["rows"], z["U"], z["S"], z["Vt"], z["mean"])
-            except (OSError, ValueError, KeyError):
-                svd = None  # a corrupt file is recomputed and replaced
-        if svd is None:
-            rows, X = self.matrix(layer, include_zero)
-            mean = X.mean(axis=0)
-            U, S, Vt = np.linalg.svd(X - mean, full_matrices=False)
-            # fix signs so each axis is deterministic: the largest |loading| of Vt is positive
-            flip = np.sign(Vt[np.arange(Vt.shape[0]), np.argmax(np.abs(Vt), axis=1)])
-            flip[flip == 0] = 1
-            U, Vt = U * flip, Vt * flip[:, None]
-            svd = SVD(rows, U, S, Vt, mean)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, rows=rows, U=U, S=S, Vt=Vt, mean=mean)
-                os.replace(tmp, path)
-            except OSError:
-                pass  # a read-only work dir only costs recomputation
+        rows, X = self.matrix(layer, include_zero)
+        name = svd_store.content_key(self.cache, self.cache.layer_name(layer), include_zero)
+        path = svd_store.store_path(Path(self.work_dir) if self.work_dir else default_work_dir(),
+                                    name)
+        arrays = svd_store.load(path, name, rows, X)
+        if arrays is None:
+            arrays = svd_store.compute(X)
+            svd_store.save(path, name, rows, arrays)
+        svd = SVD(rows, *arrays)
         self._svds[key] = svd
         return svd
 

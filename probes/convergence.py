@@ -23,7 +23,7 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
@@ -122,6 +122,7 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
             boot[st:st + m] = _measure(num / den, members, background, p.measure)
         ci_low, ci_high = percentile_ci(boot)
     pval, nperm, extra, draws = None, 0, {}, None
+    ev: float | None = None
     if p.null in ("gene_shuffle", "matched"):
         k = members.size
         per_gene = {"cosine": s, "z": (s - s[background].mean()) / s[background].std(ddof=1)}
@@ -150,12 +151,14 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
             for st, m in chunks(p.n_permutations, k):
                 null[st:st + m] = vb[distinct_draws(vb.size, k, m, rng)].mean(axis=1)
         pval, nperm = permutation_p(value, null, ctx.alternative), p.n_permutations
+        ev = permutation_e(value, null, ctx.alternative)
         extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                  "matching": matching}
         draws = [float(x) for x in null]
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="mean_cosine",
         statistic=cos, effect_name=p.measure, effect_size=value, p_value=pval,
+        e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
         n=int(members.size), null=p.null, n_permutations=nperm, seed=ctx.layer_seed(layer),
         ci_low=ci_low, ci_high=ci_high, null_draws=draws,
         extra={**extra, "per_gene_cosine": [float(x) for x in s[members]],

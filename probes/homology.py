@@ -12,9 +12,12 @@ null draws at once by a batched Prim's algorithm.  Nulls (see `geoscreen.probes.
   genes: a geometry-level null ("more structure than independent coordinates with these
   marginals").  On real embeddings, whose coordinates are correlated, it calls every random gene
   set significant (H0 z of -66 to -98 on all-MiniLM-L6-v2); never use it for a set claim;
-* ``pc_shuffle`` — each principal-component coordinate of the subset permuted independently
-  among its genes: keeps the subset's covariance (its ellipsoid), removes any other shape, so it
-  asks "more loops / clusters than a cloud with this covariance?".  Also geometry-level.
+* ``pc_shuffle`` — each coordinate on the layer's principal axes permuted independently among the
+  subset's genes: feature_shuffle in a basis where the layer's dimensions are uncorrelated, so
+  the layer-wide correlation is not what it destroys.  Also geometry-level: real embeddings are
+  far from Gaussian, and random sets still reject.  (The subset's *own* principal axes would be
+  fitted to the very points being shuffled, which makes the null anti-conservative even on
+  Gaussian data.)
 
 ripser is not vectorised, so for H1/H2 each null draw is one ripser call; subsets above
 `max_points` are subsampled (seeded) and the default is 199 draws.
@@ -33,7 +36,7 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import chunks, distinct_draws, feature_shuffle_stack, z_score
 
 
@@ -162,15 +165,11 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, local)
         matching = strata.record
-    if p.null == "pc_shuffle":  # the subset's own principal axes
-        centre = X[local].mean(axis=0)
-        Uk, Sk, Vk = np.linalg.svd(X[local] - centre, full_matrices=False)
-        pcs = Uk * Sk
     for s, m in chunks(p.n_permutations, k * max(k, d), budget=4_000_000):
         if p.null == "feature_shuffle":  # each coordinate permuted among the subset's genes
             Y = feature_shuffle_stack(X[local], m, rng)
-        elif p.null == "pc_shuffle":  # each principal coordinate permuted, rotated back
-            Y = feature_shuffle_stack(pcs, m, rng) @ Vk + centre
+        elif p.null == "pc_shuffle":  # each principal coordinate of the layer, within the set
+            Y = feature_shuffle_stack(Z[local], m, rng)  # Z @ Vt is an isometry: same distances
         elif strata is not None:  # random subsets with the same stratum composition
             draws = strata.draw(local, m, rng)
             if s == 0:
@@ -186,7 +185,7 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="total_persistence", statistic=observed, effect_name="z",
-        effect_size=z_score(observed, null), p_value=permutation_p(observed, null, ctx.alternative),
+        effect_size=z_score(observed, null), **permutation_test(observed, null, ctx.alternative),
         n=int(k), null=p.null, n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
         extra={"per_dim": {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()},
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),

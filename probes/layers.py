@@ -26,7 +26,7 @@ from pydantic import Field
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import chunks, feature_shuffle_stack, gene_perms, z_score
 
 
@@ -127,6 +127,7 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
     ny = float(np.linalg.norm(Y.T @ Y))
     cka = float(np.linalg.norm(X.T @ Y) ** 2 / (nx * ny))
     pval, nperm, extra = None, 0, {}
+    ev: float | None = None
     if p.null != "none":
         rng = ctx.rng(layer, f"{p.null}:{ref}")
         n = X.shape[0]
@@ -153,11 +154,13 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
         A0 = np.matmul(XfT[None], Y.astype(np.float32)[None])[0].astype(np.float64)
         obs = float((A0 ** 2).sum() / (nx * ny))
         pval, nperm = permutation_p(obs, null, ctx.alternative), p.n_permutations
+        ev = permutation_e(obs, null, ctx.alternative)
         extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                  "z": z_score(cka, null)}
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="linear_cka",
         statistic=cka, effect_name="linear_cka", effect_size=cka, p_value=pval,
+        e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
         n=int(X.shape[0]), null=p.null, n_permutations=nperm, seed=ctx.layer_seed(layer),
         extra={**extra, "reference_layer": ref,
                "components": [int(X.shape[1]), int(Y.shape[1])]},

@@ -50,8 +50,9 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
               "random gene sets reject (H0 FPR 1.00, cohesion 0.55 on all-MiniLM-L6-v2); a "
               "test of the layer's geometry, not of a gene set"),
     NullModel("pc_shuffle", "independent principal components (PC shuffle)", "geometry",
-              "each principal-component coordinate permuted independently across genes: keeps "
-              "the covariance (spectrum and axes), removes dependence beyond it",
+              "each coordinate on the layer's principal axes permuted independently across "
+              "genes (within the set for persistent_homology): keeps the covariance, removes "
+              "dependence beyond it",
               "fails for gene-set claims",
               "a rotation-aware alternative to feature_shuffle that keeps the correlation "
               "between dimensions; real embeddings are far from Gaussian, so random gene sets "

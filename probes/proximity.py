@@ -34,7 +34,7 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import PairScorer, chunks, gene_perms, pair_null, spearman, z_score
 
 __all__ = ["similarity_scorer", "pair_proximity", "co_pole", "graded_proximity"]
@@ -118,7 +118,7 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
         layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name=f"mean_{p.metric}" + ("_residual" if fit else ""), statistic=observed,
         effect_name="z", effect_size=z,
-        p_value=permutation_p(observed, null, ctx.alternative), n=int(i.size),
+        **permutation_test(observed, null, ctx.alternative), n=int(i.size),
         null=null_label(p.null, p.control), n_permutations=p.n_permutations,
         seed=ctx.layer_seed(layer),
         extra={"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
@@ -225,7 +225,7 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="co_pole_rate" + ("_residual" if fit else ""), statistic=observed,
-        effect_name="z", effect_size=z, p_value=permutation_p(observed, null, ctx.alternative),
+        effect_name="z", effect_size=z, **permutation_test(observed, null, ctx.alternative),
         n=int(i.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
         seed=ctx.layer_seed(layer),
         extra={"null_mean": mean0, "null_sd": float(null.std(ddof=1)), "k": k, "axis": p.axis,
@@ -317,7 +317,7 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="spearman_rho", statistic=rho, effect_name="spearman_rho",
-        effect_size=rho, p_value=permutation_p(rho, null, ctx.alternative), n=int(v.size),
+        effect_size=rho, **permutation_test(rho, null, ctx.alternative), n=int(v.size),
         null=null_label("label_shuffle", p.control), n_permutations=p.n_permutations,
         seed=ctx.layer_seed(layer),
         extra={"bin_means": means, "bin_counts": [int((b == k).sum()) for k in levels],

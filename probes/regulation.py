@@ -29,7 +29,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import (
     auroc_from_scores,
     chunks,
@@ -128,7 +128,7 @@ def edge_specificity(ctx: ProbeContext, p: EdgeSpecificityParams, layer: str) ->
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="edge_auroc",
         statistic=observed, effect_name="auroc", effect_size=observed,
-        p_value=permutation_p(observed, null, ctx.alternative), n=int(e.shape[0]),
+        **permutation_test(observed, null, ctx.alternative), n=int(e.shape[0]),
         null=null_label("target_shuffle", p.control), n_permutations=p.n_permutations,
         seed=ctx.layer_seed(layer),
         extra={"n_tfs": int(tfs.size), "n_candidates": int(cand.size), "non_edges": p.non_edges,
@@ -202,18 +202,18 @@ def sign_contrast(ctx: ProbeContext, p: SignContrastParams, layer: str) -> Layer
     diff = float(va.mean() - vb.mean())
     auc = auroc_from_scores(va, vb)
     if p.test == "mann_whitney":
-        pval = float(stats.mannwhitneyu(va, vb, alternative=ctx.alternative,
-                                        method="asymptotic").pvalue)
+        test = {"p_value": float(stats.mannwhitneyu(va, vb, alternative=ctx.alternative,
+                                                    method="asymptotic").pvalue)}
         nperm, null_mean = 0, None
     else:
         null = subset_mean_shuffle(np.concatenate([va, vb]), va.size, p.n_permutations,
                                    ctx.rng(layer))
-        pval = permutation_p(diff, null, ctx.alternative)
+        test = permutation_test(diff, null, ctx.alternative)
         nperm, null_mean = p.n_permutations, float(null.mean())
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="prominence_difference", statistic=diff,
-        effect_name="prominence_difference", effect_size=diff, p_value=pval,
+        effect_name="prominence_difference", effect_size=diff, **test,
         n=int(va.size + vb.size), null=null_label(p.test, p.control), n_permutations=nperm,
         seed=ctx.layer_seed(layer),
         extra={"auroc": auc, "rank_biserial": 2 * auc - 1, "n_a": int(va.size),

@@ -28,7 +28,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import PairScorer, pair_null, z_score
 
 NullName = Literal["gene_shuffle", "degree_preserving", "coexpression"]
@@ -99,6 +99,7 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
             sc, null_name = PairScorer.from_matrix(R, p.metric), "gene_shuffle"
         obs, null = pair_null(sc, i, j, null_name, p.n_permutations, ctx.rng(layer, name))
         per[name] = {"statistic": obs, "p_value": permutation_p(obs, null, ctx.alternative),
+                     "e_value": permutation_e(obs, null, ctx.alternative),
                      "z": z_score(obs, null), "null_mean": float(null.mean()),
                      "control_fit": fit}
     zs = {k: v["z"] for k, v in per.items()}
@@ -110,6 +111,9 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
         layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name=f"mean_{p.metric}", statistic=raw, effect_name="min_z",
         effect_size=zs[weakest], p_value=max(v["p_value"] for v in per.values()),
+        # intersection-union over nulls: the claim needs every null rejected, and the smallest
+        # e-value is at most the e-value of any null that is true, so E[min] <= 1
+        e_value=min(v["e_value"] for v in per.values()), e_method=f"{E_PERMUTATION}_iu_min",
         n=int(i.size), null="+".join(p.nulls), n_permutations=p.n_permutations,
         seed=ctx.layer_seed(layer),
         extra={"per_null": per, "weakest_null": weakest,

@@ -12,7 +12,13 @@ from scipy import stats
 
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import (
+    E_PERMUTATION,
+    LayerResult,
+    permutation_e,
+    permutation_p,
+    permutation_test,
+)
 from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle
 
 
@@ -76,10 +82,12 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
     if p.test == "mann_whitney":
         res = stats.mannwhitneyu(pos, neg, alternative=alt, method="asymptotic")
         pval, null, nperm = float(res.pvalue), "mann_whitney", 0
+        ev: float | None = None  # calibrated from p by LayerResult
     else:
         pooled = np.concatenate([pos, neg])
         null_auc = auroc_label_shuffle(pooled, pos.size, p.n_permutations, ctx.rng(layer))
         pval = permutation_p(auc, null_auc, alt)
+        ev = permutation_e(auc, null_auc, alt)
         null, nperm = "label_shuffle", p.n_permutations
     # The sign of a singular axis is arbitrary (and may flip between layers or caches), so a
     # two-sided test reports the AUROC oriented to >= 0.5; the raw value stays the statistic.
@@ -90,6 +98,7 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="auroc",
         statistic=auc, effect_name=effect_name, effect_size=effect, p_value=pval,
+        e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
         n=int(pos.size + neg.size), null=null, n_permutations=nperm, seed=seed,
         extra={"rank_biserial": 2 * auc - 1, "n_positive": int(pos.size),
                "n_negative": int(neg.size), "n_overlap_removed": int(overlap.size),
@@ -188,7 +197,7 @@ def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> L
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="cv_auroc",
         statistic=observed, effect_name="auroc", effect_size=observed,
-        p_value=permutation_p(observed, null, ctx.alternative), n=n, null="label_shuffle",
+        **permutation_test(observed, null, ctx.alternative), n=n, null="label_shuffle",
         n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
         extra={"n_positive": int(pos.size), "n_negative": int(neg.size),
                "n_overlap_removed": n_overlap, "subspace": list(p.subspace), "folds": p.folds,

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_p
+from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
@@ -160,18 +160,21 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
                                                       p.bootstrap), p.measure, p.k)
         ci_low, ci_high = percentile_ci(boot)
     pval, extra, nperm = None, {}, 0
+    ev: float | None = None
     if p.null == "feature_shuffle":
         rng = ctx.rng(layer, "feature_shuffle")
         null = spectrum_measure(feature_shuffle_eigenvalues(X, p.n_permutations, rng),
                                 p.measure, p.k)
         tested = float(spectrum_measure(gram_eigenvalues32(X[None])[0], p.measure, p.k))
         pval = permutation_p(tested, null, ctx.alternative)
+        ev = permutation_e(tested, null, ctx.alternative)
         nperm = p.n_permutations
         extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                  "z": z_score(value, null)}
     return LayerResult(
         layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name=p.measure,
         statistic=value, effect_name=p.measure, effect_size=value, p_value=pval,
+        e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
         n=int(T.shape[0]), null=p.null, n_permutations=nperm, seed=ctx.layer_seed(layer),
         ci_low=ci_low, ci_high=ci_high,
         extra={**extra, "k": p.k if p.measure == "explained_variance" else None,

@@ -9,8 +9,16 @@ Layout::
     CACHE/
       manifest.json      format version, model, source, layers, n_genes, dim, dtype, checksums
       genes.tsv          index, symbol, zero (1 if the row is all zeros in some layer), zero_layers
-      layers/<name>.npy  one (n_genes, dim) array per layer
+      layers/NN_<name>.npy  one (n_genes, dim) array per layer
       extra/<name>.npy   optional side arrays (e.g. per-layer <cls> cell embeddings)
+
+Integrity.  Every file has its SHA-256 in `checksums`; the cache checksum (format 2) is the
+SHA-256 of the whole manifest as canonical JSON, less `cache_checksum` itself and the `created`
+timestamp, so the `files` map, layer names, shapes and metadata are all covered.  Opening a
+cache recomputes that digest and checks every path the manifest names: relative, inside the
+folder (after following symlinks), hashed in `checksums`, and where `write_cache` puts it.
+Format 1 caches (checksum over the per-file checksums only) still open, under the same path
+checks; `cache verify` recomputes their legacy checksum.
 """
 
 from __future__ import annotations
@@ -31,10 +39,12 @@ import numpy as np
 
 from geoscreen.agent.errors import GeoscreenError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the cache checksum covers the whole manifest (1: file checksums only)
 MANIFEST = "manifest.json"
 GENES = "genes.tsv"
 _SUPPORTED_DTYPES = ("float16", "float32", "float64")
+_UNHASHED = ("cache_checksum", "created")  # what the cache checksum does not cover
+_RECREATE = "the manifest was edited after the cache was written; re-create the cache"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -52,6 +62,31 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 def _safe_name(name: str) -> str:
     ok = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name)
     return ok or "layer"
+
+
+def layer_file(position: int, name: str) -> str:
+    """Where `write_cache` stores a layer's array, relative to the cache folder."""
+    return f"layers/{position:02d}_{_safe_name(name)}.npy"
+
+
+def extra_file(name: str) -> str:
+    """Where `write_cache` stores a side array, relative to the cache folder."""
+    return f"extra/{_safe_name(name)}.npy"
+
+
+def manifest_checksum(manifest: Mapping[str, Any]) -> str:
+    """The cache checksum a manifest should carry.
+
+    Format 2: SHA-256 of the manifest as canonical JSON (sorted keys, no whitespace, ASCII),
+    without `cache_checksum` and `created`.  Format 1 (legacy): SHA-256 of the per-file
+    checksums only.
+    """
+    if int(manifest.get("format_version", FORMAT_VERSION)) < 2:
+        blob = json.dumps(manifest["checksums"], sort_keys=True)
+    else:
+        body = {k: v for k, v in manifest.items() if k not in _UNHASHED}
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -162,8 +197,16 @@ class Cache:
         return rows, np.asarray(arr[rows], dtype=np.float64)
 
     def verify(self) -> list[str]:
-        """Re-hash every file; return the names whose checksum does not match (reads all data)."""
+        """Re-hash every file; return the names whose checksum does not match (reads all data).
+
+        The manifest itself (its digest and every path it names) was checked when the cache was
+        opened; it is checked again here, so an edit since then is reported as `manifest.json`.
+        """
         bad = []
+        try:
+            _check_manifest(self.path, self.manifest)
+        except GeoscreenError:
+            bad.append(MANIFEST)
         for rel, digest in self.manifest["checksums"].items():
             p = self.path / rel
             if not p.exists() or sha256_file(p) != digest:
@@ -209,18 +252,93 @@ def open_cache(path: str | os.PathLike) -> Cache:
     except json.JSONDecodeError as exc:
         raise GeoscreenError(f"is not valid JSON ({exc.msg} at line {exc.lineno})",
                              path=str(man_path)) from None
+    if not isinstance(manifest, dict):
+        raise GeoscreenError("is not a JSON object", path=str(man_path),
+                             fix="re-import the cache with this version of geoscreen")
     for key in ("format_version", "layers", "n_genes", "dim", "dtype", "files", "checksums",
                 "cache_checksum"):
         if key not in manifest:
             raise GeoscreenError("is missing", path=str(man_path), field=key,
                                  fix="re-import the cache with this version of geoscreen")
-    if int(manifest["format_version"]) > FORMAT_VERSION:
+    if not isinstance(manifest["format_version"], int) or manifest["format_version"] < 1:
+        raise GeoscreenError("is not a positive integer", path=str(man_path),
+                             field="format_version", fix=_RECREATE)
+    if manifest["format_version"] > FORMAT_VERSION:
         raise GeoscreenError(
             f"format version {manifest['format_version']} is newer than this geoscreen reads "
             f"({FORMAT_VERSION})", path=str(man_path), field="format_version",
             fix="upgrade geoscreen")
+    _check_manifest(root, manifest)
     genes = _read_gene_table(root / GENES, int(manifest["n_genes"]))
     return Cache(path=root, manifest=manifest, genes=genes)
+
+
+def _check_manifest(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Refuse a manifest whose paths leave the folder or whose content no longer matches its
+    checksum; every problem is one `GeoscreenError` naming the file and the field."""
+    man_path = str(root / MANIFEST)
+    checksums = _str_map(manifest, "checksums", man_path)
+    layers = manifest["layers"]
+    if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
+        raise GeoscreenError("must be a non-empty list of layer names", path=man_path,
+                             field="layers", fix=_RECREATE)
+    expected = {"files": {name: layer_file(i, name) for i, name in enumerate(layers)},
+                "extra_files": {name: extra_file(name)
+                                for name in _str_map(manifest, "extra_files", man_path)}}
+    for key, want in expected.items():
+        _check_file_map(root, key, _str_map(manifest, key, man_path), want, checksums)
+    if GENES not in checksums:
+        raise GeoscreenError(f"has no entry for {GENES}", path=man_path, field="checksums",
+                             fix=_RECREATE)
+    for rel in checksums:
+        _check_path(root, rel, man_path, f"checksums.{json.dumps(rel)[1:-1]}")
+    if manifest["cache_checksum"] != manifest_checksum(manifest):
+        raise GeoscreenError("does not match the manifest's content", path=man_path,
+                             field="cache_checksum", fix=_RECREATE)
+
+
+def _check_file_map(root: Path, key: str, got: dict[str, str], want: dict[str, str],
+                    checksums: dict[str, str]) -> None:
+    """`files` / `extra_files`: one entry per name, inside the folder, where `write_cache`
+    puts it, and hashed in `checksums`."""
+    man_path = str(root / MANIFEST)
+    for name in sorted(set(got) | set(want)):
+        where = f"{key}.{json.dumps(name)[1:-1]}"
+        if name not in got:
+            raise GeoscreenError(f"has no file for layer {name!r}", path=man_path, field=key,
+                                 fix=_RECREATE)
+        _check_path(root, got[name], man_path, where)
+        if name not in want:
+            raise GeoscreenError(f"names {name!r}, which is not in 'layers'", path=man_path,
+                                 field=where, fix=_RECREATE)
+        if got[name] != want[name]:
+            raise GeoscreenError(f"points at {got[name]!r}, but {name!r} is stored in "
+                                 f"{want[name]!r}", path=man_path, field=where, fix=_RECREATE)
+        if got[name] not in checksums:
+            raise GeoscreenError(f"{got[name]!r} has no entry in 'checksums'", path=man_path,
+                                 field=where, fix=_RECREATE)
+
+
+def _str_map(manifest: Mapping[str, Any], key: str, man_path: str) -> dict[str, str]:
+    value = manifest.get(key, {})
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise GeoscreenError("must map names to strings", path=man_path, field=key,
+                             fix=_RECREATE)
+    return value
+
+
+def _check_path(root: Path, rel: str, man_path: str, where: str) -> None:
+    """A path named by the manifest must stay inside the cache folder, symlinks followed."""
+    fix = "a cache may only name files inside its own folder; re-create the cache"
+    if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts or "\0" in rel:
+        raise GeoscreenError(f"{rel!r} is outside the cache folder", path=man_path, field=where,
+                             fix=fix)
+    try:
+        (root / rel).resolve().relative_to(root)
+    except (ValueError, OSError, RuntimeError):
+        raise GeoscreenError(f"{rel!r} is a symlink that leads outside the cache folder",
+                             path=man_path, field=where, fix=fix) from None
 
 
 def _read_gene_table(path: Path, n_genes: int) -> GeneTable:
@@ -353,7 +471,7 @@ def write_cache(
             zero_any |= zero_rows
             for i in np.flatnonzero(zero_rows):
                 zero_by_gene[i].append(name)
-            rel = f"layers/{len(names):02d}_{_safe_name(name)}.npy"
+            rel = layer_file(len(names), name)
             np.save(tmp / rel, np.ascontiguousarray(arr, dtype=target), allow_pickle=False)
             files[name] = rel
             checksums[rel] = sha256_file(tmp / rel)
@@ -365,7 +483,7 @@ def write_cache(
         if extra:
             (tmp / "extra").mkdir()
             for name, arr in extra.items():
-                rel = f"extra/{_safe_name(name)}.npy"
+                rel = extra_file(name)
                 np.save(tmp / rel, np.asarray(arr), allow_pickle=False)
                 extra_files[name] = rel
                 checksums[rel] = sha256_file(tmp / rel)
@@ -374,8 +492,7 @@ def write_cache(
             for i, g in enumerate(genes):
                 fh.write(f"{i}\t{g}\t{int(zero_any[i])}\t{','.join(zero_by_gene[i])}\n")
         checksums[GENES] = sha256_file(tmp / GENES)
-        digest = hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()
-        manifest = {
+        manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "model": model,
             "source": source,
@@ -388,10 +505,12 @@ def write_cache(
             "files": files,
             "extra_files": extra_files,
             "checksums": checksums,
-            "cache_checksum": digest,
+            "cache_checksum": "",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "metadata": dict(metadata or {}),
         }
+        # hashed as it will be read back (tuples become lists, keys strings)
+        manifest["cache_checksum"] = manifest_checksum(json.loads(json.dumps(manifest)))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -6,18 +6,32 @@ hypotheses are not members: they produced no test.  `update_campaign` runs at th
 iteration, in the transaction that marks the iteration done, so online state, decisions and the
 iteration commit together or not at all.
 
-Offline.  Benjamini-Hochberg (the `significant` flag) and Benjamini-Yekutieli q-values over every
-member tested so far (statsmodels).  They are recomputed each iteration, so an offline decision
-can change as the family grows.
+Offline.  Benjamini-Hochberg and Benjamini-Yekutieli q-values over every member tested so far
+(statsmodels), and e-BH (Wang & Ramdas 2022) over the members' e-values.  They are recomputed
+each iteration, so an offline decision can change as the family grows.  The campaign's
+`offline_procedure` (bh, the default; by; e-bh) decides the `significant` flag.
 
-Online.  LORD++ (default primary), SAFFRON, LOND and Batch-BH all run side by side over the same
-stream (members in `test_order`, layers in depth order; one batch per iteration).  Each member's
+Online.  LORD++ (default primary), SAFFRON, LOND, Batch-BH and e-LOND all run side by side over
+the same stream (members in `test_order`, layers in depth order; one batch per iteration).  e-LOND
+reads each member's e-value (`Hypothesis.e_value`, or the layer's for `each`; the calibrated
+p-value for rows stored without one).  Each member's
 level and decision are fixed when it enters and never revisited; the procedures' states live in
 `Campaign.fdr_state`, frozen with their parameters at the first update, so a resumed campaign
 continues the same procedures exactly.  The primary one fills `Hypothesis.online_*`; all of them
 are kept per member in `FdrMember.online`.
 
-Confirmatory campaigns (replications) are one fixed family: offline BH/BY only.
+Resolution.  A member whose smallest attainable p-value exceeds its level alpha_t (or, for
+e-LOND, whose largest attainable e-value is below 1 / alpha_t) cannot be rejected whatever the
+data: its decision records why (`online[procedure]["unreachable"]`).
+
+Confirmatory campaigns (replications) are one fixed family: offline BH/BY/e-BH only.
+
+References
+----------
+Benjamini, Y. & Hochberg, Y. (1995). JRSS-B 57(1), 289-300.
+Benjamini, Y. & Yekutieli, D. (2001). Annals of Statistics 29(4), 1165-1188.
+Wang, R. & Ramdas, A. (2022). False discovery rate control with e-values. JRSS-B 84(3), 822-852.
+Xu, Z. & Ramdas, A. (2024). Online multiple testing with e-values. AISTATS 2024.
 """
 
 from __future__ import annotations
@@ -32,7 +46,8 @@ from sqlalchemy.orm import Session
 from statsmodels.stats.multitest import multipletests
 
 from geoscreen.agent.errors import GeoscreenError
-from geoscreen.probes.combine import ANY_METHODS, combine_pvalues
+from geoscreen.probes.combine import ANY_METHODS, combine_pvalues, resolution
+from geoscreen.probes.result import calibrate_p
 from geoscreen.store.models import Campaign, FdrMember, Hypothesis
 from geoscreen.store.online_fdr import (
     DEFAULT_PROCEDURE,
@@ -44,13 +59,23 @@ from geoscreen.store.online_fdr import (
 
 FDR_STATE_VERSION = 1
 PI0_LAMBDA = 0.5
+OFFLINE_PROCEDURES = ("bh", "by", "e-bh")
+OFFLINE_LABELS = {"bh": "BH", "by": "BY", "e-bh": "e-BH"}
+# the dependence each offline procedure's guarantee needs (shown by `ledger fdr`)
+OFFLINE_VALID_UNDER = {"bh": "PRDS (incl. independence)", "by": "any dependence",
+                       "e-bh": "any dependence (e-values)"}
 
 
-def check_settings(online_procedure: str, combine_any: str) -> None:
+def check_settings(online_procedure: str, combine_any: str,
+                   offline_procedure: str = "bh") -> None:
     """Refuse an unknown primary procedure or `any` combination before a campaign starts."""
     if online_procedure.lower() not in PROCEDURES:
         raise GeoscreenError(f"unknown online procedure {online_procedure!r}",
                              field="online_procedure", fix=f"use one of {', '.join(PROCEDURES)}")
+    if offline_procedure.lower() not in OFFLINE_PROCEDURES:
+        raise GeoscreenError(f"unknown offline procedure {offline_procedure!r}",
+                             field="offline_procedure",
+                             fix=f"use one of {', '.join(OFFLINE_PROCEDURES)}")
     if combine_any not in ANY_METHODS:
         raise GeoscreenError(f"unknown combination {combine_any!r} for across_layers any",
                              field="combine_any", fix=f"use one of {', '.join(ANY_METHODS)}")
@@ -65,6 +90,56 @@ def bh_by(pvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     q_bh = multipletests(p, method="fdr_bh")[1]
     q_by = multipletests(p, method="fdr_by")[1]
     return q_bh, q_by
+
+
+def e_bh(evalues: np.ndarray, alpha: float) -> np.ndarray:
+    """e-BH decisions: reject the k* largest e-values, k* = max{k : e_(k) >= m / (alpha k)}.
+
+    Parameters
+    ----------
+    evalues : array of float
+        One e-value per family member (nonnegative; E[e] <= 1 under each null).
+    alpha : float
+        Target FDR.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The rejections.  Ties at the cut-off are all rejected or all kept (a step-up rule on
+        1 / e, i.e. BH applied to the "p-values" min(1, 1 / e)).
+
+    Notes
+    -----
+    FDR <= alpha m0 / m under *any* dependence between the e-values, with no log m penalty
+    (Wang & Ramdas 2022): the e-value counterpart of BY, usually stronger than BY when
+    the e-values are informative, weaker than BH under PRDS.
+
+    References
+    ----------
+    Wang, R. & Ramdas, A. (2022). False discovery rate control with e-values. JRSS-B 84(3),
+    822-852.
+    """
+    return e_bh_q(evalues) <= alpha
+
+
+def e_bh_q(evalues: np.ndarray) -> np.ndarray:
+    """e-BH adjusted values: the smallest alpha at which each member is rejected by `e_bh`.
+
+    With e sorted in decreasing order, q_(r) = min over k >= r of m / (k e_(k)), capped at 1:
+    the BH q-values of min(1, 1 / e).
+    """
+    e = np.asarray(evalues, dtype=float)
+    m = e.size
+    if m == 0:
+        return e.copy()
+    with np.errstate(divide="ignore"):
+        p = np.where(e > 0, np.minimum(1.0, 1.0 / np.maximum(e, 1e-300)), 1.0)
+    order = np.argsort(p, kind="stable")
+    adj = p[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(adj[::-1])[::-1]
+    q = np.empty(m)
+    q[order] = np.minimum(adj, 1.0)
+    return q
 
 
 def storey_pi0(pvalues: np.ndarray, lam: float = PI0_LAMBDA) -> float | None:
@@ -85,7 +160,8 @@ def _settings(campaign: Campaign) -> dict[str, Any]:
     alpha = float(cfg.get("alpha", 0.05))
     primary = str(cfg.get("online_procedure", DEFAULT_PROCEDURE)).lower()
     combine_any = str(cfg.get("combine_any", "cauchy"))
-    check_settings(primary, combine_any)
+    offline = str(cfg.get("offline_procedure", "bh")).lower()
+    check_settings(primary, combine_any, offline)
     extra = cfg.get("online_params") or {}
     try:
         procs = {name: make_procedure(name, alpha, **extra.get(name, {})).to_state()
@@ -94,6 +170,7 @@ def _settings(campaign: Campaign) -> dict[str, Any]:
         raise GeoscreenError(f"bad online procedure parameters ({exc})", field="online_params",
                              fix="see 'online_params' in the README") from None
     return {"version": FDR_STATE_VERSION, "alpha": alpha, "primary": primary,
+            "primary_offline": offline,
             "combine_any": combine_any, "online": campaign.kind != "confirmatory",
             "procedures": procs, "stream_length": 0, "batches": 0, "offline": {}}
 
@@ -133,6 +210,47 @@ def _family(s: Session, campaign: Campaign) -> list[tuple[FdrMember, Hypothesis]
     return [(m, h) for m, h in rows]
 
 
+def member_e(m: FdrMember, h: Hypothesis) -> float:
+    """A member's e-value: the layer's for an `each` member, else the hypothesis's; rows stored
+    before e-values existed get the calibrated p-value (`calibrate_p`)."""
+    e: float | None = None
+    if m.layer is not None:
+        for r in h.results:
+            if r.layer == m.layer:
+                e = r.e_value
+                break
+    else:
+        e = h.e_value
+    return float(e) if e is not None else calibrate_p(float(m.p_value))
+
+
+def _member_resolution(members: list[FdrMember], h: Hypothesis,
+                       combine_any: str) -> dict[int, tuple[float, float]]:
+    """member id -> (smallest attainable p, largest attainable e), from the stored layer rows."""
+    spec = h.spec or {}
+    across = spec.get("across_layers", "any")
+    res = resolution(list(h.results), across, str(spec.get("alternative", "greater")),
+                     h.combine_method or "", combine_any if combine_any in ANY_METHODS
+                     else "cauchy")
+    if across == "each":
+        layers = [r.layer for r in h.results if r.p_value is not None]
+        by_layer = dict(zip(layers, res))
+        return {m.id: by_layer.get(m.layer, (0.0, float("inf"))) for m in members}
+    return {m.id: res[0] if res else (0.0, float("inf")) for m in members}
+
+
+def unreachable(name: str, alpha_t: float, floor: float, cap: float) -> str | None:
+    """Why a member could not be rejected at alpha_t whatever its data, or None if it could."""
+    if name in PROCEDURES and PROCEDURES[name].uses_e_values:
+        if alpha_t <= 0 or cap < 1.0 / alpha_t:
+            return (f"largest attainable e-value {cap:.3g} < 1/alpha_t = {1.0 / alpha_t:.3g}"
+                    if alpha_t > 0 else "alpha_t = 0")
+        return None
+    if floor > alpha_t:
+        return f"smallest attainable p-value {floor:.3g} > alpha_t = {alpha_t:.3g}"
+    return None
+
+
 # -- online ------------------------------------------------------------------------------------
 def _update_online(state: dict[str, Any], family: list[tuple[FdrMember, Hypothesis]]) -> int:
     """Feed members that have a test order but no decision yet; one batch per iteration."""
@@ -143,17 +261,32 @@ def _update_online(state: dict[str, Any], family: list[tuple[FdrMember, Hypothes
     batches: dict[int, list[tuple[FdrMember, Hypothesis]]] = defaultdict(list)
     for m, h in todo:
         batches[h.iteration_index if h.iteration_index is not None else -1].append((m, h))
+    floors: dict[int, tuple[float, float]] = {}
+    by_h: dict[int, list[FdrMember]] = defaultdict(list)
+    for m, h in todo:
+        by_h[h.id].append(m)
+    for m, h in todo:
+        if m.id not in floors:
+            floors.update(_member_resolution(by_h[h.id], h, state["combine_any"]))
     for key in sorted(batches):
         batch = batches[key]
         state["batches"] += 1
         ps = [m.p_value for m, _ in batch]
-        decisions = {name: proc.test_batch(ps) for name, proc in procs.items()}
+        es = [member_e(m, h) for m, h in batch] \
+            if any(p.uses_e_values for p in procs.values()) else []
+        decisions = {name: proc.test_batch(es if proc.uses_e_values else ps)
+                     for name, proc in procs.items()}
         for k, (m, _) in enumerate(batch):
             state["stream_length"] += 1
             m.stream_index = state["stream_length"]
             m.batch_index = state["batches"]
-            m.online = {name: {"alpha": d[k].alpha, "reject": d[k].reject}
-                        for name, d in decisions.items()}
+            online: dict[str, dict[str, Any]] = {}
+            for name, d in decisions.items():
+                online[name] = {"alpha": d[k].alpha, "reject": d[k].reject}
+                why = None if d[k].reject else unreachable(name, d[k].alpha, *floors[m.id])
+                if why:
+                    online[name]["unreachable"] = why
+            m.online = online
     state["procedures"] = {name: proc.to_state() for name, proc in procs.items()}
     primary = procs[state["primary"]]
     label = primary.describe()
@@ -178,6 +311,8 @@ def _update_offline(state: dict[str, Any], family: list[tuple[FdrMember, Hypothe
     alpha = float(state["alpha"])
     p = np.array([m.p_value for m, _ in family], dtype=float)
     q_bh, q_by = bh_by(p)
+    q_e = e_bh_q(np.array([member_e(m, h) for m, h in family], dtype=float))
+    primary = state.get("primary_offline", "bh")
     per_hyp: dict[int, list[int]] = defaultdict(list)
     hyps: dict[int, Hypothesis] = {}
     for k, (m, h) in enumerate(family):
@@ -185,15 +320,18 @@ def _update_offline(state: dict[str, Any], family: list[tuple[FdrMember, Hypothe
         m.significant_bh, m.significant_by = bool(q_bh[k] <= alpha), bool(q_by[k] <= alpha)
         per_hyp[h.id].append(k)
         hyps[h.id] = h
+    hits = {"bh": 0, "by": 0, "e-bh": 0}
     for hid, ks in per_hyp.items():
         h = hyps[hid]
         h.q_bh = float(min(q_bh[k] for k in ks))
         h.q_by = float(min(q_by[k] for k in ks))
-        h.significant = bool(h.q_bh <= alpha)
+        found = {"bh": h.q_bh <= alpha, "by": h.q_by <= alpha,
+                 "e-bh": bool(min(q_e[k] for k in ks) <= alpha)}
+        for key, hit in found.items():
+            hits[key] += int(hit)
+        h.significant = bool(found[primary])  # the campaign's offline procedure decides
     state["offline"] = {
-        "members": int(p.size), "hypotheses": len(per_hyp),
-        "bh": sum(1 for h in hyps.values() if h.significant),
-        "by": sum(1 for h in hyps.values() if h.q_by is not None and h.q_by <= alpha),
+        "members": int(p.size), "hypotheses": len(per_hyp), **hits,
         "pi0": storey_pi0(p), "pi0_lambda": PI0_LAMBDA}
 
 
@@ -222,6 +360,22 @@ def update_campaign(s: Session, campaign: Campaign, iteration: object | None = N
 
 
 # -- read-only views ---------------------------------------------------------------------------
+def next_level(campaign: Campaign, batch_size: int = 1) -> tuple[float | None, bool]:
+    """(level the next member of the primary online procedure gets, whether it reads e-values).
+
+    The most favourable level any member of the next batch of `batch_size` can get without
+    discoveries in the batch itself (the first one's, for sequential rules; Batch-BH's alpha_t
+    for a batch of that size).  (None, False) for confirmatory campaigns (no online stream).
+    """
+    state = _settings(campaign)
+    if not state.get("online", True):
+        return None, False
+    proc = procedure_from_state(state["procedures"][state["primary"]])
+    level = proc.next_alpha() if proc.sequential else \
+        proc.level_for(max(1, batch_size))  # type: ignore[attr-defined]
+    return float(level), bool(proc.uses_e_values)
+
+
 def procedures(campaign: Campaign) -> dict[str, OnlineProcedure]:
     """The campaign's online procedures as they stand now (fresh ones before any update)."""
     state = _settings(campaign)
@@ -238,13 +392,15 @@ def summary(s: Session, campaign: Campaign) -> dict[str, Any]:
     n_failed = s.scalar(select(func.count(Hypothesis.id)).where(
         Hypothesis.campaign_id == campaign.id, Hypothesis.status == "failed")) or 0
     q_bh, q_by = bh_by(p)
+    q_e = e_bh_q(np.array([member_e(m, h) for m, h in family], dtype=float))
+    primary_offline = state.get("primary_offline", "bh")
     methods: list[dict[str, Any]] = []
-    for key, label, q, valid in (("bh", "BH", q_bh, "PRDS (incl. independence)"),
-                                 ("by", "BY", q_by, "any dependence")):
+    for key, q in (("bh", q_bh), ("by", q_by), ("e-bh", q_e)):
         hits = {h.id for (m, h), qq in zip(family, q) if qq <= alpha}
-        methods.append({"key": key, "label": label, "kind": "offline",
+        methods.append({"key": key, "label": OFFLINE_LABELS[key], "kind": "offline",
                         "members": int(np.sum(q <= alpha)), "hypotheses": len(hits),
-                        "valid_under": valid, "primary_offline": key == "bh",
+                        "valid_under": OFFLINE_VALID_UNDER[key],
+                        "primary_offline": key == primary_offline,
                         "next_alpha": None, "parameters": f"alpha={alpha:g}"})
     online = state.get("online", True)
     if online:
@@ -256,10 +412,12 @@ def summary(s: Session, campaign: Campaign) -> dict[str, Any]:
                 "members": len(rej), "hypotheses": len({h.id for _, h in rej}),
                 "valid_under": proc.valid_under(), "primary": name == state["primary"],
                 "next_alpha": proc.next_alpha() if proc.sequential else None,
-                "parameters": proc.describe(), "tested": len(decided)})
+                "parameters": proc.describe(), "tested": len(decided),
+                "unreachable": sum(1 for m, _ in decided if "unreachable" in m.online[name])})
     return {"campaign_id": campaign.id, "kind": campaign.kind, "alpha": alpha,
             "members": int(p.size), "hypotheses": len(hyp_ids), "failed": int(n_failed),
             "pi0": storey_pi0(p), "pi0_lambda": PI0_LAMBDA, "primary": state["primary"],
+            "primary_offline": primary_offline,
             "combine_any": state["combine_any"], "online": online, "methods": methods,
             "iterations_in_stream": int(state.get("batches", 0))}
 
@@ -269,6 +427,7 @@ def hypothesis_members(s: Session, h: Hypothesis) -> list[dict[str, Any]]:
     rows = s.scalars(select(FdrMember).where(FdrMember.hypothesis_id == h.id)
                      .order_by(FdrMember.layer_index)).all()
     return [{"layer": m.layer, "layer_index": m.layer_index, "p_value": m.p_value,
+             "e_value": member_e(m, h),
              "q_bh": m.q_bh, "q_by": m.q_by, "significant_bh": m.significant_bh,
              "significant_by": m.significant_by, "stream_index": m.stream_index,
              "batch_index": m.batch_index, "online": dict(m.online or {})} for m in rows]

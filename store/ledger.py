@@ -3,6 +3,11 @@
 It is the campaign's memory.  Everything is committed as soon as it is known — proposals before
 they run, each result as it finishes — so a campaign can be killed at any moment and resumed, and
 `campaign status` can read it from another terminal while a campaign writes (SQLite WAL mode).
+
+Database failures a user can act on — a ledger locked by another writer, a read-only file, a
+damaged file, a full disk — are turned into one-line `LedgerUnavailable` errors naming the file
+and the fix, for every statement on the ledger's engine (an engine `handle_error` hook), so no
+command that opens a ledger answers them with a traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoscreen.agent.errors import GeoscreenError
@@ -40,15 +45,281 @@ def ledger_url(target: str | os.PathLike) -> str:
     return f"sqlite:///{Path(s).expanduser().resolve()}"
 
 
+def busy_timeout_s() -> float:
+    """How long a command waits for another process's write transaction on the ledger.
+
+    30 s by default; `GEOSCREEN_LEDGER_BUSY_TIMEOUT` (seconds) changes it.
+    """
+    try:
+        return max(0.0, float(os.environ.get("GEOSCREEN_LEDGER_BUSY_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
+    busy_ms = int(busy_timeout_s() * 1000)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
         cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")  # first: the others may wait for a lock
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+
+
+class LedgerUnavailable(GeoscreenError):
+    """The ledger database cannot be used right now: `kind` is locked, readonly, damaged,
+    full, unopenable or unreachable.  One line naming the file and the fix."""
+
+    def __init__(self, kind: str, message: str, *, path: str, fix: str) -> None:
+        super().__init__(message, path=path, field="--ledger", fix=fix)
+        self.kind = kind
+
+
+def _db_error_kind(orig: BaseException) -> str | None:
+    """Classify a driver exception (SQLite's error names, else the message's words)."""
+    name = str(getattr(orig, "sqlite_errorname", "") or "")
+    low = " ".join(str(orig).split()).lower()
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "is locked" in low \
+            or "lock timeout" in low or "could not obtain lock" in low:
+        return "locked"
+    if name.startswith("SQLITE_READONLY") or "readonly database" in low \
+            or "read-only transaction" in low:
+        return "readonly"
+    if name.startswith("SQLITE_NOTADB") or "not a database" in low:
+        return "notadb"
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in low:
+        return "damaged"
+    if name.startswith("SQLITE_FULL") or "database or disk is full" in low \
+            or "no space left" in low:
+        return "full"
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR", "SQLITE_AUTH")) \
+            or "unable to open database" in low or "disk i/o error" in low:
+        return "unopenable"
+    return None
+
+
+def ledger_error(orig: BaseException, target: str, *, operational: bool = False,
+                 ) -> LedgerUnavailable | None:
+    """The one-line error for a database failure on ledger `target`, or None (a bug: keep the
+    traceback).  `operational`: the driver called it operational (connection, server), so an
+    unclassified one is still reported as the ledger being unreachable."""
+    kind = _db_error_kind(orig)
+    detail = " ".join(str(orig).split())[:200] or type(orig).__name__
+    if kind == "locked":
+        return LedgerUnavailable(
+            kind, f"is locked: another process held a write transaction on it for more than "
+                  f"{busy_timeout_s():g} s ({detail})", path=target,
+            fix="let the other writer (a campaign committing, a 'queue add', an open sqlite3 "
+                "shell) finish, then retry")
+    if kind == "readonly":
+        return LedgerUnavailable(
+            kind, f"is read-only and this command writes to it ({detail})", path=target,
+            fix="make the file and its folder writable (chmod u+w), or work on a copy")
+    if kind == "notadb":
+        return LedgerUnavailable(
+            "damaged", f"is not a readable ledger database ({detail})", path=target,
+            fix="pass the file 'geoscreen campaign run' or 'queue add' wrote; if this was one, "
+                "restore it from a backup")
+    if kind == "damaged":
+        return LedgerUnavailable(
+            kind, f"is damaged ({detail})", path=target,
+            fix="restore it from a backup, or salvage its rows with "
+                "\"sqlite3 FILE .recover | sqlite3 NEW.sqlite\" and use NEW.sqlite")
+    if kind == "full":
+        return LedgerUnavailable(kind, f"cannot be written: the disk is full ({detail})",
+                                 path=target, fix="free some space and rerun the command; "
+                                                  "nothing was half-written")
+    if kind == "unopenable":
+        return LedgerUnavailable(
+            kind, f"cannot be opened ({detail})", path=target,
+            fix="check that the file and its folder exist and are readable and writable")
+    if operational:
+        return LedgerUnavailable("unreachable", f"cannot be used ({detail})", path=target,
+                                 fix="check the database URL and that its server is up")
+    return None
+
+
+def _translate_errors(engine: Engine, target: str) -> None:
+    """Raise `LedgerUnavailable` instead of the driver's exception, for every statement."""
+    server = engine.dialect.name != "sqlite"
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(ctx: Any) -> None:
+        if isinstance(ctx.sqlalchemy_exception, IntegrityError):
+            return  # the caller's business (e.g. a lease already taken)
+        # SQLite calls SQL errors "operational" too: only a server's are about reaching it
+        err = ledger_error(ctx.original_exception, target,
+                           operational=server and isinstance(ctx.sqlalchemy_exception,
+                                                             OperationalError))
+        if err is not None:
+            raise err from None
+
+
+@contextmanager
+def schema_transaction(engine: Engine) -> Iterator[Any]:
+    """A connection in a transaction that serialises schema changes across processes.
+
+    SQLite: `BEGIN IMMEDIATE` (the write lock; DDL is transactional there).  PostgreSQL: a
+    transaction-scoped advisory lock.  Others: a plain transaction.  Check what is missing
+    again inside it: another process may have just created it.
+    """
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.exec_driver_sql("COMMIT")
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+    else:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7361696465)")  # geoscreen
+            yield conn
+
+
+def create_tables(engine: Engine) -> bool:
+    """Create missing tables and the schema_version row; True if anything was missing.
+
+    Two processes opening a new ledger at once (a campaign creating it while `campaign status`
+    polls it) used to race: both saw no table and the second CREATE failed.  The check is
+    cheap and read-only when nothing is missing (a read-only ledger opens); otherwise it is
+    repeated and acted on inside `schema_transaction`.
+    """
+    from sqlalchemy import insert
+
+    def complete(conn: Any) -> bool:
+        have = set(inspect(conn).get_table_names())
+        if not all(t in have for t in Base.metadata.tables):
+            return False
+        return conn.execute(select(Meta.value).where(Meta.key == "schema_version")
+                            ).first() is not None
+
+    with engine.connect() as conn:
+        if complete(conn):
+            return False
+    with schema_transaction(engine) as conn:
+        if complete(conn):
+            return False
+        Base.metadata.create_all(conn)
+        if conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
+            conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+    return True
+
+
+def upgrade_schema(engine: Engine, target: str) -> bool:
+    """Add the columns of schema 2 to a ledger written by schema 1, in place; True if it did.
+
+    On SQLite the check and the change run in one `BEGIN IMMEDIATE` transaction (DDL is
+    transactional there), so two processes opening an old ledger at once upgrade it once, and a
+    process killed half-way leaves it unchanged.
+    """
+    if "attempts" in {c["name"] for c in inspect(engine).get_columns("hypotheses")}:
+        return False
+    alter = "ALTER TABLE hypotheses ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"
+    backfill = "UPDATE hypotheses SET attempts = 1 WHERE status IN ('done', 'failed')"
+    version = (f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' "
+               f"AND CAST(value AS INTEGER) < {SCHEMA_VERSION}")
+    try:
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(hypotheses)")}
+                    if "attempts" not in have:
+                        conn.exec_driver_sql(alter)
+                        conn.exec_driver_sql(backfill)
+                        conn.exec_driver_sql(version)
+                    conn.exec_driver_sql("COMMIT")
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+        else:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql("LOCK TABLE hypotheses IN SHARE ROW EXCLUSIVE MODE")
+                have = {c["name"] for c in inspect(conn).get_columns("hypotheses")}
+                if "attempts" not in have:
+                    conn.exec_driver_sql(alter)
+                    conn.exec_driver_sql(backfill)
+                    conn.exec_driver_sql(version)
+    except LedgerUnavailable as exc:
+        if exc.kind == "readonly":
+            raise LedgerUnavailable(
+                "readonly", "is read-only and was written by an older geoscreen: it needs a "
+                "one-time upgrade (a column 'attempts' added to 'hypotheses')", path=target,
+                fix="make it writable (chmod u+w) once, or upgrade a copy") from None
+        raise
+    return True
+
+
+E_VALUE_COLUMNS = (("hypotheses", "e_value", "FLOAT"), ("hypotheses", "e_method", "VARCHAR(64)"),
+                   ("layer_results", "e_value", "FLOAT"),
+                   ("layer_results", "e_method", "VARCHAR(64)"))
+
+
+def upgrade_e_values(engine: Engine, target: str) -> bool:
+    """Add the nullable e-value columns to a ledger written before them, in place; True if it did.
+
+    Rows written before stay NULL: their e-value is the calibrated p-value wherever one is needed
+    (`probes.combine._layer_e`, `store.fdr`).  Like `upgrade_schema`, the check and the change run
+    in one transaction (`BEGIN IMMEDIATE` on SQLite), so two processes opening an old ledger at
+    once upgrade it once.
+    """
+    insp = inspect(engine)
+    if not all(insp.has_table(t) for t in ("hypotheses", "layer_results")):
+        return False
+    cols = {t: {c["name"] for c in insp.get_columns(t)} for t in ("hypotheses", "layer_results")}
+    if all(c in cols[t] for t, c, _ in E_VALUE_COLUMNS):
+        return False
+
+    def add_missing(conn: Any, have: dict[str, set[str]]) -> None:
+        for table, col, kind in E_VALUE_COLUMNS:
+            if col not in have[table]:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
+
+    try:
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    add_missing(conn, {t: {r[1] for r in conn.exec_driver_sql(
+                        f"PRAGMA table_info({t})")} for t in ("hypotheses", "layer_results")})
+                    conn.exec_driver_sql("COMMIT")
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+        else:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql("LOCK TABLE hypotheses, layer_results "
+                                         "IN SHARE ROW EXCLUSIVE MODE")
+                add_missing(conn, {t: {c["name"] for c in inspect(conn).get_columns(t)}
+                                   for t in ("hypotheses", "layer_results")})
+    except LedgerUnavailable as exc:
+        if exc.kind == "readonly":
+            raise LedgerUnavailable(
+                "readonly", "is read-only and was written by an older geoscreen: it needs a "
+                "one-time upgrade (e-value columns added to 'hypotheses' and 'layer_results')",
+                path=target, fix="make it writable (chmod u+w) once, or upgrade a copy") from None
+        raise
+    return True
+
+
+def _e_value(v: Any) -> float | None:
+    """An e-value as stored: a finite nonnegative float, or None (no e-value)."""
+    try:
+        e = float(v)
+    except (TypeError, ValueError):
+        return None
+    return e if e >= 0.0 and e != float("inf") else None
 
 
 class Ledger:
@@ -67,17 +338,25 @@ class Ledger:
         self.engine = create_engine(self.url, future=True)
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
+        _translate_errors(self.engine, self.target)
         self._Session = sessionmaker(self.engine, expire_on_commit=False, future=True)
         try:
-            Base.metadata.create_all(self.engine)
+            with self.session() as s:
+                row = s.get(Meta, "schema_version") if inspect(s.connection()).has_table(
+                    "meta") else None
+                if row is not None and int(row.value) > SCHEMA_VERSION:
+                    raise GeoscreenError(
+                        f"was written by a newer geoscreen (schema {row.value} > "
+                        f"{SCHEMA_VERSION})", path=str(target), fix="upgrade geoscreen")
+            create_tables(self.engine)
+            upgrade_schema(self.engine, self.target)
+            upgrade_e_values(self.engine, self.target)
             with self.session() as s:
                 row = s.get(Meta, "schema_version")
                 if row is None:
                     s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row.value) > SCHEMA_VERSION:
-                    raise GeoscreenError(
-                        f"was written by a newer geoscreen (schema {row.value} > "
-                        f"{SCHEMA_VERSION})", path=str(target), fix="upgrade geoscreen")
+                elif int(row.value) < SCHEMA_VERSION:
+                    row.value = str(SCHEMA_VERSION)
         except DatabaseError as exc:
             raise GeoscreenError(f"is not a readable ledger database "
                                  f"({str(exc.orig).splitlines()[0]})", path=str(target),
@@ -164,13 +443,17 @@ class Ledger:
                     hypothesis_id=h.id, layer=r["layer"], layer_index=r["layer_index"],
                     statistic_name=r["statistic_name"], statistic=r["statistic"],
                     effect_name=r["effect_name"], effect_size=r["effect_size"],
-                    p_value=r.get("p_value"), n=r.get("n", 0), null=r.get("null", ""),
+                    p_value=r.get("p_value"), e_value=_e_value(r.get("e_value")),
+                    e_method=str(r.get("e_method") or "")[:64] or None,
+                    n=r.get("n", 0), null=r.get("null", ""),
                     n_permutations=r.get("n_permutations", 0), seed=r.get("seed"),
                     ci_low=r.get("ci_low"), ci_high=r.get("ci_high"),
                     runtime_s=r.get("runtime_s", 0.0), extra=r.get("extra", {})))
             comb = outcome["combined"]
             h.p_value = comb["p_value"]
             h.combine_method = comb["method"]
+            h.e_value = _e_value(comb.get("e_value"))
+            h.e_method = str(comb.get("e_method") or "")[:64] or None
             h.effect_name = comb["effect_name"]
             h.effect_size = comb["effect_size"]
             h.provenance = outcome.get("provenance", {})

@@ -2,7 +2,9 @@
 FDR family members and replications.
 
 Every row that a campaign writes is committed as soon as it is known, so a campaign killed at any
-moment leaves a ledger that a rerun resumes from.  Schema changes bump `SCHEMA_VERSION`.
+moment leaves a ledger that a rerun resumes from.  Schema changes bump `SCHEMA_VERSION`: new
+tables appear on open (`create_all`), new columns of existing tables are added in place by
+`store.ledger.upgrade_schema`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: hypotheses.attempts, run_leases; e_value/e_method on hypotheses and
+# layer_results
 
 HYPOTHESIS_STATUSES = ("queued", "pending_approval", "running", "done", "failed", "rejected")
 
@@ -96,6 +99,8 @@ class Hypothesis(Base):
     source: Mapped[str] = mapped_column(String(200), index=True)
     status: Mapped[str] = mapped_column(String(32), default="queued", index=True)
     error: Mapped[str] = mapped_column(Text, default="")
+    # times the sandbox started it (a transient failure is retried on resume)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     parents: Mapped[list[Any]] = mapped_column(JSON, default=list)
     rationale: Mapped[str] = mapped_column(Text, default="")
     queued_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -108,6 +113,10 @@ class Hypothesis(Base):
     combine_method: Mapped[str] = mapped_column(String(64), default="")
     effect_name: Mapped[str] = mapped_column(String(64), default="")
     effect_size: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # e-value for the same null (probes.combine.combine_evalues); added in place to older
+    # ledgers by store.ledger.upgrade_e_values
+    e_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    e_method: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # multiple testing (recomputed offline; online values fixed at test time)
     q_bh: Mapped[float | None] = mapped_column(Float, nullable=True)
     q_by: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -133,6 +142,8 @@ class LayerResultRow(Base):
     effect_name: Mapped[str] = mapped_column(String(64))
     effect_size: Mapped[float] = mapped_column(Float)
     p_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    e_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    e_method: Mapped[str | None] = mapped_column(String(64), nullable=True)
     n: Mapped[int] = mapped_column(Integer, default=0)
     null: Mapped[str] = mapped_column(String(64), default="")
     n_permutations: Mapped[int] = mapped_column(Integer, default=0)
@@ -226,3 +237,21 @@ class Replication(Base):
     same_direction: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     replicated: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LeaseRow(Base):
+    """The ledger's run lock: at most one `campaign run` (or replication) writes at a time.
+
+    One row per lock name, taken with an INSERT and handed over with a conditional UPDATE on the
+    holder's token (see `store.lease`), so two processes can never both hold it, on SQLite or on
+    a server database.  Times are Unix seconds.
+    """
+
+    __tablename__ = "run_leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(64), default="campaign run")
+    started: Mapped[float] = mapped_column(Float)
+    heartbeat: Mapped[float] = mapped_column(Float)

@@ -11,6 +11,10 @@ killed and resumed continues the *same* procedure from the same point.
             harmonic number H(t), which keeps FDR control under arbitrary dependence.
 * Batch-BH  Zrnic, Jiang, Ramdas & Jordan (2020), AISTATS: BH inside each batch at a level
             alpha_t chosen so that the running FDP estimate stays under alpha.
+* e-LOND    Xu & Ramdas (2024), AISTATS: LOND's levels alpha_t = alpha g_t (D(t-1) + 1) applied
+            to e-values (reject when e_t >= 1 / alpha_t); controls FDR under *any* dependence
+            between the e-values, and stays valid when what is tested next was chosen after
+            seeing earlier results, as long as each e-value is valid for its own null.
 
 The gamma sequences are those of the papers and of the onlineFDR R package, so results can be
 checked against its published examples: LORD++ and LOND use
@@ -80,11 +84,16 @@ def _check_alpha(alpha: float) -> float:
 
 
 class OnlineProcedure:
-    """Base class: `test_batch` consumes p-values in test order and returns fixed decisions."""
+    """Base class: `test_batch` consumes p-values in test order and returns fixed decisions.
+
+    A procedure with `uses_e_values` consumes e-values instead (and rejects when
+    e >= 1 / alpha_t); `Decision.alpha` is its level alpha_t all the same.
+    """
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     sequential: ClassVar[bool] = True
+    uses_e_values: ClassVar[bool] = False
 
     alpha: float
     t: int  # members tested so far
@@ -393,13 +402,85 @@ class BatchBH(OnlineProcedure):
         return cls(**state["params"], batches=state["batches"])
 
 
+class ELond(OnlineProcedure):
+    """e-LOND: alpha_t = alpha g_t (D(t-1) + 1); reject when the e-value e_t >= 1 / alpha_t.
+
+    Parameters
+    ----------
+    alpha : float
+        Target FDR.
+    t : int
+        Members tested so far (to resume).
+    discoveries : int
+        Rejections so far (to resume).
+
+    Notes
+    -----
+    The gamma sequence is LOND's (and LORD++'s): g_j = 0.07720838 log(max(j, 2)) /
+    (j exp(sqrt(log j))), as in the online-fdr package's e-LOND.  With valid e-values
+    (E[e_t] <= 1 under each null, whatever came before) e-LOND controls FDR under arbitrary
+    dependence, with no harmonic-number penalty (Xu & Ramdas 2024): the penalty LOND
+    pays for p-values under arbitrary dependence is what e-values spare.  The price is
+    resolution: a permutation e-value with m draws is at most m + 1, so a level below
+    1 / (m + 1) can never be met (`store.fdr` flags such members).
+
+    References
+    ----------
+    Xu, Z. & Ramdas, A. (2024). Online multiple testing with e-values. Proceedings of AISTATS
+    2024, PMLR 238.
+    Javanmard, A. & Montanari, A. (2018). Online rules for control of false discovery rate and
+    false discovery exceedance. Annals of Statistics 46(2), 526-554.
+    """
+
+    name = "e-lond"
+    label = "e-LOND"
+    uses_e_values = True
+
+    def __init__(self, alpha: float = 0.05, t: int = 0, discoveries: int = 0) -> None:
+        self.alpha = _check_alpha(alpha)
+        self.t = int(t)
+        self.discoveries = int(discoveries)
+
+    def valid_under(self) -> str:
+        return "any dependence (e-values)"
+
+    def params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+    def next_alpha(self) -> float:
+        return self.alpha * gamma_lord(self.t + 1) * (self.discoveries + 1)
+
+    def test(self, e: float) -> Decision:  # type: ignore[override]
+        """Test one e-value (not a p-value): reject when e >= 1 / alpha_t."""
+        a = self.next_alpha()
+        d = Decision(a, bool(a > 0 and float(e) >= 1.0 / a))
+        self._record(float(e), d.reject)
+        return d
+
+    def _record(self, e: float, reject: bool) -> None:
+        self.t += 1
+        self.discoveries += int(reject)
+
+    @property
+    def n_rejected(self) -> int:
+        return self.discoveries
+
+    def to_state(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params(), "t": self.t,
+                "discoveries": self.discoveries}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ELond:
+        return cls(**state["params"], t=state["t"], discoveries=state["discoveries"])
+
+
 PROCEDURES: dict[str, type[OnlineProcedure]] = {
-    c.name: c for c in (LordPlusPlus, Saffron, Lond, BatchBH)}
+    c.name: c for c in (LordPlusPlus, Saffron, Lond, BatchBH, ELond)}
 DEFAULT_PROCEDURE = "lord++"
 
 
 def make_procedure(name: str, alpha: float, **params: Any) -> OnlineProcedure:
-    """A fresh procedure by name ('lord++', 'saffron', 'lond', 'batch-bh')."""
+    """A fresh procedure by name ('lord++', 'saffron', 'lond', 'batch-bh', 'e-lond')."""
     key = name.lower()
     if key not in PROCEDURES:
         raise ValueError(f"unknown online procedure {name!r}; one of {', '.join(PROCEDURES)}")

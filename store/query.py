@@ -10,6 +10,7 @@ lazily) serves every other URL and every other view.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -223,12 +224,16 @@ def _sqlite_query(path: Path, sql: str, params: dict[str, Any], target: str,
         raise GeoscreenError("does not exist", path=target, field="--ledger",
                              fix="run 'geoscreen campaign run' or 'geoscreen queue add' to "
                                  "create it")
+    try:  # as store.ledger.busy_timeout_s, without importing SQLAlchemy
+        busy = max(0.0, float(os.environ.get("GEOSCREEN_LEDGER_BUSY_TIMEOUT", "30")))
+    except ValueError:
+        busy = 30.0
     try:
-        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
+        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=busy)
     except sqlite3.Error as exc:
-        raise GeoscreenError(f"cannot be opened ({exc})", path=target, field="--ledger") from None
+        raise _db_error(exc, target) from None
     try:
-        con.execute("PRAGMA busy_timeout=30000")
+        con.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
         cfg = con.execute("SELECT config FROM campaigns ORDER BY kind = 'exploratory' DESC, "
                           "id DESC LIMIT 1").fetchone()
         alpha = float((_json(cfg[0]) or {}).get("alpha", 0.05)) if cfg else 0.05
@@ -237,10 +242,18 @@ def _sqlite_query(path: Path, sql: str, params: dict[str, Any], target: str,
         names = [d[0] for d in cur.description]
         return names, cur.fetchall(), alpha
     except sqlite3.DatabaseError as exc:
-        raise GeoscreenError(f"is not a readable ledger database ({exc})", path=target,
-                             field="--ledger") from None
+        raise _db_error(exc, target) from None
     finally:
         con.close()
+
+
+def _db_error(exc: sqlite3.Error, target: str) -> Exception:
+    """The one-line error `store.ledger` gives for the same failure (locked, damaged, ...)."""
+    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.store.ledger import ledger_error
+
+    return ledger_error(exc, target) or GeoscreenError(
+        f"is not a readable ledger database ({exc})", path=target, field="--ledger")
 
 
 def list_hypotheses(ledger: str | Ledger, *, statuses: list[str] | None = None,
@@ -285,7 +298,7 @@ def _layer_detail(m: Any) -> dict[str, Any]:
     return {k: m[k] for k in ("layer", "layer_index", "statistic_name", "statistic",
                               "effect_name", "effect_size", "p_value", "n", "null",
                               "n_permutations", "seed", "ci_low", "ci_high", "runtime_s",
-                              "extra")}
+                              "extra")} | {k: m.get(k) for k in ("e_value", "e_method")}
 
 
 def _row_select(*extra: Any) -> Any:
@@ -347,13 +360,15 @@ def show_hypothesis(ledger: str | Ledger, hyp_id: int) -> dict[str, Any]:
     H = _hcols()
     with _opened(ledger) as led, led.session() as s:
         m = s.execute(_row_select(H.seed, H.runtime_s, H.provenance, H.queued_at, H.started_at,
-                                  H.finished_at).where(H.id == hyp_id)).mappings().first()
+                                  H.finished_at, H.e_value, H.e_method)
+                      .where(H.id == hyp_id)).mappings().first()
         if m is None:
             raise GeoscreenError(f"no hypothesis #{hyp_id}", path=led.target, field="ID")
         out = _core_row(m)
         out.update(spec=m["spec"], seed=m["seed"], runtime_s=m["runtime_s"],
                    provenance=m["provenance"] or {}, queued_at=m["queued_at"],
-                   started_at=m["started_at"], finished_at=m["finished_at"])
+                   started_at=m["started_at"], finished_at=m["finished_at"],
+                   e_value=m["e_value"], e_method=m["e_method"])
         L = LayerResultRow.__table__.c
         out["layers_detail"] = [_layer_detail(r) for r in s.execute(
             select(L).where(L.hypothesis_id == hyp_id).order_by(L.layer_index)).mappings()]
@@ -366,6 +381,7 @@ def show_hypothesis(ledger: str | Ledger, hyp_id: int) -> dict[str, Any]:
 def campaign_status(ledger: str | Ledger) -> dict[str, Any]:
     from sqlalchemy import func, select
 
+    from geoscreen.agent.failures import retryable
     from geoscreen.store.models import Hypothesis, Iteration
 
     with _opened(ledger) as led, led.session() as s:
@@ -381,13 +397,32 @@ def campaign_status(ledger: str | Ledger) -> dict[str, Any]:
             Hypothesis.campaign_id == c.id, Hypothesis.status == "running")).all()
         disc = s.scalar(select(func.count(Hypothesis.id)).where(
             Hypothesis.campaign_id == c.id, Hypothesis.significant.is_(True))) or 0
+        waiting = s.scalars(select(Hypothesis.id).where(
+            Hypothesis.campaign_id == c.id, Hypothesis.status == "queued")
+            .order_by(Hypothesis.id)).all()
+        failed = s.execute(select(Hypothesis.error, Hypothesis.attempts).where(
+            Hypothesis.campaign_id == c.id, Hypothesis.status == "failed")).all()
+        lock = _lock_line(led)
         return {"status": c.status, "reason": c.status_reason, "cache_path": c.cache_path,
                 "cache_checksum": c.cache_checksum, "model": c.model, "seed": c.seed,
                 "iterations_done": int(done_its),
                 "iterations_planned": (c.config or {}).get("iterations"),
                 "current_iteration": cur.index if cur else None, "counts": counts,
                 "discoveries": int(disc), "alpha": (c.config or {}).get("alpha", 0.05),
-                "running": [(i, st) for i, st in running]}
+                "running": [(i, st) for i, st in running], "waiting": list(waiting),
+                "retryable": sum(1 for err, n in failed if retryable(err, n or 0)),
+                "lock": lock}
+
+
+def _lock_line(led: Ledger) -> str:
+    """Who holds the ledger's run lock, for `campaign status` ('' when nobody does)."""
+    from geoscreen.store.lease import current_holder, stale_reason
+
+    holder = current_holder(led)
+    if holder is None:
+        return ""
+    why = stale_reason(holder)
+    return holder.describe() + (f" (stale: {why}; the next run takes it over)" if why else "")
 
 
 # -- bulk views for the report ------------------------------------------------------------------
@@ -491,6 +526,34 @@ def fdr_member_decisions(ledger: str | Ledger, campaign_id: int | None = None,
                 d = out.setdefault(hid, {})
                 for proc, dec in (online or {}).items():
                     d[proc] = d.get(proc, False) or bool((dec or {}).get("reject"))
+    return out
+
+
+def fdr_member_unreachable(ledger: str | Ledger, campaign_id: int | None = None,
+                           ) -> dict[int, dict[str, str]]:
+    """hypothesis id -> {online procedure: why a member could not be rejected at its level,
+    whatever its data} (the FDR engine's resolution flag); empty where none was flagged."""
+    out: dict[int, dict[str, str]] = {}
+    from sqlalchemy import inspect, select
+
+    from geoscreen.store import models
+
+    member = getattr(models, "FdrMember", None)
+    if member is None:
+        return out
+    M = member.__table__.c
+    q = select(M.hypothesis_id, M.online)
+    if campaign_id is not None:
+        q = q.where(M.campaign_id == campaign_id)
+    with _opened(ledger) as led:
+        if not inspect(led.engine).has_table(member.__tablename__):
+            return out
+        with led.session() as s:
+            for hid, online in s.execute(q):
+                for proc, dec in (_json(online) or {}).items():
+                    why = (dec or {}).get("unreachable")
+                    if why:
+                        out.setdefault(hid, {}).setdefault(proc, str(why))
     return out
 
 

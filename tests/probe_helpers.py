@@ -121,3 +121,41 @@ def assert_calibrated(pvalues: Sequence[float], alpha: float = 0.05,
         assert c["ks_p"] > 1e-3, c
         assert c["band_lo"] <= c["fpr"] <= c["band_hi"], c
     return c
+
+
+def e_validity(evalues: Sequence[float]) -> dict[str, float]:
+    """Monte-Carlo summary of null e-values: the mean with its standard error, the means of e
+    truncated at 5 and 20 with theirs, and the Markov tails P(e >= x).
+
+    A valid e-value has E[e] <= 1, hence E[min(e, c)] <= 1 and P(e >= x) <= 1/x.  Null e-values
+    are heavy-tailed, so the plain mean's standard error is large; min(e, c) has variance at
+    most c, which makes its mean a sharp check of the bulk (1/p, for instance, has
+    E[min(1/p, 20)] = 1 + ln 20 = 4).
+    """
+    e = np.asarray(evalues, dtype=float)
+    n = e.size
+    big = np.minimum(e, 1e100)  # a calibrated p of 0 gives ~1e294, whose square overflows
+    out = {"n": float(n), "mean": float(e.mean()), "se": float(big.std(ddof=1) / np.sqrt(n)),
+           "max": float(e.max())}
+    for c in (5, 20):
+        t = np.minimum(e, c)
+        out[f"mean_min{c}"] = float(t.mean())
+        out[f"se_min{c}"] = float(t.std(ddof=1) / np.sqrt(n))
+    for x in (2, 5, 20):
+        out[f"P(e>={x})"] = float(np.mean(e >= x))
+    return out
+
+
+def assert_e_valid(evalues: Sequence[float], z: float = 3.0) -> dict[str, float]:
+    """Null e-values look valid: mean(e) and mean(min(e, c)) for c = 5, 20 at most 1 + z SE, and
+    P(e >= x) inside the 99.9% binomial band of a rate 1/x, x = 2, 5, 20 (Markov)."""
+    c = e_validity(evalues)
+    assert np.all(np.asarray(evalues, dtype=float) >= 0), c
+    assert c["mean"] <= 1.0 + z * c["se"], c
+    for t in (5, 20):
+        assert c[f"mean_min{t}"] <= 1.0 + z * c[f"se_min{t}"], (t, c)
+    n = int(c["n"])
+    for x in (2, 5, 20):
+        hi = stats.binom.isf(0.0005, n, 1.0 / x) / n
+        assert c[f"P(e>={x})"] <= hi, (x, c)
+    return c

@@ -121,7 +121,9 @@ def test_each_layer_is_a_member_and_failed_hypotheses_are_not(tmp_path):
     assert summ["pi0"] == pytest.approx(min(1.0, sum(p > 0.5 for p in family_p) / (5 * 0.5)))
     by_key = {m["key"]: m for m in summ["methods"]}
     assert by_key["bh"]["hypotheses"] == 1 and by_key["lord++"]["primary"]
-    assert set(by_key) == {"bh", "by", "lord++", "saffron", "lond", "batch-bh"}
+    assert set(by_key) == {"bh", "by", "e-bh", "lord++", "saffron", "lond", "batch-bh", "e-lond"}
+    assert by_key["e-bh"]["valid_under"] == "any dependence (e-values)"
+    assert by_key["e-lond"]["valid_under"] == "any dependence (e-values)"
 
 
 def _stream(seed: int) -> list[list[tuple[int, str, list[float] | None]]]:
@@ -145,7 +147,8 @@ def _snapshot(led: Ledger):
                          h.online_alpha, h.online_decision, h.online_procedure)
                 for h in s.scalars(select(Hypothesis))}
         members = [(s.get(Hypothesis, m.hypothesis_id).hash, m.layer, m.stream_index,
-                    m.batch_index, m.p_value, m.online)
+                    m.batch_index, m.p_value, m.online,
+                    fdr.member_e(m, s.get(Hypothesis, m.hypothesis_id)))
                    for m in s.scalars(select(FdrMember).order_by(FdrMember.id))]
         state = led.campaign(s).fdr_state
     return hyps, members, state
@@ -170,12 +173,13 @@ def test_resumed_campaign_continues_the_same_online_procedures_exactly(tmp_path)
     batches: dict[int, list] = {}
     for m in members:
         batches.setdefault(m[3], []).append(m)
-    for name in ("lord++", "saffron", "lond", "batch-bh"):
+    for name in ("lord++", "saffron", "lond", "batch-bh", "e-lond"):
         proc = make_procedure(name, 0.05)
         for key in sorted(batches):
             batch = sorted(batches[key], key=lambda m: m[2])
-            for d, m in zip(proc.test_batch([m[4] for m in batch]), batch):
-                assert m[5][name] == {"alpha": d.alpha, "reject": d.reject}
+            x = [m[6] if proc.uses_e_values else m[4] for m in batch]  # e-LOND reads e-values
+            for d, m in zip(proc.test_batch(x), batch):
+                assert (m[5][name]["alpha"], m[5][name]["reject"]) == (d.alpha, d.reject)
         assert proc.to_state() == state["procedures"][name]
     assert state["stream_length"] == len(members)
 

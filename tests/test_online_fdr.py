@@ -16,6 +16,7 @@ from scipy.special import zeta
 
 from geoscreen.store.online_fdr import (
     BatchBH,
+    ELond,
     Lond,
     LordPlusPlus,
     Saffron,
@@ -204,11 +205,31 @@ def test_lord_plus_plus_matches_onlinefdr_example_at_alpha_0_1():
     assert [i for i, r in enumerate(rej) if r] == [0, 6, 8]
 
 
-@pytest.mark.parametrize("name", ["lord++", "saffron", "lond", "batch-bh"])
+def test_e_lond_by_hand():
+    """alpha_t = alpha g_t (D + 1), reject when e >= 1 / alpha_t (Xu & Ramdas 2024); on e = 1/p
+    the levels and rejections are LOND's (independent version): p <= a <=> 1/p >= 1/a."""
+    e = [1e5, 2.0, 1100.0, 50.0, 0.5, 3000.0, 1.0, 1000.0]
+    d = [0, 1, 1, 2, 2, 2, 3, 3]  # discoveries before t: rejections at t = 1, 3, 6
+    a = [ALPHA * g(t) * (dd + 1) for t, dd in zip(range(1, 9), d)]
+    reject = [True, False, True, False, False, True, False, False]
+    assert [x >= 1 / y for x, y in zip(e, a)] == reject  # 1000 < 1 / a_8 = 1053.7
+    alphas, decisions = _run(ELond(ALPHA), e)
+    assert decisions == reject
+    np.testing.assert_allclose(alphas, a, rtol=1e-12)
+    # the same levels as LOND without the dependence penalty, on e = 1 / p
+    lond_alphas, lond_rej = _run(Lond(ALPHA, dependence="independent"), P)
+    e_alphas, e_rej = _run(ELond(ALPHA), [1 / p for p in P])
+    assert e_alphas == lond_alphas and e_rej == lond_rej
+    assert ELond(ALPHA).valid_under() == "any dependence (e-values)" and ELond.uses_e_values
+
+
+@pytest.mark.parametrize("name", ["lord++", "saffron", "lond", "batch-bh", "e-lond"])
 def test_resume_from_json_state_continues_exactly(name):
     rng = np.random.default_rng(11)
     batches = [np.where(rng.random(7) < 0.3, rng.random(7) * 1e-3, rng.random(7))
                for _ in range(12)]
+    if make_procedure(name, 0.05).uses_e_values:
+        batches = [1.0 / b for b in batches]
     straight = make_procedure(name, 0.05)
     expected = [straight.test_batch(b) for b in batches]
     for cut in (1, 5, 11):
@@ -236,6 +257,6 @@ def test_parameters_are_checked():
 
 
 def test_describe_fits_the_ledger_column():
-    for name in ("lord++", "saffron", "lond", "batch-bh"):
+    for name in ("lord++", "saffron", "lond", "batch-bh", "e-lond"):
         text = make_procedure(name, 0.05).describe()
         assert text.startswith(name + "(") and len(text) <= 64

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from probe_helpers import (
     assert_calibrated,
+    assert_e_valid,
     cache_from_layers,
     context,
     gaussian_layers,
@@ -59,9 +60,19 @@ def small(tmp_path_factory):
 
 
 def _pvalues(name, params, data, reps=REPS, alternative=None, layers=None):
+    """The probe's null p-values; on the way, its null e-values must look valid (E[e] <= 1)."""
     _, cache, _, _, ctx = data  # one context per cache: SVDs are computed once and reused
     names = layers if layers is not None else cache.layers[:reps]
-    return [run(name, params, ctx, layer, alternative).p_value for layer in names]
+    res = [run(name, params, ctx, layer, alternative) for layer in names]
+    _check_e(name, [r.e_value for r in res], {r.e_method for r in res})
+    return [r.p_value for r in res]
+
+
+def _check_e(label, evalues, methods):
+    c = assert_e_valid(evalues)
+    print(f"\nE-VALUES {label} ({', '.join(sorted(methods))}): n={c['n']:.0f} "
+          f"mean={c['mean']:.3f} (SE {c['se']:.3f}) mean(min(e,20))={c['mean_min20']:.3f} "
+          f"P(e>=20)={c['P(e>=20)']:.3f}")
 
 
 def _report(label, c):
@@ -226,12 +237,15 @@ def test_null_robustness_is_valid(null):
 ], ids=["spectrum", "intrinsic_dimension", "anchor_convergence"])
 def test_descriptive_trend_calibrated(small, name, prm):
     _, cache, _, _, ctx = small
-    pvals = []
+    pvals, evals = [], []
     for r in range(TREND_REPS):
         names = cache.layers[r * TREND_LAYERS:(r + 1) * TREND_LAYERS]
         res = [run(name, prm, ctx, layer) for layer in names]
         for k, x in enumerate(res):  # each replicate is its own depth 0..6
             x.layer_index = k
         assert all(x.p_value is None and x.n > 0 for x in res)
-        pvals.append(combine(res, "trend", "two-sided", seed=r)["p_value"])
+        comb = combine(res, "trend", "two-sided", seed=r)
+        pvals.append(comb["p_value"])
+        evals.append(comb["e_value"])
+    _check_e(f"{name}/trend", evals, {"trend"})
     _report(f"{name}/trend", assert_calibrated(pvals))

@@ -1,0 +1,112 @@
+"""The on-disk store of per-layer SVDs, shared by every hypothesis (and every probe).
+
+Any probe can write to the store's folder, so nothing loaded from it is trusted:
+
+* A stored SVD is named by a content key: the SHA-256 of the layer file's and the gene table's
+  checksums (from the cache manifest) and the row selection.  The same data finds the same SVD
+  whatever the cache is called; different data never does.
+* What is loaded must be *the* SVD of the rows it is used for.  `verified` checks, against the
+  cache's own rows, in O(genes x dim) time (a few per cent of recomputing): the stored key and row
+  indices, shapes, finiteness, the column mean, singular values sorted and non-negative, the
+  sign convention, and with random test vectors that nobody can predict (Freivalds' check)
+  `U^T U = I`, `Vt Vt^T = I` and `U diag(S) Vt = X - mean`.  Together these pin the thin SVD
+  down (up to rotations within repeated singular values).  Anything else is recomputed and the
+  file replaced.  A self-declared hash of the arrays would add nothing: whoever can write the
+  file can write the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from geoscreen.store.cache import GENES, Cache
+
+STORE_VERSION = "svd-v2"
+_TOL = 1e-9
+_PROBES = 2  # random test vectors per identity
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # U, S, Vt, mean
+
+
+def content_key(cache: Cache, layer: str, include_zero: bool) -> str:
+    """Name of a layer's SVD in the store: a digest of the content it is computed from."""
+    files, sums = cache.manifest["files"], cache.manifest["checksums"]
+    parts = (STORE_VERSION, sums[files[layer]], sums[GENES], "all" if include_zero else "present")
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def store_path(base: Path, key: str) -> Path:
+    return base / "svd" / STORE_VERSION / f"{key}.npz"
+
+
+def compute(X: np.ndarray) -> Arrays:
+    """Thin SVD of the mean-centred rows, each axis' sign fixed (largest |loading| positive)."""
+    mean = X.mean(axis=0)
+    U, S, Vt = np.linalg.svd(X - mean, full_matrices=False)
+    flip = np.sign(Vt[np.arange(Vt.shape[0]), np.argmax(np.abs(Vt), axis=1)])
+    flip[flip == 0] = 1
+    return U * flip, S, Vt * flip[:, None], mean
+
+
+def load(path: Path, key: str, rows: np.ndarray, X: np.ndarray) -> Arrays | None:
+    """The stored SVD if it exists, is readable and passes `verified`; None otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key or not np.array_equal(z["rows"], rows):
+                return None
+            arrays = (z["U"], z["S"], z["Vt"], z["mean"])
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # a corrupt file is recomputed and replaced
+    return arrays if verified(X, arrays) else None
+
+
+def save(path: Path, key: str, rows: np.ndarray, arrays: Arrays) -> None:
+    """Write atomically (temporary file, then rename); a read-only store only costs time."""
+    U, S, Vt, mean = arrays
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, key=np.array(key), rows=rows, U=U, S=S, Vt=Vt, mean=mean)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def verified(X: np.ndarray, arrays: Arrays) -> bool:
+    """Whether `arrays` is the sign-fixed thin SVD of `X - X.mean(0)` (see the module doc)."""
+    U, S, Vt, mean = arrays
+    n, d = X.shape
+    r = min(n, d)
+    if U.shape != (n, r) or S.shape != (r,) or Vt.shape != (r, d) or mean.shape != (d,):
+        return False
+    if any(a.dtype != np.float64 or not np.isfinite(a).all() for a in arrays):
+        return False
+    if (S < 0).any() or (np.diff(S) > 0).any():
+        return False
+    if (Vt[np.arange(r), np.argmax(np.abs(Vt), axis=1)] < 0).any():
+        return False
+    scale = float(np.abs(X).max(initial=0.0)) + 1.0
+    if not np.allclose(mean, X.mean(axis=0), rtol=_TOL, atol=_TOL * scale):
+        return False
+    return _freivalds(X - mean, U, S, Vt)
+
+
+def _freivalds(Xc: np.ndarray, U: np.ndarray, S: np.ndarray, Vt: np.ndarray) -> bool:
+    rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
+    r = S.size
+    W = rng.standard_normal((r, _PROBES))
+    if np.linalg.norm(U.T @ (U @ W) - W) > _TOL * np.linalg.norm(W) * max(1, r):
+        return False
+    if np.linalg.norm(Vt @ (Vt.T @ W) - W) > _TOL * np.linalg.norm(W) * max(1, r):
+        return False
+    V = rng.standard_normal((Xc.shape[1], _PROBES))
+    residual = np.linalg.norm(Xc @ V - U @ (S[:, None] * (Vt @ V)))
+    return bool(residual <= _TOL * (np.linalg.norm(Xc) * np.linalg.norm(V) + 1.0))
