@@ -37,7 +37,13 @@ from geoscreen.agent.prompting import PromptBuilder, probe_catalog, reply_schema
 from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.agent.textsafe import valid_unicode
 from geoscreen.agent.tokens import TokenCounter
-from geoscreen.hypotheses.bounded import MAX_DEPTH, bounded_int, json_depth, json_loads
+from geoscreen.hypotheses.bounded import (
+    MAX_DEPTH,
+    bounded_int,
+    json_brackets,
+    json_depth,
+    json_loads,
+)
 from geoscreen.hypotheses.spec import HypothesisSpec, ResolvedSpec
 
 _DROP = ("source", "family", "id", "hash", "replaces")  # keys models add that specs lack
@@ -93,19 +99,7 @@ def extract_json(text: str) -> Any:
 
 def _json_starts(text: str) -> Iterator[int]:
     """Positions of '{' and '[' outside double-quoted strings: where JSON may start in prose."""
-    in_str = esc = False
-    for i, ch in enumerate(text):
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
-            yield i
+    return (i for i, ch in json_brackets(text) if ch in "{[")
 
 
 def parse_reply(reply: ChatReply) -> ReplyParse:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -221,12 +222,11 @@ def yaml_documents(text: str, where: str) -> list[Any]:
 
 
 # -- JSON -------------------------------------------------------------------------------------
-def json_depth(text: str, limit: int = MAX_DEPTH) -> int:
-    """The deepest bracket nesting in `text` outside strings, counting no further than
-    `limit` + 1 (a linear scan; no recursion)."""
-    depth = deepest = 0
+def json_brackets(text: str) -> Iterator[tuple[int, str]]:
+    """(position, character) of every bracket of `text` outside double-quoted JSON strings (a
+    linear scan that honours backslash escapes)."""
     in_str = esc = False
-    for ch in text:
+    for i, ch in enumerate(text):
         if in_str:
             if esc:
                 esc = False
@@ -236,7 +236,16 @@ def json_depth(text: str, limit: int = MAX_DEPTH) -> int:
                 in_str = False
         elif ch == '"':
             in_str = True
-        elif ch in "[{":
+        elif ch in "[{]}":
+            yield i, ch
+
+
+def json_depth(text: str, limit: int = MAX_DEPTH) -> int:
+    """The deepest bracket nesting in `text` outside strings, counting no further than
+    `limit` + 1 (a linear scan; no recursion)."""
+    depth = deepest = 0
+    for _, ch in json_brackets(text):
+        if ch in "[{":
             depth += 1
             if depth > deepest:
                 deepest = depth

@@ -261,7 +261,30 @@ class Saffron(OnlineProcedure):
 LOND_DEPENDENCE = ("arbitrary", "independent", "prds")
 
 
-class Lond(OnlineProcedure):
+class _CountsDiscoveries(OnlineProcedure):
+    """State of the LOND family: tests so far (t) and discoveries so far, nothing else."""
+
+    t: int
+    discoveries: int
+
+    def _record(self, value: float, reject: bool) -> None:
+        self.t += 1
+        self.discoveries += int(reject)
+
+    @property
+    def n_rejected(self) -> int:
+        return self.discoveries
+
+    def to_state(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params(), "t": self.t,
+                "discoveries": self.discoveries}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _CountsDiscoveries:
+        return cls(**state["params"], t=state["t"], discoveries=state["discoveries"])
+
+
+class Lond(_CountsDiscoveries):
     """LOND: alpha_t = beta_t (D(t-1) + 1), beta_t = alpha g_t, D = discoveries so far.
 
     `dependence="arbitrary"` (default) uses beta_t / H(t) (H = harmonic number), which controls
@@ -298,21 +321,6 @@ class Lond(OnlineProcedure):
         d = max(self.discoveries, 1) if self.dependence == "prds" else self.discoveries + 1
         return self.beta(t) * d
 
-    def _record(self, p: float, reject: bool) -> None:
-        self.t += 1
-        self.discoveries += int(reject)
-
-    @property
-    def n_rejected(self) -> int:
-        return self.discoveries
-
-    def to_state(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params(), "t": self.t,
-                "discoveries": self.discoveries}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Lond:
-        return cls(**state["params"], t=state["t"], discoveries=state["discoveries"])
 
 
 def bh_count(pvalues: np.ndarray, level: float) -> int:
@@ -402,7 +410,7 @@ class BatchBH(OnlineProcedure):
         return cls(**state["params"], batches=state["batches"])
 
 
-class ELond(OnlineProcedure):
+class ELond(_CountsDiscoveries):
     """e-LOND: alpha_t = alpha g_t (D(t-1) + 1); reject when the e-value e_t >= 1 / alpha_t.
 
     Parameters
@@ -457,21 +465,6 @@ class ELond(OnlineProcedure):
         self._record(float(e), d.reject)
         return d
 
-    def _record(self, e: float, reject: bool) -> None:
-        self.t += 1
-        self.discoveries += int(reject)
-
-    @property
-    def n_rejected(self) -> int:
-        return self.discoveries
-
-    def to_state(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params(), "t": self.t,
-                "discoveries": self.discoveries}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> ELond:
-        return cls(**state["params"], t=state["t"], discoveries=state["discoveries"])
 
 
 PROCEDURES: dict[str, type[OnlineProcedure]] = {
