@@ -236,6 +236,15 @@ def refinements(h: HypView, n_layers: int) -> list[tuple[dict[str, Any], str]]:
 PERMUTATION_STEPS = (1999, 4999)
 
 
+def _costly_draws(raw: dict[str, Any]) -> bool:
+    """Whether each null draw costs a full ripser run (persistent homology in dimension >= 1,
+    about 10 ms a draw and layer): raising its permutations tenfold would make one hypothesis
+    take minutes, so such a test keeps its count and is tested for the offline family."""
+    params = raw.get("params") or {}
+    return raw.get("probe") == "persistent_homology" and any(
+        int(d) > 0 for d in (params.get("dims") or [1]))
+
+
 def spec_resolution(raw: dict[str, Any], n_layers: int) -> tuple[float, float, bool]:
     """(smallest attainable p, largest attainable e, whether more permutations would help) of a
     proposed spec, from its probe's parameters (defaults filled in) and `across_layers`.
@@ -316,7 +325,7 @@ def fit_resolution(raw: dict[str, Any], state: CampaignState,
     best = f"largest attainable e-value {cap:.3g} < 1/alpha_t = {1 / level:.3g}" \
         if state.online_uses_e else \
         f"smallest attainable p-value {floor:.3g} > alpha_t = {level:.3g}"
-    if fixable:
+    if fixable and not _costly_draws(raw):
         from geoscreen.probes.registry import get_probe
 
         field = get_probe(str(raw["probe"])).params.model_fields["n_permutations"]
@@ -326,6 +335,9 @@ def fit_resolution(raw: dict[str, Any], state: CampaignState,
                 return ({**raw, "params": {**(raw.get("params") or {}), "n_permutations": m}},
                         f"n_permutations raised to {m}: with the default, {best}")
         return raw, f"cannot be rejected online ({best}); tested for the offline family only"
+    if fixable:  # costly draws: keep the count
+        return raw, (f"cannot be rejected online ({best}; more permutations would cost a ripser "
+                     "run each); tested for the offline family only")
     return None, f"not proposed: it could not be rejected online ({best})"
 
 

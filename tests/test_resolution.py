@@ -91,3 +91,15 @@ def test_offline_brainstormer_skips_and_raises():
     assert all(_bounds(r)[0] <= level / 2 for r in raised)
     assert "could not be rejected at the online level 0.0005" in batch.note
     assert "0.00139 > alpha_t = 0.0005" in batch.note  # the 6-layer trend
+
+
+def test_ripser_draws_keep_their_count_and_say_so():
+    """Persistent homology in dimension >= 1 runs ripser once per draw: a tenfold raise would
+    make one hypothesis take minutes (150 s in the demo), so it keeps its count."""
+    ph = {"statement": "loops", "probe": "persistent_homology",
+          "params": {"gene_set": "genes:G1,G2,G3", "dims": [1]}, "alternative": "greater"}
+    raw, note = fit_resolution(ph, _state(5e-4))
+    assert raw is ph and "ripser" in note and "offline family only" in note
+    h0 = {**ph, "params": {**ph["params"], "dims": [0]}}  # H0 draws are batched: raised
+    raw, note = fit_resolution(h0, _state(5e-4))
+    assert raw["params"]["n_permutations"] == 4999
