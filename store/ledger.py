@@ -212,105 +212,61 @@ def create_tables(engine: Engine) -> bool:
     return True
 
 
-def upgrade_schema(engine: Engine, target: str) -> bool:
-    """Add the columns of schema 2 to a ledger written by schema 1, in place; True if it did.
+# Columns added to the first schema, in order: (table, column, SQL type, backfill or None).
+ADDED_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("hypotheses", "attempts", "INTEGER NOT NULL DEFAULT 0",
+     "UPDATE hypotheses SET attempts = 1 WHERE status IN ('done', 'failed')"),
+    ("hypotheses", "e_value", "FLOAT", None),
+    ("hypotheses", "e_method", "VARCHAR(64)", None),
+    ("layer_results", "e_value", "FLOAT", None),
+    ("layer_results", "e_method", "VARCHAR(64)", None),
+)
 
-    On SQLite the check and the change run in one `BEGIN IMMEDIATE` transaction (DDL is
-    transactional there), so two processes opening an old ledger at once upgrade it once, and a
-    process killed half-way leaves it unchanged.
+
+def _missing_columns(conn: Any) -> list[tuple[str, str, str, str | None]]:
+    insp = inspect(conn)
+    tables = dict.fromkeys(t for t, *_ in ADDED_COLUMNS)
+    if not all(insp.has_table(t) for t in tables):
+        return []
+    have = {t: {c["name"] for c in insp.get_columns(t)} for t in tables}
+    return [x for x in ADDED_COLUMNS if x[1] not in have[x[0]]]
+
+
+def upgrade_schema(engine: Engine, target: str) -> bool:
+    """Add the columns a ledger written by an older geoscreen lacks, in place; True if it did.
+
+    The check is read-only when nothing is missing (a read-only current ledger opens); the
+    change re-checks and runs inside `schema_transaction` (on SQLite one `BEGIN IMMEDIATE`
+    transaction, DDL being transactional there), so two processes opening an old ledger at once
+    upgrade it once, and a process killed half-way leaves it unchanged.  Rows written before a
+    column existed keep its default: `attempts` is backfilled, e-values stay NULL (their
+    calibrated p-value stands in wherever one is needed: `probes.combine._layer_e`,
+    `store.fdr`).
     """
-    if "attempts" in {c["name"] for c in inspect(engine).get_columns("hypotheses")}:
-        return False
-    alter = "ALTER TABLE hypotheses ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"
-    backfill = "UPDATE hypotheses SET attempts = 1 WHERE status IN ('done', 'failed')"
+    with engine.connect() as conn:
+        if not _missing_columns(conn):
+            return False
     version = (f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version' "
                f"AND CAST(value AS INTEGER) < {SCHEMA_VERSION}")
     try:
-        if engine.dialect.name == "sqlite":
-            with engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(hypotheses)")}
-                    if "attempts" not in have:
-                        conn.exec_driver_sql(alter)
-                        conn.exec_driver_sql(backfill)
-                        conn.exec_driver_sql(version)
-                    conn.exec_driver_sql("COMMIT")
-                except BaseException:
-                    conn.exec_driver_sql("ROLLBACK")
-                    raise
-        else:
-            with engine.begin() as conn:
-                if engine.dialect.name == "postgresql":
-                    conn.exec_driver_sql("LOCK TABLE hypotheses IN SHARE ROW EXCLUSIVE MODE")
-                have = {c["name"] for c in inspect(conn).get_columns("hypotheses")}
-                if "attempts" not in have:
-                    conn.exec_driver_sql(alter)
+        with schema_transaction(engine) as conn:
+            missing = _missing_columns(conn)
+            for table, column, kind, backfill in missing:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                if backfill:
                     conn.exec_driver_sql(backfill)
-                    conn.exec_driver_sql(version)
+            if missing:
+                conn.exec_driver_sql(version)
     except LedgerUnavailable as exc:
         if exc.kind == "readonly":
+            with engine.connect() as conn:
+                what = ", ".join(f"{t}.{c}" for t, c, *_ in _missing_columns(conn))
             raise LedgerUnavailable(
                 "readonly", "is read-only and was written by an older geoscreen: it needs a "
-                "one-time upgrade (a column 'attempts' added to 'hypotheses')", path=target,
+                f"one-time upgrade (columns {what} added)", path=target,
                 fix="make it writable (chmod u+w) once, or upgrade a copy") from None
         raise
-    return True
-
-
-E_VALUE_COLUMNS = (("hypotheses", "e_value", "FLOAT"), ("hypotheses", "e_method", "VARCHAR(64)"),
-                   ("layer_results", "e_value", "FLOAT"),
-                   ("layer_results", "e_method", "VARCHAR(64)"))
-
-
-def upgrade_e_values(engine: Engine, target: str) -> bool:
-    """Add the nullable e-value columns to a ledger written before them, in place; True if it did.
-
-    Rows written before stay NULL: their e-value is the calibrated p-value wherever one is needed
-    (`probes.combine._layer_e`, `store.fdr`).  Like `upgrade_schema`, the check and the change run
-    in one transaction (`BEGIN IMMEDIATE` on SQLite), so two processes opening an old ledger at
-    once upgrade it once.
-    """
-    insp = inspect(engine)
-    if not all(insp.has_table(t) for t in ("hypotheses", "layer_results")):
-        return False
-    cols = {t: {c["name"] for c in insp.get_columns(t)} for t in ("hypotheses", "layer_results")}
-    if all(c in cols[t] for t, c, _ in E_VALUE_COLUMNS):
-        return False
-
-    def add_missing(conn: Any, have: dict[str, set[str]]) -> None:
-        for table, col, kind in E_VALUE_COLUMNS:
-            if col not in have[table]:
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
-
-    try:
-        if engine.dialect.name == "sqlite":
-            with engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    add_missing(conn, {t: {r[1] for r in conn.exec_driver_sql(
-                        f"PRAGMA table_info({t})")} for t in ("hypotheses", "layer_results")})
-                    conn.exec_driver_sql("COMMIT")
-                except BaseException:
-                    conn.exec_driver_sql("ROLLBACK")
-                    raise
-        else:
-            with engine.begin() as conn:
-                if engine.dialect.name == "postgresql":
-                    conn.exec_driver_sql("LOCK TABLE hypotheses, layer_results "
-                                         "IN SHARE ROW EXCLUSIVE MODE")
-                add_missing(conn, {t: {c["name"] for c in inspect(conn).get_columns(t)}
-                                   for t in ("hypotheses", "layer_results")})
-    except LedgerUnavailable as exc:
-        if exc.kind == "readonly":
-            raise LedgerUnavailable(
-                "readonly", "is read-only and was written by an older geoscreen: it needs a "
-                "one-time upgrade (e-value columns added to 'hypotheses' and 'layer_results')",
-                path=target, fix="make it writable (chmod u+w) once, or upgrade a copy") from None
-        raise
-    return True
+    return bool(missing)
 
 
 def _e_value(v: Any) -> float | None:
@@ -350,7 +306,6 @@ class Ledger:
                         f"{SCHEMA_VERSION})", path=str(target), fix="upgrade geoscreen")
             create_tables(self.engine)
             upgrade_schema(self.engine, self.target)
-            upgrade_e_values(self.engine, self.target)
             with self.session() as s:
                 row = s.get(Meta, "schema_version")
                 if row is None:

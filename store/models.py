@@ -114,7 +114,7 @@ class Hypothesis(Base):
     effect_name: Mapped[str] = mapped_column(String(64), default="")
     effect_size: Mapped[float | None] = mapped_column(Float, nullable=True)
     # e-value for the same null (probes.combine.combine_evalues); added in place to older
-    # ledgers by store.ledger.upgrade_e_values
+    # ledgers by store.ledger.upgrade_schema
     e_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     e_method: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # multiple testing (recomputed offline; online values fixed at test time)

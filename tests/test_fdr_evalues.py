@@ -21,7 +21,7 @@ from geoscreen.hypotheses.loader import parse_spec
 from geoscreen.probes.combine import combine
 from geoscreen.probes.result import E_CALIBRATOR, E_PERMUTATION, LayerResult, calibrate_p
 from geoscreen.store import fdr
-from geoscreen.store.ledger import Ledger, upgrade_e_values
+from geoscreen.store.ledger import Ledger, upgrade_schema
 from geoscreen.store.models import FdrMember, Hypothesis, Iteration, LayerResultRow
 from geoscreen.store.online_fdr import ELond, LordPlusPlus
 
@@ -131,7 +131,7 @@ def test_old_ledger_gains_e_value_columns_in_place_once(tmp_path):
     assert "e_value" not in {r[1] for r in con.execute("PRAGMA table_info(hypotheses)")}
     con.close()
     led = Ledger(path)  # opening upgrades it
-    assert upgrade_e_values(led.engine, str(path)) is False  # ... once
+    assert upgrade_schema(led.engine, str(path)) is False  # ... once
     with led.session() as s:
         h = s.get(Hypothesis, 1)
         assert h.e_value is None and h.p_value is not None  # old rows: NULL
