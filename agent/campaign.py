@@ -60,12 +60,29 @@ class CampaignConfig:
     offline_procedure: str = "bh"  # decides `significant`: bh | by | e-bh (store/fdr.py)
     combine_any: str = "cauchy"  # across_layers any: cauchy | simes
     retry_failed: bool = False  # rerun transient failures past MAX_AUTO_ATTEMPTS
+    # folders that specs proposed by a model may read with file: (none by default; human and
+    # offline specs may read any regular file)
+    allow_files: list[str] = field(default_factory=list)
+    # a pre-registered gene split: hold out this fraction of genes for `campaign confirm`
+    # (recorded when the campaign is first bound, never changed afterwards)
+    holdout_genes: float | None = None
+    split: dict[str, Any] | None = None  # the registered split, set from the ledger by the run
 
     def __post_init__(self) -> None:
         from geoscreen.store.fdr import check_settings
 
         check_settings(self.online_procedure, self.combine_any, self.offline_procedure)
         self.check_limits()
+        for folder in self.allow_files:
+            if not Path(folder).expanduser().is_dir():
+                raise GeoscreenError("is not a folder", path=str(folder), field="--allow-files",
+                                     fix="name an existing folder whose files a model's "
+                                     "proposals may read")
+        self.allow_files = [str(Path(f).expanduser().resolve()) for f in self.allow_files]
+        if self.holdout_genes is not None:
+            from geoscreen.store.split import GeneSplit
+
+            GeneSplit(seed=self.seed, fraction=self.holdout_genes)  # refuses a bad fraction
 
     def check_limits(self) -> None:
         """Refuse limits that would switch a safeguard off or make no sense (one line each).
@@ -164,6 +181,17 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
             c.config = {**cfg.recorded(), **(c.config or {}), "alpha": cfg.alpha}
             ledger.event(s, c, "started", f"campaign bound to cache {cache.path} "
                          f"({cache.checksum[:12]}), seed {cfg.seed}")
+            if cfg.holdout_genes is not None:
+                from geoscreen.store.split import GeneSplit
+
+                rec = GeneSplit(cfg.seed, cfg.holdout_genes).record(cache.genes.symbols,
+                                                                    ~cache.genes.zero)
+                c.config = {**c.config, "holdout": rec}
+                ledger.event(s, c, "split_registered", (
+                    f"gene split registered before any test: {rec['n_holdout']:,} of "
+                    f"{rec['n_genes']:,} genes held out for confirmation (fraction "
+                    f"{rec['fraction']:g}, seed {rec['seed']}, sha256 "
+                    f"{rec['holdout_sha256'][:12]})"), **rec)
         else:
             if c.cache_checksum != cache.checksum:
                 raise GeoscreenError(
@@ -175,6 +203,15 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
                     f"was started with --seed {c.seed}; resuming with --seed {cfg.seed} would "
                     "mix two campaigns", path=ledger.target, field="--seed",
                     fix=f"pass --seed {c.seed} or use a new --ledger file")
+            held = (c.config or {}).get("holdout")
+            if cfg.holdout_genes is not None and (
+                    held is None or float(held["fraction"]) != float(cfg.holdout_genes)):
+                raise GeoscreenError(
+                    ("was started without a gene split; a split must be registered before the "
+                     "screen, not added to it" if held is None else
+                     f"registered a held-out fraction of {held['fraction']:g}, not "
+                     f"{cfg.holdout_genes:g}"), path=ledger.target, field="--holdout-genes",
+                    fix="leave --holdout-genes out to resume, or start a new --ledger file")
             c.config = {**c.config, "iterations": cfg.iterations,
                         "per_iteration": cfg.per_iteration, "brainstormer": cfg.brainstormer}
         # crash recovery: anything left running by a killed process runs again
@@ -186,6 +223,8 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
         retried = _requeue_transient(ledger, s, c, force=cfg.retry_failed)
         c.status = "running"
         c.status_reason = ""
+        held = (c.config or {}).get("holdout")
+        cfg.split = {**held, "part": "screen"} if held else None
         return c.id, retried
 
 
@@ -264,7 +303,9 @@ def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
         if brainstormer is not None and room > 0:
             state = snapshot(s, c, index, cache={"n_layers": len(cache.layers),
                                                  "layers": cache.layers,
-                                                 "n_genes": cache.n_genes})
+                                                 "n_genes": cache.n_genes, "dim": cache.dim,
+                                                 "path": str(cache.path), "split": cfg.split},
+                             allow_files=tuple(cfg.allow_files))
     if brainstormer is not None and room > 0:
         batch = brainstormer.propose(state, room)
     with ledger.session() as s:
@@ -301,6 +342,8 @@ def _add_rejected(s: Any, c: Campaign, it: Iteration, raw: dict[str, Any], reaso
     import hashlib
     import json
 
+    from geoscreen.store.query import ledger_ids
+
     blob = json.dumps(raw, sort_keys=True, default=str)
     s.add(Hypothesis(campaign_id=c.id, iteration_id=it.id, iteration_index=it.index,
                      hash="rejected-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -309,8 +352,8 @@ def _add_rejected(s: Any, c: Campaign, it: Iteration, raw: dict[str, Any], reaso
                      probe=str(raw.get("probe", "?"))[:100], family="?",
                      source=str(raw.get("source", "?"))[:200], status="rejected",
                      error=reason[:4000],
-                     parents=list(raw.get("parents", []) or []) if isinstance(
-                         raw.get("parents"), list) else []))
+                     # only the ids: a model's raw `parents` (any JSON) stays in `spec`
+                     parents=ledger_ids(raw.get("parents"))))
 
 
 def _finish_iteration(ledger: Ledger, campaign_id: int, it_id: int) -> tuple[int, int]:
@@ -444,7 +487,11 @@ def job_for(h: Hypothesis, cache: Cache, cfg: CampaignConfig, seed: int) -> Job:
     return Job(h.id, {
         "spec": h.spec, "cache_path": str(cache.path), "cache_checksum": cache.checksum,
         "seed": derive_seed(seed, h.hash), "plugins": list(cfg.plugins),
-        "work_dir": cfg.work_dir})
+        "work_dir": cfg.work_dir,
+        # what the worker lets the probe read: a model's spec only the allowed folders
+        "allowed_files": list(cfg.allow_files) if h.source.startswith("llm:") else None,
+        # with a registered gene split the screen sees only its own genes
+        "split": cfg.split})
 
 
 def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignConfig,

@@ -92,6 +92,12 @@ def run_cmd(
     approve: bool = typer.Option(False, "--approve",
                                  help="proposals wait for 'geoscreen queue approve ID'"),
     plugin: list[str] = typer.Option([], "--plugin", help="extra module registering probes"),
+    holdout_genes: float = typer.Option(
+        None, "--holdout-genes", help="hold out this fraction of genes (seeded by --seed) "
+        "before the screen; 'geoscreen campaign confirm' re-tests the discoveries on them"),
+    allow_files: list[Path] = typer.Option(
+        [], "--allow-files", help="folder whose files specs proposed by a model may read "
+        "with file: (repeatable; by default a model's specs read no files)"),
     config: Path = typer.Option(None, "--config", help="campaign config (YAML): LLM settings"),
     model: str = typer.Option(None, "--model", help="LLM model (overrides llm.model)"),
     base_url: str = typer.Option(None, "--base-url",
@@ -120,7 +126,8 @@ def run_cmd(
                          online_procedure=online_procedure, combine_any=combine_any,
                          offline_procedure=offline_procedure, approve=approve,
                          plugins=list(plugin), brainstormer_options=options,
-                         retry_failed=retry_failed)
+                         retry_failed=retry_failed, allow_files=[str(p) for p in allow_files],
+                         holdout_genes=holdout_genes)
     with RichReporter(iterations, quiet=quiet) as rep:
         summary = run_campaign(cache, ledger, cfg, reporter=rep)
     from geoscreen.agent.textsafe import terminal_safe
@@ -128,7 +135,9 @@ def run_cmd(
     typer.echo(f"campaign {summary.status}: {terminal_safe(summary.reason)}. "
                f"{summary.iterations_done} "
                f"iterations, {summary.tested} tested, {summary.failed} failed, "
-               f"{summary.discoveries} discoveries (BH q <= {alpha}). "
+               f"{summary.discoveries} discoveries "
+               f"({ {'by': 'BY', 'e-bh': 'e-BH'}.get(offline_procedure.lower(), 'BH')} "
+               f"q <= {alpha}). "
                f"Review: geoscreen ledger list --ledger {ledger}")
 
 
@@ -152,7 +161,14 @@ def status_cmd(ledger: str = LEDGER_OPT) -> None:
               + (f"; iteration {st['current_iteration']} in progress"
                  if st['current_iteration'] else ""))
     con.print("hypotheses: " + ", ".join(f"{k} {v}" for k, v in sorted(st["counts"].items())))
-    con.print(f"discoveries (BH q <= {st['alpha']}): {st['discoveries']}")
+    proc = {"bh": "BH", "by": "BY", "e-bh": "e-BH"}.get(str(st["offline_procedure"]).lower(),
+                                                       str(st["offline_procedure"]))
+    con.print(f"discoveries ({proc} q <= {st['alpha']}): {st['discoveries']}")
+    held = st.get("holdout")
+    if held:
+        con.print(f"gene split: {held['n_holdout']:,} of {held['n_genes']:,} genes held out "
+                  f"before the screen (seed {held['seed']}, fraction {held['fraction']:g}); "
+                  "'geoscreen campaign confirm' re-tests the discoveries on them")
     waiting = st["waiting"]
     if waiting:
         ids = ", ".join(f"#{i}" for i in waiting[:10]) + (", ..." if len(waiting) > 10 else "")
@@ -169,20 +185,91 @@ def status_cmd(ledger: str = LEDGER_OPT) -> None:
         con.print(f"run lock: {_safe(lock)}")
 
 
+def _queue_check(led: Any, cache_opt: Path | None) -> tuple[Any, str]:
+    """(check, note): the queue-time test of each spec against the campaign's cache and ledger.
+
+    The cache is `--cache`, else the one the campaign is bound to (its first `campaign run`);
+    without either, layers and axes wait for the run and only references are resolved.
+    """
+    from sqlalchemy import select
+
+    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.hypotheses.preflight import preflight
+    from geoscreen.store.cache import open_cache
+    from geoscreen.store.models import Campaign, Hypothesis
+
+    with led.session() as s:
+        c = s.scalars(select(Campaign).where(Campaign.kind == "exploratory")
+                      .order_by(Campaign.id.desc())).first()  # the one `queue add` fills
+        bound = c.cache_path if c is not None else None
+        known = set(s.scalars(select(Hypothesis.id).where(Hypothesis.campaign_id == c.id))) \
+            if c is not None else set()
+    cache, note = None, ""
+    if cache_opt is not None:
+        cache = open_cache(cache_opt)
+        if c is not None and c.cache_checksum and cache.checksum != c.cache_checksum:
+            raise GeoscreenError("is not the cache this campaign runs on (checksum differs from "
+                                 f"{bound})", path=str(cache_opt), field="--cache",
+                                 fix="pass the campaign's cache, or leave --cache out")
+    elif bound:
+        try:
+            cache = open_cache(bound)
+        except GeoscreenError as exc:
+            note = f"the campaign's cache cannot be opened now ({exc}); layers were not checked"
+    else:
+        note = ("no cache given and none bound yet: layers and axes are checked when the "
+                "campaign runs (pass --cache to check them now)")
+
+    def check(spec: Any) -> str:
+        if spec.spec.source.startswith("llm:"):
+            return (f"field 'source': {spec.spec.source!r} is reserved for proposals the LLM "
+                    "brainstormer records; write source: human (or leave it out)")
+        return preflight(spec, cache=cache, known_ids=known)
+
+    return check, note
+
+
 @queue_app.command("add")
 def add_cmd(path: Path = typer.Argument(..., help="spec file or folder (YAML/JSON)"),
-            ledger: str = LEDGER_OPT) -> None:
-    """Validate every spec, then queue all of them (or none, if any is invalid)."""
+            ledger: str = LEDGER_OPT,
+            cache: Path = typer.Option(
+                None, "--cache", help="check layers, axes and gene coverage against this cache "
+                "(default: the cache the campaign is bound to)")) -> None:
+    """Validate every spec, then queue all of them (or none, if any is invalid).
+
+    Each spec is checked as far as queue time allows: its parameters against the probe, its
+    layers and singular axes against the cache, its gene and pair references resolved (a dry
+    run), its parents against the ledger.
+    """
     from geoscreen.hypotheses.loader import load_specs
     from geoscreen.store.ledger import Ledger
 
-    specs = load_specs(path)
-    led = Ledger(ledger)
-    with led.session() as s:
-        c = led.campaign(s)
-        added, dups = led.add_hypotheses(s, c, specs, status="queued")
-        ids = [h.id for h in added]
+    state: dict[str, Any] = {}
+
+    def check(spec: Any) -> str:
+        if "check" not in state:  # open the ledger only once a spec has parsed
+            state["led"] = Ledger(ledger)
+            state["check"], state["note"] = _queue_check(state["led"], cache)
+        return str(state["check"](spec))
+
+    try:
+        specs = load_specs(path, check=check)
+    except BaseException:
+        if "led" in state:
+            state["led"].close()
+        raise
+    note = state.get("note", "")
+    led = state.get("led") or Ledger(ledger)
+    try:
+        with led.session() as s:
+            c = led.campaign(s)
+            added, dups = led.add_hypotheses(s, c, specs, status="queued")
+            ids = [h.id for h in added]
+    finally:
+        led.close()
     typer.echo(f"queued {len(ids)} hypotheses" + (f" (#{ids[0]}..#{ids[-1]})" if ids else ""))
+    if note:
+        typer.echo(f"note: {note}")
     from geoscreen.agent.textsafe import terminal_safe
 
     for spec, existing in dups:

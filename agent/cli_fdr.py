@@ -11,6 +11,12 @@ import typer
 LEDGER_OPT = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL")
 
 
+def _safe(text: Any) -> str:
+    from geoscreen.agent.cli_campaign import _safe as safe
+
+    return safe(text)
+
+
 def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.3g}"
 
@@ -109,9 +115,14 @@ def _print_summary(d: dict[str, Any]) -> None:
               "or disappear as the family grows. Online decisions were made when each "
               "hypothesis was tested and never change.[/]")
     for r in d.get("replications", []):
-        con.print(f"replication campaign #{r['campaign_id']} on {r['cache_path']}: "
-                  f"{r['replicated']} of {r['tested']} discoveries ('{r['selection']}') "
-                  f"replicated (BH at {r['alpha']:g}; {r['status']})")
+        if r.get("holdout"):
+            con.print(f"confirmation campaign #{r['campaign_id']} on {r['on']}: "
+                      f"{r['replicated']} of {r['tested']} discoveries ('{r['selection']}') "
+                      f"confirmed (BH at {r['alpha']:g}; {r['status']})")
+        else:
+            con.print(f"replication campaign #{r['campaign_id']} on {_safe(r['cache_path'])}: "
+                      f"{r['replicated']} of {r['tested']} discoveries ('{r['selection']}') "
+                      f"replicated (BH at {r['alpha']:g}; {r['status']})")
 
 
 def _print_members(d: dict[str, Any], as_json: bool) -> None:
@@ -195,28 +206,57 @@ def replicate_cmd(
     res = replicate(ledger, cache, selection=select, alpha=alpha, seed=seed, workers=workers,
                     timeout_s=timeout, memory_mb=memory_mb, plugins=list(plugin),
                     reporter=_QuietReporter(not (quiet or as_json)))
+    _print_family(res, as_json, f"replication on {res.cache_path}", "replicated")
+
+
+def confirm_cmd(
+    ledger: str = LEDGER_OPT,
+    select: str = typer.Option("bh", "--select", help="which discoveries: bh (the significant "
+                               "flag) | by | online (primary online decisions)"),
+    alpha: float = typer.Option(None, "--alpha", help="FDR of the confirmatory family "
+                                "(default: the campaign's)"),
+    seed: int = typer.Option(None, "--seed", help="default: the campaign's seed + 1"),
+    workers: int = typer.Option(1, "--workers", min=1),
+    timeout: float = typer.Option(600.0, "--timeout", help="seconds per hypothesis"),
+    memory_mb: int = typer.Option(8192, "--memory-mb"),
+    plugin: list[str] = typer.Option([], "--plugin", help="extra module registering probes"),
+    as_json: bool = typer.Option(False, "--json"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Re-test the discoveries on the genes held out before the screen (--holdout-genes), as a
+    pre-registered confirmatory family with its own BH."""
+    from geoscreen.agent.replicate import replicate
+
+    res = replicate(ledger, None, selection=select, alpha=alpha, seed=seed, workers=workers,
+                    timeout_s=timeout, memory_mb=memory_mb, plugins=list(plugin),
+                    reporter=_QuietReporter(not (quiet or as_json)), holdout=True)
+    _print_family(res, as_json, "confirmation on the held-out genes", "confirmed")
+
+
+def _print_family(res: Any, as_json: bool, title: str, verb: str) -> None:
+    """A confirmatory family's outcome: JSON, or a table of original vs re-test."""
     if as_json:
         typer.echo(json.dumps({"campaign_id": res.campaign_id, "parent_id": res.parent_id,
                                "cache_path": res.cache_path, "alpha": res.alpha,
                                "status": res.status, "reason": res.reason,
-                               "replicated": res.n_replicated, "tested": len(res.rows),
+                               verb: res.n_replicated, "tested": len(res.rows),
                                "not_included": res.not_included, "rows": res.rows},
                               indent=1, default=str))
         return
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"replication on {res.cache_path} (confirmatory campaign "
-                    f"#{res.campaign_id}, BH at {res.alpha:g})")
+    t = Table(title=f"{title} (confirmatory campaign #{res.campaign_id}, BH at {res.alpha:g})")
     for col in ("original", "statement", "p", "q_BH", "effect", "copy", "status", "p (rep)",
-                "q_BH (rep)", "effect (rep)", "replicated"):
+                "q_BH (rep)", "effect (rep)", verb):
         t.add_column(col, overflow="fold")
     for r in res.rows:
         eff = r["effect_name"]
-        t.add_row(f"#{r['original_id']}", r["statement"][:70], _fmt(r["original_p"]),
+        t.add_row(f"#{r['original_id']}", _safe(r["statement"][:70]), _fmt(r["original_p"]),
                   _fmt(r["original_q_bh"]), f"{eff}={_fmt(r['original_effect'])}",
                   f"#{r['replication_id']}",
-                  r["status"] if r["status"] != "failed" else f"[red]failed[/] {r['error'][:60]}",
+                  r["status"] if r["status"] != "failed"
+                  else f"[red]failed[/] {_safe(r['error'][:60])}",
                   _fmt(r["p_value"]), _fmt(r["q_bh"]),
                   f"{eff}={_fmt(r['effect'])}" if r["effect"] is not None else "",
                   "[green]yes[/]" if r["replicated"] else
@@ -224,11 +264,11 @@ def replicate_cmd(
                    else "no"))
     con = Console()
     con.print(t)
-    con.print(f"{res.n_replicated} of {len(res.rows)} discoveries replicated "
-              f"({res.status}: {res.reason}).")
+    con.print(f"{res.n_replicated} of {len(res.rows)} discoveries {verb} "
+              f"({res.status}: {_safe(res.reason)}).")
     if res.not_included:
-        con.print(f"[yellow]{res.not_included} discoveries made after this replication was "
-                  "set up are not in it; replicate them on another independent cache.[/]")
+        con.print(f"[yellow]{res.not_included} discoveries made after this family was set up "
+                  "are not in it; they were found after the confirmation began.[/]")
 
 
 def register(app: typer.Typer) -> None:
@@ -237,3 +277,4 @@ def register(app: typer.Typer) -> None:
 
     ledger_app.command("fdr")(fdr_cmd)
     campaign_app.command("replicate")(replicate_cmd)
+    campaign_app.command("confirm")(confirm_cmd)

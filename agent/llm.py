@@ -15,6 +15,7 @@ a reply that cannot be read a recorded call with the reason, and the campaign go
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -165,17 +166,49 @@ def _errors(exc: Exception) -> str:
     return "; ".join(out)
 
 
-def check_layers(layers: Any, cache: dict[str, Any]) -> str:
-    names = [str(x) for x in cache.get("layers") or []]
-    n = int(cache.get("n_layers") or len(names) or 0)
-    if not isinstance(layers, list) or not n:
+@functools.lru_cache(maxsize=4)
+def _open_cache(path: str) -> Any:
+    from geoscreen.store.cache import open_cache
+
+    return open_cache(path)
+
+
+def check_against_cache(resolved: ResolvedSpec, facts: dict[str, Any]) -> str:
+    """Layers, axes and references against the campaign's cache (`preflight`), as known to the
+    state: the cache itself when the state names its path, else its layer names only."""
+    from geoscreen.hypotheses.preflight import check_layers, preflight
+
+    path = facts.get("path")
+    if path:
+        cache = _open_cache(str(path))
+        if facts.get("split"):
+            cache = cache.split_view(facts["split"])
+        return preflight(resolved, cache=cache)
+    names = [str(x) for x in facts.get("layers") or []]
+    if err := check_layers(resolved.spec.layers, names):
+        return err
+    return preflight(resolved)
+
+
+def check_files(spec: HypothesisSpec, allow_files: tuple[str, ...]) -> str:
+    """Refuse `file:` references in a model's spec outside the folders the user allowed.
+
+    The reason names the path the model wrote, never anything read from it.
+    """
+    from geoscreen.hypotheses.spec import file_refs
+    from geoscreen.store.userfiles import allowed_roots, is_allowed
+
+    refs = file_refs(spec.params)
+    if not refs:
         return ""
-    for x in layers:
-        if isinstance(x, int) and not 0 <= x < n:
-            return f"field 'layers': {x} is out of range (positions 0-{n - 1})"
-        if isinstance(x, str) and names and x not in names:
-            return f"field 'layers': unknown layer {x!r}; {did_you_mean(x, names)}"
-    return ""
+    roots = allowed_roots(allow_files) or ()
+    bad = [r for r in refs if not roots or not is_allowed(r, roots)]
+    if not bad:
+        return ""
+    where = ("no folder is allowed" if not roots else
+             "allowed folders: " + ", ".join(str(r) for r in roots))
+    return (f"field 'params': file:{bad[0][:200]} may not be read ({where}); use named "
+            "resources (GO, STRING, TRRUST, ...) or genes:/pairs: lists")
 
 
 def validate(raw: dict[str, Any], state: CampaignState,
@@ -188,7 +221,9 @@ def validate(raw: dict[str, Any], state: CampaignState,
         resolved = spec.resolved()
     except (GeoscreenError, ValidationError) as exc:
         return None, _errors(exc)
-    if err := check_layers(spec.layers, state.cache):
+    if err := check_files(spec, state.allow_files):
+        return None, err  # before anything reads the file
+    if err := check_against_cache(resolved, state.cache):
         return None, err
     ids = {h.id for h in state.history}
     missing = [p for p in spec.parents if p not in ids]

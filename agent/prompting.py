@@ -167,6 +167,19 @@ def compact_spec(h: HypView) -> dict[str, Any]:
     return out
 
 
+def flat(text: Any, limit: int | None = None) -> str:
+    """Text from the ledger or a model as one line: whitespace runs (newlines included) become
+    one space and control characters go, so a previous answer cannot start a heading, a new
+    message or an instruction block of its own in a later prompt."""
+    out = " ".join("".join(ch if ch.isprintable() else " " for ch in str(text)).split())
+    return out if limit is None or len(out) <= limit else out[:limit - 1] + "…"
+
+
+def quoted(text: Any) -> str:
+    """`flat` text as a JSON string literal: data inside quotes, never prompt structure."""
+    return json.dumps(flat(text), ensure_ascii=False)
+
+
 def _fmt(x: float | None) -> str:
     return "NA" if x is None else f"{x:.3g}"
 
@@ -174,10 +187,11 @@ def _fmt(x: float | None) -> str:
 def hyp_record(h: HypView) -> dict[str, Any]:
     effect = (f"{h.effect_name}={_fmt(h.effect_size)}" if h.effect_size is not None else "")
     return {"id": h.id, "iteration": h.iteration, "family": h.family, "probe": h.probe,
-            "statement": h.statement[:240], "spec": compact_spec(h), "p": _fmt(h.p_value),
+            "statement": flat(h.statement, 240), "spec": compact_spec(h),
+            "p": _fmt(h.p_value),
             "q": _fmt(h.q_bh), "effect": effect, "parents": list(h.parents),
             "status": h.status, "source": h.source,
-            "error": " ".join(h.error.split())[:240]}
+            "error": flat(h.error, 240)}
 
 
 def family_tallies(state: CampaignState, families: list[str]) -> list[dict[str, Any]]:
@@ -276,6 +290,7 @@ class PromptBuilder:
             loader=jinja2.FileSystemLoader(dirs), undefined=jinja2.StrictUndefined,
             trim_blocks=True, lstrip_blocks=True, autoescape=False, keep_trailing_newline=False)
         self.env.filters["json"] = lambda v: json.dumps(v, separators=(", ", ": "), default=str)
+        self.env.filters["data"] = quoted
         self.counter = counter or TokenCounter()
         self.templates_dir = templates_dir
 

@@ -83,11 +83,15 @@ def _discoveries(s: Session, c: Campaign, selection: str) -> list[Hypothesis]:
 
 
 def _setup(led: Ledger, cache: Any, selection: str, alpha: float | None, seed: int | None,
-           ) -> tuple[int, int, int]:
-    """(confirmatory campaign id, its iteration id, discoveries not covered by it)."""
+           split: dict[str, Any] | None = None) -> tuple[int, int, int]:
+    """(confirmatory campaign id, its iteration id, discoveries not covered by it).
+
+    With `split` (the held-out part of the campaign's registered gene split) the family runs on
+    the same cache; otherwise the cache must be another one.
+    """
     with led.session() as s:
         orig = led.campaign(s, create=False)
-        if orig.cache_checksum == cache.checksum:
+        if split is None and orig.cache_checksum == cache.checksum:
             raise GeoscreenError(
                 f"is the cache this campaign ran on ({cache.path}); a replication needs "
                 "independent embeddings", field="--cache",
@@ -105,14 +109,17 @@ def _setup(led: Ledger, cache: Any, selection: str, alpha: float | None, seed: i
             sd = int(seed if seed is not None else orig.seed + 1)
             from geoscreen.agent import package_version
 
+            where = "held-out genes" if split else cache.path.name
             conf = Campaign(
-                name=f"replication of #{orig.id} on {cache.path.name}", kind="confirmatory",
+                name=f"{'confirmation' if split else 'replication'} of #{orig.id} on {where}",
+                kind="confirmatory",
                 parent_campaign_id=orig.id, cache_path=str(cache.path.resolve()),
                 cache_checksum=cache.checksum, model=cache.model, seed=sd, status="running",
                 package_version=package_version(), fdr_state={},
                 config={"alpha": a, "selection": selection, "replicates": orig.id,
                         "iterations": 1, "per_iteration": len(found), "brainstormer": "none",
-                        "plugins": list((orig.config or {}).get("plugins", []))})
+                        "plugins": list((orig.config or {}).get("plugins", [])),
+                        **({"split": split} if split else {})})
             s.add(conf)
             s.flush()
             it = Iteration(campaign_id=conf.id, index=1, status="running",
@@ -125,9 +132,10 @@ def _setup(led: Ledger, cache: Any, selection: str, alpha: float | None, seed: i
                     spec=dict(h.spec), statement=h.statement, probe=h.probe, family=h.family,
                     source=h.source, status="queued", parents=[h.id],
                     rationale=f"replication of #{h.id}", provenance={"replicates": h.id}))
+            on = (f"the {split['n_holdout']:,} genes held out before the screen (cache "
+                  f"{cache.path})" if split else f"cache {cache.path} ({cache.checksum[:12]})")
             led.event(s, conf, "started", f"confirmatory family of {len(found)} discoveries "
-                      f"('{selection}') of campaign #{orig.id} on cache {cache.path} "
-                      f"({cache.checksum[:12]}), seed {sd}, BH at {a:g}")
+                      f"('{selection}') of campaign #{orig.id} on {on}, seed {sd}, BH at {a:g}")
             led.event(s, orig, "replication_started", f"replicating {len(found)} discoveries "
                       f"on {cache.path} as campaign #{conf.id}", confirmatory=conf.id)
             s.flush()
@@ -174,7 +182,9 @@ def _record(led: Ledger, conf_id: int) -> None:
         conf.status, conf.status_reason = "done", f"{n_rep} of {len(copies)} replicated"
         parent = s.get(Campaign, conf.parent_campaign_id)
         alpha = float((conf.config or {}).get("alpha", 0.05))
-        msg = (f"{n_rep} of {len(copies)} discoveries replicated on {conf.cache_path} "
+        on = ("confirmed on the genes held out before the screen"
+              if (conf.config or {}).get("split") else f"replicated on {conf.cache_path}")
+        msg = (f"{n_rep} of {len(copies)} discoveries {on} "
                f"(confirmatory campaign #{conf.id}, BH at {alpha:g} over {len(copies)})")
         led.event(s, conf, "done", msg)
         if parent is not None:
@@ -207,12 +217,17 @@ def replication_rows(s: Session, conf: Campaign) -> list[dict[str, Any]]:
     return out
 
 
-def replicate(ledger_path: str | Path, cache_path: str | Path, *, selection: str = "bh",
+def replicate(ledger_path: str | Path, cache_path: str | Path | None, *, selection: str = "bh",
               alpha: float | None = None, seed: int | None = None, workers: int = 1,
               timeout_s: float = 600.0, memory_mb: int | None = 8192,
               plugins: list[str] | None = None, work_dir: str | None = None,
-              reporter: Any = None) -> ReplicationResult:
-    """Run (or resume, or report) the replication of a ledger's discoveries on `cache_path`."""
+              reporter: Any = None, holdout: bool = False) -> ReplicationResult:
+    """Run (or resume, or report) the replication of a ledger's discoveries on `cache_path`.
+
+    With ``holdout=True`` (`geoscreen campaign confirm`) the family runs instead on the genes
+    the campaign held out before its screen (`--holdout-genes`), on the campaign's own cache;
+    `cache_path` may then be None.
+    """
     from geoscreen.agent.campaign import (
         CampaignConfig,
         Reporter,
@@ -235,12 +250,37 @@ def replicate(ledger_path: str | Path, cache_path: str | Path, *, selection: str
     from geoscreen.store.lease import RunLease
 
     reporter = reporter or Reporter()
-    cache = open_cache(cache_path)
     led = Ledger(ledger_path, must_exist=True)
+    split = None
+    if holdout:
+        with led.session() as s:
+            orig = led.campaign(s, create=False)
+            held = (orig.config or {}).get("holdout")
+            if not held:
+                led.close()
+                raise GeoscreenError(
+                    f"campaign #{orig.id} registered no gene split, so there is nothing held out "
+                    "to confirm on", path=led.target, field="--ledger",
+                    fix="start a campaign with --holdout-genes F, or replicate on an "
+                    "independent cache with 'geoscreen campaign replicate --cache DIR'")
+            split = {**held, "part": "holdout"}
+            cache_path = cache_path or orig.cache_path
+    try:
+        cache = open_cache(cache_path)  # type: ignore[arg-type]
+    except GeoscreenError:
+        led.close()
+        raise
+    if split is not None:
+        with led.session() as s:
+            if led.campaign(s, create=False).cache_checksum != cache.checksum:
+                led.close()
+                raise GeoscreenError("is not the cache the campaign screened; held-out genes "
+                                     "are confirmed on the same embeddings", path=str(cache_path),
+                                     field="--cache", fix="leave --cache out")
     lease = RunLease(led, "replication")
     try:
         lease.acquire()  # one writing run per ledger: a campaign or a replication
-        conf_id, it_id, not_included = _setup(led, cache, selection, alpha, seed)
+        conf_id, it_id, not_included = _setup(led, cache, selection, alpha, seed, split)
         with led.session() as s:
             conf = s.get(Campaign, conf_id)
             assert conf is not None
@@ -253,10 +293,12 @@ def replicate(ledger_path: str | Path, cache_path: str | Path, *, selection: str
             todo = s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == conf.id,
                                                       Hypothesis.status == "queued")
                              .order_by(Hypothesis.id)).all()
+            split_job = (conf.config or {}).get("split")
             jobs = [Job(h.id, {"spec": h.spec, "cache_path": str(cache.path),
                                "cache_checksum": cache.checksum,
                                "seed": derive_seed(conf.seed, h.hash),
-                               "plugins": list(cfg.plugins), "work_dir": cfg.work_dir})
+                               "plugins": list(cfg.plugins), "work_dir": cfg.work_dir,
+                               "split": split_job})
                     for h in todo]
             it_done = it.status == "done"
             unrecorded = it_done and (s.scalar(select(func.count(Replication.id)).where(
@@ -304,7 +346,11 @@ def replications_of(s: Session, campaign: Campaign) -> list[dict[str, Any]]:
         rows = s.scalars(select(Replication).where(Replication.campaign_id == conf.id)).all()
         total = s.scalar(select(func.count(Hypothesis.id)).where(
             Hypothesis.campaign_id == conf.id)) or 0
+        split = (conf.config or {}).get("split")
         out.append({"campaign_id": conf.id, "cache_path": conf.cache_path, "status": conf.status,
+                    "on": (f"{split['n_holdout']:,} held-out genes" if split
+                           else "an independent cache"),
+                    "holdout": bool(split),
                     "alpha": float((conf.config or {}).get("alpha", 0.05)), "tested": total,
                     "replicated": sum(1 for r in rows if r.replicated),
                     "selection": (conf.config or {}).get("selection", "bh")})

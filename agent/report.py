@@ -610,9 +610,15 @@ def _client_data(hyps: list[dict[str, Any]], profiles: dict[int, list], alpha: f
 
 
 def _script_json(obj: Any) -> str:
-    """JSON safe inside a <script> element."""
+    """JSON safe inside a <script> element: '<', '>' and '&' as \\u escapes, so no text can
+    close the element, open an HTML comment ('<!--' switches the parser's script state and a
+    later '</script>' no longer ends it) or start markup; U+2028/2029 escaped for old parsers.
+    The result is still JSON and parses to the same object."""
     s = json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
-    return s.replace("</", "<\\/").replace("<!--", "<\\!--")
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        s = s.replace(ch, esc)
+    return s
 
 
 # -- assembly and rendering ---------------------------------------------------------------------
@@ -650,6 +656,7 @@ def collect(ledger: str | Path, *, campaign_id: int | None = None,
         online = query.fdr_member_decisions(led, cid)
         unreachable = query.fdr_member_unreachable(led, cid)
         fdr_summary, fdr_error = _fdr_summary(led, cid)
+        confirmations = query.confirmation_records(led, cid)
     finally:
         led.close()
     _attach_nulls(hyps, profiles)
@@ -660,6 +667,11 @@ def collect(ledger: str | Path, *, campaign_id: int | None = None,
     pi0 = storey_pi0(pvals)
     status_counts = Counter(h["status"] for h in hyps)
     disc_rows, cards = _discoveries(hyps, profiles, alpha, max_profiles, online)
+    for row in disc_rows:  # discovered vs confirmed: each confirmatory family's verdict
+        row["confirmations"] = [
+            {"label": f["label"], "campaign_id": f["campaign_id"],
+             **f["rows"][row["hypothesis_id"]]}
+            for f in confirmations if row["hypothesis_id"] in f["rows"]]
     for h in hyps:  # why the primary online procedure could not reject it (resolution)
         why = unreachable.get(h["hypothesis_id"], {})
         h["online_unreachable"] = why.get(str(h.get("online_procedure") or "").split("(")[0])
@@ -689,6 +701,9 @@ def collect(ledger: str | Path, *, campaign_id: int | None = None,
                    "online": sum(1 for h in done if h["online_decision"]),
                    "online_recorded": any(h["online_decision"] is not None for h in done)},
         "online_names": online_names, "discoveries": disc_rows, "cards": cards,
+        "confirmations": confirmations, "holdout": cfg.get("holdout"),
+        "n_confirmed": sum(1 for r in disc_rows if any(x["confirmed"]
+                                                       for x in r["confirmations"])),
         "n_profiles_total": sum(1 for h in done if profiles.get(h["hypothesis_id"])),
         "pi0": pi0, "n_pvalues": len(pvals),
         "histogram": svg.histogram(pvals, pi0=pi0) if pvals else "",

@@ -49,6 +49,8 @@ class CampaignState:
     # worth proposing (see `agent.brainstorm.fit_resolution`); None: no online stream
     online_level: float | None = None
     online_uses_e: bool = False
+    # folders a model's proposals may read with file: (`--allow-files`); none by default
+    allow_files: tuple[str, ...] = ()
 
     @property
     def hashes(self) -> set[str]:
@@ -76,7 +78,8 @@ def _view(h: Hypothesis) -> HypView:
 
 
 def snapshot(s: Session, campaign: Campaign, iteration: int,
-             cache: dict[str, Any] | None = None) -> CampaignState:
+             cache: dict[str, Any] | None = None,
+             allow_files: tuple[str, ...] = ()) -> CampaignState:
     rows = s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == campaign.id)
                      .order_by(Hypothesis.id)).all()
     retired = {}
@@ -93,4 +96,5 @@ def snapshot(s: Session, campaign: Campaign, iteration: int,
     return CampaignState(campaign_id=campaign.id, seed=campaign.seed, iteration=iteration,
                          alpha=float(campaign.config.get("alpha", 0.05)),
                          history=[_view(h) for h in rows], cache=dict(cache or {}),
-                         retired=retired, online_level=level, online_uses_e=uses_e)
+                         retired=retired, online_level=level, online_uses_e=uses_e,
+                         allow_files=tuple(allow_files))

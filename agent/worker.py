@@ -82,16 +82,20 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     resolved = spec.resolved()
     info = get_probe(spec.probe)
     params = info.params.model_validate(resolved.params)
+    from geoscreen.store.userfiles import file_policy
+
     cache = open_cache(job["cache_path"])
     if cache.checksum != job.get("cache_checksum", cache.checksum):
         raise RuntimeError("the cache changed since the campaign started (checksum mismatch)")
+    if job.get("split"):  # one part of a pre-registered gene split; the other is hidden
+        cache = cache.split_view(job["split"])
     ctx = ProbeContext(cache=cache, seed=int(job["seed"]), alternative=resolved.alternative,
                        work_dir=job.get("work_dir"))
     layers = cache.layers if spec.layers == "all" else [cache.layer_name(x) for x in spec.layers]
     results = []
-    for layer in layers:
-        r = info.fn(ctx, params, layer)
-        results.append(r)
+    with file_policy(job.get("allowed_files")):
+        for layer in layers:
+            results.append(info.fn(ctx, params, layer))
     combined = combine(results, spec.across_layers, resolved.alternative,
                        derive_seed(job["seed"], "across_layers"))
     return {
@@ -105,6 +109,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "probe_module": info.module, "package_version": package_version(),
             "python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "seed": int(job["seed"]),
+            **({"gene_split": job["split"]} if job.get("split") else {}),
         },
     }
 

@@ -153,6 +153,52 @@ def check_checkpoint_dir(ckpt_dir: Path) -> None:
                                  "best_model.pt")
 
 
+REDOWNLOAD_FIX = ("the file looks truncated or damaged (an interrupted download or copy?); "
+                  "download best_model.pt again and compare its size with the source")
+
+
+def _first_line(text: str, limit: int = 240) -> str:
+    """An exception's first line, cut at a word boundary with an ellipsis if it is long."""
+    line = (text.strip().splitlines() or [""])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " …"
+
+
+def check_weights_file(path: Path) -> None:
+    """Cheap integrity check of the weights, before any data is read (seconds, not minutes).
+
+    A PyTorch file of the current format is a zip archive whose directory sits at its end: a
+    truncated copy loses it, and each member must lie inside the file.  Only the directory is
+    read, never the tensors.  Legacy (pre-zip) pickles are left to `read_state_dict`.
+    """
+    import zipfile
+
+    size = path.stat().st_size
+    if size == 0:
+        raise GeoscreenError("is empty (0 bytes)", path=str(path), field="--checkpoint",
+                             fix=REDOWNLOAD_FIX)
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04":
+        return  # a legacy pickle (or not a checkpoint at all): the full load says which
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise GeoscreenError(f"is not a complete PyTorch checkpoint: its zip directory cannot "
+                             f"be read ({_first_line(str(exc), 120)}; {size:,} bytes)",
+                             path=str(path), field="--checkpoint", fix=REDOWNLOAD_FIX) from None
+    if not any(m.filename.endswith("data.pkl") for m in members):
+        raise GeoscreenError("is a zip archive without data.pkl, not a PyTorch checkpoint",
+                             path=str(path), field="--checkpoint",
+                             fix="save the model with torch.save(model.state_dict(), PATH)")
+    end = max((m.header_offset + m.compress_size for m in members), default=0)
+    if end > size:
+        raise GeoscreenError(f"is {size:,} bytes but its directory lists data up to byte "
+                             f"{end:,}", path=str(path), field="--checkpoint", fix=REDOWNLOAD_FIX)
+
+
 def read_state_dict(path: Path) -> dict[str, Any]:
     """The checkpoint's tensors, loaded without running any code from the file."""
     import torch
@@ -167,8 +213,9 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(path, str(exc)) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise GeoscreenError(f"cannot be read as a PyTorch checkpoint ({exc})"[:300],
-                             path=str(path)) from None
+        raise GeoscreenError(f"cannot be read as a PyTorch checkpoint "
+                             f"({type(exc).__name__}: {_first_line(str(exc))})",
+                             path=str(path), field="--checkpoint", fix=REDOWNLOAD_FIX) from None
     if not isinstance(obj, Mapping):
         raise GeoscreenError(f"holds a {type(obj).__name__}, not a state_dict", path=str(path),
                              fix="save model.state_dict() with torch.save")
@@ -188,8 +235,11 @@ def _unpickling_error(path: Path, text: str) -> GeoscreenError:
                               fix="re-save the weights as a plain state_dict of tensors")
     detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
     reason = detail.group(1).strip() if detail else "not a plain tensor pickle"
-    return GeoscreenError(f"cannot be read safely as a PyTorch checkpoint ({reason[:120]})",
-                          path=str(path), fix="save model.state_dict() with torch.save")
+    return GeoscreenError(f"cannot be read safely as a PyTorch checkpoint "
+                          f"({_first_line(reason, 160)})", path=str(path), field="--checkpoint",
+                          fix="if it came from scGPT's model folder, it is damaged: "
+                          + REDOWNLOAD_FIX.split("; ", 1)[1] + "; if you saved it yourself, "
+                          "save model.state_dict() with torch.save")
 
 
 def to_pytorch_names(state: Mapping[str, Any], path: str = WEIGHTS_FILE) -> tuple[dict, int]:

@@ -198,13 +198,16 @@ def _value_error(cells: CellMatrix, idx: np.ndarray, block: sp.csr_matrix, k: in
     if not np.isfinite(value):
         return GeoscreenError(f"{where}: values must be finite counts", path=str(cells.path),
                               field=cells.name)
+    # suggest only the tables not already tried: --use-raw when reading raw.X is no fix
+    elsewhere = ("point at the raw counts with --layer NAME (adata.raw holds these values)"
+                 if cells.name == "raw.X" else
+                 "point at the raw counts with --layer NAME or --use-raw")
     if value < 0:
         return GeoscreenError(
             f"{where}: negative, so this looks like scaled data, not counts",
-            path=str(cells.path), field=cells.name,
-            fix="point at the raw counts with --layer NAME or --use-raw")
+            path=str(cells.path), field=cells.name, fix=elsewhere)
     return GeoscreenError(
         f"{where}: not a whole number, so these are not counts", path=str(cells.path),
         field=cells.name,
-        fix="point at the raw counts with --layer NAME or --use-raw, or pass --allow-non-counts "
-            "to bin normalised values; scGPT's per-cell quantile bins only use their order")
+        fix=f"{elsewhere}, or pass --allow-non-counts to bin normalised values; scGPT's "
+            "per-cell quantile bins only use their order")

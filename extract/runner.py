@@ -25,9 +25,11 @@ from .checkpoint import (
     ARGS_FILE,
     SPECIAL_TOKENS,
     VOCAB_FILE,
+    WEIGHTS_FILE,
     LoadedModel,
     ModelConfig,
     check_checkpoint_dir,
+    check_weights_file,
     load_checkpoint,
     read_model_config,
     read_vocab,
@@ -179,6 +181,7 @@ def extract(checkpoint: str | Path, data: str | Path, out: str | Path,
         raise GeoscreenError(f"is {opts.batch_size}; expected at least 1", field="--batch-size")
     # Cheap checks first: nothing heavy runs on input that will be refused.
     check_checkpoint_dir(ckpt_dir)
+    check_weights_file(ckpt_dir / WEIGHTS_FILE)
     config = read_model_config(ckpt_dir / ARGS_FILE)
     vocab = read_vocab(ckpt_dir / VOCAB_FILE, config.pad_token)
     max_len = opts.max_length or config.max_seq_len

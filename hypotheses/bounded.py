@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,46 +69,13 @@ def read_text_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES,
         Missing, not a regular file (FIFO, device, folder, socket), too large, unreadable or
         not UTF-8.
     """
-    p = str(path)
-    try:
-        # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise GeoscreenError("does not exist", path=p) from None
-    except OSError as exc:
-        raise GeoscreenError(f"cannot be opened ({exc.strerror})", path=p) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO"
-                    if stat.S_ISFIFO(st.st_mode) else "a device"
-                    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket"
-                    if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-            raise GeoscreenError(f"is {kind}, not a regular {what}", path=p,
-                                 fix="pass a .yaml, .yml or .json file")
-        if st.st_size > max_bytes:
-            raise GeoscreenError(f"is {st.st_size:,} bytes; a {what} may hold at most "
-                                 f"{max_bytes:,}", path=p, fix="split it into several files")
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(fd, min(1 << 16, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:
-                raise GeoscreenError(f"grew beyond {max_bytes:,} bytes while being read",
-                                     path=p, fix="split it into several files")
-    except OSError as exc:
-        raise GeoscreenError(f"cannot be read ({exc.strerror})", path=p) from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise GeoscreenError(f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                             f"{exc.start})", path=p, fix="save it as UTF-8") from None
+    from geoscreen.store.userfiles import file_policy, read_text
+
+    # spec and config files are the user's own: no folder policy, but the same checks
+
+    with file_policy(None):
+        return read_text(path, what=what, max_bytes=max_bytes,
+                         fix="split it into several files")
 
 
 # -- YAML -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ the spec and the field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,14 @@ def parse_spec(raw: dict[str, Any], where: str, *, source: str | None = None) ->
         raise GeoscreenError(format_validation_error(exc, where)) from None
 
 
-def load_specs(path: str | Path, *, source: str = "human") -> list[ResolvedSpec]:
-    """Every spec at `path`, validated; raises on the first invalid one (nothing partial)."""
+def load_specs(path: str | Path, *, source: str = "human",
+               check: Callable[[ResolvedSpec], str] | None = None) -> list[ResolvedSpec]:
+    """Every spec at `path`, validated; raises on the first invalid one (nothing partial).
+
+    `check` is a further test of each resolved spec (e.g. `hypotheses.preflight.preflight`
+    against the campaign's cache): '' to accept it, else the problem, reported with the file
+    and the spec's position.
+    """
     resolved: list[ResolvedSpec] = []
     for f in spec_files(path):
         raws = _raw_specs(f)
@@ -110,5 +117,9 @@ def load_specs(path: str | Path, *, source: str = "human") -> list[ResolvedSpec]
         for k, raw in enumerate(raws, start=1):
             label = raw.get("statement", "")
             label = f" ({label[:40]!r})" if isinstance(label, str) and label else ""
-            resolved.append(parse_spec(raw, f"{f}: spec #{k}{label}", source=source))
+            where = f"{f}: spec #{k}{label}"
+            spec = parse_spec(raw, where, source=source)
+            if check is not None and (problem := check(spec)):
+                raise GeoscreenError(f"{where}: {problem}")
+            resolved.append(spec)
     return resolved

@@ -67,6 +67,45 @@ def check_params_size(params: dict[str, Any]) -> None:
             stack.extend((f"{where}[{i}]", x, depth + 1) for i, x in enumerate(v))
 
 
+_FILE_TOKEN = re.compile(r"(?<![A-Za-z0-9_])file:")
+
+
+def file_refs(params: dict[str, Any]) -> list[str]:
+    """Every ``file:`` path a spec's parameters name, set-algebra operands included.
+
+    A string that mentions ``file:`` where the reference grammar cannot find it whole (a path
+    with spaces, unbalanced quotes) is returned as its raw text after ``file:``, so a caller that
+    refuses files (`agent.llm.validate` for model proposals) refuses it rather than miss it.
+    """
+    from geoscreen.store.resources.grammar import Ref, parse
+
+    out: list[str] = []
+    stack: list[Any] = list(params.values())
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        elif isinstance(v, str) and _FILE_TOKEN.search(v):
+            found: list[str] = []
+            try:
+                nodes: list[Any] = [parse(v)]
+                while nodes:
+                    n = nodes.pop()
+                    if isinstance(n, Ref):
+                        if n.name == "file":
+                            found.append(n.selector)
+                    else:
+                        nodes.extend((n.left, n.right))
+            except Exception:  # noqa: BLE001 - any parse failure: fall back to the raw text
+                found = []
+            if len(found) < len(_FILE_TOKEN.findall(v)):
+                found = [m.strip().strip('"') for m in _FILE_TOKEN.split(v)[1:]]
+            out.extend(found)
+    return out
+
+
 class HypothesisSpec(BaseModel):
     """One testable hypothesis.  `params` are checked against the named probe's model."""
 
@@ -97,6 +136,13 @@ class HypothesisSpec(BaseModel):
         check_params_size(v)
         return v
 
+    @field_validator("statement")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        # a claim is one line: newlines or tabs in it (a model's, or pasted) become spaces, so a
+        # statement shown in a later prompt, a table or a log line cannot break its layout
+        return " ".join(v.split())
+
     @field_validator("tags")
     @classmethod
     def _tags(cls, v: list[str]) -> list[str]:
@@ -110,6 +156,14 @@ class HypothesisSpec(BaseModel):
     def _source(cls, v: str) -> str:
         if not _SOURCE.match(v):
             raise ValueError("source must be 'human', 'offline' or 'llm:<model>'")
+        return v
+
+    @field_validator("layers", "parents", mode="before")
+    @classmethod
+    def _no_bools(cls, v: Any) -> Any:
+        if isinstance(v, list) and any(isinstance(x, bool) for x in v):
+            raise ValueError("lists a boolean (true/false); write layer positions, layer names "
+                             "or ledger ids")
         return v
 
     @field_validator("layers")
@@ -136,9 +190,29 @@ class HypothesisSpec(BaseModel):
             raise GeoscreenError(f"probe {self.probe!r} does not support alternative "
                                  f"{alternative!r}; use one of {', '.join(info.alternatives)}",
                                  field="alternative")
-        return ResolvedSpec(spec=self, params=params.model_dump(mode="json"),
-                            alternative=alternative, family=info.family,
-                            probe_version=info.version)
+        dumped = params.model_dump(mode="json")
+        self._check_across(info, dumped)
+        return ResolvedSpec(spec=self, params=dumped, alternative=alternative,
+                            family=info.family, probe_version=info.version)
+
+    def _check_across(self, info: Any, params: dict[str, Any]) -> None:
+        """A descriptive probe (null 'none': no per-layer p-value) is tested only by its trend
+        across layers, and a trend needs at least three layers."""
+        from geoscreen.probes.nulls import spec_null
+
+        null = spec_null(self.probe, params)
+        # only a probe that declares 'none' among its nulls is descriptive by its own account
+        if null == "none" and "none" in info.nulls and self.across_layers != "trend":
+            raise GeoscreenError(
+                f"probe {self.probe!r} with null 'none' reports a value per layer but no "
+                f"p-value, so across_layers {self.across_layers!r} has nothing to combine",
+                field="across_layers",
+                fix="write across_layers: trend, or choose a null with a per-layer test")
+        if self.across_layers == "trend" and isinstance(self.layers, list) \
+                and len(self.layers) < 3:
+            raise GeoscreenError(f"a trend across layers needs at least 3 layers; this spec "
+                                 f"lists {len(self.layers)}", field="layers",
+                                 fix="list 3 or more layers, or write layers: all")
 
 
 class ResolvedSpec(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
@@ -72,7 +73,7 @@ class CrossModelAlignmentParams(ProbeParams):
     method: Literal["cca", "procrustes"] = Field("cca", description="mean canonical correlation, "
                                                  "or Procrustes correlation")
     n_components: int = Field(20, ge=1, le=256, description="principal components per cache")
-    gene_set: str | None = Field(None, description="align on a gene set only")
+    gene_set: str | None = genes_ref_field(None, description="align on a gene set only")
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_genes: int = Field(50, ge=10)
 

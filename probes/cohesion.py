@@ -40,6 +40,7 @@ from geoscreen.probes.params import (
     Metric,
     Subspace,
     control_field,
+    genes_ref_field,
     metric_field,
     null_label,
     permutations_field,
@@ -61,7 +62,7 @@ from geoscreen.probes.stats import (
 
 
 class SetCohesionParams(ProbeParams):
-    gene_set: str | list[str] = Field(
+    gene_set: str | list[str] = genes_ref_field(
         ..., description="a gene-set reference, or a list of them (a family, e.g. marker sets)")
     statistic: Literal["mean_similarity", "retrieval_auroc"] = Field(
         "mean_similarity", description="within-set mean similarity, or kNN-retrieval AUROC")

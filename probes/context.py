@@ -163,8 +163,8 @@ class ProbeContext:
             self._resolved[key] = (gs, [r for r in (self._row(g, original) for g in gs.genes)
                                         if r is not None])
         gs, found = self._resolved[key]
-        present = self.cache.genes.present
-        rows = sorted({r for r in found if include_zero or present[r]})
+        usable = self.cache.genes.usable(include_zero)
+        rows = sorted({r for r in found if usable[r]})
         rec = gs.record()
         rec["present"] = len(rows)
         rec["in_cache"] = len(set(found))
@@ -187,7 +187,7 @@ class ProbeContext:
         key = ("pairs", ref, include_zero)
         if key not in self._resolved:
             ps = resolve_pair_set(ref)
-            present = self.cache.genes.present
+            usable = self.cache.genes.usable(include_zero)
             original = getattr(ps, "original", {}) or {}
             # map each distinct symbol once (a pair set can list 10^5 pairs over 10^4 genes)
             uniq, inv = np.unique(np.asarray(list(ps.a) + list(ps.b), dtype=object),
@@ -196,8 +196,7 @@ class ProbeContext:
                              for g in uniq], dtype=int)[inv]
             ri, rj = rows[:len(ps.a)], rows[len(ps.a):]
             ok = (ri >= 0) & (rj >= 0) & (ri != rj)
-            if not include_zero:
-                ok &= present[np.maximum(ri, 0)] & present[np.maximum(rj, 0)]
+            ok &= usable[np.maximum(ri, 0)] & usable[np.maximum(rj, 0)]
             kk = np.flatnonzero(ok)
             self._resolved[key] = (ps, ri[kk], rj[kk], kk)
         ps, keep_i, keep_j, kk = self._resolved[key]

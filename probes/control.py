@@ -18,6 +18,7 @@ The control file is either
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +33,26 @@ CONTROL_DESCRIPTION = (
 
 
 def _path(ref: str) -> Path:
-    p = Path(ref[len("file:"):] if ref.startswith("file:") else ref).expanduser()
-    if not p.exists():
-        raise GeoscreenError("does not exist", path=str(p), field="params.control",
-                             fix="give file:PATH.npy or file:PATH.tsv")
-    return p
+    return Path(ref[len("file:"):] if ref.startswith("file:") else ref).expanduser()
 
 
 def coexpression_matrix(ctx: ProbeContext, ref: str, rows: np.ndarray) -> np.ndarray:
     """Co-expression restricted to cache rows `rows` (float32, symmetric, zero diagonal)."""
     from geoscreen.store.cache import sha256_file
+    from geoscreen.store.userfiles import read_text, regular_file
 
     p = _path(ref)
     n_all = ctx.cache.n_genes
     if p.suffix == ".npy":
-        C = np.load(p, mmap_mode="r", allow_pickle=False)
+        regular_file(p, field="params.control", what="co-expression matrix")
+        try:
+            C = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            # the loader's message may quote the file's first bytes: say what is wrong instead
+            raise GeoscreenError("is not a NumPy .npy array", path=str(p),
+                                 field="params.control",
+                                 fix="save the matrix with numpy.save") from None
+        checksum = sha256_file(p)
         if C.ndim != 2 or C.shape != (n_all, n_all):
             raise GeoscreenError(f"has shape {C.shape}; expected ({n_all}, {n_all}) in the cache's "
                                  "gene order", path=str(p), field="params.control")
@@ -58,7 +64,9 @@ def coexpression_matrix(ctx: ProbeContext, ref: str, rows: np.ndarray) -> np.nda
         gene_index = ctx.cache.genes.index
         out = np.zeros((rows.size, rows.size), dtype=np.float32)
         n_pairs = 0
-        for ln, line in enumerate(p.read_text().splitlines(), start=1):
+        data = read_text(p, field="params.control", what="co-expression table")
+        checksum = hashlib.sha256(data.encode("utf-8")).hexdigest()
+        for ln, line in enumerate(data.splitlines(), start=1):
             if not line.strip() or line.startswith("#"):
                 continue
             cols = line.split("\t")
@@ -70,7 +78,7 @@ def coexpression_matrix(ctx: ProbeContext, ref: str, rows: np.ndarray) -> np.nda
             except ValueError:
                 if ln == 1:
                     continue  # header
-                raise GeoscreenError(f"line {ln}: {cols[2]!r} is not a number", path=str(p),
+                raise GeoscreenError(f"line {ln}: column 3 (value) is not a number", path=str(p),
                                      field="params.control") from None
             a, b = gene_index.get(cols[0].strip()), gene_index.get(cols[1].strip())
             if a is None or b is None or a not in index or b not in index:
@@ -81,7 +89,7 @@ def coexpression_matrix(ctx: ProbeContext, ref: str, rows: np.ndarray) -> np.nda
         raise GeoscreenError("holds NaN or Inf values", path=str(p), field="params.control")
     np.fill_diagonal(out, 0.0)
     ctx.resources_used["control"] = {"ref": ref, "kind": "coexpression", "resource": "file",
-                                     "checksum": sha256_file(p), "pairs": n_pairs,
+                                     "checksum": checksum, "pairs": n_pairs,
                                      "present": int(rows.size)}
     return out
 

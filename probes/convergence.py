@@ -21,7 +21,13 @@ from pydantic import Field
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
-from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
+from geoscreen.probes.params import (
+    Subspace,
+    genes_ref_field,
+    subspace_coords,
+    subspace_field,
+    subspace_validator,
+)
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import (
@@ -34,8 +40,8 @@ from geoscreen.probes.stats import (
 
 
 class AnchorConvergenceParams(ProbeParams):
-    genes: str = Field(..., description="gene-set reference, e.g. genes:BATF,BACH2")
-    anchor: str = Field(..., description="anchor gene symbol (or genes:SYMBOL)")
+    genes: str = genes_ref_field(..., description="gene-set reference, e.g. genes:BATF,BACH2")
+    anchor: str = genes_ref_field(..., description="anchor gene symbol (or genes:SYMBOL)")
     subspace: Subspace = subspace_field()
     measure: Literal["z", "percentile", "cosine"] = Field(
         "z", description="mean cosine to the anchor standardised against all genes (z), the "

@@ -19,7 +19,13 @@ from pydantic import Field
 
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
+from geoscreen.probes.params import (
+    Subspace,
+    genes_ref_field,
+    subspace_coords,
+    subspace_field,
+    subspace_validator,
+)
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult
 from geoscreen.probes.stats import chunks, percentile_ci
@@ -72,7 +78,8 @@ def twonn(Z: np.ndarray, discard_fraction: float = 0.1, method: str = "linear") 
 
 
 class IntrinsicDimensionParams(ProbeParams):
-    gene_set: str | None = Field(None, description="estimate on a gene set (default: all genes)")
+    gene_set: str | None = genes_ref_field(None,
+        description="estimate on a gene set (default: all genes)")
     subspace: Subspace = subspace_field()
     method: Literal["linear", "mle"] = Field(
         "linear", description="Facco et al. linear fit through the origin, or closed-form MLE")

@@ -34,7 +34,13 @@ from pydantic import Field, field_validator
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
-from geoscreen.probes.params import Subspace, subspace_coords, subspace_field, subspace_validator
+from geoscreen.probes.params import (
+    Subspace,
+    genes_ref_field,
+    subspace_coords,
+    subspace_field,
+    subspace_validator,
+)
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import chunks, distinct_draws, feature_shuffle_stack, z_score
@@ -98,7 +104,7 @@ def total_persistence(D: np.ndarray, dims: tuple[int, ...]) -> dict[int, tuple[f
 
 
 class PersistentHomologyParams(ProbeParams):
-    gene_set: str = Field(..., description="gene-set reference (the point cloud)")
+    gene_set: str = genes_ref_field(..., description="gene-set reference (the point cloud)")
     dims: list[int] = Field([1], description="homology dimensions summed, from 0, 1, 2")
     subspace: Subspace = subspace_field()
     metric: Literal["euclidean", "cosine"] = Field("euclidean", description="Rips distance")

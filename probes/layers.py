@@ -25,6 +25,7 @@ from pydantic import Field
 
 from geoscreen.agent.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import chunks, feature_shuffle_stack, gene_perms, z_score
@@ -76,7 +77,7 @@ def _coords(ctx: ProbeContext, layer: str, rows: np.ndarray | None, include_zero
 class LayerSimilarityParams(ProbeParams):
     reference_layer: int | str = Field(
         "previous", description="previous, next, first, last, or a layer name or position")
-    gene_set: str | None = Field(None, description="compare on a gene set only")
+    gene_set: str | None = genes_ref_field(None, description="compare on a gene set only")
     null: Literal["gene_shuffle", "feature_shuffle", "none"] = Field(
         "gene_shuffle", description="break gene correspondence, permute each dimension of the "
                                     "reference independently, or none (descriptive)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -38,6 +38,20 @@ def subspace_coords(ctx: ProbeContext, layer: str, subspace: object,
 
 def subspace_field(default: object = "full") -> object:
     return Field(default, description="'full' or 1-based singular axes, e.g. [2, 3, 4]")
+
+
+def genes_ref_field(default: object = ..., *, description: str = "gene-set reference") -> Any:
+    """A parameter holding a gene-set reference (``go:GO:0005615``, ``genes:A,B``, ...).
+
+    The mark lets a spec be checked before it runs: `hypotheses.preflight` resolves every
+    marked parameter against the resources and the cache's genes when the spec is queued.
+    """
+    return Field(default, description=description, json_schema_extra={"resource": "genes"})
+
+
+def pairs_ref_field(default: object = ..., *, description: str = "pair-set reference") -> Any:
+    """A parameter holding a pair-set reference (``string:>=700``, ``trrust``, ...)."""
+    return Field(default, description=description, json_schema_extra={"resource": "pairs"})
 
 
 def metric_field() -> object:

@@ -28,6 +28,7 @@ from geoscreen.probes.params import (
     control_field,
     metric_field,
     null_label,
+    pairs_ref_field,
     permutations_field,
     subspace_coords,
     subspace_field,
@@ -68,7 +69,7 @@ def _local_pairs(ctx: ProbeContext, svd: SVD, ref: str, param: str, min_size: in
 # pair_proximity
 # ------------------------------------------------------------------------------------------
 class PairProximityParams(ProbeParams):
-    pairs: str = Field(..., description="pair-set reference, e.g. string:>=700")
+    pairs: str = pairs_ref_field(..., description="pair-set reference, e.g. string:>=700")
     subspace: Subspace = subspace_field()
     metric: Metric = metric_field()
     null: PairNull = Field(
@@ -150,7 +151,7 @@ class LabelPairScorer:
 
 
 class CoPoleParams(ProbeParams):
-    pairs: str = Field(..., description="pair-set reference, e.g. string:>=700")
+    pairs: str = pairs_ref_field(..., description="pair-set reference, e.g. string:>=700")
     axis: int = Field(1, ge=1, description="1-based singular axis")
     k: int | None = Field(None, ge=1, description="genes per pole (top-k and bottom-k)")
     quantile: float | None = Field(None, gt=0, le=0.5,
@@ -238,7 +239,7 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
 # graded_proximity
 # ------------------------------------------------------------------------------------------
 class GradedProximityParams(ProbeParams):
-    pairs: str | list[str] = Field(
+    pairs: str | list[str] = pairs_ref_field(
         ..., description="a scored pair set (binned into `bins` quantiles of its score), or a "
                          "list of pair sets in increasing confidence, e.g. [string:q1, ..., "
                          "string:q5]")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geoscreen.agent.errors import GeoscreenError, did_you_mean
 
@@ -32,12 +32,54 @@ FAMILIES = (
 
 
 class ProbeParams(BaseModel):
-    """Base class of every probe's parameter model: unknown parameters are errors."""
+    """Base class of every probe's parameter model.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Unknown parameters are errors; so are infinite or NaN numbers (``C: inf`` would switch a
+    penalty off) and booleans where a number is expected (``axis: true`` is not axis 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (problem := cls.bool_problem(data)):
+            raise ValueError(f"'{problem[0]}' {problem[1]}")
+        return data
+
+    @classmethod
+    def bool_problem(cls, data: dict[str, Any]) -> tuple[str, str] | None:
+        """(field, message) for the first boolean given where the field takes no boolean."""
+        for name, value in data.items():
+            f = cls.model_fields.get(name)
+            if f is not None and _holds_bool(value) and not _accepts_bool(f.annotation):
+                return name, (f"is a boolean ({value!r}) where {_kind(f.annotation)} is "
+                              "expected; write the number or text")
+        return None
 
     include_zero_genes: bool = Field(
         False, description="keep all-zero (out-of-vocabulary) gene rows; excluded by default")
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value)
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    from typing import get_args
+
+    if annotation is bool:
+        return True
+    return any(_accepts_bool(a) for a in get_args(annotation))
+
+
+def _kind(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "")
+    if isinstance(annotation, type):
+        text = annotation.__name__
+    return f"a value of type {text}"
 
 
 @dataclass(frozen=True)
@@ -85,6 +127,9 @@ class ProbeInfo:
                     f"unknown parameter {key!r} for probe {self.name!r}; "
                     f"{did_you_mean(key, known)}",
                     field=f"params.{key}")
+        if problem := self.params.bool_problem(params):
+            raise GeoscreenError(f"{problem[1]} (probe {self.name!r})",
+                                 field=f"params.{problem[0]}")
         try:
             return self.params.model_validate(params)
         except ValidationError as exc:

@@ -23,6 +23,7 @@ from geoscreen.probes.params import (
     control_field,
     metric_field,
     null_label,
+    pairs_ref_field,
     permutations_field,
     subspace_field,
     subspace_validator,
@@ -44,7 +45,7 @@ from geoscreen.probes.stats import (
 # edge_specificity
 # ------------------------------------------------------------------------------------------
 class EdgeSpecificityParams(ProbeParams):
-    pairs: str = Field(..., description="directed pair set source -> target, e.g. trrust")
+    pairs: str = pairs_ref_field(..., description="directed pair set source -> target, e.g. trrust")
     subspace: Subspace = subspace_field()
     metric: Metric = metric_field()
     non_edges: Literal["targets", "all"] = Field(
@@ -143,8 +144,8 @@ def edge_specificity(ctx: ProbeContext, p: EdgeSpecificityParams, layer: str) ->
 # sign_contrast
 # ------------------------------------------------------------------------------------------
 class SignContrastParams(ProbeParams):
-    pairs_a: str = Field(..., description="first edge type, e.g. trrust:Repression")
-    pairs_b: str = Field(..., description="second edge type, e.g. trrust:Activation")
+    pairs_a: str = pairs_ref_field(..., description="first edge type, e.g. trrust:Repression")
+    pairs_b: str = pairs_ref_field(..., description="second edge type, e.g. trrust:Activation")
     subspace: Subspace = subspace_field()
     metric: Metric = metric_field()
     prominence: Literal["similarity", "abs_similarity"] = Field(

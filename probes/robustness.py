@@ -22,6 +22,7 @@ from geoscreen.probes.params import (
     Subspace,
     control_field,
     metric_field,
+    pairs_ref_field,
     permutations_field,
     subspace_field,
     subspace_validator,
@@ -35,7 +36,7 @@ NullName = Literal["gene_shuffle", "degree_preserving", "coexpression"]
 
 
 class NullRobustnessParams(ProbeParams):
-    pairs: str = Field(..., description="pair-set reference, e.g. string:>=700")
+    pairs: str = pairs_ref_field(..., description="pair-set reference, e.g. string:>=700")
     nulls: list[NullName] = Field(["gene_shuffle", "degree_preserving"],
                                   description="nulls the effect must survive (at least two)")
     subspace: Subspace = subspace_field()

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from scipy import stats
 
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import (
     E_PERMUTATION,
@@ -24,8 +25,9 @@ from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle
 
 class AxisSeparationParams(ProbeParams):
     axis: int = Field(1, ge=1, description="1-based singular axis of the centred gene matrix")
-    positive: str = Field(..., description="gene-set reference, e.g. go:GO:0005615")
-    negative: str = Field("rest", description="gene-set reference, or 'rest' for all other genes")
+    positive: str = genes_ref_field(..., description="gene-set reference, e.g. go:GO:0005615")
+    negative: str = genes_ref_field("rest",
+        description="gene-set reference, or 'rest' for all other genes")
     test: Literal["mann_whitney", "label_shuffle"] = Field(
         "mann_whitney", description="Mann-Whitney U (asymptotic) or a label-shuffle permutation")
     n_permutations: int = Field(1000, ge=99, le=100000,
@@ -111,8 +113,9 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
 # role_separation
 # ------------------------------------------------------------------------------------------
 class RoleSeparationParams(ProbeParams):
-    positive: str = Field(..., description="gene-set reference, e.g. trrust:regulators")
-    negative: str = Field("rest", description="gene-set reference, or 'rest' for all other genes")
+    positive: str = genes_ref_field(..., description="gene-set reference, e.g. trrust:regulators")
+    negative: str = genes_ref_field("rest",
+        description="gene-set reference, or 'rest' for all other genes")
     subspace: list[int] = Field([1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
                                 description="1-based singular axes used as features (at most 32)")
     folds: int = Field(5, ge=2, le=20, description="stratified cross-validation folds")

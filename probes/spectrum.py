@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import (
@@ -98,7 +99,8 @@ class SpectrumParams(ProbeParams):
     measure: Measure = Field("effective_rank", description="effective_rank (Roy & Vetterli), "
                              "participation_ratio, or explained_variance of the top k axes")
     k: int = Field(1, ge=1, description="number of top axes for explained_variance")
-    gene_set: str | None = Field(None, description="restrict to a gene set (centred on itself)")
+    gene_set: str | None = genes_ref_field(None,
+        description="restrict to a gene set (centred on itself)")
     null: Literal["none", "feature_shuffle"] = Field(
         "none", description="none: descriptive value + bootstrap CI (test with across_layers: "
                             "trend); feature_shuffle: per-layer permutation p against "

@@ -36,7 +36,8 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # U, S, Vt, mean
 def content_key(cache: Cache, layer: str, include_zero: bool) -> str:
     """Name of a layer's SVD in the store: a digest of the content it is computed from."""
     files, sums = cache.manifest["files"], cache.manifest["checksums"]
-    parts = (STORE_VERSION, sums[files[layer]], sums[GENES], "all" if include_zero else "present")
+    parts = (STORE_VERSION, sums[files[layer]], sums[GENES], "all" if include_zero else "present",
+             *((cache.view,) if cache.view else ()))
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

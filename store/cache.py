@@ -96,6 +96,8 @@ class GeneTable:
     symbols: tuple[str, ...]
     zero: np.ndarray  # bool, True where the row is all zeros in at least one layer
     zero_layers: tuple[tuple[str, ...], ...] = ()
+    # rows outside this view of the cache (the other part of a gene split); None: all rows
+    hidden: np.ndarray | None = None
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -103,7 +105,14 @@ class GeneTable:
 
     @property
     def present(self) -> np.ndarray:
-        return ~self.zero
+        """Rows a probe uses by default: not all-zero, not hidden."""
+        return ~self.zero if self.hidden is None else ~self.zero & ~self.hidden
+
+    def usable(self, include_zero: bool) -> np.ndarray:
+        """`present`, or with all-zero rows too when `include_zero` (hidden rows never)."""
+        if not include_zero:
+            return self.present
+        return np.ones(len(self.symbols), dtype=bool) if self.hidden is None else ~self.hidden
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -117,6 +126,24 @@ class Cache:
     manifest: dict[str, Any]
     genes: GeneTable
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # '' for the whole cache; else which rows this view hides (part of the SVD store's key)
+    view: str = ""
+
+    def split_view(self, split: dict[str, Any]) -> Cache:
+        """The cache as one part of a pre-registered gene split sees it.
+
+        `split` holds the split's ``seed`` and ``fraction`` and the ``part`` ('screen' or
+        'holdout'); the other part's rows are hidden from every probe, null and SVD.
+        """
+        from dataclasses import replace
+
+        from geoscreen.store.split import GeneSplit
+
+        gs = GeneSplit.from_record(split)
+        part = str(split.get("part", "screen"))
+        hidden = gs.hidden(self.genes.symbols, part)
+        return replace(self, genes=replace(self.genes, hidden=hidden), _arrays=self._arrays,
+                       view=f"split:{gs.seed}:{gs.fraction!r}:{part}")
 
     # -- metadata ---------------------------------------------------------------------------
     @property
@@ -193,7 +220,7 @@ class Cache:
         All-zero rows (out-of-vocabulary genes) are dropped unless `include_zero` is set.
         """
         arr = self.array(layer)
-        rows = np.arange(self.n_genes) if include_zero else np.flatnonzero(self.genes.present)
+        rows = np.flatnonzero(self.genes.usable(include_zero))
         return rows, np.asarray(arr[rows], dtype=np.float64)
 
     def verify(self) -> list[str]:

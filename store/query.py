@@ -63,6 +63,14 @@ def _hcols() -> Any:
     return Hypothesis.__table__.c
 
 
+def ledger_ids(value: Any) -> list[int]:
+    """The hypothesis ids in a `parents` value: integers only (not booleans); anything else a
+    model wrote there (strings, objects, markup) is dropped here and stays in the raw spec."""
+    if not isinstance(value, list | tuple):
+        return []
+    return [int(v) for v in value if isinstance(v, int) and not isinstance(v, bool)]
+
+
 def _json(v: Any) -> Any:
     return json.loads(v) if isinstance(v, str | bytes) else v
 
@@ -75,6 +83,7 @@ def _row(m: dict[str, Any]) -> dict[str, Any]:
     parents = m["parents"]
     if isinstance(parents, str):
         parents = json.loads(parents) if parents != "[]" else []
+    parents = ledger_ids(parents)
     online = m["online_decision"]
     return {
         "hypothesis_id": m["id"], "iteration": m["iteration_index"], "source": m["source"],
@@ -344,8 +353,8 @@ def _ancestors(s: Any, parents: list[int], limit: int = 50) -> list[dict[str, An
             out.append({"hypothesis_id": m["id"], "statement": m["statement"],
                         "status": m["status"], "p_value": m["p_value"], "q_value": m["q_bh"],
                         "significant": bool(m["significant"]), "rationale": m["rationale"],
-                        "parents": list(m["parents"] or [])})
-            frontier.extend(p for p in (m["parents"] or []) if p not in seen)
+                        "parents": ledger_ids(m["parents"])})
+            frontier.extend(p for p in ledger_ids(m["parents"]) if p not in seen)
     return out
 
 
@@ -411,7 +420,8 @@ def campaign_status(ledger: str | Ledger) -> dict[str, Any]:
                 "discoveries": int(disc), "alpha": (c.config or {}).get("alpha", 0.05),
                 "running": [(i, st) for i, st in running], "waiting": list(waiting),
                 "retryable": sum(1 for err, n in failed if retryable(err, n or 0)),
-                "lock": lock}
+                "lock": lock, "holdout": (c.config or {}).get("holdout"),
+                "offline_procedure": (c.config or {}).get("offline_procedure", "bh")}
 
 
 def _lock_line(led: Ledger) -> str:
@@ -447,6 +457,35 @@ def _table_rows(ledger: str | Ledger, model: str, campaign_id: int | None = None
 def campaign_records(ledger: str | Ledger) -> list[dict[str, Any]]:
     """Every campaign in the ledger (oldest first)."""
     return _table_rows(ledger, "Campaign")
+
+
+def confirmation_records(ledger: str | Ledger, campaign_id: int) -> list[dict[str, Any]]:
+    """The confirmatory families of a campaign (held-out genes or independent caches), each with
+    its per-discovery outcome keyed by the original hypothesis id."""
+    from sqlalchemy import select
+
+    from geoscreen.store.models import Campaign, Replication
+
+    out = []
+    with _opened(ledger) as led, led.session() as s:
+        for conf in s.scalars(select(Campaign).where(
+                Campaign.kind == "confirmatory", Campaign.parent_campaign_id == campaign_id)
+                .order_by(Campaign.id)):
+            split = (conf.config or {}).get("split")
+            rows = {r.original_hypothesis_id: {
+                "confirmed": bool(r.replicated), "status": r.status, "p_value": r.p_value,
+                "q_bh": r.q_bh, "effect_size": r.effect_size, "same_direction": r.same_direction,
+                "copy_id": r.replication_hypothesis_id}
+                for r in s.scalars(select(Replication).where(
+                    Replication.campaign_id == conf.id))}
+            out.append({"campaign_id": conf.id, "holdout": bool(split),
+                        "label": "held-out genes" if split else "independent cache",
+                        "on": (f"the {split['n_holdout']:,} genes held out before the screen"
+                               if split else str(conf.cache_path)),
+                        "alpha": float((conf.config or {}).get("alpha", 0.05)),
+                        "status": conf.status, "rows": rows,
+                        "confirmed": sum(1 for r in rows.values() if r["confirmed"])})
+    return out
 
 
 def iteration_records(ledger: str | Ledger, campaign_id: int | None = None,

@@ -181,3 +181,43 @@ def test_bad_options(small, counts_file, tmp_path, opts, match):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_a_gpu(small, counts_file, tmp_path):
     refused(small, counts_file, tmp_path, "no CUDA GPU is available", device="cuda")
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.999])
+def test_truncated_weights_are_refused_before_the_data_is_read(small, tmp_path, cut):
+    """A truncated best_model.pt (an interrupted download) is named with the fix, in full,
+    before any data work: the data path here does not even exist."""
+    ckpt = copy_ckpt(small, tmp_path / "ckpt")
+    weights = ckpt / "best_model.pt"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:int(len(data) * cut)])
+    err = refused(ckpt, tmp_path / "never-read.h5ad", tmp_path,
+                  "is not a complete PyTorch checkpoint")
+    text = str(err)
+    assert "best_model.pt" in text and text.endswith("compare its size with the source)")
+    assert "download best_model.pt again" in text
+
+
+def test_a_damaged_weights_file_gets_the_whole_message_and_a_fix(small, counts_file, tmp_path):
+    """A complete archive whose pickle is garbage: the loader's message in full (its first
+    line, not cut mid-word at 300 characters) and what to do."""
+    import zipfile
+
+    ckpt = copy_ckpt(small, tmp_path / "ckpt")
+    weights = ckpt / "best_model.pt"
+    with zipfile.ZipFile(small / "best_model.pt") as src, \
+            zipfile.ZipFile(weights, "w", zipfile.ZIP_STORED) as dst:
+        for m in src.infolist():
+            data = src.read(m)
+            dst.writestr(m, b"\x80\x02garbage" * 40 if m.filename.endswith("data.pkl") else data)
+    err = refused(ckpt, counts_file, tmp_path, "cannot be read safely as a PyTorch checkpoint")
+    text = str(err)
+    assert "download best_model.pt again and compare its size with the source" in text
+    assert text.endswith("save model.state_dict() with torch.save)")
+    assert "field '--checkpoint'" in text and len(text) < 700
+
+
+def test_use_raw_hint_does_not_suggest_use_raw_again(small, tmp_path):
+    err = refused(small, pbmc68k_path(), tmp_path, "not a whole number", use_raw=True)
+    assert "--use-raw" not in str(err).split("(", 1)[1]
+    assert "--layer NAME" in str(err)

@@ -199,7 +199,8 @@ def test_report_says_why_an_unreachable_hypothesis_was_not_rejected(tmp_path):
     out = tmp_path / "r.html"
     render_report(str(path), out)
     html = out.read_text()
-    assert '"ou":"smallest attainable p-value 0.00139 > alpha_t = 0.00134"' in html
+    # the page's data escapes '>' as \u003e (no markup in the embedded JSON)
+    assert '"ou":"smallest attainable p-value 0.00139 \\u003e alpha_t = 0.00134"' in html
     assert "could not be rejected at this level" in html  # the detail view's wording
     assert html.count('"ou":') == 1  # the ordinary non-rejection carries no such note
 

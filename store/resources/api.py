@@ -15,6 +15,7 @@ Every symbol is normalised to its current official symbol (`symbols.normalise_sy
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,17 +175,16 @@ def _literal_gene_set(ref: str) -> GeneSet | None:
                        sources=[_symbols_source()])
     if ref.startswith("file:"):
         path = Path(ref[len("file:"):]).expanduser()
-        if not path.is_file():
-            raise GeoscreenError("does not exist", path=str(path), field="gene set")
-        from geoscreen.store.cache import sha256_file
+        from geoscreen.store.userfiles import read_text
 
-        raw = [ln.split("\t")[0].strip() for ln in path.read_text().splitlines()
+        data = read_text(path, field="gene set", what="gene list")
+        raw = [ln.split("\t")[0].strip() for ln in data.splitlines()
                if ln.strip() and not ln.startswith("#")]
         if not raw:
             raise GeoscreenError("lists no genes", path=str(path), field="gene set",
                                  fix="write one gene symbol per line")
         genes, unmapped, ambiguous, original = _normalise_list(raw)
-        checksum = sha256_file(path)
+        checksum = hashlib.sha256(data.encode("utf-8")).hexdigest()
         return GeneSet(ref=ref, genes=genes, resource="file", checksum=checksum,
                        requested=len(dict.fromkeys(raw)), unmapped=unmapped,
                        ambiguous=ambiguous, original=original,
@@ -256,12 +256,11 @@ def _literal_pair_set(ref: str) -> PairSet | None:
         return _finish_pairs(ref, a, b, [], [], sources=[_symbols_source()])
     if ref.startswith("file:"):
         path = Path(ref[len("file:"):]).expanduser()
-        if not path.is_file():
-            raise GeoscreenError("does not exist", path=str(path), field="pairs")
-        from geoscreen.store.cache import sha256_file
+        from geoscreen.store.userfiles import read_text
 
+        data = read_text(path, field="pairs", what="pair table")
         a, b, score, sign = [], [], [], []
-        for i, ln in enumerate(path.read_text().splitlines(), start=1):
+        for i, ln in enumerate(data.splitlines(), start=1):
             if not ln.strip() or ln.startswith("#"):
                 continue
             cols = ln.split("\t")
@@ -276,18 +275,18 @@ def _literal_pair_set(ref: str) -> PairSet | None:
                 try:
                     score.append(float(cols[2]))
                 except ValueError:
-                    raise GeoscreenError(f"line {i}: score {cols[2]!r} is not a number",
+                    raise GeoscreenError(f"line {i}: column 3 (score) is not a number",
                                          path=str(path), field="pairs") from None
             if len(cols) > 3 and cols[3].strip():
                 try:
                     sign.append(float(cols[3]))
                 except ValueError:
-                    raise GeoscreenError(f"line {i}: sign {cols[3]!r} is not a number",
+                    raise GeoscreenError(f"line {i}: column 4 (sign) is not a number",
                                          path=str(path), field="pairs") from None
         if not a:
             raise GeoscreenError("lists no pairs", path=str(path), field="pairs",
                                  fix="write one a<TAB>b pair per line")
-        checksum = sha256_file(path)
+        checksum = hashlib.sha256(data.encode("utf-8")).hexdigest()
         return _finish_pairs(ref, a, b, score, sign, resource="file", checksum=checksum,
                              sources=[{"name": "file", "version": str(path),
                                        "checksum": checksum, "origin": "file"},

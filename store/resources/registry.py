@@ -10,7 +10,6 @@ is tested against the GO term index instead.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,14 +24,16 @@ _FIX_EMPTY = "check the selector with 'geoscreen resources show REF'"
 
 # -- kinds ----------------------------------------------------------------------------------------
 def _file_kind(ref: Ref) -> set[str]:
-    path = Path(ref.selector).expanduser()
+    """Sniff the first data line (through the file checks: a FIFO or /dev/zero never blocks)."""
+    from geoscreen.store.userfiles import read_bytes
+
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.strip() and not line.startswith("#"):
-                    return {"pairs"} if "\t" in line.strip() else {"genes"}
-    except OSError:
-        pass
+        head = read_bytes(ref.selector, peek=1 << 16).decode("utf-8", errors="replace")
+    except GeoscreenError:  # missing, not regular, not allowed: resolving says so clearly
+        return {"genes", "pairs"}
+    for line in head.splitlines():
+        if line.strip() and not line.startswith("#"):
+            return {"pairs"} if "\t" in line.strip() else {"genes"}
     return {"genes", "pairs"}
 
 

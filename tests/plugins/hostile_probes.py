@@ -20,7 +20,7 @@ from pydantic import Field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.result import LayerResult
 
-_FLAGS = dict(family="null_sensitivity", nulls=("none",), version="0", statistic="none",
+_FLAGS = dict(family="null_sensitivity", nulls=("toy",), version="0", statistic="none",
               effect="none")
 
 

@@ -20,14 +20,14 @@ class NoParams(ProbeParams):
     seconds: float = Field(0.0, ge=0)
 
 
-@probe("toy_raise", family="null_sensitivity", params=NoParams, nulls=("none",), version="0",
+@probe("toy_raise", family="null_sensitivity", params=NoParams, nulls=("toy",), version="0",
        statistic="none", effect="none")
 def toy_raise(ctx, p, layer):
     """Always raises."""
     raise RuntimeError("probe exploded on purpose")
 
 
-@probe("toy_hang", family="null_sensitivity", params=NoParams, nulls=("none",), version="0",
+@probe("toy_hang", family="null_sensitivity", params=NoParams, nulls=("toy",), version="0",
        statistic="none", effect="none")
 def toy_hang(ctx, p, layer):
     """Sleeps far longer than any timeout."""
@@ -35,7 +35,7 @@ def toy_hang(ctx, p, layer):
     raise AssertionError("unreachable")
 
 
-@probe("toy_memory", family="null_sensitivity", params=NoParams, nulls=("none",), version="0",
+@probe("toy_memory", family="null_sensitivity", params=NoParams, nulls=("toy",), version="0",
        statistic="none", effect="none")
 def toy_memory(ctx, p, layer):
     """Allocates more than the worker's address-space limit."""

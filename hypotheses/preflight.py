@@ -1,0 +1,138 @@
+"""Checks a spec can pass before it runs: what is known when it is queued is checked then.
+
+`HypothesisSpec.resolved` checks a spec against the probe registry alone (parameter types and
+ranges, a descriptive null only with a trend).  `preflight` adds what needs the campaign:
+
+* layers: positions and names exist in the cache;
+* singular axes (``axis``, ``subspace``) exist: at most the cache's width;
+* resource references (every parameter marked with `probes.params.genes_ref_field` or
+  `pairs_ref_field`) parse, resolve against the bundled resources, and leave at least one gene
+  (or pair) present in the cache: a dry run of exactly what the probe will do first;
+* ``parents`` name hypotheses in the ledger.
+
+A hand-queued spec that would fail twenty minutes into a campaign fails at ``queue add`` instead,
+with the same one-line error; a model's proposal fails in the same iteration, where it can still
+be repaired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from geoscreen.agent.errors import GeoscreenError, did_you_mean
+
+if TYPE_CHECKING:
+    from geoscreen.hypotheses.spec import ResolvedSpec
+    from geoscreen.store.cache import Cache
+
+
+def check_layers(layers: Any, names: list[str]) -> str:
+    """'' or the problem with a spec's `layers` against a cache's layer names."""
+    n = len(names)
+    if not isinstance(layers, list) or not n:
+        return ""
+    for x in layers:
+        if isinstance(x, int) and not -n <= x < n:
+            return (f"field 'layers': {x} is out of range (this cache has {n} layers: "
+                    f"positions 0-{n - 1}, or -1 for the last)")
+        if isinstance(x, str) and x not in names:
+            return f"field 'layers': unknown layer {x!r}; {did_you_mean(x, names)}"
+    return ""
+
+
+def check_axes(params: dict[str, Any], n_axes: int) -> str:
+    """'' or the problem with singular axes beyond the `n_axes` a layer has."""
+    for name in ("axis", "subspace"):
+        v = params.get(name)
+        axes = [v] if isinstance(v, int) else v if isinstance(v, list) else []
+        over = [a for a in axes if isinstance(a, int) and a > n_axes]
+        if over:
+            return (f"field 'params.{name}': axis {over[0]} does not exist; a layer of this "
+                    f"cache has {n_axes} singular axes")
+    return ""
+
+
+def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(parameter, kind, reference) for every marked resource parameter the spec sets."""
+    from geoscreen.probes.registry import get_probe
+
+    out = []
+    for name, f in get_probe(probe).params.model_fields.items():
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        kind = extra.get("resource")
+        value = params.get(name)
+        if kind not in ("genes", "pairs") or value is None:
+            continue
+        for ref in value if isinstance(value, list) else [value]:
+            if not isinstance(ref, str) or (kind == "genes" and ref == "rest"):
+                continue  # 'rest': every other gene
+            if kind == "genes" and ":" not in ref and " " not in ref.strip():
+                ref = f"genes:{ref}"  # a bare symbol (an anchor gene)
+            out.append((name, str(kind), ref))
+    return out
+
+
+def check_references(resolved: ResolvedSpec, cache: Cache | None) -> str:
+    """'' or the first reference that does not resolve (or has nothing in the cache).
+
+    With a cache this is the probe's own first step (`ProbeContext.gene_rows` / `pair_rows`),
+    asked for at least one present gene or pair; without one, the references only resolve.
+    """
+    from geoscreen.store.resources.api import resolve_gene_set, resolve_pair_set
+
+    ctx = None
+    if cache is not None:
+        from geoscreen.probes.context import ProbeContext
+
+        ctx = ProbeContext(cache=cache, seed=0)
+    include_zero = bool(resolved.params.get("include_zero_genes", False))
+    for name, kind, ref in reference_params(resolved.spec.probe, resolved.params):
+        try:
+            if ctx is None:
+                (resolve_gene_set if kind == "genes" else resolve_pair_set)(ref)
+            elif kind == "genes":
+                ctx.gene_rows(ref, param=name, min_size=1, include_zero=include_zero)
+            else:
+                ctx.pair_rows(ref, param=name, min_size=1, include_zero=include_zero)
+        except GeoscreenError as exc:
+            text = str(exc)
+            return text if text.startswith("field ") or f"params.{name}" in text else \
+                f"field 'params.{name}': {text}"
+    return ""
+
+
+def check_parents(parents: Iterable[int], known: set[int]) -> str:
+    missing = [p for p in parents if p not in known]
+    if missing:
+        return (f"field 'parents': {', '.join(f'#{p}' for p in missing)} not in the ledger; "
+                "cite existing hypothesis ids, or []")
+    return ""
+
+
+def preflight(resolved: ResolvedSpec, *, cache: Cache | None = None,
+              known_ids: set[int] | None = None, references: bool = True) -> str:
+    """'' when the spec can run on `cache`, else its first problem as one line.
+
+    Parameters
+    ----------
+    resolved
+        The spec after `HypothesisSpec.resolved` (registry checks done).
+    cache
+        The campaign's cache; None skips the layer, axis and presence checks.
+    known_ids
+        Hypothesis ids in the ledger; None skips the parents check.
+    references
+        Resolve resource references (a dry run of the probe's first step).
+    """
+    spec = resolved.spec
+    if cache is not None:
+        if err := check_layers(spec.layers, cache.layers):
+            return err
+        if err := check_axes(resolved.params, min(cache.dim, cache.n_genes)):
+            return err
+    if known_ids is not None and (err := check_parents(spec.parents, known_ids)):
+        return err
+    if references:
+        return check_references(resolved, cache)
+    return ""
