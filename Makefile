@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 DEMO_OUT ?= geoscreen-demo
 
-.PHONY: demo test lint bench install install-test clean
+.PHONY: demo test lint bench install install-test clean docs
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ test: $(VENV)/.test
 	  { command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "warning: chromium could not be installed; the browser test will say so"; }
-	$(VENV)/bin/ruff check agent probes store hypotheses extract tests benchmarks
+	$(VENV)/bin/ruff check geoscreen agent probes store hypotheses extract tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.test
@@ -49,3 +49,7 @@ bench: $(VENV)/.test
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+
+# The manual as a website (mkdocs-material), built strictly: every page and link must resolve.
+docs: $(VENV)/.test
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q

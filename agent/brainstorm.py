@@ -16,9 +16,9 @@ from typing import Any, Literal, Protocol, get_args, get_origin
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.agent.statements import NULL_SUFFIX, spec_statement, with_null
+from geoscreen.errors import GeoscreenError
 from geoscreen.hypotheses.spec import ResolvedSpec
 from geoscreen.probes.context import derive_seed
 
@@ -249,14 +249,14 @@ def spec_resolution(raw: dict[str, Any], n_layers: int) -> tuple[float, float, b
     """(smallest attainable p, largest attainable e, whether more permutations would help) of a
     proposed spec, from its probe's parameters (defaults filled in) and `across_layers`.
 
-    Mirrors `probes.combine.resolution`, which reads the same bounds off stored results: a
+    Mirrors `geoscreen.combine.resolution`, which reads the same bounds off stored results: a
     permutation test with m draws reaches p = 1 / (m + 1) and e = m + 1 at best; an exact trend
     over n layers p = 1 / n! (2 / n! two-sided), whatever the permutations; an asymptotic test
     (Mann-Whitney) has no floor.
     """
     import math
 
-    from geoscreen.probes.combine import (
+    from geoscreen.combine import (
         EXACT_TREND_MAX_LAYERS,
         TREND_PERMUTATIONS,
         _exact_trend_cap,
@@ -478,7 +478,7 @@ def make_brainstormer(name: str, **options: Any) -> Brainstormer | None:
         from geoscreen.agent.llm import OpenAIBrainstormer  # type: ignore[import-not-found]
 
         return OpenAIBrainstormer.from_options(**options)
-    from geoscreen.agent.errors import did_you_mean
+    from geoscreen.errors import did_you_mean
 
     raise GeoscreenError(f"unknown brainstormer {name!r}; "
                          f"{did_you_mean(name, ['offline', 'openai', 'none'])}",

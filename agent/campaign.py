@@ -29,12 +29,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from geoscreen.agent.brainstorm import Brainstormer, BrainstormerUnavailable, make_brainstormer
-from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.executor import Job, JobResult, ProcessSandbox
-from geoscreen.agent.failures import MAX_AUTO_ATTEMPTS, transient_failure
 from geoscreen.agent.state import snapshot
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import derive_seed
 from geoscreen.store.cache import Cache, open_cache
+from geoscreen.store.failures import MAX_AUTO_ATTEMPTS, transient_failure
 from geoscreen.store.lease import RunLease
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Hypothesis, Iteration, utcnow

@@ -21,14 +21,13 @@ def import_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cache"),
 ) -> None:
     """Import a (layers, genes, dim) array plus a gene list as a cache."""
-    from rich.console import Console
-
+    from geoscreen.agent.console import console
     from geoscreen.store.cache import import_array
 
     names = [x.strip() for x in layer_names.split(",") if x.strip()] or None
     cache = import_array(emb, genes, out, model=model, layer_names=names, overwrite=overwrite)
     s = cache.summary()
-    Console().print(f"wrote cache [bold]{out}[/]: {len(s['layers'])} layers x {s['n_genes']} "
+    console().print(f"wrote cache [bold]{out}[/]: {len(s['layers'])} layers x {s['n_genes']} "
                     f"genes x {s['dim']} ({s['dtype']}); {s['n_zero_genes']} all-zero genes "
                     f"flagged; checksum {s['cache_checksum'][:12]}")
 
@@ -37,9 +36,9 @@ def import_cmd(
 def info_cmd(path: Path = typer.Argument(..., help="cache folder"),
              as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Show what a cache holds (reads the manifest and gene table only)."""
-    from rich.console import Console
     from rich.table import Table
 
+    from geoscreen.agent.console import console
     from geoscreen.store.cache import open_cache
 
     cache = open_cache(path)
@@ -59,13 +58,13 @@ def info_cmd(path: Path = typer.Argument(..., help="cache folder"),
                   + " (excluded by probes by default)")
     if s["synthetic"]:
         t.add_row("note", "[yellow]SYNTHETIC cache: planted structure, not a real model[/]")
-    Console().print(t)
+    console().print(t)
 
 
 @cache_app.command("verify")
 def verify_cmd(path: Path = typer.Argument(..., help="cache folder")) -> None:
     """Re-hash every file of a cache against its manifest (reads all data)."""
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store.cache import open_cache
 
     bad = open_cache(path).verify()

@@ -7,12 +7,14 @@ from typing import Any
 
 import typer
 
+from geoscreen.agent.console import ledger_option
+
 campaign_app = typer.Typer(help="Run, resume and watch screening campaigns.",
                            no_args_is_help=True)
 queue_app = typer.Typer(help="Hand-written hypotheses and proposals awaiting approval.",
                         no_args_is_help=True)
 
-LEDGER_OPT = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL")
+LEDGER_OPT = ledger_option()
 
 
 def _safe(text: Any) -> str:
@@ -28,10 +30,11 @@ class RichReporter:
     """Live progress: iteration, current hypothesis, discoveries so far."""
 
     def __init__(self, total: int, quiet: bool = False) -> None:
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self.console = Console()
+        from geoscreen.agent.console import console
+
+        self.console = console()
         self.quiet = quiet
         self.progress = Progress(TextColumn("[bold]iteration {task.fields[it]}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[disc]}"),
@@ -69,13 +72,58 @@ class RichReporter:
             self.progress.console.print(f"  [dim]{_safe(text)}[/]")
 
 
+class PlainReporter:
+    """Piped or redirected output (``> run.log``): one timestamped plain line per event, with
+    the hypothesis and its statement, readable the next morning and easy to grep."""
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.total = total
+
+    def __enter__(self) -> PlainReporter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def _line(self, text: str) -> None:
+        from geoscreen.agent.console import stamp
+        from geoscreen.agent.textsafe import terminal_safe
+
+        typer.echo(f"{stamp()}  {terminal_safe(text)}")
+
+    def iteration_started(self, index: int, total: int, n: int) -> None:
+        if not self.quiet:
+            self._line(f"iteration {index}/{total}: {n} hypotheses queued")
+
+    def hypothesis_started(self, hyp_id: int, statement: str) -> None:
+        if not self.quiet:
+            self._line(f"#{hyp_id} started: {statement[:200]}")
+
+    def hypothesis_done(self, hyp_id: int, status: str, p: float | None, detail: str) -> None:
+        if self.quiet:
+            return
+        if status == "done":
+            self._line(f"#{hyp_id} done: p={p:.3g} {detail}")
+        else:
+            self._line(f"#{hyp_id} FAILED: {detail}")
+
+    def iteration_done(self, index: int, discoveries: int, tested: int) -> None:
+        if not self.quiet:
+            self._line(f"iteration {index} done: {discoveries} discoveries / {tested} tested")
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self._line(text)
+
+
 @campaign_app.command("run")
 def run_cmd(
     cache: Path = typer.Option(..., "--cache", help="cache folder"),
     ledger: str = LEDGER_OPT,
     iterations: int = typer.Option(63, "--iterations", min=1),
     per_iteration: int = typer.Option(3, "--per-iteration", min=1),
-    brainstormer: str = typer.Option("offline", "--brainstormer",
+    brainstormer: str = typer.Option("offline", "--brainstormer", metavar="offline|openai|none",
                                      help="offline | openai | none (run the queue only)"),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(1, "--workers", min=1),
@@ -83,10 +131,12 @@ def run_cmd(
     memory_mb: int = typer.Option(8192, "--memory-mb", help="address-space limit per worker"),
     alpha: float = typer.Option(0.05, "--alpha", help="target FDR"),
     online_procedure: str = typer.Option(
-        "lord++", "--online-procedure", help="lord++ | saffron | lond | batch-bh | e-lond"),
+        "lord++", "--online-procedure", metavar="lord++|saffron|lond|batch-bh|e-lond",
+        help="the primary online FDR procedure"),
     offline_procedure: str = typer.Option(
-        "bh", "--offline-procedure", help="decides the significant flag: bh | by | e-bh"),
-    combine_any: str = typer.Option("cauchy", "--combine-any",
+        "bh", "--offline-procedure", metavar="bh|by|e-bh",
+        help="the procedure that decides the significant flag"),
+    combine_any: str = typer.Option("cauchy", "--combine-any", metavar="cauchy|simes",
                                     help="across_layers 'any': cauchy | simes"),
     max_minutes: float = typer.Option(None, "--max-minutes", help="wall-time budget"),
     approve: bool = typer.Option(False, "--approve",
@@ -128,7 +178,10 @@ def run_cmd(
                          plugins=list(plugin), brainstormer_options=options,
                          retry_failed=retry_failed, allow_files=[str(p) for p in allow_files],
                          holdout_genes=holdout_genes)
-    with RichReporter(iterations, quiet=quiet) as rep:
+    from geoscreen.agent.console import interactive
+
+    reporter = RichReporter if interactive() else PlainReporter
+    with reporter(iterations, quiet=quiet) as rep:
         summary = run_campaign(cache, ledger, cfg, reporter=rep)
     from geoscreen.agent.textsafe import terminal_safe
 
@@ -144,12 +197,11 @@ def run_cmd(
 @campaign_app.command("status")
 def status_cmd(ledger: str = LEDGER_OPT) -> None:
     """Where a campaign stands; safe to run while it is running."""
-    from rich.console import Console
-
+    from geoscreen.agent.console import console
     from geoscreen.store.query import campaign_status
 
     st = campaign_status(ledger)
-    con = Console(highlight=False)
+    con = console(highlight=False)
     con.print(f"[bold]{_safe(st['status'])}[/] {_safe(st['reason'])}")
     con.print(f"cache: {_safe(st['cache_path'])} ({(st['cache_checksum'] or '')[:12]}), model "
               f"{_safe(st['model'])}, seed {st['seed']}")
@@ -193,7 +245,7 @@ def _queue_check(led: Any, cache_opt: Path | None) -> tuple[Any, str]:
     """
     from sqlalchemy import select
 
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.hypotheses.preflight import preflight
     from geoscreen.store.cache import open_cache
     from geoscreen.store.models import Campaign, Hypothesis
@@ -279,9 +331,9 @@ def add_cmd(path: Path = typer.Argument(..., help="spec file or folder (YAML/JSO
 @queue_app.command("list")
 def queue_list_cmd(ledger: str = LEDGER_OPT) -> None:
     """Hypotheses waiting to run or waiting for approval."""
-    from rich.console import Console
     from rich.table import Table
 
+    from geoscreen.agent.console import console
     from geoscreen.store.query import list_hypotheses
 
     rows = list_hypotheses(ledger, statuses=["queued", "pending_approval"])
@@ -291,11 +343,11 @@ def queue_list_cmd(ledger: str = LEDGER_OPT) -> None:
     for r in rows:
         t.add_row(str(r["hypothesis_id"]), r["status"], _safe(r["source"]), _safe(r["probe"]),
                   _safe(r["statement"]))
-    Console().print(t)
+    console().print(t)
 
 
 def _set_status(ledger: str, ids: list[int], new: str) -> None:
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.models import Hypothesis
 

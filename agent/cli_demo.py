@@ -21,11 +21,11 @@ def demo_cmd(
 ) -> None:
     """Build a synthetic cache with planted structure, run a short campaign, compare."""
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     from geoscreen.agent.campaign import CampaignConfig, run_campaign
     from geoscreen.agent.cli_campaign import RichReporter
+    from geoscreen.agent.console import console
     from geoscreen.agent.demo import (
         clear_demo_output,
         compare_with_planted,
@@ -37,7 +37,7 @@ def demo_cmd(
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.query import list_hypotheses, show_hypothesis
 
-    con = Console()
+    con = console()
     t0 = time.perf_counter()
     clear_demo_output(out, overwrite=overwrite)  # never removes what the demo did not write
     mark_demo_output(out, seed)

@@ -8,7 +8,9 @@ from typing import Any
 
 import typer
 
-LEDGER_OPT = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL")
+from geoscreen.agent.console import ledger_option
+
+LEDGER_OPT = ledger_option()
 
 
 def _safe(text: Any) -> str:
@@ -22,7 +24,7 @@ def _fmt(x: float | None) -> str:
 
 
 def _campaign(led: Any, s: Any, campaign_id: int | None) -> Any:
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store.models import Campaign
 
     if campaign_id is None:
@@ -41,8 +43,8 @@ def fdr_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Family size, discoveries under each FDR method, and the estimated share of true nulls."""
-    from geoscreen.agent.errors import GeoscreenError
     from geoscreen.agent.replicate import replications_of
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store import fdr
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.models import Hypothesis
@@ -76,10 +78,11 @@ def fdr_cmd(
 
 
 def _print_summary(d: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from geoscreen.agent.console import console
+
+    con = console()
     a = d["alpha"]
     con.print(f"[bold]campaign #{d['campaign_id']}[/] ({d['kind']}), target FDR {a:g}")
     con.print(f"family: {d['members']} members from {d['hypotheses']} tested hypotheses "
@@ -108,7 +111,7 @@ def _print_summary(d: dict[str, Any]) -> None:
     con.print("[dim]Valid under: the dependence between the tested hypotheses' p-values "
               "(e-values) that each guarantee needs. All of them assume each p- or e-value is "
               "valid for the hypothesis actually tested; choosing what to test from earlier "
-              "results on the same cache can break that (see README, 'Multiple testing'). "
+              "results on the same cache can break that (see docs/multiple-testing.md). "
               "Unreachable: members whose smallest attainable p-value (largest e-value) could "
               "not meet their level alpha_t, whatever the data.[/]")
     con.print("[dim]Offline q-values use everything tested so far: a BH/BY discovery can appear "
@@ -129,10 +132,11 @@ def _print_members(d: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(d, indent=1, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from geoscreen.agent.console import console
+
+    con = console()
     con.print(f"[bold]#{d['hypothesis_id']}[/] {d['status']}: p = {_fmt(d['p_value'])} "
               f"({d['combine_method']}), e = {_fmt(d.get('e_value'))} "
               f"({d.get('e_method') or 'calibrated p'}), q_BH = {_fmt(d['q_bh'])}, "
@@ -188,8 +192,9 @@ def replicate_cmd(
     ledger: str = LEDGER_OPT,
     cache: Path = typer.Option(..., "--cache", help="an independent cache (other seed, data "
                                                     "or model)"),
-    select: str = typer.Option("bh", "--select", help="which discoveries: bh (the significant "
-                               "flag) | by | online (primary online decisions)"),
+    select: str = typer.Option("bh", "--select", metavar="bh|by|online",
+                               help="which discoveries: bh (the significant flag) | by | "
+                               "online (primary online decisions)"),
     alpha: float = typer.Option(None, "--alpha", help="FDR of the confirmatory family "
                                 "(default: the campaign's)"),
     seed: int = typer.Option(None, "--seed", help="default: the campaign's seed + 1"),
@@ -211,8 +216,9 @@ def replicate_cmd(
 
 def confirm_cmd(
     ledger: str = LEDGER_OPT,
-    select: str = typer.Option("bh", "--select", help="which discoveries: bh (the significant "
-                               "flag) | by | online (primary online decisions)"),
+    select: str = typer.Option("bh", "--select", metavar="bh|by|online",
+                               help="which discoveries: bh (the significant flag) | by | "
+                               "online (primary online decisions)"),
     alpha: float = typer.Option(None, "--alpha", help="FDR of the confirmatory family "
                                 "(default: the campaign's)"),
     seed: int = typer.Option(None, "--seed", help="default: the campaign's seed + 1"),
@@ -243,8 +249,9 @@ def _print_family(res: Any, as_json: bool, title: str, verb: str) -> None:
                                "not_included": res.not_included, "rows": res.rows},
                               indent=1, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from geoscreen.agent.console import console
 
     t = Table(title=f"{title} (confirmatory campaign #{res.campaign_id}, BH at {res.alpha:g})")
     for col in ("original", "statement", "p", "q_BH", "effect", "copy", "status", "p (rep)",
@@ -262,7 +269,7 @@ def _print_family(res: Any, as_json: bool, title: str, verb: str) -> None:
                   "[green]yes[/]" if r["replicated"] else
                   ("no (opposite direction)" if r["significant"] and r["same_direction"] is False
                    else "no"))
-    con = Console()
+    con = console()
     con.print(t)
     con.print(f"{res.n_replicated} of {len(res.rows)} discoveries {verb} "
               f"({res.status}: {_safe(res.reason)}).")

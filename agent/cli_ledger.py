@@ -17,9 +17,11 @@ from typing import Any
 
 import typer
 
+from geoscreen.agent.console import ledger_option
+
 ledger_app = typer.Typer(help="Browse, compare and export campaign ledgers.",
                          no_args_is_help=True)
-LEDGER_OPT = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL")
+LEDGER_OPT = ledger_option()
 
 
 def _fmt(x: float | None) -> str:
@@ -79,8 +81,8 @@ def list_cmd(
     ledger: str = LEDGER_OPT,
     significant: bool = typer.Option(None, "--significant/--not-significant",
                                      help="discoveries only / everything else"),
-    fdr: str = typer.Option("bh", "--fdr", help="which decision --significant uses: bh | by | "
-                            "online"),
+    fdr: str = typer.Option("bh", "--fdr", metavar="bh|by|online",
+                            help="which decision --significant uses"),
     status: list[str] = typer.Option([], "--status", help="queued, running, done, failed, "
                                      "rejected, pending_approval (repeatable or comma list)"),
     probe: list[str] = typer.Option([], "--probe", help="probe name (repeatable)"),
@@ -93,7 +95,9 @@ def list_cmd(
     limit: int = typer.Option(None, "--limit", min=1),
     as_json: bool = typer.Option(False, "--json", help="a JSON array of rows, for scripts"),
     campaigns: str = typer.Option("exploratory", "--campaigns",
-                                  help="exploratory | confirmatory (replications) | all"),
+                                  metavar="exploratory|confirmatory|all",
+                                  help="which campaigns (confirmatory: replications and "
+                                  "confirmations)"),
 ) -> None:
     """List hypotheses with effect, p, q and decisions; filter and sort."""
     from geoscreen.store.query import list_hypotheses
@@ -240,13 +244,13 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
 
 @ledger_app.command("export")
 def export_cmd(ledger: str = LEDGER_OPT,
-               fmt: str = typer.Option("csv", "--format", help="csv | json"),
+               fmt: str = typer.Option("csv", "--format", metavar="csv|json", help="csv | json"),
                out: Path = typer.Option(..., "-o", "--out")) -> None:
     """Export every hypothesis with p, q and decisions as CSV or JSON."""
     import csv
 
-    from geoscreen.agent.errors import GeoscreenError
     from geoscreen.agent.textsafe import csv_safe
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store.query import EXPORT_COLUMNS, list_hypotheses
 
     if fmt not in ("csv", "json"):
@@ -268,7 +272,7 @@ def export_cmd(ledger: str = LEDGER_OPT,
 @ledger_app.command("diff")
 def diff_cmd(a: str = typer.Argument(..., metavar="A", help="first ledger"),
              b: str = typer.Argument(..., metavar="B", help="second ledger"),
-             kind: str = typer.Option("exploratory", "--kind",
+             kind: str = typer.Option("exploratory", "--kind", metavar="exploratory|confirmatory",
                                       help="which campaign of each ledger: exploratory | "
                                            "confirmatory"),
              show_all: bool = typer.Option(False, "--all", help="list agreeing pairs and every "

@@ -9,9 +9,11 @@ from typing import Any
 
 import typer
 
+from geoscreen.agent.console import ledger_option
+
 llm_app = typer.Typer(help="The LLM brainstormer: connectivity, usage and cost, prompts.",
                       no_args_is_help=True)
-LEDGER_OPT = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL")
+LEDGER_OPT = ledger_option()
 CONFIG_OPT = typer.Option(None, "--config", help="campaign config (YAML) with an llm: section")
 
 
@@ -22,7 +24,7 @@ def _llm_config(config: Path | None, model: str | None, base_url: str | None) ->
     data.update({k: v for k, v in (("model", model), ("base_url", base_url)) if v})
     cfg = parse_llm_config(data, str(config) if config else "command line")
     if not cfg.model:
-        from geoscreen.agent.errors import GeoscreenError
+        from geoscreen.errors import GeoscreenError
 
         raise GeoscreenError("no model configured", field="llm.model",
                              fix="set llm.model in --config, or pass --model")
@@ -116,8 +118,9 @@ def usage_cmd(ledger: str = LEDGER_OPT,
     if as_json:
         typer.echo(json.dumps(data, indent=1))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from geoscreen.agent.console import console
 
     t = Table(title="LLM calls and proposals per iteration")
     for col in ("iteration", "calls", "tokens in", "tokens out", "cost $", "latency s",
@@ -133,7 +136,7 @@ def usage_cmd(ledger: str = LEDGER_OPT,
     for r in data["iterations"]:
         add(str(r["iteration"] if r["iteration"] is not None else "-"), r)
     add("total", data["total"])
-    Console().print(t)
+    console().print(t)
 
 
 @llm_app.command("prompt")

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import typer
 
+from geoscreen.agent.console import ledger_option
+
+LEDGER_OPT = ledger_option()
+
 
 def report_cmd(
-    ledger: str = typer.Option(..., "--ledger", help="ledger file (SQLite) or SQLAlchemy URL"),
+    ledger: str = LEDGER_OPT,
     out: Path = typer.Option(Path("report.html"), "-o", "--out", help="HTML file to write"),
     campaign: int = typer.Option(None, "--campaign", help="campaign id (default: the ledger's "
                                  "latest exploratory campaign)"),

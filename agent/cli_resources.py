@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from geoscreen.agent.console import console
 
-    return Console(soft_wrap=False)
+    return console(soft_wrap=False)
 
 
 @resources_app.command("list")

@@ -175,7 +175,7 @@ def clear_demo_output(out: Path, *, overwrite: bool) -> None:
         `out` is not a folder; demo outputs exist and `overwrite` is false; or they were not
         written by the demo, or its cache folder holds other files.
     """
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     if out.exists() and not out.is_dir():
         raise GeoscreenError("is not a folder", path=str(out), field="--out",

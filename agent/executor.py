@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from geoscreen.agent import proctree
 from geoscreen.agent.worker import MAX_REASON, REPLY_HEADER, STOP_SIGNALS
+from geoscreen.result import LayerResult
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 REPLY_GRACE_S = 5.0  # how long a worker may take to exit once its reply is complete
@@ -67,28 +68,8 @@ class Sandbox(Protocol):
 
 
 # -- the reply schema ---------------------------------------------------------------------------
-class _LayerWire(BaseModel):
-    """One layer's result as the ledger stores it (extra fields are kept)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    layer: str
-    layer_index: int
-    statistic_name: str
-    statistic: float
-    effect_name: str
-    effect_size: float
-    p_value: float | None = Field(None, ge=0.0, le=1.0)
-    n: int = 0
-    null: str = ""
-    n_permutations: int = 0
-    seed: int | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    runtime_s: float = 0.0
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-
+# A reply is data only: the outcome's layers are `geoscreen.result.LayerResult`, the model every
+# probe builds, so the ledger stores exactly what the probe reported and nothing else.
 class _CombinedWire(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -101,7 +82,7 @@ class _CombinedWire(BaseModel):
 class _OutcomeWire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    layers: list[_LayerWire]
+    layers: list[LayerResult]  # the probes' own result model, validated again here
     combined: _CombinedWire
     runtime_s: float
     provenance: dict[str, Any]

@@ -31,13 +31,13 @@ from geoscreen.agent.brainstorm import (
     Rejected,
 )
 from geoscreen.agent.config import LLMConfig, parse_llm_config
-from geoscreen.agent.errors import GeoscreenError, did_you_mean
 from geoscreen.agent.llm_accounting import CallRecorder, CallRow
 from geoscreen.agent.llm_client import CallLog, ChatClient, ChatReply, ServiceDown
 from geoscreen.agent.prompting import PromptBuilder, probe_catalog, reply_schema
 from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.agent.textsafe import valid_unicode
 from geoscreen.agent.tokens import TokenCounter
+from geoscreen.errors import GeoscreenError, did_you_mean
 from geoscreen.hypotheses.bounded import (
     MAX_DEPTH,
     bounded_int,

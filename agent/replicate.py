@@ -18,27 +18,19 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Hypothesis, Iteration, Replication, utcnow
 
 SELECTIONS = ("bh", "by", "online")
 
 
-def effect_null(effect_name: str) -> float:
-    """The no-effect value of an effect size: 0.5 for AUROC, 1 for ratios, otherwise 0."""
-    n = (effect_name or "").lower()
-    if "auroc" in n or n in ("auc", "roc_auc"):
-        return 0.5
-    if "ratio" in n or "fold" in n:
-        return 1.0
-    return 0.0
-
-
 def direction(effect_name: str, effect_size: float | None) -> int | None:
     """+1 / -1 for an effect above / below its null value; None when unknown."""
     if effect_size is None:
         return None
+    from geoscreen.store.query import effect_null
+
     d = float(effect_size) - effect_null(effect_name)
     return 0 if d == 0 else (1 if d > 0 else -1)
 
@@ -107,7 +99,7 @@ def _setup(led: Ledger, cache: Any, selection: str, alpha: float | None, seed: i
                                      fix="run more iterations or choose --select")
             a = float(alpha if alpha is not None else (orig.config or {}).get("alpha", 0.05))
             sd = int(seed if seed is not None else orig.seed + 1)
-            from geoscreen.agent import package_version
+            from geoscreen.version import package_version
 
             where = "held-out genes" if split else cache.path.name
             conf = Campaign(

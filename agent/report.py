@@ -268,7 +268,7 @@ def _layer_effect(h: dict[str, Any], prof: list[tuple]) -> tuple[str, float | No
 
     name = (prof[0][4] if prof and len(prof[0]) > 4 else "") or h["effect_name"]
     if any(p[3] is not None for p in prof):
-        return name, effect_null(name), ""
+        return name, effect_null(name, h.get("provenance")), ""
     return name, None, (f"descriptive per layer; tested across layers ({h['across_layers']}): "
                         f"p = {svg.fmt(h['p_value'])}")
 
@@ -576,7 +576,7 @@ def _client_data(hyps: list[dict[str, Any]], profiles: dict[int, list], alpha: f
         if h["error"]:
             d["err"] = _clip(h["error"], 600)
         if h["status"] == "done":
-            nulls.setdefault(h["effect_name"], effect_null(h["effect_name"]))
+            nulls.setdefault(h["effect_name"], effect_null(h["effect_name"], h.get("provenance")))
             d.update(en=h["effect_name"], e=_r(h["effect_size"]), p=_r(h["p_value"]),
                      q=_r(h["q_value"]), qby=_r(h["q_by"]))
             if h["significant"]:
@@ -596,7 +596,7 @@ def _client_data(hyps: list[dict[str, Any]], profiles: dict[int, list], alpha: f
                 d["L"] = [_layer_ref([layer_names(x[0]) for x in prof]),
                           [_r(x[2]) for x in prof], [_r(x[3]) for x in prof]]
                 lname, null, _note = _layer_effect(h, prof)
-                nulls.setdefault(lname, effect_null(lname))
+                nulls.setdefault(lname, effect_null(lname, h.get("provenance")))
                 if lname != h["effect_name"]:
                     d["len"] = lname
                 if null is None:
@@ -623,7 +623,7 @@ def _script_json(obj: Any) -> str:
 
 # -- assembly and rendering ---------------------------------------------------------------------
 def _pick_campaign(campaigns: list[dict[str, Any]], campaign_id: int | None) -> dict[str, Any]:
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     if not campaigns:
         raise GeoscreenError("holds no campaign yet", field="--ledger",

@@ -86,7 +86,7 @@ def snapshot(s: Session, campaign: Campaign, iteration: int,
     for ev in s.scalars(select(Event).where(Event.campaign_id == campaign.id,
                                             Event.kind == "retired").order_by(Event.id)):
         retired[str(ev.data.get("family"))] = ev.message
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store.fdr import next_level
 
     try:

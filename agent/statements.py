@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 # " (null: independent dimensions (feature shuffle))": labels may hold one level of parentheses
 NULL_SUFFIX = re.compile(r"\s*\(null: (?:[^()]|\([^()]*\))*\)\s*$")

@@ -68,12 +68,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import scipy
 
-    from geoscreen.agent import package_version
+    from geoscreen.combine import combine
     from geoscreen.hypotheses.spec import HypothesisSpec
-    from geoscreen.probes.combine import combine
     from geoscreen.probes.context import ProbeContext, derive_seed
     from geoscreen.probes.registry import get_probe
     from geoscreen.store.cache import open_cache
+    from geoscreen.version import package_version
 
     for mod in job.get("plugins", []):
         importlib.import_module(mod)
@@ -107,6 +107,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "cache_model": cache.model, "synthetic_cache": cache.synthetic,
             "resources": ctx.resources_used, "probe": info.name, "probe_version": info.version,
             "probe_module": info.module, "package_version": package_version(),
+            "effect_null": info.effect_null,
             "python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "seed": int(job["seed"]),
             **({"gene_split": job["split"]} if job.get("split") else {}),
@@ -118,7 +119,7 @@ def _failure_reason(exc: BaseException, job: dict[str, Any]) -> str:
     if isinstance(exc, MemoryError):
         return (f"memory limit exceeded ({job.get('memory_mb')} MB address space per worker; "
                 "raise --memory-mb)")
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     if isinstance(exc, GeoscreenError):
         return str(exc)

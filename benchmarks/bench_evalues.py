@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from geoscreen.probes.result import E_KAPPAS, calibrate_p, permutation_e, permutation_p
+from geoscreen.result import E_KAPPAS, calibrate_p, permutation_e, permutation_p
 
 
 def _row(values: np.ndarray) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.cache import Cache, sha256_file, write_cache
 
 from .checkpoint import (

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 SCGPT_VERSION = "0.2.4"
 _INSTALL_FIX = f"pip install --no-deps scgpt=={SCGPT_VERSION} (after installing torch)"

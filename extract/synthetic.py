@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 from .checkpoint import (
     ARGS_FILE,

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 MAX_FILE_BYTES = 1 << 20  # 1 MiB per spec file
 MAX_DEPTH = 32  # nesting of mappings and lists

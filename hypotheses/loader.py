@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.hypotheses.bounded import json_document, read_text_file, yaml_documents
 from geoscreen.hypotheses.spec import HypothesisSpec, ResolvedSpec, format_validation_error
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from geoscreen.agent.errors import GeoscreenError, did_you_mean
+from geoscreen.errors import GeoscreenError, did_you_mean
 
 if TYPE_CHECKING:
     from geoscreen.hypotheses.spec import ResolvedSpec

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 AcrossLayers = Literal["any", "all", "each", "trend"]
 Alternative = Literal["greater", "less", "two-sided"]
@@ -253,7 +253,7 @@ def format_validation_error(exc: Exception, where: str) -> str:
         loc = ".".join(str(x) for x in err["loc"]) or "spec"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            from geoscreen.agent.errors import did_you_mean
+            from geoscreen.errors import did_you_mean
 
             msg = (f"unknown field; "
                    f"{did_you_mean(str(err['loc'][-1]), list(HypothesisSpec.model_fields))}")

@@ -18,12 +18,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
+from geoscreen.result import LayerResult, permutation_test
 
 
 def top_components(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

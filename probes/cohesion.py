@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import (
@@ -50,7 +50,6 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import (
     chunks,
     feature_shuffle_rows,
@@ -59,6 +58,7 @@ from geoscreen.probes.stats import (
     row_ranks,
     z_score,
 )
+from geoscreen.result import LayerResult, permutation_test
 
 
 class SetCohesionParams(ProbeParams):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.cache import Cache
 
 

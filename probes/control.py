@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 
 CONTROL_DESCRIPTION = (

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import (
@@ -29,7 +29,6 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
@@ -37,6 +36,7 @@ from geoscreen.probes.stats import (
     normalise_rows,
     percentile_ci,
 )
+from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
 
 class AnchorConvergenceParams(ProbeParams):

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import (
     Subspace,
@@ -27,8 +27,8 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult
 from geoscreen.probes.stats import chunks, percentile_ci
+from geoscreen.result import LayerResult
 
 
 def two_nearest(Z: np.ndarray, block: int = 1024, candidates: int = 8,
@@ -93,6 +93,7 @@ class IntrinsicDimensionParams(ProbeParams):
 
 @probe(
     "intrinsic_dimension",
+    effect_null=None,
     family="intrinsic_dimensionality",
     params=IntrinsicDimensionParams,
     nulls=("none",),

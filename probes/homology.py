@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import (
@@ -42,8 +42,8 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import chunks, distinct_draws, feature_shuffle_stack, z_score
+from geoscreen.result import LayerResult, permutation_test
 
 
 def batch_distances(X: np.ndarray, metric: str) -> np.ndarray:

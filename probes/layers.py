@@ -23,12 +23,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import chunks, feature_shuffle_stack, gene_perms, z_score
+from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
 
 def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:

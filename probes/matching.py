@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.stats import distinct_draws
 

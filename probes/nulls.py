@@ -4,7 +4,7 @@ A p-value is only as meaningful as its null.  Every null name a probe may record
 `LayerResult.null` is described here once: the question it answers, whether it is a *set-level*
 null (is this gene set / network special among genes like it?) or a *geometry-level* null (is the
 layer more structured than a simpler reference geometry?), and its calibration on real,
-anisotropic, hub-heavy layer geometry (all-MiniLM-L6-v2 over gene descriptions; see the README's
+anisotropic, hub-heavy layer geometry (all-MiniLM-L6-v2 over gene descriptions; see docs/probes.md's
 calibration tables and ``tests/test_calibration_realgeom.py``).
 
 A geometry-level null is never a default for a claim about a particular gene set: on real

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import stats
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.control import controlled
 from geoscreen.probes.params import (
@@ -35,8 +35,8 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import PairScorer, chunks, gene_perms, pair_null, spearman, z_score
+from geoscreen.result import LayerResult, permutation_test
 
 __all__ = ["similarity_scorer", "pair_proximity", "co_pole", "graded_proximity"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from geoscreen.agent.errors import GeoscreenError, did_you_mean
+from geoscreen.errors import GeoscreenError, did_you_mean
 
 FAMILIES = (
     "module_structure",
@@ -98,6 +98,9 @@ class ProbeInfo:
     examples: tuple[dict[str, Any], ...] = ()
     alternatives: tuple[str, ...] = ("greater", "less", "two-sided")
     module: str = ""
+    # the effect size's no-effect value (0.5 for an AUROC, 0 for a z-score); None: a
+    # descriptive measure with no such value (an effective rank, a dimension)
+    effect_null: float | None = 0.0
 
     def schema(self) -> dict[str, Any]:
         """JSON view for `probes list --json` and the LLM system prompt."""
@@ -109,6 +112,7 @@ class ProbeInfo:
             "statistic": self.statistic,
             "effect_size": self.effect,
             "nulls": list(self.nulls),
+            "effect_null": self.effect_null,
             "alternatives": list(self.alternatives),
             "params": self.params.model_json_schema(),
             "examples": list(self.examples),
@@ -155,6 +159,7 @@ def probe(
     description: str = "",
     examples: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
     alternatives: tuple[str, ...] = ("greater", "less", "two-sided"),
+    effect_null: float | None = 0.0,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(ctx, params, layer) -> LayerResult`` as probe `name`.
 
@@ -172,7 +177,7 @@ def probe(
         info = ProbeInfo(name=name, family=family, params=params, nulls=tuple(nulls),
                          version=version, statistic=statistic, effect=effect, description=doc,
                          fn=fn, examples=tuple(examples), alternatives=tuple(alternatives),
-                         module=fn.__module__)
+                         module=fn.__module__, effect_null=effect_null)
         existing = _REGISTRY.get(name)
         if existing is not None and existing.module != info.module:
             raise ValueError(f"probe {name!r} is registered twice "

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 from scipy import stats
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import (
     Metric,
@@ -30,7 +30,6 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult, permutation_test
 from geoscreen.probes.stats import (
     auroc_from_scores,
     chunks,
@@ -39,6 +38,7 @@ from geoscreen.probes.stats import (
     subset_mean_shuffle,
     z_score,
 )
+from geoscreen.result import LayerResult, permutation_test
 
 
 # ------------------------------------------------------------------------------------------
@@ -70,6 +70,7 @@ def _within_row_auroc(R: np.ndarray, t: np.ndarray, starts: np.ndarray, valid: n
 
 @probe(
     "edge_specificity",
+    effect_null=0.5,
     family="graph_topology",
     params=EdgeSpecificityParams,
     nulls=("target_shuffle", "coexpression_residualization"),

@@ -29,8 +29,8 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import PairScorer, pair_null, z_score
+from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
 NullName = Literal["gene_shuffle", "degree_preserving", "coexpression"]
 
@@ -92,7 +92,7 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
             from geoscreen.probes.control import coexpression_matrix
 
             if scorer.K is None or p.control is None:
-                from geoscreen.agent.errors import GeoscreenError
+                from geoscreen.errors import GeoscreenError
 
                 raise GeoscreenError("the coexpression null needs the full similarity matrix; "
                                      "too many genes", field="params.nulls")

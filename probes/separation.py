@@ -13,14 +13,14 @@ from scipy import stats
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import (
+from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle
+from geoscreen.result import (
     E_PERMUTATION,
     LayerResult,
     permutation_e,
     permutation_p,
     permutation_test,
 )
-from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle
 
 
 class AxisSeparationParams(ProbeParams):
@@ -37,6 +37,7 @@ class AxisSeparationParams(ProbeParams):
 
 @probe(
     "axis_separation",
+    effect_null=0.5,
     family="module_structure",
     params=AxisSeparationParams,
     nulls=("mann_whitney", "label_shuffle"),
@@ -70,7 +71,7 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
     neg_rows = np.setdiff1d(neg_rows, overlap)
     for name, rows in (("positive", pos_rows), ("negative", neg_rows)):
         if rows.size < p.min_size:
-            from geoscreen.agent.errors import GeoscreenError
+            from geoscreen.errors import GeoscreenError
 
             raise GeoscreenError(f"only {rows.size} genes remain in {name} after removing the "
                                  f"{overlap.size} genes shared by both sets (need {p.min_size})",
@@ -137,7 +138,7 @@ class RoleSeparationParams(ProbeParams):
 def _two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: int,
               include_zero: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """Cache rows of two disjoint gene sets (shared genes removed from both)."""
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     pos = ctx.gene_rows(positive, param="positive", min_size=min_size, include_zero=include_zero)
     if negative == "rest":
@@ -157,6 +158,7 @@ def _two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: in
 
 @probe(
     "role_separation",
+    effect_null=0.5,
     family="graph_topology",
     params=RoleSeparationParams,
     nulls=("label_shuffle",),

@@ -21,7 +21,6 @@ from pydantic import Field
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
@@ -29,6 +28,7 @@ from geoscreen.probes.stats import (
     percentile_ci,
     z_score,
 )
+from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
 Measure = Literal["effective_rank", "participation_ratio", "explained_variance"]
 
@@ -116,6 +116,7 @@ class SpectrumParams(ProbeParams):
 
 @probe(
     "spectrum",
+    effect_null=None,
     family="intrinsic_dimensionality",
     params=SpectrumParams,
     nulls=("none", "feature_shuffle"),
@@ -152,7 +153,7 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         U, S, _ = np.linalg.svd(X, full_matrices=False)
         T, eig = U * S, S ** 2
     if p.measure == "explained_variance" and p.k > eig.size:
-        from geoscreen.agent.errors import GeoscreenError
+        from geoscreen.errors import GeoscreenError
 
         raise GeoscreenError(f"k={p.k} exceeds the {eig.size} axes", field="params.k")
     value = float(spectrum_measure(eig, p.measure, p.k))

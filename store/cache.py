@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 FORMAT_VERSION = 2  # 2: the cache checksum covers the whole manifest (1: file checksums only)
 MANIFEST = "manifest.json"
@@ -186,7 +186,7 @@ class Cache:
                 f"(0..{len(names) - 1})", path=str(self.path), field="layers")
         if layer in names:
             return names.index(layer)
-        from geoscreen.agent.errors import did_you_mean
+        from geoscreen.errors import did_you_mean
 
         raise GeoscreenError(f"unknown layer {layer!r}; {did_you_mean(str(layer), names)}",
                              path=str(self.path), field="layers")

@@ -45,17 +45,17 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 from statsmodels.stats.multitest import multipletests
 
-from geoscreen.agent.errors import GeoscreenError
-from geoscreen.probes.combine import ANY_METHODS, combine_pvalues, resolution
-from geoscreen.probes.result import calibrate_p
-from geoscreen.store.models import Campaign, FdrMember, Hypothesis
-from geoscreen.store.online_fdr import (
+from geoscreen.combine import ANY_METHODS, combine_pvalues, resolution
+from geoscreen.errors import GeoscreenError
+from geoscreen.online_fdr import (
     DEFAULT_PROCEDURE,
     PROCEDURES,
     OnlineProcedure,
     make_procedure,
     procedure_from_state,
 )
+from geoscreen.result import calibrate_p
+from geoscreen.store.models import Campaign, FdrMember, Hypothesis
 
 FDR_STATE_VERSION = 1
 PI0_LAMBDA = 0.5
@@ -168,7 +168,7 @@ def _settings(campaign: Campaign) -> dict[str, Any]:
                  for name in PROCEDURES}
     except (TypeError, ValueError) as exc:
         raise GeoscreenError(f"bad online procedure parameters ({exc})", field="online_params",
-                             fix="see 'online_params' in the README") from None
+                             fix="see 'online_params' in docs/multiple-testing.md") from None
     return {"version": FDR_STATE_VERSION, "alpha": alpha, "primary": primary,
             "primary_offline": offline,
             "combine_any": combine_any, "online": campaign.kind != "confirmatory",

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.models import (
     SCHEMA_VERSION,
     Base,
@@ -240,7 +240,7 @@ def upgrade_schema(engine: Engine, target: str) -> bool:
     transaction, DDL being transactional there), so two processes opening an old ledger at once
     upgrade it once, and a process killed half-way leaves it unchanged.  Rows written before a
     column existed keep its default: `attempts` is backfilled, e-values stay NULL (their
-    calibrated p-value stands in wherever one is needed: `probes.combine._layer_e`,
+    calibrated p-value stands in wherever one is needed: `geoscreen.combine._layer_e`,
     `store.fdr`).
     """
     with engine.connect() as conn:
@@ -342,7 +342,7 @@ class Ledger:
             if not create:
                 raise GeoscreenError("holds no campaign yet", path=self.target, field="--ledger",
                                      fix="start one with 'geoscreen campaign run'")
-            from geoscreen.agent import package_version
+            from geoscreen.version import package_version
 
             c = Campaign(kind=kind, package_version=package_version(), config={}, fdr_state={})
             s.add(c)

@@ -113,7 +113,7 @@ class Hypothesis(Base):
     combine_method: Mapped[str] = mapped_column(String(64), default="")
     effect_name: Mapped[str] = mapped_column(String(64), default="")
     effect_size: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # e-value for the same null (probes.combine.combine_evalues); added in place to older
+    # e-value for the same null (geoscreen.combine.combine_evalues); added in place to older
     # ledgers by store.ledger.upgrade_schema
     e_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     e_method: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -118,7 +118,7 @@ def parse_iterations(spec: int | str | None) -> tuple[int | None, int | None]:
         return None, None
     if isinstance(spec, int):
         return spec, spec
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     text = str(spec).strip()
     try:
@@ -142,7 +142,7 @@ def _in(name: str, values: Sequence[str], params: dict[str, Any]) -> str:
 
 def _significance_sql(method: str, wanted: bool) -> str:
     """WHERE clause: discovered (or not) under one FDR method; untested rows count as 'not'."""
-    from geoscreen.agent.errors import GeoscreenError, did_you_mean
+    from geoscreen.errors import GeoscreenError, did_you_mean
 
     yes = {"bh": "significant = 1", "by": "q_by <= :alpha", "online": "online_decision = 1"}
     if method not in yes:
@@ -152,7 +152,7 @@ def _significance_sql(method: str, wanted: bool) -> str:
 
 
 def _order_sql(sort: str) -> str:
-    from geoscreen.agent.errors import GeoscreenError, did_you_mean
+    from geoscreen.errors import GeoscreenError, did_you_mean
 
     desc = sort.startswith("-")
     key = sort.lstrip("-")
@@ -227,7 +227,7 @@ def sqlite_file(ledger: str | Path) -> Path | None:
 def _sqlite_query(path: Path, sql: str, params: dict[str, Any], target: str,
                   ) -> tuple[list[str], list[tuple[Any, ...]], float]:
     """Run a read-only query with the stdlib driver; returns (columns, rows, campaign alpha)."""
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     if not path.exists():
         raise GeoscreenError("does not exist", path=target, field="--ledger",
@@ -258,7 +258,7 @@ def _sqlite_query(path: Path, sql: str, params: dict[str, Any], target: str,
 
 def _db_error(exc: sqlite3.Error, target: str) -> Exception:
     """The one-line error `store.ledger` gives for the same failure (locked, damaged, ...)."""
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store.ledger import ledger_error
 
     return ledger_error(exc, target) or GeoscreenError(
@@ -275,7 +275,7 @@ def list_hypotheses(ledger: str | Ledger, *, statuses: list[str] | None = None,
     at the campaign's alpha; `source` accepts * wildcards; `iteration` is N or a range A-B;
     `sort` is one of SORT_KEYS, '-' reverses."""
     if kind not in ("exploratory", "confirmatory", "all"):
-        from geoscreen.agent.errors import GeoscreenError, did_you_mean
+        from geoscreen.errors import GeoscreenError, did_you_mean
 
         raise GeoscreenError(f"unknown campaign kind {kind!r}; "
                              f"{did_you_mean(kind, ['exploratory', 'confirmatory', 'all'])}",
@@ -363,7 +363,7 @@ def show_hypothesis(ledger: str | Ledger, hyp_id: int) -> dict[str, Any]:
     (`ancestors`: the results that motivated it, transitively; `children`: what it motivated)."""
     from sqlalchemy import select
 
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store.models import LayerResultRow
 
     H = _hcols()
@@ -390,7 +390,7 @@ def show_hypothesis(ledger: str | Ledger, hyp_id: int) -> dict[str, Any]:
 def campaign_status(ledger: str | Ledger) -> dict[str, Any]:
     from sqlalchemy import func, select
 
-    from geoscreen.agent.failures import retryable
+    from geoscreen.store.failures import retryable
     from geoscreen.store.models import Hypothesis, Iteration
 
     with _opened(ledger) as led, led.session() as s:
@@ -619,10 +619,20 @@ def _fdr_members(s: Any, hyp_id: int) -> list[dict[str, Any]]:
 _EFFECT_NULLS = {"auroc": 0.5, "auc": 0.5}
 
 
-def effect_null(name: str) -> float:
-    """The no-effect value of an effect size: 0.5 for AUROC, 1 for ratios, otherwise 0."""
+def effect_null(name: str, provenance: dict[str, Any] | None = None) -> float:
+    """The no-effect value of an effect size.
+
+    The probe declares it (`@probe(effect_null=...)`) and the worker records it in the result's
+    provenance; ledgers written before that fall back to the effect's name: 0.5 for an AUROC
+    (``auroc``, ``auroc_oriented``), 1 for ratios, otherwise 0.
+    """
+    declared = (provenance or {}).get("effect_null")
+    if isinstance(declared, int | float) and not isinstance(declared, bool):
+        return float(declared)
     key = (name or "").lower()
-    return _EFFECT_NULLS.get(key, 1.0 if ("ratio" in key or "fold" in key) else 0.0)
+    if key.startswith("auroc") or key in _EFFECT_NULLS:
+        return 0.5
+    return 1.0 if ("ratio" in key or "fold" in key) else 0.0
 
 
 def effect_direction(name: str, value: float | None) -> int:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 MAX_DATA_FILE_BYTES = 512 << 20  # a gene list, pair table or text matrix (STRING's is ~80 MB)
 MAX_MAPPED_BYTES = 64 << 30  # a memory-mapped matrix (.npy) is not read whole

@@ -16,7 +16,7 @@ from scipy import stats
 
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import get_probe
-from geoscreen.probes.result import LayerResult
+from geoscreen.result import LayerResult
 from geoscreen.store.cache import Cache, write_cache
 
 

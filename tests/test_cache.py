@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.cache import import_array, open_cache, write_cache
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import PLUGIN_DIR, make_cache
 from faults import campaign_cmd, env, queue
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.probes import svd_store
 from geoscreen.probes.context import ProbeContext
 from geoscreen.store.cache import manifest_checksum, open_cache

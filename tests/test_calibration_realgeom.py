@@ -15,7 +15,7 @@ interactions destroyed.
   `geoscreen.probes.nulls`.
 * Planted effects must still be found (the power table).
 
-``pytest -s tests/test_calibration_realgeom.py`` prints both tables (the README's figures).
+``pytest -s tests/test_calibration_realgeom.py`` prints both tables (the figures in docs/probes.md).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pytest
 from probe_helpers import calibration, run
 from threadpoolctl import threadpool_limits
 
+from geoscreen.combine import combine
 from geoscreen.probes import nulls
-from geoscreen.probes.combine import combine
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import get_probe
 from geoscreen.store.cache import write_cache

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from geoscreen.agent.demo import DEMO_MODEL, MARKER, clear_demo_output, mark_demo_output
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.cache import write_cache
 
 

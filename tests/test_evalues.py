@@ -23,14 +23,14 @@ from probe_helpers import (
 )
 from scipy import integrate, stats
 
-from geoscreen.probes.combine import (
+from geoscreen.combine import (
     combine,
     combine_evalues,
     resolution,
     set_trend_test,
     trend_test,
 )
-from geoscreen.probes.result import (
+from geoscreen.result import (
     E_CALIBRATOR,
     E_PERMUTATION,
     LayerResult,

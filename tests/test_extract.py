@@ -22,7 +22,7 @@ import typer
 from typer.testing import CliRunner
 
 from geoscreen.agent.cli_extract import register
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.extract.checkpoint import (
     ENCODER_PREFIXES,
     WEIGHTS_FILE,

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.extract.runner import ExtractOptions, extract
 from geoscreen.extract.synthetic import (
     SMALL_ARGS,

@@ -4,7 +4,7 @@ on one planted cache), every procedure on the same stream.  e-LOND, e-BH and BY 
 realized FDR at or under alpha (within a Monte-Carlo margin); LORD++, SAFFRON, Batch-BH and BH
 are reported, not asserted: the loop's dependence is outside their assumptions.
 
-The full version (200 campaigns of 240 hypotheses, the README table) is
+The full version (200 campaigns of 240 hypotheses, the table in docs/multiple-testing.md) is
 `python benchmarks/bench_adaptive_fdr.py`; `pytest -s` prints this one's table.
 """
 

@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import func, select
 
 from geoscreen.agent.campaign import CampaignConfig, _finish_iteration
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.combine import combine
+from geoscreen.errors import GeoscreenError
 from geoscreen.hypotheses.loader import parse_spec
-from geoscreen.probes.combine import combine
-from geoscreen.probes.result import E_CALIBRATOR, E_PERMUTATION, LayerResult, calibrate_p
+from geoscreen.online_fdr import ELond, LordPlusPlus
+from geoscreen.result import E_CALIBRATOR, E_PERMUTATION, LayerResult, calibrate_p
 from geoscreen.store import fdr
 from geoscreen.store.ledger import Ledger, upgrade_schema
 from geoscreen.store.models import FdrMember, Hypothesis, Iteration, LayerResultRow
-from geoscreen.store.online_fdr import ELond, LordPlusPlus
 
 
 def _spec(k: int, across: str, alternative: str = "greater"):

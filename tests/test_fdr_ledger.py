@@ -15,14 +15,14 @@ from sqlalchemy import func, select
 from statsmodels.stats.multitest import multipletests
 
 from geoscreen.agent.campaign import CampaignConfig, _finish_iteration
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.combine import combine, simes
+from geoscreen.errors import GeoscreenError
 from geoscreen.hypotheses.loader import parse_spec
-from geoscreen.probes.combine import combine, simes
-from geoscreen.probes.result import LayerResult
+from geoscreen.online_fdr import make_procedure
+from geoscreen.result import LayerResult
 from geoscreen.store import fdr
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, FdrMember, Hypothesis, Iteration
-from geoscreen.store.online_fdr import make_procedure
 from geoscreen.store.query import list_hypotheses, show_hypothesis
 
 
@@ -262,7 +262,7 @@ def test_ledger_fdr_command(tmp_path, capsys, monkeypatch):
 
 
 def test_combination_rules_for_the_family():
-    from geoscreen.probes.combine import cauchy_combination, combine_pvalues
+    from geoscreen.combine import cauchy_combination, combine_pvalues
 
     ps = [0.04, 0.001, 0.3]
     assert combine_pvalues(ps, "any") == (cauchy_combination(ps), "cauchy")

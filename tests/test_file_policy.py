@@ -16,8 +16,8 @@ from test_llm import GENES
 from test_llm_campaign import config, table
 
 from geoscreen.agent.campaign import CampaignConfig, run_campaign
-from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.worker import run_job
+from geoscreen.errors import GeoscreenError
 from geoscreen.hypotheses.spec import file_refs
 from geoscreen.store.models import Hypothesis
 from geoscreen.store.resources.api import resolve_gene_set, resolve_pair_set

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 from test_report_support import campaign_ledger
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.query import diff_campaigns, list_hypotheses, show_hypothesis
 
 

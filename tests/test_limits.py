@@ -7,7 +7,7 @@ import pytest
 
 from geoscreen.agent.campaign import CampaignConfig
 from geoscreen.agent.config import load_campaign_config
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 
 @pytest.mark.parametrize("flags,field", [

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.special import zeta
 
-from geoscreen.store.online_fdr import (
+from geoscreen.online_fdr import (
     BatchBH,
     ELond,
     Lond,

@@ -2,7 +2,7 @@
 it against the Bioconductor onlineFDR package): the same seeded streams through our LORD++,
 SAFFRON, LOND (three dependence options), Batch-BH, e-LOND and e-BH and through theirs give the
 same decisions and the same test levels.  Where we differ on purpose, the difference is tested
-here and explained in the README ('Multiple testing', parity):
+here and explained in docs/multiple-testing.md (parity):
 
 * LORD++ / SAFFRON initial wealth: online-fdr requires it (no default); ours defaults to
   W0 = alpha / 2 for both (onlineFDR's SAFFRON default; its LORD default is alpha / 10).  With
@@ -30,14 +30,14 @@ from online_fdr.p_values import Lond as TheirLond  # noqa: E402
 from online_fdr.p_values import LordPlusPlus as TheirLord  # noqa: E402
 from online_fdr.p_values import Saffron as TheirSaffron  # noqa: E402
 
-from geoscreen.store.fdr import e_bh  # noqa: E402
-from geoscreen.store.online_fdr import (  # noqa: E402
+from geoscreen.online_fdr import (  # noqa: E402
     BatchBH,
     ELond,
     Lond,
     LordPlusPlus,
     Saffron,
 )
+from geoscreen.store.fdr import e_bh  # noqa: E402
 
 SEEDS = range(12)
 N = 400

@@ -26,7 +26,7 @@ from probe_helpers import (
 )
 from threadpoolctl import threadpool_limits
 
-from geoscreen.probes.combine import combine
+from geoscreen.combine import combine
 
 N_GENES, DIM, REPS = 300, 16, 300
 SCALES = np.linspace(2.0, 0.5, DIM)

@@ -89,7 +89,7 @@ def test_low_rank_gene_shuffle_equals_gather(tmp_path):
 
 
 def test_bad_params_are_refused_with_the_field_named():
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.probes.registry import get_probe
 
     with pytest.raises(GeoscreenError, match="subspace"):
@@ -103,7 +103,7 @@ def test_bad_params_are_refused_with_the_field_named():
 
 
 def test_small_gene_sets_fail_with_a_clear_message(tmp_path):
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     cache = cache_from_layers(tmp_path / "c", gaussian_layers(1, 100, 8, 0))
     ctx = context(cache, tmp_path)
@@ -117,7 +117,7 @@ def test_third_party_probe_registers_through_entry_point(tmp_path):
     """A distribution exposing `geoscreen.probes` entry points is loaded on first registry use."""
     (tmp_path / "gs_demo_plugin.py").write_text(textwrap.dedent('''
         from geoscreen.probes.registry import ProbeParams, probe
-        from geoscreen.probes.result import LayerResult
+        from geoscreen.result import LayerResult
 
         @probe("demo_plugin_probe", family="null_sensitivity", params=ProbeParams,
                nulls=("none",), version="0.1", statistic="zero", effect="zero")

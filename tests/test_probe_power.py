@@ -17,7 +17,7 @@ from probe_helpers import (
 )
 from scipy import stats
 
-from geoscreen.probes.combine import combine
+from geoscreen.combine import combine
 
 N, D = 400, 16
 

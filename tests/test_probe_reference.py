@@ -18,7 +18,7 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from geoscreen.probes.result import permutation_p
+from geoscreen.result import permutation_p
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_linear_cka_matches_gram_formula(setup):
     Kx, Ky = X @ X.T, Y @ Y.T
     cka = np.trace(Kx @ Ky) / np.sqrt(np.trace(Kx @ Kx) * np.trace(Ky @ Ky))
     assert r.statistic == pytest.approx(cka, rel=1e-5)
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     with pytest.raises(GeoscreenError, match="its own reference"):
         run("layer_similarity", {"reference_layer": "first", "null": "none"}, ctx, "L0")

@@ -154,7 +154,7 @@ def test_without_a_cache_references_still_resolve(tmp_path: Path):
 
 @pytest.mark.parametrize("field,value", [("layers", [0, False]), ("parents", [True])])
 def test_booleans_are_not_numbers_in_specs(field, value):
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.hypotheses.loader import parse_spec
 
     with pytest.raises(GeoscreenError, match=f"field '{field}'.*boolean"):

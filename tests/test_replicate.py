@@ -11,12 +11,12 @@ from conftest import make_cache
 from sqlalchemy import select
 
 from geoscreen.agent.campaign import CampaignConfig, run_campaign
-from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.replicate import direction, replicate
+from geoscreen.errors import GeoscreenError
 from geoscreen.hypotheses.loader import parse_spec
+from geoscreen.online_fdr import make_procedure
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Event, FdrMember, Hypothesis, Replication
-from geoscreen.store.online_fdr import make_procedure
 
 
 def _genes(a: int, b: int) -> str:

@@ -17,8 +17,8 @@ from conftest import run_cli
 from test_report_support import campaign_ledger
 
 from geoscreen.agent import svg
-from geoscreen.agent.errors import GeoscreenError
 from geoscreen.agent.report import collect, render_report, storey_pi0
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.query import list_hypotheses
 

@@ -12,8 +12,8 @@ import pytest
 
 from geoscreen.agent.brainstorm import OfflineBrainstormer, fit_resolution, spec_resolution
 from geoscreen.agent.state import CampaignState
-from geoscreen.probes.combine import _exact_trend_cap
-from geoscreen.store.online_fdr import ELond, LordPlusPlus
+from geoscreen.combine import _exact_trend_cap
+from geoscreen.online_fdr import ELond, LordPlusPlus
 
 TREND6 = {"statement": "Effective rank falls with depth", "probe": "spectrum",
           "params": {"n_bootstrap": 0}, "alternative": "less", "across_layers": "trend"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.resources import catalog
 from geoscreen.store.resources.api import resolve_gene_set, resolve_pair_set
 from geoscreen.store.resources.fetch import fetch

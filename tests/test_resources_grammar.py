@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.resources.grammar import BinOp, Ref, parse, refs
 
 

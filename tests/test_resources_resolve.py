@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.resources import _util, backends, catalog
 from geoscreen.store.resources.api import GeneSet, PairSet, resolve_gene_set, resolve_pair_set
 from geoscreen.store.resources.symbols import normalise_symbols, symbol_map

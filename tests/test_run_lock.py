@@ -21,7 +21,7 @@ from conftest import PLUGIN_DIR, make_cache
 from queue_helpers import queue_raw_specs
 from sqlalchemy import insert, select, update
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.lease import RunLease, current_holder
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Event, Hypothesis, LeaseRow
@@ -148,7 +148,7 @@ def test_live_foreign_lock_refused_expired_one_taken_over_and_heartbeat(tmp_path
 RACER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
     from geoscreen.store.lease import RunLease
     from geoscreen.store.ledger import Ledger
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.hypotheses.loader import load_specs, parse_spec
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Hypothesis

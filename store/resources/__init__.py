@@ -1,7 +1,7 @@
 """Reference knowledge: named gene sets and pair sets (GO, STRING, TRRUST, Reactome, ...).
 
 Probes call `api.resolve_gene_set(ref)` / `api.resolve_pair_set(ref)`; references follow the
-grammar in `grammar.py` (see README_SECTION.md).  Kept import-light on purpose: submodules are
+grammar in `grammar.py` (see docs/resources.md).  Kept import-light on purpose: submodules are
 loaded only when used, because worker processes import this package for every hypothesis.
 """
 

@@ -182,7 +182,7 @@ def read_tsv(path: Path, *, header: bool = True, sep: str = "\t",
 def columns(head: list[str], rows: list[list[str]], names: Iterable[str],
             source: str) -> list[list[str]]:
     """The named columns of a table, or a clear error naming the missing ones."""
-    from geoscreen.agent.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
     names = list(names)
     lower = [h.lower() for h in head]

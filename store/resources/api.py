@@ -2,7 +2,7 @@
 
 A reference is a string such as ``genes:BATF,BACH2``, ``go:GO:0005615``, ``string:>=700`` or an
 expression over them (``string:>=700 - go-cooccurrence``); the grammar and the named resources
-live in `grammar`, `catalog` and `registry` (see README_SECTION.md).  This module defines the
+live in `grammar`, `catalog` and `registry` (see docs/resources.md).  This module defines the
 resolved types, the literal forms, and the two resolver functions:
 
 * ``genes:A,B,C``             an explicit gene list
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 
 
 @dataclass

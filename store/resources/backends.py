@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError, did_you_mean
+from geoscreen.errors import GeoscreenError, did_you_mean
 from geoscreen.store.resources import _util
 from geoscreen.store.resources.grammar import Option, Ref
 from geoscreen.store.resources.symbols import AMBIGUOUS, RENAMED, UNKNOWN, lookup_statuses

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from geoscreen.agent.errors import GeoscreenError, did_you_mean
+from geoscreen.errors import GeoscreenError, did_you_mean
 from geoscreen.store.resources import _util
 
 # sha256, bytes and data rows of every bundled file (also listed in PROVENANCE.md)

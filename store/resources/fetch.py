@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from geoscreen.agent.errors import GeoscreenError, did_you_mean
+from geoscreen.errors import GeoscreenError, did_you_mean
 from geoscreen.store.resources import _util, backends, catalog
 
 INDEX_FORMAT = 1
@@ -48,7 +48,7 @@ def _resource(name: str) -> catalog.ResourceInfo:
 
 
 def _user_agent() -> str:
-    from geoscreen.agent import package_version
+    from geoscreen.version import package_version
 
     return f"geoscreen/{package_version()} (+https://pypi.org/project/geoscreen)"
 

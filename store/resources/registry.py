@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from geoscreen.agent.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError
 from geoscreen.store.resources import api, backends, catalog
 from geoscreen.store.resources.api import GeneSet, PairSet
 from geoscreen.store.resources.grammar import BinOp, Node, Ref, parse

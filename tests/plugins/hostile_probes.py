@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult
+from geoscreen.result import LayerResult
 
 _FLAGS = dict(family="null_sensitivity", nulls=("toy",), version="0", statistic="none",
               effect="none")

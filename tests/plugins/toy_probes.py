@@ -11,8 +11,8 @@ import numpy as np
 from pydantic import Field
 
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.result import LayerResult
 from geoscreen.probes.separation import AxisSeparationParams, axis_separation
+from geoscreen.result import LayerResult
 
 
 class NoParams(ProbeParams):

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from geoscreen.probes.result import (
+from geoscreen.result import (
     E_PERMUTATION,
     LayerResult,
     calibrate_p,
@@ -227,7 +227,7 @@ def _layer_e(r: Any) -> tuple[float | None, str]:
         return float(e), str(getattr(r, "e_method", "") or "")
     if r.p_value is None:
         return None, ""
-    from geoscreen.probes.result import E_CALIBRATOR
+    from geoscreen.result import E_CALIBRATOR
 
     return calibrate_p(float(r.p_value)), E_CALIBRATOR
 
