@@ -11,8 +11,8 @@ probes_app = typer.Typer(help="The registered statistical probes.", no_args_is_h
 
 def reference_markdown() -> str:
     """The probe reference page (docs/reference/probes.md), generated from the registry: every
-    probe's description, statistic, effect size and its no-effect value, nulls with what each
-    controls for, alternatives, parameters (type, default, meaning) and examples."""
+    built-in probe's description, statistic, effect size and its no-effect value, nulls with
+    what each controls for, alternatives, parameters (type, default, meaning) and examples."""
     from geoscreen.agent.prompting import param_rows
     from geoscreen.probes import nulls as null_models
     from geoscreen.probes.registry import list_probes
@@ -23,7 +23,8 @@ def reference_markdown() -> str:
     out = ["# Probe reference", "",
            "Generated from the probe registry by `geoscreen probes list --markdown`; "
            "`tests/test_docs.py` fails when this page and the registry disagree.", ""]
-    for p in sorted(list_probes(), key=lambda p: (p.family, p.name)):
+    builtin = [p for p in list_probes() if p.module.startswith("geoscreen.")]  # no plug-ins
+    for p in sorted(builtin, key=lambda p: (p.family, p.name)):
         default = null_models.spec_null(p.name, {})
         out += [f"## `{p.name}`", "", cell(p.description), "",
                 f"- **family:** {p.family} · **version:** {p.version} · **alternatives:** "

@@ -1,7 +1,9 @@
 """Spectrum probe: how many directions does a layer use?
 
 Per layer, the singular values of the mean-centred gene matrix give the effective rank (Roy &
-Vetterli 2007: exp of the entropy of the normalised singular values), the participation ratio
+Vetterli 2007: exp of the entropy of the normalised singular values), the energy effective rank
+(the same entropy over the normalised squared singular values, i.e. variances; what the published
+scGPT screen computed, and much more sensitive to a few dominant axes), the participation ratio
 ((sum lambda)^2 / sum lambda^2 over covariance eigenvalues) or the variance explained by the top k
 axes.  The value is descriptive: a gene bootstrap gives its 95% interval and the hypothesis-level
 test is the trend across layers (``across_layers: trend``, "effective rank falls with depth").
@@ -30,7 +32,8 @@ from geoscreen.probes.stats import (
 )
 from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
-Measure = Literal["effective_rank", "participation_ratio", "explained_variance"]
+Measure = Literal["effective_rank", "effective_rank_energy", "participation_ratio",
+                  "explained_variance"]
 
 
 def spectrum_measure(eig: np.ndarray, measure: str, k: int = 1) -> np.ndarray:
@@ -42,8 +45,8 @@ def spectrum_measure(eig: np.ndarray, measure: str, k: int = 1) -> np.ndarray:
     if measure == "explained_variance":
         top = -np.sort(-lam, axis=-1)[..., :k]
         return top.sum(axis=-1) / np.maximum(total, 1e-300)
-    if measure == "effective_rank":
-        s = np.sqrt(lam)
+    if measure in ("effective_rank", "effective_rank_energy"):
+        s = np.sqrt(lam) if measure == "effective_rank" else lam  # sigma, or sigma^2 (energy)
         p = s / np.maximum(s.sum(axis=-1, keepdims=True), 1e-300)
         with np.errstate(divide="ignore", invalid="ignore"):
             h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
@@ -96,7 +99,9 @@ def feature_shuffle_eigenvalues(X: np.ndarray, m: int, rng: np.random.Generator)
 
 
 class SpectrumParams(ProbeParams):
-    measure: Measure = Field("effective_rank", description="effective_rank (Roy & Vetterli), "
+    measure: Measure = Field("effective_rank", description="effective_rank (Roy & Vetterli, "
+                             "entropy of normalised singular values), effective_rank_energy "
+                             "(the same over squared singular values, as the published screen), "
                              "participation_ratio, or explained_variance of the top k axes")
     k: int = Field(1, ge=1, description="number of top axes for explained_variance")
     gene_set: str | None = genes_ref_field(None,

@@ -176,7 +176,8 @@ def test_set_cohesion_calibrated(null, small, prm):
     _report(f"set_cohesion/{prm['statistic']}/{prm['null']}", assert_calibrated(p))
 
 
-@pytest.mark.parametrize("measure", ["effective_rank", "participation_ratio"])
+@pytest.mark.parametrize("measure", ["effective_rank", "effective_rank_energy",
+                                     "participation_ratio"])
 def test_spectrum_feature_shuffle_calibrated(small, measure):
     prm = {"measure": measure, "null": "feature_shuffle", "n_bootstrap": 0, "n_permutations": 99}
     _report(f"spectrum/feature_shuffle/{measure}",

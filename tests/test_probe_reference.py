@@ -167,7 +167,10 @@ def test_spectrum_measures_match_hand_computation(setup):
     p = s / s.sum()
     er = np.exp(-(p * np.log(p)).sum())
     lam = s ** 2
+    q = lam / lam.sum()
+    er_energy = np.exp(-(q * np.log(q)).sum())  # the published screen's (sigma^2) definition
     for params, want in (({"measure": "effective_rank"}, er),
+                         ({"measure": "effective_rank_energy"}, er_energy),
                          ({"measure": "participation_ratio"}, lam.sum() ** 2 / (lam ** 2).sum()),
                          ({"measure": "explained_variance", "k": 3}, lam[:3].sum() / lam.sum())):
         r = run("spectrum", {**params, "n_bootstrap": 100}, ctx, "L0")
