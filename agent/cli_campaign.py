@@ -248,11 +248,13 @@ def _queue_check(led: Any, cache_opt: Path | None) -> tuple[Any, str]:
     from geoscreen.errors import GeoscreenError
     from geoscreen.hypotheses.preflight import preflight
     from geoscreen.store.cache import open_cache
-    from geoscreen.store.models import Campaign, Hypothesis
+    from geoscreen.store.models import Hypothesis
 
     with led.session() as s:
-        c = s.scalars(select(Campaign).where(Campaign.kind == "exploratory")
-                      .order_by(Campaign.id.desc())).first()  # the one `queue add` fills
+        try:
+            c = led.campaign(s, create=False)  # the one `queue add` fills
+        except GeoscreenError:  # none yet: this add creates it
+            c = None
         bound = c.cache_path if c is not None else None
         known = set(s.scalars(select(Hypothesis.id).where(Hypothesis.campaign_id == c.id))) \
             if c is not None else set()

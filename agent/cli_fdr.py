@@ -188,22 +188,34 @@ class _QuietReporter:
     def message(self, text: str) -> None: ...
 
 
+# options shared by `campaign replicate` and `campaign confirm` (one confirmatory family each)
+SELECT_OPT = typer.Option("bh", "--select", metavar="bh|by|online",
+                          help="which discoveries: bh (the significant flag) | by | online "
+                          "(primary online decisions)")
+ALPHA_OPT = typer.Option(None, "--alpha", help="FDR of the confirmatory family (default: the "
+                         "campaign's)")
+SEED_OPT = typer.Option(None, "--seed", help="default: the campaign's seed + 1")
+WORKERS_OPT = typer.Option(1, "--workers", min=1)
+TIMEOUT_OPT = typer.Option(600.0, "--timeout", help="seconds per hypothesis")
+MEMORY_OPT = typer.Option(8192, "--memory-mb")
+PLUGIN_OPT = typer.Option([], "--plugin", help="extra module registering probes")
+JSON_OPT = typer.Option(False, "--json")
+QUIET_OPT = typer.Option(False, "--quiet")
+
+
 def replicate_cmd(
     ledger: str = LEDGER_OPT,
     cache: Path = typer.Option(..., "--cache", help="an independent cache (other seed, data "
                                                     "or model)"),
-    select: str = typer.Option("bh", "--select", metavar="bh|by|online",
-                               help="which discoveries: bh (the significant flag) | by | "
-                               "online (primary online decisions)"),
-    alpha: float = typer.Option(None, "--alpha", help="FDR of the confirmatory family "
-                                "(default: the campaign's)"),
-    seed: int = typer.Option(None, "--seed", help="default: the campaign's seed + 1"),
-    workers: int = typer.Option(1, "--workers", min=1),
-    timeout: float = typer.Option(600.0, "--timeout", help="seconds per hypothesis"),
-    memory_mb: int = typer.Option(8192, "--memory-mb"),
-    plugin: list[str] = typer.Option([], "--plugin", help="extra module registering probes"),
-    as_json: bool = typer.Option(False, "--json"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    select: str = SELECT_OPT,
+    alpha: float = ALPHA_OPT,
+    seed: int = SEED_OPT,
+    workers: int = WORKERS_OPT,
+    timeout: float = TIMEOUT_OPT,
+    memory_mb: int = MEMORY_OPT,
+    plugin: list[str] = PLUGIN_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Rerun the discoveries on another cache as a confirmatory family with its own BH."""
     from geoscreen.agent.replicate import replicate
@@ -216,18 +228,15 @@ def replicate_cmd(
 
 def confirm_cmd(
     ledger: str = LEDGER_OPT,
-    select: str = typer.Option("bh", "--select", metavar="bh|by|online",
-                               help="which discoveries: bh (the significant flag) | by | "
-                               "online (primary online decisions)"),
-    alpha: float = typer.Option(None, "--alpha", help="FDR of the confirmatory family "
-                                "(default: the campaign's)"),
-    seed: int = typer.Option(None, "--seed", help="default: the campaign's seed + 1"),
-    workers: int = typer.Option(1, "--workers", min=1),
-    timeout: float = typer.Option(600.0, "--timeout", help="seconds per hypothesis"),
-    memory_mb: int = typer.Option(8192, "--memory-mb"),
-    plugin: list[str] = typer.Option([], "--plugin", help="extra module registering probes"),
-    as_json: bool = typer.Option(False, "--json"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    select: str = SELECT_OPT,
+    alpha: float = ALPHA_OPT,
+    seed: int = SEED_OPT,
+    workers: int = WORKERS_OPT,
+    timeout: float = TIMEOUT_OPT,
+    memory_mb: int = MEMORY_OPT,
+    plugin: list[str] = PLUGIN_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Re-test the discoveries on the genes held out before the screen (--holdout-genes), as a
     pre-registered confirmatory family with its own BH."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from geoscreen.errors import GeoscreenError, did_you_mean
+from geoscreen.errors import GeoscreenError
 
 if TYPE_CHECKING:
     from geoscreen.hypotheses.spec import ResolvedSpec
@@ -29,15 +29,13 @@ if TYPE_CHECKING:
 
 def check_layers(layers: Any, names: list[str]) -> str:
     """'' or the problem with a spec's `layers` against a cache's layer names."""
-    n = len(names)
-    if not isinstance(layers, list) or not n:
+    from geoscreen.store.cache import layer_problem
+
+    if not isinstance(layers, list) or not names:
         return ""
     for x in layers:
-        if isinstance(x, int) and not -n <= x < n:
-            return (f"field 'layers': {x} is out of range (this cache has {n} layers: "
-                    f"positions 0-{n - 1}, or -1 for the last)")
-        if isinstance(x, str) and x not in names:
-            return f"field 'layers': unknown layer {x!r}; {did_you_mean(x, names)}"
+        if problem := layer_problem(x, names):
+            return f"field 'layers': {problem}"
     return ""
 
 

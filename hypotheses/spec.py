@@ -77,7 +77,7 @@ def file_refs(params: dict[str, Any]) -> list[str]:
     with spaces, unbalanced quotes) is returned as its raw text after ``file:``, so a caller that
     refuses files (`agent.llm.validate` for model proposals) refuses it rather than miss it.
     """
-    from geoscreen.store.resources.grammar import Ref, parse
+    from geoscreen.store.resources.grammar import parse, refs
 
     out: list[str] = []
     stack: list[Any] = list(params.values())
@@ -88,16 +88,8 @@ def file_refs(params: dict[str, Any]) -> list[str]:
         elif isinstance(v, list | tuple):
             stack.extend(v)
         elif isinstance(v, str) and _FILE_TOKEN.search(v):
-            found: list[str] = []
             try:
-                nodes: list[Any] = [parse(v)]
-                while nodes:
-                    n = nodes.pop()
-                    if isinstance(n, Ref):
-                        if n.name == "file":
-                            found.append(n.selector)
-                    else:
-                        nodes.extend((n.left, n.right))
+                found = [r.selector for r in refs(parse(v)) if r.name == "file"]
             except Exception:  # noqa: BLE001 - any parse failure: fall back to the raw text
                 found = []
             if len(found) < len(_FILE_TOKEN.findall(v)):

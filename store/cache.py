@@ -118,6 +118,22 @@ class GeneTable:
         return len(self.symbols)
 
 
+def layer_problem(layer: Any, names: Sequence[str]) -> str:
+    """'' when `layer` names one of `names` (a name, or a position; negative counts from the
+    end), else what is wrong: the one check behind `Cache.layer_index` and queue-time checks."""
+    n = len(names)
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        if -n <= layer < n:
+            return ""
+        return (f"{layer} is out of range (this cache has {n} layers: positions 0-{n - 1}, "
+                "or -1 for the last)")
+    if layer in names:
+        return ""
+    from geoscreen.errors import did_you_mean
+
+    return f"unknown layer {layer!r}; {did_you_mean(str(layer), list(names))}"
+
+
 @dataclass
 class Cache:
     """An opened, read-only cache.  Arrays are memory-mapped on first access, never copied."""
@@ -178,18 +194,10 @@ class Cache:
     def layer_index(self, layer: str | int) -> int:
         """Position of a layer (0 = first stored layer); accepts a name or an integer position."""
         names = self.layers
-        if isinstance(layer, int) and not isinstance(layer, bool):
-            if -len(names) <= layer < len(names):
-                return layer % len(names)
-            raise GeoscreenError(
-                f"layer {layer} is out of range: this cache has {len(names)} layers "
-                f"(0..{len(names) - 1})", path=str(self.path), field="layers")
-        if layer in names:
-            return names.index(layer)
-        from geoscreen.errors import did_you_mean
-
-        raise GeoscreenError(f"unknown layer {layer!r}; {did_you_mean(str(layer), names)}",
-                             path=str(self.path), field="layers")
+        problem = layer_problem(layer, names)
+        if problem:
+            raise GeoscreenError(problem, path=str(self.path), field="layers")
+        return layer % len(names) if isinstance(layer, int) else names.index(layer)
 
     def layer_name(self, layer: str | int) -> str:
         return self.layers[self.layer_index(layer)]

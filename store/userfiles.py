@@ -86,6 +86,17 @@ def _check_path(p: str, field: str | None) -> None:
                              fix=ALLOW_FIX)
 
 
+def _check_stat(st: os.stat_result, p: str, field: str | None, what: str, max_bytes: int,
+                fix: str) -> None:
+    """A regular file of at most `max_bytes`, else the one-line error saying what it is."""
+    if not stat.S_ISREG(st.st_mode):
+        raise GeoscreenError(f"is {_kind(st.st_mode)}, not a regular {what}", path=p,
+                             field=field, fix="give a regular file")
+    if st.st_size > max_bytes:
+        raise GeoscreenError(f"is {st.st_size:,} bytes; a {what} may hold at most "
+                             f"{max_bytes:,}", path=p, field=field, fix=fix)
+
+
 def read_bytes(path: str | os.PathLike[str], *, field: str | None = None,
                what: str = "data file", max_bytes: int = MAX_DATA_FILE_BYTES,
                fix: str = "split it, or use a named resource", peek: int | None = None
@@ -124,14 +135,10 @@ def read_bytes(path: str | os.PathLike[str], *, field: str | None = None,
         raise GeoscreenError(f"cannot be opened ({exc.strerror})", path=p, field=field) from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise GeoscreenError(f"is {_kind(st.st_mode)}, not a regular {what}", path=p,
-                                 field=field, fix="give a regular file")
+        # sniffing the head (`peek`) reads any size of file, but only its first `peek` bytes
+        _check_stat(st, p, field, what, max_bytes if peek is None else st.st_size, fix)
         if peek is not None:
             max_bytes = peek
-        elif st.st_size > max_bytes:
-            raise GeoscreenError(f"is {st.st_size:,} bytes; a {what} may hold at most "
-                                 f"{max_bytes:,}", path=p, field=field, fix=fix)
         chunks, total = [], 0
         while True:
             chunk = os.read(fd, min(1 << 16, max_bytes + 1 - total))
@@ -178,10 +185,5 @@ def regular_file(path: str | os.PathLike[str], *, field: str | None = None,
         raise GeoscreenError("does not exist", path=p, field=field) from None
     except OSError as exc:
         raise GeoscreenError(f"cannot be opened ({exc.strerror})", path=p, field=field) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise GeoscreenError(f"is {_kind(st.st_mode)}, not a regular {what}", path=p,
-                             field=field, fix="give a regular file")
-    if st.st_size > max_bytes:
-        raise GeoscreenError(f"is {st.st_size:,} bytes; a {what} may hold at most "
-                             f"{max_bytes:,}", path=p, field=field)
+    _check_stat(st, p, field, what, max_bytes, "split it")
     return Path(p)

@@ -13,6 +13,19 @@ import pytest
 PLUGIN_DIR = Path(__file__).parent / "plugins"
 
 
+def venv_tool(name: str, package: str) -> str:
+    """A command installed next to this Python (the test extras), else skip; under CI (env
+    `CI` set) a missing tool fails instead, so a CI image without it is noticed."""
+    import shutil
+
+    path = shutil.which(name, path=os.path.dirname(sys.executable))
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{package} is not installed (pip install -e '.[test]')")
+        pytest.skip(f"{package} is not installed")
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Derived SVDs and fetched resources go to per-session temporary folders, never $HOME."""

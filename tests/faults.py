@@ -114,5 +114,16 @@ def running_count(ledger: Path) -> int:
     return campaign_status(str(ledger))["counts"].get("running", 0)
 
 
+def resume_to_done(cache: Path, ledger: Path, work: Path, *args: str) -> None:
+    """Rerun the campaign after a fault; its one hypothesis must then be done."""
+    from geoscreen.store.query import list_hypotheses
+
+    resumed = subprocess.run(campaign_cmd(cache, ledger, *args), env=env(work),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    (row,) = list_hypotheses(str(ledger))
+    assert row["status"] == "done"
+
+
 def read_pids(path: Path) -> list[int]:
     return [int(x) for x in path.read_text().split()]

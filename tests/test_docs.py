@@ -4,12 +4,10 @@ page, and the site builds with `mkdocs build --strict` (every page, link and API
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from conftest import venv_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,11 +37,7 @@ def test_index_is_the_readme_with_links_into_docs():
 
 
 def test_the_site_builds_strictly(tmp_path: Path):
-    mkdocs = shutil.which("mkdocs", path=os.path.dirname(sys.executable))
-    if mkdocs is None:
-        if os.environ.get("CI"):
-            pytest.fail("mkdocs is not installed (pip install -e '.[test]')")
-        pytest.skip("mkdocs is not installed")
+    mkdocs = venv_tool("mkdocs", "mkdocs")
     res = subprocess.run([mkdocs, "build", "--strict", "-q", "-d", str(tmp_path / "site")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})

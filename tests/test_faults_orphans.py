@@ -14,7 +14,17 @@ import sys
 
 import pytest
 from conftest import PLUGIN_DIR
-from faults import campaign_cmd, env, kill_all, queue, read_pids, tree, wait_gone, wait_until
+from faults import (
+    campaign_cmd,
+    env,
+    kill_all,
+    queue,
+    read_pids,
+    resume_to_done,
+    tree,
+    wait_gone,
+    wait_until,
+)
 
 from geoscreen.store.query import list_hypotheses
 
@@ -79,9 +89,4 @@ def test_kill9_of_the_campaign_takes_every_worker_tree_down(small_cache, tmp_pat
     assert survivors == [], f"outlived the campaign: {survivors}"
     # the interrupted hypothesis was left `running`; the next run re-queues and completes it
     release.touch()
-    resumed = subprocess.run(campaign_cmd(small_cache.path, ledger, *args),
-                             env=env(tmp_path / "work"), capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    (row,) = list_hypotheses(str(ledger))
-    assert row["status"] == "done"
+    resume_to_done(small_cache.path, ledger, tmp_path / "work", *args)

@@ -21,6 +21,7 @@ from faults import (
     kill_all,
     queue,
     read_pids,
+    resume_to_done,
     running_count,
     tree,
     wait_gone,
@@ -151,9 +152,4 @@ def test_second_ctrl_c_requeues_what_it_interrupts(tmp_path, small_cache, monkey
     assert survivors == []
     assert row["status"] == "queued" and not row["error"]
     release.touch()
-    resumed = subprocess.run(campaign_cmd(small_cache.path, ledger, *args),
-                             env=env(tmp_path / "work"), capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    (row,) = list_hypotheses(str(ledger))
-    assert row["status"] == "done"
+    resume_to_done(small_cache.path, ledger, tmp_path / "work", *args)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from conftest import venv_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"geoscreen": "geoscreen", "agent": "geoscreen/agent", "probes": "geoscreen/probes",
@@ -21,11 +20,7 @@ PACKAGES = {"geoscreen": "geoscreen", "agent": "geoscreen/agent", "probes": "geo
 
 
 def test_layers_point_down(tmp_path: Path):
-    lint = shutil.which("lint-imports", path=os.path.dirname(sys.executable))
-    if lint is None:
-        if os.environ.get("CI"):
-            pytest.fail("import-linter is not installed (pip install -e '.[test]')")
-        pytest.skip("import-linter is not installed")
+    lint = venv_tool("lint-imports", "import-linter")
     for src, dst in PACKAGES.items():
         shutil.copytree(ROOT / src, tmp_path / dst, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "data"))

@@ -17,7 +17,7 @@ import numpy as np
 from geoscreen.errors import GeoscreenError
 from geoscreen.store.resources import api, backends, catalog
 from geoscreen.store.resources.api import GeneSet, PairSet
-from geoscreen.store.resources.grammar import BinOp, Node, Ref, parse
+from geoscreen.store.resources.grammar import BinOp, Node, Ref, parse, refs
 
 _FIX_EMPTY = "check the selector with 'geoscreen resources show REF'"
 
@@ -65,15 +65,9 @@ def kind_of(text: str) -> str:
     ``trrust:TF=PAX5`` is shown as signed pairs).  Mixed expressions fail when resolved.
     """
     node = parse(text)
-    if any(atom_kinds(r) == {"genes"} for r in _refs(node)):
+    if any(atom_kinds(r) == {"genes"} for r in refs(node)):
         return "genes"
     return "pairs"
-
-
-def _refs(node: Node) -> list[Ref]:
-    if isinstance(node, Ref):
-        return [node]
-    return _refs(node.left) + _refs(node.right)
 
 
 def _check_kind(ref: Ref, want: str) -> None:
@@ -177,7 +171,7 @@ def _finish(x: GeneSet | PairSet, text: str, atom: bool) -> None:
 def resolve_gene_set(ref: str) -> GeneSet:
     """A gene set from a reference (resource, literal or set algebra over gene sets)."""
     node = parse(ref)
-    for r in _refs(node):
+    for r in refs(node):
         _check_kind(r, "genes")
     gs = _eval_genes(node)
     _finish(gs, ref, isinstance(node, Ref))
@@ -359,7 +353,7 @@ class _Bin(_PNode):
 def resolve_pair_set(ref: str) -> PairSet:
     """A pair set from a reference (resource, literal or set algebra over pair sets)."""
     node = parse(ref)
-    for r in _refs(node):
+    for r in refs(node):
         _check_kind(r, "pairs")
     ev = _Eval()
     root = ev.node(node)
