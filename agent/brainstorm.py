@@ -469,13 +469,13 @@ class OfflineBrainstormer:
 
 
 def make_brainstormer(name: str, **options: Any) -> Brainstormer | None:
-    """`offline`, `none` (queue only) or `openai` (see geoscreen.agent.llm)."""
+    """`offline`, `none` (queue only) or `openai` (see geoscreen.agent.llm.brainstormer)."""
     if name == "offline":
         return OfflineBrainstormer()
     if name == "none":
         return None
     if name == "openai":
-        from geoscreen.agent.llm import OpenAIBrainstormer  # type: ignore[import-not-found]
+        from geoscreen.agent.llm.brainstormer import OpenAIBrainstormer  # type: ignore[import-not-found]
 
         return OpenAIBrainstormer.from_options(**options)
     from geoscreen.errors import did_you_mean

@@ -467,9 +467,9 @@ def ledger_callbacks(ledger: Ledger, reporter: Reporter, guard: CacheGuard | Non
             return
         if res.ok:
             ledger.record_result(res.hyp_id, res.outcome)
-            comb = res.outcome["combined"]
-            reporter.hypothesis_done(res.hyp_id, "done", comb["p_value"],
-                                     f"{comb['effect_name']}={comb['effect_size']:.3g}")
+            comb = res.outcome.combined
+            reporter.hypothesis_done(res.hyp_id, "done", comb.p_value,
+                                     f"{comb.effect_name}={comb.effect_size:.3g}")
         elif guard is not None and guard.broken():
             with ledger.session() as s:
                 h = s.get(Hypothesis, res.hyp_id)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from geoscreen.agent import proctree
 from geoscreen.agent.worker import MAX_REASON, REPLY_HEADER, STOP_SIGNALS
-from geoscreen.result import LayerResult
+from geoscreen.result import Outcome
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 REPLY_GRACE_S = 5.0  # how long a worker may take to exit once its reply is complete
@@ -54,7 +54,7 @@ class JobResult:
 
     hyp_id: int
     ok: bool
-    outcome: dict[str, Any] | None = None
+    outcome: Outcome | None = None
     reason: str = ""
     wall_s: float = 0.0
     requeue: bool = False
@@ -68,33 +68,16 @@ class Sandbox(Protocol):
 
 
 # -- the reply schema ---------------------------------------------------------------------------
-# A reply is data only: the outcome's layers are `geoscreen.result.LayerResult`, the model every
-# probe builds, so the ledger stores exactly what the probe reported and nothing else.
-class _CombinedWire(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    p_value: float = Field(ge=0.0, le=1.0)
-    method: str
-    effect_name: str
-    effect_size: float
-
-
-class _OutcomeWire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    layers: list[LayerResult]  # the probes' own result model, validated again here
-    combined: _CombinedWire
-    runtime_s: float
-    provenance: dict[str, Any]
-
-
+# A reply is data only: its outcome is `geoscreen.result.Outcome` (the probes' own LayerResult per
+# layer and the CombinedResult), validated again here, so the ledger stores exactly what the
+# probe reported and nothing else.
 class WorkerReply(BaseModel):
     """The one reply a worker may send: a result, or the reason it has none."""
 
     model_config = ConfigDict(extra="forbid")
 
     ok: StrictBool
-    outcome: _OutcomeWire | None = None
+    outcome: Outcome | None = None
     reason: str = Field("", max_length=MAX_REASON)
 
     @model_validator(mode="after")
@@ -280,7 +263,7 @@ class ProcessSandbox:
                              reason=f"invalid reply from the worker: {exc}{tail}")
         if reply.ok:
             assert reply.outcome is not None
-            return JobResult(r.job.hyp_id, True, outcome=reply.outcome.model_dump(), wall_s=wall)
+            return JobResult(r.job.hyp_id, True, outcome=reply.outcome, wall_s=wall)
         return JobResult(r.job.hyp_id, False, reason=reply.reason or "?", wall_s=wall)
 
     # -- ending -------------------------------------------------------------------------------

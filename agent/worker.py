@@ -24,9 +24,12 @@ import struct
 import sys
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoscreen.agent import proctree
+
+if TYPE_CHECKING:
+    from geoscreen.result import Outcome
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -60,8 +63,8 @@ def _limit(job: dict[str, Any]) -> None:
         sys.path[:] = [str(p) for p in job["sys_path"]]
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one hypothesis in this process; return the outcome dict (raises on failure)."""
+def run_job(job: dict[str, Any]) -> Outcome:
+    """Run one hypothesis in this process; return its outcome (raises on failure)."""
     import importlib
     import platform
 
@@ -72,6 +75,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from geoscreen.hypotheses.spec import HypothesisSpec
     from geoscreen.probes.context import ProbeContext, derive_seed
     from geoscreen.probes.registry import get_probe
+    from geoscreen.result import Outcome
     from geoscreen.store.cache import open_cache
     from geoscreen.version import package_version
 
@@ -98,11 +102,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             results.append(info.fn(ctx, params, layer))
     combined = combine(results, spec.across_layers, resolved.alternative,
                        derive_seed(job["seed"], "across_layers"))
-    return {
-        "layers": [r.model_dump(mode="json") for r in results],
-        "combined": combined,
-        "runtime_s": time.perf_counter() - t0,
-        "provenance": {
+    return Outcome(
+        layers=results, combined=combined, runtime_s=time.perf_counter() - t0,
+        provenance={
             "cache_path": str(cache.path), "cache_checksum": cache.checksum,
             "cache_model": cache.model, "synthetic_cache": cache.synthetic,
             "resources": ctx.resources_used, "probe": info.name, "probe_version": info.version,
@@ -112,7 +114,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "scipy": scipy.__version__, "seed": int(job["seed"]),
             **({"gene_split": job["split"]} if job.get("split") else {}),
         },
-    }
+    )
 
 
 def _failure_reason(exc: BaseException, job: dict[str, Any]) -> str:
@@ -157,7 +159,7 @@ def worker_main(job: dict[str, Any], reply_fd: int) -> int:
     """Worker entry point: limit resources, run, write exactly one reply frame; exit status."""
     _limit(job)
     try:
-        reply: dict[str, Any] = {"ok": True, "outcome": run_job(job)}
+        reply: dict[str, Any] = {"ok": True, "outcome": run_job(job).model_dump()}
     except BaseException as exc:  # every failure becomes a reason string in the ledger
         reply = {"ok": False, "reason": _failure_reason(exc, job)[:MAX_REASON]}
     try:

@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 
 from geoscreen.combine import cauchy_combination
+from geoscreen.multitest import bh_by, e_bh
 from geoscreen.online_fdr import BatchBH, ELond, Lond, LordPlusPlus, Saffron
 from geoscreen.probes.stats import distinct_draws
 from geoscreen.result import permutation_e, permutation_p
-from geoscreen.store.fdr import bh_by, e_bh
 
 METHODS = ("uncorrected p <= alpha", "BH (offline, end)", "BY (offline, end)",
            "e-BH (offline, end)", "Batch-BH (online)", "SAFFRON (online)", "LORD++ (online)",

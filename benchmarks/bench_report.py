@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--keep", type=Path, default=None, help="write ledger and report here")
     args = ap.parse_args(argv)
-    from geoscreen.agent.report import render_report
+    from geoscreen.agent.report.page import render_report
     from geoscreen.store.query import list_hypotheses
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="geoscreen-bench-"))

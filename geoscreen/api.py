@@ -4,7 +4,7 @@ For notebooks and scripts; the CLI is built on the same pieces.
 
 >>> import geoscreen
 >>> led = geoscreen.open_ledger("geoscreen-demo/ledger.sqlite")     # doctest: +SKIP
->>> led.hypotheses()[["hypothesis_id", "statement", "p_value", "q_value"]]  # doctest: +SKIP
+>>> led.hypotheses()[["hypothesis_id", "statement", "p_value", "q_bh"]]  # doctest: +SKIP
 >>> geoscreen.run_spec({"statement": "SV1 separates secreted genes", "probe": "axis_separation",
 ...                     "params": {"positive": "go:GO:0005615"}}, "cache/")  # doctest: +SKIP
 """
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from geoscreen.agent.campaign import RunSummary
+    from geoscreen.result import Outcome
     from geoscreen.store.cache import Cache
 
 __all__ = ["LedgerView", "open_ledger", "open_cache", "run_spec", "run_campaign"]
@@ -27,7 +28,7 @@ class LedgerView:
     """Read-only tables of a ledger (SQLite file or SQLAlchemy URL) as pandas DataFrames.
 
     Every method reads the ledger afresh, so a view opened on a running campaign sees new rows.
-    Column names are the export's (`geoscreen ledger export`): ``q_value`` is the BH q-value,
+    Column names are the export's (`geoscreen ledger export`): ``q_bh`` is the BH q-value,
     ``significant`` the decision of the campaign's offline procedure.
     """
 
@@ -72,17 +73,16 @@ class LedgerView:
         return pd.DataFrame(rows, columns=cols or None)
 
     def layer_results(self, *, campaign_id: int | None = None) -> pd.DataFrame:
-        """One row per (hypothesis, layer): layer, depth, effect, p-value, effect name, null."""
+        """One row per (hypothesis, layer): statistic, effect, p- and e-value, null, CI, seed.
+
+        Column names are those of `geoscreen.result.LayerResult` (and of
+        ``geoscreen ledger export --table layers``).
+        """
         import pandas as pd
 
-        from geoscreen.store.query import layer_profiles
+        from geoscreen.store.query import LAYER_COLUMNS, layer_records
 
-        rows = [{"hypothesis_id": hid, "layer": layer, "layer_index": idx,
-                 "effect_size": eff, "p_value": p, "effect_name": name, "null": null}
-                for hid, prof in layer_profiles(self.target, campaign_id).items()
-                for layer, idx, eff, p, name, null in prof]
-        return pd.DataFrame(rows, columns=["hypothesis_id", "layer", "layer_index",
-                                           "effect_size", "p_value", "effect_name", "null"])
+        return pd.DataFrame(layer_records(self.target, campaign_id), columns=list(LAYER_COLUMNS))
 
     def hypothesis(self, hyp_id: int) -> dict[str, Any]:
         """Everything recorded about one hypothesis (as `geoscreen ledger show --json`)."""
@@ -104,7 +104,7 @@ def open_cache(path: str | Path) -> Cache:
 
 
 def run_spec(spec: dict[str, Any], cache: str | Path, *, seed: int = 0,
-             work_dir: str | Path | None = None) -> dict[str, Any]:
+             work_dir: str | Path | None = None) -> Outcome:
     """Run one hypothesis spec on a cache in this process (no ledger, no sandbox).
 
     Parameters
@@ -120,10 +120,10 @@ def run_spec(spec: dict[str, Any], cache: str | Path, *, seed: int = 0,
 
     Returns
     -------
-    dict
-        ``layers`` (one `geoscreen.result.LayerResult` dict per layer), ``combined`` (the
-        across-layer p-value, e-value and effect), ``runtime_s`` and ``provenance``, exactly
-        what a campaign's worker records.
+    geoscreen.result.Outcome
+        ``layers`` (one `geoscreen.result.LayerResult` per layer), ``combined`` (the
+        `geoscreen.result.CombinedResult`: across-layer p-value, e-value and effect),
+        ``runtime_s`` and ``provenance``: exactly what a campaign's worker records.
     """
     from geoscreen.agent.worker import run_job
     from geoscreen.hypotheses.loader import parse_spec

@@ -44,6 +44,7 @@ from scipy import stats
 
 from geoscreen.result import (
     E_PERMUTATION,
+    CombinedResult,
     LayerResult,
     calibrate_p,
     permutation_e,
@@ -233,7 +234,7 @@ def _layer_e(r: Any) -> tuple[float | None, str]:
 
 
 def combine(results: Sequence[LayerResult], across: str, alternative: str, seed: int,
-            method_any: str = "cauchy") -> dict[str, Any]:
+            method_any: str = "cauchy") -> CombinedResult:
     """Hypothesis-level p-value, e-value and summary effect for the spec's `across_layers`."""
     if not results:
         raise ValueError("no layer results to combine")
@@ -248,9 +249,11 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
                                 alternative)
         else:
             tr = trend_test(depth, effects, alternative, seed)
-        return {"p_value": tr["p_value"], "method": f"spearman_trend_{tr['method']}",
-                "e_value": tr["e_value"], "e_method": f"{E_PERMUTATION}_trend_{tr['method']}",
-                "effect_name": "spearman_rho_vs_depth", "effect_size": tr["rho"], "detail": tr}
+        return CombinedResult(p_value=tr["p_value"], method=f"spearman_trend_{tr['method']}",
+                              e_value=tr["e_value"],
+                              e_method=f"{E_PERMUTATION}_trend_{tr['method']}",
+                              effect_name="spearman_rho_vs_depth", effect_size=tr["rho"],
+                              detail=tr)
     ps = [r.p_value for r in results]
     if any(p is None for p in ps):
         raise ValueError("this probe reports no per-layer p-value; use across_layers: trend")
@@ -260,10 +263,10 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
     layer_e = [_layer_e(r) for r in results]
     e, rule = combine_evalues([x[0] for x in layer_e], across)  # type: ignore[misc]
     kinds = "+".join(sorted({x[1] for x in layer_e}))
-    return {"p_value": float(p), "method": method, "e_value": e, "e_method": f"{rule}:{kinds}",
-            "effect_name": results[best].effect_name,
-            "effect_size": float(results[best].effect_size),
-            "detail": {"best_layer": results[best].layer}}
+    return CombinedResult(p_value=float(p), method=method, e_value=e, e_method=f"{rule}:{kinds}",
+                          effect_name=results[best].effect_name,
+                          effect_size=float(results[best].effect_size),
+                          detail={"best_layer": results[best].layer})
 
 
 @functools.lru_cache(maxsize=64)

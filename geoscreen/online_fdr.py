@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from geoscreen.multitest import bh_count
+
 LORD_GAMMA_C = 0.07720838
 POWER_GAMMA_C = 0.4374901657744737  # 1 / zeta(1.6)
 POWER_GAMMA_S = 1.6
@@ -321,16 +323,6 @@ class Lond(_CountsDiscoveries):
         d = max(self.discoveries, 1) if self.dependence == "prds" else self.discoveries + 1
         return self.beta(t) * d
 
-
-
-def bh_count(pvalues: np.ndarray, level: float) -> int:
-    """Number of BH rejections at `level` (p_(k) <= k level / n)."""
-    p = np.sort(np.asarray(pvalues, dtype=float))
-    n = p.size
-    if n == 0 or level <= 0:
-        return 0
-    ok = np.nonzero(p <= np.arange(1, n + 1) * level / n)[0]
-    return int(ok[-1] + 1) if ok.size else 0
 
 
 class BatchBH(OnlineProcedure):

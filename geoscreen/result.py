@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 E_PERMUTATION = "permutation_tilt"
 E_CALIBRATOR = "calibrator_integral"
@@ -79,6 +79,39 @@ class LayerResult(BaseModel):
             self.e_value = calibrate_p(self.p_value)
             self.e_method = E_CALIBRATOR
         return self
+
+
+class CombinedResult(BaseModel):
+    """The hypothesis-level result: the layers combined as the spec's `across_layers` says.
+
+    Built by `geoscreen.combine.combine` in the worker and stored field by field as the
+    hypothesis's ``p_value``, ``combine_method``, ``e_value``, ``e_method``, ``effect_name`` and
+    ``effect_size``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    p_value: float = Field(ge=0.0, le=1.0)
+    method: str = Field(description="how the layers were combined (e.g. cauchy, "
+                                    "spearman_trend_exact)")
+    e_value: float | None = Field(None, ge=0.0)
+    e_method: str | None = None
+    effect_name: str
+    effect_size: float
+    detail: dict[str, Any] = Field(default_factory=dict,
+                                   description="the combination's own numbers (best layer, "
+                                               "trend statistics)")
+
+
+class Outcome(BaseModel):
+    """Everything one hypothesis's run produced: what a worker replies and the ledger stores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[LayerResult]
+    combined: CombinedResult
+    runtime_s: float = 0.0
+    provenance: dict[str, Any] = Field(default_factory=dict)
 
 
 def permutation_p(observed: float, null: Any, alternative: str = "greater") -> float:

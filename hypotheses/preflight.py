@@ -29,13 +29,19 @@ if TYPE_CHECKING:
 
 def check_layers(layers: Any, names: list[str]) -> str:
     """'' or the problem with a spec's `layers` against a cache's layer names."""
-    from geoscreen.store.cache import layer_problem
+    from geoscreen.store.cache import resolve_layer
 
     if not isinstance(layers, list) or not names:
         return ""
+    seen: dict[int, Any] = {}
     for x in layers:
-        if problem := layer_problem(x, names):
+        pos, problem = resolve_layer(x, names)
+        if pos is None:
             return f"field 'layers': {problem}"
+        if pos in seen:
+            return (f"field 'layers': {x!r} and {seen[pos]!r} are the same layer "
+                    f"({names[pos]}) in this cache")
+        seen[pos] = x
     return ""
 
 

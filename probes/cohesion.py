@@ -200,7 +200,56 @@ def _observed_retrieval(Zn: np.ndarray, sets: list[np.ndarray]) -> float:
 )
 def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerResult:
     """Within-set similarity or retrieval AUROC against size-matched random or feature-shuffled
-    sets."""
+    sets.
+
+    For one gene set or a family of sets: the mean similarity over ordered pairs of distinct
+    members, or the retrieval AUROC (for each member, the AUROC with which its similarity to every
+    other gene ranks its set-mates above the other genes, averaged over members), then averaged over
+    the sets.  Sets with fewer than `min_size` present genes are skipped.
+
+    Returns
+    -------
+    LayerResult
+        Mean similarity or retrieval AUROC (statistic) and its z-score against the null (``z``).
+
+    Notes
+    -----
+    Statistic: ``mean_similarity`` (default) or ``retrieval_auroc`` (a kNN-retrieval curve as one
+    number, no effect 0.5), averaged over the sets.  Effect size: the z-score of the statistic
+    against the null draws, no effect 0; both statistics (where computable), the null mean and
+    standard deviation and the matching balance are kept in ``extra``.  p = (1 + b) / (m + 1).
+
+    Nulls (chosen with ``null``; ``control`` adds the co-expression one):
+
+    * ``matched`` (default): genes are relabelled within strata of the `match` variables
+      (annotation count, centrality, ...), so each set maps to a random set with the same stratum
+      composition: more cohesive than sets of genes like its members?
+    * ``gene_shuffle``: all genes relabelled uniformly (size-matched random sets, overlaps between
+      the sets of a family kept); calls nearly any curated set cohesive on real embeddings.
+    * ``feature_shuffle``: each embedding dimension permuted independently across all genes
+      (``mean_similarity`` only, no ``control``); a geometry-level null that rejects for almost any
+      gene set on real embeddings.
+    * ``pc_shuffle``: each singular-axis coordinate of the layer permuted independently across all
+      genes, which keeps the covariance; also geometry-level.  (In a subspace, feature_shuffle acts
+      on these coordinates too.)
+    * ``coexpression_residualization``: with ``control``, similarities are first regressed on
+      co-expression (least squares over all pairs of present genes) and the residuals tested.
+
+    References
+    ----------
+    Hanley, J. A. & McNeil, B. J. (1982). The meaning and use of the area under a receiver operating
+    characteristic (ROC) curve. Radiology 143(1), 29-36.
+    Rosenbaum, P. R. (1984). Conditional permutation tests and the propensity score in observational
+    studies. Journal of the American Statistical Association 79(387), 565-574 (permutation within
+    strata, the matched null).
+    Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
+    p-values when permutations are randomly drawn. Statistical Applications in Genetics and
+    Molecular Biology 9(1), Article 39.
+    Cui, H., Wang, C., Maan, H., Pang, K., Luo, F., Duan, N. & Wang, B. (2024). scGPT: toward
+    building a foundation model for single-cell multi-omics using generative AI. Nature Methods
+    21(8), 1470-1480 (scGPT, the model of the published screen; its claim that cell-type marker
+    genes retrieve one another is restated in hypotheses/catalogue).
+    """
     t0 = time.perf_counter()
     refs = p.gene_set if isinstance(p.gene_set, list) else [p.gene_set]
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)

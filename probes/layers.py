@@ -107,7 +107,47 @@ class LayerSimilarityParams(ProbeParams):
     ],
 )
 def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) -> LayerResult:
-    """Linear CKA to a reference layer with a correspondence- or feature-shuffle null."""
+    """Linear CKA to a reference layer with a correspondence- or feature-shuffle null.
+
+    Both layers' centred gene matrices, on the same present genes (a gene set, re-centred, when
+    `gene_set` is given; optionally cut to the leading components that carry `variance_kept` of the
+    variance), are compared by linear CKA.  A layer is never compared with itself.
+
+    Returns
+    -------
+    LayerResult
+        Linear CKA to the reference layer, reported as both statistic and effect (``linear_cka``).
+
+    Notes
+    -----
+    Statistic and effect size: linear CKA, ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F), which equals
+    the RV coefficient and is invariant to rotations and isotropic scaling of either layer.  It lies
+    in [0, 1]; the no-effect value is 0 (unrelated geometries), but as CKA is never negative the
+    null draws lie above 0, and the test compares with them rather than with 0.  The null mean,
+    standard deviation and z are kept in ``extra``.
+
+    Nulls (chosen with ``null``):
+
+    * ``gene_shuffle`` (default): the rows of the reference layer are permuted, breaking the gene
+      correspondence between the layers; p = (1 + b) / (m + 1).
+    * ``feature_shuffle``: each dimension of the reference layer (its embedding dimensions; its
+      principal-axis coordinates with a gene set or `variance_kept` < 1) is permuted independently
+      across the genes.
+    * ``none``: descriptive CKA only; test with ``across_layers: trend``, which permutes the order
+      of the layers.
+
+    References
+    ----------
+    Kornblith, S., Norouzi, M., Lee, H. & Hinton, G. (2019). Similarity of neural network
+    representations revisited. Proceedings of the 36th International Conference on Machine
+    Learning (ICML), PMLR 97, 3519-3529.
+    Robert, P. & Escoufier, Y. (1976). A unifying tool for linear multivariate statistical methods:
+    the RV-coefficient. Journal of the Royal Statistical Society Series C (Applied Statistics)
+    25(3), 257-265.
+    Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
+    p-values when permutations are randomly drawn. Statistical Applications in Genetics and
+    Molecular Biology 9(1), Article 39.
+    """
     t0 = time.perf_counter()
     ref_idx = reference_index(ctx, layer, p.reference_layer)
     ref = ctx.cache.layers[ref_idx]

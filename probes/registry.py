@@ -189,33 +189,37 @@ def probe(
     return deco
 
 
-# Modules of the built-in catalogue, imported on first use of the registry.
-BUILTIN_MODULES: tuple[str, ...] = (
-    "geoscreen.probes.separation",
-    "geoscreen.probes.proximity",
-    "geoscreen.probes.spectrum",
-    "geoscreen.probes.dimension",
-    "geoscreen.probes.regulation",
-    "geoscreen.probes.convergence",
-    "geoscreen.probes.cohesion",
-    "geoscreen.probes.layers",
-    "geoscreen.probes.homology",
-    "geoscreen.probes.alignment",
-    "geoscreen.probes.robustness",
-)
+# The built-in catalogue: each probe's module, so that validating or running one spec imports
+# only the module it needs (tests/test_probe_registry.py checks this map against the modules).
+BUILTIN_PROBES: dict[str, str] = {
+    "axis_separation": "geoscreen.probes.separation",
+    "role_separation": "geoscreen.probes.separation",
+    "pair_proximity": "geoscreen.probes.proximity",
+    "co_pole": "geoscreen.probes.proximity",
+    "graded_proximity": "geoscreen.probes.proximity",
+    "spectrum": "geoscreen.probes.spectrum",
+    "intrinsic_dimension": "geoscreen.probes.dimension",
+    "edge_specificity": "geoscreen.probes.regulation",
+    "sign_contrast": "geoscreen.probes.regulation",
+    "anchor_convergence": "geoscreen.probes.convergence",
+    "centroid_convergence": "geoscreen.probes.convergence",
+    "set_cohesion": "geoscreen.probes.cohesion",
+    "layer_similarity": "geoscreen.probes.layers",
+    "persistent_homology": "geoscreen.probes.homology",
+    "cross_model_alignment": "geoscreen.probes.alignment",
+    "null_robustness": "geoscreen.probes.robustness",
+}
+BUILTIN_MODULES: tuple[str, ...] = tuple(dict.fromkeys(BUILTIN_PROBES.values()))
 
 
 def _load() -> None:
+    """Import the whole catalogue and every plug-in (``geoscreen.probes`` entry points)."""
     global _LOADED
     if _LOADED:
         return
     _LOADED = True
     for mod in BUILTIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+        importlib.import_module(mod)
     for ep in entry_points(group="geoscreen.probes"):
         try:
             ep.load()
@@ -226,7 +230,17 @@ def _load() -> None:
 
 
 def get_probe(name: str) -> ProbeInfo:
-    _load()
+    """The registered probe `name`; a built-in one is loaded alone, by name.
+
+    Raises
+    ------
+    GeoscreenError
+        No such probe (the message lists the closest names).
+    """
+    if name not in _REGISTRY and name in BUILTIN_PROBES:
+        importlib.import_module(BUILTIN_PROBES[name])
+    if name not in _REGISTRY:
+        _load()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -78,7 +78,49 @@ class NullRobustnessParams(ProbeParams):
     ],
 )
 def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> LayerResult:
-    """Intersection-union test of pair proximity over several nulls."""
+    """Intersection-union test of pair proximity over several nulls.
+
+    The mean similarity of the listed pairs is tested against every null in `nulls` (at least two,
+    each with its own draws); the effect counts as surviving only when every one of them is
+    rejected.
+
+    Returns
+    -------
+    LayerResult
+        The mean pair similarity (statistic) and the weakest null's z-score (effect, ``min_z``).
+
+    Notes
+    -----
+    Statistic: the mean pair similarity (cosine or negative euclidean distance in the subspace).
+    Effect size: the smallest z over the nulls (the largest for ``alternative='less'``), no effect
+    0.  The p-value is the largest per-null permutation p-value, (1 + b) / (m + 1) each: an
+    intersection-union test, valid at the nominal level and conservative; the e-value is the
+    smallest per-null e-value.
+    Every null's statistic, z, p, e and null mean, the weakest null and the ratio of its |z| to the
+    largest |z| are kept in ``extra``.
+
+    Nulls (listed in ``nulls``):
+
+    * ``gene_shuffle``: all present genes relabelled uniformly, the pair structure kept.
+    * ``degree_preserving``: the second endpoints permuted across the pairs, so every gene keeps
+      its number of pairs; rewired self-pairs ignored.
+    * ``coexpression`` (registered as ``coexpression_residualization``): with ``control`` (which it
+      requires, and which requires it), similarities are regressed on co-expression by least
+      squares and the gene shuffle is applied to the residuals.
+
+    References
+    ----------
+    Berger, R. L. (1982). Multiparameter hypothesis testing and acceptance sampling. Technometrics
+    24(4), 295-300.
+    Maslov, S. & Sneppen, K. (2002). Specificity and stability in topology of protein networks.
+    Science 296(5569), 910-913 (degree-preserving randomisation of a network).
+    Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
+    p-values when permutations are randomly drawn. Statistical Applications in Genetics and
+    Molecular Biology 9(1), Article 39.
+    Szklarczyk, D. et al. (2023). The STRING database in 2023: protein-protein association networks
+    and functional enrichment analyses for any sequenced genome of interest. Nucleic Acids Research
+    51(D1), D638-D646 (STRING v12, the `string:` pair sets).
+    """
     t0 = time.perf_counter()
     svd, scorer, _ = similarity_scorer(ctx, layer, p.subspace, p.metric, None,
                                        p.include_zero_genes)

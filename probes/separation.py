@@ -56,7 +56,49 @@ class AxisSeparationParams(ProbeParams):
     ],
 )
 def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> LayerResult:
-    """Rank genes by their coordinate on one singular axis and test whether two sets separate."""
+    """Rank genes by their coordinate on one singular axis and test whether two sets separate.
+
+    Each gene is scored by its coordinate on singular axis `axis` of the centred gene matrix.  Genes
+    listed in both sets are removed from both, and the positive set's scores are compared with the
+    negative set's (with every other gene for ``negative='rest'``).
+
+    Returns
+    -------
+    LayerResult
+        The AUROC of positive against negative scores; effect: that AUROC (oriented if two-sided).
+
+    Notes
+    -----
+    Statistic: the AUROC, P(positive score > negative score) + P(tie) / 2, which is the
+    Mann-Whitney U divided by n_positive * n_negative.  Effect size: the same AUROC, whose
+    no-effect value is 0.5.  The sign of a singular axis is arbitrary (it can flip between layers
+    or caches), so a two-sided test reports max(AUROC, 1 - AUROC) as ``auroc_oriented`` and keeps
+    the raw AUROC as the statistic.  The rank-biserial correlation 2 AUROC - 1 (no effect: 0) and
+    the axis's share of the variance are kept in ``extra``.
+
+    Nulls (chosen with ``test``):
+
+    * ``mann_whitney`` (default): the Mann-Whitney U test with its normal approximation, treating
+      the tested genes as exchangeable between the two sets.  It has no draws, so the e-value is
+      calibrated from the p-value.
+    * ``label_shuffle``: the positive/negative labels are permuted among the tested genes
+      `n_permutations` times and the AUROC recomputed; p = (1 + b) / (m + 1), with b the number of
+      the m draws at least as extreme as the observation.
+
+    References
+    ----------
+    Mann, H. B. & Whitney, D. R. (1947). On a test of whether one of two random variables is
+    stochastically larger than the other. Annals of Mathematical Statistics 18(1), 50-60.
+    Hanley, J. A. & McNeil, B. J. (1982). The meaning and use of the area under a receiver operating
+    characteristic (ROC) curve. Radiology 143(1), 29-36.
+    Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
+    p-values when permutations are randomly drawn. Statistical Applications in Genetics and
+    Molecular Biology 9(1), Article 39.
+    Cui, H., Wang, C., Maan, H., Pang, K., Luo, F., Duan, N. & Wang, B. (2024). scGPT: toward
+    building a foundation model for single-cell multi-omics using generative AI. Nature Methods
+    21(8), 1470-1480 (scGPT, the model of the published screen; its claim that singular axis 1
+    orders secreted to cytosolic genes is restated in hypotheses/catalogue).
+    """
     t0 = time.perf_counter()
     svd = ctx.svd(layer, p.include_zero_genes)
     pos_rows = ctx.gene_rows(p.positive, param="positive", min_size=p.min_size,
@@ -177,7 +219,50 @@ def _two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: in
     ],
 )
 def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> LayerResult:
-    """Can a linear classifier tell two gene roles apart from their coordinates in a subspace?"""
+    """Can a linear classifier tell two gene roles apart from their coordinates in a subspace?
+
+    The genes' coordinates on the chosen singular axes, standardised without using the labels, are
+    the features of an L2-penalised logistic regression; the out-of-fold scores of stratified
+    `folds`-fold cross-validation are pooled into one AUROC.  Genes in both sets are removed from
+    both.
+
+    Returns
+    -------
+    LayerResult
+        The cross-validated AUROC, reported as both the statistic and the effect (``auroc``).
+
+    Notes
+    -----
+    Statistic and effect size: the pooled out-of-fold AUROC of logistic regression with the
+    objective sum of log-losses + ||w||^2 / (2 C) (intercept not penalised; scikit-learn's
+    ``LogisticRegression(C=C)``), fitted by Newton's method.  The no-effect value is 0.5: the
+    classifier ranks held-out positives no higher than held-out negatives.  The null draws' mean
+    and standard deviation are kept in ``extra``.
+
+    Null: ``label_shuffle`` only.  The positive/negative labels are permuted among the tested genes
+    and the whole cross-validation is refitted for every permutation (all permutations in one
+    batched fit); folds are dealt from the same gene order for the observed and the permuted
+    labels, so the permutation test stays exact.  p = (1 + b) / (m + 1).
+
+    References
+    ----------
+    le Cessie, S. & van Houwelingen, J. C. (1992). Ridge estimators in logistic regression. Journal
+    of the Royal Statistical Society Series C (Applied Statistics) 41(1), 191-201.
+    Ojala, M. & Garriga, G. C. (2010). Permutation tests for studying classifier performance.
+    Journal of Machine Learning Research 11, 1833-1863.
+    Hanley, J. A. & McNeil, B. J. (1982). The meaning and use of the area under a receiver operating
+    characteristic (ROC) curve. Radiology 143(1), 29-36.
+    Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
+    p-values when permutations are randomly drawn. Statistical Applications in Genetics and
+    Molecular Biology 9(1), Article 39.
+    Han, H. et al. (2018). TRRUST v2: an expanded reference database of human and mouse
+    transcriptional regulatory interactions. Nucleic Acids Research 46(D1), D380-D386 (the `trrust`
+    pair sets).
+    Cui, H., Wang, C., Maan, H., Pang, K., Luo, F., Duan, N. & Wang, B. (2024). scGPT: toward
+    building a foundation model for single-cell multi-omics using generative AI. Nature Methods
+    21(8), 1470-1480 (scGPT, the model of the published screen; its claim that TFs and their
+    targets are separable in SV2-SV7 is restated in hypotheses/catalogue).
+    """
     from geoscreen.probes.logistic import cv_auroc_many, stratified_folds
     from geoscreen.probes.stats import chunks, gene_perms
 

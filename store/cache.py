@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from geoscreen.errors import GeoscreenError
+from geoscreen.store.resources._util import sha256_file
 
 FORMAT_VERSION = 2  # 2: the cache checksum covers the whole manifest (1: file checksums only)
 MANIFEST = "manifest.json"
@@ -45,18 +47,6 @@ GENES = "genes.tsv"
 _SUPPORTED_DTYPES = ("float16", "float32", "float64")
 _UNHASHED = ("cache_checksum", "created")  # what the cache checksum does not cover
 _RECREATE = "the manifest was edited after the cache was written; re-create the cache"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Streaming SHA-256 of a file (used for cache arrays, checkpoints and downloads)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def _safe_name(name: str) -> str:
@@ -118,20 +108,66 @@ class GeneTable:
         return len(self.symbols)
 
 
-def layer_problem(layer: Any, names: Sequence[str]) -> str:
-    """'' when `layer` names one of `names` (a name, or a position; negative counts from the
-    end), else what is wrong: the one check behind `Cache.layer_index` and queue-time checks."""
+#: Names that mark the first stored layer as the input embedding (``geoscreen extract`` writes
+#: ``emb``); such a cache stores the embedding plus one layer per transformer block.
+EMBEDDING_NAMES = ("emb", "embedding", "embeddings")
+#: Layers named by role, portable between caches that do and do not store the embedding.
+LAYER_ROLES = ("first", "last", "embedding", "block:N")
+_BLOCK = re.compile(r"block:(-?\d+)")
+
+
+def embedding_layer(names: Sequence[str]) -> str | None:
+    """The embedding layer's name, or None when the cache stores transformer blocks only."""
+    return names[0] if names and str(names[0]).lower() in EMBEDDING_NAMES else None
+
+
+def resolve_layer(layer: Any, names: Sequence[str]) -> tuple[int | None, str]:
+    """(position, '') for a layer given by name, position or role, else (None, the problem).
+
+    Positions count stored layers (negative from the end). Roles: ``first`` and ``last`` are the
+    first and last transformer blocks, ``block:N`` the N-th block (1-based; ``block:-1`` the
+    last), ``embedding`` the input embedding; so one spec names the same layer in a cache from
+    ``geoscreen extract`` (embedding + 12 blocks) and in an imported 12-layer cache.  A layer
+    whose name is a role keeps its name.
+    """
     n = len(names)
     if isinstance(layer, int) and not isinstance(layer, bool):
         if -n <= layer < n:
-            return ""
-        return (f"{layer} is out of range (this cache has {n} layers: positions 0-{n - 1}, "
-                "or -1 for the last)")
+            return layer % n, ""
+        return None, (f"{layer} is out of range (this cache has {n} layers: positions 0-{n - 1}, "
+                      "or -1 for the last)")
     if layer in names:
-        return ""
+        return list(names).index(layer), ""
+    emb = embedding_layer(names)
+    offset = 1 if emb is not None else 0
+    blocks = n - offset
+    if layer == "embedding":
+        if emb is None:
+            return None, ("this cache stores no embedding layer (its first layer is not named "
+                          f"{' or '.join(EMBEDDING_NAMES)})")
+        return 0, ""
+    if layer in ("first", "last"):
+        if blocks < 1:
+            return None, "this cache stores no transformer block"
+        return (offset if layer == "first" else n - 1), ""
+    m = _BLOCK.fullmatch(str(layer))
+    if m:
+        k = int(m.group(1))
+        if k == 0 or not -blocks <= k <= blocks:
+            return None, (f"{layer} does not exist: this cache has {blocks} blocks (block:1 to "
+                          f"block:{blocks}, or block:-1 for the last)")
+        return offset + (k - 1 if k > 0 else blocks + k), ""
     from geoscreen.errors import did_you_mean
 
-    return f"unknown layer {layer!r}; {did_you_mean(str(layer), list(names))}"
+    return None, (f"unknown layer {layer!r}; {did_you_mean(str(layer), list(names))} "
+                  f"(or a role: {', '.join(LAYER_ROLES)})")
+
+
+def layer_problem(layer: Any, names: Sequence[str]) -> str:
+    """'' when `layer` names one of `names` (a name, a position, negative from the end, or a
+    role: `resolve_layer`), else what is wrong: the one check behind `Cache.layer_index` and
+    queue-time checks."""
+    return resolve_layer(layer, names)[1]
 
 
 @dataclass
@@ -192,12 +228,12 @@ class Cache:
         return bool(self.manifest.get("synthetic", False))
 
     def layer_index(self, layer: str | int) -> int:
-        """Position of a layer (0 = first stored layer); accepts a name or an integer position."""
-        names = self.layers
-        problem = layer_problem(layer, names)
-        if problem:
+        """Position of a layer (0 = first stored layer): a name, an integer position or a role
+        (`resolve_layer`)."""
+        pos, problem = resolve_layer(layer, self.layers)
+        if pos is None:
             raise GeoscreenError(problem, path=str(self.path), field="layers")
-        return layer % len(names) if isinstance(layer, int) else names.index(layer)
+        return pos
 
     def layer_name(self, layer: str | int) -> str:
         return self.layers[self.layer_index(layer)]

@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
-from statsmodels.stats.multitest import multipletests
 
 from geoscreen.combine import ANY_METHODS, combine_pvalues, resolution
 from geoscreen.errors import GeoscreenError
+from geoscreen.multitest import PI0_LAMBDA, bh_by, e_bh_q, storey_pi0
 from geoscreen.online_fdr import (
     DEFAULT_PROCEDURE,
     PROCEDURES,
@@ -58,7 +58,6 @@ from geoscreen.result import calibrate_p
 from geoscreen.store.models import Campaign, FdrMember, Hypothesis
 
 FDR_STATE_VERSION = 1
-PI0_LAMBDA = 0.5
 OFFLINE_PROCEDURES = ("bh", "by", "e-bh")
 OFFLINE_LABELS = {"bh": "BH", "by": "BY", "e-bh": "e-BH"}
 # the dependence each offline procedure's guarantee needs (shown by `ledger fdr`)
@@ -81,76 +80,6 @@ def check_settings(online_procedure: str, combine_any: str,
                              field="combine_any", fix=f"use one of {', '.join(ANY_METHODS)}")
 
 
-# -- offline -----------------------------------------------------------------------------------
-def bh_by(pvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(q_BH, q_BY) for a vector of p-values (statsmodels 'fdr_bh' / 'fdr_by')."""
-    p = np.asarray(pvalues, dtype=float)
-    if p.size == 0:
-        return p.copy(), p.copy()
-    q_bh = multipletests(p, method="fdr_bh")[1]
-    q_by = multipletests(p, method="fdr_by")[1]
-    return q_bh, q_by
-
-
-def e_bh(evalues: np.ndarray, alpha: float) -> np.ndarray:
-    """e-BH decisions: reject the k* largest e-values, k* = max{k : e_(k) >= m / (alpha k)}.
-
-    Parameters
-    ----------
-    evalues : array of float
-        One e-value per family member (nonnegative; E[e] <= 1 under each null).
-    alpha : float
-        Target FDR.
-
-    Returns
-    -------
-    numpy.ndarray of bool
-        The rejections.  Ties at the cut-off are all rejected or all kept (a step-up rule on
-        1 / e, i.e. BH applied to the "p-values" min(1, 1 / e)).
-
-    Notes
-    -----
-    FDR <= alpha m0 / m under *any* dependence between the e-values, with no log m penalty
-    (Wang & Ramdas 2022): the e-value counterpart of BY, usually stronger than BY when
-    the e-values are informative, weaker than BH under PRDS.
-
-    References
-    ----------
-    Wang, R. & Ramdas, A. (2022). False discovery rate control with e-values. JRSS-B 84(3),
-    822-852.
-    """
-    return e_bh_q(evalues) <= alpha
-
-
-def e_bh_q(evalues: np.ndarray) -> np.ndarray:
-    """e-BH adjusted values: the smallest alpha at which each member is rejected by `e_bh`.
-
-    With e sorted in decreasing order, q_(r) = min over k >= r of m / (k e_(k)), capped at 1:
-    the BH q-values of min(1, 1 / e).
-    """
-    e = np.asarray(evalues, dtype=float)
-    m = e.size
-    if m == 0:
-        return e.copy()
-    with np.errstate(divide="ignore"):
-        p = np.where(e > 0, np.minimum(1.0, 1.0 / np.maximum(e, 1e-300)), 1.0)
-    order = np.argsort(p, kind="stable")
-    adj = p[order] * m / np.arange(1, m + 1)
-    adj = np.minimum.accumulate(adj[::-1])[::-1]
-    q = np.empty(m)
-    q[order] = np.minimum(adj, 1.0)
-    return q
-
-
-def storey_pi0(pvalues: np.ndarray, lam: float = PI0_LAMBDA) -> float | None:
-    """Storey's share of true nulls: #{p > lambda} / (m (1 - lambda)), capped at 1."""
-    p = np.asarray(pvalues, dtype=float)
-    if p.size == 0:
-        return None
-    return float(min(1.0, np.sum(p > lam) / (p.size * (1.0 - lam))))
-
-
-# -- the family --------------------------------------------------------------------------------
 def _settings(campaign: Campaign) -> dict[str, Any]:
     """fdr_state, frozen at the first update from the campaign config (alpha, procedures)."""
     state = copy.deepcopy(campaign.fdr_state or {})

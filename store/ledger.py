@@ -24,6 +24,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoscreen.errors import GeoscreenError
+from geoscreen.result import Outcome
 from geoscreen.store.models import (
     SCHEMA_VERSION,
     Base,
@@ -269,6 +270,17 @@ def upgrade_schema(engine: Engine, target: str) -> bool:
     return bool(missing)
 
 
+def _json_safe(v: Any) -> Any:
+    """Plain JSON values for a JSON column: numpy scalars and arrays become numbers and lists."""
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):  # numpy scalar or array
+        return _json_safe(v.tolist())
+    return v
+
+
 def _e_value(v: Any) -> float | None:
     """An e-value as stored: a finite nonnegative float, or None (no e-value)."""
     try:
@@ -386,33 +398,37 @@ class Ledger:
                     iteration_index=iteration_index, data=data))
 
     # -- results ----------------------------------------------------------------------------------
-    def record_result(self, hyp_id: int, outcome: dict[str, Any]) -> None:
-        """Store a finished hypothesis (per-layer rows + combined p) in one transaction."""
+    def record_result(self, hyp_id: int, outcome: Outcome | dict[str, Any]) -> None:
+        """Store a finished hypothesis (per-layer rows + combined p) in one transaction.
+
+        `outcome` is the worker's `geoscreen.result.Outcome` (a dict is validated into one
+        first); every column is filled from one of its fields.
+        """
+        out = outcome if isinstance(outcome, Outcome) else Outcome.model_validate(outcome)
         with self.session() as s:
             h = s.get(Hypothesis, hyp_id)
             if h is None:
                 raise KeyError(hyp_id)
             h.results.clear()
-            for r in outcome["layers"]:
+            for r in out.layers:
                 s.add(LayerResultRow(
-                    hypothesis_id=h.id, layer=r["layer"], layer_index=r["layer_index"],
-                    statistic_name=r["statistic_name"], statistic=r["statistic"],
-                    effect_name=r["effect_name"], effect_size=r["effect_size"],
-                    p_value=r.get("p_value"), e_value=_e_value(r.get("e_value")),
-                    e_method=str(r.get("e_method") or "")[:64] or None,
-                    n=r.get("n", 0), null=r.get("null", ""),
-                    n_permutations=r.get("n_permutations", 0), seed=r.get("seed"),
-                    ci_low=r.get("ci_low"), ci_high=r.get("ci_high"),
-                    runtime_s=r.get("runtime_s", 0.0), extra=r.get("extra", {})))
-            comb = outcome["combined"]
-            h.p_value = comb["p_value"]
-            h.combine_method = comb["method"]
-            h.e_value = _e_value(comb.get("e_value"))
-            h.e_method = str(comb.get("e_method") or "")[:64] or None
-            h.effect_name = comb["effect_name"]
-            h.effect_size = comb["effect_size"]
-            h.provenance = outcome.get("provenance", {})
-            h.runtime_s = outcome.get("runtime_s")
+                    hypothesis_id=h.id, layer=r.layer, layer_index=r.layer_index,
+                    statistic_name=r.statistic_name, statistic=r.statistic,
+                    effect_name=r.effect_name, effect_size=r.effect_size,
+                    p_value=r.p_value, e_value=_e_value(r.e_value),
+                    e_method=(r.e_method or "")[:64] or None,
+                    n=r.n, null=r.null, n_permutations=r.n_permutations, seed=r.seed,
+                    ci_low=r.ci_low, ci_high=r.ci_high, runtime_s=r.runtime_s,
+                    extra=_json_safe(r.extra)))
+            comb = out.combined
+            h.p_value = comb.p_value
+            h.combine_method = comb.method
+            h.e_value = _e_value(comb.e_value)
+            h.e_method = (comb.e_method or "")[:64] or None
+            h.effect_name = comb.effect_name
+            h.effect_size = comb.effect_size
+            h.provenance = _json_safe(out.provenance)
+            h.runtime_s = out.runtime_s
             h.status = "done"
             h.error = ""
             h.finished_at = utcnow()

@@ -21,15 +21,16 @@ if TYPE_CHECKING:
     from geoscreen.store.ledger import Ledger
 
 EXPORT_COLUMNS = ("hypothesis_id", "iteration", "source", "probe", "family", "statement",
-                  "status", "p_value", "q_value", "q_by", "significant", "online_alpha",
+                  "status", "p_value", "q_bh", "q_by", "significant", "online_alpha",
                   "online_decision", "online_procedure", "effect_name", "effect_size",
                   "combine_method", "layers", "across_layers", "alternative", "parents", "error",
-                  "hash")
+                  "hash", "rationale", "test_order")
 
-SORT_KEYS = ("id", "p", "q", "q_by", "effect", "abs_effect", "iteration", "family", "probe",
+SORT_KEYS = ("id", "p", "q", "q_bh", "q_by", "effect", "abs_effect", "iteration", "family", "probe",
              "source", "status")
 FDR_METHODS = ("bh", "by", "online")
-_SORT_SQL = {"id": "id", "p": "p_value", "q": "q_bh", "q_by": "q_by", "effect": "effect_size",
+_SORT_SQL = {"id": "id", "p": "p_value", "q": "q_bh", "q_bh": "q_bh", "q_by": "q_by",
+             "effect": "effect_size",
              "abs_effect": "abs(effect_size)", "iteration": "iteration_index",
              "family": "family", "probe": "probe", "source": "source", "status": "status"}
 _LIST_COLUMNS = ("id", "iteration_index", "source", "probe", "family", "statement", "status",
@@ -88,7 +89,7 @@ def _row(m: dict[str, Any]) -> dict[str, Any]:
     return {
         "hypothesis_id": m["id"], "iteration": m["iteration_index"], "source": m["source"],
         "probe": m["probe"], "family": m["family"], "statement": m["statement"],
-        "status": m["status"], "p_value": m["p_value"], "q_value": m["q_bh"], "q_by": m["q_by"],
+        "status": m["status"], "p_value": m["p_value"], "q_bh": m["q_bh"], "q_by": m["q_by"],
         "significant": bool(m["significant"]), "online_alpha": m["online_alpha"],
         "online_decision": None if online is None else bool(online),
         "online_procedure": m["online_procedure"] or "", "effect_name": m["effect_name"],
@@ -351,7 +352,7 @@ def _ancestors(s: Any, parents: list[int], limit: int = 50) -> list[dict[str, An
                 continue
             seen.add(m["id"])
             out.append({"hypothesis_id": m["id"], "statement": m["statement"],
-                        "status": m["status"], "p_value": m["p_value"], "q_value": m["q_bh"],
+                        "status": m["status"], "p_value": m["p_value"], "q_bh": m["q_bh"],
                         "significant": bool(m["significant"]), "rationale": m["rationale"],
                         "parents": ledger_ids(m["parents"])})
             frontier.extend(p for p in ledger_ids(m["parents"]) if p not in seen)
@@ -541,6 +542,28 @@ def layer_profiles(ledger: str | Ledger, campaign_id: int | None = None,
     return out
 
 
+#: Per-layer export columns: the names of `geoscreen.result.LayerResult` and of the table.
+LAYER_COLUMNS = ("hypothesis_id", "layer", "layer_index", "statistic_name", "statistic",
+                 "effect_name", "effect_size", "p_value", "e_value", "e_method", "n", "null",
+                 "n_permutations", "seed", "ci_low", "ci_high", "runtime_s")
+
+
+def layer_records(ledger: str | Ledger, campaign_id: int | None = None) -> list[dict[str, Any]]:
+    """Every stored per-layer result (`LAYER_COLUMNS`), by hypothesis and depth."""
+    from sqlalchemy import select
+
+    from geoscreen.store.models import LayerResultRow
+
+    H = _hcols()
+    L = LayerResultRow.__table__.c
+    q = select(*(L[c] for c in LAYER_COLUMNS))
+    if campaign_id is not None:
+        q = q.join(H[0].table, H.id == L.hypothesis_id).where(H.campaign_id == campaign_id)
+    with _opened(ledger) as led, led.session() as s:
+        return [dict(zip(LAYER_COLUMNS, row))
+                for row in s.execute(q.order_by(L.hypothesis_id, L.layer_index))]
+
+
 def fdr_member_decisions(ledger: str | Ledger, campaign_id: int | None = None,
                          ) -> dict[int, dict[str, bool]]:
     """hypothesis id -> {online procedure: rejected at any of its members}, from the FDR
@@ -684,8 +707,8 @@ def diff_campaigns(a: str, b: str, kind: str = "exploratory") -> dict[str, Any]:
             "status_a": ra["status"], "status_b": rb["status"],
             "effect_name": ra["effect_name"] or rb["effect_name"],
             "effect_a": ra["effect_size"], "effect_b": rb["effect_size"],
-            "p_a": ra["p_value"], "p_b": rb["p_value"], "q_a": ra["q_value"],
-            "q_b": rb["q_value"], "significant_a": ra["significant"],
+            "p_a": ra["p_value"], "p_b": rb["p_value"], "q_a": ra["q_bh"],
+            "q_b": rb["q_bh"], "significant_a": ra["significant"],
             "significant_b": rb["significant"], "agreement": _agreement(ra, rb)})
     tally: dict[str, int] = {}
     for p in pairs:
@@ -696,7 +719,7 @@ def diff_campaigns(a: str, b: str, kind: str = "exploratory") -> dict[str, Any]:
 
     def only(rows: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]]):
         return [{"hash": h, "id": r["hypothesis_id"], "statement": r["statement"],
-                 "status": r["status"], "p_value": r["p_value"], "q_value": r["q_value"],
+                 "status": r["status"], "p_value": r["p_value"], "q_bh": r["q_bh"],
                  "significant": r["significant"]} for h, r in rows.items() if h not in other]
 
     return {"a": info_a, "b": info_b, "same_cache": info_a["cache_checksum"] ==

@@ -31,11 +31,11 @@ def test_import_geoscreen_is_cheap_and_versioned():
 
 def test_run_spec_and_open_ledger(small_cache, tmp_path: Path):
     res = geoscreen.run_spec(SPEC, small_cache.path, seed=3, work_dir=tmp_path / "w")
-    assert [r["layer"] for r in res["layers"]] == small_cache.layers
-    assert res["combined"]["p_value"] < 1e-6 and res["provenance"]["seed"] == 3
+    assert [r.layer for r in res.layers] == small_cache.layers
+    assert res.combined.p_value < 1e-6 and res.provenance["seed"] == 3
     again = geoscreen.run_spec(SPEC, small_cache.path, seed=3, work_dir=tmp_path / "w")
     def numbers(r):
-        return [{k: v for k, v in x.items() if k != "runtime_s"} for x in r["layers"]]
+        return [x.model_dump(exclude={"runtime_s"}) for x in r.layers]
 
     assert numbers(again) == numbers(res)  # seeded: the same numbers
     with pytest.raises(GeoscreenError, match="unknown probe"):
@@ -52,7 +52,7 @@ def test_run_spec_and_open_ledger(small_cache, tmp_path: Path):
     view = geoscreen.open_ledger(ledger)
     hyps = view.hypotheses()
     assert isinstance(hyps, pd.DataFrame) and len(hyps) == 1
-    assert {"hypothesis_id", "statement", "p_value", "q_value", "significant"} <= set(hyps)
+    assert {"hypothesis_id", "statement", "p_value", "q_bh", "significant"} <= set(hyps)
     assert hyps.loc[0, "statement"] == SPEC["statement"] and bool(hyps.loc[0, "significant"])
     layers = view.layer_results()
     assert list(layers["layer"]) == small_cache.layers
@@ -67,7 +67,7 @@ def test_run_spec_and_open_ledger(small_cache, tmp_path: Path):
 def test_the_no_effect_line_comes_from_the_probe(small_cache, tmp_path: Path):
     """axis_separation declares effect_null=0.5: its 'auroc_oriented' profile is drawn against
     0.5, not the 0 a name-based guess gave; ledgers without the record fall back to the name."""
-    from geoscreen.agent.report import collect
+    from geoscreen.agent.report.page import collect
     from geoscreen.store.query import effect_null
 
     ledger = tmp_path / "l.sqlite"

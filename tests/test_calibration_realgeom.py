@@ -138,7 +138,7 @@ class Bed:
             self.ctx.seed = 10_000 + r
             prm = make(self.cache.layers[0])
             res = [run(probe, prm, self.ctx, layer, alt) for layer in self.cache.layers]
-            out.append(combine(res, across, alt, seed=r)["p_value"])
+            out.append(combine(res, across, alt, seed=r).p_value)
         return out
 
 
@@ -245,6 +245,31 @@ def test_anchor_convergence_trend(bed):
     _assert_failure_labelled("anchor_convergence", "none", "random anchor + 3 (trend)",
                              bed.combined("anchor_convergence", lambda _l: {
                                  **make(None), "null": "none"}, "trend", 60, "two-sided"))
+
+
+@pytest.mark.parametrize("kind", ["random", "well-annotated"])
+def test_centroid_convergence_matched(bed, kind):
+    """A random 5-gene anchor set's centroid and 3 random genes: hubs sit near every centroid,
+    and the matched null (annotation count, centrality) must absorb it."""
+    pool = None if kind == "random" else bed.well_annotated
+
+    def make(layer):
+        g = bed.random_set(8, pool)
+        return {"genes": bed.genes(g[5:]), "anchor_set": bed.genes(g[:5]), "n_bootstrap": 0,
+                "n_permutations": 199}
+    _assert_default_calibrated("centroid_convergence", "matched",
+                               f"{kind} 5-gene centroid + 3 genes",
+                               bed.pvalues("centroid_convergence", make, reps=70))
+
+
+def test_centroid_convergence_trend(bed):
+    def make(layer):
+        g = bed.random_set(8)
+        return {"genes": bed.genes(g[5:]), "anchor_set": bed.genes(g[:5]), "n_bootstrap": 0,
+                "n_permutations": 199}
+    _assert_default_calibrated("centroid_convergence", "matched (trend)", "random centroid + 3",
+                               bed.combined("centroid_convergence", make, "trend", 60,
+                                            "two-sided"))
 
 
 def test_axis_and_role_separation(bed):

@@ -41,7 +41,7 @@ def test_queue_run_review_export(small_cache, tmp_path, cli):
     sig = json.loads(cli("ledger", "list", "--ledger", str(ledger), "--significant",
                          "--json").stdout)
     assert "axis 1 separates the planted genes" in [r["statement"] for r in sig]
-    assert all(r["q_value"] <= 0.05 for r in sig)
+    assert all(r["q_bh"] <= 0.05 for r in sig)
     show = cli("ledger", "show", "1", "--ledger", str(ledger))
     assert "per layer" in show.stdout and "mann_whitney" in show.stdout
     out = tmp_path / "r.csv"
@@ -50,7 +50,7 @@ def test_queue_run_review_export(small_cache, tmp_path, cli):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 3
     for col in ("hypothesis_id", "iteration", "source", "probe", "statement", "status",
-                "p_value", "q_value", "significant"):
+                "p_value", "q_bh", "significant"):
         assert col in rows[0]
     out_json = tmp_path / "r.json"
     cli("ledger", "export", "--ledger", str(ledger), "--format", "json", "-o", str(out_json))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from geoscreen.agent.demo import build_demo_data
+from geoscreen.extract.synthetic import build_demo_data
 
 
 def test_demo_finds_planted_structure(tmp_path, cli):

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_probe_reference_is_generated_from_the_registry():
-    from geoscreen.agent.cli_probes import reference_markdown
+    from geoscreen.agent.cli.probes import reference_markdown
     from geoscreen.probes.registry import list_probes
 
     page = (ROOT / "docs" / "reference" / "probes.md").read_text()

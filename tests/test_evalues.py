@@ -156,9 +156,9 @@ def test_combining_e_values_across_layers():
                           e_method=E_PERMUTATION, n_permutations=99)
               for i, (p, e) in enumerate([(0.01, 40.0), (0.5, 0.3), (0.2, 1.1)])]
     c = combine(layers, "any", "greater", seed=0)
-    assert c["e_value"] == pytest.approx((40 + 0.3 + 1.1) / 3)
-    assert c["e_method"] == f"mean:{E_PERMUTATION}"
-    assert combine(layers, "all", "greater", seed=0)["e_value"] == 0.3
+    assert c.e_value == pytest.approx((40 + 0.3 + 1.1) / 3)
+    assert c.e_method == f"mean:{E_PERMUTATION}"
+    assert combine(layers, "all", "greater", seed=0).e_value == 0.3
 
 
 def test_min_is_valid_for_all_but_the_max_is_not_for_any():

@@ -21,7 +21,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from geoscreen.agent.cli_extract import register
+from geoscreen.agent.cli.extract import register
 from geoscreen.errors import GeoscreenError
 from geoscreen.extract.checkpoint import (
     ENCODER_PREFIXES,

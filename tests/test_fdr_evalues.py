@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from geoscreen import multitest
 from geoscreen.agent.campaign import CampaignConfig, _finish_iteration
 from geoscreen.combine import combine
 from geoscreen.errors import GeoscreenError
@@ -87,10 +88,10 @@ def test_e_values_are_stored_per_layer_and_per_hypothesis(tmp_path):
 def test_e_bh_by_hand_and_as_the_significant_flag(tmp_path):
     e = np.array([100.0, 45.0, 30.0, 2.0, 0.5])
     # m = 5, alpha = 0.1: thresholds m / (alpha k) = 50, 25, 16.7, 12.5, 10 -> e_(3) = 30 >= 16.7
-    assert fdr.e_bh(e, 0.1).tolist() == [True, True, True, False, False]
-    assert fdr.e_bh(e, 0.05).tolist() == [True, False, False, False, False]  # 45 < 50
+    assert multitest.e_bh(e, 0.1).tolist() == [True, True, True, False, False]
+    assert multitest.e_bh(e, 0.05).tolist() == [True, False, False, False, False]  # 45 < 50
     # q_(r) = min over k >= r of m / (k e_(k)): 5/100, 5/90, 5/90, 5/8, capped 1
-    np.testing.assert_allclose(fdr.e_bh_q(e), [0.05, 5 / 90, 5 / 90, 0.625, 1.0])
+    np.testing.assert_allclose(multitest.e_bh_q(e), [0.05, 5 / 90, 5 / 90, 0.625, 1.0])
     led = Ledger(tmp_path / "l.sqlite")
     _configure(led, alpha=0.1, offline_procedure="e-bh", online_procedure="e-lond")
     _iteration(led, [(k, "any", _outcome([(p, ev)], "any"))
@@ -150,7 +151,7 @@ def test_unattainable_level_is_flagged_and_shown(tmp_path, capsys, monkeypatch):
     path = tmp_path / "l.sqlite"
     led = Ledger(path)
     trend = _outcome([(None, None)] * 6, "trend", effects=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
-    assert trend["combined"]["p_value"] == pytest.approx(1 / 720)
+    assert trend["combined"].p_value == pytest.approx(1 / 720)
     coarse = _outcome([(0.001, 1000.0)], "any", m=999)  # at stream position 2: too coarse
     perm = _outcome([(1e-4, 1e4)], "any", m=9999)
     _iteration(led, [(0, "trend", trend), (1, "any", coarse), (2, "any", perm)])
@@ -189,7 +190,7 @@ def test_unattainable_level_is_flagged_and_shown(tmp_path, capsys, monkeypatch):
 
 
 def test_report_says_why_an_unreachable_hypothesis_was_not_rejected(tmp_path):
-    from geoscreen.agent.report import render_report
+    from geoscreen.agent.report.page import render_report
 
     path = tmp_path / "l.sqlite"
     led = Ledger(path)

@@ -93,7 +93,7 @@ def test_offline_q_values_are_bh_by_over_everything_so_far_and_can_change(tmp_pa
     assert {k: (h[k].online_alpha, h[k].online_decision) for k in first_online} == first_online
     # q-values reach the ledger views used by list / show / export
     listed = {r["statement"]: r for r in list_hypotheses(led)}
-    assert listed["hypothesis 1 (any)"]["q_value"] == pytest.approx(q_bh[1])
+    assert listed["hypothesis 1 (any)"]["q_bh"] == pytest.approx(q_bh[1])
     shown = show_hypothesis(led, h["hypothesis 1 (any)"].id)
     assert shown["q_by"] == pytest.approx(q_by[1]) and shown["online_decision"] is False
 
@@ -119,6 +119,12 @@ def test_each_layer_is_a_member_and_failed_hypotheses_are_not(tmp_path):
         summ = fdr.summary(s, c)
     assert (summ["members"], summ["hypotheses"], summ["failed"]) == (5, 3, 1)
     assert summ["pi0"] == pytest.approx(min(1.0, sum(p > 0.5 for p in family_p) / (5 * 0.5)))
+    # `ledger show` keeps the adjusted p (display) and the raw layer p (what FDR tests) apart
+    from conftest import run_cli
+
+    shown = run_cli("ledger", "show", "1", "--ledger", str(tmp_path / "l.sqlite")).stdout
+    assert "p (Bonferroni over 3 layers) = 0.0003, raw p = 0.0001 in L1" in shown
+    assert "significant (BH) yes" in shown
     by_key = {m["key"]: m for m in summ["methods"]}
     assert by_key["bh"]["hypotheses"] == 1 and by_key["lord++"]["primary"]
     assert set(by_key) == {"bh", "by", "e-bh", "lord++", "saffron", "lond", "batch-bh", "e-lond"}

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from geoscreen.multitest import bh_by, e_bh
 from geoscreen.online_fdr import BatchBH, ELond, Lond, LordPlusPlus, Saffron
 from geoscreen.result import calibrate_p
-from geoscreen.store.fdr import bh_by, e_bh
 
 ALPHA = 0.05
 M = 500

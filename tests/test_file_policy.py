@@ -97,7 +97,7 @@ def test_the_worker_enforces_the_policy_for_model_specs(small_cache, tmp_path: P
     assert SECRET not in str(err.value)
     # a human spec (allowed_files None) reads it
     out = run_job({**job, "spec": _reads(secret_file), "allowed_files": None})
-    assert out["combined"]["p_value"] is not None
+    assert out.combined.p_value is not None
 
 
 @pytest.mark.parametrize("make,expected", [

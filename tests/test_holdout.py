@@ -63,8 +63,8 @@ def test_the_screen_never_sees_the_held_out_genes(tmp_path: Path):
             res = run_job({"spec": SPEC, "cache_path": str(cache.path), "seed": 5,
                            "split": {**split, "part": part},
                            "work_dir": str(tmp_path / f"work-{name}")})
-            out[name, part] = [(r["statistic"], r["p_value"], r["n"]) for r in res["layers"]]
-            assert res["provenance"]["gene_split"]["part"] == part
+            out[name, part] = [(r.statistic, r.p_value, r.n) for r in res.layers]
+            assert res.provenance["gene_split"]["part"] == part
     assert out["a", "screen"] == out["b", "screen"]
     assert out["a", "holdout"] != out["b", "holdout"]
     n_screen = int((~held[:40]).sum())

@@ -78,7 +78,7 @@ def test_list_command_table_and_json(ledger):
                   "--family", "manifold_distance")
     rows = json.loads(res.stdout)
     assert rows and all(r["significant"] and r["family"] == "manifold_distance" for r in rows)
-    assert {"hypothesis_id", "q_value", "q_by", "online_decision", "parents"} <= set(rows[0])
+    assert {"hypothesis_id", "q_bh", "q_by", "online_decision", "parents"} <= set(rows[0])
     bad = run_cli("ledger", "list", "--ledger", str(ledger), "--iteration", "x")
     assert bad.returncode == 2 and "cannot read iteration" in bad.stderr
 
@@ -156,3 +156,44 @@ def test_export_csv_keeps_every_column(ledger, tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(list_hypotheses(str(ledger)))
     assert json.loads(rows[-1]["parents"]) is not None and "online_procedure" in rows[0]
+
+
+def test_export_parquet_and_layers_match_json_and_the_api(ledger, tmp_path):
+    """One name per column: Parquet, JSON and the Python API carry the same columns and values,
+    for hypotheses and for per-layer results."""
+    import pandas as pd
+
+    import geoscreen
+
+    L = str(ledger)
+    view = geoscreen.open_ledger(L)
+    for table, api_frame in (("hypotheses", view.hypotheses()), ("layers", view.layer_results())):
+        pq, js = tmp_path / f"{table}.parquet", tmp_path / f"{table}.json"
+        for fmt, path in (("parquet", pq), ("json", js)):
+            res = run_cli("ledger", "export", "--ledger", L, "--table", table, "--format", fmt,
+                          "-o", str(path))
+            assert res.returncode == 0, res.stderr
+        frame = pd.read_parquet(pq)
+        rows = json.loads(js.read_text())
+        assert list(frame.columns) == list(rows[0]) == list(api_frame.columns)
+        assert len(frame) == len(rows) == len(api_frame) > 0
+        num = [c for c in frame.columns if c in ("p_value", "q_bh", "effect_size", "statistic")]
+        pd.testing.assert_frame_equal(frame[num].astype(float),
+                                      api_frame[num].astype(float), check_dtype=False)
+        if table == "hypotheses":
+            assert [json.loads(x) for x in frame["parents"]] == [r["parents"] for r in rows]
+    assert len(pd.read_parquet(tmp_path / "layers.parquet")) > len(view.hypotheses())
+
+
+def test_export_refuses_to_overwrite_and_names_the_choices(ledger, tmp_path):
+    out = tmp_path / "x.csv"
+    out.write_text("mine\n")
+    res = run_cli("ledger", "export", "--ledger", str(ledger), "-o", str(out))
+    assert res.returncode == 2 and "already exists" in res.stderr and "--overwrite" in res.stderr
+    assert out.read_text() == "mine\n" and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli("ledger", "export", "--ledger", str(ledger), "-o", str(out), "--overwrite")
+    assert res.returncode == 0 and out.read_text().startswith("hypothesis_id,")
+    res = run_cli("ledger", "export", "--ledger", str(ledger), "--format", "parquett",
+                  "-o", str(tmp_path / "y"))
+    assert res.returncode == 2 and "did you mean 'parquet'" in res.stderr
+    assert not (tmp_path / "y").exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from geoscreen.agent.campaign import CampaignConfig
-from geoscreen.agent.config import load_campaign_config
+from geoscreen.agent.llm.config import load_campaign_config
 from geoscreen.errors import GeoscreenError
 
 

@@ -21,7 +21,7 @@ from llm_server import (
 from sqlalchemy import select
 
 from geoscreen.agent.brainstorm import BrainstormerUnavailable
-from geoscreen.agent.llm import OpenAIBrainstormer, extract_json
+from geoscreen.agent.llm.brainstormer import OpenAIBrainstormer, extract_json
 from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.hypotheses.loader import parse_spec
 from geoscreen.store.ledger import Ledger

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from geoscreen.agent.brainstorm import make_brainstormer
 from geoscreen.agent.cli import app
-from geoscreen.agent.config import load_campaign_config
-from geoscreen.agent.prompting import PromptBuilder
+from geoscreen.agent.llm.config import load_campaign_config
+from geoscreen.agent.llm.prompting import PromptBuilder
+from geoscreen.agent.llm.tokens import TokenCounter
 from geoscreen.agent.state import CampaignState, HypView
-from geoscreen.agent.tokens import TokenCounter
 from geoscreen.errors import GeoscreenError
 from geoscreen.hypotheses.loader import parse_spec
 from geoscreen.store.ledger import Ledger

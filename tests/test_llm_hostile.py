@@ -13,7 +13,7 @@ from test_llm import A, B, C, brainstormer, ledger, rows, server, state  # noqa:
 from test_llm_campaign import calls, config, table
 
 from geoscreen.agent.campaign import run_campaign
-from geoscreen.agent.llm import extract_json
+from geoscreen.agent.llm.brainstormer import extract_json
 from geoscreen.store.models import Hypothesis
 
 DEEP = "[" * 50_000 + "]" * 50_000
@@ -51,7 +51,7 @@ def test_hostile_replies_become_rejections_and_every_call_is_recorded(small_cach
 
 
 def test_a_call_is_recorded_before_its_reply_is_read(server, ledger, monkeypatch):  # noqa: F811
-    import geoscreen.agent.llm as llm
+    import geoscreen.agent.llm.brainstormer as llm
 
     def dies(_reply):
         raise KeyboardInterrupt  # the process dies while reading the reply

@@ -117,7 +117,7 @@ def test_anchor_trend_uses_the_same_null_sets_in_every_layer(tmp_path):
     assert all(r.null_draws is not None and len(r.null_draws) == 99 for r in res)
     assert "null_draws" not in res[0].model_dump()  # never stored in the ledger
     out = combine(res, "trend", "greater", seed=0)
-    assert out["method"] == "spearman_trend_vs_null_sets"
+    assert out.method == "spearman_trend_vs_null_sets"
     # same seed and strata: a second run draws the same null sets
     again = [run("anchor_convergence", prm, ctx, layer) for layer in cache.layers]
     assert again[2].null_draws == res[2].null_draws

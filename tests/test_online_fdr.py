@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from scipy.special import zeta
 
+from geoscreen.multitest import bh_count
 from geoscreen.online_fdr import (
     BatchBH,
     ELond,
     Lond,
     LordPlusPlus,
     Saffron,
-    bh_count,
     make_procedure,
     procedure_from_state,
 )

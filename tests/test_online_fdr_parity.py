@@ -30,6 +30,7 @@ from online_fdr.p_values import Lond as TheirLond  # noqa: E402
 from online_fdr.p_values import LordPlusPlus as TheirLord  # noqa: E402
 from online_fdr.p_values import Saffron as TheirSaffron  # noqa: E402
 
+from geoscreen.multitest import e_bh  # noqa: E402
 from geoscreen.online_fdr import (  # noqa: E402
     BatchBH,
     ELond,
@@ -37,7 +38,6 @@ from geoscreen.online_fdr import (  # noqa: E402
     LordPlusPlus,
     Saffron,
 )
-from geoscreen.store.fdr import e_bh  # noqa: E402
 
 SEEDS = range(12)
 N = 400

@@ -158,6 +158,15 @@ def test_anchor_convergence_calibrated(null, nul):
             assert_calibrated(_pvalues("anchor_convergence", prm, null, reps=reps)))
 
 
+@pytest.mark.parametrize("nul", ["gene_shuffle", "matched"])
+def test_centroid_convergence_calibrated(null, nul):
+    prm = {"genes": genes_ref([5, 6, 7]), "anchor_set": genes_ref([0, 1, 2, 3]), "null": nul,
+           "n_bootstrap": 0, "n_permutations": 199}
+    reps = REPS if nul == "gene_shuffle" else 150
+    _report(f"centroid_convergence/{nul}",
+            assert_calibrated(_pvalues("centroid_convergence", prm, null, reps=reps)))
+
+
 @pytest.mark.parametrize("prm", [
     {"statistic": "mean_similarity", "null": "matched"},
     {"statistic": "retrieval_auroc", "null": "matched"},
@@ -246,7 +255,7 @@ def test_descriptive_trend_calibrated(small, name, prm):
             x.layer_index = k
         assert all(x.p_value is None and x.n > 0 for x in res)
         comb = combine(res, "trend", "two-sided", seed=r)
-        pvals.append(comb["p_value"])
-        evals.append(comb["e_value"])
+        pvals.append(comb.p_value)
+        evals.append(comb.e_value)
     _check_e(f"{name}/trend", evals, {"trend"})
     _report(f"{name}/trend", assert_calibrated(pvals))

@@ -23,8 +23,8 @@ CATALOGUE = REPO / "hypotheses" / "catalogue"
 EXPECTED = {
     "spectrum", "intrinsic_dimension", "axis_separation", "pair_proximity", "co_pole",
     "graded_proximity", "role_separation", "edge_specificity", "sign_contrast",
-    "anchor_convergence", "set_cohesion", "layer_similarity", "persistent_homology",
-    "cross_model_alignment", "null_robustness",
+    "anchor_convergence", "centroid_convergence", "set_cohesion", "layer_similarity",
+    "persistent_homology", "cross_model_alignment", "null_robustness",
 }
 
 
@@ -55,7 +55,8 @@ def test_catalogue_loads_and_covers_every_probe():
     assert described and all(s.spec.statement for s in specs)
     for s in specs:  # descriptive probes need a trend across layers for a hypothesis p-value
         params = s.params
-        descriptive = (s.spec.probe in ("spectrum", "anchor_convergence", "layer_similarity")
+        descriptive = (s.spec.probe in ("spectrum", "anchor_convergence", "centroid_convergence",
+                                        "layer_similarity")
                        and params.get("null") == "none") or s.spec.probe == "intrinsic_dimension"
         if descriptive:
             assert s.spec.across_layers == "trend", s.spec.statement

@@ -153,17 +153,58 @@ def test_anchor_convergence_trend_and_gene_shuffle(tmp_path):
     ctx = context(_cache(tmp_path, layers), tmp_path)
     prm = {"genes": genes_ref([1, 2]), "anchor": "G0"}
     res = run_layers("anchor_convergence", {**prm, "null": "none"}, ctx)
-    assert combine(res, "trend", "greater", 0)["p_value"] == pytest.approx(1 / 120)
+    assert combine(res, "trend", "greater", 0).p_value == pytest.approx(1 / 120)
     assert res[-1].statistic == pytest.approx(0.8, abs=0.15)
     # the default, set-level trend: the same matched null genes in every layer.  With 5 layers
     # a random set reaches rho = 1 now and then (ties count against the claim), so the floor is
     # above 1 / 200; the planted rho of 1 still beats 95% of the random sets
     res = run_layers("anchor_convergence", {**prm, "n_permutations": 199}, ctx)
     out = combine(res, "trend", "greater", 0)
-    assert out["method"] == "spearman_trend_vs_null_sets"
-    assert out["effect_size"] == pytest.approx(1.0) and out["p_value"] <= 0.05
+    assert out.method == "spearman_trend_vs_null_sets"
+    assert out.effect_size == pytest.approx(1.0) and out.p_value <= 0.05
     r = run("anchor_convergence", {**prm, "null": "gene_shuffle"}, ctx, "L4")
     assert r.p_value <= 0.01
+
+
+def test_centroid_convergence_finds_genes_moving_to_a_set_centre(tmp_path):
+    """Genes 5-7 drift toward the centre of genes 0-4 with depth; genes 8-10 do not."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((N, D))
+    centre = base[:5] / np.linalg.norm(base[:5], axis=1, keepdims=True)
+    c = centre.mean(axis=0)
+    c /= np.linalg.norm(c)
+    layers = []
+    for w in (0.0, 0.2, 0.4, 0.6, 0.8):
+        X = base.copy()
+        X[5:8] = _mix(np.repeat(c[None] * np.sqrt(D), 3, 0), w, np.random.default_rng(12))
+        layers.append(X)
+    ctx = context(_cache(tmp_path, layers), tmp_path)
+    prm = {"genes": genes_ref([5, 6, 7]), "anchor_set": genes_ref(range(5)),
+           "n_permutations": 199, "n_bootstrap": 50}
+    res = run_layers("centroid_convergence", prm, ctx)
+    out = combine(res, "trend", "greater", 0)
+    assert out.effect_size == pytest.approx(1.0) and out.p_value <= 0.05
+    assert res[-1].p_value <= 0.01 and res[-1].effect_size > 2  # z well above 0
+    assert 0 < res[-1].ci_low < res[-1].ci_high  # the axis bootstrap keeps it above 0
+    assert res[0].extra["anchor_genes"] == 5 and res[0].extra["overlap_left_out"] == 0
+    ctrl = run_layers("centroid_convergence", {**prm, "genes": genes_ref([8, 9, 10])}, ctx)
+    assert combine(ctrl, "trend", "greater", 0).p_value > 0.05
+    # tested genes inside the anchor set are left out, and said so
+    r = run("centroid_convergence", {**prm, "genes": genes_ref([0, 5, 6, 7])}, ctx, "L4")
+    assert r.n == 3 and r.extra["overlap_left_out"] == 1
+
+
+def test_centroid_convergence_refuses_what_it_cannot_test(tmp_path):
+    from geoscreen.errors import GeoscreenError
+
+    rng = np.random.default_rng(0)
+    ctx = context(_cache(tmp_path, [rng.standard_normal((N, D))]), tmp_path)
+    with pytest.raises(GeoscreenError, match="every tested gene is in the anchor set"):
+        run("centroid_convergence", {"genes": genes_ref([0, 1]), "anchor_set": genes_ref(range(4))},
+            ctx, "L0")
+    with pytest.raises(GeoscreenError, match="anchor_set"):
+        run("centroid_convergence", {"genes": genes_ref([5]), "anchor_set": genes_ref([0])},
+            ctx, "L0")
 
 
 @pytest.mark.parametrize("prm", [{}, {"statistic": "retrieval_auroc"},
@@ -191,7 +232,7 @@ def test_spectrum_trend_and_feature_shuffle(tmp_path):
     ctx = context(_cache(tmp_path, layers), tmp_path)
     res = run_layers("spectrum", {}, ctx)
     tr = combine(res, "trend", "less", 0)
-    assert tr["p_value"] == pytest.approx(1 / 120) and tr["effect_size"] == pytest.approx(-1.0)
+    assert tr.p_value == pytest.approx(1 / 120) and tr.effect_size == pytest.approx(-1.0)
     assert all(r.ci_low <= r.statistic <= r.ci_high for r in res)
     r = run("spectrum", {"null": "feature_shuffle", "n_bootstrap": 0}, ctx, "L4")
     assert r.p_value == 1 / 200
@@ -207,7 +248,7 @@ def test_intrinsic_dimension_trend(tmp_path):
                       1e-4 * rng.standard_normal((N, D)))
     ctx = context(_cache(tmp_path, layers), tmp_path)
     res = run_layers("intrinsic_dimension", {}, ctx)
-    assert combine(res, "trend", "less", 0)["p_value"] == pytest.approx(1 / 120)
+    assert combine(res, "trend", "less", 0).p_value == pytest.approx(1 / 120)
     assert abs(res[3].statistic - 3) < 1.0 and abs(res[4].statistic - 2) < 0.7
 
 

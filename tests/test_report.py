@@ -16,9 +16,10 @@ import pytest
 from conftest import run_cli
 from test_report_support import campaign_ledger
 
-from geoscreen.agent import svg
-from geoscreen.agent.report import collect, render_report, storey_pi0
+from geoscreen.agent.report import svg
+from geoscreen.agent.report.page import collect, render_report
 from geoscreen.errors import GeoscreenError
+from geoscreen.multitest import storey_pi0
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.query import list_hypotheses
 
@@ -102,7 +103,7 @@ def test_numbers_match_the_ledger(ledger):
     disc_ids = [d["hypothesis_id"] for d in data["discoveries"]]
     assert {r["hypothesis_id"] for r in done if r["significant"]} <= set(disc_ids)
     bh = [d for d in data["discoveries"] if d["significant"]]
-    assert [d["q_value"] for d in bh] == sorted(d["q_value"] for d in bh)
+    assert [d["q_bh"] for d in bh] == sorted(d["q_bh"] for d in bh)
     methods = {r["label"]: r for r in data["fdr_rows"]}
     assert methods["BH"]["hypotheses"] == data["counts"]["bh"]
     assert "Bonferroni" in methods and any(r["kind"] == "online" for r in data["fdr_rows"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_report_support import campaign_ledger
 
-from geoscreen.agent.report import render_report
+from geoscreen.agent.report.page import render_report
 from geoscreen.store.query import list_hypotheses
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from geoscreen.agent.report import collect, render_report
+from geoscreen.agent.report.page import collect, render_report
 from geoscreen.hypotheses.loader import parse_spec
 from geoscreen.probes import nulls
 from geoscreen.store.ledger import Ledger

@@ -20,7 +20,7 @@ from test_llm_campaign import config
 from test_report_browser import _browser, _chromium
 
 from geoscreen.agent.campaign import run_campaign
-from geoscreen.agent.report import _script_json
+from geoscreen.agent.report.page import _script_json
 from geoscreen.store.query import list_hypotheses
 
 PWN = "document.title='pwned'"

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from geoscreen.agent.cli_resources import register
+from geoscreen.agent.cli.resources import register
 from geoscreen.store.cache import write_cache
 
 runner = CliRunner()

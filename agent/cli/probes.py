@@ -13,7 +13,7 @@ def reference_markdown() -> str:
     """The probe reference page (docs/reference/probes.md), generated from the registry: every
     built-in probe's description, statistic, effect size and its no-effect value, nulls with
     what each controls for, alternatives, parameters (type, default, meaning) and examples."""
-    from geoscreen.agent.prompting import param_rows
+    from geoscreen.agent.llm.prompting import param_rows
     from geoscreen.probes import nulls as null_models
     from geoscreen.probes.registry import list_probes
 
@@ -59,7 +59,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="full schemas as
     """List probes with family, version, nulls and parameter schema."""
     from rich.table import Table
 
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
     from geoscreen.probes import nulls as null_models
     from geoscreen.probes.registry import list_probes
 

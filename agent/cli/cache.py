@@ -21,7 +21,7 @@ def import_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cache"),
 ) -> None:
     """Import a (layers, genes, dim) array plus a gene list as a cache."""
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
     from geoscreen.store.cache import import_array
 
     names = [x.strip() for x in layer_names.split(",") if x.strip()] or None
@@ -38,7 +38,7 @@ def info_cmd(path: Path = typer.Argument(..., help="cache folder"),
     """Show what a cache holds (reads the manifest and gene table only)."""
     from rich.table import Table
 
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
     from geoscreen.store.cache import open_cache
 
     cache = open_cache(path)

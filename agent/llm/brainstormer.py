@@ -30,13 +30,13 @@ from geoscreen.agent.brainstorm import (
     ProposalBatch,
     Rejected,
 )
-from geoscreen.agent.config import LLMConfig, parse_llm_config
-from geoscreen.agent.llm_accounting import CallRecorder, CallRow
-from geoscreen.agent.llm_client import CallLog, ChatClient, ChatReply, ServiceDown
-from geoscreen.agent.prompting import PromptBuilder, probe_catalog, reply_schema
+from geoscreen.agent.llm.accounting import CallRecorder, CallRow, usd
+from geoscreen.agent.llm.client import CallLog, ChatClient, ChatReply, ServiceDown
+from geoscreen.agent.llm.config import LLMConfig, parse_llm_config
+from geoscreen.agent.llm.prompting import PromptBuilder, probe_catalog, reply_schema
+from geoscreen.agent.llm.tokens import TokenCounter
 from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.agent.textsafe import valid_unicode
-from geoscreen.agent.tokens import TokenCounter
 from geoscreen.errors import GeoscreenError, did_you_mean
 from geoscreen.hypotheses.bounded import (
     MAX_DEPTH,
@@ -264,10 +264,6 @@ def _shown(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k != "source"}
 
 
-def _usd(x: float) -> str:
-    return f"${x:.2f}" if x >= 1 else f"${x:.4f}"
-
-
 # -- the brainstormer ----------------------------------------------------------------------------
 class OpenAIBrainstormer:
     """`--brainstormer openai`: see the module docstring; `from_options` builds it."""
@@ -314,8 +310,8 @@ class OpenAIBrainstormer:
         """Called by the campaign before each iteration (outside any ledger transaction)."""
         self.recorder.flush()
         if self.over_cost():
-            return (f"cost budget of {_usd(self.cfg.max_cost_usd or 0.0)} reached "
-                    f"({_usd(self.spent())} spent on {self.cfg.model})")
+            return (f"cost budget of {usd(self.cfg.max_cost_usd or 0.0)} reached "
+                    f"({usd(self.spent())} spent on {self.cfg.model})")
         minutes = (time.monotonic() - self._started) / 60
         if self.cfg.max_minutes is not None and minutes >= self.cfg.max_minutes:
             return f"wall-time budget of {self.cfg.max_minutes:g} min reached ({minutes:.1f} min)"

@@ -17,15 +17,12 @@ from typing import Any
 
 import typer
 
-from geoscreen.agent.console import ledger_option
+from geoscreen.agent.cli.console import fmt_number as _fmt
+from geoscreen.agent.cli.console import ledger_option
 
 ledger_app = typer.Typer(help="Browse, compare and export campaign ledgers.",
                          no_args_is_help=True)
 LEDGER_OPT = ledger_option()
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.3g}"
 
 
 def _color() -> bool:
@@ -112,7 +109,7 @@ def list_cmd(
     from geoscreen.agent.textsafe import terminal_safe
 
     online = any(r["online_decision"] is not None for r in rows)
-    headers = ["id", "it", "source", "probe", "status", "effect", "p", "q(BH)", "sig"]
+    headers = ["id", "it", "source", "probe", "status", "effect", "p", "q_bh", "sig"]
     headers += ["online"] if online else []
     headers.append("statement")
     body, colors = [], []
@@ -121,7 +118,7 @@ def list_cmd(
             else ""
         cells = [str(r["hypothesis_id"]), "" if r["iteration"] is None else str(r["iteration"]),
                  terminal_safe(r["source"]), terminal_safe(r["probe"]), r["status"],
-                 terminal_safe(eff), _fmt(r["p_value"]), _fmt(r["q_value"]),
+                 terminal_safe(eff), _fmt(r["p_value"]), _fmt(r["q_bh"]),
                  "yes" if r["significant"] else ""]
         if online:
             cells.append({True: "yes", False: "no", None: ""}[r["online_decision"]])
@@ -181,10 +178,17 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
         online = "not recorded" if d["online_decision"] is None else (
             f"{'reject' if d['online_decision'] else 'accept'} H0 at alpha_t "
             f"{_fmt(d['online_alpha'])} ({d['online_procedure'] or 'online'})")
-        lines += [f"result: {d['effect_name']} = {_fmt(d['effect_size'])}, p = "
-                  f"{_fmt(d['p_value'])} ({d['combine_method']} across layers), e = "
+        raw = [r for r in d.get("layers_detail") or [] if r["p_value"] is not None]
+        if d["combine_method"] == "bonferroni_min" and raw:
+            low = min(raw, key=lambda r: r["p_value"])
+            p_text = (f"p (Bonferroni over {len(raw)} layers) = {_fmt(d['p_value'])}, raw p "
+                      f"= {_fmt(low['p_value'])} in {low['layer']}; across_layers each: FDR "
+                      "tests every layer's raw p (members below)")
+        else:
+            p_text = f"p = {_fmt(d['p_value'])} ({d['combine_method']} across layers)"
+        lines += [f"result: {d['effect_name']} = {_fmt(d['effect_size'])}, {p_text}, e = "
                   f"{_fmt(d.get('e_value'))} ({d.get('e_method') or 'calibrated p'})",
-                  f"FDR: q_BH = {_fmt(d['q_value'])}, q_BY = {_fmt(d['q_by'])}, significant "
+                  f"FDR: q_BH = {_fmt(d['q_bh'])}, q_BY = {_fmt(d['q_by'])}, significant "
                   f"(BH) {'yes' if d['significant'] else 'no'}; online: {online}"]
     for m in d.get("fdr_members") or []:
         where = f"layer {m['layer']}: " if m["layer"] else ""
@@ -242,31 +246,79 @@ def show_cmd(hyp_id: int = typer.Argument(..., metavar="ID"), ledger: str = LEDG
     typer.echo("\n".join(lines))
 
 
+EXPORT_FORMATS = ("csv", "json", "parquet")
+EXPORT_TABLES = ("hypotheses", "layers")
+
+
 @ledger_app.command("export")
 def export_cmd(ledger: str = LEDGER_OPT,
-               fmt: str = typer.Option("csv", "--format", metavar="csv|json", help="csv | json"),
-               out: Path = typer.Option(..., "-o", "--out")) -> None:
-    """Export every hypothesis with p, q and decisions as CSV or JSON."""
-    import csv
+               fmt: str = typer.Option("csv", "--format", metavar="|".join(EXPORT_FORMATS),
+                                      help="csv | json | parquet (parquet needs pyarrow: "
+                                           "pip install 'geoscreen[parquet]')"),
+               table: str = typer.Option("hypotheses", "--table",
+                                         metavar="|".join(EXPORT_TABLES),
+                                         help="hypotheses: one row per hypothesis; layers: one "
+                                              "row per (hypothesis, layer)"),
+               out: Path = typer.Option(..., "-o", "--out"),
+               overwrite: bool = typer.Option(False, "--overwrite",
+                                              help="replace an existing output file")) -> None:
+    """Export every hypothesis (p, q, decisions) or every per-layer result as CSV, JSON or
+    Parquet.  Column names are the same in every format and in the Python API."""
+    from geoscreen.errors import GeoscreenError, did_you_mean
 
-    from geoscreen.agent.textsafe import csv_safe
-    from geoscreen.errors import GeoscreenError
-    from geoscreen.store.query import EXPORT_COLUMNS, list_hypotheses
-
-    if fmt not in ("csv", "json"):
-        raise GeoscreenError(f"unknown format {fmt!r}", field="--format", fix="use csv or json")
-    rows = list_hypotheses(ledger)
+    if fmt not in EXPORT_FORMATS:
+        raise GeoscreenError(f"unknown format {fmt!r}", field="--format",
+                             fix=did_you_mean(fmt, EXPORT_FORMATS))
+    if table not in EXPORT_TABLES:
+        raise GeoscreenError(f"unknown table {table!r}", field="--table",
+                             fix=did_you_mean(table, EXPORT_TABLES))
+    if out.exists() and not overwrite:
+        raise GeoscreenError(f"{out} already exists", path=str(out),
+                             fix="choose another --out or pass --overwrite")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise GeoscreenError("Parquet export needs pyarrow", field="--format",
+                                 fix="pip install 'geoscreen[parquet]', or use csv or json",
+                                 ) from None
+    columns, rows = _export_rows(ledger, table)
     if fmt == "json":
-        out.write_text(json.dumps(rows, indent=1, default=str))
+        out.write_text(json.dumps([{c: r[c] for c in columns} for r in rows], indent=1,
+                                  default=str))
+    elif fmt == "parquet":
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            [{c: json.dumps(r[c]) if c in _JSON_COLUMNS and r[c] is not None else r[c]
+              for c in columns} for r in rows], columns=list(columns))
+        frame.to_parquet(out, index=False)
     else:
+        import csv
+
+        from geoscreen.agent.textsafe import csv_safe
+
         with open(out, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(EXPORT_COLUMNS)
+            w.writerow(columns)
             for r in rows:  # a cell starting with = + - @ is quoted: text, never a formula
                 w.writerow([csv_safe("" if r[c] is None else
-                                     json.dumps(r[c]) if c in ("layers", "parents") else r[c])
-                            for c in EXPORT_COLUMNS])
-    typer.echo(f"wrote {len(rows)} hypotheses to {out}")
+                                     json.dumps(r[c]) if c in _JSON_COLUMNS else r[c])
+                            for c in columns])
+    typer.echo(f"wrote {len(rows)} {'hypotheses' if table == 'hypotheses' else 'layer results'}"
+               f" to {out}")
+
+
+_JSON_COLUMNS = ("layers", "parents")  # lists (or "all"): one JSON text cell in CSV and Parquet
+
+
+def _export_rows(ledger: str, table: str) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
+    """The rows of one exported table and its columns (the Python API's names)."""
+    from geoscreen.store.query import EXPORT_COLUMNS, LAYER_COLUMNS, layer_records, list_hypotheses
+
+    if table == "layers":
+        return LAYER_COLUMNS, layer_records(ledger)
+    return EXPORT_COLUMNS, list_hypotheses(ledger)
 
 
 @ledger_app.command("diff")

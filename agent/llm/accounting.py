@@ -21,6 +21,11 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+
+def usd(x: float) -> str:
+    """A cost in US dollars: cents from $1 up, four decimals below (and $0.00 for nothing)."""
+    return f"${x:.2f}" if x >= 1 or x == 0 else f"${x:.4f}"
+
 log = logging.getLogger(__name__)
 
 

@@ -1,4 +1,5 @@
-"""The `geoscreen` command.  Sub-commands live in `cli_*` modules and register themselves here.
+"""The `geoscreen` command.  Each sub-command group is a module of this package that registers
+itself here; `console` holds the output helpers they share.
 
 Top-level imports stay light: every command, however small, pays for them.
 """
@@ -19,15 +20,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_COMMAND_MODULES = ("cli_cache", "cli_probes", "cli_campaign", "cli_ledger", "cli_demo",
-                    "cli_resources", "cli_extract", "cli_report", "cli_fdr", "cli_llm")
+_COMMAND_MODULES = ("cache", "probes", "campaign", "ledger", "demo", "resources", "extract",
+                    "report", "fdr", "llm")
 
 
 def _register() -> None:
     import importlib
 
     for name in _COMMAND_MODULES:
-        importlib.import_module(f"geoscreen.agent.{name}").register(app)
+        importlib.import_module(f"geoscreen.agent.cli.{name}").register(app)
 
 
 def _plain_flag_types() -> None:

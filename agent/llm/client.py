@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from geoscreen.agent.config import LLMConfig
+from geoscreen.agent.llm.config import LLMConfig
+from geoscreen.agent.llm.tokens import TokenCounter
 from geoscreen.agent.textsafe import valid_unicode
-from geoscreen.agent.tokens import TokenCounter
 
 
 @dataclass

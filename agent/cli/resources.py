@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _console() -> Any:
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
 
     return console(soft_wrap=False)
 

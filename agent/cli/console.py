@@ -38,6 +38,11 @@ def stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def fmt_number(x: float | None) -> str:
+    """A number in a table cell: three significant digits, empty when missing."""
+    return "" if x is None else f"{x:.3g}"
+
+
 def ledger_option() -> Any:
     """The `--ledger` option every command shares; `GEOSCREEN_LEDGER` supplies a default."""
     import typer

@@ -24,8 +24,8 @@ def demo_cmd(
     from rich.table import Table
 
     from geoscreen.agent.campaign import CampaignConfig, run_campaign
-    from geoscreen.agent.cli_campaign import RichReporter
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.campaign import RichReporter
+    from geoscreen.agent.cli.console import console
     from geoscreen.agent.demo import (
         clear_demo_output,
         compare_with_planted,
@@ -81,15 +81,15 @@ def demo_cmd(
         ok = found == item["planted"]
         t.add_row(item["claim"], "yes" if item["planted"] else "no", f"#{h['hypothesis_id']}",
                   f"{h['effect_name']}={h['effect_size']:.3g}", f"{h['p_value']:.2g}",
-                  f"{h['q_value']:.2g}",
+                  f"{h['q_bh']:.2g}",
                   ("[green]" if ok else "[red]") + ("yes" if found else "no") + "[/]")
     con.print(t)
-    from geoscreen.agent.cli_ledger import export_cmd
+    from geoscreen.agent.cli.ledger import export_cmd
 
     export_cmd(ledger=str(ledger_path), fmt="csv", out=out / "results.csv")
     report = out / "report.html"
     try:
-        from geoscreen.agent.report import render_report  # type: ignore[import-not-found]
+        from geoscreen.agent.report.page import render_report  # type: ignore[import-not-found]
     except ModuleNotFoundError:
         render_report = None
     if render_report is not None:

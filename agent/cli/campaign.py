@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from geoscreen.agent.console import ledger_option
+from geoscreen.agent.cli.console import ledger_option
 
 campaign_app = typer.Typer(help="Run, resume and watch screening campaigns.",
                            no_args_is_help=True)
@@ -32,7 +32,7 @@ class RichReporter:
     def __init__(self, total: int, quiet: bool = False) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        from geoscreen.agent.console import console
+        from geoscreen.agent.cli.console import console
 
         self.console = console()
         self.quiet = quiet
@@ -87,7 +87,7 @@ class PlainReporter:
         pass
 
     def _line(self, text: str) -> None:
-        from geoscreen.agent.console import stamp
+        from geoscreen.agent.cli.console import stamp
         from geoscreen.agent.textsafe import terminal_safe
 
         typer.echo(f"{stamp()}  {terminal_safe(text)}")
@@ -165,7 +165,7 @@ def run_cmd(
 
     options: dict[str, Any] = {}
     if config is not None:
-        from geoscreen.agent.config import load_campaign_config  # type: ignore[import-not-found]
+        from geoscreen.agent.llm.config import load_campaign_config  # type: ignore[import-not-found]
 
         options = load_campaign_config(config)
     options.update({k: v for k, v in (("model", model), ("base_url", base_url),
@@ -178,7 +178,7 @@ def run_cmd(
                          plugins=list(plugin), brainstormer_options=options,
                          retry_failed=retry_failed, allow_files=[str(p) for p in allow_files],
                          holdout_genes=holdout_genes)
-    from geoscreen.agent.console import interactive
+    from geoscreen.agent.cli.console import interactive
 
     reporter = RichReporter if interactive() else PlainReporter
     with reporter(iterations, quiet=quiet) as rep:
@@ -197,7 +197,7 @@ def run_cmd(
 @campaign_app.command("status")
 def status_cmd(ledger: str = LEDGER_OPT) -> None:
     """Where a campaign stands; safe to run while it is running."""
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
     from geoscreen.store.query import campaign_status
 
     st = campaign_status(ledger)
@@ -335,7 +335,7 @@ def queue_list_cmd(ledger: str = LEDGER_OPT) -> None:
     """Hypotheses waiting to run or waiting for approval."""
     from rich.table import Table
 
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
     from geoscreen.store.query import list_hypotheses
 
     rows = list_hypotheses(ledger, statuses=["queued", "pending_approval"])

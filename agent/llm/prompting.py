@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoscreen.agent.llm.tokens import TokenCounter
 from geoscreen.agent.state import CampaignState, HypView
-from geoscreen.agent.tokens import TokenCounter
 from geoscreen.errors import GeoscreenError
 
 TEMPLATES = ("system.j2", "iteration.j2", "repair.j2", "json_instruction.j2")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from geoscreen.agent.console import ledger_option
+from geoscreen.agent.cli.console import ledger_option
 
 LEDGER_OPT = ledger_option()
 
@@ -24,7 +24,7 @@ def report_cmd(
     The page needs no server and no network: open it from disk in any browser."""
     import time
 
-    from geoscreen.agent.report import render_report
+    from geoscreen.agent.report.page import render_report
 
     t0 = time.perf_counter()
     path = render_report(ledger, out, campaign_id=campaign, max_profiles=profiles)

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from geoscreen.agent.console import ledger_option
+from geoscreen.agent.cli.console import ledger_option
 
 llm_app = typer.Typer(help="The LLM brainstormer: connectivity, usage and cost, prompts.",
                       no_args_is_help=True)
@@ -18,7 +18,7 @@ CONFIG_OPT = typer.Option(None, "--config", help="campaign config (YAML) with an
 
 
 def _llm_config(config: Path | None, model: str | None, base_url: str | None) -> Any:
-    from geoscreen.agent.config import load_campaign_config, parse_llm_config
+    from geoscreen.agent.llm.config import load_campaign_config, parse_llm_config
 
     data: dict[str, Any] = load_campaign_config(config)["llm"] if config else {}
     data.update({k: v for k, v in (("model", model), ("base_url", base_url)) if v})
@@ -37,7 +37,7 @@ def check_cmd(config: Path = CONFIG_OPT,
               base_url: str = typer.Option(None, "--base-url", help="override llm.base_url")
               ) -> None:
     """Send one tiny request: is the server up, does it take JSON-schema output, what it costs."""
-    from geoscreen.agent.llm_client import ChatClient, ServiceDown
+    from geoscreen.agent.llm.client import ChatClient, ServiceDown
 
     cfg = _llm_config(config, model, base_url)
     client = ChatClient(cfg)
@@ -120,7 +120,7 @@ def usage_cmd(ledger: str = LEDGER_OPT,
         return
     from rich.table import Table
 
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
 
     t = Table(title="LLM calls and proposals per iteration")
     for col in ("iteration", "calls", "tokens in", "tokens out", "cost $", "latency s",
@@ -147,8 +147,8 @@ def prompt_cmd(ledger: str = LEDGER_OPT, config: Path = CONFIG_OPT,
     """Print the prompt the next iteration would send (templates from --config if given)."""
     from sqlalchemy import func, select
 
-    from geoscreen.agent.config import load_campaign_config, parse_llm_config
-    from geoscreen.agent.prompting import PromptBuilder
+    from geoscreen.agent.llm.config import load_campaign_config, parse_llm_config
+    from geoscreen.agent.llm.prompting import PromptBuilder
     from geoscreen.agent.state import snapshot
     from geoscreen.store.ledger import Ledger
     from geoscreen.store.models import Iteration

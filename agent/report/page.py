@@ -2,7 +2,7 @@
 
 The page answers three questions without reading code: what was tested, what held up under FDR
 control, and why each proposal was made.  It opens from disk with no server and no network: CSS,
-JavaScript, data and plots (inline SVG, see `geoscreen.agent.svg`) are all inside the file.
+JavaScript, data and plots (inline SVG, see `geoscreen.agent.report.svg`) are all inside the file.
 
 Scale: profile plots are drawn here only for the strongest results; every other hypothesis
 carries its per-layer numbers in a compact JSON block that the page's script plots on demand, so
@@ -19,7 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from geoscreen.agent import svg
+from geoscreen.agent.llm.accounting import usd
+from geoscreen.agent.report import svg
+from geoscreen.multitest import bh_count, storey_pi0
 
 MAX_PROFILES = 40  # full profile plots drawn server-side (discoveries first)
 MAX_LINEAGE_LIST = 400  # nodes in the nested lineage list
@@ -29,23 +31,6 @@ MAX_EVENTS = 300
 
 
 # -- statistics ---------------------------------------------------------------------------------
-def storey_pi0(pvalues: list[float], lam: float = 0.5) -> float | None:
-    """Storey's estimate of the share of true nulls: #{p > lambda} / (m (1 - lambda)), <= 1."""
-    if not pvalues:
-        return None
-    return min(1.0, sum(1 for p in pvalues if p > lam) / (len(pvalues) * (1 - lam)))
-
-
-def _bh_count(pvalues: list[float], level: float) -> int:
-    """Number of BH rejections at `level` (step-up: largest k with p_(k) <= k level / m)."""
-    m = len(pvalues)
-    k = 0
-    for i, p in enumerate(sorted(pvalues), start=1):
-        if p <= i * level / m:
-            k = i
-    return k
-
-
 def _reference_methods(ps: list[float], alpha: float, pi0: float | None,
                        ) -> list[dict[str, Any]]:
     """Rules computed here for contrast (not used by the campaign, not stored)."""
@@ -61,7 +46,7 @@ def _reference_methods(ps: list[float], alpha: float, pi0: float | None,
              "note": "the strictest common rule"}]
     if pi0 is not None and m:
         rows.append({"label": "Storey-adaptive BH", "kind": "reference",
-                     "hypotheses": _bh_count(ps, alpha / max(pi0, 1e-9)),
+                     "hypotheses": bh_count(ps, alpha / max(pi0, 1e-9)),
                      "valid_under": "independence", "parameters": f"alpha/pi0, pi0={pi0:.2f}",
                      "note": "BH made less conservative by the estimated share of nulls"})
     return rows
@@ -116,12 +101,9 @@ def _fdr_summary(led: Any, campaign_id: int) -> tuple[dict[str, Any] | None, str
     from geoscreen.store import fdr
     from geoscreen.store.models import Campaign
 
-    summary = getattr(fdr, "summary", None)
-    if summary is None:
-        return None, ""
     try:
         with led.session() as s:
-            out = summary(s, s.get(Campaign, campaign_id))
+            out = fdr.summary(s, s.get(Campaign, campaign_id))
             s.rollback()  # read-only: nothing the summary touched is written back
             return out, ""
     except Exception as exc:  # the page must still render; the reason is shown in it
@@ -236,16 +218,12 @@ def _budget(c: dict[str, Any], hyps: list[dict[str, Any]], iterations: list[dict
     compute = sum(h["runtime_s"] or 0.0 for h in hyps)
     out.append(("probe compute time", _duration(compute)))
     limit = cfg.get("max_cost_usd") or cfg.get("budget_usd")
-    out.append(("LLM cost", _usd(cost) + (f" of {_usd(float(limit))} budget" if limit else "")
+    out.append(("LLM cost", usd(cost) + (f" of {usd(float(limit))} budget" if limit else "")
                 + f" ({len(calls)} calls)"))
     for key in sorted(cfg):
         if key.startswith(("max_", "budget")) and key not in ("max_cost_usd", "budget_usd"):
             out.append((key.replace("_", " "), str(cfg[key])))
     return out
-
-
-def _usd(x: float) -> str:
-    return f"${x:.2f}" if x >= 1 or x == 0 else f"${x:.4f}"
 
 
 def _duration(seconds: float) -> str:
@@ -280,7 +258,7 @@ def _is_discovery(h: dict[str, Any], alpha: float, online: dict[int, dict[str, b
 
 
 def _rank_key(h: dict[str, Any]) -> tuple:
-    q = h["q_value"] if h["q_value"] is not None else 2.0
+    q = h["q_bh"] if h["q_bh"] is not None else 2.0
     p = h["p_value"] if h["p_value"] is not None else 2.0
     return (not h["significant"], q, p, h["hypothesis_id"])
 
@@ -578,7 +556,7 @@ def _client_data(hyps: list[dict[str, Any]], profiles: dict[int, list], alpha: f
         if h["status"] == "done":
             nulls.setdefault(h["effect_name"], effect_null(h["effect_name"], h.get("provenance")))
             d.update(en=h["effect_name"], e=_r(h["effect_size"]), p=_r(h["p_value"]),
-                     q=_r(h["q_value"]), qby=_r(h["q_by"]))
+                     q=_r(h["q_bh"]), qby=_r(h["q_by"]))
             if h["significant"]:
                 d["sig"] = 1
             if h["q_by"] is not None and h["q_by"] <= alpha:
@@ -724,7 +702,7 @@ def _environment():
         autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
         lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = svg.fmt
-    env.filters["usd"] = _usd
+    env.filters["usd"] = usd
     env.filters["pct"] = lambda x: "–" if x is None else f"{100 * x:.0f}%"
     env.filters["sortnum"] = lambda x: "" if x is None else f"{float(x):.6g}"
     env.filters["short"] = _clip

@@ -8,19 +8,16 @@ from typing import Any
 
 import typer
 
-from geoscreen.agent.console import ledger_option
+from geoscreen.agent.cli.console import fmt_number as _fmt
+from geoscreen.agent.cli.console import ledger_option
 
 LEDGER_OPT = ledger_option()
 
 
 def _safe(text: Any) -> str:
-    from geoscreen.agent.cli_campaign import _safe as safe
+    from geoscreen.agent.cli.campaign import _safe as safe
 
     return safe(text)
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.3g}"
 
 
 def _campaign(led: Any, s: Any, campaign_id: int | None) -> Any:
@@ -80,7 +77,7 @@ def fdr_cmd(
 def _print_summary(d: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
 
     con = console()
     a = d["alpha"]
@@ -134,7 +131,7 @@ def _print_members(d: dict[str, Any], as_json: bool) -> None:
         return
     from rich.table import Table
 
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
 
     con = console()
     con.print(f"[bold]#{d['hypothesis_id']}[/] {d['status']}: p = {_fmt(d['p_value'])} "
@@ -260,7 +257,7 @@ def _print_family(res: Any, as_json: bool, title: str, verb: str) -> None:
         return
     from rich.table import Table
 
-    from geoscreen.agent.console import console
+    from geoscreen.agent.cli.console import console
 
     t = Table(title=f"{title} (confirmatory campaign #{res.campaign_id}, BH at {res.alpha:g})")
     for col in ("original", "statement", "p", "q_BH", "effect", "copy", "status", "p (rep)",
@@ -288,8 +285,8 @@ def _print_family(res: Any, as_json: bool, title: str, verb: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from geoscreen.agent.cli_campaign import campaign_app
-    from geoscreen.agent.cli_ledger import ledger_app
+    from geoscreen.agent.cli.campaign import campaign_app
+    from geoscreen.agent.cli.ledger import ledger_app
 
     ledger_app.command("fdr")(fdr_cmd)
     campaign_app.command("replicate")(replicate_cmd)
