@@ -204,6 +204,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "anchor_convergence": "geoscreen.probes.convergence",
     "centroid_convergence": "geoscreen.probes.convergence",
     "set_cohesion": "geoscreen.probes.cohesion",
+    "gene_drift": "geoscreen.probes.drift",
     "layer_similarity": "geoscreen.probes.layers",
     "persistent_homology": "geoscreen.probes.homology",
     "cross_model_alignment": "geoscreen.probes.alignment",

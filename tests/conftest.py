@@ -66,8 +66,8 @@ def small_cache(tmp_path: Path):
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `geoscreen` entry point in a real subprocess."""
-    full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
-        [str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")]), "COLUMNS": "200"}
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {}), "PYTHONPATH": os.pathsep.join(
+        [str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")])}  # the caller's COLUMNS wins
     return subprocess.run([sys.executable, "-m", "geoscreen.agent.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 

@@ -272,6 +272,25 @@ def test_centroid_convergence_trend(bed):
                                             "two-sided"))
 
 
+@pytest.mark.parametrize("kind", ["random", "hub"])
+def test_gene_drift_matched(bed, kind):
+    """Random 20-gene sets, and sets drawn from the most central genes (hubs move differently
+    from other genes): the matched null must keep both calibrated."""
+    first = bed.cache.layers[0]
+
+    def make(layer):
+        genes = bed.random_set(20) if kind == "random" else bed.hub_set(layer, 20)
+        return {"genes": bed.genes(genes), "n_permutations": 199,
+                "reference": "last" if layer == first else "previous"}
+    _assert_default_calibrated("gene_drift", "matched", f"{kind} 20-gene sets",
+                               bed.pvalues("gene_drift", make, alternative="two-sided"))
+    if kind == "hub":  # uniformly random sets ignore what hubs share
+        _assert_failure_labelled("gene_drift", "gene_shuffle", "hub 20-gene sets",
+                                 bed.pvalues("gene_drift", lambda layer: {
+                                     **make(layer), "null": "gene_shuffle"},
+                                     alternative="two-sided"))
+
+
 def test_axis_and_role_separation(bed):
     for test in ("mann_whitney", "label_shuffle"):
         def make(layer, test=test):

@@ -39,6 +39,12 @@ def test_a_piped_campaign_logs_timestamped_lines(small_cache, tmp_path: Path, cl
     assert "#1 started: Planted genes separate on axis 1" in text
     assert re.search(r"#1 done: p=[0-9.e-]+ auroc_oriented=", text)
     assert "iteration 1 done: 1 discoveries / 1 tested" in text
+    # `ledger list` piped to a file keeps the whole statement; COLUMNS still asks for a width
+    long = spec["statement"]
+    piped = cli("ledger", "list", "--ledger", str(ledger), env={"COLUMNS": ""}).stdout
+    assert long in piped and "…" not in piped
+    narrow = cli("ledger", "list", "--ledger", str(ledger), env={"COLUMNS": "60"}).stdout
+    assert long not in narrow and "…" in narrow
 
 
 def test_help_shows_choices_and_no_bogus_flag_types(cli):

@@ -159,6 +159,15 @@ def test_anchor_convergence_calibrated(null, nul):
 
 
 @pytest.mark.parametrize("nul", ["gene_shuffle", "matched"])
+def test_gene_drift_calibrated(null, nul):
+    """Drift from the previous layer; every other layer, so no two p-values share a layer."""
+    _, cache, _, _, _ = null
+    prm = {"genes": genes_ref(range(10, 30)), "null": nul, "n_permutations": 199}
+    _report(f"gene_drift/{nul}", assert_calibrated(
+        _pvalues("gene_drift", prm, null, layers=cache.layers[1::2])))
+
+
+@pytest.mark.parametrize("nul", ["gene_shuffle", "matched"])
 def test_centroid_convergence_calibrated(null, nul):
     prm = {"genes": genes_ref([5, 6, 7]), "anchor_set": genes_ref([0, 1, 2, 3]), "null": nul,
            "n_bootstrap": 0, "n_permutations": 199}

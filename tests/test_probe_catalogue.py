@@ -23,7 +23,8 @@ CATALOGUE = REPO / "hypotheses" / "catalogue"
 EXPECTED = {
     "spectrum", "intrinsic_dimension", "axis_separation", "pair_proximity", "co_pole",
     "graded_proximity", "role_separation", "edge_specificity", "sign_contrast",
-    "anchor_convergence", "centroid_convergence", "set_cohesion", "layer_similarity",
+    "anchor_convergence", "centroid_convergence", "gene_drift", "set_cohesion",
+    "layer_similarity",
     "persistent_homology", "cross_model_alignment", "null_robustness",
 }
 

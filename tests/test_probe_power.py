@@ -166,6 +166,46 @@ def test_anchor_convergence_trend_and_gene_shuffle(tmp_path):
     assert r.p_value <= 0.01
 
 
+def test_gene_drift_finds_genes_that_move(tmp_path):
+    """Genes 0-19 are re-drawn between L1 and L2 (they move); the rest barely change."""
+    rng = np.random.default_rng(3)
+    L0 = rng.standard_normal((N, D))
+    L1 = L0 + 0.1 * rng.standard_normal((N, D))
+    L2 = L1 + 0.1 * rng.standard_normal((N, D))
+    L2[:20] = rng.standard_normal((20, D))
+    ctx = context(_cache(tmp_path, [L0, L1, L2]), tmp_path)
+    prm = {"genes": genes_ref(range(20)), "n_permutations": 199}
+    moved = run("gene_drift", prm, ctx, "L2")
+    assert moved.extra["reference_layer"] == "L1"
+    assert moved.effect_size > 0.95 and moved.p_value == pytest.approx(1 / 200)
+    still = run("gene_drift", prm, ctx, "L1")
+    assert 0.3 < still.effect_size < 0.7 and still.p_value > 0.01
+    # against the first layer, by role: the moved genes still moved most
+    far = run("gene_drift", {**prm, "reference": "first", "null": "gene_shuffle"}, ctx, "L2")
+    assert far.extra["reference_layer"] == "L0" and far.effect_size > 0.95
+    assert {g["gene"] for g in far.extra["top_genes"]} <= {f"G{i}" for i in range(20)}
+
+
+def test_gene_drift_matches_scipy_and_refuses_what_it_cannot_measure(tmp_path):
+    from scipy.spatial.distance import cosine
+
+    from geoscreen.errors import GeoscreenError
+    from geoscreen.probes.drift import drift_per_gene
+
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((50, 6)), rng.standard_normal((50, 6))
+    ours = drift_per_gene(X, Y, center=False)
+    np.testing.assert_allclose(ours, [cosine(x, y) for x, y in zip(X, Y)], atol=1e-12)
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    np.testing.assert_allclose(drift_per_gene(X, Y), [cosine(x, y) for x, y in zip(Xc, Yc)],
+                               atol=1e-12)
+    ctx = context(_cache(tmp_path, [X, Y]), tmp_path)
+    with pytest.raises(GeoscreenError, match="no previous layer"):
+        run("gene_drift", {"genes": genes_ref(range(5))}, ctx, "L0")
+    with pytest.raises(GeoscreenError, match="its own reference"):
+        run("gene_drift", {"genes": genes_ref(range(5)), "reference": "L1"}, ctx, "L1")
+
+
 def test_centroid_convergence_finds_genes_moving_to_a_set_centre(tmp_path):
     """Genes 5-7 drift toward the centre of genes 0-4 with depth; genes 8-10 do not."""
     rng = np.random.default_rng(11)

@@ -36,6 +36,12 @@ def _paint(text: str, code: str, color: bool | None = None) -> str:
 
 
 def _width() -> int:
+    """Columns for a table: the terminal's; piped (``| less``, ``> file``) nothing is cut unless
+    COLUMNS asks for a width."""
+    from geoscreen.agent.cli.console import PIPE_WIDTH, interactive
+
+    if not interactive() and not os.environ.get("COLUMNS"):
+        return PIPE_WIDTH
     return max(60, shutil.get_terminal_size((160, 24)).columns)
 
 
