@@ -10,7 +10,8 @@ one warm-up pass that computes and stores the per-layer SVDs (their one-off cost
 separately: SVDs are shared by every hypothesis on a cache).  Permutation probes use
 `--permutations` draws (default 1,000), except the three whose null needs one full-matrix
 product or one ripser call per draw (spectrum feature shuffle, layer_similarity, persistent
-homology), which run their default 199; descriptive probes use 200 bootstrap replicates.
+homology), which run their default 199; descriptive probes use 200 bootstrap replicates.  The
+pole-enrichment scan runs over a 500-set GMT family (10-200 genes each) on singular axes 1-5.
 Target: under 1 s per layer on 2 cores.  Wall time is shown with the CPU time of the process
 (all threads): on a busy machine the wall time inflates, the CPU time much less.
 """
@@ -75,6 +76,11 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
         "ribosome": gset("ribosome", perm[2300:2400]),
         "other": str(other.path),
     }
+    # a GO-slim-sized family for the pole scan: 500 overlapping sets of 10-200 genes
+    lines = [f"set{k}\tna\t" + "\t".join(f"G{g}" for g in rng.choice(
+        N_GENES, int(rng.integers(10, 201)), replace=False)) for k in range(500)]
+    (root / "family.gmt").write_text("\n".join(lines) + "\n")
+    refs["family"] = f"file:{root / 'family.gmt'}"
     return cache, other, refs
 
 
@@ -103,6 +109,13 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         ("sign_contrast", "SV2-7", {"pairs_a": refs["repression"], "pairs_b": refs["activation"],
                                     "subspace": [2, 3, 4, 5, 6, 7], "n_permutations": m}),
         ("anchor_convergence", "z", {"genes": "genes:G1,G2", "anchor": "G3"}),
+        ("centroid_convergence", "z, matched", {"genes": "genes:G1,G2,G3",
+                                                "anchor_set": "genes:G4,G5,G6,G7",
+                                                "n_permutations": m}),
+        ("gene_drift", "previous, matched", {"genes": refs["ribosome"], "n_permutations": m}),
+        ("pole_enrichment", "500 sets x SV1-5", {"family": refs["family"], "n_permutations": m}),
+        ("pole_enrichment", "pole_count", {"family": refs["family"], "test": "pole_count",
+                                           "n_permutations": m}),
         ("set_cohesion", "mean_similarity", {"gene_set": refs["ribosome"], "n_permutations": m}),
         ("set_cohesion", "retrieval x6", {"gene_set": refs["markers"],
                                           "statistic": "retrieval_auroc", "n_permutations": m}),

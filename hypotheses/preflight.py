@@ -47,7 +47,7 @@ def check_layers(layers: Any, names: list[str]) -> str:
 
 def check_axes(params: dict[str, Any], n_axes: int) -> str:
     """'' or the problem with singular axes beyond the `n_axes` a layer has."""
-    for name in ("axis", "subspace"):
+    for name in ("axis", "subspace", "axes"):
         v = params.get(name)
         axes = [v] if isinstance(v, int) else v if isinstance(v, list) else []
         over = [a for a in axes if isinstance(a, int) and a > n_axes]
@@ -66,7 +66,7 @@ def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str,
         extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
         kind = extra.get("resource")
         value = params.get(name)
-        if kind not in ("genes", "pairs") or value is None:
+        if kind not in ("genes", "pairs", "family") or value is None:
             continue
         for ref in value if isinstance(value, list) else [value]:
             if not isinstance(ref, str) or (kind == "genes" and ref == "rest"):
@@ -83,7 +83,11 @@ def check_references(resolved: ResolvedSpec, cache: Cache | None) -> str:
     With a cache this is the probe's own first step (`ProbeContext.gene_rows` / `pair_rows`),
     asked for at least one present gene or pair; without one, the references only resolve.
     """
-    from geoscreen.store.resources.api import resolve_gene_set, resolve_pair_set
+    from geoscreen.store.resources.api import (
+        resolve_gene_family,
+        resolve_gene_set,
+        resolve_pair_set,
+    )
 
     ctx = None
     if cache is not None:
@@ -93,7 +97,16 @@ def check_references(resolved: ResolvedSpec, cache: Cache | None) -> str:
     include_zero = bool(resolved.params.get("include_zero_genes", False))
     for name, kind, ref in reference_params(resolved.spec.probe, resolved.params):
         try:
-            if ctx is None:
+            if kind == "family":
+                if ctx is None:
+                    resolve_gene_family(ref)
+                else:
+                    p = resolved.params
+                    ctx.family_rows(ref, param=name, min_size=int(p.get("min_set_size", 1)),
+                                    max_size=int(p.get("max_set_size", 10**9)),
+                                    max_sets=int(p.get("max_sets", 10**9)),
+                                    include_zero=include_zero)
+            elif ctx is None:
                 (resolve_gene_set if kind == "genes" else resolve_pair_set)(ref)
             elif kind == "genes":
                 ctx.gene_rows(ref, param=name, min_size=1, include_zero=include_zero)

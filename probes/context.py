@@ -176,6 +176,50 @@ class ProbeContext:
                 f"{min_size}", field=f"params.{param}", fix="choose a larger set or another cache")
         return np.asarray(rows, dtype=int)
 
+    def family_rows(self, ref: str, *, param: str, min_size: int, max_size: int,
+                    max_sets: int, include_zero: bool = False,
+                    ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+        """(set ids, set names, member_set, member_row) of a family's sets that keep between
+        `min_size` and `max_size` genes present in this cache; member rows are cache rows.
+
+        Raises a GeoscreenError when no set is left, or more than `max_sets` are."""
+        from geoscreen.store.resources.api import resolve_gene_family
+
+        key = ("family", ref)
+        if key not in self._resolved:
+            fam = resolve_gene_family(ref)
+            rows = np.array([-1 if (r := self._row(g, fam.original)) is None else r
+                             for g in fam.genes], dtype=np.int64)
+            self._resolved[key] = (fam, rows)
+        fam, gene_rows = self._resolved[key]
+        usable = self.cache.genes.usable(include_zero)
+        mrow = gene_rows[fam.member_gene]
+        ok = mrow >= 0
+        ok[ok] &= usable[mrow[ok]]
+        mset, mrow = fam.member_set[ok], mrow[ok]
+        pair = np.unique(mset.astype(np.int64) * (int(usable.size) + 1) + mrow)
+        mset, mrow = pair // (int(usable.size) + 1), pair % (int(usable.size) + 1)
+        size = np.bincount(mset, minlength=len(fam.set_ids))
+        keep = np.flatnonzero((size >= min_size) & (size <= max_size))
+        rec = fam.record()
+        rec.update(sets_in_size_range=int(keep.size), size_range=[min_size, max_size])
+        self._note(param, rec)
+        if keep.size == 0:
+            raise GeoscreenError(
+                f"family {ref!r} has no set with {min_size}-{max_size} genes present in the "
+                f"cache ({len(fam.set_ids)} sets in the resource)", field=f"params.{param}",
+                fix="widen min_set_size / max_set_size, or choose another family")
+        if keep.size > max_sets:
+            raise GeoscreenError(
+                f"family {ref!r} has {keep.size} sets with {min_size}-{max_size} genes present, "
+                f"more than max_sets={max_sets}", field=f"params.{param}",
+                fix="narrow the family (an aspect, a smaller max_set_size) or raise max_sets")
+        new = np.full(len(fam.set_ids), -1, dtype=np.int64)
+        new[keep] = np.arange(keep.size)
+        sel = new[mset] >= 0
+        return ([fam.set_ids[i] for i in keep.tolist()], [fam.set_names[i] for i in keep.tolist()],
+                new[mset[sel]], mrow[sel])
+
     def pair_rows(self, ref: str, *, param: str, min_size: int = 1, include_zero: bool = False,
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | None]]:
         """(i, j, extras): cache rows of each pair whose genes are both present; self-pairs dropped.

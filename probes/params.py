@@ -54,6 +54,13 @@ def pairs_ref_field(default: object = ..., *, description: str = "pair-set refer
     return Field(default, description=description, json_schema_extra={"resource": "pairs"})
 
 
+def family_ref_field(default: object = ..., *,
+                     description: str = "family of gene sets, e.g. go:*?aspect=CC") -> Any:
+    """A parameter holding a family of gene sets (``go:*?aspect=BP``, ``reactome:*``,
+    ``trrust:TF=*``); checked at queue time like a gene-set reference."""
+    return Field(default, description=description, json_schema_extra={"resource": "family"})
+
+
 def metric_field() -> object:
     return Field("cosine",
                  description="cosine similarity, or negative euclidean distance (larger = closer)")

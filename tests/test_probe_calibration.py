@@ -158,6 +158,24 @@ def test_anchor_convergence_calibrated(null, nul):
             assert_calibrated(_pvalues("anchor_convergence", prm, null, reps=reps)))
 
 
+@pytest.mark.parametrize("test,nul", [("rank", "gene_shuffle"), ("rank", "matched"),
+                                      ("pole_count", "matched")])
+def test_pole_enrichment_calibrated(null, test, nul):
+    """The scan's p-value (largest statistic over 3 axes x 40 overlapping sets)."""
+    tmp, _, _, _, _ = null
+    rng = np.random.default_rng(17)
+    names = [f"G{i}" for i in range(N_GENES)]
+    gmt = tmp / "scan.gmt"
+    gmt.write_text("".join(f"s{j}\tna\t" + "\t".join(rng.choice(names, int(rng.integers(10, 41)),
+                                                                replace=False)) + "\n"
+                           for j in range(40)))
+    prm = {"family": f"file:{gmt}", "axes": [1, 2, 3], "test": test, "null": nul,
+           "n_permutations": 199}
+    reps = REPS if nul == "gene_shuffle" else 150
+    _report(f"pole_enrichment/{test}/{nul}",
+            assert_calibrated(_pvalues("pole_enrichment", prm, null, reps=reps)))
+
+
 @pytest.mark.parametrize("nul", ["gene_shuffle", "matched"])
 def test_gene_drift_calibrated(null, nul):
     """Drift from the previous layer; every other layer, so no two p-values share a layer."""

@@ -21,7 +21,8 @@ from geoscreen.probes.registry import FAMILIES, list_probes
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = REPO / "hypotheses" / "catalogue"
 EXPECTED = {
-    "spectrum", "intrinsic_dimension", "axis_separation", "pair_proximity", "co_pole",
+    "spectrum", "intrinsic_dimension", "axis_separation", "pole_enrichment", "pair_proximity",
+    "co_pole",
     "graded_proximity", "role_separation", "edge_specificity", "sign_contrast",
     "anchor_convergence", "centroid_convergence", "gene_drift", "set_cohesion",
     "layer_similarity",

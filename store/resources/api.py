@@ -75,6 +75,45 @@ class GeneSet:
 
 
 @dataclass
+class GeneFamily:
+    """A family of gene sets from one resource (``go:*?aspect=CC``, ``reactome:*``,
+    ``trrust:TF=*``): set j is named `set_ids[j]` / `set_names[j]` and holds the genes
+    ``genes[member_gene[member_set == j]]`` (current official symbols, as in `GeneSet`)."""
+
+    ref: str
+    set_ids: list[str]
+    set_names: list[str]
+    member_set: np.ndarray
+    member_gene: np.ndarray
+    genes: list[str]
+    resource: str = ""
+    version: str = ""
+    checksum: str = ""
+    unmapped: list[str] = field(default_factory=list)
+    ambiguous: list[str] = field(default_factory=list)
+    original: dict[str, str] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    canonical: str = ""
+
+    def __len__(self) -> int:
+        return len(self.set_ids)
+
+    def members(self, j: int) -> list[str]:
+        """The genes of set j."""
+        return [self.genes[g] for g in self.member_gene[self.member_set == j].tolist()]
+
+    def record(self) -> dict[str, Any]:
+        rec = {"ref": self.ref, "kind": "gene_family", "resource": self.resource,
+               "version": self.version, "checksum": self.checksum, "sets": len(self.set_ids),
+               "genes": len(self.genes), "memberships": int(self.member_set.size)}
+        if self.canonical and self.canonical != self.ref:
+            rec["canonical"] = self.canonical
+        if self.sources:
+            rec["sources"] = self.sources
+        return rec
+
+
+@dataclass
 class PairSet:
     """Gene pairs (a[i], b[i]) with optional score and sign (+1 activation, -1 repression).
 
@@ -302,6 +341,15 @@ def resolve_gene_set(ref: str) -> GeneSet:
     from geoscreen.store.resources import registry
 
     return registry.resolve_gene_set(ref)
+
+
+def resolve_gene_family(ref: str) -> GeneFamily:
+    """Resolve a family reference: one resource reference whose selector is a wildcard
+    (``go:*?aspect=BP``, ``reactome:*``, ``trrust:TF=*``), one gene set per term, pathway or
+    regulator."""
+    from geoscreen.store.resources import registry
+
+    return registry.resolve_gene_family(ref)
 
 
 def resolve_pair_set(ref: str) -> PairSet:

@@ -59,6 +59,37 @@ class PairHit:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class FamilyHit:
+    """A family of gene sets from one index: set j holds genes[member_gene[member_set == j]]."""
+
+    set_ids: list[str]
+    set_names: list[str]
+    member_set: np.ndarray  # int32, index into set_ids
+    member_gene: np.ndarray  # int32, index into genes
+    genes: list[str]
+    unmapped: list[str]
+    ambiguous: list[str]
+    original: dict[str, str]
+    canonical: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _family_hit(vocab: Vocab, ids: list[str], names: list[str], mset: np.ndarray,
+                mgene: np.ndarray, canonical: str, extra: dict[str, Any] | None = None,
+                ) -> FamilyHit:
+    """Compact a (set, vocabulary gene) membership list to the sets and genes it uses."""
+    key = np.unique(mset.astype(np.int64) * (int(vocab.status.size) + 1) + mgene)
+    mset = (key // (int(vocab.status.size) + 1)).astype(np.int64)
+    mgene = (key % (int(vocab.status.size) + 1)).astype(np.int64)
+    used_sets, set_idx = np.unique(mset, return_inverse=True)
+    used_genes, gene_idx = np.unique(mgene, return_inverse=True)
+    unm, amb, orig = vocab.report(used_genes)
+    return FamilyHit([ids[i] for i in used_sets.tolist()], [names[i] for i in used_sets.tolist()],
+                     set_idx.astype(np.int32), gene_idx.astype(np.int32),
+                     vocab.genes[used_genes].tolist(), unm, amb, orig, canonical, extra or {})
+
+
 # -- vocabularies ---------------------------------------------------------------------------------
 def build_vocab(symbols: list[str], ensembl: list[str] | None = None,
                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -327,6 +358,50 @@ class GoIndex:
         hit.extra = {"term": self.term_id(t), "name": self.names[t],
                      "aspect": _ASPECTS[int(self.a["term_aspect"][t])]}
         return hit
+
+    family_options = {**options, "aspect": "BP, CC or MF: terms of one GO aspect only"}
+
+    def family(self, ref: Ref) -> FamilyHit:
+        """Every GO term (``go:*``), or every term of one aspect (``go:*?aspect=CC``), with its
+        genes (annotations propagated to ancestors unless ``propagate=no``)."""
+        import scipy.sparse as sp
+
+        if ref.selector.strip() != "*":
+            raise ref.error("a GO family is written go:* (every term), with options such as "
+                            "?aspect=CC")
+        opts = _opts(ref, self.family_options)
+        propagate = _yes(ref, opts["propagate"]) if "propagate" in opts else True
+        evmask, evtext = self.evidence_mask(ref, opts.get("evidence"))
+        n_terms = self.term_num.size
+        terms = np.arange(n_terms)
+        aspect = ""
+        if "aspect" in opts:
+            o = opts["aspect"]
+            aspect = (o.value or "").upper()
+            if aspect not in _ASPECTS:
+                raise ref.option_error(o, f"aspect must be one of {', '.join(_ASPECTS)}; found "
+                                          f"{o.value!r}")
+            terms = np.flatnonzero(self.a["term_aspect"] == _ASPECTS.index(aspect))
+        sel = np.ones(self.a["ann_term"].size, dtype=bool) if evmask is None else \
+            evmask[self.a["ann_ev"]]
+        n_genes = int(self.vocab.status.size)
+        direct = sp.csr_matrix((np.ones(int(sel.sum()), dtype=np.int32),
+                                (self.a["ann_gene"][sel], self.a["ann_term"][sel])),
+                               shape=(n_genes, n_terms))
+        if propagate:  # column t of the closure lists t's descendants (itself included)
+            ptr, ind = self.a["desc_indptr"], self.a["desc_indices"]
+            clo = sp.csc_matrix((np.ones(ind.size, dtype=np.int32), ind, ptr),
+                                shape=(n_terms, n_terms))
+            member = (direct @ clo[:, terms]).tocoo()
+        else:
+            member = direct[:, terms].tocoo()
+        words = [x for x in (f"aspect={aspect}" if aspect else "", evtext,
+                             "" if propagate else "propagate=no") if x]
+        canonical = "go:*" + (f"?{';'.join(words)}" if words else "")
+        ids = [self.term_id(int(t)) for t in terms]
+        names = [self.names[int(t)] for t in terms]
+        return _family_hit(self.vocab, ids, names, member.col.astype(np.int64),
+                           member.row.astype(np.int64), canonical)
 
     # -- co-occurrence ------------------------------------------------------------------------
     def cooccurrence_spec(self, ref: Ref) -> tuple[str, int]:
@@ -601,6 +676,24 @@ class RegIndex:
         canonical = f"{ref.name}:{label}" + (f"?{lev}" if lev else "")
         return self.vocab.gene_hit(self.a[col][keep], canonical)
 
+    def family(self, ref: Ref) -> FamilyHit:
+        """The targets of each regulator (``NAME:TF=*``) or the regulators of each target
+        (``NAME:target=*``): one gene set per gene."""
+        m = re.fullmatch(r"(?i)(tf|target)\s*=\s*\*", ref.selector.strip())
+        if not m:
+            raise ref.error(f"a {ref.name} family is written {ref.name}:TF=* (each regulator's "
+                            f"targets) or {ref.name}:target=* (each target's regulators)")
+        keep, lev = self._rows(ref)
+        by_tf = m.group(1).lower() == "tf"
+        key, other = ("tf", "target") if by_tf else ("target", "tf")
+        names = self.vocab.genes.tolist()
+        label = "TF=*" if by_tf else "target=*"
+        canonical = f"{ref.name}:{label}" + (f"?{lev}" if lev else "")
+        hit = _family_hit(self.vocab, [f"{'TF' if by_tf else 'target'}={g}" for g in names],
+                          names, self.a[key][keep].astype(np.int64),
+                          self.a[other][keep].astype(np.int64), canonical)
+        return hit
+
     def pairs(self, ref: Ref) -> PairHit:
         keep, label, lev = self._select(ref)
         if label in ("regulators", "targets"):
@@ -695,10 +788,10 @@ class SetIndex:
             raise ref.error(f"unknown {ref.name} set {sel!r}; {did_you_mean(sel, pool)}")
         return i
 
-    def genes(self, ref: Ref) -> GeneHit:
+    def _mask(self, ref: Ref) -> tuple[np.ndarray, list[str]]:
+        """Memberships kept by the reference's options, and the options' canonical text."""
         opts = _opts(ref, self.options)
-        i = self.find(ref)
-        keep = self.a["m_set"] == i
+        keep = np.ones(self.a["m_set"].size, dtype=bool)
         extra = []
         if "reliability" in opts:
             o = opts["reliability"]
@@ -719,10 +812,26 @@ class SetIndex:
             if key in opts and _yes(ref, opts[key]):
                 keep &= self.a[col]
                 extra.append(f"{key}=yes")
+        return keep, extra
+
+    def genes(self, ref: Ref) -> GeneHit:
+        keep, extra = self._mask(ref)
+        i = self.find(ref)
+        keep &= self.a["m_set"] == i
         canonical = f"{ref.name}:{self.ids[i]}" + (f"?{';'.join(extra)}" if extra else "")
         hit = self.vocab.gene_hit(self.a["m_gene"][keep], canonical)
         hit.extra = {"set": self.ids[i], "name": self.names[i]}
         return hit
+
+    def family(self, ref: Ref) -> FamilyHit:
+        """Every set of the resource (``NAME:*``), filtered by the same options as one set."""
+        if ref.selector.strip() != "*":
+            raise ref.error(f"a {ref.name} family is written {ref.name}:* (every set)")
+        keep, extra = self._mask(ref)
+        canonical = f"{ref.name}:*" + (f"?{';'.join(extra)}" if extra else "")
+        return _family_hit(self.vocab, self.ids, self.names,
+                           self.a["m_set"][keep].astype(np.int64),
+                           self.a["m_gene"][keep].astype(np.int64), canonical)
 
     def listing(self) -> list[tuple[str, str, int]]:
         counts = np.bincount(self.a["m_set"], minlength=len(self.ids))

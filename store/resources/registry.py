@@ -181,6 +181,84 @@ def resolve_gene_set(ref: str) -> GeneSet:
     return gs
 
 
+# -- families of gene sets -----------------------------------------------------------------------
+def resolve_gene_family(text: str) -> api.GeneFamily:
+    """A family of gene sets from one resource: ``go:*`` (options aspect, evidence, propagate),
+    ``NAME:*`` for a named-set resource (reactome, hpa, panglaodb, ...), ``NAME:TF=*`` or
+    ``NAME:target=*`` for a regulatory network (trrust, dorothea)."""
+    node = parse(text)
+    fix = ("write one reference with a wildcard: go:*?aspect=CC, reactome:*, trrust:TF=*")
+    if not isinstance(node, Ref):
+        raise GeoscreenError(f"{text!r} combines references; a family is one resource",
+                             field="family", fix=fix)
+    info = catalog.get(node.name, node.pos + 1)
+    if info.name == "file":
+        return _gmt_family(node, text)
+    v = None if info.literal else _version(node)
+    idx = None if v is None else backends.load_index(info.name, info.backend, v)
+    if idx is None or not hasattr(idx, "family") or "*" not in node.selector:
+        raise GeoscreenError(f"{text!r} is not a family of gene sets", field="family", fix=fix)
+    assert v is not None
+    hit = idx.family(node)
+    if not hit.set_ids:
+        raise GeoscreenError(f"family {text!r} has no gene sets", field="family",
+                             fix=_FIX_EMPTY)
+    return api.GeneFamily(ref=text.strip(), set_ids=hit.set_ids, set_names=hit.set_names,
+                          member_set=hit.member_set, member_gene=hit.member_gene,
+                          genes=hit.genes, resource=info.name, version=v.label,
+                          checksum=v.checksum, unmapped=hit.unmapped, ambiguous=hit.ambiguous,
+                          original=hit.original, sources=_sources(info.name, v),
+                          canonical=hit.canonical)
+
+
+def _gmt_family(ref: Ref, text: str) -> api.GeneFamily:
+    """A family from a GMT file (``file:PATH.gmt``): one set per line, ``name<TAB>description
+    <TAB>gene<TAB>gene...`` (the MSigDB format).  Symbols are normalised as in ``genes:``."""
+    import hashlib
+
+    from geoscreen.store.userfiles import read_text
+
+    path = ref.selector.strip().strip('"')
+    body = read_text(path, field="family", what="GMT file")
+    ids: list[str] = []
+    names: list[str] = []
+    lists: list[list[str]] = []
+    for no, line in enumerate(body.splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cells = line.rstrip("\r\n").split("\t")
+        if len(cells) < 3:
+            raise GeoscreenError(f"line {no} has {len(cells)} tab-separated fields; a GMT line "
+                                 "is name, description, then genes", path=path, field="family",
+                                 fix="write name<TAB>description<TAB>gene<TAB>gene...")
+        ids.append(cells[0].strip())
+        names.append(cells[1].strip() or cells[0].strip())
+        lists.append([c for c in cells[2:] if c.strip()])
+    if not ids:
+        raise GeoscreenError("lists no gene sets", path=path, field="family",
+                             fix="write one set per line: name<TAB>description<TAB>genes...")
+    flat = [g for gs in lists for g in gs]
+    genes, unmapped, ambiguous, original = api._normalise_list(flat)
+    from geoscreen.store.resources.symbols import symbol_map
+
+    sm = symbol_map()
+    pos = {g: i for i, g in enumerate(genes)}
+    mset = np.fromiter((j for j, gs in enumerate(lists) for _ in gs), dtype=np.int64,
+                       count=len(flat))
+    mgene = np.fromiter((pos[sm.lookup(g.strip())[0]] for g in flat), dtype=np.int64,
+                        count=len(flat))
+    key = np.unique(mset * (len(genes) + 1) + mgene)
+    checksum = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return api.GeneFamily(ref=text.strip(), set_ids=ids, set_names=names,
+                          member_set=(key // (len(genes) + 1)).astype(np.int32),
+                          member_gene=(key % (len(genes) + 1)).astype(np.int32), genes=genes,
+                          resource="file", version=path, checksum=checksum, unmapped=unmapped,
+                          ambiguous=ambiguous, original=original,
+                          sources=[{"name": "file", "version": path, "checksum": checksum,
+                                    "origin": "file"}, api._symbols_source()],
+                          canonical=f"file:{path}")
+
+
 # -- pair sets ------------------------------------------------------------------------------------
 def _undirected(a: list[str], b: list[str]) -> list[tuple[str, str]]:
     return [(x, y) if x <= y else (y, x) for x, y in zip(a, b)]

@@ -1,0 +1,130 @@
+"""Families of gene sets (go:*, reactome:*, trrust:TF=*, GMT files) and the pole-enrichment
+scan over them: reference agreement, a planted effect, and what is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from probe_helpers import cache_from_layers, context, gene_names, run
+from scipy import sparse, stats
+
+from geoscreen.errors import GeoscreenError
+from geoscreen.probes.enrichment import scan_statistics
+from geoscreen.store.resources.api import resolve_gene_family, resolve_gene_set
+
+
+def write_gmt(path, sets: dict[str, list[str]]) -> str:
+    path.write_text("".join(f"{name}\tna\t" + "\t".join(genes) + "\n"
+                            for name, genes in sets.items()))
+    return f"file:{path}"
+
+
+@pytest.mark.parametrize("family,member,single", [
+    ("go:*?aspect=CC", "GO:0005615", "go:GO:0005615"),
+    ("go:*?aspect=CC;evidence=-IEA", "GO:0005829", "go:GO:0005829?evidence=-IEA"),
+    ("trrust:TF=*", "TF=PAX5", "trrust:TF=PAX5"),
+    ("reactome:*", "R-HSA-109582", "reactome:R-HSA-109582"),
+])
+def test_a_family_member_is_the_single_set(family, member, single):
+    fam = resolve_gene_family(family)
+    j = fam.set_ids.index(member)
+    assert sorted(fam.members(j)) == sorted(resolve_gene_set(single).genes)
+    rec = fam.record()
+    assert rec["sets"] == len(fam) and rec["checksum"] and rec["kind"] == "gene_family"
+
+
+def test_family_refusals_name_the_fix(tmp_path):
+    for bad, says in (("go:GO:0005615", "not a family"),
+                      ("go:* | reactome:*", "combines references"),
+                      ("go:*?aspect=XX", "aspect must be one of BP, CC, MF"),
+                      ("genes:A,B", "not a family")):
+        with pytest.raises(GeoscreenError, match=says):
+            resolve_gene_family(bad)
+    bad_gmt = tmp_path / "bad.gmt"
+    bad_gmt.write_text("only_a_name\n")
+    with pytest.raises(GeoscreenError, match="line 1 has 1 tab-separated fields"):
+        resolve_gene_family(f"file:{bad_gmt}")
+
+
+def test_scan_statistics_match_scipy():
+    rng = np.random.default_rng(0)
+    n, sets = 200, [rng.choice(200, k, replace=False) for k in (5, 17, 40)]
+    coords = rng.standard_normal((n, 2))
+    ranks = stats.rankdata(coords, axis=0)
+    rows = np.concatenate([[j] * len(s) for j, s in enumerate(sets)])
+    M = sparse.csr_matrix((np.ones(rows.size), (rows, np.concatenate(sets))), shape=(3, n))
+    k = np.array([len(s) for s in sets])
+    z = scan_statistics(ranks, M, k, n, "rank", "top", 0.1)
+    for j, s in enumerate(sets):
+        rest = np.setdiff1d(np.arange(n), s)
+        for a in range(2):
+            res = stats.mannwhitneyu(coords[s, a], coords[rest, a], use_continuity=False,
+                                     method="asymptotic")
+            expect = stats.norm.isf(res.pvalue / 2) * np.sign(res.statistic - k[j] * (n - k[j]) / 2)
+            assert z[j, a] == pytest.approx(expect, rel=1e-9)
+    top = (ranks > n - 20).astype(float)
+    zc = scan_statistics(top, M, k, n, "pole_count", "top", 0.1)
+    for j, s in enumerate(sets):
+        hg = stats.hypergeom(n, 20, k[j])
+        c = top[s, 0].sum()
+        assert zc[j, 0] == pytest.approx((c - hg.mean()) / hg.std(), rel=1e-9)
+
+
+def test_a_planted_pole_is_found_and_named(tmp_path):
+    rng = np.random.default_rng(4)
+    n, d = 400, 12
+    X = rng.standard_normal((n, d)) * np.linspace(3, 1, d)
+    X[:20, 0] += 6.0  # genes G0..G19 sit at one end of the dominant axis
+    cache = cache_from_layers(tmp_path / "c", [X])
+    names = gene_names(n)
+    sets = {"planted": names[:20]}
+    for i in range(30):
+        sets[f"random{i}"] = list(rng.choice(names[20:], 15, replace=False))
+    ref = write_gmt(tmp_path / "sets.gmt", sets)
+    ctx = context(cache, tmp_path)
+    r = run("pole_enrichment", {"family": ref, "axes": [1, 2, 3], "n_permutations": 199,
+                                "null": "gene_shuffle"}, ctx, "L0")
+    assert r.p_value == pytest.approx(1 / 200) and r.n == 31
+    best = r.extra["hits"][0]
+    assert best["set"] == "planted" and best["axis"] == 1 and best["p_maxT"] <= 0.01
+    assert r.effect_size > 0.9 and best["pole"] in ("top", "bottom")
+    assert all(h["p_maxT"] > 0.05 for h in r.extra["hits"][1:])
+    json.dumps(r.extra)  # the hits are stored in the ledger as JSON
+    counted = run("pole_enrichment", {"family": ref, "axes": [1], "test": "pole_count",
+                                      "n_permutations": 199}, ctx, "L0")
+    assert counted.p_value <= 0.01 and counted.extra["hits"][0]["set"] == "planted"
+    without = {k: v for k, v in sets.items() if k != "planted"}
+    null_ref = write_gmt(tmp_path / "null.gmt", without)
+    quiet = run("pole_enrichment", {"family": null_ref, "axes": [1, 2, 3],
+                                    "n_permutations": 199}, ctx, "L0")
+    assert quiet.p_value > 0.05
+
+
+def test_the_scan_refuses_what_it_cannot_scan(tmp_path):
+    rng = np.random.default_rng(0)
+    cache = cache_from_layers(tmp_path / "c", [rng.standard_normal((100, 6))])
+    ref = write_gmt(tmp_path / "s.gmt", {"a": gene_names(100)[:5]})
+    ctx = context(cache, tmp_path)
+    with pytest.raises(GeoscreenError, match="no set with 10-99 genes"):
+        run("pole_enrichment", {"family": ref}, ctx, "L0")
+    with pytest.raises(GeoscreenError, match="axis 9 does not exist"):
+        run("pole_enrichment", {"family": ref, "axes": [9], "min_set_size": 3}, ctx, "L0")
+    with pytest.raises(GeoscreenError, match="more than max_sets=1"):
+        two = write_gmt(tmp_path / "t.gmt", {"a": gene_names(100)[:5], "b": gene_names(100)[5:9]})
+        run("pole_enrichment", {"family": two, "min_set_size": 3, "max_sets": 1}, ctx, "L0")
+
+
+def test_queue_add_checks_the_family_against_the_cache(tmp_path, cli):
+    rng = np.random.default_rng(0)
+    cache = cache_from_layers(tmp_path / "c", [rng.standard_normal((100, 6))])
+    ledger = str(tmp_path / "l.sqlite")
+    for family, says in (("go:*?aspect=CC", "no set with 10-200 genes present in the cache"),
+                         ("go:GO:0005615", "is not a family of gene sets")):
+        spec = tmp_path / "s.json"
+        spec.write_text(json.dumps({"statement": "scan", "probe": "pole_enrichment",
+                                    "params": {"family": family}}))
+        res = cli("queue", "add", str(spec), "--ledger", ledger, "--cache", str(cache.path))
+        assert res.returncode == 2 and says in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "params.family" in res.stderr
