@@ -187,7 +187,7 @@ class ProbeContext:
 
         key = ("family", ref)
         if key not in self._resolved:
-            fam = resolve_gene_family(ref)
+            fam = resolve_gene_family(ref, field=f"params.{param}")
             rows = np.array([-1 if (r := self._row(g, fam.original)) is None else r
                              for g in fam.genes], dtype=np.int64)
             self._resolved[key] = (fam, rows)

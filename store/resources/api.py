@@ -343,13 +343,13 @@ def resolve_gene_set(ref: str) -> GeneSet:
     return registry.resolve_gene_set(ref)
 
 
-def resolve_gene_family(ref: str) -> GeneFamily:
+def resolve_gene_family(ref: str, field: str = "family") -> GeneFamily:
     """Resolve a family reference: one resource reference whose selector is a wildcard
     (``go:*?aspect=BP``, ``reactome:*``, ``trrust:TF=*``), one gene set per term, pathway or
     regulator."""
     from geoscreen.store.resources import registry
 
-    return registry.resolve_gene_family(ref)
+    return registry.resolve_gene_family(ref, field)
 
 
 def resolve_pair_set(ref: str) -> PairSet:

@@ -182,7 +182,7 @@ def resolve_gene_set(ref: str) -> GeneSet:
 
 
 # -- families of gene sets -----------------------------------------------------------------------
-def resolve_gene_family(text: str) -> api.GeneFamily:
+def resolve_gene_family(text: str, field: str = "family") -> api.GeneFamily:
     """A family of gene sets from one resource: ``go:*`` (options aspect, evidence, propagate),
     ``NAME:*`` for a named-set resource (reactome, hpa, panglaodb, ...), ``NAME:TF=*`` or
     ``NAME:target=*`` for a regulatory network (trrust, dorothea)."""
@@ -190,18 +190,18 @@ def resolve_gene_family(text: str) -> api.GeneFamily:
     fix = ("write one reference with a wildcard: go:*?aspect=CC, reactome:*, trrust:TF=*")
     if not isinstance(node, Ref):
         raise GeoscreenError(f"{text!r} combines references; a family is one resource",
-                             field="family", fix=fix)
+                             field=field, fix=fix)
     info = catalog.get(node.name, node.pos + 1)
     if info.name == "file":
         return _gmt_family(node, text)
     v = None if info.literal else _version(node)
     idx = None if v is None else backends.load_index(info.name, info.backend, v)
     if idx is None or not hasattr(idx, "family") or "*" not in node.selector:
-        raise GeoscreenError(f"{text!r} is not a family of gene sets", field="family", fix=fix)
+        raise GeoscreenError(f"{text!r} is not a family of gene sets", field=field, fix=fix)
     assert v is not None
     hit = idx.family(node)
     if not hit.set_ids:
-        raise GeoscreenError(f"family {text!r} has no gene sets", field="family",
+        raise GeoscreenError(f"family {text!r} has no gene sets", field=field,
                              fix=_FIX_EMPTY)
     return api.GeneFamily(ref=text.strip(), set_ids=hit.set_ids, set_names=hit.set_names,
                           member_set=hit.member_set, member_gene=hit.member_gene,
