@@ -63,6 +63,16 @@ def _limit(job: dict[str, Any]) -> None:
         sys.path[:] = [str(p) for p in job["sys_path"]]
 
 
+def universe_view(cache: Any, ref: str, work_dir: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The cache restricted to the genes of `ref`, and the record of what the universe was."""
+    from geoscreen.hypotheses.spec import MIN_UNIVERSE
+    from geoscreen.probes.context import ProbeContext
+
+    ctx = ProbeContext(cache=cache, seed=0, work_dir=work_dir)
+    rows = ctx.gene_rows(ref, param="universe", min_size=MIN_UNIVERSE)
+    return cache.universe_view(rows), dict(ctx.resources_used["universe"])
+
+
 def run_job(job: dict[str, Any]) -> Outcome:
     """Run one hypothesis in this process; return its outcome (raises on failure)."""
     import importlib
@@ -93,6 +103,10 @@ def run_job(job: dict[str, Any]) -> Outcome:
         raise RuntimeError("the cache changed since the campaign started (checksum mismatch)")
     if job.get("split"):  # one part of a pre-registered gene split; the other is hidden
         cache = cache.split_view(job["split"])
+    universe: dict[str, Any] | None = None
+    if spec.universe is not None:  # the test sees these genes only
+        with file_policy(job.get("allowed_files")):
+            cache, universe = universe_view(cache, spec.universe, job.get("work_dir"))
     ctx = ProbeContext(cache=cache, seed=int(job["seed"]), alternative=resolved.alternative,
                        work_dir=job.get("work_dir"))
     layers = cache.layers if spec.layers == "all" else [cache.layer_name(x) for x in spec.layers]
@@ -113,6 +127,7 @@ def run_job(job: dict[str, Any]) -> Outcome:
             "python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "seed": int(job["seed"]),
             **({"gene_split": job["split"]} if job.get("split") else {}),
+            **({"universe": universe} if universe else {}),
         },
     )
 

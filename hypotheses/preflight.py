@@ -151,5 +151,27 @@ def preflight(resolved: ResolvedSpec, *, cache: Cache | None = None,
     if known_ids is not None and (err := check_parents(spec.parents, known_ids)):
         return err
     if references:
-        return check_references(resolved, cache)
+        return check_universe(resolved, cache) or check_references(resolved, cache)
+    return ""
+
+
+def check_universe(resolved: ResolvedSpec, cache: Cache | None) -> str:
+    """'' or why the spec's `universe` does not resolve (or leaves too few genes in the cache)."""
+    from geoscreen.hypotheses.spec import MIN_UNIVERSE
+    from geoscreen.store.resources.api import resolve_gene_set
+
+    ref = resolved.spec.universe
+    if ref is None:
+        return ""
+    try:
+        if cache is None:
+            resolve_gene_set(ref)
+        else:
+            from geoscreen.probes.context import ProbeContext
+
+            ProbeContext(cache=cache, seed=0).gene_rows(ref, param="universe",
+                                                        min_size=MIN_UNIVERSE)
+    except GeoscreenError as exc:
+        text = str(exc).replace("field 'params.universe'", "field 'universe'")
+        return text if "field 'universe'" in text else f"field 'universe': {text}"
     return ""

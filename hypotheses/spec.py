@@ -27,6 +27,8 @@ MAX_STATEMENT = 1_000  # characters
 MAX_RATIONALE = 4_000
 MAX_TAGS, MAX_TAG = 32, 100
 MAX_PARENTS = 100
+MAX_UNIVERSE = 400_000  # characters of a `universe` reference (an inline gene list)
+MIN_UNIVERSE = 10  # fewest genes of a universe present in the cache
 MAX_LAYERS = 1_000
 MAX_PARAM_STRING = 400_000  # characters of one parameter value (an inline gene list)
 MAX_PARAM_ITEMS = 50_000  # values inside `params`, nested ones included
@@ -116,6 +118,10 @@ class HypothesisSpec(BaseModel):
                            "trend: monotone trend of the effect with depth")
     alternative: Alternative | None = Field(
         None, description="direction of the test; the probe's default when omitted")
+    universe: str | None = Field(
+        None, max_length=MAX_UNIVERSE,
+        description="gene-set reference: the test sees these genes only (its SVD, sets and "
+                    "nulls), e.g. the genes a study named; default: every gene of the cache")
     rationale: str = Field("", max_length=MAX_RATIONALE)
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
     source: str = Field("human", max_length=200)
@@ -220,8 +226,11 @@ class ResolvedSpec(BaseModel):
         layers = self.spec.layers
         if isinstance(layers, list):
             layers = [x if isinstance(x, int) else str(x) for x in layers]
-        return {"probe": self.spec.probe, "params": self.params, "layers": layers,
-                "across_layers": self.spec.across_layers, "alternative": self.alternative}
+        out = {"probe": self.spec.probe, "params": self.params, "layers": layers,
+               "across_layers": self.spec.across_layers, "alternative": self.alternative}
+        if self.spec.universe is not None:  # absent when unset: earlier hashes stay valid
+            out["universe"] = self.spec.universe
+        return out
 
     @property
     def hash(self) -> str:

@@ -197,6 +197,20 @@ class Cache:
         return replace(self, genes=replace(self.genes, hidden=hidden), _arrays=self._arrays,
                        view=f"split:{gs.seed}:{gs.fraction!r}:{part}")
 
+    def universe_view(self, rows: np.ndarray) -> Cache:
+        """The cache restricted to a gene universe: every row outside `rows` is hidden from
+        every probe, null and SVD (on top of what this view already hides)."""
+        import hashlib
+        from dataclasses import replace
+
+        keep = np.zeros(len(self.genes.symbols), dtype=bool)
+        keep[np.asarray(rows, dtype=int)] = True
+        hidden = ~keep if self.genes.hidden is None else (self.genes.hidden | ~keep)
+        digest = hashlib.sha256(np.flatnonzero(~hidden).astype(np.int64).tobytes()).hexdigest()
+        view = f"{self.view}|universe:{digest[:16]}" if self.view else f"universe:{digest[:16]}"
+        return replace(self, genes=replace(self.genes, hidden=hidden), _arrays=self._arrays,
+                       view=view)
+
     # -- metadata ---------------------------------------------------------------------------
     @property
     def layers(self) -> list[str]:

@@ -198,7 +198,7 @@ def check_files(spec: HypothesisSpec, allow_files: tuple[str, ...]) -> str:
     from geoscreen.hypotheses.spec import file_refs
     from geoscreen.store.userfiles import allowed_roots, is_allowed
 
-    refs = file_refs(spec.params)
+    refs = file_refs({**spec.params, "universe": spec.universe})
     if not refs:
         return ""
     roots = allowed_roots(allow_files) or ()
