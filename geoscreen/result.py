@@ -29,8 +29,9 @@ P_FLOOR = 1e-300  # calibrate_p clamps p here so that every e-value stays finite
 class LayerResult(BaseModel):
     """One layer's outcome.  `p_value` is None only for purely descriptive measurements."""
 
-    layer: str
-    layer_index: int
+    layer: str = Field("", description="filled by the probe registry's wrapper")
+    layer_index: int = Field(-1, description="depth: position among the cache's stored layers "
+                                             "(filled by the probe registry's wrapper)")
     statistic_name: str
     statistic: float
     effect_name: str

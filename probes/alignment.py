@@ -12,7 +12,6 @@ descriptive companion.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -138,7 +137,6 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
     """
-    t0 = time.perf_counter()
     other = ctx.other_cache(p.other_cache)
     if p.other_layer == "same":
         olayer: str | int = layer if layer in other.layers else ctx.cache.layer_index(layer)
@@ -183,14 +181,11 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
         null[s:s + m] = _stat(np.matmul(AxT[None], Ay[gene_perms(n, m, rng)]), p.method)
     retrieval = _retrieval(Ux * Sx, Uy * Sy, p.method, ctx.rng(layer, "retrieval"))
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="mean_canonical_correlation" if p.method == "cca" else
         "procrustes_correlation", statistic=observed, effect_name="z",
         effect_size=z_score(observed, null), **permutation_test(observed, null, ctx.alternative),
         n=int(n), null="gene_shuffle", n_permutations=p.n_permutations,
-        seed=ctx.layer_seed(layer),
         extra={"other_layer": oname, "n_components": int(k), "null_mean": float(null.mean()),
                "null_sd": float(null.std(ddof=1)), "retrieval_top1": retrieval,
                "retrieval_chance": 1.0 / (n // 2),
-               "procrustes_disparity": 1 - observed ** 2 if p.method == "procrustes" else None},
-        runtime_s=time.perf_counter() - t0)
+               "procrustes_disparity": 1 - observed ** 2 if p.method == "procrustes" else None})

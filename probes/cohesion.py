@@ -27,7 +27,6 @@ residualizes similarities on co-expression first.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -250,7 +249,6 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that cell-type marker
     genes retrieve one another is restated in hypotheses/catalogue).
     """
-    t0 = time.perf_counter()
     refs = p.gene_set if isinstance(p.gene_set, list) else [p.gene_set]
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     n = Z.shape[0]
@@ -331,14 +329,12 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
             null[s:s + m] = _summary(sums, sizes, n, "mean_similarity")
     z = z_score(observed, null)
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name=p.statistic,
+        statistic_name=p.statistic,
         statistic=observed, effect_name="z", effect_size=z,
         **permutation_test(observed, null, ctx.alternative),
         n=int(flat.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
-        seed=ctx.layer_seed(layer),
         extra={"mean_similarity": sim_obs, "retrieval_auroc": auc_obs, "n_sets": len(sets),
                "set_sizes": [int(x) for x in sizes], "skipped_sets": skipped,
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "subspace": p.subspace, "metric": p.metric, "control_fit": fit,
-               "matching": matching},
-        runtime_s=time.perf_counter() - t0)
+               "matching": matching})

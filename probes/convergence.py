@@ -12,7 +12,6 @@ against uniformly random genes.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import numpy as np
@@ -167,7 +166,6 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that BATF and BACH2 move
     toward PAX5 with depth is restated in hypotheses/catalogue).
     """
-    t0 = time.perf_counter()
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     ref = p.anchor if ":" in p.anchor else f"genes:{p.anchor}"
     anchor_rows = ctx.gene_rows(ref, param="anchor", min_size=1, include_zero=p.include_zero_genes)
@@ -180,12 +178,12 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
     members = np.setdiff1d(svd.local(rows), [a])
     if members.size == 0:
         raise GeoscreenError("no genes left besides the anchor", field="params.genes")
-    return _convergence(ctx, p, layer, svd, Z, Z[a], np.array([a]), members, {}, t0)
+    return _convergence(ctx, p, layer, svd, Z, Z[a], np.array([a]), members, {})
 
 
 def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConvergenceParams,
                  layer: str, svd: Any, Z: np.ndarray, target: np.ndarray, anchors: np.ndarray,
-                 members: np.ndarray, info: dict[str, Any], t0: float) -> LayerResult:
+                 members: np.ndarray, info: dict[str, Any]) -> LayerResult:
     """The shared measurement: the members' similarity to `target` (a vector in Z's coordinates)
     relative to every gene outside `anchors`, its axis bootstrap and its null."""
     n = Z.shape[0]
@@ -241,14 +239,13 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
                  "matching": matching}
         draws = [float(x) for x in null]
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="mean_cosine",
+        statistic_name="mean_cosine",
         statistic=cos, effect_name=p.measure, effect_size=value, p_value=pval,
         e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
-        n=int(members.size), null=p.null, n_permutations=nperm, seed=ctx.layer_seed(layer),
+        n=int(members.size), null=p.null, n_permutations=nperm,
         ci_low=ci_low, ci_high=ci_high, null_draws=draws,
         extra={**extra, **info, "per_gene_cosine": [float(x) for x in s[members]],
-               "subspace": p.subspace},
-        runtime_s=time.perf_counter() - t0)
+               "subspace": p.subspace})
 
 
 @probe(
@@ -306,7 +303,6 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
     Cui, H. et al. (2024). scGPT: toward building a foundation model for single-cell multi-omics
     using generative AI. Nature Methods 21, 1470-1480.
     """
-    t0 = time.perf_counter()
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     anchor_rows = ctx.gene_rows(p.anchor_set, param="anchor_set", min_size=p.min_anchor_genes,
                                 include_zero=p.include_zero_genes)
@@ -322,4 +318,4 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
         raise GeoscreenError("the anchor set's centroid is the zero vector in this layer",
                              field="params.anchor_set", fix="use a larger anchor set")
     info = {"anchor_genes": int(anchors.size), "overlap_left_out": int(tested.size - members.size)}
-    return _convergence(ctx, p, layer, svd, Z, centroid, anchors, members, info, t0)
+    return _convergence(ctx, p, layer, svd, Z, centroid, anchors, members, info)

@@ -10,7 +10,6 @@ maximum likelihood instead).  The value is descriptive: a bootstrap over genes' 
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Literal
 
@@ -146,7 +145,6 @@ def intrinsic_dimension(ctx: ProbeContext, p: IntrinsicDimensionParams, layer: s
     Efron, B. (1979). Bootstrap methods: another look at the jackknife. Annals of Statistics 7(1),
     1-26.
     """
-    t0 = time.perf_counter()
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     if p.gene_set is not None:
         rows = ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_genes,
@@ -173,10 +171,8 @@ def intrinsic_dimension(ctx: ProbeContext, p: IntrinsicDimensionParams, layer: s
                                               p.discard_fraction, p.method)
         ci_low, ci_high = percentile_ci(boot)
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="twonn_dimension", statistic=value, effect_name="twonn_dimension",
-        effect_size=value, p_value=None, n=int(mu.size), null="none", seed=ctx.layer_seed(layer),
+        effect_size=value, p_value=None, n=int(mu.size), null="none",
         ci_low=ci_low, ci_high=ci_high,
         extra={"method": p.method, "discard_fraction": p.discard_fraction,
-               "n_duplicates_dropped": int((~keep).sum()), "subspace": p.subspace},
-        runtime_s=time.perf_counter() - t0)
+               "n_duplicates_dropped": int((~keep).sum()), "subspace": p.subspace})

@@ -10,7 +10,6 @@ drifts like any gene), tested against random sets matched on annotation count an
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -140,7 +139,6 @@ def gene_drift(ctx: ProbeContext, p: GeneDriftParams, layer: str) -> LayerResult
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
-    t0 = time.perf_counter()
     ref = _reference_layer(ctx, p, layer)
     svd = ctx.svd(layer, p.include_zero_genes)
     rows = svd.rows
@@ -177,14 +175,13 @@ def gene_drift(ctx: ProbeContext, p: GeneDriftParams, layer: str) -> LayerResult
     symbols = ctx.cache.genes.symbols
     top = members[np.argsort(-drift[members], kind="stable")[:TOP_GENES]]
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="mean_drift",
+        statistic_name="mean_drift",
         statistic=float(drift[members].mean()), effect_name="drift_auroc", effect_size=auroc,
         p_value=pval, e_value=ev, e_method=E_PERMUTATION, n=int(k), null=p.null,
-        n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
+        n_permutations=p.n_permutations,
         null_draws=[float(x) for x in null],
         extra={"reference_layer": ref, "mean_drift_all": float(drift.mean()),
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "matching": matching,
                "top_genes": [{"gene": symbols[int(rows[i])], "drift": float(drift[i])}
-                             for i in top]},
-        runtime_s=time.perf_counter() - t0)
+                             for i in top]})

@@ -12,7 +12,6 @@ maxT adjusted p-values (Westfall & Young), which control the family-wise error o
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -176,7 +175,6 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
-    t0 = time.perf_counter()
     svd = ctx.svd(layer, p.include_zero_genes)
     if max(p.axes) > svd.S.size:
         raise GeoscreenError(f"axis {max(p.axes)} does not exist; this layer has {svd.S.size} "
@@ -243,11 +241,10 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
                      "p_maxT": (1 + exceed) / (1 + p.n_permutations)})
     best = hits[0]
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="max_z",
+        statistic_name="max_z",
         statistic=observed, effect_name="best_hit_auroc", effect_size=float(best["auroc"]),
         p_value=pval, e_value=ev, e_method=E_PERMUTATION, n=n_sets, null=p.null,
-        n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
+        n_permutations=p.n_permutations,
         extra={"hits": hits, "sets_scanned": n_sets, "axes": list(p.axes), "genes": int(n),
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
-               "matching": matching},
-        runtime_s=time.perf_counter() - t0)
+               "matching": matching})

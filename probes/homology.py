@@ -25,7 +25,6 @@ ripser is not vectorised, so for H1/H2 each null draw is one ripser call; subset
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -200,7 +199,6 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
     """
-    t0 = time.perf_counter()
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     X = Z if p.subspace != "full" else Z @ svd.Vt  # full space: the embedding dimensions
     rows = ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_size,
@@ -237,12 +235,10 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
         else:  # ripser is not vectorised: one call per draw
             null[s:s + m] = [sum(v[0] for v in total_persistence(Dq, dims).values()) for Dq in D]
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="total_persistence", statistic=observed, effect_name="z",
         effect_size=z_score(observed, null), **permutation_test(observed, null, ctx.alternative),
-        n=int(k), null=p.null, n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
+        n=int(k), null=p.null, n_permutations=p.n_permutations,
         extra={"per_dim": {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()},
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "subsampled_from": int(rows.size) if subsampled else None, "dims": list(dims),
-               "metric": p.metric, "subspace": p.subspace, "matching": matching},
-        runtime_s=time.perf_counter() - t0)
+               "metric": p.metric, "subspace": p.subspace, "matching": matching})

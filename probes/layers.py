@@ -17,7 +17,6 @@ variance, a well-defined and much cheaper statistic for low-rank late layers.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -148,7 +147,6 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
     """
-    t0 = time.perf_counter()
     ref_idx = reference_index(ctx, layer, p.reference_layer)
     ref = ctx.cache.layers[ref_idx]
     if ref == layer:  # CKA 1 by construction; it would also bias a trend across layers
@@ -199,10 +197,9 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
         extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                  "z": z_score(cka, null)}
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="linear_cka",
+        statistic_name="linear_cka",
         statistic=cka, effect_name="linear_cka", effect_size=cka, p_value=pval,
         e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
-        n=int(X.shape[0]), null=p.null, n_permutations=nperm, seed=ctx.layer_seed(layer),
+        n=int(X.shape[0]), null=p.null, n_permutations=nperm,
         extra={**extra, "reference_layer": ref,
-               "components": [int(X.shape[1]), int(Y.shape[1])]},
-        runtime_s=time.perf_counter() - t0)
+               "components": [int(X.shape[1]), int(Y.shape[1])]})

@@ -12,7 +12,6 @@ All three accept `control`: pair values are first regressed on co-expression (se
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -156,22 +155,18 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that STRING partners sit
     closer in SV2-SV4 is restated in hypotheses/catalogue).
     """
-    t0 = time.perf_counter()
     svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
                                          p.include_zero_genes)
     i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
     observed, null = pair_null(scorer, i, j, p.null, p.n_permutations, ctx.rng(layer))
     z = z_score(observed, null)
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name=f"mean_{p.metric}" + ("_residual" if fit else ""), statistic=observed,
         effect_name="z", effect_size=z,
         **permutation_test(observed, null, ctx.alternative), n=int(i.size),
         null=null_label(p.null, p.control), n_permutations=p.n_permutations,
-        seed=ctx.layer_seed(layer),
         extra={"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
-               "subspace": p.subspace, "metric": p.metric, "control_fit": fit},
-        runtime_s=time.perf_counter() - t0)
+               "subspace": p.subspace, "metric": p.metric, "control_fit": fit})
 
 
 # ------------------------------------------------------------------------------------------
@@ -293,7 +288,6 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     transcriptional regulatory interactions. Nucleic Acids Research 46(D1), D380-D386 (the `trrust`
     pair sets).
     """
-    t0 = time.perf_counter()
     svd = ctx.svd(layer, p.include_zero_genes)
     n = svd.rows.size
     k = p.k if p.k is not None else max(1, int(round((p.quantile or 0.1) * n)))
@@ -313,15 +307,12 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     z = z_score(observed, null)
     mean0 = float(null.mean())
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="co_pole_rate" + ("_residual" if fit else ""), statistic=observed,
         effect_name="z", effect_size=z, **permutation_test(observed, null, ctx.alternative),
         n=int(i.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
-        seed=ctx.layer_seed(layer),
         extra={"null_mean": mean0, "null_sd": float(null.std(ddof=1)), "k": k, "axis": p.axis,
                "pole": p.pole, "enrichment": observed / mean0 if mean0 > 0 and not fit else None,
-               "control_fit": fit},
-        runtime_s=time.perf_counter() - t0)
+               "control_fit": fit})
 
 
 # ------------------------------------------------------------------------------------------
@@ -409,7 +400,6 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that proximity rises over
     the five STRING confidence quintiles is restated in hypotheses/catalogue).
     """
-    t0 = time.perf_counter()
     svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
                                          p.include_zero_genes)
     if isinstance(p.pairs, list):
@@ -444,13 +434,10 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     levels = np.unique(b)
     means = [float(v[b == k].mean()) for k in levels]
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="spearman_rho", statistic=rho, effect_name="spearman_rho",
         effect_size=rho, **permutation_test(rho, null, ctx.alternative), n=int(v.size),
         null=null_label("label_shuffle", p.control), n_permutations=p.n_permutations,
-        seed=ctx.layer_seed(layer),
         extra={"bin_means": means, "bin_counts": [int((b == k).sum()) for k in levels],
                "rho_bin_means": spearman(levels.astype(float), np.asarray(means)),
                "bin_lower_scores": edges, "subspace": p.subspace, "metric": p.metric,
-               "control_fit": fit},
-        runtime_s=time.perf_counter() - t0)
+               "control_fit": fit})

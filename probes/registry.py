@@ -9,7 +9,9 @@ Third-party probes register through the ``geoscreen.probes`` entry-point group.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -163,6 +165,9 @@ def probe(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(ctx, params, layer) -> LayerResult`` as probe `name`.
 
+    The registered function fills each result's `layer`, `layer_index`, `seed` (when the probe
+    left it unset) and `runtime_s`; a probe reports its statistics only.
+
     `examples` are ready-to-run spec fragments (`params`, `statement`, optional `across_layers`,
     `alternative`, `layers`) that the offline brainstormer starts from.
     """
@@ -173,18 +178,33 @@ def probe(
         raise TypeError(f"probe {name!r}: params must subclass ProbeParams")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        doc = description or (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = description or " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
+
+        @functools.wraps(fn)
+        def run_layer(ctx: Any, p: Any, layer: str) -> Any:
+            """The probe on one layer, with the per-layer bookkeeping every result needs: the
+            layer's name and depth, its seed (unless the probe set one) and the run time."""
+            t0 = time.perf_counter()
+            res = fn(ctx, p, layer)
+            res.layer = layer
+            res.layer_index = ctx.cache.layer_index(layer)
+            if res.seed is None:
+                res.seed = ctx.layer_seed(layer)
+            res.runtime_s = time.perf_counter() - t0
+            return res
+
         info = ProbeInfo(name=name, family=family, params=params, nulls=tuple(nulls),
                          version=version, statistic=statistic, effect=effect, description=doc,
-                         fn=fn, examples=tuple(examples), alternatives=tuple(alternatives),
-                         module=fn.__module__, effect_null=effect_null)
+                         fn=run_layer, examples=tuple(examples),
+                         alternatives=tuple(alternatives), module=fn.__module__,
+                         effect_null=effect_null)
         existing = _REGISTRY.get(name)
         if existing is not None and existing.module != info.module:
             raise ValueError(f"probe {name!r} is registered twice "
                              f"({existing.module}, {info.module})")
         _REGISTRY[name] = info
-        fn.probe_info = info  # type: ignore[attr-defined]
-        return fn
+        run_layer.probe_info = info  # type: ignore[attr-defined]
+        return run_layer
 
     return deco
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -129,7 +128,6 @@ def edge_specificity(ctx: ProbeContext, p: EdgeSpecificityParams, layer: str) ->
     transcriptional regulatory interactions. Nucleic Acids Research 46(D1), D380-D386 (the `trrust`
     pair sets).
     """
-    t0 = time.perf_counter()
     svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
                                          p.include_zero_genes)
     ci, cj, _ = ctx.pair_rows(p.pairs, param="pairs", min_size=p.min_edges,
@@ -168,17 +166,15 @@ def edge_specificity(ctx: ProbeContext, p: EdgeSpecificityParams, layer: str) ->
     u_tf = np.add.reduceat(R[t, c].astype(float), starts) - cnt * (cnt + 1) / 2
     per_tf = u_tf / (cnt * (nvalid - cnt))
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="edge_auroc",
+        statistic_name="edge_auroc",
         statistic=observed, effect_name="auroc", effect_size=observed,
         **permutation_test(observed, null, ctx.alternative), n=int(e.shape[0]),
         null=null_label("target_shuffle", p.control), n_permutations=p.n_permutations,
-        seed=ctx.layer_seed(layer),
         extra={"n_tfs": int(tfs.size), "n_candidates": int(cand.size), "non_edges": p.non_edges,
                "null_mean": float(null.mean()), "z": z_score(observed, null),
                "median_tf_auroc": float(np.median(per_tf)), "subspace": p.subspace,
                "metric": p.metric,
-               "control_fit": fit},
-        runtime_s=time.perf_counter() - t0)
+               "control_fit": fit})
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,7 +260,6 @@ def sign_contrast(ctx: ProbeContext, p: SignContrastParams, layer: str) -> Layer
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that repression edges are
     more prominent than activation edges is restated in hypotheses/catalogue).
     """
-    t0 = time.perf_counter()
     svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
                                          p.include_zero_genes)
     sides = []
@@ -295,13 +290,10 @@ def sign_contrast(ctx: ProbeContext, p: SignContrastParams, layer: str) -> Layer
         test = permutation_test(diff, null, ctx.alternative)
         nperm, null_mean = p.n_permutations, float(null.mean())
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name="prominence_difference", statistic=diff,
         effect_name="prominence_difference", effect_size=diff, **test,
         n=int(va.size + vb.size), null=null_label(p.test, p.control), n_permutations=nperm,
-        seed=ctx.layer_seed(layer),
         extra={"auroc": auc, "rank_biserial": 2 * auc - 1, "n_a": int(va.size),
                "n_b": int(vb.size), "n_shared_dropped": int(shared.size),
                "mean_a": float(va.mean()), "mean_b": float(vb.mean()), "null_mean": null_mean,
-               "prominence": p.prominence, "subspace": p.subspace, "control_fit": fit},
-        runtime_s=time.perf_counter() - t0)
+               "prominence": p.prominence, "subspace": p.subspace, "control_fit": fit})

@@ -10,7 +10,6 @@ so the sensitivity of the effect to the null (the z ratio) can be read off.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -121,7 +120,6 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     and functional enrichment analyses for any sequenced genome of interest. Nucleic Acids Research
     51(D1), D638-D646 (STRING v12, the `string:` pair sets).
     """
-    t0 = time.perf_counter()
     svd, scorer, _ = similarity_scorer(ctx, layer, p.subspace, p.metric, None,
                                        p.include_zero_genes)
     ci, cj, _ = ctx.pair_rows(p.pairs, param="pairs", min_size=p.min_pairs,
@@ -151,16 +149,13 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     raw = float(scorer.values(i, j).mean())
     zmax = max(abs(z) for z in zs.values())
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer),
         statistic_name=f"mean_{p.metric}", statistic=raw, effect_name="min_z",
         effect_size=zs[weakest], p_value=max(v["p_value"] for v in per.values()),
         # intersection-union over nulls: the claim needs every null rejected, and the smallest
         # e-value is at most the e-value of any null that is true, so E[min] <= 1
         e_value=min(v["e_value"] for v in per.values()), e_method=f"{E_PERMUTATION}_iu_min",
         n=int(i.size), null="+".join(p.nulls), n_permutations=p.n_permutations,
-        seed=ctx.layer_seed(layer),
         extra={"per_null": per, "weakest_null": weakest,
                "z_ratio_weakest_to_strongest": abs(zs[weakest]) / zmax if zmax > 0 else None,
-               "subspace": p.subspace, "metric": p.metric},
-        runtime_s=time.perf_counter() - t0)
+               "subspace": p.subspace, "metric": p.metric})
 

@@ -3,7 +3,6 @@ in a subspace under a cross-validated linear classifier (`role_separation`)?"""
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -99,7 +98,6 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that singular axis 1
     orders secreted to cytosolic genes is restated in hypotheses/catalogue).
     """
-    t0 = time.perf_counter()
     svd = ctx.svd(layer, p.include_zero_genes)
     pos_rows = ctx.gene_rows(p.positive, param="positive", min_size=p.min_size,
                              include_zero=p.include_zero_genes)
@@ -141,15 +139,14 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
     else:
         effect_name, effect = "auroc", auc
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="auroc",
+        statistic_name="auroc",
         statistic=auc, effect_name=effect_name, effect_size=effect, p_value=pval,
         e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
         n=int(pos.size + neg.size), null=null, n_permutations=nperm, seed=seed,
         extra={"rank_biserial": 2 * auc - 1, "n_positive": int(pos.size),
                "n_negative": int(neg.size), "n_overlap_removed": int(overlap.size),
                "axis": p.axis,
-               "explained_variance": float(svd.S[p.axis - 1] ** 2 / np.sum(svd.S ** 2))},
-        runtime_s=time.perf_counter() - t0)
+               "explained_variance": float(svd.S[p.axis - 1] ** 2 / np.sum(svd.S ** 2))})
 
 
 # ------------------------------------------------------------------------------------------
@@ -266,7 +263,6 @@ def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> L
     from geoscreen.probes.logistic import cv_auroc_many, stratified_folds
     from geoscreen.probes.stats import chunks, gene_perms
 
-    t0 = time.perf_counter()
     svd = ctx.svd(layer, p.include_zero_genes)
     pos, neg, n_overlap = _two_sets(ctx, svd, p.positive, p.negative, p.min_size,
                                     p.include_zero_genes)
@@ -285,11 +281,10 @@ def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> L
         Y = y[gene_perms(n, m, rng)].T
         null[s:s + m] = cv_auroc_many(X, Y, stratified_folds(Y, order, p.folds), p.folds, p.C)
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name="cv_auroc",
+        statistic_name="cv_auroc",
         statistic=observed, effect_name="auroc", effect_size=observed,
         **permutation_test(observed, null, ctx.alternative), n=n, null="label_shuffle",
-        n_permutations=p.n_permutations, seed=ctx.layer_seed(layer),
+        n_permutations=p.n_permutations,
         extra={"n_positive": int(pos.size), "n_negative": int(neg.size),
                "n_overlap_removed": n_overlap, "subspace": list(p.subspace), "folds": p.folds,
-               "C": p.C, "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))},
-        runtime_s=time.perf_counter() - t0)
+               "C": p.C, "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))})

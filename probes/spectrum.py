@@ -14,7 +14,6 @@ dimensions), which gives a per-layer p-value.
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -196,7 +195,6 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that the (energy)
     effective rank falls with depth is restated in hypotheses/catalogue).
     """
-    t0 = time.perf_counter()
     svd = ctx.svd(layer, p.include_zero_genes)
     if p.gene_set is None:
         T = svd.U * svd.S
@@ -232,12 +230,11 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                  "z": z_score(value, null)}
     return LayerResult(
-        layer=layer, layer_index=ctx.cache.layer_index(layer), statistic_name=p.measure,
+        statistic_name=p.measure,
         statistic=value, effect_name=p.measure, effect_size=value, p_value=pval,
         e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
-        n=int(T.shape[0]), null=p.null, n_permutations=nperm, seed=ctx.layer_seed(layer),
+        n=int(T.shape[0]), null=p.null, n_permutations=nperm,
         ci_low=ci_low, ci_high=ci_high,
         extra={**extra, "k": p.k if p.measure == "explained_variance" else None,
                "n_axes": int(eig.size), "bootstrap": p.bootstrap, "n_bootstrap": p.n_bootstrap,
-               "top_singular_values": [float(x) for x in np.sqrt(np.sort(eig)[::-1][:10])]},
-        runtime_s=time.perf_counter() - t0)
+               "top_singular_values": [float(x) for x in np.sqrt(np.sort(eig)[::-1][:10])]})
