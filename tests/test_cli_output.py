@@ -45,6 +45,12 @@ def test_a_piped_campaign_logs_timestamped_lines(small_cache, tmp_path: Path, cl
     assert long in piped and "…" not in piped
     narrow = cli("ledger", "list", "--ledger", str(ledger), env={"COLUMNS": "60"}).stdout
     assert long not in narrow and "…" in narrow
+    tsv = cli("ledger", "list", "--ledger", str(ledger), "--tsv").stdout.splitlines()
+    from geoscreen.store.query import EXPORT_COLUMNS
+
+    head, row = tsv[0].split("\t"), tsv[1].split("\t")
+    assert head == list(EXPORT_COLUMNS) and len(row) == len(head) and len(tsv) == 2
+    assert row[head.index("statement")] == long and float(row[head.index("q_bh")]) <= 0.05
 
 
 def test_help_shows_choices_and_no_bogus_flag_types(cli):

@@ -97,6 +97,9 @@ def list_cmd(
                              "iteration | family | probe | source | status; '-' reverses"),
     limit: int = typer.Option(None, "--limit", min=1),
     as_json: bool = typer.Option(False, "--json", help="a JSON array of rows, for scripts"),
+    as_tsv: bool = typer.Option(False, "--tsv", help="tab-separated columns with a header "
+                                "(every column of `ledger export`), for cut, awk and "
+                                "spreadsheets"),
     campaigns: str = typer.Option("exploratory", "--campaigns",
                                   metavar="exploratory|confirmatory|all",
                                   help="which campaigns (confirmatory: replications and "
@@ -113,6 +116,18 @@ def list_cmd(
         sys.stdout.write(json.dumps(rows, default=str) + "\n")
         return
     from geoscreen.agent.textsafe import terminal_safe
+
+    if as_tsv:
+        from geoscreen.store.query import EXPORT_COLUMNS
+
+        def cell(v: Any) -> str:
+            text = "" if v is None else json.dumps(v) if isinstance(v, list | dict) else str(v)
+            return " ".join(terminal_safe(text).split())  # no tab or newline inside a cell
+
+        out = ["\t".join(EXPORT_COLUMNS)]
+        out += ["\t".join(cell(r[c]) for c in EXPORT_COLUMNS) for r in rows]
+        sys.stdout.write("\n".join(out) + "\n")
+        return
 
     online = any(r["online_decision"] is not None for r in rows)
     headers = ["id", "it", "source", "probe", "status", "effect", "p", "q_bh", "sig"]
