@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
-
 from geoscreen.agent.brainstorm import Brainstormer, BrainstormerUnavailable, make_brainstormer
 from geoscreen.agent.executor import Job, JobResult, ProcessSandbox
 from geoscreen.agent.state import snapshot
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import derive_seed
+from geoscreen.store import queue
 from geoscreen.store.cache import Cache, open_cache
 from geoscreen.store.failures import MAX_AUTO_ATTEMPTS, transient_failure
 from geoscreen.store.lease import RunLease
@@ -215,9 +214,7 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
             c.config = {**c.config, "iterations": cfg.iterations,
                         "per_iteration": cfg.per_iteration, "brainstormer": cfg.brainstormer}
         # crash recovery: anything left running by a killed process runs again
-        n = s.execute(update(Hypothesis).where(Hypothesis.campaign_id == c.id,
-                                               Hypothesis.status == "running")
-                      .values(status="queued", started_at=None)).rowcount
+        n = queue.requeue_running(s, c.id)
         if n:
             ledger.event(s, c, "resumed", f"{n} hypotheses interrupted mid-run were re-queued")
         retried = _requeue_transient(ledger, s, c, force=cfg.retry_failed)
@@ -236,12 +233,9 @@ def _requeue_transient(ledger: Ledger, s: Any, c: Campaign, *, force: bool) -> i
     iteration like a hand-queued spec.  Seeds depend on the hypothesis hash only, so a rerun
     tests exactly what the first attempt would have.
     """
-    open_its = set(s.scalars(select(Iteration.id).where(Iteration.campaign_id == c.id,
-                                                        Iteration.status != "done")).all())
+    open_its = queue.open_iteration_ids(s, c.id)
     again = capped = 0
-    for h in s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == c.id,
-                                                Hypothesis.status == "failed")
-                       .order_by(Hypothesis.id)).all():
+    for h in queue.failed(s, c.id):
         if not transient_failure(h.error):
             continue
         if (h.attempts or 0) >= MAX_AUTO_ATTEMPTS and not force:
@@ -278,16 +272,11 @@ def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
     with ledger.session() as s:
         c = s.get(Campaign, campaign_id)
         assert c is not None
-        it = s.scalars(select(Iteration).where(Iteration.campaign_id == c.id,
-                                               Iteration.status != "done")
-                       .order_by(Iteration.index)).first()
+        it = queue.first_open_iteration(s, c.id)
         if it is not None:
             return it
-        done = s.scalar(select(func.count(Iteration.id)).where(Iteration.campaign_id == c.id))
-        queued_ids = list(s.scalars(select(Hypothesis.id).where(
-            Hypothesis.campaign_id == c.id, Hypothesis.status == "queued",
-            Hypothesis.iteration_id.is_(None)).order_by(Hypothesis.id)
-            .limit(cfg.per_iteration)).all())
+        done = queue.iteration_count(s, c.id)
+        queued_ids = queue.unassigned_queued_ids(s, c.id, cfg.per_iteration)
         extra = done >= cfg.iterations
         if extra:
             if not queued_ids:
@@ -318,8 +307,7 @@ def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
         if extra:
             ledger.event(s, c, "extended", f"iteration {index} runs {len(queued_ids)} queued "
                          f"hypotheses beyond the {cfg.iterations} planned iterations", index)
-        for h in s.scalars(select(Hypothesis).where(Hypothesis.id.in_(queued_ids))):
-            h.iteration_id, h.iteration_index = it.id, it.index
+        queue.assign(s, queued_ids, it)
         if batch is not None:
             status = "pending_approval" if cfg.approve else "queued"
             _added, dups = ledger.add_hypotheses(s, c, batch.accepted, status=status,
@@ -364,23 +352,15 @@ def _finish_iteration(ledger: Ledger, campaign_id: int, it_id: int) -> tuple[int
         it = s.get(Iteration, it_id)
         assert c is not None and it is not None
         # test order: proposal order within the iteration, fixed once and for all
-        last = s.scalar(select(func.max(Hypothesis.test_order))
-                        .where(Hypothesis.campaign_id == c.id)) or 0
-        rows = s.scalars(select(Hypothesis).where(Hypothesis.iteration_id == it.id,
-                                                  Hypothesis.status == "done")
-                         .order_by(Hypothesis.id)).all()
-        for h in rows:
+        last = queue.last_test_order(s, c.id)
+        for h in queue.in_iteration(s, it.id, "done"):
             if h.test_order is None:
                 last += 1
                 h.test_order = last
         fdr.update_campaign(s, c, it)
         it.status = "done"
         it.finished_at = utcnow()
-        tested = s.scalar(select(func.count(Hypothesis.id)).where(
-            Hypothesis.campaign_id == c.id, Hypothesis.status == "done")) or 0
-        disc = s.scalar(select(func.count(Hypothesis.id)).where(
-            Hypothesis.campaign_id == c.id, Hypothesis.significant.is_(True))) or 0
-        return int(disc), int(tested)
+        return (queue.count(s, c.id, significant=True), queue.count(s, c.id, status="done"))
 
 
 def _import_plugins(modules: list[str]) -> None:
@@ -576,12 +556,8 @@ def _run(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, rep
                     reason = "the queue is empty"
                 break
             with ledger.session() as s:
-                todo = s.scalars(select(Hypothesis).where(
-                    Hypothesis.iteration_id == it.id, Hypothesis.status == "queued")
-                    .order_by(Hypothesis.id)).all()
-                waiting = s.scalar(select(func.count(Hypothesis.id)).where(
-                    Hypothesis.iteration_id == it.id,
-                    Hypothesis.status == "pending_approval")) or 0
+                todo = queue.in_iteration(s, it.id, "queued")
+                waiting = len(queue.in_iteration(s, it.id, "pending_approval"))
             approval = (f"iteration {it.index} waits for approval of {waiting} proposals "
                         "('geoscreen queue approve ID')")
             if waiting and not todo:
@@ -607,12 +583,9 @@ def _run(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, rep
         c = s.get(Campaign, campaign_id)
         c.status, c.status_reason = status, reason
         ledger.event(s, c, status, reason)
-        its = s.scalar(select(func.count(Iteration.id)).where(
-            Iteration.campaign_id == c.id, Iteration.status == "done")) or 0
-        counts = dict(s.execute(select(Hypothesis.status, func.count(Hypothesis.id)).where(
-            Hypothesis.campaign_id == c.id).group_by(Hypothesis.status)).all())
-        disc = s.scalar(select(func.count(Hypothesis.id)).where(
-            Hypothesis.campaign_id == c.id, Hypothesis.significant.is_(True))) or 0
+        its = queue.iteration_count(s, c.id, done=True)
+        counts = queue.status_counts(s, c.id)
+        disc = queue.count(s, c.id, significant=True)
     if guard.problem:
         n = len(guard.requeued)
         raise GeoscreenError(

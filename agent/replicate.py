@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from geoscreen.errors import GeoscreenError
+from geoscreen.store import queue
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Hypothesis, Iteration, Replication, utcnow
 
@@ -62,18 +62,6 @@ class ReplicationResult:
         return sum(1 for r in self.rows if r["replicated"])
 
 
-def _discoveries(s: Session, c: Campaign, selection: str) -> list[Hypothesis]:
-    alpha = float((c.config or {}).get("alpha", 0.05))
-    q = select(Hypothesis).where(Hypothesis.campaign_id == c.id, Hypothesis.status == "done")
-    if selection == "bh":
-        q = q.where(Hypothesis.significant.is_(True))
-    elif selection == "by":
-        q = q.where(Hypothesis.q_by <= alpha)
-    else:
-        q = q.where(Hypothesis.online_decision.is_(True))
-    return list(s.scalars(q.order_by(Hypothesis.id)).all())
-
-
 def _setup(led: Ledger, cache: Any, selection: str, alpha: float | None, seed: int | None,
            split: dict[str, Any] | None = None) -> tuple[int, int, int]:
     """(confirmatory campaign id, its iteration id, discoveries not covered by it).
@@ -88,10 +76,8 @@ def _setup(led: Ledger, cache: Any, selection: str, alpha: float | None, seed: i
                 f"is the cache this campaign ran on ({cache.path}); a replication needs "
                 "independent embeddings", field="--cache",
                 fix="extract with another seed, dataset or model and pass that cache")
-        conf = s.scalars(select(Campaign).where(
-            Campaign.kind == "confirmatory", Campaign.parent_campaign_id == orig.id,
-            Campaign.cache_checksum == cache.checksum).order_by(Campaign.id.desc())).first()
-        found = _discoveries(s, orig, selection)
+        conf = (queue.confirmatory_of(s, orig.id, cache.checksum) or [None])[-1]
+        found = queue.discoveries(s, orig, selection)
         if conf is None:
             if not found:
                 raise GeoscreenError(f"campaign #{orig.id} has no discoveries under "
@@ -132,15 +118,11 @@ def _setup(led: Ledger, cache: Any, selection: str, alpha: float | None, seed: i
                       f"on {cache.path} as campaign #{conf.id}", confirmatory=conf.id)
             s.flush()
             return conf.id, it.id, 0
-        covered = {p for (ps,) in s.execute(select(Hypothesis.parents).where(
-            Hypothesis.campaign_id == conf.id)) for p in (ps or [])}
-        n = s.execute(update(Hypothesis).where(Hypothesis.campaign_id == conf.id,
-                                               Hypothesis.status == "running")
-                      .values(status="queued", started_at=None)).rowcount
+        covered = queue.parents_in(s, conf.id)
+        n = queue.requeue_running(s, conf.id)
         if n:
             led.event(s, conf, "resumed", f"{n} hypotheses interrupted mid-run were re-queued")
-        it = s.scalars(select(Iteration).where(Iteration.campaign_id == conf.id)
-                       .order_by(Iteration.index)).first()
+        it = queue.first_iteration(s, conf.id)
         assert it is not None
         return conf.id, it.id, sum(1 for h in found if h.id not in covered)
 
@@ -150,8 +132,7 @@ def _record(led: Ledger, conf_id: int) -> None:
     with led.session() as s:
         conf = s.get(Campaign, conf_id)
         assert conf is not None
-        copies = s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == conf.id)
-                           .order_by(Hypothesis.id)).all()
+        copies = queue.hypotheses(s, conf.id)
         n_rep = 0
         for h in copies:
             orig_id = int((h.parents or [0])[0])
@@ -159,9 +140,7 @@ def _record(led: Ledger, conf_id: int) -> None:
             same = _same_direction(orig, h)
             replicated = bool(h.status == "done" and h.significant and same)
             n_rep += replicated
-            row = s.scalars(select(Replication).where(
-                Replication.campaign_id == conf.id,
-                Replication.original_hypothesis_id == orig_id)).first()
+            row = queue.replication(s, conf.id, original_id=orig_id)
             if row is None:
                 row = Replication(campaign_id=conf.id, original_hypothesis_id=orig_id,
                                   replication_hypothesis_id=h.id)
@@ -187,13 +166,9 @@ def _record(led: Ledger, conf_id: int) -> None:
 def replication_rows(s: Session, conf: Campaign) -> list[dict[str, Any]]:
     """Original vs replication, one dict per copied discovery."""
     out = []
-    copies = s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == conf.id)
-                       .order_by(Hypothesis.id)).all()
-    for h in copies:
+    for h in queue.hypotheses(s, conf.id):
         orig = s.get(Hypothesis, int((h.parents or [0])[0]))
-        rep = s.scalars(select(Replication).where(Replication.campaign_id == conf.id,
-                                                  Replication.replication_hypothesis_id == h.id)
-                        ).first()
+        rep = queue.replication(s, conf.id, copy_id=h.id)
         out.append({
             "original_id": orig.id if orig else None, "statement": h.statement,
             "original_p": orig.p_value if orig else None,
@@ -282,9 +257,7 @@ def replicate(ledger_path: str | Path, cache_path: str | Path | None, *, selecti
                                  memory_mb=memory_mb, work_dir=work_dir, brainstormer="none",
                                  plugins=list((conf.config or {}).get("plugins", []))
                                  + list(plugins or []))
-            todo = s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == conf.id,
-                                                      Hypothesis.status == "queued")
-                             .order_by(Hypothesis.id)).all()
+            todo = queue.hypotheses(s, conf.id, status="queued")
             split_job = (conf.config or {}).get("split")
             jobs = [Job(h.id, {"spec": h.spec, "cache_path": str(cache.path),
                                "cache_checksum": cache.checksum,
@@ -293,9 +266,7 @@ def replicate(ledger_path: str | Path, cache_path: str | Path | None, *, selecti
                                "split": split_job})
                     for h in todo]
             it_done = it.status == "done"
-            unrecorded = it_done and (s.scalar(select(func.count(Replication.id)).where(
-                Replication.campaign_id == conf.id)) or 0) < (s.scalar(
-                select(func.count(Hypothesis.id)).where(Hypothesis.campaign_id == conf.id)) or 0)
+            unrecorded = it_done and len(queue.replications(s, conf.id)) < queue.count(s, conf.id)
         if unrecorded:  # killed between the family's BH and the replication rows
             _record(led, conf_id)
         status, reason = "done", "replication complete"
@@ -332,12 +303,9 @@ def replicate(ledger_path: str | Path, cache_path: str | Path | None, *, selecti
 def replications_of(s: Session, campaign: Campaign) -> list[dict[str, Any]]:
     """Summaries of every confirmatory campaign that replicates `campaign`."""
     out = []
-    for conf in s.scalars(select(Campaign).where(Campaign.kind == "confirmatory",
-                                                 Campaign.parent_campaign_id == campaign.id)
-                          .order_by(Campaign.id)):
-        rows = s.scalars(select(Replication).where(Replication.campaign_id == conf.id)).all()
-        total = s.scalar(select(func.count(Hypothesis.id)).where(
-            Hypothesis.campaign_id == conf.id)) or 0
+    for conf in queue.confirmatory_of(s, campaign.id):
+        rows = queue.replications(s, conf.id)
+        total = queue.count(s, conf.id)
         split = (conf.config or {}).get("split")
         out.append({"campaign_id": conf.id, "cache_path": conf.cache_path, "status": conf.status,
                     "on": (f"{split['n_holdout']:,} held-out genes" if split

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from geoscreen.store.models import Campaign, Event, Hypothesis
+from geoscreen.store.models import Campaign, Hypothesis
 
 
 @dataclass(frozen=True)
@@ -80,11 +79,11 @@ def _view(h: Hypothesis) -> HypView:
 def snapshot(s: Session, campaign: Campaign, iteration: int,
              cache: dict[str, Any] | None = None,
              allow_files: tuple[str, ...] = ()) -> CampaignState:
-    rows = s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == campaign.id)
-                     .order_by(Hypothesis.id)).all()
+    from geoscreen.store import queue
+
+    rows = queue.hypotheses(s, campaign.id)
     retired = {}
-    for ev in s.scalars(select(Event).where(Event.campaign_id == campaign.id,
-                                            Event.kind == "retired").order_by(Event.id)):
+    for ev in queue.events(s, campaign.id, ("retired",)):
         retired[str(ev.data.get("family"))] = ev.message
     from geoscreen.errors import GeoscreenError
     from geoscreen.store.fdr import next_level

@@ -243,12 +243,10 @@ def _queue_check(led: Any, cache_opt: Path | None) -> tuple[Any, str]:
     The cache is `--cache`, else the one the campaign is bound to (its first `campaign run`);
     without either, layers and axes wait for the run and only references are resolved.
     """
-    from sqlalchemy import select
-
     from geoscreen.errors import GeoscreenError
     from geoscreen.hypotheses.preflight import preflight
+    from geoscreen.store import queue
     from geoscreen.store.cache import open_cache
-    from geoscreen.store.models import Hypothesis
 
     with led.session() as s:
         try:
@@ -256,8 +254,7 @@ def _queue_check(led: Any, cache_opt: Path | None) -> tuple[Any, str]:
         except GeoscreenError:  # none yet: this add creates it
             c = None
         bound = c.cache_path if c is not None else None
-        known = set(s.scalars(select(Hypothesis.id).where(Hypothesis.campaign_id == c.id))) \
-            if c is not None else set()
+        known = queue.hypothesis_ids(s, c.id) if c is not None else set()
     cache, note = None, ""
     if cache_opt is not None:
         cache = open_cache(cache_opt)

@@ -64,16 +64,14 @@ def check_cmd(config: Path = CONFIG_OPT,
 def usage_summary(ledger: str) -> dict[str, Any]:
     """Per-iteration calls, tokens, cost and proposal fates (accepted, repaired, rejected,
     duplicate) of the LLM brainstormer, plus totals."""
-    from sqlalchemy import select
-
+    from geoscreen.store import queue
     from geoscreen.store.ledger import Ledger
-    from geoscreen.store.models import Hypothesis, LLMCall
 
     led = Ledger(ledger, must_exist=True)
     try:
         with led.session() as s:
-            calls = s.scalars(select(LLMCall).order_by(LLMCall.id)).all()
-            hyps = s.scalars(select(Hypothesis).where(Hypothesis.source.like("llm:%"))).all()
+            calls = queue.llm_calls(s)
+            hyps = queue.hypotheses(s, source_like="llm:%")
             per: dict[Any, dict[str, Any]] = defaultdict(lambda: {
                 "calls": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0,
                 "latency_s": 0.0, "outcomes": Counter(), "accepted": 0, "repaired": 0,
@@ -145,21 +143,19 @@ def prompt_cmd(ledger: str = LEDGER_OPT, config: Path = CONFIG_OPT,
                system: bool = typer.Option(False, "--system", help="print the system prompt too"),
                ) -> None:
     """Print the prompt the next iteration would send (templates from --config if given)."""
-    from sqlalchemy import func, select
-
     from geoscreen.agent.llm.config import load_campaign_config, parse_llm_config
     from geoscreen.agent.llm.prompting import PromptBuilder
     from geoscreen.agent.state import snapshot
+    from geoscreen.store import queue
     from geoscreen.store.ledger import Ledger
-    from geoscreen.store.models import Iteration
 
     cfg = parse_llm_config(load_campaign_config(config)["llm"] if config else {})
     led = Ledger(ledger, must_exist=True)
     try:
         with led.session() as s:
             c = led.campaign(s, create=False)
-            n = s.scalar(select(func.count(Iteration.id)).where(Iteration.campaign_id == c.id))
-            state = snapshot(s, c, int(n or 0) + 1, cache=_cache_info(c.cache_path))
+            n = queue.iteration_count(s, c.id)
+            state = snapshot(s, c, n + 1, cache=_cache_info(c.cache_path))
     finally:
         led.close()
     pb = PromptBuilder(cfg.templates_dir)

@@ -68,13 +68,10 @@ class CallRecorder:
         """Spend recorded for this campaign before this session (a resumed campaign)."""
         if self.ledger is None:
             return 0.0
-        from sqlalchemy import func, select
-
-        from geoscreen.store.models import LLMCall
+        from geoscreen.store import queue
 
         with self.ledger.session() as s:
-            return float(s.scalar(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0))
-                                  .where(LLMCall.campaign_id == self.campaign_id)) or 0.0)
+            return queue.llm_spend_usd(s, self.campaign_id)
 
     @property
     def cost(self) -> float:
@@ -126,9 +123,9 @@ class CallRecorder:
                 self._queue.task_done()
 
     def _write(self, op: str, row: CallRow) -> None:
-        from sqlalchemy import update
         from sqlalchemy.exc import OperationalError
 
+        from geoscreen.store import queue
         from geoscreen.store.ledger import LedgerUnavailable
         from geoscreen.store.models import LLMCall
 
@@ -136,8 +133,8 @@ class CallRecorder:
             try:
                 with self.ledger.session() as s:  # type: ignore[union-attr]
                     if op == "update" and row.db_id is not None:
-                        s.execute(update(LLMCall).where(LLMCall.id == row.db_id)
-                                  .values(outcome=row.outcome, detail=row.detail))
+                        queue.set_values(s, LLMCall, LLMCall.id == row.db_id,
+                                         outcome=row.outcome, detail=row.detail)
                     elif op == "insert" or row.db_id is None:  # an update of a lost insert
                         call = LLMCall(campaign_id=self.campaign_id, **row.columns())
                         s.add(call)
