@@ -222,6 +222,9 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
         c.status_reason = ""
         held = (c.config or {}).get("holdout")
         cfg.split = {**held, "part": "screen"} if held else None
+        # the worker combines layers as the campaign was registered to: the FDR engine then
+        # uses the stored p as it is, never recomputing it
+        cfg.combine_any = str((c.config or {}).get("combine_any", cfg.combine_any))
         return c.id, retried
 
 
@@ -471,7 +474,7 @@ def job_for(h: Hypothesis, cache: Cache, cfg: CampaignConfig, seed: int) -> Job:
         # what the worker lets the probe read: a model's spec only the allowed folders
         "allowed_files": list(cfg.allow_files) if h.source.startswith("llm:") else None,
         # with a registered gene split the screen sees only its own genes
-        "split": cfg.split})
+        "split": cfg.split, "combine_any": cfg.combine_any})
 
 
 def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignConfig,

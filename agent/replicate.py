@@ -263,7 +263,8 @@ def replicate(ledger_path: str | Path, cache_path: str | Path | None, *, selecti
                                "cache_checksum": cache.checksum,
                                "seed": derive_seed(conf.seed, h.hash),
                                "plugins": list(cfg.plugins), "work_dir": cfg.work_dir,
-                               "split": split_job})
+                               "split": split_job,
+                               "combine_any": (conf.config or {}).get("combine_any", "cauchy")})
                     for h in todo]
             it_done = it.status == "done"
             unrecorded = it_done and len(queue.replications(s, conf.id)) < queue.count(s, conf.id)

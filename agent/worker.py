@@ -115,7 +115,8 @@ def run_job(job: dict[str, Any]) -> Outcome:
         for layer in layers:
             results.append(info.fn(ctx, params, layer))
     combined = combine(results, spec.across_layers, resolved.alternative,
-                       derive_seed(job["seed"], "across_layers"))
+                       derive_seed(job["seed"], "across_layers"),
+                       method_any=str(job.get("combine_any") or "cauchy"))
     return Outcome(
         layers=results, combined=combined, runtime_s=time.perf_counter() - t0,
         provenance={

@@ -14,15 +14,17 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
-from scipy import stats
 
 from geoscreen.errors import GeoscreenError
+from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.stats import chunks, distinct_draws
 from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+
+stats = lazy_module("scipy.stats")
 
 TOP_GENES = 10  # the tested genes that drift most, named in each layer's extra
 

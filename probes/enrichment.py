@@ -16,15 +16,18 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
-from scipy import sparse, stats
+from scipy import sparse
 
 from geoscreen.errors import GeoscreenError
+from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import family_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.stats import chunks
 from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+
+stats = lazy_module("scipy.stats")
 
 
 class PoleEnrichmentParams(ProbeParams):

@@ -16,9 +16,9 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from scipy import stats
 
 from geoscreen.errors import GeoscreenError
+from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.control import controlled
 from geoscreen.probes.params import (
@@ -36,6 +36,8 @@ from geoscreen.probes.params import (
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.stats import PairScorer, chunks, gene_perms, pair_null, spearman, z_score
 from geoscreen.result import LayerResult, permutation_test
+
+stats = lazy_module("scipy.stats")
 
 __all__ = ["similarity_scorer", "pair_proximity", "co_pole", "graded_proximity"]
 

@@ -12,9 +12,9 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field
-from scipy import stats
 
 from geoscreen.errors import GeoscreenError
+from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import (
     Metric,
@@ -38,6 +38,8 @@ from geoscreen.probes.stats import (
     z_score,
 )
 from geoscreen.result import LayerResult, permutation_test
+
+stats = lazy_module("scipy.stats")
 
 
 # ------------------------------------------------------------------------------------------

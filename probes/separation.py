@@ -7,8 +7,8 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
-from scipy import stats
 
+from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
@@ -20,6 +20,8 @@ from geoscreen.result import (
     permutation_p,
     permutation_test,
 )
+
+stats = lazy_module("scipy.stats")
 
 
 class AxisSeparationParams(ProbeParams):

@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from scipy import stats
+
+from geoscreen.lazy import lazy_module
+
+stats = lazy_module("scipy.stats")
+
 
 # Largest number of entries a chunk of permutation indices may hold (int32: 80 MB).
 CHUNK_ENTRIES = 20_000_000

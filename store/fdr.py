@@ -111,6 +111,8 @@ def _members_for(h: Hypothesis, combine_any: str) -> list[FdrMember]:
         return [FdrMember(campaign_id=h.campaign_id, hypothesis_id=h.id, layer=r.layer,
                           layer_index=r.layer_index, p_value=float(r.p_value), online={})
                 for r in h.results if r.p_value is not None]
+    # the worker already combined with the campaign's method; a result recorded otherwise (a
+    # ledger written before the method travelled with the job) is brought in line here
     if across == "any" and combine_any != "cauchy" and h.combine_method != combine_any:
         ps = [r.p_value for r in h.results]
         if ps and all(p is not None for p in ps):

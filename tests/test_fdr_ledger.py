@@ -277,3 +277,20 @@ def test_combination_rules_for_the_family():
     assert combine_pvalues(ps, "each") == (pytest.approx(0.003), "bonferroni_min")
     with pytest.raises(ValueError, match="unknown combination"):
         combine_pvalues(ps, "any", "fisher")
+
+
+def test_the_worker_combines_layers_as_the_campaign_registered(small_cache):
+    """`--combine-any simes` travels with the job: the stored p is the worker's, and the FDR
+    engine never recomputes it."""
+    from geoscreen.agent.worker import run_job
+
+    spec = {"statement": "axis 1 separates G0-G39", "probe": "axis_separation",
+            "params": {"positive": "genes:" + ",".join(f"G{i}" for i in range(40))},
+            "across_layers": "any"}
+    job = {"spec": parse_spec(spec, "s").to_record(), "cache_path": str(small_cache.path),
+           "seed": 1}
+    simes_out = run_job({**job, "combine_any": "simes"})
+    cauchy_out = run_job(job)
+    ps = [r.p_value for r in simes_out.layers]
+    assert simes_out.combined.method == "simes" and cauchy_out.combined.method == "cauchy"
+    assert simes_out.combined.p_value == pytest.approx(simes(ps))

@@ -12,8 +12,8 @@ CATALOGUE = set(BUILTIN_MODULES)
 
 
 def _modules_after(code: str) -> list[str]:
-    probe = ("import json, sys\n" + code +
-             "\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith('geoscreen.'))))")
+    probe = ("import json, sys\n" + code + "\nprint(json.dumps(sorted(m for m in sys.modules if "
+             "m.startswith('geoscreen.') or m.startswith('scipy.stats.'))))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -36,6 +36,13 @@ def test_validating_a_spec_imports_only_its_probe():
     loaded = _modules_after("from geoscreen.hypotheses.loader import parse_spec\n"
                             f"parse_spec({spec!r}, 'spec')")
     assert set(loaded) & CATALOGUE == {"geoscreen.probes.separation"}
+    assert "scipy.stats._stats_py" not in loaded  # scipy.stats loads when a probe runs
+
+
+def test_a_lazy_module_loads_on_first_use():
+    loaded = _modules_after("from geoscreen.probes import separation\n"
+                            "assert separation.stats.rankdata([2, 1]).tolist() == [2.0, 1.0]")
+    assert "scipy.stats._stats_py" in loaded
 
 
 def test_unknown_name_loads_everything_for_the_hint():
