@@ -227,6 +227,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "set_cohesion": "geoscreen.probes.cohesion",
     "gene_drift": "geoscreen.probes.drift",
     "layer_similarity": "geoscreen.probes.layers",
+    "subspace_alignment": "geoscreen.probes.subspaces",
     "persistent_homology": "geoscreen.probes.homology",
     "cross_model_alignment": "geoscreen.probes.alignment",
     "null_robustness": "geoscreen.probes.robustness",

@@ -321,6 +321,24 @@ def test_pole_enrichment_matched(bed, kind):
                                      **make(layer), "null": "gene_shuffle"}, reps=70))
 
 
+def test_subspace_alignment_gene_shuffle(bed):
+    """Each real layer against a gene-permuted copy of a real layer (the correspondence is
+    destroyed, the geometry kept): the gene-correspondence null must hold."""
+    rng = np.random.default_rng(9)
+    names = bed.cache.layers
+    arrays = {f"real{i}": np.asarray(bed.cache.array(x)) for i, x in enumerate(names)}
+    arrays.update({f"perm{i}": arrays[f"real{i}"][rng.permutation(bed.n)]
+                   for i in range(len(names))})
+    cache = write_cache(bed.work / "permuted", arrays, bed.symbols, model="test",
+                        synthetic=True)
+    ctx = ProbeContext(cache=cache, seed=0, work_dir=bed.work)
+    ps = [run("subspace_alignment", {"k": 5, "null": "gene_shuffle", "n_permutations": 199,
+                                     "reference": f"perm{j}"}, ctx, f"real{i}", "greater").p_value
+          for i in range(len(names)) for j in range(len(names))]
+    _assert_default_calibrated("subspace_alignment", "gene_shuffle",
+                               "real layer vs permuted real layer", ps)
+
+
 def test_axis_and_role_separation(bed):
     for test in ("mann_whitney", "label_shuffle"):
         def make(layer, test=test):

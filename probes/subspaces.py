@@ -1,0 +1,176 @@
+"""Subspace alignment: how much of a layer's top-k subspace another layer keeps.
+
+The principal angles between two k-dimensional subspaces measure how far one is rotated from
+the other.  In gene space (the top-k left singular vectors, one coordinate per gene) the
+comparison needs no shared feature basis, so it works between any two layers; in feature space
+(the top-k right singular vectors) it asks whether the residual stream keeps its dominant
+directions from block to block.  The summary is the mean squared cosine of the angles (1: the
+same subspace; chance level k/n for random gene subspaces, k/d for random feature subspaces).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from geoscreen.errors import GeoscreenError
+from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.stats import chunks, percentile_ci
+from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+
+
+class SubspaceAlignmentParams(ProbeParams):
+    k: int = Field(10, ge=1, le=500, description="dimension of the compared top-k subspaces")
+    reference: int | str = Field(
+        "previous", description="the layer compared with: 'previous' (the stored layer before "
+                                "it), or a layer name, position or role (first, last, block:N)")
+    space: Literal["genes", "features"] = Field(
+        "genes", description="genes: top-k left singular vectors (any two layers); features: "
+                             "top-k right singular vectors (layers sharing one feature basis, "
+                             "as a residual stream does)")
+    measure: Literal["mean_cos2", "min_cos"] = Field(
+        "mean_cos2", description="mean squared cosine of the principal angles, or the cosine "
+                                 "of the largest angle")
+    null: Literal["none", "gene_shuffle"] = Field(
+        "none", description="none: descriptive (a trend across layers is the test); "
+                            "gene_shuffle (space genes): p against random gene correspondences "
+                            "between the two layers")
+    n_bootstrap: int = Field(200, ge=0, le=20000,
+                             description="gene-bootstrap replicates of the measure; 0 skips")
+    n_permutations: int = Field(1000, ge=99, le=100000)
+
+
+def principal_cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Cosines of the principal angles between the column spaces of A and B (largest first).
+
+    Columns need not be orthonormal; both are orthonormalised first (reduced QR).
+    """
+    qa, _ = np.linalg.qr(A)
+    qb, _ = np.linalg.qr(B)
+    return np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False), 0.0, 1.0)
+
+
+def _summary(cos: np.ndarray, measure: str) -> float:
+    return float(np.mean(cos ** 2)) if measure == "mean_cos2" else float(cos.min())
+
+
+def _reference(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str) -> str:
+    pos = ctx.cache.layer_index(layer)
+    if p.reference == "previous":
+        if pos == 0:
+            raise GeoscreenError(
+                f"layer {layer} is the first stored layer: it has no previous layer",
+                field="layers", fix="list layers from the second one, or give params.reference")
+        return ctx.cache.layers[pos - 1]
+    ref = ctx.cache.layer_name(p.reference)
+    if ref == layer:
+        raise GeoscreenError(f"layer {layer} is its own reference", field="params.reference",
+                             fix="leave the reference layer out of layers")
+    return ref
+
+
+@probe(
+    "subspace_alignment",
+    effect_null=None,
+    family="topology_stability",
+    params=SubspaceAlignmentParams,
+    nulls=("none", "gene_shuffle"),
+    version="1.0",
+    statistic="the chosen summary of the principal angles between the two layers' top-k "
+              "subspaces",
+    effect="mean squared cosine of the principal angles (1 = the same subspace; chance k/n in "
+           "gene space, k/d in feature space, in extra), or the largest angle's cosine; 95% "
+           "gene-bootstrap interval in ci_low/ci_high",
+    alternatives=("greater", "less", "two-sided"),
+    examples=[
+        {"statement": "The top-10 gene subspace rotates away from the first block's with depth",
+         "params": {"k": 10, "reference": "first"}, "layers": ["block:2", "block:4", "block:6",
+                                                               "block:8", "last"],
+         "alternative": "less", "across_layers": "trend"},
+        {"statement": "Consecutive blocks share their top-5 gene subspace beyond chance",
+         "params": {"k": 5, "null": "gene_shuffle"}, "layers": ["block:2", "last"],
+         "alternative": "greater", "across_layers": "all"},
+    ],
+)
+def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str,
+                       ) -> LayerResult:
+    """How much of a reference layer's top-k subspace this layer keeps (principal angles).
+
+    Returns
+    -------
+    LayerResult
+        statistic and effect: the chosen summary of the principal angles.
+
+    Notes
+    -----
+    With U_k (genes x k) or V_k (features x k) the leading singular vectors of each centred
+    layer, the cosines of the principal angles are the singular values of Q_a' Q_b for
+    orthonormal bases Q of the two subspaces (Bjorck & Golub).  ``mean_cos2`` is their mean
+    square, ||Q_a' Q_b||_F^2 / k: 1 for the same subspace, k/n on average for a random gene
+    subspace (k/d in feature space), reported in extra as ``chance``.  ``null: gene_shuffle``
+    relabels the genes of the reference layer (random correspondences between the two layers'
+    genes); its p-value is (1 + #{null >= observed}) / (1 + permutations) and is exact whatever
+    the layers' geometry, because under that null the correspondence is exchangeable.  With
+    ``null: none`` the measure is descriptive, with a gene-bootstrap interval (genes resampled
+    with replacement, both subspaces re-orthonormalised on the resampled rows), and a
+    hypothesis tests its trend across layers.
+
+    References
+    ----------
+    Bjorck, A. & Golub, G. H. (1973). Numerical methods for computing angles between linear
+    subspaces. Mathematics of Computation 27(123), 579-594.
+    Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
+    Applications in Genetics and Molecular Biology 9(1), Article 39.
+    """
+    if p.null == "gene_shuffle" and p.space != "genes":
+        raise GeoscreenError("gene_shuffle relabels genes; feature subspaces do not depend on "
+                             "gene order", field="params.null", fix="use space: genes")
+    ref = _reference(ctx, p, layer)
+    a, b = ctx.svd(layer, p.include_zero_genes), ctx.svd(ref, p.include_zero_genes)
+    if not np.array_equal(a.rows, b.rows):
+        raise GeoscreenError(f"layers {layer} and {ref} have different present genes",
+                             field="layers", fix="compare layers of one cache")
+    k = min(p.k, a.S.size, b.S.size)
+    if k < p.k:
+        raise GeoscreenError(f"k={p.k} exceeds the {min(a.S.size, b.S.size)} singular axes",
+                             field="params.k")
+    if p.space == "genes":
+        A, B, n_units = a.U[:, :k], b.U[:, :k], a.U.shape[0]
+    else:
+        A, B, n_units = a.Vt[:k].T, b.Vt[:k].T, a.Vt.shape[1]
+    cos = principal_cosines(A, B)
+    value = _summary(cos, p.measure)
+    ci_low = ci_high = None
+    if p.n_bootstrap and p.null == "none" and p.space == "genes":
+        rng = ctx.rng(layer, "boot")
+        n = A.shape[0]
+        boot = [_summary(principal_cosines(A[idx], B[idx]), p.measure)
+                for idx in (rng.integers(0, n, n) for _ in range(p.n_bootstrap))]
+        ci_low, ci_high = percentile_ci(np.asarray(boot))
+    pval = ev = None
+    nperm, extra = 0, {}
+    if p.null == "gene_shuffle":
+        rng = ctx.rng(layer, "null")
+        qa, _ = np.linalg.qr(A)
+        qb, _ = np.linalg.qr(B)
+        n = qa.shape[0]
+        null = np.empty(p.n_permutations)
+        for st, m in chunks(p.n_permutations, n * k):
+            for r in range(m):
+                cs = np.clip(np.linalg.svd(qa.T @ qb[rng.permutation(n)], compute_uv=False),
+                             0.0, 1.0)
+                null[st + r] = _summary(cs, p.measure)
+        pval = permutation_p(value, null, ctx.alternative)
+        ev = permutation_e(value, null, ctx.alternative)
+        nperm = p.n_permutations
+        extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))}
+    return LayerResult(
+        statistic_name=p.measure, statistic=value, effect_name=p.measure, effect_size=value,
+        p_value=pval, e_value=ev, e_method=E_PERMUTATION if ev is not None else "", n=int(k),
+        null=p.null, n_permutations=nperm, ci_low=ci_low, ci_high=ci_high,
+        extra={**extra, "reference_layer": ref, "space": p.space,
+               "chance": k / n_units if p.measure == "mean_cos2" else None,
+               "cosines": [float(c) for c in cos]})
