@@ -81,6 +81,9 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
         N_GENES, int(rng.integers(10, 201)), replace=False)) for k in range(500)]
     (root / "family.gmt").write_text("\n".join(lines) + "\n")
     refs["family"] = f"file:{root / 'family.gmt'}"
+    (root / "scores.tsv").write_text("".join(f"G{g}\t{v:.4f}\n" for g, v in enumerate(
+        rng.standard_normal(N_GENES))))
+    refs["scores"] = f"file:{root / 'scores.tsv'}"
     return cache, other, refs
 
 
@@ -123,6 +126,12 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                              "null": "feature_shuffle", "n_permutations": m}),
         ("layer_similarity", "gene_shuffle", {"reference_layer": "first"}),
         ("subspace_alignment", "k=10, genes", {"k": 10, "reference": "first"}),
+        ("gene_score_association", "norm ~ score", {"quantity": "norm",
+                                                    "score": refs["scores"],
+                                                    "n_permutations": m}),
+        ("gene_score_association", "knn_degree", {"quantity": "knn_degree",
+                                                  "score": refs["scores"],
+                                                  "n_permutations": m}),
         ("subspace_alignment", "k=10, shuffle", {"k": 10, "reference": "first",
                                                  "null": "gene_shuffle", "n_permutations": m}),
         ("layer_similarity", "99% variance", {"reference_layer": "first",

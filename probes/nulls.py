@@ -63,6 +63,13 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
     NullModel("target_shuffle", "targets relabelled keeping every degree", "pairs",
               "candidate targets relabelled, keeping each TF's out-degree and each target's "
               "in-degree", "calibrated"),
+    NullModel("score_shuffle", "per-gene scores permuted across genes", "labels",
+              "a per-gene score (after its fit on the covariates, if any) permuted across "
+              "genes: is the layer's quantity associated with the score beyond the "
+              "covariates?", "conditional",
+              "exact without covariates for the association itself; a score that tracks how "
+              "well studied a gene is looks associated with norm or centrality on real "
+              "geometry unless annotation is a covariate (tests/test_calibration_realgeom.py)"),
     NullModel("mann_whitney", "Mann-Whitney rank test", "labels",
               "exact rank-sum test of the two groups (exchangeable units)", "calibrated"),
     NullModel("coexpression_residualization", "co-expression residuals", "set",

@@ -225,6 +225,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "anchor_convergence": "geoscreen.probes.convergence",
     "centroid_convergence": "geoscreen.probes.convergence",
     "set_cohesion": "geoscreen.probes.cohesion",
+    "gene_score_association": "geoscreen.probes.association",
     "gene_drift": "geoscreen.probes.drift",
     "layer_similarity": "geoscreen.probes.layers",
     "subspace_alignment": "geoscreen.probes.subspaces",

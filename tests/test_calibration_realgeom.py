@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from probe_helpers import calibration, run
+from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from geoscreen.combine import combine
@@ -337,6 +338,36 @@ def test_subspace_alignment_gene_shuffle(bed):
           for i in range(len(names)) for j in range(len(names))]
     _assert_default_calibrated("subspace_alignment", "gene_shuffle",
                                "real layer vs permuted real layer", ps)
+
+
+@pytest.mark.parametrize("quantity", ["norm", "centrality", "knn_degree"])
+def test_gene_score_association_given_annotation(bed, quantity):
+    """Scores that follow how well annotated a gene is (plus noise) and nothing else: null-true
+    given annotation.  With annotation as a covariate the test holds; without, it mistakes
+    well-studied genes' geometry for an association (and is labelled conditional)."""
+    from geoscreen.store.resources.covariates import annotation_counts
+
+    ann, _ = annotation_counts(bed.symbols)
+    base = stats.rankdata(ann) / len(ann)
+
+    def make(layer):
+        bed._k += 1
+        path = bed.work / f"score{bed._k}.tsv"
+        noise = bed.rng.standard_normal(bed.n)
+        path.write_text("".join(f"{g}\t{v:.6g}\n" for g, v in zip(bed.symbols,
+                                                                      2 * base + noise)))
+        return {"quantity": quantity, "score": f"file:{path}", "covariates": ["annotation"],
+                "n_permutations": 199}
+    _assert_default_calibrated("gene_score_association", "score_shuffle",
+                               f"{quantity} vs annotation-driven score, given annotation",
+                               bed.pvalues("gene_score_association", make, reps=70))
+    if quantity == "norm":  # the failure the covariate prevents, for the table
+        c = _record("gene_score_association", "score_shuffle, no covariate",
+                    "norm vs annotation-driven score", bed.pvalues(
+                        "gene_score_association", lambda layer: {**make(layer), "covariates": []},
+                        reps=70))
+        assert not c["calibrated"] and nulls.describe("score_shuffle").real_geometry != \
+            "calibrated"
 
 
 def test_axis_and_role_separation(bed):

@@ -25,7 +25,7 @@ EXPECTED = {
     "co_pole",
     "graded_proximity", "role_separation", "edge_specificity", "sign_contrast",
     "anchor_convergence", "centroid_convergence", "gene_drift", "set_cohesion",
-    "layer_similarity", "subspace_alignment",
+    "layer_similarity", "subspace_alignment", "gene_score_association",
     "persistent_homology", "cross_model_alignment", "null_robustness",
 }
 

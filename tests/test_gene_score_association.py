@@ -1,0 +1,103 @@
+"""gene_score_association: Spearman and partial Spearman against scipy and statsmodels, kNN
+in-degree against scikit-learn, a planted association, calibration and refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from probe_helpers import (
+    assert_calibrated,
+    cache_from_layers,
+    context,
+    gaussian_layers,
+    gene_names,
+    run,
+)
+from scipy import stats
+
+from geoscreen.errors import GeoscreenError
+from geoscreen.probes.association import knn_in_degree, residual_ranks
+
+
+def _scores(path, names, values) -> str:
+    path.write_text("gene\tscore\n" + "".join(f"{g}\t{v:.6g}\n" for g, v in zip(names, values)))
+    return f"file:{path}"
+
+
+def test_partial_spearman_matches_statsmodels_and_scipy():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal(200)
+    x, y = c + rng.standard_normal(200), c + rng.standard_normal(200)
+    rx, ry = residual_ranks(x, []), residual_ranks(y, [])
+    assert rx @ ry / np.linalg.norm(rx) / np.linalg.norm(ry) == pytest.approx(
+        stats.spearmanr(x, y).statistic)
+    D = sm.add_constant(stats.rankdata(c))
+    ex = sm.OLS(stats.rankdata(x), D).fit().resid
+    ey = sm.OLS(stats.rankdata(y), D).fit().resid
+    rx, ry = residual_ranks(x, [c]), residual_ranks(y, [c])
+    assert rx @ ry / np.linalg.norm(rx) / np.linalg.norm(ry) == pytest.approx(
+        np.corrcoef(ex, ey)[0, 1])
+
+
+def test_knn_in_degree_matches_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(1)
+    Z = rng.standard_normal((120, 6))
+    nn = NearestNeighbors(n_neighbors=6, metric="cosine").fit(Z)
+    idx = nn.kneighbors(Z, return_distance=False)[:, 1:]  # drop each point itself
+    expect = np.bincount(idx.ravel(), minlength=120)
+    np.testing.assert_array_equal(knn_in_degree(Z, 5, block=50), expect)
+
+
+def test_a_planted_score_is_found_and_covariates_matter(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((300, 10)) * rng.uniform(0.5, 2.0, (300, 1))  # genes vary in norm
+    cache = cache_from_layers(tmp_path / "c", [X])
+    ctx = context(cache, tmp_path)
+    norm = np.linalg.norm(X - X.mean(0), axis=1)
+    names = gene_names(300)
+    tracks = _scores(tmp_path / "s.tsv", names, norm + 0.3 * rng.standard_normal(300))
+    r = run("gene_score_association", {"quantity": "norm", "score": tracks,
+                                       "n_permutations": 199}, ctx, "L0", "greater")
+    assert r.effect_size > 0.8 and r.p_value == pytest.approx(1 / 200) and r.n == 300
+    noise = _scores(tmp_path / "n.tsv", names, rng.standard_normal(300))
+    q = run("gene_score_association", {"quantity": "norm", "score": noise,
+                                       "n_permutations": 199}, ctx, "L0")
+    assert abs(q.effect_size) < 0.2 and q.p_value > 0.01
+    # a file that scores half the genes: the test uses those genes only
+    half = _scores(tmp_path / "h.tsv", names[:150], norm[:150])
+    h = run("gene_score_association", {"quantity": "abs_loading", "score": half,
+                                       "n_permutations": 199}, ctx, "L0")
+    assert h.n == 150 and h.extra["score"]["genes_in_file"] == 150
+
+
+def test_the_shuffle_null_is_uniform(tmp_path):
+    layers = gaussian_layers(150, 200, 8, 5)
+    cache = cache_from_layers(tmp_path / "c", layers)
+    ctx = context(cache, tmp_path)
+    rng = np.random.default_rng(6)
+    ps = []
+    for i in range(150):
+        ref = _scores(tmp_path / f"s{i}.tsv", gene_names(200), rng.standard_normal(200))
+        ps.append(run("gene_score_association", {"quantity": "centrality", "score": ref,
+                                                 "n_permutations": 199}, ctx, f"L{i}").p_value)
+    c = assert_calibrated(ps)
+    print(f"\nCALIBRATION gene_score_association/score_shuffle: n={c['n']} KS p={c['ks_p']:.3f} "
+          f"FPR(0.05)={c['fpr']:.3f}")
+
+
+def test_refusals(tmp_path):
+    rng = np.random.default_rng(0)
+    ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((60, 6))]), tmp_path)
+    few = _scores(tmp_path / "f.tsv", gene_names(60)[:5], [1, 2, 3, 4, 5])
+    with pytest.raises(GeoscreenError, match="5 genes of the cache have a score"):
+        run("gene_score_association", {"score": few}, ctx, "L0")
+    bad = tmp_path / "b.tsv"
+    bad.write_text("G1\t1\nG2\tnot-a-number\n")
+    with pytest.raises(GeoscreenError, match="line 2 is not gene<TAB>number"):
+        run("gene_score_association", {"score": f"file:{bad}"}, ctx, "L0")
+    with pytest.raises(GeoscreenError, match="score must be one of"):
+        run("gene_score_association", {"score": "popularity"}, ctx, "L0")
