@@ -74,7 +74,7 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
     if isinstance(layers, list) and n_layers:
         kept = [x for x in layers if (isinstance(x, int) and -n_layers <= x < n_layers)
                 or (isinstance(x, str) and x in names)]
-        need = 3 if raw.get("across_layers") == "trend" else 1
+        need = 3 if raw.get("across_layers") in ("trend", "changepoint") else 1
         if len(kept) < need:
             return None
         if len(kept) != len(layers):
@@ -277,7 +277,7 @@ def spec_resolution(raw: dict[str, Any], n_layers: int) -> tuple[float, float, b
     n = len(layers) if isinstance(layers, list) else int(n_layers)
     alternative = str(raw.get("alternative") or info.alternatives[0])
     descriptive = "n_permutations" not in fields or value("null") == "none"
-    if raw.get("across_layers", "any") == "trend":
+    if raw.get("across_layers", "any") in ("trend", "changepoint"):
         if not descriptive and value("null") in ("matched", "gene_shuffle") \
                 and "genes" in fields and "anchor" in fields:  # set trend vs the null sets
             m = int(value("n_permutations"))

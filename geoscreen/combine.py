@@ -149,6 +149,71 @@ def set_trend_test(depth: Sequence[float], effect: Sequence[float], null_draws: 
             "fold_change": _fold(effect)}
 
 
+def _step_statistic(series: np.ndarray, alternative: str) -> tuple[np.ndarray, np.ndarray]:
+    """Largest standardised step in each column of `series` (layers x series, depth order).
+
+    For every split after layer t the step is (mean after - mean before) * sqrt(t (L - t) / L),
+    the two-sample statistic of a single change in mean (values, not ranks: ranks of a handful
+    of layers take so few values that ties would make the test conservative).  Returns (largest
+    step, the split it occurs at) per column, the step signed by `alternative` (greater: a rise,
+    less: a fall, two-sided: either).
+    """
+    r = np.asarray(series, dtype=float)
+    L = r.shape[0]
+    cs = np.cumsum(r, axis=0)[:-1]
+    t = np.arange(1, L)[:, None]
+    step = ((cs[-1:] + r[-1:] - cs) / (L - t) - cs / t) * np.sqrt(t * (L - t) / L)
+    signed = {"greater": step, "less": -step}.get(alternative, np.abs(step))
+    return signed.max(axis=0), signed.argmax(axis=0)
+
+
+def changepoint_test(depth: Sequence[float], effect: Sequence[float], alternative: str,
+                     seed: int, null_draws: np.ndarray | None = None) -> dict[str, Any]:
+    """One change in the level of the effect across layers, and where it happens.
+
+    The statistic is the largest standardised step of the effect over the layers
+    (`_step_statistic`).  Its null: the same statistic of the null sets' effects when the probe
+    drew the same random sets in every layer (`null_draws`, layers x m), else of every order of
+    the layers (all of them up to 8 layers, else `TREND_PERMUTATIONS` random ones), which
+    assumes exchangeable layers.  The reported effect is the mean effect after the split minus
+    the mean before it, in the probe's units.
+    """
+    order = np.argsort(np.asarray(depth, dtype=float), kind="stable")
+    e = np.asarray(effect, dtype=float)[order]
+    n = e.size
+    if n < 3:
+        raise ValueError("a change-point across layers needs at least 3 layers")
+    obs, split = _step_statistic(e[:, None], alternative)
+    obs_v, t = float(obs[0]), int(split[0]) + 1
+    d = np.asarray(depth)[order]
+    detail: dict[str, Any] = {"split_after": int(d[t - 1]), "first_after": int(d[t]),
+                              "mean_before": float(e[:t].mean()),
+                              "mean_after": float(e[t:].mean())}
+    if null_draws is not None:
+        null, _ = _step_statistic(np.asarray(null_draws, dtype=float)[order], alternative)
+        pval, ev, method = (permutation_p(obs_v, null, "greater"),
+                            permutation_e(obs_v, null, "greater"), "vs_null_sets")
+        m = int(null.size)
+    else:
+        if n <= EXACT_TREND_MAX_LAYERS:
+            perms = np.array(list(itertools.permutations(range(n))))
+            method = "exact"
+        else:
+            rng = np.random.default_rng(seed)
+            perms = rng.permuted(np.tile(np.arange(n), (TREND_PERMUTATIONS, 1)), axis=1)
+            method = "monte_carlo"
+        null, _ = _step_statistic(e[perms].T, alternative)
+        m = int(null.size)
+        if method == "exact":  # every order, the observed (row 0) included
+            pval = float(np.mean(null >= obs_v - 1e-12))
+            ev = permutation_e(float(null[0]), null[1:], "greater")
+        else:
+            pval = permutation_p(obs_v, null, "greater")
+            ev = permutation_e(obs_v, null, "greater")
+    return {**detail, "step": obs_v, "shift": detail["mean_after"] - detail["mean_before"],
+            "p_value": pval, "e_value": ev, "method": method, "n_permutations": m}
+
+
 def _fold(effect: np.ndarray) -> float | None:
     first, last = float(effect[0]), float(effect[-1])
     if first == 0 or last == 0 or (first > 0) != (last > 0):
@@ -254,6 +319,17 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
                               e_method=f"{E_PERMUTATION}_trend_{tr['method']}",
                               effect_name="spearman_rho_vs_depth", effect_size=tr["rho"],
                               detail=tr)
+    if across == "changepoint":
+        draws = [r.null_draws for r in results]
+        same = all(d is not None for d in draws) and \
+            len({len(d) for d in draws if d is not None}) == 1
+        cp = changepoint_test([r.layer_index for r in results], effects, alternative, seed,
+                              np.array(draws) if same else None)
+        return CombinedResult(p_value=cp["p_value"], method=f"changepoint_{cp['method']}",
+                              e_value=cp["e_value"],
+                              e_method=f"{E_PERMUTATION}_changepoint_{cp['method']}",
+                              effect_name="shift_at_changepoint", effect_size=cp["shift"],
+                              detail=cp)
     ps = [r.p_value for r in results]
     if any(p is None for p in ps):
         raise ValueError("this probe reports no per-layer p-value; use across_layers: trend")
@@ -320,7 +396,7 @@ def resolution(layers: Sequence[Any], across: str, alternative: str, combine_met
     `all`.  An exact trend over n layers (every order enumerated) reaches 1 / n! at best
     (6 layers: 1 / 720 = 0.00139), whatever the data.
     """
-    if across == "trend":
+    if across in ("trend", "changepoint"):
         n = len(layers)
         if combine_method.endswith("_exact"):
             floor = (2.0 if alternative == "two-sided" else 1.0) / math.factorial(n)

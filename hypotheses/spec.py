@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from geoscreen.errors import GeoscreenError
 
-AcrossLayers = Literal["any", "all", "each", "trend"]
+AcrossLayers = Literal["any", "all", "each", "trend", "changepoint"]
 Alternative = Literal["greater", "less", "two-sided"]
 _SOURCE = re.compile(r"^(human|offline|llm:.+)$")
 
@@ -115,7 +115,8 @@ class HypothesisSpec(BaseModel):
     across_layers: AcrossLayers = Field(
         "any", description="any: some layer (Cauchy combination); all: every layer "
                            "(intersection-union, max p); each: every layer its own test; "
-                           "trend: monotone trend of the effect with depth")
+                           "trend: monotone trend of the effect with depth; changepoint: one "
+                           "change in its level, and at which layer")
     alternative: Alternative | None = Field(
         None, description="direction of the test; the probe's default when omitted")
     universe: str | None = Field(
@@ -200,15 +201,18 @@ class HypothesisSpec(BaseModel):
 
         null = spec_null(self.probe, params)
         # only a probe that declares 'none' among its nulls is descriptive by its own account
-        if null == "none" and "none" in info.nulls and self.across_layers != "trend":
+        if null == "none" and "none" in info.nulls and \
+                self.across_layers not in ("trend", "changepoint"):
             raise GeoscreenError(
                 f"probe {self.probe!r} with null 'none' reports a value per layer but no "
                 f"p-value, so across_layers {self.across_layers!r} has nothing to combine",
                 field="across_layers",
-                fix="write across_layers: trend, or choose a null with a per-layer test")
-        if self.across_layers == "trend" and isinstance(self.layers, list) \
+                fix="write across_layers: trend (or changepoint), or choose a null with a "
+                    "per-layer test")
+        if self.across_layers in ("trend", "changepoint") and isinstance(self.layers, list) \
                 and len(self.layers) < 3:
-            raise GeoscreenError(f"a trend across layers needs at least 3 layers; this spec "
+            what = "a trend" if self.across_layers == "trend" else "a change-point"
+            raise GeoscreenError(f"{what} across layers needs at least 3 layers; this spec "
                                  f"lists {len(self.layers)}", field="layers",
                                  fix="list 3 or more layers, or write layers: all")
 

@@ -370,6 +370,22 @@ def test_gene_score_association_given_annotation(bed, quantity):
             "calibrated"
 
 
+def test_changepoint_against_null_sets(bed):
+    """across_layers: changepoint with the same matched null genes in every layer holds on real
+    layers; over layer orders (null none) it assumes exchangeable layers and does not."""
+    def make(layer):
+        g = bed.random_set(8)
+        return {"genes": bed.genes(g[5:]), "anchor_set": bed.genes(g[:5]), "n_bootstrap": 0,
+                "n_permutations": 199}
+    _assert_default_calibrated("centroid_convergence", "matched (changepoint)",
+                               "random centroid + 3",
+                               bed.combined("centroid_convergence", make, "changepoint", 60,
+                                            "two-sided"))
+    _assert_failure_labelled("centroid_convergence", "none", "random centroid + 3 (changepoint)",
+                             bed.combined("centroid_convergence", lambda _l: {
+                                 **make(None), "null": "none"}, "changepoint", 60, "two-sided"))
+
+
 def test_axis_and_role_separation(bed):
     for test in ("mann_whitney", "label_shuffle"):
         def make(layer, test=test):
