@@ -55,17 +55,10 @@ class GeneScoreParams(ProbeParams):
 
 def knn_in_degree(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
     """How many genes have each gene among their k most cosine-similar others."""
-    nrm = np.linalg.norm(Z, axis=1)
-    Zn = Z / np.where(nrm > 0, nrm, 1.0)[:, None]
-    n = Zn.shape[0]
-    k = min(k, n - 1)
-    deg = np.zeros(n, dtype=np.int64)
-    for st in range(0, n, block):
-        S = Zn[st:st + block] @ Zn.T
-        S[np.arange(S.shape[0]), np.arange(st, st + S.shape[0])] = -np.inf  # not itself
-        nb = np.argpartition(-S, k - 1, axis=1)[:, :k]
-        deg += np.bincount(nb.ravel(), minlength=n)
-    return deg.astype(float)
+    from geoscreen.probes.graph import knn_neighbours
+
+    nb = knn_neighbours(Z, k, block)
+    return np.bincount(nb.ravel(), minlength=Z.shape[0]).astype(float)
 
 
 def _quantity(ctx: ProbeContext, layer: str, svd: SVD, p: GeneScoreParams) -> np.ndarray:

@@ -221,6 +221,8 @@ BUILTIN_PROBES: dict[str, str] = {
     "spectrum": "geoscreen.probes.spectrum",
     "intrinsic_dimension": "geoscreen.probes.dimension",
     "edge_specificity": "geoscreen.probes.regulation",
+    "knn_homophily": "geoscreen.probes.graph",
+    "knn_graph": "geoscreen.probes.graph",
     "sign_contrast": "geoscreen.probes.regulation",
     "anchor_convergence": "geoscreen.probes.convergence",
     "centroid_convergence": "geoscreen.probes.convergence",

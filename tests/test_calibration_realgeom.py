@@ -386,6 +386,23 @@ def test_changepoint_against_null_sets(bed):
                                  **make(None), "null": "none"}, "changepoint", 60, "two-sided"))
 
 
+@pytest.mark.parametrize("kind", ["random", "well-annotated", "hub"])
+def test_knn_homophily_matched(bed, kind):
+    """Hubs are everyone's nearest neighbours, so a set of hubs links to itself often; only the
+    matched null (annotation, centrality) holds for such sets."""
+    def make(layer):
+        idx = (bed.random_set(SET) if kind == "random" else
+               bed.random_set(SET, bed.well_annotated) if kind == "well-annotated" else
+               bed.hub_set(layer, SET))
+        return {"gene_set": bed.genes(idx), "k": 10, "n_permutations": 199}
+    _assert_default_calibrated("knn_homophily", "matched", f"{kind} {SET}-gene sets",
+                               bed.pvalues("knn_homophily", make), conservative=True)
+    if kind == "hub":
+        _assert_failure_labelled("knn_homophily", "gene_shuffle", f"hub {SET}-gene sets",
+                                 bed.pvalues("knn_homophily", lambda layer: {
+                                     **make(layer), "null": "gene_shuffle"}))
+
+
 def test_axis_and_role_separation(bed):
     for test in ("mann_whitney", "label_shuffle"):
         def make(layer, test=test):

@@ -177,6 +177,14 @@ def test_pole_enrichment_calibrated(null, test, nul):
 
 
 @pytest.mark.parametrize("nul", ["gene_shuffle", "matched"])
+def test_knn_homophily_calibrated(null, nul):
+    prm = {"gene_set": genes_ref(range(30, 55)), "k": 10, "null": nul, "n_permutations": 199}
+    reps = REPS if nul == "gene_shuffle" else 150
+    _report(f"knn_homophily/{nul}", assert_calibrated(_pvalues("knn_homophily", prm, null,
+                                                               reps=reps), conservative_ok=True))
+
+
+@pytest.mark.parametrize("nul", ["gene_shuffle", "matched"])
 def test_gene_drift_calibrated(null, nul):
     """Drift from the previous layer; every other layer, so no two p-values share a layer."""
     _, cache, _, _, _ = null

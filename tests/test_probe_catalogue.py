@@ -25,7 +25,8 @@ EXPECTED = {
     "co_pole",
     "graded_proximity", "role_separation", "edge_specificity", "sign_contrast",
     "anchor_convergence", "centroid_convergence", "gene_drift", "set_cohesion",
-    "layer_similarity", "subspace_alignment", "gene_score_association",
+    "layer_similarity", "subspace_alignment", "gene_score_association", "knn_homophily",
+    "knn_graph",
     "persistent_homology", "cross_model_alignment", "null_robustness",
 }
 
@@ -58,7 +59,7 @@ def test_catalogue_loads_and_covers_every_probe():
     for s in specs:  # descriptive probes need a trend across layers for a hypothesis p-value
         params = s.params
         descriptive = (s.spec.probe in ("spectrum", "anchor_convergence", "centroid_convergence",
-                                        "layer_similarity", "subspace_alignment")
+                                        "layer_similarity", "subspace_alignment", "knn_graph")
                        and params.get("null") == "none") or s.spec.probe == "intrinsic_dimension"
         if descriptive:
             assert s.spec.across_layers in ("trend", "changepoint"), s.spec.statement

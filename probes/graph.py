@@ -1,0 +1,234 @@
+"""The k-nearest-neighbour graph of a layer: how a gene set sits in it, and how clustered it is.
+
+Each gene points to its k most similar genes (cosine, in the full space or a subspace).
+`knn_homophily` asks whether a gene set's edges stay inside the set more than those of random
+genes like its members; `knn_graph` measures the graph itself (local clustering, transitivity),
+descriptively, so that its change with depth is the test.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from geoscreen.errors import GeoscreenError
+from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
+from geoscreen.probes.params import (
+    Subspace,
+    genes_ref_field,
+    subspace_coords,
+    subspace_field,
+    subspace_validator,
+)
+from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.stats import chunks, distinct_draws
+from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+
+
+def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """(n, k) indices of each row's k most cosine-similar other rows (unordered)."""
+    nrm = np.linalg.norm(Z, axis=1)
+    Zn = Z / np.where(nrm > 0, nrm, 1.0)[:, None]
+    n = Zn.shape[0]
+    k = min(k, n - 1)
+    out = np.empty((n, k), dtype=np.int64)
+    for st in range(0, n, block):
+        S = Zn[st:st + block] @ Zn.T
+        S[np.arange(S.shape[0]), np.arange(st, st + S.shape[0])] = -np.inf  # not itself
+        out[st:st + S.shape[0]] = np.argpartition(-S, k - 1, axis=1)[:, :k]
+    return out
+
+
+def _graph(ctx: ProbeContext, layer: str, subspace: Subspace, include_zero: bool, k: int,
+           ) -> tuple[object, np.ndarray]:
+    key = ("knn", layer, str(subspace), include_zero, k)
+    if key not in ctx.memo:
+        svd, Z = subspace_coords(ctx, layer, subspace, include_zero)
+        ctx.memo[key] = (svd, knn_neighbours(Z, k))
+    return ctx.memo[key]
+
+
+# -- a gene set in the graph ----------------------------------------------------------------------
+class KnnHomophilyParams(ProbeParams):
+    gene_set: str = genes_ref_field(..., description="the genes tested, e.g. markers:B cells")
+    k: int = Field(10, ge=1, le=200, description="neighbours per gene")
+    subspace: Subspace = subspace_field()
+    null: Literal["matched", "gene_shuffle"] = Field(
+        "matched", description="matched (default): random sets matched on the match variables "
+                               "(hubs have many in-edges from everyone); gene_shuffle: uniform")
+    match: list[MatchVar] = match_field()
+    match_bins: int = bins_field()
+    n_permutations: int = Field(1000, ge=99, le=100000)
+    min_size: int = Field(5, ge=2, description="fewest set genes present in the cache")
+
+    _check_subspace = subspace_validator("subspace")
+
+
+def within_share(nb: np.ndarray, members: np.ndarray, n: int) -> float:
+    """Share of the members' k-NN edges that end at another member."""
+    mask = np.zeros(n, dtype=bool)
+    mask[members] = True
+    return float(mask[nb[members]].mean())
+
+
+@probe(
+    "knn_homophily",
+    effect_null=1.0,
+    family="graph_topology",
+    params=KnnHomophilyParams,
+    nulls=("matched", "gene_shuffle"),
+    version="1.0",
+    statistic="share of the set's k-nearest-neighbour edges that end inside the set",
+    effect="that share over its expectation for a random set of the same size, (s-1)/(n-1) "
+           "(1 = no homophily); z against the null and the null mean in extra",
+    alternatives=("greater", "less", "two-sided"),
+    examples=[
+        {"statement": "B-cell marker genes are each other's nearest neighbours more than genes "
+                      "matched on annotation count and centrality",
+         "params": {"gene_set": "markers:B cells", "k": 10}, "alternative": "greater",
+         "across_layers": "any"},
+    ],
+)
+def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> LayerResult:
+    """How often a gene set's nearest neighbours are members of the set, against like genes.
+
+    Returns
+    -------
+    LayerResult
+        statistic: the within-set share of the set's k-NN edges; effect: its ratio to chance.
+
+    Notes
+    -----
+    Every gene's k most cosine-similar genes (in the full space or the spec's subspace) are its
+    out-edges.  With s members among n genes the statistic is the share of the members' s k
+    out-edges that end at a member; a random set expects (s - 1) / (n - 1), and the effect is
+    the ratio of the two (1 = no homophily).  The null draws random sets of s genes: matched
+    (each member replaced by a random gene of its stratum of annotation count and centrality;
+    hub genes are everyone's neighbours, so a set of hubs looks cohesive against uniform
+    draws) or uniform; p = (1 + #{null share at least as extreme}) / (1 + permutations).
+
+    References
+    ----------
+    McPherson, M., Smith-Lovin, L. & Cook, J. M. (2001). Birds of a feather: homophily in social
+    networks. Annual Review of Sociology 27, 415-444.
+    Radovanovic, M., Nanopoulos, A. & Ivanovic, M. (2010). Hubs in space: popular nearest
+    neighbors in high-dimensional data. Journal of Machine Learning Research 11, 2487-2531.
+    Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
+    Applications in Genetics and Molecular Biology 9(1), Article 39.
+    """
+    svd, nb = _graph(ctx, layer, p.subspace, p.include_zero_genes, p.k)
+    members = np.unique(svd.local(ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_size,
+                                                include_zero=p.include_zero_genes)))
+    n, s = nb.shape[0], members.size
+    if s >= n:
+        raise GeoscreenError("the set holds every gene", field="params.gene_set")
+    share = within_share(nb, members, n)
+    expected = (s - 1) / (n - 1)
+    rng = ctx.shared_rng("null")
+    null = np.empty(p.n_permutations)
+    matching = None
+    strata = None
+    if p.null == "matched":
+        strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, members)
+        matching = strata.record
+    mask = np.zeros(n, dtype=bool)
+    for st, m in chunks(p.n_permutations, s * p.k):
+        draws = strata.draw(members, m, rng) if strata is not None else \
+            distinct_draws(n, s, m, rng)
+        if st == 0 and strata is not None:
+            matching["balance"] = strata.balance(members, draws)  # type: ignore[index]
+        for r in range(m):
+            mask[:] = False
+            mask[draws[r]] = True
+            null[st + r] = mask[nb[draws[r]]].mean()
+    pval = permutation_p(share, null, ctx.alternative)
+    ev = permutation_e(share, null, ctx.alternative)
+    sd = float(null.std(ddof=1))
+    return LayerResult(
+        statistic_name="within_share", statistic=share, effect_name="homophily_ratio",
+        effect_size=share / expected, p_value=pval, e_value=ev, e_method=E_PERMUTATION,
+        n=int(s), null=p.null, n_permutations=p.n_permutations,
+        extra={"expected": expected, "null_mean": float(null.mean()), "null_sd": sd,
+               "z": (share - float(null.mean())) / sd if sd > 0 else None, "k": p.k,
+               "matching": matching})
+
+
+# -- the graph itself -----------------------------------------------------------------------------
+class KnnGraphParams(ProbeParams):
+    statistic: Literal["clustering", "transitivity"] = Field(
+        "clustering", description="average local clustering coefficient, or transitivity "
+                                  "(3 x triangles / connected triples), of the undirected graph")
+    k: int = Field(10, ge=2, le=200, description="neighbours per gene")
+    subspace: Subspace = subspace_field()
+    null: Literal["none"] = Field("none", description="descriptive: a hypothesis tests its trend "
+                                                      "or change-point across layers")
+
+    _check_subspace = subspace_validator("subspace")
+
+
+def clustering_stats(nb: np.ndarray) -> tuple[float, float]:
+    """(average local clustering, transitivity) of the undirected graph of the k-NN edges.
+
+    Nodes with fewer than two neighbours count as clustering 0 (as networkx does)."""
+    import scipy.sparse as sp
+
+    n, k = nb.shape
+    rows = np.repeat(np.arange(n), k)
+    A = sp.csr_matrix((np.ones(rows.size), (rows, nb.ravel())), shape=(n, n))
+    A = ((A + A.T) > 0).astype(np.float64).tocsr()
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    tri = np.asarray((A @ A).multiply(A).sum(axis=1)).ravel() / 2.0
+    pairs = deg * (deg - 1) / 2.0
+    local = np.divide(tri, pairs, out=np.zeros(n), where=pairs > 0)
+    trans = float(tri.sum() / pairs.sum()) if pairs.sum() > 0 else 0.0
+    return float(local.mean()), trans
+
+
+@probe(
+    "knn_graph",
+    effect_null=None,
+    family="graph_topology",
+    params=KnnGraphParams,
+    nulls=("none",),
+    version="1.0",
+    statistic="average local clustering coefficient or transitivity of the layer's k-NN graph",
+    effect="the measure itself",
+    alternatives=("greater", "less", "two-sided"),
+    examples=[
+        {"statement": "The 10-nearest-neighbour graph of genes becomes more clustered with depth",
+         "params": {"statistic": "clustering", "k": 10}, "alternative": "greater",
+         "across_layers": "trend"},
+    ],
+)
+def knn_graph(ctx: ProbeContext, p: KnnGraphParams, layer: str) -> LayerResult:
+    """How clustered the layer's k-nearest-neighbour graph is (a descriptive measure).
+
+    Returns
+    -------
+    LayerResult
+        statistic and effect: the clustering measure; no per-layer p-value.
+
+    Notes
+    -----
+    The undirected graph joins two genes when either is among the other's k most cosine-similar
+    genes.  Average clustering is the mean over genes of triangles / possible triangles among
+    the gene's neighbours (0 below two neighbours); transitivity is 3 x triangles / connected
+    triples.  Both follow networkx's definitions (checked in tests).  Without a per-layer null
+    the measure is descriptive: a hypothesis tests its trend or change-point across layers.
+
+    References
+    ----------
+    Watts, D. J. & Strogatz, S. H. (1998). Collective dynamics of 'small-world' networks.
+    Nature 393, 440-442.
+    Newman, M. E. J. (2003). The structure and function of complex networks. SIAM Review 45(2),
+    167-256.
+    """
+    _, nb = _graph(ctx, layer, p.subspace, p.include_zero_genes, p.k)
+    avg, trans = clustering_stats(nb)
+    value = avg if p.statistic == "clustering" else trans
+    return LayerResult(statistic_name=p.statistic, statistic=value, effect_name=p.statistic,
+                       effect_size=value, n=int(nb.shape[0]), null="none",
+                       extra={"clustering": avg, "transitivity": trans, "k": p.k})

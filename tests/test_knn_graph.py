@@ -1,0 +1,59 @@
+"""k-NN graph probes against scikit-learn and networkx, a planted cluster, and the
+descriptive graph measure across layers."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+from probe_helpers import cache_from_layers, context, genes_ref, run, run_layers
+
+from geoscreen.combine import combine
+from geoscreen.probes.graph import clustering_stats, knn_neighbours
+
+
+def test_neighbours_match_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+
+    Z = np.random.default_rng(0).standard_normal((150, 5))
+    ours = knn_neighbours(Z, 7, block=40)
+    ref = NearestNeighbors(n_neighbors=8, metric="cosine").fit(Z).kneighbors(
+        Z, return_distance=False)[:, 1:]
+    assert all(set(a) == set(b) for a, b in zip(ours, ref))
+
+
+def test_clustering_matches_networkx():
+    Z = np.random.default_rng(1).standard_normal((200, 4))
+    nb = knn_neighbours(Z, 6)
+    G = nx.Graph()
+    G.add_nodes_from(range(200))
+    G.add_edges_from((i, int(j)) for i in range(200) for j in nb[i])
+    avg, trans = clustering_stats(nb)
+    assert avg == pytest.approx(nx.average_clustering(G))
+    assert trans == pytest.approx(nx.transitivity(G))
+
+
+def test_a_tight_set_is_homophilous_and_a_random_one_is_not(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((400, 12))
+    X[:20] = rng.standard_normal(12) * 3 + 0.5 * rng.standard_normal((20, 12))
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    r = run("knn_homophily", {"gene_set": genes_ref(range(20)), "n_permutations": 199,
+                              "null": "gene_shuffle"}, ctx, "L0")
+    assert r.p_value == pytest.approx(1 / 200) and r.effect_size > 10
+    assert r.extra["expected"] == pytest.approx(19 / 399)
+    q = run("knn_homophily", {"gene_set": genes_ref(range(100, 130)), "n_permutations": 199},
+            ctx, "L0")
+    assert q.p_value > 0.01 and 0 <= q.effect_size < 3
+
+
+def test_graph_clustering_is_descriptive_and_trends(tmp_path):
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((8, 10)) * 4
+    labels = rng.integers(0, 8, 300)
+    layers = [w * centres[labels] + rng.standard_normal((300, 10)) for w in (0.0, 0.5, 1.0, 2.0)]
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    res = run_layers("knn_graph", {"k": 8}, ctx)
+    vals = [r.effect_size for r in res]
+    assert vals == sorted(vals) and all(r.p_value is None for r in res)
+    assert combine(res, "trend", "greater", 0).p_value == pytest.approx(1 / 24)
