@@ -73,6 +73,10 @@ def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str,
                 continue  # 'rest': every other gene
             if kind == "genes" and ":" not in ref and " " not in ref.strip():
                 ref = f"genes:{ref}"  # a bare symbol (an anchor gene)
+            from geoscreen.store.resources.api import is_family_ref
+
+            if kind == "genes" and is_family_ref(ref):
+                kind = "family"  # a gene-set parameter given a whole family (set_cohesion)
             out.append((name, str(kind), ref))
     return out
 
@@ -102,7 +106,8 @@ def check_references(resolved: ResolvedSpec, cache: Cache | None) -> str:
                     resolve_gene_family(ref)
                 else:
                     p = resolved.params
-                    ctx.family_rows(ref, param=name, min_size=int(p.get("min_set_size", 1)),
+                    ctx.family_rows(ref, param=name,
+                                    min_size=int(p.get("min_set_size", p.get("min_size", 1))),
                                     max_size=int(p.get("max_set_size", 10**9)),
                                     max_sets=int(p.get("max_sets", 10**9)),
                                     include_zero=include_zero)

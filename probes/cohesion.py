@@ -58,11 +58,17 @@ from geoscreen.probes.stats import (
     z_score,
 )
 from geoscreen.result import LayerResult, permutation_test
+from geoscreen.store.resources.api import is_family_ref
+
+FAMILY_MAX_SET = 300  # genes of one set of a family (larger sets are left out)
+FAMILY_MAX_SETS = 1000  # sets of a family in one test
 
 
 class SetCohesionParams(ProbeParams):
     gene_set: str | list[str] = genes_ref_field(
-        ..., description="a gene-set reference, or a list of them (a family, e.g. marker sets)")
+        ..., description="a gene-set reference, a list of them, or a family (go:*?aspect=CC, "
+                         "reactome:*, trrust:TF=*, file:sets.gmt: every set with min_size to "
+                         f"{FAMILY_MAX_SET} genes present, at most {FAMILY_MAX_SETS} sets)")
     statistic: Literal["mean_similarity", "retrieval_auroc"] = Field(
         "mean_similarity", description="within-set mean similarity, or kNN-retrieval AUROC")
     subspace: Subspace = subspace_field()
@@ -253,6 +259,15 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     n = Z.shape[0]
     sets, skipped = [], []
+    family = isinstance(p.gene_set, str) and is_family_ref(p.gene_set)
+    if family:  # every set of the family at once; one relabelling of genes serves them all
+        ids, _, mset, mrow = ctx.family_rows(
+            p.gene_set, param="gene_set", min_size=p.min_size,  # type: ignore[arg-type]
+            max_size=min(FAMILY_MAX_SET, n - 1), max_sets=FAMILY_MAX_SETS,
+            include_zero=p.include_zero_genes)
+        local = svd.local(mrow)
+        sets = [local[mset == j] for j in range(len(ids))]
+        refs = []
     for k, ref in enumerate(refs):
         param = "gene_set" if len(refs) == 1 else f"gene_set[{k}]"
         rows = ctx.gene_rows(ref, param=param, min_size=p.min_size if len(refs) == 1 else 0,
@@ -337,4 +352,4 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
                "set_sizes": [int(x) for x in sizes], "skipped_sets": skipped,
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "subspace": p.subspace, "metric": p.metric, "control_fit": fit,
-               "matching": matching})
+               "matching": matching, **({"family_sets": ids[:200]} if family else {})})

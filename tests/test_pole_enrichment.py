@@ -128,3 +128,22 @@ def test_queue_add_checks_the_family_against_the_cache(tmp_path, cli):
         res = cli("queue", "add", str(spec), "--ledger", ledger, "--cache", str(cache.path))
         assert res.returncode == 2 and says in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and "params.family" in res.stderr
+
+
+def test_set_cohesion_takes_a_family_as_the_list_of_its_sets(tmp_path):
+    """`gene_set: file:sets.gmt` (or go:*, trrust:TF=*) is the same test as listing its sets."""
+    rng = np.random.default_rng(5)
+    cache = cache_from_layers(tmp_path / "c", [rng.standard_normal((300, 8))])
+    names = gene_names(300)
+    sets = {f"s{j}": list(rng.choice(names, int(rng.integers(6, 15)), replace=False))
+            for j in range(6)}
+    sets["tiny"] = names[:3]  # under min_size: left out of the family, as from the list
+    ref = write_gmt(tmp_path / "f.gmt", sets)
+    ctx = context(cache, tmp_path, seed=4)
+    fam = run("set_cohesion", {"gene_set": ref, "n_permutations": 199}, ctx, "L0")
+    listed = run("set_cohesion", {"gene_set": ["genes:" + ",".join(g) for g in
+                                               list(sets.values())[:6]],
+                                  "n_permutations": 199}, context(cache, tmp_path, seed=4), "L0")
+    assert fam.extra["n_sets"] == 6 and fam.extra["family_sets"] == [f"s{j}" for j in range(6)]
+    assert fam.statistic == pytest.approx(listed.statistic)
+    assert fam.p_value == pytest.approx(listed.p_value)

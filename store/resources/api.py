@@ -343,6 +343,13 @@ def resolve_gene_set(ref: str) -> GeneSet:
     return registry.resolve_gene_set(ref)
 
 
+def is_family_ref(ref: str) -> bool:
+    """Whether a reference names a family of gene sets (a wildcard selector or a GMT file)."""
+    text = ref.strip()
+    return ("*" in text and not text.startswith(("genes:", "pairs:"))) or (
+        text.startswith("file:") and text.lower().rstrip('"').endswith(".gmt"))
+
+
 def resolve_gene_family(ref: str, field: str = "family") -> GeneFamily:
     """Resolve a family reference: one resource reference whose selector is a wildcard
     (``go:*?aspect=BP``, ``reactome:*``, ``trrust:TF=*``), one gene set per term, pathway or
