@@ -221,6 +221,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "spectrum": "geoscreen.probes.spectrum",
     "intrinsic_dimension": "geoscreen.probes.dimension",
     "edge_specificity": "geoscreen.probes.regulation",
+    "edge_direction": "geoscreen.probes.direction",
     "knn_homophily": "geoscreen.probes.graph",
     "knn_graph": "geoscreen.probes.graph",
     "sign_contrast": "geoscreen.probes.regulation",

@@ -1,0 +1,79 @@
+"""edge_direction: the statistic against a plain loop, a planted direction, the null."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from probe_helpers import (
+    assert_calibrated,
+    cache_from_layers,
+    context,
+    gaussian_layers,
+    pairs_file,
+    run,
+)
+
+from geoscreen.errors import GeoscreenError
+from geoscreen.probes.direction import direction_statistic
+
+
+def test_statistics_match_a_plain_loop():
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((50, 4))
+    tfs = np.array([0, 1, 2])
+    groups = [np.array([5, 6, 7]), np.array([8, 9]), np.array([10, 11, 12, 13])]
+    dst = np.concatenate(groups)
+    starts = np.array([0, 3, 5])
+    means = []
+    for t, g in zip(tfs, groups):
+        u = [(Z[x] - Z[t]) / np.linalg.norm(Z[x] - Z[t]) for x in g]
+        means.append(np.mean(u, axis=0))
+    cons = np.mean([np.linalg.norm(v) for v in means])
+    dirs = [v / np.linalg.norm(v) for v in means]
+    align = np.mean([dirs[a] @ dirs[b] for a in range(3) for b in range(3) if a != b])
+    assert direction_statistic(Z, tfs, dst[None], starts, "consistency")[0] == pytest.approx(cons)
+    assert direction_statistic(Z, tfs, dst[None], starts, "alignment")[0] == pytest.approx(align)
+
+
+def test_targets_in_one_direction_are_found(tmp_path):
+    rng = np.random.default_rng(1)
+    n, d = 400, 10
+    X = rng.standard_normal((n, d))
+    push = np.zeros(d)
+    push[0] = 4.0
+    edges_i, edges_j = [], []
+    for t in range(10):  # TFs 0..9, each with 8 targets placed along +axis 0 from it
+        targets = 20 + 8 * t + np.arange(8)
+        X[targets] = X[t] + push + 0.5 * rng.standard_normal((8, d))
+        edges_i += [t] * 8
+        edges_j += list(targets)
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    ref = pairs_file(tmp_path / "e.tsv", edges_i, edges_j)
+    for stat in ("consistency", "alignment"):
+        r = run("edge_direction", {"pairs": ref, "statistic": stat, "n_permutations": 199,
+                                   "null": "gene_shuffle"}, ctx, "L0", "greater")
+        assert r.p_value == pytest.approx(1 / 200) and r.effect_size > 3, stat
+    assert r.extra["regulators"] == 10 and r.extra["edges"] == 80
+
+
+def test_the_null_is_uniform_on_gaussian_layers(tmp_path):
+    layers = gaussian_layers(150, 300, 8, 7)
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    rng = np.random.default_rng(8)
+    tf = np.repeat(np.arange(12), 6)
+    tg = rng.choice(np.arange(12, 300), tf.size, replace=True)
+    ref = pairs_file(tmp_path / "e.tsv", tf, tg)
+    for nul in ("gene_shuffle", "matched"):
+        ps = [run("edge_direction", {"pairs": ref, "null": nul, "n_permutations": 199}, ctx,
+                  f"L{i}", "greater").p_value for i in range(150)]
+        c = assert_calibrated(ps)
+        print(f"\nCALIBRATION edge_direction/{nul}: n={c['n']} KS p={c['ks_p']:.3f} "
+              f"FPR(0.05)={c['fpr']:.3f}")
+
+
+def test_too_few_regulators_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((60, 5))]), tmp_path)
+    ref = pairs_file(tmp_path / "e.tsv", [0, 0, 0], [5, 6, 7])
+    with pytest.raises(GeoscreenError, match="0 regulators have 5 present targets"):
+        run("edge_direction", {"pairs": ref}, ctx, "L0")
