@@ -24,6 +24,10 @@ from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutat
 
 class SubspaceAlignmentParams(ProbeParams):
     k: int = Field(10, ge=1, le=500, description="dimension of the compared top-k subspaces")
+    axes: list[int] | None = Field(
+        None, min_length=1, max_length=500,
+        description="compare the span of these 1-based singular axes of both layers instead of "
+                    "the top k (e.g. [3]: does axis 3 keep its gene ordering?)")
     reference: int | str = Field(
         "previous", description="the layer compared with: 'previous' (the stored layer before "
                                 "it), or a layer name, position or role (first, last, block:N)")
@@ -133,14 +137,20 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
     if not np.array_equal(a.rows, b.rows):
         raise GeoscreenError(f"layers {layer} and {ref} have different present genes",
                              field="layers", fix="compare layers of one cache")
-    k = min(p.k, a.S.size, b.S.size)
-    if k < p.k:
-        raise GeoscreenError(f"k={p.k} exceeds the {min(a.S.size, b.S.size)} singular axes",
-                             field="params.k")
-    if p.space == "genes":
-        A, B, n_units = a.U[:, :k], b.U[:, :k], a.U.shape[0]
+    r = min(a.S.size, b.S.size)
+    if p.axes is not None:
+        if max(p.axes) > r or min(p.axes) < 1 or len(set(p.axes)) != len(p.axes):
+            raise GeoscreenError(f"axes must be distinct and within 1..{r}", field="params.axes")
+        idx = np.asarray(p.axes) - 1
     else:
-        A, B, n_units = a.Vt[:k].T, b.Vt[:k].T, a.Vt.shape[1]
+        if p.k > r:
+            raise GeoscreenError(f"k={p.k} exceeds the {r} singular axes", field="params.k")
+        idx = np.arange(p.k)
+    k = idx.size
+    if p.space == "genes":
+        A, B, n_units = a.U[:, idx], b.U[:, idx], a.U.shape[0]
+    else:
+        A, B, n_units = a.Vt[idx].T, b.Vt[idx].T, a.Vt.shape[1]
     cos = principal_cosines(A, B)
     value = _summary(cos, p.measure)
     ci_low = ci_high = None
@@ -172,5 +182,6 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
         p_value=pval, e_value=ev, e_method=E_PERMUTATION if ev is not None else "", n=int(k),
         null=p.null, n_permutations=nperm, ci_low=ci_low, ci_high=ci_high,
         extra={**extra, "reference_layer": ref, "space": p.space,
+               "axes": [int(x) + 1 for x in idx],
                "chance": k / n_units if p.measure == "mean_cos2" else None,
                "cosines": [float(c) for c in cos]})

@@ -68,3 +68,17 @@ def test_what_cannot_be_compared_is_refused(tmp_path):
         run("subspace_alignment", {"space": "features", "null": "gene_shuffle"}, ctx, "L1")
     with pytest.raises(GeoscreenError, match="k=50 exceeds"):
         run("subspace_alignment", {"k": 50}, ctx, "L1")
+
+
+def test_one_axis_is_compared_by_name(tmp_path):
+    """axes: [2] compares singular axis 2 of both layers: |correlation| squared of their scores."""
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((200, 6)) * np.array([5, 3, 2, 1, 1, 1])
+    Y = X + 0.3 * rng.standard_normal((200, 6))
+    ctx = context(cache_from_layers(tmp_path / "c", [X, Y]), tmp_path)
+    r = run("subspace_alignment", {"axes": [2], "n_bootstrap": 0}, ctx, "L1")
+    a, b = ctx.svd("L0"), ctx.svd("L1")
+    expect = float(np.corrcoef(a.U[:, 1], b.U[:, 1])[0, 1] ** 2)
+    assert r.effect_size == pytest.approx(expect, rel=1e-6) and r.extra["axes"] == [2]
+    with pytest.raises(GeoscreenError, match="axes must be distinct and within 1..6"):
+        run("subspace_alignment", {"axes": [7]}, ctx, "L1")
