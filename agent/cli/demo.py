@@ -84,17 +84,14 @@ def demo_cmd(
                   f"{h['q_bh']:.2g}",
                   ("[green]" if ok else "[red]") + ("yes" if found else "no") + "[/]")
     con.print(t)
-    from geoscreen.agent.cli.ledger import export_cmd
+    from geoscreen.agent.cli.ledger import export_ledger
+    from geoscreen.agent.report.page import render_report
 
-    export_cmd(ledger=str(ledger_path), fmt="csv", out=out / "results.csv")
+    n = export_ledger(str(ledger_path), out / "results.csv", overwrite=True)
+    con.print(f"results: {out / 'results.csv'} ({n} hypotheses)")
     report = out / "report.html"
-    try:
-        from geoscreen.agent.report.page import render_report  # type: ignore[import-not-found]
-    except ModuleNotFoundError:
-        render_report = None
-    if render_report is not None:
-        render_report(str(ledger_path), report)
-        con.print(f"report: {report}")
+    render_report(str(ledger_path), report)
+    con.print(f"report: {report}")
     con.print(f"campaign {summary.status} ({summary.reason}): {summary.tested} tested, "
               f"{summary.failed} failed, {summary.discoveries} discoveries; "
               f"{time.perf_counter() - t0:.0f} s. Ledger: {ledger_path}")

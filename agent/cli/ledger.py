@@ -285,6 +285,13 @@ def export_cmd(ledger: str = LEDGER_OPT,
                                               help="replace an existing output file")) -> None:
     """Export every hypothesis (p, q, decisions) or every per-layer result as CSV, JSON or
     Parquet.  Column names are the same in every format and in the Python API."""
+    n = export_ledger(ledger, out, fmt=fmt, table=table, overwrite=overwrite)
+    typer.echo(f"wrote {n} {'hypotheses' if table == 'hypotheses' else 'layer results'} to {out}")
+
+
+def export_ledger(ledger: str, out: Path, *, fmt: str = "csv", table: str = "hypotheses",
+                  overwrite: bool = False) -> int:
+    """Write one table of the ledger to `out`; returns the number of rows written."""
     from geoscreen.errors import GeoscreenError, did_you_mean
 
     if fmt not in EXPORT_FORMATS:
@@ -326,8 +333,7 @@ def export_cmd(ledger: str = LEDGER_OPT,
                 w.writerow([csv_safe("" if r[c] is None else
                                      json.dumps(r[c]) if c in _JSON_COLUMNS else r[c])
                             for c in columns])
-    typer.echo(f"wrote {len(rows)} {'hypotheses' if table == 'hypotheses' else 'layer results'}"
-               f" to {out}")
+    return len(rows)
 
 
 _JSON_COLUMNS = ("layers", "parents")  # lists (or "all"): one JSON text cell in CSV and Parquet
