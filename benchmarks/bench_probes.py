@@ -195,7 +195,7 @@ def main() -> int:
                 cpu.append(time.process_time() - c)
             descriptive = getattr(params, "null", "") == "none" or \
                 not hasattr(params, "n_permutations")
-            draws = params.n_bootstrap if descriptive else params.n_permutations
+            draws = getattr(params, "n_bootstrap", 0) if descriptive else params.n_permutations
             print(f"{name:22s} {variant:18s} {draws:6d} {statistics.median(times):15.2f} "
                   f"{min(times):7.2f} {max(times):7.2f} {statistics.median(cpu):12.2f}",
                   flush=True)

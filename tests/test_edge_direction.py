@@ -77,3 +77,16 @@ def test_too_few_regulators_is_refused(tmp_path):
     ref = pairs_file(tmp_path / "e.tsv", [0, 0, 0], [5, 6, 7])
     with pytest.raises(GeoscreenError, match="0 regulators have 5 present targets"):
         run("edge_direction", {"pairs": ref}, ctx, "L0")
+
+
+def test_the_gram_form_equals_the_vector_form():
+    from geoscreen.probes.direction import consistency_gram
+
+    rng = np.random.default_rng(4)
+    Z = rng.standard_normal((80, 30))
+    tfs = np.array([0, 1, 2, 3])
+    starts = np.array([0, 5, 9, 16])
+    targets = rng.integers(4, 80, (7, 20))
+    np.testing.assert_allclose(consistency_gram(Z @ Z.T, tfs, targets, starts),
+                               direction_statistic(Z, tfs, targets, starts, "consistency"),
+                               rtol=1e-9)
