@@ -59,9 +59,10 @@ def fit_logistic_many(Xa: np.ndarray, Y: np.ndarray, weight: np.ndarray, C: floa
     return B
 
 
-def cv_auroc_many(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, n_folds: int,
-                  C: float) -> np.ndarray:
-    """Pooled out-of-fold AUROC of penalised logistic regression, one per label column."""
+def cv_scores_many(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, n_folds: int,
+                   C: float) -> np.ndarray:
+    """Out-of-fold decision values (log-odds) of penalised logistic regression, one column per
+    label column: each gene scored by the model fitted without its fold."""
     n = X.shape[0]
     Xa = np.hstack([X, np.ones((n, 1))])
     scores = np.empty(Y.shape)
@@ -70,6 +71,15 @@ def cv_auroc_many(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, n_folds: int,
         B = fit_logistic_many(Xa, Y, (~test).astype(float), C)
         S = Xa @ B
         scores[test] = S[test]
+    return scores
+
+
+def cv_auroc_many(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, n_folds: int,
+                  C: float, scores: np.ndarray | None = None) -> np.ndarray:
+    """Pooled out-of-fold AUROC of penalised logistic regression, one per label column."""
+    n = X.shape[0]
+    if scores is None:
+        scores = cv_scores_many(X, Y, folds, n_folds, C)
     R = column_ranks(scores)
     n1 = Y.sum(axis=0)
     return ((R * Y).sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * (n - n1))

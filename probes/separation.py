@@ -24,6 +24,9 @@ from geoscreen.result import (
 stats = lazy_module("scipy.stats")
 
 
+MARGIN_GENES = 10  # genes of each side listed with their classifier margins
+
+
 class AxisSeparationParams(ProbeParams):
     axis: int = Field(1, ge=1, description="1-based singular axis of the centred gene matrix")
     positive: str = genes_ref_field(..., description="gene-set reference, e.g. go:GO:0005615")
@@ -262,7 +265,7 @@ def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> L
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that TFs and their
     targets are separable in SV2-SV7 is restated in hypotheses/catalogue).
     """
-    from geoscreen.probes.logistic import cv_auroc_many, stratified_folds
+    from geoscreen.probes.logistic import cv_auroc_many, cv_scores_many, stratified_folds
     from geoscreen.probes.stats import chunks, gene_perms
 
     svd = ctx.svd(layer, p.include_zero_genes)
@@ -275,8 +278,17 @@ def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> L
     y = np.zeros(n)
     y[:pos.size] = 1
     order = ctx.rng(layer, "folds").permutation(n)
-    observed = float(cv_auroc_many(X, y[:, None], stratified_folds(y[:, None], order, p.folds),
-                                   p.folds, p.C)[0])
+    obs_folds = stratified_folds(y[:, None], order, p.folds)
+    margin = cv_scores_many(X, y[:, None], obs_folds, p.folds, p.C)
+    observed = float(cv_auroc_many(X, y[:, None], obs_folds, p.folds, p.C, scores=margin)[0])
+    margin = margin[:, 0]
+    rows = np.concatenate([pos, neg])
+    symbols = ctx.cache.genes.symbols
+
+    def listed(idx: np.ndarray) -> list[dict[str, object]]:
+        return [{"gene": symbols[int(rows[i])], "margin": float(margin[i])} for i in idx]
+    order_pos = np.argsort(margin[:pos.size], kind="stable")
+    order_neg = pos.size + np.argsort(-margin[pos.size:], kind="stable")
     rng = ctx.rng(layer)
     null = np.empty(p.n_permutations)
     for s, m in chunks(p.n_permutations, n, budget=250 * max(n, 1)):
@@ -289,4 +301,10 @@ def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> L
         n_permutations=p.n_permutations,
         extra={"n_positive": int(pos.size), "n_negative": int(neg.size),
                "n_overlap_removed": n_overlap, "subspace": list(p.subspace), "folds": p.folds,
-               "C": p.C, "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))})
+               "C": p.C, "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
+               # out-of-fold log-odds of belonging to `positive`: the clearest members of each
+               # side, and the ones the classifier places on the other side
+               "margins": {"positive_clearest": listed(order_pos[::-1][:MARGIN_GENES]),
+                           "positive_least": listed(order_pos[:MARGIN_GENES]),
+                           "negative_clearest": listed(order_neg[::-1][:MARGIN_GENES]),
+                           "negative_least": listed(order_neg[:MARGIN_GENES])}})

@@ -54,6 +54,14 @@ def test_role_separation_finds_shift_in_subspace(tmp_path):
                                 "negative": genes_ref(range(50, 250)),
                                 "subspace": list(range(1, 11)), "n_permutations": 199}, ctx, "L0")
     assert r.effect_size == pytest.approx(best, abs=0.08) and r.p_value <= 0.01
+    # per-gene out-of-fold margins: the clearest positives sit above the clearest negatives
+    mg = r.extra["margins"]
+    assert len(mg["positive_clearest"]) == 10 and len(mg["negative_least"]) == 10
+    assert min(x["margin"] for x in mg["positive_clearest"]) > \
+        max(x["margin"] for x in mg["negative_clearest"])
+    assert all(x["gene"] in {f"G{i}" for i in range(50)} for x in mg["positive_least"])
+    assert [x["margin"] for x in mg["positive_least"]] == sorted(
+        x["margin"] for x in mg["positive_least"])
 
 
 def _paired(rng, w, n_pairs=60):
