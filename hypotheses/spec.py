@@ -217,6 +217,23 @@ class HypothesisSpec(BaseModel):
                                  fix="list 3 or more layers, or write layers: all")
 
 
+def _hashed_params(probe: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The params a spec's hash covers: all of them, except parameters added to the probe later
+    (`probes.params.added_field`) while they keep their default."""
+    from geoscreen.probes.registry import get_probe
+
+    fields = get_probe(probe).params.model_fields
+    out = {}
+    for name, value in params.items():
+        f = fields.get(name)
+        extra = f.json_schema_extra if f is not None and isinstance(f.json_schema_extra, dict) \
+            else {}
+        if extra.get("since") and value == f.default:  # type: ignore[union-attr]
+            continue
+        out[name] = value
+    return out
+
+
 class ResolvedSpec(BaseModel):
     """A spec after validation: full params with defaults and the effective alternative."""
 
@@ -230,8 +247,9 @@ class ResolvedSpec(BaseModel):
         layers = self.spec.layers
         if isinstance(layers, list):
             layers = [x if isinstance(x, int) else str(x) for x in layers]
-        out = {"probe": self.spec.probe, "params": self.params, "layers": layers,
-               "across_layers": self.spec.across_layers, "alternative": self.alternative}
+        out = {"probe": self.spec.probe, "params": _hashed_params(self.spec.probe, self.params),
+               "layers": layers, "across_layers": self.spec.across_layers,
+               "alternative": self.alternative}
         if self.spec.universe is not None:  # absent when unset: earlier hashes stay valid
             out["universe"] = self.spec.universe
         return out

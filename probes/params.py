@@ -61,6 +61,14 @@ def family_ref_field(default: object = ..., *,
     return Field(default, description=description, json_schema_extra={"resource": "family"})
 
 
+def added_field(default: object, *, since: str, description: str, **kw: Any) -> Any:
+    """A parameter added to a probe after its first release.
+
+    While it keeps its default it is left out of the spec's canonical hash, so every spec
+    written before it existed keeps its hash (and its place in a ledger's duplicate check)."""
+    return Field(default, description=description, json_schema_extra={"since": since}, **kw)
+
+
 def metric_field() -> object:
     return Field("cosine",
                  description="cosine similarity, or negative euclidean distance (larger = closer)")

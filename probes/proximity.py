@@ -24,6 +24,7 @@ from geoscreen.probes.control import controlled
 from geoscreen.probes.params import (
     Metric,
     Subspace,
+    added_field,
     control_field,
     metric_field,
     null_label,
@@ -175,20 +176,33 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
 # co_pole
 # ------------------------------------------------------------------------------------------
 class LabelPairScorer:
-    """Pair value = 1 when both genes carry the same non-zero pole label (no n x n matrix)."""
+    """Pair value = 1 when the two genes carry the same non-zero pole label on some axis (or,
+    with `opposite`, opposite labels: one in the top pole, the other in the bottom one); no
+    n x n matrix.  `labels` is (genes,) for one axis or (genes, axes)."""
 
-    def __init__(self, labels: np.ndarray) -> None:
-        self.L = labels.astype(np.int8)
-        self.n = int(labels.size)
+    def __init__(self, labels: np.ndarray, opposite: bool = False) -> None:
+        L = labels.astype(np.int8)
+        self.L = L[:, None] if L.ndim == 1 else L
+        self.sign = np.int8(-1 if opposite else 1)
+        self.n = int(self.L.shape[0])
         self.factor = None
 
+    def _hit(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ((a == self.sign * b) & (a != 0)).any(axis=-1)
+
     def values(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        a, b = self.L[i], self.L[j]
-        return ((a == b) & (a != 0)).astype(np.float64)
+        return self._hit(self.L[i], self.L[j]).astype(np.float64)
+
+    def matrix(self) -> np.ndarray:
+        """The genes x genes indicator (for the co-expression control)."""
+        out = np.zeros((self.n, self.n), dtype=bool)
+        for a in range(self.L.shape[1]):
+            la = self.L[:, a]
+            out |= (la[:, None] == self.sign * la[None, :]) & (la[:, None] != 0)
+        return out
 
     def mean_many(self, I: np.ndarray, J: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        a, b = self.L[I], self.L[J]
-        hit = (a == b) & (a != 0)
+        hit = self._hit(self.L[I], self.L[J])
         if mask is None:
             return hit.mean(axis=1)
         return (hit & mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
@@ -200,8 +214,13 @@ class CoPoleParams(ProbeParams):
     k: int | None = Field(None, ge=1, description="genes per pole (top-k and bottom-k)")
     quantile: float | None = Field(None, gt=0, le=0.5,
                                    description="pole size as a fraction of genes (default 0.1)")
-    pole: Literal["either", "top", "bottom"] = Field(
-        "either", description="count pairs sharing either pole, or only the top / bottom pole")
+    pole: Literal["either", "top", "bottom", "opposite"] = Field(
+        "either", description="count pairs sharing either pole, only the top / bottom pole, or "
+                              "(opposite) pairs with one gene in each pole")
+    axes: list[int] | None = added_field(
+        None, since="2.1", min_length=1, max_length=20,
+        description="several 1-based axes instead of `axis`: a pair counts if it is co-polar "
+                    "(or opposite) on any of them")
     null: PairNull = Field("degree_preserving",
                            description="degree-preserving rewiring (default) or gene-label shuffle")
     control: str | None = control_field()
@@ -231,7 +250,7 @@ def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
     family="graph_topology",
     params=CoPoleParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.0",
+    version="2.1",
     statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis",
     effect="z-score of the co-pole rate against the null (enrichment over null mean in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -293,16 +312,19 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     svd = ctx.svd(layer, p.include_zero_genes)
     n = svd.rows.size
     k = p.k if p.k is not None else max(1, int(round((p.quantile or 0.1) * n)))
-    if 2 * k > n and p.pole == "either":
+    if 2 * k > n and p.pole in ("either", "opposite"):
         raise GeoscreenError(f"poles of {k} genes overlap in {n} genes", field="params.k")
-    score = svd.scores([p.axis])[:, 0]
-    L = pole_labels(score, k, p.pole)
+    axes = list(p.axes) if p.axes is not None else [p.axis]
+    if len(set(axes)) != len(axes):
+        raise GeoscreenError("axes lists an axis twice", field="params.axes")
+    label_pole = "either" if p.pole == "opposite" else p.pole
+    L = np.stack([pole_labels(svd.scores([a])[:, 0], k, label_pole) for a in axes], axis=1)
     i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
     fit = None
-    scorer: PairScorer | LabelPairScorer = LabelPairScorer(L)
+    labels = LabelPairScorer(L, opposite=p.pole == "opposite")
+    scorer: PairScorer | LabelPairScorer = labels
     if p.control is not None:
-        same = (L[:, None] == L[None, :]) & (L[:, None] != 0)
-        R, fit = controlled(ctx, p.control, same.astype(np.float32), svd.rows)
+        R, fit = controlled(ctx, p.control, labels.matrix().astype(np.float32), svd.rows)
         scorer = PairScorer.from_matrix(R, "co_pole")
     observed, null = pair_null(scorer, i, j, p.null, p.n_permutations,  # type: ignore[arg-type]
                                ctx.rng(layer))
@@ -312,7 +334,8 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
         statistic_name="co_pole_rate" + ("_residual" if fit else ""), statistic=observed,
         effect_name="z", effect_size=z, **permutation_test(observed, null, ctx.alternative),
         n=int(i.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
-        extra={"null_mean": mean0, "null_sd": float(null.std(ddof=1)), "k": k, "axis": p.axis,
+        extra={"null_mean": mean0, "null_sd": float(null.std(ddof=1)), "k": k, "axes": axes,
+               "axis": axes[0] if len(axes) == 1 else None,
                "pole": p.pole, "enrichment": observed / mean0 if mean0 > 0 and not fit else None,
                "control_fit": fit})
 

@@ -120,6 +120,9 @@ def test_co_pole_calibrated(null):
     i, j = random_pairs(N_GENES, 400, rng)
     prm = {"pairs": pairs_file(tmp / "cp.tsv", i, j), "quantile": 0.3, "n_permutations": 199}
     _report("co_pole", assert_calibrated(_pvalues("co_pole", prm, null), conservative_ok=True))
+    variant = {**prm, "pole": "opposite", "axes": [1, 2], "quantile": 0.2}
+    _report("co_pole/opposite, axes 1-2", assert_calibrated(
+        _pvalues("co_pole", variant, null, reps=150), conservative_ok=True))
 
 
 def test_graded_proximity_calibrated(null):

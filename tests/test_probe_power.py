@@ -360,3 +360,36 @@ def test_control_removes_coexpression_driven_proximity(tmp_path):
     tsv = run("pair_proximity", {**prm, "control": f"file:{tmp_path / 'coexpr.tsv'}"}, ctx, "L0")
     assert tsv.statistic == pytest.approx(ctl.statistic, abs=1e-5)
     assert ctx.resources_used["control"]["pairs"] == iu[0].size
+
+
+def test_co_pole_opposite_poles_and_several_axes(tmp_path):
+    """Pairs planted at opposite ends of axis 2 (antagonists) are found with pole: opposite and
+    with axes [1, 2]; the same-pole count misses them."""
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((N, D)) * np.linspace(3, 1, D)
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    score = ctx.svd("L0").scores([2])[:, 0]
+    order = np.argsort(score)
+    top, bottom = order[-40:], order[:40]
+    rows = ctx.svd("L0").rows
+    ref = pairs_ref(rows[top[:30]], rows[bottom[:30]])
+    prm = {"pairs": ref, "quantile": 0.1, "n_permutations": 199, "null": "gene_shuffle"}
+    opp = run("co_pole", {**prm, "axis": 2, "pole": "opposite"}, ctx, "L0", "greater")
+    assert opp.p_value == pytest.approx(1 / 200) and opp.statistic == 1.0
+    same = run("co_pole", {**prm, "axis": 2}, ctx, "L0", "greater")
+    assert same.statistic == 0.0 and same.p_value > 0.5
+    multi = run("co_pole", {**prm, "axes": [1, 2], "pole": "opposite"}, ctx, "L0", "greater")
+    assert multi.statistic == 1.0 and multi.extra["axes"] == [1, 2]
+
+
+def test_a_parameter_added_later_keeps_old_hashes():
+    from geoscreen.hypotheses.loader import parse_spec
+
+    spec = {"statement": "STRING partners share a pole", "probe": "co_pole",
+            "params": {"pairs": "string:>=700"}}
+    plain = parse_spec(dict(spec), "s")
+    assert "axes" not in plain.canonical()["params"]  # as before the parameter existed
+    assert plain.hash == parse_spec({**spec, "params": {"pairs": "string:>=700", "axes": None}},
+                                    "s").hash
+    assert parse_spec({**spec, "params": {"pairs": "string:>=700", "axes": [1, 2]}},
+                      "s").hash != plain.hash
