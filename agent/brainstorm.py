@@ -9,6 +9,7 @@ claims are tested against set-level nulls (matched, degree-preserving), never fe
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +49,30 @@ class Brainstormer(Protocol):
 
     def propose(self, state: CampaignState, k: int) -> ProposalBatch:
         """Up to `k` new specs (not already in `state`), plus rejected proposals and retirements."""
+
+
+@functools.lru_cache(maxsize=4)
+def _open_cache(path: str) -> Any:
+    from geoscreen.store.cache import open_cache
+
+    return open_cache(path)
+
+
+def check_against_cache(resolved: ResolvedSpec, facts: dict[str, Any]) -> str:
+    """Layers, axes and references against the campaign's cache (`preflight`), as known to the
+    state: the cache itself when the state names its path, else its layer names only."""
+    from geoscreen.hypotheses.preflight import check_layers, preflight
+
+    path = facts.get("path")
+    if path:
+        cache = _open_cache(str(path))
+        if facts.get("split"):
+            cache = cache.split_view(facts["split"])
+        return preflight(resolved, cache=cache)
+    names = [str(x) for x in facts.get("layers") or []]
+    if err := check_layers(resolved.spec.layers, names):
+        return err
+    return preflight(resolved)
 
 
 def _resolve(raw: dict[str, Any]) -> ResolvedSpec | None:
@@ -420,6 +445,7 @@ class OfflineBrainstormer:
         seen = set(state.hashes)
         batch = ProposalBatch(retire=retire)
         skipped: list[str] = []
+        unrunnable: list[str] = []
         order = ["A", "B", "C"]
         turn = 0
         cursors = {name: 0 for name in pools}
@@ -456,12 +482,18 @@ class OfflineBrainstormer:
                 if r is None or r.hash in seen:
                     continue
                 seen.add(r.hash)
+                if state.cache.get("path") and (why_not := check_against_cache(r, state.cache)):
+                    unrunnable.append(f"{statement[:80]}: {why_not[:160]}")
+                    continue  # a reference not in this cache or not installed: would only fail
                 batch.accepted.append(r)
                 break
         notes = []
         if skipped:
             notes.append(f"skipped {len(skipped)} proposal(s) that could not be rejected at the "
                          f"online level {state.online_level:.3g}: " + "; ".join(skipped[:3]))
+        if unrunnable:
+            notes.append(f"skipped {len(unrunnable)} proposal(s) this cache cannot run: "
+                         + "; ".join(unrunnable[:3]))
         if len(batch.accepted) < k:
             notes.append("the offline brainstormer ran out of untested candidates")
         batch.note = " | ".join(notes)

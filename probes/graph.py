@@ -86,9 +86,9 @@ def within_share(nb: np.ndarray, members: np.ndarray, n: int) -> float:
            "(1 = no homophily); z against the null and the null mean in extra",
     alternatives=("greater", "less", "two-sided"),
     examples=[
-        {"statement": "B-cell marker genes are each other's nearest neighbours more than genes "
-                      "matched on annotation count and centrality",
-         "params": {"gene_set": "markers:B cells", "k": 10}, "alternative": "greater",
+        {"statement": "Cytosolic ribosome genes are each other's nearest neighbours more than "
+                      "genes matched on annotation count and centrality",
+         "params": {"gene_set": "go:GO:0022626", "k": 10}, "alternative": "greater",
          "across_layers": "any"},
     ],
 )

@@ -15,7 +15,6 @@ a reply that cannot be read a recorded call with the reason, and the campaign go
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from geoscreen.agent.brainstorm import (
     OfflineBrainstormer,
     ProposalBatch,
     Rejected,
+    check_against_cache,
 )
 from geoscreen.agent.llm.accounting import CallRecorder, CallRow, usd
 from geoscreen.agent.llm.client import CallLog, ChatClient, ChatReply, ServiceDown
@@ -164,30 +164,6 @@ def _errors(exc: Exception) -> str:
                    f"{did_you_mean(str(err['loc'][-1]), list(HypothesisSpec.model_fields))}")
         out.append(f"field '{loc}': {msg}")
     return "; ".join(out)
-
-
-@functools.lru_cache(maxsize=4)
-def _open_cache(path: str) -> Any:
-    from geoscreen.store.cache import open_cache
-
-    return open_cache(path)
-
-
-def check_against_cache(resolved: ResolvedSpec, facts: dict[str, Any]) -> str:
-    """Layers, axes and references against the campaign's cache (`preflight`), as known to the
-    state: the cache itself when the state names its path, else its layer names only."""
-    from geoscreen.hypotheses.preflight import check_layers, preflight
-
-    path = facts.get("path")
-    if path:
-        cache = _open_cache(str(path))
-        if facts.get("split"):
-            cache = cache.split_view(facts["split"])
-        return preflight(resolved, cache=cache)
-    names = [str(x) for x in facts.get("layers") or []]
-    if err := check_layers(resolved.spec.layers, names):
-        return err
-    return preflight(resolved)
 
 
 def check_files(spec: HypothesisSpec, allow_files: tuple[str, ...]) -> str:
