@@ -82,6 +82,16 @@ def simes(pvalues: Sequence[float]) -> float:
     return float(min(1.0, np.min(p * m / np.arange(1, m + 1))))
 
 
+def layer_orders(n: int, seed: int) -> tuple[np.ndarray, str]:
+    """Orders of n layers for a permutation test over layer order: all n! of them (row 0 the
+    observed order) up to `EXACT_TREND_MAX_LAYERS` layers, else `TREND_PERMUTATIONS` random
+    ones.  Returns (orders, 'exact' | 'monte_carlo')."""
+    if n <= EXACT_TREND_MAX_LAYERS:
+        return np.array(list(itertools.permutations(range(n)))), "exact"
+    rng = np.random.default_rng(seed)
+    return rng.permuted(np.tile(np.arange(n), (TREND_PERMUTATIONS, 1)), axis=1), "monte_carlo"
+
+
 def trend_test(depth: Sequence[float], effect: Sequence[float], alternative: str,
                seed: int) -> dict[str, Any]:
     """Spearman rho of effect vs depth with a permutation p over layer orders."""
@@ -93,13 +103,8 @@ def trend_test(depth: Sequence[float], effect: Sequence[float], alternative: str
     rd = stats.rankdata(depth)
     re_ = stats.rankdata(effect)
     rho = float(np.corrcoef(rd, re_)[0, 1]) if np.std(re_) > 0 else 0.0
-    if n <= EXACT_TREND_MAX_LAYERS:
-        perms = np.array(list(itertools.permutations(range(n))))
-        method, m = "exact", perms.shape[0]
-    else:
-        rng = np.random.default_rng(seed)
-        perms = rng.permuted(np.tile(np.arange(n), (TREND_PERMUTATIONS, 1)), axis=1)
-        method, m = "monte_carlo", TREND_PERMUTATIONS
+    perms, method = layer_orders(n, seed)
+    m = perms.shape[0]
     x = (rd - rd.mean()) / (rd.std() * n)
     y = (re_ - re_.mean()) / (re_.std() if re_.std() > 0 else 1.0)
     null = y[perms] @ x
@@ -195,13 +200,7 @@ def changepoint_test(depth: Sequence[float], effect: Sequence[float], alternativ
                             permutation_e(obs_v, null, "greater"), "vs_null_sets")
         m = int(null.size)
     else:
-        if n <= EXACT_TREND_MAX_LAYERS:
-            perms = np.array(list(itertools.permutations(range(n))))
-            method = "exact"
-        else:
-            rng = np.random.default_rng(seed)
-            perms = rng.permuted(np.tile(np.arange(n), (TREND_PERMUTATIONS, 1)), axis=1)
-            method = "monte_carlo"
+        perms, method = layer_orders(n, seed)
         null, _ = _step_statistic(e[perms].T, alternative)
         m = int(null.size)
         if method == "exact":  # every order, the observed (row 0) included

@@ -60,6 +60,7 @@ def check_axes(params: dict[str, Any], n_axes: int) -> str:
 def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(parameter, kind, reference) for every marked resource parameter the spec sets."""
     from geoscreen.probes.registry import get_probe
+    from geoscreen.store.resources.api import is_family_ref
 
     out = []
     for name, f in get_probe(probe).params.model_fields.items():
@@ -73,8 +74,6 @@ def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str,
                 continue  # 'rest': every other gene
             if kind == "genes" and ":" not in ref and " " not in ref.strip():
                 ref = f"genes:{ref}"  # a bare symbol (an anchor gene)
-            from geoscreen.store.resources.api import is_family_ref
-
             if kind == "genes" and is_family_ref(ref):
                 kind = "family"  # a gene-set parameter given a whole family (set_cohesion)
             out.append((name, str(kind), ref))

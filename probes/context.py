@@ -81,6 +81,23 @@ class ProbeContext:
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     # -- seeds --------------------------------------------------------------------------------
+    def reference_layer(self, layer: str, reference: int | str) -> str:
+        """The layer a cross-layer probe compares `layer` with: 'previous' (the stored layer
+        before it), or a layer name, position or role.  A layer is never its own reference."""
+        pos = self.cache.layer_index(layer)
+        if reference == "previous":
+            if pos == 0:
+                raise GeoscreenError(
+                    f"layer {layer} is the first stored layer: it has no previous layer",
+                    field="layers", fix="list layers from the second one (e.g. block:2 ... last, "
+                                        "or positions 1 ... -1), or give params.reference")
+            return self.cache.layers[pos - 1]
+        ref = self.cache.layer_name(reference)
+        if ref == layer:
+            raise GeoscreenError(f"layer {layer} is its own reference", field="params.reference",
+                                 fix="leave the reference layer out of layers")
+        return ref
+
     def layer_seed(self, layer: str) -> int:
         return derive_seed(self.seed, layer)
 

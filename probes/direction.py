@@ -187,6 +187,7 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
     n = Z.shape[0]
     E = dst.size
     width = E * (4 if gram is not None else Z.shape[1])
+    src_rep = np.repeat(tfs, np.diff(np.r_[starts, E]))  # each edge's TF
     for st, m in chunks(p.n_permutations, width, budget=8_000_000):
         if strata is not None:
             draws = strata.draw(dst, m, rng)
@@ -195,7 +196,6 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
         else:  # one relabelling of all genes per draw: a target shared by TFs stays shared
             draws = np.argsort(rng.random((m, n)), axis=1)[:, dst]
         draws = np.asarray(draws, dtype=np.int64)
-        src_rep = np.repeat(tfs, np.diff(np.r_[starts, E]))
         # a target relabelled onto its own TF (rare, about k/n per edge) moves to another gene
         clash = draws == src_rep[None]
         draws[clash] = (draws[clash] + 1 + rng.integers(0, n - 1, int(clash.sum()))) % n

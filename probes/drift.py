@@ -70,24 +70,6 @@ def drift_per_gene(X: np.ndarray, Y: np.ndarray, center: bool = True) -> np.ndar
     return 1.0 - np.clip(cos, -1.0, 1.0)
 
 
-def _reference_layer(ctx: ProbeContext, p: GeneDriftParams, layer: str) -> str:
-    names = ctx.cache.layers
-    pos = ctx.cache.layer_index(layer)
-    if p.reference == "previous":
-        if pos == 0:
-            raise GeoscreenError(
-                f"layer {layer} is the first stored layer: it has no previous layer",
-                field="layers", fix="list layers from the second one (e.g. block:2 ... last, or "
-                                    "positions 1 ... -1), or give params.reference")
-        return names[pos - 1]
-    ref = ctx.cache.layer_name(p.reference)
-    if ref == layer:
-        raise GeoscreenError(f"layer {layer} is its own reference; its drift is zero",
-                             field="params.reference",
-                             fix="leave the reference layer out of layers")
-    return ref
-
-
 @probe(
     "gene_drift",
     effect_null=0.5,
@@ -141,7 +123,7 @@ def gene_drift(ctx: ProbeContext, p: GeneDriftParams, layer: str) -> LayerResult
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
-    ref = _reference_layer(ctx, p, layer)
+    ref = ctx.reference_layer(layer, p.reference)
     svd = ctx.svd(layer, p.include_zero_genes)
     rows = svd.rows
     X = np.asarray(ctx.cache.array(layer)[rows], dtype=np.float64)

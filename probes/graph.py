@@ -134,16 +134,13 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, members)
         matching = strata.record
-    mask = np.zeros(n, dtype=bool)
     for st, m in chunks(p.n_permutations, s * p.k):
         draws = strata.draw(members, m, rng) if strata is not None else \
             distinct_draws(n, s, m, rng)
         if st == 0 and strata is not None:
             matching["balance"] = strata.balance(members, draws)  # type: ignore[index]
         for r in range(m):
-            mask[:] = False
-            mask[draws[r]] = True
-            null[st + r] = mask[nb[draws[r]]].mean()
+            null[st + r] = within_share(nb, draws[r], n)
     pval = permutation_p(share, null, ctx.alternative)
     ev = permutation_e(share, null, ctx.alternative)
     sd = float(null.std(ddof=1))

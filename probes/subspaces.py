@@ -61,21 +61,6 @@ def _summary(cos: np.ndarray, measure: str) -> float:
     return float(np.mean(cos ** 2)) if measure == "mean_cos2" else float(cos.min())
 
 
-def _reference(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str) -> str:
-    pos = ctx.cache.layer_index(layer)
-    if p.reference == "previous":
-        if pos == 0:
-            raise GeoscreenError(
-                f"layer {layer} is the first stored layer: it has no previous layer",
-                field="layers", fix="list layers from the second one, or give params.reference")
-        return ctx.cache.layers[pos - 1]
-    ref = ctx.cache.layer_name(p.reference)
-    if ref == layer:
-        raise GeoscreenError(f"layer {layer} is its own reference", field="params.reference",
-                             fix="leave the reference layer out of layers")
-    return ref
-
-
 @probe(
     "subspace_alignment",
     effect_null=None,
@@ -132,7 +117,7 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
     if p.null == "gene_shuffle" and p.space != "genes":
         raise GeoscreenError("gene_shuffle relabels genes; feature subspaces do not depend on "
                              "gene order", field="params.null", fix="use space: genes")
-    ref = _reference(ctx, p, layer)
+    ref = ctx.reference_layer(layer, p.reference)
     a, b = ctx.svd(layer, p.include_zero_genes), ctx.svd(ref, p.include_zero_genes)
     if not np.array_equal(a.rows, b.rows):
         raise GeoscreenError(f"layers {layer} and {ref} have different present genes",
