@@ -153,8 +153,9 @@ def check_checkpoint_dir(ckpt_dir: Path) -> None:
                                  "best_model.pt")
 
 
-REDOWNLOAD_FIX = ("the file looks truncated or damaged (an interrupted download or copy?); "
-                  "download best_model.pt again and compare its size with the source")
+def _redownload(path: Path) -> str:
+    return ("the file looks truncated or damaged (an interrupted download or copy?); "
+            f"download {path.name} again and compare its size with the source")
 
 
 def _first_line(text: str, limit: int = 240) -> str:
@@ -177,7 +178,7 @@ def check_weights_file(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         raise GeoscreenError("is empty (0 bytes)", path=str(path), field="--checkpoint",
-                             fix=REDOWNLOAD_FIX)
+                             fix=_redownload(path))
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head != b"PK\x03\x04":
@@ -188,7 +189,7 @@ def check_weights_file(path: Path) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise GeoscreenError(f"is not a complete PyTorch checkpoint: its zip directory cannot "
                              f"be read ({_first_line(str(exc), 120)}; {size:,} bytes)",
-                             path=str(path), field="--checkpoint", fix=REDOWNLOAD_FIX) from None
+                             path=str(path), field="--checkpoint", fix=_redownload(path)) from None
     if not any(m.filename.endswith("data.pkl") for m in members):
         raise GeoscreenError("is a zip archive without data.pkl, not a PyTorch checkpoint",
                              path=str(path), field="--checkpoint",
@@ -196,7 +197,8 @@ def check_weights_file(path: Path) -> None:
     end = max((m.header_offset + m.compress_size for m in members), default=0)
     if end > size:
         raise GeoscreenError(f"is {size:,} bytes but its directory lists data up to byte "
-                             f"{end:,}", path=str(path), field="--checkpoint", fix=REDOWNLOAD_FIX)
+                             f"{end:,}", path=str(path), field="--checkpoint",
+                             fix=_redownload(path))
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
@@ -215,7 +217,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise GeoscreenError(f"cannot be read as a PyTorch checkpoint "
                              f"({type(exc).__name__}: {_first_line(str(exc))})",
-                             path=str(path), field="--checkpoint", fix=REDOWNLOAD_FIX) from None
+                             path=str(path), field="--checkpoint", fix=_redownload(path)) from None
     if not isinstance(obj, Mapping):
         raise GeoscreenError(f"holds a {type(obj).__name__}, not a state_dict", path=str(path),
                              fix="save model.state_dict() with torch.save")
@@ -228,7 +230,8 @@ def read_state_dict(path: Path) -> dict[str, Any]:
 
 def _unpickling_error(path: Path, text: str) -> GeoscreenError:
     """One line from torch's multi-paragraph weights_only refusal."""
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    found = (re.search(r"Unsupported global: GLOBAL (\S+)", text)
+             or re.search(r"unsupported GLOBAL (\S+)", text))
     if found:
         return GeoscreenError(f"needs code to load ({found.group(1)}), so it was refused",
                               path=str(path),
@@ -237,9 +240,9 @@ def _unpickling_error(path: Path, text: str) -> GeoscreenError:
     reason = detail.group(1).strip() if detail else "not a plain tensor pickle"
     return GeoscreenError(f"cannot be read safely as a PyTorch checkpoint "
                           f"({_first_line(reason, 160)})", path=str(path), field="--checkpoint",
-                          fix="if it came from scGPT's model folder, it is damaged: "
-                          + REDOWNLOAD_FIX.split("; ", 1)[1] + "; if you saved it yourself, "
-                          "save model.state_dict() with torch.save")
+                          fix=f"if it came from the model's own folder, it is damaged: download "
+                          f"{path.name} again and compare its size with the source; if you "
+                          "saved it yourself, save model.state_dict() with torch.save")
 
 
 def to_pytorch_names(state: Mapping[str, Any], path: str = WEIGHTS_FILE) -> tuple[dict, int]:

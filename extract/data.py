@@ -1,4 +1,4 @@
-"""Read cells from an AnnData (.h5ad) file, streaming, and check they are what scGPT expects.
+"""Read cells from an AnnData (.h5ad) file, streaming, and check they are what a model expects.
 
 The file is opened in backed mode, so ``X`` and ``raw.X`` are read a chunk of cells at a time and
 never held whole (``layers`` are read by anndata into memory).  Two checks run before any model
@@ -9,7 +9,7 @@ overlap the model's vocabulary, and the values must be counts (whole, non-negati
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ class GeneMap:
     row_tokens: np.ndarray  # unique vocab ids, one per cache row, in first-column order
     row_symbols: list[str]
     n_genes_in_file: int
+    n_mapped_by_id: int = 0  # columns whose vocabulary key differs from the file's name
 
     @property
     def overlap(self) -> float:
@@ -125,36 +126,50 @@ class GeneMap:
 
 
 def map_genes(cells: CellMatrix, vocab: Mapping[str, int], *, min_overlap: float,
-              gene_col: str = "index", special: tuple[str, ...] = ()) -> GeneMap:
-    """Match the file's genes to the vocabulary; refuse when too few of them are known."""
-    ids = np.array([vocab.get(g, -1) if g not in special else -1 for g in cells.genes],
-                   dtype=np.int64)
+              gene_col: str = "index", special: tuple[str, ...] = (),
+              key_of: Callable[[str], str | None] | None = None,
+              symbol_of: Callable[[str, str], str] | None = None) -> GeneMap:
+    """Match the file's genes to the vocabulary; refuse when too few of them are known.
+
+    `key_of` gives a gene's vocabulary key (default: the gene itself, if in the vocabulary and
+    not special), `symbol_of(gene, key)` the name its cache row gets (default: the gene).
+    """
+    if key_of is None:
+        def key_of(g: str) -> str | None:
+            return g if g in vocab and g not in special else None
+    keys = [key_of(g) for g in cells.genes]
+    ids = np.array([vocab[k] if k is not None else -1 for k in keys], dtype=np.int64)
     columns = np.flatnonzero(ids >= 0)
     n = len(cells.genes)
     overlap = columns.size / max(n, 1)
     if columns.size == 0 or overlap < min_overlap:
-        hint = _better_gene_column(cells, vocab, gene_col)
+        hint = _better_gene_column(cells, key_of, gene_col)
         raise GeoscreenError(
             f"only {columns.size} of {n} genes ({overlap:.1%}) are in the model vocabulary; "
             f"the minimum is {min_overlap:.0%}", path=str(cells.path), field="--gene-col",
-            fix=hint or "check that genes are human gene symbols as in the vocabulary, or lower "
+            fix=hint or "check that genes are human gene symbols or Ensembl ids, or lower "
                         "the threshold with --min-overlap")
     token_ids = ids[columns]
     _, first = np.unique(token_ids, return_index=True)
     order = np.sort(first)
     row_tokens = token_ids[order]
-    row_symbols = [cells.genes[int(columns[i])] for i in order]
-    return GeneMap(columns, token_ids, row_tokens, row_symbols, n)
+    row_symbols = []
+    for i in order:
+        gene = cells.genes[int(columns[i])]
+        row_symbols.append(symbol_of(gene, keys[int(columns[i])]) if symbol_of else gene)
+    n_by_id = sum(1 for c in columns if keys[int(c)] != cells.genes[int(c)])
+    return GeneMap(columns, token_ids, row_tokens, row_symbols, n, n_by_id)
 
 
-def _better_gene_column(cells: CellMatrix, vocab: Mapping[str, int], current: str) -> str:
+def _better_gene_column(cells: CellMatrix, key_of: Callable[[str], str | None],
+                        current: str) -> str:
     var = cells.adata.raw.var if cells.name == "raw.X" else cells.adata.var
     options = [("index", list(var.index))] + [(c, list(var[c])) for c in var.columns]
     best, best_frac = None, 0.0
     for name, values in options:
         if name == current:
             continue
-        frac = sum(str(v) in vocab for v in values) / max(len(values), 1)
+        frac = sum(key_of(str(v)) is not None for v in values) / max(len(values), 1)
         if frac > best_frac:
             best, best_frac = name, frac
     if best is not None and best_frac >= 0.5:
@@ -209,5 +224,5 @@ def _value_error(cells: CellMatrix, idx: np.ndarray, block: sp.csr_matrix, k: in
     return GeoscreenError(
         f"{where}: not a whole number, so these are not counts", path=str(cells.path),
         field=cells.name,
-        fix=f"{elsewhere}, or pass --allow-non-counts to bin normalised values; scGPT's "
-            "per-cell quantile bins only use their order")
+        fix=f"{elsewhere}, or pass --allow-non-counts to accept normalised values (scGPT "
+            "bins them by their order in the cell; Geneformer's medians assume counts)")

@@ -1,10 +1,11 @@
-"""Run scGPT over cells and stream every layer into per-gene mean representations.
+"""Run a model over cells and stream every layer into per-gene mean representations.
 
-Forward hooks see the input embedding (what ``TransformerModel._encode`` hands the transformer)
-and each layer's output while the batch is on the device; each is folded at once into a per-gene
-sum (``index_add_``) and its ``<cls>`` row copied out, then dropped.  Peak memory is one batch of
-activations plus the (layers, genes, dim) sums; the per-layer ``<cls>`` cell embeddings go to
-disk-backed arrays next to the output, never to RAM.
+Model-specific work (files, vocabulary, tokenization, the forward pass) sits behind a
+`ModelAdapter` (`adapter`); everything here is shared.  Forward hooks see the input embedding
+and each layer's output while the batch is on the device; each is folded at once into a
+per-gene sum (``index_add_``) and its ``<cls>`` row copied out, then dropped.  Peak memory is
+one batch of activations plus the (layers, genes, dim) sums; the per-layer ``<cls>`` cell
+embeddings go to disk-backed arrays next to the output, never to RAM.
 """
 
 from __future__ import annotations
@@ -21,21 +22,8 @@ import numpy as np
 from geoscreen.errors import GeoscreenError
 from geoscreen.store.cache import Cache, sha256_file, write_cache
 
-from .checkpoint import (
-    ARGS_FILE,
-    SPECIAL_TOKENS,
-    VOCAB_FILE,
-    WEIGHTS_FILE,
-    LoadedModel,
-    ModelConfig,
-    check_checkpoint_dir,
-    check_weights_file,
-    load_checkpoint,
-    read_model_config,
-    read_vocab,
-)
+from .adapter import ModelAdapter, adapter_class
 from .data import DEFAULT_MIN_OVERLAP, CellMatrix, GeneMap, check_counts, map_genes, open_cells
-from .tokens import TokenizerConfig, collate, tokenize_cell
 
 EMB_LAYER = "emb"
 DTYPES = ("float32", "bfloat16")
@@ -58,6 +46,9 @@ class ExtractOptions:
     max_length: int | None = None
     overwrite: bool = False
     progress: bool = True
+    model: str = "scgpt"
+    token_dictionary: str | None = None  # Geneformer: token_dictionary_*.pkl / .json
+    gene_median: str | None = None  # Geneformer: gene_median_dictionary_*.pkl / .json
 
 
 @dataclass
@@ -77,25 +68,25 @@ def layer_names(nlayers: int) -> list[str]:
     return [EMB_LAYER] + [f"L{i}" for i in range(1, nlayers + 1)]
 
 
-def encoder_flops(n_tokens: int, config: ModelConfig) -> float:
-    """Multiply-add FLOPs of the transformer layers for one cell of `n_tokens` tokens."""
-    d, h = config.embsize, config.d_hid
-    per_token = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * h
-    attention = 2 * 2 * n_tokens * n_tokens * d
-    return float(config.nlayers * (n_tokens * per_token + attention))
+def encoder_flops(n_tokens: int, config: Any) -> float:
+    """Multiply-add FLOPs of scGPT's transformer layers for one cell of `n_tokens` tokens."""
+    from .adapter import transformer_flops
+
+    return transformer_flops(n_tokens, config.nlayers, config.embsize, config.d_hid)
 
 
 class LayerAccumulator:
-    """Forward hooks that fold each layer's output into per-gene sums as it is produced."""
+    """Folds each layer's hidden states into per-gene sums as the adapter's hooks produce them.
+    """
 
-    def __init__(self, model: Any, row_of_token: np.ndarray, n_rows: int, device: Any) -> None:
+    def __init__(self, adapter: ModelAdapter, row_of_token: np.ndarray, n_rows: int,
+                 device: Any) -> None:
         import torch
 
         self.torch = torch
-        self.model = model
-        self.layers = list(model.transformer_encoder.layers)
-        self.dim = int(model.d_model)
-        n_layers = len(self.layers) + 1
+        self.adapter = adapter
+        self.dim = int(adapter.dim)
+        n_layers = adapter.n_layers + 1
         self.sums = torch.zeros((n_layers, n_rows, self.dim), dtype=torch.float32, device=device)
         self.counts = torch.zeros(n_rows, dtype=torch.int64, device=device)
         self.row_of_token = torch.as_tensor(row_of_token, dtype=torch.int64, device=device)
@@ -105,12 +96,7 @@ class LayerAccumulator:
         self._handles: list[Any] = []
 
     def __enter__(self) -> LayerAccumulator:
-        enc = self.model.transformer_encoder
-        self._handles.append(enc.register_forward_pre_hook(
-            lambda _m, args: self._take(0, args[0])))
-        for i, layer in enumerate(self.layers, start=1):
-            self._handles.append(layer.register_forward_hook(
-                lambda _m, _a, out, i=i: self._take(i, out)))
+        self._handles = self.adapter.attach(self._take)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -121,18 +107,22 @@ class LayerAccumulator:
     def begin(self, src: Any) -> None:
         """Set the gene rows of the batch about to run; `src` is (batch, tokens) on device."""
         rows = self.row_of_token[src]
-        rows[:, 0] = -1  # <cls> is a cell token, not a gene
+        pos = self.adapter.cls_position
+        if pos is not None:
+            rows[:, pos] = -1  # <cls> is a cell token, not a gene
         flat = rows.reshape(-1)
         self._flat = (flat >= 0).nonzero().squeeze(1)
         self._rows = flat.index_select(0, self._flat)
         self.counts.index_add_(0, self._rows, self.torch.ones_like(self._rows))
-        self.cls = self.torch.empty((self.sums.shape[0], src.shape[0], self.dim),
+        self.cls = self.torch.zeros((self.sums.shape[0], src.shape[0], self.dim),
                                     dtype=self.torch.float32, device=src.device)
 
     def _take(self, layer: int, hidden: Any) -> None:
         tokens = hidden.reshape(-1, self.dim).index_select(0, self._flat)
         self.sums[layer].index_add_(0, self._rows, tokens.float())
-        self.cls[layer] = hidden[:, 0, :].float()
+        pos = self.adapter.cls_position
+        if pos is not None:
+            self.cls[layer] = hidden[:, pos, :].float()
 
     def mean(self, layer: int) -> np.ndarray:
         denom = self.counts.clamp(min=1).to(self.torch.float32).unsqueeze(1)
@@ -172,63 +162,75 @@ def select_cells(n_cells: int, max_cells: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_cells, size=max_cells, replace=False)).astype(np.int64)
 
 
+def make_adapter(checkpoint: str | Path, opts: ExtractOptions) -> ModelAdapter:
+    """The adapter for ``opts.model``, with its files checked (no weights read)."""
+    cls = adapter_class(opts.model)
+    files = {"token_dictionary": opts.token_dictionary, "gene_median": opts.gene_median}
+    if cls.name != "geneformer":
+        given = [f"--{k.replace('_', '-')}" for k, v in files.items() if v]
+        if given:
+            raise GeoscreenError(f"is for --model geneformer, not {cls.name}", field=given[0],
+                                 fix="drop it")
+    adapter = cls(checkpoint, **{k: Path(v) if v else None for k, v in files.items()})
+    adapter.check()
+    adapter.set_max_length(opts.max_length)
+    return adapter
+
+
 def extract(checkpoint: str | Path, data: str | Path, out: str | Path,
             options: ExtractOptions | None = None) -> tuple[Cache, ExtractStats]:
-    """Checkpoint + AnnData -> geoscreen cache of per-gene mean representations per layer."""
+    """Checkpoint + AnnData -> geoscreen cache of per-gene mean representations per layer.
+
+    ``options.model`` picks the adapter (``scgpt`` or ``geneformer``); nothing is written
+    unless every input passes its checks.
+    """
     opts = options or ExtractOptions()
-    ckpt_dir, data_path, out = Path(checkpoint), Path(data), Path(out)
+    data_path, out = Path(data), Path(out)
     if opts.batch_size < 1:
         raise GeoscreenError(f"is {opts.batch_size}; expected at least 1", field="--batch-size")
     # Cheap checks first: nothing heavy runs on input that will be refused.
-    check_checkpoint_dir(ckpt_dir)
-    check_weights_file(ckpt_dir / WEIGHTS_FILE)
-    config = read_model_config(ckpt_dir / ARGS_FILE)
-    vocab = read_vocab(ckpt_dir / VOCAB_FILE, config.pad_token)
-    max_len = opts.max_length or config.max_seq_len
-    if max_len < 2:
-        raise GeoscreenError(f"is {max_len}; expected at least 2", field="--max-length")
+    adapter = make_adapter(checkpoint, opts)
     _check_out(out, opts.overwrite)
     _check_device(opts.device, opts.dtype)
     cells = open_cells(data_path, layer=opts.layer, use_raw=opts.use_raw, gene_col=opts.gene_col)
     try:
-        genes = map_genes(cells, vocab, min_overlap=opts.min_overlap, gene_col=opts.gene_col,
-                          special=(*SPECIAL_TOKENS, config.pad_token))
+        genes = map_genes(cells, adapter.vocab, min_overlap=opts.min_overlap,
+                          gene_col=opts.gene_col, special=adapter.special_tokens,
+                          key_of=adapter.vocab_key, symbol_of=adapter.cache_symbol)
         selected = select_cells(cells.n_cells, opts.max_cells, opts.seed)
         n_genes_per_cell = check_counts(cells, selected, genes,
                                         allow_non_counts=opts.allow_non_counts)
-        loaded = load_checkpoint(ckpt_dir, device=opts.device, dtype=opts.dtype)
-        return _run(loaded, cells, genes, selected, n_genes_per_cell, out, opts, max_len)
+        adapter.load(opts.device, opts.dtype)
+        return _run(adapter, cells, genes, selected, n_genes_per_cell, out, opts)
     finally:
         cells.close()
 
 
-def _run(loaded: LoadedModel, cells: CellMatrix, genes: GeneMap, selected: np.ndarray,
-         n_genes_per_cell: np.ndarray, out: Path, opts: ExtractOptions,
-         max_len: int) -> tuple[Cache, ExtractStats]:
+def _run(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap, selected: np.ndarray,
+         n_genes_per_cell: np.ndarray, out: Path,
+         opts: ExtractOptions) -> tuple[Cache, ExtractStats]:
     import torch
 
-    cfg = loaded.config
-    tok = TokenizerConfig(cls_id=loaded.vocab["<cls>"], pad_id=loaded.vocab[cfg.pad_token],
-                          pad_value=cfg.pad_value, n_bins=cfg.n_bins, max_len=max_len,
-                          seed=opts.seed)
     todo = selected[n_genes_per_cell > 0]
     if todo.size == 0:
         raise GeoscreenError("none of the selected cells expresses a vocabulary gene",
                              path=str(cells.path), field="--data")
-    names = layer_names(cfg.nlayers)
-    row_of_token = np.full(len(loaded.vocab), -1, dtype=np.int64)
+    names = layer_names(adapter.n_layers)
+    row_of_token = np.full(len(adapter.vocab), -1, dtype=np.int64)
     row_of_token[genes.row_tokens] = np.arange(genes.row_tokens.size)
     device = torch.device(opts.device)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.cls-", dir=out.parent))
+    with_cls = adapter.cls_position is not None
     try:
         cls_store = [np.lib.format.open_memmap(scratch / f"{n}.npy", mode="w+", dtype=np.float32,
-                                               shape=(todo.size, cfg.embsize)) for n in names]
+                                               shape=(todo.size, adapter.dim)) for n in names
+                     ] if with_cls else []
         n_tokens = np.zeros(todo.size, dtype=np.int64)
-        acc = LayerAccumulator(loaded.model, row_of_token, genes.row_tokens.size, device)
+        acc = LayerAccumulator(adapter, row_of_token, genes.row_tokens.size, device)
         t0 = time.perf_counter()
         with acc, torch.inference_mode():
-            _embed_all(loaded, cells, genes, todo, tok, acc, cls_store, n_tokens, opts, device)
+            _embed_all(adapter, cells, genes, todo, acc, cls_store, n_tokens, opts, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -237,9 +239,9 @@ def _run(loaded: LoadedModel, cells: CellMatrix, genes: GeneMap, selected: np.nd
             n_cells_embedded=int(todo.size), n_cells_without_genes=int(selected.size - todo.size),
             n_tokens=int(n_tokens.sum()), seconds=round(seconds, 3),
             cells_per_second=round(todo.size / max(seconds, 1e-9), 3),
-            encoder_gflop=round(sum(encoder_flops(int(t), cfg) for t in n_tokens) / 1e9, 3))
+            encoder_gflop=round(sum(adapter.flops(int(t)) for t in n_tokens) / 1e9, 3))
         counts = acc.counts.cpu().numpy()
-        metadata = _metadata(loaded, cells, genes, opts, max_len, stats, names)
+        metadata = _metadata(adapter, cells, genes, opts, stats, names)
         extra: dict[str, np.ndarray] = {f"cls_{n}": a for n, a in zip(names, cls_store)}
         extra["gene_token_counts"] = counts
         extra["cell_ids"] = np.array([cells.cell_ids[int(i)] for i in todo], dtype=str)
@@ -247,79 +249,66 @@ def _run(loaded: LoadedModel, cells: CellMatrix, genes: GeneMap, selected: np.nd
         extra["cell_n_tokens"] = n_tokens
         cache = write_cache(
             out, ((n, acc.mean(i)) for i, n in enumerate(names)), genes.row_symbols,
-            model=f"scGPT ({loaded.directory.name})", source=str(cells.path.resolve()),
-            dtype="float32", metadata=metadata, extra=extra, genes_source=str(cells.path),
-            overwrite=opts.overwrite)
+            model=f"{adapter.label} ({adapter.directory.name})",
+            source=str(cells.path.resolve()), dtype="float32", metadata=metadata, extra=extra,
+            genes_source=str(cells.path), overwrite=opts.overwrite)
         del cls_store, extra
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return cache, stats
 
 
-def _embed_all(loaded: LoadedModel, cells: CellMatrix, genes: GeneMap, todo: np.ndarray,
-               tok: TokenizerConfig, acc: LayerAccumulator, cls_store: list[np.ndarray],
-               n_tokens: np.ndarray, opts: ExtractOptions, device: Any) -> None:
-    import torch
+def _embed_all(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap, todo: np.ndarray,
+               acc: LayerAccumulator, cls_store: list[np.ndarray], n_tokens: np.ndarray,
+               opts: ExtractOptions, device: Any) -> None:
     from tqdm import tqdm
 
-    model_dtype = next(loaded.model.parameters()).dtype
     chunk = opts.batch_size * 16  # cells tokenized together, then batched by similar length
-    bar = tqdm(total=todo.size, unit="cell", desc="scGPT extract", disable=not opts.progress,
-               smoothing=0.1)
+    bar = tqdm(total=todo.size, unit="cell", desc=f"{adapter.label} extract",
+               disable=not opts.progress, smoothing=0.1)
     try:
         for start in range(0, todo.size, chunk):
             idx = todo[start: start + chunk]
-            block = cells.rows(idx)[:, genes.columns]
+            full = cells.rows(idx)
+            totals = np.asarray(full.sum(axis=1), dtype=np.float64).ravel()
+            block = full[:, genes.columns]
             block.eliminate_zeros()
             block.sort_indices()
-            tokens = []
-            for r, cell in enumerate(idx):
-                lo, hi = block.indptr[r], block.indptr[r + 1]
-                tokens.append(tokenize_cell(genes.token_ids[block.indices[lo:hi]],
-                                            block.data[lo:hi], tok, int(cell)))
-            order = sorted(range(len(tokens)), key=lambda k: -tokens[k][0].size)
+            tokens = adapter.tokenize(block, genes.token_ids, idx, totals, opts.seed)
+            order = sorted(range(len(tokens)), key=lambda k: -tokens[k].ids.size)
             for b in range(0, len(order), opts.batch_size):
                 members = order[b: b + opts.batch_size]
-                ids, vals = collate([tokens[k] for k in members], tok)
-                src = torch.from_numpy(ids).to(device)
-                values = torch.from_numpy(vals).to(device=device, dtype=model_dtype)
-                acc.begin(src)
-                loaded.model._encode(src, values, src_key_padding_mask=src.eq(tok.pad_id))
-                cls = acc.cls.cpu().numpy()
+                adapter.forward([tokens[k] for k in members], device, acc.begin)
                 where = start + np.asarray(members)
-                for layer, store in enumerate(cls_store):
-                    store[where] = cls[layer]
-                n_tokens[where] = [tokens[k][0].size for k in members]
+                if cls_store:
+                    cls = acc.cls.cpu().numpy()
+                    for layer, store in enumerate(cls_store):
+                        store[where] = cls[layer]
+                n_tokens[where] = [tokens[k].ids.size for k in members]
                 bar.update(len(members))
     finally:
         bar.close()
 
 
-def _metadata(loaded: LoadedModel, cells: CellMatrix, genes: GeneMap, opts: ExtractOptions,
-              max_len: int, stats: ExtractStats, names: list[str]) -> dict[str, Any]:
+def _metadata(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap, opts: ExtractOptions,
+              stats: ExtractStats, names: list[str]) -> dict[str, Any]:
     import platform
 
     import torch
 
-    from .scgpt_import import scgpt_version
-
     params = asdict(opts)
     params.pop("progress")
-    params.update(max_length=max_len, n_bins=loaded.config.n_bins,
-                  pad_value=loaded.config.pad_value, layers=names,
+    params.update(max_length=adapter.max_length, layers=names, **adapter.params(),
                   cell_selection="all" if opts.max_cells is None
                   or opts.max_cells >= cells.n_cells else "seeded random subset, file order",
-                  tokenization="<cls> + nonzero vocabulary genes, per-cell quantile bins, "
-                               "random subsample above max_length, seeded by (seed, cell index)")
+                  tokenization=adapter.tokenization_note())
+    cls_note = ("extra/cls_<layer>: the <cls> token's vector per embedded cell, rows in "
+                "extra/cell_ids order" if adapter.cls_position is not None
+                else "none: the model has no cell token")
     return {
-        "extractor": "geoscreen extract (scGPT)",
-        "checkpoint": {
-            "directory": str(loaded.directory.resolve()),
-            "sha256": loaded.checksums,
-            "config": loaded.config.as_dict(),
-            "vocab_size": len(loaded.vocab),
-            "load_report": loaded.report.as_dict(),
-        },
+        "extractor": f"geoscreen extract ({adapter.label})",
+        "model": adapter.name,
+        "checkpoint": adapter.metadata(),
         "data": {
             "path": str(cells.path.resolve()),
             "sha256": sha256_file(cells.path),
@@ -328,6 +317,7 @@ def _metadata(loaded: LoadedModel, cells: CellMatrix, genes: GeneMap, opts: Extr
             "n_cells_in_file": cells.n_cells,
             "n_genes_in_file": genes.n_genes_in_file,
             "n_genes_in_vocab": int(genes.columns.size),
+            "n_genes_mapped_by_id": int(genes.n_mapped_by_id),
             "vocab_overlap": round(genes.overlap, 6),
             "n_cache_genes": int(genes.row_tokens.size),
         },
@@ -341,14 +331,13 @@ def _metadata(loaded: LoadedModel, cells: CellMatrix, genes: GeneMap, opts: Extr
         "timing": {"seconds": stats.seconds, "cells_per_second": stats.cells_per_second,
                    "encoder_gflop": stats.encoder_gflop,
                    "gflop_per_second": round(stats.encoder_gflop / max(stats.seconds, 1e-9), 2)},
-        "software": {"scgpt": scgpt_version(), "torch": torch.__version__,
+        "software": {**adapter.software(), "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "per_gene_mean": "mean over every token of the gene in every embedded cell; "
                          "extra/gene_token_counts holds the number of tokens",
-        "cls_extra": "extra/cls_<layer>: the <cls> token's vector per embedded cell, "
-                     "rows in extra/cell_ids order",
+        "cls_extra": cls_note,
     }
 
 
 __all__ = ["EMB_LAYER", "ExtractOptions", "ExtractStats", "LayerAccumulator", "encoder_flops",
-           "extract", "layer_names", "select_cells"]
+           "extract", "layer_names", "make_adapter", "select_cells"]

@@ -1,7 +1,7 @@
-"""`geoscreen extract`: scGPT checkpoint + AnnData file -> per-layer geoscreen cache.
+"""`geoscreen extract`: model checkpoint + AnnData file -> per-layer geoscreen cache.
 
-torch, anndata and scGPT are imported only when the command runs, so every other geoscreen
-command starts without them.
+`--model` picks the adapter (scgpt, geneformer).  torch, anndata, scGPT and transformers are
+imported only when the command runs, so every other geoscreen command starts without them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import typer
 
 def extract(
     checkpoint: Annotated[Path, typer.Option(
-        "--checkpoint", help="scGPT model folder with args.json, vocab.json, best_model.pt")],
+        "--checkpoint", help="model folder: scGPT (args.json, vocab.json, best_model.pt) or "
+                             "Geneformer (config.json, model.safetensors)")],
     data: Annotated[Path, typer.Option("--data", help="AnnData .h5ad file of cells")],
     out: Annotated[Path, typer.Option("-o", "--out", help="cache folder to write")],
     max_cells: Annotated[int | None, typer.Option(
@@ -30,19 +31,29 @@ def extract(
     use_raw: Annotated[bool, typer.Option(
         "--use-raw", help="read counts from adata.raw.X instead of X")] = False,
     gene_col: Annotated[str, typer.Option(
-        "--gene-col", help="var column holding gene symbols ('index' = var_names)")] = "index",
+        "--gene-col",
+        help="var column naming genes by symbol or Ensembl id ('index' = var_names)")] = "index",
     min_overlap: Annotated[float, typer.Option(
         "--min-overlap", help="refuse if fewer of the file's genes are in the vocabulary")] = 0.5,
     allow_non_counts: Annotated[bool, typer.Option(
         "--allow-non-counts",
         help="accept non-negative non-integer values (e.g. log-normalised)")] = False,
     max_length: Annotated[int | None, typer.Option(
-        "--max-length", help="tokens per cell including <cls> (default: args.json, 1200)")] = None,
+        "--max-length", help="tokens per cell including special tokens (default: the model's, "
+                             "scGPT 1200, Geneformer V2 4096)")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="replace an existing cache")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    model: Annotated[str, typer.Option(
+        "--model", help="scgpt or geneformer")] = "scgpt",
+    token_dictionary: Annotated[Path | None, typer.Option(
+        "--token-dictionary", help="Geneformer token dictionary (.pkl or .json; default: the "
+                                   "one file token_dictionary*.pkl in --checkpoint)")] = None,
+    gene_median: Annotated[Path | None, typer.Option(
+        "--gene-median", help="Geneformer gene median dictionary (.pkl or .json; default: the "
+                              "one gene_median_dictionary*.pkl in --checkpoint)")] = None,
 ) -> None:
-    """Embed cells with scGPT and write per-gene mean representations for every layer."""
+    """Embed cells with a model and write per-gene mean representations for every layer."""
     from geoscreen.extract.runner import ExtractOptions
     from geoscreen.extract.runner import extract as run_extract
 
@@ -50,7 +61,9 @@ def extract(
         max_cells=max_cells, batch_size=batch_size, device=device, dtype=dtype, seed=seed,
         layer=layer, use_raw=use_raw, gene_col=gene_col, min_overlap=min_overlap,
         allow_non_counts=allow_non_counts, max_length=max_length, overwrite=overwrite,
-        progress=not quiet)
+        progress=not quiet, model=model,
+        token_dictionary=str(token_dictionary) if token_dictionary else None,
+        gene_median=str(gene_median) if gene_median else None)
     cache, stats = run_extract(checkpoint, data, out, options)
     meta = cache.manifest["metadata"]
     typer.echo(

@@ -63,6 +63,7 @@ class SymbolMap:
         self._alias_d: dict[str, int] | None = None
         self._ensg: dict[str, int] | None = None
         self._upper: dict[str, int] | None = None
+        self._ensg_of: dict[str, list[str]] | None = None
         self.checksum = checksum
 
     @property
@@ -111,6 +112,21 @@ class SymbolMap:
         if t is not None:
             return (self.official[t], RENAMED) if t >= 0 else (s, AMBIGUOUS)
         return s, UNKNOWN
+
+
+    def ensembl_ids(self, symbol: str) -> list[str]:
+        """The Ensembl gene ids of a symbol (its current official symbol's, in map order);
+        empty for an unknown or ambiguous symbol."""
+        if self._ensg_of is None:
+            rev: dict[str, list[str]] = {}
+            for e, t in zip(self._arrays["ensg"].tolist(), self._arrays["ensg_target"].tolist()):
+                if t >= 0:
+                    rev.setdefault(self.official[t], []).append(e)
+            self._ensg_of = rev
+        cur, status = self.lookup(symbol)
+        if status in (UNKNOWN, AMBIGUOUS):
+            return []
+        return list(self._ensg_of.get(cur, []))
 
 
 def _build(id_map: str, alias_map: str) -> dict[str, np.ndarray]:
