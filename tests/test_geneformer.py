@@ -412,3 +412,28 @@ def test_scgpt_and_geneformer_caches_screen_with_the_same_spec(small, pbmc, coun
     self_align = geoscreen.run_spec(align, gf.path, work_dir=tmp_path / "w")
     assert self_align.layers[0].statistic > 0.999
     assert self_align.layers[0].p_value == pytest.approx(1 / 200)
+    # the catalogue's cross-model specs run as written once other_cache points at the pair
+    from geoscreen.hypotheses.loader import load_specs
+
+    catalogue = Path(__file__).resolve().parents[1] / "hypotheses" / "catalogue"
+    specs = [r.spec.model_dump(mode="json", exclude_none=True)
+             for r in load_specs(catalogue / "14_cross_model_alignment.yaml")]
+    assert all(sp_["params"]["other_cache"] == "caches/geneformer" for sp_ in specs)
+    for sp_ in specs:
+        sp_["params"] = {**sp_["params"], "other_cache": str(gf.path), "n_permutations": 199}
+        out = geoscreen.run_spec(sp_, sc.path, work_dir=tmp_path / "w")
+        assert 0 < out.combined.p_value <= 1
+        assert len(out.layers) == (len(sc.layers) if sp_["layers"] == "all" else 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bfloat16_matches_cpu(small, counts_file, tmp_path):
+    opts = {"max_cells": 16, "batch_size": 8, "max_length": 256, **QUIET}
+    cpu, _ = extract(small, counts_file, tmp_path / "cpu", ExtractOptions(**opts))
+    gpu, _ = extract(small, counts_file, tmp_path / "gpu",
+                     ExtractOptions(device="cuda", dtype="bfloat16", **opts))
+    for layer in cpu.layers:
+        a, b = np.asarray(cpu.extra(f"cls_{layer}")), np.asarray(gpu.extra(f"cls_{layer}"))
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        assert (a * b).sum(axis=1).min() > 0.99

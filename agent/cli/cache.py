@@ -1,4 +1,4 @@
-"""`geoscreen cache import|info|verify`."""
+"""`geoscreen cache import|export|info|verify`."""
 
 from __future__ import annotations
 
@@ -12,24 +12,84 @@ cache_app = typer.Typer(help="Create and inspect embedding caches.", no_args_is_
 
 @cache_app.command("import")
 def import_cmd(
-    emb: Path = typer.Argument(..., help="(layers, genes, dim) .npy array"),
-    genes: Path = typer.Option(..., "--genes", help="one gene symbol per line, in row order"),
+    emb: Path = typer.Argument(..., help="(layers, genes, dim) .npy array, or an .h5ad file"),
+    genes: Path | None = typer.Option(None, "--genes",
+                                      help="one gene symbol per line, in row order (.npy only)"),
     out: Path = typer.Option(..., "-o", "--out", help="cache folder to create"),
-    model: str = typer.Option("unknown", "--model", help="model name recorded in the manifest"),
+    model: str | None = typer.Option(None, "--model",
+                                     help="model name recorded in the manifest"),
     layer_names: str = typer.Option("", "--layer-names",
-                                    help="comma-separated layer names (default L0,L1,...)"),
+                                    help="comma-separated layer names (.npy; default L0,L1,...)"),
+    source: str = typer.Option("auto", "--from",
+                               help=".h5ad: where the layers are: auto, layers (X + .layers, "
+                                    "genes as obs), varm (gene embeddings), obsm (cell "
+                                    "embeddings), X"),
+    keys: str = typer.Option("", "--keys", help=".h5ad: comma-separated entries to take, in "
+                                                 "layer order (default: all)"),
+    gene_col: str = typer.Option("index", "--gene-col",
+                                 help=".h5ad: obs/var column naming the rows ('index' = names)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing cache"),
 ) -> None:
-    """Import a (layers, genes, dim) array plus a gene list as a cache."""
+    """Import a (layers, genes, dim) array plus a gene list, or an AnnData file, as a cache."""
     from geoscreen.agent.cli.console import console
-    from geoscreen.store.cache import import_array
+    from geoscreen.errors import GeoscreenError
 
-    names = [x.strip() for x in layer_names.split(",") if x.strip()] or None
-    cache = import_array(emb, genes, out, model=model, layer_names=names, overwrite=overwrite)
+    if emb.suffix.lower() == ".h5ad":
+        from geoscreen.store.anndata_io import import_h5ad
+
+        if genes is not None or layer_names:
+            raise GeoscreenError("is for .npy imports; an .h5ad names its rows and layers",
+                                 field="--genes" if genes is not None else "--layer-names",
+                                 fix="drop it (use --gene-col / --keys for an .h5ad)")
+        cache = import_h5ad(emb, out, source=source, gene_col=gene_col, model=model,
+                            keys=[k.strip() for k in keys.split(",") if k.strip()] or None,
+                            overwrite=overwrite)
+    else:
+        from geoscreen.store.cache import import_array
+
+        if genes is None:
+            raise GeoscreenError("is required for an .npy array", field="--genes",
+                                 fix="pass --genes FILE with one symbol per row")
+        names = [x.strip() for x in layer_names.split(",") if x.strip()] or None
+        cache = import_array(emb, genes, out, model=model or "unknown", layer_names=names,
+                             overwrite=overwrite)
     s = cache.summary()
     console().print(f"wrote cache [bold]{out}[/]: {len(s['layers'])} layers x {s['n_genes']} "
                     f"genes x {s['dim']} ({s['dtype']}); {s['n_zero_genes']} all-zero genes "
                     f"flagged; checksum {s['cache_checksum'][:12]}")
+
+
+@cache_app.command("export")
+def export_cmd(
+    path: Path = typer.Argument(..., help="cache folder"),
+    out: Path = typer.Option(..., "-o", "--out", help="file to write"),
+    layer: str = typer.Option("last", "--layer",
+                              help="layer name, index or role (first, last, block:N), "
+                                   "comma-separated for several, or 'all'"),
+    fmt: str = typer.Option("h5ad", "--format", help="h5ad (AnnData, genes as observations)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file"),
+) -> None:
+    """Write cache layers as AnnData for scanpy (genes as observations, dims as variables)."""
+    from geoscreen.errors import GeoscreenError
+    from geoscreen.store.anndata_io import export_h5ad
+    from geoscreen.store.cache import open_cache, resolve_layer
+
+    if fmt != "h5ad":
+        raise GeoscreenError(f"is {fmt!r}; expected h5ad", field="--format")
+    cache = open_cache(path)
+    if layer.strip() == "all":
+        names = list(cache.layers)
+    else:
+        names = []
+        for part in (x.strip() for x in layer.split(",") if x.strip()):
+            token: str | int = int(part) if part.lstrip("-").isdigit() else part
+            pos, problem = resolve_layer(token, cache.layers)
+            if pos is None:
+                raise GeoscreenError(problem, path=str(path), field="--layer")
+            names.append(cache.layers[pos])
+    written = export_h5ad(cache, out, layers=names, overwrite=overwrite)
+    typer.echo(f"wrote {written}: {cache.n_genes} genes x {cache.dim} dims, "
+               f"layer{'s' if len(names) > 1 else ''} {', '.join(names)}")
 
 
 @cache_app.command("info")
