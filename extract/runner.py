@@ -49,6 +49,10 @@ class ExtractOptions:
     model: str = "scgpt"
     token_dictionary: str | None = None  # Geneformer: token_dictionary_*.pkl / .json
     gene_median: str | None = None  # Geneformer: gene_median_dictionary_*.pkl / .json
+    activations: str | None = None  # folder for token-level activations (for SAEs)
+    max_positions: int | None = None  # seeded sample of gene tokens kept in `activations`
+    activation_dtype: str = "float32"
+    activation_layers: str | None = None  # comma-separated layer names (default: all)
 
 
 @dataclass
@@ -80,8 +84,12 @@ class LayerAccumulator:
     """
 
     def __init__(self, adapter: ModelAdapter, row_of_token: np.ndarray, n_rows: int,
-                 device: Any) -> None:
+                 device: Any, writer: Any = None, plan: Any = None,
+                 names: list[str] | None = None) -> None:
         import torch
+
+        self.writer, self.plan, self.names = writer, plan, names or []
+        self._sel: Any = None
 
         self.torch = torch
         self.adapter = adapter
@@ -116,10 +124,39 @@ class LayerAccumulator:
         self.counts.index_add_(0, self._rows, self.torch.ones_like(self._rows))
         self.cls = self.torch.zeros((self.sums.shape[0], src.shape[0], self.dim),
                                     dtype=self.torch.float32, device=src.device)
+        if self.writer is not None:
+            self._select(rows.cpu().numpy(), src.device)
+
+    def begin_cells(self, cells: np.ndarray) -> None:
+        """The file rows of the batch's cells, in batch order (needed for activations)."""
+        self._cells = np.asarray(cells, dtype=np.int64)
+
+    def _select(self, rows: np.ndarray, device: Any) -> None:
+        """Which gene tokens of this batch the activation sample keeps; write their index."""
+        mask = rows >= 0
+        pos = np.cumsum(mask, axis=1) - 1
+        offsets = np.array([self.plan.offsets[int(c)] for c in self._cells], dtype=np.int64)
+        b_idx, t_idx = np.nonzero(mask)
+        numbers = offsets[b_idx] + pos[b_idx, t_idx]
+        chosen = self.plan.chosen
+        if chosen is None:
+            keep = np.ones(numbers.size, dtype=bool)
+        else:
+            at = np.minimum(np.searchsorted(chosen, numbers), max(chosen.size - 1, 0))
+            keep = chosen.size > 0
+            keep = (chosen[at] == numbers) if keep else np.zeros(numbers.size, dtype=bool)
+        self._sel = self.torch.as_tensor(np.flatnonzero(keep), dtype=self.torch.int64,
+                                         device=device)
+        self.writer.add_index(self._cells[b_idx[keep]], rows[b_idx[keep], t_idx[keep]],
+                              t_idx[keep])
 
     def _take(self, layer: int, hidden: Any) -> None:
         tokens = hidden.reshape(-1, self.dim).index_select(0, self._flat)
         self.sums[layer].index_add_(0, self._rows, tokens.float())
+        if self.writer is not None and self.names[layer] in self.writer.cursor:
+            picked = tokens.index_select(0, self._sel)
+            self.writer.add(self.names[layer], picked.to(
+                getattr(self.torch, self.writer.dtype)).cpu().numpy())
         pos = self.adapter.cls_position
         if pos is not None:
             self.cls[layer] = hidden[:, pos, :].float()
@@ -162,6 +199,23 @@ def select_cells(n_cells: int, max_cells: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_cells, size=max_cells, replace=False)).astype(np.int64)
 
 
+def _check_activations(acts: Path, out: Path, opts: ExtractOptions) -> None:
+    from .activations import DTYPES
+
+    if acts.resolve() == out.resolve():
+        raise GeoscreenError("is the cache folder itself", path=str(acts), field="--activations",
+                             fix="choose a separate folder")
+    if acts.exists() and (not acts.is_dir() or any(acts.iterdir())) and not opts.overwrite:
+        raise GeoscreenError("already exists", path=str(acts), field="--activations",
+                             fix="choose a new folder or pass --overwrite")
+    if opts.activation_dtype not in DTYPES:
+        raise GeoscreenError(f"is {opts.activation_dtype!r}; expected one of "
+                             f"{', '.join(DTYPES)}", field="--activation-dtype")
+    if opts.max_positions is not None and opts.max_positions < 1:
+        raise GeoscreenError(f"is {opts.max_positions}; expected at least 1",
+                             field="--max-positions")
+
+
 def make_adapter(checkpoint: str | Path, opts: ExtractOptions) -> ModelAdapter:
     """The adapter for ``opts.model``, with its files checked (no weights read)."""
     cls = adapter_class(opts.model)
@@ -191,6 +245,9 @@ def extract(checkpoint: str | Path, data: str | Path, out: str | Path,
     # Cheap checks first: nothing heavy runs on input that will be refused.
     adapter = make_adapter(checkpoint, opts)
     _check_out(out, opts.overwrite)
+    if opts.activations:
+        _check_activations(Path(opts.activations), out, opts)
+        activation_layers(opts, layer_names(adapter.n_layers))
     _check_device(opts.device, opts.dtype)
     cells = open_cells(data_path, layer=opts.layer, use_raw=opts.use_raw, gene_col=opts.gene_col)
     try:
@@ -227,10 +284,18 @@ def _run(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap, selected: np.
                                                shape=(todo.size, adapter.dim)) for n in names
                      ] if with_cls else []
         n_tokens = np.zeros(todo.size, dtype=np.int64)
-        acc = LayerAccumulator(adapter, row_of_token, genes.row_tokens.size, device)
+        writer, plan = _activation_writer(adapter, cells, genes, todo, row_of_token, names,
+                                          opts)
+        acc = LayerAccumulator(adapter, row_of_token, genes.row_tokens.size, device,
+                               writer=writer, plan=plan, names=names)
         t0 = time.perf_counter()
-        with acc, torch.inference_mode():
-            _embed_all(adapter, cells, genes, todo, acc, cls_store, n_tokens, opts, device)
+        try:
+            with acc, torch.inference_mode():
+                _embed_all(adapter, cells, genes, todo, acc, cls_store, n_tokens, opts, device)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -247,15 +312,79 @@ def _run(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap, selected: np.
         extra["cell_ids"] = np.array([cells.cell_ids[int(i)] for i in todo], dtype=str)
         extra["cell_index"] = todo
         extra["cell_n_tokens"] = n_tokens
-        cache = write_cache(
-            out, ((n, acc.mean(i)) for i, n in enumerate(names)), genes.row_symbols,
-            model=f"{adapter.label} ({adapter.directory.name})",
-            source=str(cells.path.resolve()), dtype="float32", metadata=metadata, extra=extra,
-            genes_source=str(cells.path), overwrite=opts.overwrite)
+        try:
+            cache = write_cache(
+                out, ((n, acc.mean(i)) for i, n in enumerate(names)), genes.row_symbols,
+                model=f"{adapter.label} ({adapter.directory.name})",
+                source=str(cells.path.resolve()), dtype="float32", metadata=metadata,
+                extra=extra, genes_source=str(cells.path), overwrite=opts.overwrite)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
         del cls_store, extra
+        if writer is not None:
+            meta = {"model": adapter.name, "model_label": cache.model,
+                    "cache": str(cache.path.resolve()), "cache_checksum": cache.checksum,
+                    "sampling": {"max_positions": opts.max_positions, "seed": opts.seed,
+                                 "n_gene_tokens": plan.n_total,
+                                 "rule": "seeded uniform sample without replacement of the "
+                                         "gene tokens numbered by cell (file order) and "
+                                         "sequence position"},
+                    "extract_params": metadata["params"]}
+            writer.finish(genes=list(genes.row_symbols),
+                          cell_ids=[cells.cell_ids[int(i)] for i in todo], meta=meta,
+                          overwrite=opts.overwrite)
+            stats.extra["activations"] = {"path": str(writer.out), "n_positions": plan.n_rows}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return cache, stats
+
+
+def activation_layers(opts: ExtractOptions, names: list[str]) -> list[str]:
+    """The layers --activation-layers names (all by default), in depth order."""
+    if not opts.activation_layers:
+        return list(names)
+    from geoscreen.store.cache import resolve_layer
+
+    wanted = set()
+    for part in (x.strip() for x in opts.activation_layers.split(",") if x.strip()):
+        token: str | int = int(part) if part.lstrip("-").isdigit() else part
+        pos, problem = resolve_layer(token, names)
+        if pos is None:
+            raise GeoscreenError(problem, field="--activation-layers")
+        wanted.add(pos)
+    return [names[i] for i in sorted(wanted)]
+
+
+def _activation_writer(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap,
+                       todo: np.ndarray, row_of_token: np.ndarray, names: list[str],
+                       opts: ExtractOptions) -> tuple[Any, Any]:
+    """(writer, sample plan) when --activations is given, else (None, None).  Counting the gene
+    tokens of every cell takes one tokenization pass before the model runs."""
+    if not opts.activations:
+        return None, None
+    from .activations import ActivationWriter, plan_sample
+
+    wanted = activation_layers(opts, names)
+    counts = np.zeros(todo.size, dtype=np.int64)
+    chunk = opts.batch_size * 16
+    for start in range(0, todo.size, chunk):
+        idx = todo[start: start + chunk]
+        full = cells.rows(idx)
+        totals = np.asarray(full.sum(axis=1), dtype=np.float64).ravel()
+        block = full[:, genes.columns]
+        block.eliminate_zeros()
+        block.sort_indices()
+        for k, t in enumerate(adapter.tokenize(block, genes.token_ids, idx, totals, opts.seed)):
+            ids = t.ids.copy()
+            if adapter.cls_position is not None:
+                ids[adapter.cls_position] = -1
+            counts[start + k] = int((row_of_token[ids[ids >= 0]] >= 0).sum())
+    plan = plan_sample(todo, counts, opts.max_positions, opts.seed)
+    writer = ActivationWriter(Path(opts.activations), wanted, adapter.dim,
+                              plan.n_rows, opts.activation_dtype, overwrite=opts.overwrite)
+    return writer, plan
 
 
 def _embed_all(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap, todo: np.ndarray,
@@ -278,6 +407,7 @@ def _embed_all(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap, todo: n
             order = sorted(range(len(tokens)), key=lambda k: -tokens[k].ids.size)
             for b in range(0, len(order), opts.batch_size):
                 members = order[b: b + opts.batch_size]
+                acc.begin_cells(idx[np.asarray(members)])
                 adapter.forward([tokens[k] for k in members], device, acc.begin)
                 where = start + np.asarray(members)
                 if cls_store:

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 _COMMAND_MODULES = ("cache", "probes", "campaign", "ledger", "demo", "resources", "extract",
-                    "report", "fdr", "llm")
+                    "report", "fdr", "llm", "sae")
 
 
 def _register() -> None:

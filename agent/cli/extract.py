@@ -49,6 +49,15 @@ def extract(
     token_dictionary: Annotated[Path | None, typer.Option(
         "--token-dictionary", help="Geneformer token dictionary (.pkl or .json; default: the "
                                    "one file token_dictionary*.pkl in --checkpoint)")] = None,
+    activations: Annotated[Path | None, typer.Option(
+        "--activations", help="also write token-level activations (one vector per cell and "
+                              "gene token per layer) to this folder, for SAEs")] = None,
+    max_positions: Annotated[int | None, typer.Option(
+        "--max-positions", help="keep a seeded uniform sample of this many gene tokens")] = None,
+    activation_dtype: Annotated[str, typer.Option(
+        "--activation-dtype", help="float32 or float16")] = "float32",
+    activation_layers: Annotated[str | None, typer.Option(
+        "--activation-layers", help="comma-separated layers to store (default: all)")] = None,
     gene_median: Annotated[Path | None, typer.Option(
         "--gene-median", help="Geneformer gene median dictionary (.pkl or .json; default: the "
                               "one gene_median_dictionary*.pkl in --checkpoint)")] = None,
@@ -63,7 +72,9 @@ def extract(
         allow_non_counts=allow_non_counts, max_length=max_length, overwrite=overwrite,
         progress=not quiet, model=model,
         token_dictionary=str(token_dictionary) if token_dictionary else None,
-        gene_median=str(gene_median) if gene_median else None)
+        gene_median=str(gene_median) if gene_median else None,
+        activations=str(activations) if activations else None, max_positions=max_positions,
+        activation_dtype=activation_dtype, activation_layers=activation_layers)
     cache, stats = run_extract(checkpoint, data, out, options)
     meta = cache.manifest["metadata"]
     typer.echo(
@@ -71,6 +82,9 @@ def extract(
         f"from {stats.n_cells_embedded} cells ({stats.cells_per_second:.2f} cells/s, "
         f"{meta['data']['n_genes_in_vocab']}/{meta['data']['n_genes_in_file']} genes in "
         f"vocabulary, {stats.n_cells_without_genes} cells without vocabulary genes skipped)")
+    if "activations" in stats.extra:
+        a = stats.extra["activations"]
+        typer.echo(f"wrote {a['path']}: {a['n_positions']} token positions per layer")
 
 
 def register(app: typer.Typer) -> None:
