@@ -109,6 +109,9 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
             continue
         if key.endswith("cache") and not (Path(value) / "manifest.json").exists():
             return None
+        if key == "atlas" and not any((Path(value.replace("{layer}", str(n))) / "atlas.json")
+                                      .exists() for n in (names or {""})):
+            return None
         if value.startswith("file:") and not Path(value[5:]).expanduser().exists():
             return None
     return raw

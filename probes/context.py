@@ -275,6 +275,36 @@ class ProbeContext:
         }
         return keep_i.copy(), keep_j.copy(), extras
 
+    def atlas(self, path: str, layer: str) -> Any:
+        """The SAE feature atlas for `layer` (`path` may hold '{layer}'), opened once; its genes
+        must be this cache's genes (the atlas was built from this extraction)."""
+        from geoscreen.store.atlas import open_atlas
+
+        target = path.replace("{layer}", layer)
+        key = ("atlas", target)
+        if key not in self._resolved:
+            from pathlib import Path
+
+            if not (Path(target) / "atlas.json").is_file():
+                raise GeoscreenError("is not an atlas folder (no atlas.json)", path=target,
+                                     field="params.atlas",
+                                     fix="build it with geoscreen sae atlas, or use '{layer}' "
+                                         "in the path to pick one atlas per layer")
+            atlas = open_atlas(target)
+            if atlas.layer and "{layer}" not in path and atlas.layer != layer:
+                raise GeoscreenError(f"holds layer {atlas.layer}, not {layer}", path=target,
+                                     field="params.atlas",
+                                     fix=f"list layers: [{atlas.layer}] in the spec, or use "
+                                         "'{layer}' in the path")
+            if list(atlas.genes) != list(self.cache.genes.symbols):
+                raise GeoscreenError("has another gene table than this cache", path=target,
+                                     field="params.atlas",
+                                     fix="screen the cache the atlas's activations came from")
+            self._resolved[key] = atlas
+            self._note(f"atlas:{target}", {"kind": "atlas", "path": target,
+                                           "checksum": atlas.checksum})
+        return self._resolved[key]
+
     def other_cache(self, path: str) -> Cache:
         """Another cache (cross-model alignment, replication), opened read-only once."""
         if path not in self.other_caches:

@@ -30,6 +30,7 @@ FAMILIES = (
     "topology_stability",
     "cross_model_alignment",
     "persistent_homology",
+    "sae_atlas",
 )
 
 
@@ -235,6 +236,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "persistent_homology": "geoscreen.probes.homology",
     "cross_model_alignment": "geoscreen.probes.alignment",
     "null_robustness": "geoscreen.probes.robustness",
+    "feature_annotation": "geoscreen.probes.atlas_annotation",
 }
 BUILTIN_MODULES: tuple[str, ...] = tuple(dict.fromkeys(BUILTIN_PROBES.values()))
 

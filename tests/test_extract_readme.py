@@ -18,9 +18,9 @@ from geoscreen.store.cache import open_cache
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_extraction_commands() -> list[str]:
+def readme_extraction_commands(heading: str = "## Extracting from a model") -> list[str]:
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Extracting from a model", 1)[1].split("\n## ", 1)[0]
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
@@ -50,6 +50,20 @@ def test_the_readme_extraction_commands_run(tmp_path):
     ps = [geoscreen.run_spec(spec, c.path, work_dir=tmp_path / "w").combined.p_value
           for c in (sc, gf)]
     assert all(0 < p <= 1 for p in ps) and np.isfinite(ps).all()
+    # the SAE block, run after the extraction block as the README says: activations -> SAE ->
+    # atlas -> queued atlas specs -> campaign -> report
+    for cmd in readme_extraction_commands("## Sparse autoencoders and feature atlases"):
+        argv = [a.replace("hypotheses/catalogue/", str(ROOT / "hypotheses" / "catalogue") + "/")
+                for a in shlex.split(cmd)]
+        res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, f"{cmd}\n{res.stdout}\n{res.stderr}"
+    import geoscreen as gs
+
+    rows = gs.open_ledger(tmp_path / "atlas.sqlite").hypotheses()
+    assert len(rows) == 2 and set(rows["probe"]) == {"feature_annotation"}
+    assert rows["status"].eq("done").all(), rows[["status"]].to_string()
+    assert (tmp_path / "atlas_report.html").stat().st_size > 10_000
     # refusing to overwrite: the example models are not rewritten without --overwrite
     again = subprocess.run([sys.executable, "-m", "geoscreen.extract.example_models", "models/"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)

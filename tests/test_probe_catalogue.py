@@ -27,7 +27,7 @@ EXPECTED = {
     "anchor_convergence", "centroid_convergence", "gene_drift", "set_cohesion",
     "layer_similarity", "subspace_alignment", "gene_score_association", "knn_homophily",
     "knn_graph", "edge_direction",
-    "persistent_homology", "cross_model_alignment", "null_robustness",
+    "persistent_homology", "cross_model_alignment", "null_robustness", "feature_annotation",
 }
 
 
