@@ -1,4 +1,5 @@
-"""Feature annotation of an SAE atlas, against a calibrated annotator.
+"""Annotation of an SAE atlas's features (gene-set enrichment, network coherence), against
+calibrated annotators.
 
 The SAE atlas study counted a feature as "annotated" when its top genes were enriched for some
 GO / KEGG / Reactome / STRING / TRRUST term, and reported the fraction of annotated features
@@ -25,7 +26,7 @@ Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. SA
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -33,8 +34,9 @@ from scipy import sparse
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
+from geoscreen.multitest import bh_count
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.params import family_ref_field
+from geoscreen.probes.params import family_ref_field, pairs_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
@@ -60,8 +62,9 @@ class FeatureAnnotationParams(ProbeParams):
         "frequency_matched", description="frequency_matched: pseudo-features' genes drawn from "
                                          "the same quantile bin of positions per gene as the "
                                          "real top genes; random_genes: uniformly")
-    match_bins: int = Field(20, ge=2, le=200, description="quantile bins of positions per gene "
-                                                          "(frequency_matched)")
+    match_bins: int = Field(50, ge=2, le=500, description="quantile bins of positions per gene "
+                                                          "(frequency_matched; at most "
+                                                          "universe / (2 top_n))")
     n_permutations: int = Field(199, ge=19, le=10000, description="pseudo-atlases drawn")
     top_hits: int = Field(10, ge=1, le=100, description="annotated features listed in extra")
 
@@ -125,37 +128,89 @@ def distinct_draw(groups: np.ndarray, size: int, rng: np.random.Generator) -> np
         out[dup] = rng.integers(0, size, int(dup.sum()))
 
 
+def atlas_top_lists(ctx: ProbeContext, path: str, layer: str, top_n: int,
+                    min_frequency: float, include_zero: bool
+                    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                               np.ndarray]:
+    """(atlas, universe cache rows, cache row -> universe index, top lists in universe indices
+    (features x top_n), the features' ids, positions per gene, feature frequencies).
+
+    The universe is the genes a top list can hold (at least the atlas's min_gene_positions
+    positions) that are present in the cache; features firing on at most `min_frequency` of
+    positions, or with a top gene outside the universe, are left out."""
+    atlas = ctx.atlas(path, layer)
+    top = np.asarray(atlas.array("top_genes"))
+    if top_n > top.shape[1]:
+        raise GeoscreenError(f"is {top_n}; the atlas keeps {top.shape[1]} top genes per "
+                             "feature", field="params.top_n",
+                             fix="lower top_n or rebuild the atlas with a larger --top-n")
+    freq = np.asarray(atlas.array("frequency"))
+    counts = np.asarray(atlas.array("gene_counts"))
+    min_pos = int(atlas.manifest.get("min_gene_positions", 1))
+    in_universe = (counts >= min_pos) & ctx.cache.genes.usable(include_zero)
+    universe = np.flatnonzero(in_universe)
+    local = np.full(in_universe.size, -1, dtype=np.int64)
+    local[universe] = np.arange(universe.size)
+    live = np.flatnonzero(freq > min_frequency)
+    lists = top[live, :top_n].astype(np.int64)
+    ok = (lists >= 0).all(axis=1)
+    lists, live = local[lists[ok]], live[ok]
+    keep = (lists >= 0).all(axis=1)
+    lists, live = lists[keep], live[keep]
+    if live.size < 5:
+        raise GeoscreenError(f"only {live.size} live features with {top_n} top genes in the "
+                             "universe", field="params.atlas",
+                             fix="lower min_frequency or top_n")
+    return atlas, universe, local, lists, live, counts, freq
+
+
+def quantile_bins(values: np.ndarray, bins: int, n: int) -> np.ndarray:
+    """Each universe gene's quantile bin of `values` (ties broken by position), with at most
+    N // (2n) bins so that every bin can fill a whole top list of n genes."""
+    N = values.size
+    bins = max(1, min(bins, N // (2 * n)))
+    return np.minimum((stats.rankdata(values, method="ordinal") - 1) * bins // N,
+                      bins - 1).astype(np.int64)
+
+
+class PseudoLists:
+    """Random gene lists shaped like `lists` (features x n, universe indices): uniform over the
+    universe (`labels` None), or each gene replaced by a random gene of its own stratum; genes
+    are distinct within a list."""
+
+    def __init__(self, lists: np.ndarray, n_universe: int, labels: np.ndarray | None) -> None:
+        self.lists = lists
+        self.N = n_universe
+        F, n = lists.shape
+        self.all_rows = np.repeat(np.arange(F), n)
+        self.plan = []
+        if labels is not None:
+            need = labels[lists]
+            for d in np.unique(need):
+                rows, cols = np.nonzero(need == d)
+                self.plan.append((np.flatnonzero(labels == d), rows, cols))
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        if not self.plan:
+            return distinct_draw(self.all_rows, self.N, rng).reshape(self.lists.shape)
+        pseudo = np.empty_like(self.lists)
+        for members, rows, cols in self.plan:
+            pseudo[rows, cols] = members[distinct_draw(rows, members.size, rng)]
+        return pseudo
+
+
 def null_fractions(lists: np.ndarray, counts: np.ndarray, M: sparse.csr_matrix,
                    table: np.ndarray, alpha: float, null: str, n_draws: int,
-                   rng: np.random.Generator, bins: int = 20) -> np.ndarray:
+                   rng: np.random.Generator, bins: int = 50) -> np.ndarray:
     """Annotated fractions of `n_draws` pseudo-atlases shaped like `lists` (features x top_n,
     universe indices); `counts` are the universe genes' positions.  ``frequency_matched``
     replaces each top gene by a random gene of the same quantile bin of positions per gene
     (`bins` bins, fewer if a bin could not fill a whole top list)."""
-    F, n = lists.shape
-    N = counts.size
-    T = M.shape[1]
-    if null == "frequency_matched":
-        bins = max(1, min(bins, N // (2 * n)))  # every stratum can fill a whole top list
-        quantile = np.minimum((stats.rankdata(counts, method="ordinal") - 1) * bins // N,
-                              bins - 1).astype(np.int64)
-        strata = [np.flatnonzero(quantile == d) for d in range(bins)]
-        need = quantile[lists]  # (F, n): the stratum of each real top gene
-        plan = []
-        for d in range(bins):
-            rows, cols = np.nonzero(need == d)
-            if rows.size:
-                plan.append((strata[d], rows, cols))
+    labels = quantile_bins(counts, bins, lists.shape[1]) if null == "frequency_matched" else None
+    sampler = PseudoLists(lists, counts.size, labels)
     out = np.empty(n_draws)
-    all_rows = np.repeat(np.arange(F), n)
     for b in range(n_draws):
-        if null == "random_genes":
-            pseudo = distinct_draw(all_rows, N, rng).reshape(F, n)
-        else:
-            pseudo = np.empty_like(lists)
-            for members, rows, cols in plan:
-                pseudo[rows, cols] = members[distinct_draw(rows, members.size, rng)]
-        out[b] = annotated(pseudo, M, table, alpha, T)[0].mean()
+        out[b] = annotated(sampler.draw(rng), M, table, alpha, M.shape[1])[0].mean()
     return out
 
 
@@ -203,33 +258,9 @@ def feature_annotation(ctx: ProbeContext, p: FeatureAnnotationParams,
     p-value is (1 + #{null fraction >= observed}) / (1 + pseudo-atlases).  Valid whatever the
     dependence between sets or features: the annotator is the same function on both sides.
     """
-    atlas = ctx.atlas(p.atlas, layer)
-    top = np.asarray(atlas.array("top_genes"))
-    if p.top_n > top.shape[1]:
-        raise GeoscreenError(f"is {p.top_n}; the atlas keeps {top.shape[1]} top genes per "
-                             "feature", field="params.top_n",
-                             fix="lower top_n or rebuild the atlas with a larger --top-n")
-    freq = np.asarray(atlas.array("frequency"))
-    counts = np.asarray(atlas.array("gene_counts"))
-    min_pos = int(atlas.manifest.get("min_gene_positions", 1))
-    usable = ctx.cache.genes.usable(p.include_zero_genes)
-    in_universe = (counts >= min_pos) & usable
-    universe = np.flatnonzero(in_universe)
-    N = universe.size
-    local = np.full(in_universe.size, -1, dtype=np.int64)
-    local[universe] = np.arange(N)
-    live = np.flatnonzero(freq > p.min_frequency)
-    lists = top[live, : p.top_n].astype(np.int64)
-    ok = (lists >= 0).all(axis=1)
-    lists = lists[ok]
-    live = live[ok]
-    lists = local[lists]
-    keep = (lists >= 0).all(axis=1)  # a top gene outside the universe (zero row): drop feature
-    lists, live = lists[keep], live[keep]
-    F = live.size
-    if F < 5:
-        raise GeoscreenError(f"only {F} live features with {p.top_n} top genes in the universe",
-                             field="params.atlas", fix="lower min_frequency or top_n")
+    atlas, universe, local, lists, live, counts, freq = atlas_top_lists(
+        ctx, p.atlas, layer, p.top_n, p.min_frequency, p.include_zero_genes)
+    N, F = universe.size, live.size
     ids, names, mset, mrow = ctx.family_rows(
         p.family, param="family", min_size=p.min_set_size,
         max_size=min(p.max_set_size, N - 1), max_sets=p.max_sets,
@@ -264,3 +295,131 @@ def feature_annotation(ctx: ProbeContext, p: FeatureAnnotationParams,
                "null_95": [float(np.quantile(null, 0.025)), float(np.quantile(null, 0.975))],
                "n_sets": int(T), "universe": int(N), "atlas": str(atlas.path),
                "atlas_checksum": atlas.checksum, "hits": hits})
+
+
+class FeatureNetworkCoherenceParams(ProbeParams):
+    atlas: str = Field(..., description="the atlas folder (geoscreen sae atlas); '{layer}' in "
+                                        "the path is replaced by each layer's name")
+    pairs: str = pairs_ref_field(description="the network: string:>=700, trrust, a pair file")
+    top_n: int = Field(20, ge=3, le=500, description="top genes per feature")
+    min_frequency: float = Field(0.0, ge=0.0, lt=1.0,
+                                 description="features firing on more than this share of "
+                                             "positions are tested (0: every live feature)")
+    null: Literal["degree_matched", "random_genes"] = Field(
+        "degree_matched", description="degree_matched: pseudo-features' genes drawn from the "
+                                      "same quantile bin of network degree as the real top "
+                                      "genes; random_genes: uniformly")
+    match_bins: int = Field(50, ge=2, le=500, description="quantile bins of degree "
+                                                          "(degree_matched; at most universe / "
+                                                          "(2 top_n))")
+    n_permutations: int = Field(199, ge=19, le=10000, description="pseudo-atlases drawn")
+    top_hits: int = Field(10, ge=1, le=100, description="features listed in extra")
+
+
+def list_edges(lists: np.ndarray, A: sparse.csr_matrix) -> np.ndarray:
+    """Edges of the symmetric 0/1 adjacency `A` among the genes of each list (rows)."""
+    F, n = lists.shape
+    X = sparse.csr_matrix((np.ones(lists.size), (np.repeat(np.arange(F), n), lists.ravel())),
+                          shape=(F, A.shape[0]))
+    return np.asarray((X @ A).multiply(X).sum(axis=1)).ravel() / 2.0
+
+
+def coherence_null(lists: np.ndarray, A: sparse.csr_matrix, null: str, bins: int,
+                   n_draws: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(edges per real list, mean edges per pseudo-atlas, per list: #draws whose pseudo-list
+    has at least as many edges).  ``degree_matched`` draws each gene from its quantile bin of
+    degree in `A`; ``random_genes`` uniformly."""
+    observed = list_edges(lists, A)
+    degree = np.asarray(A.sum(axis=1)).ravel()
+    labels = quantile_bins(degree, bins, lists.shape[1]) if null == "degree_matched" else None
+    sampler = PseudoLists(lists, A.shape[0], labels)
+    means = np.empty(n_draws)
+    exceed = np.zeros(lists.shape[0], dtype=np.int64)
+    for b in range(n_draws):
+        e = list_edges(sampler.draw(rng), A)
+        means[b] = e.mean()
+        exceed += e >= observed
+    return observed, means, exceed
+
+
+@probe(
+    "feature_network_coherence",
+    effect_null=0.0,
+    family="sae_atlas",
+    params=FeatureNetworkCoherenceParams,
+    nulls=("degree_matched", "random_genes"),
+    version="1.0",
+    statistic="mean number of network edges among an SAE feature's top genes, over live "
+              "features",
+    effect="that mean minus its mean over pseudo-atlases of degree-matched random gene lists "
+           "(0 = no more edges than random genes of the same degrees have); per-feature "
+           "p-values and the BH count in extra",
+    alternatives=("greater",),
+    examples=[
+        {"statement": "The top genes of the last layer's SAE features share more STRING edges "
+                      "than degree-matched random genes",
+         "params": {"atlas": "atlases/{layer}", "pairs": "string:>=700"},
+         "layers": ["last"], "alternative": "greater", "across_layers": "any"},
+    ],
+)
+def feature_network_coherence(ctx: ProbeContext, p: FeatureNetworkCoherenceParams,
+                              layer: str) -> LayerResult:
+    """Do SAE features' top genes form network modules?  Edges among each feature's top genes,
+    against pseudo-atlases of degree-matched random gene lists.
+
+    Returns
+    -------
+    LayerResult
+        statistic: mean edges per feature; effect: its excess over the null mean; extra: the
+        ratio, per-feature coherence (p-values from the same draws, BH count) and the most
+        coherent features.
+
+    Notes
+    -----
+    The study counted a feature as network-annotated when any STRING edge joined two of its
+    top genes; with 20 genes and hub genes among them, random lists often have one.  Here each
+    top gene is replaced by a random universe gene from its own quantile bin of degree (in the
+    network restricted to the universe), so hubs are replaced by hubs.  Atlas-level
+    p = (1 + #{null mean >= observed}) / (1 + pseudo-atlases).  Feature f's p-value is
+    (1 + #{its pseudo-list has >= E_f edges}) / (1 + pseudo-atlases), and the number of features
+    BH rejects at 0.05 is the calibrated replacement for "features with an edge".
+    """
+    atlas, universe, local, lists, live, counts, freq = atlas_top_lists(
+        ctx, p.atlas, layer, p.top_n, p.min_frequency, p.include_zero_genes)
+    N, F = universe.size, live.size
+    i, j, _ = ctx.pair_rows(p.pairs, param="pairs", include_zero=p.include_zero_genes)
+    li, lj = local[i], local[j]
+    ok = (li >= 0) & (lj >= 0) & (li != lj)
+    li, lj = li[ok], lj[ok]
+    A = sparse.csr_matrix((np.ones(2 * li.size), (np.r_[li, lj], np.r_[lj, li])), shape=(N, N))
+    A.sum_duplicates()
+    A.data[:] = 1.0  # several pair records of one edge count once
+    n_edges = int(A.nnz // 2)
+    if n_edges == 0:
+        raise GeoscreenError(f"pair set {p.pairs!r} has no edge between genes of the atlas's "
+                             "universe", field="params.pairs", fix="choose another network")
+    observed_f, null, exceed = coherence_null(lists, A, p.null, p.match_bins,
+                                              p.n_permutations, ctx.rng(layer, "null"))
+    observed = float(observed_f.mean())
+    pval = permutation_p(observed, null, "greater")
+    ev = permutation_e(observed, null, "greater")
+    p_f = (1.0 + exceed) / (1.0 + p.n_permutations)
+    n_bh = int(bh_count(p_f, 0.05))
+    any_edge = float((observed_f > 0).mean())
+    order = np.lexsort((-observed_f, p_f))[: p.top_hits]
+    hits = [{"feature": int(live[f]), "edges": int(observed_f[f]), "p": float(p_f[f]),
+             "frequency": float(freq[live[f]]),
+             "top_genes": [atlas.genes[int(universe[g])] for g in lists[f][:8]]}
+            for f in order.tolist()]
+    null_mean = float(null.mean())
+    return LayerResult(
+        statistic_name="mean_edges_per_feature", statistic=observed,
+        effect_name="excess_edges_per_feature", effect_size=observed - null_mean,
+        p_value=pval, e_value=ev, e_method=E_PERMUTATION, n=int(F), null=p.null,
+        n_permutations=p.n_permutations,
+        extra={"null_mean": null_mean, "ratio": observed / null_mean if null_mean > 0 else None,
+               "features_with_any_edge": any_edge,
+               "features_coherent_bh05": n_bh, "n_features_tested": int(F),
+               "network_edges_in_universe": n_edges, "universe": int(N),
+               "atlas": str(atlas.path), "atlas_checksum": atlas.checksum, "hits": hits})

@@ -237,6 +237,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "cross_model_alignment": "geoscreen.probes.alignment",
     "null_robustness": "geoscreen.probes.robustness",
     "feature_annotation": "geoscreen.probes.atlas_annotation",
+    "feature_network_coherence": "geoscreen.probes.atlas_annotation",
 }
 BUILTIN_MODULES: tuple[str, ...] = tuple(dict.fromkeys(BUILTIN_PROBES.values()))
 

@@ -61,7 +61,8 @@ def test_the_readme_extraction_commands_run(tmp_path):
     import geoscreen as gs
 
     rows = gs.open_ledger(tmp_path / "atlas.sqlite").hypotheses()
-    assert len(rows) == 2 and set(rows["probe"]) == {"feature_annotation"}
+    assert len(rows) == 3
+    assert set(rows["probe"]) == {"feature_annotation", "feature_network_coherence"}
     assert rows["status"].eq("done").all(), rows[["status"]].to_string()
     assert (tmp_path / "atlas_report.html").stat().st_size > 10_000
     # refusing to overwrite: the example models are not rewritten without --overwrite

@@ -1,0 +1,156 @@
+"""feature_network_coherence: edge counts against networkx, calibration on null atlases of
+random gene lists (hub-biased and not; FPR band + tie-randomised KS), the hub bias that breaks
+the uniform null and the "any edge" rule, power on planted modules, and end to end."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+from scipy import sparse
+from scipy import stats as sstats
+
+import geoscreen
+from geoscreen.probes.atlas_annotation import coherence_null, list_edges
+from geoscreen.result import permutation_p
+
+N, TOP_N = 1000, 15
+BINS = 50  # the probe default (capped at N // (2 TOP_N) = 33 bins here)
+
+
+def network(seed: int):
+    """A Chung-Lu graph with log-normal expected degrees (hubs, as STRING has): ~3,000 edges."""
+    rng = np.random.default_rng(seed)
+    w = np.exp(rng.normal(0, 1.0, N))
+    w *= 6.0 / w.mean()
+    P = np.minimum(np.outer(w, w) / w.sum(), 1.0)
+    upper = np.triu(rng.random((N, N)) < P, 1)
+    i, j = np.nonzero(upper)
+    A = sparse.csr_matrix((np.ones(2 * i.size), (np.r_[i, j], np.r_[j, i])), shape=(N, N))
+    return A, w, rng
+
+
+def lists_from(rng, n_features: int, w=None) -> np.ndarray:
+    p = None if w is None else np.sqrt(w) / np.sqrt(w).sum()
+    return np.stack([rng.choice(N, TOP_N, replace=False, p=p) for _ in range(n_features)])
+
+
+def test_edge_counts_equal_networkx_subgraphs():
+    A, _, rng = network(0)
+    lists = lists_from(rng, 25)
+    G = nx.from_scipy_sparse_array(A)
+    got = list_edges(lists, A)
+    for f, lst in enumerate(lists):
+        assert got[f] == G.subgraph(lst.tolist()).number_of_edges()
+
+
+def band(alpha: float, n: int) -> float:
+    return alpha + 2.6 * np.sqrt(alpha * (1 - alpha) / n)
+
+
+def null_runs(null: str, hub_biased: bool, n_atlases: int, n_draws: int = 49):
+    ps, rand, bh_any, any_edge = [], [], [], []
+    for s in range(n_atlases):
+        A, w, rng = network(100 + s)
+        lists = lists_from(rng, 30, w if hub_biased else None)
+        obs_f, null_means, exceed = coherence_null(lists, A, null, BINS, n_draws, rng)
+        obs = obs_f.mean()
+        ps.append(permutation_p(obs, null_means, "greater"))
+        above, ties = (null_means > obs).sum(), (null_means == obs).sum()
+        rand.append((above + rng.random() * (ties + 1)) / (n_draws + 1))
+        p_f = (1.0 + exceed) / (1.0 + n_draws)
+        bh_any.append(geoscreen_bh(p_f) > 0)
+        any_edge.append((obs_f > 0).mean())
+    return np.array(ps), np.array(rand), np.array(bh_any), np.array(any_edge)
+
+
+def geoscreen_bh(p: np.ndarray) -> int:
+    from geoscreen.multitest import bh_count
+
+    return bh_count(p, 0.05)
+
+
+@pytest.mark.parametrize("null", ["random_genes", "degree_matched"])
+def test_calibrated_on_uniform_random_lists(null):
+    p, p_rand, bh_any, any_edge = null_runs(null, hub_biased=False, n_atlases=150)
+    fprs = {a: float((p <= a).mean()) for a in (0.01, 0.05, 0.1, 0.2)}
+    ks = sstats.kstest(p_rand, "uniform").pvalue
+    print(f"{null}, uniform lists: FPR {fprs}; tie-randomised KS p {ks:.3f}; "
+          f"share of features with any edge {any_edge.mean():.3f}")
+    assert all(f <= band(a, p.size) for a, f in fprs.items())
+    assert ks > 0.01
+
+
+def test_hub_bias_breaks_the_uniform_null_and_the_any_edge_rule():
+    """Top lists favour hubs: uniform random genes understate chance edges; degree-matched
+    genes do not; and "any edge among the top genes" marks many random features coherent."""
+    p_u, _, _, any_edge = null_runs("random_genes", hub_biased=True, n_atlases=100)
+    p_m, r_m, bh_any, _ = null_runs("degree_matched", hub_biased=True, n_atlases=100)
+    fpr_u, fpr_m = (p_u <= 0.05).mean(), (p_m <= 0.05).mean()
+    print(f"hub-biased lists, FPR at 0.05: random_genes {fpr_u:.3f}, degree_matched {fpr_m:.3f}; "
+          f"'any edge' marks {any_edge.mean():.2f} of random features; per-feature BH at 0.05 "
+          f"rejects any in {bh_any.mean():.3f} of atlases")
+    assert fpr_u > 0.3
+    assert fpr_m <= band(0.05, p_m.size)
+    assert any_edge.mean() > 0.3
+    assert bh_any.mean() <= band(0.05, bh_any.size)
+
+
+def test_power_on_planted_modules():
+    hits = 0
+    for s in range(10):
+        A, w, rng = network(500 + s)
+        lists = lists_from(rng, 40, w)
+        A = A.tolil()
+        for f in range(8):  # 8 of 40 features: 6 of their genes form a clique
+            members = lists[f, :6]
+            for a in members:
+                for b in members:
+                    if a != b:
+                        A[a, b] = 1.0
+        A = A.tocsr()
+        obs_f, null_means, exceed = coherence_null(lists, A, "degree_matched", 20, 99, rng)
+        hits += permutation_p(obs_f.mean(), null_means, "greater") <= 0.05
+        assert (((1.0 + exceed) / 100.0)[:8] <= 0.05).all()
+    print(f"power at 0.05 with 8 of 40 features planted: {hits / 10:.2f}")
+    assert hits >= 9
+
+
+def test_end_to_end_on_an_sae_atlas(tmp_path):
+    from test_sae import planted_activations
+
+    from geoscreen.extract.activations import open_activations
+    from geoscreen.extract.atlas_build import build_atlas
+    from geoscreen.extract.sae import ArraySource, SAEConfig, train
+    from geoscreen.store.cache import write_cache
+
+    names, programs = planted_activations(tmp_path / "acts")
+    acts = open_activations(tmp_path / "acts")
+    train(ArraySource(acts.shards("L1")), SAEConfig(d_in=24, d_sae=96, k=4, lr=2e-3,
+                                                     batch_size=256, epochs=8, layer="L1",
+                                                     dead_after=5_000),
+          tmp_path / "sae", progress=False)
+    build_atlas(tmp_path / "sae", tmp_path / "acts", tmp_path / "atlas", top_n=10,
+                progress=False)
+    rng = np.random.default_rng(1)
+    cache = write_cache(tmp_path / "cache", {"L1": rng.normal(size=(len(names), 8))}, names)
+    lines = ["a\tb"]
+    for members in programs.values():  # each program is a module: a ring plus chords
+        m = sorted(members)
+        lines += [f"{names[m[k]]}\t{names[m[(k + 1) % len(m)]]}" for k in range(len(m))]
+        lines += [f"{names[m[k]]}\t{names[m[(k + 3) % len(m)]]}" for k in range(len(m))]
+    for _ in range(300):  # background edges
+        a, b = rng.choice(len(names), 2, replace=False)
+        lines.append(f"{names[a]}\t{names[b]}")
+    pairs = tmp_path / "network.tsv"
+    pairs.write_text("\n".join(lines) + "\n")
+    spec = {"statement": "SAE features' top genes form network modules",
+            "probe": "feature_network_coherence",
+            "params": {"atlas": str(tmp_path / "atlas"), "pairs": f"file:{pairs}",
+                       "top_n": 10, "n_permutations": 99},
+            "layers": ["L1"], "alternative": "greater"}
+    layer = geoscreen.run_spec(spec, cache.path, work_dir=tmp_path / "w").layers[0]
+    print(f"mean edges {layer.statistic:.2f} vs null {layer.extra['null_mean']:.2f}, "
+          f"coherent features (BH) {layer.extra['features_coherent_bh05']}")
+    assert layer.p_value == pytest.approx(0.01) and layer.effect_size > 1.0
+    assert layer.extra["features_coherent_bh05"] >= 6
