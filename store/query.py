@@ -542,6 +542,27 @@ def layer_profiles(ledger: str | Ledger, campaign_id: int | None = None,
     return out
 
 
+def layer_extras(ledger: str | Ledger, hypothesis_ids: list[int]
+                 ) -> dict[int, list[dict[str, Any]]]:
+    """hypothesis id -> its layers' (layer, statistic, p_value, effect_size, extra), by depth:
+    the per-layer detail a report section shows for a few hypotheses (e.g. SAE feature cards)."""
+    from sqlalchemy import select
+
+    from geoscreen.store.models import LayerResultRow
+
+    if not hypothesis_ids:
+        return {}
+    L = LayerResultRow.__table__.c
+    q = (select(L.hypothesis_id, L.layer, L.statistic, L.p_value, L.effect_size, L.extra)
+         .where(L.hypothesis_id.in_(hypothesis_ids)).order_by(L.hypothesis_id, L.layer_index))
+    out: dict[int, list[dict[str, Any]]] = {}
+    with _opened(ledger) as led, led.session() as s:
+        for hid, layer, stat, p, eff, extra in s.execute(q):
+            out.setdefault(hid, []).append({"layer": layer, "statistic": stat, "p_value": p,
+                                            "effect_size": eff, "extra": extra or {}})
+    return out
+
+
 #: Per-layer export columns: the names of `geoscreen.result.LayerResult` and of the table.
 LAYER_COLUMNS = ("hypothesis_id", "layer", "layer_index", "statistic_name", "statistic",
                  "effect_name", "effect_size", "p_value", "e_value", "e_method", "n", "null",

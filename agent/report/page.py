@@ -485,6 +485,45 @@ def _llm(calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- client-side data ---------------------------------------------------------------------------
+#: probes whose per-layer results carry SAE feature cards (extra["hits"])
+ATLAS_PROBES = ("feature_annotation", "feature_network_coherence")
+
+
+def _atlas(hyps: list[dict[str, Any]], extras: dict[int, list[dict[str, Any]]]
+           ) -> list[dict[str, Any]]:
+    """One block per tested atlas hypothesis and layer: observed vs null, and feature cards."""
+    out = []
+    for h in hyps:
+        if h["probe"] not in ATLAS_PROBES or h["status"] != "done":
+            continue
+        for row in extras.get(h["hypothesis_id"], []):
+            ex = row["extra"]
+            annotation = h["probe"] == "feature_annotation"
+            cards = [{"feature": c.get("feature"), "frequency": c.get("frequency"),
+                      "what": (c.get("best_set_name") or c.get("best_set") or "–")
+                      if annotation else f"{c.get('edges', 0)} edges",
+                      "p": c.get("best_p") if annotation else c.get("p"),
+                      "ok": c.get("annotated") if annotation else None,
+                      "genes": ", ".join(c.get("top_genes") or [])}
+                     for c in (ex.get("hits") or [])]
+            out.append({
+                "hypothesis_id": h["hypothesis_id"], "statement": h["statement"],
+                "probe": h["probe"], "layer": row["layer"], "p": row["p_value"],
+                "q": h.get("q_bh"), "significant": h.get("significant"),
+                "observed": row["statistic"], "null_mean": ex.get("null_mean"),
+                "null_95": ex.get("null_95"),
+                "observed_label": "features annotated" if annotation else
+                "edges per feature",
+                "detail": (f"{ex.get('n_annotated')} of {ex.get('n_features_tested')} features, "
+                           f"{ex.get('n_sets')} sets" if annotation else
+                           f"{ex.get('features_coherent_bh05')} of "
+                           f"{ex.get('n_features_tested')} features coherent (BH 0.05); "
+                           f"'any edge' would say "
+                           f"{100 * (ex.get('features_with_any_edge') or 0):.0f}%"),
+                "atlas": ex.get("atlas"), "cards": cards})
+    return out
+
+
 def _r(x: float | None) -> float | None:
     """Round to 3 significant digits for the embedded JSON (keeps the page small)."""
     if x is None or not math.isfinite(x):
@@ -635,6 +674,8 @@ def collect(ledger: str | Path, *, campaign_id: int | None = None,
         unreachable = query.fdr_member_unreachable(led, cid)
         fdr_summary, fdr_error = _fdr_summary(led, cid)
         confirmations = query.confirmation_records(led, cid)
+        extras = query.layer_extras(led, [h["hypothesis_id"] for h in hyps
+                                          if h["probe"] in ATLAS_PROBES])
     finally:
         led.close()
     _attach_nulls(hyps, profiles)
@@ -689,7 +730,7 @@ def collect(ledger: str | Path, *, campaign_id: int | None = None,
         "fdr_state": c.get("fdr_state") or {}, "fdr_summary": fdr_summary or {},
         "fdr_error": fdr_error,
         "families": _families(hyps, iterations, evs, alpha), "lineage": _lineage(hyps),
-        "problems": _problems(hyps, evs), "llm": _llm(calls),
+        "problems": _problems(hyps, evs), "llm": _llm(calls), "atlas": _atlas(hyps, extras),
         "client_json": _script_json(client),
     }
 
