@@ -97,8 +97,11 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
     names = set(cache.get("layers", []))
     layers = raw.get("layers", "all")
     if isinstance(layers, list) and n_layers:
+        from geoscreen.store.cache import layer_problem
+
         kept = [x for x in layers if (isinstance(x, int) and -n_layers <= x < n_layers)
-                or (isinstance(x, str) and x in names)]
+                or (isinstance(x, str) and (x in names or (names and not layer_problem(
+                    x, list(cache.get("layers", []))))))]
         need = 3 if raw.get("across_layers") in ("trend", "changepoint") else 1
         if len(kept) < need:
             return None

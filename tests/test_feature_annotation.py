@@ -192,3 +192,19 @@ def test_end_to_end_on_an_sae_atlas(tmp_path):
     with pytest.raises(geoscreen.GeoscreenError, match="another gene table"):
         geoscreen.run_spec(spec, other.path, work_dir=tmp_path / "w")
 
+
+
+@pytest.mark.parametrize("probe", ["feature_annotation", "feature_network_coherence"])
+def test_the_offline_brainstormer_proposes_atlas_specs_only_where_an_atlas_exists(
+        tmp_path, monkeypatch, probe):
+    from geoscreen.agent.brainstorm import _fit_to_cache
+    from geoscreen.probes.registry import get_probe
+
+    example = dict(get_probe(probe).examples[0])
+    assert "{layer}" in example["params"]["atlas"]
+    cache = {"n_layers": 4, "layers": ["emb", "L1", "L2", "L3"]}
+    monkeypatch.chdir(tmp_path)
+    assert _fit_to_cache(example, cache) is None  # no atlas here: skipped, not proposed to fail
+    (tmp_path / "atlases" / "L3").mkdir(parents=True)
+    (tmp_path / "atlases" / "L3" / "atlas.json").write_text("{}")
+    assert _fit_to_cache(example, cache) == example
