@@ -38,6 +38,7 @@ from geoscreen.multitest import bh_count
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import family_ref_field, pairs_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.stats import chunks
 from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
 stats = lazy_module("scipy.stats")
@@ -423,3 +424,101 @@ def feature_network_coherence(ctx: ProbeContext, p: FeatureNetworkCoherenceParam
                "features_coherent_bh05": n_bh, "n_features_tested": int(F),
                "network_edges_in_universe": n_edges, "universe": int(N),
                "atlas": str(atlas.path), "atlas_checksum": atlas.checksum, "hits": hits})
+
+
+class SuperpositionParams(ProbeParams):
+    atlas: str = Field(..., description="the atlas folder (geoscreen sae atlas); '{layer}' in "
+                                        "the path is replaced by each layer's name")
+    m: int = Field(10, ge=1, le=2000, description="top singular directions of the layer's gene "
+                                                  "matrix (the 'SVD view')")
+    min_frequency: float = Field(0.0, ge=0.0, lt=1.0,
+                                 description="features firing on more than this share of "
+                                             "positions are tested (0: every live feature)")
+    n_permutations: int = Field(9999, ge=99, le=100000,
+                                description="draws of the random-direction null")
+
+
+def projected_shares(directions: np.ndarray, basis: np.ndarray, n_draws: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(share of each direction's squared length in span(basis rows), null means): `basis` is
+    (m, d) orthonormal; the null mean over F directions draws F Beta(m/2, (d-m)/2) shares."""
+    D = np.asarray(directions, dtype=np.float64)
+    D = D / np.linalg.norm(D, axis=1, keepdims=True)
+    share = ((D @ basis.T) ** 2).sum(axis=1)
+    m, d = basis.shape
+    null = np.empty(n_draws)
+    for s, n in chunks(n_draws, D.shape[0]):
+        null[s:s + n] = rng.beta(m / 2.0, (d - m) / 2.0, size=(n, D.shape[0])).mean(axis=1)
+    return share, null
+
+
+@probe(
+    "superposition",
+    effect_null=1.0,
+    family="sae_atlas",
+    params=SuperpositionParams,
+    nulls=("random_directions",),
+    version="1.0",
+    statistic="mean share of a live SAE feature's decoder direction that lies in the top-m "
+              "singular subspace of the layer's gene matrix",
+    effect="that mean divided by m/d, its value for random directions (1 = no more and no less "
+           "aligned than chance; < 1 means features avoid the SVD view)",
+    examples=[
+        {"statement": "SAE features of the last layer lie outside its top-10 singular subspace "
+                      "more than random directions do",
+         "params": {"atlas": "atlases/{layer}", "m": 10},
+         "layers": ["last"], "alternative": "less", "across_layers": "any"},
+    ],
+)
+def superposition(ctx: ProbeContext, p: SuperpositionParams, layer: str) -> LayerResult:
+    """How much of the SAE's features the top singular directions see.
+
+    Returns
+    -------
+    LayerResult
+        statistic: mean squared projection of the unit decoder directions onto the top-m right
+        singular vectors; effect: that mean / (m/d); extra: the share of features below the
+        random directions' 5% quantile ("invisible to the SVD view") against its 5% chance.
+
+    Notes
+    -----
+    The study reported 99.8% of features "invisible to SVD" without saying what a random
+    direction would give: in d dimensions a uniformly random unit vector puts a share
+    B ~ Beta(m/2, (d - m)/2) of its squared length in any fixed m-dimensional subspace, mean
+    m/d, so nearly every direction is "invisible" to a small m by chance.  Decoder directions
+    live in the residual-stream space (the SAE's centring and isotropic scaling do not turn
+    them), the same space as the cache layer's right singular vectors.  The null draws the mean
+    of F independent Beta(m/2, (d - m)/2) variables; p is the permutation p-value of the
+    observed mean among `n_permutations` draws (two-sided: twice the smaller tail).
+    """
+    atlas = ctx.atlas(p.atlas, layer)
+    decoder = np.asarray(atlas.array("decoder"), dtype=np.float64)
+    freq = np.asarray(atlas.array("frequency"))
+    live = np.flatnonzero(freq > p.min_frequency)
+    svd = ctx.svd(layer, p.include_zero_genes)
+    d = svd.Vt.shape[1]
+    if decoder.shape[1] != d:
+        raise GeoscreenError(f"has {decoder.shape[1]}-d decoder directions; layer {layer} of "
+                             f"the cache is {d}-d", path=str(atlas.path), field="params.atlas")
+    if p.m >= min(d, svd.S.size):
+        raise GeoscreenError(f"is {p.m}; the layer has {min(d, svd.S.size)} singular "
+                             "directions", field="params.m", fix="choose a smaller m")
+    if live.size < 5:
+        raise GeoscreenError(f"only {live.size} live features", field="params.atlas")
+    share, null = projected_shares(decoder[live], svd.Vt[: p.m], p.n_permutations,
+                                   ctx.rng(layer, "null"))
+    observed = float(share.mean())
+    a, b = p.m / 2.0, (d - p.m) / 2.0
+    pval = permutation_p(observed, null, ctx.alternative)
+    ev = permutation_e(observed, null, ctx.alternative)
+    cut = float(stats.beta.ppf(0.05, a, b))
+    return LayerResult(
+        statistic_name="mean_share_in_top_m", statistic=observed,
+        effect_name="share_vs_random_directions", effect_size=observed / (p.m / d),
+        p_value=pval, e_value=ev, e_method=E_PERMUTATION, n=int(live.size),
+        null="random_directions", n_permutations=p.n_permutations,
+        extra={"m": p.m, "d": d, "chance_share": p.m / d,
+               "invisible_share": float((share < cut).mean()), "invisible_chance": 0.05,
+               "invisible_cut": cut,
+               "share_quantiles": [float(q) for q in np.quantile(share, [0.1, 0.5, 0.9])],
+               "atlas": str(atlas.path), "atlas_checksum": atlas.checksum})

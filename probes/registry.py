@@ -238,6 +238,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "null_robustness": "geoscreen.probes.robustness",
     "feature_annotation": "geoscreen.probes.atlas_annotation",
     "feature_network_coherence": "geoscreen.probes.atlas_annotation",
+    "superposition": "geoscreen.probes.atlas_annotation",
 }
 BUILTIN_MODULES: tuple[str, ...] = tuple(dict.fromkeys(BUILTIN_PROBES.values()))
 

@@ -61,12 +61,13 @@ def test_the_readme_extraction_commands_run(tmp_path):
     import geoscreen as gs
 
     rows = gs.open_ledger(tmp_path / "atlas.sqlite").hypotheses()
-    assert len(rows) == 3
-    assert set(rows["probe"]) == {"feature_annotation", "feature_network_coherence"}
+    assert len(rows) == 4
+    assert set(rows["probe"]) == {"feature_annotation", "feature_network_coherence",
+                                  "superposition"}
     assert rows["status"].eq("done").all(), rows[["status"]].to_string()
     html = (tmp_path / "atlas_report.html").read_text()
     assert 'id="atlas"' in html and "features annotated" in html and "edges per feature" in html
-    assert html.count('class="atlas-cards"') == 3  # feature cards for each atlas hypothesis
+    assert html.count("class=\"atlas-cards\"") == 3  # feature cards: annotation and network
     # refusing to overwrite: the example models are not rewritten without --overwrite
     again = subprocess.run([sys.executable, "-m", "geoscreen.extract.example_models", "models/"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
