@@ -229,14 +229,9 @@ def open_activations(path: str | Path) -> ActivationStore:
         raise GeoscreenError("is not an activation folder (no activations.json)",
                              path=str(path),
                              fix="write one with geoscreen extract ... --activations DIR")
-    try:
-        manifest = json.loads(man.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GeoscreenError(f"is not valid JSON ({exc.msg})", path=str(man)) from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise GeoscreenError(f"has format {manifest.get('format_version')!r}; this geoscreen "
-                             f"reads {FORMAT_VERSION}", path=str(man))
-    return ActivationStore(path, manifest)
+    from geoscreen.store.atlas import read_versioned_json
+
+    return ActivationStore(path, read_versioned_json(man, FORMAT_VERSION))
 
 
 __all__ = ["ActivationStore", "ActivationWriter", "SamplePlan", "open_activations",

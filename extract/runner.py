@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,22 @@ def activation_layers(opts: ExtractOptions, names: list[str]) -> list[str]:
     return [names[i] for i in sorted(wanted)]
 
 
+def tokenized_chunks(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap,
+                     todo: np.ndarray, opts: ExtractOptions
+                     ) -> Iterator[tuple[int, np.ndarray, list[Any]]]:
+    """(offset in `todo`, cell rows, their tokens) for chunks of 16 batches of cells: cells are
+    tokenized together, then batched by similar length."""
+    chunk = opts.batch_size * 16
+    for start in range(0, todo.size, chunk):
+        idx = todo[start: start + chunk]
+        full = cells.rows(idx)
+        totals = np.asarray(full.sum(axis=1), dtype=np.float64).ravel()
+        block = full[:, genes.columns]
+        block.eliminate_zeros()
+        block.sort_indices()
+        yield start, idx, adapter.tokenize(block, genes.token_ids, idx, totals, opts.seed)
+
+
 def _activation_writer(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap,
                        todo: np.ndarray, row_of_token: np.ndarray, names: list[str],
                        opts: ExtractOptions) -> tuple[Any, Any]:
@@ -368,15 +385,8 @@ def _activation_writer(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap,
 
     wanted = activation_layers(opts, names)
     counts = np.zeros(todo.size, dtype=np.int64)
-    chunk = opts.batch_size * 16
-    for start in range(0, todo.size, chunk):
-        idx = todo[start: start + chunk]
-        full = cells.rows(idx)
-        totals = np.asarray(full.sum(axis=1), dtype=np.float64).ravel()
-        block = full[:, genes.columns]
-        block.eliminate_zeros()
-        block.sort_indices()
-        for k, t in enumerate(adapter.tokenize(block, genes.token_ids, idx, totals, opts.seed)):
+    for start, _idx, tokens in tokenized_chunks(adapter, cells, genes, todo, opts):
+        for k, t in enumerate(tokens):
             ids = t.ids.copy()
             if adapter.cls_position is not None:
                 ids[adapter.cls_position] = -1
@@ -392,18 +402,10 @@ def _embed_all(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap, todo: n
                opts: ExtractOptions, device: Any) -> None:
     from tqdm import tqdm
 
-    chunk = opts.batch_size * 16  # cells tokenized together, then batched by similar length
     bar = tqdm(total=todo.size, unit="cell", desc=f"{adapter.label} extract",
                disable=not opts.progress, smoothing=0.1)
     try:
-        for start in range(0, todo.size, chunk):
-            idx = todo[start: start + chunk]
-            full = cells.rows(idx)
-            totals = np.asarray(full.sum(axis=1), dtype=np.float64).ravel()
-            block = full[:, genes.columns]
-            block.eliminate_zeros()
-            block.sort_indices()
-            tokens = adapter.tokenize(block, genes.token_ids, idx, totals, opts.seed)
+        for start, idx, tokens in tokenized_chunks(adapter, cells, genes, todo, opts):
             order = sorted(range(len(tokens)), key=lambda k: -tokens[k].ids.size)
             for b in range(0, len(order), opts.batch_size):
                 members = order[b: b + opts.batch_size]

@@ -44,9 +44,18 @@ from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutat
 stats = lazy_module("scipy.stats")
 
 
+def atlas_field() -> Any:
+    return Field(..., description="the atlas folder (geoscreen sae atlas); '{layer}' in the "
+                                  "path is replaced by each layer's name")
+
+
+def min_frequency_field() -> Any:
+    return Field(0.0, ge=0.0, lt=1.0, description="features firing on more than this share of "
+                                                  "positions are tested (0: every live feature)")
+
+
 class FeatureAnnotationParams(ProbeParams):
-    atlas: str = Field(..., description="the atlas folder (geoscreen sae atlas); '{layer}' in "
-                                        "the path is replaced by each layer's name")
+    atlas: str = atlas_field()
     family: str = family_ref_field(
         ..., description="the annotation sets: go:*?aspect=BP, reactome:*, trrust:TF=*, or a "
                          "GMT file (file:sets.gmt)")
@@ -56,9 +65,7 @@ class FeatureAnnotationParams(ProbeParams):
     min_set_size: int = Field(10, ge=2, description="smallest set size (genes in the universe)")
     max_set_size: int = Field(500, ge=2, le=5000, description="largest set size")
     max_sets: int = Field(20000, ge=1, le=100000, description="refuse a larger family")
-    min_frequency: float = Field(0.0, ge=0.0, lt=1.0,
-                                 description="features firing on more than this share of "
-                                             "positions are tested (0: every live feature)")
+    min_frequency: float = min_frequency_field()
     null: Literal["frequency_matched", "random_genes"] = Field(
         "frequency_matched", description="frequency_matched: pseudo-features' genes drawn from "
                                          "the same quantile bin of positions per gene as the "
@@ -299,13 +306,10 @@ def feature_annotation(ctx: ProbeContext, p: FeatureAnnotationParams,
 
 
 class FeatureNetworkCoherenceParams(ProbeParams):
-    atlas: str = Field(..., description="the atlas folder (geoscreen sae atlas); '{layer}' in "
-                                        "the path is replaced by each layer's name")
+    atlas: str = atlas_field()
     pairs: str = pairs_ref_field(description="the network: string:>=700, trrust, a pair file")
     top_n: int = Field(20, ge=3, le=500, description="top genes per feature")
-    min_frequency: float = Field(0.0, ge=0.0, lt=1.0,
-                                 description="features firing on more than this share of "
-                                             "positions are tested (0: every live feature)")
+    min_frequency: float = min_frequency_field()
     null: Literal["degree_matched", "random_genes"] = Field(
         "degree_matched", description="degree_matched: pseudo-features' genes drawn from the "
                                       "same quantile bin of network degree as the real top "
@@ -427,13 +431,10 @@ def feature_network_coherence(ctx: ProbeContext, p: FeatureNetworkCoherenceParam
 
 
 class SuperpositionParams(ProbeParams):
-    atlas: str = Field(..., description="the atlas folder (geoscreen sae atlas); '{layer}' in "
-                                        "the path is replaced by each layer's name")
+    atlas: str = atlas_field()
     m: int = Field(10, ge=1, le=2000, description="top singular directions of the layer's gene "
                                                   "matrix (the 'SVD view')")
-    min_frequency: float = Field(0.0, ge=0.0, lt=1.0,
-                                 description="features firing on more than this share of "
-                                             "positions are tested (0: every live feature)")
+    min_frequency: float = min_frequency_field()
     n_permutations: int = Field(9999, ge=99, le=100000,
                                 description="draws of the random-direction null")
 

@@ -133,6 +133,19 @@ class Atlas:
                 "alive_features": m.get("alive_features"), "fve": m.get("fve")}
 
 
+def read_versioned_json(path: Path, version: int) -> dict[str, Any]:
+    """A JSON manifest whose ``format_version`` must be `version` (one-line errors)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GeoscreenError(f"is not valid JSON ({type(exc).__name__})", path=str(path)) from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != version:
+        got = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise GeoscreenError(f"has format {got!r}; this geoscreen reads {version}",
+                             path=str(path))
+    return manifest
+
+
 def open_atlas(path: str | os.PathLike) -> Atlas:
     """Open an atlas folder read-only (the manifest's digest is checked; no array is read)."""
     path = Path(path)
@@ -140,13 +153,7 @@ def open_atlas(path: str | os.PathLike) -> Atlas:
     if not man.is_file():
         raise GeoscreenError("is not an atlas folder (no atlas.json)", path=str(path),
                              fix="build one with geoscreen sae atlas")
-    try:
-        manifest = json.loads(man.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GeoscreenError(f"is not valid JSON ({exc.msg})", path=str(man)) from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise GeoscreenError(f"has format {manifest.get('format_version')!r}; this geoscreen "
-                             f"reads {FORMAT_VERSION}", path=str(man))
+    manifest = read_versioned_json(man, FORMAT_VERSION)
     if manifest.get("atlas_checksum") != _digest(manifest):
         raise GeoscreenError("was edited after the atlas was written (checksum mismatch)",
                              path=str(man), fix="rebuild the atlas with geoscreen sae atlas")
@@ -157,4 +164,4 @@ def open_atlas(path: str | os.PathLike) -> Atlas:
     return Atlas(path, manifest, genes)
 
 
-__all__ = ["ARRAYS", "Atlas", "open_atlas", "write_atlas"]
+__all__ = ["ARRAYS", "Atlas", "open_atlas", "read_versioned_json", "write_atlas"]

@@ -117,21 +117,11 @@ def test_power_on_planted_modules():
 
 
 def test_end_to_end_on_an_sae_atlas(tmp_path):
-    from test_sae import planted_activations
+    from test_sae import planted_atlas
 
-    from geoscreen.extract.activations import open_activations
-    from geoscreen.extract.atlas_build import build_atlas
-    from geoscreen.extract.sae import ArraySource, SAEConfig, train
     from geoscreen.store.cache import write_cache
 
-    names, programs = planted_activations(tmp_path / "acts")
-    acts = open_activations(tmp_path / "acts")
-    train(ArraySource(acts.shards("L1")), SAEConfig(d_in=24, d_sae=96, k=4, lr=2e-3,
-                                                     batch_size=256, epochs=8, layer="L1",
-                                                     dead_after=5_000),
-          tmp_path / "sae", progress=False)
-    build_atlas(tmp_path / "sae", tmp_path / "acts", tmp_path / "atlas", top_n=10,
-                progress=False)
+    names, programs, _, _ = planted_atlas(tmp_path)
     rng = np.random.default_rng(1)
     cache = write_cache(tmp_path / "cache", {"L1": rng.normal(size=(len(names), 8))}, names)
     lines = ["a\tb"]

@@ -177,6 +177,20 @@ def planted_activations(path: Path, seed: int = 0) -> tuple[list[str], dict[int,
     return names, programs
 
 
+def planted_atlas(tmp: Path, *, d_sae: int = 96, epochs: int = 8, top_n: int = 10,
+                  atlas_dir: Path | None = None):
+    """Planted programs -> activations -> SAE -> atlas under `tmp`; returns (names, programs,
+    activation store, atlas path)."""
+    names, programs = planted_activations(tmp / "acts")
+    acts = open_activations(tmp / "acts")
+    train(ArraySource(acts.shards("L1")),
+          SAEConfig(d_in=24, d_sae=d_sae, k=4, lr=2e-3, batch_size=256, epochs=epochs,
+                    dead_after=5_000, layer="L1"), tmp / "sae", progress=False)
+    out = atlas_dir or tmp / "atlas"
+    build_atlas(tmp / "sae", tmp / "acts", out, top_n=top_n, progress=False)
+    return names, programs, acts, out
+
+
 def test_atlas_recovers_planted_gene_programs(tmp_path):
     names, programs = planted_activations(tmp_path / "acts")
     acts = open_activations(tmp_path / "acts")

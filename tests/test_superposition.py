@@ -64,20 +64,11 @@ def rng_for_test() -> np.random.Generator:
 
 
 def test_end_to_end_on_an_sae_atlas(tmp_path):
-    from test_sae import planted_activations
+    from test_sae import planted_atlas
 
-    from geoscreen.extract.activations import open_activations
-    from geoscreen.extract.atlas_build import build_atlas
-    from geoscreen.extract.sae import ArraySource, SAEConfig, train
     from geoscreen.store.cache import write_cache
 
-    names, programs = planted_activations(tmp_path / "acts")
-    acts = open_activations(tmp_path / "acts")
-    train(ArraySource(acts.shards("L1")), SAEConfig(d_in=24, d_sae=96, k=4, lr=2e-3,
-                                                     batch_size=256, epochs=8, layer="L1",
-                                                     dead_after=5_000),
-          tmp_path / "sae", progress=False)
-    build_atlas(tmp_path / "sae", tmp_path / "acts", tmp_path / "atlas", progress=False)
+    names, programs, acts, _ = planted_atlas(tmp_path)
     # the cache layer: the per-gene means of the stored activations (what extraction writes)
     X = np.concatenate(acts.shards("L1")).astype(np.float64)
     rows = np.asarray(acts.index("gene_row"))
