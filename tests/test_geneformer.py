@@ -437,3 +437,22 @@ def test_gpu_bfloat16_matches_cpu(small, counts_file, tmp_path):
         a = a / np.linalg.norm(a, axis=1, keepdims=True)
         b = b / np.linalg.norm(b, axis=1, keepdims=True)
         assert (a * b).sum(axis=1).min() > 0.99
+
+
+def test_v1_dictionaries_without_special_tokens(tmp_path, pbmc, counts_file):
+    """A V1 model (2,048 positions, no <cls>/<eos> in the dictionary): sequences are the ranked
+    genes alone, and no cell-token arrays are written (V1 has no cell token)."""
+    _, _, genes = pbmc
+    v2 = token_dictionary(1000, first_symbols=genes)
+    genes_only = [k for k in v2 if not k.startswith("<")]
+    vocab = {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(genes_only)}}
+    config = {**SMALL_CONFIG, "max_position_embeddings": 2048}
+    d = write_random_geneformer(tmp_path / "v1", config, vocab, seed=6)
+    cache, stats = extract(d, counts_file, tmp_path / "c",
+                           ExtractOptions(max_cells=12, max_length=100, **QUIET))
+    meta = cache.manifest["metadata"]
+    assert meta["checkpoint"]["special_tokens"] == "none (V1)"
+    assert not any(name.startswith("cls_") for name in cache.manifest["extra_files"])
+    n_tok = np.asarray(cache.extra("cell_n_tokens"))
+    assert n_tok.max() == 100 and stats.n_tokens == int(n_tok.sum())
+    assert int(np.asarray(cache.extra("gene_token_counts")).sum()) == stats.n_tokens
