@@ -70,6 +70,34 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
               "exact without covariates for the association itself; a score that tracks how "
               "well studied a gene is looks associated with norm or centrality on real "
               "geometry unless annotation is a covariate (tests/test_calibration_realgeom.py)"),
+    NullModel("frequency_matched", "frequency-matched random gene lists", "set",
+              "pseudo-atlases: each SAE feature's top genes replaced by random genes of the "
+              "same quantile bin of positions per gene, scored by the same annotator: are the "
+              "atlas's features annotated more often than gene lists like theirs?",
+              "conditional",
+              "calibrated on null atlases (tests/test_feature_annotation.py: FPR 0.010-0.042 at "
+              "0.05 with and without a frequency bias); a bias steep within a bin survives it "
+              "(benchmarks/atlas_null_bias.py) - raise match_bins"),
+    NullModel("degree_matched", "degree-matched random gene lists", "set",
+              "pseudo-atlases: each top gene replaced by a random gene of the same quantile bin "
+              "of network degree (hubs by hubs): do features' top genes share more edges than "
+              "gene lists like theirs?", "calibrated",
+              "FPR 0.027 (uniform lists) and 0.040 (hub-biased lists) at 0.05 on null atlases "
+              "(tests/test_feature_network.py)"),
+    NullModel("random_genes", "uniformly random gene lists", "set",
+              "pseudo-atlases of uniformly random gene lists under the same annotator",
+              "conditional",
+              "exact when top lists are uniform draws; when top lists favour expressed genes or "
+              "hubs (as real ones do) it understates the chance rate: FPR 0.32 and 1.00 at 0.05 "
+              "on biased null atlases (tests/test_feature_annotation.py, "
+              "tests/test_feature_network.py)"),
+    NullModel("random_directions", "uniformly random directions", "geometry",
+              "decoder directions compared with isotropic random unit vectors, whose share in "
+              "an m-dimensional subspace is Beta(m/2, (d-m)/2) exactly", "conditional",
+              "exact for its question; on anisotropic layers any data-derived direction leans "
+              "into the top singular subspace, so 'greater' says the features follow the "
+              "layer's variance, and 'less' (features avoid the SVD view) is the informative "
+              "side"),
     NullModel("mann_whitney", "Mann-Whitney rank test", "labels",
               "exact rank-sum test of the two groups (exchangeable units)", "calibrated"),
     NullModel("coexpression_residualization", "co-expression residuals", "set",
