@@ -99,9 +99,9 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
     if isinstance(layers, list) and n_layers:
         from geoscreen.store.cache import layer_problem
 
+        listed = list(cache.get("layers", []))  # names, positions and roles resolve on these
         kept = [x for x in layers if (isinstance(x, int) and -n_layers <= x < n_layers)
-                or (isinstance(x, str) and (x in names or (names and not layer_problem(
-                    x, list(cache.get("layers", []))))))]
+                or (isinstance(x, str) and bool(listed) and not layer_problem(x, listed))]
         need = 3 if raw.get("across_layers") in ("trend", "changepoint") else 1
         if len(kept) < need:
             return None

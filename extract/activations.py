@@ -190,14 +190,13 @@ class ActivationStore:
         return int(self.manifest["n_positions"])
 
     def layer_name(self, layer: str | int) -> str:
-        from geoscreen.store.cache import resolve_layer
+        from geoscreen.store.cache import layer_positions
 
-        token: str | int = int(layer) if isinstance(layer, str) and \
-            layer.lstrip("-").isdigit() else layer
-        pos, problem = resolve_layer(token, self.layers)
-        if pos is None:
-            raise GeoscreenError(problem, path=str(self.path), field="--layer")
-        return self.layers[pos]
+        pos = layer_positions(str(layer), self.layers, field="--layer", path=str(self.path))
+        if len(pos) != 1:
+            raise GeoscreenError(f"names {len(pos)} layers; expected one", path=str(self.path),
+                                 field="--layer")
+        return self.layers[pos[0]]
 
     def shards(self, layer: str | int) -> list[np.ndarray]:
         name = self.layer_name(layer)

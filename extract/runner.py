@@ -346,16 +346,10 @@ def activation_layers(opts: ExtractOptions, names: list[str]) -> list[str]:
     """The layers --activation-layers names (all by default), in depth order."""
     if not opts.activation_layers:
         return list(names)
-    from geoscreen.store.cache import resolve_layer
+    from geoscreen.store.cache import layer_positions
 
-    wanted = set()
-    for part in (x.strip() for x in opts.activation_layers.split(",") if x.strip()):
-        token: str | int = int(part) if part.lstrip("-").isdigit() else part
-        pos, problem = resolve_layer(token, names)
-        if pos is None:
-            raise GeoscreenError(problem, field="--activation-layers")
-        wanted.add(pos)
-    return [names[i] for i in sorted(wanted)]
+    wanted = layer_positions(opts.activation_layers, names, field="--activation-layers")
+    return [names[i] for i in sorted(set(wanted))]
 
 
 def tokenized_chunks(adapter: ModelAdapter, cells: CellMatrix, genes: GeneMap,

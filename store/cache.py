@@ -163,6 +163,20 @@ def resolve_layer(layer: Any, names: Sequence[str]) -> tuple[int | None, str]:
                   f"(or a role: {', '.join(LAYER_ROLES)})")
 
 
+def layer_positions(text: str, names: Sequence[str], *, field: str,
+                    path: str | None = None) -> list[int]:
+    """Positions of a comma-separated list of layers typed on a command line (names, positions
+    such as ``-1``, roles), in the order given; an unknown one is a one-line error."""
+    out = []
+    for part in (x.strip() for x in str(text).split(",") if x.strip()):
+        token: str | int = int(part) if part.lstrip("-").isdigit() else part
+        pos, problem = resolve_layer(token, names)
+        if pos is None:
+            raise GeoscreenError(problem, path=path, field=field)
+        out.append(pos)
+    return out
+
+
 def layer_problem(layer: Any, names: Sequence[str]) -> str:
     """'' when `layer` names one of `names` (a name, a position, negative from the end, or a
     role: `resolve_layer`), else what is wrong: the one check behind `Cache.layer_index` and

@@ -72,7 +72,7 @@ def export_cmd(
     """Write cache layers as AnnData for scanpy (genes as observations, dims as variables)."""
     from geoscreen.errors import GeoscreenError
     from geoscreen.store.anndata_io import export_h5ad
-    from geoscreen.store.cache import open_cache, resolve_layer
+    from geoscreen.store.cache import layer_positions, open_cache
 
     if fmt != "h5ad":
         raise GeoscreenError(f"is {fmt!r}; expected h5ad", field="--format")
@@ -80,13 +80,8 @@ def export_cmd(
     if layer.strip() == "all":
         names = list(cache.layers)
     else:
-        names = []
-        for part in (x.strip() for x in layer.split(",") if x.strip()):
-            token: str | int = int(part) if part.lstrip("-").isdigit() else part
-            pos, problem = resolve_layer(token, cache.layers)
-            if pos is None:
-                raise GeoscreenError(problem, path=str(path), field="--layer")
-            names.append(cache.layers[pos])
+        names = [cache.layers[i] for i in
+                 layer_positions(layer, cache.layers, field="--layer", path=str(path))]
     written = export_h5ad(cache, out, layers=names, overwrite=overwrite)
     typer.echo(f"wrote {written}: {cache.n_genes} genes x {cache.dim} dims, "
                f"layer{'s' if len(names) > 1 else ''} {', '.join(names)}")

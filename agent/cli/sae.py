@@ -40,6 +40,10 @@ def train_cmd(
     from geoscreen.extract.activations import open_activations
     from geoscreen.extract.sae import ArraySource, SAEConfig, train
 
+    if expansion < 1:
+        from geoscreen.errors import GeoscreenError
+
+        raise GeoscreenError(f"is {expansion}; expected at least 1", field="--expansion")
     store = open_activations(acts)
     name = store.layer_name(layer)
     cfg = SAEConfig(d_in=store.dim, d_sae=expansion * store.dim, k=k, lr=lr,
@@ -47,10 +51,6 @@ def train_cmd(
                     layer=name, source={"activations": str(acts.resolve()),
                                         "checksum": store.checksum(),
                                         "n_positions": store.n_positions})
-    if expansion < 1:
-        from geoscreen.errors import GeoscreenError
-
-        raise GeoscreenError(f"is {expansion}; expected at least 1", field="--expansion")
     train(ArraySource(store.shards(name)), cfg, out, device=device, resume=resume,
           overwrite=overwrite, progress=not quiet)
     hist = json.loads((out / "sae.json").read_text())["history"]
