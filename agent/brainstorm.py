@@ -94,7 +94,6 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
     from pathlib import Path
 
     n_layers = int(cache.get("n_layers", 0)) or None
-    names = set(cache.get("layers", []))
     layers = raw.get("layers", "all")
     if isinstance(layers, list) and n_layers:
         from geoscreen.store.cache import layer_problem
@@ -112,12 +111,44 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
             continue
         if key.endswith("cache") and not (Path(value) / "manifest.json").exists():
             return None
-        if key == "atlas" and not any((Path(value.replace("{layer}", str(n))) / "atlas.json")
-                                      .exists() for n in (names or {""})):
-            return None
+        if key == "atlas":
+            raw = _fit_atlas_layers(raw, value, list(cache.get("layers", [])))
+            if raw is None:
+                return None
         if value.startswith("file:") and not Path(value[5:]).expanduser().exists():
             return None
     return raw
+
+
+def _fit_atlas_layers(raw: dict[str, Any], atlas: str, listed: list[str]
+                      ) -> dict[str, Any] | None:
+    """`raw` with only the layers that have an atlas at `atlas` ('{layer}': each layer's own;
+    for cross-layer highways against the previous layer, that layer's too), or None if none
+    has one."""
+    from pathlib import Path
+
+    from geoscreen.store.cache import resolve_layer
+
+    def has(name: str) -> bool:
+        return (Path(atlas.replace("{layer}", name)) / "atlas.json").exists()
+
+    if not listed:
+        return raw if has("") else None
+    layers = raw.get("layers", "all")
+    wanted = list(listed) if layers == "all" else list(layers)
+    previous = (raw.get("probe") == "cross_layer_highways"
+                and (raw.get("params") or {}).get("reference", "previous") == "previous")
+    kept = []
+    for x in wanted:
+        pos = resolve_layer(x, listed)[0]
+        if pos is None or not has(listed[pos]):
+            continue
+        if previous and (pos == 0 or not has(listed[pos - 1])):
+            continue
+        kept.append(x)
+    if not kept:
+        return None
+    return raw if kept == wanted else {**raw, "layers": kept}
 
 
 def _variant(raw: dict[str, Any], *, parent: int | None = None,

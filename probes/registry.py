@@ -239,6 +239,8 @@ BUILTIN_PROBES: dict[str, str] = {
     "feature_annotation": "geoscreen.probes.atlas_annotation",
     "feature_network_coherence": "geoscreen.probes.atlas_annotation",
     "superposition": "geoscreen.probes.atlas_annotation",
+    "coactivation_modules": "geoscreen.probes.atlas_coactivation",
+    "cross_layer_highways": "geoscreen.probes.atlas_coactivation",
 }
 BUILTIN_MODULES: tuple[str, ...] = tuple(dict.fromkeys(BUILTIN_PROBES.values()))
 

@@ -61,13 +61,15 @@ def test_the_readme_extraction_commands_run(tmp_path):
     import geoscreen as gs
 
     rows = gs.open_ledger(tmp_path / "atlas.sqlite").hypotheses()
-    assert len(rows) == 4
+    assert len(rows) == 6
     assert set(rows["probe"]) == {"feature_annotation", "feature_network_coherence",
-                                  "superposition"}
+                                  "superposition", "coactivation_modules",
+                                  "cross_layer_highways"}
     assert rows["status"].eq("done").all(), rows[["status"]].to_string()
     html = (tmp_path / "atlas_report.html").read_text()
     assert 'id="atlas"' in html and "features annotated" in html and "edges per feature" in html
-    assert html.count("class=\"atlas-cards\"") == 3  # feature cards: annotation and network
+    assert html.count("class=\"atlas-cards\"") >= 3  # feature cards: annotation and network
+    assert "co-activation edges" in html and "highways from L2" in html
     # refusing to overwrite: the example models are not rewritten without --overwrite
     again = subprocess.run([sys.executable, "-m", "geoscreen.extract.example_models", "models/"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)

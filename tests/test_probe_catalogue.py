@@ -28,7 +28,8 @@ EXPECTED = {
     "layer_similarity", "subspace_alignment", "gene_score_association", "knn_homophily",
     "knn_graph", "edge_direction",
     "persistent_homology", "cross_model_alignment", "null_robustness", "feature_annotation",
-    "feature_network_coherence", "superposition",
+    "feature_network_coherence", "superposition", "coactivation_modules",
+    "cross_layer_highways",
 }
 
 

@@ -485,8 +485,62 @@ def _llm(calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- client-side data ---------------------------------------------------------------------------
-#: probes whose per-layer results carry SAE feature cards (extra["hits"])
-ATLAS_PROBES = ("feature_annotation", "feature_network_coherence")
+#: probes whose per-layer results carry SAE feature cards (annotation, network, modules,
+#: highways)
+ATLAS_PROBES = ("feature_annotation", "feature_network_coherence", "coactivation_modules",
+                "cross_layer_highways")
+
+
+def _atlas_cards(probe: str, ex: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """(the cards' middle column, the cards) of one atlas result's extra."""
+    if probe == "coactivation_modules":
+        return "module", [{"feature": f"M{m.get('module')}", "frequency": None,
+                           "what": f"{m.get('size')} features: "
+                                   + ", ".join(str(f) for f in (m.get("features") or [])[:8]),
+                           "p": None, "ok": None, "genes": ", ".join(m.get("top_genes") or [])}
+                          for m in (ex.get("modules") or [])]
+    if probe == "cross_layer_highways":
+        return "highway", [{"feature": f"{c.get('feature_a')}→{c.get('feature_b')}",
+                            "frequency": None,
+                            "what": f"PMI {c.get('pmi')}: {c.get('count')} positions vs "
+                                    f"{c.get('expected')} expected",
+                            "p": 10.0 ** c["log10_p"] if c.get("log10_p") is not None
+                            else None, "ok": None,
+                            "genes": ", ".join(c.get("genes_b") or []) + "  ←  "
+                                     + ", ".join(c.get("genes_a") or [])}
+                           for c in (ex.get("highways") or [])]
+    annotation = probe == "feature_annotation"
+    return ("best set" if annotation else "network"), [
+        {"feature": c.get("feature"), "frequency": c.get("frequency"),
+         "what": (c.get("best_set_name") or c.get("best_set") or "–")
+         if annotation else f"{c.get('edges', 0)} edges",
+         "p": c.get("best_p") if annotation else c.get("p"),
+         "ok": c.get("annotated") if annotation else None,
+         "genes": ", ".join(c.get("top_genes") or [])}
+        for c in (ex.get("hits") or [])]
+
+
+def _atlas_detail(probe: str, ex: dict[str, Any]) -> tuple[str, str]:
+    """(what the observed number is, a sentence of context) of one atlas result."""
+    if probe == "feature_annotation":
+        return ("features annotated", f"{ex.get('n_annotated')} of "
+                f"{ex.get('n_features_tested')} features, {ex.get('n_sets')} sets")
+    if probe == "feature_network_coherence":
+        return ("edges per feature", f"{ex.get('features_coherent_bh05')} of "
+                f"{ex.get('n_features_tested')} features coherent (BH 0.05); 'any edge' would "
+                f"say {100 * (ex.get('features_with_any_edge') or 0):.0f}%")
+    rule = (f"the study's PMI > 3 rule would say {ex.get('pmi_gt_3_pairs')} pairs; exact test "
+            f"per pair against independent firing over {ex.get('n_positions')} positions")
+    if probe == "coactivation_modules":
+        return ("co-activation edges", f"{ex.get('n_modules')} Leiden modules, "
+                f"{100 * (ex.get('share_in_modules') or 0):.0f}% of "
+                f"{ex.get('n_features_tested')} features in one; {rule}")
+    dm = ex.get("decoder_match") or {}
+    match = (f"; decoder match: mean best cosine {dm['mean_best_cosine']:.3f} vs "
+             f"{dm['null_mean']:.3f} for rotated dictionaries (p {dm['p']:.3g})"
+             if dm.get("mean_best_cosine") is not None else "")
+    return (f"highways from {ex.get('reference')}", f"{ex.get('reference_features_linked')} of "
+            f"{ex.get('n_reference_features')} reference features linked; {rule}{match}")
 
 
 def _atlas(hyps: list[dict[str, Any]], extras: dict[int, list[dict[str, Any]]]
@@ -498,29 +552,15 @@ def _atlas(hyps: list[dict[str, Any]], extras: dict[int, list[dict[str, Any]]]
             continue
         for row in extras.get(h["hypothesis_id"], []):
             ex = row["extra"]
-            annotation = h["probe"] == "feature_annotation"
-            cards = [{"feature": c.get("feature"), "frequency": c.get("frequency"),
-                      "what": (c.get("best_set_name") or c.get("best_set") or "–")
-                      if annotation else f"{c.get('edges', 0)} edges",
-                      "p": c.get("best_p") if annotation else c.get("p"),
-                      "ok": c.get("annotated") if annotation else None,
-                      "genes": ", ".join(c.get("top_genes") or [])}
-                     for c in (ex.get("hits") or [])]
+            what, cards = _atlas_cards(h["probe"], ex)
+            label, detail = _atlas_detail(h["probe"], ex)
             out.append({
                 "hypothesis_id": h["hypothesis_id"], "statement": h["statement"],
                 "probe": h["probe"], "layer": row["layer"], "p": row["p_value"],
                 "q": h.get("q_bh"), "significant": h.get("significant"),
                 "observed": row["statistic"], "null_mean": ex.get("null_mean"),
-                "null_95": ex.get("null_95"),
-                "observed_label": "features annotated" if annotation else
-                "edges per feature",
-                "detail": (f"{ex.get('n_annotated')} of {ex.get('n_features_tested')} features, "
-                           f"{ex.get('n_sets')} sets" if annotation else
-                           f"{ex.get('features_coherent_bh05')} of "
-                           f"{ex.get('n_features_tested')} features coherent (BH 0.05); "
-                           f"'any edge' would say "
-                           f"{100 * (ex.get('features_with_any_edge') or 0):.0f}%"),
-                "atlas": ex.get("atlas"), "cards": cards})
+                "null_95": ex.get("null_95"), "observed_label": label, "detail": detail,
+                "what": what, "atlas": ex.get("atlas"), "cards": cards})
     return out
 
 
