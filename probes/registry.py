@@ -241,6 +241,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "superposition": "geoscreen.probes.atlas_annotation",
     "coactivation_modules": "geoscreen.probes.atlas_coactivation",
     "cross_layer_highways": "geoscreen.probes.atlas_coactivation",
+    "perturbation_specificity": "geoscreen.probes.atlas_perturbation",
 }
 BUILTIN_MODULES: tuple[str, ...] = tuple(dict.fromkeys(BUILTIN_PROBES.values()))
 

@@ -29,7 +29,7 @@ EXPECTED = {
     "knn_graph", "edge_direction",
     "persistent_homology", "cross_model_alignment", "null_robustness", "feature_annotation",
     "feature_network_coherence", "superposition", "coactivation_modules",
-    "cross_layer_highways",
+    "cross_layer_highways", "perturbation_specificity",
 }
 
 

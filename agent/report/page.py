@@ -488,7 +488,7 @@ def _llm(calls: list[dict[str, Any]]) -> dict[str, Any]:
 #: probes whose per-layer results carry SAE feature cards (annotation, network, modules,
 #: highways)
 ATLAS_PROBES = ("feature_annotation", "feature_network_coherence", "coactivation_modules",
-                "cross_layer_highways")
+                "cross_layer_highways", "perturbation_specificity")
 
 
 def _atlas_cards(probe: str, ex: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -509,6 +509,16 @@ def _atlas_cards(probe: str, ex: dict[str, Any]) -> tuple[str, list[dict[str, An
                             "genes": ", ".join(c.get("genes_b") or []) + "  ←  "
                                      + ", ".join(c.get("genes_a") or [])}
                            for c in (ex.get("highways") or [])]
+    if probe == "perturbation_specificity":
+        return "knockdown", [{"feature": c.get("tf"), "frequency": None,
+                              "what": f"{c.get('overlap')} of {c.get('responders')} responders "
+                                      f"are target features ({c.get('expected')} expected); z "
+                                      f"{c.get('z')} vs {c.get('z_other_knockdowns')} for other "
+                                      "knockdowns",
+                              "p": c.get("rank_p"), "ok": None,
+                              "genes": f"{c.get('cells')} cells, {c.get('target_features')} "
+                                       "target features"}
+                             for c in (ex.get("tfs") or [])[:20]]
     annotation = probe == "feature_annotation"
     return ("best set" if annotation else "network"), [
         {"feature": c.get("feature"), "frequency": c.get("frequency"),
@@ -531,6 +541,12 @@ def _atlas_detail(probe: str, ex: dict[str, Any]) -> tuple[str, str]:
                 f"say {100 * (ex.get('features_with_any_edge') or 0):.0f}%")
     rule = (f"the study's PMI > 3 rule would say {ex.get('pmi_gt_3_pairs')} pairs; exact test "
             f"per pair against independent firing over {ex.get('n_positions')} positions")
+    if probe == "perturbation_specificity":
+        return ("mean z of knockdowns against their own TF's target features",
+                f"{ex.get('tfs_rank_first')} TFs rank first among all knockdowns; the "
+                f"responders-vs-targets Fisher test (stratified by frequency) would call "
+                f"{ex.get('tfs_fisher_bh05')} specific at BH 0.05; "
+                f"{ex.get('n_control_cells')} control cells")
     if probe == "coactivation_modules":
         return ("co-activation edges", f"{ex.get('n_modules')} Leiden modules, "
                 f"{100 * (ex.get('share_in_modules') or 0):.0f}% of "
