@@ -112,6 +112,11 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
         if key.endswith("cache") and not (Path(value) / "manifest.json").exists():
             return None
         if key == "atlas":
+            known = cache.get("atlas")
+            if known and value.startswith("atlases/{layer}") and value != known["path"]:
+                # a catalogue example: point it at this cache's atlases
+                value = known["path"]
+                raw = {**raw, "params": {**raw["params"], "atlas": value}}
             raw = _fit_atlas_layers(raw, value, list(cache.get("layers", [])))
             if raw is None:
                 return None

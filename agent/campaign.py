@@ -66,6 +66,9 @@ class CampaignConfig:
     # (recorded when the campaign is first bound, never changed afterwards)
     holdout_genes: float | None = None
     split: dict[str, Any] | None = None  # the registered split, set from the ledger by the run
+    # where the SAE feature atlases of the screened cache are ('{layer}': one per layer); the
+    # brainstormers propose atlas hypotheses on them (default: atlases/{layer} if it exists)
+    atlas: str | None = None
 
     def __post_init__(self) -> None:
         from geoscreen.store.fdr import check_settings
@@ -78,6 +81,11 @@ class CampaignConfig:
                                      fix="name an existing folder whose files a model's "
                                      "proposals may read")
         self.allow_files = [str(Path(f).expanduser().resolve()) for f in self.allow_files]
+        if self.atlas is not None and "{layer}" not in self.atlas \
+                and not (Path(self.atlas) / "atlas.json").is_file():
+            raise GeoscreenError("is neither an atlas folder nor a path with '{layer}'",
+                                 path=self.atlas, field="--atlas",
+                                 fix="e.g. --atlas atlases/scgpt/{layer} (geoscreen sae atlas)")
         if self.holdout_genes is not None:
             from geoscreen.store.split import GeneSplit
 
@@ -118,6 +126,14 @@ class CampaignConfig:
                 "online_procedure": self.online_procedure.lower(),
                 "offline_procedure": self.offline_procedure.lower(),
                 "combine_any": self.combine_any}
+
+
+def atlas_layers(template: str | None, layers: list[str]) -> dict[str, Any] | None:
+    """{"path": template, "layers": the layers that have an atlas there} for the brainstormers,
+    or None when there is none (`template` None: the default atlases/{layer})."""
+    path = template or "atlases/{layer}"
+    have = [n for n in layers if (Path(path.replace("{layer}", n)) / "atlas.json").is_file()]
+    return {"path": path, "layers": have} if have else None
 
 
 class Reporter:
@@ -296,7 +312,8 @@ def _open_iteration(ledger: Ledger, campaign_id: int, cfg: CampaignConfig,
             state = snapshot(s, c, index, cache={"n_layers": len(cache.layers),
                                                  "layers": cache.layers,
                                                  "n_genes": cache.n_genes, "dim": cache.dim,
-                                                 "path": str(cache.path), "split": cfg.split},
+                                                 "path": str(cache.path), "split": cfg.split,
+                                                 "atlas": atlas_layers(cfg.atlas, cache.layers)},
                              allow_files=tuple(cfg.allow_files))
     if brainstormer is not None and room > 0:
         batch = brainstormer.propose(state, room)

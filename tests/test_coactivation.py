@@ -421,3 +421,36 @@ def test_the_offline_brainstormer_proposes_highways_only_where_both_atlases_exis
     assert _fit_to_cache(example, cache) == example
     modules = {**get_probe("coactivation_modules").examples[0], "probe": "coactivation_modules"}
     assert _fit_to_cache(modules, cache) == modules
+
+
+def test_campaigns_point_the_brainstormers_at_the_caches_atlases(tmp_path, monkeypatch, cli):
+    """--atlas: the offline brainstormer's atlas examples use it, the LLM prompt names it, and a
+    path that is neither an atlas nor a '{layer}' template is a one-line error."""
+    from geoscreen.agent.brainstorm import _fit_to_cache
+    from geoscreen.agent.campaign import atlas_layers
+    from geoscreen.agent.llm.prompting import PromptBuilder
+    from geoscreen.agent.state import CampaignState
+    from geoscreen.probes.registry import get_probe
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("L2", "L3"):
+        (tmp_path / "atl" / "gf" / name).mkdir(parents=True)
+        (tmp_path / "atl" / "gf" / name / "atlas.json").write_text("{}")
+    layers = ["emb", "L1", "L2", "L3"]
+    assert atlas_layers(None, layers) is None  # no atlases/{layer} here
+    known = atlas_layers("atl/gf/{layer}", layers)
+    assert known == {"path": "atl/gf/{layer}", "layers": ["L2", "L3"]}
+    cache = {"n_layers": 4, "layers": layers, "atlas": known}
+    example = {**get_probe("coactivation_modules").examples[0], "probe": "coactivation_modules"}
+    fitted = _fit_to_cache(example, cache)
+    assert fitted["params"]["atlas"] == "atl/gf/{layer}" and fitted["layers"] == ["last"]
+    highways = {**get_probe("cross_layer_highways").examples[0], "probe": "cross_layer_highways"}
+    assert _fit_to_cache(highways, cache)["layers"] == ["last"]  # block:2 has no L1 atlas
+    state = CampaignState(campaign_id=1, seed=0, iteration=1, alpha=0.05, history=[],
+                          cache={**cache, "n_genes": 100})
+    prompt, _ = PromptBuilder().iteration(state, 3, 10**6)
+    assert 'params.atlas "atl/gf/{layer}"' in prompt and "layers L2, L3" in prompt
+    bad = cli("campaign", "run", "--cache", str(tmp_path / "none"), "--ledger",
+              str(tmp_path / "l.sqlite"), "--atlas", "atl/gf", "--iterations", "1")
+    assert bad.returncode == 2 and "--atlas" in bad.stderr and bad.stderr.count("\n") == 1
+    assert not (tmp_path / "l.sqlite").exists()

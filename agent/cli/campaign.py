@@ -148,6 +148,9 @@ def run_cmd(
     allow_files: list[Path] = typer.Option(
         [], "--allow-files", help="folder whose files specs proposed by a model may read "
         "with file: (repeatable; by default a model's specs read no files)"),
+    atlas: str = typer.Option(None, "--atlas", help="SAE feature atlases of the cache, e.g. "
+                              "atlases/scgpt/{layer}: the brainstormers propose atlas hypotheses "
+                              "on them (default: atlases/{layer} where it exists)"),
     config: Path = typer.Option(None, "--config", help="campaign config (YAML): LLM settings"),
     model: str = typer.Option(None, "--model", help="LLM model (overrides llm.model)"),
     base_url: str = typer.Option(None, "--base-url",
@@ -177,7 +180,7 @@ def run_cmd(
                          offline_procedure=offline_procedure, approve=approve,
                          plugins=list(plugin), brainstormer_options=options,
                          retry_failed=retry_failed, allow_files=[str(p) for p in allow_files],
-                         holdout_genes=holdout_genes)
+                         holdout_genes=holdout_genes, atlas=atlas)
     from geoscreen.agent.cli.console import interactive
 
     reporter = RichReporter if interactive() else PlainReporter
