@@ -69,6 +69,9 @@ class CampaignConfig:
     # where the SAE feature atlases of the screened cache are ('{layer}': one per layer); the
     # brainstormers propose atlas hypotheses on them (default: atlases/{layer} if it exists)
     atlas: str | None = None
+    # persistent workers (one warden per slot, a fresh forked worker per hypothesis); False
+    # starts a new interpreter for every hypothesis
+    reuse_workers: bool = True
 
     def __post_init__(self) -> None:
         from geoscreen.store.fdr import check_settings
@@ -541,7 +544,18 @@ def _run(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, rep
         brainstormer = make_brainstormer(cfg.brainstormer, ledger=ledger,
                                          campaign_id=campaign_id, **cfg.brainstormer_options)
     sandbox = ProcessSandbox(workers=cfg.workers, timeout_s=cfg.timeout_s,
-                             memory_mb=cfg.memory_mb)
+                             memory_mb=cfg.memory_mb, reuse=cfg.reuse_workers)
+    try:
+        return _loop(ledger, lease, cache, cfg, reporter, brainstormer, stop_after,
+                     campaign_id, guard, sandbox)
+    finally:
+        sandbox.close()
+
+
+def _loop(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, reporter: Reporter,
+          brainstormer: Brainstormer | None | str, stop_after: Callable[[int], bool] | None,
+          campaign_id: int, guard: CacheGuard, sandbox: ProcessSandbox) -> RunSummary:
+    """The iterations of `_run`, with its sandbox (whose persistent workers `_run` closes)."""
     t_start = time.monotonic()
     status, reason = "done", "all iterations done"
     with _StopFlag() as flag:

@@ -11,6 +11,14 @@ reads that pipe without blocking, refuses frames over `max_reply_bytes`, parses 
 validates them against `WorkerReply`; anything else fails that hypothesis with the reason.
 Nothing the worker writes is unpickled, and a reply can never block the campaign past the
 hypothesis's timeout.  On a timeout the worker's whole process tree is killed.
+
+With ``reuse=True`` (the default) each worker slot keeps one **persistent warden**
+(``--serve``) across hypotheses and iterations: it pays the interpreter start and the imports
+once, and forks a fresh worker per hypothesis, so every guarantee above holds per hypothesis (own
+process, limits, tree cleanup, data-only reply).  The warden relays the worker's reply frame and
+a status frame; a timeout, an invalid reply or a dead warden retires that warden (its tree is
+killed) and the slot starts a new one; a warden is also retired after `max_jobs_per_worker`.
+`close()` (or leaving the ``with`` block) ends the idle wardens.
 """
 
 from __future__ import annotations
@@ -30,11 +38,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from geoscreen.agent import proctree
-from geoscreen.agent.worker import MAX_REASON, REPLY_HEADER, STOP_SIGNALS
+from geoscreen.agent.worker import MAX_REASON, REPLY_GRACE_S, REPLY_HEADER, STOP_SIGNALS
 from geoscreen.result import Outcome
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
-REPLY_GRACE_S = 5.0  # how long a worker may take to exit once its reply is complete
 _READ_CHUNK = 1 << 20
 _POLL_S = 0.05  # without pidfd_open: how often exited workers are noticed
 
@@ -136,6 +143,18 @@ def _frame_size(frame: bytes | bytearray, max_bytes: int) -> int | None:
 
 # -- one running worker -------------------------------------------------------------------------
 @dataclass
+class _Server:
+    """A persistent warden (``worker --serve``): its stdin for job frames, its reply pipe."""
+
+    proc: subprocess.Popen[bytes]
+    job_fd: int
+    reply_fd: int
+    pidfd: int | None
+    jobs: int = 0
+    retired: bool = False
+
+
+@dataclass
 class _Running:
     job: Job
     proc: subprocess.Popen[bytes]
@@ -148,13 +167,30 @@ class _Running:
     eof: bool = False
     listening: bool = True  # the reply pipe is registered with the selector
     killed: bool = False  # we killed it (timeout, invalid reply): its exit status is ours
+    server: _Server | None = None
 
     def complete(self) -> bool:
+        if self.server is not None:
+            return self.frames() is not None
         try:
             size = _frame_size(self.buf, sys.maxsize)
         except ReplyError:
             return False
         return size is not None and len(self.buf) >= REPLY_HEADER.size + size
+
+    def frames(self) -> tuple[bytes, bytes] | None:
+        """From a persistent warden: (the worker's bytes, the status frame's body) once both
+        frames are in; None before."""
+        n = REPLY_HEADER.size
+        if len(self.buf) < n:
+            return None
+        (a,) = REPLY_HEADER.unpack_from(self.buf)
+        if len(self.buf) < 2 * n + a:
+            return None
+        (b,) = REPLY_HEADER.unpack_from(self.buf, n + a)
+        if len(self.buf) < 2 * n + a + b:
+            return None
+        return bytes(self.buf[n: n + a]), bytes(self.buf[2 * n + a: 2 * n + a + b])
 
 
 def _exit_reason(code: int | None) -> str:
@@ -165,9 +201,23 @@ def _exit_reason(code: int | None) -> str:
 
 
 def _close(r: _Running) -> None:
+    if r.server is not None:  # a persistent warden's pipes live as long as it does
+        if r.server.retired:
+            _close_server(r.server)
+        return
     for fd in (r.reply_fd, r.pidfd):
         if fd is not None:
             os.close(fd)
+
+
+def _close_server(server: _Server) -> None:
+    for fd in (server.job_fd, server.reply_fd, server.pidfd):
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    server.pidfd = None
 
 
 @dataclass
@@ -179,6 +229,35 @@ class ProcessSandbox:
     memory_mb: int | None = 8192
     threads_per_worker: int | None = None
     max_reply_bytes: int = MAX_REPLY_BYTES
+    reuse: bool = True  # persistent wardens (module docstring)
+    max_jobs_per_worker: int = 200
+    _idle: list[_Server] = field(default_factory=list, repr=False)
+    servers_started: int = 0  # how many wardens this sandbox started (benchmarks, tests)
+
+    def __enter__(self) -> ProcessSandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the idle persistent wardens (EOF on their stdin; killed if they linger)."""
+        idle, self._idle = self._idle, []
+        for server in idle:
+            try:
+                os.close(server.job_fd)
+            except OSError:
+                pass
+            server.job_fd = -1
+        deadline = time.monotonic() + 2.0
+        for server in idle:
+            try:
+                server.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proctree.kill_tree(server.proc.pid)
+                server.proc.wait()
+            server.retired = True
+            _close_server(server)
 
     def _threads(self) -> int:
         if self.threads_per_worker:
@@ -186,10 +265,70 @@ class ProcessSandbox:
         return max(1, (os.cpu_count() or 1) // max(1, self.workers))
 
     # -- starting ---------------------------------------------------------------------------
+    def _spawn_server(self) -> _Server:
+        """Start one persistent warden (own session, stop signals blocked until it ignores
+        them), its stdin a pipe for job frames."""
+        read_fd, write_fd = os.pipe()
+        cmd = [sys.executable, "-m", "geoscreen.agent.worker", "--serve", "--threads",
+               str(self._threads()), "--reply-fd", str(write_fd), "--parent-pid",
+               str(os.getpid())]
+        blocked = hasattr(signal, "pthread_sigmask")
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS)) if blocked else None
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(write_fd,),
+                                    start_new_session=True)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+            if old is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        os.set_blocking(read_fd, False)
+        try:
+            pidfd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            pidfd = None
+        assert proc.stdin is not None
+        job_fd = os.dup(proc.stdin.fileno())
+        proc.stdin.close()
+        self.servers_started += 1
+        return _Server(proc, job_fd, read_fd, pidfd)
+
+    def _start_served(self, job: Job, payload: dict[str, Any]) -> _Running:
+        frame = json.dumps(payload).encode("utf-8")
+        frame = REPLY_HEADER.pack(len(frame)) + frame
+        for _attempt in range(2):
+            server = self._idle.pop() if self._idle else self._spawn_server()
+            try:
+                view = memoryview(frame)
+                while view:
+                    view = view[os.write(server.job_fd, view):]
+            except OSError:  # it died while idle: retire it, take a fresh one
+                self._retire(server)
+                continue
+            server.jobs += 1
+            t0 = time.monotonic()
+            return _Running(job, server.proc, server.reply_fd, server.pidfd, t0,
+                            t0 + self.timeout_s, server=server)
+        raise RuntimeError("could not start a worker")
+
+    def _retire(self, server: _Server) -> None:
+        """Kill a persistent warden's tree and close its pipes."""
+        if server.retired:
+            return
+        server.retired = True
+        if server.proc.poll() is None:
+            proctree.kill_tree(server.proc.pid)
+        server.proc.wait()
+        _close_server(server)
+
     def _start(self, job: Job) -> _Running:
         """Launch one warden: own session, stop signals blocked until it ignores them."""
         payload = dict(job.payload, threads=self._threads(), memory_mb=self.memory_mb,
                        sys_path=[str(p) for p in sys.path])
+        if self.reuse:
+            return self._start_served(job, dict(payload, max_reply_bytes=self.max_reply_bytes))
         with tempfile.TemporaryFile() as stdin:
             stdin.write(json.dumps(payload).encode("utf-8"))
             stdin.seek(0)
@@ -237,6 +376,9 @@ class ProcessSandbox:
                 r.eof = True
                 return
             r.buf += chunk
+            if r.server is not None:
+                self._check_served(r)
+                continue
             try:
                 size = _frame_size(r.buf, self.max_reply_bytes)
             except ReplyError as exc:
@@ -244,6 +386,86 @@ class ProcessSandbox:
                 return
             if size is not None and len(r.buf) > REPLY_HEADER.size + size:
                 r.error = f"{len(r.buf) - REPLY_HEADER.size - size} bytes after the reply"
+
+    def _check_served(self, r: _Running) -> None:
+        """A persistent warden's two frames: within the caps, and nothing after them."""
+        n = REPLY_HEADER.size
+        if len(r.buf) >= n:
+            (a,) = REPLY_HEADER.unpack_from(r.buf)
+            if a > self.max_reply_bytes + n:
+                r.error = f"announces {a} bytes, over the {self.max_reply_bytes >> 20} MiB cap"
+                return
+            if len(r.buf) >= 2 * n + a:
+                (b,) = REPLY_HEADER.unpack_from(r.buf, n + a)
+                if b > 4096:
+                    r.error = "invalid status from the worker's warden"
+                elif len(r.buf) > 2 * n + a + b:
+                    r.error = "bytes after the warden's status"
+
+    def _served_result(self, r: _Running, now: float,
+                       should_stop: Callable[[], bool]) -> JobResult:
+        """A job a persistent warden finished: the worker's reply and exit status."""
+        wall = now - r.t0
+        frames = r.frames()
+        assert frames is not None
+        raw, status_body = frames
+        try:
+            status = json.loads(status_body.decode("utf-8"))
+            code = int(status["code"])
+            problem = str(status.get("error") or "")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            self._retire(r.server)  # type: ignore[arg-type]
+            return JobResult(r.job.hyp_id, False, wall_s=wall,
+                             reason="invalid status from the worker's warden")
+        if problem:
+            return JobResult(r.job.hyp_id, False, wall_s=wall,
+                             reason=f"invalid reply from the worker: {problem}")
+        if not raw:
+            res = JobResult(r.job.hyp_id, False, wall_s=wall,
+                            reason=f"worker died ({_exit_reason(code)})")
+            if code < 0 and should_stop():
+                res.requeue = True
+                res.reason = f"interrupted by the campaign's stop ({_exit_reason(code)})"
+            return res
+        try:
+            reply = parse_reply(raw, self.max_reply_bytes)
+        except ReplyError as exc:
+            tail = f"; worker {_exit_reason(code)}" if code != 0 else ""
+            return JobResult(r.job.hyp_id, False, wall_s=wall,
+                             reason=f"invalid reply from the worker: {exc}{tail}")
+        if reply.ok:
+            assert reply.outcome is not None
+            return JobResult(r.job.hyp_id, True, outcome=reply.outcome, wall_s=wall)
+        return JobResult(r.job.hyp_id, False, reason=reply.reason or "?", wall_s=wall)
+
+    def _finish_served(self, r: _Running, now: float,
+                       should_stop: Callable[[], bool]) -> JobResult:
+        server = r.server
+        assert server is not None
+        self._pump(r)
+        if r.error:
+            self._retire(server)
+            return JobResult(r.job.hyp_id, False, wall_s=now - r.t0,
+                             reason=f"invalid reply from the worker: {r.error}")
+        if r.complete():
+            res = self._served_result(r, now, should_stop)
+            if server.retired or server.jobs >= self.max_jobs_per_worker:
+                self._retire(server)
+            else:
+                self._idle.append(server)
+            return res
+        if server.proc.poll() is None and now >= r.deadline:
+            self._retire(server)
+            return JobResult(r.job.hyp_id, False, wall_s=now - r.t0,
+                             reason=f"timed out after {self.timeout_s:g} s (raise --timeout)")
+        code = server.proc.poll()
+        self._retire(server)
+        res = JobResult(r.job.hyp_id, False, wall_s=now - r.t0,
+                        reason=f"worker died ({_exit_reason(code)})")
+        if code is not None and code < 0 and should_stop():
+            res.requeue = True
+            res.reason = f"interrupted by the campaign's stop ({_exit_reason(code)})"
+        return res
 
     def _result(self, r: _Running, now: float) -> JobResult:
         """Turn a finished worker (exited, or its reply complete) into a `JobResult`."""
@@ -277,6 +499,8 @@ class ProcessSandbox:
             r.proc.wait()
 
     def _finish(self, r: _Running, now: float, should_stop: Callable[[], bool]) -> JobResult:
+        if r.server is not None:
+            return self._finish_served(r, now, should_stop)
         if r.proc.poll() is None and not r.complete() and not r.error and now >= r.deadline:
             self._reap(r)
             return JobResult(r.job.hyp_id, False, wall_s=now - r.t0,
@@ -293,6 +517,9 @@ class ProcessSandbox:
 
     def _ready(self, r: _Running, now: float) -> bool:
         """Whether this worker is finished: exited, invalid reply, timed out."""
+        if r.server is not None:
+            return bool(r.error) or r.complete() or r.proc.poll() is not None \
+                or now >= r.deadline
         if r.error or r.proc.poll() is not None or now >= r.deadline:
             return True
         if r.complete():
@@ -304,8 +531,11 @@ class ProcessSandbox:
         """Kill every running tree first, then send their hypotheses back to the queue."""
         stopped = [running.pop(key) for key in list(running)]
         for r in stopped:
-            self._reap(r)
-            _close(r)
+            if r.server is not None:
+                self._retire(r.server)
+            else:
+                self._reap(r)
+                _close(r)
         for r in stopped:
             on_done(JobResult(r.job.hyp_id, False, wall_s=time.monotonic() - r.t0,
                               reason=f"interrupted ({why})", requeue=True))
@@ -320,6 +550,7 @@ class ProcessSandbox:
             self._loop(pending, running, sel, on_start, on_done, should_stop)
         except BaseException as exc:  # a second Ctrl-C, or a bug: no worker outlives us
             self._abandon(running, on_done, type(exc).__name__)
+            self.close()
             raise
         finally:
             sel.close()

@@ -275,9 +275,9 @@ def replicate(ledger_path: str | Path, cache_path: str | Path | None, *, selecti
             reporter.iteration_started(1, 1, len(jobs))
 
             on_start, on_done = ledger_callbacks(led, reporter)
-            sandbox = ProcessSandbox(workers=cfg.workers, timeout_s=cfg.timeout_s,
-                                     memory_mb=cfg.memory_mb)
-            with _StopFlag() as flag:
+            with ProcessSandbox(workers=cfg.workers, timeout_s=cfg.timeout_s,
+                                memory_mb=cfg.memory_mb, reuse=cfg.reuse_workers) as sandbox, \
+                    _StopFlag() as flag:
                 sandbox.run(jobs, on_start, on_done, lambda: flag.stop)
             if flag.stop:
                 status, reason = "stopped", f"stopped by {flag.reason}; rerun to resume"

@@ -11,6 +11,14 @@ fallback) it kills the whole tree first.  The worker caps its threads and addres
 numpy and BLAS load, runs the hypothesis and writes exactly one reply to fd N: an 8-byte
 big-endian length, then that many bytes of UTF-8 JSON.  Nothing crosses the boundary pickled.
 
+**Persistent wardens** (``--serve``): the same warden, started once per worker slot, imports
+numpy, scipy and the probe catalogue once and then serves jobs one after another, each a frame
+(length + JSON) on stdin.  For every job it forks a fresh worker exactly as above, so no job
+runs in a process another job ran in and the warden itself never runs probe code; it reads the
+worker's reply from a pipe of its own (capped), kills whatever the worker left behind, and
+answers the campaign with two frames: the worker's reply bytes as written (empty if none) and a
+status frame ``{"code": exit code or -signal, "error": ""}``.  EOF on stdin ends it.
+
 This module imports only the standard library (and `proctree`, which does too) at top level.
 """
 
@@ -36,6 +44,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REPLY_HEADER = struct.Struct(">Q")
 WATCHDOG_S = 0.1
+REPLY_GRACE_S = 5.0  # how long a worker may run on after its complete reply
 MAX_REASON = 10_000  # characters of a failure reason sent back (the ledger keeps 4,000)
 
 
@@ -283,13 +292,171 @@ def warden_main(reply_fd: int, parent_pid: int) -> None:
     _exit_like(status)
 
 
-def _args(argv: list[str]) -> tuple[int, int]:
+# -- the persistent warden -----------------------------------------------------------------------
+PRELOAD = ("numpy", "scipy.stats", "scipy.sparse", "scipy.linalg", "pydantic",
+           "geoscreen.combine", "geoscreen.hypotheses.spec", "geoscreen.probes.context",
+           "geoscreen.store.cache", "geoscreen.store.userfiles")
+
+
+def _preload() -> None:
+    """Import what every job needs once, in the warden, so that forked workers start warm.
+    Only imports run here, never a probe; a module that fails to import is left to the job."""
+    import importlib
+
+    for mod in PRELOAD:
+        try:
+            importlib.import_module(mod)
+        except Exception:  # noqa: BLE001 - the job will import it and report the failure
+            pass
+    try:
+        from geoscreen.probes.registry import BUILTIN_MODULES
+
+        for mod in BUILTIN_MODULES:
+            try:
+                importlib.import_module(mod)
+            except Exception:  # noqa: BLE001
+                pass
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _read_exact(fd: int, n: int, parent_pid: int) -> bytes | None:
+    """`n` bytes from `fd` (None at EOF), watching for the campaign's death."""
+    out = bytearray()
+    while len(out) < n:
+        if os.getppid() != parent_pid:
+            raise _ParentGone
+        ready, _, _ = select.select([fd], [], [], WATCHDOG_S * 10)
+        if not ready:
+            continue
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            return None
+        out += chunk
+    return bytes(out)
+
+
+def _collect(pid: int, read_fd: int, parent_pid: int, cap: int) -> tuple[bytes, str, int]:
+    """Wait for worker `pid`, reading its reply pipe meanwhile: (reply bytes, problem, exit code
+    or -signal).  A reply announcing more than `cap` bytes, or more bytes than it announced,
+    ends the worker at once; a worker still running `REPLY_GRACE_S` after its complete reply
+    is ended too.  Leftover processes are killed before the pipe is drained, so a grandchild
+    holding it open cannot stall the warden."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    buf, problem, status = bytearray(), "", None
+    complete_at: float | None = None
+    os.set_blocking(read_fd, False)
+
+    def drain() -> bool:
+        nonlocal problem
+        while True:
+            try:
+                chunk = os.read(read_fd, 1 << 20)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                return True
+            if not problem:
+                buf.extend(chunk)
+                problem = _frame_problem(buf, cap)
+
+    try:
+        while status is None:
+            if os.getppid() != parent_pid:
+                raise _ParentGone
+            waitable = [read_fd] + ([pidfd] if pidfd is not None else [])
+            select.select(waitable, [], [], WATCHDOG_S)
+            drain()
+            if complete_at is None and len(buf) >= REPLY_HEADER.size and \
+                    len(buf) >= REPLY_HEADER.size + REPLY_HEADER.unpack_from(buf)[0]:
+                complete_at = time.monotonic()
+            late = complete_at is not None and time.monotonic() - complete_at > REPLY_GRACE_S
+            if problem or late:
+                proctree.kill_tree(os.getpid(), include_root=False)
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    proctree.kill_tree(os.getpid(), include_root=False)
+    proctree.reap_children()
+    os.set_blocking(read_fd, True)
+    while not drain():
+        select.select([read_fd], [], [], WATCHDOG_S)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+    return bytes(buf), problem, code
+
+
+def _frame_problem(buf: bytearray, cap: int) -> str:
+    """What is wrong with a reply frame so far ('' if nothing yet): the campaign's wording."""
+    if len(buf) < REPLY_HEADER.size:
+        return ""
+    (size,) = REPLY_HEADER.unpack_from(buf)
+    if size > cap:
+        return f"announces {size} bytes, over the {cap >> 20} MiB cap"
+    extra = len(buf) - REPLY_HEADER.size - size
+    return f"{extra} bytes after the reply" if extra > 0 else ""
+
+
+def serve_main(reply_fd: int, parent_pid: int, threads: int) -> None:
+    """A persistent warden: preload, then one forked worker per job frame on stdin, two reply
+    frames per job on `reply_fd`; exit at EOF or when the campaign dies."""
+    for var in THREAD_VARS:  # before numpy loads: every worker forked from here inherits it
+        os.environ[var] = str(max(1, threads))
+    proctree.become_subreaper()
+    signal.signal(signal.SIGUSR1, _watch_parent(parent_pid))
+    if not proctree.die_with_parent(signal.SIGUSR1, parent_pid):
+        os._exit(1)
+    me = os.getpid()
+    try:
+        _preload()
+        while True:
+            head = _read_exact(0, REPLY_HEADER.size, parent_pid)
+            if head is None:
+                break
+            body = _read_exact(0, REPLY_HEADER.unpack(head)[0], parent_pid)
+            if body is None:
+                break
+            job = json.loads(body.decode("utf-8"))
+            cap = int(job.get("max_reply_bytes") or (64 << 20))
+            read_fd, write_fd = os.pipe()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_fd)
+                os.close(reply_fd)
+                _run_worker(job, write_fd, me)
+            os.close(write_fd)
+            try:
+                raw, problem, code = _collect(pid, read_fd, parent_pid, cap)
+            finally:
+                os.close(read_fd)
+            status = json.dumps({"code": code, "error": problem}).encode("utf-8")
+            _write_all(reply_fd, REPLY_HEADER.pack(len(raw)) + raw
+                       + REPLY_HEADER.pack(len(status)) + status)
+    except (_ParentGone, BrokenPipeError):
+        pass
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    proctree.kill_tree(me, include_root=False)
+    proctree.reap_children()
+    os._exit(0)
+
+
+def _args(argv: list[str]) -> tuple[int, int, int | None]:
+    serve = "--serve" in argv
+    argv = [a for a in argv if a != "--serve"]
     opts = dict(zip(argv[::2], argv[1::2]))
     try:
-        return int(opts["--reply-fd"]), int(opts["--parent-pid"])
+        threads = int(opts.get("--threads", "1")) if serve else None
+        return int(opts["--reply-fd"]), int(opts["--parent-pid"]), threads
     except (KeyError, ValueError):
-        sys.stderr.write("usage: python -m geoscreen.agent.worker --reply-fd N --parent-pid P "
-                         "< job.json\n")
+        sys.stderr.write("usage: python -m geoscreen.agent.worker [--serve --threads T] "
+                         "--reply-fd N --parent-pid P < job.json\n")
         raise SystemExit(2) from None
 
 
@@ -298,7 +465,11 @@ def main(argv: list[str] | None = None) -> None:
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)  # discards any that arrived while blocked
     signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
-    warden_main(*_args(sys.argv[1:] if argv is None else argv))
+    reply_fd, parent_pid, threads = _args(sys.argv[1:] if argv is None else argv)
+    if threads is None:
+        warden_main(reply_fd, parent_pid)
+    else:
+        serve_main(reply_fd, parent_pid, threads)
 
 
 if __name__ == "__main__":

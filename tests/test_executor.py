@@ -92,3 +92,62 @@ def test_worker_limits_do_not_leak_into_parent(small_cache, tmp_path):
         iterations=1, per_iteration=1, brainstormer="none", memory_mb=1200,
         plugins=["toy_probes"]))
     assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
+def _jobs(cache, probes, start=0):
+    from geoscreen.agent.executor import Job
+
+    return [Job(start + i, {"spec": {"statement": f"toy job {i}", "probe": probe,
+                                     "layers": [0], "params": params},
+                            "cache_path": str(cache.path), "cache_checksum": cache.checksum,
+                            "seed": i, "plugins": ["toy_probes"], "work_dir": None,
+                            "allowed_files": None, "split": None, "combine_any": "cauchy"})
+            for i, (probe, params) in enumerate(probes)]
+
+
+def _run(sandbox, jobs):
+    done = {}
+    sandbox.run(jobs, lambda j: None, lambda r: done.__setitem__(r.hyp_id, r), lambda: False)
+    return done
+
+
+def test_persistent_workers_fork_a_fresh_worker_per_hypothesis(small_cache):
+    """reuse=True: two wardens serve every hypothesis of both runs; each hypothesis still runs
+    in a process of its own (nothing it leaves behind reaches the next); a failure does not
+    cost the warden, a timeout does; close() ends the wardens."""
+    import os
+
+    from geoscreen.agent.executor import ProcessSandbox
+
+    sandbox = ProcessSandbox(workers=2, timeout_s=20, memory_mb=2000)
+    first = _run(sandbox, _jobs(small_cache, [("toy_pid", {})] * 6))
+    assert all(r.ok for r in first.values())
+    extras = [r.outcome.layers[0].extra for r in first.values()]
+    assert len({e["pid"] for e in extras}) == 6  # a fresh process per hypothesis
+    wardens = {e["ppid"] for e in extras}
+    assert len(wardens) == 2 and not any(e["leaked"] for e in extras)
+    assert sandbox.servers_started == 2
+    second = _run(sandbox, _jobs(small_cache, [("toy_pid", {}), ("toy_raise", {}),
+                                                ("toy_pid", {})], start=10))
+    assert not second[11].ok and "probe exploded on purpose" in second[11].reason
+    assert {second[i].outcome.layers[0].extra["ppid"] for i in (10, 12)} <= wardens
+    assert sandbox.servers_started == 2  # the next iteration reuses them; a failure costs none
+    sandbox.timeout_s = 5
+    third = _run(sandbox, _jobs(small_cache, [("toy_hang", {"seconds": 60})], start=20)
+                 + _jobs(small_cache, [("toy_pid", {})], start=30))
+    assert "timed out after 5 s" in third[20].reason and third[30].ok
+    sandbox.timeout_s = 20
+    after = _run(sandbox, _jobs(small_cache, [("toy_pid", {})] * 2, start=40))
+    assert all(r.ok for r in after.values())
+    assert sandbox.servers_started == 3  # the timed-out warden was replaced, once
+    sandbox.close()
+    for pid in wardens:
+        try:
+            os.kill(pid, 0)
+            alive = open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+        except (ProcessLookupError, FileNotFoundError):
+            alive = False
+        assert not alive
+    fresh = ProcessSandbox(workers=1, timeout_s=20, reuse=False)
+    out = _run(fresh, _jobs(small_cache, [("toy_pid", {})] * 2))
+    assert all(r.ok for r in out.values()) and fresh.servers_started == 0

@@ -64,3 +64,18 @@ def toy_slow_axis(ctx, p, layer):
     time.sleep(p.delay)
     base = AxisSeparationParams(**{k: v for k, v in p.model_dump().items() if k != "delay"})
     return axis_separation(ctx, base, layer)
+
+
+@probe("toy_pid", family="null_sensitivity", params=NoParams, nulls=("toy",), version="0",
+       statistic="none", effect="none")
+def toy_pid(ctx, p, layer):
+    """Reports the process it ran in and that process's parent (the warden), and leaves a
+    mark in this process's modules to show the next job does not inherit it."""
+    import os
+    import sys
+
+    leaked = hasattr(sys, "_geoscreen_toy_mark")
+    sys._geoscreen_toy_mark = True  # type: ignore[attr-defined]
+    return LayerResult(layer=layer, layer_index=0, statistic_name="x", statistic=0.0,
+                       effect_name="x", effect_size=0.0, p_value=0.5,
+                       extra={"pid": os.getpid(), "ppid": os.getppid(), "leaked": leaked})

@@ -1,0 +1,81 @@
+"""Persistent workers against a new interpreter per hypothesis, side by side in one run.
+
+    python benchmarks/bench_workers.py [--hypotheses 60] [--workers 2] [--rounds 2]
+
+The same queue of cheap hypotheses (axis_separation, Mann-Whitney, one layer each, on a 12 x
+2,000 x 128 synthetic cache: the probe takes milliseconds, so the time is the sandbox's) runs
+through `ProcessSandbox(reuse=True)` and `ProcessSandbox(reuse=False)`, alternating, `--rounds`
+times each.  Printed: wall seconds, hypotheses per second, the per-hypothesis overhead and the
+ratio, with the load average (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from geoscreen.agent.executor import Job, ProcessSandbox
+from geoscreen.store.cache import write_cache
+
+
+def jobs(cache, n: int) -> list[Job]:
+    genes = ",".join(f"G{i}" for i in range(0, 400, 7))
+    return [Job(i, {"spec": {"statement": f"axis {1 + i % 5} separates the genes",
+                             "probe": "axis_separation", "layers": [i % 12],
+                             "params": {"axis": 1 + i % 5, "positive": f"genes:{genes}"}},
+                    "cache_path": str(cache.path), "cache_checksum": cache.checksum,
+                    "seed": i, "plugins": [], "work_dir": None, "allowed_files": None,
+                    "split": None, "combine_any": "cauchy"}) for i in range(n)]
+
+
+def timed(reuse: bool, cache, n: int, workers: int) -> tuple[float, int]:
+    done: list[bool] = []
+    t0 = time.perf_counter()
+    with ProcessSandbox(workers=workers, timeout_s=600, reuse=reuse,
+                        threads_per_worker=1) as sandbox:
+        sandbox.run(jobs(cache, n), lambda j: None, lambda r: done.append(r.ok), lambda: False)
+        started = sandbox.servers_started
+    wall = time.perf_counter() - t0
+    if not all(done) or len(done) != n:
+        raise SystemExit(f"{done.count(False)} hypotheses failed")
+    return wall, started
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hypotheses", type=int, default=60)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = write_cache(Path(tmp) / "cache",
+                            {f"L{i}": rng.normal(size=(2000, 128)) for i in range(12)},
+                            [f"G{i}" for i in range(2000)])
+        timed(True, cache, 2, a.workers)  # warm the file cache and the stored SVDs
+        rows: dict[bool, list[float]] = {True: [], False: []}
+        started = 0
+        for _ in range(a.rounds):
+            for reuse in (True, False):
+                wall, s = timed(reuse, cache, a.hypotheses, a.workers)
+                rows[reuse].append(wall)
+                started = max(started, s) if reuse else started
+    load = os.getloadavg()
+    print(f"{a.hypotheses} hypotheses, {a.workers} workers, {a.rounds} rounds each "
+          f"(load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs)")
+    print(f"{'workers':<46} {'wall s (best)':>13} {'hyp/s':>7} {'s per hyp per worker':>21}")
+    for reuse, label in ((False, "new interpreter per hypothesis"),
+                         (True, f"persistent ({started} wardens, fork per hypothesis)")):
+        best = min(rows[reuse])
+        print(f"{label:<46} {best:>13.2f} {a.hypotheses / best:>7.2f} "
+              f"{best * a.workers / a.hypotheses:>21.3f}")
+    print(f"ratio (new interpreter / persistent): {min(rows[False]) / min(rows[True]):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
