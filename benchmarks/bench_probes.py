@@ -81,6 +81,11 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
         N_GENES, int(rng.integers(10, 201)), replace=False)) for k in range(500)]
     (root / "family.gmt").write_text("\n".join(lines) + "\n")
     refs["family"] = f"file:{root / 'family.gmt'}"
+    # a compartment-like annotation: 20 disjoint sets covering 3,000 genes (knn_communities)
+    part = rng.permutation(N_GENES)[:3000].reshape(20, 150)
+    (root / "compartments.gmt").write_text("\n".join(
+        f"c{k}\tna\t" + "\t".join(f"G{g}" for g in row) for k, row in enumerate(part)) + "\n")
+    refs["compartments"] = f"file:{root / 'compartments.gmt'}"
     (root / "scores.tsv").write_text("".join(f"G{g}\t{v:.4f}\n" for g, v in enumerate(
         rng.standard_normal(N_GENES))))
     refs["scores"] = f"file:{root / 'scores.tsv'}"
@@ -129,6 +134,9 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         ("knn_homophily", "k=10, matched", {"gene_set": refs["ribosome"], "k": 10,
                                             "n_permutations": m}),
         ("knn_graph", "clustering k=10", {"k": 10}),
+        ("knn_communities", "ari, k=10", {"annotation": refs["compartments"], "k": 10,
+                                          "n_permutations": m}),
+        ("knn_graph", "modularity k=10", {"k": 10, "statistic": "modularity"}),
         ("edge_direction", "SV1-10, matched", {"pairs": refs["trrust"],
                                                "subspace": list(range(1, 11)),
                                                "n_permutations": m}),

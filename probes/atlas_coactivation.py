@@ -48,6 +48,7 @@ from scipy.special import gammaln
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.atlas_annotation import atlas_field, min_frequency_field
+from geoscreen.probes.communities import leiden_modules
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.result import LayerResult, permutation_p
@@ -234,23 +235,6 @@ def edge_rows(tests: PairTests, mask: np.ndarray, live_a: np.ndarray, live_b: np
              "log10_p": round(float(tests.log_p[k] / LN10), 2),
              "genes_a": feature_genes(atlas_a, live_a[tests.i[k]]),
              "genes_b": feature_genes(atlas_b, live_b[tests.j[k]])} for k in idx.tolist()]
-
-
-# -- modules ----------------------------------------------------------------------------------
-def leiden_modules(n_nodes: int, i: np.ndarray, j: np.ndarray, weight: np.ndarray,
-                   resolution: float, seed: int) -> tuple[np.ndarray, float]:
-    """Leiden communities (RB configuration model, `resolution`; 1 = modularity) of the weighted
-    graph on `n_nodes` nodes: (membership, modularity of the partition).  Seeded."""
-    import igraph
-    import leidenalg
-
-    G = igraph.Graph(n=n_nodes, edges=list(zip(i.tolist(), j.tolist(), strict=True)))
-    G.es["weight"] = weight.tolist()
-    part = leidenalg.find_partition(G, leidenalg.RBConfigurationVertexPartition,
-                                    weights="weight", resolution_parameter=resolution,
-                                    seed=int(seed % (2**31 - 1)), n_iterations=-1)
-    member = np.asarray(part.membership, dtype=np.int64)
-    return member, float(G.modularity(member.tolist(), weights="weight"))
 
 
 class CoactivationParams(ProbeParams):

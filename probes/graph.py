@@ -2,8 +2,10 @@
 
 Each gene points to its k most similar genes (cosine, in the full space or a subspace).
 `knn_homophily` asks whether a gene set's edges stay inside the set more than those of random
-genes like its members; `knn_graph` measures the graph itself (local clustering, transitivity),
-descriptively, so that its change with depth is the test.
+genes like its members; `knn_graph` measures the graph itself (local clustering, transitivity,
+Leiden modularity and community count), descriptively, so that its change with depth is the
+test; `knn_communities` asks whether the graph's Leiden communities follow a gene annotation
+(ARI or NMI against label permutations).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import (
     Subspace,
+    family_ref_field,
     genes_ref_field,
     subspace_coords,
     subspace_field,
@@ -155,10 +158,15 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
 
 # -- the graph itself -----------------------------------------------------------------------------
 class KnnGraphParams(ProbeParams):
-    statistic: Literal["clustering", "transitivity"] = Field(
-        "clustering", description="average local clustering coefficient, or transitivity "
-                                  "(3 x triangles / connected triples), of the undirected graph")
+    statistic: Literal["clustering", "transitivity", "modularity", "communities"] = Field(
+        "clustering", description="average local clustering coefficient, transitivity (3 x "
+                                  "triangles / connected triples), or the modularity or number "
+                                  "of Leiden communities (at least min_community genes) of the "
+                                  "undirected graph")
     k: int = Field(10, ge=2, le=200, description="neighbours per gene")
+    resolution: float = Field(1.0, gt=0.0, description="Leiden resolution (modularity, "
+                                                       "communities; 1 = modularity)")
+    min_community: int = Field(5, ge=1, description="smallest community counted (communities)")
     subspace: Subspace = subspace_field()
     null: Literal["none"] = Field("none", description="descriptive: a hypothesis tests its trend "
                                                       "or change-point across layers")
@@ -225,7 +233,141 @@ def knn_graph(ctx: ProbeContext, p: KnnGraphParams, layer: str) -> LayerResult:
     """
     _, nb = _graph(ctx, layer, p.subspace, p.include_zero_genes, p.k)
     avg, trans = clustering_stats(nb)
+    extra: dict[str, object] = {"clustering": avg, "transitivity": trans, "k": p.k}
     value = avg if p.statistic == "clustering" else trans
+    if p.statistic in ("modularity", "communities"):
+        member, modularity = _communities(ctx, layer, nb, p.resolution)
+        sizes = np.bincount(member)
+        counted = int((sizes >= p.min_community).sum())
+        value = modularity if p.statistic == "modularity" else float(counted)
+        extra.update(modularity=modularity, communities=counted,
+                     largest_community=int(sizes.max()), resolution=p.resolution)
     return LayerResult(statistic_name=p.statistic, statistic=value, effect_name=p.statistic,
-                       effect_size=value, n=int(nb.shape[0]), null="none",
-                       extra={"clustering": avg, "transitivity": trans, "k": p.k})
+                       effect_size=value, n=int(nb.shape[0]), null="none", extra=extra)
+
+
+def undirected_edges(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The edges (i < j) of the undirected k-NN graph: i and j joined when either is among the
+    other's k neighbours."""
+    n, k = nb.shape
+    i = np.repeat(np.arange(n), k)
+    j = nb.ravel()
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    key = np.unique(lo * n + hi)
+    return key // n, key % n
+
+
+def _communities(ctx: ProbeContext, layer: str, nb: np.ndarray,
+                 resolution: float) -> tuple[np.ndarray, float]:
+    """Leiden communities of the layer's undirected k-NN graph, seeded per layer."""
+    from geoscreen.probes.communities import leiden_modules
+
+    key = ("leiden", layer, id(nb), resolution)
+    if key not in ctx.memo:
+        i, j = undirected_edges(nb)
+        ctx.memo[key] = leiden_modules(nb.shape[0], i, j, None, resolution,
+                                       ctx.layer_seed(layer))
+    return ctx.memo[key]
+
+
+# -- communities against an annotation -----------------------------------------------------------
+class KnnCommunitiesParams(ProbeParams):
+    annotation: str = family_ref_field(
+        ..., description="gene labels: each gene in exactly one set of the family (within the "
+                         "size range) takes that set as its label, e.g. go:*?aspect=CC, or a "
+                         "GMT file")
+    measure: Literal["ari", "nmi"] = Field("ari", description="adjusted Rand index, or "
+                                                             "normalised mutual information")
+    k: int = Field(10, ge=2, le=200, description="neighbours per gene")
+    subspace: Subspace = subspace_field()
+    resolution: float = Field(1.0, gt=0.0, description="Leiden resolution (1 = modularity)")
+    min_set_size: int = Field(10, ge=2, description="smallest label set (genes in the cache)")
+    max_set_size: int = Field(2000, ge=2, description="largest label set")
+    max_sets: int = Field(2000, ge=2, le=20000, description="refuse a larger family")
+    n_permutations: int = Field(999, ge=99, le=100000, description="label permutations")
+
+    _check_subspace = subspace_validator("subspace")
+
+
+def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
+    """Each of n genes' set index when it belongs to exactly one set, else -1."""
+    count = np.bincount(mrow, minlength=n)
+    label = np.full(n, -1, dtype=np.int64)
+    one = count[mrow] == 1
+    label[mrow[one]] = mset[one]
+    return label
+
+
+@probe(
+    "knn_communities",
+    effect_null=0.0,
+    family="graph_topology",
+    params=KnnCommunitiesParams,
+    nulls=("label_shuffle",),
+    version="1.0",
+    statistic="agreement (ARI or NMI) between the Leiden communities of the layer's k-NN graph "
+              "and a gene annotation, over the genes with exactly one label",
+    effect="that agreement minus its mean under label permutations (0 = the communities ignore "
+           "the annotation)",
+    alternatives=("greater",),
+    examples=[
+        {"statement": "The k-NN graph's communities follow the genes' subcellular compartments "
+                      "(GO cellular component)",
+         "params": {"annotation": "go:*?aspect=CC", "min_set_size": 20, "max_set_size": 400},
+         "alternative": "greater", "across_layers": "any", "layers": ["first", "last"]},
+    ],
+)
+def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> LayerResult:
+    """Do the layer's gene communities follow an annotation?
+
+    Returns
+    -------
+    LayerResult
+        statistic: ARI or NMI of communities vs labels; effect: its excess over the permutation
+        mean; extra: communities, modularity, labelled genes, labels, the null mean and 95%.
+
+    Notes
+    -----
+    Communities: Leiden (RB configuration model, `resolution`) on the undirected k-NN graph
+    (cosine, full space or `subspace`), seeded per layer.  Labels: a gene in exactly one set of
+    the family (sets with `min_set_size`..`max_set_size` genes in the cache) takes that set;
+    genes with none or several are left out.  The agreement is computed over the labelled
+    genes; the null permutes labels among them (communities and label sizes fixed, so for ARI
+    the permutation law is that of the pair count, exactly), p = (1 + #{null >= observed}) /
+    (1 + permutations).  ARI and NMI follow scikit-learn's definitions (tested).
+    """
+    from geoscreen.probes.communities import ari, nmi, relabel
+
+    svd, nb = _graph(ctx, layer, p.subspace, p.include_zero_genes, p.k)
+    member, modularity = _communities(ctx, layer, nb, p.resolution)
+    _ids, names, mset, mrow = ctx.family_rows(
+        p.annotation, param="annotation", min_size=p.min_set_size, max_size=p.max_set_size,
+        max_sets=p.max_sets, include_zero=p.include_zero_genes)
+    local = svd.local(mrow)
+    ok = local >= 0
+    label = single_labels(nb.shape[0], mset[ok], local[ok])
+    keep = np.flatnonzero(label >= 0)
+    labels = relabel(label[keep])
+    if keep.size < 10 or labels.max() < 1:
+        raise GeoscreenError(f"only {keep.size} genes carry exactly one label of "
+                             f"{p.annotation!r} ({int(labels.max()) + 1 if keep.size else 0} "
+                             "labels)", field="params.annotation",
+                             fix="choose a family whose sets overlap less, or widen the size "
+                                 "range")
+    comm = relabel(member[keep])
+    score = ari if p.measure == "ari" else nmi
+    observed = score(comm, labels)
+    rng = ctx.rng(layer, "null")
+    null = np.array([score(comm, rng.permutation(labels)) for _ in range(p.n_permutations)])
+    return LayerResult(
+        statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
+        effect_size=observed - float(null.mean()),
+        p_value=permutation_p(observed, null, "greater"),
+        e_value=permutation_e(observed, null, "greater"), e_method=E_PERMUTATION,
+        n=int(keep.size), null="label_shuffle", n_permutations=p.n_permutations,
+        extra={"communities": int(comm.max()) + 1, "modularity": modularity,
+               "labelled_genes": int(keep.size), "labels": int(labels.max()) + 1,
+               "null_mean": float(null.mean()),
+               "null_95": [float(np.quantile(null, 0.025)), float(np.quantile(null, 0.975))],
+               "k": p.k, "resolution": p.resolution,
+               "label_names": [names[i] for i in np.unique(label[keep])[:20].tolist()]})

@@ -225,6 +225,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "edge_direction": "geoscreen.probes.direction",
     "knn_homophily": "geoscreen.probes.graph",
     "knn_graph": "geoscreen.probes.graph",
+    "knn_communities": "geoscreen.probes.graph",
     "sign_contrast": "geoscreen.probes.regulation",
     "anchor_convergence": "geoscreen.probes.convergence",
     "centroid_convergence": "geoscreen.probes.convergence",
