@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from geoscreen.agent import proctree
 from geoscreen.agent.worker import MAX_REASON, REPLY_GRACE_S, REPLY_HEADER, STOP_SIGNALS
-from geoscreen.result import Outcome
+from geoscreen.result import Outcome, PartialOutcome
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 _READ_CHUNK = 1 << 20
@@ -65,6 +65,7 @@ class JobResult:
     reason: str = ""
     wall_s: float = 0.0
     requeue: bool = False
+    partial: PartialOutcome | None = None
 
 
 class Sandbox(Protocol):
@@ -85,12 +86,15 @@ class WorkerReply(BaseModel):
 
     ok: StrictBool
     outcome: Outcome | None = None
+    partial: PartialOutcome | None = None  # a layer task's layers (`ProcessSandbox.split`)
     reason: str = Field("", max_length=MAX_REASON)
 
     @model_validator(mode="after")
     def _outcome_iff_ok(self) -> WorkerReply:
-        if self.ok != (self.outcome is not None):
+        if self.ok != ((self.outcome is not None) or (self.partial is not None)):
             raise ValueError("'outcome' must be present exactly when 'ok' is true")
+        if self.outcome is not None and self.partial is not None:
+            raise ValueError("a reply holds an outcome or a partial outcome, not both")
         return self
 
 
@@ -139,6 +143,132 @@ def _frame_size(frame: bytes | bytearray, max_bytes: int) -> int | None:
     if size > max_bytes:
         raise ReplyError(f"announces {size} bytes, over the {max_bytes // (1 << 20)} MiB cap")
     return int(size)
+
+
+# -- layer tasks --------------------------------------------------------------------------------
+class LayerSplit:
+    """Hypotheses cut into layer tasks so that `workers` slots have work: each of n hypotheses
+    with L layers becomes min(L, ceil(2 workers / n)) tasks of consecutive layers (n >= 2
+    workers: no split).  A task runs its layers exactly as the whole hypothesis would (every
+    layer's randomness is seeded by (hypothesis seed, layer)); the parts are combined here with
+    the same `combine` the worker uses, so results equal an unsplit run's.  A hypothesis fails
+    with its first failing task's reason, and goes back to the queue if any task does."""
+
+    def __init__(self, jobs: list[Job], workers: int) -> None:
+        self.jobs = {j.hyp_id: j for j in jobs}
+        self.parts: dict[int, list[list[str]]] = {}
+        per = -(-2 * workers // max(1, len(jobs)))
+        for j in jobs:
+            layers = self._layers(j)
+            k = min(len(layers), per) if layers else 1
+            if k <= 1:
+                self.parts[j.hyp_id] = [[]]
+                continue
+            size = -(-len(layers) // k)
+            self.parts[j.hyp_id] = [layers[i:i + size] for i in range(0, len(layers), size)]
+        self.tasks = sum(len(p) for p in self.parts.values())
+        self._got: dict[int, list[JobResult]] = {h: [] for h in self.parts}
+        self._started: set[int] = set()
+        self._reported: set[int] = set()
+
+    @staticmethod
+    def _layers(job: Job) -> list[str]:
+        """The hypothesis's layer names ([] if they cannot be resolved here: the worker will
+        report the problem when it runs unsplit)."""
+        try:
+            from geoscreen.hypotheses.spec import HypothesisSpec
+            from geoscreen.store.cache import open_cache
+
+            spec = HypothesisSpec.model_validate(job.payload["spec"])
+            cache = open_cache(job.payload["cache_path"])
+            return list(cache.layers) if spec.layers == "all" else \
+                list(dict.fromkeys(cache.layer_name(x) for x in spec.layers))
+        except Exception:  # noqa: BLE001 - anything wrong is the worker's to report
+            return []
+
+    def task_jobs(self) -> list[Job]:
+        out = []
+        for hid, chunks in self.parts.items():
+            for idx, layers in enumerate(chunks):
+                payload = dict(self.jobs[hid].payload)
+                if layers:
+                    payload["only_layers"] = layers
+                    payload["task"] = idx
+                out.append(Job(hid, payload))
+        return out
+
+    def started(self, on_start: Callable[[Job], None]) -> Callable[[Job], None]:
+        def start(task: Job) -> None:
+            if task.hyp_id not in self._started:
+                self._started.add(task.hyp_id)
+                on_start(self.jobs[task.hyp_id])
+        return start
+
+    def done(self, on_done: Callable[[JobResult], None]) -> Callable[[JobResult], None]:
+        def finish(res: JobResult) -> None:
+            hid = res.hyp_id
+            got = self._got[hid]
+            got.append(res)
+            if len(got) == len(self.parts[hid]):
+                self._reported.add(hid)
+                on_done(self._combine(hid, got))
+        return finish
+
+    def flush(self, on_done: Callable[[JobResult], None]) -> None:
+        """Hypotheses that started but did not finish every task (the run stopped): back to
+        the queue."""
+        for hid in sorted(self._started - self._reported):
+            self._reported.add(hid)
+            on_done(JobResult(hid, False, requeue=True,
+                              reason="interrupted before all its layer tasks ran"))
+
+    def _combine(self, hid: int, results: list[JobResult]) -> JobResult:
+        wall = max(r.wall_s for r in results)
+        if len(results) == 1 and results[0].partial is None:
+            return results[0]
+        bad = [r for r in results if not r.ok]
+        if bad:
+            first = bad[0]
+            return JobResult(hid, False, reason=first.reason, wall_s=wall,
+                             requeue=any(r.requeue for r in bad))
+        try:
+            return JobResult(hid, True, outcome=self._outcome(hid, results), wall_s=wall)
+        except Exception as exc:  # noqa: BLE001 - a part that does not fit fails the hypothesis
+            return JobResult(hid, False, wall_s=wall,
+                             reason=f"could not combine the layer tasks: {exc}"[:MAX_REASON])
+
+    def _outcome(self, hid: int, results: list[JobResult]) -> Outcome:
+        from geoscreen.combine import combine
+        from geoscreen.hypotheses.spec import HypothesisSpec
+        from geoscreen.probes.context import derive_seed
+
+        job = self.jobs[hid]
+        parts = [r.partial for r in results]
+        if any(p is None for p in parts):
+            raise ValueError("a layer task replied with a whole outcome")
+        layers, resources = [], {}
+        for part in parts:
+            assert part is not None
+            for lay, draws in zip(part.layers, part.null_draws, strict=True):
+                lay.null_draws = draws
+                layers.append(lay)
+            resources.update(part.provenance.get("resources") or {})
+        layers.sort(key=lambda x: x.layer_index)
+        want = [x for chunk in self.parts[hid] for x in chunk]
+        if sorted(x.layer for x in layers) != sorted(want):
+            raise ValueError("the tasks' layers are not the hypothesis's layers")
+        spec = HypothesisSpec.model_validate(job.payload["spec"])
+        resolved = spec.resolved()
+        combined = combine(layers, spec.across_layers, resolved.alternative,
+                           derive_seed(job.payload["seed"], "across_layers"),
+                           method_any=str(job.payload.get("combine_any") or "cauchy"))
+        first = parts[0]
+        assert first is not None
+        provenance = {**first.provenance, "resources": resources,
+                      "layer_tasks": len(parts)}
+        return Outcome(layers=layers, combined=combined,
+                       runtime_s=sum(p.runtime_s for p in parts if p is not None),
+                       provenance=provenance)
 
 
 # -- one running worker -------------------------------------------------------------------------
@@ -230,6 +360,7 @@ class ProcessSandbox:
     threads_per_worker: int | None = None
     max_reply_bytes: int = MAX_REPLY_BYTES
     reuse: bool = True  # persistent wardens (module docstring)
+    split: bool = True  # layer tasks when there are fewer hypotheses than workers can take
     max_jobs_per_worker: int = 200
     _idle: list[_Server] = field(default_factory=list, repr=False)
     servers_started: int = 0  # how many wardens this sandbox started (benchmarks, tests)
@@ -434,8 +565,8 @@ class ProcessSandbox:
             return JobResult(r.job.hyp_id, False, wall_s=wall,
                              reason=f"invalid reply from the worker: {exc}{tail}")
         if reply.ok:
-            assert reply.outcome is not None
-            return JobResult(r.job.hyp_id, True, outcome=reply.outcome, wall_s=wall)
+            return JobResult(r.job.hyp_id, True, outcome=reply.outcome, partial=reply.partial,
+                             wall_s=wall)
         return JobResult(r.job.hyp_id, False, reason=reply.reason or "?", wall_s=wall)
 
     def _finish_served(self, r: _Running, now: float,
@@ -484,8 +615,8 @@ class ProcessSandbox:
             return JobResult(r.job.hyp_id, False, wall_s=wall,
                              reason=f"invalid reply from the worker: {exc}{tail}")
         if reply.ok:
-            assert reply.outcome is not None
-            return JobResult(r.job.hyp_id, True, outcome=reply.outcome, wall_s=wall)
+            return JobResult(r.job.hyp_id, True, outcome=reply.outcome, partial=reply.partial,
+                             wall_s=wall)
         return JobResult(r.job.hyp_id, False, reason=reply.reason or "?", wall_s=wall)
 
     # -- ending -------------------------------------------------------------------------------
@@ -543,6 +674,20 @@ class ProcessSandbox:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, jobs: Iterable[Job], on_start: Callable[[Job], None],
             on_done: Callable[[JobResult], None], should_stop: Callable[[], bool]) -> None:
+        if self.split and self.workers > 1:
+            jobs = list(jobs)
+            splitter = LayerSplit(jobs, self.workers)
+            if splitter.tasks != len(jobs):
+                try:
+                    self._run(splitter.task_jobs(), splitter.started(on_start),
+                              splitter.done(on_done), should_stop)
+                finally:
+                    splitter.flush(on_done)
+                return
+        self._run(jobs, on_start, on_done, should_stop)
+
+    def _run(self, jobs: Iterable[Job], on_start: Callable[[Job], None],
+             on_done: Callable[[JobResult], None], should_stop: Callable[[], bool]) -> None:
         pending = iter(jobs)
         running: dict[int, _Running] = {}  # reply fd -> worker
         sel = selectors.DefaultSelector()

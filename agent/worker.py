@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from geoscreen.agent import proctree
 
 if TYPE_CHECKING:
-    from geoscreen.result import Outcome
+    from geoscreen.result import Outcome, PartialOutcome
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -82,8 +82,9 @@ def universe_view(cache: Any, ref: str, work_dir: str | None = None) -> tuple[An
     return cache.universe_view(rows), dict(ctx.resources_used["universe"])
 
 
-def run_job(job: dict[str, Any]) -> Outcome:
-    """Run one hypothesis in this process; return its outcome (raises on failure)."""
+def run_job(job: dict[str, Any]) -> Outcome | PartialOutcome:
+    """Run one hypothesis in this process; return its outcome (raises on failure).  A job with
+    ``only_layers`` (layer names) runs those layers only and returns a `PartialOutcome`."""
     import importlib
     import platform
 
@@ -94,7 +95,7 @@ def run_job(job: dict[str, Any]) -> Outcome:
     from geoscreen.hypotheses.spec import HypothesisSpec
     from geoscreen.probes.context import ProbeContext, derive_seed
     from geoscreen.probes.registry import get_probe
-    from geoscreen.result import Outcome
+    from geoscreen.result import Outcome, PartialOutcome
     from geoscreen.store.cache import open_cache
     from geoscreen.version import package_version
 
@@ -119,27 +120,31 @@ def run_job(job: dict[str, Any]) -> Outcome:
     ctx = ProbeContext(cache=cache, seed=int(job["seed"]), alternative=resolved.alternative,
                        work_dir=job.get("work_dir"))
     layers = cache.layers if spec.layers == "all" else [cache.layer_name(x) for x in spec.layers]
+    if job.get("only_layers") is not None:
+        layers = [x for x in layers if x in set(job["only_layers"])]
     results = []
     with file_policy(job.get("allowed_files")):
         for layer in layers:
             results.append(info.fn(ctx, params, layer))
+    provenance = {
+        "cache_path": str(cache.path), "cache_checksum": cache.checksum,
+        "cache_model": cache.model, "synthetic_cache": cache.synthetic,
+        "resources": ctx.resources_used, "probe": info.name, "probe_version": info.version,
+        "probe_module": info.module, "package_version": package_version(),
+        "effect_null": info.effect_null,
+        "python": platform.python_version(), "numpy": np.__version__,
+        "scipy": scipy.__version__, "seed": int(job["seed"]),
+        **({"gene_split": job["split"]} if job.get("split") else {}),
+        **({"universe": universe} if universe else {}),
+    }
+    if job.get("only_layers") is not None:
+        return PartialOutcome(layers=results, null_draws=[r.null_draws for r in results],
+                              runtime_s=time.perf_counter() - t0, provenance=provenance)
     combined = combine(results, spec.across_layers, resolved.alternative,
                        derive_seed(job["seed"], "across_layers"),
                        method_any=str(job.get("combine_any") or "cauchy"))
-    return Outcome(
-        layers=results, combined=combined, runtime_s=time.perf_counter() - t0,
-        provenance={
-            "cache_path": str(cache.path), "cache_checksum": cache.checksum,
-            "cache_model": cache.model, "synthetic_cache": cache.synthetic,
-            "resources": ctx.resources_used, "probe": info.name, "probe_version": info.version,
-            "probe_module": info.module, "package_version": package_version(),
-            "effect_null": info.effect_null,
-            "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "seed": int(job["seed"]),
-            **({"gene_split": job["split"]} if job.get("split") else {}),
-            **({"universe": universe} if universe else {}),
-        },
-    )
+    return Outcome(layers=results, combined=combined, runtime_s=time.perf_counter() - t0,
+                   provenance=provenance)
 
 
 def _failure_reason(exc: BaseException, job: dict[str, Any]) -> str:
@@ -184,7 +189,9 @@ def worker_main(job: dict[str, Any], reply_fd: int) -> int:
     """Worker entry point: limit resources, run, write exactly one reply frame; exit status."""
     _limit(job)
     try:
-        reply: dict[str, Any] = {"ok": True, "outcome": run_job(job).model_dump()}
+        out = run_job(job)
+        key = "partial" if job.get("only_layers") is not None else "outcome"
+        reply: dict[str, Any] = {"ok": True, key: out.model_dump()}
     except BaseException as exc:  # every failure becomes a reason string in the ledger
         reply = {"ok": False, "reason": _failure_reason(exc, job)[:MAX_REASON]}
     try:

@@ -1,4 +1,5 @@
-"""Persistent workers against a new interpreter per hypothesis, side by side in one run.
+"""Persistent workers against a new interpreter per hypothesis, and layer tasks against whole
+hypotheses, side by side in one run.
 
     python benchmarks/bench_workers.py [--hypotheses 60] [--workers 2] [--rounds 2]
 
@@ -7,6 +8,10 @@ The same queue of cheap hypotheses (axis_separation, Mann-Whitney, one layer eac
 through `ProcessSandbox(reuse=True)` and `ProcessSandbox(reuse=False)`, alternating, `--rounds`
 times each.  Printed: wall seconds, hypotheses per second, the per-hypothesis overhead and the
 ratio, with the load average (the machine may be shared).
+
+Then an iteration as the paper-scale campaign has them: 3 hypotheses of unequal cost (one over
+all 12 layers, two over 2 layers; knn_homophily, 20,000 matched draws) on 2 workers, run as
+whole hypotheses (one worker takes the 12-layer one alone) and cut into layer tasks.
 """
 
 from __future__ import annotations
@@ -31,6 +36,32 @@ def jobs(cache, n: int) -> list[Job]:
                     "cache_path": str(cache.path), "cache_checksum": cache.checksum,
                     "seed": i, "plugins": [], "work_dir": None, "allowed_files": None,
                     "split": None, "combine_any": "cauchy"}) for i in range(n)]
+
+
+def iteration_jobs(cache) -> list[Job]:
+    genes = ",".join(f"G{i}" for i in range(0, 2000, 20))
+    out = []
+    for i, layers in enumerate(("all", [0, 1], [5, 6])):
+        out.append(Job(100 + i, {
+            "spec": {"statement": f"the set is homophilous ({i})", "probe": "knn_homophily",
+                     "layers": layers, "params": {"gene_set": f"genes:{genes}", "k": 10,
+                                                      "n_permutations": 20000}},
+            "cache_path": str(cache.path), "cache_checksum": cache.checksum, "seed": i,
+            "plugins": [], "work_dir": None, "allowed_files": None, "split": None,
+            "combine_any": "cauchy"}))
+    return out
+
+
+def timed_iteration(split: bool, cache, workers: int) -> float:
+    done: list[bool] = []
+    t0 = time.perf_counter()
+    with ProcessSandbox(workers=workers, timeout_s=600, split=split,
+                        threads_per_worker=1) as sandbox:
+        sandbox.run(iteration_jobs(cache), lambda j: None, lambda r: done.append(r.ok),
+                    lambda: False)
+    if not all(done) or len(done) != 3:
+        raise SystemExit("an iteration hypothesis failed")
+    return time.perf_counter() - t0
 
 
 def timed(reuse: bool, cache, n: int, workers: int) -> tuple[float, int]:
@@ -65,6 +96,11 @@ def main() -> None:
                 wall, s = timed(reuse, cache, a.hypotheses, a.workers)
                 rows[reuse].append(wall)
                 started = max(started, s) if reuse else started
+        timed_iteration(True, cache, a.workers)  # every layer's SVD stored once
+        its: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(a.rounds):
+            for split in (True, False):
+                its[split].append(timed_iteration(split, cache, a.workers))
     load = os.getloadavg()
     print(f"{a.hypotheses} hypotheses, {a.workers} workers, {a.rounds} rounds each "
           f"(load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs)")
@@ -75,6 +111,10 @@ def main() -> None:
         print(f"{label:<46} {best:>13.2f} {a.hypotheses / best:>7.2f} "
               f"{best * a.workers / a.hypotheses:>21.3f}")
     print(f"ratio (new interpreter / persistent): {min(rows[False]) / min(rows[True]):.2f}x")
+    print(f"\none iteration, 3 hypotheses of 12 + 2 + 2 layers (knn_homophily, 20,000 draws), "
+          f"{a.workers} workers:")
+    print(f"  whole hypotheses {min(its[False]):.2f} s, layer tasks {min(its[True]):.2f} s: "
+          f"{min(its[False]) / min(its[True]):.2f}x")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,26 @@ class Outcome(BaseModel):
     provenance: dict[str, Any] = Field(default_factory=dict)
 
 
+class PartialOutcome(BaseModel):
+    """Some layers of one hypothesis, run as one task (the sandbox splits a hypothesis into
+    layer tasks when workers would otherwise sit idle); the campaign combines the parts.
+    `null_draws` travels here (it is left out of `LayerResult`'s serialisation) so that a trend
+    over the null sets' draws combines exactly as in one process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[LayerResult]
+    null_draws: list[list[float] | None]
+    runtime_s: float = 0.0
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _draws_per_layer(self) -> PartialOutcome:
+        if len(self.null_draws) != len(self.layers):
+            raise ValueError("one null_draws entry per layer")
+        return self
+
+
 def permutation_p(observed: float, null: Any, alternative: str = "greater") -> float:
     """Permutation p-value (b + 1) / (m + 1), never zero (Phipson & Smyth 2010).
 

@@ -151,3 +151,44 @@ def test_persistent_workers_fork_a_fresh_worker_per_hypothesis(small_cache):
     fresh = ProcessSandbox(workers=1, timeout_s=20, reuse=False)
     out = _run(fresh, _jobs(small_cache, [("toy_pid", {})] * 2))
     assert all(r.ok for r in out.values()) and fresh.servers_started == 0
+
+
+def test_layer_tasks_give_the_results_of_whole_hypotheses(tmp_path):
+    """With fewer hypotheses than workers can take, hypotheses are cut into layer tasks; the
+    parts combine (any, trend over the null sets' draws) into exactly the unsplit results."""
+    from conftest import make_cache
+
+    from geoscreen.agent.executor import ProcessSandbox
+
+    cache = make_cache(tmp_path / "c6", n_layers=6, n_genes=300)
+    genes = ",".join(f"G{i}" for i in range(40))
+    specs = [("axis_separation", {"axis": 1, "positive": f"genes:{genes}"}, "any"),
+             ("gene_drift", {"genes": f"genes:{genes}", "n_permutations": 199,
+                             "null": "gene_shuffle"}, "trend"),
+             ("spectrum", {"measure": "participation_ratio", "n_bootstrap": 0}, "trend")]
+    jobs = []
+    from geoscreen.agent.executor import Job
+
+    for i, (probe, params, across) in enumerate(specs):
+        layers = "all" if probe != "gene_drift" else [1, 2, 3, 4, 5]
+        jobs.append(Job(i, {"spec": {"statement": f"{probe} spec", "probe": probe,
+                                     "params": params, "layers": layers,
+                                     "across_layers": across, "alternative": "greater"},
+                            "cache_path": str(cache.path), "cache_checksum": cache.checksum,
+                            "seed": 100 + i, "plugins": [], "work_dir": str(tmp_path / "w"),
+                            "allowed_files": None, "split": None, "combine_any": "cauchy"}))
+    out = {}
+    for split in (True, False):
+        with ProcessSandbox(workers=3, timeout_s=120, split=split) as sandbox:
+            out[split] = _run(sandbox, jobs)
+    for i in range(3):
+        a, b = out[True][i], out[False][i]
+        assert a.ok and b.ok, (a.reason, b.reason)
+        assert a.outcome.provenance["layer_tasks"] == 2 and "layer_tasks" not in \
+            b.outcome.provenance
+        assert a.outcome.combined == b.outcome.combined
+        strip = [{k: v for k, v in r.model_dump().items() if k != "runtime_s"}
+                 for r in a.outcome.layers]
+        assert strip == [{k: v for k, v in r.model_dump().items() if k != "runtime_s"}
+                         for r in b.outcome.layers]
+    assert out[True][1].outcome.combined.method == out[False][1].outcome.combined.method
