@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -181,10 +182,12 @@ class LayerSplit:
 
             spec = HypothesisSpec.model_validate(job.payload["spec"])
             cache = open_cache(job.payload["cache_path"])
-            return list(cache.layers) if spec.layers == "all" else \
-                list(dict.fromkeys(cache.layer_name(x) for x in spec.layers))
+            names = list(cache.layers) if spec.layers == "all" else \
+                [cache.layer_name(x) for x in spec.layers]
         except Exception:  # noqa: BLE001 - anything wrong is the worker's to report
             return []
+        # a layer named twice (say 'last' and 11) runs twice in the worker: not split
+        return names if len(set(names)) == len(names) else []
 
     def task_jobs(self) -> list[Job]:
         out = []
@@ -253,10 +256,10 @@ class LayerSplit:
                 lay.null_draws = draws
                 layers.append(lay)
             resources.update(part.provenance.get("resources") or {})
-        layers.sort(key=lambda x: x.layer_index)
-        want = [x for chunk in self.parts[hid] for x in chunk]
+        want = [x for chunk in self.parts[hid] for x in chunk]  # the spec's order
         if sorted(x.layer for x in layers) != sorted(want):
             raise ValueError("the tasks' layers are not the hypothesis's layers")
+        layers.sort(key=lambda x: want.index(x.layer))  # as the whole hypothesis orders them
         spec = HypothesisSpec.model_validate(job.payload["spec"])
         resolved = spec.resolved()
         combined = combine(layers, spec.across_layers, resolved.alternative,
@@ -308,6 +311,14 @@ class _Running:
             return False
         return size is not None and len(self.buf) >= REPLY_HEADER.size + size
 
+    def reply_frame(self) -> bytes | None:
+        """From a persistent warden: the worker's bytes once that first frame is in."""
+        n = REPLY_HEADER.size
+        if len(self.buf) < n:
+            return None
+        (a,) = REPLY_HEADER.unpack_from(self.buf)
+        return bytes(self.buf[n: n + a]) if len(self.buf) >= n + a else None
+
     def frames(self) -> tuple[bytes, bytes] | None:
         """From a persistent warden: (the worker's bytes, the status frame's body) once both
         frames are in; None before."""
@@ -330,10 +341,37 @@ def _exit_reason(code: int | None) -> str:
     return why
 
 
+_PIPE_ATOMIC = 4096  # a write this size into an empty pipe never blocks (POSIX PIPE_BUF)
+
+
+def _write_frame(fd: int, frame: bytes) -> None:
+    """Write a job frame to a warden on `fd` (ours to close), giving up if it dies (its job
+    fails on its own)."""
+    view = memoryview(frame)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _died(hyp_id: int, code: int | None, wall: float,
+          should_stop: Callable[[], bool]) -> JobResult:
+    """A worker that left no reply; killed by a signal while we were stopping, it is ours to
+    rerun rather than a failure of the probe."""
+    res = JobResult(hyp_id, False, wall_s=wall, reason=f"worker died ({_exit_reason(code)})")
+    if code is not None and code < 0 and should_stop():
+        res.requeue = True
+        res.reason = f"interrupted by the campaign's stop ({_exit_reason(code)})"
+    return res
+
+
 def _close(r: _Running) -> None:
     if r.server is not None:  # a persistent warden's pipes live as long as it does
         if r.server.retired:
-            _close_server(r.server)
+            _close_server(r.server)  # idempotent: _retire may have closed them already
         return
     for fd in (r.reply_fd, r.pidfd):
         if fd is not None:
@@ -341,13 +379,16 @@ def _close(r: _Running) -> None:
 
 
 def _close_server(server: _Server) -> None:
-    for fd in (server.job_fd, server.reply_fd, server.pidfd):
-        if fd is not None:
+    """Close a warden's pipes once (each fd is marked closed, so a second call is a no-op and
+    never closes a number another thread has since been given)."""
+    for name in ("job_fd", "reply_fd", "pidfd"):
+        fd = getattr(server, name)
+        if fd is not None and fd >= 0:
             try:
                 os.close(fd)
             except OSError:
                 pass
-    server.pidfd = None
+        setattr(server, name, -1 if name != "pidfd" else None)
 
 
 @dataclass
@@ -375,10 +416,11 @@ class ProcessSandbox:
         """End the idle persistent wardens (EOF on their stdin; killed if they linger)."""
         idle, self._idle = self._idle, []
         for server in idle:
-            try:
-                os.close(server.job_fd)
-            except OSError:
-                pass
+            if server.job_fd >= 0:
+                try:
+                    os.close(server.job_fd)
+                except OSError:
+                    pass
             server.job_fd = -1
         deadline = time.monotonic() + 2.0
         for server in idle:
@@ -427,22 +469,32 @@ class ProcessSandbox:
         return _Server(proc, job_fd, read_fd, pidfd)
 
     def _start_served(self, job: Job, payload: dict[str, Any]) -> _Running:
+        """Hand a job to an idle warden (dead ones are retired, not reused) or a new one.  The
+        frame is written by a helper thread: a warden that never reads cannot block the
+        campaign; the job then fails by its timeout, or when the warden dies."""
         frame = json.dumps(payload).encode("utf-8")
         frame = REPLY_HEADER.pack(len(frame)) + frame
-        for _attempt in range(2):
-            server = self._idle.pop() if self._idle else self._spawn_server()
+        server = None
+        while self._idle:
+            candidate = self._idle.pop()
+            if candidate.proc.poll() is None:
+                server = candidate
+                break
+            self._retire(candidate)
+        if server is None:
+            server = self._spawn_server()
+        server.jobs += 1
+        t0 = time.monotonic()
+        if len(frame) <= _PIPE_ATOMIC:
             try:
-                view = memoryview(frame)
-                while view:
-                    view = view[os.write(server.job_fd, view):]
-            except OSError:  # it died while idle: retire it, take a fresh one
-                self._retire(server)
-                continue
-            server.jobs += 1
-            t0 = time.monotonic()
-            return _Running(job, server.proc, server.reply_fd, server.pidfd, t0,
-                            t0 + self.timeout_s, server=server)
-        raise RuntimeError("could not start a worker")
+                os.write(server.job_fd, frame)
+            except OSError:  # it died after the check: the dead warden is noticed at once
+                pass
+        else:  # the thread owns a duplicate, so a retired warden's fd number is never reused
+            threading.Thread(target=_write_frame, args=(os.dup(server.job_fd), frame),
+                             daemon=True).start()
+        return _Running(job, server.proc, server.reply_fd, server.pidfd, t0,
+                        t0 + self.timeout_s, server=server)
 
     def _retire(self, server: _Server) -> None:
         """Kill a persistent warden's tree and close its pipes."""
@@ -552,22 +604,22 @@ class ProcessSandbox:
             return JobResult(r.job.hyp_id, False, wall_s=wall,
                              reason=f"invalid reply from the worker: {problem}")
         if not raw:
-            res = JobResult(r.job.hyp_id, False, wall_s=wall,
-                            reason=f"worker died ({_exit_reason(code)})")
-            if code < 0 and should_stop():
-                res.requeue = True
-                res.reason = f"interrupted by the campaign's stop ({_exit_reason(code)})"
-            return res
+            return _died(r.job.hyp_id, code, wall, should_stop)
+        return self._reply_result(r.job.hyp_id, raw, wall,
+                                  f"; worker {_exit_reason(code)}" if code != 0 else "")
+
+    def _reply_result(self, hyp_id: int, frame: bytes | bytearray, wall: float,
+                      tail: str) -> JobResult:
+        """A worker's reply frame as a `JobResult` (`tail` follows an invalid reply's reason)."""
         try:
-            reply = parse_reply(raw, self.max_reply_bytes)
+            reply = parse_reply(frame, self.max_reply_bytes)
         except ReplyError as exc:
-            tail = f"; worker {_exit_reason(code)}" if code != 0 else ""
-            return JobResult(r.job.hyp_id, False, wall_s=wall,
+            return JobResult(hyp_id, False, wall_s=wall,
                              reason=f"invalid reply from the worker: {exc}{tail}")
         if reply.ok:
-            return JobResult(r.job.hyp_id, True, outcome=reply.outcome, partial=reply.partial,
+            return JobResult(hyp_id, True, outcome=reply.outcome, partial=reply.partial,
                              wall_s=wall)
-        return JobResult(r.job.hyp_id, False, reason=reply.reason or "?", wall_s=wall)
+        return JobResult(hyp_id, False, reason=reply.reason or "?", wall_s=wall)
 
     def _finish_served(self, r: _Running, now: float,
                        should_stop: Callable[[], bool]) -> JobResult:
@@ -585,39 +637,29 @@ class ProcessSandbox:
             else:
                 self._idle.append(server)
             return res
+        raw = r.reply_frame()
+        if raw:  # a complete reply, but the worker did not exit in time: the reply stands
+            self._retire(server)
+            return self._reply_result(r.job.hyp_id, raw, now - r.t0, "")
         if server.proc.poll() is None and now >= r.deadline:
             self._retire(server)
             return JobResult(r.job.hyp_id, False, wall_s=now - r.t0,
                              reason=f"timed out after {self.timeout_s:g} s (raise --timeout)")
         code = server.proc.poll()
         self._retire(server)
-        res = JobResult(r.job.hyp_id, False, wall_s=now - r.t0,
-                        reason=f"worker died ({_exit_reason(code)})")
-        if code is not None and code < 0 and should_stop():
-            res.requeue = True
-            res.reason = f"interrupted by the campaign's stop ({_exit_reason(code)})"
-        return res
+        return _died(r.job.hyp_id, code, now - r.t0, should_stop)
 
     def _result(self, r: _Running, now: float) -> JobResult:
-        """Turn a finished worker (exited, or its reply complete) into a `JobResult`."""
+        """Turn a finished worker that wrote something (exited, or its reply complete) into a
+        `JobResult`."""
         wall = now - r.t0
         code = r.proc.returncode
-        if not r.buf and not r.error:
-            return JobResult(r.job.hyp_id, False, reason=f"worker died ({_exit_reason(code)})",
-                             wall_s=wall)
-        try:
-            if r.error:
-                raise ReplyError(r.error)
-            reply = parse_reply(r.buf, self.max_reply_bytes)
-        except ReplyError as exc:
-            tail = f"; worker {_exit_reason(code)}" if code not in (0, None) and not r.killed \
-                else ""
+        tail = f"; worker {_exit_reason(code)}" if code not in (0, None) and not r.killed \
+            else ""
+        if r.error:
             return JobResult(r.job.hyp_id, False, wall_s=wall,
-                             reason=f"invalid reply from the worker: {exc}{tail}")
-        if reply.ok:
-            return JobResult(r.job.hyp_id, True, outcome=reply.outcome, partial=reply.partial,
-                             wall_s=wall)
-        return JobResult(r.job.hyp_id, False, reason=reply.reason or "?", wall_s=wall)
+                             reason=f"invalid reply from the worker: {r.error}{tail}")
+        return self._reply_result(r.job.hyp_id, r.buf, wall, tail)
 
     # -- ending -------------------------------------------------------------------------------
     @staticmethod
@@ -638,17 +680,15 @@ class ProcessSandbox:
                              reason=f"timed out after {self.timeout_s:g} s (raise --timeout)")
         self._reap(r)
         self._pump(r)  # what was written before the exit
-        res = self._result(r, now)
-        code = r.proc.returncode
-        if not res.ok and not r.buf and code is not None and code < 0 and should_stop():
-            # died by a signal while we were stopping: ours to rerun, not a probe failure
-            res.requeue = True
-            res.reason = f"interrupted by the campaign's stop ({_exit_reason(code)})"
-        return res
+        if not r.buf and not r.error:
+            return _died(r.job.hyp_id, r.proc.returncode, now - r.t0, should_stop)
+        return self._result(r, now)
 
     def _ready(self, r: _Running, now: float) -> bool:
         """Whether this worker is finished: exited, invalid reply, timed out."""
         if r.server is not None:
+            if r.reply_frame() is not None and not r.complete():  # the status follows soon
+                r.deadline = min(r.deadline, now + REPLY_GRACE_S + 1.0)
             return bool(r.error) or r.complete() or r.proc.poll() is not None \
                 or now >= r.deadline
         if r.error or r.proc.poll() is not None or now >= r.deadline:

@@ -343,18 +343,21 @@ def _read_exact(fd: int, n: int, parent_pid: int) -> bytes | None:
     return bytes(out)
 
 
-def _collect(pid: int, read_fd: int, parent_pid: int, cap: int) -> tuple[bytes, str, int]:
+def _collect(pid: int, read_fd: int, parent_pid: int, cap: int,
+             relay: Any) -> tuple[bytes, str, int]:
     """Wait for worker `pid`, reading its reply pipe meanwhile: (reply bytes, problem, exit code
-    or -signal).  A reply announcing more than `cap` bytes, or more bytes than it announced,
-    ends the worker at once; a worker still running `REPLY_GRACE_S` after its complete reply
-    is ended too.  Leftover processes are killed before the pipe is drained, so a grandchild
-    holding it open cannot stall the warden."""
+    or -signal).  `relay(frame)` is called once, as soon as the reply frame is complete, so the
+    campaign has it even if the worker then fails to exit.  A reply announcing more than `cap`
+    bytes, or more bytes than it announced, ends the worker at once; a worker still running
+    `REPLY_GRACE_S` after its complete reply is ended too.  Leftover processes are killed
+    before the pipe is drained, so a grandchild holding it open cannot stall the warden."""
     try:
         pidfd: int | None = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pidfd = None
     buf, problem, status = bytearray(), "", None
     complete_at: float | None = None
+    eof = False
     os.set_blocking(read_fd, False)
 
     def drain() -> bool:
@@ -374,12 +377,14 @@ def _collect(pid: int, read_fd: int, parent_pid: int, cap: int) -> tuple[bytes, 
         while status is None:
             if os.getppid() != parent_pid:
                 raise _ParentGone
-            waitable = [read_fd] + ([pidfd] if pidfd is not None else [])
+            waitable = ([] if eof else [read_fd]) + ([pidfd] if pidfd is not None else [])
             select.select(waitable, [], [], WATCHDOG_S)
-            drain()
-            if complete_at is None and len(buf) >= REPLY_HEADER.size and \
+            if not eof:
+                eof = drain()
+            if complete_at is None and not problem and len(buf) >= REPLY_HEADER.size and \
                     len(buf) >= REPLY_HEADER.size + REPLY_HEADER.unpack_from(buf)[0]:
                 complete_at = time.monotonic()
+                relay(bytes(buf))
             late = complete_at is not None and time.monotonic() - complete_at > REPLY_GRACE_S
             if problem or late:
                 proctree.kill_tree(os.getpid(), include_root=False)
@@ -392,9 +397,13 @@ def _collect(pid: int, read_fd: int, parent_pid: int, cap: int) -> tuple[bytes, 
     proctree.kill_tree(os.getpid(), include_root=False)
     proctree.reap_children()
     os.set_blocking(read_fd, True)
-    while not drain():
+    while not eof and not drain():
         select.select([read_fd], [], [], WATCHDOG_S)
+    if problem:
+        buf.clear()  # an invalid reply is not relayed; the status says what was wrong
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+    if complete_at is None:
+        relay(bytes(buf))
     return bytes(buf), problem, code
 
 
@@ -439,13 +448,15 @@ def serve_main(reply_fd: int, parent_pid: int, threads: int) -> None:
                 os.close(reply_fd)
                 _run_worker(job, write_fd, me)
             os.close(write_fd)
+            def relay(raw: bytes) -> None:
+                _write_all(reply_fd, REPLY_HEADER.pack(len(raw)) + raw)
+
             try:
-                raw, problem, code = _collect(pid, read_fd, parent_pid, cap)
+                _raw, problem, code = _collect(pid, read_fd, parent_pid, cap, relay)
             finally:
                 os.close(read_fd)
             status = json.dumps({"code": code, "error": problem}).encode("utf-8")
-            _write_all(reply_fd, REPLY_HEADER.pack(len(raw)) + raw
-                       + REPLY_HEADER.pack(len(status)) + status)
+            _write_all(reply_fd, REPLY_HEADER.pack(len(status)) + status)
     except (_ParentGone, BrokenPipeError):
         pass
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -186,6 +186,16 @@ def sample_positions(n: int, max_positions: int, rng: np.random.Generator) -> np
     return np.sort(rng.choice(n, max_positions, replace=False))
 
 
+def modal_activity(codes: np.ndarray) -> np.ndarray:
+    """Mask of the rows of `codes` (positions x k feature ids, -1 for none) whose number of
+    active features is the most common one among rows with at least two (a row with fewer
+    cannot hold a co-firing pair)."""
+    active = (np.asarray(codes) >= 0).sum(axis=1)
+    counts = np.bincount(active, minlength=3)
+    counts[:2] = 0
+    return active == int(counts.argmax()) if counts.any() else np.zeros(active.size, bool)
+
+
 def firing_matrix(codes: np.ndarray, n_features: int) -> sparse.csr_matrix:
     """(positions x features) 0/1 matrix of the features active at each position (`codes`:
     positions x k feature ids, -1 for none)."""
@@ -208,17 +218,34 @@ def live_columns(M: sparse.csr_matrix, freq: np.ndarray, min_frequency: float,
     return M[:, live].tocsr(), live
 
 
-def atlas_firing(ctx: ProbeContext, atlas: Any, positions: np.ndarray, min_frequency: float,
+def atlas_codes(atlas: Any, positions: np.ndarray) -> np.ndarray:
+    return np.asarray(atlas.array("codes_idx")[positions])
+
+
+def atlas_firing(ctx: ProbeContext, atlas: Any, codes: np.ndarray, min_frequency: float,
                  min_count: int, param: str = "params.atlas"
                  ) -> tuple[sparse.csr_matrix, np.ndarray]:
-    codes = np.asarray(atlas.array("codes_idx")[positions])
     M, live = live_columns(firing_matrix(codes, atlas.n_features),
                            np.asarray(atlas.array("frequency")), min_frequency, min_count)
     if live.size < 3:
         raise GeoscreenError(f"only {live.size} features fire at least {min_count} times among "
-                             f"the {positions.size} sampled positions", path=str(atlas.path),
+                             f"the {codes.shape[0]} positions used", path=str(atlas.path),
                              field=param, fix="raise max_positions or lower min_count")
     return M, live
+
+
+def equal_activity(activity: str, *codes: np.ndarray) -> np.ndarray:
+    """The positions a test uses: all, or (``modal``) those whose number of active features is
+    the most common one in every layer given."""
+    keep = np.ones(codes[0].shape[0], dtype=bool)
+    if activity == "modal":
+        for c in codes:
+            keep &= modal_activity(c)
+    if keep.sum() < 1000:
+        raise GeoscreenError(f"only {int(keep.sum())} sampled positions have the most common "
+                             "number of active features", field="params.activity",
+                             fix="raise max_positions, or use activity: all")
+    return keep
 
 
 def feature_genes(atlas: Any, feature: int, n: int = 5) -> list[str]:
@@ -237,6 +264,12 @@ def edge_rows(tests: PairTests, mask: np.ndarray, live_a: np.ndarray, live_b: np
              "genes_b": feature_genes(atlas_b, live_b[tests.j[k]])} for k in idx.tolist()]
 
 
+def activity_field() -> Any:
+    return Field("modal", description="modal (default): only positions with the most common "
+                                      "number of active features (unequal activity alone makes "
+                                      "pairs co-fire above chance); all: every sampled position")
+
+
 class CoactivationParams(ProbeParams):
     atlas: str = atlas_field()
     max_positions: int = Field(200_000, ge=1_000, le=5_000_000,
@@ -250,6 +283,7 @@ class CoactivationParams(ProbeParams):
                                                     "co-firing at least e^min_pmi times chance")
     resolution: float = Field(1.0, gt=0.0, description="Leiden resolution (1 = modularity)")
     min_module_size: int = Field(3, ge=2, description="smallest module reported")
+    activity: Literal["modal", "all"] = activity_field()
     top_hits: int = Field(10, ge=1, le=100, description="edges and modules listed in extra")
 
 
@@ -286,7 +320,9 @@ def coactivation_modules(ctx: ProbeContext, p: CoactivationParams, layer: str) -
     Notes
     -----
     A seeded uniform sample of `max_positions` positions (the same in every layer) is read from
-    the atlas's sparse codes.  For features i, j firing at a_i, a_j of the n positions and
+    the atlas's sparse codes; with ``activity: modal`` only those with the most common number
+    of active features are kept (module docstring).  For features i, j firing at a_i, a_j of
+    the n positions and
     together at c_ij, the null (positions shuffled per feature) makes c_ij ~ Hypergeom(n, a_i,
     a_j); p_ij = P(C >= c_ij) exactly (one-sided Fisher).  Edges: BH at `q` over all F(F-1)/2
     pairs, with PMI = ln(c n / (a_i a_j)) >= `min_pmi`.  The p-value is Simes' over all pairs.
@@ -297,7 +333,9 @@ def coactivation_modules(ctx: ProbeContext, p: CoactivationParams, layer: str) -
     atlas = ctx.atlas(p.atlas, layer)
     positions = sample_positions(atlas.n_positions, p.max_positions,
                                  ctx.shared_rng("positions"))
-    M, live = atlas_firing(ctx, atlas, positions, p.min_frequency, p.min_count)
+    codes = atlas_codes(atlas, positions)
+    keep = equal_activity(p.activity, codes)
+    M, live = atlas_firing(ctx, atlas, codes[keep], p.min_frequency, p.min_count)
     tests = pair_tests(M)
     edge = tests.edges(p.q, p.min_pmi)
     F = live.size
@@ -330,7 +368,8 @@ def coactivation_modules(ctx: ProbeContext, p: CoactivationParams, layer: str) -
         effect_name="edge_density", effect_size=n_edges / max(tests.m, 1),
         p_value=pval, e_value=None, n=int(F), null="position_shuffle",
         extra={"log10_p": log_p / LN10, "n_features_tested": int(F),
-               "n_positions": int(positions.size), "pairs": int(tests.m),
+               "n_positions": int(keep.sum()), "n_positions_sampled": int(positions.size),
+               "activity": p.activity, "pairs": int(tests.m),
                "pairs_above_expected": int(tests.log_p.size),
                "pmi_gt_3_pairs": study_rule, "n_modules": n_modules,
                "share_in_modules": in_module, "modularity": modularity,
@@ -379,6 +418,7 @@ class HighwayParams(ProbeParams):
                                                 "are left out")
     q: float = Field(0.01, gt=0.0, lt=1.0, description="BH level over all pairs for a highway")
     min_pmi: float = Field(1.0, ge=0.0, description="smallest PMI (natural log) of a highway")
+    activity: Literal["modal", "all"] = activity_field()
     n_rotations: int = Field(49, ge=0, le=2000,
                              description="random rotations for the decoder-matching null "
                                          "(0: skip decoder matching)")
@@ -422,11 +462,15 @@ def cross_layer_highways(ctx: ProbeContext, p: HighwayParams, layer: str) -> Lay
     -----
     Both atlases must come from one activation store (row i of both is the same cell and gene
     token): checked on the stored position index.  The pair test is that of
-    `coactivation_modules` across layers, over all F_ref x F pairs.  Decoder matching: each live
-    feature's best cosine with the reference layer's live decoder directions (both live in the
-    residual stream); the null turns the reference dictionary by Haar-random rotations, which
-    keeps its own geometry and is exact when this layer's directions are isotropic; p =
-    (1 + #{null mean >= observed}) / (1 + rotations).
+    `coactivation_modules` across layers, over all F_ref x F pairs, on the sampled positions
+    whose number of active features is the most common one in both layers (``activity:
+    modal``).  Decoder matching: each live feature's best cosine with the reference layer's live
+    decoder directions (both live in the residual stream); the null turns the reference
+    dictionary by Haar-random rotations, which keeps its own geometry and is exact when this
+    layer's directions are isotropic.  Real decoders share the residual stream's anisotropy,
+    so against rotated dictionaries they match better than chance whether or not features carry
+    over: read its p-value as "aligned with the same directions", and the co-firing test as the
+    evidence for highways.  p = (1 + #{null mean >= observed}) / (1 + rotations).
     """
     ref = ctx.reference_layer(layer, p.reference)
     atlas = ctx.atlas(p.atlas, layer)
@@ -436,7 +480,8 @@ def cross_layer_highways(ctx: ProbeContext, p: HighwayParams, layer: str) -> Lay
                              path=str(atlas.path), field="params.atlas",
                              fix="use '{layer}' in the atlas path, one atlas per layer")
     for name in ("cell_index.npy", "gene_row.npy"):
-        if atlas.manifest["checksums"].get(name) != ref_atlas.manifest["checksums"].get(name):
+        mine = atlas.manifest["checksums"].get(name)
+        if mine is None or mine != ref_atlas.manifest["checksums"].get(name):
             raise GeoscreenError(f"was built on other positions than the atlas of {ref} "
                                  f"({name} differs)", path=str(atlas.path),
                                  field="params.atlas",
@@ -444,8 +489,10 @@ def cross_layer_highways(ctx: ProbeContext, p: HighwayParams, layer: str) -> Lay
                                      "(geoscreen extract --activations, all layers)")
     positions = sample_positions(atlas.n_positions, p.max_positions,
                                  ctx.shared_rng("positions"))
-    A, live_a = atlas_firing(ctx, ref_atlas, positions, p.min_frequency, p.min_count)
-    B, live_b = atlas_firing(ctx, atlas, positions, p.min_frequency, p.min_count)
+    codes_a, codes_b = atlas_codes(ref_atlas, positions), atlas_codes(atlas, positions)
+    keep = equal_activity(p.activity, codes_a, codes_b)
+    A, live_a = atlas_firing(ctx, ref_atlas, codes_a[keep], p.min_frequency, p.min_count)
+    B, live_b = atlas_firing(ctx, atlas, codes_b[keep], p.min_frequency, p.min_count)
     tests = pair_tests(A, B)
     edge = tests.edges(p.q, p.min_pmi)
     n_edges = int(edge.sum())
@@ -453,7 +500,8 @@ def cross_layer_highways(ctx: ProbeContext, p: HighwayParams, layer: str) -> Lay
     linked = np.unique(tests.j[edge]).size
     extra: dict[str, Any] = {
         "log10_p": log_p / LN10, "reference": ref, "n_features_tested": int(live_b.size),
-        "n_reference_features": int(live_a.size), "n_positions": int(positions.size),
+        "n_reference_features": int(live_a.size), "n_positions": int(keep.sum()),
+        "n_positions_sampled": int(positions.size), "activity": p.activity,
         "pairs": int(tests.m), "pmi_gt_3_pairs": int((tests.pmi > 3.0).sum()),
         "reference_features_linked": int(np.unique(tests.i[edge]).size),
         "highways": edge_rows(tests, edge, live_a, live_b, ref_atlas, atlas, p.top_hits),

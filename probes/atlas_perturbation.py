@@ -19,7 +19,9 @@ responded to a TF's knockdown, and asked whether those features were the TF's ta
    circular; the responders depend on the labels only.
 4. **Specificity against the other knockdowns.** For knockdown u and TF t, z(u, t) is the
    standardised overlap of u's responders with t's target features, (O - E) / SD under the
-   hypergeometric law.  A TF's response is *specific* when z(t, t) stands out from z(u, t) of
+   hypergeometric law within firing-frequency strata (`bins`), so that a strong knockdown's
+   many frequent responders do not meet a hub-rich target set's many frequent features as a
+   product in z.  A TF's response is *specific* when z(t, t) stands out from z(u, t) of
    the other knockdowns u: a knockdown with only a general effect (stress, proliferation
    features, often the frequent features whose top lists hold network hubs) hits every TF's
    target features alike and so is not specific.  The statistic is the mean of z(t, t) over
@@ -113,16 +115,28 @@ def responders(pert: np.ndarray, ctrl: np.ndarray, q: float) -> np.ndarray:
     return bh_reject_log(np.log(np.maximum(p, 1e-300)), p.size, q)
 
 
-def overlap_z(R: np.ndarray, T: np.ndarray) -> np.ndarray:
+def overlap_z(R: np.ndarray, T: np.ndarray, strata: np.ndarray | None = None) -> np.ndarray:
     """z[u, t] = (O - E) / SD of the overlap of responder set R[u] with target set T[t] (rows of
-    0/1 feature masks) under the hypergeometric law; 0 where the SD is 0 (no responders)."""
+    0/1 feature masks), under the hypergeometric law within each stratum of features (summed
+    over strata; one stratum when `strata` is None); 0 where the SD is 0 (no responders).
+
+    Standardising within firing-frequency strata keeps a knockdown's strength (how many
+    frequent features respond) from multiplying a target set's hub-richness (how many frequent
+    features it holds) into z."""
     R = np.asarray(R, dtype=np.float64)
     T = np.asarray(T, dtype=np.float64)
-    N = R.shape[1]
-    r, K = R.sum(1)[:, None], T.sum(1)[None, :]
+    labels = np.zeros(R.shape[1], dtype=np.int64) if strata is None else np.asarray(strata)
+    E = np.zeros((R.shape[0], T.shape[0]))
+    var = np.zeros_like(E)
+    for s in np.unique(labels):
+        inside = labels == s
+        n = float(inside.sum())
+        r = R[:, inside].sum(1)[:, None]
+        K = T[:, inside].sum(1)[None, :]
+        E += r * K / n
+        if n > 1:
+            var += r * K * (n - K) * (n - r) / (n * n * (n - 1))
     O = R @ T.T
-    E = r * K / N
-    var = r * K * (N - K) * (N - r) / (N * N * max(N - 1, 1))
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.where(var > 0, (O - E) / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
     return z
@@ -144,33 +158,36 @@ def pairing_test(Z: np.ndarray, n_draws: int, rng: np.random.Generator
 
 class CellActivity:
     """Per-cell mean activation of every feature over the cell's stored gene tokens, with any
-    one gene's tokens left out on request (`without`)."""
+    one gene's tokens left out on request (`without`).  `cells` are sorted cell indices; the
+    atlas's arrays are indexed before they are converted, and sums are float32 (cells x
+    features)."""
 
     def __init__(self, atlas: Any, cells: np.ndarray, features: np.ndarray) -> None:
-        cell_index = np.asarray(atlas.array("cell_index"))
-        row_of = {int(c): r for r, c in enumerate(cells.tolist())}
-        pos_cell = np.array([row_of.get(int(c), -1) for c in cell_index])
-        keep = np.flatnonzero(pos_cell >= 0)
-        self.pos_cell = pos_cell[keep]
+        cells = np.asarray(cells, dtype=np.int64)  # sorted cell indices
+        cell_index = np.asarray(atlas.array("cell_index"), dtype=np.int64)
+        at = np.clip(np.searchsorted(cells, cell_index), 0, max(cells.size - 1, 0))
+        keep = np.flatnonzero(cells[at] == cell_index) if cells.size else np.zeros(0, np.int64)
+        self.pos_cell = at[keep]
         self.gene_row = np.asarray(atlas.array("gene_row"))[keep]
         local = np.full(atlas.n_features, -1, dtype=np.int64)
         local[features] = np.arange(features.size)
-        idx = np.asarray(atlas.array("codes_idx"))[keep]
-        val = np.asarray(atlas.array("codes_val"), dtype=np.float64)[keep]
+        idx = np.asarray(atlas.array("codes_idx")[keep])  # the memmap, indexed first
+        val = np.asarray(atlas.array("codes_val")[keep], dtype=np.float32)
         col = np.where(idx >= 0, local[np.maximum(idx, 0)], -1)
         ok = col >= 0
         k = idx.shape[1]
         self.P = sparse.csr_matrix((val[ok], (np.repeat(np.arange(keep.size), k)[ok.ravel()],
                                               col[ok])), shape=(keep.size, features.size))
         self.n_cells = cells.size
-        C = sparse.csr_matrix((np.ones(keep.size), (self.pos_cell, np.arange(keep.size))),
+        C = sparse.csr_matrix((np.ones(keep.size, dtype=np.float32),
+                               (self.pos_cell, np.arange(keep.size))),
                               shape=(cells.size, keep.size))
-        self.sums = np.asarray((C @ self.P).todense())
+        self.sums = np.asarray((C @ self.P).todense(), dtype=np.float32)
         self.counts = np.bincount(self.pos_cell, minlength=cells.size).astype(np.float64)
 
     def activity(self, rows: np.ndarray, without: int | None = None) -> np.ndarray:
         """Activity of cells `rows` (their order), leaving out gene row `without`."""
-        sums = self.sums[rows].copy()
+        sums = self.sums[rows].astype(np.float64)
         counts = self.counts[rows].copy()
         if without is not None:
             at = np.flatnonzero(self.gene_row == without)
@@ -203,8 +220,9 @@ class PerturbationParams(ProbeParams):
     q_features: float = Field(0.05, gt=0.0, lt=1.0, description="BH level for responders")
     n_permutations: int = Field(9999, ge=99, le=100000,
                                 description="re-assignments of target sets to knockdowns")
-    bins: int = Field(10, ge=1, le=50, description="firing-frequency strata of the per-TF "
-                                                   "Fisher test reported in extra (1: plain)")
+    bins: int = Field(10, ge=1, le=50, description="firing-frequency strata of the overlap z "
+                                                   "and of the per-TF Fisher test in extra "
+                                                   "(1: none)")
 
 
 def read_labels(ref: str) -> dict[str, str]:
@@ -296,7 +314,12 @@ def perturbation_specificity(ctx: ProbeContext, p: PerturbationParams,
                              field="params.control", fix="name the control label(s)")
     freq = np.asarray(atlas.array("frequency"))
     features = np.flatnonzero(freq > p.min_frequency)
-    top = np.asarray(atlas.array("top_genes"))[features, : p.top_n]
+    stored = np.asarray(atlas.array("top_genes"))
+    if p.top_n > stored.shape[1]:
+        raise GeoscreenError(f"is {p.top_n}; the atlas keeps {stored.shape[1]} top genes per "
+                             "feature", field="params.top_n",
+                             fix="lower top_n or rebuild the atlas with a larger --top-n")
+    top = stored[features, : p.top_n]
     strata = frequency_strata(freq[features], p.bins)
     ti, tj, _ = ctx.pair_rows(p.targets, param="targets")
     by_tf: dict[int, set[int]] = {}
@@ -338,7 +361,7 @@ def perturbation_specificity(ctx: ProbeContext, p: PerturbationParams,
                              fix="check the labels are gene symbols with targets in the "
                                  "network and enough cells")
     Rm, Tm = np.array(R), np.array(T)
-    Z = overlap_z(Rm, Tm)
+    Z = overlap_z(Rm, Tm, strata)
     observed, null, rank = pairing_test(Z, p.n_permutations, ctx.rng(layer, "null"))
     off = (Z.sum() - np.trace(Z)) / (Z.size - len(names))
     tfs = []

@@ -312,8 +312,9 @@ def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
     alternatives=("greater",),
     examples=[
         {"statement": "The k-NN graph's communities follow the genes' subcellular compartments "
-                      "(GO cellular component)",
-         "params": {"annotation": "go:*?aspect=CC", "min_set_size": 20, "max_set_size": 400},
+                      "(direct GO cellular-component annotations)",
+         "params": {"annotation": "go:*?aspect=CC;propagate=no", "min_set_size": 20,
+                    "max_set_size": 400},
          "alternative": "greater", "across_layers": "any", "layers": ["first", "last"]},
     ],
 )
@@ -331,10 +332,13 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
     Communities: Leiden (RB configuration model, `resolution`) on the undirected k-NN graph
     (cosine, full space or `subspace`), seeded per layer.  Labels: a gene in exactly one set of
     the family (sets with `min_set_size`..`max_set_size` genes in the cache) takes that set;
-    genes with none or several are left out.  The agreement is computed over the labelled
-    genes; the null permutes labels among them (communities and label sizes fixed, so for ARI
-    the permutation law is that of the pair count, exactly), p = (1 + #{null >= observed}) /
-    (1 + permutations).  ARI and NMI follow scikit-learn's definitions (tested).
+    genes with none or several are left out (with GO, use ``propagate=no``: a propagated
+    parent and child term both hold a gene), so the test is about the labelled genes only, and
+    the uniform label permutation does not adjust for what makes a gene labelled (expression,
+    how well studied it is).  The agreement is computed over the labelled genes; the null
+    permutes labels among them (communities and label sizes fixed, so for ARI the permutation
+    law is that of the pair count, exactly), p = (1 + #{null >= observed}) / (1 +
+    permutations).  ARI and NMI follow scikit-learn's definitions (tested).
     """
     from geoscreen.probes.communities import ari, nmi, relabel
 

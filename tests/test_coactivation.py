@@ -163,21 +163,24 @@ def test_highways_calibrated_on_independent_layers():
 # -- planted modules and highways ------------------------------------------------------------
 
 def planted_codes(rng, n: int = 20_000, n_modules: int = 6, size: int = 5, background: int = 60,
-                  rate: float = 0.02, on: float = 0.6):
-    """Modules of `size` features that fire together when their module is active (rate per
-    position), on top of independent hub-heavy background firing."""
+                  rate: float = 0.02, on: float = 0.6, k: int = 6):
+    """TopK-shaped codes (k features at every position, as an SAE atlas has): modules of `size`
+    features that take slots together when their module is active (rate per position, each
+    feature with probability `on`); the other slots go to hub-heavy background draws."""
     F = n_modules * size + background
-    freq = hub_frequencies(rng, F) / 2
-    fire = rng.random((n, F)) < freq
+    logw = np.log(hub_frequencies(rng, F))
+    logw[: n_modules * size] = np.log(0.005)  # module features are not background hubs
+    g = logw[None, :] - np.log(-np.log(rng.random((n, F))))  # Gumbel top-k: draws ~ rate
     truth = np.full(F, -1)
     for mod in range(n_modules):
         feats = np.arange(mod * size, (mod + 1) * size)
         truth[feats] = mod
-        active = rng.random(n) < rate
-        fire[np.ix_(active, feats)] |= rng.random((int(active.sum()), size)) < on
-    codes = np.full((n, max(1, int(fire.sum(1).max()))), -1, dtype=np.int64)
-    r, c = np.nonzero(fire)
-    codes[r, np.arange(r.size) - np.searchsorted(r, r)] = c
+        active = np.flatnonzero(rng.random(n) < rate)
+        take = rng.random((active.size, size)) < on
+        sub = g[np.ix_(active, feats)]
+        sub[take] = np.inf
+        g[np.ix_(active, feats)] = sub
+    codes = np.argsort(-g, axis=1)[:, :k]
     return codes, truth
 
 
@@ -454,3 +457,43 @@ def test_campaigns_point_the_brainstormers_at_the_caches_atlases(tmp_path, monke
               str(tmp_path / "l.sqlite"), "--atlas", "atl/gf", "--iterations", "1")
     assert bad.returncode == 2 and "--atlas" in bad.stderr and bad.stderr.count("\n") == 1
     assert not (tmp_path / "l.sqlite").exists()
+
+
+def test_unequal_activity_across_positions_is_not_coactivation():
+    """Independent features whose rates are halved or raised by half at random positions: over
+    all positions every pair co-fires above chance and Simes' p is tiny with no edge; over the
+    positions of the most common activity (the default) the test is calibrated."""
+    from geoscreen.probes.atlas_coactivation import modal_activity
+
+    rng = np.random.default_rng(60)
+    ps = {"all": [], "modal": []}
+    for _ in range(40):
+        freq = hub_frequencies(rng, 60)
+        mult = np.where(rng.random(50_000) < 0.5, 0.5, 1.5)
+        fire = rng.random((50_000, 60)) < np.minimum(freq[None, :] * mult[:, None], 1.0)
+        codes = np.full((50_000, max(1, int(fire.sum(1).max()))), -1)
+        r, c = np.nonzero(fire)
+        codes[r, np.arange(r.size) - np.searchsorted(r, r)] = c
+        ps["all"].append(math.exp(pair_tests(firing_matrix(codes, 60)).log_p_simes()))
+        keep = modal_activity(codes)
+        ps["modal"].append(math.exp(pair_tests(firing_matrix(codes[keep], 60)).log_p_simes()))
+    fpr = {k: float((np.array(v) <= 0.05).mean()) for k, v in ps.items()}
+    print(f"position-heterogeneous activity, 40 null atlases: FPR at 0.05 {fpr}")
+    assert fpr["all"] > 0.5 and fpr["modal"] <= band(0.05, 40)
+
+
+def test_dense_firing_is_calibrated():
+    """Simes over pairs when features are frequent (10-50% of positions) as well as rare."""
+    rng = np.random.default_rng(61)
+    ps = []
+    for _ in range(300):
+        fire = rng.random((2_000, 40)) < rng.uniform(0.1, 0.5, 40)
+        codes = np.full((2_000, 40), -1)
+        r, c = np.nonzero(fire)
+        codes[r, np.arange(r.size) - np.searchsorted(r, r)] = c
+        ps.append(math.exp(pair_tests(firing_matrix(codes, 40)).log_p_simes()))
+    ps = np.array(ps)
+    fprs = {a: float((ps <= a).mean()) for a in (0.01, 0.05, 0.1)}
+    print(f"dense firing, 300 null atlases: Simes FPR {fprs}")
+    assert all(f <= band(a, 300) for a, f in fprs.items())
+    assert sstats.kstest(ps, "uniform", alternative="greater").pvalue > 0.01

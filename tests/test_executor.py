@@ -170,7 +170,9 @@ def test_layer_tasks_give_the_results_of_whole_hypotheses(tmp_path):
     from geoscreen.agent.executor import Job
 
     for i, (probe, params, across) in enumerate(specs):
-        layers = "all" if probe != "gene_drift" else [1, 2, 3, 4, 5]
+        # any order: the parts come back in the spec's order, as a whole hypothesis has them
+        layers = [5, 0, 3, 1, 4, 2] if probe == "axis_separation" else \
+            "all" if probe != "gene_drift" else [1, 2, 3, 4, 5]
         jobs.append(Job(i, {"spec": {"statement": f"{probe} spec", "probe": probe,
                                      "params": params, "layers": layers,
                                      "across_layers": across, "alternative": "greater"},
