@@ -194,3 +194,23 @@ def test_layer_tasks_give_the_results_of_whole_hypotheses(tmp_path):
         assert strip == [{k: v for k, v in r.model_dump().items() if k != "runtime_s"}
                          for r in b.outcome.layers]
     assert out[True][1].outcome.combined.method == out[False][1].outcome.combined.method
+
+
+def test_layer_split_plans(small_cache):
+    """How hypotheses are cut: not when there are enough hypotheses for the workers, not when a
+    layer is named twice (the worker would run it twice), in the spec's order otherwise."""
+    from geoscreen.agent.executor import Job, LayerSplit
+
+    def job(i, layers):
+        return Job(i, {"spec": {"statement": f"spec {i}", "probe": "axis_separation",
+                                "params": {"axis": 1, "positive": "genes:G1,G2,G3"},
+                                "layers": layers}, "cache_path": str(small_cache.path),
+                       "seed": i})
+
+    assert LayerSplit([job(0, "all")], 2).parts == {0: [["L0"], ["L1"], ["L2"]]}
+    assert LayerSplit([job(0, [2, 0])], 2).parts == {0: [["L2"], ["L0"]]}
+    assert LayerSplit([job(0, ["last", 2])], 2).parts == {0: [[]]}  # L2 twice: whole
+    three = LayerSplit([job(i, "all") for i in range(3)], 2)  # ceil(4 / 3) = 2 tasks each
+    assert three.parts[0] == [["L0", "L1"], ["L2"]] and three.tasks == 6
+    many = LayerSplit([job(i, "all") for i in range(4)], 2)
+    assert many.tasks == 4 and all(p == [[]] for p in many.parts.values())
