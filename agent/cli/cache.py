@@ -87,6 +87,55 @@ def export_cmd(
                f"layer{'s' if len(names) > 1 else ''} {', '.join(names)}")
 
 
+@cache_app.command("coexpression")
+def coexpression_cmd(
+    path: Path = typer.Argument(..., help="cache folder (its gene order is used)"),
+    data: Path = typer.Option(..., "--data", help="the .h5ad the cache was extracted from"),
+    out: Path = typer.Option(..., "-o", "--out", help=".npy file to write (control: file:OUT)"),
+    method: str = typer.Option("pearson", "--method", help="pearson or spearman"),
+    max_cells: int = typer.Option(10_000, "--max-cells", help="seeded sample of cells (0: all)"),
+    seed: int = typer.Option(0, "--seed", help="seeds the cell sample"),
+    normalize: str = typer.Option("log1p", "--normalize",
+                                  help="log1p (counts per 10,000, then log1p) or none"),
+    layer: str = typer.Option(None, "--layer", help="an .h5ad layer instead of X"),
+    use_raw: bool = typer.Option(False, "--use-raw", help="use .raw.X"),
+    gene_col: str = typer.Option("index", "--gene-col", help="var column of gene symbols"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing file"),
+) -> None:
+    """Gene-gene co-expression on the cache's cells, for `control: file:OUT.npy`."""
+    import json
+
+    import numpy as np
+
+    from geoscreen.errors import GeoscreenError
+    from geoscreen.extract.coexpression import coexpression
+    from geoscreen.store.cache import open_cache
+
+    if out.suffix != ".npy":
+        raise GeoscreenError("must end in .npy", path=str(out), field="-o",
+                             fix="e.g. -o coexpr.npy")
+    sidecar = out.with_suffix(".json")
+    for target in (out, sidecar):
+        if target.exists() and not overwrite:
+            raise GeoscreenError("already exists", path=str(target), field="-o",
+                                 fix="choose a new file or pass --overwrite")
+    cache = open_cache(path)
+    C, record = coexpression(data, list(cache.genes.symbols), method=method,
+                             max_cells=max_cells or None, seed=seed, normalize=normalize,
+                             layer=layer, use_raw=use_raw, gene_col=gene_col)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, C, allow_pickle=False)
+    tmp.replace(out)
+    record["cache_checksum"] = cache.checksum
+    sidecar.write_text(json.dumps(record, indent=1) + "\n")
+    typer.echo(f"wrote {out}: {record['genes']} x {record['genes']} {method} co-expression, "
+               f"{record['genes_matched']} genes found in {data.name}, "
+               f"{record['cells_used']} of {record['cells_in_file']} cells; use "
+               f"control: file:{out}")
+
+
 @cache_app.command("info")
 def info_cmd(path: Path = typer.Argument(..., help="cache folder"),
              as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
