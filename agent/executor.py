@@ -39,7 +39,13 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from geoscreen.agent import proctree
-from geoscreen.agent.worker import MAX_REASON, REPLY_GRACE_S, REPLY_HEADER, STOP_SIGNALS
+from geoscreen.agent.worker import (
+    MAX_REASON,
+    REPLY_GRACE_S,
+    REPLY_HEADER,
+    STOP_SIGNALS,
+    frame_problem,
+)
 from geoscreen.result import Outcome, PartialOutcome
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -192,11 +198,10 @@ class LayerSplit:
     def task_jobs(self) -> list[Job]:
         out = []
         for hid, chunks in self.parts.items():
-            for idx, layers in enumerate(chunks):
+            for layers in chunks:
                 payload = dict(self.jobs[hid].payload)
                 if layers:
                     payload["only_layers"] = layers
-                    payload["task"] = idx
                 out.append(Job(hid, payload))
         return out
 
@@ -246,12 +251,11 @@ class LayerSplit:
         from geoscreen.probes.context import derive_seed
 
         job = self.jobs[hid]
-        parts = [r.partial for r in results]
-        if any(p is None for p in parts):
+        parts = [r.partial for r in results if r.partial is not None]
+        if len(parts) != len(results):
             raise ValueError("a layer task replied with a whole outcome")
         layers, resources = [], {}
         for part in parts:
-            assert part is not None
             for lay, draws in zip(part.layers, part.null_draws, strict=True):
                 lay.null_draws = draws
                 layers.append(lay)
@@ -265,13 +269,10 @@ class LayerSplit:
         combined = combine(layers, spec.across_layers, resolved.alternative,
                            derive_seed(job.payload["seed"], "across_layers"),
                            method_any=str(job.payload.get("combine_any") or "cauchy"))
-        first = parts[0]
-        assert first is not None
-        provenance = {**first.provenance, "resources": resources,
+        provenance = {**parts[0].provenance, "resources": resources,
                       "layer_tasks": len(parts)}
         return Outcome(layers=layers, combined=combined,
-                       runtime_s=sum(p.runtime_s for p in parts if p is not None),
-                       provenance=provenance)
+                       runtime_s=sum(p.runtime_s for p in parts), provenance=provenance)
 
 
 # -- one running worker -------------------------------------------------------------------------
@@ -322,16 +323,14 @@ class _Running:
     def frames(self) -> tuple[bytes, bytes] | None:
         """From a persistent warden: (the worker's bytes, the status frame's body) once both
         frames are in; None before."""
-        n = REPLY_HEADER.size
-        if len(self.buf) < n:
+        raw = self.reply_frame()
+        if raw is None:
             return None
-        (a,) = REPLY_HEADER.unpack_from(self.buf)
-        if len(self.buf) < 2 * n + a:
+        at = 2 * REPLY_HEADER.size + len(raw)  # where the status body starts
+        if len(self.buf) < at:
             return None
-        (b,) = REPLY_HEADER.unpack_from(self.buf, n + a)
-        if len(self.buf) < 2 * n + a + b:
-            return None
-        return bytes(self.buf[n: n + a]), bytes(self.buf[2 * n + a: 2 * n + a + b])
+        (b,) = REPLY_HEADER.unpack_from(self.buf, at - REPLY_HEADER.size)
+        return (raw, bytes(self.buf[at: at + b])) if len(self.buf) >= at + b else None
 
 
 def _exit_reason(code: int | None) -> str:
@@ -442,21 +441,14 @@ class ProcessSandbox:
         """Start one persistent warden (own session, stop signals blocked until it ignores
         them), its stdin a pipe for job frames."""
         read_fd, write_fd = os.pipe()
-        cmd = [sys.executable, "-m", "geoscreen.agent.worker", "--serve", "--threads",
-               str(self._threads()), "--reply-fd", str(write_fd), "--parent-pid",
-               str(os.getpid())]
-        blocked = hasattr(signal, "pthread_sigmask")
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS)) if blocked else None
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(write_fd,),
-                                    start_new_session=True)
+            proc = self._popen(subprocess.PIPE, write_fd, "--serve", "--threads",
+                               str(self._threads()))
         except BaseException:
             os.close(read_fd)
             raise
         finally:
             os.close(write_fd)
-            if old is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         os.set_blocking(read_fd, False)
         try:
             pidfd: int | None = os.pidfd_open(proc.pid)
@@ -532,12 +524,15 @@ class ProcessSandbox:
         return _Running(job, proc, read_fd, pidfd, t0, t0 + self.timeout_s)
 
     @staticmethod
-    def _popen(stdin: Any, write_fd: int) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "geoscreen.agent.worker", "--reply-fd", str(write_fd),
-               "--parent-pid", str(os.getpid())]
+    def _popen(stdin: Any, write_fd: int, *serve: str) -> subprocess.Popen[bytes]:
+        """Start ``python -m geoscreen.agent.worker [serve args] --reply-fd W`` in a session
+        of its own, the stop signals blocked (the child inherits the mask across fork and exec,
+        so the warden ignores them before it can run a single instruction)."""
+        cmd = [sys.executable, "-m", "geoscreen.agent.worker", *serve, "--reply-fd",
+               str(write_fd), "--parent-pid", str(os.getpid())]
         blocked = hasattr(signal, "pthread_sigmask")
         old = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS)) if blocked else None
-        try:  # the child inherits the blocked mask across fork and exec
+        try:
             return subprocess.Popen(cmd, stdin=stdin, pass_fds=(write_fd,),
                                     start_new_session=True)
         finally:
@@ -561,14 +556,8 @@ class ProcessSandbox:
             r.buf += chunk
             if r.server is not None:
                 self._check_served(r)
-                continue
-            try:
-                size = _frame_size(r.buf, self.max_reply_bytes)
-            except ReplyError as exc:
-                r.error = str(exc)
-                return
-            if size is not None and len(r.buf) > REPLY_HEADER.size + size:
-                r.error = f"{len(r.buf) - REPLY_HEADER.size - size} bytes after the reply"
+            else:
+                r.error = frame_problem(r.buf, self.max_reply_bytes)
 
     def _check_served(self, r: _Running) -> None:
         """A persistent warden's two frames: within the caps, and nothing after them."""

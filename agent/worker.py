@@ -121,7 +121,8 @@ def run_job(job: dict[str, Any]) -> Outcome | PartialOutcome:
                        work_dir=job.get("work_dir"))
     layers = cache.layers if spec.layers == "all" else [cache.layer_name(x) for x in spec.layers]
     if job.get("only_layers") is not None:
-        layers = [x for x in layers if x in set(job["only_layers"])]
+        only = set(job["only_layers"])
+        layers = [x for x in layers if x in only]
     results = []
     with file_policy(job.get("allowed_files")):
         for layer in layers:
@@ -310,21 +311,18 @@ def _preload() -> None:
     Only imports run here, never a probe; a module that fails to import is left to the job."""
     import importlib
 
-    for mod in PRELOAD:
-        try:
-            importlib.import_module(mod)
-        except Exception:  # noqa: BLE001 - the job will import it and report the failure
-            pass
+    modules = list(PRELOAD)
     try:
         from geoscreen.probes.registry import BUILTIN_MODULES
 
-        for mod in BUILTIN_MODULES:
-            try:
-                importlib.import_module(mod)
-            except Exception:  # noqa: BLE001
-                pass
-    except Exception:  # noqa: BLE001
+        modules += BUILTIN_MODULES
+    except Exception:  # noqa: BLE001 - the job will import it and report the failure
         pass
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _read_exact(fd: int, n: int, parent_pid: int) -> bytes | None:
@@ -344,9 +342,9 @@ def _read_exact(fd: int, n: int, parent_pid: int) -> bytes | None:
 
 
 def _collect(pid: int, read_fd: int, parent_pid: int, cap: int,
-             relay: Any) -> tuple[bytes, str, int]:
-    """Wait for worker `pid`, reading its reply pipe meanwhile: (reply bytes, problem, exit code
-    or -signal).  `relay(frame)` is called once, as soon as the reply frame is complete, so the
+             relay: Any) -> tuple[str, int]:
+    """Wait for worker `pid`, reading its reply pipe meanwhile: (problem, exit code or
+    -signal).  `relay(frame)` is called once, as soon as the reply frame is complete, so the
     campaign has it even if the worker then fails to exit.  A reply announcing more than `cap`
     bytes, or more bytes than it announced, ends the worker at once; a worker still running
     `REPLY_GRACE_S` after its complete reply is ended too.  Leftover processes are killed
@@ -371,7 +369,7 @@ def _collect(pid: int, read_fd: int, parent_pid: int, cap: int,
                 return True
             if not problem:
                 buf.extend(chunk)
-                problem = _frame_problem(buf, cap)
+                problem = frame_problem(buf, cap)
 
     try:
         while status is None:
@@ -404,11 +402,12 @@ def _collect(pid: int, read_fd: int, parent_pid: int, cap: int,
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
     if complete_at is None:
         relay(bytes(buf))
-    return bytes(buf), problem, code
+    return problem, code
 
 
-def _frame_problem(buf: bytearray, cap: int) -> str:
-    """What is wrong with a reply frame so far ('' if nothing yet): the campaign's wording."""
+def frame_problem(buf: bytes | bytearray, cap: int) -> str:
+    """What is wrong with a reply frame read so far ('' if nothing yet): a length over `cap`,
+    or bytes after the announced length.  The one check of the warden and the campaign."""
     if len(buf) < REPLY_HEADER.size:
         return ""
     (size,) = REPLY_HEADER.unpack_from(buf)
@@ -452,7 +451,7 @@ def serve_main(reply_fd: int, parent_pid: int, threads: int) -> None:
                 _write_all(reply_fd, REPLY_HEADER.pack(len(raw)) + raw)
 
             try:
-                _raw, problem, code = _collect(pid, read_fd, parent_pid, cap, relay)
+                problem, code = _collect(pid, read_fd, parent_pid, cap, relay)
             finally:
                 os.close(read_fd)
             status = json.dumps({"code": code, "error": problem}).encode("utf-8")

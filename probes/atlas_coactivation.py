@@ -222,7 +222,7 @@ def atlas_codes(atlas: Any, positions: np.ndarray) -> np.ndarray:
     return np.asarray(atlas.array("codes_idx")[positions])
 
 
-def atlas_firing(ctx: ProbeContext, atlas: Any, codes: np.ndarray, min_frequency: float,
+def atlas_firing(atlas: Any, codes: np.ndarray, min_frequency: float,
                  min_count: int, param: str = "params.atlas"
                  ) -> tuple[sparse.csr_matrix, np.ndarray]:
     M, live = live_columns(firing_matrix(codes, atlas.n_features),
@@ -335,7 +335,7 @@ def coactivation_modules(ctx: ProbeContext, p: CoactivationParams, layer: str) -
                                  ctx.shared_rng("positions"))
     codes = atlas_codes(atlas, positions)
     keep = equal_activity(p.activity, codes)
-    M, live = atlas_firing(ctx, atlas, codes[keep], p.min_frequency, p.min_count)
+    M, live = atlas_firing(atlas, codes[keep], p.min_frequency, p.min_count)
     tests = pair_tests(M)
     edge = tests.edges(p.q, p.min_pmi)
     F = live.size
@@ -491,8 +491,8 @@ def cross_layer_highways(ctx: ProbeContext, p: HighwayParams, layer: str) -> Lay
                                  ctx.shared_rng("positions"))
     codes_a, codes_b = atlas_codes(ref_atlas, positions), atlas_codes(atlas, positions)
     keep = equal_activity(p.activity, codes_a, codes_b)
-    A, live_a = atlas_firing(ctx, ref_atlas, codes_a[keep], p.min_frequency, p.min_count)
-    B, live_b = atlas_firing(ctx, atlas, codes_b[keep], p.min_frequency, p.min_count)
+    A, live_a = atlas_firing(ref_atlas, codes_a[keep], p.min_frequency, p.min_count)
+    B, live_b = atlas_firing(atlas, codes_b[keep], p.min_frequency, p.min_count)
     tests = pair_tests(A, B)
     edge = tests.edges(p.q, p.min_pmi)
     n_edges = int(edge.sum())
