@@ -384,6 +384,13 @@ def test_sae_cli_trains_and_builds_atlases_for_several_layers(tmp_path, cli):
     bad = cli("sae", "atlas", str(tmp_path / "saes" / "{layer}"), "--activations",
               str(tmp_path / "acts"), "-o", str(tmp_path / "atlases" / "x"), "--quiet")
     assert bad.returncode == 2 and "has no '{layer}'" in bad.stderr
+    bad = cli("sae", "atlas", str(tmp_path / "saes" / "L1"), "--activations",
+              str(tmp_path / "acts"), "-o", str(tmp_path / "atlases" / "x"), "--layer", "L1")
+    assert bad.returncode == 2 and "the SAE path has no '{layer}'" in bad.stderr
+    bad = cli("sae", "atlas", str(tmp_path / "none" / "{layer}"), "--activations",
+              str(tmp_path / "acts"), "-o", str(tmp_path / "atlases" / "{layer}"))
+    assert bad.returncode == 2 and "matches no SAE folder" in bad.stderr
+    assert bad.stderr.count("\n") == 1 and not (tmp_path / "atlases").exists()
     ok = cli("sae", "atlas", str(tmp_path / "saes" / "{layer}"), "--activations",
              str(tmp_path / "acts"), "-o", str(tmp_path / "atlases" / "{layer}"), "--quiet")
     assert ok.returncode == 0, ok.stderr
