@@ -42,7 +42,8 @@ test: $(VENV)/.test
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "warning: chromium could not be installed; the browser test will say so"; }
 	$(VENV)/bin/ruff check geoscreen agent probes store hypotheses extract tests benchmarks
-	$(PY) -m pytest -q
+	@# a one-node Slurm cluster and a PostgreSQL server for the cluster tests (.ci/services.sh)
+	eval "$$(bash .ci/services.sh)" && $(PY) -m pytest -q
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_core.py

@@ -72,12 +72,23 @@ class CampaignConfig:
     # persistent workers (one warden per slot, a fresh forked worker per hypothesis); False
     # starts a new interpreter for every hypothesis
     reuse_workers: bool = True
+    # where hypotheses run: "local" (processes here) or "slurm" (job arrays; `slurm` holds the
+    # agent.slurm.SlurmOptions as a mapping)
+    executor: str = "local"
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from geoscreen.store.fdr import check_settings
 
         check_settings(self.online_procedure, self.combine_any, self.offline_procedure)
         self.check_limits()
+        if self.executor not in ("local", "slurm"):
+            raise GeoscreenError(f"unknown executor {self.executor!r}", field="--executor",
+                                 fix="use --executor local or --executor slurm")
+        if self.executor == "slurm":
+            from geoscreen.agent.slurm import slurm_options
+
+            self.slurm = slurm_options(dict(self.slurm)).model_dump(exclude_defaults=True)
         for folder in self.allow_files:
             if not Path(folder).expanduser().is_dir():
                 raise GeoscreenError("is not a folder", path=str(folder), field="--allow-files",
@@ -214,12 +225,12 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
             if c.cache_checksum != cache.checksum:
                 raise GeoscreenError(
                     f"belongs to cache {c.cache_path} (checksum {c.cache_checksum[:12]}), not "
-                    f"{cache.path} ({cache.checksum[:12]})", path=ledger.target,
+                    f"{cache.path} ({cache.checksum[:12]})", path=ledger.label,
                     field="--cache", fix="use the original cache, or a new --ledger file")
             if c.seed != cfg.seed:
                 raise GeoscreenError(
                     f"was started with --seed {c.seed}; resuming with --seed {cfg.seed} would "
-                    "mix two campaigns", path=ledger.target, field="--seed",
+                    "mix two campaigns", path=ledger.label, field="--seed",
                     fix=f"pass --seed {c.seed} or use a new --ledger file")
             held = (c.config or {}).get("holdout")
             if cfg.holdout_genes is not None and (
@@ -228,14 +239,22 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
                     ("was started without a gene split; a split must be registered before the "
                      "screen, not added to it" if held is None else
                      f"registered a held-out fraction of {held['fraction']:g}, not "
-                     f"{cfg.holdout_genes:g}"), path=ledger.target, field="--holdout-genes",
+                     f"{cfg.holdout_genes:g}"), path=ledger.label, field="--holdout-genes",
                     fix="leave --holdout-genes out to resume, or start a new --ledger file")
             c.config = {**c.config, "iterations": cfg.iterations,
                         "per_iteration": cfg.per_iteration, "brainstormer": cfg.brainstormer}
-        # crash recovery: anything left running by a killed process runs again
-        n = queue.requeue_running(s, c.id)
+        # crash recovery: anything left running by a killed process runs again, except Slurm
+        # tasks a Slurm driver re-attaches to (they may still be running on the cluster)
+        attach = cfg.executor == "slurm"
+        n = queue.requeue_running(s, c.id, keep_external="slurm:" if attach else None)
         if n:
             ledger.event(s, c, "resumed", f"{n} hypotheses interrupted mid-run were re-queued")
+        if attach:
+            k = len(queue.attached(s, c.id, "slurm:"))
+            if k:
+                ledger.event(s, c, "reattached", f"{k} hypotheses still have Slurm tasks: the "
+                             "run polls them instead of submitting them again")
+        queue.clear_stop_request(s, c.id)
         retried = _requeue_transient(ledger, s, c, force=cfg.retry_failed)
         c.status = "running"
         c.status_reason = ""
@@ -494,7 +513,7 @@ def job_for(h: Hypothesis, cache: Cache, cfg: CampaignConfig, seed: int) -> Job:
         # what the worker lets the probe read: a model's spec only the allowed folders
         "allowed_files": list(cfg.allow_files) if h.source.startswith("llm:") else None,
         # with a registered gene split the screen sees only its own genes
-        "split": cfg.split, "combine_any": cfg.combine_any})
+        "split": cfg.split, "combine_any": cfg.combine_any, "hash": h.hash})
 
 
 def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignConfig,
@@ -543,28 +562,81 @@ def _run(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, rep
     if brainstormer == "from_config":
         brainstormer = make_brainstormer(cfg.brainstormer, ledger=ledger,
                                          campaign_id=campaign_id, **cfg.brainstormer_options)
-    sandbox = ProcessSandbox(workers=cfg.workers, timeout_s=cfg.timeout_s,
-                             memory_mb=cfg.memory_mb, reuse=cfg.reuse_workers)
+    sandbox = make_sandbox(cfg, ledger, reporter)
     try:
         return _loop(ledger, lease, cache, cfg, reporter, brainstormer, stop_after,
                      campaign_id, guard, sandbox)
+    except GeoscreenError as exc:  # e.g. sbatch refused the options: say so in the ledger
+        with ledger.session() as s:
+            c = s.get(Campaign, campaign_id)
+            if c.status == "running":
+                c.status, c.status_reason = "stopped", str(exc)[:2000]
+                ledger.event(s, c, "stopped", str(exc)[:2000])
+        raise
     finally:
         sandbox.close()
 
 
+def make_sandbox(cfg: CampaignConfig, ledger: Ledger, reporter: Reporter) -> Any:
+    """The executor `cfg` names: local worker processes, or Slurm job arrays whose task ids
+    are written to the ledger as soon as sbatch accepts them."""
+    if cfg.executor == "local":
+        return ProcessSandbox(workers=cfg.workers, timeout_s=cfg.timeout_s,
+                              memory_mb=cfg.memory_mb, reuse=cfg.reuse_workers)
+    from geoscreen.agent.slurm import SlurmSandbox, slurm_options
+    from geoscreen.store.netfs import sqlite_on_network_warning
+
+    opts = slurm_options(dict(cfg.slurm))
+    warning = sqlite_on_network_warning(ledger.url)
+    if warning:  # the driver is the only writer, but readers on other hosts are not safe
+        reporter.message(warning)
+
+    def submitted(ids: dict[int, str]) -> None:
+        with ledger.session() as s:
+            for hyp_id, ext in ids.items():
+                s.get(Hypothesis, hyp_id).external_id = ext
+
+    base = (Path(ledger.url[len("sqlite:///"):]).parent if ledger.url.startswith("sqlite:///")
+            else Path.cwd())
+    return SlurmSandbox(options=opts, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
+                        shared_dir=base / "geoscreen-slurm", on_submitted=submitted,
+                        log=reporter.message)
+
+
+class _StopRequests:
+    """Whether `geoscreen campaign stop` asked this campaign to stop (read at most every
+    `every_s` seconds, so a sandbox that asks often does not load the ledger)."""
+
+    def __init__(self, ledger: Ledger, campaign_id: int, every_s: float = 2.0) -> None:
+        self.ledger, self.campaign_id, self.every_s = ledger, campaign_id, every_s
+        self._next = 0.0
+        self.reason = ""
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.reason and now >= self._next:
+            self._next = now + self.every_s
+            with self.ledger.session() as s:
+                self.reason = queue.stop_requested(s, self.campaign_id)
+        return bool(self.reason)
+
+
 def _loop(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, reporter: Reporter,
           brainstormer: Brainstormer | None | str, stop_after: Callable[[int], bool] | None,
-          campaign_id: int, guard: CacheGuard, sandbox: ProcessSandbox) -> RunSummary:
+          campaign_id: int, guard: CacheGuard, sandbox: Any) -> RunSummary:
     """The iterations of `_run`, with its sandbox (whose persistent workers `_run` closes)."""
     t_start = time.monotonic()
     status, reason = "done", "all iterations done"
+    requested = _StopRequests(ledger, campaign_id)
     with _StopFlag() as flag:
         while True:
+            if requested():
+                flag.stop, flag.reason = True, requested.reason
             if guard.problem:
                 status, reason = "stopped", f"the cache is broken: {guard.problem}"
                 break
             if lease.lost:
-                raise GeoscreenError(f"stopped: {lease.lost}", path=ledger.target,
+                raise GeoscreenError(f"stopped: {lease.lost}", path=ledger.label,
                                      field="--ledger", fix="this run was frozen longer than the "
                                      "lock allows; let the other run finish")
             if flag.stop:
@@ -592,17 +664,28 @@ def _loop(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, re
             with ledger.session() as s:
                 todo = queue.in_iteration(s, it.id, "queued")
                 waiting = len(queue.in_iteration(s, it.id, "pending_approval"))
+                adopted = ([h for h in queue.in_iteration(s, it.id, "running")
+                            if (h.external_id or "").startswith("slurm:")]
+                           if cfg.executor == "slurm" else [])
             approval = (f"iteration {it.index} waits for approval of {waiting} proposals "
                         "('geoscreen queue approve ID')")
-            if waiting and not todo:
+            if waiting and not todo and not adopted:
                 status, reason = "paused", approval
                 break
-            reporter.iteration_started(it.index, cfg.iterations, len(todo))
+            reporter.iteration_started(it.index, cfg.iterations, len(todo) + len(adopted))
             jobs = [job_for(h, cache, cfg, cfg.seed) for h in todo]
+            for h in adopted:  # a Slurm task of an earlier driver: poll it, do not resubmit
+                job = job_for(h, cache, cfg, cfg.seed)
+                job.payload["attach"] = h.external_id
+                jobs.append(job)
+
+            def stopping() -> bool:
+                if requested():
+                    flag.stop, flag.reason = True, requested.reason
+                return flag.stop or bool(guard.problem) or bool(lease.lost)
 
             on_start, on_done = ledger_callbacks(ledger, reporter, guard)
-            sandbox.run(jobs, on_start, on_done,
-                        lambda: flag.stop or bool(guard.problem) or bool(lease.lost))
+            sandbox.run(jobs, on_start, on_done, stopping)
             if flag.stop or guard.problem or lease.lost:
                 continue  # the loop head records the stop; the iteration resumes next run
             if waiting:

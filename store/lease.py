@@ -149,7 +149,7 @@ class RunLease:
             if why is None:
                 raise GeoscreenError(
                     f"is in use by another {holder.purpose}: {holder.describe()}",
-                    path=self.ledger.target, field="--ledger",
+                    path=getattr(self.ledger, "label", self.ledger.target), field="--ledger",
                     fix=f"wait for it to finish, stop it (kill {holder.pid} on {holder.host}), "
                         "or use another --ledger; the lock of a run that died is taken over "
                         "automatically")
@@ -162,7 +162,8 @@ class RunLease:
                 return self._started()
             # another run took it over first: look again (it is now the live holder)
         raise GeoscreenError("could not take the run lock: it changed hands ten times in a row",
-                             path=self.ledger.target, field="--ledger", fix="retry")
+                             path=getattr(self.ledger, "label", self.ledger.target),
+                             field="--ledger", fix="retry")
 
     def _started(self) -> RunLease:
         self._thread = threading.Thread(target=self._beat, name="geoscreen-lease", daemon=True)

@@ -26,8 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2  # 2: hypotheses.attempts, run_leases; e_value/e_method on hypotheses and
-# layer_results
+SCHEMA_VERSION = 3  # 2: hypotheses.attempts, run_leases; e_value/e_method on hypotheses and
+# layer_results; 3: hypotheses.external_id (Slurm task ids)
 
 HYPOTHESIS_STATUSES = ("queued", "pending_approval", "running", "done", "failed", "rejected")
 
@@ -108,6 +108,9 @@ class Hypothesis(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # where it ran outside this machine: 'slurm:ARRAYJOB_TASK:FOLDER' (agent/slurm.py), so a
+    # restarted driver re-attaches to a task still running instead of submitting it again
+    external_id: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     # hypothesis-level outcome
     p_value: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
     combine_method: Mapped[str] = mapped_column(String(64), default="")

@@ -141,15 +141,18 @@ def _in(name: str, values: Sequence[str], params: dict[str, Any]) -> str:
     return f"{name} IN ({', '.join(keys)})"
 
 
-def _significance_sql(method: str, wanted: bool) -> str:
-    """WHERE clause: discovered (or not) under one FDR method; untested rows count as 'not'."""
+def _significance_sql(method: str, wanted: bool, *, sqlite: bool = True) -> str:
+    """WHERE clause: discovered (or not) under one FDR method; untested rows count as 'not'.
+    SQLite stores booleans as 0/1; a server (PostgreSQL) compares them with TRUE/FALSE."""
     from geoscreen.errors import GeoscreenError, did_you_mean
 
-    yes = {"bh": "significant = 1", "by": "q_by <= :alpha", "online": "online_decision = 1"}
+    true, false = ("1", "0") if sqlite else ("TRUE", "FALSE")
+    yes = {"bh": f"significant = {true}", "by": "q_by <= :alpha",
+           "online": f"online_decision = {true}"}
     if method not in yes:
         raise GeoscreenError(f"unknown FDR method {method!r}; "
                              f"{did_you_mean(method, FDR_METHODS)}", field="--fdr")
-    return yes[method] if wanted else f"NOT coalesce({yes[method]}, 0)"
+    return yes[method] if wanted else f"NOT coalesce({yes[method]}, {false})"
 
 
 def _order_sql(sort: str) -> str:
@@ -192,8 +195,8 @@ def _list_sql(*, sqlite: bool, statuses: Sequence[str] | None, significant: bool
     if family:
         where.append(_in("family", family, params))
     if source:
-        params["source"] = source.replace("*", "%")
-        where.append("source LIKE :source")
+        params["source"] = source.replace("*", "%").lower()
+        where.append("lower(source) LIKE :source")  # any case, as SQLite's LIKE, on a server too
     lo, hi = parse_iterations(iteration)
     if lo is not None:
         params["it_lo"] = lo
@@ -205,7 +208,7 @@ def _list_sql(*, sqlite: bool, statuses: Sequence[str] | None, significant: bool
         params["text"] = f"%{text.lower()}%"
         where.append("lower(statement) LIKE :text")
     if significant is not None:
-        where.append(_significance_sql(fdr, significant))
+        where.append(_significance_sql(fdr, significant, sqlite=sqlite))
     sql = f"SELECT {', '.join(cols)} FROM hypotheses"
     if where:
         sql += " WHERE " + " AND ".join(f"({w})" for w in where)
@@ -260,8 +263,10 @@ def _sqlite_query(path: Path, sql: str, params: dict[str, Any], target: str,
 def _db_error(exc: sqlite3.Error, target: str) -> Exception:
     """The one-line error `store.ledger` gives for the same failure (locked, damaged, ...)."""
     from geoscreen.errors import GeoscreenError
-    from geoscreen.store.ledger import ledger_error
+    from geoscreen.store.ledger import ledger_error, not_a_ledger
 
+    if "no such table" in str(exc):  # what Ledger(must_exist=True) says for every backend
+        return not_a_ledger(target)
     return ledger_error(exc, target) or GeoscreenError(
         f"is not a readable ledger database ({exc})", path=target, field="--ledger")
 
@@ -294,9 +299,15 @@ def list_hypotheses(ledger: str | Ledger, *, statuses: list[str] | None = None,
     from sqlalchemy import text as sql_text
 
     sql, params = _list_sql(sqlite=False, **filters)
+    from sqlalchemy import select
+
+    from geoscreen.store.models import Campaign
+
     with _opened(ledger) as led, led.session() as s:
-        c = led.campaign(s, create=False)
-        params["alpha"] = float((c.config or {}).get("alpha", 0.05))
+        # the alpha of `_sqlite_query`: the newest exploratory campaign's, else any campaign's
+        cfg = s.scalars(select(Campaign.config).order_by(
+            (Campaign.kind == "exploratory").desc(), Campaign.id.desc()).limit(1)).first()
+        params["alpha"] = float((_json(cfg) or {}).get("alpha", 0.05))
         out = []
         for m in s.execute(sql_text(sql), params).mappings():
             d = dict(m)

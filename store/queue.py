@@ -11,23 +11,70 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from geoscreen.store.models import Campaign, Event, Hypothesis, Iteration, LLMCall, Replication
+from geoscreen.store.models import (
+    Campaign,
+    Event,
+    Hypothesis,
+    Iteration,
+    LLMCall,
+    Meta,
+    Replication,
+)
 
 __all__ = [
     "requeue_running", "hypotheses", "hypothesis_ids", "failed", "open_iteration_ids",
     "first_open_iteration", "first_iteration", "iteration_count", "unassigned_queued_ids",
     "assign", "last_test_order", "in_iteration", "count", "status_counts", "discoveries",
     "confirmatory_of", "parents_in", "replication", "replications", "llm_calls",
-    "llm_spend_usd", "events",
+    "llm_spend_usd", "events", "attached", "request_stop", "stop_requested",
+    "clear_stop_request",
 ]
 
 
 # -- hypotheses -----------------------------------------------------------------------------------
-def requeue_running(s: Session, campaign_id: int) -> int:
-    """Queue again every hypothesis left `running` by a killed process; returns how many."""
-    return s.execute(update(Hypothesis).where(Hypothesis.campaign_id == campaign_id,
-                                              Hypothesis.status == "running")
-                     .values(status="queued", started_at=None)).rowcount
+def requeue_running(s: Session, campaign_id: int, *, keep_external: str | None = None) -> int:
+    """Queue again every hypothesis left `running` by a killed process; returns how many.
+    With `keep_external` (e.g. ``"slurm:"``), those whose `external_id` starts with it stay
+    running: a task on a cluster may still be running, and the driver re-attaches to it."""
+    q = update(Hypothesis).where(Hypothesis.campaign_id == campaign_id,
+                                 Hypothesis.status == "running")
+    if keep_external:
+        q = q.where((Hypothesis.external_id.is_(None))
+                    | ~Hypothesis.external_id.startswith(keep_external, autoescape=True))
+    return s.execute(q.values(status="queued", started_at=None, external_id=None)).rowcount
+
+
+def attached(s: Session, campaign_id: int, prefix: str) -> list[Hypothesis]:
+    """Running hypotheses whose `external_id` starts with `prefix` (tasks on a cluster)."""
+    return list(s.scalars(select(Hypothesis).where(
+        Hypothesis.campaign_id == campaign_id, Hypothesis.status == "running",
+        Hypothesis.external_id.startswith(prefix, autoescape=True)).order_by(Hypothesis.id)))
+
+
+def _stop_key(campaign_id: int) -> str:
+    return f"stop_requested:{campaign_id}"
+
+
+def request_stop(s: Session, campaign_id: int, reason: str) -> None:
+    """Ask the campaign's run (on any host) to stop: it reads this between polls."""
+    row = s.get(Meta, _stop_key(campaign_id))
+    if row is None:
+        s.add(Meta(key=_stop_key(campaign_id), value=reason))
+    else:
+        row.value = reason
+
+
+def stop_requested(s: Session, campaign_id: int) -> str:
+    """The reason of a pending stop request, or ''."""
+    row = s.get(Meta, _stop_key(campaign_id))
+    return row.value if row is not None else ""
+
+
+def clear_stop_request(s: Session, campaign_id: int) -> None:
+    """Forget a stop request (a new run starts)."""
+    row = s.get(Meta, _stop_key(campaign_id))
+    if row is not None:
+        s.delete(row)
 
 
 def hypotheses(s: Session, campaign_id: int | None = None, *, status: str | None = None,

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from geoscreen.agent.cli.console import ledger_option
+from geoscreen.errors import GeoscreenError
 
 campaign_app = typer.Typer(help="Run, resume and watch screening campaigns.",
                            no_args_is_help=True)
@@ -161,6 +162,27 @@ def run_cmd(
         False, "--retry-failed", help="rerun every hypothesis that failed for a transient reason "
         "(timeout, memory limit, dead worker, changed cache), even after "
         "3 attempts; other failures would recur and stay failed"),
+    executor: str = typer.Option("local", "--executor", metavar="local|slurm",
+                                 help="where hypotheses run: local processes, or Slurm job "
+                                 "arrays (one per iteration)"),
+    slurm_config: Path = typer.Option(None, "--slurm-config",
+                                      help="YAML file of Slurm options (partition, account, "
+                                      "time, mem_mb, cpus_per_task, max_concurrent, "
+                                      "sbatch_options, shared_dir)"),
+    partition: str = typer.Option(None, "--partition", help="Slurm partition"),
+    account: str = typer.Option(None, "--account", help="Slurm account"),
+    slurm_time: str = typer.Option(None, "--slurm-time",
+                                   help="sbatch --time of a task (default: --timeout + 5 min)"),
+    cpus_per_task: int = typer.Option(None, "--cpus-per-task", min=1,
+                                      help="sbatch --cpus-per-task (and BLAS threads)"),
+    max_array_tasks: int = typer.Option(None, "--max-array-tasks", min=1,
+                                        help="at most this many array tasks at once"),
+    sbatch_option: list[str] = typer.Option([], "--sbatch-option",
+                                            help="extra sbatch option, e.g. --qos=short "
+                                            "(repeatable)"),
+    shared_dir: Path = typer.Option(None, "--shared-dir",
+                                    help="folder every node sees (job and result files; "
+                                    "default: geoscreen-slurm next to the ledger)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Run a campaign, or resume it: the same command on the same ledger continues."""
@@ -180,13 +202,19 @@ def run_cmd(
                          offline_procedure=offline_procedure, approve=approve,
                          plugins=list(plugin), brainstormer_options=options,
                          retry_failed=retry_failed, allow_files=[str(p) for p in allow_files],
-                         holdout_genes=holdout_genes, atlas=atlas)
+                         holdout_genes=holdout_genes, atlas=atlas, executor=executor,
+                         slurm=_slurm_settings(executor, slurm_config, {
+                             "partition": partition, "account": account, "time": slurm_time,
+                             "cpus_per_task": cpus_per_task, "max_concurrent": max_array_tasks,
+                             "sbatch_options": list(sbatch_option),
+                             "shared_dir": str(shared_dir.resolve()) if shared_dir else None}))
     from geoscreen.agent.cli.console import interactive
 
     reporter = RichReporter if interactive() else PlainReporter
     with reporter(iterations, quiet=quiet) as rep:
         summary = run_campaign(cache, ledger, cfg, reporter=rep)
     from geoscreen.agent.textsafe import terminal_safe
+    from geoscreen.store.ledger import display_target
 
     typer.echo(f"campaign {summary.status}: {terminal_safe(summary.reason)}. "
                f"{summary.iterations_done} "
@@ -194,7 +222,34 @@ def run_cmd(
                f"{summary.discoveries} discoveries "
                f"({ {'by': 'BY', 'e-bh': 'e-BH'}.get(offline_procedure.lower(), 'BH')} "
                f"q <= {alpha}). "
-               f"Review: geoscreen ledger list --ledger {ledger}")
+               f"Review: geoscreen ledger list --ledger {display_target(ledger)}")
+
+
+def _slurm_settings(executor: str, path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The Slurm options of `campaign run`: the --slurm-config file, the flags on top."""
+    given = {k: v for k, v in flags.items() if v not in (None, [])}
+    if executor != "slurm":
+        if path is not None or given:
+            raise GeoscreenError("Slurm options were given without --executor slurm",
+                                 field="--executor", fix="add --executor slurm, or leave the "
+                                 "Slurm options out")
+        return {}
+    from geoscreen.agent.slurm import load_slurm_options, slurm_options
+
+    opts = (load_slurm_options(path, **given) if path is not None
+            else slurm_options(given, "--executor slurm"))
+    return opts.model_dump(exclude_defaults=True)
+
+
+@campaign_app.command("stop")
+def stop_cmd(ledger: str = LEDGER_OPT) -> None:
+    """Stop a running campaign: its run finishes what it must, records, and exits; Slurm
+    tasks it submitted are cancelled (scancel) and their hypotheses queued again.  With no live
+    run (a driver that was killed), the Slurm tasks recorded in the ledger are cancelled here."""
+    from geoscreen.agent.stop import stop_campaign
+
+    for line in stop_campaign(ledger):
+        typer.echo(line)
 
 
 @campaign_app.command("status")
@@ -382,6 +437,24 @@ def reject_cmd(ids: list[int] = typer.Argument(..., help="hypothesis ids"),
     _set_status(ledger, ids, "reject")
 
 
+def worker_cmd(job: Path = typer.Argument(..., help="job file (JSON) written by the driver"),
+               result: Path = typer.Option(..., "--result", help="where to write the result "
+                                           "(JSON; written atomically)")) -> None:
+    """Run one hypothesis from a job file, as a Slurm array task does (to rerun a task by
+    hand: the job files are in the array's folder under the shared directory)."""
+    from geoscreen.agent.filetask import run_file_task
+
+    if not job.is_file():
+        raise GeoscreenError("does not exist", path=str(job), field="JOB",
+                             fix="give a job-N.json file from a geoscreen-slurm array folder")
+    try:
+        run_file_task(str(job), str(result))
+    except ValueError as exc:
+        raise GeoscreenError(f"is not a job file ({exc})", path=str(job), field="JOB",
+                             fix="give a job-N.json file written by the driver") from None
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(campaign_app, name="campaign")
     app.add_typer(queue_app, name="queue")
+    app.command("worker")(worker_cmd)

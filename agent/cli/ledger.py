@@ -1,4 +1,5 @@
-"""`geoscreen ledger list|show|export|diff`: review what was tested and found.
+"""`geoscreen ledger list|show|export|diff|copy`: review what was tested and found, and move a
+ledger between databases.
 
 Tables are plain aligned text (ANSI colour on a terminal only): rendering 10,000 rows through
 rich took seconds, and `ledger list` must answer in under one.  Ledger text is printed without
@@ -408,6 +409,23 @@ def diff_cmd(a: str = typer.Argument(..., metavar="A", help="first ledger"),
         if len(shown) < len(only):
             lines.append(f"  ... {len(only) - len(shown)} more (--all)")
     typer.echo("\n".join(lines))
+
+
+@ledger_app.command("copy")
+def copy_cmd(src: str = typer.Argument(..., metavar="SRC",
+                                       help="the ledger to copy: a SQLite file or a database URL"),
+             dst: str = typer.Argument(..., metavar="DST",
+                                       help="where to: a new SQLite file, or an existing empty "
+                                            "database (postgresql://user@host/dbname)"),
+             overwrite: bool = typer.Option(False, "--overwrite",
+                                            help="replace the geoscreen rows DST already holds "
+                                                 "(other tables are left alone)")) -> None:
+    """Copy a ledger (every table, row and column, ids kept) between SQLite files and database
+    servers, e.g. onto PostgreSQL before running a campaign on a cluster.  DST is written in
+    one transaction: a copy that fails leaves it as it was."""
+    from geoscreen.store.ledger_copy import copy_ledger, format_result
+
+    typer.echo(format_result(copy_ledger(src, dst, overwrite=overwrite)))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,132 @@
+"""The paper-scale screen: the offline brainstormer's 63 x 3 campaign, and the engine before.
+
+    python benchmarks/bench_screen.py [--iterations 63] [--per-iteration 3] [--workers 2]
+                                      [--sample 8]
+
+Builds a 12 x 4,803 x 512 float32 cache over real gene symbols (so GO, STRING, TRRUST and
+Reactome references resolve), runs the offline brainstormer's campaign on it with `--workers`
+persistent workers and layer tasks (the current engine), and prints its wall time and CPU
+seconds (this process and every worker).  Then, in the same run, it takes every `--sample`-th
+iteration's hypotheses from that ledger and runs them again, iteration by iteration, through the
+engine before persistent workers and layer tasks (`ProcessSandbox(reuse=False, split=False)`:
+a new interpreter per hypothesis, whole hypotheses) and through the current one, alternating,
+and prints both and their ratio.  The load average is printed beside the figures (the machine
+may be shared: compare the ratio, not the seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_core import _gene_symbols  # noqa: E402  (same folder)
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and of its waited-for children (the workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def sample_iterations(ledger: Path, cache, every: int) -> list[list]:
+    """Every `every`-th iteration's hypotheses as the campaign sent them (jobs)."""
+    from sqlalchemy import select
+
+    from geoscreen.agent.campaign import CampaignConfig, job_for
+    from geoscreen.store.ledger import Ledger
+    from geoscreen.store.models import Hypothesis
+
+    led = Ledger(ledger)
+    cfg = CampaignConfig()
+    try:
+        with led.session() as s:
+            hyps = s.scalars(select(Hypothesis).where(Hypothesis.status == "done")
+                             .order_by(Hypothesis.id)).all()
+            by_it: dict[int, list] = {}
+            for h in hyps:
+                by_it.setdefault(h.iteration_index or 0, []).append(job_for(h, cache, cfg, 0))
+    finally:
+        led.close()
+    return [jobs for it, jobs in sorted(by_it.items()) if it % every == 1 or every == 1]
+
+
+def run_engine(groups: list[list], *, reuse: bool, split: bool, workers: int) -> tuple[float,
+                                                                                     float]:
+    from geoscreen.agent.executor import ProcessSandbox
+
+    c0, t0 = cpu_s(), time.perf_counter()
+    failed = []
+    with ProcessSandbox(workers=workers, timeout_s=1800, reuse=reuse, split=split) as box:
+        for jobs in groups:
+            box.run(jobs, lambda j: None, lambda r: failed.append(r) if not r.ok else None,
+                    lambda: False)
+    assert not failed, [r.reason for r in failed]
+    return time.perf_counter() - t0, cpu_s() - c0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iterations", type=int, default=63)
+    ap.add_argument("--per-iteration", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--sample", type=int, default=8, help="every N-th iteration is re-run "
+                    "through both engines")
+    ap.add_argument("--genes", type=int, default=4803)
+    ap.add_argument("--dim", type=int, default=512)
+    args = ap.parse_args()
+    from geoscreen.agent.campaign import CampaignConfig, run_campaign
+    from geoscreen.store.cache import write_cache
+
+    with tempfile.TemporaryDirectory(prefix="bench-screen-") as d:
+        root = Path(d)
+        os.environ["GEOSCREEN_WORK_DIR"] = str(root / "work")
+        rng = np.random.default_rng(1)
+        scale = np.linspace(3.0, 0.05, args.dim).astype(np.float32)  # a decaying spectrum
+        layers = {f"L{i}": rng.standard_normal((args.genes, args.dim), dtype=np.float32)
+                  * scale for i in range(12)}
+        cache = write_cache(root / "cache", layers, _gene_symbols(args.genes), model="bench",
+                            synthetic=True)
+        print(f"cache 12 x {args.genes:,} x {args.dim}; {args.workers} workers; load average "
+              f"before: {load()}", flush=True)
+        ledger = root / "screen.sqlite"
+        c0, t0 = cpu_s(), time.perf_counter()
+        summary = run_campaign(cache.path, ledger, CampaignConfig(
+            iterations=args.iterations, per_iteration=args.per_iteration,
+            brainstormer="offline", seed=0, workers=args.workers))
+        wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+        n = summary.tested + summary.failed
+        print(f"campaign {args.iterations} x {args.per_iteration}: {n} hypotheses "
+              f"({summary.tested} done, {summary.failed} failed), {wall:.0f} s wall "
+              f"({wall / 60:.1f} min), {cpu:.0f} CPU-s; load average after: {load()}",
+              flush=True)
+
+        groups = sample_iterations(ledger, cache, args.sample)
+        k = sum(len(g) for g in groups)
+        print(f"\nthe same hypotheses, every {args.sample}th iteration ({len(groups)} iterations,"
+              f" {k} hypotheses), through both engines:", flush=True)
+        old = run_engine(groups, reuse=False, split=False, workers=args.workers)
+        new = run_engine(groups, reuse=True, split=True, workers=args.workers)
+        print(f"{'engine':<58} {'wall s':>8} {'CPU-s':>8}")
+        print(f"{'before: new interpreter per hypothesis, whole hypotheses':<58} "
+              f"{old[0]:>8.1f} {old[1]:>8.1f}")
+        print(f"{'now: persistent workers, layer tasks':<58} {new[0]:>8.1f} {new[1]:>8.1f}")
+        print(f"ratio (before / now): wall {old[0] / new[0]:.2f}x, CPU {old[1] / new[1]:.2f}x; "
+              f"load average: {load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

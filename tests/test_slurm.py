@@ -1,0 +1,454 @@
+"""The Slurm executor against a real single-node cluster (munge, slurmctld, slurmd on this
+host, started by `.ci/services.sh`): results equal to the local executor, faults recorded with
+Slurm's reason and retried, a driver killed with kill -9 re-attaching, `campaign stop`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PLUGIN_DIR, make_cache
+from queue_helpers import queue_raw_specs
+from sqlalchemy import select
+
+from geoscreen.agent.executor import Job
+from geoscreen.agent.slurm import (
+    SlurmSandbox,
+    _Task,
+    _task_indices,
+    external_id,
+    parse_external_id,
+)
+from geoscreen.store.ledger import Ledger
+from geoscreen.store.models import Campaign, Event, Hypothesis, LayerResultRow
+
+PLANTED = ",".join(f"G{i}" for i in range(40))  # the genes make_cache shifts on axis 1
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A Slurm cluster that answers (sinfo), else skip; under CI a missing cluster fails."""
+    ok = bool(os.environ.get("GEOSCREEN_TEST_SLURM"))
+    if ok:
+        try:
+            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                                 timeout=20).stdout
+            ok = any(s.strip() in ("idle", "mixed", "allocated") for s in out.splitlines())
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+    if not ok:
+        msg = "no Slurm cluster here (start one with: eval \"$(bash .ci/services.sh)\")"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _rows(ledger: Path) -> dict[str, Hypothesis]:
+    led = Ledger(ledger)
+    try:
+        with led.session() as s:
+            return {h.statement: h for h in s.scalars(select(Hypothesis))}
+    finally:
+        led.close()
+
+
+def _events(ledger: Path, kind: str) -> list[str]:
+    led = Ledger(ledger)
+    try:
+        with led.session() as s:
+            return list(s.scalars(select(Event.message).where(Event.kind == kind)))
+    finally:
+        led.close()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGIN_DIR),
+                                                         os.environ.get("PYTHONPATH", "")])}
+
+
+def _driver(cache, ledger: Path, *extra: str) -> subprocess.Popen:
+    """A campaign run in the background (its own session, so kill -9 hits it alone)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "geoscreen.agent.cli", "campaign", "run", "--cache",
+         str(cache.path), "--ledger", str(ledger), "--brainstormer", "none", "--plugin",
+         "toy_probes", "--executor", "slurm", "--quiet", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        start_new_session=True)
+
+
+def _wait_submitted(ledger: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> list:
+    """Wait until `n` hypotheses are running with a Slurm task id; return those ids."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        ids = [h.external_id for h in _rows(ledger).values()
+               if h.status == "running" and (h.external_id or "").startswith("slurm:")]
+        if len(ids) == n:
+            return ids
+        time.sleep(0.3)
+    raise AssertionError(f"{n} Slurm tasks were not recorded in {timeout} s")
+
+
+def _squeue(task_ids: list[str]) -> list[str]:
+    """The given tasks that Slurm still has pending or running."""
+    arrays = sorted({t.split("_")[0] for t in task_ids})
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(arrays)],
+                         capture_output=True, text=True).stdout
+    live = {line.split()[0] for line in out.splitlines() if line.strip()}
+    return [t for t in task_ids if t in live]
+
+
+def _wait_running(task_ids: list[str], timeout: float = 60) -> None:
+    arrays = sorted({t.split("_")[0] for t in task_ids})
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i", "-j",
+                              ",".join(arrays)], capture_output=True, text=True).stdout
+        if set(task_ids) <= set(out.split()):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{task_ids} did not start in {timeout} s")
+
+
+def _task_ids(ext_ids: list[str]) -> list[str]:
+    return [f"{a}_{i}" for a, i, _ in map(parse_external_id, ext_ids)]
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+def test_array_task_ranges_and_external_ids(tmp_path):
+    assert _task_indices("3") == [3] and _task_indices("4294967294") == [4294967294]
+    assert _task_indices("2-5%2") == [2, 3, 4, 5]
+    assert _task_indices("0,4-6") == [0, 4, 5, 6]
+    assert _task_indices("0-6:3") == [0, 3, 6]
+    ext = external_id("123", 4, tmp_path)
+    assert parse_external_id(ext) == ("123", 4, tmp_path)
+    assert parse_external_id("slurm:abc_1:/x") is None and parse_external_id("") is None
+
+
+def _task(tmp_path: Path, hyp_id: int = 7) -> _Task:
+    job = Job(hyp_id, {"hash": "h" * 64})
+    return _Task(job, "99", 0, tmp_path, "run/0", "h" * 64, time.monotonic())
+
+
+def test_a_stale_or_foreign_result_file_is_ignored(tmp_path):
+    said: list[str] = []
+    box = SlurmSandbox(log=said.append)
+    t = _task(tmp_path)
+    base = {"token": "run/0", "hyp_id": 7, "hash": "h" * 64, "code": 0, "error": "",
+            "wall_s": 1.0, "reply": {"ok": False, "reason": "probe said no"}}
+    for other in ({"token": "older/0"}, {"hyp_id": 8}, {"hash": "g" * 64}):
+        t.result_path.write_text(json.dumps({**base, **other}))
+        assert box._read_result(t) is None  # an earlier submission's task, or another's
+    assert len(said) == 3 and all("ignored" in s for s in said)
+    t.result_path.write_text(json.dumps(base))
+    res = box._read_result(t)
+    assert (res.ok, res.reason) == (False, "probe said no")
+
+
+def test_a_result_file_over_the_cap_or_not_a_reply_is_refused(tmp_path):
+    box = SlurmSandbox(max_reply_bytes=1024)
+    t = _task(tmp_path)
+    t.result_path.write_text(json.dumps({"token": "run/0", "hyp_id": 7, "hash": "h" * 64,
+                                         "reply": {"ok": True, "junk": "x" * 80_000}}))
+    assert "over the 0 MiB cap" in box._read_result(t).reason
+    box = SlurmSandbox()
+    t.result_path.write_text(json.dumps({"token": "run/0", "hyp_id": 7, "hash": "h" * 64,
+                                         "reply": {"ok": True, "pickle": "gASV"}}))
+    res = box._read_result(t)
+    assert not res.ok and res.reason.startswith("invalid reply")
+    t.result_path.write_bytes(b"\x80\x04\x95 not json")
+    assert box._read_result(t).reason.startswith("invalid reply (result file not JSON")
+
+
+def test_geoscreen_worker_runs_a_job_file_and_enforces_its_timeout(tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=200, dim=8, n_layers=1)
+    base = {"cache_path": str(cache.path), "cache_checksum": cache.checksum, "seed": 1,
+            "plugins": ["toy_probes"], "hyp_id": 1, "hash": "x", "token": "t/0",
+            "memory_mb": 4096, "threads": 1}
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({**base, "spec": {
+        "statement": "a test", "probe": "axis_separation", "layers": [0],
+        "params": {"axis": 1, "positive": f"genes:{PLANTED}"}}}))
+    res = cli("worker", str(ok), "--result", str(tmp_path / "ok.out"))
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "ok.out").read_text())
+    assert out["reply"]["ok"] and out["reply"]["outcome"]["combined"]["p_value"] < 1e-6
+    assert (out["token"], out["hyp_id"], out["code"]) == ("t/0", 1, 0)
+
+    hang = tmp_path / "hang.json"
+    hang.write_text(json.dumps({**base, "timeout_s": 2, "spec": {
+        "statement": "a test", "probe": "toy_hang", "layers": [0]}}))
+    t0 = time.monotonic()
+    res = cli("worker", str(hang), "--result", str(tmp_path / "hang.out"))
+    assert res.returncode == 0 and time.monotonic() - t0 < 30, res.stderr
+    out = json.loads((tmp_path / "hang.out").read_text())
+    assert out["reply"] is None and out["error"] == "timed out after 2 s"
+
+    # a node whose copy of the cache differs from the manifest gives no result
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({**base, "cache_checksum": "0" * 64, "spec": {
+        "statement": "a test", "probe": "toy_raise", "layers": [0]}}))
+    cli("worker", str(stale), "--result", str(tmp_path / "stale.out"))
+    out = json.loads((tmp_path / "stale.out").read_text())
+    assert out["reply"] is None and "checksum mismatch" in out["error"]
+
+    res = cli("worker", str(tmp_path / "missing.json"), "--result", str(tmp_path / "x"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "missing.json" in res.stderr
+
+
+def test_bad_slurm_options_are_one_line_errors(tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=200, dim=8, n_layers=1)
+    conf = tmp_path / "cluster.yaml"
+    conf.write_text("partion: short\n")
+    ledger = tmp_path / "l.sqlite"
+    common = ("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger))
+    res = cli(*common, "--executor", "slurm", "--slurm-config", str(conf))
+    assert res.returncode == 2 and "did you mean 'partition'" in res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    res = cli(*common, "--partition", "short")
+    assert res.returncode == 2 and "without --executor slurm" in res.stderr
+    conf.write_text("cpus_per_task: 0\n")
+    res = cli(*common, "--executor", "slurm", "--slurm-config", str(conf))
+    assert res.returncode == 2 and "cpus_per_task" in res.stderr and "Traceback" not in res.stderr
+    assert not ledger.exists()
+
+
+# -- on the cluster -----------------------------------------------------------------------------
+def test_options_sbatch_refuses_stop_the_run_with_sbatchs_words(slurm, tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=1)
+    ledger = tmp_path / "l.sqlite"
+    res = cli("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger),
+              "--iterations", "1", "--executor", "slurm", "--partition", "no-such-partition")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert "sbatch refused" in line and "invalid partition" in line.lower()
+    h = _rows(ledger)
+    assert h and {x.status for x in h.values()} == {"queued"}  # nothing ran, nothing lost
+    assert cli("campaign", "status", "--ledger", str(ledger)).stdout.startswith("stopped")
+    assert not list((ledger.parent / "geoscreen-slurm").glob("array-*/result-*"))
+
+
+def test_slurm_results_equal_the_local_executor(slurm, tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=2)
+    common = ("campaign", "run", "--cache", str(cache.path), "--iterations", "2",
+              "--per-iteration", "3", "--seed", "5", "--quiet")
+    local, remote = tmp_path / "local.sqlite", tmp_path / "slurm.sqlite"
+    res = cli(*common, "--ledger", str(local), "--workers", "2")
+    assert res.returncode == 0, res.stderr
+    res = cli(*common, "--ledger", str(remote), "--executor", "slurm", "--max-array-tasks", "2",
+              "--shared-dir", str(tmp_path / "shared"))
+    assert res.returncode == 0, res.stderr
+    a, b = _rows(local), _rows(remote)
+    assert len(a) == 6 and set(a) == set(b)
+    cols = ("status", "seed", "p_value", "effect_size", "q_bh", "significant", "online_alpha",
+            "online_decision", "test_order", "iteration_index")
+    for k in a:
+        assert [getattr(a[k], c) for c in cols] == [getattr(b[k], c) for c in cols], k
+        assert b[k].external_id.startswith("slurm:") and a[k].external_id is None
+    arrays = list((tmp_path / "shared").glob("array-*"))
+    assert len(arrays) == 2  # one array per iteration
+
+    def layers(path):
+        led = Ledger(path)
+        try:
+            with led.session() as s:
+                rows = s.scalars(select(LayerResultRow)).all()
+                state = s.scalars(select(Campaign)).one().fdr_state
+                return sorted((r.hypothesis_id, r.layer, r.p_value, r.statistic) for r in rows), \
+                    state
+        finally:
+            led.close()
+
+    assert layers(local) == layers(remote)
+
+
+def test_slurm_faults_are_recorded_with_slurms_reason_and_retried(slurm, tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=1)
+    ledger = tmp_path / "l.sqlite"
+    queue_raw_specs(ledger, [
+        {"statement": "hangs past Slurm's time limit", "probe": "toy_hang", "layers": [0]},
+        {"statement": "over Slurm's memory limit", "probe": "toy_memory",
+         "params": {"size_mb": 1500}, "layers": [0]},
+        {"statement": "explodes", "probe": "toy_raise", "layers": [0]},
+        {"statement": "fine", "probe": "axis_separation", "layers": [0],
+         "params": {"axis": 1, "positive": f"genes:{PLANTED}"}},
+    ])
+    conf = tmp_path / "cluster.yaml"
+    conf.write_text("slurm:\n  mem_mb: 500\n  poll_s: 1\n  max_poll_s: 3\n")
+
+    def run(*extra: str):
+        res = cli("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger),
+                  "--brainstormer", "none", "--per-iteration", "4", "--plugin", "toy_probes",
+                  "--executor", "slurm", "--slurm-config", str(conf), "--quiet", *extra,
+                  timeout=400)
+        assert res.returncode == 0, res.stderr
+        return _rows(ledger)
+
+    # the task's own timeout (600 s) is longer than Slurm's (1 min): Slurm's TIMEOUT ends it
+    h = run("--timeout", "600", "--slurm-time", "1")
+    hang, mem = h["hangs past Slurm's time limit"], h["over Slurm's memory limit"]
+    assert hang.status == "failed" and "timed out after" in hang.error, hang.error
+    assert "TIMEOUT" in hang.error
+    assert mem.status == "failed" and "memory limit exceeded (Slurm task" in mem.error, mem.error
+    assert "RuntimeError: probe exploded on purpose" in h["explodes"].error
+    assert h["fine"].status == "done" and h["fine"].p_value < 1e-6
+    status = cli("campaign", "status", "--ledger", str(ledger)).stdout
+    assert "failed for a transient reason: 2" in status
+
+    # the next run retries the two transient failures (here the task's own 2 s timeout ends
+    # the hang), never the probe's own error
+    h = run("--timeout", "2")
+    assert (h["hangs past Slurm's time limit"].attempts, h["over Slurm's memory limit"].attempts,
+            h["explodes"].attempts, h["fine"].attempts) == (2, 2, 1, 1)
+    assert h["hangs past Slurm's time limit"].error == "timed out after 2 s"
+
+
+def test_a_task_cancelled_from_outside_is_a_transient_failure(slurm, tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=1)
+    ledger = tmp_path / "l.sqlite"
+    queue_raw_specs(ledger, [{"statement": "hangs", "probe": "toy_hang", "layers": [0]}])
+    proc = _driver(cache, ledger, "--timeout", "300")
+    try:
+        (ext,) = _wait_submitted(ledger, 1, proc)
+        _wait_running(_task_ids([ext]))
+        subprocess.run(["scancel", *_task_ids([ext])], check=True)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    h = _rows(ledger)["hangs"]
+    assert h.status == "failed" and "cancelled from outside: scancel" in h.error, h.error
+    assert "transient reason: 1" in cli("campaign", "status", "--ledger", str(ledger)).stdout
+
+
+def test_a_driver_killed_mid_array_reattaches_instead_of_resubmitting(slurm, tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=1)
+    ledger = tmp_path / "l.sqlite"
+    queue_raw_specs(ledger, [
+        {"statement": f"slow axis {k}", "probe": "toy_slow_axis", "layers": [0],
+         "params": {"axis": k, "positive": f"genes:{PLANTED}", "delay": 6}} for k in (1, 2, 3)])
+    proc = _driver(cache, ledger, "--per-iteration", "3")
+    try:
+        ext = _wait_submitted(ledger, 3, proc)
+        os.killpg(proc.pid, signal.SIGKILL)  # no chance to cancel or record anything
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert _squeue(_task_ids(ext)), "the tasks should outlive the driver"
+    res = cli("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger),
+              "--brainstormer", "none", "--per-iteration", "3", "--plugin", "toy_probes",
+              "--executor", "slurm", "--quiet")
+    assert res.returncode == 0, res.stderr
+    h = _rows(ledger)
+    assert all(x.status == "done" and x.attempts == 1 for x in h.values()), \
+        {k: (x.status, x.attempts, x.error) for k, x in h.items()}
+    assert sorted(x.external_id for x in h.values()) == sorted(ext)  # the same tasks
+    assert len(list((ledger.parent / "geoscreen-slurm").glob("array-*"))) == 1  # no resubmit
+    assert any("3 hypotheses still have Slurm tasks" in m for m in _events(ledger, "reattached"))
+    assert h["slow axis 1"].p_value < 1e-6
+
+
+def test_campaign_stop_cancels_the_submitted_tasks(slurm, tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=1)
+    ledger = tmp_path / "l.sqlite"
+    queue_raw_specs(ledger, [{"statement": f"hangs {k}", "probe": "toy_hang", "layers": [0],
+                              "params": {"seconds": 3000 + k}} for k in range(2)])
+    # a live driver: stop reaches it (SIGTERM on this host), it cancels and re-queues
+    proc = _driver(cache, ledger, "--per-iteration", "2", "--timeout", "300")
+    try:
+        ext = _wait_submitted(ledger, 2, proc)
+        res = cli("campaign", "stop", "--ledger", str(ledger))
+        assert res.returncode == 0 and "sent SIGTERM" in res.stdout, res.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0 and "campaign stopped: stopped by" in out, (out, err)
+    assert _squeue(_task_ids(ext)) == []
+    assert {x.status for x in _rows(ledger).values()} == {"queued"}
+
+    # a killed driver: stop cancels the tasks the ledger records, and queues them again
+    proc = _driver(cache, ledger, "--per-iteration", "2", "--timeout", "300")
+    try:
+        ext = _wait_submitted(ledger, 2, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert len(_squeue(_task_ids(ext))) == 2
+    res = cli("campaign", "stop", "--ledger", str(ledger))
+    assert res.returncode == 0 and "no run is alive; cancelled 2 Slurm tasks" in res.stdout
+    deadline = time.monotonic() + 30
+    while _squeue(_task_ids(ext)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _squeue(_task_ids(ext)) == []
+    h = _rows(ledger)
+    assert {x.status for x in h.values()} == {"queued"} and all(
+        x.external_id is None for x in h.values())
+
+
+def test_campaign_stop_ends_a_local_run_after_its_running_hypothesis(tmp_path, cli):
+    """Without Slurm: stop reaches the local driver (SIGTERM); what runs finishes and is
+    recorded, what is queued stays queued, and the next run clears the request."""
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=1)
+    ledger = tmp_path / "l.sqlite"
+    queue_raw_specs(ledger, [
+        {"statement": f"slow axis {k}", "probe": "toy_slow_axis", "layers": [0],
+         "params": {"axis": k, "positive": f"genes:{PLANTED}", "delay": 3}} for k in (1, 2)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geoscreen.agent.cli", "campaign", "run", "--cache",
+         str(cache.path), "--ledger", str(ledger), "--brainstormer", "none", "--plugin",
+         "toy_probes", "--per-iteration", "2", "--workers", "1", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        start_new_session=True)
+    try:
+        end = time.monotonic() + 60
+        while not any(h.status == "running" for h in _rows(ledger).values()):
+            assert time.monotonic() < end and proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        res = cli("campaign", "stop", "--ledger", str(ledger))
+        assert res.returncode == 0 and "sent SIGTERM" in res.stdout, res.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0 and "campaign stopped" in out, (out, err)
+    assert sorted(h.status for h in _rows(ledger).values()) == ["done", "queued"]
+    res = cli("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger),
+              "--brainstormer", "none", "--plugin", "toy_probes", "--per-iteration", "2",
+              "--quiet")
+    assert res.returncode == 0 and "campaign done" in res.stdout, res.stderr
+    assert {h.status for h in _rows(ledger).values()} == {"done"}
+
+
+def test_a_slurm_driver_warns_about_a_sqlite_ledger_on_nfs(tmp_path, monkeypatch):
+    from geoscreen.agent.campaign import CampaignConfig, Reporter, make_sandbox
+    from geoscreen.store import netfs
+
+    said: list[str] = []
+
+    class Collect(Reporter):
+        def message(self, text: str) -> None:
+            said.append(text)
+
+    led = Ledger(tmp_path / "l.sqlite")
+    try:
+        cfg = CampaignConfig(executor="slurm")
+        make_sandbox(cfg, led, Collect())
+        assert said == []  # a local disk
+        nfs = f"36 25 0:45 / {tmp_path} rw,relatime - nfs4 server:/export rw,vers=4.2\n"
+        monkeypatch.setattr(netfs, "_mount_table", lambda: nfs)
+        make_sandbox(cfg, led, Collect())
+        make_sandbox(CampaignConfig(), led, Collect())  # the local executor: no warning
+    finally:
+        led.close()
+    assert len(said) == 1 and "SQLite on nfs4 is unsupported for cluster drivers" in said[0]
