@@ -22,6 +22,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ class CampaignConfig:
     reuse_workers: bool = True
     # where hypotheses run: "local" (processes here) or "slurm" (job arrays; `slurm` holds the
     # agent.slurm.SlurmOptions as a mapping)
+    # Besag-Clifford sequential stopping of the Monte Carlo nulls that support it (stop a
+    # layer's draws at this many exceedances; None: all draws).  Registered with the campaign.
+    sequential_h: int | None = None
     executor: str = "local"
     slurm: dict[str, Any] = field(default_factory=dict)
 
@@ -126,6 +130,9 @@ class CampaignConfig:
         if self.max_minutes is not None:
             positive(self.max_minutes, "--max-minutes", "the wall-time budget (minutes)")
         positive(self.workers, "--workers", "the number of workers", integer=True)
+        if self.sequential_h is not None:
+            positive(self.sequential_h, "--sequential-stop",
+                     "the exceedances that stop a null early", integer=True)
         positive(self.iterations, "--iterations", "the number of iterations", integer=True)
         positive(self.per_iteration, "--per-iteration", "proposals per iteration",
                  integer=True)
@@ -139,7 +146,7 @@ class CampaignConfig:
                 "brainstormer": self.brainstormer, "alpha": self.alpha, "plugins": self.plugins,
                 "online_procedure": self.online_procedure.lower(),
                 "offline_procedure": self.offline_procedure.lower(),
-                "combine_any": self.combine_any}
+                "combine_any": self.combine_any, "sequential_h": self.sequential_h}
 
 
 def atlas_layers(template: str | None, layers: list[str]) -> dict[str, Any] | None:
@@ -197,9 +204,11 @@ class RunSummary:
     failed: int
 
 
-def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[int, int]:
+def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig,
+                   locked_at: float | None = None) -> tuple[int, int]:
     """Bind (or check) the campaign's cache and seed and recover from an earlier run; returns
-    (campaign id, failures queued again)."""
+    (campaign id, failures queued again).  A stop request older than `locked_at` (when this
+    run took the lock) is forgotten; a newer one stops this run."""
     with ledger.session() as s:
         c = ledger.campaign(s)
         if c.cache_checksum is None:
@@ -254,7 +263,7 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
             if k:
                 ledger.event(s, c, "reattached", f"{k} hypotheses still have Slurm tasks: the "
                              "run polls them instead of submitting them again")
-        queue.clear_stop_request(s, c.id)
+        queue.clear_stop_request(s, c.id, before=locked_at)
         retried = _requeue_transient(ledger, s, c, force=cfg.retry_failed)
         c.status = "running"
         c.status_reason = ""
@@ -263,6 +272,8 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig) -> tuple[i
         # the worker combines layers as the campaign was registered to: the FDR engine then
         # uses the stored p as it is, never recomputing it
         cfg.combine_any = str((c.config or {}).get("combine_any", cfg.combine_any))
+        if "sequential_h" in (c.config or {}):  # likewise the stopping rule of its nulls
+            cfg.sequential_h = c.config["sequential_h"]
         return c.id, retried
 
 
@@ -289,6 +300,7 @@ def _requeue_transient(ledger: Ledger, s: Any, c: Campaign, *, force: bool) -> i
                      f"that failed for a transient reason: {h.error[:300]}", was, hypothesis=h.id,
                      attempts=h.attempts or 0, error=h.error[:2000])
         h.status, h.error, h.started_at, h.finished_at = "queued", "", None, None
+        h.external_id = None
         again += 1
     if capped:
         ledger.event(s, c, "retry_capped", f"{capped} hypotheses failed for a transient reason "
@@ -478,13 +490,21 @@ def ledger_callbacks(ledger: Ledger, reporter: Reporter, guard: CacheGuard | Non
             h = s.get(Hypothesis, job.hyp_id)
             h.status, h.started_at, h.seed = "running", utcnow(), job.payload["seed"]
             h.attempts = (h.attempts or 0) + 1
+            h.external_id = None  # an earlier attempt's Slurm task is not this one
             reporter.hypothesis_started(h.id, h.statement)
 
     def on_done(res: JobResult) -> None:
+        with ledger.session() as s:
+            current = s.get(Hypothesis, res.hyp_id).status
+        if current != "running":  # recorded already (a duplicate, or another run's task)
+            reporter.message(f"#{res.hyp_id}: a late answer for a hypothesis that is "
+                             f"{current} was ignored")
+            return
         if res.requeue:  # interrupted by our own stop: not a failure, it runs again on resume
             with ledger.session() as s:
                 h = s.get(Hypothesis, res.hyp_id)
-                h.status, h.started_at = "queued", None
+                h.status, h.started_at, h.external_id = "queued", None, None
+                h.attempts = max(0, (h.attempts or 0) - 1)  # our stop is not an attempt
             reporter.message(f"#{res.hyp_id} re-queued: {res.reason}")
             return
         if res.ok:
@@ -495,7 +515,7 @@ def ledger_callbacks(ledger: Ledger, reporter: Reporter, guard: CacheGuard | Non
         elif guard is not None and guard.broken():
             with ledger.session() as s:
                 h = s.get(Hypothesis, res.hyp_id)
-                h.status, h.started_at = "queued", None
+                h.status, h.started_at, h.external_id = "queued", None, None
             guard.requeued.append(res.hyp_id)
             reporter.message(f"#{res.hyp_id} back in the queue: the cache is broken")
         else:
@@ -513,7 +533,8 @@ def job_for(h: Hypothesis, cache: Cache, cfg: CampaignConfig, seed: int) -> Job:
         # what the worker lets the probe read: a model's spec only the allowed folders
         "allowed_files": list(cfg.allow_files) if h.source.startswith("llm:") else None,
         # with a registered gene split the screen sees only its own genes
-        "split": cfg.split, "combine_any": cfg.combine_any, "hash": h.hash})
+        "split": cfg.split, "combine_any": cfg.combine_any, "hash": h.hash,
+        "sequential_h": cfg.sequential_h})
 
 
 def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignConfig,
@@ -539,8 +560,11 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
     ledger = Ledger(ledger_path)
     lease = RunLease(ledger, "campaign run")
     try:
-        lease.acquire()
-        return _run(ledger, lease, cache, cfg, reporter, brainstormer, stop_after)
+        # SIGTERM / Ctrl-C (and so `campaign stop`) are caught from before the lock is taken,
+        # so a stop that arrives while the run starts is a clean stop, not a kill
+        with _StopFlag() as flag:
+            lease.acquire()
+            return _run(ledger, lease, cache, cfg, reporter, brainstormer, stop_after, flag)
     finally:
         lease.release()
         ledger.close()
@@ -548,9 +572,9 @@ def run_campaign(cache_path: str | Path, ledger_path: str | Path, cfg: CampaignC
 
 def _run(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, reporter: Reporter,
          brainstormer: Brainstormer | None | str,
-         stop_after: Callable[[int], bool] | None) -> RunSummary:
+         stop_after: Callable[[int], bool] | None, flag: _StopFlag) -> RunSummary:
     """`run_campaign`'s loop, run while holding the ledger's run lock."""
-    campaign_id, retried = _bind_campaign(ledger, cache, cfg)
+    campaign_id, retried = _bind_campaign(ledger, cache, cfg, lease.acquired_at)
     if retried:
         reporter.message(f"{retried} hypotheses that failed for a transient reason (timeout, "
                          "memory, dead worker, changed cache) are queued again")
@@ -562,10 +586,10 @@ def _run(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, rep
     if brainstormer == "from_config":
         brainstormer = make_brainstormer(cfg.brainstormer, ledger=ledger,
                                          campaign_id=campaign_id, **cfg.brainstormer_options)
-    sandbox = make_sandbox(cfg, ledger, reporter)
+    sandbox = make_sandbox(cfg, ledger, reporter, lease)
     try:
         return _loop(ledger, lease, cache, cfg, reporter, brainstormer, stop_after,
-                     campaign_id, guard, sandbox)
+                     campaign_id, guard, sandbox, flag)
     except GeoscreenError as exc:  # e.g. sbatch refused the options: say so in the ledger
         with ledger.session() as s:
             c = s.get(Campaign, campaign_id)
@@ -577,7 +601,8 @@ def _run(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, rep
         sandbox.close()
 
 
-def make_sandbox(cfg: CampaignConfig, ledger: Ledger, reporter: Reporter) -> Any:
+def make_sandbox(cfg: CampaignConfig, ledger: Ledger, reporter: Reporter,
+                 lease: RunLease | None = None) -> Any:
     """The executor `cfg` names: local worker processes, or Slurm job arrays whose task ids
     are written to the ledger as soon as sbatch accepts them."""
     if cfg.executor == "local":
@@ -600,7 +625,8 @@ def make_sandbox(cfg: CampaignConfig, ledger: Ledger, reporter: Reporter) -> Any
             else Path.cwd())
     return SlurmSandbox(options=opts, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
                         shared_dir=base / "geoscreen-slurm", on_submitted=submitted,
-                        log=reporter.message)
+                        log=reporter.message,
+                        lost=(lambda: bool(lease.lost)) if lease is not None else lambda: False)
 
 
 class _StopRequests:
@@ -623,12 +649,12 @@ class _StopRequests:
 
 def _loop(ledger: Ledger, lease: RunLease, cache: Cache, cfg: CampaignConfig, reporter: Reporter,
           brainstormer: Brainstormer | None | str, stop_after: Callable[[int], bool] | None,
-          campaign_id: int, guard: CacheGuard, sandbox: Any) -> RunSummary:
+          campaign_id: int, guard: CacheGuard, sandbox: Any, flag: _StopFlag) -> RunSummary:
     """The iterations of `_run`, with its sandbox (whose persistent workers `_run` closes)."""
     t_start = time.monotonic()
     status, reason = "done", "all iterations done"
     requested = _StopRequests(ledger, campaign_id)
-    with _StopFlag() as flag:
+    with nullcontext(flag):
         while True:
             if requested():
                 flag.stop, flag.reason = True, requested.reason

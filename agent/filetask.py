@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from geoscreen.agent import proctree
-from geoscreen.agent.worker import REPLY_HEADER, _collect, _run_worker
+from geoscreen.agent.worker import (
+    REPLY_HEADER,
+    THREAD_VARS,
+    _collect,
+    _ParentGone,
+    _run_worker,
+)
 
 RESULT_SLACK = 64 * 1024  # bytes of the result file besides the reply
 
@@ -62,16 +68,30 @@ def verify_cache_once(cache_path: str, checksum: str, stamp_dir: str | None = No
         st = (root / rel).stat()
         stats.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
     key = hashlib.sha256("\n".join([checksum, str(root.resolve()), *stats]).encode()).hexdigest()
-    stamps = Path(stamp_dir or tempfile.gettempdir()) / f"geoscreen-verified-{os.getuid()}"
+    stamps = Path(stamp_dir or _node_dir()) / f"geoscreen-verified-{os.getuid()}"
+    stamps.mkdir(mode=0o700, exist_ok=True)
+    if stamps.stat().st_uid != os.getuid() or stamps.stat().st_mode & 0o022:
+        raise RuntimeError(f"{stamps} is not this user's private folder")
     if (stamps / key).exists():
         return ""
-    bad = cache.verify()
-    if bad:
-        return (f"checksum mismatch: on {socket.gethostname()} the cache's files "
-                f"{', '.join(bad[:5])} differ from its manifest (a stale or partial copy?)")
-    stamps.mkdir(mode=0o700, exist_ok=True)
-    (stamps / key).touch()
+    import fcntl
+
+    with open(stamps / f"{key}.lock", "w") as lock:  # tasks on one node verify once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (stamps / key).exists():
+            return ""
+        bad = cache.verify()
+        if bad:
+            return (f"checksum mismatch: on {socket.gethostname()} the cache's files "
+                    f"{', '.join(bad[:5])} differ from its manifest (a stale or partial copy?)")
+        (stamps / key).touch()
     return ""
+
+
+def _node_dir() -> str:
+    """A folder that outlives one job on this node (/var/tmp where writable; Slurm often gives
+    each job a TMPDIR of its own, which would make every task verify again)."""
+    return "/var/tmp" if os.access("/var/tmp", os.W_OK) else tempfile.gettempdir()
 
 
 def _write_result(path: str, result: dict[str, Any]) -> None:
@@ -97,16 +117,19 @@ def run_file_task(job_path: str, result_path: str) -> int:
     t0 = time.monotonic()
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     if not isinstance(job, dict):
-        raise SystemExit(f"{job_path}: a job file holds one JSON object")
+        raise ValueError("a job file holds one JSON object")
     result: dict[str, Any] = {"token": job.get("token"), "hyp_id": job.get("hyp_id"),
                               "hash": job.get("hash"), "host": socket.gethostname(),
                               "code": None, "error": "", "wall_s": 0.0, "reply": None}
+    for var in THREAD_VARS:  # before numpy loads (verifying imports it): the worker inherits
+        os.environ[var] = str(job.get("threads") or 1)
     problem = ""
     if job.get("verify_cache", True):
         try:
             problem = verify_cache_once(str(job["cache_path"]), str(job["cache_checksum"]))
         except Exception as exc:  # noqa: BLE001 - a missing or unreadable cache on this node
-            problem = f"the cache cannot be read on {socket.gethostname()}: {exc}"
+            problem = (f"the cache cannot be read on {socket.gethostname()} (is the shared "
+                       f"folder mounted there?): {' '.join(str(exc).split())[:300]}")
     if problem:
         result.update(code=1, error=problem, wall_s=time.monotonic() - t0)
         _write_result(result_path, result)
@@ -135,11 +158,17 @@ def run_file_task(job_path: str, result_path: str) -> int:
     frames: list[bytes] = []
     try:
         problem, code = _collect(pid, read_fd, os.getppid(), cap, frames.append)
+    except _ParentGone:  # slurmstepd is gone (the node is going down): leave nothing behind
+        proctree.kill_tree(me, include_root=False)
+        proctree.reap_children()
+        return 1
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         os.close(read_fd)
     result["code"] = code
-    frames = [f for f in frames if len(f) > REPLY_HEADER.size]  # _collect relays b"" for none
+    # only a complete frame counts (_collect also relays what a dying worker left half-written)
+    frames = [f for f in frames if len(f) >= REPLY_HEADER.size
+              and len(f) == REPLY_HEADER.size + REPLY_HEADER.unpack_from(f)[0]]
     if timed_out and not frames:
         result["error"] = f"timed out after {timeout:g} s"
     elif problem:
@@ -148,8 +177,8 @@ def run_file_task(job_path: str, result_path: str) -> int:
         body = frames[0][REPLY_HEADER.size:]
         try:
             result["reply"] = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            result["error"] = f"invalid reply (not UTF-8 JSON: {exc})"
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            result["error"] = f"invalid reply (not UTF-8 JSON: {type(exc).__name__})"
     else:
         why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         result["error"] = f"worker died ({why}) without a reply"

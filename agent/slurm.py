@@ -56,7 +56,8 @@ EXTERNAL_PREFIX = "slurm:"
 _CMD_TIMEOUT_S = 60.0
 NO_VAL = "4294967294"  # Slurm's ArrayTaskId of an array record no task was split off
 ANY_TASK = -1  # states() key: the state of every task without a record of its own
-_LOST_AFTER_POLLS = 3  # polls on which Slurm does not know a task before it counts as lost
+_LOST_AFTER_POLLS = 3  # answers in a row in which Slurm does not know a task ...
+_LOST_AFTER_S = 60.0  # ... over at least this long, before it counts as lost
 
 
 class SlurmOptions(BaseModel):
@@ -120,6 +121,9 @@ def load_slurm_options(path: str | os.PathLike, **overrides: Any) -> SlurmOption
     except OSError as exc:
         raise GeoscreenError(f"cannot be read ({exc.strerror})", path=str(p),
                              field="--slurm-config", fix="give the path of a YAML file") from None
+    except UnicodeDecodeError:
+        raise GeoscreenError("is not a text file", path=str(p), field="--slurm-config",
+                             fix="give the path of a YAML file") from None
     except yaml.YAMLError as exc:
         raise GeoscreenError(f"is not valid YAML ({' '.join(str(exc).split())[:200]})",
                              path=str(p), field="--slurm-config",
@@ -203,7 +207,7 @@ class Slurm:
         array = f"0-{n_tasks - 1}" + (f"%{opts.max_concurrent}" if opts.max_concurrent else "")
         args = ["sbatch", "--parsable", f"--array={array}", f"--job-name={name}",
                 f"--time={time_limit}", f"--cpus-per-task={opts.cpus_per_task}",
-                f"--output={out_dir / 'task-%a.log'}", "--no-requeue",
+                f"--output={str(out_dir).replace('%', '%%')}/task-%a.log", "--no-requeue",
                 "--kill-on-invalid-dep=yes", f"--chdir={out_dir}"]
         if mem_mb:
             args.append(f"--mem={mem_mb}M")
@@ -220,12 +224,19 @@ class Slurm:
                                  field="--executor slurm", fix="check the sbatch options")
         return job_id
 
-    def states(self, array_id: str) -> dict[int, TaskState]:
+    def states(self, array_id: str) -> dict[int, TaskState] | None:
         """The array's tasks by index: from ``scontrol`` (live and recently ended tasks), then
         ``sacct`` for what slurmctld has purged, when accounting is on.  A task neither knows
-        is absent; `ANY_TASK` holds the state of tasks never split off the array record."""
+        is absent; `ANY_TASK` holds the state of tasks never split off the array record.
+        None when slurmctld did not answer (a timeout, a socket error): nothing is known, and
+        nothing may be concluded from a task's absence."""
         out: dict[int, TaskState] = {}
-        proc = self._run(["scontrol", "show", "job", "-o", array_id], check=False)
+        try:
+            proc = self._run(["scontrol", "show", "job", "-o", array_id], check=False)
+        except GeoscreenError:  # scontrol hung: ask again at the next poll
+            return None
+        if proc.returncode != 0 and "invalid job id" not in (proc.stderr or "").lower():
+            return None
         if proc.returncode == 0:
             for line in proc.stdout.splitlines():
                 f = dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", line))
@@ -246,7 +257,8 @@ class Slurm:
         proc = self._run(["sacct", "-n", "-P", "-X", "-j", array_id, "--format",
                           "JobID,State,ExitCode,Timelimit,NodeList"], check=False)
         if proc.returncode != 0:
-            self._sacct = False  # accounting is off (no slurmdbd): scontrol is all there is
+            if "accounting storage is disabled" in (proc.stderr or "").lower():
+                self._sacct = False  # no slurmdbd here: scontrol is all there is
             return
         self._sacct = True
         for line in proc.stdout.splitlines():
@@ -254,16 +266,42 @@ class Slurm:
             if len(parts) < 5 or "_" not in parts[0]:
                 continue
             head, _, tail = parts[0].partition("_")
-            if head != array_id or not tail.isdigit() or int(tail) in out:
+            if head != array_id:
                 continue
-            out[int(tail)] = TaskState(parts[1].split()[0] if parts[1] else "", "", parts[2],
-                                       parts[3], parts[4])
+            state = TaskState(parts[1].split()[0] if parts[1] else "", "", parts[2], parts[3],
+                              parts[4])
+            for idx in _task_indices(tail.strip("[]")):  # '5' or a pending '[5-9%2]'
+                out.setdefault(idx, state)
 
-    def cancel(self, ids: Iterable[str]) -> None:
-        """``scancel`` the given job or task ids (unknown or ended ones are ignored)."""
-        ids = list(ids)
-        if ids:
-            self._run(["scancel", *ids], check=False)
+    def cancel(self, ids: Iterable[str]) -> str:
+        """``scancel`` the given task ids (``ARRAY_INDEX``), one compact ``ARRAY_[i,j-k]`` per
+        array; ended or unknown tasks are ignored.  Returns '' or what went wrong."""
+        by_array: dict[str, list[int]] = {}
+        for task in ids:
+            array_id, _, idx = task.partition("_")
+            by_array.setdefault(array_id, []).append(int(idx))
+        if not by_array:
+            return ""
+        args = [f"{a}_[{_compact(sorted(set(ix)))}]" for a, ix in sorted(by_array.items())]
+        try:
+            proc = self._run(["scancel", *args], check=False)
+        except GeoscreenError as exc:
+            return str(exc)
+        err = " ".join((proc.stderr or "").split())
+        bad = [ln for ln in err.split("scancel: error:") if ln.strip() and
+               "already completing or completed" not in ln.lower() and
+               "invalid job id" not in ln.lower()]
+        return f"scancel failed: {' '.join(bad)[:300]}" if proc.returncode and bad else ""
+
+
+def _compact(ix: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3,7' (Slurm's task list)."""
+    parts, start = [], ix[0]
+    for a, b in zip(ix, ix[1:] + [None]):
+        if b != a + 1:
+            parts.append(f"{start}-{a}" if a != start else f"{a}")
+            start = b
+    return ",".join(parts)
 
 
 def _task_indices(spec: str) -> list[int]:
@@ -313,6 +351,8 @@ class _Task:
     hash: str
     t0: float
     unknown_polls: int = 0
+    unknown_since: float | None = None
+    ended_at: float | None = None
 
     @property
     def task_id(self) -> str:
@@ -344,6 +384,12 @@ class SlurmSandbox:
     slurm: Slurm = field(default_factory=Slurm)
     log: Callable[[str], None] | None = None
     submitted: int = 0  # arrays submitted (tests, benchmarks)
+    # True once another run took the ledger's run lock: stop at once, cancelling nothing
+    lost: Callable[[], bool] = field(default=lambda: False)
+    # how long a task that ended normally may take to show its result file (NFS caches a
+    # missing file for up to a minute by default)
+    result_grace_s: float = 120.0
+    _foreign: set[Path] = field(default_factory=set, repr=False)
     workers: int = 0  # not used: Slurm schedules (kept for the campaign's reporting)
 
     def __enter__(self) -> SlurmSandbox:
@@ -364,25 +410,34 @@ class SlurmSandbox:
         base = Path(self.options.shared_dir or self.shared_dir).expanduser().resolve()
         run = uuid.uuid4().hex[:12]
         folder = base / f"array-{run}"
-        folder.mkdir(parents=True, exist_ok=False)
         python = self.options.python or sys.executable
         tokens = []
-        for i, job in enumerate(jobs):
-            token = f"{run}/{i}"
-            tokens.append(token)
-            payload = dict(job.payload, hyp_id=job.hyp_id, token=token,
-                           threads=self.options.cpus_per_task, memory_mb=self.memory_mb,
-                           timeout_s=self.timeout_s, max_reply_bytes=self.max_reply_bytes,
-                           sys_path=[str(p) for p in sys.path])
-            (folder / f"job-{i}.json").write_text(json.dumps(payload), encoding="utf-8")
-        script = folder / "array.sh"
-        script.write_text(
-            "#!/bin/bash\n# geoscreen: one hypothesis per array task (geoscreen.agent.filetask)\n"
-            f"cd {shlex.quote(str(folder))} || exit 1\n"
-            f"exec {shlex.quote(python)} -m geoscreen.agent.filetask "
-            '"job-${SLURM_ARRAY_TASK_ID}.json" "result-${SLURM_ARRAY_TASK_ID}.json"\n',
-            encoding="utf-8")
-        script.chmod(0o755)
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            # private: a job file names the modules a task imports, and holds the token a
+            # result must echo, so nobody else may write here
+            folder.mkdir(mode=0o700)
+            for i, job in enumerate(jobs):
+                token = f"{run}/{i}"
+                tokens.append(token)
+                payload = dict(job.payload, hyp_id=job.hyp_id, token=token,
+                               threads=self.options.cpus_per_task, memory_mb=self.memory_mb,
+                               timeout_s=self.timeout_s, max_reply_bytes=self.max_reply_bytes,
+                               sys_path=[str(p) for p in sys.path])
+                _write_private(folder / f"job-{i}.json", json.dumps(payload))
+            script = folder / "array.sh"
+            _write_private(script, (
+                "#!/bin/bash\n# geoscreen: one hypothesis per array task "
+                "(geoscreen.agent.filetask)\n"
+                f"cd {shlex.quote(str(folder))} || exit 1\n"
+                f"exec {shlex.quote(python)} -m geoscreen.agent.filetask "
+                '"job-${SLURM_ARRAY_TASK_ID}.json" "result-${SLURM_ARRAY_TASK_ID}.json"\n'))
+            script.chmod(0o700)
+        except OSError as exc:
+            raise GeoscreenError(f"cannot write the job files ({exc.strerror})",
+                                 path=str(base), field="--shared-dir",
+                                 fix="give a writable folder that every node sees at the same "
+                                     "path; nothing was submitted") from None
         time_limit = self.options.time or minutes(self.timeout_s + 300)
         mem = self.options.mem_mb or ((self.memory_mb + 1024) if self.memory_mb else None)
         array_id = self.slurm.submit(script, len(jobs), self.options, name=f"geoscreen-{run}",
@@ -393,17 +448,19 @@ class SlurmSandbox:
         return [_Task(job, array_id, i, folder, tokens[i], str(job.payload.get("hash", "")), t0)
                 for i, job in enumerate(jobs)]
 
-    @staticmethod
-    def _attached(job: Job) -> _Task | None:
+    def _attached(self, job: Job) -> _Task | None:
+        """The task an earlier driver submitted for `job`, or None (it is then submitted anew,
+        and the old task, if Slurm still has it, is cancelled so it never runs twice)."""
         parsed = parse_external_id(str(job.payload.get("attach") or ""))
         if parsed is None:
             return None
         array_id, index, folder = parsed
         try:
             sent = json.loads((folder / f"job-{index}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if sent.get("hyp_id") != job.hyp_id:
+        except (OSError, ValueError, RecursionError):
+            sent = {}
+        if not isinstance(sent, dict) or sent.get("hyp_id") != job.hyp_id:
+            self.slurm.cancel([f"{array_id}_{index}"])
             return None
         return _Task(job, array_id, index, folder, str(sent.get("token")),
                      str(sent.get("hash", "")), time.monotonic())
@@ -424,19 +481,23 @@ class SlurmSandbox:
                 f"{self.max_reply_bytes >> 20} MiB cap)"))
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             return JobResult(task.job.hyp_id, False, wall_s=wall,
-                             reason=f"invalid reply (result file not JSON: {exc})")
+                             reason=f"invalid reply (result file not JSON: {type(exc).__name__})")
         if not isinstance(data, dict):
             return JobResult(task.job.hyp_id, False, wall_s=wall,
                              reason="invalid reply (result file is not a JSON object)")
         mine = (data.get("token") == task.token and data.get("hyp_id") == task.job.hyp_id
                 and str(data.get("hash") or "") == task.hash)
         if not mine:
-            self._say(f"ignored {path}: it answers {data.get('token')!r} for hypothesis "
-                      f"{data.get('hyp_id')!r}, not task {task.token} for #{task.job.hyp_id}")
+            if path not in self._foreign:
+                self._foreign.add(path)
+                self._say(f"ignored {path}: it answers {data.get('token')!r} for hypothesis "
+                          f"{data.get('hyp_id')!r}, not task {task.token} for "
+                          f"#{task.job.hyp_id}")
             return None
-        wall = float(data.get("wall_s") or wall)
+        w = data.get("wall_s")
+        wall = float(w) if isinstance(w, int | float) and not isinstance(w, bool) else wall
         if data.get("reply") is None:
             return JobResult(task.job.hyp_id, False, wall_s=wall,
                              reason=str(data.get("error") or "no reply")[:4000])
@@ -452,6 +513,26 @@ class SlurmSandbox:
             return JobResult(task.job.hyp_id, False, wall_s=wall,
                              reason="invalid reply (a partial outcome for a whole hypothesis)")
         return JobResult(task.job.hyp_id, True, reply.outcome, wall_s=wall)
+
+    def _read_after_end(self, task: _Task, st: TaskState) -> JobResult | None:
+        """A task Slurm says has ended: its result, re-read with the folder listed first (a
+        network filesystem's client may cache "no such file" for a while).  A task that ended
+        normally always wrote one, so it gets `result_grace_s` to become visible."""
+        try:
+            os.listdir(task.folder)  # revalidates the directory's cached entries (NFS)
+        except OSError:
+            pass
+        res = self._read_result(task)
+        if res is not None:
+            return res
+        normal_end = st.state == "COMPLETED" and st.exit_code.startswith("0:")
+        if normal_end:
+            if task.ended_at is None:
+                task.ended_at = time.monotonic()
+            if time.monotonic() - task.ended_at < self.result_grace_s:
+                return None  # look again at the next poll
+        return JobResult(task.job.hyp_id, False, wall_s=time.monotonic() - task.t0,
+                         reason=self._terminal_reason(task, st))
 
     def _terminal_reason(self, task: _Task, st: TaskState) -> str:
         """Why a task that ended without a result failed, in the words `store.failures`
@@ -470,11 +551,27 @@ class SlurmSandbox:
         return (f"worker died ({where}: {st.state}, exit code {st.exit_code or '?'}, reason "
                 f"{st.reason or 'none'}{detail})")
 
+    @staticmethod
+    def _setup_problem(task: _Task, st: TaskState) -> str:
+        """A task that failed before it could run anything: the same on every node and every
+        retry (no interpreter, no geoscreen, a folder the node does not see).  ''  otherwise."""
+        if st.state != "FAILED":
+            return ""
+        log = _tail(task.log_path)
+        code = st.exit_code.split(":")[0]
+        signs = ("No module named", "No such file or directory", "command not found",
+                 "Permission denied")
+        if code in ("126", "127") or any(x in log for x in signs) or \
+                (code == "1" and not log and not task.folder.exists()):
+            return (f"Slurm task {task.task_id} failed before running its hypothesis (exit code "
+                    f"{st.exit_code}{', log: ' + log[-240:] if log else ''})")
+        return ""
+
     # -- the loop -----------------------------------------------------------------------------
     def run(self, jobs: Iterable[Job], on_start: Callable[[Job], None],
             on_done: Callable[[JobResult], None], should_stop: Callable[[], bool]) -> None:
         jobs = list(jobs)
-        if not jobs or should_stop():
+        if not jobs or self.lost():
             return
         tasks: list[_Task] = []
         fresh = []
@@ -485,7 +582,7 @@ class SlurmSandbox:
                 self._say(f"re-attached #{job.hyp_id} to Slurm task {t.task_id}")
             else:
                 fresh.append(job)
-        if fresh:
+        if fresh and not should_stop():
             new = self._submit(fresh)
             for t in new:
                 on_start(t.job)
@@ -500,6 +597,8 @@ class SlurmSandbox:
         open_tasks = {t.job.hyp_id: t for t in tasks}
         wait = self.options.poll_s
         while open_tasks:
+            if self.lost():  # another run holds the ledger now: touch neither it nor the tasks
+                return
             if should_stop():
                 self._cancel(open_tasks, on_done)
                 return
@@ -507,20 +606,35 @@ class SlurmSandbox:
             arrays = sorted({t.array_id for t in open_tasks.values()})
             states = {a: self.slurm.states(a) for a in arrays}
             for hyp_id, t in list(open_tasks.items()):
-                res = self._read_result(t)
                 known = states[t.array_id]
-                st = known.get(t.index, known.get(ANY_TASK))
+                res = self._read_result(t)
+                st = None if known is None else known.get(t.index, known.get(ANY_TASK))
+                if st is not None:
+                    t.unknown_polls = 0
                 if res is None and st is not None and st.state in TERMINAL:
-                    res = self._read_result(t)  # written just before the task ended
-                    if res is None:
-                        res = JobResult(hyp_id, False, wall_s=time.monotonic() - t.t0,
-                                        reason=self._terminal_reason(t, st))
-                if res is None and st is None:
+                    setup = self._setup_problem(t, st)
+                    if setup:
+                        del open_tasks[hyp_id]
+                        on_done(JobResult(hyp_id, False, reason=setup, requeue=True))
+                        self._cancel(open_tasks, on_done)
+                        raise GeoscreenError(
+                            setup, field="--executor slurm",
+                            fix="check that every node sees the shared folder and the Python "
+                                "environment at the same paths (--shared-dir, python:); the "
+                                "hypotheses are queued again")
+                    res = self._read_after_end(t, st)
+                if res is None and known is not None and st is None:
+                    # Slurm answered and knows nothing of it: lost only after several answers
+                    # in a row, over at least a minute (a task is not in the record at once)
                     t.unknown_polls += 1
-                    if t.unknown_polls >= _LOST_AFTER_POLLS:
+                    t.unknown_since = t.unknown_since or time.monotonic()
+                    if t.unknown_polls >= _LOST_AFTER_POLLS and \
+                            time.monotonic() - t.unknown_since >= _LOST_AFTER_S:
                         res = JobResult(hyp_id, False, wall_s=time.monotonic() - t.t0, reason=(
                             f"worker died (Slurm has no record of task {t.task_id} and it "
                             "left no result)"))
+                elif st is not None:
+                    t.unknown_since = None
                 if res is not None:
                     del open_tasks[hyp_id]
                     on_done(res)
@@ -530,23 +644,34 @@ class SlurmSandbox:
             wait = self.options.poll_s if changed else min(wait * 1.5, self.options.max_poll_s)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if should_stop():
+                if should_stop() or self.lost():
                     break
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def _cancel(self, open_tasks: dict[int, _Task], on_done: Callable[[JobResult], None]) -> None:
-        """Cancel what is still open; its hypotheses go back to the queue (a result that
-        arrived meanwhile is kept)."""
-        self.slurm.cancel(t.task_id for t in open_tasks.values())
-        self._say(f"cancelled {len(open_tasks)} Slurm tasks (scancel)")
-        for hyp_id, t in open_tasks.items():
+        """Cancel what is still open; its hypotheses go back to the queue, except those whose
+        result had already arrived (recorded as they are, success or failure)."""
+        if not open_tasks:
+            return
+        problem = self.slurm.cancel(t.task_id for t in open_tasks.values())
+        self._say(f"cancelled {len(open_tasks)} Slurm tasks (scancel)"
+                  + (f"; {problem}" if problem else ""))
+        for hyp_id, t in list(open_tasks.items()):
             res = self._read_result(t)
-            if res is not None and res.ok:
+            if res is not None:
                 on_done(res)
             else:
                 on_done(JobResult(hyp_id, False, wall_s=time.monotonic() - t.t0,
                                   reason="interrupted (the campaign stopped; scancel)",
                                   requeue=True))
+        open_tasks.clear()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a new file only its owner may read or write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def _tail(path: Path, n: int = 2000) -> str:

@@ -27,6 +27,7 @@ residualizes similarities on co-expression first.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -49,6 +50,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
     chunks,
     feature_shuffle_rows,
@@ -57,7 +59,7 @@ from geoscreen.probes.stats import (
     row_ranks,
     z_score,
 )
-from geoscreen.result import LayerResult, permutation_test
+from geoscreen.result import LayerResult
 from geoscreen.store.resources.api import is_family_ref
 
 FAMILY_MAX_SET = 300  # genes of one set of a family (larger sets are left out)
@@ -306,7 +308,6 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
         auc_obs = _observed_retrieval(Zn, sets) if p.metric == "cosine" and fit is None else None
     observed = float(auc_obs if p.statistic == "retrieval_auroc" else sim_obs)  # type: ignore[arg-type]
     rng = ctx.rng(layer)
-    null = np.empty(p.n_permutations)
     matching = None
     if p.null in ("gene_shuffle", "matched"):
         strata = None
@@ -318,37 +319,47 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
             width = n + flat.size * Z.shape[1]
         else:
             width = 2 * n if _use_matmul(n, sizes) else max(n, a.size)
-        for s, m in chunks(p.n_permutations, width):
-            P = gene_perms(n, m, rng)[:, flat] if strata is None else strata.draw(flat, m, rng)
-            if strata is not None and s == 0:
-                matching["balance"] = strata.balance(flat, P)
-            if M is not None:
-                sums = _matrix_sums(M, P, offsets, sizes, a, b, starts)
-            else:
-                sums = _cosine_sums(Zn[P], offsets)
-            null[s:s + m] = _summary(sums, sizes, n, p.statistic)
+
+        def draws() -> Iterator[np.ndarray]:
+            for s, m in chunks(p.n_permutations, width):
+                P = gene_perms(n, m, rng)[:, flat] if strata is None else \
+                    strata.draw(flat, m, rng)
+                if strata is not None and s == 0:
+                    matching["balance"] = strata.balance(flat, P)
+                if M is not None:
+                    sums = _matrix_sums(M, P, offsets, sizes, a, b, starts)
+                else:
+                    sums = _cosine_sums(Zn[P], offsets)
+                yield _summary(sums, sizes, n, p.statistic)
     else:
         # feature_shuffle in the full space acts on the embedding dimensions; pc_shuffle (and
         # any null in a subspace) on the singular-axis coordinates, which keeps the covariance
         X = Z @ svd.Vt if p.subspace == "full" and p.null == "feature_shuffle" else Z
         u, inv = np.unique(flat, return_inverse=True)
-        for s, m in chunks(p.n_permutations, u.size * X.shape[1], budget=8_000_000):
-            rows = feature_shuffle_rows(X, u, m, rng)[:, inv]
-            if p.metric == "cosine":
-                nrm = np.linalg.norm(rows, axis=2, keepdims=True)
-                sums = _cosine_sums(rows / np.where(nrm > 0, nrm, 1.0), offsets)
-            else:
-                sq = (rows * rows).sum(axis=2)
-                D2 = sq[:, :, None] + sq[:, None, :] - 2 * np.matmul(rows, rows.transpose(0, 2, 1))
-                sums = _set_sums(-np.sqrt(np.maximum(D2[:, a, b], 0.0)), starts)
-            null[s:s + m] = _summary(sums, sizes, n, "mean_similarity")
+
+        def draws() -> Iterator[np.ndarray]:
+            for _, m in chunks(p.n_permutations, u.size * X.shape[1], budget=8_000_000):
+                rows = feature_shuffle_rows(X, u, m, rng)[:, inv]
+                if p.metric == "cosine":
+                    nrm = np.linalg.norm(rows, axis=2, keepdims=True)
+                    sums = _cosine_sums(rows / np.where(nrm > 0, nrm, 1.0), offsets)
+                else:
+                    sq = (rows * rows).sum(axis=2)
+                    D2 = sq[:, :, None] + sq[:, None, :] - \
+                        2 * np.matmul(rows, rows.transpose(0, 2, 1))
+                    sums = _set_sums(-np.sqrt(np.maximum(D2[:, a, b], 0.0)), starts)
+                yield _summary(sums, sizes, n, "mean_similarity")
+    # Besag-Clifford stopping when the campaign asks for it (geoscreen.probes.sequential)
+    seq = besag_clifford(draws(), observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
+    null = seq.null
     z = z_score(observed, null)
     return LayerResult(
         statistic_name=p.statistic,
         statistic=observed, effect_name="z", effect_size=z,
-        **permutation_test(observed, null, ctx.alternative),
-        n=int(flat.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
-        extra={"mean_similarity": sim_obs, "retrieval_auroc": auc_obs, "n_sets": len(sets),
+        **seq.test_fields(observed, ctx.alternative),
+        n=int(flat.size), null=null_label(p.null, p.control), n_permutations=seq.draws,
+        extra={**seq.record(),
+               "mean_similarity": sim_obs, "retrieval_auroc": auc_obs, "n_sets": len(sets),
                "set_sizes": [int(x) for x in sizes], "skipped_sets": skipped,
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "subspace": p.subspace, "metric": p.metric, "control_fit": fit,

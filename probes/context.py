@@ -73,6 +73,9 @@ class ProbeContext:
     seed: int
     alternative: str = "greater"
     work_dir: Path | None = None
+    # Besag-Clifford stopping of Monte Carlo nulls that support it: stop at this many draws as
+    # extreme as the observed statistic (None: always all draws; geoscreen.probes.sequential)
+    sequential_h: int | None = None
     other_caches: dict[str, Cache] = field(default_factory=dict)
     resources_used: dict[str, dict[str, Any]] = field(default_factory=dict)
     _svds: dict[tuple[str, bool], SVD] = field(default_factory=dict, repr=False)

@@ -9,11 +9,14 @@ axes.  The value is descriptive: a gene bootstrap gives its 95% interval and the
 test is the trend across layers (``across_layers: trend``, "effective rank falls with depth").
 With ``null: feature_shuffle`` each layer is also tested against copies of the matrix whose
 columns are permuted independently across genes (same marginals, no correlation between
-dimensions), which gives a per-layer p-value.
+dimensions), which gives a per-layer p-value; with a campaign's sequential stopping
+(``--sequential-stop H``, `geoscreen.probes.sequential`) a layer stops drawing at the H-th copy
+as extreme as the observed value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -22,6 +25,7 @@ from pydantic import Field
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
@@ -29,7 +33,7 @@ from geoscreen.probes.stats import (
     percentile_ci,
     z_score,
 )
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.result import E_PERMUTATION, LayerResult
 
 Measure = Literal["effective_rank", "effective_rank_energy", "participation_ratio",
                   "explained_variance"]
@@ -83,18 +87,23 @@ def gram_eigenvalues32(Xs: np.ndarray) -> np.ndarray:
     return np.linalg.eigvalsh(G.astype(np.float64))
 
 
+def feature_shuffle_eigenvalue_batches(X: np.ndarray, m: int,
+                                       rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Covariance eigenvalues of `m` feature-shuffled copies of centred X, batch by batch
+    ((c, min(n, d)) each): a consumer that stops early never pays for the rest."""
+    n, d = X.shape
+    Xf = X.astype(np.float32)
+    for _, c in chunks(m, n * d, budget=8_000_000):
+        yield gram_eigenvalues32(feature_shuffle_stack(Xf, c, rng))
+
+
 def feature_shuffle_eigenvalues(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
     """(m, min(n, d)) covariance eigenvalues of `m` feature-shuffled copies of centred X.
 
     Each copy permutes every column independently across genes (column means, hence centring,
     are unchanged); copies are built and diagonalised in batches.
     """
-    n, d = X.shape
-    Xf = X.astype(np.float32)
-    out = np.empty((m, min(n, d)))
-    for s, c in chunks(m, n * d, budget=8_000_000):
-        out[s:s + c] = gram_eigenvalues32(feature_shuffle_stack(Xf, c, rng))
-    return out
+    return np.concatenate(list(feature_shuffle_eigenvalue_batches(X, m, rng)))
 
 
 class SpectrumParams(ProbeParams):
@@ -221,14 +230,17 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
     ev: float | None = None
     if p.null == "feature_shuffle":
         rng = ctx.rng(layer, "feature_shuffle")
-        null = spectrum_measure(feature_shuffle_eigenvalues(X, p.n_permutations, rng),
-                                p.measure, p.k)
         tested = float(spectrum_measure(gram_eigenvalues32(X[None])[0], p.measure, p.k))
-        pval = permutation_p(tested, null, ctx.alternative)
-        ev = permutation_e(tested, null, ctx.alternative)
-        nperm = p.n_permutations
+        seq = besag_clifford(
+            (spectrum_measure(e, p.measure, p.k)
+             for e in feature_shuffle_eigenvalue_batches(X, p.n_permutations, rng)),
+            tested, ctx.alternative, p.n_permutations, ctx.sequential_h)
+        null = seq.null
+        fields = seq.test_fields(tested, ctx.alternative)
+        pval, ev = fields["p_value"], fields["e_value"]
+        nperm = seq.draws
         extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
-                 "z": z_score(value, null)}
+                 "z": z_score(value, null), **seq.record()}
     return LayerResult(
         statistic_name=p.measure,
         statistic=value, effect_name=p.measure, effect_size=value, p_value=pval,

@@ -15,7 +15,7 @@ MAX_AUTO_ATTEMPTS = 3  # starts of one hypothesis before transient failures stop
 
 _TRANSIENT = re.compile(r"timed out after|memory limit exceeded|\bMemoryError\b|out of memory|"
                         r"worker died|killed by signal|cache changed|checksum mismatch|"
-                        r"the cache is broken", re.IGNORECASE)
+                        r"the cache is broken|the cache cannot be read on", re.IGNORECASE)
 
 
 def transient_failure(reason: str) -> bool:

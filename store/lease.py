@@ -123,6 +123,7 @@ class RunLease:
         self.stale_after_s = stale_after_s
         self.token = uuid.uuid4().hex
         self.took_over: str = ""  # whose stale lock this run took, and why
+        self.acquired_at: float | None = None  # when acquire() began (time.time())
         self.lost: str = ""  # set by the heartbeat when another run took the lock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,6 +135,7 @@ class RunLease:
 
     def acquire(self) -> RunLease:
         """Take the lock, or raise a one-line `GeoscreenError` naming its live holder."""
+        self.acquired_at = time.time()  # a stop request made after this is for this run
         for _ in range(10):
             now = time.time()
             try:

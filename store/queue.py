@@ -55,26 +55,42 @@ def _stop_key(campaign_id: int) -> str:
     return f"stop_requested:{campaign_id}"
 
 
-def request_stop(s: Session, campaign_id: int, reason: str) -> None:
-    """Ask the campaign's run (on any host) to stop: it reads this between polls."""
+def request_stop(s: Session, campaign_id: int, reason: str, at: float | None = None) -> None:
+    """Ask the campaign's run (on any host) to stop: it reads this between polls.  The request
+    is stamped (`at`, default now) so a run that starts later can tell it is older."""
+    import time
+
+    value = f"{time.time() if at is None else at:.3f}|{reason}"
     row = s.get(Meta, _stop_key(campaign_id))
     if row is None:
-        s.add(Meta(key=_stop_key(campaign_id), value=reason))
+        s.add(Meta(key=_stop_key(campaign_id), value=value))
     else:
-        row.value = reason
+        row.value = value
+    s.flush()
+
+
+def _stop_row(s: Session, campaign_id: int) -> tuple[Meta | None, float, str]:
+    row = s.get(Meta, _stop_key(campaign_id))
+    if row is None:
+        return None, 0.0, ""
+    stamp, _, reason = row.value.partition("|")
+    try:
+        return row, float(stamp), reason
+    except ValueError:
+        return row, 0.0, row.value
 
 
 def stop_requested(s: Session, campaign_id: int) -> str:
     """The reason of a pending stop request, or ''."""
-    row = s.get(Meta, _stop_key(campaign_id))
-    return row.value if row is not None else ""
+    return _stop_row(s, campaign_id)[2]
 
 
-def clear_stop_request(s: Session, campaign_id: int) -> None:
-    """Forget a stop request (a new run starts)."""
-    row = s.get(Meta, _stop_key(campaign_id))
-    if row is not None:
+def clear_stop_request(s: Session, campaign_id: int, before: float | None = None) -> None:
+    """Forget a stop request (a new run starts), or only one made before `before`."""
+    row, stamp, _ = _stop_row(s, campaign_id)
+    if row is not None and (before is None or stamp < before):
         s.delete(row)
+        s.flush()
 
 
 def hypotheses(s: Session, campaign_id: int | None = None, *, status: str | None = None,

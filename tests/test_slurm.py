@@ -145,7 +145,7 @@ def test_a_stale_or_foreign_result_file_is_ignored(tmp_path):
     for other in ({"token": "older/0"}, {"hyp_id": 8}, {"hash": "g" * 64}):
         t.result_path.write_text(json.dumps({**base, **other}))
         assert box._read_result(t) is None  # an earlier submission's task, or another's
-    assert len(said) == 3 and all("ignored" in s for s in said)
+    assert len(said) == 1 and "ignored" in said[0]  # said once per file, not every poll
     t.result_path.write_text(json.dumps(base))
     res = box._read_result(t)
     assert (res.ok, res.reason) == (False, "probe said no")
@@ -200,6 +200,11 @@ def test_geoscreen_worker_runs_a_job_file_and_enforces_its_timeout(tmp_path, cli
 
     res = cli("worker", str(tmp_path / "missing.json"), "--result", str(tmp_path / "x"))
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "missing.json" in res.stderr
+    (tmp_path / "list.json").write_text("[1, 2]")
+    res = cli("worker", str(tmp_path / "list.json"), "--result", str(tmp_path / "x"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a job file" in res.stderr
+    res = cli("worker", str(ok), "--result", str(tmp_path / "no" / "such" / "dir" / "r.json"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
 
 
 def test_bad_slurm_options_are_one_line_errors(tmp_path, cli):
@@ -213,6 +218,9 @@ def test_bad_slurm_options_are_one_line_errors(tmp_path, cli):
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     res = cli(*common, "--partition", "short")
     assert res.returncode == 2 and "without --executor slurm" in res.stderr
+    conf.write_bytes(b"\xff\xfe\x00binary")
+    res = cli(*common, "--executor", "slurm", "--slurm-config", str(conf))
+    assert res.returncode == 2 and "not a text file" in res.stderr
     conf.write_text("cpus_per_task: 0\n")
     res = cli(*common, "--executor", "slurm", "--slurm-config", str(conf))
     assert res.returncode == 2 and "cpus_per_task" in res.stderr and "Traceback" not in res.stderr
@@ -452,3 +460,93 @@ def test_a_slurm_driver_warns_about_a_sqlite_ledger_on_nfs(tmp_path, monkeypatch
     finally:
         led.close()
     assert len(said) == 1 and "SQLite on nfs4 is unsupported for cluster drivers" in said[0]
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("truncated_exit", "worker died (exit code 0) without a reply"),
+    ("truncated_hang", "timed out after 3 s"),
+    ("deep", "invalid reply (not UTF-8 JSON: RecursionError)"),
+    ("huge", "invalid reply (announces"),
+    ("garbage", "invalid reply (announces"),
+])
+def test_a_task_answers_a_hostile_worker_with_data_only(tmp_path, cli, mode, expected):
+    """What a cluster task writes when its worker forges, truncates or inflates its reply:
+    a one-line reason in a JSON result, never the forged bytes."""
+    cache = make_cache(tmp_path / "cache", n_genes=200, dim=8, n_layers=1)
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({
+        "cache_path": str(cache.path), "cache_checksum": cache.checksum, "seed": 1,
+        "plugins": ["hostile_probes"], "hyp_id": 3, "hash": "x", "token": "t/3",
+        "memory_mb": 4096, "threads": 1, "timeout_s": 3, "max_reply_bytes": 1 << 20,
+        "spec": {"statement": "a hostile probe", "probe": "hostile_reply", "layers": [0],
+                 "params": {"mode": mode, "marker": str(tmp_path / "pwned")}}}))
+    res = cli("worker", str(job), "--result", str(tmp_path / "out.json"), timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["reply"] is None and out["error"].startswith(expected), out["error"]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_stop_requests_older_than_a_run_are_forgotten_newer_ones_kept(tmp_path):
+    from geoscreen.store import queue
+
+    led = Ledger(tmp_path / "l.sqlite")
+    try:
+        with led.session() as s:
+            cid = led.campaign(s).id
+            queue.request_stop(s, cid, "old", at=100.0)
+            queue.clear_stop_request(s, cid, before=200.0)
+            assert queue.stop_requested(s, cid) == ""
+            queue.request_stop(s, cid, "new", at=300.0)
+            queue.clear_stop_request(s, cid, before=200.0)  # a run that locked at 200
+            assert queue.stop_requested(s, cid) == "new"
+    finally:
+        led.close()
+
+
+def test_a_start_forgets_an_earlier_task_and_a_late_answer_is_ignored(tmp_path):
+    from geoscreen.agent.campaign import Reporter, ledger_callbacks
+    from geoscreen.agent.executor import JobResult
+
+    ledger = tmp_path / "l.sqlite"
+    (hid,) = queue_raw_specs(ledger, [{"statement": "explodes", "probe": "toy_raise",
+                                       "layers": [0]}])
+    led = Ledger(ledger)
+    try:
+        with led.session() as s:
+            h = s.get(Hypothesis, hid)
+            h.external_id = external_id("5", 0, tmp_path)  # a failed earlier attempt's task
+        on_start, on_done = ledger_callbacks(led, Reporter())
+        on_start(Job(hid, {"seed": 1}))
+        with led.session() as s:
+            h = s.get(Hypothesis, hid)
+            assert (h.status, h.external_id, h.attempts) == ("running", None, 1)
+        on_done(JobResult(hid, False, reason="interrupted (the campaign stopped; scancel)",
+                          requeue=True))
+        with led.session() as s:  # our own stop: back in the queue, the attempt given back
+            h = s.get(Hypothesis, hid)
+            assert (h.status, h.attempts) == ("queued", 0)
+        on_done(JobResult(hid, False, reason="worker died (late)"))
+        with led.session() as s:  # not running any more: the late answer changes nothing
+            h = s.get(Hypothesis, hid)
+            assert (h.status, h.error) == ("queued", "")
+    finally:
+        led.close()
+
+
+def test_slurm_states_are_unknown_when_slurmctld_does_not_answer(tmp_path):
+    """A failing scontrol is "nothing known", never "task gone"; scancel lists are compact."""
+    from geoscreen.agent.slurm import Slurm, _compact
+
+    assert _compact([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and _compact([4]) == "4"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("scontrol", "echo 'slurm_load_jobs error: Socket timed out' >&2; exit 1"),
+                       ("sacct", "echo 'Slurm accounting storage is disabled' >&2; exit 1")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{text}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    assert Slurm(env=env).states("12") is None
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id "
+                                      "specified' >&2; exit 1\n")
+    assert Slurm(env=env).states("12") == {}  # Slurm answered: it knows no such job

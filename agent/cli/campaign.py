@@ -162,6 +162,10 @@ def run_cmd(
         False, "--retry-failed", help="rerun every hypothesis that failed for a transient reason "
         "(timeout, memory limit, dead worker, changed cache), even after "
         "3 attempts; other failures would recur and stay failed"),
+    sequential_stop: int = typer.Option(
+        None, "--sequential-stop", metavar="H", help="Besag-Clifford: a layer's Monte Carlo "
+        "null stops after H draws as extreme as the observed value (p = H / draws); a layer "
+        "that could be a discovery gets all its draws and the same p (e.g. 10)"),
     executor: str = typer.Option("local", "--executor", metavar="local|slurm",
                                  help="where hypotheses run: local processes, or Slurm job "
                                  "arrays (one per iteration)"),
@@ -203,6 +207,7 @@ def run_cmd(
                          plugins=list(plugin), brainstormer_options=options,
                          retry_failed=retry_failed, allow_files=[str(p) for p in allow_files],
                          holdout_genes=holdout_genes, atlas=atlas, executor=executor,
+                         sequential_h=sequential_stop,
                          slurm=_slurm_settings(executor, slurm_config, {
                              "partition": partition, "account": account, "time": slurm_time,
                              "cpus_per_task": cpus_per_task, "max_concurrent": max_array_tasks,
@@ -449,9 +454,15 @@ def worker_cmd(job: Path = typer.Argument(..., help="job file (JSON) written by 
                              fix="give a job-N.json file from a geoscreen-slurm array folder")
     try:
         run_file_task(str(job), str(result))
-    except ValueError as exc:
-        raise GeoscreenError(f"is not a job file ({exc})", path=str(job), field="JOB",
+    except (ValueError, RecursionError, SystemExit) as exc:
+        raise GeoscreenError(f"is not a job file ({' '.join(str(exc).split())[:200]})",
+                             path=str(job), field="JOB",
                              fix="give a job-N.json file written by the driver") from None
+    except OSError as exc:
+        raise GeoscreenError(f"cannot be read or answered ({exc.strerror})",
+                             path=str(exc.filename or job), field="--result",
+                             fix="give a readable job file and a writable --result folder"
+                             ) from None
 
 
 def register(app: typer.Typer) -> None:

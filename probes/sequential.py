@@ -1,0 +1,145 @@
+"""Sequential Monte Carlo p-values (Besag & Clifford): stop drawing once the null is clearly null.
+
+A permutation test with `m` draws spends them all even on a layer where the observed statistic
+sits in the middle of the null, where a handful of draws already show p is large.  Besag and
+Clifford's sequential test draws null statistics one at a time and stops as soon as `h` of them
+reach the observed one (an *exceedance*), after `L` draws; its p-value is then
+
+    p = h / L,
+
+and if the `m` draws run out with `G < h` exceedances, p = (G + 1) / (m + 1), the ordinary
+permutation p-value.  This p-value is valid for the stopping rule (P(p <= u) <= u for every u,
+exactly at its support points), needs on average about h (1 + ln(m / h)) draws on a null layer
+instead of m (56 of 1,000 for h = 10), and equals the fixed-m p-value draw for draw whenever the
+test does not stop: the draws come from the same generator in the same order, so a layer with
+fewer than h exceedances in m draws — every layer that could be a discovery at
+p < h / (m + 1) — gets exactly the p-value it would have had.
+
+Stopping is decided draw by draw, not batch by batch: draws of a batch past the h-th exceedance
+are computed but discarded, so batching (for speed) never changes the p-value.
+
+Two-sided tests here measure the distance from the *null mean*, which is only known after all
+draws, so they never stop early (`besag_clifford` draws all `m`).
+
+References
+----------
+Besag, J. & Clifford, P. (1991). Sequential Monte Carlo p-values. *Biometrika* 78(2), 301-304.
+Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. *Statistical
+Applications in Genetics and Molecular Biology* 9(1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from geoscreen.result import E_PERMUTATION, permutation_e, permutation_p
+
+
+@dataclass
+class SequentialNull:
+    """What a (possibly) sequential permutation test drew.
+
+    Attributes
+    ----------
+    p_value
+        h / L when it stopped, else (G + 1) / (m + 1).
+    null
+        The L null statistics it used (all m when it did not stop).
+    draws
+        L: the number of draws used.
+    exceedances
+        Draws at least as extreme as the observed statistic among them.
+    stopped
+        Whether it stopped at the h-th exceedance before m draws.
+    h
+        The stopping count (None: a fixed-m test).
+    """
+
+    p_value: float
+    null: np.ndarray
+    draws: int
+    exceedances: int
+    stopped: bool
+    h: int | None
+
+    def test_fields(self, observed: float, alternative: str) -> dict[str, object]:
+        """``p_value``, ``e_value`` and ``e_method`` for a LayerResult.  A stopped test's
+        e-value is left to the ledger's p-to-e calibrator: the soft-rank e-value of
+        `permutation_e` assumes a fixed number of draws."""
+        if self.stopped:
+            return {"p_value": self.p_value, "e_value": None}
+        return {"p_value": self.p_value,
+                "e_value": permutation_e(observed, self.null, alternative),
+                "e_method": E_PERMUTATION}
+
+    def record(self) -> dict[str, object]:
+        """The fields a LayerResult's `extra` keeps (the rule and what it used)."""
+        return {"sequential_h": self.h, "null_draws_used": self.draws,
+                "null_exceedances": self.exceedances, "stopped_early": self.stopped}
+
+
+def _exceeds(null: np.ndarray, observed: float, alternative: str) -> np.ndarray:
+    """Which draws count as at least as extreme (the tolerance of `permutation_p`)."""
+    tol = 1e-12 * max(1.0, abs(observed))
+    if alternative == "greater":
+        return null >= observed - tol
+    if alternative == "less":
+        return null <= observed + tol
+    raise ValueError(f"a sequential test is one-sided, not {alternative!r}")
+
+
+def besag_clifford(batches: Iterable[np.ndarray], observed: float, alternative: str, m: int,
+                   h: int | None) -> SequentialNull:
+    """Draw null statistics batch by batch until `h` exceedances or `m` draws.
+
+    Parameters
+    ----------
+    batches
+        Null statistics in draw order, in batches of any size (a generator: a batch after the
+        stop is never computed); together at least `m` values.
+    observed
+        The observed statistic.
+    alternative
+        'greater' or 'less' stop sequentially; 'two-sided' uses all `m` draws.
+    m
+        The most draws (the fixed-m test's count).
+    h
+        Stop at this many exceedances (None, or a two-sided test: never stop).
+
+    Returns
+    -------
+    SequentialNull
+    """
+    if h is not None and h < 1:
+        raise ValueError("h must be at least 1")
+    sequential = h is not None and alternative in ("greater", "less")
+    used: list[np.ndarray] = []
+    n = g = 0
+    for batch in batches:
+        batch = np.asarray(batch, dtype=float).ravel()[: m - n]
+        if sequential:
+            hits = np.flatnonzero(_exceeds(batch, observed, alternative))
+            if g + hits.size >= h:  # the h-th exceedance is in this batch: stop right there
+                cut = int(hits[h - g - 1]) + 1
+                used.append(batch[:cut])
+                n += cut
+                return SequentialNull(h / n, np.concatenate(used), n, h, True, h)
+            g += hits.size
+        used.append(batch)
+        n += batch.size
+        if n >= m:
+            break
+    if n < m:
+        raise ValueError(f"the null gave {n} draws, fewer than the {m} asked for")
+    null = np.concatenate(used)
+    p = permutation_p(observed, null, alternative)
+    exceed = (int(round(p * (m + 1))) - 1)
+    return SequentialNull(p, null, m, exceed, False, h if sequential else None)
+
+
+def expected_draws(m: int, h: int) -> float:
+    """About how many draws a null layer costs: h (1 + ln(m / h)) (Besag & Clifford 1991)."""
+    return float(min(m, h * (1.0 + np.log(m / h))))
