@@ -1,7 +1,7 @@
 """The paper-scale screen: the offline brainstormer's 63 x 3 campaign, and the engine before.
 
     python benchmarks/bench_screen.py [--iterations 63] [--per-iteration 3] [--workers 2]
-                                      [--sample 8]
+                                      [--sample 8] [--sequential H]
 
 Builds a 12 x 4,803 x 512 float32 cache over real gene symbols (so GO, STRING, TRRUST and
 Reactome references resolve), runs the offline brainstormer's campaign on it with `--workers`
@@ -86,6 +86,8 @@ def main() -> int:
                     "through both engines")
     ap.add_argument("--genes", type=int, default=4803)
     ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--sequential", type=int, default=None, metavar="H",
+                    help="run the campaign with --sequential-stop H (Besag-Clifford)")
     args = ap.parse_args()
     from geoscreen.agent.campaign import CampaignConfig, run_campaign
     from geoscreen.store.cache import write_cache
@@ -105,10 +107,12 @@ def main() -> int:
         c0, t0 = cpu_s(), time.perf_counter()
         summary = run_campaign(cache.path, ledger, CampaignConfig(
             iterations=args.iterations, per_iteration=args.per_iteration,
-            brainstormer="offline", seed=0, workers=args.workers))
+            brainstormer="offline", seed=0, workers=args.workers,
+            sequential_h=args.sequential))
         wall, cpu = time.perf_counter() - t0, cpu_s() - c0
         n = summary.tested + summary.failed
-        print(f"campaign {args.iterations} x {args.per_iteration}: {n} hypotheses "
+        seq = f", sequential stop h={args.sequential}" if args.sequential else ""
+        print(f"campaign {args.iterations} x {args.per_iteration}{seq}: {n} hypotheses "
               f"({summary.tested} done, {summary.failed} failed), {wall:.0f} s wall "
               f"({wall / 60:.1f} min), {cpu:.0f} CPU-s; load average after: {load()}",
               flush=True)

@@ -550,3 +550,34 @@ def test_slurm_states_are_unknown_when_slurmctld_does_not_answer(tmp_path):
     (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id "
                                       "specified' >&2; exit 1\n")
     assert Slurm(env=env).states("12") == {}  # Slurm answered: it knows no such job
+
+
+def test_a_node_failure_is_recorded_with_slurms_reason_and_retried(slurm, tmp_path, cli):
+    """The node dies under a running task (here: set DOWN by scontrol, which Slurm reports
+    as NODE_FAIL, exactly as for a crashed node); the task is recorded with that reason, as a
+    transient failure, and the node comes back for the tests after this one."""
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=1)
+    ledger = tmp_path / "l.sqlite"
+    queue_raw_specs(ledger, [{"statement": "hangs", "probe": "toy_hang", "layers": [0]}])
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True,
+                          text=True).stdout.split()
+    proc = _driver(cache, ledger, "--timeout", "300")
+    try:
+        (ext,) = _wait_submitted(ledger, 1, proc)
+        _wait_running(_task_ids([ext]))
+        subprocess.run(["scontrol", "update", f"nodename={node[0]}", "state=down",
+                        "reason=geoscreen-test"], check=True)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run(["scontrol", "update", f"nodename={node[0]}", "state=resume"],
+                       capture_output=True)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and "idle" not in subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout:
+            time.sleep(1)
+    assert proc.returncode == 0, err
+    h = _rows(ledger)["hangs"]
+    assert h.status == "failed" and "NODE_FAIL" in h.error and "worker died" in h.error, h.error
+    assert "transient reason: 1" in cli("campaign", "status", "--ledger", str(ledger)).stdout
