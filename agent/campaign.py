@@ -609,7 +609,7 @@ def make_sandbox(cfg: CampaignConfig, ledger: Ledger, reporter: Reporter,
         return ProcessSandbox(workers=cfg.workers, timeout_s=cfg.timeout_s,
                               memory_mb=cfg.memory_mb, reuse=cfg.reuse_workers)
     from geoscreen.agent.slurm import SlurmSandbox, slurm_options
-    from geoscreen.store.netfs import sqlite_on_network_warning
+    from geoscreen.store.netfs import sqlite_file_of, sqlite_on_network_warning
 
     opts = slurm_options(dict(cfg.slurm))
     warning = sqlite_on_network_warning(ledger.url)
@@ -621,8 +621,8 @@ def make_sandbox(cfg: CampaignConfig, ledger: Ledger, reporter: Reporter,
             for hyp_id, ext in ids.items():
                 s.get(Hypothesis, hyp_id).external_id = ext
 
-    base = (Path(ledger.url[len("sqlite:///"):]).parent if ledger.url.startswith("sqlite:///")
-            else Path.cwd())
+    sqlite_file = sqlite_file_of(ledger.url)
+    base = sqlite_file.parent if sqlite_file is not None else Path.cwd()
     return SlurmSandbox(options=opts, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
                         shared_dir=base / "geoscreen-slurm", on_submitted=submitted,
                         log=reporter.message,

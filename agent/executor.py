@@ -440,20 +440,8 @@ class ProcessSandbox:
     def _spawn_server(self) -> _Server:
         """Start one persistent warden (own session, stop signals blocked until it ignores
         them), its stdin a pipe for job frames."""
-        read_fd, write_fd = os.pipe()
-        try:
-            proc = self._popen(subprocess.PIPE, write_fd, "--serve", "--threads",
-                               str(self._threads()))
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        try:
-            pidfd: int | None = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            pidfd = None
+        proc, read_fd, pidfd = self._launch(subprocess.PIPE, "--serve", "--threads",
+                                            str(self._threads()))
         assert proc.stdin is not None
         job_fd = os.dup(proc.stdin.fileno())
         proc.stdin.close()
@@ -507,21 +495,28 @@ class ProcessSandbox:
         with tempfile.TemporaryFile() as stdin:
             stdin.write(json.dumps(payload).encode("utf-8"))
             stdin.seek(0)
-            read_fd, write_fd = os.pipe()
-            try:
-                proc = self._popen(stdin, write_fd)
-            except BaseException:
-                os.close(read_fd)
-                raise
-            finally:
-                os.close(write_fd)
+            proc, read_fd, pidfd = self._launch(stdin)
+        t0 = time.monotonic()
+        return _Running(job, proc, read_fd, pidfd, t0, t0 + self.timeout_s)
+
+    @classmethod
+    def _launch(cls, stdin: Any, *serve: str) -> tuple[subprocess.Popen[bytes], int, int | None]:
+        """Start a warden with a fresh reply pipe: (process, non-blocking read end, pidfd or
+        None where `pidfd_open` is missing)."""
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = cls._popen(stdin, write_fd, *serve)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
         os.set_blocking(read_fd, False)
         try:
             pidfd: int | None = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
             pidfd = None
-        t0 = time.monotonic()
-        return _Running(job, proc, read_fd, pidfd, t0, t0 + self.timeout_s)
+        return proc, read_fd, pidfd
 
     @staticmethod
     def _popen(stdin: Any, write_fd: int, *serve: str) -> subprocess.Popen[bytes]:

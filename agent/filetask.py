@@ -34,11 +34,12 @@ from typing import Any
 
 from geoscreen.agent import proctree
 from geoscreen.agent.worker import (
+    DEFAULT_REPLY_CAP,
     REPLY_HEADER,
     THREAD_VARS,
     _collect,
     _ParentGone,
-    _run_worker,
+    fork_worker,
 )
 
 RESULT_SLACK = 64 * 1024  # bytes of the result file besides the reply
@@ -135,17 +136,10 @@ def run_file_task(job_path: str, result_path: str) -> int:
         _write_result(result_path, result)
         return 0
     proctree.become_subreaper()
-    cap = int(job.get("max_reply_bytes") or (64 << 20))
+    cap = int(job.get("max_reply_bytes") or DEFAULT_REPLY_CAP)
     timeout = float(job.get("timeout_s") or 0)
     me = os.getpid()
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _run_worker(job, write_fd, me)
-    os.close(write_fd)
+    pid, read_fd = fork_worker(job, me)
     timed_out = []
 
     def on_alarm(_signum: int, _frame: Any) -> None:

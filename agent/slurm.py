@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from geoscreen.agent.executor import MAX_REPLY_BYTES, Job, JobResult, WorkerReply
 from geoscreen.agent.filetask import RESULT_SLACK
-from geoscreen.errors import GeoscreenError
+from geoscreen.errors import GeoscreenError, did_you_mean
 
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
           "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD", "REQUEUE_FED",
@@ -139,15 +139,11 @@ def load_slurm_options(path: str | os.PathLike, **overrides: Any) -> SlurmOption
 
 def slurm_options(data: dict[str, Any], where: str = "--executor slurm") -> SlurmOptions:
     """Validate a mapping of Slurm options, with one-line errors naming the key."""
-    import difflib
-
     known = list(SlurmOptions.model_fields)
     for key in data:
         if key not in known:
-            near = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(known)}"
             raise GeoscreenError(f"unknown Slurm option '{key}'", path=where, field=str(key),
-                                 fix=hint)
+                                 fix=did_you_mean(str(key), known))
     try:
         return SlurmOptions.model_validate(data)
     except ValidationError as exc:
@@ -175,11 +171,9 @@ class Slurm:
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.env = env
-        self.calls: dict[str, int] = {}  # command -> how many times it ran (benchmarks)
         self._sacct: bool | None = None  # whether accounting answers (None: not asked yet)
 
     def _run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        self.calls[args[0]] = self.calls.get(args[0], 0) + 1
         try:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=_CMD_TIMEOUT_S,
                                   env=self.env, stdin=subprocess.DEVNULL)
@@ -383,14 +377,12 @@ class SlurmSandbox:
     on_submitted: Callable[[dict[int, str]], None] | None = None
     slurm: Slurm = field(default_factory=Slurm)
     log: Callable[[str], None] | None = None
-    submitted: int = 0  # arrays submitted (tests, benchmarks)
     # True once another run took the ledger's run lock: stop at once, cancelling nothing
     lost: Callable[[], bool] = field(default=lambda: False)
     # how long a task that ended normally may take to show its result file (NFS caches a
     # missing file for up to a minute by default)
     result_grace_s: float = 120.0
     _foreign: set[Path] = field(default_factory=set, repr=False)
-    workers: int = 0  # not used: Slurm schedules (kept for the campaign's reporting)
 
     def __enter__(self) -> SlurmSandbox:
         return self
@@ -442,7 +434,6 @@ class SlurmSandbox:
         mem = self.options.mem_mb or ((self.memory_mb + 1024) if self.memory_mb else None)
         array_id = self.slurm.submit(script, len(jobs), self.options, name=f"geoscreen-{run}",
                                      time_limit=time_limit, mem_mb=mem, out_dir=folder)
-        self.submitted += 1
         self._say(f"submitted Slurm array {array_id} ({len(jobs)} tasks) from {folder}")
         t0 = time.monotonic()
         return [_Task(job, array_id, i, folder, tokens[i], str(job.payload.get("hash", "")), t0)

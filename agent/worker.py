@@ -46,6 +46,7 @@ REPLY_HEADER = struct.Struct(">Q")
 WATCHDOG_S = 0.1
 REPLY_GRACE_S = 5.0  # how long a worker may run on after its complete reply
 MAX_REASON = 10_000  # characters of a failure reason sent back (the ledger keeps 4,000)
+DEFAULT_REPLY_CAP = 64 << 20  # bytes of a reply, when the job does not say
 
 
 class _ParentGone(Exception):
@@ -222,6 +223,23 @@ def _run_worker(job: dict[str, Any], reply_fd: int, warden: int) -> None:
             except (OSError, ValueError):
                 pass
         os._exit(code)
+
+
+def fork_worker(job: dict[str, Any], warden: int,
+                close_in_child: tuple[int, ...] = ()) -> tuple[int, int]:
+    """Fork the worker for `job` with a fresh reply pipe: (its pid, the pipe's read end).  The
+    child closes `close_in_child` (the warden's own channels) and never returns."""
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        for fd in close_in_child:
+            os.close(fd)
+        _run_worker(job, write_fd, warden)
+    os.close(write_fd)
+    return pid, read_fd
 
 
 # -- the warden -------------------------------------------------------------------------------
@@ -439,16 +457,9 @@ def serve_main(reply_fd: int, parent_pid: int, threads: int) -> None:
             if body is None:
                 break
             job = json.loads(body.decode("utf-8"))
-            cap = int(job.get("max_reply_bytes") or (64 << 20))
-            read_fd, write_fd = os.pipe()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                os.close(read_fd)
-                os.close(reply_fd)
-                _run_worker(job, write_fd, me)
-            os.close(write_fd)
+            cap = int(job.get("max_reply_bytes") or DEFAULT_REPLY_CAP)
+            pid, read_fd = fork_worker(job, me, close_in_child=(reply_fd,))
+
             def relay(raw: bytes) -> None:
                 _write_all(reply_fd, REPLY_HEADER.pack(len(raw)) + raw)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,16 +30,16 @@ from geoscreen.agent.executor import Job, ProcessSandbox
 from geoscreen.agent.slurm import SlurmOptions, SlurmSandbox
 from geoscreen.store.cache import write_cache
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_workers import jobs as worker_jobs  # noqa: E402  (same folder)
+
 
 def jobs(cache, n: int) -> list[Job]:
-    genes = ",".join(f"G{i}" for i in range(0, 400, 7))
-    return [Job(i, {"spec": {"statement": f"axis {1 + i % 5} separates the genes",
-                             "probe": "axis_separation", "layers": [i % 12],
-                             "params": {"axis": 1 + i % 5, "positive": f"genes:{genes}"}},
-                    "cache_path": str(cache.path), "cache_checksum": cache.checksum,
-                    "seed": i, "plugins": [], "work_dir": None, "allowed_files": None,
-                    "split": None, "combine_any": "cauchy", "hash": f"h{i}"})
-            for i in range(n)]
+    """bench_workers' queue, each job with the hash a Slurm result must echo."""
+    out = worker_jobs(cache, n)
+    for job in out:
+        job.payload["hash"] = f"h{job.hyp_id}"
+    return out
 
 
 def run(sandbox, queue: list[Job]) -> tuple[float, list]:

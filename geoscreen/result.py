@@ -135,6 +135,20 @@ class PartialOutcome(BaseModel):
         return self
 
 
+def as_extreme(null: Any, observed: float, alternative: str) -> Any:
+    """Which null draws are at least as extreme as `observed` for a one-sided alternative
+    ('greater' or 'less'), with a relative tolerance of 1e-12 so that a draw equal to the
+    observation up to rounding counts (the rule of `permutation_p`)."""
+    import numpy as np
+
+    tol = 1e-12 * max(1.0, abs(observed))
+    if alternative == "greater":
+        return np.asarray(null) >= observed - tol
+    if alternative == "less":
+        return np.asarray(null) <= observed + tol
+    raise ValueError(f"one-sided alternative expected, not {alternative!r}")
+
+
 def permutation_p(observed: float, null: Any, alternative: str = "greater") -> float:
     """Permutation p-value (b + 1) / (m + 1), never zero (Phipson & Smyth 2010).
 
@@ -147,10 +161,8 @@ def permutation_p(observed: float, null: Any, alternative: str = "greater") -> f
     m = null.size
     if m == 0:
         raise ValueError("empty null distribution")
-    if alternative == "greater":
-        b = int(np.sum(null >= observed - 1e-12 * max(1.0, abs(observed))))
-    elif alternative == "less":
-        b = int(np.sum(null <= observed + 1e-12 * max(1.0, abs(observed))))
+    if alternative in ("greater", "less"):
+        b = int(np.sum(as_extreme(null, observed, alternative)))
     elif alternative == "two-sided":
         centre = float(null.mean())
         d = abs(observed - centre)

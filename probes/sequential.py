@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoscreen.result import E_PERMUTATION, permutation_e, permutation_p
+from geoscreen.result import E_PERMUTATION, as_extreme, permutation_e, permutation_p
 
 
 @dataclass
@@ -81,16 +81,6 @@ class SequentialNull:
                 "null_exceedances": self.exceedances, "stopped_early": self.stopped}
 
 
-def _exceeds(null: np.ndarray, observed: float, alternative: str) -> np.ndarray:
-    """Which draws count as at least as extreme (the tolerance of `permutation_p`)."""
-    tol = 1e-12 * max(1.0, abs(observed))
-    if alternative == "greater":
-        return null >= observed - tol
-    if alternative == "less":
-        return null <= observed + tol
-    raise ValueError(f"a sequential test is one-sided, not {alternative!r}")
-
-
 def besag_clifford(batches: Iterable[np.ndarray], observed: float, alternative: str, m: int,
                    h: int | None) -> SequentialNull:
     """Draw null statistics batch by batch until `h` exceedances or `m` draws.
@@ -121,7 +111,7 @@ def besag_clifford(batches: Iterable[np.ndarray], observed: float, alternative: 
     for batch in batches:
         batch = np.asarray(batch, dtype=float).ravel()[: m - n]
         if sequential:
-            hits = np.flatnonzero(_exceeds(batch, observed, alternative))
+            hits = np.flatnonzero(as_extreme(batch, observed, alternative))
             if g + hits.size >= h:  # the h-th exceedance is in this batch: stop right there
                 cut = int(hits[h - g - 1]) + 1
                 used.append(batch[:cut])

@@ -13,17 +13,23 @@ import pytest
 PLUGIN_DIR = Path(__file__).parent / "plugins"
 
 
+def missing(skip_reason: str, ci_reason: str | None = None) -> None:
+    """Skip a test whose tool or service is missing; under CI (env `CI` set) fail instead, so
+    a CI machine without it is noticed."""
+    if os.environ.get("CI"):
+        pytest.fail(ci_reason or skip_reason)
+    pytest.skip(skip_reason)
+
+
 def venv_tool(name: str, package: str) -> str:
-    """A command installed next to this Python (the test extras), else skip; under CI (env
-    `CI` set) a missing tool fails instead, so a CI image without it is noticed."""
+    """A command installed next to this Python (the test extras), else skip (fail under CI)."""
     import shutil
 
     path = shutil.which(name, path=os.path.dirname(sys.executable))
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{package} is not installed (pip install -e '.[test]')")
-        pytest.skip(f"{package} is not installed")
-    return path
+        missing(f"{package} is not installed",
+                f"{package} is not installed (pip install -e '.[test]')")
+    return path  # type: ignore[return-value]
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import sys
 import time
 
 from conftest import PLUGIN_DIR, make_cache
-from queue_helpers import queue_raw_specs
+from queue_helpers import OPEN_LEDGER_AT_GO, hypotheses_by_statement, queue_raw_specs
 from sqlalchemy import select, update
 
 from geoscreen.store.ledger import Ledger
@@ -20,15 +20,6 @@ from geoscreen.store.query import campaign_status
 PLANTED = ",".join(f"G{i}" for i in range(40))
 AXIS = "- {{statement: axis {k} separates the planted genes, probe: axis_separation, " \
        "params: {{axis: {k}, positive: 'genes:" + PLANTED + "'}}}}\n"
-
-
-def _hyps(ledger) -> dict[str, Hypothesis]:
-    led = Ledger(ledger)
-    try:
-        with led.session() as s:
-            return {h.statement: h for h in s.scalars(select(Hypothesis))}
-    finally:
-        led.close()
 
 
 def _one_line(res) -> str:
@@ -54,7 +45,7 @@ def test_transient_failures_run_again_and_the_others_stay_failed(tmp_path, cli):
                   "--brainstormer", "none", "--per-iteration", "3", "--plugin", "toy_probes",
                   "--memory-mb", "1500", "--quiet", *extra)
         assert res.returncode == 0, res.stderr
-        return _hyps(ledger)
+        return hypotheses_by_statement(ledger)
 
     h = run("--timeout", "5")
     assert {k: (v.status, v.attempts) for k, v in h.items()} == {
@@ -110,7 +101,7 @@ def test_broken_cache_is_refused_before_anything_runs(small_cache, tmp_path, cli
     assert "field '--cache': cannot be used" in line and "'L1' cannot be read" in line
     assert "nothing was run" in line
     assert ledger.read_bytes() == before
-    assert {h.status for h in _hyps(ledger).values()} == {"queued"}
+    assert {h.status for h in hypotheses_by_statement(ledger).values()} == {"queued"}
 
 
 def test_cache_breaking_mid_run_stops_the_run_and_requeues(tmp_path):
@@ -163,7 +154,7 @@ def test_queued_specs_run_after_the_planned_iterations(small_cache, tmp_path, cl
     res = cli(*run)
     assert res.returncode == 0, res.stderr
     assert "campaign done" in res.stdout and "2 iterations" in res.stdout
-    h = _hyps(ledger)["axis 1 separates the planted genes"]
+    h = hypotheses_by_statement(ledger)["axis 1 separates the planted genes"]
     assert (h.status, h.iteration_index) == ("done", 2)
     status = cli("campaign", "status", "--ledger", str(ledger)).stdout
     assert "iterations: 2 done of 1 planned (+1 extra for queued hypotheses)" in status
@@ -214,23 +205,11 @@ def test_schema_1_ledger_is_upgraded_in_place(tmp_path, cli):
         "campaign", "status", "--ledger", str(ledger)).stdout
 
 
-OPEN_AT_ONCE = """
-import sys, time
-from pathlib import Path
-from geoscreen.store.ledger import Ledger
-go = Path(sys.argv[2])
-while not go.exists():
-    time.sleep(0.002)
-Ledger(sys.argv[1]).close()
-print("ok")
-"""
-
-
 def test_a_new_ledger_opened_by_several_processes_at_once(tmp_path):
     """A campaign creating its ledger while `campaign status` polls it: both open it (the
     second CREATE TABLE used to fail: 'table hypotheses already exists')."""
     ledger, go = tmp_path / "new.sqlite", tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(ledger), str(go)],
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_LEDGER_AT_GO, str(ledger), str(go)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     time.sleep(3)  # all imported and waiting

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_cache, run_cli
-from queue_helpers import queue_raw_specs
+from conftest import make_cache, missing, run_cli
+from queue_helpers import OPEN_LEDGER_AT_GO, queue_raw_specs
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.store.lease import RunLease
@@ -70,9 +70,8 @@ def _server_url() -> str:
         except ImportError:
             why = "psycopg is not installed (pip install -e '.[test]')"
     if why:
-        if os.environ.get("CI"):
-            pytest.fail(f"no PostgreSQL for the PostgreSQL tests: {why}")
-        pytest.skip(f"no PostgreSQL server: {why}")
+        missing(f"no PostgreSQL server: {why}",
+                f"no PostgreSQL for the PostgreSQL tests: {why}")
     return url  # type: ignore[return-value]
 
 
@@ -347,23 +346,11 @@ def test_a_locked_table_times_out_in_one_line(pg_db):
     assert _cli("ledger", "list", "--ledger", pg_db).returncode == 0
 
 
-OPEN_AT_ONCE = """
-import sys, time
-from pathlib import Path
-from geoscreen.store.ledger import Ledger
-go = Path(sys.argv[2])
-while not go.exists():
-    time.sleep(0.002)
-Ledger(sys.argv[1]).close()
-print("ok")
-"""
-
-
 def test_first_use_by_several_processes_at_once(pg_db, tmp_path):
     """Four processes open the empty database together: the tables are created once (an
     advisory lock serialises the transactional DDL), and every process opens it."""
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, pg_db, str(go)],
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_LEDGER_AT_GO, pg_db, str(go)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     time.sleep(3)

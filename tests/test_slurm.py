@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import PLUGIN_DIR, make_cache
-from queue_helpers import queue_raw_specs
+from conftest import PLUGIN_DIR, make_cache, missing
+from queue_helpers import hypotheses_by_statement, queue_raw_specs
 from sqlalchemy import select
 
 from geoscreen.agent.executor import Job
@@ -43,19 +45,7 @@ def slurm():
         except (OSError, subprocess.TimeoutExpired):
             ok = False
     if not ok:
-        msg = "no Slurm cluster here (start one with: eval \"$(bash .ci/services.sh)\")"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-def _rows(ledger: Path) -> dict[str, Hypothesis]:
-    led = Ledger(ledger)
-    try:
-        with led.session() as s:
-            return {h.statement: h for h in s.scalars(select(Hypothesis))}
-    finally:
-        led.close()
+        missing("no Slurm cluster here (start one with: eval \"$(bash .ci/services.sh)\")")
 
 
 def _events(ledger: Path, kind: str) -> list[str]:
@@ -72,14 +62,23 @@ def _env() -> dict[str, str]:
                                                          os.environ.get("PYTHONPATH", "")])}
 
 
-def _driver(cache, ledger: Path, *extra: str) -> subprocess.Popen:
-    """A campaign run in the background (its own session, so kill -9 hits it alone)."""
-    return subprocess.Popen(
+@contextmanager
+def _driver(cache, ledger: Path, *extra: str,
+            executor: str = "slurm") -> Iterator[subprocess.Popen]:
+    """A campaign run in the background (its own session, so kill -9 hits it alone), killed
+    on leaving the block if it is still running."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "geoscreen.agent.cli", "campaign", "run", "--cache",
          str(cache.path), "--ledger", str(ledger), "--brainstormer", "none", "--plugin",
-         "toy_probes", "--executor", "slurm", "--quiet", *extra],
+         "toy_probes", "--executor", executor, "--quiet", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
         start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _wait_submitted(ledger: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> list:
@@ -87,7 +86,7 @@ def _wait_submitted(ledger: Path, n: int, proc: subprocess.Popen, timeout: float
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         assert proc.poll() is None, proc.communicate()
-        ids = [h.external_id for h in _rows(ledger).values()
+        ids = [h.external_id for h in hypotheses_by_statement(ledger).values()
                if h.status == "running" and (h.external_id or "").startswith("slurm:")]
         if len(ids) == n:
             return ids
@@ -236,7 +235,7 @@ def test_options_sbatch_refuses_stop_the_run_with_sbatchs_words(slurm, tmp_path,
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     (line,) = res.stderr.strip().splitlines()
     assert "sbatch refused" in line and "invalid partition" in line.lower()
-    h = _rows(ledger)
+    h = hypotheses_by_statement(ledger)
     assert h and {x.status for x in h.values()} == {"queued"}  # nothing ran, nothing lost
     assert cli("campaign", "status", "--ledger", str(ledger)).stdout.startswith("stopped")
     assert not list((ledger.parent / "geoscreen-slurm").glob("array-*/result-*"))
@@ -252,7 +251,7 @@ def test_slurm_results_equal_the_local_executor(slurm, tmp_path, cli):
     res = cli(*common, "--ledger", str(remote), "--executor", "slurm", "--max-array-tasks", "2",
               "--shared-dir", str(tmp_path / "shared"))
     assert res.returncode == 0, res.stderr
-    a, b = _rows(local), _rows(remote)
+    a, b = hypotheses_by_statement(local), hypotheses_by_statement(remote)
     assert len(a) == 6 and set(a) == set(b)
     cols = ("status", "seed", "p_value", "effect_size", "q_bh", "significant", "online_alpha",
             "online_decision", "test_order", "iteration_index")
@@ -296,7 +295,7 @@ def test_slurm_faults_are_recorded_with_slurms_reason_and_retried(slurm, tmp_pat
                   "--executor", "slurm", "--slurm-config", str(conf), "--quiet", *extra,
                   timeout=400)
         assert res.returncode == 0, res.stderr
-        return _rows(ledger)
+        return hypotheses_by_statement(ledger)
 
     # the task's own timeout (600 s) is longer than Slurm's (1 min): Slurm's TIMEOUT ends it
     h = run("--timeout", "600", "--slurm-time", "1")
@@ -321,17 +320,13 @@ def test_a_task_cancelled_from_outside_is_a_transient_failure(slurm, tmp_path, c
     cache = make_cache(tmp_path / "cache", n_genes=300, dim=12, n_layers=1)
     ledger = tmp_path / "l.sqlite"
     queue_raw_specs(ledger, [{"statement": "hangs", "probe": "toy_hang", "layers": [0]}])
-    proc = _driver(cache, ledger, "--timeout", "300")
-    try:
+    with _driver(cache, ledger, "--timeout", "300") as proc:
         (ext,) = _wait_submitted(ledger, 1, proc)
         _wait_running(_task_ids([ext]))
         subprocess.run(["scancel", *_task_ids([ext])], check=True)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
-    h = _rows(ledger)["hangs"]
+    h = hypotheses_by_statement(ledger)["hangs"]
     assert h.status == "failed" and "cancelled from outside: scancel" in h.error, h.error
     assert "transient reason: 1" in cli("campaign", "status", "--ledger", str(ledger)).stdout
 
@@ -342,20 +337,16 @@ def test_a_driver_killed_mid_array_reattaches_instead_of_resubmitting(slurm, tmp
     queue_raw_specs(ledger, [
         {"statement": f"slow axis {k}", "probe": "toy_slow_axis", "layers": [0],
          "params": {"axis": k, "positive": f"genes:{PLANTED}", "delay": 6}} for k in (1, 2, 3)])
-    proc = _driver(cache, ledger, "--per-iteration", "3")
-    try:
+    with _driver(cache, ledger, "--per-iteration", "3") as proc:
         ext = _wait_submitted(ledger, 3, proc)
         os.killpg(proc.pid, signal.SIGKILL)  # no chance to cancel or record anything
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert _squeue(_task_ids(ext)), "the tasks should outlive the driver"
     res = cli("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger),
               "--brainstormer", "none", "--per-iteration", "3", "--plugin", "toy_probes",
               "--executor", "slurm", "--quiet")
     assert res.returncode == 0, res.stderr
-    h = _rows(ledger)
+    h = hypotheses_by_statement(ledger)
     assert all(x.status == "done" and x.attempts == 1 for x in h.values()), \
         {k: (x.status, x.attempts, x.error) for k, x in h.items()}
     assert sorted(x.external_id for x in h.values()) == sorted(ext)  # the same tasks
@@ -370,28 +361,20 @@ def test_campaign_stop_cancels_the_submitted_tasks(slurm, tmp_path, cli):
     queue_raw_specs(ledger, [{"statement": f"hangs {k}", "probe": "toy_hang", "layers": [0],
                               "params": {"seconds": 3000 + k}} for k in range(2)])
     # a live driver: stop reaches it (SIGTERM on this host), it cancels and re-queues
-    proc = _driver(cache, ledger, "--per-iteration", "2", "--timeout", "300")
-    try:
+    with _driver(cache, ledger, "--per-iteration", "2", "--timeout", "300") as proc:
         ext = _wait_submitted(ledger, 2, proc)
         res = cli("campaign", "stop", "--ledger", str(ledger))
         assert res.returncode == 0 and "sent SIGTERM" in res.stdout, res.stderr
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0 and "campaign stopped: stopped by" in out, (out, err)
     assert _squeue(_task_ids(ext)) == []
-    assert {x.status for x in _rows(ledger).values()} == {"queued"}
+    assert {x.status for x in hypotheses_by_statement(ledger).values()} == {"queued"}
 
     # a killed driver: stop cancels the tasks the ledger records, and queues them again
-    proc = _driver(cache, ledger, "--per-iteration", "2", "--timeout", "300")
-    try:
+    with _driver(cache, ledger, "--per-iteration", "2", "--timeout", "300") as proc:
         ext = _wait_submitted(ledger, 2, proc)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert len(_squeue(_task_ids(ext))) == 2
     res = cli("campaign", "stop", "--ledger", str(ledger))
     assert res.returncode == 0 and "no run is alive; cancelled 2 Slurm tasks" in res.stdout
@@ -399,7 +382,7 @@ def test_campaign_stop_cancels_the_submitted_tasks(slurm, tmp_path, cli):
     while _squeue(_task_ids(ext)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _squeue(_task_ids(ext)) == []
-    h = _rows(ledger)
+    h = hypotheses_by_statement(ledger)
     assert {x.status for x in h.values()} == {"queued"} and all(
         x.external_id is None for x in h.values())
 
@@ -412,30 +395,22 @@ def test_campaign_stop_ends_a_local_run_after_its_running_hypothesis(tmp_path, c
     queue_raw_specs(ledger, [
         {"statement": f"slow axis {k}", "probe": "toy_slow_axis", "layers": [0],
          "params": {"axis": k, "positive": f"genes:{PLANTED}", "delay": 3}} for k in (1, 2)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "geoscreen.agent.cli", "campaign", "run", "--cache",
-         str(cache.path), "--ledger", str(ledger), "--brainstormer", "none", "--plugin",
-         "toy_probes", "--per-iteration", "2", "--workers", "1", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-        start_new_session=True)
-    try:
+    with _driver(cache, ledger, "--per-iteration", "2", "--workers", "1",
+                 executor="local") as proc:
         end = time.monotonic() + 60
-        while not any(h.status == "running" for h in _rows(ledger).values()):
+        while not any(h.status == "running" for h in hypotheses_by_statement(ledger).values()):
             assert time.monotonic() < end and proc.poll() is None, proc.communicate()
             time.sleep(0.2)
         res = cli("campaign", "stop", "--ledger", str(ledger))
         assert res.returncode == 0 and "sent SIGTERM" in res.stdout, res.stderr
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0 and "campaign stopped" in out, (out, err)
-    assert sorted(h.status for h in _rows(ledger).values()) == ["done", "queued"]
+    assert sorted(h.status for h in hypotheses_by_statement(ledger).values()) == ["done", "queued"]
     res = cli("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger),
               "--brainstormer", "none", "--plugin", "toy_probes", "--per-iteration", "2",
               "--quiet")
     assert res.returncode == 0 and "campaign done" in res.stdout, res.stderr
-    assert {h.status for h in _rows(ledger).values()} == {"done"}
+    assert {h.status for h in hypotheses_by_statement(ledger).values()} == {"done"}
 
 
 def test_a_slurm_driver_warns_about_a_sqlite_ledger_on_nfs(tmp_path, monkeypatch):
@@ -561,23 +536,21 @@ def test_a_node_failure_is_recorded_with_slurms_reason_and_retried(slurm, tmp_pa
     queue_raw_specs(ledger, [{"statement": "hangs", "probe": "toy_hang", "layers": [0]}])
     node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True,
                           text=True).stdout.split()
-    proc = _driver(cache, ledger, "--timeout", "300")
-    try:
-        (ext,) = _wait_submitted(ledger, 1, proc)
-        _wait_running(_task_ids([ext]))
-        subprocess.run(["scontrol", "update", f"nodename={node[0]}", "state=down",
-                        "reason=geoscreen-test"], check=True)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        subprocess.run(["scontrol", "update", f"nodename={node[0]}", "state=resume"],
-                       capture_output=True)
-        end = time.monotonic() + 60
-        while time.monotonic() < end and "idle" not in subprocess.run(
-                ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout:
-            time.sleep(1)
+    with _driver(cache, ledger, "--timeout", "300") as proc:
+        try:
+            (ext,) = _wait_submitted(ledger, 1, proc)
+            _wait_running(_task_ids([ext]))
+            subprocess.run(["scontrol", "update", f"nodename={node[0]}", "state=down",
+                            "reason=geoscreen-test"], check=True)
+            out, err = proc.communicate(timeout=120)
+        finally:  # the node comes back whatever happened
+            subprocess.run(["scontrol", "update", f"nodename={node[0]}", "state=resume"],
+                           capture_output=True)
+            end = time.monotonic() + 60
+            while time.monotonic() < end and "idle" not in subprocess.run(
+                    ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout:
+                time.sleep(1)
     assert proc.returncode == 0, err
-    h = _rows(ledger)["hangs"]
+    h = hypotheses_by_statement(ledger)["hangs"]
     assert h.status == "failed" and "NODE_FAIL" in h.error and "worker died" in h.error, h.error
     assert "transient reason: 1" in cli("campaign", "status", "--ledger", str(ledger)).stdout
