@@ -554,3 +554,18 @@ def test_a_node_failure_is_recorded_with_slurms_reason_and_retried(slurm, tmp_pa
     h = hypotheses_by_statement(ledger)["hangs"]
     assert h.status == "failed" and "NODE_FAIL" in h.error and "worker died" in h.error, h.error
     assert "transient reason: 1" in cli("campaign", "status", "--ledger", str(ledger)).stdout
+
+
+def test_an_unwritable_shared_dir_is_a_one_line_error_and_nothing_runs(tmp_path, cli):
+    cache = make_cache(tmp_path / "cache", n_genes=200, dim=8, n_layers=1)
+    ledger = tmp_path / "l.sqlite"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    res = cli("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger),
+              "--iterations", "1", "--executor", "slurm", "--shared-dir", str(blocker / "sub"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert "--shared-dir" in line and "cannot write the job files" in line
+    h = hypotheses_by_statement(ledger)
+    assert h and {x.status for x in h.values()} == {"queued"}
+    assert blocker.read_text() == "not a folder"
