@@ -133,6 +133,12 @@ class CampaignConfig:
         if self.sequential_h is not None:
             positive(self.sequential_h, "--sequential-stop",
                      "the exceedances that stop a null early", integer=True)
+            if self.sequential_h < 2:
+                raise GeoscreenError(
+                    f"--sequential-stop must be at least 2, got {self.sequential_h!r}: a null "
+                    "that stops after one draw has no standard deviation (z, null_sd)",
+                    field="--sequential-stop", fix="pass 10 (about 56 of 1,000 draws on a "
+                                                   "null layer)")
         positive(self.iterations, "--iterations", "the number of iterations", integer=True)
         positive(self.per_iteration, "--per-iteration", "proposals per iteration",
                  integer=True)

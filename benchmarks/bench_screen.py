@@ -63,6 +63,36 @@ def sample_iterations(ledger: Path, cache, every: int) -> list[list]:
     return [jobs for it, jobs in sorted(by_it.items()) if it % every == 1 or every == 1]
 
 
+def print_breakdown(ledger: Path) -> None:
+    """Worker seconds per probe and null (the sum of the ledger's per-layer run times)."""
+    from sqlalchemy import select
+
+    from geoscreen.store.ledger import Ledger
+    from geoscreen.store.models import Hypothesis
+    from geoscreen.store.models import LayerResultRow as LayerResult
+
+    led = Ledger(ledger)
+    rows: dict[tuple[str, str], list[float]] = {}
+    try:
+        with led.session() as s:
+            q = select(Hypothesis.id, Hypothesis.probe, LayerResult.null, LayerResult.runtime_s
+                       ).join(LayerResult, LayerResult.hypothesis_id == Hypothesis.id)
+            for hid, probe, null, rt in s.execute(q):
+                r = rows.setdefault((probe, null or "-"), [0.0, 0, set()])
+                r[0] += rt or 0.0
+                r[1] += 1
+                r[2].add(hid)
+    finally:
+        led.close()
+    total = sum(r[0] for r in rows.values()) or 1.0
+    print(f"\nworker seconds by probe and null (sum of per-layer run times, {total:.0f} s):")
+    print(f"{'probe':<26} {'null':<32} {'hyps':>5} {'layers':>7} {'s':>8} {'s/layer':>8} "
+          f"{'share':>6}")
+    for (probe, null), (sec, n, hids) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
+        print(f"{probe:<26} {null:<32} {len(hids):>5} {n:>7} {sec:>8.1f} {sec / n:>8.2f} "
+              f"{sec / total:>6.1%}")
+
+
 def run_engine(groups: list[list], *, reuse: bool, split: bool, workers: int) -> tuple[float,
                                                                                      float]:
     from geoscreen.agent.executor import ProcessSandbox
@@ -117,6 +147,7 @@ def main() -> int:
               f"({wall / 60:.1f} min), {cpu:.0f} CPU-s; load average after: {load()}",
               flush=True)
 
+        print_breakdown(ledger)
         groups = sample_iterations(ledger, cache, args.sample)
         k = sum(len(g) for g in groups)
         print(f"\nthe same hypotheses, every {args.sample}th iteration ({len(groups)} iterations,"

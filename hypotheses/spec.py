@@ -199,6 +199,11 @@ class HypothesisSpec(BaseModel):
         across layers, and a trend needs at least three layers."""
         from geoscreen.probes.nulls import spec_null
 
+        if info.whole_stack and (not isinstance(self.layers, list) or len(self.layers) != 1):
+            raise GeoscreenError(
+                f"probe {self.probe!r} reads the layers it compares itself (its params name "
+                "them); the spec names the one layer its result is filed under",
+                field="layers", fix="write layers: [last]")
         null = spec_null(self.probe, params)
         # only a probe that declares 'none' among its nulls is descriptive by its own account
         if null == "none" and "none" in info.nulls and \

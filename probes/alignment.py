@@ -7,7 +7,9 @@ the product of the two orthonormal PC bases); ``method: procrustes`` the Procrus
 disparity is 1 minus its square).  The null shuffles the gene correspondence between the caches,
 all permutations as one batched product.  Cross-validated gene-retrieval accuracy (map fitted on
 half the genes, nearest-neighbour retrieval of the other half, chance 1/half) is reported as a
-descriptive companion.
+descriptive companion.  With a campaign's sequential stopping (``--sequential-stop H``,
+`geoscreen.probes.sequential`) a one-sided test stops at the H-th shuffled correspondence as
+extreme as the observed statistic.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
-from geoscreen.result import LayerResult, permutation_test
+from geoscreen.result import LayerResult
 
 
 def top_components(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,16 +179,18 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     observed = float(_stat(np.matmul(AxT[None], Ay[None]), p.method)[0])
     rng = ctx.rng(layer, f"align:{oname}")
     n = rows.size
-    null = np.empty(p.n_permutations)
-    for s, m in chunks(p.n_permutations, n * k, budget=10_000_000):
-        null[s:s + m] = _stat(np.matmul(AxT[None], Ay[gene_perms(n, m, rng)]), p.method)
+    batches = (_stat(np.matmul(AxT[None], Ay[gene_perms(n, m, rng)]), p.method)
+               for _, m in chunks(p.n_permutations, n * k, budget=10_000_000))
+    seq = besag_clifford(batches, observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
+    null = seq.null
     retrieval = _retrieval(Ux * Sx, Uy * Sy, p.method, ctx.rng(layer, "retrieval"))
     return LayerResult(
         statistic_name="mean_canonical_correlation" if p.method == "cca" else
         "procrustes_correlation", statistic=observed, effect_name="z",
-        effect_size=z_score(observed, null), **permutation_test(observed, null, ctx.alternative),
-        n=int(n), null="gene_shuffle", n_permutations=p.n_permutations,
-        extra={"other_layer": oname, "n_components": int(k), "null_mean": float(null.mean()),
+        effect_size=z_score(observed, null), **seq.test_fields(observed, ctx.alternative),
+        n=int(n), null="gene_shuffle", n_permutations=seq.draws,
+        extra={**seq.record(), "other_layer": oname, "n_components": int(k),
+               "null_mean": float(null.mean()),
                "null_sd": float(null.std(ddof=1)), "retrieval_top1": retrieval,
                "retrieval_chance": 1.0 / (n // 2),
                "procrustes_disparity": 1 - observed ** 2 if p.method == "procrustes" else None})

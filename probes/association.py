@@ -5,7 +5,9 @@ loading on axis 2 follows a study's per-gene score": one per-gene quantity of th
 one per-gene score, as a Spearman correlation.  Both are ranked; with covariates (annotation
 count, expression, ...) both ranks are residualised on them first, giving a partial Spearman
 correlation, so a score that only tracks how well studied a gene is does not pass as geometry.
-The null permutes the (residualised) scores across genes.
+The null permutes the (residualised) scores across genes; with a campaign's sequential stopping
+(``--sequential-stop H``, `geoscreen.probes.sequential`) a one-sided test stops at the H-th
+permutation as extreme as the observed correlation.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.matching import MatchVar, covariate
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.stats import chunks
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.stats import chunks, growing
+from geoscreen.result import LayerResult
 
 stats = lazy_module("scipy.stats")
 
@@ -183,15 +186,14 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
     rho = float(rq @ rs) / denom
     rng = ctx.rng(layer, "null")
     n = rs.size
-    null = np.empty(p.n_permutations)
-    for st, m in chunks(p.n_permutations, n):
-        perms = np.argsort(rng.random((m, n)), axis=1)
-        null[st:st + m] = (rs[perms] @ rq) / denom
-    pval = permutation_p(rho, null, ctx.alternative)
-    ev = permutation_e(rho, null, ctx.alternative)
+    batches = ((rs[np.argsort(U[rows], axis=1)] @ rq) / denom
+               for U in (rng.random((m, n)) for _, m in chunks(p.n_permutations, n))
+               for rows in growing(U.shape[0]))
+    seq = besag_clifford(batches, rho, ctx.alternative, p.n_permutations, ctx.sequential_h)
+    null = seq.null
     return LayerResult(
         statistic_name="spearman_rho" if not covs else "partial_spearman_rho", statistic=rho,
-        effect_name="spearman_rho", effect_size=rho, p_value=pval, e_value=ev,
-        e_method=E_PERMUTATION, n=int(n), null="score_shuffle", n_permutations=p.n_permutations,
-        extra={"score": source, "covariates": list(dict.fromkeys(p.covariates)),
+        effect_name="spearman_rho", effect_size=rho, **seq.test_fields(rho, ctx.alternative),
+        n=int(n), null="score_shuffle", n_permutations=seq.draws,
+        extra={**seq.record(), "score": source, "covariates": list(dict.fromkeys(p.covariates)),
                "quantity": p.quantity, "null_sd": float(null.std(ddof=1))})

@@ -8,10 +8,17 @@ layers ("BATF and BACH2 converge on PAX5 with depth").  `null: matched` adds a p
 p-value against random genes matched to the tested ones on the `match` variables (annotation
 count, centrality: well-studied and hub genes sit closer to everything); `null: gene_shuffle`
 against uniformly random genes.
+
+A campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`) never
+stops these nulls: every layer keeps all its draws in `LayerResult.null_draws` (the same random
+sets in every layer), which ``across_layers: trend`` compares the observed trend with
+(`geoscreen.combine.set_trend_test`); a layer that stopped would leave the trend without its
+null sets.  The layers record ``sequential_h: None``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +35,7 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
@@ -35,7 +43,7 @@ from geoscreen.probes.stats import (
     normalise_rows,
     percentile_ci,
 )
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.result import E_PERMUTATION, LayerResult
 
 
 class AnchorConvergenceParams(ProbeParams):
@@ -216,8 +224,8 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
             v = per_gene[p.measure]
         vb = v[background]
         rng = ctx.shared_rng("null")  # the same null sets in every layer: trends are testable
-        null = np.empty(p.n_permutations)
         matching = None
+        strata = None
         if p.null == "matched":  # relabel within strata; the anchors are never drawn
             strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, members,
                                   all_layers=True)
@@ -225,18 +233,23 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
             labels[anchors] = labels.max() + 1 + np.arange(anchors.size)
             strata.labels = labels
             matching = strata.record
+
+        def batches() -> Iterator[np.ndarray]:
             for st, m in chunks(p.n_permutations, k):
-                draws = strata.draw(members, m, rng)
-                if st == 0:
-                    matching["balance"] = strata.balance(members, draws)
-                null[st:st + m] = v[draws].mean(axis=1)
-        else:
-            for st, m in chunks(p.n_permutations, k):
-                null[st:st + m] = vb[distinct_draws(vb.size, k, m, rng)].mean(axis=1)
-        pval, nperm = permutation_p(value, null, ctx.alternative), p.n_permutations
-        ev = permutation_e(value, null, ctx.alternative)
-        extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
-                 "matching": matching}
+                if strata is not None:
+                    sets = strata.draw(members, m, rng)
+                    if st == 0:
+                        matching["balance"] = strata.balance(members, sets)  # type: ignore[index]
+                    yield v[sets].mean(axis=1)
+                else:
+                    yield vb[distinct_draws(vb.size, k, m, rng)].mean(axis=1)
+        # never stops (h=None): the trend across layers needs every layer's null sets
+        seq = besag_clifford(batches(), value, ctx.alternative, p.n_permutations, None)
+        null = seq.null
+        fields = seq.test_fields(value, ctx.alternative)
+        pval, ev, nperm = fields["p_value"], fields["e_value"], seq.draws
+        extra = {**seq.record(), "null_mean": float(null.mean()),
+                 "null_sd": float(null.std(ddof=1)), "matching": matching}
         draws = [float(x) for x in null]
     return LayerResult(
         statistic_name="mean_cosine",

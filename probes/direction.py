@@ -8,10 +8,15 @@ directions).  Both are compared with the same TFs given random targets: genes ma
 real targets on annotation count and centrality (from a peripheral gene, every random target
 lies toward the dense centre of the layer, so uniform targets already look consistent), or
 uniform genes.
+
+With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
+a one-sided test stops drawing random targets at the H-th draw as extreme as the observed
+statistic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -28,8 +33,9 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.result import LayerResult
 
 
 class EdgeDirectionParams(ProbeParams):
@@ -178,7 +184,6 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
 
     observed = float(stat(dst[None])[0])
     rng = ctx.shared_rng("null")
-    null = np.empty(p.n_permutations)
     matching = None
     strata = None
     if p.null == "matched":
@@ -188,25 +193,30 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
     E = dst.size
     width = E * (4 if gram is not None else Z.shape[1])
     src_rep = np.repeat(tfs, np.diff(np.r_[starts, E]))  # each edge's TF
-    for st, m in chunks(p.n_permutations, width, budget=8_000_000):
-        if strata is not None:
-            draws = strata.draw(dst, m, rng)
-            if st == 0:
-                matching["balance"] = strata.balance(dst, draws)  # type: ignore[index]
-        else:  # one relabelling of all genes per draw: a target shared by TFs stays shared
-            draws = np.argsort(rng.random((m, n)), axis=1)[:, dst]
-        draws = np.asarray(draws, dtype=np.int64)
-        # a target relabelled onto its own TF (rare, about k/n per edge) moves to another gene
-        clash = draws == src_rep[None]
-        draws[clash] = (draws[clash] + 1 + rng.integers(0, n - 1, int(clash.sum()))) % n
-        null[st:st + m] = stat(draws)
-    pval = permutation_p(observed, null, ctx.alternative)
-    ev = permutation_e(observed, null, ctx.alternative)
+
+    def batches() -> Iterator[np.ndarray]:
+        for st, m in chunks(p.n_permutations, width, budget=8_000_000):
+            if strata is not None:
+                draws = strata.draw(dst, m, rng)
+                if st == 0:
+                    matching["balance"] = strata.balance(dst, draws)  # type: ignore[index]
+            else:  # one relabelling of all genes per draw: a target shared by TFs stays shared
+                draws = np.argsort(rng.random((m, n)), axis=1)[:, dst]
+            draws = np.asarray(draws, dtype=np.int64)
+            # a target relabelled onto its own TF (rare, about k/n per edge) moves to another
+            # gene
+            clash = draws == src_rep[None]
+            draws[clash] = (draws[clash] + 1 + rng.integers(0, n - 1, int(clash.sum()))) % n
+            yield stat(draws)
+    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
+                         ctx.sequential_h)
+    null = seq.null
     sd = float(null.std(ddof=1))
     z = (observed - float(null.mean())) / sd if sd > 0 else 0.0
     return LayerResult(
         statistic_name=p.statistic, statistic=observed, effect_name="z", effect_size=z,
-        p_value=pval, e_value=ev, e_method=E_PERMUTATION, n=int(E), null=p.null,
-        n_permutations=p.n_permutations,
-        extra={"regulators": int(tfs.size), "edges": int(E), "null_mean": float(null.mean()),
-               "null_sd": sd, "matching": matching, "subspace": p.subspace})
+        **seq.test_fields(observed, ctx.alternative), n=int(E), null=p.null,
+        n_permutations=seq.draws,
+        extra={**seq.record(), "regulators": int(tfs.size), "edges": int(E),
+               "null_mean": float(null.mean()), "null_sd": sd, "matching": matching,
+               "subspace": p.subspace})

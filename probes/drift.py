@@ -6,10 +6,17 @@ stream keeps one basis through the blocks, so a gene's two vectors are comparabl
 drift is summarised by the AUROC of its genes' drifts against every other gene's (0.5: the set
 drifts like any gene), tested against random sets matched on annotation count and centrality
 (well-studied and hub genes move differently) or uniformly random sets.
+
+A campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`) never
+stops this null: every layer keeps all its draws in `LayerResult.null_draws` (the same random
+sets in every layer), which ``across_layers: trend`` compares the observed trend with
+(`geoscreen.combine.set_trend_test`); a layer that stopped would leave the trend without its
+null sets.  The layers record ``sequential_h: None``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -21,8 +28,9 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, distinct_draws
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.result import LayerResult
 
 stats = lazy_module("scipy.stats")
 
@@ -140,31 +148,34 @@ def gene_drift(ctx: ProbeContext, p: GeneDriftParams, layer: str) -> LayerResult
     scale = float(k * (n - k))
     auroc = float((ranks[members].sum() - base) / scale)
     rng = ctx.shared_rng("null")  # the same null sets in every layer: trends are testable
-    null = np.empty(p.n_permutations)
     matching = None
+    strata = None
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, members,
                               all_layers=True)
         matching = strata.record
+
+    def batches() -> Iterator[np.ndarray]:
         for st, m in chunks(p.n_permutations, k):
-            draws = strata.draw(members, m, rng)
-            if st == 0:
-                matching["balance"] = strata.balance(members, draws)
-            null[st:st + m] = (ranks[draws].sum(axis=1) - base) / scale
-    else:
-        for st, m in chunks(p.n_permutations, k):
-            null[st:st + m] = (ranks[distinct_draws(n, k, m, rng)].sum(axis=1) - base) / scale
-    pval = permutation_p(auroc, null, ctx.alternative)
-    ev = permutation_e(auroc, null, ctx.alternative)
+            if strata is not None:
+                draws = strata.draw(members, m, rng)
+                if st == 0:
+                    matching["balance"] = strata.balance(members, draws)  # type: ignore[index]
+            else:
+                draws = distinct_draws(n, k, m, rng)
+            yield (ranks[draws].sum(axis=1) - base) / scale
+    # never stops (h=None): the trend across layers needs every layer's null sets
+    seq = besag_clifford(batches(), auroc, ctx.alternative, p.n_permutations, None)
+    null = seq.null
     symbols = ctx.cache.genes.symbols
     top = members[np.argsort(-drift[members], kind="stable")[:TOP_GENES]]
     return LayerResult(
         statistic_name="mean_drift",
         statistic=float(drift[members].mean()), effect_name="drift_auroc", effect_size=auroc,
-        p_value=pval, e_value=ev, e_method=E_PERMUTATION, n=int(k), null=p.null,
-        n_permutations=p.n_permutations,
+        **seq.test_fields(auroc, ctx.alternative), n=int(k), null=p.null,
+        n_permutations=seq.draws,
         null_draws=[float(x) for x in null],
-        extra={"reference_layer": ref, "mean_drift_all": float(drift.mean()),
+        extra={**seq.record(), "reference_layer": ref, "mean_drift_all": float(drift.mean()),
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "matching": matching,
                "top_genes": [{"gene": symbols[int(rows[i])], "drift": float(drift[i])}

@@ -8,10 +8,22 @@ statistic of how far the set sits toward a pole; the hypothesis-level statistic 
 of them, and its null distribution is the largest over the same scan after relabelling genes, so
 the p-value is valid for the scan as a whole.  The strongest hits are reported with single-step
 maxT adjusted p-values (Westfall & Young), which control the family-wise error over the scan.
+
+With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
+the scan's null stops at the H-th draw whose maximum reaches the observed maximum, and the
+p-value is Besag and Clifford's.  The hits do not need the draws that were never made: every
+hit's z is at most the observed maximum, so every draw that reaches the maximum reaches the
+hit too, and the hit's own sequential test on the same draws has stopped by then (at its H-th
+draw reaching its z, L_j draws in).  Each hit's maxT-adjusted p-value is that test's, H / L_j
+(or (1 + G_j) / (1 + m) for a hit with G_j < H such draws among all m, which only a scan that
+did not stop can have).  It is non-increasing in the hit's z, as the single-step maxT
+procedure needs (Westfall & Young 1993), and equals the fixed-m value for every hit with fewer
+than H draws reaching it, i.e. every hit that could be significant at p < H / (m + 1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -24,8 +36,9 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import family_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.stats import chunks
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.stats import chunks, growing
+from geoscreen.result import LayerResult, as_extreme
 
 stats = lazy_module("scipy.stats")
 
@@ -109,6 +122,38 @@ def _pole_values(ranks: np.ndarray, n: int, q: float, test: str, pole: str) -> t
     return values, size / n
 
 
+def sequential_maxt_p(null: np.ndarray, z: float, observed: float, h: int, m: int) -> float:
+    """A hit's maxT-adjusted p-value under Besag-Clifford stopping of the scan's null.
+
+    Parameters
+    ----------
+    null
+        The scan maxima drawn, in draw order (all `m`, or the L of a scan that stopped).
+    z
+        The hit's statistic (at most `observed`).
+    observed
+        The scan's observed maximum.
+    h
+        The stopping count.
+    m
+        The most draws.
+
+    Returns
+    -------
+    float
+        h / L_j, with L_j the draw at which the h-th maximum reaching `z` came, or
+        (1 + G_j) / (1 + m) when fewer than h of all m draws reach it.  A draw that reaches the
+        observed maximum reaches `z` too (counted as such even within rounding), so a scan that
+        stopped has at least h reaching every hit.
+    """
+    reach = np.flatnonzero(as_extreme(null, z, "greater") | as_extreme(null, observed, "greater"))
+    if reach.size >= h:
+        return h / float(reach[h - 1] + 1)
+    if null.size < m:
+        raise ValueError("a hit of a stopped scan has fewer than h draws reaching it")
+    return (1 + reach.size) / (1 + m)
+
+
 def relabellings(labels: np.ndarray | None, n: int, m: int, rng: np.random.Generator,
                  ) -> np.ndarray:
     """(m, n) permutations of the genes: uniform, or (with stratum `labels`) each gene moved
@@ -164,7 +209,8 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
     annotation count and centrality in this layer for ``matched``, uniformly for
     ``gene_shuffle``), and the p-value is (1 + #{null max >= observed}) /
     (1 + permutations): valid for the whole scan, whatever the overlap between sets.  Each hit's
-    maxT-adjusted p-value is (1 + #{null max >= its z}) / (1 + permutations).  The effect is
+    maxT-adjusted p-value is (1 + #{null max >= its z}) / (1 + permutations) (with sequential
+    stopping, its own Besag-Clifford p-value on the same draws: `sequential_maxt_p`).  The effect is
     the strongest hit's AUROC oriented toward its pole, 0.5 meaning no enrichment.
 
     References
@@ -210,15 +256,18 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
     if p.null == "matched":  # this layer's strata: the axes are this layer's too
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, None)
         labels, matching = strata.labels, strata.record
-    null = np.empty(p.n_permutations)
     width = values.shape[1]
-    for st, m in chunks(p.n_permutations, n * width):
-        perms = relabellings(labels, n, m, rng)
-        stacked = values.T[:, perms].reshape(width * m, n).T  # (n, width*m), no copy
-        z = scan_statistics(stacked, M, k, n, p.test, p.pole, q)
-        null[st:st + m] = z.reshape(n_sets, -1, m).max(axis=(0, 1))
-    pval = permutation_p(observed, null, "greater")
-    ev = permutation_e(observed, null, "greater")
+
+    def batches() -> Iterator[np.ndarray]:
+        for _, m in chunks(p.n_permutations, n * width):
+            perms = relabellings(labels, n, m, rng)
+            for rows in growing(m):
+                r = perms[rows].shape[0]
+                stacked = values.T[:, perms[rows]].reshape(width * r, n).T  # (n, width*r)
+                z = scan_statistics(stacked, M, k, n, p.test, p.pole, q)
+                yield z.reshape(n_sets, -1, r).max(axis=(0, 1))
+    seq = besag_clifford(batches(), observed, "greater", p.n_permutations, ctx.sequential_h)
+    null = seq.null
     # the hits: strongest (set, axis, pole) triples with their maxT-adjusted p-values
     flat = obs.reshape(n_sets, -1)
     order = np.argsort(-flat.max(axis=1), kind="stable")[:p.top_hits]
@@ -237,17 +286,22 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
             side = "top" if auroc >= 0.5 else "bottom"
         else:
             side = ("top", "bottom")[pole_i]
-        exceed = null_sorted.size - int(np.searchsorted(null_sorted, z, side="left"))
+        if seq.h is None:
+            exceed = null_sorted.size - int(np.searchsorted(null_sorted, z, side="left"))
+            p_max = (1 + exceed) / (1 + p.n_permutations)
+        else:
+            p_max = sequential_maxt_p(null, z, observed, seq.h, p.n_permutations)
         hits.append({"set": ids[j], "name": names[j], "axis": int(p.axes[axis_i]),
                      "pole": side, "size": int(k[j]), "z": z,
                      "auroc": auroc if side == "top" else 1.0 - auroc,
-                     "p_maxT": (1 + exceed) / (1 + p.n_permutations)})
+                     "p_maxT": p_max})
     best = hits[0]
     return LayerResult(
         statistic_name="max_z",
         statistic=observed, effect_name="best_hit_auroc", effect_size=float(best["auroc"]),
-        p_value=pval, e_value=ev, e_method=E_PERMUTATION, n=n_sets, null=p.null,
-        n_permutations=p.n_permutations,
-        extra={"hits": hits, "sets_scanned": n_sets, "axes": list(p.axes), "genes": int(n),
+        **seq.test_fields(observed, "greater"), n=n_sets, null=p.null,
+        n_permutations=seq.draws,
+        extra={**seq.record(), "hits": hits, "sets_scanned": n_sets, "axes": list(p.axes),
+               "genes": int(n),
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "matching": matching})

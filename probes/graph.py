@@ -6,10 +6,16 @@ genes like its members; `knn_graph` measures the graph itself (local clustering,
 Leiden modularity and community count), descriptively, so that its change with depth is the
 test; `knn_communities` asks whether the graph's Leiden communities follow a gene annotation
 (ARI or NMI against label permutations).
+
+With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
+the nulls of `knn_homophily` (one-sided) and `knn_communities` stop drawing at the H-th draw as
+extreme as the observed statistic; both evaluate their draws one at a time, so a stopped layer
+computes no draw past its stop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -27,8 +33,9 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, distinct_draws
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.result import LayerResult
 
 
 def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
@@ -131,27 +138,29 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
     share = within_share(nb, members, n)
     expected = (s - 1) / (n - 1)
     rng = ctx.shared_rng("null")
-    null = np.empty(p.n_permutations)
     matching = None
     strata = None
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, members)
         matching = strata.record
-    for st, m in chunks(p.n_permutations, s * p.k):
-        draws = strata.draw(members, m, rng) if strata is not None else \
-            distinct_draws(n, s, m, rng)
-        if st == 0 and strata is not None:
-            matching["balance"] = strata.balance(members, draws)  # type: ignore[index]
-        for r in range(m):
-            null[st + r] = within_share(nb, draws[r], n)
-    pval = permutation_p(share, null, ctx.alternative)
-    ev = permutation_e(share, null, ctx.alternative)
+
+    def one_by_one() -> Iterator[list[float]]:
+        for st, m in chunks(p.n_permutations, s * p.k):
+            draws = strata.draw(members, m, rng) if strata is not None else \
+                distinct_draws(n, s, m, rng)
+            if st == 0 and strata is not None:
+                matching["balance"] = strata.balance(members, draws)  # type: ignore[index]
+            for r in range(m):
+                yield [within_share(nb, draws[r], n)]
+    seq = besag_clifford(one_by_one(), share, ctx.alternative, p.n_permutations,
+                         ctx.sequential_h)
+    null = seq.null
     sd = float(null.std(ddof=1))
     return LayerResult(
         statistic_name="within_share", statistic=share, effect_name="homophily_ratio",
-        effect_size=share / expected, p_value=pval, e_value=ev, e_method=E_PERMUTATION,
-        n=int(s), null=p.null, n_permutations=p.n_permutations,
-        extra={"expected": expected, "null_mean": float(null.mean()), "null_sd": sd,
+        effect_size=share / expected, **seq.test_fields(share, ctx.alternative),
+        n=int(s), null=p.null, n_permutations=seq.draws,
+        extra={**seq.record(), "expected": expected, "null_mean": float(null.mean()), "null_sd": sd,
                "z": (share - float(null.mean())) / sd if sd > 0 else None, "k": p.k,
                "matching": matching})
 
@@ -362,14 +371,14 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
     score = ari if p.measure == "ari" else nmi
     observed = score(comm, labels)
     rng = ctx.rng(layer, "null")
-    null = np.array([score(comm, rng.permutation(labels)) for _ in range(p.n_permutations)])
+    seq = besag_clifford(([score(comm, rng.permutation(labels))] for _ in range(p.n_permutations)),
+                         observed, "greater", p.n_permutations, ctx.sequential_h)
+    null = seq.null
     return LayerResult(
         statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
-        effect_size=observed - float(null.mean()),
-        p_value=permutation_p(observed, null, "greater"),
-        e_value=permutation_e(observed, null, "greater"), e_method=E_PERMUTATION,
-        n=int(keep.size), null="label_shuffle", n_permutations=p.n_permutations,
-        extra={"communities": int(comm.max()) + 1, "modularity": modularity,
+        effect_size=observed - float(null.mean()), **seq.test_fields(observed, "greater"),
+        n=int(keep.size), null="label_shuffle", n_permutations=seq.draws,
+        extra={**seq.record(), "communities": int(comm.max()) + 1, "modularity": modularity,
                "labelled_genes": int(keep.size), "labels": int(labels.max()) + 1,
                "null_mean": float(null.mean()),
                "null_95": [float(np.quantile(null, 0.025)), float(np.quantile(null, 0.975))],

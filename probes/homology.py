@@ -20,11 +20,15 @@ null draws at once by a batched Prim's algorithm.  Nulls (see `geoscreen.probes.
   Gaussian data.)
 
 ripser is not vectorised, so for H1/H2 each null draw is one ripser call; subsets above
-`max_points` are subsampled (seeded) and the default is 199 draws.
+`max_points` are subsampled (seeded) and the default is 199 draws.  With a campaign's
+sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`) a one-sided test
+stops at the H-th draw as extreme as the observed total persistence; with ripser the draws are
+evaluated one at a time, so none past the stop costs a ripser call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -41,8 +45,9 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, distinct_draws, feature_shuffle_stack, z_score
-from geoscreen.result import LayerResult, permutation_test
+from geoscreen.result import LayerResult
 
 
 def batch_distances(X: np.ndarray, metric: str) -> np.ndarray:
@@ -212,33 +217,39 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     observed = float(sum(v[0] for v in obs.values()))
     rng = ctx.rng(layer)
     k, d = local.size, X.shape[1]
-    null = np.empty(p.n_permutations)
     strata, matching = None, None
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, local)
         matching = strata.record
-    for s, m in chunks(p.n_permutations, k * max(k, d), budget=4_000_000):
-        if p.null == "feature_shuffle":  # each coordinate permuted among the subset's genes
-            Y = feature_shuffle_stack(X[local], m, rng)
-        elif p.null == "pc_shuffle":  # each principal coordinate of the layer, within the set
-            Y = feature_shuffle_stack(Z[local], m, rng)  # Z @ Vt is an isometry: same distances
-        elif strata is not None:  # random subsets with the same stratum composition
-            draws = strata.draw(local, m, rng)
-            if s == 0:
-                matching["balance"] = strata.balance(local, draws)
-            Y = X[draws]
-        else:  # random subsets of the same size
-            Y = X[distinct_draws(X.shape[0], k, m, rng)]
-        D = batch_distances(Y, p.metric)
-        if dims == (0,):  # H0 only: Prim's algorithm over the whole batch
-            null[s:s + m] = mst_totals(D)
-        else:  # ripser is not vectorised: one call per draw
-            null[s:s + m] = [sum(v[0] for v in total_persistence(Dq, dims).values()) for Dq in D]
+
+    def batches() -> Iterator[np.ndarray | list[float]]:
+        for s, m in chunks(p.n_permutations, k * max(k, d), budget=4_000_000):
+            if p.null == "feature_shuffle":  # each coordinate permuted among the subset's genes
+                Y = feature_shuffle_stack(X[local], m, rng)
+            elif p.null == "pc_shuffle":  # each principal coordinate of the layer, in the set
+                Y = feature_shuffle_stack(Z[local], m, rng)  # Z @ Vt is an isometry
+            elif strata is not None:  # random subsets with the same stratum composition
+                draws = strata.draw(local, m, rng)
+                if s == 0:
+                    matching["balance"] = strata.balance(local, draws)  # type: ignore[index]
+                Y = X[draws]
+            else:  # random subsets of the same size
+                Y = X[distinct_draws(X.shape[0], k, m, rng)]
+            D = batch_distances(Y, p.metric)
+            if dims == (0,):  # H0 only: Prim's algorithm over the whole batch
+                yield mst_totals(D)
+            else:  # ripser is not vectorised: one call per draw, one draw at a time
+                for Dq in D:
+                    yield [sum(v[0] for v in total_persistence(Dq, dims).values())]
+    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
+                         ctx.sequential_h)
+    null = seq.null
     return LayerResult(
         statistic_name="total_persistence", statistic=observed, effect_name="z",
-        effect_size=z_score(observed, null), **permutation_test(observed, null, ctx.alternative),
-        n=int(k), null=p.null, n_permutations=p.n_permutations,
-        extra={"per_dim": {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()},
+        effect_size=z_score(observed, null), **seq.test_fields(observed, ctx.alternative),
+        n=int(k), null=p.null, n_permutations=seq.draws,
+        extra={**seq.record(),
+               "per_dim": {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()},
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "subsampled_from": int(rows.size) if subsampled else None, "dims": list(dims),
                "metric": p.metric, "subspace": p.subspace, "matching": matching})

@@ -12,22 +12,35 @@ with itself (list the others in `layers`): its CKA of 1 says nothing and would b
 
 Each null draw costs one (genes x dim) by (genes x dim) product, so the default is 199 draws;
 `variance_kept` < 1 restricts both layers to the principal components carrying that share of
-variance, a well-defined and much cheaper statistic for low-rank late layers.
+variance, a well-defined and much cheaper statistic for low-rank late layers.  The gene-shuffle
+null needs no draws at all on most layers (``null_method: moments``): the exact permutation mean,
+variance and skewness of CKA (`geoscreen.probes.permutation_moments`) give a Pearson type III
+p-value, and only a p-value below ``confirm_below`` is replaced by the draws' own.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.params import genes_ref_field
+from geoscreen.probes.params import added_field, genes_ref_field
+from geoscreen.probes.permutation_moments import (
+    GramInvariants,
+    RVMoments,
+    cantelli_bound,
+    gram_invariants,
+    pearson3_p,
+    rv_moments,
+)
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, feature_shuffle_stack, gene_perms, z_score
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.result import LayerResult
 
 
 def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
@@ -73,6 +86,71 @@ def _coords(ctx: ProbeContext, layer: str, rows: np.ndarray | None, include_zero
     return svd.rows, T
 
 
+# Largest null skewness at which the Pearson III p-value is trusted; above it the draws decide
+# (tests/test_cka_moments.py: moment and draw p-values agree to ~0.01 up to skewness 2 on
+# hub-heavy layers, and drift apart beyond, 0.09 on average at skewness 3-5).
+MAX_SKEW = 2.0
+
+
+def _invariants(ctx: ProbeContext, key: tuple[Any, ...], X: np.ndarray,
+                third: bool) -> GramInvariants:
+    """`gram_invariants` of one layer's coordinates, kept in `ctx.memo` (a layer is the current
+    layer of one comparison and the reference of another; the third-order pass is the costly
+    part, done at most once)."""
+    key = ("layer_similarity:invariants", *key)
+    have = ctx.memo.get(key)
+    if have is None or (third and "cube" not in have.shapes):
+        have = ctx.memo[key] = gram_invariants(X, third)
+    return have
+
+
+def _moment_test(ctx: ProbeContext, p: LayerSimilarityParams, kx: tuple[Any, ...],
+                 ky: tuple[Any, ...], X: np.ndarray, Y: np.ndarray,
+                 cka: float) -> tuple[float | None, RVMoments, float, str | None]:
+    """(Pearson III p-value, exact moments, Cantelli bound, why the draws must decide or None)
+    of the gene-shuffle test.
+
+    The p-value is None when the Cantelli bound from the first two moments already lies below
+    `confirm_below` (the O(n^2 d) third-order invariant is then skipped).  The draws also decide
+    when the moment p-value is below `confirm_below`, or when the skewness exceeds `MAX_SKEW`:
+    a few high-norm hub genes make the permutation distribution a mixture (hub mapped onto hub
+    or not) that no three-moment curve follows."""
+    ia, ib = _invariants(ctx, kx, X, False), _invariants(ctx, ky, Y, False)
+    m2 = rv_moments(ia, ib, third=False)
+    bound = cantelli_bound(cka, m2, ctx.alternative)
+    if bound < p.confirm_below:
+        return None, m2, bound, "Cantelli bound below confirm_below"
+    m3 = rv_moments(_invariants(ctx, kx, X, True), _invariants(ctx, ky, Y, True))
+    mp = pearson3_p(cka, m3, ctx.alternative)
+    why = None
+    if m3.skew is None or not abs(m3.skew) <= MAX_SKEW:
+        why = f"skewness above {MAX_SKEW:g}"
+    elif mp < p.confirm_below:
+        why = "moment p below confirm_below"
+    return mp, m3, bound, why
+
+
+def _gene_shuffle_batches(XfT: np.ndarray, Yf: np.ndarray, norm: float, m: int,
+                          rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """CKA of `m` row permutations of Y, batch by batch (a generator: a sequential test computes
+    no batch past its stop)."""
+    n = Yf.shape[0]
+    for _, k in chunks(m, n * Yf.shape[1], budget=40_000_000):
+        A = np.matmul(XfT[None], Yf[gene_perms(n, k, rng)])
+        yield (A.astype(np.float64) ** 2).sum(axis=(1, 2)) / norm
+
+
+def _feature_shuffle_batches(XfT: np.ndarray, Yf: np.ndarray, nx: float, m: int,
+                             rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """CKA of `m` copies of Y with every column permuted independently, batch by batch."""
+    n, d = Yf.shape
+    for _, k in chunks(m, n * d, budget=20_000_000):
+        Ys = np.ascontiguousarray(feature_shuffle_stack(Yf, k, rng))
+        A = np.matmul(XfT[None], Ys).astype(np.float64)
+        B = np.matmul(np.ascontiguousarray(Ys.transpose(0, 2, 1)), Ys).astype(np.float64)
+        yield (A ** 2).sum(axis=(1, 2)) / (nx * np.sqrt((B ** 2).sum(axis=(1, 2))))
+
+
 class LayerSimilarityParams(ProbeParams):
     reference_layer: int | str = Field(
         "previous", description="previous, next, first, last, or a layer name or position")
@@ -80,6 +158,15 @@ class LayerSimilarityParams(ProbeParams):
     null: Literal["gene_shuffle", "feature_shuffle", "none"] = Field(
         "gene_shuffle", description="break gene correspondence, permute each dimension of the "
                                     "reference independently, or none (descriptive)")
+    null_method: Literal["moments", "draws"] = added_field(
+        "moments", since="1.1",
+        description="gene_shuffle p-value from the exact permutation moments (Pearson III tail; "
+                    "the draws decide when it is below confirm_below or the null skewness is "
+                    "above 2), or from the draws alone; feature_shuffle always draws")
+    confirm_below: float = added_field(
+        0.1, since="1.1", ge=0, le=1,
+        description="with null_method moments: a moment p-value (or Cantelli bound) below this "
+                    "is confirmed by the Monte Carlo draws, whose p-value is reported")
     n_permutations: int = Field(199, ge=99, le=100000)
     variance_kept: float = Field(1.0, gt=0, le=1,
                                  description="share of variance kept per layer (1 = exact CKA)")
@@ -91,7 +178,7 @@ class LayerSimilarityParams(ProbeParams):
     family="topology_stability",
     params=LayerSimilarityParams,
     nulls=("gene_shuffle", "feature_shuffle", "none"),
-    version="1.0",
+    version="1.1",
     statistic="linear CKA between this layer and the reference layer on shared genes",
     effect="linear CKA (0 = unrelated, 1 = same geometry up to rotation and scale)",
     alternatives=("greater", "less", "two-sided"),
@@ -122,16 +209,40 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
     Statistic and effect size: linear CKA, ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F), which equals
     the RV coefficient and is invariant to rotations and isotropic scaling of either layer.  It lies
     in [0, 1]; the no-effect value is 0 (unrelated geometries), but as CKA is never negative the
-    null draws lie above 0, and the test compares with them rather than with 0.  The null mean,
-    standard deviation and z are kept in ``extra``.
+    null draws lie above 0, and the test compares with them rather than with 0: under the
+    gene-shuffle null its exact mean is sqrt(beta_X beta_Y) / (n - 1), beta = (tr K)^2 / tr K^2
+    of the Gram matrix K (an effective rank).  The null mean, standard deviation and z are kept in
+    ``extra``.
 
     Nulls (chosen with ``null``):
 
     * ``gene_shuffle`` (default): the rows of the reference layer are permuted, breaking the gene
-      correspondence between the layers; p = (1 + b) / (m + 1).
+      correspondence between the layers.  How its p-value is found (``null_method``):
+
+      - ``moments`` (default): CKA is tr(K_X P K_Y P^T) / (||K_X|| ||K_Y||), quadratic in the
+        permutation P, so its exact mean, variance and skewness over all n! permutations follow
+        from a few invariants of the two Gram matrices (traces, diagonals, and sum_ij K_ij^3;
+        `geoscreen.probes.permutation_moments`, never an n x n matrix in memory), and the p-value
+        is the tail of the Pearson type III distribution with those three moments (Josse et al.
+        2008; a normal tail ignores the right skew and is anti-conservative).  Where it matters
+        the draws decide: when that p-value, or Cantelli's bound 1 / (1 + z^2) on the exact
+        permutation p-value (which skips the O(n^2 d) skewness), is below ``confirm_below``
+        (0.1: twice the default FDR target, above any level a per-layer p can be rejected at in
+        the default campaign; none of the layer combinations can reject a hypothesis whose layer
+        p-values all exceed the target), the Monte Carlo draws below are run with the same seed
+        and their p-value is reported.  So are they when the null skewness exceeds 2
+        (`MAX_SKEW`): a few high-norm hub genes make the permutation distribution a mixture (a
+        hub mapped onto a hub or not) that no three-moment curve follows; up to skewness 2 the
+        moment and draw p-values agree to about 0.01.  ``extra`` records ``p_method`` (which
+        method gave the reported p), ``draw_reason``, ``moment_p``, ``moment_mean``,
+        ``moment_sd``, ``moment_skew``, ``moment_bound`` and ``null_draws_used``; the e-value
+        is the p-to-e calibrator of the reported p (the draws' soft-rank e-value, kept only when
+        the moment p was small, would not average at most 1).
+      - ``draws``: `n_permutations` row permutations; p = (1 + b) / (m + 1).  The exact mean and
+        sd are still recorded.
     * ``feature_shuffle``: each dimension of the reference layer (its embedding dimensions; its
       principal-axis coordinates with a gene set or `variance_kept` < 1) is permuted independently
-      across the genes.
+      across the genes.  Not a permutation of rows, so always drawn.
     * ``none``: descriptive CKA only; test with ``across_layers: trend``, which permutes the order
       of the layers.
 
@@ -146,6 +257,13 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
+    Kazi-Aoual, F., Hitier, S., Sabatier, R. & Lebreton, J.-D. (1995). Refined approximations to
+    permutation tests for multivariate inference. Computational Statistics & Data Analysis
+    20(6), 643-656.
+    Josse, J., Pages, J. & Husson, F. (2008). Testing the significance of the RV coefficient.
+    Computational Statistics & Data Analysis 53(1), 82-91.
+    Besag, J. & Clifford, P. (1991). Sequential Monte Carlo p-values. Biometrika 78(2), 301-304
+    (the draws stop early when the campaign sets ``--sequential-stop``).
     """
     ref_idx = reference_index(ctx, layer, p.reference_layer)
     ref = ctx.cache.layers[ref_idx]
@@ -162,44 +280,64 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
     if not np.array_equal(rx, ry):
         raise GeoscreenError("the two layers have different present genes",
                              field="params.reference_layer")
-    nx = float(np.linalg.norm(X.T @ X))
-    ny = float(np.linalg.norm(Y.T @ Y))
+    base = (p.gene_set, p.include_zero_genes, p.variance_kept)
+    kx, ky = (layer, *base), (ref, *base)
+    nx = float(np.sqrt(_invariants(ctx, kx, X, False).frob2))
+    ny = float(np.sqrt(_invariants(ctx, ky, Y, False).frob2))
     cka = float(np.linalg.norm(X.T @ Y) ** 2 / (nx * ny))
-    pval, nperm, extra = None, 0, {}
-    ev: float | None = None
+    extra: dict[str, Any] = {}
+    test: dict[str, Any] = {"p_value": None}
+    nperm = 0
     if p.null != "none":
-        rng = ctx.rng(layer, f"{p.null}:{ref}")
-        n = X.shape[0]
-        Xf = X.astype(np.float32)
-        XfT = np.ascontiguousarray(Xf.T)  # BLAS-friendly left operand of the batched products
-        null = np.empty(p.n_permutations)
+        method = p.null_method if p.null == "gene_shuffle" else "draws"
+        extra = {"null_method": method, "p_method": "draws", "moment_p": None,
+                 "moment_mean": None, "moment_sd": None, "moment_skew": None,
+                 "moment_bound": None, "confirm_below": p.confirm_below}
+        why: str | None = "null_method draws" if p.null == "gene_shuffle" else \
+            "feature_shuffle is drawn"
         if p.null == "gene_shuffle":
-            Yf = Y.astype(np.float32)
-            for s, m in chunks(p.n_permutations, n * Y.shape[1], budget=40_000_000):
-                A = np.matmul(XfT[None], Yf[gene_perms(n, m, rng)])
-                null[s:s + m] = (A.astype(np.float64) ** 2).sum(axis=(1, 2)) / (nx * ny)
+            if method == "moments":
+                mp, mom, bound, why = _moment_test(ctx, p, kx, ky, X, Y, cka)
+                extra.update(moment_p=mp, moment_bound=bound, moment_skew=mom.skew)
+            else:  # the exact mean and sd cost nothing more: kept for comparison
+                mom = rv_moments(_invariants(ctx, kx, X, False), _invariants(ctx, ky, Y, False),
+                                 third=False)
+            extra.update(moment_mean=mom.mean, moment_sd=mom.sd)
+        extra["draw_reason"] = why
+        if why is None:
+            extra.update(p_method="moments", null_mean=mom.mean, null_sd=mom.sd,
+                         z=(cka - mom.mean) / mom.sd if mom.sd > 0 else 0.0,
+                         sequential_h=None, null_draws_used=0, null_exceedances=None,
+                         stopped_early=False)
+            test = {"p_value": extra["moment_p"], "e_value": None}  # e: p-to-e calibrator
         else:
-            Yraw = Y if p.variance_kept < 1 or rows is not None else \
-                Y @ ctx.svd(ref, p.include_zero_genes).Vt  # the embedding dimensions
-            Yf = Yraw.astype(np.float32)
-            d = Yf.shape[1]
-            for s, m in chunks(p.n_permutations, n * d, budget=20_000_000):
-                Ys = np.ascontiguousarray(feature_shuffle_stack(Yf, m, rng))
-                A = np.matmul(XfT[None], Ys).astype(np.float64)
-                B = np.matmul(np.ascontiguousarray(Ys.transpose(0, 2, 1)), Ys).astype(np.float64)
-                ny_s = np.sqrt((B ** 2).sum(axis=(1, 2)))
-                null[s:s + m] = (A ** 2).sum(axis=(1, 2)) / (nx * ny_s)
-        # the observed statistic goes through the same float32 product as the null draws
-        A0 = np.matmul(XfT[None], Y.astype(np.float32)[None])[0].astype(np.float64)
-        obs = float((A0 ** 2).sum() / (nx * ny))
-        pval, nperm = permutation_p(obs, null, ctx.alternative), p.n_permutations
-        ev = permutation_e(obs, null, ctx.alternative)
-        extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
-                 "z": z_score(cka, null)}
+            rng = ctx.rng(layer, f"{p.null}:{ref}")
+            XfT = np.ascontiguousarray(X.astype(np.float32).T)  # BLAS-friendly left operand
+            if p.null == "gene_shuffle":
+                batches = _gene_shuffle_batches(XfT, Y.astype(np.float32), nx * ny,
+                                                p.n_permutations, rng)
+            else:
+                Yraw = Y if p.variance_kept < 1 or rows is not None else \
+                    Y @ ctx.svd(ref, p.include_zero_genes).Vt  # the embedding dimensions
+                batches = _feature_shuffle_batches(XfT, Yraw.astype(np.float32), nx,
+                                                   p.n_permutations, rng)
+            # the observed statistic goes through the same float32 product as the null draws
+            A0 = np.matmul(XfT[None], Y.astype(np.float32)[None])[0].astype(np.float64)
+            obs = float((A0 ** 2).sum() / (nx * ny))
+            # Besag-Clifford stopping when the campaign asks for it (probes.sequential)
+            seq = besag_clifford(batches, obs, ctx.alternative, p.n_permutations,
+                                 ctx.sequential_h)
+            test, nperm = seq.test_fields(obs, ctx.alternative), seq.draws
+            if method == "moments":
+                # the draws ran because the moment p was small: their soft-rank e-value, kept
+                # only on that event, would average above 1 (1.29 in a simulation), so the
+                # moments method always takes the p-to-e calibrator of the reported p
+                test = {"p_value": seq.p_value, "e_value": None}
+            extra.update(null_mean=float(seq.null.mean()), null_sd=float(seq.null.std(ddof=1)),
+                         z=z_score(cka, seq.null), **seq.record())
     return LayerResult(
         statistic_name="linear_cka",
-        statistic=cka, effect_name="linear_cka", effect_size=cka, p_value=pval,
-        e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
+        statistic=cka, effect_name="linear_cka", effect_size=cka, **test,
         n=int(X.shape[0]), null=p.null, n_permutations=nperm,
         extra={**extra, "reference_layer": ref,
                "components": [int(X.shape[1]), int(Y.shape[1])]})

@@ -42,7 +42,19 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
               "special against it (use matched / degree_preserving)"),
     NullModel("degree_preserving", "degree-preserving rewiring", "pairs",
               "pair endpoints rewired across pairs so every gene keeps its degree: are these "
-              "partners closer than the same hubs paired at random?", "calibrated"),
+              "partners closer than the same hubs paired at random?  (regulatory_motifs: the "
+              "directed network rewired by curveball trades keeping every in- and "
+              "out-degree, its motifs recounted; exact by Besag-Clifford's parallel scheme "
+              "when the network is uniform given its degrees)", "calibrated"),
+    NullModel("motif_preserving", "network relabelled within degree/centrality strata", "set",
+              "the directed network's genes relabelled within strata of in-degree, out-degree "
+              "and the match variables (centrality): every motif instance keeps its structure, "
+              "on genes as connected and as central as the real ones", "conditional",
+              "exact when the network's labels are exchangeable within strata (hubs placed "
+              "on random hub genes: calibrated on Gaussian, hub-heavy and MiniLM layers, "
+              "tests/test_motifs.py); when hubness tracks centrality continuously, motif "
+              "genes are more central than their strata and it is anti-conservative (use "
+              "degree_preserving)"),
     NullModel("feature_shuffle", "independent dimensions (feature shuffle)", "geometry",
               "each dimension permuted independently across genes: more structure than "
               "independent dimensions with these marginals", "fails for gene-set claims",
@@ -124,6 +136,13 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
               "same co-expression", "calibrated"),
     NullModel("coexpression", "co-expression residuals", "set",
               "gene shuffle on co-expression residuals", "calibrated"),
+    NullModel("half_sampling", "gene half-samples (resampling standard error)", "set",
+              "the named genes resampled: each replicate keeps every gene with probability "
+              "f, the same genes for every profile compared; z = estimate / standard error "
+              "(delete-d jackknife scaling), normal tail", "conditional",
+              "large-sample: calibrated on Gaussian and hub-heavy layers at 40+ genes per set "
+              "or 150+ pairs (tests/test_layer_profile.py); with few genes the standard error "
+              "is noisy and the normal tail approximate"),
     NullModel("none", "descriptive (no null)", "none",
               "a measurement; across_layers: trend then permutes the order of the layers",
               "conditional",

@@ -8,10 +8,14 @@
 * `graded_proximity` — proximity rises with interaction confidence (Spearman, label shuffle).
 
 All three accept `control`: pair values are first regressed on co-expression (see control.py).
+With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
+a one-sided test of any of them stops drawing at the H-th null draw as extreme as the observed
+statistic.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import numpy as np
@@ -35,8 +39,17 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.stats import PairScorer, chunks, gene_perms, pair_null, spearman, z_score
-from geoscreen.result import LayerResult, permutation_test
+from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.stats import (
+    PairScorer,
+    chunks,
+    gene_perms,
+    growing,
+    pair_null_draws,
+    spearman,
+    z_score,
+)
+from geoscreen.result import LayerResult
 
 stats = lazy_module("scipy.stats")
 
@@ -48,7 +61,23 @@ PairNull = Literal["gene_shuffle", "degree_preserving"]
 def similarity_scorer(ctx: ProbeContext, layer: str, subspace: object, metric: str,
                       control: str | None, include_zero: bool,
                       ) -> tuple[SVD, PairScorer, dict | None]:
-    """(svd, scorer, fit): pair similarities in a subspace, co-expression residualized if asked."""
+    """(svd, scorer, fit): pair similarities in a subspace, co-expression residualized if asked.
+
+    The last one built is kept in the context (one only: a full similarity matrix is genes² in
+    size), so calls on the same layer — several nulls, or a profile's half-samples — share it.
+    """
+    key = (layer, json.dumps(subspace), metric, control, include_zero)
+    last = ctx.memo.get(("similarity_scorer",))
+    if last is not None and last[0] == key:
+        return last[1]
+    out = _similarity_scorer(ctx, layer, subspace, metric, control, include_zero)
+    ctx.memo[("similarity_scorer",)] = (key, out)
+    return out
+
+
+def _similarity_scorer(ctx: ProbeContext, layer: str, subspace: object, metric: str,
+                       control: str | None, include_zero: bool,
+                       ) -> tuple[SVD, PairScorer, dict | None]:
     svd, Z = subspace_coords(ctx, layer, subspace, include_zero)
     scorer = PairScorer(Z, metric)
     if control is None:
@@ -161,14 +190,17 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
     svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
                                          p.include_zero_genes)
     i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
-    observed, null = pair_null(scorer, i, j, p.null, p.n_permutations, ctx.rng(layer))
+    observed, draws = pair_null_draws(scorer, i, j, p.null, p.n_permutations, ctx.rng(layer))
+    seq = besag_clifford(draws, observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
+    null = seq.null
     z = z_score(observed, null)
     return LayerResult(
         statistic_name=f"mean_{p.metric}" + ("_residual" if fit else ""), statistic=observed,
         effect_name="z", effect_size=z,
-        **permutation_test(observed, null, ctx.alternative), n=int(i.size),
-        null=null_label(p.null, p.control), n_permutations=p.n_permutations,
-        extra={"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
+        **seq.test_fields(observed, ctx.alternative), n=int(i.size),
+        null=null_label(p.null, p.control), n_permutations=seq.draws,
+        extra={**seq.record(), "null_mean": float(null.mean()),
+               "null_sd": float(null.std(ddof=1)),
                "subspace": p.subspace, "metric": p.metric, "control_fit": fit})
 
 
@@ -326,15 +358,18 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     if p.control is not None:
         R, fit = controlled(ctx, p.control, labels.matrix().astype(np.float32), svd.rows)
         scorer = PairScorer.from_matrix(R, "co_pole")
-    observed, null = pair_null(scorer, i, j, p.null, p.n_permutations,  # type: ignore[arg-type]
-                               ctx.rng(layer))
+    observed, draws = pair_null_draws(scorer, i, j, p.null,  # type: ignore[arg-type]
+                                      p.n_permutations, ctx.rng(layer))
+    seq = besag_clifford(draws, observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
+    null = seq.null
     z = z_score(observed, null)
     mean0 = float(null.mean())
     return LayerResult(
         statistic_name="co_pole_rate" + ("_residual" if fit else ""), statistic=observed,
-        effect_name="z", effect_size=z, **permutation_test(observed, null, ctx.alternative),
-        n=int(i.size), null=null_label(p.null, p.control), n_permutations=p.n_permutations,
-        extra={"null_mean": mean0, "null_sd": float(null.std(ddof=1)), "k": k, "axes": axes,
+        effect_name="z", effect_size=z, **seq.test_fields(observed, ctx.alternative),
+        n=int(i.size), null=null_label(p.null, p.control), n_permutations=seq.draws,
+        extra={**seq.record(), "null_mean": mean0, "null_sd": float(null.std(ddof=1)), "k": k,
+               "axes": axes,
                "axis": axes[0] if len(axes) == 1 else None,
                "pole": p.pole, "enrichment": observed / mean0 if mean0 > 0 and not fit else None,
                "control_fit": fit})
@@ -453,16 +488,18 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     rv = (rv - rv.mean()) / (np.linalg.norm(rv - rv.mean()) or 1.0)
     rho = float(rb @ rv)  # Spearman's rho, by the same arithmetic as the null draws
     rng = ctx.rng(layer)
-    null = np.empty(p.n_permutations)
-    for s, m in chunks(p.n_permutations, v.size):
-        null[s:s + m] = rb[gene_perms(v.size, m, rng)] @ rv
+    batches = (rb[P[rows]] @ rv for P in (gene_perms(v.size, m, rng)
+                                          for _, m in chunks(p.n_permutations, v.size))
+               for rows in growing(P.shape[0]))
+    seq = besag_clifford(batches, rho, ctx.alternative, p.n_permutations, ctx.sequential_h)
     levels = np.unique(b)
     means = [float(v[b == k].mean()) for k in levels]
     return LayerResult(
         statistic_name="spearman_rho", statistic=rho, effect_name="spearman_rho",
-        effect_size=rho, **permutation_test(rho, null, ctx.alternative), n=int(v.size),
-        null=null_label("label_shuffle", p.control), n_permutations=p.n_permutations,
-        extra={"bin_means": means, "bin_counts": [int((b == k).sum()) for k in levels],
+        effect_size=rho, **seq.test_fields(rho, ctx.alternative), n=int(v.size),
+        null=null_label("label_shuffle", p.control), n_permutations=seq.draws,
+        extra={**seq.record(), "bin_means": means,
+               "bin_counts": [int((b == k).sum()) for k in levels],
                "rho_bin_means": spearman(levels.astype(float), np.asarray(means)),
                "bin_lower_scores": edges, "subspace": p.subspace, "metric": p.metric,
                "control_fit": fit})

@@ -104,6 +104,9 @@ class ProbeInfo:
     # the effect size's no-effect value (0.5 for an AUROC, 0 for a z-score); None: a
     # descriptive measure with no such value (an effective rank, a dimension)
     effect_null: float | None = 0.0
+    # True: the probe reads every layer it needs itself (its params name them), so a spec names
+    # one layer, where its single result is filed (`layer_profile`)
+    whole_stack: bool = False
 
     def schema(self) -> dict[str, Any]:
         """JSON view for `probes list --json` and the LLM system prompt."""
@@ -116,6 +119,7 @@ class ProbeInfo:
             "effect_size": self.effect,
             "nulls": list(self.nulls),
             "effect_null": self.effect_null,
+            "whole_stack": self.whole_stack,
             "alternatives": list(self.alternatives),
             "params": self.params.model_json_schema(),
             "examples": list(self.examples),
@@ -163,6 +167,7 @@ def probe(
     examples: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
     alternatives: tuple[str, ...] = ("greater", "less", "two-sided"),
     effect_null: float | None = 0.0,
+    whole_stack: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(ctx, params, layer) -> LayerResult`` as probe `name`.
 
@@ -198,7 +203,7 @@ def probe(
                          version=version, statistic=statistic, effect=effect, description=doc,
                          fn=run_layer, examples=tuple(examples),
                          alternatives=tuple(alternatives), module=fn.__module__,
-                         effect_null=effect_null)
+                         effect_null=effect_null, whole_stack=whole_stack)
         existing = _REGISTRY.get(name)
         if existing is not None and existing.module != info.module:
             raise ValueError(f"probe {name!r} is registered twice "
@@ -223,6 +228,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "intrinsic_dimension": "geoscreen.probes.dimension",
     "edge_specificity": "geoscreen.probes.regulation",
     "edge_direction": "geoscreen.probes.direction",
+    "regulatory_motifs": "geoscreen.probes.motifs",
     "knn_homophily": "geoscreen.probes.graph",
     "knn_graph": "geoscreen.probes.graph",
     "knn_communities": "geoscreen.probes.graph",
@@ -233,6 +239,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "gene_score_association": "geoscreen.probes.association",
     "gene_drift": "geoscreen.probes.drift",
     "layer_similarity": "geoscreen.probes.layers",
+    "layer_profile": "geoscreen.probes.profile",
     "subspace_alignment": "geoscreen.probes.subspaces",
     "persistent_homology": "geoscreen.probes.homology",
     "cross_model_alignment": "geoscreen.probes.alignment",

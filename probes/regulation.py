@@ -4,10 +4,15 @@
   genes it does not regulate?  Pooled within-TF AUROC; the null relabels candidate genes, which
   keeps every TF's out-degree and every target's in-degree (the whole bipartite shape).
 * `sign_contrast` — is one edge type (e.g. repression) more prominent than another (activation)?
+
+With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
+the target shuffle of `edge_specificity` and the label shuffle of `sign_contrast` stop, for a
+one-sided test, at the H-th draw as extreme as the observed statistic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -29,15 +34,17 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
     auroc_from_scores,
     chunks,
     gene_perms,
+    growing,
     row_ranks,
-    subset_mean_shuffle,
+    subset_mean_shuffle_batches,
     z_score,
 )
-from geoscreen.result import LayerResult, permutation_test
+from geoscreen.result import LayerResult
 
 stats = lazy_module("scipy.stats")
 
@@ -159,20 +166,26 @@ def edge_specificity(ctx: ProbeContext, p: EdgeSpecificityParams, layer: str) ->
     observed = float(_within_row_auroc(R[t, c][None, :], t, starts,
                                        (c != sc)[None, :], nvalid)[0])
     rng = ctx.rng(layer)
-    null = np.empty(p.n_permutations)
-    for s, m in chunks(p.n_permutations, max(cand.size, t.size)):
-        Pc = gene_perms(cand.size, m, rng)[:, c]
-        null[s:s + m] = _within_row_auroc(R[t[None, :], Pc], t, starts, Pc != sc[None, :],
-                                          nvalid)
+
+    def batches() -> Iterator[np.ndarray]:
+        for _, m in chunks(p.n_permutations, max(cand.size, t.size)):
+            Pc = gene_perms(cand.size, m, rng)[:, c]
+            for rows in growing(m):
+                yield _within_row_auroc(R[t[None, :], Pc[rows]], t, starts,
+                                        Pc[rows] != sc[None, :], nvalid)
+    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
+                         ctx.sequential_h)
+    null = seq.null
     cnt = np.diff(np.r_[starts, t.size]).astype(float)
     u_tf = np.add.reduceat(R[t, c].astype(float), starts) - cnt * (cnt + 1) / 2
     per_tf = u_tf / (cnt * (nvalid - cnt))
     return LayerResult(
         statistic_name="edge_auroc",
         statistic=observed, effect_name="auroc", effect_size=observed,
-        **permutation_test(observed, null, ctx.alternative), n=int(e.shape[0]),
-        null=null_label("target_shuffle", p.control), n_permutations=p.n_permutations,
-        extra={"n_tfs": int(tfs.size), "n_candidates": int(cand.size), "non_edges": p.non_edges,
+        **seq.test_fields(observed, ctx.alternative), n=int(e.shape[0]),
+        null=null_label("target_shuffle", p.control), n_permutations=seq.draws,
+        extra={**seq.record(), "n_tfs": int(tfs.size), "n_candidates": int(cand.size),
+               "non_edges": p.non_edges,
                "null_mean": float(null.mean()), "z": z_score(observed, null),
                "median_tf_auroc": float(np.median(per_tf)), "subspace": p.subspace,
                "metric": p.metric,
@@ -285,17 +298,19 @@ def sign_contrast(ctx: ProbeContext, p: SignContrastParams, layer: str) -> Layer
     if p.test == "mann_whitney":
         test = {"p_value": float(stats.mannwhitneyu(va, vb, alternative=ctx.alternative,
                                                     method="asymptotic").pvalue)}
-        nperm, null_mean = 0, None
+        nperm, null_mean, record = 0, None, {}
     else:
-        null = subset_mean_shuffle(np.concatenate([va, vb]), va.size, p.n_permutations,
-                                   ctx.rng(layer))
-        test = permutation_test(diff, null, ctx.alternative)
-        nperm, null_mean = p.n_permutations, float(null.mean())
+        seq = besag_clifford(
+            subset_mean_shuffle_batches(np.concatenate([va, vb]), va.size, p.n_permutations,
+                                        ctx.rng(layer)),
+            diff, ctx.alternative, p.n_permutations, ctx.sequential_h)
+        test = seq.test_fields(diff, ctx.alternative)
+        nperm, null_mean, record = seq.draws, float(seq.null.mean()), seq.record()
     return LayerResult(
         statistic_name="prominence_difference", statistic=diff,
         effect_name="prominence_difference", effect_size=diff, **test,
         n=int(va.size + vb.size), null=null_label(p.test, p.control), n_permutations=nperm,
-        extra={"auroc": auc, "rank_biserial": 2 * auc - 1, "n_a": int(va.size),
+        extra={**record, "auroc": auc, "rank_biserial": 2 * auc - 1, "n_a": int(va.size),
                "n_b": int(vb.size), "n_shared_dropped": int(shared.size),
                "mean_a": float(va.mean()), "mean_b": float(vb.mean()), "null_mean": null_mean,
                "prominence": p.prominence, "subspace": p.subspace, "control_fit": fit})

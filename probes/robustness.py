@@ -6,6 +6,12 @@ co-expression residuals; needs `control`).  The hypothesis "the effect survives 
 intersection-union test, so the per-layer p-value is the largest of the per-null p-values (exact
 level, conservative).  The effect size is the smallest z; every null's z and p are kept in extra,
 so the sensitivity of the effect to the null (the z ratio) can be read off.
+
+With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
+each null of a one-sided test stops drawing on its own at its H-th draw as extreme as the
+observed mean; each per-null p-value is then a valid Besag-Clifford p-value, so their maximum
+is still a valid intersection-union p-value.  A null that stopped has no permutation e-value,
+and the layer's e-value is then calibrated from the maximum p-value.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.stats import PairScorer, pair_null, z_score
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.stats import PairScorer, pair_null_draws, z_score
+from geoscreen.result import E_PERMUTATION, LayerResult
 
 NullName = Literal["gene_shuffle", "degree_preserving", "coexpression"]
 
@@ -138,24 +145,33 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
                                      "too many genes", field="params.nulls")
             R, fit = residualize(scorer.K, coexpression_matrix(ctx, p.control, svd.rows))
             sc, null_name = PairScorer.from_matrix(R, p.metric), "gene_shuffle"
-        obs, null = pair_null(sc, i, j, null_name, p.n_permutations, ctx.rng(layer, name))
-        per[name] = {"statistic": obs, "p_value": permutation_p(obs, null, ctx.alternative),
-                     "e_value": permutation_e(obs, null, ctx.alternative),
-                     "z": z_score(obs, null), "null_mean": float(null.mean()),
-                     "control_fit": fit}
+        obs, draws = pair_null_draws(sc, i, j, null_name, p.n_permutations,
+                                     ctx.rng(layer, name))
+        seq = besag_clifford(draws, obs, ctx.alternative, p.n_permutations, ctx.sequential_h)
+        test = seq.test_fields(obs, ctx.alternative)
+        per[name] = {"statistic": obs, "p_value": test["p_value"], "e_value": test["e_value"],
+                     "z": z_score(obs, seq.null), "null_mean": float(seq.null.mean()),
+                     "control_fit": fit, **seq.record()}
     zs = {k: v["z"] for k, v in per.items()}
     weakest = min(zs, key=lambda k: zs[k]) if ctx.alternative != "less" else \
         max(zs, key=lambda k: zs[k])
     raw = float(scorer.values(i, j).mean())
     zmax = max(abs(z) for z in zs.values())
+    evs = [v["e_value"] for v in per.values()]
+    used = [int(v["null_draws_used"]) for v in per.values()]
     return LayerResult(
         statistic_name=f"mean_{p.metric}", statistic=raw, effect_name="min_z",
         effect_size=zs[weakest], p_value=max(v["p_value"] for v in per.values()),
         # intersection-union over nulls: the claim needs every null rejected, and the smallest
-        # e-value is at most the e-value of any null that is true, so E[min] <= 1
-        e_value=min(v["e_value"] for v in per.values()), e_method=f"{E_PERMUTATION}_iu_min",
-        n=int(i.size), null="+".join(p.nulls), n_permutations=p.n_permutations,
-        extra={"per_null": per, "weakest_null": weakest,
+        # e-value is at most the e-value of any null that is true, so E[min] <= 1 (a stopped
+        # null has none: the layer's e-value is then calibrated from its p-value)
+        e_value=None if None in evs else min(evs),
+        e_method=f"{E_PERMUTATION}_iu_min" if None not in evs else "",
+        n=int(i.size), null="+".join(p.nulls), n_permutations=max(used),
+        extra={"sequential_h": next(iter(per.values()))["sequential_h"],
+               "null_draws_used": max(used),
+               "stopped_early": any(v["stopped_early"] for v in per.values()),
+               "per_null": per, "weakest_null": weakest,
                "z_ratio_weakest_to_strongest": abs(zs[weakest]) / zmax if zmax > 0 else None,
                "subspace": p.subspace, "metric": p.metric})
 

@@ -1,8 +1,14 @@
 """Separation probes: do two gene sets sit apart, on one singular axis (`axis_separation`) or
-in a subspace under a cross-validated linear classifier (`role_separation`)?"""
+in a subspace under a cross-validated linear classifier (`role_separation`)?
+
+With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
+the label shuffle of a one-sided test (``axis_separation`` with ``test: label_shuffle``, and
+``role_separation``) stops drawing at the H-th relabelling as extreme as the observed AUROC.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -12,14 +18,9 @@ from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle
-from geoscreen.result import (
-    E_PERMUTATION,
-    LayerResult,
-    permutation_e,
-    permutation_p,
-    permutation_test,
-)
+from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle_batches
+from geoscreen.result import E_PERMUTATION, LayerResult
 
 stats = lazy_module("scipy.stats")
 
@@ -127,16 +128,19 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
     auc = auroc_from_scores(pos, neg)
     alt = ctx.alternative
     seed = ctx.layer_seed(layer)
+    record: dict[str, object] = {}
     if p.test == "mann_whitney":
         res = stats.mannwhitneyu(pos, neg, alternative=alt, method="asymptotic")
         pval, null, nperm = float(res.pvalue), "mann_whitney", 0
         ev: float | None = None  # calibrated from p by LayerResult
     else:
         pooled = np.concatenate([pos, neg])
-        null_auc = auroc_label_shuffle(pooled, pos.size, p.n_permutations, ctx.rng(layer))
-        pval = permutation_p(auc, null_auc, alt)
-        ev = permutation_e(auc, null_auc, alt)
-        null, nperm = "label_shuffle", p.n_permutations
+        seq = besag_clifford(
+            auroc_label_shuffle_batches(pooled, pos.size, p.n_permutations, ctx.rng(layer)),
+            auc, alt, p.n_permutations, ctx.sequential_h)
+        fields = seq.test_fields(auc, alt)
+        pval, ev = fields["p_value"], fields["e_value"]  # type: ignore[assignment]
+        null, nperm, record = "label_shuffle", seq.draws, seq.record()
     # The sign of a singular axis is arbitrary (and may flip between layers or caches), so a
     # two-sided test reports the AUROC oriented to >= 0.5; the raw value stays the statistic.
     if alt == "two-sided":
@@ -148,7 +152,7 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
         statistic=auc, effect_name=effect_name, effect_size=effect, p_value=pval,
         e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
         n=int(pos.size + neg.size), null=null, n_permutations=nperm, seed=seed,
-        extra={"rank_biserial": 2 * auc - 1, "n_positive": int(pos.size),
+        extra={**record, "rank_biserial": 2 * auc - 1, "n_positive": int(pos.size),
                "n_negative": int(neg.size), "n_overlap_removed": int(overlap.size),
                "axis": p.axis,
                "explained_variance": float(svd.S[p.axis - 1] ** 2 / np.sum(svd.S ** 2))})
@@ -290,16 +294,19 @@ def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> L
     order_pos = np.argsort(margin[:pos.size], kind="stable")
     order_neg = pos.size + np.argsort(-margin[pos.size:], kind="stable")
     rng = ctx.rng(layer)
-    null = np.empty(p.n_permutations)
-    for s, m in chunks(p.n_permutations, n, budget=250 * max(n, 1)):
-        Y = y[gene_perms(n, m, rng)].T
-        null[s:s + m] = cv_auroc_many(X, Y, stratified_folds(Y, order, p.folds), p.folds, p.C)
+
+    def draws() -> Iterator[np.ndarray]:
+        for _, m in chunks(p.n_permutations, n, budget=250 * max(n, 1)):
+            Y = y[gene_perms(n, m, rng)].T
+            yield cv_auroc_many(X, Y, stratified_folds(Y, order, p.folds), p.folds, p.C)
+    seq = besag_clifford(draws(), observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
+    null = seq.null
     return LayerResult(
         statistic_name="cv_auroc",
         statistic=observed, effect_name="auroc", effect_size=observed,
-        **permutation_test(observed, null, ctx.alternative), n=n, null="label_shuffle",
-        n_permutations=p.n_permutations,
-        extra={"n_positive": int(pos.size), "n_negative": int(neg.size),
+        **seq.test_fields(observed, ctx.alternative), n=n, null="label_shuffle",
+        n_permutations=seq.draws,
+        extra={**seq.record(), "n_positive": int(pos.size), "n_negative": int(neg.size),
                "n_overlap_removed": n_overlap, "subspace": list(p.subspace), "folds": p.folds,
                "C": p.C, "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                # out-of-fold log-odds of belonging to `positive`: the clearest members of each

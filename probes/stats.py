@@ -7,7 +7,7 @@ size, never on the machine, so a seed always gives bit-identical null draws.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -35,6 +35,52 @@ def auroc_from_scores(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n2))
 
 
+def growing(m: int, first: int = 16) -> Iterator[slice]:
+    """Slices of range(m) that double in size from `first` (16, 32, 64, ...).
+
+    A chunk's draws are made at once (so they never depend on how they are evaluated), then
+    evaluated a few rows at a time at first: a sequential test that stops early (a null layer
+    stops within a few dozen draws) computes few of them, and a statistic computed row by row
+    is the same whatever the slicing.
+    """
+    s, size = 0, first
+    while s < m:
+        yield slice(s, min(m, s + size))
+        s += size
+        size *= 2
+
+
+def collect(batches: Iterable[np.ndarray], m: int) -> np.ndarray:
+    """The first `m` draws of a generator of null batches as one float64 array, in draw order
+    (what a fixed-m test uses; `geoscreen.probes.sequential.besag_clifford` may stop sooner)."""
+    out = np.empty(m)
+    s = 0
+    for batch in batches:
+        batch = np.ravel(batch)[: m - s]
+        out[s:s + batch.size] = batch
+        s += batch.size
+        if s >= m:
+            break
+    if s < m:
+        raise ValueError(f"the null gave {s} draws, fewer than the {m} asked for")
+    return out
+
+
+def auroc_label_shuffle_batches(scores: np.ndarray, n_pos: int, n_perm: int,
+                                rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """`auroc_label_shuffle`'s draws, batch by batch in the same order (a generator, so that a
+    sequential test computes no batch past its stop)."""
+    n = scores.size
+    ranks = stats.rankdata(scores)
+    n_neg = n - n_pos
+    for _, m in chunks(n_perm, n):
+        keys = rng.random((m, n))
+        pick = np.argpartition(keys, n_pos - 1, axis=1)[:, :n_pos] if n_pos < n else \
+            np.tile(np.arange(n), (m, 1))
+        r = ranks[pick].sum(axis=1)
+        yield (r - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 def auroc_label_shuffle(scores: np.ndarray, n_pos: int, n_perm: int,
                         rng: np.random.Generator) -> np.ndarray:
     """AUROC of `n_perm` random relabellings of pooled `scores` (first n_pos are positives).
@@ -42,30 +88,25 @@ def auroc_label_shuffle(scores: np.ndarray, n_pos: int, n_perm: int,
     All permutations at once: the pooled ranks are fixed, so each null AUROC is a sum of ranks
     over a random subset of size n_pos.
     """
-    n = scores.size
-    ranks = stats.rankdata(scores)
-    n_neg = n - n_pos
-    out = np.empty(n_perm)
-    for s, m in chunks(n_perm, n):
-        keys = rng.random((m, n))
-        pick = np.argpartition(keys, n_pos - 1, axis=1)[:, :n_pos] if n_pos < n else \
-            np.tile(np.arange(n), (m, 1))
-        r = ranks[pick].sum(axis=1)
-        out[s:s + m] = (r - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    return out
+    return collect(auroc_label_shuffle_batches(scores, n_pos, n_perm, rng), n_perm)
+
+
+def subset_mean_shuffle_batches(values: np.ndarray, n_a: int, n_perm: int,
+                                rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """`subset_mean_shuffle`'s draws, batch by batch in the same order."""
+    n = values.size
+    total = values.sum()
+    for _, m in chunks(n_perm, n):
+        P = gene_perms(n, m, rng)[:, :n_a]
+        for rows in growing(m):
+            sa = values[P[rows]].sum(axis=1)
+            yield sa / n_a - (total - sa) / (n - n_a)
 
 
 def subset_mean_shuffle(values: np.ndarray, n_a: int, n_perm: int,
                         rng: np.random.Generator) -> np.ndarray:
     """mean(first n_a) - mean(rest) over `n_perm` random relabellings of pooled `values`."""
-    n = values.size
-    total = values.sum()
-    out = np.empty(n_perm)
-    for s, m in chunks(n_perm, n):
-        P = gene_perms(n, m, rng)[:, :n_a]
-        sa = values[P].sum(axis=1)
-        out[s:s + m] = sa / n_a - (total - sa) / (n - n_a)
-    return out
+    return collect(subset_mean_shuffle_batches(values, n_a, n_perm, rng), n_perm)
 
 
 def normalise_rows(X: np.ndarray) -> np.ndarray:
@@ -104,8 +145,11 @@ class PairScorer:
 
     For up to `gram_limit` genes the full similarity matrix is computed once (float32) and each
     permutation is a gather; beyond that, similarities are computed in chunks per permutation.
-    A scorer can also wrap any precomputed gene-by-gene matrix (`from_matrix`), e.g. a
-    co-pole indicator or a co-expression residual.
+    With one axis and the euclidean metric (up to `gram_limit` genes) the matrix is not built
+    for the pair values: each is computed from the two coordinates by the matrix's own float64
+    operations (`_axis_values`), so it is bit-identical to the matrix entry, and cheaper than a
+    random gather from an n x n matrix.  A scorer can also wrap any precomputed gene-by-gene
+    matrix (`from_matrix`), e.g. a co-pole indicator or a co-expression residual.
     """
 
     def __init__(self, Z: np.ndarray, metric: str, gram_limit: int = 8000) -> None:
@@ -116,6 +160,9 @@ class PairScorer:
         self._raw = Z
         self._K: np.ndarray | None = None
         self._gram = Z.shape[0] <= gram_limit
+        self._axis: np.ndarray | None = None
+        if metric == "euclidean" and Z.shape[1] == 1 and self._gram:
+            self._axis = np.array(Z[:, 0], dtype=np.float64)
 
     @property
     def K(self) -> np.ndarray | None:
@@ -128,10 +175,42 @@ class PairScorer:
     def from_matrix(cls, K: np.ndarray, metric: str = "matrix") -> PairScorer:
         self = cls.__new__(cls)
         self.metric, self.n, self.Z, self._K, self._gram = metric, int(K.shape[0]), None, K, True
-        self.factor, self._raw = None, None
+        self.factor, self._raw, self._axis = None, None, None
         return self
 
+    def _axis_values(self, I: np.ndarray, J: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+        """float32 values -sqrt(max((x_i^2 + x_j^2) - 2 x_i x_j, 0)) of one euclidean axis.
+
+        These are `similarity_matrix`'s entries, computed pair by pair with the same float64
+        operations (one-term products x_i x_j, as the one-column matrix product gives them), in
+        blocks that stay in cache.
+        """
+        assert self._axis is not None
+        if I.ndim == 2 and not I.flags.c_contiguous and I.flags.f_contiguous and \
+                J.flags.f_contiguous:
+            # P[:, ii] gathers are column-major: work on the row-major transposes, and return
+            # the layout K[I, J] would have
+            return self._axis_values(I.T, J.T, block).T
+        I, J = np.ascontiguousarray(I), np.ascontiguousarray(J)
+        x = self._axis
+        out = np.empty(I.shape, dtype=np.float32)
+        fi, fj, fo = I.reshape(-1), J.reshape(-1), out.reshape(-1)
+        for s in range(0, fi.size, block):
+            a, b = x[fi[s:s + block]], x[fj[s:s + block]]
+            d2 = a * a
+            d2 += b * b
+            a *= b
+            a *= 2.0
+            d2 -= a
+            np.maximum(d2, 0.0, out=d2)
+            np.sqrt(d2, out=d2)
+            np.negative(d2, out=d2)
+            fo[s:s + block] = d2
+        return out
+
     def values(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        if self._axis is not None:
+            return self._axis_values(i, j).astype(np.float64)
         if self.K is not None:
             return self.K[i, j].astype(np.float64)
         assert self.Z is not None
@@ -143,7 +222,9 @@ class PairScorer:
         rows_per = max(1, int(2e7 // max(I.shape[1], 1)))
         for s in range(0, I.shape[0], rows_per):
             ii, jj = I[s:s + rows_per], J[s:s + rows_per]
-            if self.K is not None:
+            if self._axis is not None:
+                v = self._axis_values(ii, jj)  # the matrix's float32 entries, without it
+            elif self.K is not None:
                 v = self.K[ii, jj]  # float32 values, summed in float64
             else:
                 assert self.Z is not None
@@ -199,41 +280,57 @@ def _low_rank_pair_sums(Zn: np.ndarray, i: np.ndarray, j: np.ndarray, P: np.ndar
     return np.einsum("gkr,gkr->k", Zs, AZ)
 
 
-def pair_null(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str, n_perm: int,
-              rng: np.random.Generator) -> tuple[float, np.ndarray]:
-    """(observed, null draws) of the mean pair value under `gene_shuffle` or `degree_preserving`.
+def pair_null_draws(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str, n_perm: int,
+                    rng: np.random.Generator) -> tuple[float, Iterator[np.ndarray]]:
+    """(observed, generator of null batches) of the mean pair value under `gene_shuffle` or
+    `degree_preserving`: `pair_null`'s draws in the same order, computed only as they are taken
+    (for `geoscreen.probes.sequential.besag_clifford`, which may stop before the last batch).
 
     The observed mean goes through the same arithmetic as the draws, so rounding can never
     separate a draw that equals the observation.  Gene shuffle materialises only the permuted
     labels of the genes the pairs use; for cosine in a few axes it uses the low-rank factor.
     """
-    out = np.empty(n_perm)
+    if null not in ("gene_shuffle", "degree_preserving"):
+        raise ValueError(f"unknown pair null {null!r}")
     if null == "gene_shuffle" and scorer.factor is not None and \
             scorer.n * scorer.factor.shape[1] < 8 * i.size:  # cheaper than gathering the pairs
         Zn = scorer.factor
         ident = np.arange(scorer.n)[None, :]
-        observed = float(_low_rank_pair_sums(Zn, i, j, ident)[0] / i.size)
-        for s, m in chunks(n_perm, scorer.n * (Zn.shape[1] + 1), budget=8_000_000):
-            out[s:s + m] = _low_rank_pair_sums(Zn, i, j, gene_perms(scorer.n, m, rng)) / i.size
-        return observed, out
+
+        def low_rank() -> Iterator[np.ndarray]:
+            for _, m in chunks(n_perm, scorer.n * (Zn.shape[1] + 1), budget=8_000_000):
+                P = gene_perms(scorer.n, m, rng)
+                for rows in growing(m):
+                    yield _low_rank_pair_sums(Zn, i, j, P[rows]) / i.size
+        return float(_low_rank_pair_sums(Zn, i, j, ident)[0] / i.size), low_rank()
     if null == "degree_preserving":
         # rows stay fixed under rewiring: grouping pairs by row makes the gathers cache-friendly
         order = np.argsort(i, kind="stable")
         i, j = i[order], j[order]
     observed = float(scorer.mean_many(i[None, :], j[None, :])[0])
-    if null == "gene_shuffle":
-        used, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
-        ii, jj = inv[:i.size], inv[i.size:]
-        for s, m in chunks(n_perm, max(scorer.n, i.size)):
-            P = gene_perms(scorer.n, m, rng)[:, used]
-            out[s:s + m] = scorer.mean_many(P[:, ii], P[:, jj])
-    elif null == "degree_preserving":
-        for s, m in chunks(n_perm, i.size):
-            I, J, mask = degree_preserving_pairs(i, j, m, rng)
-            out[s:s + m] = scorer.mean_many(I, J, mask)
-    else:
-        raise ValueError(f"unknown pair null {null!r}")
-    return observed, out
+
+    def gathers() -> Iterator[np.ndarray]:
+        if null == "gene_shuffle":
+            used, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
+            ii, jj = inv[:i.size], inv[i.size:]
+            for _, m in chunks(n_perm, max(scorer.n, i.size)):
+                P = gene_perms(scorer.n, m, rng)[:, used]
+                for rows in growing(m):
+                    yield scorer.mean_many(P[rows][:, ii], P[rows][:, jj])
+        else:
+            for _, m in chunks(n_perm, i.size):
+                I, J, mask = degree_preserving_pairs(i, j, m, rng)
+                for rows in growing(m):
+                    yield scorer.mean_many(I[rows], J[rows], mask[rows])
+    return observed, gathers()
+
+
+def pair_null(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str, n_perm: int,
+              rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """(observed, null draws) of the mean pair value under `gene_shuffle` or `degree_preserving`:
+    all `n_perm` draws of `pair_null_draws`."""
+    observed, batches = pair_null_draws(scorer, i, j, null, n_perm, rng)
+    return observed, collect(batches, n_perm)
 
 
 def distinct_draws(n: int, k: int, rows: int, rng: np.random.Generator) -> np.ndarray:

@@ -6,10 +6,14 @@ comparison needs no shared feature basis, so it works between any two layers; in
 (the top-k right singular vectors) it asks whether the residual stream keeps its dominant
 directions from block to block.  The summary is the mean squared cosine of the angles (1: the
 same subspace; chance level k/n for random gene subspaces, k/d for random feature subspaces).
+With ``null: gene_shuffle`` and a campaign's sequential stopping (``--sequential-stop H``,
+`geoscreen.probes.sequential`) a one-sided test stops at the H-th relabelling as extreme as the
+observed value; the draws are evaluated one at a time, so none past the stop is computed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -18,8 +22,9 @@ from pydantic import Field
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.stats import chunks, percentile_ci
-from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
+from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.stats import percentile_ci
+from geoscreen.result import E_PERMUTATION, LayerResult
 
 
 class SubspaceAlignmentParams(ProbeParams):
@@ -152,16 +157,19 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
         qa, _ = np.linalg.qr(A)
         qb, _ = np.linalg.qr(B)
         n = qa.shape[0]
-        null = np.empty(p.n_permutations)
-        for st, m in chunks(p.n_permutations, n * k):
-            for r in range(m):
+
+        def one_by_one() -> Iterator[list[float]]:
+            for _ in range(p.n_permutations):
                 cs = np.clip(np.linalg.svd(qa.T @ qb[rng.permutation(n)], compute_uv=False),
                              0.0, 1.0)
-                null[st + r] = _summary(cs, p.measure)
-        pval = permutation_p(value, null, ctx.alternative)
-        ev = permutation_e(value, null, ctx.alternative)
-        nperm = p.n_permutations
-        extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))}
+                yield [_summary(cs, p.measure)]
+        seq = besag_clifford(one_by_one(), value, ctx.alternative, p.n_permutations,
+                             ctx.sequential_h)
+        null = seq.null
+        fields = seq.test_fields(value, ctx.alternative)
+        pval, ev, nperm = fields["p_value"], fields["e_value"], seq.draws
+        extra = {**seq.record(), "null_mean": float(null.mean()),
+                 "null_sd": float(null.std(ddof=1))}
     return LayerResult(
         statistic_name=p.measure, statistic=value, effect_name=p.measure, effect_size=value,
         p_value=pval, e_value=ev, e_method=E_PERMUTATION if ev is not None else "", n=int(k),

@@ -26,10 +26,10 @@ EXPECTED = {
     "graded_proximity", "role_separation", "edge_specificity", "sign_contrast",
     "anchor_convergence", "centroid_convergence", "gene_drift", "set_cohesion",
     "layer_similarity", "subspace_alignment", "gene_score_association", "knn_homophily",
-    "knn_graph", "knn_communities", "edge_direction",
+    "knn_graph", "knn_communities", "edge_direction", "regulatory_motifs",
     "persistent_homology", "cross_model_alignment", "null_robustness", "feature_annotation",
     "feature_network_coherence", "superposition", "coactivation_modules",
-    "cross_layer_highways", "perturbation_specificity",
+    "cross_layer_highways", "perturbation_specificity", "layer_profile",
 }
 
 

@@ -315,3 +315,47 @@ def test_set_sums_gather_and_matmul_paths_agree():
              - np.trace(K[np.ix_(P[r, o:o + int(k)], P[r, o:o + int(k)])])
              for o, k in zip(offsets, sizes)] for r in range(7)]
     assert np.allclose(g, want, rtol=1e-5, atol=1e-4)
+
+
+def test_one_axis_euclidean_scorer_is_the_similarity_matrix(setup):
+    """The one-axis euclidean fast path of PairScorer (pair values from the coordinates, no
+    n x n matrix) gives the matrix's float32 entries bit for bit, hence the same observed mean
+    and null draws under both pair nulls, and the same pair_proximity result."""
+    from geoscreen.probes.stats import PairScorer, pair_null, similarity_matrix
+    from geoscreen.result import permutation_p
+
+    rng = np.random.default_rng(4)
+    cases = [rng.standard_normal(400), 1e3 * rng.standard_normal(300),
+             np.round(rng.standard_normal(250), 1), np.r_[np.zeros(20), np.full(20, 0.7),
+                                                           rng.standard_normal(200)]]
+    for x in cases:
+        for dtype in (np.float32, np.float64):
+            Z = x[:, None].astype(dtype)
+            fast = PairScorer(Z, "euclidean")
+            assert fast._axis is not None
+            K = similarity_matrix(np.asarray(Z, dtype=np.float64), "euclidean")
+            slow = PairScorer.from_matrix(K, "euclidean")
+            I = rng.integers(0, x.size, (40, 500))
+            J = rng.integers(0, x.size, (40, 500))
+            assert np.array_equal(fast._axis_values(I, J).view(np.int32),
+                                  K[I, J].view(np.int32))
+            assert np.array_equal(fast._axis_values(np.asfortranarray(I),
+                                                    np.asfortranarray(J)), K[I, J])
+            assert np.array_equal(fast.values(I[0], J[0]), slow.values(I[0], J[0]))
+            i, j = I[0][I[0] != J[0]], J[0][I[0] != J[0]]
+            for null in ("gene_shuffle", "degree_preserving"):
+                a = pair_null(fast, i, j, null, 250, np.random.default_rng(5))
+                b = pair_null(slow, i, j, null, 250, np.random.default_rng(5))
+                assert a[0] == b[0] and np.array_equal(a[1], b[1])
+    # the probe end to end: the result of the matrix path on the same draws
+    tmp, cache, _ = setup
+    ctx = context(cache, tmp)
+    pi, pj = random_pairs(300, 400, np.random.default_rng(6))
+    r = run("pair_proximity", {"pairs": pairs_file(tmp / "ax.tsv", pi, pj), "subspace": [2],
+                               "metric": "euclidean", "null": "gene_shuffle",
+                               "n_permutations": 499}, ctx, "L0")
+    z = ctx.svd("L0").scores([2])
+    scorer = PairScorer.from_matrix(similarity_matrix(z, "euclidean"), "euclidean")
+    obs, null = pair_null(scorer, pi, pj, "gene_shuffle", 499, ctx.rng("L0"))
+    assert r.statistic == obs and r.p_value == permutation_p(obs, null, "greater")
+    assert r.extra["null_mean"] == float(null.mean())

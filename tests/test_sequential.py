@@ -149,3 +149,283 @@ def test_a_campaign_registers_the_stopping_rule_and_records_it(tmp_path, cli):
     assert config["sequential_h"] == 10 and h.provenance["sequential_h"] == 10
     assert h.status == "done" and h.p_value > 0.05
     assert all(r.extra["stopped_early"] and r.n_permutations < 300 for r in rows)
+
+
+# -- every other probe with a Monte Carlo null -----------------------------------------------------
+# One test bed: L0 is Gaussian (every null true); in L1 set A (G0-G29) is a tight cluster far out
+# on dimension 0 and set B (G30-G59) a looser one on dimension 1; L2 is L1 plus a little noise.
+SEQ_M, SEQ_N, SEQ_D = 199, 240, 12
+RECORD = ("sequential_h", "null_draws_used", "null_exceedances", "stopped_early")
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    from probe_helpers import cache_from_layers, pairs_file
+
+    tmp = tmp_path_factory.mktemp("seqbed")
+    rng = np.random.default_rng(11)
+    null = rng.standard_normal((SEQ_N, SEQ_D))
+    planted = rng.standard_normal((SEQ_N, SEQ_D))
+    planted[:30] = 0.5 * rng.standard_normal((30, SEQ_D))
+    planted[:30, 0] += 5.0
+    planted[30:60] = 0.7 * rng.standard_normal((30, SEQ_D))
+    planted[30:60, 1] += 3.0
+    again = planted + 0.05 * rng.standard_normal(planted.shape)
+    cache = cache_from_layers(tmp / "c", [null, planted, again])
+    rot = np.linalg.qr(rng.standard_normal((SEQ_D, SEQ_D)))[0]
+    other = cache_from_layers(tmp / "o", [planted @ rot + 0.1 * rng.standard_normal(
+        planted.shape)])
+
+    def pairs(lo: int, hi: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = rng.choice([a * SEQ_N + b for a in range(lo, hi) for b in range(a + 1, hi)], k,
+                          replace=False)
+        return keys // SEQ_N, keys % SEQ_N
+
+    ai, aj = pairs(0, 30, 60)  # within A
+    ri, rj = pairs(60, SEQ_N, 60)  # among the other genes
+    tf_i = np.repeat(np.r_[0:5, 60:65], 5)  # five TFs in A, five outside, five targets each
+    tf_j = np.r_[rng.choice(np.arange(5, 30), 25, replace=False),
+                 rng.choice(np.arange(100, SEQ_N), 25, replace=False)]
+    dir_i = np.repeat(np.arange(60, 70), 5)  # ten TFs outside A, each with five targets in A
+    dir_j = np.concatenate([rng.choice(30, 5, replace=False) for _ in range(10)])
+
+    def gmt(name: str, sets: list[np.ndarray]) -> str:
+        (tmp / name).write_text("".join(f"s{k}\tna\t" + "\t".join(f"G{g}" for g in s) + "\n"
+                                        for k, s in enumerate(sets)))
+        return f"file:{tmp / name}"
+
+    score = rng.standard_normal(SEQ_N) + 2.0 * (np.arange(SEQ_N) < 30)
+    (tmp / "score.tsv").write_text("".join(f"G{g}\t{v:.5f}\n" for g, v in enumerate(score)))
+    return {
+        "cache": cache, "tmp": tmp, "other": str(other.path),
+        "A": "genes:" + ",".join(f"G{g}" for g in range(30)),
+        "B": "genes:" + ",".join(f"G{g}" for g in range(30, 60)),
+        "AA": pairs_file(tmp / "aa.tsv", ai, aj), "RR": pairs_file(tmp / "rr.tsv", ri, rj),
+        "mixed": pairs_file(tmp / "mixed.tsv", np.r_[ai, ri], np.r_[aj, rj]),
+        "edges": pairs_file(tmp / "edges.tsv", tf_i, tf_j),
+        "toward": pairs_file(tmp / "toward.tsv", dir_i, dir_j),
+        "family": gmt("family.gmt", [np.arange(30)] + [rng.choice(np.arange(60, SEQ_N), 12,
+                                                                  replace=False)
+                                                       for _ in range(15)]),
+        "compartments": gmt("parts.gmt", [np.arange(30), np.arange(30, 60), np.arange(60, 150),
+                                          np.arange(150, SEQ_N)]),
+        "score": f"file:{tmp / 'score.tsv'}",
+    }
+
+
+# (probe, params, null layer, planted layer); every one-sided alternative the probe allows is run
+SEQ_PROBES = [
+    ("pair_proximity", {"pairs": "mixed", "null": "gene_shuffle"}, "L0", "L1"),
+    ("pair_proximity", {"pairs": "mixed", "null": "degree_preserving"}, "L0", "L1"),
+    ("co_pole", {"pairs": "mixed", "k": 30}, "L0", "L1"),
+    ("graded_proximity", {"pairs": ["RR", "AA"]}, "L0", "L1"),
+    ("null_robustness", {"pairs": "mixed"}, "L0", "L1"),
+    ("axis_separation", {"positive": "A", "test": "label_shuffle"}, "L0", "L1"),
+    ("role_separation", {"positive": "A", "negative": "B", "subspace": [1, 2]}, "L0", "L1"),
+    ("edge_direction", {"pairs": "toward", "null": "gene_shuffle"}, "L0", "L1"),
+    ("knn_homophily", {"gene_set": "A", "null": "gene_shuffle"}, "L0", "L1"),
+    ("knn_communities", {"annotation": "compartments"}, "L0", "L1"),
+    ("gene_score_association", {"quantity": "norm", "score": "score"}, "L0", "L1"),
+    ("subspace_alignment", {"k": 2, "null": "gene_shuffle"}, "L1", "L2"),
+    ("pole_enrichment", {"family": "family", "axes": [1, 2], "null": "gene_shuffle"}, "L0",
+     "L1"),
+    ("edge_specificity", {"pairs": "edges"}, "L0", "L1"),
+    ("sign_contrast", {"pairs_a": "AA", "pairs_b": "RR"}, "L0", "L1"),
+    ("persistent_homology", {"gene_set": "A", "dims": [0], "null": "gene_shuffle"}, "L0", "L1"),
+    ("cross_model_alignment", {"other_cache": "other", "other_layer": 0, "n_components": 4},
+     "L0", "L1"),
+]
+
+
+def _params(bed, params: dict) -> dict:
+    def ref(v):
+        if isinstance(v, list):
+            return [ref(x) for x in v]
+        return bed[v] if isinstance(v, str) and v in bed else v
+    return {**{k: ref(v) for k, v in params.items()}, "n_permutations": SEQ_M}
+
+
+def _without_record(x):
+    """A result's numbers minus the stopping rule's own record (the part that may differ)."""
+    import json
+
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(w) for k, w in v.items() if k not in RECORD}
+        if isinstance(v, list):
+            return [strip(w) for w in v]
+        return v
+    d = x.model_dump(exclude={"runtime_s"})
+    d["null_draws"] = x.null_draws
+    return json.dumps(strip(d), sort_keys=True, default=str)
+
+
+@pytest.mark.parametrize("name,params,null_layer,planted_layer", SEQ_PROBES,
+                         ids=[f"{p[0]}-{k}" for k, p in enumerate(SEQ_PROBES)])
+def test_every_monte_carlo_probe_stops_on_the_null_and_not_on_a_planted_effect(
+        bed, name, params, null_layer, planted_layer):
+    """(1) without stopping (h=None, or an h never reached) every number is the fixed-m one;
+    (2) on a null layer h=10 stops after fewer than m draws with p = h / draws, and records it;
+    (3) on a planted effect it runs all m draws and gives the fixed-m p- and e-value."""
+    from probe_helpers import run
+
+    from geoscreen.probes.registry import get_probe
+
+    prm = _params(bed, params)
+    alts = [a for a in get_probe(name).alternatives if a != "two-sided"]
+
+    def ctx(h):
+        return ProbeContext(cache=bed["cache"], seed=5, work_dir=bed["tmp"] / "work",
+                            sequential_h=h)
+    fixed, never, h10 = ctx(None), ctx(10 ** 9), ctx(10)
+    best = {}
+    for layer in (null_layer, planted_layer):
+        for alt in alts:
+            a, b = run(name, prm, fixed, layer, alt), run(name, prm, never, layer, alt)
+            assert _without_record(a) == _without_record(b), (layer, alt)
+            assert a.n_permutations == SEQ_M and a.extra["sequential_h"] is None
+            assert a.extra["null_draws_used"] == SEQ_M and a.extra["stopped_early"] is False
+            if layer == planted_layer:
+                best[alt] = a
+    stopped = []
+    for alt in alts:
+        a = run(name, prm, fixed, null_layer, alt)
+        s = run(name, prm, h10, null_layer, alt)
+        assert s.extra["sequential_h"] == 10
+        assert s.n_permutations == s.extra["null_draws_used"]
+        if s.extra["stopped_early"]:
+            stopped.append(alt)
+            assert s.n_permutations < SEQ_M
+            per = s.extra.get("per_null", {"": {**s.extra, "p_value": s.p_value}})
+            for v in per.values():  # null_robustness: each null stops on its own, p is the max
+                if v["stopped_early"]:
+                    assert v["p_value"] == 10 / v["null_draws_used"]
+            assert s.p_value == max(v["p_value"] for v in per.values())
+        else:
+            assert (s.p_value, s.e_value) == (a.p_value, a.e_value)
+    assert stopped, "a null layer should stop under at least one one-sided alternative"
+    alt = min(best, key=lambda k: best[k].p_value)
+    a = best[alt]
+    assert a.p_value <= 0.01, (alt, a.p_value)  # the planted effect is found
+    s = run(name, prm, h10, planted_layer, alt)
+    assert s.extra["stopped_early"] is False and s.n_permutations == SEQ_M
+    assert (s.p_value, s.e_value, s.e_method) == (a.p_value, a.e_value, a.e_method)
+    if name == "pole_enrichment":  # weak hits get their own sequential p (the next test)
+        a.extra.pop("hits"), s.extra.pop("hits")
+    assert _without_record(a) == _without_record(s)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("centroid_convergence", {"genes": "genes:G100,G101,G102", "anchor_set": "A",
+                              "null": "gene_shuffle"}),
+    ("gene_drift", {"genes": "A", "null": "gene_shuffle"}),
+])
+def test_nulls_kept_for_a_trend_across_layers_never_stop(bed, name, params):
+    """These probes keep every draw in `null_draws` for ``across_layers: trend``; a stopped
+    layer would break the set-trend test, so they ignore the stopping rule and say so."""
+    from probe_helpers import run
+
+    prm = _params(bed, params)
+    for alt in ("greater", "less"):
+        a = run(name, prm, ProbeContext(cache=bed["cache"], seed=5), "L1", alt)
+        s = run(name, prm, ProbeContext(cache=bed["cache"], seed=5, sequential_h=10), "L1", alt)
+        assert s.extra["sequential_h"] is None and s.extra["stopped_early"] is False
+        assert len(s.null_draws) == SEQ_M and s.null_draws == a.null_draws
+        assert (s.p_value, s.e_value) == (a.p_value, a.e_value)
+
+
+def test_pole_enrichment_hits_get_their_own_sequential_p_values(bed):
+    """A scan that stopped still reports every hit's maxT-adjusted p-value: its own
+    Besag-Clifford p-value on the same draws, h / L_j, equal to the scan's for the top hit and
+    non-decreasing down the list; a scan that does not stop keeps the fixed-m values."""
+    from probe_helpers import run
+
+    from geoscreen.probes.enrichment import sequential_maxt_p
+
+    prm = _params(bed, {"family": "family", "axes": [1, 2], "null": "gene_shuffle"})
+    s = run("pole_enrichment", prm, ProbeContext(cache=bed["cache"], seed=5, sequential_h=10),
+            "L0")
+    assert s.extra["stopped_early"]
+    ps = [h["p_maxT"] for h in s.extra["hits"]]
+    assert ps[0] == s.p_value and all(x <= y for x, y in zip(ps, ps[1:]))
+    assert all(10 / s.n_permutations <= x <= 1 for x in ps)
+    # the rule itself: h-th reaching draw, or (1 + G) / (1 + m) when fewer than h reach
+    null = np.array([0.5, 2.0, 1.0, 3.0, 0.1, 2.5])
+    assert sequential_maxt_p(null, 1.0, 3.0, 2, 6) == 2 / 3  # draws 2 and 3 reach 1.0
+    assert sequential_maxt_p(null, 2.8, 3.0, 2, 6) == 2 / 7  # only draw 4 reaches 2.8
+    a = run("pole_enrichment", prm, ProbeContext(cache=bed["cache"], seed=5), "L1")
+    b = run("pole_enrichment", prm, ProbeContext(cache=bed["cache"], seed=5, sequential_h=10),
+            "L1")
+    assert not b.extra["stopped_early"] and b.extra["hits"][0] == a.extra["hits"][0]
+    weak = 0
+    for x, y in zip(a.extra["hits"], b.extra["hits"]):
+        assert {**x, "p_maxT": 0} == {**y, "p_maxT": 0}
+        if round(x["p_maxT"] * (SEQ_M + 1)) - 1 < 10:  # fewer than h draws reach it: fixed
+            assert y["p_maxT"] == x["p_maxT"]
+        else:  # its own test stopped at its 10th reaching draw, L_j <= m
+            weak += 1
+            L = 10 / y["p_maxT"]
+            assert abs(L - round(L)) < 1e-9 and round(L) <= SEQ_M
+    assert weak and b.extra["hits"][0]["p_maxT"] == a.p_value == b.p_value
+
+
+def test_null_robustness_calibrates_its_e_value_when_a_null_stopped(bed):
+    from probe_helpers import run
+
+    prm = _params(bed, {"pairs": "mixed"})
+    r = run("null_robustness", prm, ProbeContext(cache=bed["cache"], seed=5, sequential_h=10),
+            "L0", "greater")
+    per = r.extra["per_null"]
+    assert r.extra["stopped_early"] and any(v["stopped_early"] for v in per.values())
+    assert r.p_value == max(v["p_value"] for v in per.values())
+    assert r.e_method == E_CALIBRATOR
+    assert r.n_permutations == max(v["null_draws_used"] for v in per.values())
+
+
+@pytest.mark.parametrize("name,make", [
+    ("pair_proximity", lambda b: {"pairs": b["pairs"], "null": "gene_shuffle"}),
+    ("axis_separation", lambda b: {"positive": b["set"], "test": "label_shuffle"}),
+    ("gene_score_association", lambda b: {"quantity": "norm", "score": b["score"]}),
+])
+def test_sequential_p_values_are_calibrated_on_gaussian_layers(tmp_path, name, make):
+    """h = 10, m = 199 on 600 independent null layers (half isotropic Gaussian, half with a
+    decaying spectrum): P(p <= 0.05) inside the binomial band (stopping cannot reach 0.05, so
+    this is the fixed test's rate) and p not stochastically smaller than uniform (one-sided KS:
+    the stopped p-values h / L are discrete near 1)."""
+    from probe_helpers import (
+        cache_from_layers,
+        calibration,
+        gaussian_layers,
+        pairs_file,
+        random_pairs,
+        run,
+    )
+
+    n, d = 100, 8
+    layers = gaussian_layers(300, n, d, 3) + gaussian_layers(
+        300, n, d, 4, scales=np.exp(-np.arange(d) / 2.0))
+    cache = cache_from_layers(tmp_path / "c", layers)
+    rng = np.random.default_rng(8)
+    i, j = random_pairs(n, 40, rng)
+    (tmp_path / "s.tsv").write_text("".join(f"G{g}\t{v:.5f}\n"
+                                            for g, v in enumerate(rng.standard_normal(n))))
+    prm = {**make({"pairs": pairs_file(tmp_path / "p.tsv", i, j),
+                   "set": "genes:" + ",".join(f"G{g}" for g in range(20)),
+                   "score": f"file:{tmp_path / 's.tsv'}"}), "n_permutations": 199}
+    ctx = ProbeContext(cache=cache, seed=1, work_dir=tmp_path / "work", sequential_h=10)
+    res = [run(name, prm, ctx, layer, "greater") for layer in cache.layers]
+    c = calibration([r.p_value for r in res])
+    used = np.mean([r.n_permutations for r in res])
+    print(name, c, f"mean draws {used:.0f} of 199")
+    assert c["band_lo"] <= c["fpr"] <= c["band_hi"] and c["ks_smaller_p"] > 1e-3, c
+    assert used < 0.5 * 199
+
+
+def test_a_stop_after_one_draw_is_refused_with_the_flag_named():
+    """h = 1 would leave a stopped null with one draw: no standard deviation, no z."""
+    from geoscreen.agent.campaign import CampaignConfig
+    from geoscreen.errors import GeoscreenError
+
+    with pytest.raises(GeoscreenError, match="at least 2") as err:
+        CampaignConfig(sequential_h=1)
+    assert err.value.field == "--sequential-stop"

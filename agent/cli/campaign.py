@@ -165,7 +165,9 @@ def run_cmd(
     sequential_stop: int = typer.Option(
         None, "--sequential-stop", metavar="H", help="Besag-Clifford: a layer's Monte Carlo "
         "null stops after H draws as extreme as the observed value (p = H / draws); a layer "
-        "that could be a discovery gets all its draws and the same p (e.g. 10)"),
+        "that could be a discovery gets all its draws and the same p (e.g. 10). One-sided "
+        "tests of every Monte Carlo probe; never the trend-kept nulls of anchor/centroid "
+        "convergence and gene_drift (docs/probes.md)"),
     executor: str = typer.Option("local", "--executor", metavar="local|slurm",
                                  help="where hypotheses run: local processes, or Slurm job "
                                  "arrays (one per iteration)"),

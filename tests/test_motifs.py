@@ -1,0 +1,410 @@
+"""regulatory_motifs: motif enumeration against networkx's triad census, the curveball rewiring
+against its invariants and its uniform law, calibration of the nulls on Gaussian, hub-heavy and
+real layers under two null-true network models, power on planted loops, sequential stopping.
+
+Two ways a network can be unrelated to the geometry beyond its hubs:
+
+* ``beta``: edges drawn independently with odds a_i * b_j (the beta model), a gene's propensities
+  rising with its hubness in the layer.  Given the degrees such a network is uniform, so the
+  degree-preserving null is exact; but motif genes track hubness *within* any stratum of degree
+  and centrality, which a relabelling within strata does not undo;
+* ``placed``: a fixed structured network (beta model plus triadic closure: more loops than its
+  degrees imply) whose most connected quarter lands on random hub genes and the rest on random
+  other genes.  Within strata the labels are exchangeable, so the motif-preserving null is
+  (nearly) exact; the network is not uniform given its degrees.
+
+``pytest -s tests/test_motifs.py`` prints the calibration figures quoted in docs/probes.md.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+
+import networkx as nx
+import numpy as np
+import pytest
+from probe_helpers import (
+    assert_calibrated,
+    cache_from_layers,
+    calibration,
+    context,
+    pairs_file,
+    run,
+)
+from scipy import stats
+
+from geoscreen.errors import GeoscreenError
+from geoscreen.probes import nulls
+from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.motifs import (
+    Rewiring,
+    curveball,
+    motif_instances,
+    motif_summary,
+    network,
+)
+
+N, D = 300, 10
+
+
+# -- networks and layers --------------------------------------------------------------------
+def random_digraph(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
+    """A 0/1 adjacency matrix without loops, with some reciprocated edges."""
+    A = rng.random((n, n)) < p
+    A |= (rng.random((n, n)) < p / 2) & A.T
+    np.fill_diagonal(A, False)
+    return A
+
+
+def hub_heavy(rng: np.random.Generator, n: int = N, d: int = D) -> tuple[np.ndarray, np.ndarray]:
+    """Decaying spectrum plus a shared direction with log-normal weight: the heavy genes are
+    everyone's neighbours (hubs).  Returns the layer and each gene's hub weight."""
+    X = rng.standard_normal((n, d)) / np.sqrt(1.0 + np.arange(d))
+    w = np.exp(rng.normal(0.0, 1.0, n))
+    return X + w[:, None] * rng.standard_normal(d)[None, :] * 0.3, w
+
+
+def beta_network(rng: np.random.Generator, hub: np.ndarray, n_net: int = 90, n_tf: int = 20,
+                 density: float = -3.6) -> tuple[np.ndarray, np.ndarray]:
+    """Edges i -> j with odds a_i b_j, log a and log b rising with the gene's hubness: network
+    hubs land on hub genes.  Returns (sources, targets) as gene rows."""
+    genes = rng.choice(hub.size, n_net, replace=False)
+    z = np.log(hub[genes])
+    z = (z - z.mean()) / z.std()
+    tf = np.zeros(n_net, dtype=bool)
+    tf[np.argsort(-(z + rng.standard_normal(n_net)))[:n_tf]] = True
+    la = density + 1.2 * z + 0.5 * rng.standard_normal(n_net)
+    lb = 1.2 * z + 0.5 * rng.standard_normal(n_net)
+    odds = np.exp(la[:, None] + lb[None, :])
+    A = rng.random((n_net, n_net)) < odds / (1 + odds)
+    A[~tf] = False
+    np.fill_diagonal(A, False)
+    s, t = np.nonzero(A)
+    return genes[s], genes[t]
+
+
+def structured_network(rng: np.random.Generator, n_net: int = 400, n_tf: int = 60,
+                       density: float = -5.0, close: float = 0.05) -> np.ndarray:
+    """Beta-model hubs plus triadic closure (x -> y -> z gains x -> z): loop-rich."""
+    z = rng.standard_normal(n_net)
+    tf = np.zeros(n_net, dtype=bool)
+    tf[:n_tf] = True
+    odds = np.exp(density + 1.2 * z[:, None] + 1.2 * z[None, :])
+    A = (rng.random((n_net, n_net)) < odds / (1 + odds)) & tf[:, None]
+    two = (A.astype(np.int64) @ A.astype(np.int64)) > 0
+    A |= two & (rng.random(A.shape) < close) & tf[:, None]
+    np.fill_diagonal(A, False)
+    return A
+
+
+def place(rng: np.random.Generator, A: np.ndarray, hub_genes: np.ndarray, n: int,
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The network's most connected quarter onto random hub genes, the rest onto random other
+    genes.  Returns (sources, targets) as gene rows."""
+    deg = A.sum(0) + A.sum(1)
+    top = np.argsort(-deg)[: A.shape[0] // 4]
+    rest = np.setdiff1d(np.arange(A.shape[0]), top)
+    genes = np.empty(A.shape[0], dtype=np.int64)
+    genes[top] = rng.choice(hub_genes, top.size, replace=False)
+    genes[rest] = rng.choice(np.setdiff1d(np.arange(n), hub_genes), rest.size, replace=False)
+    s, t = np.nonzero(A)
+    return genes[s], genes[t]
+
+
+def pvalues(ctx: ProbeContext, refs: list[str], params: dict, layers: list[str]) -> list[float]:
+    """One p-value per replicate (its own network, layer and seed)."""
+    out = []
+    for r, (ref, layer) in enumerate(zip(refs, layers)):
+        ctx.seed = r
+        out.append(run("regulatory_motifs", {"pairs": ref, "n_permutations": 199, **params},
+                       ctx, layer, "greater").p_value)
+    return out
+
+
+def report(label: str, ps: list[float]) -> dict:
+    c = calibration(ps)
+    print(f"\nCALIBRATION regulatory_motifs {label}: n={c['n']} FPR(0.05)={c['fpr']:.3f} "
+          f"KS p={c['ks_p']:.3g}")
+    return c
+
+
+# -- enumeration ----------------------------------------------------------------------------
+def brute_force(A: np.ndarray, motif: str) -> set[tuple[int, int, int]]:
+    """Every ordered triple whose induced subgraph is exactly the motif with these roles."""
+    n = A.shape[0]
+    out = set()
+    for x, y, z in product(range(n), repeat=3):
+        if len({x, y, z}) < 3:
+            continue
+        arcs = {(a, b) for a, b in product((x, y, z), repeat=2) if a != b and A[a, b]}
+        want = {(x, y), (x, z), (y, z)} if motif == "ffl" else {(x, y), (y, z)}
+        if arcs == want:
+            out.add((x, y, z))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_motif_instances_equal_the_triad_census(seed):
+    rng = np.random.default_rng(seed)
+    A = random_digraph(rng, 14, rng.uniform(0.08, 0.3))
+    s, d = np.nonzero(A)
+    G = nx.DiGraph()
+    G.add_nodes_from(range(14))
+    G.add_edges_from(zip(s.tolist(), d.tolist()))
+    census = nx.triadic_census(G)
+    by_type = nx.triads_by_type(G)
+    for motif, code in (("ffl", "030T"), ("cascade", "021C")):
+        inst = motif_instances(s, d, 14, motif)
+        assert len(inst) == census[code]
+        assert sorted(tuple(sorted(t)) for t in inst.tolist()) == \
+            sorted(tuple(sorted(g.nodes)) for g in by_type.get(code, []))
+        assert {tuple(t) for t in inst.tolist()} == brute_force(A, motif)
+
+
+def test_the_summary_is_the_plain_mean_over_instances():
+    rng = np.random.default_rng(3)
+    A = random_digraph(rng, 25, 0.15)
+    s, d = np.nonzero(A)
+    S = rng.standard_normal((25, 25))
+    S = S + S.T
+    for motif in ("ffl", "cascade"):
+        inst = motif_instances(s, d, 25, motif)
+        sm = motif_summary(s, d, 25, 1, motif, "motif_similarity", 1)
+        loop = np.mean([(S[x, y] + S[x, z] + S[y, z]) / 3 for x, y, z in inst])
+        assert (sm.w * S[sm.u, sm.v]).sum() == pytest.approx(loop)
+        ve = motif_summary(s, d, 25, 1, motif, "motif_vs_edges", 1)
+        edges = {(min(a, b), max(a, b)) for a, b in zip(s, d)}
+        in_motif = {(min(a, b), max(a, b)) for t in inst for a, b in
+                    ((t[0], t[1]), (t[0], t[2]), (t[1], t[2])) if A[a, b] or A[b, a]}
+        contrast = np.mean([S[e] for e in in_motif]) - np.mean([S[e] for e in edges - in_motif])
+        assert (ve.w * S[ve.u, ve.v]).sum() == pytest.approx(contrast)
+
+
+# -- rewiring -------------------------------------------------------------------------------
+def test_curveball_keeps_every_degree_and_makes_no_loop_or_double_edge():
+    rng = np.random.default_rng(0)
+    A = random_digraph(rng, 60, 0.08)
+    A[:5] |= rng.random((5, 60)) < 0.6  # five hubs
+    np.fill_diagonal(A, False)
+    net = network(*np.nonzero(A))
+    rows, src_row = np.unique(net.src, return_inverse=True)
+    D = curveball(np.broadcast_to(net.dst, (50, net.dst.size)), src_row, rows, 8, rng)
+    n = net.n
+    for d in D:
+        assert (np.bincount(d, minlength=n) == np.bincount(net.dst, minlength=n)).all()
+        assert not (d == net.src).any()
+        assert np.unique(net.src * n + d).size == d.size
+    changed = ~np.isin(net.src[None] * n + D, net.src * n + net.dst)
+    assert changed.mean() > 0.4  # and it does rewire
+
+
+def test_curveball_samples_its_degree_class_uniformly():
+    """Every 5-node network with the same in- and out-degrees, enumerated by brute force; 6,000
+    independent chains of 60 trades land on each of them equally often (chi-square): the
+    stationary law is uniform.  (After a few trades the chain is still near its start; the
+    Besag-Clifford null does not need it to mix.)"""
+    A0 = np.zeros((5, 5), dtype=bool)
+    for a, b in [(0, 1), (0, 2), (1, 2), (1, 3), (2, 4), (3, 4), (4, 0), (3, 0)]:
+        A0[a, b] = True
+    free = ~np.eye(5, dtype=bool)
+    bits = (np.arange(1 << 20)[:, None] >> np.arange(20)) & 1
+    M = np.zeros((bits.shape[0], 25), dtype=np.int64)
+    M[:, free.ravel()] = bits
+    M = M.reshape(-1, 5, 5)
+    ok = ((M.sum(2) == A0.sum(1)).all(1)) & ((M.sum(1) == A0.sum(0)).all(1))
+    klass = {tuple(m.ravel()) for m in M[ok].astype(bool)}
+    net = network(*np.nonzero(A0))
+    rows, src_row = np.unique(net.src, return_inverse=True)
+    D = curveball(np.broadcast_to(net.dst, (6000, net.dst.size)), src_row, rows, 60,
+                  np.random.default_rng(1))
+    seen: dict[tuple, int] = {}
+    for d in D:
+        B = np.zeros((5, 5), dtype=bool)
+        B[net.genes[net.src], net.genes[d]] = True
+        seen[tuple(B.ravel())] = seen.get(tuple(B.ravel()), 0) + 1
+    assert set(seen) <= klass
+    assert len(seen) == len(klass) > 5
+    chi = stats.chisquare(list(seen.values()))
+    print(f"\ncurveball on a class of {len(klass)} networks: chi-square p {chi.pvalue:.3f}")
+    assert chi.pvalue > 1e-3
+
+
+def test_rewired_networks_are_drawn_once_per_hypothesis(tmp_path):
+    rng = np.random.default_rng(2)
+    layers = [rng.standard_normal((N, D)) for _ in range(3)]
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    ref = pairs_file(tmp_path / "e.tsv", *beta_network(rng, np.exp(rng.normal(0, 1, N))))
+    prm = {"pairs": ref, "n_permutations": 199}
+    res = [run("regulatory_motifs", prm, ctx, layer) for layer in ("L0", "L1", "L2")]
+    rewirings = [v for v in ctx.memo.values() if isinstance(v, Rewiring)]
+    assert len(rewirings) == 1 and len(rewirings[0].networks) == 2  # 2 batches of 100
+    assert len({r.extra["null_motif_count_mean"] for r in res}) == 1  # the same networks
+    again = run("regulatory_motifs", prm, context(ctx.cache, tmp_path), "L1")
+    assert again.p_value == res[1].p_value and again.statistic == res[1].statistic
+
+
+# -- calibration ----------------------------------------------------------------------------
+@pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
+def test_degree_preserving_is_calibrated_on_beta_model_networks(tmp_path, geometry):
+    rng = np.random.default_rng(10 if geometry == "gaussian" else 11)
+    reps = 120
+    data = [hub_heavy(rng) if geometry == "hub_heavy" else
+            (rng.standard_normal((N, D)), np.exp(rng.normal(0, 1, N))) for _ in range(reps)]
+    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
+    refs = [pairs_file(tmp_path / f"e{r}.tsv", *beta_network(rng, w))
+            for r, (_, w) in enumerate(data)]
+    layers = [f"L{r}" for r in range(reps)]
+    stats_ = ("motif_similarity", "motif_vs_edges") if geometry == "hub_heavy" else \
+        ("motif_similarity",)
+    for stat in stats_:
+        ps = pvalues(ctx, refs, {"statistic": stat, "min_instances": 3}, layers)
+        assert_calibrated(ps)
+        report(f"degree_preserving/{stat}, beta-model networks, {geometry}", ps)
+    if geometry == "hub_heavy":  # hubness tracks centrality within every stratum
+        c = report("motif_preserving/motif_similarity, beta-model networks, hub_heavy",
+                   pvalues(ctx, refs, {"null": "motif_preserving", "min_instances": 3}, layers))
+        assert c["fpr"] > c["band_hi"]  # the labelled failure below
+        assert nulls.describe("motif_preserving").real_geometry == "conditional"
+        assert nulls.spec_null("regulatory_motifs", {}) == "degree_preserving"
+
+
+@pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
+def test_motif_preserving_is_calibrated_on_placed_networks(tmp_path, geometry):
+    rng = np.random.default_rng(20 if geometry == "gaussian" else 21)
+    reps, n = 120, 800
+    data = [hub_heavy(rng, n) if geometry == "hub_heavy" else
+            (rng.standard_normal((n, D)), np.exp(rng.normal(0, 1, n))) for _ in range(reps)]
+    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
+    A = structured_network(rng)
+    refs = [pairs_file(tmp_path / f"e{r}.tsv",
+                       *place(rng, A, np.flatnonzero(w >= np.quantile(w, 0.75)), n))
+            for r, (_, w) in enumerate(data)]
+    layers = [f"L{r}" for r in range(reps)]
+    for stat in ("motif_similarity", "motif_vs_edges"):
+        ps = pvalues(ctx, refs, {"null": "motif_preserving", "statistic": stat}, layers)
+        assert_calibrated(ps)
+        report(f"motif_preserving/{stat}, placed networks, {geometry}", ps)
+    if geometry == "hub_heavy":
+        c = report("gene_shuffle, placed networks, hub_heavy",
+                   pvalues(ctx, refs[:60], {"null": "gene_shuffle"}, layers[:60]))
+        assert c["fpr"] > 0.5  # motif genes are hubs: a uniform relabelling is anti-conservative
+        assert nulls.describe("gene_shuffle").real_geometry != "calibrated"
+        # the loop-rich network is not uniform given its degrees: degree_preserving stays
+        # valid (never above the band) but is conservative here
+        c = report("degree_preserving/motif_vs_edges, placed networks, hub_heavy",
+                   pvalues(ctx, refs[:60], {"statistic": "motif_vs_edges"}, layers[:60]))
+        assert c["fpr"] <= c["band_hi"] and c["ks_smaller_p"] > 1e-3
+
+
+def test_real_geometry(real_cache, tmp_path):
+    """The MiniLM test bed (7 layers x 2,000 genes): beta-model networks whose hubs follow each
+    layer's centrality (degree_preserving), and a loop-rich network placed with its hubs on
+    top-quartile-centrality genes (motif_preserving)."""
+    from geoscreen.probes.matching import covariate
+
+    ctx = ProbeContext(cache=real_cache, seed=0, work_dir=tmp_path / "work")
+    rng = np.random.default_rng(2026)
+    layers = [real_cache.layers[r % len(real_cache.layers)] for r in range(70)]
+    cen = {}
+    for layer in real_cache.layers:
+        svd = ctx.svd(layer)
+        c, _ = covariate(ctx, layer, svd, "centrality")
+        cen[layer] = (svd.rows, c)
+    sym = real_cache.genes.symbols
+
+    def write(r: int, s: np.ndarray, t: np.ndarray) -> str:
+        path = tmp_path / f"real{r}.tsv"
+        path.write_text("".join(f"{sym[a]}\t{sym[b]}\n" for a, b in zip(s, t)))
+        return f"file:{path}"
+    beta = []
+    for r, layer in enumerate(layers):
+        rows, c = cen[layer]
+        s, t = beta_network(rng, np.exp(3 * (c - c.mean()) / c.std()), n_net=150, n_tf=30,
+                            density=-4.2)
+        beta.append(write(r, rows[s], rows[t]))
+    ps = pvalues(ctx, beta, {"min_instances": 3}, layers)
+    report("degree_preserving/motif_similarity, beta-model networks, MiniLM", ps)
+    assert_calibrated(ps)
+    A = structured_network(rng, n_net=300, n_tf=45)
+    placed = []
+    for r, layer in enumerate(layers):
+        rows, c = cen[layer]
+        s, t = place(rng, A, np.flatnonzero(c >= np.quantile(c, 0.75)), rows.size)
+        placed.append(write(100 + r, rows[s], rows[t]))
+    ps = pvalues(ctx, placed, {"null": "motif_preserving"}, layers)
+    report("motif_preserving/motif_similarity, placed networks, MiniLM", ps)
+    assert_calibrated(ps)
+    # each null on the other's network model: degree_preserving stays valid on the loop-rich
+    # network; motif_preserving, if it fails on the beta-model ones, is labelled so
+    c = report("degree_preserving/motif_similarity, placed networks, MiniLM",
+               pvalues(ctx, placed[:35], {}, layers[:35]))
+    assert c["fpr"] <= c["band_hi"] and c["ks_smaller_p"] > 1e-3
+    c = report("motif_preserving/motif_similarity, beta-model networks, MiniLM",
+               pvalues(ctx, beta[:35], {"null": "motif_preserving", "min_instances": 3},
+                       layers[:35]))
+    if not (c["ks_p"] > 1e-3 and c["band_lo"] <= c["fpr"] <= c["band_hi"]):
+        assert nulls.describe("motif_preserving").real_geometry != "calibrated"
+
+
+# -- power, stopping, refusals --------------------------------------------------------------
+def planted(tmp_path, pull: float = 0.15):
+    """A Gaussian layer (L1) where up to 20 disjoint feed-forward loops are pulled towards their
+    centroids, next to the untouched layer (L0)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((N, D))
+    s, t = beta_network(rng, np.exp(rng.normal(0, 1, N)))
+    net = network(s, t)
+    used: set[int] = set()
+    Y = X.copy()
+    for tri in motif_instances(net.src, net.dst, net.n, "ffl"):
+        g = net.genes[tri]
+        if used.isdisjoint(g.tolist()) and len(used) < 60:
+            used |= set(g.tolist())
+            c = X[g].mean(axis=0)
+            Y[g] = c + pull * (X[g] - c)
+    ctx = context(cache_from_layers(tmp_path / "c", [X, Y]), tmp_path)
+    return ctx, pairs_file(tmp_path / "e.tsv", s, t)
+
+
+def test_planted_loops_are_found(tmp_path):
+    """(motif_preserving with motif_vs_edges is weaker on this 90-gene network, z about 1.4:
+    its strata hold a few genes each, so many relabellings keep the loops' edges in place.)"""
+    ctx, ref = planted(tmp_path)
+    for null, stat in (("degree_preserving", "motif_similarity"),
+                       ("degree_preserving", "motif_vs_edges"),
+                       ("motif_preserving", "motif_similarity")):
+        hit = run("regulatory_motifs", {"pairs": ref, "null": null, "statistic": stat,
+                                        "n_permutations": 499}, ctx, "L1")
+        print(f"\nplanted loops, {null}/{stat}: z {hit.effect_size:.1f}, p {hit.p_value:.4f}")
+        assert hit.p_value <= 0.01 and hit.effect_size > 2.5, (null, stat)
+
+
+def test_sequential_stopping_on_a_null_layer_and_not_on_a_planted_one(tmp_path):
+    ctx, ref = planted(tmp_path)
+    for null in ("degree_preserving", "motif_preserving"):
+        prm = {"pairs": ref, "null": null, "n_permutations": 999}
+        fixed = context(ctx.cache, tmp_path, seed=3)
+        seq = context(ctx.cache, tmp_path, seed=3, sequential_h=10)
+        a, b = run("regulatory_motifs", prm, fixed, "L1"), run("regulatory_motifs", prm, seq,
+                                                                "L1")
+        assert not b.extra["stopped_early"] and b.n_permutations == 999
+        assert (b.p_value, b.effect_size) == (a.p_value, a.effect_size)
+        a, b = run("regulatory_motifs", prm, fixed, "L0"), run("regulatory_motifs", prm, seq,
+                                                                "L0")
+        assert b.extra["stopped_early"] and b.n_permutations < 300 and b.p_value > 0.03, null
+        assert not a.extra["stopped_early"] and a.n_permutations == 999
+
+
+def test_refusals(tmp_path):
+    rng = np.random.default_rng(0)
+    ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((60, 5))]), tmp_path)
+    chain = pairs_file(tmp_path / "chain.tsv", [0, 1, 2], [1, 2, 3])  # cascades, no loop
+    with pytest.raises(GeoscreenError, match="fewer than 5 ffl instances"):
+        run("regulatory_motifs", {"pairs": chain}, ctx, "L0")
+    loop = pairs_file(tmp_path / "loop.tsv", [0, 0, 1], [1, 2, 2])  # one loop, no other edge
+    with pytest.raises(GeoscreenError, match="no edge outside them"):
+        run("regulatory_motifs", {"pairs": loop, "statistic": "motif_vs_edges",
+                                  "min_instances": 1}, ctx, "L0")
+    with pytest.raises(GeoscreenError, match="match"):
+        run("regulatory_motifs", {"pairs": loop, "null": "motif_preserving", "match": [],
+                                  "min_instances": 1}, ctx, "L0")
