@@ -488,9 +488,9 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     rv = (rv - rv.mean()) / (np.linalg.norm(rv - rv.mean()) or 1.0)
     rho = float(rb @ rv)  # Spearman's rho, by the same arithmetic as the null draws
     rng = ctx.rng(layer)
-    batches = (rb[P[rows]] @ rv for P in (gene_perms(v.size, m, rng)
-                                          for _, m in chunks(p.n_permutations, v.size))
-               for rows in growing(P.shape[0]))
+    # row-wise draws, made as they are taken (`gene_perms`)
+    batches = (rb[gene_perms(v.size, rows.stop - rows.start, rng)] @ rv
+               for _, m in chunks(p.n_permutations, v.size) for rows in growing(m))
     seq = besag_clifford(batches, rho, ctx.alternative, p.n_permutations, ctx.sequential_h)
     levels = np.unique(b)
     means = [float(v[b == k].mean()) for k in levels]

@@ -169,10 +169,10 @@ def edge_specificity(ctx: ProbeContext, p: EdgeSpecificityParams, layer: str) ->
 
     def batches() -> Iterator[np.ndarray]:
         for _, m in chunks(p.n_permutations, max(cand.size, t.size)):
-            Pc = gene_perms(cand.size, m, rng)[:, c]
-            for rows in growing(m):
-                yield _within_row_auroc(R[t[None, :], Pc[rows]], t, starts,
-                                        Pc[rows] != sc[None, :], nvalid)
+            for rows in growing(m):  # row-wise draws, made as they are taken (`gene_perms`)
+                Pc = gene_perms(cand.size, rows.stop - rows.start, rng)[:, c]
+                yield _within_row_auroc(R[t[None, :], Pc], t, starts, Pc != sc[None, :],
+                                        nvalid)
     seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
                          ctx.sequential_h)
     null = seq.null

@@ -97,9 +97,9 @@ def subset_mean_shuffle_batches(values: np.ndarray, n_a: int, n_perm: int,
     n = values.size
     total = values.sum()
     for _, m in chunks(n_perm, n):
-        P = gene_perms(n, m, rng)[:, :n_a]
-        for rows in growing(m):
-            sa = values[P[rows]].sum(axis=1)
+        for rows in growing(m):  # row-wise draws: made as they are taken (`gene_perms`)
+            P = gene_perms(n, rows.stop - rows.start, rng)[:, :n_a]
+            sa = values[P].sum(axis=1)
             yield sa / n_a - (total - sa) / (n - n_a)
 
 
@@ -239,7 +239,12 @@ class PairScorer:
 
 
 def gene_perms(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
-    """`m` independent uniform permutations of range(n), one per row (int32)."""
+    """`m` independent uniform permutations of range(n), one per row (int32).
+
+    `Generator.permuted` shuffles row after row from one stream, so drawing m rows in pieces
+    (a few, then more: a sequential test may stop) gives exactly the rows of one call
+    (tests/test_sequential.py checks this).
+    """
     return rng.permuted(np.tile(np.arange(n, dtype=np.int32), (m, 1)), axis=1)
 
 
@@ -299,9 +304,9 @@ def pair_null_draws(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str,
 
         def low_rank() -> Iterator[np.ndarray]:
             for _, m in chunks(n_perm, scorer.n * (Zn.shape[1] + 1), budget=8_000_000):
-                P = gene_perms(scorer.n, m, rng)
-                for rows in growing(m):
-                    yield _low_rank_pair_sums(Zn, i, j, P[rows]) / i.size
+                for rows in growing(m):  # row-wise draws: made as they are taken (`gene_perms`)
+                    P = gene_perms(scorer.n, rows.stop - rows.start, rng)
+                    yield _low_rank_pair_sums(Zn, i, j, P) / i.size
         return float(_low_rank_pair_sums(Zn, i, j, ident)[0] / i.size), low_rank()
     if null == "degree_preserving":
         # rows stay fixed under rewiring: grouping pairs by row makes the gathers cache-friendly
@@ -314,14 +319,14 @@ def pair_null_draws(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str,
             used, inv = np.unique(np.concatenate([i, j]), return_inverse=True)
             ii, jj = inv[:i.size], inv[i.size:]
             for _, m in chunks(n_perm, max(scorer.n, i.size)):
-                P = gene_perms(scorer.n, m, rng)[:, used]
-                for rows in growing(m):
-                    yield scorer.mean_many(P[rows][:, ii], P[rows][:, jj])
+                for rows in growing(m):  # row-wise draws: made as they are taken
+                    P = gene_perms(scorer.n, rows.stop - rows.start, rng)[:, used]
+                    yield scorer.mean_many(P[:, ii], P[:, jj])
         else:
             for _, m in chunks(n_perm, i.size):
-                I, J, mask = degree_preserving_pairs(i, j, m, rng)
                 for rows in growing(m):
-                    yield scorer.mean_many(I[rows], J[rows], mask[rows])
+                    I, J, mask = degree_preserving_pairs(i, j, rows.stop - rows.start, rng)
+                    yield scorer.mean_many(I, J, mask)
     return observed, gathers()
 
 

@@ -429,3 +429,20 @@ def test_a_stop_after_one_draw_is_refused_with_the_flag_named():
     with pytest.raises(GeoscreenError, match="at least 2") as err:
         CampaignConfig(sequential_h=1)
     assert err.value.field == "--sequential-stop"
+
+
+@pytest.mark.parametrize("n", [7, 4803])
+def test_row_wise_draws_made_in_pieces_are_the_draws_of_one_call(n):
+    """Sequential nulls make their permutations a few rows at a time: the rows must be those
+    of one call (numpy's `Generator.permuted` shuffles row after row from one stream)."""
+    from geoscreen.probes.stats import degree_preserving_pairs, gene_perms
+
+    whole = gene_perms(n, 100, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    pieces = np.concatenate([gene_perms(n, k, rng) for k in (1, 15, 33, 51)])
+    assert np.array_equal(whole, pieces)
+    i, j = np.arange(n - 1), np.arange(1, n)
+    _, J, _ = degree_preserving_pairs(i, j, 100, np.random.default_rng(6))
+    rng = np.random.default_rng(6)
+    parts = np.concatenate([degree_preserving_pairs(i, j, k, rng)[1] for k in (16, 32, 52)])
+    assert np.array_equal(J, parts)
