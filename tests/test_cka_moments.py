@@ -420,3 +420,16 @@ def test_new_params_keep_old_spec_hashes():
     assert spec_hash({"reference_layer": "previous", "null_method": "moments",
                       "confirm_below": 0.1}) == old
     assert spec_hash({"reference_layer": "previous", "null_method": "draws"}) != old
+
+
+def test_a_pearson_iii_tail_beyond_its_support_is_never_zero():
+    """With positive skew the curve has a lower end; an observed CKA below it would get a tail
+    of 0, which no permutation p-value can be (the identity permutation reaches the observed
+    value): the smallest positive p is reported instead."""
+    from geoscreen.probes.permutation_moments import RVMoments, pearson3_p
+
+    m = RVMoments(0.1, 0.02, 0.8)
+    p = pearson3_p(0.0, m, "less")
+    assert 0.0 < p < 1e-300
+    assert pearson3_p(0.0, m, "two-sided") > 0.0
+    assert pearson3_p(0.1, m, "greater") == pytest.approx(0.5, abs=0.1)

@@ -246,3 +246,31 @@ def test_a_profile_spec_runs_in_the_worker_as_one_result(tmp_path):
     used = out.provenance["resources"]
     assert set(used) == {"profile.gene_set", "versus.gene_set"}
     assert used["profile.gene_set"]["present"] == 40 == used["versus.gene_set"]["present"]
+
+
+def test_a_half_sample_never_reuses_what_was_computed_on_the_named_genes(tmp_path):
+    """Half-samples share a layer's background memo (similarity matrices, matching covariates)
+    but not what a probe computed on the named genes (e.g. layer_similarity's normalisers of a
+    gene set): a half-sample after the full data gives what a fresh context gives."""
+    from geoscreen.probes.profile import _HalfSample, _ReplicateMemo
+
+    layers, a, _ = _layers(9, bump_a=1.0, bump_b=3.0, strength=0.6, size=80)
+    cache = cache_from_layers(tmp_path / "c", layers)
+    prm = {"gene_set": genes_ref(a), "reference_layer": "first", "null_method": "draws"}
+    full = context(cache, tmp_path, seed=2)
+    run("layer_similarity", prm, full, "L2")  # fills full.memo with the whole set's values
+    keep = np.random.default_rng(0).random(len(cache.genes.symbols)) < 0.5
+
+    def half(memo):
+        ctx = _HalfSample(cache=cache, seed=2, work_dir=tmp_path / "work", memo=memo, keep=keep)
+        return run("layer_similarity", prm, ctx, "L2").statistic
+
+    shared = half(_ReplicateMemo(full.memo))
+    assert shared == half({})
+    assert shared != run("layer_similarity", prm, full, "L2").statistic
+    assert any(k[0] == "layer_similarity:invariants" for k in full.memo)  # full data's own
+    memo = _ReplicateMemo(full.memo)
+    memo[("knn", "L2")] = "background"
+    memo[("layer_similarity:invariants", "x")] = "private"
+    assert full.memo[("knn", "L2")] == "background"
+    assert ("layer_similarity:invariants", "x") not in full.memo
