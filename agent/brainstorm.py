@@ -61,7 +61,7 @@ def _open_cache(path: str) -> Any:
 def check_against_cache(resolved: ResolvedSpec, facts: dict[str, Any]) -> str:
     """Layers, axes and references against the campaign's cache (`preflight`), as known to the
     state: the cache itself when the state names its path, else its layer names only."""
-    from geoscreen.hypotheses.preflight import check_layers, preflight
+    from geoscreen.hypotheses.preflight import check_layer_count, check_layers, preflight
 
     path = facts.get("path")
     if path:
@@ -70,7 +70,7 @@ def check_against_cache(resolved: ResolvedSpec, facts: dict[str, Any]) -> str:
             cache = cache.split_view(facts["split"])
         return preflight(resolved, cache=cache)
     names = [str(x) for x in facts.get("layers") or []]
-    if err := check_layers(resolved.spec.layers, names):
+    if err := check_layers(resolved.spec.layers, names) or check_layer_count(resolved, names):
         return err
     return preflight(resolved)
 

@@ -45,6 +45,23 @@ def check_layers(layers: Any, names: list[str]) -> str:
     return ""
 
 
+def check_layer_count(resolved: Any, names: list[str]) -> str:
+    """'' or why the cache has too few layers for the spec: a trend or change-point over all
+    layers, or a whole-stack probe's profile over all layers, needs three."""
+    from geoscreen.probes.registry import get_probe
+
+    spec = resolved.spec
+    if not names or len(names) >= 3:
+        return ""
+    if spec.layers == "all" and spec.across_layers in ("trend", "changepoint"):
+        return (f"field 'across_layers': a {spec.across_layers} across layers needs at least 3 "
+                f"layers; this cache has {len(names)}")
+    if get_probe(spec.probe).whole_stack and resolved.params.get("curve_layers", "all") == "all":
+        return (f"field 'params.curve_layers': a profile needs at least 3 layers; this cache "
+                f"has {len(names)}")
+    return ""
+
+
 def check_axes(params: dict[str, Any], n_axes: int) -> str:
     """'' or the problem with singular axes beyond the `n_axes` a layer has."""
     for name in ("axis", "subspace", "axes"):
@@ -148,7 +165,8 @@ def preflight(resolved: ResolvedSpec, *, cache: Cache | None = None,
     """
     spec = resolved.spec
     if cache is not None:
-        if err := check_layers(spec.layers, cache.layers):
+        if err := check_layers(spec.layers, cache.layers) or \
+                check_layer_count(resolved, cache.layers):
             return err
         if err := check_axes(resolved.params, min(cache.dim, cache.n_genes)):
             return err

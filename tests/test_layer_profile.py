@@ -274,3 +274,22 @@ def test_a_half_sample_never_reuses_what_was_computed_on_the_named_genes(tmp_pat
     memo[("layer_similarity:invariants", "x")] = "private"
     assert full.memo[("knn", "L2")] == "background"
     assert ("layer_similarity:invariants", "x") not in full.memo
+
+
+def test_a_cache_with_two_layers_is_refused_before_anything_runs(tmp_path):
+    """Queue-time check (and the offline brainstormer's): a profile, or a trend over all
+    layers, needs three layers; a two-layer cache gets one line naming the field."""
+    from geoscreen.hypotheses.loader import parse_spec
+    from geoscreen.hypotheses.preflight import preflight
+
+    layers, a, b = _layers(10, bump_a=0.0, bump_b=1.0, strength=0.6, n_layers=2)
+    cache = cache_from_layers(tmp_path / "c", layers)
+    spec = {"statement": "A and B move together", "probe": "layer_profile", "layers": ["last"],
+            "params": _params(a, b, "curve_correlation")}
+    err = preflight(parse_spec(spec, "s"), cache=cache)
+    assert err.startswith("field 'params.curve_layers'") and "has 2" in err
+    trend = {"statement": "effective rank falls", "probe": "spectrum",
+             "params": {"measure": "effective_rank"}, "across_layers": "trend"}
+    assert preflight(parse_spec(trend, "s"), cache=cache).startswith("field 'across_layers'")
+    three = cache_from_layers(tmp_path / "c3", layers + layers[:1])
+    assert preflight(parse_spec(spec, "s"), cache=three) == ""
