@@ -201,6 +201,17 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
     ]
 
 
+def time_layers(info, ctx, params, layers) -> tuple[list[float], list[float], list]:
+    """(wall s, CPU s, result) of the probe on each layer, one after another."""
+    times, cpu, results = [], [], []
+    for layer in layers:
+        t, c = time.perf_counter(), time.process_time()
+        results.append(info.fn(ctx, params, layer))
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return times, cpu, results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=3, help="layers timed per probe")
@@ -241,13 +252,8 @@ def main() -> int:
             if args.sequential and ctx.alternative == "two-sided":  # two-sided never stops
                 ctx.alternative = next((a for a in info.alternatives if a != "two-sided"),
                                        ctx.alternative)
-            times, cpu, drawn = [], [], []
-            for layer in layers:
-                t, c = time.perf_counter(), time.process_time()
-                res = info.fn(ctx, params, layer)
-                times.append(time.perf_counter() - t)
-                cpu.append(time.process_time() - c)
-                drawn.append(res.extra.get("null_draws_used"))
+            times, cpu, results = time_layers(info, ctx, params, layers)
+            drawn = [res.extra.get("null_draws_used") for res in results]
             descriptive = getattr(params, "null", "") == "none" or \
                 not hasattr(params, "n_permutations")
             draws = getattr(params, "n_bootstrap", 0) if descriptive else params.n_permutations
@@ -259,14 +265,9 @@ def main() -> int:
             if args.sequential:
                 fixed, fixed_cpu = statistics.median(times), statistics.median(cpu)
                 ctx.sequential_h = args.sequential
-                times, cpu, used, rule = [], [], [], []
-                for layer in layers:
-                    t, c = time.perf_counter(), time.process_time()
-                    res = info.fn(ctx, params, layer)
-                    times.append(time.perf_counter() - t)
-                    cpu.append(time.process_time() - c)
-                    used.append(res.extra.get("null_draws_used"))
-                    rule.append(res.extra.get("sequential_h"))
+                times, cpu, results = time_layers(info, ctx, params, layers)
+                used = [res.extra.get("null_draws_used") for res in results]
+                rule = [res.extra.get("sequential_h") for res in results]
                 ctx.sequential_h = None
                 if used[0] is not None and rule[0] is not None:  # this null stops sequentially
                     med, med_cpu = statistics.median(times), statistics.median(cpu)
