@@ -69,7 +69,14 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import PairScorer, chunks, distinct_draws, pair_values, z_score
+from geoscreen.probes.stats import (
+    PairScorer,
+    chunks,
+    distinct_draws,
+    low_rank_pair_sums,
+    pair_values,
+    z_score,
+)
 from geoscreen.result import LayerResult
 
 Motif = Literal["ffl", "cascade"]
@@ -532,7 +539,8 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
             f"the network of {p.pairs!r} has fewer than {p.min_instances} {p.motif} "
             f"instances{what}, or no edge outside them (motif_vs_edges)", field="params.pairs",
             fix="use a larger directed pair set, another motif, or lower min_instances")
-    sim = _similarity(PairScorer(Z, p.metric))
+    scorer = PairScorer(Z, p.metric)
+    sim = _similarity(scorer)
     matching = None
     counts = _Counts()
     if p.null == "degree_preserving":
@@ -563,7 +571,15 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
         used, inv = np.unique(np.concatenate([obs.u, obs.v]), return_inverse=True)
         u, v, w = inv[:obs.u.size], inv[obs.u.size:], obs.w
         members = net.genes[used]
-        observed = float((sim(members[u][None], members[v][None]) @ w)[0])
+        if scorer.factor is not None:  # cosine in a few axes: trace(Z_P' W Z_P), no gathers
+            factor = scorer.factor
+
+            def weighted(P: np.ndarray) -> np.ndarray:
+                return low_rank_pair_sums(factor, u, v, P, w)
+        else:
+            def weighted(P: np.ndarray) -> np.ndarray:
+                return sim(P[:, u], P[:, v]) @ w
+        observed = float(weighted(members[None])[0])
         strata = motif_strata(ctx, layer, svd, net, list(p.match), p.match_bins, members) \
             if p.null == "motif_preserving" else None
         matching = strata.record if strata is not None else None
@@ -578,7 +594,7 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
                         matching["balance"] = strata.balance(members, P)  # type: ignore[index]
                 else:
                     P = distinct_draws(n, members.size, m, rng)
-                yield sim(P[:, u], P[:, v]) @ w
+                yield weighted(P)
     seq = besag_clifford(draws(), observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
     null = seq.null
     extra: dict[str, Any] = {

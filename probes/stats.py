@@ -267,21 +267,24 @@ def degree_preserving_pairs(i: np.ndarray, j: np.ndarray, n_perm: int,
     return I, J, I != J
 
 
-def _low_rank_pair_sums(Zn: np.ndarray, i: np.ndarray, j: np.ndarray, P: np.ndarray,
-                        ) -> np.ndarray:
-    """sum over pairs of <z[P[r, i]], z[P[r, j]]> for every permutation row r of P (m, n).
+def low_rank_pair_sums(Zn: np.ndarray, i: np.ndarray, j: np.ndarray, P: np.ndarray,
+                        w: np.ndarray | None = None) -> np.ndarray:
+    """sum over pairs q of w_q <z[P[r, i_q]], z[P[r, j_q]]> for every row r of P (m, c): P maps
+    the c labels the pairs use (columns; e.g. all n genes for a permutation) to rows of Zn, and
+    w defaults to 1.
 
-    With A the pair-count matrix, each sum is trace(Z_r^T A Z_r) for the relabelled Z_r; all
-    rows go through one sparse-by-dense product, O(pairs * rank) per permutation instead of a
-    random gather per pair.
+    With A the (weighted) pair-count matrix, each sum is trace(Z_r^T A Z_r) for the relabelled
+    Z_r; all rows go through one sparse-by-dense product, O(pairs * rank) per permutation
+    instead of a random gather per pair.
     """
     from scipy import sparse
 
-    n, r = Zn.shape
-    m = P.shape[0]
-    A = sparse.csr_matrix((np.ones(i.size), (i, j)), shape=(n, n))
-    Zs = Zn[P.T]  # (n, m, r): row g of permutation k is z[P[k, g]]
-    AZ = (A @ Zs.reshape(n, m * r)).reshape(n, m, r)
+    r = Zn.shape[1]
+    m, c = P.shape
+    A = sparse.csr_matrix((np.ones(i.size) if w is None else np.asarray(w, dtype=np.float64),
+                           (i, j)), shape=(c, c))
+    Zs = Zn[P.T]  # (c, m, r): row g of permutation k is z[P[k, g]]
+    AZ = (A @ Zs.reshape(c, m * r)).reshape(c, m, r)
     return np.einsum("gkr,gkr->k", Zs, AZ)
 
 
@@ -306,8 +309,8 @@ def pair_null_draws(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str,
             for _, m in chunks(n_perm, scorer.n * (Zn.shape[1] + 1), budget=8_000_000):
                 for rows in growing(m):  # row-wise draws: made as they are taken (`gene_perms`)
                     P = gene_perms(scorer.n, rows.stop - rows.start, rng)
-                    yield _low_rank_pair_sums(Zn, i, j, P) / i.size
-        return float(_low_rank_pair_sums(Zn, i, j, ident)[0] / i.size), low_rank()
+                    yield low_rank_pair_sums(Zn, i, j, P) / i.size
+        return float(low_rank_pair_sums(Zn, i, j, ident)[0] / i.size), low_rank()
     if null == "degree_preserving":
         # rows stay fixed under rewiring: grouping pairs by row makes the gathers cache-friendly
         order = np.argsort(i, kind="stable")

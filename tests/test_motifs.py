@@ -408,3 +408,29 @@ def test_refusals(tmp_path):
     with pytest.raises(GeoscreenError, match="match"):
         run("regulatory_motifs", {"pairs": loop, "null": "motif_preserving", "match": [],
                                   "min_instances": 1}, ctx, "L0")
+
+
+def test_the_low_rank_path_is_the_weighted_mean_of_gathered_similarities(tmp_path):
+    """Cosine in at most 32 axes sums trace(Z_P' W Z_P) instead of gathering pair similarities:
+    the same null values for the same relabellings, and the observed statistic is the plain
+    mean over instances of the subspace cosines."""
+    from geoscreen.probes.stats import low_rank_pair_sums, normalise_rows
+
+    rng = np.random.default_rng(8)
+    F = normalise_rows(rng.standard_normal((40, 6)))
+    K = F @ F.T
+    u, v = rng.integers(0, 12, 50), rng.integers(0, 12, 50)
+    w = rng.uniform(-1, 1, 50)
+    P = np.stack([rng.choice(40, 12, replace=False) for _ in range(9)])
+    np.testing.assert_allclose(low_rank_pair_sums(F, u, v, P, w), K[P[:, u], P[:, v]] @ w,
+                               rtol=1e-12)
+    ctx, ref = planted(tmp_path)
+    r = run("regulatory_motifs", {"pairs": ref, "null": "motif_preserving",
+                                  "subspace": [1, 2, 3, 4, 5], "n_permutations": 99}, ctx, "L1")
+    svd = ctx.svd("L1")
+    Zs = normalise_rows(svd.U[:, :5] * svd.S[:5])
+    net = network(*[svd.local(x) for x in ctx.pair_rows(ref, param="pairs")[:2]])
+    inst = net.genes[motif_instances(net.src, net.dst, net.n, "ffl")]
+    loop = np.mean([(Zs[x] @ Zs[y] + Zs[x] @ Zs[z] + Zs[y] @ Zs[z]) / 3 for x, y, z in inst])
+    assert r.statistic == pytest.approx(loop, rel=1e-9)
+    assert r.n_permutations == 99 and 0 < r.p_value <= 1

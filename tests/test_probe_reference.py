@@ -359,3 +359,27 @@ def test_one_axis_euclidean_scorer_is_the_similarity_matrix(setup):
     obs, null = pair_null(scorer, pi, pj, "gene_shuffle", 499, ctx.rng("L0"))
     assert r.statistic == obs and r.p_value == permutation_p(obs, null, "greater")
     assert r.extra["null_mean"] == float(null.mean())
+
+
+@pytest.mark.parametrize("shape", [(300, 24), (20, 60)], ids=["tall", "wide"])
+def test_feature_shuffle_eigenvalues_are_those_of_the_shuffled_copies(shape):
+    """The transposed ssyrk path draws the same copies as `feature_shuffle_stack` (same
+    generator calls) and gives the eigenvalues numpy finds for them, for n > d and n < d."""
+    from geoscreen.probes.spectrum import feature_shuffle_eigenvalues
+    from geoscreen.probes.stats import feature_shuffle_stack
+
+    X = np.random.default_rng(3).standard_normal(shape) * np.linspace(3, 0.1, shape[1])
+    X -= X.mean(axis=0)
+    fast = feature_shuffle_eigenvalues(X, 7, np.random.default_rng(11))
+    copies = feature_shuffle_stack(X.astype(np.float32), 7, np.random.default_rng(11))
+    ref = np.stack([np.linalg.eigvalsh(Y.astype(np.float64).T @ Y.astype(np.float64)
+                                       if shape[0] >= shape[1] else
+                                       Y.astype(np.float64) @ Y.astype(np.float64).T)
+                    for Y in copies])
+    assert fast.shape == (7, min(shape))
+    np.testing.assert_allclose(np.sort(fast, axis=1), np.sort(ref, axis=1),
+                               rtol=1e-4, atol=1e-4 * ref.max())
+    # a different seed gives different copies (the test can fail)
+    other = feature_shuffle_eigenvalues(X, 7, np.random.default_rng(12))
+    assert not np.allclose(np.sort(other, axis=1), np.sort(ref, axis=1), rtol=1e-6)
+
