@@ -153,20 +153,30 @@ def _frame_size(frame: bytes | bytearray, max_bytes: int) -> int | None:
 
 
 # -- layer tasks --------------------------------------------------------------------------------
+SPLIT_FACTOR = 2  # layer tasks per worker an iteration aims for (when it has few hypotheses)
+
+
 class LayerSplit:
     """Hypotheses cut into layer tasks so that `workers` slots have work: each of n hypotheses
-    with L layers becomes min(L, ceil(2 workers / n)) tasks of consecutive layers (n >= 2
-    workers: no split).  A task runs its layers exactly as the whole hypothesis would (every
-    layer's randomness is seeded by (hypothesis seed, layer)); the parts are combined here with
-    the same `combine` the worker uses, so results equal an unsplit run's.  A hypothesis fails
-    with its first failing task's reason, and goes back to the queue if any task does."""
+    with L layers becomes min(L, ceil(SPLIT_FACTOR workers / n)) tasks of consecutive layers
+    (n >= SPLIT_FACTOR workers: no split).  A task runs its layers exactly as the whole
+    hypothesis would (every layer's randomness is seeded by (hypothesis seed, layer)); the parts
+    are combined here with the same `combine` the worker uses, so results equal an unsplit
+    run's.  A hypothesis fails with its first failing task's reason, and goes back to the queue
+    if any task does.
+
+    Tasks are handed out longest first (longest-processing-time order: a layer counts once, a
+    whole-stack probe's one layer as every layer of the cache), so an iteration does not end
+    with one worker running a long task while the other waits."""
 
     def __init__(self, jobs: list[Job], workers: int) -> None:
         self.jobs = {j.hyp_id: j for j in jobs}
         self.parts: dict[int, list[list[str]]] = {}
-        per = -(-2 * workers // max(1, len(jobs)))
+        self.weight: dict[int, int] = {}  # cost of one layer of the hypothesis, in layers
+        per = -(-SPLIT_FACTOR * workers // max(1, len(jobs)))
         for j in jobs:
             layers = self._layers(j)
+            self.weight[j.hyp_id] = self._layer_weight(j)
             k = min(len(layers), per) if layers else 1
             if k <= 1:
                 self.parts[j.hyp_id] = [[]]
@@ -195,15 +205,35 @@ class LayerSplit:
         # a layer named twice (say 'last' and 11) runs twice in the worker: not split
         return names if len(set(names)) == len(names) else []
 
+    @staticmethod
+    def _layer_weight(job: Job) -> int:
+        """How many layers one layer of this hypothesis costs: the cache's layer count for a
+        whole-stack probe (it reads every layer), else 1."""
+        try:
+            from geoscreen.hypotheses.spec import HypothesisSpec
+            from geoscreen.probes.registry import get_probe
+            from geoscreen.store.cache import open_cache
+
+            spec = HypothesisSpec.model_validate(job.payload["spec"])
+            if getattr(get_probe(spec.probe), "whole_stack", False):
+                return max(1, len(open_cache(job.payload["cache_path"]).layers))
+        except Exception:  # noqa: BLE001 - anything wrong is the worker's to report
+            pass
+        return 1
+
     def task_jobs(self) -> list[Job]:
+        """Every task, longest first (stable: equal tasks keep the hypotheses' order)."""
         out = []
         for hid, chunks in self.parts.items():
+            n_all = len(self._layers(self.jobs[hid])) or 1
             for layers in chunks:
                 payload = dict(self.jobs[hid].payload)
                 if layers:
                     payload["only_layers"] = layers
-                out.append(Job(hid, payload))
-        return out
+                cost = (len(layers) if layers else n_all) * self.weight.get(hid, 1)
+                out.append((cost, Job(hid, payload)))
+        out.sort(key=lambda t: -t[0])
+        return [job for _, job in out]
 
     def started(self, on_start: Callable[[Job], None]) -> Callable[[Job], None]:
         def start(task: Job) -> None:

@@ -20,7 +20,10 @@ can stop early (Besag-Clifford, `geoscreen.probes.sequential`), a row timed on t
 with stopping at H exceedances, and its ratio to the fixed run; a two-sided test never stops, so
 with `--sequential` each probe runs its first one-sided alternative (fixed and sequential rows
 alike), and the probes that keep their draws for a trend across layers (anchor/centroid
-convergence, gene drift) print no sequential row.  Wall time is shown with the CPU
+convergence, gene drift) print no sequential row.  `--genes 20000 --dim 1152 --cache-layers 2
+--layers 1` times the probes at the scale of a whole-transcriptome vocabulary and a
+Geneformer-width model (a cliff shows as a jump in s/layer far beyond the genes^2 x dim
+growth).  Wall time is shown with the CPU
 time of the process (all threads): on a busy machine the wall time inflates, the CPU time much
 less.
 """
@@ -46,9 +49,18 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
     genes = [f"G{i}" for i in range(N_GENES)]
     base = rng.standard_normal((N_GENES, DIM), dtype=np.float32)
 
+    # two planted 100-gene modules whose cohesion peaks early (layer 3) and late (layer 8) of 12:
+    # what layer_profile locates (their own generator: the other draws stay as they were)
+    mod_rng = np.random.default_rng(99)
+    modules = mod_rng.choice(N_GENES, (2, 100), replace=False)
+    pulls = mod_rng.standard_normal((2, DIM)).astype(np.float32)
+
     def layer(k: int) -> np.ndarray:
         decay = np.exp(-np.arange(DIM) / (200.0 / (1 + k))).astype(np.float32)
-        return (base * decay + 0.3 * rng.standard_normal((N_GENES, DIM), dtype=np.float32))
+        X = base * decay + 0.3 * rng.standard_normal((N_GENES, DIM), dtype=np.float32)
+        for rows, pull, peak in zip(modules, pulls, (3, 8)):
+            X[rows] += 0.4 * np.exp(-((k - peak) ** 2) / 4.0) * pull
+        return X
 
     cache = write_cache(root / "cache", ((f"L{k}", layer(k)) for k in range(N_LAYERS)), genes,
                         model="bench", synthetic=True)
@@ -83,6 +95,7 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
         "activation": pset("activation", ei[1000:], ej[1000:]),
         "markers": [gset(f"marker{k}", perm[2000 + 40 * k:2040 + 40 * k]) for k in range(6)],
         "ribosome": gset("ribosome", perm[2300:2400]),
+        "early": gset("early", modules[0]), "late": gset("late", modules[1]),
         "other": str(other.path),
     }
     # a GO-slim-sized family for the pole scan: 500 overlapping sets of 10-200 genes
@@ -194,9 +207,8 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                                "n_permutations": m}),
         # whole-stack: one call reads all 12 layers (its s/layer is seconds per hypothesis)
         ("layer_profile", "peak_order x50, 12 layers", {
-            "profile": {"probe": "set_cohesion", "params": {"gene_set": refs["ribosome"]}},
-            "versus": {"probe": "pair_proximity", "params": {"pairs": refs["string"],
-                                                             "subspace": sub}},
+            "profile": {"probe": "set_cohesion", "params": {"gene_set": refs["early"]}},
+            "versus": {"probe": "set_cohesion", "params": {"gene_set": refs["late"]}},
             "replicates": 50}),
     ]
 
@@ -213,14 +225,20 @@ def time_layers(info, ctx, params, layers) -> tuple[list[float], list[float], li
 
 
 def main() -> int:
+    global N_GENES, DIM, N_LAYERS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=3, help="layers timed per probe")
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--only", nargs="*", help="probe names to run")
+    ap.add_argument("--genes", type=int, default=N_GENES, help="genes in the synthetic cache")
+    ap.add_argument("--dim", type=int, default=DIM, help="width of the synthetic cache")
+    ap.add_argument("--cache-layers", type=int, default=N_LAYERS,
+                    help="layers in the synthetic cache (each gets its SVD first)")
     ap.add_argument("--sequential", type=int, default=None, metavar="H",
                     help="also time the probes whose null stops sequentially (Besag-Clifford, "
                          "stop at H exceedances), on the same layers, next to the fixed run")
     args = ap.parse_args()
+    N_GENES, DIM, N_LAYERS = args.genes, args.dim, args.cache_layers
 
     from geoscreen.probes.context import ProbeContext
     from geoscreen.probes.registry import get_probe

@@ -17,6 +17,7 @@ be repaired.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -97,42 +98,77 @@ def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str,
     return out
 
 
+_REF_CHECKS: OrderedDict[tuple[Any, ...], str] = OrderedDict()  # (cache, reference) -> verdict
+_REF_CHECKS_MAX = 512
+
+
 def check_references(resolved: ResolvedSpec, cache: Cache | None) -> str:
     """'' or the first reference that does not resolve (or has nothing in the cache).
 
     With a cache this is the probe's own first step (`ProbeContext.gene_rows` / `pair_rows`),
     asked for at least one present gene or pair; without one, the references only resolve.
+    Verdicts on a cache are remembered for the process (keyed by the cache's checksum and view
+    and everything the check reads), so a campaign that proposes `string:>=700` in every
+    iteration resolves it once; the worker resolves every reference again when it runs.
     """
+    if cache is None:
+        return _check_references(resolved, None)
+    include_zero = bool(resolved.params.get("include_zero_genes", False))
+    p = resolved.params
+    sizes = (p.get("min_set_size", p.get("min_size")), p.get("max_set_size"), p.get("max_sets"))
+    for name, kind, ref in reference_params(resolved.spec.probe, resolved.params):
+        key = (cache.checksum, getattr(cache, "view", None), str(cache.path), name, kind, ref,
+               include_zero, *(sizes if kind == "family" else ()))
+        verdict = _REF_CHECKS.get(key)
+        if verdict is None:
+            verdict = _check_one(name, kind, ref, p, cache, include_zero)
+            _REF_CHECKS[key] = verdict
+            while len(_REF_CHECKS) > _REF_CHECKS_MAX:
+                _REF_CHECKS.popitem(last=False)
+        else:
+            _REF_CHECKS.move_to_end(key)
+        if verdict:
+            return verdict
+    return ""
+
+
+def _check_one(name: str, kind: str, ref: str, p: dict[str, Any], cache: Cache,
+               include_zero: bool) -> str:
+    from geoscreen.probes.context import ProbeContext
+
+    ctx = ProbeContext(cache=cache, seed=0)
+    try:
+        if kind == "family":
+            ctx.family_rows(ref, param=name,
+                            min_size=int(p.get("min_set_size", p.get("min_size", 1))),
+                            max_size=int(p.get("max_set_size", 10**9)),
+                            max_sets=int(p.get("max_sets", 10**9)),
+                            include_zero=include_zero)
+        elif kind == "genes":
+            ctx.gene_rows(ref, param=name, min_size=1, include_zero=include_zero)
+        else:
+            ctx.pair_rows(ref, param=name, min_size=1, include_zero=include_zero)
+    except GeoscreenError as exc:
+        text = str(exc)
+        return text if text.startswith("field ") or f"params.{name}" in text else \
+            f"field 'params.{name}': {text}"
+    return ""
+
+
+def _check_references(resolved: ResolvedSpec, cache: None) -> str:
+    """Without a cache: '' or the first reference that does not resolve."""
     from geoscreen.store.resources.api import (
         resolve_gene_family,
         resolve_gene_set,
         resolve_pair_set,
     )
 
-    ctx = None
-    if cache is not None:
-        from geoscreen.probes.context import ProbeContext
-
-        ctx = ProbeContext(cache=cache, seed=0)
-    include_zero = bool(resolved.params.get("include_zero_genes", False))
     for name, kind, ref in reference_params(resolved.spec.probe, resolved.params):
         try:
             if kind == "family":
-                if ctx is None:
-                    resolve_gene_family(ref)
-                else:
-                    p = resolved.params
-                    ctx.family_rows(ref, param=name,
-                                    min_size=int(p.get("min_set_size", p.get("min_size", 1))),
-                                    max_size=int(p.get("max_set_size", 10**9)),
-                                    max_sets=int(p.get("max_sets", 10**9)),
-                                    include_zero=include_zero)
-            elif ctx is None:
-                (resolve_gene_set if kind == "genes" else resolve_pair_set)(ref)
-            elif kind == "genes":
-                ctx.gene_rows(ref, param=name, min_size=1, include_zero=include_zero)
+                resolve_gene_family(ref)
             else:
-                ctx.pair_rows(ref, param=name, min_size=1, include_zero=include_zero)
+                (resolve_gene_set if kind == "genes" else resolve_pair_set)(ref)
         except GeoscreenError as exc:
             text = str(exc)
             return text if text.startswith("field ") or f"params.{name}" in text else \

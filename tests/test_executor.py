@@ -214,3 +214,17 @@ def test_layer_split_plans(small_cache):
     assert three.parts[0] == [["L0", "L1"], ["L2"]] and three.tasks == 6
     many = LayerSplit([job(i, "all") for i in range(4)], 2)
     assert many.tasks == 4 and all(p == [[]] for p in many.parts.values())
+    # longest first: the 2-layer tasks, then the 1-layer ones, each in the hypotheses' order
+    assert [(t.hyp_id, t.payload["only_layers"]) for t in three.task_jobs()] == \
+        [(0, ["L0", "L1"]), (1, ["L0", "L1"]), (2, ["L0", "L1"]), (0, ["L2"]), (1, ["L2"]),
+         (2, ["L2"])]
+    # a whole-stack probe's one layer reads every layer of the cache: it goes first
+    profile = Job(9, {"spec": {"statement": "profile", "probe": "layer_profile",
+                               "params": {"profile": {"probe": "set_cohesion", "params": {
+                                   "gene_set": "genes:G1,G2,G3"}}},
+                               "layers": ["last"]},
+                      "cache_path": str(small_cache.path), "seed": 9})
+    mixed = LayerSplit([job(0, "all"), profile], 2)
+    assert mixed.weight == {0: 1, 9: 3}
+    assert [(t.hyp_id, t.payload.get("only_layers")) for t in mixed.task_jobs()] == \
+        [(9, None), (0, ["L0", "L1"]), (0, ["L2"])]

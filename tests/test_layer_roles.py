@@ -70,3 +70,26 @@ def test_one_spec_runs_on_both_layouts_with_the_same_numbers(tmp_path):
     assert [r.statistic for r in ra.layers] == [r.statistic for r in rb.layers]
     with pytest.raises(GeoscreenError, match="stores no embedding layer"):
         geoscreen.run_spec({**spec, "layers": ["embedding", "first", "last"]}, b.path)
+
+
+def test_reference_checks_are_remembered_per_cache(tmp_path):
+    """The queue-time reference check resolves a reference once per cache (the offline
+    brainstormer proposes the same ones every iteration): the verdict is remembered, an error
+    included, and a cache with other genes gets its own verdict."""
+    from conftest import make_cache
+
+    from geoscreen.hypotheses import preflight as pf
+    from geoscreen.hypotheses.loader import parse_spec
+
+    a = make_cache(tmp_path / "a", n_genes=60)
+    b = make_cache(tmp_path / "b", n_genes=60, prefix="X")
+    spec = parse_spec({"statement": "G1-G3 cohere", "probe": "set_cohesion",
+                       "params": {"gene_set": "genes:G1,G2,G3"}}, "s")
+    pf._REF_CHECKS.clear()
+    assert pf.check_references(spec, a) == ""
+    assert len(pf._REF_CHECKS) == 1
+    assert pf.check_references(spec, a) == "" and len(pf._REF_CHECKS) == 1
+    err = pf.check_references(spec, b)  # no G genes in this cache
+    assert err.startswith("field 'params.gene_set'") and len(pf._REF_CHECKS) == 2
+    assert pf.check_references(spec, b) == err
+    assert pf.check_references(spec, None) == ""  # resolving alone: the genes exist

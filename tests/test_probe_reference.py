@@ -383,3 +383,26 @@ def test_feature_shuffle_eigenvalues_are_those_of_the_shuffled_copies(shape):
     other = feature_shuffle_eigenvalues(X, 7, np.random.default_rng(12))
     assert not np.allclose(np.sort(other, axis=1), np.sort(ref, axis=1), rtol=1e-6)
 
+
+
+def test_similarity_matrix_and_the_gram_limit(monkeypatch):
+    """The blocked matrices equal scipy's cosine and euclidean distances; above the limit
+    (GEOSCREEN_GRAM_MB) no matrix is built and the chunked path gives the same pair values."""
+    from scipy.spatial.distance import cdist
+
+    from geoscreen.probes.stats import PairScorer, gram_limit_genes, similarity_matrix
+
+    rng = np.random.default_rng(6)
+    Z = rng.standard_normal((1500, 40)) * np.linspace(4, 0.1, 40)  # several row blocks
+    np.testing.assert_allclose(similarity_matrix(Z, "euclidean"), -cdist(Z, Z), atol=1e-4)
+    np.testing.assert_allclose(similarity_matrix(Z, "cosine"), 1 - cdist(Z, Z, "cosine"),
+                               atol=2e-6)
+    assert gram_limit_genes() == 22627
+    i, j = rng.integers(0, 1500, 300), rng.integers(0, 1500, 300)
+    for metric in ("cosine", "euclidean"):
+        inside = PairScorer(Z, metric)
+        monkeypatch.setenv("GEOSCREEN_GRAM_MB", "1")  # 500 genes
+        outside = PairScorer(Z, metric)
+        monkeypatch.delenv("GEOSCREEN_GRAM_MB")
+        assert inside.K is not None and outside.K is None
+        np.testing.assert_allclose(outside.values(i, j), inside.values(i, j), atol=1e-4)

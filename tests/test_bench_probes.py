@@ -1,0 +1,31 @@
+"""benchmarks/bench_probes.py at a small size: the size options build the cache they name, and
+the rows of the probes changed for speed (edge direction, motifs, the whole-stack profile on
+its planted modules) run and print a timing.  The full run and its figures: docs/probes.md
+(Speed) and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_small_run_prints_a_row_per_variant(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               GEOSCREEN_WORK_DIR=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_probes.py"), "--genes", "3000",
+         "--dim", "16", "--cache-layers", "12", "--layers", "1", "--permutations", "99",
+         "--only", "edge_direction", "regulatory_motifs", "layer_profile"],
+        capture_output=True, text=True, timeout=600, env=env, check=True).stdout
+    assert "built 12 x 3000 x 16 cache" in out
+    rows = re.findall(r"^(edge_direction|regulatory_motifs|layer_profile)\s+.*?\s(\d+)\s+"
+                      r"([\d.]+)\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, flags=re.M)
+    assert [r[0] for r in rows] == ["edge_direction"] * 2 + ["regulatory_motifs"] * 4 + \
+        ["layer_profile"], out
+    assert all(r[1] == "99" for r in rows[:6])  # the permutations asked for
+    assert all(float(r[2]) > 0 for r in rows)
