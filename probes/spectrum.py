@@ -110,7 +110,12 @@ def feature_shuffle_eigenvalue_batches(X: np.ndarray, m: int,
     n, d = X.shape
     Xt = np.ascontiguousarray(X.T, dtype=np.float32)
     for _, c in chunks(m, n * d, budget=8_000_000):
-        yield gram_eigenvalues32(rng.permuted(np.broadcast_to(Xt, (c, d, n)), axis=2))
+        # one (d, n) call per copy: the same generator calls as one (c, d, n) call, and
+        # numpy's 2-d path is about twice as fast as its 3-d one here
+        Y = np.empty((c, d, n), dtype=np.float32)
+        for q in range(c):
+            rng.permuted(Xt, axis=1, out=Y[q])
+        yield gram_eigenvalues32(Y)
 
 
 def feature_shuffle_eigenvalues(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
