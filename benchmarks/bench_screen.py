@@ -63,8 +63,9 @@ def sample_iterations(ledger: Path, cache, every: int) -> list[list]:
     return [jobs for it, jobs in sorted(by_it.items()) if it % every == 1 or every == 1]
 
 
-def print_breakdown(ledger: Path) -> None:
-    """Worker seconds per probe and null (the sum of the ledger's per-layer run times)."""
+def print_breakdown(ledger: Path, wall: float | None = None, workers: int = 2) -> None:
+    """Worker seconds per probe and null (the sum of the ledger's per-layer run times), and,
+    given the campaign's wall time, the worker time spent on none of them."""
     from sqlalchemy import select
 
     from geoscreen.store.ledger import Ledger
@@ -91,6 +92,11 @@ def print_breakdown(ledger: Path) -> None:
     for (probe, null), (sec, n, hids) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
         print(f"{probe:<26} {null:<32} {len(hids):>5} {n:>7} {sec:>8.1f} {sec / n:>8.2f} "
               f"{sec / total:>6.1%}")
+    if wall is not None:
+        idle = workers * wall - total
+        print(f"worker time outside probes: {idle:.0f} s of {workers} x {wall:.0f} s "
+              f"({idle / (workers * wall):.0%}: proposing, checking and recording between "
+              "iterations, each iteration's tail, sandbox start-up, loading layers)")
 
 
 def run_engine(groups: list[list], *, reuse: bool, split: bool, workers: int) -> tuple[float,
@@ -147,7 +153,7 @@ def main() -> int:
               f"({wall / 60:.1f} min), {cpu:.0f} CPU-s; load average after: {load()}",
               flush=True)
 
-        print_breakdown(ledger)
+        print_breakdown(ledger, wall, args.workers)
         groups = sample_iterations(ledger, cache, args.sample)
         k = sum(len(g) for g in groups)
         print(f"\nthe same hypotheses, every {args.sample}th iteration ({len(groups)} iterations,"

@@ -116,7 +116,7 @@ class Resultants:
         if statistic == "consistency":  # mean over TFs of |R_t| / c_t
             norms = np.sqrt(np.einsum("mtd,mtd->mt", R, R).astype(np.float64))
             return (norms / self.counts[None]).mean(axis=1)
-        return summarise(R / self.counts[None, :, None].astype(np.float32), statistic)
+        return summarise(R.astype(np.float64) / self.counts[None, :, None], statistic)
 
 
 def summarise(mean: np.ndarray, statistic: str) -> np.ndarray:

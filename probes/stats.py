@@ -414,8 +414,15 @@ def feature_shuffle_rows(X: np.ndarray, rows: np.ndarray, m: int,
 
 def feature_shuffle_stack(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
     """(m, n, d): `m` copies of X (n, d), each with every column permuted independently across
-    rows (an exact Fisher-Yates shuffle of the values, no index matrix)."""
-    return rng.permuted(np.broadcast_to(X, (m,) + X.shape), axis=1)
+    rows (an exact Fisher-Yates shuffle of the values, no index matrix).
+
+    One 2-d `Generator.permuted` call per copy: the same generator calls, hence the same copies,
+    as one call on the (m, n, d) stack, and about twice as fast (numpy's n-d path is slower).
+    """
+    out = np.empty((m,) + X.shape, dtype=X.dtype)
+    for q in range(m):
+        rng.permuted(X, axis=0, out=out[q])
+    return out
 
 
 def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:

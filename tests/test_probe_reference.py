@@ -289,6 +289,13 @@ def test_stats_helpers():
     for q in range(5):
         for c in range(4):
             assert np.isin(sh[q, :, c], X[:, c]).all() and len(set(sh[q, :, c])) == 3
+    # one 2-d call per copy draws what numpy's single call on the stack draws
+    from geoscreen.probes.stats import feature_shuffle_stack
+
+    Y = rng.standard_normal((40, 6)).astype(np.float32)
+    assert np.array_equal(feature_shuffle_stack(Y, 5, np.random.default_rng(9)),
+                          np.random.default_rng(9).permuted(np.broadcast_to(Y, (5, 40, 6)),
+                                                            axis=1))
     K = rng.standard_normal((6, 6))
     R = row_ranks(K)
     for a in range(6):
