@@ -174,9 +174,11 @@ class LayerSplit:
         self.parts: dict[int, list[list[str]]] = {}
         self.weight: dict[int, int] = {}  # cost of one layer of the hypothesis, in layers
         per = -(-SPLIT_FACTOR * workers // max(1, len(jobs)))
+        self._names: dict[int, list[str]] = {}
+        caches: dict[str, Any] = {}  # each cache opened once (None: it cannot be opened here)
         for j in jobs:
-            layers = self._layers(j)
-            self.weight[j.hyp_id] = self._layer_weight(j)
+            self._names[j.hyp_id], self.weight[j.hyp_id] = self._plan(j, caches)
+            layers = self._names[j.hyp_id]
             k = min(len(layers), per) if layers else 1
             if k <= 1:
                 self.parts[j.hyp_id] = [[]]
@@ -189,43 +191,40 @@ class LayerSplit:
         self._reported: set[int] = set()
 
     @staticmethod
-    def _layers(job: Job) -> list[str]:
-        """The hypothesis's layer names ([] if they cannot be resolved here: the worker will
-        report the problem when it runs unsplit)."""
-        try:
-            from geoscreen.hypotheses.spec import HypothesisSpec
-            from geoscreen.store.cache import open_cache
-
-            spec = HypothesisSpec.model_validate(job.payload["spec"])
-            cache = open_cache(job.payload["cache_path"])
-            names = list(cache.layers) if spec.layers == "all" else \
-                [cache.layer_name(x) for x in spec.layers]
-        except Exception:  # noqa: BLE001 - anything wrong is the worker's to report
-            return []
-        # a layer named twice (say 'last' and 11) runs twice in the worker: not split
-        return names if len(set(names)) == len(names) else []
-
-    @staticmethod
-    def _layer_weight(job: Job) -> int:
-        """How many layers one layer of this hypothesis costs: the cache's layer count for a
-        whole-stack probe (it reads every layer), else 1."""
+    def _plan(job: Job, caches: dict[str, Any]) -> tuple[list[str], int]:
+        """(layer names, weight): the hypothesis's layers ([] if they cannot be resolved here:
+        the worker will report the problem when it runs unsplit) and how many layers one of its
+        layers costs (the cache's layer count for a whole-stack probe, which reads every
+        layer; else 1)."""
         try:
             from geoscreen.hypotheses.spec import HypothesisSpec
             from geoscreen.probes.registry import get_probe
             from geoscreen.store.cache import open_cache
 
             spec = HypothesisSpec.model_validate(job.payload["spec"])
-            if getattr(get_probe(spec.probe), "whole_stack", False):
-                return max(1, len(open_cache(job.payload["cache_path"]).layers))
+            path = str(job.payload["cache_path"])
+            if path not in caches:
+                try:
+                    caches[path] = open_cache(path)
+                except Exception:  # noqa: BLE001 - anything wrong is the worker's to report
+                    caches[path] = None
+            cache = caches[path]
+            if cache is None:
+                return [], 1
+            whole = bool(getattr(get_probe(spec.probe), "whole_stack", False))
+            weight = max(1, len(cache.layers)) if whole else 1
+            names = list(cache.layers) if spec.layers == "all" else \
+                [cache.layer_name(x) for x in spec.layers]
         except Exception:  # noqa: BLE001 - anything wrong is the worker's to report
-            pass
-        return 1
+            return [], 1
+        # a layer named twice (say 'last' and 11) runs twice in the worker: not split
+        return (list(names) if len(set(names)) == len(names) else []), weight
 
     def task_jobs(self) -> list[Job]:
         """Every task, longest first (stable: equal tasks keep the hypotheses' order)."""
         out = []
         for hid, chunks in self.parts.items():
-            n_all = len(self._layers(self.jobs[hid])) or 1
+            n_all = len(self._names[hid]) or 1
             for layers in chunks:
                 payload = dict(self.jobs[hid].payload)
                 if layers:
@@ -284,12 +283,14 @@ class LayerSplit:
         parts = [r.partial for r in results if r.partial is not None]
         if len(parts) != len(results):
             raise ValueError("a layer task replied with a whole outcome")
-        layers, resources = [], {}
+        layers, resources, sources = [], {}, {}
         for part in parts:
             for lay, draws in zip(part.layers, part.null_draws, strict=True):
                 lay.null_draws = draws
                 layers.append(lay)
             resources.update(part.provenance.get("resources") or {})
+            for where, k in (part.provenance.get("svd_sources") or {}).items():
+                sources[where] = sources.get(where, 0) + int(k)
         want = [x for chunk in self.parts[hid] for x in chunk]  # the spec's order
         if sorted(x.layer for x in layers) != sorted(want):
             raise ValueError("the tasks' layers are not the hypothesis's layers")
@@ -299,7 +300,7 @@ class LayerSplit:
         combined = combine(layers, spec.across_layers, resolved.alternative,
                            derive_seed(job.payload["seed"], "across_layers"),
                            method_any=str(job.payload.get("combine_any") or "cauchy"))
-        provenance = {**parts[0].provenance, "resources": resources,
+        provenance = {**parts[0].provenance, "resources": resources, "svd_sources": sources,
                       "layer_tasks": len(parts)}
         return Outcome(layers=layers, combined=combined,
                        runtime_s=sum(p.runtime_s for p in parts), provenance=provenance)

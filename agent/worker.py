@@ -19,6 +19,15 @@ worker's reply from a pipe of its own (capped), kills whatever the worker left b
 answers the campaign with two frames: the worker's reply bytes as written (empty if none) and a
 status frame ``{"code": exit code or -signal, "error": ""}``.  EOF on stdin ends it.
 
+Before it forks a job's worker, a persistent warden also **loads ahead** what the job will read
+and every later job can share (`_warm`): the indexes of the named resources its references use
+(bundled or fetched, never a user's file) and the verified stored SVDs of its layers, within
+``GEOSCREEN_WARM_MB`` (default 1024 MiB, at most a quarter of the job's memory limit; 0: off).
+The workers inherit them copy-on-write.  This is the store's own loading and checking code, the
+same a worker would run, never probe code; anything that goes wrong there is ignored (the worker
+then loads for itself), and an SVD is used only while the files it was verified against are
+unchanged (`geoscreen.probes.svd_store.warm_get`).
+
 This module imports only the standard library (and `proctree`, which does too) at top level.
 """
 
@@ -132,7 +141,8 @@ def run_job(job: dict[str, Any]) -> Outcome | PartialOutcome:
     provenance = {
         "cache_path": str(cache.path), "cache_checksum": cache.checksum,
         "cache_model": cache.model, "synthetic_cache": cache.synthetic,
-        "resources": ctx.resources_used, "probe": info.name, "probe_version": info.version,
+        "resources": ctx.resources_used, "svd_sources": ctx.svd_sources,
+        "probe": info.name, "probe_version": info.version,
         "probe_module": info.module, "package_version": package_version(),
         "effect_null": info.effect_null,
         "python": platform.python_version(), "numpy": np.__version__,
@@ -326,6 +336,70 @@ PRELOAD = ("numpy", "scipy.stats", "scipy.sparse", "scipy.linalg", "pydantic",
            "geoscreen.store.cache", "geoscreen.store.userfiles")
 
 
+WARM_MB = 1024  # default GEOSCREEN_WARM_MB
+_WARM_CACHE: dict[str, Any] = {}  # the cache the warden last opened, by path
+
+
+def _warm_budget(job: dict[str, Any]) -> int:
+    """Bytes of SVDs a warden may keep: GEOSCREEN_WARM_MB (default `WARM_MB`), at most a
+    quarter of the job's memory limit (its workers inherit them in their address space)."""
+    try:
+        mb = int(os.environ.get("GEOSCREEN_WARM_MB", "") or WARM_MB)
+    except ValueError:
+        mb = WARM_MB
+    limit = job.get("memory_mb")
+    if isinstance(limit, (int, float)) and limit > 0:
+        mb = min(mb, int(limit) // 4)
+    return max(0, mb) << 20
+
+
+def _warm(job: dict[str, Any]) -> None:
+    """Load ahead, in the warden, the resource indexes and stored SVDs `job` will read (see the
+    module docstring).  Never raises: whatever fails here the worker does itself."""
+    budget = _warm_budget(job)
+    if budget <= 0:
+        return
+    try:
+        from pathlib import Path
+
+        from geoscreen.hypotheses.preflight import reference_params
+        from geoscreen.hypotheses.spec import HypothesisSpec
+        from geoscreen.probes import svd_store
+        from geoscreen.probes.context import default_work_dir
+        from geoscreen.probes.registry import get_probe
+        from geoscreen.store.cache import open_cache
+        from geoscreen.store.resources.api import warm_indexes
+
+        spec = HypothesisSpec.model_validate(job["spec"])
+        resolved = spec.resolved()
+        for _name, _kind, ref in reference_params(spec.probe, resolved.params):
+            try:
+                warm_indexes(ref)
+            except Exception:  # noqa: BLE001 - the worker reports a bad reference
+                pass
+        if job.get("split") or spec.universe is not None or job.get("plugins"):
+            return  # a view of the cache (its own SVDs), or a plug-in probe's layers
+        path = str(job["cache_path"])
+        cache = _WARM_CACHE.get(path)
+        if cache is None or cache.checksum != job.get("cache_checksum", cache.checksum):
+            _WARM_CACHE.clear()
+            cache = open_cache(path)
+            _WARM_CACHE[path] = cache
+        if cache.checksum != job.get("cache_checksum", cache.checksum):
+            return
+        if spec.layers == "all" or get_probe(spec.probe).whole_stack:
+            names = list(cache.layers)
+        else:
+            names = [cache.layer_name(x) for x in spec.layers]
+        only = job.get("only_layers")
+        if only is not None and not get_probe(spec.probe).whole_stack:
+            names = [x for x in names if x in set(only)]
+        work = Path(job["work_dir"]) if job.get("work_dir") else default_work_dir()
+        svd_store.warm(cache, list(dict.fromkeys(names)), work, budget)
+    except Exception:  # noqa: BLE001 - loading ahead is an optimisation only
+        pass
+
+
 def _preload() -> None:
     """Import what every job needs once, in the warden, so that forked workers start warm.
     Only imports run here, never a probe; a module that fails to import is left to the job."""
@@ -458,6 +532,7 @@ def serve_main(reply_fd: int, parent_pid: int, threads: int) -> None:
                 break
             job = json.loads(body.decode("utf-8"))
             cap = int(job.get("max_reply_bytes") or DEFAULT_REPLY_CAP)
+            _warm(job)
             pid, read_fd = fork_worker(job, me, close_in_child=(reply_fd,))
 
             def relay(raw: bytes) -> None:

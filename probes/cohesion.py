@@ -44,9 +44,9 @@ from geoscreen.probes.params import (
     metric_field,
     null_label,
     permutations_field,
-    subspace_coords,
     subspace_field,
     subspace_validator,
+    unit_coords,
 )
 from geoscreen.probes.proximity import similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
@@ -55,7 +55,6 @@ from geoscreen.probes.stats import (
     chunks,
     feature_shuffle_rows,
     gene_perms,
-    normalise_rows,
     row_ranks,
     z_score,
 )
@@ -258,7 +257,7 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     genes retrieve one another is restated in hypotheses/catalogue).
     """
     refs = p.gene_set if isinstance(p.gene_set, list) else [p.gene_set]
-    svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
+    svd, Z, Zn = unit_coords(ctx, layer, p.subspace, p.include_zero_genes)
     n = Z.shape[0]
     sets, skipped = [], []
     family = isinstance(p.gene_set, str) and is_family_ref(p.gene_set)
@@ -284,7 +283,6 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     a, b, starts = _pairs_within(sets)
     sizes = np.array([x.size for x in sets], dtype=float)
     offsets = np.r_[0, np.cumsum(sizes[:-1])].astype(int)
-    Zn = normalise_rows(Z)
     K, fit = None, None
     if p.statistic == "retrieval_auroc" or p.control is not None or p.metric == "euclidean":
         _, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
@@ -305,7 +303,8 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
             _matrix_sums(R, flat[None], offsets, sizes, a, b, starts), sizes, n,
             "retrieval_auroc")[0])
     else:
-        auc_obs = _observed_retrieval(Zn, sets) if p.metric == "cosine" and fit is None else None
+        auc_obs = _observed_retrieval(Zn, sets) if p.metric == "cosine" and fit is None \
+            and not ctx.statistic_only else None
     observed = float(auc_obs if p.statistic == "retrieval_auroc" else sim_obs)  # type: ignore[arg-type]
     rng = ctx.rng(layer)
     matching = None

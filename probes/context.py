@@ -76,12 +76,18 @@ class ProbeContext:
     # Besag-Clifford stopping of Monte Carlo nulls that support it: stop at this many draws as
     # extreme as the observed statistic (None: always all draws; geoscreen.probes.sequential)
     sequential_h: int | None = None
+    # the caller reads only the statistic, the effect and the null mean (a layer profile's
+    # replicates): probes may skip descriptive extras that cost work of their own
+    statistic_only: bool = False
     other_caches: dict[str, Cache] = field(default_factory=dict)
     resources_used: dict[str, dict[str, Any]] = field(default_factory=dict)
     _svds: dict[tuple[str, bool], SVD] = field(default_factory=dict, repr=False)
     _index: dict[str, int] | None = field(default=None, repr=False)
     _resolved: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    # where each layer's SVD came from: 'memory' (a warden loaded it ahead), 'store' (read and
+    # verified here) or 'computed'; recorded in the worker's provenance
+    svd_sources: dict[str, int] = field(default_factory=dict, repr=False)
 
     # -- seeds --------------------------------------------------------------------------------
     def reference_layer(self, layer: str, reference: int | str) -> str:
@@ -132,10 +138,15 @@ class ProbeContext:
         name = svd_store.content_key(self.cache, self.cache.layer_name(layer), include_zero)
         path = svd_store.store_path(Path(self.work_dir) if self.work_dir else default_work_dir(),
                                     name)
-        arrays = svd_store.load(path, name, rows, X)
+        source = "memory"
+        arrays = svd_store.warm_get(self.cache, self.cache.layer_name(layer), name, rows) \
+            if not self.cache.view else None
         if arrays is None:
-            arrays = svd_store.compute(X)
+            source, arrays = "store", svd_store.load(path, name, rows, X)
+        if arrays is None:
+            source, arrays = "computed", svd_store.compute(X)
             svd_store.save(path, name, rows, arrays)
+        self.svd_sources[source] = self.svd_sources.get(source, 0) + 1
         svd = SVD(rows, *arrays)
         self._svds[key] = svd
         return svd

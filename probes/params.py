@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from geoscreen.probes.context import SVD, ProbeContext
+from geoscreen.probes.stats import normalise_rows
 
 Subspace = Literal["full"] | list[int]
 Metric = Literal["cosine", "euclidean"]
@@ -34,6 +35,26 @@ def subspace_coords(ctx: ProbeContext, layer: str, subspace: object,
     svd = ctx.svd(layer, include_zero)
     Z = svd.scores(None if subspace == "full" else list(subspace))  # type: ignore[arg-type]
     return svd, Z
+
+
+def unit_coords(ctx: ProbeContext, layer: str, subspace: object,
+                include_zero: bool) -> tuple[SVD, np.ndarray, np.ndarray]:
+    """(svd, Z, Zn): `subspace_coords` and the same rows scaled to unit norm (zero rows stay 0).
+
+    The last pair built is kept in the context (``ctx.memo[("unit_coords",)]``, one only: each is
+    genes x width), read-only, so repeated calls on one layer — a profile's half-samples, several
+    nulls — share them.
+    """
+    key = (layer, str(subspace), include_zero)
+    last = ctx.memo.get(("unit_coords",))
+    if last is not None and last[0] == key:
+        return last[1]
+    svd, Z = subspace_coords(ctx, layer, subspace, include_zero)
+    Zn = normalise_rows(Z)
+    Z.flags.writeable = False
+    Zn.flags.writeable = False
+    ctx.memo[("unit_coords",)] = (key, (svd, Z, Zn))
+    return svd, Z, Zn
 
 
 def subspace_field(default: object = "full") -> object:

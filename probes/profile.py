@@ -142,7 +142,7 @@ class LayerProfileParams(ProbeParams):
 
 # memo entries that depend on a layer's background only, never on the genes a spec names: a
 # half-sample shares them with the full data; everything else it keeps to itself
-_BACKGROUND_MEMO = ("covariate", "knn", "leiden", "similarity_scorer")
+_BACKGROUND_MEMO = ("covariate", "knn", "leiden", "similarity_scorer", "unit_coords")
 
 
 class _ReplicateMemo(dict):  # type: ignore[type-arg]  (only the methods probes use)
@@ -275,8 +275,8 @@ def _null_settings(curve: str, ctx: ProbeContext) -> dict[str, Any]:
     """How a sub-probe draws its null: for a statistic or excess profile a small null
     (`_fewer_draws`) that never stops early, for an effect profile as the campaign asks."""
     if curve != "effect":
-        return {"alternative": "greater", "sequential_h": None}
-    return {"alternative": "two-sided", "sequential_h": ctx.sequential_h}
+        return {"alternative": "greater", "sequential_h": None, "statistic_only": True}
+    return {"alternative": "two-sided", "sequential_h": ctx.sequential_h, "statistic_only": True}
 
 
 def _value(stat: str, a: np.ndarray, b: np.ndarray | None, pos: np.ndarray,
@@ -386,7 +386,7 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
     # half-samples share the SVDs, the resolved references and the background memo entries
     # (none of which depends on the named genes); each keeps its own record of resources
     shared = {f.name: getattr(ctx, f.name) for f in fields(ProbeContext)
-              if f.name not in ("resources_used", "sequential_h", "alternative")}
+              if f.name not in ("resources_used", "sequential_h", "alternative", "statistic_only")}
     n_rows = len(ctx.cache.genes.symbols)
     keeps = [np.random.default_rng(derive_seed(ctx.seed, "<half-sample>", r)).random(n_rows)
              < p.fraction for r in range(p.replicates)]

@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,3 +113,68 @@ def _freivalds(Xc: np.ndarray, U: np.ndarray, S: np.ndarray, Vt: np.ndarray) -> 
     V = rng.standard_normal((Xc.shape[1], _PROBES))
     residual = np.linalg.norm(Xc @ V - U @ (S[:, None] * (Vt @ V)))
     return bool(residual <= _TOL * (np.linalg.norm(Xc) * np.linalg.norm(V) + 1.0))
+
+
+# -- SVDs verified once and kept in memory (a persistent worker's warden) ----------------------
+# key -> (signature of the files it was verified against, rows, arrays, bytes).  Filled by
+# `warm` in a campaign's warden, which forks one worker per job: the workers inherit the table
+# (copy-on-write) and use an entry only while the layer's and the gene table's files are the
+# ones it was verified against.
+_WARM: OrderedDict[str, tuple[tuple[Any, ...], np.ndarray, Arrays, int]] = OrderedDict()
+
+
+def _files_signature(cache: Cache, layer: str) -> tuple[Any, ...]:
+    """(size, mtime, inode) of the layer's file and of the gene table: any rewrite changes it."""
+    out: list[Any] = []
+    for rel in (cache.manifest["files"][layer], GENES):
+        st = (cache.path / rel).stat()
+        out += [st.st_size, st.st_mtime_ns, st.st_ino]
+    return tuple(out)
+
+
+def warm(cache: Cache, layers: list[str], work_dir: Path, budget_bytes: int,
+         include_zero: bool = False) -> list[str]:
+    """Load and verify the stored SVDs of `layers` into the in-memory table, least recently
+    used first out beyond `budget_bytes`; never computes one (a missing SVD is the worker's to
+    compute and store).  A file larger than the SVD it should hold is not read.  Returns the
+    layers loaded now."""
+    loaded = []
+    for layer in layers:
+        key = content_key(cache, layer, include_zero)
+        sig = _files_signature(cache, layer)
+        have = _WARM.get(key)
+        if have is not None and have[0] == sig:
+            _WARM.move_to_end(key)
+            continue
+        _WARM.pop(key, None)
+        path = store_path(work_dir, key)
+        rows = np.flatnonzero(cache.genes.usable(include_zero))
+        n, d = rows.size, cache.dim
+        r = min(n, d)
+        need = 8 * (n * r + r + r * d + d + n)
+        if need > budget_bytes or not path.is_file() or \
+                path.stat().st_size > need + (1 << 16):
+            continue
+        rows, X = cache.matrix(layer, include_zero=include_zero)
+        arrays = load(path, key, rows, X)
+        if arrays is None:
+            continue
+        _WARM[key] = (sig, rows, arrays, need)
+        loaded.append(layer)
+        while sum(v[3] for v in _WARM.values()) > budget_bytes:
+            _WARM.popitem(last=False)
+    return loaded
+
+
+def warm_get(cache: Cache, layer: str, key: str, rows: np.ndarray) -> Arrays | None:
+    """The in-memory SVD stored under `key` if it was verified against these very files and
+    rows; None otherwise."""
+    have = _WARM.get(key)
+    if have is None or not np.array_equal(have[1], rows):
+        return None
+    try:
+        if have[0] != _files_signature(cache, layer):
+            return None
+    except (OSError, KeyError):
+        return None
+    return have[2]

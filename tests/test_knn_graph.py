@@ -22,6 +22,28 @@ def test_neighbours_match_sklearn():
     assert all(set(a) == set(b) for a, b in zip(ours, ref))
 
 
+def test_float32_neighbours_equal_float64_ones_with_ties():
+    """The float32 product picks the neighbours float64 similarities pick, on anisotropic,
+    hub-heavy rows with exact ties (duplicated genes) and a zero row: near-ties at the k-th place
+    are ranked again in float64."""
+    rng = np.random.default_rng(5)
+    d = 64
+    Z = rng.standard_normal((900, d)) * np.exp(-np.arange(d) / 6)
+    Z[:300] += 3 * rng.standard_normal(d)  # a hub direction shared by a third of the genes
+    Z[:40] = Z[40:80]  # duplicated genes: exact ties at many k-th places
+    Z[500] = 0.0
+    for k in (1, 10, 40):
+        ours = knn_neighbours(Z, k, block=128)
+        U = Z / np.where(np.linalg.norm(Z, axis=1) > 0, np.linalg.norm(Z, axis=1), 1)[:, None]
+        S = U @ U.T
+        np.fill_diagonal(S, -np.inf)
+        for i in range(Z.shape[0]):
+            kth = np.sort(S[i])[-k]
+            assert set(ours[i]) <= set(np.flatnonzero(S[i] >= kth))  # only ties can differ
+            ref = np.argpartition(-S[i], k - 1)[:k]
+            assert set(ours[i]) == set(ref)
+
+
 def test_clustering_matches_networkx():
     Z = np.random.default_rng(1).standard_normal((200, 4))
     nb = knn_neighbours(Z, 6)

@@ -293,3 +293,29 @@ def test_a_cache_with_two_layers_is_refused_before_anything_runs(tmp_path):
     assert preflight(parse_spec(trend, "s"), cache=cache).startswith("field 'across_layers'")
     three = cache_from_layers(tmp_path / "c3", layers + layers[:1])
     assert preflight(parse_spec(spec, "s"), cache=three) == ""
+
+
+def test_statistic_only_and_shared_unit_rows_change_no_number(tmp_path):
+    """A profile's sub-probe runs with ``statistic_only`` (set_cohesion then skips its observed
+    retrieval AUROC, a descriptive extra) and reuses the layer's unit rows from the memo: the
+    statistic, null, p-value and null mean are those of a fresh, full run, and the shared rows
+    cannot be written to."""
+    from geoscreen.probes.params import unit_coords
+
+    layers, a, _ = _layers(4, bump_a=1.0, bump_b=3.0, strength=0.6, size=60)
+    cache = cache_from_layers(tmp_path / "c", layers)
+    prm = {"gene_set": genes_ref(a), "null": "matched", "n_permutations": 99}
+    full = run("set_cohesion", prm, context(cache, tmp_path, seed=3), "L2")
+    lean_ctx = context(cache, tmp_path, seed=3)
+    lean_ctx.statistic_only = True
+    run("set_cohesion", prm, lean_ctx, "L1")  # another layer's rows in the memo first
+    lean = run("set_cohesion", prm, lean_ctx, "L2")
+    again = run("set_cohesion", prm, lean_ctx, "L2")  # from the memo
+    assert full.extra["retrieval_auroc"] is not None and lean.extra["retrieval_auroc"] is None
+    for r in (lean, again):
+        assert (r.statistic, r.p_value, r.effect_size, r.extra["null_mean"]) == \
+            (full.statistic, full.p_value, full.effect_size, full.extra["null_mean"])
+    _, Z, Zn = unit_coords(lean_ctx, "L2", "full", False)
+    with pytest.raises(ValueError):
+        Zn[0, 0] = 1.0
+    assert np.allclose(np.linalg.norm(Zn, axis=1), 1.0)

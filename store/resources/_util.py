@@ -93,10 +93,16 @@ def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 class LazyArrays(Mapping[str, np.ndarray]):
-    """The arrays of an `.npz`, read on first access: a query touches only what it needs."""
+    """The arrays of an `.npz`, read on first access: a query touches only what it needs.
+
+    Fork-safe: a process forked after the file was opened (a persistent worker's warden loads
+    indexes ahead for the workers it forks) opens it again before reading, since the two would
+    otherwise share one file offset."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._npz = np.load(path, allow_pickle=False)  # reads the zip directory only
+        self._pid = os.getpid()
         self._files = set(self._npz.files)
         self._cache: dict[str, np.ndarray] = {}
 
@@ -105,6 +111,9 @@ class LazyArrays(Mapping[str, np.ndarray]):
         if arr is None:
             if key not in self._files:
                 raise KeyError(key)
+            if self._pid != os.getpid():
+                self._npz = np.load(self._path, allow_pickle=False)
+                self._pid = os.getpid()
             arr = self._cache[key] = self._npz[key]
         return arr
 

@@ -359,6 +359,14 @@ def resolve_gene_family(ref: str, field: str = "family") -> GeneFamily:
     return registry.resolve_gene_family(ref, field)
 
 
+def warm_indexes(ref: str) -> list[str]:
+    """Load the indexes of the named resources `ref` uses, resolving nothing (see
+    `registry.warm_indexes`)."""
+    from geoscreen.store.resources import registry
+
+    return registry.warm_indexes(ref)
+
+
 def resolve_pair_set(ref: str) -> PairSet:
     """Resolve a pair-set reference: literal forms, named resources and set algebra."""
     from geoscreen.store.resources import registry

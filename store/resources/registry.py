@@ -504,3 +504,23 @@ def presence(x: GeneSet | PairSet, cache: Any) -> tuple[list[bool], dict[str, in
                        "total": len(flags)}
     flags = [ok(a) and ok(b) and a != b for a, b in zip(x.a, x.b)]
     return flags, {"present": sum(flags), "total": len(flags)}
+
+
+# -- loading ahead --------------------------------------------------------------------------------
+def warm_indexes(text: str) -> list[str]:
+    """Load the query indexes (and the symbol map) of the named resources a reference uses,
+    resolving nothing: a persistent worker's warden does this once so that every worker it forks
+    starts with them.  Literal and ``file:`` atoms are skipped (a user file is read by the
+    worker, under its file policy).  Returns the resources loaded."""
+    from geoscreen.store.resources import symbols
+
+    out = []
+    for r in refs(parse(text)):
+        info = catalog.get(r.name, r.pos + 1)
+        if info.literal or info.name == "file":
+            continue
+        backends.load_index(info.name, info.backend, _version(r))
+        out.append(info.name)
+    if out:
+        symbols.symbol_map()
+    return out

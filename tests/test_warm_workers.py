@@ -1,0 +1,158 @@
+"""Loading ahead in a persistent worker's warden: verified stored SVDs and resource indexes
+kept in memory and inherited by the workers it forks, used only while the files they were
+verified against are unchanged, and never changing a result."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import make_cache
+
+from geoscreen.probes import svd_store
+from geoscreen.probes.context import ProbeContext
+
+
+@pytest.fixture(autouse=True)
+def _empty_table():
+    svd_store._WARM.clear()
+    yield
+    svd_store._WARM.clear()
+
+
+def _stored(tmp_path, layers=("L0", "L1", "L2")):
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12)
+    work = tmp_path / "work"
+    ctx = ProbeContext(cache=cache, seed=0, work_dir=work)
+    svds = {x: ctx.svd(x) for x in layers}
+    assert ctx.svd_sources == {"computed": len(layers)}
+    return cache, work, svds
+
+
+def test_a_warm_svd_is_the_verified_stored_one_and_is_used_as_is(tmp_path):
+    cache, work, svds = _stored(tmp_path)
+    assert svd_store.warm(cache, ["L0", "L1"], work, 1 << 30) == ["L0", "L1"]
+    assert svd_store.warm(cache, ["L0", "L1"], work, 1 << 30) == []  # already there
+    ctx = ProbeContext(cache=cache, seed=0, work_dir=work)
+    got = ctx.svd("L0")
+    key = svd_store.content_key(cache, "L0", False)
+    assert got.U is svd_store._WARM[key][2][0]  # the table's own arrays, not a copy
+    np.testing.assert_array_equal(got.U, svds["L0"].U)
+    ctx.svd("L2")  # not loaded ahead: read from the store and verified
+    assert ctx.svd_sources == {"memory": 1, "store": 1}
+
+
+def test_a_rewritten_layer_file_is_not_served_from_memory(tmp_path):
+    """The entry is tied to the (size, mtime, inode) of the layer's file and the gene table:
+    after a rewrite the worker reads the store again, checked against the file as it is now."""
+    cache, work, svds = _stored(tmp_path)
+    svd_store.warm(cache, ["L0"], work, 1 << 30)
+    layer_file = cache.path / cache.manifest["files"]["L0"]
+    st = layer_file.stat()
+    os.utime(layer_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    ctx = ProbeContext(cache=cache, seed=0, work_dir=work)
+    got = ctx.svd("L0")
+    assert ctx.svd_sources == {"store": 1}
+    np.testing.assert_array_equal(got.U, svds["L0"].U)
+    assert svd_store.warm(cache, ["L0"], work, 1 << 30) == ["L0"]  # loaded again, verified
+
+
+def test_a_forged_or_oversized_store_file_is_never_loaded_ahead(tmp_path):
+    cache, work, _ = _stored(tmp_path)
+    key = svd_store.content_key(cache, "L0", False)
+    path = svd_store.store_path(work, key)
+    with np.load(path) as z:
+        forged = {k: z[k] for k in z.files}
+    forged["U"] = -np.roll(forged["U"], 1, axis=0)
+    np.savez(path, **forged)
+    assert svd_store.warm(cache, ["L0"], work, 1 << 30) == []  # fails verification
+    big = svd_store.store_path(work, svd_store.content_key(cache, "L1", False))
+    with open(big, "ab") as fh:  # a file larger than the SVD it should hold is not read
+        fh.write(b"\0" * (1 << 17))
+    assert svd_store.warm(cache, ["L1"], work, 1 << 30) == []
+    assert svd_store.warm(cache, ["L2"], work, 1000) == []  # over the budget
+    assert not svd_store._WARM
+
+
+def test_the_budget_keeps_the_most_recently_used_svds(tmp_path):
+    cache, work, _ = _stored(tmp_path)
+    one = 8 * (300 * 12 + 12 + 12 * 12 + 12 + 300)  # bytes of one layer's SVD
+    svd_store.warm(cache, ["L0", "L1"], work, 2 * one)
+    svd_store.warm(cache, ["L0"], work, 2 * one)  # L0 used again: L1 is now the oldest
+    svd_store.warm(cache, ["L2"], work, 2 * one)
+    held = {k for k in svd_store._WARM}
+    assert held == {svd_store.content_key(cache, x, False) for x in ("L0", "L2")}
+
+
+def test_lazy_index_arrays_reopen_their_file_after_a_fork(tmp_path):
+    """A forked worker reading an index the warden opened must not move the warden's file
+    offset (two processes reading through one open file description read each other's bytes:
+    what made every worker fail before the indexes reopened their file)."""
+    from geoscreen.store.resources._util import LazyArrays
+
+    path = tmp_path / "index.npz"
+    np.savez(path, a=np.arange(200_000), b=np.arange(50_000) * 2.0)
+    lazy = LazyArrays(path)
+    fd = lazy._npz.zip.fp.fileno()
+    before = os.lseek(fd, 0, os.SEEK_CUR)
+    pid = os.fork()
+    if pid == 0:  # the worker
+        ok = bool((lazy["a"] == np.arange(200_000)).all())
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.lseek(fd, 0, os.SEEK_CUR) == before
+    np.testing.assert_array_equal(lazy["b"], np.arange(50_000) * 2.0)
+
+
+def _job(cache, i, work, spec):
+    from geoscreen.agent.executor import Job
+
+    return Job(i, {"spec": spec, "cache_path": str(cache.path),
+                   "cache_checksum": cache.checksum, "seed": i, "plugins": [],
+                   "work_dir": str(work), "allowed_files": None, "split": None,
+                   "combine_any": "cauchy", "memory_mb": 4000})
+
+
+def test_workers_use_what_their_warden_loaded_and_get_the_same_results(tmp_path, monkeypatch):
+    """Through real persistent workers: the first hypothesis computes and stores the SVDs; the
+    next ones on the same layers get them from their warden's memory; with loading ahead off
+    (GEOSCREEN_WARM_MB=0) they read the store; every result is the same."""
+    from geoscreen.agent.executor import ProcessSandbox
+
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12)
+    planted = ",".join(f"G{i}" for i in range(40))
+    spec = {"statement": "axis 1 separates the planted genes", "probe": "axis_separation",
+            "layers": ["L0", "L1"], "params": {"axis": 1, "positive": f"genes:{planted}"}}
+    out = {}
+    for mb in ("1024", "0"):
+        monkeypatch.setenv("GEOSCREEN_WARM_MB", mb)
+        work = tmp_path / f"work-{mb}"
+        done: dict = {}
+        with ProcessSandbox(workers=1, timeout_s=60, memory_mb=4000, split=False) as box:
+            for i in range(3):  # one job per iteration, one warden for all of them
+                box.run([_job(cache, i, work, spec)], lambda j: None,
+                        lambda r, got=done: got.__setitem__(r.hyp_id, r), lambda: False)
+        assert all(r.ok for r in done.values()), [r.reason for r in done.values()]
+        out[mb] = done
+    warm, cold = out["1024"], out["0"]
+    assert warm[0].outcome.provenance["svd_sources"] == {"computed": 2}
+    assert [warm[i].outcome.provenance["svd_sources"] for i in (1, 2)] == [{"memory": 2}] * 2
+    assert [cold[i].outcome.provenance["svd_sources"] for i in (1, 2)] == [{"store": 2}] * 2
+    for i in range(3):
+        a, b = warm[i].outcome, cold[i].outcome
+        assert [(x.statistic, x.p_value) for x in a.layers] == \
+            [(x.statistic, x.p_value) for x in b.layers]
+
+
+def test_warm_indexes_loads_named_resources_and_never_reads_a_file(tmp_path):
+    from geoscreen.store.resources import backends
+    from geoscreen.store.resources.api import warm_indexes
+
+    backends._LOADED.clear()
+    assert warm_indexes("go:GO:0005840 | trrust:TF=STAT3") == ["go", "trrust"]
+    assert {k[0] for k in backends._LOADED} == {"go", "trrust"}
+    missing = tmp_path / "nowhere.txt"
+    assert warm_indexes(f"file:{missing} & genes:CD19") == []  # not opened, not an error
+    assert warm_indexes("genes:CD19,PAX5") == []
