@@ -1,7 +1,7 @@
 """The paper-scale screen: the offline brainstormer's 63 x 3 campaign, and the engine before.
 
     python benchmarks/bench_screen.py [--iterations 63] [--per-iteration 3] [--workers 2]
-                                      [--sample 8] [--sequential H]
+                                      [--sample 8] [--sequential H] [--warm-mb MB]
 
 Builds a 12 x 4,803 x 512 float32 cache over real gene symbols (so GO, STRING, TRRUST and
 Reactome references resolve), runs the offline brainstormer's campaign on it with `--workers`
@@ -124,7 +124,12 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--sequential", type=int, default=None, metavar="H",
                     help="run the campaign with --sequential-stop H (Besag-Clifford)")
+    ap.add_argument("--warm-mb", type=int, default=None, metavar="MB",
+                    help="GEOSCREEN_WARM_MB for the workers: what a warden may load ahead "
+                         "(0: nothing, each worker reads the SVD store and the indexes itself)")
     args = ap.parse_args()
+    if args.warm_mb is not None:
+        os.environ["GEOSCREEN_WARM_MB"] = str(args.warm_mb)  # the wardens inherit it
     from geoscreen.agent.campaign import CampaignConfig, run_campaign
     from geoscreen.store.cache import write_cache
 
@@ -137,8 +142,9 @@ def main() -> int:
                   * scale for i in range(12)}
         cache = write_cache(root / "cache", layers, _gene_symbols(args.genes), model="bench",
                             synthetic=True)
-        print(f"cache 12 x {args.genes:,} x {args.dim}; {args.workers} workers; load average "
-              f"before: {load()}", flush=True)
+        warm = os.environ.get("GEOSCREEN_WARM_MB", "default")
+        print(f"cache 12 x {args.genes:,} x {args.dim}; {args.workers} workers; loading ahead "
+              f"GEOSCREEN_WARM_MB={warm}; load average before: {load()}", flush=True)
         ledger = root / "screen.sqlite"
         c0, t0 = cpu_s(), time.perf_counter()
         summary = run_campaign(cache.path, ledger, CampaignConfig(
