@@ -387,12 +387,13 @@ def _warm(job: dict[str, Any]) -> None:
             _WARM_CACHE[path] = cache
         if cache.checksum != job.get("cache_checksum", cache.checksum):
             return
-        if spec.layers == "all" or get_probe(spec.probe).whole_stack:
+        whole = get_probe(spec.probe).whole_stack  # reads every layer, whichever it is given
+        if spec.layers == "all" or whole:
             names = list(cache.layers)
         else:
             names = [cache.layer_name(x) for x in spec.layers]
         only = job.get("only_layers")
-        if only is not None and not get_probe(spec.probe).whole_stack:
+        if only is not None and not whole:
             names = [x for x in names if x in set(only)]
         work = Path(job["work_dir"]) if job.get("work_dir") else default_work_dir()
         svd_store.warm(cache, list(dict.fromkeys(names)), work, budget)

@@ -134,22 +134,34 @@ class ProbeContext:
         key = (layer, include_zero)
         if key in self._svds:
             return self._svds[key]
-        rows, X = self.matrix(layer, include_zero)
-        name = svd_store.content_key(self.cache, self.cache.layer_name(layer), include_zero)
-        path = svd_store.store_path(Path(self.work_dir) if self.work_dir else default_work_dir(),
-                                    name)
-        source = "memory"
-        arrays = svd_store.warm_get(self.cache, self.cache.layer_name(layer), name, rows) \
+        stored = self.cache.layer_name(layer)
+        name = svd_store.content_key(self.cache, stored, include_zero)
+        rows = self.cache.usable_rows(include_zero)
+        source = "memory"  # loaded ahead by a warden: no copy of the layer is read here
+        arrays = svd_store.warm_get(self.cache, stored, name, rows) \
             if not self.cache.view else None
         if arrays is None:
+            rows, X = self.matrix(layer, include_zero)
+            path = svd_store.store_path(
+                Path(self.work_dir) if self.work_dir else default_work_dir(), name)
             source, arrays = "store", svd_store.load(path, name, rows, X)
-        if arrays is None:
-            source, arrays = "computed", svd_store.compute(X)
-            svd_store.save(path, name, rows, arrays)
+            if arrays is None:
+                source, arrays = "computed", svd_store.compute(X)
+                svd_store.save(path, name, rows, arrays)
         self.svd_sources[source] = self.svd_sources.get(source, 0) + 1
         svd = SVD(rows, *arrays)
         self._svds[key] = svd
         return svd
+
+    def keep_last(self, slot: str, key: Any, build: Any) -> Any:
+        """`build()`, kept in `memo[(slot,)]` with its `key` and reused while calls ask for the
+        same key; one value per slot (for genes-sized or genes²-sized values of one layer)."""
+        last = self.memo.get((slot,))
+        if last is not None and last[0] == key:
+            return last[1]
+        out = build()
+        self.memo[(slot,)] = (key, out)
+        return out
 
     # -- resources ------------------------------------------------------------------------------
     def _symbol_index(self) -> dict[str, int]:

@@ -41,20 +41,18 @@ def unit_coords(ctx: ProbeContext, layer: str, subspace: object,
                 include_zero: bool) -> tuple[SVD, np.ndarray, np.ndarray]:
     """(svd, Z, Zn): `subspace_coords` and the same rows scaled to unit norm (zero rows stay 0).
 
-    The last pair built is kept in the context (``ctx.memo[("unit_coords",)]``, one only: each is
+    The last pair built is kept in the context (`ProbeContext.keep_last`, one only: each is
     genes x width), read-only, so repeated calls on one layer — a profile's half-samples, several
     nulls — share them.
     """
-    key = (layer, str(subspace), include_zero)
-    last = ctx.memo.get(("unit_coords",))
-    if last is not None and last[0] == key:
-        return last[1]
-    svd, Z = subspace_coords(ctx, layer, subspace, include_zero)
-    Zn = normalise_rows(Z)
-    Z.flags.writeable = False
-    Zn.flags.writeable = False
-    ctx.memo[("unit_coords",)] = (key, (svd, Z, Zn))
-    return svd, Z, Zn
+    def build() -> tuple[SVD, np.ndarray, np.ndarray]:
+        svd, Z = subspace_coords(ctx, layer, subspace, include_zero)
+        Zn = normalise_rows(Z)
+        Z.flags.writeable = False
+        Zn.flags.writeable = False
+        return svd, Z, Zn
+
+    return ctx.keep_last("unit_coords", (layer, str(subspace), include_zero), build)
 
 
 def subspace_field(default: object = "full") -> object:

@@ -275,8 +275,10 @@ def _null_settings(curve: str, ctx: ProbeContext) -> dict[str, Any]:
     """How a sub-probe draws its null: for a statistic or excess profile a small null
     (`_fewer_draws`) that never stops early, for an effect profile as the campaign asks."""
     if curve != "effect":
-        return {"alternative": "greater", "sequential_h": None, "statistic_only": True}
-    return {"alternative": "two-sided", "sequential_h": ctx.sequential_h, "statistic_only": True}
+        null = {"alternative": "greater", "sequential_h": None}
+    else:
+        null = {"alternative": "two-sided", "sequential_h": ctx.sequential_h}
+    return {**null, "statistic_only": True}  # a profile reads no descriptive extra
 
 
 def _value(stat: str, a: np.ndarray, b: np.ndarray | None, pos: np.ndarray,

@@ -67,12 +67,8 @@ def similarity_scorer(ctx: ProbeContext, layer: str, subspace: object, metric: s
     size), so calls on the same layer — several nulls, or a profile's half-samples — share it.
     """
     key = (layer, json.dumps(subspace), metric, control, include_zero)
-    last = ctx.memo.get(("similarity_scorer",))
-    if last is not None and last[0] == key:
-        return last[1]
-    out = _similarity_scorer(ctx, layer, subspace, metric, control, include_zero)
-    ctx.memo[("similarity_scorer",)] = (key, out)
-    return out
+    return ctx.keep_last("similarity_scorer", key, lambda: _similarity_scorer(
+        ctx, layer, subspace, metric, control, include_zero))
 
 
 def _similarity_scorer(ctx: ProbeContext, layer: str, subspace: object, metric: str,

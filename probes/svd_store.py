@@ -148,8 +148,7 @@ def warm(cache: Cache, layers: list[str], work_dir: Path, budget_bytes: int,
             continue
         _WARM.pop(key, None)
         path = store_path(work_dir, key)
-        rows = np.flatnonzero(cache.genes.usable(include_zero))
-        n, d = rows.size, cache.dim
+        n, d = int(cache.genes.usable(include_zero).sum()), cache.dim
         r = min(n, d)
         need = 8 * (n * r + r + r * d + d + n)
         if need > budget_bytes or not path.is_file() or \

@@ -285,6 +285,10 @@ class Cache:
                                  path=str(self.path / MANIFEST), field="extra_files")
         return np.load(self.path / rel, mmap_mode="r", allow_pickle=False)
 
+    def usable_rows(self, include_zero: bool = False) -> np.ndarray:
+        """The row indices `matrix` returns: every gene, or only the non-zero ones."""
+        return np.flatnonzero(self.genes.usable(include_zero))
+
     def matrix(self, layer: str | int, *,
                include_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(rows, X): the row indices used and a float64 copy of those rows of one layer.
@@ -292,7 +296,7 @@ class Cache:
         All-zero rows (out-of-vocabulary genes) are dropped unless `include_zero` is set.
         """
         arr = self.array(layer)
-        rows = np.flatnonzero(self.genes.usable(include_zero))
+        rows = self.usable_rows(include_zero)
         return rows, np.asarray(arr[rows], dtype=np.float64)
 
     def verify(self) -> list[str]:
