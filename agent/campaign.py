@@ -19,6 +19,7 @@ the planned iterations, in extra iterations of their own.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -142,6 +143,16 @@ class CampaignConfig:
         positive(self.iterations, "--iterations", "the number of iterations", integer=True)
         positive(self.per_iteration, "--per-iteration", "proposals per iteration",
                  integer=True)
+        from geoscreen.agent.worker import warm_mb_setting
+
+        try:
+            warm_mb_setting()
+        except ValueError:
+            raise GeoscreenError(
+                "the memory persistent workers may fill ahead must be a whole number of MiB, "
+                f"got {os.environ.get('GEOSCREEN_WARM_MB')!r}", field="GEOSCREEN_WARM_MB",
+                fix="unset it (1024 MiB), or set e.g. GEOSCREEN_WARM_MB=512; 0 turns loading "
+                    "ahead off") from None
         if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha < 1.0):
             raise GeoscreenError(f"the target FDR must be in (0, 1), got {self.alpha!r}",
                                  field="--alpha")

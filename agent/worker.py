@@ -340,13 +340,25 @@ WARM_MB = 1024  # default GEOSCREEN_WARM_MB
 _WARM_CACHE: dict[str, Any] = {}  # the cache the warden last opened, by path
 
 
+def warm_mb_setting() -> int:
+    """GEOSCREEN_WARM_MB as a whole number of MiB, 0 or more (unset: `WARM_MB`); ValueError if
+    it is anything else (the campaign refuses to start with it: `CampaignConfig.check_limits`)."""
+    raw = os.environ.get("GEOSCREEN_WARM_MB", "").strip()
+    if not raw:
+        return WARM_MB
+    mb = int(raw)
+    if mb < 0:
+        raise ValueError(raw)
+    return mb
+
+
 def _warm_budget(job: dict[str, Any]) -> int:
     """Bytes of SVDs a warden may keep: GEOSCREEN_WARM_MB (default `WARM_MB`), at most a
     quarter of the job's memory limit (its workers inherit them in their address space)."""
     try:
-        mb = int(os.environ.get("GEOSCREEN_WARM_MB", "") or WARM_MB)
-    except ValueError:
-        mb = WARM_MB
+        mb = warm_mb_setting()
+    except ValueError:  # refused when the campaign started; changed since: load nothing ahead
+        return 0
     limit = job.get("memory_mb")
     if isinstance(limit, (int, float)) and limit > 0:
         mb = min(mb, int(limit) // 4)

@@ -65,3 +65,36 @@ def test_config_file_limits(tmp_path, value, message):
     with pytest.raises(GeoscreenError) as err:
         load_campaign_config(p)
     assert str(err.value) == f"{p}: field 'llm.timeout_s': {message}"
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "1.5"])
+def test_a_bad_warm_budget_is_refused_before_anything_is_written(small_cache, tmp_path, cli,
+                                                                  value):
+    """GEOSCREEN_WARM_MB (what persistent workers load ahead) is a whole number of MiB."""
+    ledger = tmp_path / "l.sqlite"
+    res = cli("campaign", "run", "--cache", str(small_cache.path), "--ledger", str(ledger),
+              "--brainstormer", "none", env={"GEOSCREEN_WARM_MB": value})
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "field 'GEOSCREEN_WARM_MB'" in res.stderr and repr(value) in res.stderr
+    assert "GEOSCREEN_WARM_MB=512" in res.stderr
+    assert not ledger.exists()
+
+
+def test_warm_budget_values():
+    import os
+
+    from geoscreen.agent.worker import WARM_MB, warm_mb_setting
+
+    old = os.environ.pop("GEOSCREEN_WARM_MB", None)
+    try:
+        assert warm_mb_setting() == WARM_MB
+        os.environ["GEOSCREEN_WARM_MB"] = "0"
+        assert warm_mb_setting() == 0 and CampaignConfig().workers >= 1
+        os.environ["GEOSCREEN_WARM_MB"] = "-1"
+        with pytest.raises(GeoscreenError, match="field 'GEOSCREEN_WARM_MB'"):
+            CampaignConfig()
+    finally:
+        os.environ.pop("GEOSCREEN_WARM_MB", None)
+        if old is not None:
+            os.environ["GEOSCREEN_WARM_MB"] = old
