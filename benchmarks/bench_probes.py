@@ -188,6 +188,16 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                                   "null": "motif_preserving",
                                                   "subspace": list(range(1, 11)),
                                                   "n_permutations": m}),
+        ("regulatory_motifs", "fan_out, degree", {"pairs": refs["trrust_real"],
+                                                  "motif": "fan_out", "n_permutations": m}),
+        ("regulatory_motifs", "fan_out, SV1-10", {"pairs": refs["trrust_real"],
+                                                  "motif": "fan_out",
+                                                  "subspace": list(range(1, 11)),
+                                                  "n_permutations": m}),
+        ("regulatory_motifs", "fan_in, motif_pres", {"pairs": refs["trrust_real"],
+                                                     "motif": "fan_in",
+                                                     "null": "motif_preserving",
+                                                     "n_permutations": m}),
         ("gene_score_association", "norm ~ score", {"quantity": "norm",
                                                     "score": refs["scores"],
                                                     "n_permutations": m}),
@@ -266,6 +276,8 @@ def main() -> int:
                 continue
             info = get_probe(name)
             params = info.validate_params(prm)
+            ctx.memo.clear()  # each variant starts as a campaign's hypothesis does (one-offs
+            # such as a hypothesis's rewired networks land on its first layer: the max column)
             ctx.alternative = info.alternatives[0]
             if args.sequential and ctx.alternative == "two-sided":  # two-sided never stops
                 ctx.alternative = next((a for a in info.alternatives if a != "two-sided"),

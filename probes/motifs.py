@@ -7,7 +7,16 @@ the triad census (Holland & Leinhardt 1976), as in the network-motif analyses of
 (2002):
 
 * ``ffl`` (feed-forward loop, triad 030T): X -> Y, X -> Z, Y -> Z and no other edge among them;
-* ``cascade`` (triad 021C): X -> Y -> Z with no edge between X and Z (and none reciprocated).
+* ``cascade`` (triad 021C): X -> Y -> Z with no edge between X and Z (and none reciprocated);
+* ``fan_out`` (triad 021D): X -> Y, X -> Z and no other edge (two targets of one regulator that
+  do not regulate each other);
+* ``fan_in`` (triad 021U): Y -> X, Z -> X and no other edge (two regulators of one target).
+
+The two star motifs are far more numerous than loops (TRRUST: about 349,000 fan-outs against
+4,200 loops), so they are never listed one by one: with the cosine, the similarity summed over
+every pair of a regulator's targets is (|sum of their unit vectors|^2 - their count) / 2, and
+the few pairs of targets that are themselves joined by an edge (no longer an induced fan-out)
+are subtracted, so each network costs one sparse product of its edges with the coordinates.
 
 Two statistics: ``motif_similarity``, the mean similarity over the three gene pairs of a motif
 instance, averaged over instances; ``motif_vs_edges``, the mean similarity of the network's
@@ -79,7 +88,8 @@ from geoscreen.probes.stats import (
 )
 from geoscreen.result import LayerResult
 
-Motif = Literal["ffl", "cascade"]
+Motif = Literal["ffl", "cascade", "fan_out", "fan_in"]
+STAR_MOTIFS = ("fan_out", "fan_in")
 MotifMatchVar = Literal["in_out_degree", "annotation", "degree", "expression", "norm",
                         "centrality"]
 DEFAULT_MOTIF_MATCH = ("in_out_degree", "centrality")
@@ -94,7 +104,10 @@ class RegulatoryMotifsParams(ProbeParams):
                                                   "trrust:all (a file: or pairs: set is read "
                                                   "in the order its pairs are written)")
     motif: Motif = Field("ffl", description="ffl: feed-forward loop X->Y, X->Z, Y->Z (triad "
-                                            "030T); cascade: X->Y->Z with no X-Z edge (021C)")
+                                            "030T); cascade: X->Y->Z with no X-Z edge (021C); "
+                                            "fan_out: X->Y, X->Z, Y and Z not joined (021D); "
+                                            "fan_in: Y->X, Z->X, Y and Z not joined (021U; "
+                                            "both star motifs with metric cosine)")
     statistic: Literal["motif_similarity", "motif_vs_edges"] = Field(
         "motif_similarity", description="motif_similarity: mean similarity over each motif "
                                         "instance's three gene pairs, averaged over instances; "
@@ -156,6 +169,13 @@ def network(i: np.ndarray, j: np.ndarray) -> Network:
     return Network(genes=genes, src=codes // n, dst=codes % n)
 
 
+def _unique(a: np.ndarray) -> np.ndarray:
+    """np.unique of an int64 array by sorting (numpy's hash-based unique is slower on the
+    sparse, wide-ranged pair codes here)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if a.size else a
+
+
 def _member(sorted_codes: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Whether each query code is in the sorted array."""
     if sorted_codes.size == 0:
@@ -171,11 +191,25 @@ def motif_instances(src: np.ndarray, dst: np.ndarray, n: int, motif: str) -> np.
     ``ffl`` (030T): X->Y, X->Z, Y->Z and no other edge among the three; ``cascade`` (021C):
     X->Y, Y->Z and no other edge.  Both consist of unreciprocated edges, so they are the 2-paths
     X->Y->Z of the network's unreciprocated edges whose ends are joined by an unreciprocated
-    X->Z (ffl) or not joined at all (cascade).  Each instance is listed once.
+    X->Z (ffl) or not joined at all (cascade).  ``fan_out`` (021D): X->Y, X->Z, no edge between
+    Y and Z, listed with Y < Z; ``fan_in`` (021U): Y->X, Z->X likewise (X is the hub, first).
+    Each instance is listed once (star motifs grow as the squared degrees: `star_summary`
+    computes their statistic without this list).
     """
     codes = np.sort(np.asarray(src, dtype=np.int64) * n + np.asarray(dst, dtype=np.int64))
     s, d = codes // n, codes % n
     single = ~_member(codes, d * n + s)
+    if motif in STAR_MOTIFS:
+        hub, leaf = (s[single], d[single]) if motif == "fan_out" else (d[single], s[single])
+        order = np.lexsort((leaf, hub))
+        hub, leaf = hub[order], leaf[order]
+        ptr = np.searchsorted(hub, np.arange(n + 1))
+        after = ptr[hub + 1] - np.arange(hub.size) - 1  # leaves after this one at its hub
+        e = np.repeat(np.arange(hub.size), after)
+        off = np.arange(e.size) - np.repeat(np.cumsum(after) - after, after)
+        x, y, z = hub[e], leaf[e], leaf[e + 1 + off]
+        keep = ~(_member(codes, y * n + z) | _member(codes, z * n + y))
+        return np.stack([x[keep], y[keep], z[keep]], axis=1)
     ms, md, mcodes = s[single], d[single], codes[single]  # still sorted by (src, dst)
     indptr = np.searchsorted(ms, np.arange(n + 1))
     cnt = indptr[md + 1] - indptr[md]  # unreciprocated out-degree of each edge's head
@@ -203,6 +237,37 @@ class MotifSummary:
     w: np.ndarray
     instances: np.ndarray  # motif instances per network
     ok: np.ndarray  # the statistic is defined (enough instances; both edge groups non-empty)
+    # star motifs: groups of nodes (a hub's leaves, CSR) adding g_w[g] * the similarity summed
+    # over every pair of group g's nodes to network g_net[g]
+    g_net: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    g_w: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    g_ptr: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    g_node: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def size(self) -> int:
+        """Weighted pairs plus group nodes (what a cache of summaries holds)."""
+        return int(self.u.size + self.g_node.size)
+
+
+def concat_summaries(parts: list[MotifSummary]) -> MotifSummary:
+    """One summary of the networks of `parts` in order (network k of part b becomes network
+    sum of the earlier parts' network counts + k)."""
+    nets = np.cumsum([0] + [x.instances.size for x in parts])
+    ptr = [np.zeros(1, dtype=np.int64)]
+    start = 0
+    for x in parts:
+        ptr.append(x.g_ptr[1:] + start)
+        start += int(x.g_node.size)
+    return MotifSummary(
+        net=np.concatenate([x.net + nets[b] for b, x in enumerate(parts)]),
+        u=np.concatenate([x.u for x in parts]), v=np.concatenate([x.v for x in parts]),
+        w=np.concatenate([x.w for x in parts]),
+        instances=np.concatenate([x.instances for x in parts]),
+        ok=np.concatenate([x.ok for x in parts]),
+        g_net=np.concatenate([x.g_net + nets[b] for b, x in enumerate(parts)]),
+        g_w=np.concatenate([x.g_w for x in parts]), g_ptr=np.concatenate(ptr),
+        g_node=np.concatenate([x.g_node for x in parts]))
 
 
 def motif_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, motif: str,
@@ -215,6 +280,8 @@ def motif_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, m
     ``motif_vs_edges``: each edge (unordered; a reciprocated pair once) weighs 1 / (edges in a
     motif instance) if it is in one, else -1 / (other edges).
     """
+    if motif in STAR_MOTIFS:
+        return star_summary(src, dst, n_nodes, n_nets, motif, statistic, min_instances)
     N = n_nodes * n_nets
     src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
     inst = motif_instances(src, dst, N, motif)
@@ -239,6 +306,120 @@ def motif_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, m
     lo, hi = codes // N, codes % N
     return MotifSummary(net=lo // n_nodes, u=lo % n_nodes, v=hi % n_nodes, w=wt,
                         instances=count, ok=ok)
+
+
+def star_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, motif: str,
+                 statistic: str, min_instances: int) -> MotifSummary:
+    """`motif_summary` of the star motifs (``fan_out``, ``fan_in``) without listing instances.
+
+    With the hub X and its leaves L(X) (the other ends of its unreciprocated out-edges for
+    fan_out, in-edges for fan_in), the instances at X are the pairs {Y, Z} of L(X) not joined
+    by any edge.  Let T be the triples (X, Y, Z) whose leaves *are* joined (few: one per edge
+    between two leaves of a common hub) and c_X = |L(X)|.  Then
+
+    * instances = sum_X C(c_X, 2) - |T|;
+    * the leaf pairs sum to sum_X [sum over pairs of L(X)] - sum_T sim(Y, Z): a group per hub
+      with weight 1, and the pairs of T with weight -1;
+    * the edge X->Y lies in c_X - 1 - #{T containing X->Y} instances: its weight.
+
+    For ``motif_similarity`` the weights are divided by 3 * instances; ``motif_vs_edges`` needs
+    only the edges (in an instance when their count is positive) and has no groups.
+    """
+    N = n_nodes * n_nets
+    fwd = _unique(np.asarray(src, dtype=np.int64) * N + np.asarray(dst, dtype=np.int64))
+    s, d = fwd // N, fwd % N
+    rev = np.sort(d * N + s)  # the edges as (dst, src) codes, sorted
+    fwd_single, rev_single = fwd[~_member(rev, fwd)], rev[~_member(fwd, rev)]
+    # the unreciprocated edges as (hub, leaf) codes and as (leaf, hub) codes, both sorted
+    star, by_leaf = (fwd_single, rev_single) if motif == "fan_out" else (rev_single, fwd_single)
+    hub, leaf = star // N, star % N
+    c = np.bincount(hub, minlength=N)
+    # T: for each joined pair (a, b), the hubs of a (star edges into a) that also hold b
+    joined = _unique(np.minimum(s, d) * N + np.maximum(s, d))
+    a, b = joined // N, joined % N
+    ll, lh = by_leaf // N, by_leaf % N
+    lptr = np.concatenate([[0], np.cumsum(np.bincount(ll, minlength=N))])
+    swap = (lptr[b + 1] - lptr[b]) < (lptr[a + 1] - lptr[a])  # walk the end with fewer hubs
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    cnt = lptr[a + 1] - lptr[a]
+    rep = np.repeat(np.arange(a.size), cnt)
+    off = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    tx = lh[lptr[a][rep] + off]
+    keep = _member(star, tx * N + b[rep])
+    tx, ty, tz = tx[keep], a[rep][keep], b[rep][keep]
+    hub_net = np.arange(N) // n_nodes
+    count = np.bincount(hub_net, weights=c * (c - 1) / 2, minlength=n_nets) - \
+        np.bincount(tx // n_nodes, minlength=n_nets)
+    count = np.rint(count).astype(np.int64)
+    ok = count >= min_instances
+    # instances holding each star edge
+    in_t = np.searchsorted(star, np.concatenate([tx * N + ty, tx * N + tz]))
+    n_edge = (c[hub] - 1) - np.bincount(in_t, minlength=star.size)
+    if statistic == "motif_similarity":
+        scale = 1.0 / (3.0 * np.maximum(count, 1))
+        eu, ev = np.minimum(hub, leaf), np.maximum(hub, leaf)
+        pu, pv = np.concatenate([eu, ty]), np.concatenate([ev, tz])
+        w = np.concatenate([n_edge.astype(np.float64), -np.ones(ty.size)])
+        net = pu // n_nodes
+        w = w * scale[net]
+        groups = np.flatnonzero(c >= 2)
+        g_net = groups // n_nodes
+        g_ptr = np.concatenate([[0], np.cumsum(c[groups])]).astype(np.int64)
+        take = np.flatnonzero(c[hub] >= 2)  # star edges are sorted by hub: group order
+        keep_w = w != 0
+        return MotifSummary(net=net[keep_w], u=pu[keep_w] % n_nodes, v=pv[keep_w] % n_nodes,
+                            w=w[keep_w], instances=count, ok=ok, g_net=g_net,
+                            g_w=scale[g_net], g_ptr=g_ptr, g_node=leaf[take] % n_nodes)
+    if statistic == "motif_vs_edges":
+        ucodes = joined
+        net = ucodes // N // n_nodes
+        motif_edges = np.unique(np.minimum(hub, leaf)[n_edge > 0] * N +
+                                np.maximum(hub, leaf)[n_edge > 0])
+        in_motif = _member(motif_edges, ucodes)
+        n_in = np.bincount(net[in_motif], minlength=n_nets)
+        n_out = np.bincount(net[~in_motif], minlength=n_nets)
+        w = np.where(in_motif, 1.0 / np.maximum(n_in[net], 1), -1.0 / np.maximum(n_out[net], 1))
+        ok &= (n_in > 0) & (n_out > 0)
+        lo, hi = ucodes // N, ucodes % N
+        return MotifSummary(net=net, u=lo % n_nodes, v=hi % n_nodes, w=w, instances=count,
+                            ok=ok)
+    raise ValueError(f"unknown statistic {statistic!r}")
+
+
+def squared_norms(Zn: np.ndarray) -> np.ndarray:
+    """Each row's squared norm, in Zn's precision, as float64."""
+    return np.einsum("ij,ij->i", Zn, Zn).astype(np.float64)
+
+
+def group_pair_sums(Zn: np.ndarray, rows: np.ndarray, ptr: np.ndarray,
+                    norms: np.ndarray | None = None) -> np.ndarray:
+    """For each group g (rows[ptr[g]:ptr[g+1]] of Zn, unit vectors), the inner product summed over
+    its unordered pairs: (|sum of its vectors|^2 - sum of their squared norms) / 2, through one
+    sparse product per block of groups.  Zn may be float32 (3x faster than float64 in scipy's
+    sparse product), and so are its squared sums, subtracted in float64; `norms` (Zn's squared
+    row norms) may be given to save recomputing them.  A group's value depends only on its own
+    rows, so it is the same whatever the blocks (the observed network and the rewired ones go
+    through the same arithmetic)."""
+    from scipy import sparse
+
+    G = ptr.size - 1
+    out = np.empty(G)
+    if G == 0:
+        return out
+    if norms is None:
+        norms = squared_norms(Zn)
+    block = max(1, 4_000_000 // max(Zn.shape[1], 1))
+    gid = np.repeat(np.arange(G), np.diff(ptr))
+    for g0 in range(0, G, block):
+        g1 = min(G, g0 + block)
+        lo, hi = int(ptr[g0]), int(ptr[g1])
+        B = sparse.csr_matrix((np.ones(hi - lo, dtype=Zn.dtype), rows[lo:hi],
+                               ptr[g0:g1 + 1] - lo), shape=(g1 - g0, Zn.shape[0]))
+        V = np.asarray(B @ Zn)
+        out[g0:g1] = (np.einsum("ij,ij->i", V, V).astype(np.float64) -
+                      np.bincount(gid[lo:hi] - g0, weights=norms[rows[lo:hi]],
+                                  minlength=g1 - g0)) / 2.0
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -349,17 +530,16 @@ class Rewiring:
         if k < len(done):
             return done[k]
         D = self._networks(k)
-        parts = [motif_summary(self.net.src, d, self.net.n, 1, motif, statistic,
-                               min_instances) for d in D]
-        s = MotifSummary(
-            net=np.repeat(np.arange(len(parts)), [x.u.size for x in parts]),
-            u=np.concatenate([x.u for x in parts]), v=np.concatenate([x.v for x in parts]),
-            w=np.concatenate([x.w for x in parts]),
-            instances=np.concatenate([x.instances for x in parts]),
-            ok=np.concatenate([x.ok for x in parts]))
-        if k == len(done) and self.cached_pairs + s.u.size <= SUMMARY_CACHE_PAIRS:
+        if motif in STAR_MOTIFS:  # the batch as one disjoint union (same arithmetic per network)
+            off = (np.arange(D.shape[0], dtype=np.int64) * self.net.n)[:, None]
+            s = star_summary((self.net.src[None, :] + off).ravel(), (D + off).ravel(),
+                             self.net.n, D.shape[0], motif, statistic, min_instances)
+        else:
+            s = concat_summaries([motif_summary(self.net.src, d, self.net.n, 1, motif,
+                                                statistic, min_instances) for d in D])
+        if k == len(done) and self.cached_pairs + s.size <= SUMMARY_CACHE_PAIRS:
             done.append(s)
-            self.cached_pairs += s.u.size
+            self.cached_pairs += s.size
         return s
 
 
@@ -435,6 +615,28 @@ def _similarity(scorer: PairScorer) -> Callable[[np.ndarray, np.ndarray], np.nda
     return sim
 
 
+def _relabelled_groups(Zn: np.ndarray, cols: np.ndarray, ptr: np.ndarray, gw: np.ndarray,
+                       ) -> Callable[[np.ndarray], np.ndarray]:
+    """f(P) -> for each row of P (m, labels: label -> row of Zn), sum_g gw[g] * the inner
+    product summed over the pairs of group g, whose labels are cols[ptr[g]:ptr[g+1]]: the
+    groups of a few relabellings stacked into one `group_pair_sums` call (its sparse matrix
+    takes the relabelled rows as column indices, so no relabelled copy of Zn is made)."""
+    G, L = ptr.size - 1, cols.size
+    step = max(1, 8_000_000 // max(G * Zn.shape[1], 1))
+    norms = squared_norms(Zn)
+
+    def f(P: np.ndarray) -> np.ndarray:
+        out = np.empty(P.shape[0])
+        for a in range(0, P.shape[0], step):
+            rows = P[a:a + step, cols]  # (k, L)
+            k = rows.shape[0]
+            stacked = (ptr[None, :-1] + L * np.arange(k)[:, None]).ravel()
+            sums = group_pair_sums(Zn, rows.ravel(), np.append(stacked, k * L), norms)
+            out[a:a + k] = sums.reshape(k, G) @ gw
+        return out
+    return f
+
+
 @dataclass
 class _Counts:
     """Motif counts of the null networks used (degree_preserving)."""
@@ -451,8 +653,9 @@ class _Counts:
     nulls=("degree_preserving", "motif_preserving", "gene_shuffle"),
     version="1.0",
     statistic="mean similarity over the gene pairs of each instance of a regulatory motif "
-              "(feed-forward loop or cascade) of a directed network, averaged over instances; "
-              "or the mean similarity of motif edges minus that of the network's other edges",
+              "(feed-forward loop, cascade, fan-out or fan-in) of a directed network, averaged "
+              "over instances; or the mean similarity of motif edges minus that of the "
+              "network's other edges",
     effect="z of the statistic against the null (0 = the motif's genes are no closer than in "
            "relabelled or rewired networks)",
     alternatives=("greater", "less", "two-sided"),
@@ -471,11 +674,18 @@ class _Counts:
          "params": {"pairs": "trrust:all", "motif": "cascade", "null": "motif_preserving",
                     "subspace": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
          "alternative": "greater", "across_layers": "any"},
+        {"statement": "Pairs of TRRUST targets that share a regulator (fan-outs) sit closer "
+                      "together in the top ten singular axes than in networks rewired with "
+                      "the same in- and out-degrees",
+         "params": {"pairs": "trrust:all", "motif": "fan_out",
+                    "subspace": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
+         "alternative": "greater", "across_layers": "any"},
     ],
 )
 def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> LayerResult:
-    """Whether the genes of a directed network's motifs (feed-forward loops, cascades) sit
-    closer together than the same motif structure would with other genes.
+    """Whether the genes of a directed network's motifs (feed-forward loops, cascades,
+    fan-outs, fan-ins) sit closer together than the same motif structure would with other
+    genes.
 
     Returns
     -------
@@ -485,11 +695,18 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     Notes
     -----
     The pair set is read as a simple directed network on the genes present in the layer.  Its
-    motif instances are the induced triads 030T (``ffl``: X->Y, X->Z, Y->Z) or 021C
-    (``cascade``: X->Y->Z, X and Z not joined) of the triad census.  With sim the cosine (or
-    negative Euclidean distance) in the chosen space, ``motif_similarity`` is
-    (1/N) sum over instances of (sim(X,Y) + sim(X,Z) + sim(Y,Z)) / 3, and ``motif_vs_edges`` is
-    the mean sim over edges that lie in an instance minus the mean over the other edges.
+    motif instances are the induced triads 030T (``ffl``: X->Y, X->Z, Y->Z), 021C
+    (``cascade``: X->Y->Z, X and Z not joined), 021D (``fan_out``: X->Y, X->Z, Y and Z not
+    joined) or 021U (``fan_in``: Y->X, Z->X, Y and Z not joined) of the triad census.  With
+    sim the cosine (or negative Euclidean distance) in the chosen space, ``motif_similarity``
+    is (1/N) sum over instances of (sim(X,Y) + sim(X,Z) + sim(Y,Z)) / 3, and
+    ``motif_vs_edges`` is the mean sim over edges that lie in an instance minus the mean over
+    the other edges.  The star motifs (fan_out, fan_in) take the cosine only: their pairs of
+    leaves are summed as (|sum of unit vectors|^2 - count) / 2 per hub, in float32 (see
+    `star_summary`), never listed.  Their degree-preserving null is exact for networks
+    uniform given their degrees but not for every network: a network that co-targets its hubs
+    more than its degrees imply, with its hubs close together, is called too often
+    (docs/probes.md, "Star motifs and the degree-preserving null").
 
     Nulls: ``degree_preserving`` (default) recounts the motifs of networks rewired by global
     curveball trades keeping every in- and out-degree, drawn by Besag & Clifford's (1989)
@@ -527,6 +744,12 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
+    star = p.motif in STAR_MOTIFS
+    if star and p.metric != "cosine":
+        raise GeoscreenError(
+            f"the {p.motif} motif is computed for metric cosine only (its instances are every "
+            "pair of a hub's leaves, hundreds of thousands in TRRUST, summed through unit "
+            "vectors)", field="params.metric", fix="metric: cosine")
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     i, j, _ = ctx.pair_rows(p.pairs, param="pairs", min_size=1,
                             include_zero=p.include_zero_genes)
@@ -541,12 +764,24 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
             fix="use a larger directed pair set, another motif, or lower min_instances")
     scorer = PairScorer(Z, p.metric)
     sim = _similarity(scorer)
+    # unit rows (cosine) in float32 for the star motifs' sparse products
+    Zn = np.asarray(scorer.Z, dtype=np.float32) if star and scorer.Z is not None else None
+    zn_norms = squared_norms(Zn) if Zn is not None else None
     matching = None
     counts = _Counts()
+
+    def values(s: MotifSummary, nb: int) -> np.ndarray:
+        """The statistic of each of the summary's `nb` networks."""
+        vals = np.bincount(s.net, weights=s.w * sim(net.genes[s.u], net.genes[s.v]),
+                           minlength=nb)
+        if s.g_net.size:
+            assert Zn is not None
+            vals += np.bincount(s.g_net, weights=s.g_w * group_pair_sums(
+                Zn, net.genes[s.g_node], s.g_ptr, zn_norms), minlength=nb)
+        return vals
+
     if p.null == "degree_preserving":
-        observed = float(np.bincount(obs.net, weights=obs.w * sim(net.genes[obs.u],
-                                                                  net.genes[obs.v]),
-                                     minlength=1)[0])
+        observed = float(values(obs, 1)[0])
         rewired = _rewiring(ctx, p, net)
 
         def draws() -> Iterator[np.ndarray]:
@@ -554,8 +789,7 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
             while True:
                 s = rewired.summary(k, p.motif, p.statistic, p.min_instances)
                 nb = s.instances.size
-                vals = np.bincount(s.net, weights=s.w * sim(net.genes[s.u], net.genes[s.v]),
-                                   minlength=nb)
+                vals = values(s, nb)
                 counts.counts.append(s.instances[s.ok])
                 counts.left_out += int((~s.ok).sum())
                 yield vals[s.ok]
@@ -568,17 +802,26 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
                         "the finding (see motif_count in a result with lower min_instances)",
                         field="params.min_instances", fix="lower min_instances")
     else:
-        used, inv = np.unique(np.concatenate([obs.u, obs.v]), return_inverse=True)
-        u, v, w = inv[:obs.u.size], inv[obs.u.size:], obs.w
+        used, inv = np.unique(np.concatenate([obs.u, obs.v, obs.g_node]), return_inverse=True)
+        nu = obs.u.size
+        u, v, w = inv[:nu], inv[nu:2 * nu], obs.w
         members = net.genes[used]
         if scorer.factor is not None:  # cosine in a few axes: trace(Z_P' W Z_P), no gathers
             factor = scorer.factor
 
-            def weighted(P: np.ndarray) -> np.ndarray:
+            def pair_part(P: np.ndarray) -> np.ndarray:
                 return low_rank_pair_sums(factor, u, v, P, w)
         else:
-            def weighted(P: np.ndarray) -> np.ndarray:
+            def pair_part(P: np.ndarray) -> np.ndarray:
                 return sim(P[:, u], P[:, v]) @ w
+        if obs.g_net.size:
+            assert Zn is not None
+            group_part = _relabelled_groups(Zn, inv[2 * nu:], obs.g_ptr, obs.g_w)
+
+            def weighted(P: np.ndarray) -> np.ndarray:
+                return pair_part(P) + group_part(P)
+        else:
+            weighted = pair_part
         observed = float(weighted(members[None])[0])
         strata = motif_strata(ctx, layer, svd, net, list(p.match), p.match_bins, members) \
             if p.null == "motif_preserving" else None
@@ -599,7 +842,7 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     null = seq.null
     extra: dict[str, Any] = {
         **seq.record(), "motif": p.motif, "motif_count": n_inst,
-        "motif_genes": int(np.unique(np.concatenate([obs.u, obs.v])).size),
+        "motif_genes": int(np.unique(np.concatenate([obs.u, obs.v, obs.g_node])).size),
         "network_genes": net.n, "network_edges": int(net.src.size),
         "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
         "subspace": p.subspace, "metric": p.metric, "matching": matching}

@@ -1,7 +1,7 @@
 """benchmarks/bench_probes.py at a small size: the size options build the cache they name, and
-the rows of the probes changed for speed (edge direction, motifs, the whole-stack profile on
-its planted modules) run and print a timing.  The full run and its figures: docs/probes.md
-(Speed) and docs/benchmarks.md."""
+the rows of the probes changed for speed (edge direction, motifs with the star motifs, the
+whole-stack profile on its planted modules) run and print a timing.  The full run and its
+figures: docs/probes.md (Speed) and docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_small_run_prints_a_row_per_variant(tmp_path):
     assert "built 12 x 3000 x 16 cache" in out
     rows = re.findall(r"^(edge_direction|regulatory_motifs|layer_profile)\s+.*?\s(\d+)\s+"
                       r"([\d.]+)\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, flags=re.M)
-    assert [r[0] for r in rows] == ["edge_direction"] * 2 + ["regulatory_motifs"] * 4 + \
+    assert [r[0] for r in rows] == ["edge_direction"] * 2 + ["regulatory_motifs"] * 7 + \
         ["layer_profile"], out
-    assert all(r[1] == "99" for r in rows[:6])  # the permutations asked for
+    assert all(r[1] == "99" for r in rows[:9])  # the permutations asked for
     assert all(float(r[2]) > 0 for r in rows)

@@ -38,13 +38,17 @@ from geoscreen.probes import nulls
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.motifs import (
     Rewiring,
+    concat_summaries,
     curveball,
+    group_pair_sums,
     motif_instances,
     motif_summary,
     network,
 )
 
 N, D = 300, 10
+STARS = ("fan_out", "fan_in")
+CENSUS = {"ffl": "030T", "cascade": "021C", "fan_out": "021D", "fan_in": "021U"}
 
 
 # -- networks and layers --------------------------------------------------------------------
@@ -137,8 +141,9 @@ def brute_force(A: np.ndarray, motif: str) -> set[tuple[int, int, int]]:
         if len({x, y, z}) < 3:
             continue
         arcs = {(a, b) for a, b in product((x, y, z), repeat=2) if a != b and A[a, b]}
-        want = {(x, y), (x, z), (y, z)} if motif == "ffl" else {(x, y), (y, z)}
-        if arcs == want:
+        want = {"ffl": {(x, y), (x, z), (y, z)}, "cascade": {(x, y), (y, z)},
+                "fan_out": {(x, y), (x, z)}, "fan_in": {(y, x), (z, x)}}[motif]
+        if arcs == want and (motif not in STARS or y < z):
             out.add((x, y, z))
     return out
 
@@ -153,7 +158,7 @@ def test_motif_instances_equal_the_triad_census(seed):
     G.add_edges_from(zip(s.tolist(), d.tolist()))
     census = nx.triadic_census(G)
     by_type = nx.triads_by_type(G)
-    for motif, code in (("ffl", "030T"), ("cascade", "021C")):
+    for motif, code in CENSUS.items():
         inst = motif_instances(s, d, 14, motif)
         assert len(inst) == census[code]
         assert sorted(tuple(sorted(t)) for t in inst.tolist()) == \
@@ -167,11 +172,17 @@ def test_the_summary_is_the_plain_mean_over_instances():
     s, d = np.nonzero(A)
     S = rng.standard_normal((25, 25))
     S = S + S.T
-    for motif in ("ffl", "cascade"):
+    F = rng.standard_normal((25, 6))
+    F /= np.linalg.norm(F, axis=1, keepdims=True)
+    for motif in CENSUS:
+        if motif in STARS:  # their groups sum inner products: S must be a cosine matrix
+            S = F @ F.T
         inst = motif_instances(s, d, 25, motif)
         sm = motif_summary(s, d, 25, 1, motif, "motif_similarity", 1)
+        assert sm.instances[0] == len(inst) and (sm.g_net.size > 0) == (motif in STARS)
         loop = np.mean([(S[x, y] + S[x, z] + S[y, z]) / 3 for x, y, z in inst])
-        assert (sm.w * S[sm.u, sm.v]).sum() == pytest.approx(loop)
+        groups = (sm.g_w * group_pair_sums(F, sm.g_node, sm.g_ptr)).sum()
+        assert (sm.w * S[sm.u, sm.v]).sum() + groups == pytest.approx(loop, rel=1e-12)
         ve = motif_summary(s, d, 25, 1, motif, "motif_vs_edges", 1)
         edges = {(min(a, b), max(a, b)) for a, b in zip(s, d)}
         in_motif = {(min(a, b), max(a, b)) for t in inst for a, b in
@@ -325,6 +336,10 @@ def test_real_geometry(real_cache, tmp_path):
     ps = pvalues(ctx, beta, {"min_instances": 3}, layers)
     report("degree_preserving/motif_similarity, beta-model networks, MiniLM", ps)
     assert_calibrated(ps)
+    for motif in STARS:
+        ps = pvalues(ctx, beta, {"motif": motif, "min_instances": 3}, layers)
+        report(f"degree_preserving/{motif}/motif_similarity, beta-model networks, MiniLM", ps)
+        assert_calibrated(ps)
     A = structured_network(rng, n_net=300, n_tf=45)
     placed = []
     for r, layer in enumerate(layers):
@@ -434,3 +449,174 @@ def test_the_low_rank_path_is_the_weighted_mean_of_gathered_similarities(tmp_pat
     loop = np.mean([(Zs[x] @ Zs[y] + Zs[x] @ Zs[z] + Zs[y] @ Zs[z]) / 3 for x, y, z in inst])
     assert r.statistic == pytest.approx(loop, rel=1e-9)
     assert r.n_permutations == 99 and 0 < r.p_value <= 1
+
+
+# -- star motifs (fan_out 021D, fan_in 021U) ------------------------------------------------
+def test_star_batches_are_computed_as_each_network_alone():
+    """A batch of rewired networks is summarised as one disjoint union: every network's value,
+    instance count and definedness equal those of its own summary bit for bit (the observed
+    network goes through the same arithmetic as the null ones)."""
+    rng = np.random.default_rng(5)
+    net = network(*np.nonzero(random_digraph(rng, 40, 0.12)))
+    rewired = Rewiring(net, 3, rng)
+    F = rng.standard_normal((net.n, 5))
+    F /= np.linalg.norm(F, axis=1, keepdims=True)
+    S = F @ F.T
+
+    def values(x, nb):
+        return np.bincount(x.net, x.w * S[x.u, x.v], minlength=nb) + np.bincount(
+            x.g_net, x.g_w * group_pair_sums(F, x.g_node, x.g_ptr), minlength=nb)
+    for motif, stat in product(STARS, ("motif_similarity", "motif_vs_edges")):
+        batch = rewired.summary(0, motif, stat, 1)
+        D = rewired._networks(0)
+        alone = concat_summaries([motif_summary(net.src, d, net.n, 1, motif, stat, 1)
+                                  for d in D])
+        nb = D.shape[0]
+        assert (values(batch, nb) == values(alone, nb)).all()
+        assert (batch.instances == alone.instances).all() and (batch.ok == alone.ok).all()
+        brute = [len(motif_instances(net.src, d, net.n, motif)) for d in D[:10]]
+        assert batch.instances[:10].tolist() == brute
+
+
+@pytest.mark.parametrize("motif", STARS)
+def test_star_statistic_is_the_mean_over_instances_under_every_null(tmp_path, motif):
+    """Full space and a subspace, each null: the observed statistic is the plain mean over the
+    enumerated instances of the cosines; the relabelling nulls' values equal a brute-force
+    recomputation on the relabelled network for the same draws."""
+    from geoscreen.probes.motifs import _relabelled_groups
+    from geoscreen.probes.stats import normalise_rows
+
+    rng = np.random.default_rng(2)
+    ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((N, D))]), tmp_path)
+    ref = pairs_file(tmp_path / "e.tsv", *beta_network(rng, np.exp(rng.normal(0, 1, N))))
+    svd = ctx.svd("L0")
+    net = network(*[svd.local(x) for x in ctx.pair_rows(ref, param="pairs")[:2]])
+    inst = motif_instances(net.src, net.dst, net.n, motif)
+    assert len(inst) > 100
+    for sub in (None, [1, 2, 3]):
+        k = 3 if sub else svd.S.size
+        Zs = normalise_rows(svd.U[:, :k] * svd.S[:k])
+        g = net.genes[inst]
+        loop = np.mean((np.einsum("ij,ij->i", Zs[g[:, 0]], Zs[g[:, 1]]) +
+                        np.einsum("ij,ij->i", Zs[g[:, 0]], Zs[g[:, 2]]) +
+                        np.einsum("ij,ij->i", Zs[g[:, 1]], Zs[g[:, 2]])) / 3)
+        for null in ("degree_preserving", "motif_preserving", "gene_shuffle"):
+            prm = {"pairs": ref, "motif": motif, "null": null, "n_permutations": 99,
+                   **({"subspace": sub} if sub else {})}
+            r = run("regulatory_motifs", prm, ctx, "L0")
+            # degree_preserving gathers edge cosines from the float32 similarity matrix
+            # float32 unit vectors in the star sums (and float32 edge cosines for
+            # degree_preserving's similarity matrix)
+            assert r.statistic == pytest.approx(loop, rel=2e-5), (sub, null)
+            assert r.n == len(inst) and r.n_permutations == 99 and 0 < r.p_value <= 1
+    # the relabelled groups: sum over pairs of each group's relabelled cosines
+    sm = motif_summary(net.src, net.dst, net.n, 1, motif, "motif_similarity", 1)
+    Zs = normalise_rows(rng.standard_normal((N, 7)))
+    P = np.stack([rng.choice(N, net.n, replace=False) for _ in range(5)])
+    f = _relabelled_groups(Zs, sm.g_node, sm.g_ptr, sm.g_w)
+    want = [sum(w * sum(Zs[P[r, a]] @ Zs[P[r, b]] for q, a in enumerate(nodes)
+                        for b in nodes[q + 1:])
+                for w, nodes in zip(sm.g_w, np.split(sm.g_node, sm.g_ptr[1:-1])))
+            for r in range(5)]
+    np.testing.assert_allclose(f(P), want, rtol=1e-10)  # float64 in, float64 out
+
+
+@pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
+def test_star_motifs_are_calibrated_on_beta_model_networks(tmp_path, geometry):
+    rng = np.random.default_rng(30 if geometry == "gaussian" else 31)
+    reps = 120
+    data = [hub_heavy(rng) if geometry == "hub_heavy" else
+            (rng.standard_normal((N, D)), np.exp(rng.normal(0, 1, N))) for _ in range(reps)]
+    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
+    refs = [pairs_file(tmp_path / f"e{r}.tsv", *beta_network(rng, w))
+            for r, (_, w) in enumerate(data)]
+    layers = [f"L{r}" for r in range(reps)]
+    for motif in STARS:
+        for stat in ("motif_similarity", "motif_vs_edges"):
+            ps = pvalues(ctx, refs, {"motif": motif, "statistic": stat, "min_instances": 3},
+                         layers)
+            assert_calibrated(ps)
+            report(f"degree_preserving/{motif}/{stat}, beta-model networks, {geometry}", ps)
+
+
+@pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
+def test_star_motifs_motif_preserving_on_placed_networks(tmp_path, geometry):
+    rng = np.random.default_rng(40 if geometry == "gaussian" else 41)
+    reps, n = 120, 800
+    data = [hub_heavy(rng, n) if geometry == "hub_heavy" else
+            (rng.standard_normal((n, D)), np.exp(rng.normal(0, 1, n))) for _ in range(reps)]
+    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
+    A = structured_network(rng)
+    refs = [pairs_file(tmp_path / f"e{r}.tsv",
+                       *place(rng, A, np.flatnonzero(w >= np.quantile(w, 0.75)), n))
+            for r, (_, w) in enumerate(data)]
+    layers = [f"L{r}" for r in range(reps)]
+    for motif in STARS:
+        ps = pvalues(ctx, refs, {"motif": motif, "null": "motif_preserving"}, layers)
+        c = report(f"motif_preserving/{motif}/motif_similarity, placed networks, {geometry}",
+                   ps)
+        if geometry == "gaussian":
+            assert_calibrated(ps)
+            continue
+        # star statistics weigh a node by its squared degree, so the few strata that mix
+        # hub-placed and other genes weigh more than in loops: the FPR stays in its band, but
+        # the p-values may lean small (fan_out: KS p 0.001); the null is labelled conditional
+        assert c["fpr"] <= c["band_hi"]
+        assert nulls.describe("motif_preserving").real_geometry == "conditional"
+        if motif == "fan_out":
+            # degree_preserving on this loop-rich network is not exact for star motifs: the
+            # network co-targets its hubs more than random networks with its degrees do, and
+            # its hubs sit together (the labelled failure in docs/probes.md: fan_out
+            # motif_similarity FPR 0.18-0.23 over the networks tried; motif_vs_edges 0.03-0.10
+            # with p-values leaning small on some networks, printed here)
+            c = report(f"degree_preserving/{motif}/motif_similarity, placed networks, "
+                       f"{geometry}", pvalues(ctx, refs[:60], {"motif": motif}, layers[:60]))
+            assert c["fpr"] > c["band_hi"]
+            report(f"degree_preserving/{motif}/motif_vs_edges, placed networks, {geometry}",
+                   pvalues(ctx, refs[:60], {"motif": motif, "statistic": "motif_vs_edges"},
+                           layers[:60]))
+
+
+def test_planted_co_targets_are_found(tmp_path):
+    """A modular network (8 modules of 5 regulators x 8 targets, each regulator -> each target
+    of its module with probability 0.8, plus 60 edges across modules): the targets of each
+    module pulled towards their centroid (fan-outs are close), or the regulators (fan-ins);
+    found against both nulls, and the untouched layer is not."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((N, D))
+    genes = rng.permutation(N)
+    regs, tgts = genes[:40].reshape(8, 5), genes[40:104].reshape(8, 8)
+    s, t = [], []
+    for k in range(8):
+        a, b = np.nonzero(rng.random((5, 8)) < 0.8)
+        s += regs[k][a].tolist()
+        t += tgts[k][b].tolist()
+    s += rng.choice(regs.ravel(), 60).tolist()
+    t += rng.choice(tgts.ravel(), 60).tolist()
+    ref = pairs_file(tmp_path / "modules.tsv", s, t)
+    for motif, groups in (("fan_out", tgts), ("fan_in", regs)):
+        Y = X.copy()
+        for g in groups:
+            c = X[g].mean(axis=0)
+            Y[g] = c + 0.3 * (X[g] - c)
+        ctx = context(cache_from_layers(tmp_path / motif, [X, Y]), tmp_path)
+        for null in ("degree_preserving", "motif_preserving"):
+            prm = {"pairs": ref, "motif": motif, "null": null, "n_permutations": 499}
+            hit, none = (run("regulatory_motifs", prm, ctx, layer) for layer in ("L1", "L0"))
+            print(f"\nplanted {motif}, {null}: z {hit.effect_size:.1f}, p {hit.p_value:.4f}; "
+                  f"untouched z {none.effect_size:.1f}, p {none.p_value:.3f}")
+            assert hit.p_value <= 0.01 and hit.effect_size > 4, (motif, null)
+            assert none.p_value > 0.05 and abs(none.effect_size) < 2
+
+
+def test_star_motifs_refuse_the_euclidean_metric(tmp_path):
+    rng = np.random.default_rng(0)
+    ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((60, 5))]), tmp_path)
+    ref = pairs_file(tmp_path / "star.tsv", [0, 0, 0, 1], [1, 2, 3, 4])
+    with pytest.raises(GeoscreenError, match="metric cosine only") as err:
+        run("regulatory_motifs", {"pairs": ref, "motif": "fan_out", "metric": "euclidean"},
+            ctx, "L0")
+    assert err.value.field == "params.metric"
+    r = run("regulatory_motifs", {"pairs": ref, "motif": "fan_out", "min_instances": 3,
+                                  "n_permutations": 99}, ctx, "L0")
+    assert r.n == 3  # 0 -> {1, 2, 3}; 1 -> 4 adds none
