@@ -10,6 +10,8 @@ claims are tested against set-level nulls (matched, degree-preserving), never fe
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,6 +84,27 @@ def _resolve(raw: dict[str, Any]) -> ResolvedSpec | None:
         return parse_spec(raw, "offline proposal")
     except GeoscreenError:
         return None
+
+
+def claim_key(r: ResolvedSpec) -> str:
+    """The spec's hash with its permutation count left out: the same claim tested with more or
+    fewer draws (`fit_resolution` raises the count at one online level and cannot at a later,
+    lower one) has one key, so a campaign tests it once."""
+    c = r.canonical()
+    c["params"] = {k: v for k, v in c["params"].items() if k != "n_permutations"}
+    blob = json.dumps(c, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _claims(history: list[Any]) -> set[str]:
+    """`claim_key` of every hypothesis in a campaign's ledger (specs that no longer resolve,
+    e.g. a probe since removed, are left out: their hash still guards them)."""
+    out = set()
+    for h in history:
+        r = _resolve(dict(h.spec))
+        if r is not None:
+            out.add(claim_key(r))
+    return out
 
 
 def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] | None:
@@ -485,6 +508,7 @@ class OfflineBrainstormer:
         for pool in pools.values():
             pool.sort(key=lambda c: (c[0], c[1]))
         seen = set(state.hashes)
+        claims = _claims(state.history)
         batch = ProposalBatch(retire=retire)
         skipped: list[str] = []
         unrunnable: list[str] = []
@@ -521,9 +545,10 @@ class OfflineBrainstormer:
                 elif note:
                     raw = {**raw, "rationale": f"{why}; {note}"}
                 r = _resolve(raw)
-                if r is None or r.hash in seen:
+                if r is None or r.hash in seen or claim_key(r) in claims:
                     continue
                 seen.add(r.hash)
+                claims.add(claim_key(r))
                 if state.cache.get("path") and (why_not := check_against_cache(r, state.cache)):
                     unrunnable.append(f"{statement[:80]}: {why_not[:160]}")
                     continue  # a reference not in this cache or not installed: would only fail

@@ -41,6 +41,19 @@ def test_quick_run_agrees_and_prints_the_table(bench, capsys):
     assert "load average before" in out and "load average after" in out
 
 
+def test_sequential_rows_stop_early_on_the_unstructured_layer(bench, capsys):
+    """--sequential-stop adds a row after each permutation statistic; the pairs are not
+    structured on this layer, so each null stops well before its 999 draws."""
+    import re
+
+    assert bench.main(["--quick", "--genes", "500", "--dim", "16", "--permutations", "999",
+                       "--knn-null-draws", "0", "--sequential-stop", "10"]) == 0
+    out = capsys.readouterr().out
+    used = [int(x) for x in re.findall(r"(\d+) of 999 draws, p", out)]
+    assert out.count("same, probe --sequential-stop 10") == 2 and len(used) == 2, out
+    assert all(10 <= u < 500 for u in used), used
+
+
 def test_reimplementations_compute_the_published_formulas(bench, tmp_path):
     """The scripts' statistics by hand on a small layer: the co-pole rate is the share of pairs
     inside one 10% pole, the axis distance the mean |difference|, and a planted 2-d plane gives

@@ -103,3 +103,36 @@ def test_ripser_draws_keep_their_count_and_say_so():
     h0 = {**ph, "params": {**ph["params"], "dims": [0]}}  # H0 draws are batched: raised
     raw, note = fit_resolution(h0, _state(5e-4))
     assert raw["params"]["n_permutations"] == 4999
+
+
+def test_a_claim_tested_with_raised_draws_is_not_proposed_again_with_fewer():
+    """At 5e-4 the brainstormer raises some claims to 1999 or 4999 draws.  At a later, lower
+    level no count reaches, the same claims would come back with their default count ("tested
+    for the offline family only") -- a second test of one claim under another hash.  The
+    brainstormer keys claims without their permutation count, so none comes back."""
+    from geoscreen.agent.brainstorm import claim_key
+    from geoscreen.agent.state import HypView
+
+    first = OfflineBrainstormer().propose(_state(5e-4), 40)
+    raised = [r for r in first.accepted if "n_permutations raised" in r.spec.rationale]
+    assert raised
+    history = [HypView(id=k + 1, iteration=1, hash=r.hash, probe=r.spec.probe, family=r.family,
+                       statement=r.spec.statement, spec=r.to_record(), source="offline",
+                       status="done", p_value=0.5, q_bh=0.5, significant=False,
+                       effect_name="z", effect_size=0.0, parents=(), error="")
+               for k, r in enumerate(first.accepted)]
+    state = CampaignState(campaign_id=1, seed=0, iteration=2, alpha=0.05, history=history,
+                          cache={"n_layers": 6}, online_level=1e-5)
+    later = OfflineBrainstormer().propose(state, 40)
+    assert later.accepted
+    tested = {claim_key(r) for r in first.accepted}
+    assert not [r.spec.statement for r in later.accepted if claim_key(r) in tested]
+    # and the key does ignore the count: a raised claim and its default share it
+    r = raised[0]
+    default = {"statement": r.spec.statement, "probe": r.spec.probe, "layers": r.spec.layers,
+               "across_layers": r.spec.across_layers, "alternative": r.alternative,
+               "params": {k: v for k, v in r.params.items() if k != "n_permutations"}}
+    from geoscreen.hypotheses.loader import parse_spec
+
+    d = parse_spec(default, "test")
+    assert d.hash != r.hash and claim_key(d) == claim_key(r)
