@@ -115,6 +115,34 @@ def place(rng: np.random.Generator, A: np.ndarray, hub_genes: np.ndarray, n: int
     return genes[s], genes[t]
 
 
+def beta_replicates(tmp_path, geometry: str, seed: int, reps: int = 120,
+                    ) -> tuple[ProbeContext, list[str], list[str]]:
+    """`reps` layers (Gaussian or hub-heavy, N x D), each with its own beta-model network whose
+    hubs follow the layer's hub weights: (context, pair-file refs, layer names)."""
+    rng = np.random.default_rng(seed)
+    data = [hub_heavy(rng) if geometry == "hub_heavy" else
+            (rng.standard_normal((N, D)), np.exp(rng.normal(0, 1, N))) for _ in range(reps)]
+    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
+    refs = [pairs_file(tmp_path / f"e{r}.tsv", *beta_network(rng, w))
+            for r, (_, w) in enumerate(data)]
+    return ctx, refs, [f"L{r}" for r in range(reps)]
+
+
+def placed_replicates(tmp_path, geometry: str, seed: int, reps: int = 120, n: int = 800,
+                      ) -> tuple[ProbeContext, list[str], list[str]]:
+    """`reps` layers of `n` genes and one loop-rich network placed on each, its most connected
+    quarter on the layer's top-quartile hub genes: (context, pair-file refs, layer names)."""
+    rng = np.random.default_rng(seed)
+    data = [hub_heavy(rng, n) if geometry == "hub_heavy" else
+            (rng.standard_normal((n, D)), np.exp(rng.normal(0, 1, n))) for _ in range(reps)]
+    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
+    A = structured_network(rng)
+    refs = [pairs_file(tmp_path / f"e{r}.tsv",
+                       *place(rng, A, np.flatnonzero(w >= np.quantile(w, 0.75)), n))
+            for r, (_, w) in enumerate(data)]
+    return ctx, refs, [f"L{r}" for r in range(reps)]
+
+
 def pvalues(ctx: ProbeContext, refs: list[str], params: dict, layers: list[str]) -> list[float]:
     """One p-value per replicate (its own network, layer and seed)."""
     out = []
@@ -257,14 +285,7 @@ def test_rewired_networks_are_drawn_once_per_hypothesis(tmp_path):
 # -- calibration ----------------------------------------------------------------------------
 @pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
 def test_degree_preserving_is_calibrated_on_beta_model_networks(tmp_path, geometry):
-    rng = np.random.default_rng(10 if geometry == "gaussian" else 11)
-    reps = 120
-    data = [hub_heavy(rng) if geometry == "hub_heavy" else
-            (rng.standard_normal((N, D)), np.exp(rng.normal(0, 1, N))) for _ in range(reps)]
-    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
-    refs = [pairs_file(tmp_path / f"e{r}.tsv", *beta_network(rng, w))
-            for r, (_, w) in enumerate(data)]
-    layers = [f"L{r}" for r in range(reps)]
+    ctx, refs, layers = beta_replicates(tmp_path, geometry, 10 if geometry == "gaussian" else 11)
     stats_ = ("motif_similarity", "motif_vs_edges") if geometry == "hub_heavy" else \
         ("motif_similarity",)
     for stat in stats_:
@@ -281,16 +302,7 @@ def test_degree_preserving_is_calibrated_on_beta_model_networks(tmp_path, geomet
 
 @pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
 def test_motif_preserving_is_calibrated_on_placed_networks(tmp_path, geometry):
-    rng = np.random.default_rng(20 if geometry == "gaussian" else 21)
-    reps, n = 120, 800
-    data = [hub_heavy(rng, n) if geometry == "hub_heavy" else
-            (rng.standard_normal((n, D)), np.exp(rng.normal(0, 1, n))) for _ in range(reps)]
-    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
-    A = structured_network(rng)
-    refs = [pairs_file(tmp_path / f"e{r}.tsv",
-                       *place(rng, A, np.flatnonzero(w >= np.quantile(w, 0.75)), n))
-            for r, (_, w) in enumerate(data)]
-    layers = [f"L{r}" for r in range(reps)]
+    ctx, refs, layers = placed_replicates(tmp_path, geometry, 20 if geometry == "gaussian" else 21)
     for stat in ("motif_similarity", "motif_vs_edges"):
         ps = pvalues(ctx, refs, {"null": "motif_preserving", "statistic": stat}, layers)
         assert_calibrated(ps)
@@ -523,14 +535,7 @@ def test_star_statistic_is_the_mean_over_instances_under_every_null(tmp_path, mo
 
 @pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
 def test_star_motifs_are_calibrated_on_beta_model_networks(tmp_path, geometry):
-    rng = np.random.default_rng(30 if geometry == "gaussian" else 31)
-    reps = 120
-    data = [hub_heavy(rng) if geometry == "hub_heavy" else
-            (rng.standard_normal((N, D)), np.exp(rng.normal(0, 1, N))) for _ in range(reps)]
-    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
-    refs = [pairs_file(tmp_path / f"e{r}.tsv", *beta_network(rng, w))
-            for r, (_, w) in enumerate(data)]
-    layers = [f"L{r}" for r in range(reps)]
+    ctx, refs, layers = beta_replicates(tmp_path, geometry, 30 if geometry == "gaussian" else 31)
     for motif in STARS:
         for stat in ("motif_similarity", "motif_vs_edges"):
             ps = pvalues(ctx, refs, {"motif": motif, "statistic": stat, "min_instances": 3},
@@ -541,16 +546,7 @@ def test_star_motifs_are_calibrated_on_beta_model_networks(tmp_path, geometry):
 
 @pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
 def test_star_motifs_motif_preserving_on_placed_networks(tmp_path, geometry):
-    rng = np.random.default_rng(40 if geometry == "gaussian" else 41)
-    reps, n = 120, 800
-    data = [hub_heavy(rng, n) if geometry == "hub_heavy" else
-            (rng.standard_normal((n, D)), np.exp(rng.normal(0, 1, n))) for _ in range(reps)]
-    ctx = context(cache_from_layers(tmp_path / "c", [x for x, _ in data]), tmp_path)
-    A = structured_network(rng)
-    refs = [pairs_file(tmp_path / f"e{r}.tsv",
-                       *place(rng, A, np.flatnonzero(w >= np.quantile(w, 0.75)), n))
-            for r, (_, w) in enumerate(data)]
-    layers = [f"L{r}" for r in range(reps)]
+    ctx, refs, layers = placed_replicates(tmp_path, geometry, 40 if geometry == "gaussian" else 41)
     for motif in STARS:
         ps = pvalues(ctx, refs, {"motif": motif, "null": "motif_preserving"}, layers)
         c = report(f"motif_preserving/{motif}/motif_similarity, placed networks, {geometry}",
