@@ -96,17 +96,6 @@ def claim_key(r: ResolvedSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _claims(history: list[Any]) -> set[str]:
-    """`claim_key` of every hypothesis in a campaign's ledger (specs that no longer resolve,
-    e.g. a probe since removed, are left out: their hash still guards them)."""
-    out = set()
-    for h in history:
-        r = _resolve(dict(h.spec))
-        if r is not None:
-            out.add(claim_key(r))
-    return out
-
-
 def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] | None:
     """An example adapted to this cache, or None if it cannot run here.
 
@@ -462,6 +451,18 @@ class OfflineBrainstormer:
 
     name: str = "offline"
     retire_after: int = RETIRE_AFTER
+    # spec hash -> claim_key of the ledger's hypotheses, so each spec is resolved once per
+    # campaign rather than once per iteration (None: it no longer resolves, e.g. a probe since
+    # removed; its hash still guards it)
+    _claim_keys: dict[str, str | None] = field(default_factory=dict, repr=False)
+
+    def _claims(self, history: list[HypView]) -> set[str]:
+        """`claim_key` of every hypothesis in the campaign's ledger."""
+        for h in history:
+            if h.hash not in self._claim_keys:
+                r = _resolve(dict(h.spec))
+                self._claim_keys[h.hash] = claim_key(r) if r is not None else None
+        return {k for h in history if (k := self._claim_keys[h.hash]) is not None}
 
     def _retire(self, state: CampaignState) -> dict[str, str]:
         tested = Counter(h.family for h in state.tested if h.status == "done")
@@ -508,7 +509,7 @@ class OfflineBrainstormer:
         for pool in pools.values():
             pool.sort(key=lambda c: (c[0], c[1]))
         seen = set(state.hashes)
-        claims = _claims(state.history)
+        claims = self._claims(state.history)
         batch = ProposalBatch(retire=retire)
         skipped: list[str] = []
         unrunnable: list[str] = []
@@ -545,10 +546,10 @@ class OfflineBrainstormer:
                 elif note:
                     raw = {**raw, "rationale": f"{why}; {note}"}
                 r = _resolve(raw)
-                if r is None or r.hash in seen or claim_key(r) in claims:
+                if r is None or r.hash in seen or (key := claim_key(r)) in claims:
                     continue
                 seen.add(r.hash)
-                claims.add(claim_key(r))
+                claims.add(key)
                 if state.cache.get("path") and (why_not := check_against_cache(r, state.cache)):
                     unrunnable.append(f"{statement[:80]}: {why_not[:160]}")
                     continue  # a reference not in this cache or not installed: would only fail

@@ -85,7 +85,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import _gene_symbols  # noqa: E402  (same folder)
+from bench_core import _gene_symbols, stopping_alternative  # noqa: E402  (same folder)
 
 PAIRS = "string:>=700"
 
@@ -239,9 +239,8 @@ def probe_runner(ctx, name: str, params: dict, sequential_h: int | None = None,
 
     info = get_probe(name)
     p = info.validate_params(params)
-    alternative = info.alternatives[0]
-    if sequential_h is not None and alternative == "two-sided":
-        alternative = next(a for a in info.alternatives if a != "two-sided")
+    alternative = info.alternatives[0] if sequential_h is None else \
+        stopping_alternative(info.alternatives)
 
     def run() -> object:
         ctx.memo.clear()

@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_core import stopping_alternative  # noqa: E402  (same folder)
+
 N_GENES, DIM, N_LAYERS = 4803, 512, 12
 
 
@@ -278,10 +281,8 @@ def main() -> int:
             params = info.validate_params(prm)
             ctx.memo.clear()  # each variant starts as a campaign's hypothesis does (one-offs
             # such as a hypothesis's rewired networks land on its first layer: the max column)
-            ctx.alternative = info.alternatives[0]
-            if args.sequential and ctx.alternative == "two-sided":  # two-sided never stops
-                ctx.alternative = next((a for a in info.alternatives if a != "two-sided"),
-                                       ctx.alternative)
+            ctx.alternative = stopping_alternative(info.alternatives) if args.sequential \
+                else info.alternatives[0]
             times, cpu, results = time_layers(info, ctx, params, layers)
             drawn = [res.extra.get("null_draws_used") for res in results]
             descriptive = getattr(params, "null", "") == "none" or \

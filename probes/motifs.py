@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import SVD, ProbeContext
@@ -139,6 +139,17 @@ class RegulatoryMotifsParams(ProbeParams):
     n_permutations: int = permutations_field()
 
     _check_subspace = subspace_validator("subspace")
+
+    @field_validator("metric")
+    @classmethod
+    def _star_motifs_are_cosine(cls, metric: str, info: ValidationInfo) -> str:
+        motif = info.data.get("motif")
+        if motif in STAR_MOTIFS and metric != "cosine":
+            raise ValueError(
+                f"the {motif} motif is computed for metric cosine only (its instances are "
+                "every pair of a hub's leaves, hundreds of thousands in TRRUST, summed through "
+                "unit vectors); use metric: cosine")
+        return metric
 
 
 # ------------------------------------------------------------------------------------------
@@ -347,10 +358,8 @@ def star_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, mo
     tx = lh[lptr[a][rep] + off]
     keep = _member(star, tx * N + b[rep])
     tx, ty, tz = tx[keep], a[rep][keep], b[rep][keep]
-    hub_net = np.arange(N) // n_nodes
-    count = np.bincount(hub_net, weights=c * (c - 1) / 2, minlength=n_nets) - \
+    count = (c * (c - 1) // 2).reshape(n_nets, n_nodes).sum(axis=1) - \
         np.bincount(tx // n_nodes, minlength=n_nets)
-    count = np.rint(count).astype(np.int64)
     ok = count >= min_instances
     # instances holding each star edge
     in_t = np.searchsorted(star, np.concatenate([tx * N + ty, tx * N + tz]))
@@ -373,8 +382,8 @@ def star_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, mo
     if statistic == "motif_vs_edges":
         ucodes = joined
         net = ucodes // N // n_nodes
-        motif_edges = np.unique(np.minimum(hub, leaf)[n_edge > 0] * N +
-                                np.maximum(hub, leaf)[n_edge > 0])
+        motif_edges = _unique(np.minimum(hub, leaf)[n_edge > 0] * N +
+                              np.maximum(hub, leaf)[n_edge > 0])
         in_motif = _member(motif_edges, ucodes)
         n_in = np.bincount(net[in_motif], minlength=n_nets)
         n_out = np.bincount(net[~in_motif], minlength=n_nets)
@@ -616,14 +625,14 @@ def _similarity(scorer: PairScorer) -> Callable[[np.ndarray, np.ndarray], np.nda
 
 
 def _relabelled_groups(Zn: np.ndarray, cols: np.ndarray, ptr: np.ndarray, gw: np.ndarray,
-                       ) -> Callable[[np.ndarray], np.ndarray]:
+                       norms: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """f(P) -> for each row of P (m, labels: label -> row of Zn), sum_g gw[g] * the inner
     product summed over the pairs of group g, whose labels are cols[ptr[g]:ptr[g+1]]: the
     groups of a few relabellings stacked into one `group_pair_sums` call (its sparse matrix
-    takes the relabelled rows as column indices, so no relabelled copy of Zn is made)."""
+    takes the relabelled rows as column indices, so no relabelled copy of Zn is made); `norms`
+    are Zn's `squared_norms`."""
     G, L = ptr.size - 1, cols.size
     step = max(1, 8_000_000 // max(G * Zn.shape[1], 1))
-    norms = squared_norms(Zn)
 
     def f(P: np.ndarray) -> np.ndarray:
         out = np.empty(P.shape[0])
@@ -744,12 +753,7 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
-    star = p.motif in STAR_MOTIFS
-    if star and p.metric != "cosine":
-        raise GeoscreenError(
-            f"the {p.motif} motif is computed for metric cosine only (its instances are every "
-            "pair of a hub's leaves, hundreds of thousands in TRRUST, summed through unit "
-            "vectors)", field="params.metric", fix="metric: cosine")
+    star = p.motif in STAR_MOTIFS  # cosine only (the params refuse another metric)
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     i, j, _ = ctx.pair_rows(p.pairs, param="pairs", min_size=1,
                             include_zero=p.include_zero_genes)
@@ -815,8 +819,8 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
             def pair_part(P: np.ndarray) -> np.ndarray:
                 return sim(P[:, u], P[:, v]) @ w
         if obs.g_net.size:
-            assert Zn is not None
-            group_part = _relabelled_groups(Zn, inv[2 * nu:], obs.g_ptr, obs.g_w)
+            assert Zn is not None and zn_norms is not None
+            group_part = _relabelled_groups(Zn, inv[2 * nu:], obs.g_ptr, obs.g_w, zn_norms)
 
             def weighted(P: np.ndarray) -> np.ndarray:
                 return pair_part(P) + group_part(P)

@@ -495,7 +495,7 @@ def test_star_statistic_is_the_mean_over_instances_under_every_null(tmp_path, mo
     """Full space and a subspace, each null: the observed statistic is the plain mean over the
     enumerated instances of the cosines; the relabelling nulls' values equal a brute-force
     recomputation on the relabelled network for the same draws."""
-    from geoscreen.probes.motifs import _relabelled_groups
+    from geoscreen.probes.motifs import _relabelled_groups, squared_norms
     from geoscreen.probes.stats import normalise_rows
 
     rng = np.random.default_rng(2)
@@ -525,7 +525,7 @@ def test_star_statistic_is_the_mean_over_instances_under_every_null(tmp_path, mo
     sm = motif_summary(net.src, net.dst, net.n, 1, motif, "motif_similarity", 1)
     Zs = normalise_rows(rng.standard_normal((N, 7)))
     P = np.stack([rng.choice(N, net.n, replace=False) for _ in range(5)])
-    f = _relabelled_groups(Zs, sm.g_node, sm.g_ptr, sm.g_w)
+    f = _relabelled_groups(Zs, sm.g_node, sm.g_ptr, sm.g_w, squared_norms(Zs))
     want = [sum(w * sum(Zs[P[r, a]] @ Zs[P[r, b]] for q, a in enumerate(nodes)
                         for b in nodes[q + 1:])
                 for w, nodes in zip(sm.g_w, np.split(sm.g_node, sm.g_ptr[1:-1])))
@@ -605,7 +605,22 @@ def test_planted_co_targets_are_found(tmp_path):
             assert none.p_value > 0.05 and abs(none.effect_size) < 2
 
 
-def test_star_motifs_refuse_the_euclidean_metric(tmp_path):
+def test_star_motifs_refuse_the_euclidean_metric(tmp_path, cli):
+    """Refused when the spec is read: `queue add` exits 2 with one line naming the file, the
+    field and the fix, and the ledger keeps what it held."""
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("hypotheses:\n  - statement: loops\n    probe: regulatory_motifs\n"
+                    "    params: {pairs: \"trrust:all\"}\n")
+    bad.write_text("hypotheses:\n  - statement: fan-outs\n    probe: regulatory_motifs\n"
+                   "    params: {pairs: \"trrust:all\", motif: fan_out, metric: euclidean}\n")
+    ledger = tmp_path / "l.sqlite"
+    assert cli("queue", "add", str(good), "--ledger", str(ledger)).returncode == 0
+    before = ledger.read_bytes()
+    res = cli("queue", "add", str(bad), "--ledger", str(ledger))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert "bad.yaml" in line and "params.metric" in line and "use metric: cosine" in line
+    assert ledger.read_bytes() == before
     rng = np.random.default_rng(0)
     ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((60, 5))]), tmp_path)
     ref = pairs_file(tmp_path / "star.tsv", [0, 0, 0, 1], [1, 2, 3, 4])
