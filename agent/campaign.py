@@ -542,11 +542,17 @@ def ledger_callbacks(ledger: Ledger, reporter: Reporter, guard: CacheGuard | Non
     return on_start, on_done
 
 
+def shared_null_seed(campaign_seed: int) -> int:
+    """The seed of the nulls every hypothesis of a campaign shares on a layer (the spectrum's
+    feature-shuffle copies; `geoscreen.probes.null_store`): from the campaign seed alone."""
+    return derive_seed(campaign_seed, "<shared nulls>")
+
+
 def job_for(h: Hypothesis, cache: Cache, cfg: CampaignConfig, seed: int) -> Job:
     return Job(h.id, {
         "spec": h.spec, "cache_path": str(cache.path), "cache_checksum": cache.checksum,
         "seed": derive_seed(seed, h.hash), "plugins": list(cfg.plugins),
-        "work_dir": cfg.work_dir,
+        "work_dir": cfg.work_dir, "null_seed": shared_null_seed(seed),
         # what the worker lets the probe read: a model's spec only the allowed folders
         "allowed_files": list(cfg.allow_files) if h.source.startswith("llm:") else None,
         # with a registered gene split the screen sees only its own genes

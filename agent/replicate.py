@@ -201,6 +201,7 @@ def replicate(ledger_path: str | Path, cache_path: str | Path | None, *, selecti
         _finish_iteration,
         _StopFlag,
         ledger_callbacks,
+        shared_null_seed,
     )
     from geoscreen.agent.executor import Job, ProcessSandbox
     from geoscreen.probes.context import derive_seed
@@ -262,6 +263,7 @@ def replicate(ledger_path: str | Path, cache_path: str | Path | None, *, selecti
             jobs = [Job(h.id, {"spec": h.spec, "cache_path": str(cache.path),
                                "cache_checksum": cache.checksum,
                                "seed": derive_seed(conf.seed, h.hash),
+                               "null_seed": shared_null_seed(conf.seed),
                                "plugins": list(cfg.plugins), "work_dir": cfg.work_dir,
                                "split": split_job,
                                "combine_any": (conf.config or {}).get("combine_any", "cauchy")})

@@ -128,7 +128,7 @@ def run_job(job: dict[str, Any]) -> Outcome | PartialOutcome:
         with file_policy(job.get("allowed_files")):
             cache, universe = universe_view(cache, spec.universe, job.get("work_dir"))
     ctx = ProbeContext(cache=cache, seed=int(job["seed"]), alternative=resolved.alternative,
-                       sequential_h=job.get("sequential_h"),
+                       sequential_h=job.get("sequential_h"), null_seed=job.get("null_seed"),
                        work_dir=job.get("work_dir"))
     layers = cache.layers if spec.layers == "all" else [cache.layer_name(x) for x in spec.layers]
     if job.get("only_layers") is not None:
@@ -147,6 +147,7 @@ def run_job(job: dict[str, Any]) -> Outcome | PartialOutcome:
         "effect_null": info.effect_null,
         "python": platform.python_version(), "numpy": np.__version__,
         "scipy": scipy.__version__, "seed": int(job["seed"]),
+        **({"null_seed": int(job["null_seed"])} if job.get("null_seed") is not None else {}),
         **({"sequential_h": job["sequential_h"]} if job.get("sequential_h") else {}),
         **({"gene_split": job["split"]} if job.get("split") else {}),
         **({"universe": universe} if universe else {}),

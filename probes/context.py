@@ -44,6 +44,7 @@ class SVD:
     S: np.ndarray  # (r,)
     Vt: np.ndarray  # (r, dim)
     mean: np.ndarray  # (dim,)
+    key: str | None = None  # the store's content key (`svd_store.content_key`)
 
     def local(self, cache_rows: np.ndarray) -> np.ndarray:
         """Positions in this SVD's row order of the given cache rows (all must be present)."""
@@ -79,6 +80,9 @@ class ProbeContext:
     # the caller reads only the statistic, the effect and the null mean (a layer profile's
     # replicates): probes may skip descriptive extras that cost work of their own
     statistic_only: bool = False
+    # seed of the nulls every hypothesis of a campaign shares on a layer (`shared_null_seed`);
+    # None: the hypothesis seed (a context of its own shares with nobody)
+    null_seed: int | None = None
     other_caches: dict[str, Cache] = field(default_factory=dict)
     resources_used: dict[str, dict[str, Any]] = field(default_factory=dict)
     _svds: dict[tuple[str, bool], SVD] = field(default_factory=dict, repr=False)
@@ -106,6 +110,27 @@ class ProbeContext:
             raise GeoscreenError(f"layer {layer} is its own reference", field="params.reference",
                                  fix="leave the reference layer out of layers")
         return ref
+
+    def shared_null_seed(self, layer: str, stream: str) -> int:
+        """Seed of a null drawn once per layer and shared by every hypothesis that uses it
+        (`geoscreen.probes.null_store`): from the campaign's null seed (the hypothesis seed when
+        the context has none), the layer and the null's name; never from the data."""
+        base = self.null_seed if self.null_seed is not None else self.seed
+        return derive_seed(base, "<shared null>", layer, stream)
+
+    def store_base(self) -> Path:
+        """The folder of stored SVDs and shared nulls."""
+        return Path(self.work_dir) if self.work_dir else default_work_dir()
+
+    def shared_null(self, svd: SVD, name: str, seed: int, make: Any, step: int,
+                    invariant: Any = None) -> Any:
+        """The `geoscreen.probes.null_store.SharedNull` of null `name` with `seed` on the layer
+        whose SVD is `svd`: its stored draws (checked), then new ones from `make`."""
+        from geoscreen.probes import null_store
+
+        key = null_store.null_key(svd.key or "", name, seed)
+        return null_store.SharedNull(null_store.null_path(self.store_base(), key), key, make,
+                                     step, memo=self.memo, invariant=invariant)
 
     def layer_seed(self, layer: str) -> int:
         return derive_seed(self.seed, layer)
@@ -142,14 +167,13 @@ class ProbeContext:
             if not self.cache.view else None
         if arrays is None:
             rows, X = self.matrix(layer, include_zero)
-            path = svd_store.store_path(
-                Path(self.work_dir) if self.work_dir else default_work_dir(), name)
+            path = svd_store.store_path(self.store_base(), name)
             source, arrays = "store", svd_store.load(path, name, rows, X)
             if arrays is None:
                 source, arrays = "computed", svd_store.compute(X)
                 svd_store.save(path, name, rows, arrays)
         self.svd_sources[source] = self.svd_sources.get(source, 0) + 1
-        svd = SVD(rows, *arrays)
+        svd = SVD(rows, *arrays, key=name)
         self._svds[key] = svd
         return svd
 

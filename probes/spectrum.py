@@ -118,6 +118,18 @@ def feature_shuffle_eigenvalue_batches(X: np.ndarray, m: int,
         yield gram_eigenvalues32(Y)
 
 
+def feature_shuffle_copies(Xt: np.ndarray, start: int, stop: int, seed: int) -> np.ndarray:
+    """Covariance eigenvalues of feature-shuffled copies ``start .. stop - 1`` of a centred
+    matrix given transposed, (d, n) float32: copy q permutes every column with its own generator
+    seeded from (seed, q), so each copy can be remade alone (the shared, stored null of
+    `geoscreen.probes.null_store`)."""
+    d, n = Xt.shape
+    Y = np.empty((stop - start, d, n), dtype=np.float32)
+    for t, q in enumerate(range(start, stop)):
+        np.random.default_rng((seed, q)).permuted(Xt, axis=1, out=Y[t])
+    return gram_eigenvalues32(Y)
+
+
 def feature_shuffle_eigenvalues(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
     """(m, min(n, d)) covariance eigenvalues of `m` feature-shuffled copies of centred X.
 
@@ -210,6 +222,13 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
       whether a gene set is special.  (Cheaper group-based draws -- independent cyclic rotations
       or affine maps of the columns -- are exact too, but their null laws differ detectably from
       this one on hub-heavy data, two-sample KS p < 1e-3, so they are not offered.)
+      On the whole layer (no ``gene_set``) the copies do not depend on the hypothesis: copy q is
+      drawn from a generator seeded by (the campaign's null seed, the layer, q), and the spectra
+      of the copies are stored next to the layer's SVD (`geoscreen.probes.null_store`), so every
+      spectrum hypothesis of a campaign on that layer, whatever its measure, tests against the
+      same draws and the second one reads them instead of drawing them (the seed, and how many
+      draws were read and how many made, are kept in ``extra["shared_null"]``).  With a
+      ``gene_set`` the copies are drawn from the hypothesis seed, as before.
 
     References
     ----------
@@ -252,19 +271,33 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
     pval, extra, nperm = None, {}, 0
     ev: float | None = None
     if p.null == "feature_shuffle":
-        rng = ctx.rng(layer, "feature_shuffle")
-        tested = float(spectrum_measure(
-            gram_eigenvalues32(np.ascontiguousarray(X.T, dtype=np.float32)[None])[0],
-            p.measure, p.k))
-        seq = besag_clifford(
-            (spectrum_measure(e, p.measure, p.k)
-             for e in feature_shuffle_eigenvalue_batches(X, p.n_permutations, rng)),
-            tested, ctx.alternative, p.n_permutations, ctx.sequential_h)
+        Xt = np.ascontiguousarray(X.T, dtype=np.float32)
+        tested = float(spectrum_measure(gram_eigenvalues32(Xt[None])[0], p.measure, p.k))
+        shared = None
+        if p.gene_set is None and svd.key:  # the whole layer: one null per layer and campaign
+            seed = ctx.shared_null_seed(layer, "spectrum/feature_shuffle")
+            shared = ctx.shared_null(
+                svd, "spectrum/feature_shuffle", seed,
+                lambda a, b: feature_shuffle_copies(Xt, a, b, seed),
+                step=max(1, 8_000_000 // Xt.size),
+                # a shuffled copy keeps each column's values: its total variance is the layer's
+                invariant=lambda e: np.isclose(e.sum(axis=1), eig.sum(), rtol=1e-4))
+            spectra = shared.batches(p.n_permutations)
+        else:
+            spectra = feature_shuffle_eigenvalue_batches(X, p.n_permutations,
+                                                         ctx.rng(layer, "feature_shuffle"))
+        seq = besag_clifford((spectrum_measure(e, p.measure, p.k) for e in spectra),
+                             tested, ctx.alternative, p.n_permutations, ctx.sequential_h)
+        if shared is not None:
+            shared.save()
+            extra = {"shared_null": {"seed": seed, "reused": shared.reused,
+                                     "computed": shared.computed,
+                                     "store_rejected": shared.rejected}}
         null = seq.null
         fields = seq.test_fields(tested, ctx.alternative)
         pval, ev = fields["p_value"], fields["e_value"]
         nperm = seq.draws
-        extra = {"null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
+        extra = {**extra, "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                  "z": z_score(value, null), **seq.record()}
     return LayerResult(
         statistic_name=p.measure,
