@@ -38,6 +38,32 @@ from geoscreen.probes.stats import chunks, distinct_draws
 from geoscreen.result import LayerResult
 
 
+def top_columns(S: np.ndarray, m: int, group: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The columns of each row's `m` largest entries, largest first, and their values.
+
+    Without partially sorting whole rows: the columns are cut into groups of `group`, and the
+    m-th largest of the group maxima, t, is found per row; at least m entries are >= t (the
+    maxima of those m groups), so every entry among the m largest is >= t, and only the entries
+    >= t (usually few more than m) are sorted.  Entries that tie are taken in column order.
+    """
+    b, n = S.shape
+    whole = n // group
+    if whole <= m:
+        cols = np.argsort(-S, axis=1, kind="stable")[:, :m]
+        return cols, np.take_along_axis(S, cols, axis=1)
+    gmax = S[:, :whole * group].reshape(b, whole, group).max(axis=2)
+    if n > whole * group:
+        gmax = np.concatenate([gmax, S[:, whole * group:].max(axis=1, keepdims=True)], axis=1)
+    g = gmax.shape[1]
+    t = np.partition(gmax, g - m, axis=1)[:, g - m]
+    r, c = np.nonzero(S >= t[:, None])
+    v = S[r, c]
+    o = np.lexsort((c, -v, r))  # by row, then decreasing value, then column
+    r, c, v = r[o], c[o], v[o]
+    at = np.searchsorted(r, np.arange(b))[:, None] + np.arange(m)[None, :]
+    return c[at], v[at]
+
+
 def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
     """(n, k) indices of each row's k most cosine-similar other rows (unordered).
 
@@ -57,9 +83,13 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
         S = Z32[st:st + block] @ Z32.T
         r = np.arange(S.shape[0])
         S[r, r + st] = -np.inf  # not itself
-        part = np.argpartition(S, (n - k - 1, n - k), axis=1)
-        out[st:st + r.size] = part[:, n - k:]
-        gap = S[r, part[:, n - k]] - S[r, part[:, n - k - 1]]
+        if k < n - 1:
+            cols, vals = top_columns(S, k + 1)
+            out[st:st + r.size] = cols[:, :k]
+            gap = vals[:, k - 1] - vals[:, k]
+        else:  # every other row is a neighbour
+            out[st:st + r.size] = np.argsort(-S, axis=1, kind="stable")[:, :k]
+            gap = np.full(r.size, np.inf)
         redo = np.flatnonzero(~(gap > 2 * tol))  # a near-tie at the k-th place
         if redo.size:
             S64 = Zn[redo + st] @ Zn.T

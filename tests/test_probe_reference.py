@@ -201,6 +201,35 @@ def test_twonn_matches_scikit_dimension():
         assert abs(twonn(X) - d_true) < 0.6 * d_true ** 0.5 + 0.3
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "hub_heavy", "duplicates_and_ties", "wide"])
+def test_two_nearest_equals_an_exact_search(kind):
+    """The float32 shortlist with its rounding bound gives the float64 distances of an exact
+    k-d tree search (scipy), also with hub genes (norms over three orders of magnitude),
+    duplicate rows, exact ties on a lattice and more dimensions than blocks of rows."""
+    from scipy.spatial import cKDTree
+
+    from geoscreen.probes.dimension import two_nearest
+
+    rng = np.random.default_rng(7)
+    if kind == "gaussian":
+        Z = rng.standard_normal((700, 16))
+    elif kind == "hub_heavy":
+        Z = rng.standard_normal((700, 24)) * np.linspace(3, 0.1, 24)
+        Z *= np.exp(1.5 * rng.standard_normal((700, 1)))
+    elif kind == "duplicates_and_ties":
+        Z = rng.integers(0, 4, (600, 3)).astype(float)  # a lattice: many exact ties and copies
+        Z[:50] += 1e-9 * rng.standard_normal((50, 3))
+    else:
+        Z = rng.standard_normal((300, 900)) * np.linspace(2, 0.5, 900)
+    r1, r2 = two_nearest(Z, block=128)
+    d, _ = cKDTree(Z).query(Z, k=3)  # column 0: the row itself (or a copy at distance 0)
+    # the row itself may not come first among copies, so compare against the 3 smallest
+    # distances with one zero (the self-distance) removed
+    ref = np.sort(d, axis=1)[:, 1:]
+    assert np.allclose(r1, ref[:, 0], rtol=1e-12, atol=1e-12)
+    assert np.allclose(r2, ref[:, 1], rtol=1e-12, atol=1e-12)
+
+
 def test_intrinsic_dimension_probe_matches_twonn(setup):
     from geoscreen.probes.dimension import twonn
 
