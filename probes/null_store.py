@@ -33,8 +33,9 @@ What makes that sound:
   on which hypothesis ran first.  Two hypotheses on one layer share their null draws: their
   p-values are dependent through them, as they already are through the layer's data.
 
-Files are written atomically (a temporary file, then a rename) and only ever replaced by a longer
-run of the same draws; a read-only store costs time only.
+Files are written atomically (a temporary file, then a rename, under an advisory lock) and only
+ever replaced by a longer run of the same draws (tests/test_null_store.py: four processes at
+once); a read-only store costs time only.
 """
 
 from __future__ import annotations
@@ -82,22 +83,30 @@ def read(path: Path, key: str) -> np.ndarray | None:
 
 
 def write(path: Path, key: str, draws: np.ndarray) -> None:
-    """Store `draws` atomically unless the file already holds at least as many."""
-    have = read(path, key)
-    if have is not None and have.shape[0] >= draws.shape[0]:
-        return
+    """Store `draws` atomically unless the file already holds at least as many.
+
+    The check and the rename happen under an exclusive advisory lock (``<file>.lock``), so
+    two workers finishing at once cannot replace a longer run by a shorter one.
+    """
+    import fcntl
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, key=np.array(key), draws=np.ascontiguousarray(draws))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with open(path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            have = read(path, key)
+            if have is not None and have.shape[0] >= draws.shape[0]:
+                return
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, key=np.array(key), draws=np.ascontiguousarray(draws))
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
     except OSError:
-        pass
+        pass  # a read-only store costs time only
 
 
 def agrees(stored: np.ndarray, make: Make, checks: int = _CHECKS,

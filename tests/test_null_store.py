@@ -179,3 +179,32 @@ def test_a_campaigns_spectrum_hypotheses_share_their_null(small_cache, tmp_path)
     for a, b in zip(first, details[1]):
         assert [r["p_value"] for r in a["layers_detail"]] == \
             [r["p_value"] for r in b["layers_detail"]]
+
+
+def _one_spectrum(args):
+    from probe_helpers import context, run
+
+    from geoscreen.store.cache import open_cache
+
+    cache_path, tmp, seed, m = args
+    r = run("spectrum", {**FS, "n_permutations": m},
+            context(open_cache(cache_path), tmp, seed=seed, null_seed=21), "L1", "less")
+    return r.p_value, r.extra["null_mean"], r.extra["shared_null"]["computed"]
+
+
+def test_workers_writing_one_null_at_once(layers, tmp_path):
+    """Four processes draw the same layer's null at the same time, with 99 to 399 draws: each
+    writes its run atomically and a shorter run never replaces a longer one, so the store ends
+    with the longest run, readable, and every p-value is the one a lone process gets."""
+    import multiprocessing as mp
+
+    jobs = [(str(layers.path), tmp_path, s, m) for s, m in ((1, 99), (2, 399), (3, 199), (4, 99))]
+    with mp.get_context("spawn").Pool(4) as pool:
+        got = pool.map(_one_spectrum, jobs)
+    files = _files(tmp_path)
+    assert len(files) == 1 and list(files[0].parent.glob("*.tmp")) == []
+    with np.load(files[0]) as z:
+        assert z["draws"].shape[0] == 399
+    for (_, tmp, seed, m), (p, mean, _) in zip(jobs, got):
+        alone = _one_spectrum((str(layers.path), tmp_path / f"alone{seed}", seed, m))
+        assert (p, mean) == alone[:2]
