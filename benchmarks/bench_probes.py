@@ -267,7 +267,8 @@ def main() -> int:
         print(f"built {N_LAYERS} x {N_GENES} x {DIM} cache in {time.perf_counter() - t:.1f} s; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         layers = cache.layers[-args.layers:]
-        ctx = ProbeContext(cache=cache, seed=1, work_dir=root / "work")
+        # null_seed: the nulls a campaign shares per layer are stored, as in a campaign
+        ctx = ProbeContext(cache=cache, seed=1, work_dir=root / "work", null_seed=1)
         svd_s = []
         for layer in cache.layers:
             t = time.perf_counter()
@@ -312,7 +313,7 @@ def main() -> int:
                 times, cpu, results = time_layers(info, ctx, params, layers)
                 used = [res.extra.get("null_draws_used") for res in results]
                 rule = [res.extra.get("sequential_h") for res in results]
-                ctx.sequential_h, ctx.null_seed = None, None
+                ctx.sequential_h, ctx.null_seed = None, 1
                 if used[0] is not None and rule[0] is not None:  # this null stops sequentially
                     med, med_cpu = statistics.median(times), statistics.median(cpu)
                     print(f"{name:22s} {'  sequential h=' + str(args.sequential):18s} "

@@ -129,8 +129,9 @@ class ProbeContext:
         from geoscreen.probes import null_store
 
         key = null_store.null_key(svd.key or "", name, seed)
-        return null_store.SharedNull(null_store.null_path(self.store_base(), key), key, make,
-                                     step, memo=self.memo, invariant=invariant)
+        path = null_store.null_path(self.store_base(), key) \
+            if self.null_seed is not None and svd.key else None  # only a campaign shares
+        return null_store.SharedNull(path, key, make, step, memo=self.memo, invariant=invariant)
 
     def layer_seed(self, layer: str) -> int:
         return derive_seed(self.seed, layer)

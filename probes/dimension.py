@@ -36,25 +36,39 @@ def two_nearest(Z: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarra
     Squared distances are computed in float32, block by block (one matrix product per block);
     every row whose float32 distance could, within a proven rounding bound, belong to a row's
     two nearest is shortlisted, and the shortlisted distances are recomputed in float64 from
-    coordinate differences.  The bound: casting to float32 and the float32 product, norms and
+    coordinate differences of the rows as given.  The float32 pass works on the rows centred
+    and scaled by a power of two (largest |coordinate| in [0.5, 1): no overflow, and the
+    distances keep their order), where casting to float32 and the float32 product, norms and
     sums move a squared distance by at most 2 gamma_(d+4) (|z_i|^2 + |z_j|^2) (Higham 2002,
-    section 3.1; gamma_k = k u / (1 - k u), u = 2^-24); the shortlist allows 4 times that.  So
+    section 3.1; gamma_k = k u / (1 - k u), u = 2^-24) plus, for products that underflow, an
+    absolute (d + 4) 2^-149; the shortlist allows 4 times the first and 8 times the second.  So
     the result is the float64 answer whatever the float32 rounding, and typically 2-3 rows per
     gene are recomputed (an earlier version kept each row's 8 nearest by float32 rank, a
-    heuristic, through a partial sort that cost more than the product).
+    heuristic, through a partial sort that cost more than the product).  Centring keeps the
+    shortlist short for points far from the origin; the recomputation runs in bounded chunks
+    whatever its length.
 
     References
     ----------
     Higham, N. J. (2002). Accuracy and Stability of Numerical Algorithms, 2nd ed. SIAM
     (rounding-error bounds of inner products).
     """
-    n, d = Z.shape
     Z = np.asarray(Z, dtype=np.float64)
-    Z32 = np.ascontiguousarray(Z, dtype=np.float32)
+    n, d = Z.shape
+    if not np.isfinite(Z).all():
+        raise ValueError("two_nearest needs finite coordinates")
+    W = Z - Z.mean(axis=0)
+    top = float(np.abs(W).max(initial=0.0))
+    if top > 0:
+        W = np.ldexp(W, -int(np.frexp(top)[1]))  # exact: a power of two
+    Z32 = np.ascontiguousarray(W, dtype=np.float32)
     sq = np.einsum("ij,ij->i", Z32, Z32)
     u = float(np.finfo(np.float32).eps) / 2
     k = d + 4
-    slack = (8 * k * u / (1 - k * u)) * sq  # the bound on entry (i, j) is slack_i + slack_j
+    # the bound on entry (i, j) is slack_i + slack_j
+    slack = (8 * k * u / (1 - k * u)) * sq.astype(np.float64) + 8 * k * 2.0 ** -149
+    slack32 = slack.astype(np.float32)
+    chunk = max(1, (1 << 22) // max(d, 1))  # pairs per float64 recomputation (32 MB)
     r1, r2 = np.empty(n), np.empty(n)
     for s in range(0, n, block):
         e = min(s + block, n)
@@ -64,13 +78,16 @@ def two_nearest(Z: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarra
         D2 += sq[None, :]
         D2 += sq[s:e, None]
         D2[here, here + s] = np.inf
-        hi = D2 + slack[None, :]  # upper bounds of the true squared distances (minus slack_i)
+        hi = D2 + slack32[None, :]  # upper bounds of the true squared distances (minus slack_i)
         hi[here, np.argmin(hi, axis=1)] = np.inf
-        second = hi.min(axis=1) + 2 * slack[s:e]  # >= true 2nd smallest + slack_i
-        D2 -= slack[None, :]  # lower bounds (plus slack_i)
+        second = hi.min(axis=1) + 2 * slack32[s:e]  # >= true 2nd smallest + slack_i
+        D2 -= slack32[None, :]  # lower bounds (plus slack_i)
         r, c = np.nonzero(D2 <= second[:, None])
-        diff = Z[s + r] - Z[c]
-        dist = np.sqrt(np.einsum("bd,bd->b", diff, diff))
+        del D2, hi
+        dist = np.empty(r.size)
+        for a in range(0, r.size, chunk):
+            diff = Z[s + r[a:a + chunk]] - Z[c[a:a + chunk]]
+            dist[a:a + chunk] = np.sqrt(np.einsum("bd,bd->b", diff, diff))
         o = np.lexsort((dist, r))
         r, dist = r[o], dist[o]
         first = np.searchsorted(r, here)

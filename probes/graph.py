@@ -45,6 +45,7 @@ def top_columns(S: np.ndarray, m: int, group: int = 16) -> tuple[np.ndarray, np.
     m-th largest of the group maxima, t, is found per row; at least m entries are >= t (the
     maxima of those m groups), so every entry among the m largest is >= t, and only the entries
     >= t (usually few more than m) are sorted.  Entries that tie are taken in column order.
+    Entries may be -inf or +inf, not NaN (`knn_neighbours` refuses non-finite coordinates).
     """
     b, n = S.shape
     whole = n // group
@@ -72,6 +73,8 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
     (inputs rounded, then a d-term dot product of unit vectors: (d + 2) 2^-24 each, doubled) is
     ranked again in float64, so every row gets the neighbours the float64 similarities give.
     """
+    if not np.isfinite(Z).all():
+        raise ValueError("knn_neighbours needs finite coordinates")
     nrm = np.linalg.norm(Z, axis=1)
     Zn = Z / np.where(nrm > 0, nrm, 1.0)[:, None]
     Z32 = Zn.astype(np.float32)

@@ -27,11 +27,19 @@ What makes that sound:
   invariant could pass the spot check (2 remade copies find an edit of 5% of the draws with
   probability 0.10): the store is a cache of this program's own output, checked against drift
   and damage, not a defence against someone who can write the folder and wants to move one
-  p-value — remove the folder (``<work dir>/nulls``) to draw everything again.
+  p-value — remove the folder (``<work dir>/nulls``) to draw everything again.  A file that fails
+  its check is replaced by the new draws whatever its length.
+* **Scope.**  Only a campaign shares nulls: its jobs carry the campaign's null seed.  A context
+  without one (a probe run on its own) makes the same kind of copies from the hypothesis seed and
+  stores nothing, so one-off runs do not fill the folder.
 * **Identity.**  The draws a test uses are the same whether they were read or drawn now
-  (tests/test_null_store.py checks p-values bit for bit), so a hypothesis's result never depends
-  on which hypothesis ran first.  Two hypotheses on one layer share their null draws: their
-  p-values are dependent through them, as they already are through the layer's data.
+  (tests/test_null_store.py checks p-values bit for bit; workers with different BLAS thread
+  counts can differ in the last bits of an eigenvalue, about 1e-15 relative, which the check
+  tolerates), so a hypothesis's result never depends on which hypothesis ran first.
+* **Dependence.**  Two hypotheses on one layer share their null draws: their p-values are
+  dependent through them as well as through the layer's data (the online FDR rules that assume
+  independent nulls see more dependence than before), and a brainstormer that retries measures
+  on one layer retries them against the same draws; each p-value stays valid on its own.
 
 Files are written atomically (a temporary file, then a rename, under an advisory lock) and only
 ever replaced by a longer run of the same draws (tests/test_null_store.py: four processes at
@@ -43,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -75,15 +84,16 @@ def read(path: Path, key: str) -> np.ndarray | None:
             if str(z["key"]) != key:
                 return None
             draws = z["draws"]
-    except (OSError, ValueError, KeyError, EOFError):
-        return None  # corrupt: drawn again and replaced
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # truncated or corrupt: drawn again and replaced
     if draws.ndim != 2 or draws.dtype != np.float64 or not np.isfinite(draws).all():
         return None
     return draws
 
 
-def write(path: Path, key: str, draws: np.ndarray) -> None:
-    """Store `draws` atomically unless the file already holds at least as many.
+def write(path: Path, key: str, draws: np.ndarray, rejected: np.ndarray | None = None) -> None:
+    """Store `draws` atomically unless the file already holds at least as many, or holds
+    exactly the `rejected` draws (a file that failed its check is replaced whatever its length).
 
     The check and the rename happen under an exclusive advisory lock (``<file>.lock``), so
     two workers finishing at once cannot replace a longer run by a shorter one.
@@ -95,7 +105,9 @@ def write(path: Path, key: str, draws: np.ndarray) -> None:
         with open(path.with_suffix(".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             have = read(path, key)
-            if have is not None and have.shape[0] >= draws.shape[0]:
+            bad = have is not None and rejected is not None and \
+                have.shape == rejected.shape and np.array_equal(have, rejected)
+            if have is not None and not bad and have.shape[0] >= draws.shape[0]:
                 return
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
             try:
@@ -136,7 +148,8 @@ class SharedNull:
     Parameters
     ----------
     path, key
-        Where the null is stored and the key it must carry (`null_path`, `null_key`).
+        Where the null is stored and the key it must carry (`null_path`, `null_key`); with
+        path None nothing is read or written (the draws are still made copy by copy).
     make
         ``make(start, stop)`` remakes copies ``start .. stop - 1`` as a (stop - start, width)
         float64 array; copy q must not depend on which other copies are made with it.
@@ -156,20 +169,21 @@ class SharedNull:
         Whether a stored file was found and failed its check.
     """
 
-    def __init__(self, path: Path, key: str, make: Make, step: int,
+    def __init__(self, path: Path | None, key: str, make: Make, step: int,
                  memo: dict | None = None,
                  invariant: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.path, self.key, self.make, self.step = path, key, make, max(1, int(step))
         self.memo = memo
         self.rejected = False
+        self._rejected: np.ndarray | None = None
         self.reused = self.computed = 0
         self._new: list[np.ndarray] = []
         last = memo.get(("shared_null",)) if memo is not None else None
         held = last[1] if last is not None and last[0] == key else None
-        if held is None:
+        if held is None and path is not None:
             held = read(path, key)
             if held is not None and not agrees(held, make, invariant=invariant):
-                held, self.rejected = None, True
+                held, self.rejected, self._rejected = None, True, held
         self.stored: np.ndarray = held if held is not None else np.empty((0, 0))
         self._remember(self.stored)
 
@@ -205,4 +219,6 @@ class SharedNull:
             return
         self.stored, self._new = draws, []
         self._remember(draws)
-        write(self.path, self.key, draws)
+        if self.path is not None:
+            write(self.path, self.key, draws, rejected=self._rejected)
+            self._rejected = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,8 @@ def load(path: Path, key: str, rows: np.ndarray, X: np.ndarray) -> Arrays | None
             if str(z["key"]) != key or not np.array_equal(z["rows"], rows):
                 return None
             arrays = (z["U"], z["S"], z["Vt"], z["mean"])
-    except (OSError, ValueError, KeyError, EOFError):
-        return None  # a corrupt file is recomputed and replaced
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # a truncated or corrupt file is recomputed and replaced
     return arrays if verified(X, arrays) else None
 
 

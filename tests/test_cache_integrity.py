@@ -132,6 +132,26 @@ def test_svd_store_is_keyed_by_content_and_recomputes_a_forged_file(tmp_path):
     assert svd_store.verified(a.matrix("L0")[1], (first.U, first.S, first.Vt, first.mean))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "flipped_byte"])
+def test_a_truncated_or_corrupt_stored_svd_is_recomputed(tmp_path, damage):
+    """A stored SVD cut short or with one byte changed (zipfile's BadZipFile / a bad CRC, not
+    an OSError) is recomputed and replaced, not a failure of every later hypothesis."""
+    a = make_cache(tmp_path / "a", n_genes=80, dim=8)
+    work = tmp_path / "work"
+    first = ProbeContext(cache=a, seed=0, work_dir=work).svd("L0")
+    path = sorted(work.rglob("*.npz"))[0]
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    again = ProbeContext(cache=a, seed=0, work_dir=work).svd("L0")
+    np.testing.assert_array_equal(again.U, first.U)
+    with np.load(path) as z:
+        np.testing.assert_array_equal(z["U"], first.U)
+
+
 def test_a_probe_poisoning_the_svd_store_changes_no_result(small_cache, tmp_path,
                                                            monkeypatch):
     """End to end: one hypothesis overwrites every stored SVD; the next one (same layers)

@@ -90,16 +90,25 @@ def test_a_stopped_test_leaves_draws_the_next_extends(layers, tmp_path):
     assert stored.shape[0] == max(made, 199)
 
 
-@pytest.mark.parametrize("damage", ["scaled", "reordered", "one_draw", "garbage", "other_key",
-                                    "nan"])
+@pytest.mark.parametrize("damage", ["scaled", "reordered", "one_draw", "garbage", "truncated",
+                                    "flipped_byte", "other_key", "nan"])
 def test_a_damaged_store_is_drawn_again(layers, tmp_path, damage):
+    """Every kind of damage is caught when read, the test draws anew with the same p-value,
+    and the file is replaced by the good draws (also a rejected file as long as the new run)."""
     ctx = context(layers, tmp_path, seed=1, null_seed=3)
     clean = run("spectrum", FS, ctx, "L1", "less")
     path = _files(tmp_path)[0]
     with np.load(path) as z:
         key, draws = z["key"].item(), z["draws"].copy()
+    good = draws.copy()
+    raw = bytearray(path.read_bytes())
     if damage == "garbage":
         path.write_bytes(b"not an npz file")
+    elif damage == "truncated":
+        path.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif damage == "flipped_byte":
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
     else:
         if damage == "scaled":  # no longer the layer's total variance: the invariant fails
             draws *= 1.01
@@ -114,8 +123,9 @@ def test_a_damaged_store_is_drawn_again(layers, tmp_path, damage):
     assert _shared(again)["reused"] == 0 and _shared(again)["computed"] == 99
     assert _shared(again)["store_rejected"] == (damage in ("scaled", "reordered", "one_draw"))
     assert again.p_value == clean.p_value and again.extra["null_mean"] == clean.extra["null_mean"]
-    assert null_store.read(path, key) is not None  # replaced by the good draws
-    assert np.array_equal(null_store.read(path, key), np.load(path)["draws"])
+    assert np.array_equal(null_store.read(path, key), good)  # replaced by the good draws
+    third = run("spectrum", FS, context(layers, tmp_path, seed=1, null_seed=3), "L1", "less")
+    assert _shared(third)["reused"] == 99 and not _shared(third)["store_rejected"]
 
 
 def test_an_unwritable_store_costs_time_only(layers, tmp_path):
@@ -129,6 +139,17 @@ def test_an_unwritable_store_costs_time_only(layers, tmp_path):
         assert _shared(r)["reused"] == 0 and _shared(r)["computed"] == 99
         assert r.p_value == good.p_value
     assert (tmp_path / "b" / "work" / "nulls").read_text() == "in the way"
+
+
+def test_without_a_campaign_null_seed_nothing_is_stored(layers, tmp_path):
+    """A probe run on its own (no campaign null seed) draws its copies from the hypothesis seed
+    and stores nothing: one-off runs do not fill the work folder."""
+    a = run("spectrum", FS, context(layers, tmp_path, seed=1), "L1", "less")
+    b = run("spectrum", FS, context(layers, tmp_path, seed=1), "L1", "less")
+    assert _shared(a)["computed"] == _shared(b)["computed"] == 99
+    assert a.p_value == b.p_value and _files(tmp_path) == []
+    c = run("spectrum", FS, context(layers, tmp_path, seed=2), "L1", "less")
+    assert c.extra["null_mean"] != a.extra["null_mean"]
 
 
 def test_gene_set_spectra_keep_their_own_draws(layers, tmp_path):
@@ -205,6 +226,6 @@ def test_workers_writing_one_null_at_once(layers, tmp_path):
     assert len(files) == 1 and list(files[0].parent.glob("*.tmp")) == []
     with np.load(files[0]) as z:
         assert z["draws"].shape[0] == 399
-    for (_, tmp, seed, m), (p, mean, _) in zip(jobs, got):
+    for (_, _, seed, m), (p, mean, _) in zip(jobs, got):
         alone = _one_spectrum((str(layers.path), tmp_path / f"alone{seed}", seed, m))
         assert (p, mean) == alone[:2]

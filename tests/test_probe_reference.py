@@ -201,11 +201,14 @@ def test_twonn_matches_scikit_dimension():
         assert abs(twonn(X) - d_true) < 0.6 * d_true ** 0.5 + 0.3
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "hub_heavy", "duplicates_and_ties", "wide"])
+@pytest.mark.parametrize("kind", ["gaussian", "hub_heavy", "duplicates_and_ties", "wide",
+                                  "far_from_origin", "tiny", "huge"])
 def test_two_nearest_equals_an_exact_search(kind):
     """The float32 shortlist with its rounding bound gives the float64 distances of an exact
     k-d tree search (scipy), also with hub genes (norms over three orders of magnitude),
-    duplicate rows, exact ties on a lattice and more dimensions than blocks of rows."""
+    duplicate rows, exact ties on a lattice, more dimensions than blocks of rows, a cloud far
+    from the origin (a gene set off the layer's centre: the shortlist stays short) and scales
+    where float32 squares would underflow (1e-22) or overflow (1e20)."""
     from scipy.spatial import cKDTree
 
     from geoscreen.probes.dimension import two_nearest
@@ -219,8 +222,12 @@ def test_two_nearest_equals_an_exact_search(kind):
     elif kind == "duplicates_and_ties":
         Z = rng.integers(0, 4, (600, 3)).astype(float)  # a lattice: many exact ties and copies
         Z[:50] += 1e-9 * rng.standard_normal((50, 3))
-    else:
+    elif kind == "wide":
         Z = rng.standard_normal((300, 900)) * np.linspace(2, 0.5, 900)
+    elif kind == "far_from_origin":
+        Z = rng.standard_normal((600, 64)) + 30 * 8 * rng.standard_normal(64)
+    else:
+        Z = rng.standard_normal((400, 16)) * (1e-22 if kind == "tiny" else 1e20)
     r1, r2 = two_nearest(Z, block=128)
     d, _ = cKDTree(Z).query(Z, k=3)  # column 0: the row itself (or a copy at distance 0)
     # the row itself may not come first among copies, so compare against the 3 smallest

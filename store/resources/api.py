@@ -149,7 +149,8 @@ class PairSet:
         if not bad:
             return len(self.a)
         # kept: every probe layer records its pair set (a pass over 130,000 pairs: 40 ms)
-        key = (id(self.a), id(self.b), len(self.a), len(self.unmapped), len(self.ambiguous))
+        key = (id(self.a), id(self.b), id(self.unmapped), id(self.ambiguous), len(self.a),
+               len(self.unmapped), len(self.ambiguous))
         memo = self.__dict__.get("_mapped_memo")
         if memo is None or memo[0] != key:
             memo = (key, sum(1 for x, y in zip(self.a, self.b) if x not in bad and y not in bad))
