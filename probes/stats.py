@@ -281,13 +281,58 @@ def gene_shuffle_pairs(i: np.ndarray, j: np.ndarray, n_genes: int, n_perm: int,
     return perms[:, i], perms[:, j]
 
 
+def degree_preserving_targets(j: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_perm, pairs) second endpoints, each row a uniform permutation of `j` across the pairs
+    (shuffled in place: the draws of ``rng.permuted(np.tile(j, (n_perm, 1)), axis=1)``)."""
+    J = np.tile(j, (n_perm, 1))
+    rng.permuted(J, axis=1, out=J)
+    return J
+
+
 def degree_preserving_pairs(i: np.ndarray, j: np.ndarray, n_perm: int,
                             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Endpoint rewiring that keeps every gene's degree: the second endpoints are permuted across
-    pairs.  Returns (I, J, mask) where mask drops rewired self-pairs."""
-    J = rng.permuted(np.tile(j, (n_perm, 1)), axis=1)
-    I = np.tile(i, (n_perm, 1))
+    pairs.  Returns (I, J, mask) where mask drops rewired self-pairs (I is `i` broadcast to
+    J's shape, a read-only view)."""
+    J = degree_preserving_targets(j, n_perm, rng)
+    I = np.broadcast_to(i[None, :], J.shape)
     return I, J, I != J
+
+
+RANK_GATHER_MAX = 6  # cosine in at most this many axes: rewired pairs from the factor's columns
+
+
+def rewired_mean(scorer: PairScorer, i: np.ndarray, J: np.ndarray) -> np.ndarray:
+    """Row-wise mean value of the pairs (i_q, J[r, q]), rewired self-pairs (i_q = J[r, q])
+    ignored.
+
+    For the cosine in at most `RANK_GATHER_MAX` axes each value is summed axis by axis from the
+    float32 columns of the scorer's unit-row factor (4,803 genes: 19 KB a column, which stays in
+    cache; 3.3x faster than a gather from the similarity matrix in three axes), element by
+    element, so a value never depends on the batch it is computed in; otherwise the scorer's own
+    `mean_many` (e.g. gathers from its float32 similarity matrix).  Either way the values are
+    float32 and their sum float64.
+    """
+    F = getattr(scorer, "factor", None)
+    if F is None or F.shape[1] > RANK_GATHER_MAX or getattr(scorer, "_axis", None) is not None:
+        I = np.broadcast_to(i[None, :], J.shape)
+        return scorer.mean_many(I, J, I != J)
+    cols = np.ascontiguousarray(F.T, dtype=np.float32)  # (r, n)
+    A = np.ascontiguousarray(F[i].T, dtype=np.float32)  # (r, pairs)
+    out = np.empty(J.shape[0])
+    rows_per = max(1, CHUNK_ENTRIES // 4 // max(J.shape[1], 1))
+    for s in range(0, J.shape[0], rows_per):
+        Jb = J[s:s + rows_per]
+        v = cols[0][Jb]
+        v *= A[0]
+        for r in range(1, cols.shape[0]):
+            w = cols[r][Jb]
+            w *= A[r]
+            v += w
+        mk = Jb != i[None, :]
+        v[~mk] = 0.0
+        out[s:s + rows_per] = v.sum(axis=1, dtype=np.float64) / np.maximum(mk.sum(axis=1), 1)
+    return out
 
 
 def low_rank_pair_sums(Zn: np.ndarray, i: np.ndarray, j: np.ndarray, P: np.ndarray,
@@ -338,7 +383,10 @@ def pair_null_draws(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str,
         # rows stay fixed under rewiring: grouping pairs by row makes the gathers cache-friendly
         order = np.argsort(i, kind="stable")
         i, j = i[order], j[order]
-    observed = float(scorer.mean_many(i[None, :], j[None, :])[0])
+        # the observed value through the arithmetic of the draws (the identity rewiring)
+        observed = float(rewired_mean(scorer, i, j[None, :])[0])
+    else:
+        observed = float(scorer.mean_many(i[None, :], j[None, :])[0])
 
     def gathers() -> Iterator[np.ndarray]:
         if null == "gene_shuffle":
@@ -351,8 +399,8 @@ def pair_null_draws(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str,
         else:
             for _, m in chunks(n_perm, i.size):
                 for rows in growing(m):
-                    I, J, mask = degree_preserving_pairs(i, j, rows.stop - rows.start, rng)
-                    yield scorer.mean_many(I, J, mask)
+                    yield rewired_mean(scorer, i, degree_preserving_targets(
+                        j, rows.stop - rows.start, rng))
     return observed, gathers()
 
 
