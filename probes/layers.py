@@ -178,7 +178,7 @@ class LayerSimilarityParams(ProbeParams):
     family="topology_stability",
     params=LayerSimilarityParams,
     nulls=("gene_shuffle", "feature_shuffle", "none"),
-    version="1.1",
+    version="1.2",
     statistic="linear CKA between this layer and the reference layer on shared genes",
     effect="linear CKA (0 = unrelated, 1 = same geometry up to rotation and scale)",
     alternatives=("greater", "less", "two-sided"),
@@ -230,7 +230,11 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
         (0.1: twice the default FDR target, above any level a per-layer p can be rejected at in
         the default campaign; none of the layer combinations can reject a hypothesis whose layer
         p-values all exceed the target), the Monte Carlo draws below are run with the same seed
-        and their p-value is reported.  So are they when the null skewness exceeds 2
+        and their p-value is reported — unless Cantelli's bound is at or below 1 / (m + 1),
+        the smallest p-value m draws can give: the bound, an upper bound on the exact
+        permutation p-value, is then reported itself (``p_method: cantelli``, no draws; for
+        strongly similar layers, z above about 14 at m = 199).  The draws also decide when the
+        null skewness exceeds 2
         (`MAX_SKEW`): a few high-norm hub genes make the permutation distribution a mixture (a
         hub mapped onto a hub or not) that no three-moment curve follows; up to skewness 2 the
         moment and draw p-values agree to about 0.01.  ``extra`` records ``p_method`` (which
@@ -304,7 +308,19 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
                                  third=False)
             extra.update(moment_mean=mom.mean, moment_sd=mom.sd)
         extra["draw_reason"] = why
-        if why is None:
+        if why is not None and p.null == "gene_shuffle" and method == "moments" and \
+                extra["moment_bound"] is not None and \
+                extra["moment_bound"] <= 1.0 / (p.n_permutations + 1):
+            # Cantelli's bound already lies above the exact permutation p-value and at or below
+            # the smallest p the draws could give, (1 + 0) / (m + 1): it is a valid p-value,
+            # nearer the exact one than any draw count; nothing is drawn
+            bound = float(extra["moment_bound"])
+            extra.update(p_method="cantelli", draw_reason=None, null_mean=mom.mean,
+                         null_sd=mom.sd, z=(cka - mom.mean) / mom.sd if mom.sd > 0 else 0.0,
+                         sequential_h=None, null_draws_used=0, null_exceedances=None,
+                         stopped_early=False)
+            test = {"p_value": bound, "e_value": None}  # e: p-to-e calibrator
+        elif why is None:
             extra.update(p_method="moments", null_mean=mom.mean, null_sd=mom.sd,
                          z=(cka - mom.mean) / mom.sd if mom.sd > 0 else 0.0,
                          sequential_h=None, null_draws_used=0, null_exceedances=None,

@@ -115,7 +115,7 @@ class PairProximityParams(ProbeParams):
     family="manifold_distance",
     params=PairProximityParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.0",
+    version="2.1",
     statistic="mean similarity of the listed pairs in the subspace (co-expression residual with "
               "control)",
     effect="z-score of the observed mean similarity against the null distribution",

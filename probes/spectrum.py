@@ -166,7 +166,7 @@ class SpectrumParams(ProbeParams):
     family="intrinsic_dimensionality",
     params=SpectrumParams,
     nulls=("none", "feature_shuffle"),
-    version="1.0",
+    version="1.1",
     statistic="spectral measure of the centred gene matrix (effective rank, participation ratio "
               "or top-k explained variance)",
     effect="the measure itself (per-layer 95% gene-bootstrap interval in ci_low/ci_high)",

@@ -330,16 +330,30 @@ def test_planted_similarity_is_confirmed_by_the_draws(tmp_path):
     E = rng.standard_normal((400, D))
     cache = cache_from_layers(tmp_path / "c", [X] + [X @ Q * c + E for c in (0.5, 0.06, 0.08)])
     ctx = context(cache, tmp_path)
-    for layer in ("L1", "L2", "L3"):
+    for layer in ("L2", "L3"):
         m = run("layer_similarity", {"reference_layer": "first"}, ctx, layer)
         d = run("layer_similarity", {"reference_layer": "first", "null_method": "draws"}, ctx,
                 layer)
         assert m.extra["p_method"] == "draws" and m.p_value == d.p_value
         assert m.n_permutations == d.n_permutations == 199
         assert m.extra["moment_mean"] == pytest.approx(d.extra["moment_mean"])
+    # strongly similar: Cantelli's bound (an upper bound on the exact permutation p-value) is
+    # below the smallest p 199 draws can give, so it is reported and nothing is drawn
     strong = run("layer_similarity", {"reference_layer": "first"}, ctx, "L1")
-    assert strong.p_value == 1 / 200 and strong.extra["moment_skew"] is None  # Cantelli: no skew
-    assert strong.extra["draw_reason"] == "Cantelli bound below confirm_below"
+    drawn = run("layer_similarity", {"reference_layer": "first", "null_method": "draws"}, ctx,
+                "L1")
+    assert drawn.p_value == 1 / 200  # no draw reaches the observed CKA
+    x = strong.extra
+    assert x["p_method"] == "cantelli" and strong.n_permutations == 0 and x["null_draws_used"] == 0
+    assert strong.p_value == x["moment_bound"] < drawn.p_value
+    assert x["moment_skew"] is None  # the bound needs no third moment
+    z = (strong.statistic - x["moment_mean"]) / x["moment_sd"]
+    assert strong.p_value == pytest.approx(1 / (1 + z * z)) and x["z"] == pytest.approx(z)
+    print(f"\nplanted L1: Cantelli bound {strong.p_value:.3g}, z {z:.1f}")
+    fewer = run("layer_similarity", {"reference_layer": "first", "n_permutations": 99999}, ctx,
+                "L1")  # 1 / 100000 is below the bound (about 1e-4): the draws decide again
+    assert x["moment_bound"] > 1 / 100000 and fewer.extra["p_method"] == "draws"
+    assert fewer.p_value == 1 / 100000
     for layer in ("L2", "L3"):  # p about 0.05 and 0.002
         w = run("layer_similarity", {"reference_layer": "first", "confirm_below": 0.0}, ctx,
                 layer)
