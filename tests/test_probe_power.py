@@ -308,7 +308,11 @@ def test_layer_similarity_finds_related_layers(tmp_path):
     ctx = context(_cache(tmp_path, [X, Y]), tmp_path)
     for nul in ("gene_shuffle", "feature_shuffle"):
         r = run("layer_similarity", {"reference_layer": "previous", "null": nul}, ctx, "L1")
-        assert r.p_value == 1 / 200 and r.effect_size > 0.2
+        assert r.effect_size > 0.2
+        if nul == "gene_shuffle":  # Cantelli's bound, below what 199 draws can say
+            assert r.extra["p_method"] == "cantelli" and r.p_value < 1 / 200
+        else:
+            assert r.p_value == 1 / 200
 
 
 def test_persistent_homology_finds_a_loop(tmp_path):
