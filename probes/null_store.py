@@ -199,14 +199,14 @@ class SharedNull:
         if c:
             self.reused = c
             yield self.stored[:c]
-        s, size = c, 16  # batches grow from 16 copies (a null layer stops within a few dozen)
-        while s < m:
-            batch = self.make(s, min(m, s + min(size, self.step)))
-            self._new.append(batch)
-            self.computed += batch.shape[0]
-            s += batch.shape[0]
-            size *= 2
-            yield batch
+        from geoscreen.probes.stats import growing
+
+        for rows in growing(m - c):  # 16, 32, ... copies: a null layer stops within a few dozen
+            for s in range(c + rows.start, c + rows.stop, self.step):
+                batch = self.make(s, min(c + rows.stop, s + self.step))
+                self._new.append(batch)
+                self.computed += batch.shape[0]
+                yield batch
 
     def save(self) -> None:
         """Store what is now known (the stored draws and those made since), if that is more."""
@@ -215,8 +215,6 @@ class SharedNull:
         start = self.stored.shape[0]
         parts = ([self.stored] if start else []) + self._new
         draws = np.concatenate(parts)
-        if start and draws.shape[1] != self.stored.shape[1]:
-            return
         self.stored, self._new = draws, []
         self._remember(draws)
         if self.path is not None:
