@@ -83,6 +83,7 @@ from geoscreen.probes.stats import (
     chunks,
     distinct_draws,
     low_rank_pair_sums,
+    matrix_gather,
     pair_values,
     z_score,
 )
@@ -618,7 +619,7 @@ def _similarity(scorer: PairScorer) -> Callable[[np.ndarray, np.ndarray], np.nda
 
     def sim(U: np.ndarray, V: np.ndarray) -> np.ndarray:
         if K is not None:
-            return K[U, V].astype(np.float64)
+            return matrix_gather(K, U, V).astype(np.float64)
         assert scorer.Z is not None
         return pair_values(scorer.Z, U.ravel(), V.ravel(), scorer.metric).reshape(U.shape)
     return sim

@@ -339,6 +339,29 @@ def test_stats_helpers():
         assert np.array_equal(np.delete(R[a], a), stats.rankdata(off))
 
 
+
+def test_matrix_gather_is_numpy_fancy_indexing():
+    """The flat-offset gather of the pair nulls returns numpy's K[I, J] entry for entry: plain,
+    broadcast first endpoints (a rewiring), 1-d and 3-d index arrays, int32 and int64, and a
+    matrix that is not C-contiguous (which takes numpy's own path)."""
+    from geoscreen.probes.stats import matrix_gather
+
+    rng = np.random.default_rng(11)
+    K = rng.standard_normal((300, 300)).astype(np.float32)
+    I = rng.integers(0, 300, (9, 500))
+    J = rng.integers(0, 300, (9, 500)).astype(np.int32)
+    cases = [(I, J), (np.broadcast_to(I[0], I.shape), J), (I[0], J[0]),
+             (I.reshape(3, 3, 500), J.reshape(3, 3, 500)), (I.astype(np.int32), J)]
+    for a, b in cases:
+        got = matrix_gather(K, a, b)
+        assert got.dtype == K.dtype and got.shape == a.shape
+        assert np.array_equal(got, K[a, b])
+    assert np.array_equal(matrix_gather(np.asfortranarray(K), I, J), K[I, J])
+    shifted = np.broadcast_to(I[0] + 300, I.shape)
+    for a, b in ((I, J + 300), (I, J - 300), (I + 300, J), (shifted, J)):
+        with pytest.raises(IndexError):  # never an entry of the next or previous row
+            matrix_gather(K, a, b)
+
 def test_set_sums_gather_and_matmul_paths_agree():
     from geoscreen.probes.cohesion import _matrix_sums, _pairs_within
 
