@@ -293,7 +293,7 @@ class CoactivationParams(ProbeParams):
     family="sae_atlas",
     params=CoactivationParams,
     nulls=("position_shuffle",),
-    version="1.0",
+    version="1.1",
     statistic="number of SAE feature pairs that fire together at the same positions more than "
               "independent firing allows (exact hypergeometric test per pair, BH over all "
               "pairs, PMI floor)",

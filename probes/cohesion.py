@@ -55,6 +55,7 @@ from geoscreen.probes.stats import (
     chunks,
     feature_shuffle_rows,
     gene_perms,
+    matrix_gather,
     row_ranks,
     z_score,
 )
@@ -130,7 +131,7 @@ def _matrix_sums(M: np.ndarray, P: np.ndarray, offsets: np.ndarray, sizes: np.nd
     """
     n = M.shape[0]
     if not (_use_matmul(n, sizes) if matmul is None else matmul):
-        return _set_sums(M[P[:, a], P[:, b]], starts)
+        return _set_sums(matrix_gather(M, P[:, a], P[:, b]), starts)
     m = P.shape[0]
     out = np.empty((m, sizes.size))
     cols = np.arange(m)

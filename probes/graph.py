@@ -256,7 +256,7 @@ def clustering_stats(nb: np.ndarray) -> tuple[float, float]:
     family="graph_topology",
     params=KnnGraphParams,
     nulls=("none",),
-    version="1.0",
+    version="1.1",
     statistic="average local clustering coefficient or transitivity of the layer's k-NN graph",
     effect="the measure itself",
     alternatives=("greater", "less", "two-sided"),
@@ -362,7 +362,7 @@ def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
     family="graph_topology",
     params=KnnCommunitiesParams,
     nulls=("label_shuffle",),
-    version="1.0",
+    version="1.1",
     statistic="agreement (ARI or NMI) between the Leiden communities of the layer's k-NN graph "
               "and a gene annotation, over the genes with exactly one label",
     effect="that agreement minus its mean under label permutations (0 = the communities ignore "
