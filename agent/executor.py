@@ -283,7 +283,7 @@ class LayerSplit:
         parts = [r.partial for r in results if r.partial is not None]
         if len(parts) != len(results):
             raise ValueError("a layer task replied with a whole outcome")
-        layers, resources, sources = [], {}, {}
+        layers, resources, sources, knn = [], {}, {}, {}
         for part in parts:
             for lay, draws in zip(part.layers, part.null_draws, strict=True):
                 lay.null_draws = draws
@@ -291,6 +291,8 @@ class LayerSplit:
             resources.update(part.provenance.get("resources") or {})
             for where, k in (part.provenance.get("svd_sources") or {}).items():
                 sources[where] = sources.get(where, 0) + int(k)
+            for where, k in (part.provenance.get("knn_sources") or {}).items():
+                knn[where] = knn.get(where, 0) + int(k)
         want = [x for chunk in self.parts[hid] for x in chunk]  # the spec's order
         if sorted(x.layer for x in layers) != sorted(want):
             raise ValueError("the tasks' layers are not the hypothesis's layers")
@@ -301,7 +303,7 @@ class LayerSplit:
                            derive_seed(job.payload["seed"], "across_layers"),
                            method_any=str(job.payload.get("combine_any") or "cauchy"))
         provenance = {**parts[0].provenance, "resources": resources, "svd_sources": sources,
-                      "layer_tasks": len(parts)}
+                      **({"knn_sources": knn} if knn else {}), "layer_tasks": len(parts)}
         return Outcome(layers=layers, combined=combined,
                        runtime_s=sum(p.runtime_s for p in parts), provenance=provenance)
 

@@ -148,6 +148,7 @@ def run_job(job: dict[str, Any]) -> Outcome | PartialOutcome:
         "python": platform.python_version(), "numpy": np.__version__,
         "scipy": scipy.__version__, "seed": int(job["seed"]),
         **({"null_seed": int(job["null_seed"])} if job.get("null_seed") is not None else {}),
+        **({"knn_sources": ctx.knn_sources} if ctx.knn_sources else {}),
         **({"sequential_h": job["sequential_h"]} if job.get("sequential_h") else {}),
         **({"gene_split": job["split"]} if job.get("split") else {}),
         **({"universe": universe} if universe else {}),

@@ -15,26 +15,28 @@ homology), which run their default 199; descriptive probes use 200 bootstrap rep
 moment null makes none; its three rows put the moment null with confirmation, the draws alone and
 the moments alone side by side).  The
 pole-enrichment scan runs over a 500-set GMT family (10-200 genes each) on singular axes 1-5.
-Target: under 1 s per layer on 2 cores.  A probe whose null is drawn once per layer and shared
-by the hypotheses of a campaign (`geoscreen.probes.null_store`: the spectrum's feature shuffle)
+Target: under 1 s per layer on 2 cores. A probe whose null is drawn once per layer and shared by
+the hypotheses of a campaign (`geoscreen.probes.null_store`: the spectrum's feature shuffle)
 gets a second row, `stored null`: the same layers again as a second hypothesis would run them,
-reading the stored draws and checking them.  `--sequential H` adds, for every probe whose null
-can stop early (Besag-Clifford, `geoscreen.probes.sequential`), a row timed on the same layers
-with stopping at H exceedances, and its ratio to the fixed run; a two-sided test never stops, so
-with `--sequential` each probe runs its first one-sided alternative (fixed and sequential rows
-alike), and the probes that keep their draws for a trend across layers (anchor/centroid
-convergence, gene drift) print no sequential row.  `--genes 20000 --dim 1152 --cache-layers 2
---layers 1` times the probes at the scale of a whole-transcriptome vocabulary and a
-Geneformer-width model (a cliff shows as a jump in s/layer far beyond the genes^2 x dim
-growth).  Wall time is shown with the CPU
-time of the process (all threads): on a busy machine the wall time inflates, the CPU time much
-less.
+reading the stored draws and checking them; the k-NN probes likewise get a `stored kNN` row (a
+second k-NN hypothesis on the same layers reads their stored, spot-checked neighbour lists,
+`geoscreen.probes.knn_store`), while their first row is always a first hypothesis. `--sequential
+H` adds, for every probe whose null can stop early (Besag-Clifford,
+`geoscreen.probes.sequential`), a row timed on the same layers with stopping at H exceedances,
+and its ratio to the fixed run; a two-sided test never stops, so with `--sequential` each probe
+runs its first one-sided alternative (fixed and sequential rows alike), and the probes that keep
+their draws for a trend across layers (anchor/centroid convergence, gene drift) print no
+sequential row. `--genes 20000 --dim 1152 --cache-layers 2 --layers 1` times the probes at the
+scale of a whole-transcriptome vocabulary and a Geneformer-width model (a cliff shows as a jump
+in s/layer far beyond the genes^2 x dim growth). Wall time is shown with the CPU time of the
+process (all threads): on a busy machine the wall time inflates, the CPU time much less.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -285,6 +287,10 @@ def main() -> int:
             params = info.validate_params(prm)
             ctx.memo.clear()  # each variant starts as a campaign's hypothesis does (one-offs
             # such as a hypothesis's rewired networks land on its first layer: the max column)
+            # and as the first k-NN hypothesis on these layers (a later one reads the stored
+            # k-NN lists: the `stored kNN` row)
+            shutil.rmtree(root / "work" / "knn", ignore_errors=True)
+            ctx.knn_sources.clear()
             ctx.alternative = stopping_alternative(info.alternatives) if args.sequential \
                 else info.alternatives[0]
             times, cpu, results = time_layers(info, ctx, params, layers)
@@ -306,10 +312,20 @@ def main() -> int:
                 print(f"{name:22s} {'  stored null':18s} {reused:6d} {med:15.2f} "
                       f"{min(times):7.2f} {max(times):7.2f} {med_cpu:12.2f}  a second "
                       f"hypothesis on these layers: {fixed / med:.0f}x the first", flush=True)
+            if ctx.knn_sources:  # a second k-NN hypothesis on these layers reads the lists
+                ctx.memo.clear()
+                ctx.knn_sources.clear()
+                times, cpu, _ = time_layers(info, ctx, params, layers)
+                assert ctx.knn_sources == {"store": len(layers)}, ctx.knn_sources
+                med, med_cpu = statistics.median(times), statistics.median(cpu)
+                print(f"{name:22s} {'  stored kNN':18s} {draws:6d} {med:15.2f} "
+                      f"{min(times):7.2f} {max(times):7.2f} {med_cpu:12.2f}  a second k-NN "
+                      f"hypothesis on these layers: {fixed / med:.1f}x the first", flush=True)
             if args.sequential:
                 ctx.sequential_h = args.sequential
                 ctx.null_seed = 2  # other shared draws than the fixed run stored: drawn anew
                 ctx.memo.clear()
+                shutil.rmtree(root / "work" / "knn", ignore_errors=True)  # as the fixed run
                 times, cpu, results = time_layers(info, ctx, params, layers)
                 used = [res.extra.get("null_draws_used") for res in results]
                 rule = [res.extra.get("sequential_h") for res in results]

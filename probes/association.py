@@ -73,7 +73,11 @@ def _quantity(ctx: ProbeContext, layer: str, svd: SVD, p: GeneScoreParams) -> np
                                  "singular axes", field="params.axis")
         x = svd.U[:, p.axis - 1] * svd.S[p.axis - 1]
         return np.abs(x) if p.quantity == "abs_loading" else x
-    return knn_in_degree(svd.U * svd.S, p.k)
+    # the layer's stored k-NN lists in the full space, shared with the other k-NN probes
+    from geoscreen.probes.graph import layer_knn
+
+    _, nb = layer_knn(ctx, layer, "full", p.include_zero_genes, p.k)
+    return np.bincount(nb.ravel(), minlength=nb.shape[0]).astype(float)
 
 
 def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str) -> tuple[np.ndarray, dict[str, Any]]:

@@ -92,6 +92,9 @@ class ProbeContext:
     # where each layer's SVD came from: 'memory' (a warden loaded it ahead), 'store' (read and
     # verified here) or 'computed'; recorded in the worker's provenance
     svd_sources: dict[str, int] = field(default_factory=dict, repr=False)
+    # where each k-NN neighbour list came from: 'store' (read and spot-checked) or 'computed'
+    # (`geoscreen.probes.knn_store`); recorded in the worker's provenance when a probe used one
+    knn_sources: dict[str, int] = field(default_factory=dict, repr=False)
 
     # -- seeds --------------------------------------------------------------------------------
     def reference_layer(self, layer: str, reference: int | str) -> str:

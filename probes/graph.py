@@ -65,13 +65,16 @@ def top_columns(S: np.ndarray, m: int, group: int = 16) -> tuple[np.ndarray, np.
     return c[at], v[at]
 
 
-def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
-    """(n, k) indices of each row's k most cosine-similar other rows (unordered).
+def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """(n, k) indices of each row's k most cosine-similar other rows (unordered); with `rows`,
+    only those rows' neighbours (len(rows), k), computed the same way.
 
     The similarities are one float32 product of the unit rows (half the time of float64); a row
     whose k-th and (k+1)-th largest similarities are closer than twice the float32 error bound
     (inputs rounded, then a d-term dot product of unit vectors: (d + 2) 2^-24 each, doubled) is
-    ranked again in float64, so every row gets the neighbours the float64 similarities give.
+    ranked again in float64, so every row gets the neighbours the float64 similarities give
+    (which is also why a row's neighbours do not depend on the block it is computed in).
     """
     if not np.isfinite(Z).all():
         raise ValueError("knn_neighbours needs finite coordinates")
@@ -81,11 +84,13 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
     n, d = Zn.shape
     k = min(k, n - 1)
     tol = 2.0 * (d + 2) * 2.0 ** -24
-    out = np.empty((n, k), dtype=np.int64)
-    for st in range(0, n, block):
-        S = Z32[st:st + block] @ Z32.T
-        r = np.arange(S.shape[0])
-        S[r, r + st] = -np.inf  # not itself
+    todo = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.empty((todo.size, k), dtype=np.int64)
+    for st in range(0, todo.size, block):
+        mine = todo[st:st + block]
+        S = Z32[mine] @ Z32.T
+        r = np.arange(mine.size)
+        S[r, mine] = -np.inf  # not itself
         if k < n - 1:
             cols, vals = top_columns(S, k + 1)
             out[st:st + r.size] = cols[:, :k]
@@ -95,18 +100,24 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
             gap = np.full(r.size, np.inf)
         redo = np.flatnonzero(~(gap > 2 * tol))  # a near-tie at the k-th place
         if redo.size:
-            S64 = Zn[redo + st] @ Zn.T
-            S64[np.arange(redo.size), redo + st] = -np.inf
+            S64 = Zn[mine[redo]] @ Zn.T
+            S64[np.arange(redo.size), mine[redo]] = -np.inf
             out[redo + st] = np.argpartition(-S64, k - 1, axis=1)[:, :k]
     return out
 
 
-def _graph(ctx: ProbeContext, layer: str, subspace: Subspace, include_zero: bool, k: int,
-           ) -> tuple[object, np.ndarray]:
+def layer_knn(ctx: ProbeContext, layer: str, subspace: Subspace, include_zero: bool, k: int,
+              ) -> tuple[object, np.ndarray]:
+    """(the layer's SVD, its genes' k-NN lists): kept for the hypothesis, and stored per layer,
+    k and subspace for the next one (`geoscreen.probes.knn_store`)."""
+    from geoscreen.probes import knn_store
+
     key = ("knn", layer, str(subspace), include_zero, k)
     if key not in ctx.memo:
         svd, Z = subspace_coords(ctx, layer, subspace, include_zero)
-        ctx.memo[key] = (svd, knn_neighbours(Z, k))
+        nb, source = knn_store.neighbours(ctx.store_base(), svd.key, subspace, Z, k)
+        ctx.knn_sources[source] = ctx.knn_sources.get(source, 0) + 1
+        ctx.memo[key] = (svd, nb)
     return ctx.memo[key]
 
 
@@ -178,7 +189,7 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
-    svd, nb = _graph(ctx, layer, p.subspace, p.include_zero_genes, p.k)
+    svd, nb = layer_knn(ctx, layer, p.subspace, p.include_zero_genes, p.k)
     members = np.unique(svd.local(ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_size,
                                                 include_zero=p.include_zero_genes)))
     n, s = nb.shape[0], members.size
@@ -289,7 +300,7 @@ def knn_graph(ctx: ProbeContext, p: KnnGraphParams, layer: str) -> LayerResult:
     Newman, M. E. J. (2003). The structure and function of complex networks. SIAM Review 45(2),
     167-256.
     """
-    _, nb = _graph(ctx, layer, p.subspace, p.include_zero_genes, p.k)
+    _, nb = layer_knn(ctx, layer, p.subspace, p.include_zero_genes, p.k)
     avg, trans = clustering_stats(nb)
     extra: dict[str, object] = {"clustering": avg, "transitivity": trans, "k": p.k}
     value = avg if p.statistic == "clustering" else trans
@@ -400,7 +411,7 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
     """
     from geoscreen.probes.communities import ari, nmi, relabel
 
-    svd, nb = _graph(ctx, layer, p.subspace, p.include_zero_genes, p.k)
+    svd, nb = layer_knn(ctx, layer, p.subspace, p.include_zero_genes, p.k)
     member, modularity = _communities(ctx, layer, nb, p.resolution)
     _ids, names, mset, mrow = ctx.family_rows(
         p.annotation, param="annotation", min_size=p.min_set_size, max_size=p.max_set_size,
