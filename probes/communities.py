@@ -24,7 +24,8 @@ def leiden_modules(n_nodes: int, i: np.ndarray, j: np.ndarray, weight: np.ndarra
     igraph's own Leiden (`Graph.community_leiden`, C code: about 20x faster than the leidenalg
     package's optimiser on a 4,803-gene k-NN graph, with the same objective) draws from a
     `random.Random` seeded with `seed`, installed as igraph's generator for the call only, so
-    the same seed gives the same partition and no global generator is touched.
+    the same seed gives the same partition and no global generator is touched (afterwards
+    igraph draws from the `random` module again, its default, also if the call fails).
     """
     import random
 

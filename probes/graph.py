@@ -73,8 +73,10 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024,
     The similarities are one float32 product of the unit rows (half the time of float64); a row
     whose k-th and (k+1)-th largest similarities are closer than twice the float32 error bound
     (inputs rounded, then a d-term dot product of unit vectors: (d + 2) 2^-24 each, doubled) is
-    ranked again in float64, so every row gets the neighbours the float64 similarities give
-    (which is also why a row's neighbours do not depend on the block it is computed in).
+    ranked again in float64, so every row gets the neighbours the float64 similarities give;
+    float64 values within their own rounding error of the k-th are ties, broken by column
+    (`top_k_ties_by_column`), so a row's neighbours do not depend on the block it is computed
+    in or on the BLAS kernel that computed it.
     """
     if not np.isfinite(Z).all():
         raise ValueError("knn_neighbours needs finite coordinates")
@@ -102,7 +104,26 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024,
         if redo.size:
             S64 = Zn[mine[redo]] @ Zn.T
             S64[np.arange(redo.size), mine[redo]] = -np.inf
-            out[redo + st] = np.argpartition(-S64, k - 1, axis=1)[:, :k]
+            out[redo + st] = top_k_ties_by_column(S64, k, 4.0 * (d + 2) * 2.0 ** -53)
+    return out
+
+
+def top_k_ties_by_column(S: np.ndarray, k: int, tol: float) -> np.ndarray:
+    """The columns of each row's k largest entries, where entries within `tol` of the row's
+    k-th largest count as tied and the tie is broken by column (lowest first).
+
+    `tol` is larger than the rounding error of the float64 similarities (4 (d + 2) 2^-53), so
+    near-duplicate genes — e.g. the genes with no signal in a layer, which centre to nearly the
+    same row — are ranked by column whatever the BLAS kernel, block shape or machine that
+    computed them: a stored neighbour list and one computed now agree.
+    """
+    out = np.empty((S.shape[0], k), dtype=np.int64)
+    kth = -np.partition(-S, k - 1, axis=1)[:, k - 1]
+    for r in range(S.shape[0]):
+        row = S[r]
+        sure = np.flatnonzero(row > kth[r] + tol)  # fewer than k: all above the k-th
+        tied = np.flatnonzero((row >= kth[r] - tol) & (row <= kth[r] + tol))
+        out[r] = np.concatenate([sure, tied[: k - sure.size]])
     return out
 
 
@@ -150,7 +171,7 @@ def within_share(nb: np.ndarray, members: np.ndarray, n: int) -> float:
     family="graph_topology",
     params=KnnHomophilyParams,
     nulls=("matched", "gene_shuffle"),
-    version="1.0",
+    version="1.1",
     statistic="share of the set's k-nearest-neighbour edges that end inside the set",
     effect="that share over its expectation for a random set of the same size, (s-1)/(n-1) "
            "(1 = no homophily); z against the null and the null mean in extra",

@@ -50,12 +50,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from geoscreen.probes.keyed_file import load_keyed, save_atomic
 
 NULL_VERSION = "null-v1"
 _CHECKS = 2  # copies remade to check a stored null (each costs what drawing it costs)
@@ -77,16 +77,9 @@ def null_path(base: Path, key: str) -> Path:
 def read(path: Path, key: str) -> np.ndarray | None:
     """The stored draws if the file exists, is readable, carries `key` and holds a finite 2-d
     float64 array; None otherwise (not yet checked against remade copies)."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
-                return None
-            draws = z["draws"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None  # truncated or corrupt: drawn again and replaced
-    if draws.ndim != 2 or draws.dtype != np.float64 or not np.isfinite(draws).all():
+    draws = load_keyed(path, key, "draws")  # None if truncated or corrupt: drawn again
+    if draws is None or draws.ndim != 2 or draws.dtype != np.float64 or \
+            not np.isfinite(draws).all():
         return None
     return draws
 
@@ -109,14 +102,7 @@ def write(path: Path, key: str, draws: np.ndarray, rejected: np.ndarray | None =
                 have.shape == rejected.shape and np.array_equal(have, rejected)
             if have is not None and not bad and have.shape[0] >= draws.shape[0]:
                 return
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, key=np.array(key), draws=np.ascontiguousarray(draws))
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            save_atomic(path, key, draws=np.ascontiguousarray(draws))
     except OSError:
         pass  # a read-only store costs time only
 

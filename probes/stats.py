@@ -270,8 +270,9 @@ def matrix_gather(K: np.ndarray, I: np.ndarray, J: np.ndarray) -> np.ndarray:
     fixed first endpoints of a rewiring) is scaled once, not once per draw.  Indices must lie in
     range (checked: no negative indices from the end, unlike numpy).
     """
-    if not K.flags.c_contiguous or I.shape != J.shape or I.ndim == 0:
-        return K[I, J]
+    if not K.flags.c_contiguous or I.shape != J.shape or I.ndim == 0 or I.size == 0 or \
+            I.dtype.kind != "i" or J.dtype.kind != "i":
+        return K[I, J]  # numpy's own rules for empty, unsigned, boolean or other indices
     n = K.shape[1]
     first = I[0] if I.ndim == 2 and I.strides[0] == 0 else I  # one row broadcast over the draws
     for ix, size in ((first, K.shape[0]), (J, n)):

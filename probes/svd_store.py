@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -59,15 +58,15 @@ def compute(X: np.ndarray) -> Arrays:
 
 def load(path: Path, key: str, rows: np.ndarray, X: np.ndarray) -> Arrays | None:
     """The stored SVD if it exists, is readable and passes `verified`; None otherwise."""
-    if not path.is_file():
-        return None
     try:
+        if not path.is_file():
+            return None
         with np.load(path, allow_pickle=False) as z:
             if str(z["key"]) != key or not np.array_equal(z["rows"], rows):
                 return None
             arrays = (z["U"], z["S"], z["Vt"], z["mean"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None  # a truncated or corrupt file is recomputed and replaced
+    except Exception:  # noqa: BLE001 - any unreadable, truncated, corrupt or foreign file
+        return None  # is recomputed and replaced
     return arrays if verified(X, arrays) else None
 
 

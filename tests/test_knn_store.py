@@ -79,8 +79,9 @@ def test_rows_alone_equal_the_whole_list(layers):
     assert not knn_store.spot_check(np.roll(whole, 1, axis=0), Z, 7)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_key", "self", "duplicate",
-                                    "out_of_range", "other_data", "narrow", "float"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "encrypted", "plain_npy",
+                                    "other_key", "self", "duplicate", "out_of_range",
+                                    "other_data", "narrow", "float"])
 def test_a_damaged_list_is_computed_again_and_replaced(layers, tmp_path, damage):
     cache, annotation, score, genes = layers
     prm = {"gene_set": genes, "k": 8, "n_permutations": 199}
@@ -93,6 +94,14 @@ def test_a_damaged_list_is_computed_again_and_replaced(layers, tmp_path, damage)
         path.write_bytes(b"not an npz file")
     elif damage == "truncated":
         path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "encrypted":  # one flag bit of the zip's central directory: zipfile raises
+        at = raw.index(b"PK\x01\x02")  # RuntimeError, not BadZipFile
+        flipped = bytearray(raw)
+        flipped[at + 8] |= 1
+        path.write_bytes(bytes(flipped))
+    elif damage == "plain_npy":  # np.load returns an array, not an archive
+        with path.open("wb") as fh:
+            np.save(fh, nb)
     else:
         bad = nb.copy()
         if damage == "self":
@@ -116,6 +125,20 @@ def test_a_damaged_list_is_computed_again_and_replaced(layers, tmp_path, damage)
     third_ctx = context(cache, tmp_path, seed=1)
     _same(clean, run("knn_homophily", prm, third_ctx, "L0"))
     assert third_ctx.knn_sources == {"store": 1}
+
+
+def test_a_folder_where_the_list_should_be_costs_time_only(layers, tmp_path):
+    cache, _, _, genes = layers
+    prm = {"gene_set": genes, "k": 8, "n_permutations": 199}
+    good = run("knn_homophily", prm, context(cache, tmp_path / "a", seed=1), "L0")
+    path = _files(tmp_path / "a")[0]
+    other = tmp_path / "b" / path.relative_to(tmp_path / "a")
+    other.mkdir(parents=True)  # a folder named like the stored list
+    for _ in range(2):
+        ctx = context(cache, tmp_path / "b", seed=1)
+        _same(good, run("knn_homophily", prm, ctx, "L0"))
+        assert ctx.knn_sources == {"computed": 1}
+    assert other.is_dir()
 
 
 def test_an_unwritable_store_costs_time_only(layers, tmp_path):
@@ -152,3 +175,29 @@ def test_a_campaign_records_where_its_lists_came_from(small_cache, tmp_path):
     n_layers = len(first["layers_detail"])
     assert first["provenance"]["knn_sources"] == {"computed": n_layers}
     assert second["provenance"]["knn_sources"] == {"store": n_layers}
+
+
+def test_near_duplicate_genes_get_the_same_neighbours_in_any_block():
+    """Genes with no signal (all-zero rows, kept with include_zero_genes) centre to nearly the
+    same row: their float64 similarities tie to rounding, and which of them a row ranks first
+    depended on the BLAS kernel (one row alone is a matrix-vector product).  Ties within the
+    float64 error bound are broken by column, so a row's neighbours are the same alone, in
+    any block and in the whole list, and an intact stored list always passes its spot check."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 256))
+    X[:200] = 0.0
+    U, S, _ = np.linalg.svd(X - X.mean(axis=0), full_matrices=False)
+    Z = U * S
+    assert not np.all(Z[:200] == Z[0])  # near-duplicates, not bit-identical
+    full = np.sort(knn_neighbours(Z, 10), axis=1)
+    alone = np.sort(np.concatenate([knn_neighbours(Z, 10, rows=np.array([i]))
+                                    for i in range(200)]), axis=1)
+    np.testing.assert_array_equal(alone, full[:200])
+    np.testing.assert_array_equal(np.sort(knn_neighbours(Z, 10, block=7), axis=1), full)
+    assert all(knn_store.spot_check(full, Z, 10) for _ in range(50))
+    # the tie rule itself: within tol the lowest columns, above it every larger entry
+    from geoscreen.probes.graph import top_k_ties_by_column
+
+    row = np.array([[0.5, 0.9, 0.5 + 1e-15, 0.2, 0.5 - 1e-15, 0.95]])
+    assert sorted(top_k_ties_by_column(row, 3, 1e-12)[0]) == [0, 1, 5]
+    assert sorted(top_k_ties_by_column(row, 4, 1e-12)[0]) == [0, 1, 2, 5]

@@ -357,6 +357,8 @@ def test_matrix_gather_is_numpy_fancy_indexing():
         assert got.dtype == K.dtype and got.shape == a.shape
         assert np.array_equal(got, K[a, b])
     assert np.array_equal(matrix_gather(np.asfortranarray(K), I, J), K[I, J])
+    for a, b in ((I[:0], J[:0]), (I.astype(np.uint64), J.astype(np.uint64))):  # numpy's path
+        assert np.array_equal(matrix_gather(K, a, b), K[a, b])
     shifted = np.broadcast_to(I[0] + 300, I.shape)
     for a, b in ((I, J + 300), (I, J - 300), (I + 300, J), (shifted, J)):
         with pytest.raises(IndexError):  # never an entry of the next or previous row
