@@ -56,12 +56,16 @@ class GeneScoreParams(ProbeParams):
         return v
 
 
+def in_degree(nb: np.ndarray) -> np.ndarray:
+    """How many genes list each gene among their neighbours, from (genes, k) neighbour lists."""
+    return np.bincount(nb.ravel(), minlength=nb.shape[0]).astype(float)
+
+
 def knn_in_degree(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
     """How many genes have each gene among their k most cosine-similar others."""
     from geoscreen.probes.graph import knn_neighbours
 
-    nb = knn_neighbours(Z, k, block)
-    return np.bincount(nb.ravel(), minlength=Z.shape[0]).astype(float)
+    return in_degree(knn_neighbours(Z, k, block))
 
 
 def _quantity(ctx: ProbeContext, layer: str, svd: SVD, p: GeneScoreParams) -> np.ndarray:
@@ -77,7 +81,7 @@ def _quantity(ctx: ProbeContext, layer: str, svd: SVD, p: GeneScoreParams) -> np
     from geoscreen.probes.graph import layer_knn
 
     _, nb = layer_knn(ctx, layer, "full", p.include_zero_genes, p.k)
-    return np.bincount(nb.ravel(), minlength=nb.shape[0]).astype(float)
+    return in_degree(nb)
 
 
 def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str) -> tuple[np.ndarray, dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""Keyed ``.npz`` files of the per-layer stores (`null_store`, `knn_store`): one array under a
-name and the key it was stored for, read without trusting anything and written atomically."""
+"""Keyed ``.npz`` files of the per-layer stores (`svd_store`, `null_store`, `knn_store`): arrays
+and the key they were stored for, read without trusting anything and written atomically."""
 
 from __future__ import annotations
 

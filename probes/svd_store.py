@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from geoscreen.probes.keyed_file import save_atomic
 from geoscreen.store.cache import GENES, Cache
 
 STORE_VERSION = "svd-v2"
@@ -74,11 +74,7 @@ def save(path: Path, key: str, rows: np.ndarray, arrays: Arrays) -> None:
     """Write atomically (temporary file, then rename); a read-only store only costs time."""
     U, S, Vt, mean = arrays
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, key=np.array(key), rows=rows, U=U, S=S, Vt=Vt, mean=mean)
-        os.replace(tmp, path)
+        save_atomic(path, key, rows=rows, U=U, S=S, Vt=Vt, mean=mean)
     except OSError:
         pass
 
