@@ -131,7 +131,7 @@ def _matrix_sums(M: np.ndarray, P: np.ndarray, offsets: np.ndarray, sizes: np.nd
     """
     n = M.shape[0]
     if not (_use_matmul(n, sizes) if matmul is None else matmul):
-        return _set_sums(matrix_gather(M, P[:, a], P[:, b]), starts)
+        return _set_sums(matrix_gather(M, P.take(a, axis=1), P.take(b, axis=1)), starts)
     m = P.shape[0]
     out = np.empty((m, sizes.size))
     cols = np.arange(m)
@@ -187,7 +187,7 @@ def _observed_retrieval(Zn: np.ndarray, sets: list[np.ndarray]) -> float:
     params=SetCohesionParams,
     nulls=("matched", "gene_shuffle", "feature_shuffle", "pc_shuffle",
            "coexpression_residualization"),
-    version="2.0",
+    version="2.1",
     statistic="within-set mean similarity, or kNN-retrieval AUROC, averaged over the sets",
     effect="z-score against the null (retrieval AUROC and mean similarity both in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -322,7 +322,7 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
 
         def draws() -> Iterator[np.ndarray]:
             for s, m in chunks(p.n_permutations, width):
-                P = gene_perms(n, m, rng)[:, flat] if strata is None else \
+                P = gene_perms(n, m, rng).take(flat, axis=1) if strata is None else \
                     strata.draw(flat, m, rng)
                 if strata is not None and s == 0:
                     matching["balance"] = strata.balance(flat, P)

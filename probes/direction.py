@@ -222,7 +222,7 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
                 if st == 0:
                     matching["balance"] = strata.balance(dst, draws)  # type: ignore[index]
             else:  # one relabelling of all genes per draw: a target shared by TFs stays shared
-                draws = np.argsort(rng.random((m, n)), axis=1)[:, dst]
+                draws = np.argsort(rng.random((m, n)), axis=1).take(dst, axis=1)
             draws = np.asarray(draws, dtype=np.int64)
             # a target relabelled onto its own TF (rare, about k/n per edge) moves to another
             # gene

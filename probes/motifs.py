@@ -487,8 +487,8 @@ def curveball(dst: np.ndarray, src_row: np.ndarray, row_node: np.ndarray, rounds
         group = pos // 2
         ppos = pos ^ 1
         partner = np.where(ppos < T, row_node[order[rows, np.minimum(ppos, T - 1)]], -1)
-        g = group[:, src_row].astype(np.int64)
-        forced = dst == partner[:, src_row]
+        g = group.take(src_row, axis=1).astype(np.int64)  # row-major gathers
+        forced = dst == partner.take(src_row, axis=1)
         key = ((g * node_max + dst) << sbits) | slot
         key.sort(axis=1)
         val, idx = key >> sbits, key & smask
@@ -661,7 +661,7 @@ class _Counts:
     family="graph_topology",
     params=RegulatoryMotifsParams,
     nulls=("degree_preserving", "motif_preserving", "gene_shuffle"),
-    version="1.0",
+    version="1.1",
     statistic="mean similarity over the gene pairs of each instance of a regulatory motif "
               "(feed-forward loop, cascade, fan-out or fan-in) of a directed network, averaged "
               "over instances; or the mean similarity of motif edges minus that of the "
@@ -818,7 +818,7 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
                 return low_rank_pair_sums(factor, u, v, P, w)
         else:
             def pair_part(P: np.ndarray) -> np.ndarray:
-                return sim(P[:, u], P[:, v]) @ w
+                return sim(P.take(u, axis=1), P.take(v, axis=1)) @ w
         if obs.g_net.size:
             assert Zn is not None and zn_norms is not None
             group_part = _relabelled_groups(Zn, inv[2 * nu:], obs.g_ptr, obs.g_w, zn_norms)

@@ -115,7 +115,7 @@ class PairProximityParams(ProbeParams):
     family="manifold_distance",
     params=PairProximityParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.1",
+    version="2.2",
     statistic="mean similarity of the listed pairs in the subspace (co-expression residual with "
               "control)",
     effect="z-score of the observed mean similarity against the null distribution",
@@ -209,17 +209,25 @@ class LabelPairScorer:
     n x n matrix.  `labels` is (genes,) for one axis or (genes, axes)."""
 
     def __init__(self, labels: np.ndarray, opposite: bool = False) -> None:
+        if labels.size and np.abs(labels).max() > 1:
+            raise ValueError("pole labels are -1, 0 or 1")
         L = labels.astype(np.int8)
         self.L = L[:, None] if L.ndim == 1 else L
         self.sign = np.int8(-1 if opposite else 1)
         self.n = int(self.L.shape[0])
         self.factor = None
+        self._code, self._partner = self._codes()
 
-    def _hit(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return ((a == self.sign * b) & (a != 0)).any(axis=-1)
+    def _hit(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
+        """Whether pairs (I, J) are hits: their codes share a bit.  A first index broadcast
+        along its rows (the fixed first endpoints of a rewiring) is gathered once."""
+        a = self._code[I[0]][None, :] if I.ndim == 2 and I.strides[0] == 0 else self._code[I]
+        hit = self._partner[J]
+        hit &= a
+        return hit != 0
 
     def values(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        return self._hit(self.L[i], self.L[j]).astype(np.float64)
+        return self._hit(i, j).astype(np.float64)
 
     def matrix(self) -> np.ndarray:
         """The genes x genes indicator (for the co-expression control)."""
@@ -229,8 +237,36 @@ class LabelPairScorer:
             out |= (la[:, None] == self.sign * la[None, :]) & (la[:, None] != 0)
         return out
 
+    def _codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each gene's poles as bits, (top | bottom << axes), in the smallest unsigned type, and
+        the code its partner must share a bit with: the same code for co-polarity, the halves
+        swapped for opposite poles.  A pair is a hit exactly when the two codes share a bit."""
+        a = self.L.shape[1]
+        dtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64)
+                     if 2 * a <= np.iinfo(t).bits)
+        w = np.left_shift(1, np.arange(a, dtype=np.uint64))
+        top = ((self.L == 1) * w).sum(axis=1, dtype=np.uint64)
+        bottom = ((self.L == -1) * w).sum(axis=1, dtype=np.uint64)
+        code = (top | (bottom << np.uint64(a))).astype(dtype)
+        partner = code if self.sign == 1 else (bottom | (top << np.uint64(a))).astype(dtype)
+        return code, partner
+
+    def mean_relabelled(self, P: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """``mean_many(P[:, i], P[:, j])``, reading the labels once per draw: each draw's pole
+        codes of the genes used are gathered (one small integer per gene, `_codes`), then each
+        pair is one AND of its two codes."""
+        code, partner = self._code, self._partner
+        out = np.empty(P.shape[0])
+        per = max(1, (1 << 17) // max(i.size, 1))
+        for s in range(0, P.shape[0], per):
+            rows = P[s:s + per]
+            hit = code[rows].take(i, axis=1)
+            hit &= partner[rows].take(j, axis=1)
+            out[s:s + per] = np.count_nonzero(hit, axis=1) / i.size
+        return out
+
     def mean_many(self, I: np.ndarray, J: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        hit = self._hit(self.L[I], self.L[J])
+        hit = self._hit(I, J)
         if mask is None:
             return hit.mean(axis=1)
         return (hit & mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
@@ -400,7 +436,7 @@ def score_bins(score: np.ndarray, bins: int) -> np.ndarray:
     family="manifold_distance",
     params=GradedProximityParams,
     nulls=("label_shuffle", "coexpression_residualization"),
-    version="1.0",
+    version="1.1",
     statistic="Spearman rho between confidence bin and pair similarity, over pairs",
     effect="Spearman rho (rho over bin means, the 'rho over 5 quintiles', is in extra)",
     alternatives=("greater", "less", "two-sided"),

@@ -67,7 +67,7 @@ class NullRobustnessParams(ProbeParams):
     family="null_sensitivity",
     params=NullRobustnessParams,
     nulls=("gene_shuffle", "degree_preserving", "coexpression_residualization"),
-    version="1.1",
+    version="1.2",
     statistic="mean similarity of the listed pairs, tested against each null",
     effect="smallest z over the nulls (per-null z and p in extra)",
     alternatives=("greater", "less", "two-sided"),

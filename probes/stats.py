@@ -135,13 +135,25 @@ def similarity_matrix(Z: np.ndarray, metric: str) -> np.ndarray:
 
     Cosines are one float32 product of the float64-normalised rows (about five times faster
     than a float64 product rounded to float32; entries within 1e-6 of it).  Distances come from
-    a float64 Gram matrix, whose differences would cancel in float32.
+    a float64 Gram matrix, whose differences would cancel in float32; on one axis they are the
+    float64 |x_i - x_j| itself (exact up to one rounding, where the Gram form loses digits for
+    close genes), rounded to float32.
     """
     if metric == "cosine":
         Zn = normalise_rows(np.asarray(Z, dtype=np.float64)).astype(np.float32)
         return Zn @ Zn.T
     Z = np.asarray(Z, dtype=np.float64)
     n = Z.shape[0]
+    if Z.shape[1] == 1:
+        x = Z[:, 0]
+        K = np.empty((n, n), dtype=np.float32)
+        block = max(1, 4_000_000 // max(n, 1))
+        for s in range(0, n, block):
+            D = x[s:s + block, None] - x[None, :]
+            np.abs(D, out=D)
+            np.negative(D, out=D)
+            K[s:s + block] = D
+        return K
     sq = np.einsum("ij,ij->i", Z, Z) if Z.shape[1] > 1 else Z[:, 0] * Z[:, 0]
     K = np.empty((n, n), dtype=np.float32)
     block = max(1, 4_000_000 // max(n, 1))  # rows per block: no n x n float64 array
@@ -202,12 +214,8 @@ class PairScorer:
         return self
 
     def _axis_values(self, I: np.ndarray, J: np.ndarray, block: int = 1 << 16) -> np.ndarray:
-        """float32 values -sqrt(max((x_i^2 + x_j^2) - 2 x_i x_j, 0)) of one euclidean axis.
-
-        These are `similarity_matrix`'s entries, computed pair by pair with the same float64
-        operations (one-term products x_i x_j, as the one-column matrix product gives them), in
-        blocks that stay in cache.
-        """
+        """float32 values -|x_i - x_j| (computed in float64) of one euclidean axis:
+        `similarity_matrix`'s entries, pair by pair, in blocks that stay in cache."""
         assert self._axis is not None
         if I.ndim == 2 and not I.flags.c_contiguous and I.flags.f_contiguous and \
                 J.flags.f_contiguous:
@@ -219,16 +227,30 @@ class PairScorer:
         out = np.empty(I.shape, dtype=np.float32)
         fi, fj, fo = I.reshape(-1), J.reshape(-1), out.reshape(-1)
         for s in range(0, fi.size, block):
-            a, b = x[fi[s:s + block]], x[fj[s:s + block]]
-            d2 = a * a
-            d2 += b * b
-            a *= b
-            a *= 2.0
-            d2 -= a
-            np.maximum(d2, 0.0, out=d2)
-            np.sqrt(d2, out=d2)
-            np.negative(d2, out=d2)
-            fo[s:s + block] = d2
+            a = x[fi[s:s + block]]
+            a -= x[fj[s:s + block]]
+            np.abs(a, out=a)
+            np.negative(a, out=a)
+            fo[s:s + block] = a
+        return out
+
+    def mean_relabelled(self, P: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Row-wise mean similarity of the pairs (P[r, i], P[r, j]): `P` holds each draw's new
+        labels of the genes the pairs use, `i`, `j` index its columns.  Equal to
+        ``mean_many(P[:, i], P[:, j])``; on one euclidean axis the coordinates are relabelled
+        once per draw and the pairs read them (two gathers per pair instead of four)."""
+        if self._axis is None:
+            return self.mean_many(P.take(i, axis=1), P.take(j, axis=1))
+        Y = self._axis[P]  # (draws, genes used) coordinates after relabelling
+        out = np.empty(P.shape[0])
+        per = max(1, (1 << 16) // max(i.size, 1))  # rows per block: a block stays in cache
+        for s in range(0, P.shape[0], per):
+            y = Y[s:s + per]
+            d = y.take(i, axis=1)  # row-major gathers: y[:, i] is several times slower
+            d -= y.take(j, axis=1)
+            np.abs(d, out=d)
+            # sum(-v) == -sum(v) exactly: the matrix path's float32 entries, summed alike
+            out[s:s + per] = -(d.astype(np.float32).sum(axis=1, dtype=np.float64)) / i.size
         return out
 
     def values(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -279,23 +301,24 @@ def matrix_gather(K: np.ndarray, I: np.ndarray, J: np.ndarray) -> np.ndarray:
         # an offset past its row would read the next row's entry, not fail as K[I, J] does
         if ix.size and (int(ix.min()) < 0 or int(ix.max()) >= size):
             raise IndexError(f"index out of bounds for a {K.shape[0]} x {n} matrix")
-    if first is not I:
-        flat = J.astype(np.int64)
-        flat += first.astype(np.int64) * n
+    if first is not I:  # one pass over the draws: J widened to int64 as it is added
+        flat = np.add(J, first.astype(np.int64) * n, dtype=np.int64)
     else:
-        flat = I.astype(np.int64) * n
+        flat = np.multiply(I, n, dtype=np.int64)
         flat += J
     return K.reshape(-1).take(flat)
 
 
-def gene_perms(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
-    """`m` independent uniform permutations of range(n), one per row (int32).
+def gene_perms(n: int, m: int, rng: np.random.Generator, small: bool = False) -> np.ndarray:
+    """`m` independent uniform permutations of range(n), one per row (int32; with `small`,
+    int16 where n fits: the same permutations, drawn about 30% faster).
 
     `Generator.permuted` shuffles row after row from one stream, so drawing m rows in pieces
     (a few, then more: a sequential test may stop) gives exactly the rows of one call
     (tests/test_sequential.py checks this).
     """
-    return rng.permuted(np.tile(np.arange(n, dtype=np.int32), (m, 1)), axis=1)
+    dtype = np.int16 if small and n <= np.iinfo(np.int16).max else np.int32
+    return rng.permuted(np.tile(np.arange(n, dtype=dtype), (m, 1)), axis=1)
 
 
 def gene_shuffle_pairs(i: np.ndarray, j: np.ndarray, n_genes: int, n_perm: int,
@@ -305,12 +328,18 @@ def gene_shuffle_pairs(i: np.ndarray, j: np.ndarray, n_genes: int, n_perm: int,
     `i`, `j` are positions in 0..n_genes-1; returns (n_perm, n_pairs) index arrays.
     """
     perms = gene_perms(n_genes, n_perm, rng)
-    return perms[:, i], perms[:, j]
+    return perms.take(i, axis=1), perms.take(j, axis=1)
 
 
-def degree_preserving_targets(j: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+def degree_preserving_targets(j: np.ndarray, n_perm: int, rng: np.random.Generator,
+                              small: bool = False) -> np.ndarray:
     """(n_perm, pairs) second endpoints, each row a uniform permutation of `j` across the pairs
-    (shuffled in place: the draws of ``rng.permuted(np.tile(j, (n_perm, 1)), axis=1)``)."""
+    (shuffled in place: the draws of ``rng.permuted(np.tile(j, (n_perm, 1)), axis=1)``).  With
+    `small`, int16 where every endpoint fits: the same permutations (a shuffle moves entries
+    whatever their type), about 30% faster."""
+    if small and j.size and j.dtype.kind in "iu" and 0 <= int(j.min()) and \
+            int(j.max()) <= np.iinfo(np.int16).max:
+        j = j.astype(np.int16)
     J = np.tile(j, (n_perm, 1))
     rng.permuted(J, axis=1, out=J)
     return J
@@ -403,7 +432,7 @@ def pair_null_draws(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str,
         def low_rank() -> Iterator[np.ndarray]:
             for _, m in chunks(n_perm, scorer.n * (Zn.shape[1] + 1), budget=8_000_000):
                 for rows in growing(m):  # row-wise draws: made as they are taken (`gene_perms`)
-                    P = gene_perms(scorer.n, rows.stop - rows.start, rng)
+                    P = gene_perms(scorer.n, rows.stop - rows.start, rng, small=True)
                     yield low_rank_pair_sums(Zn, i, j, P) / i.size
         return float(low_rank_pair_sums(Zn, i, j, ident)[0] / i.size), low_rank()
     if null == "degree_preserving":
@@ -421,13 +450,15 @@ def pair_null_draws(scorer: PairScorer, i: np.ndarray, j: np.ndarray, null: str,
             ii, jj = inv[:i.size], inv[i.size:]
             for _, m in chunks(n_perm, max(scorer.n, i.size)):
                 for rows in growing(m):  # row-wise draws: made as they are taken
-                    P = gene_perms(scorer.n, rows.stop - rows.start, rng)[:, used]
-                    yield scorer.mean_many(P[:, ii], P[:, jj])
+                    P = gene_perms(scorer.n, rows.stop - rows.start, rng, small=True)
+                    if used.size < scorer.n:
+                        P = P.take(used, axis=1)
+                    yield scorer.mean_relabelled(P, ii, jj)
         else:
             for _, m in chunks(n_perm, i.size):
                 for rows in growing(m):
                     yield rewired_mean(scorer, i, degree_preserving_targets(
-                        j, rows.stop - rows.start, rng))
+                        j, rows.stop - rows.start, rng, small=True))
     return observed, gathers()
 
 

@@ -1,0 +1,139 @@
+"""Gene-shuffle pair nulls read each draw's relabelled genes once (`mean_relabelled`), draw their
+permutations as int16 where the genes fit, and one-axis euclidean distances are |x_i - x_j|.
+
+Each faster path must give the draws and means of the plain formulation bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from geoscreen.probes.proximity import LabelPairScorer, pole_labels
+from geoscreen.probes.stats import (
+    PairScorer,
+    degree_preserving_targets,
+    gene_perms,
+    pair_null,
+    similarity_matrix,
+)
+
+
+def _pairs(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    i, j = rng.integers(0, n, size), rng.integers(0, n, size)
+    keep = i != j
+    return i[keep], j[keep]
+
+
+def test_small_permutations_are_the_same_permutations():
+    for n in (1, 7, 4803, 32767):
+        a = gene_perms(n, 30, np.random.default_rng(n))
+        b = gene_perms(n, 30, np.random.default_rng(n), small=True)
+        assert b.dtype == np.int16 and np.array_equal(a, b)
+    big = gene_perms(40_000, 3, np.random.default_rng(0), small=True)  # does not fit: int32
+    assert big.dtype == np.int32
+    assert np.array_equal(big, gene_perms(40_000, 3, np.random.default_rng(0)))
+    j = np.random.default_rng(1).integers(0, 5000, 900)
+    a = degree_preserving_targets(j, 25, np.random.default_rng(2))
+    b = degree_preserving_targets(j, 25, np.random.default_rng(2), small=True)
+    assert b.dtype == np.int16 and np.array_equal(a, b)
+    wide = np.r_[j, 40_000]  # an endpoint beyond int16 keeps the input's type
+    assert degree_preserving_targets(wide, 2, np.random.default_rng(2), small=True).dtype == \
+        wide.dtype
+
+
+def test_one_axis_distances_are_exact_differences():
+    rng = np.random.default_rng(3)
+    x = np.r_[1e4, 1e4 + 1e-3, rng.standard_normal(200) * 50]
+    K = similarity_matrix(x[:, None], "euclidean")
+    want = (-cdist(x[:, None], x[:, None], "cityblock")).astype(np.float32)
+    assert np.array_equal(K, want)
+    # two close genes far from the origin: the Gram form (a^2 + b^2 - 2ab) loses the digits
+    assert K[0, 1] == np.float32(-(x[1] - x[0]))
+    gram = -np.sqrt(max(x[0] ** 2 + x[1] ** 2 - 2 * x[0] * x[1], 0.0))
+    assert abs(gram - K[0, 1]) > 1e-6  # what the old formula gave: off by more than 0.1%
+    scorer = PairScorer(x[:, None], "euclidean")
+    I, J = rng.integers(0, x.size, (9, 300)), rng.integers(0, x.size, (9, 300))
+    assert np.array_equal(scorer._axis_values(I, J), K[I, J])
+
+
+@pytest.mark.parametrize("kind", ["axis", "matrix", "labels", "labels2", "opposite"])
+def test_relabelled_means_equal_the_plain_gathers(kind):
+    rng = np.random.default_rng(4)
+    n = 700
+    i, j = _pairs(n, 3000, rng)
+    x = rng.standard_normal(n) * np.linspace(5, 0.1, n)
+    if kind == "axis":
+        scorer = PairScorer(x[:, None], "euclidean")
+        assert scorer._axis is not None
+    elif kind == "matrix":
+        scorer = PairScorer(rng.standard_normal((n, 12)), "euclidean")
+        assert scorer._axis is None and scorer.K is not None
+    else:
+        L = pole_labels(x, 70, "either")[:, None]
+        if kind != "labels":
+            L = np.c_[L, pole_labels(rng.standard_normal(n), 50, "either")]
+        scorer = LabelPairScorer(L, opposite=kind == "opposite")
+    used, inv = np.unique(np.r_[i, j], return_inverse=True)
+    ii, jj = inv[:i.size], inv[i.size:]
+    P = gene_perms(n, 37, rng, small=True).take(used, axis=1)
+    fast = scorer.mean_relabelled(P, ii, jj)
+    plain = scorer.mean_many(P[:, ii].astype(np.int64), P[:, jj].astype(np.int64))
+    assert np.array_equal(fast, plain)
+    # and by definition, pair by pair in float64 from the similarity matrix / the labels
+    K = scorer.K if isinstance(scorer, PairScorer) else None
+    for r in (0, 36):
+        a, b = P[r, ii], P[r, jj]
+        if K is not None:
+            want = K[a, b].astype(np.float64).mean()
+            assert fast[r] == pytest.approx(want, rel=1e-12)
+        else:
+            la, lb = scorer.L[a].astype(int), scorer.L[b].astype(int)
+            want = np.mean(((la * lb) == int(scorer.sign)).any(axis=1))
+            assert fast[r] == want
+
+
+def test_pair_null_draws_unchanged_by_the_fast_paths():
+    """The whole null through `pair_null` equals the plain loop over gene_perms' rows."""
+    rng = np.random.default_rng(5)
+    n = 500
+    i, j = _pairs(n, 2000, rng)
+    x = rng.standard_normal(n)
+    scorer = PairScorer(x[:, None], "euclidean")
+    obs, null = pair_null(scorer, i, j, "gene_shuffle", 300, np.random.default_rng(6))
+    K = similarity_matrix(x[:, None], "euclidean")
+    assert obs == K[i, j].sum(dtype=np.float64) / i.size
+    assert obs == pytest.approx(-np.abs(x[i] - x[j]).mean(), rel=1e-7)
+    P = gene_perms(n, 300, np.random.default_rng(6))  # the draws of one call (growing batches)
+    want = np.array([K[p[i], p[j]].sum(dtype=np.float64) / i.size for p in P])
+    assert np.array_equal(null, want)
+    labels = LabelPairScorer(pole_labels(x, 50, "either"))
+    _, null = pair_null(labels, i, j, "gene_shuffle", 300, np.random.default_rng(6))
+    L = labels.L[:, 0].astype(int)
+    want = np.array([np.mean(L[p[i]] * L[p[j]] == 1) for p in P])
+    assert np.array_equal(null, want)
+
+
+def test_labels_outside_minus_one_to_one_are_refused():
+    with pytest.raises(ValueError, match="-1, 0 or 1"):
+        LabelPairScorer(np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("opposite", [False, True])
+def test_pole_codes_on_rewired_pairs(opposite):
+    """The degree-preserving path (first endpoints broadcast, rewired self-pairs masked) counts
+    the hits the pole labels define, on up to 20 axes (64-bit codes)."""
+    rng = np.random.default_rng(7)
+    n = 400
+    i, j = _pairs(n, 900, rng)
+    for axes in (1, 3, 5, 20):
+        L = np.stack([pole_labels(rng.standard_normal(n), 40, "either") for _ in range(axes)], 1)
+        scorer = LabelPairScorer(L, opposite=opposite)
+        J = degree_preserving_targets(j, 12, rng, small=True)
+        I = np.broadcast_to(i[None, :], J.shape)
+        got = scorer.mean_many(I, J, I != J)
+        sign = -1 if opposite else 1
+        for r in range(J.shape[0]):
+            keep = i != J[r]
+            la, lb = L[i[keep]].astype(int), L[J[r][keep]].astype(int)
+            assert got[r] == np.mean(((la * lb) == sign).any(axis=1))
