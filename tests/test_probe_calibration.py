@@ -44,7 +44,7 @@ def null(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("calib")
     cache = cache_from_layers(tmp / "null", gaussian_layers(REPS, N_GENES, DIM, 11, SCALES))
     other = cache_from_layers(tmp / "other", gaussian_layers(REPS, N_GENES, 10, 12))
-    return tmp, cache, other, np.random.default_rng(5), context(cache, tmp, seed=1)
+    return tmp, cache, other, None, context(cache, tmp, seed=1)
 
 
 TREND_LAYERS, TREND_REPS = 7, 150
@@ -95,7 +95,8 @@ def test_role_separation_calibrated(null):
 
 @pytest.mark.parametrize("nul", ["gene_shuffle", "degree_preserving"])
 def test_pair_proximity_calibrated(null, nul):
-    tmp, _, _, rng, _ = null
+    tmp, _, _, _, _ = null
+    rng = np.random.default_rng(501)  # its own draws: the same whatever else runs
     i, j = random_pairs(N_GENES, 60, rng)
     prm = {"pairs": pairs_ref(i, j), "null": nul, "n_permutations": 199}
     _report(f"pair_proximity/{nul}", assert_calibrated(_pvalues("pair_proximity", prm, null),
@@ -103,7 +104,8 @@ def test_pair_proximity_calibrated(null, nul):
 
 
 def test_pair_proximity_with_control_calibrated(null):
-    tmp, _, _, rng, _ = null
+    tmp, _, _, _, _ = null
+    rng = np.random.default_rng(502)  # its own draws: the same whatever else runs
     i, j = random_pairs(N_GENES, 60, rng)
     C = rng.random((N_GENES, N_GENES))
     np.save(tmp / "coexpr.npy", (C + C.T) / 2)
@@ -116,7 +118,8 @@ def test_pair_proximity_with_control_calibrated(null):
 def test_co_pole_calibrated(null):
     """The co-pole rate is a count, so its permutation p-values are discrete: (b+1)/(m+1) with
     ties counted against the hypothesis is conservative, never anti-conservative."""
-    tmp, _, _, rng, _ = null
+    tmp, _, _, _, _ = null
+    rng = np.random.default_rng(503)  # its own draws: the same whatever else runs
     i, j = random_pairs(N_GENES, 400, rng)
     prm = {"pairs": pairs_file(tmp / "cp.tsv", i, j), "quantile": 0.3, "n_permutations": 199}
     _report("co_pole", assert_calibrated(_pvalues("co_pole", prm, null), conservative_ok=True))
@@ -126,14 +129,16 @@ def test_co_pole_calibrated(null):
 
 
 def test_graded_proximity_calibrated(null):
-    tmp, _, _, rng, _ = null
+    tmp, _, _, _, _ = null
+    rng = np.random.default_rng(504)  # its own draws: the same whatever else runs
     i, j = random_pairs(N_GENES, 100, rng)
     prm = {"pairs": pairs_file(tmp / "gp.tsv", i, j, rng.random(100)), "n_permutations": 199}
     _report("graded_proximity", assert_calibrated(_pvalues("graded_proximity", prm, null)))
 
 
 def test_edge_specificity_calibrated(null):
-    _, _, _, rng, _ = null
+    _, _, _, _, _ = null
+    rng = np.random.default_rng(505)  # its own draws: the same whatever else runs
     ei, ej = [], []
     for t in range(12):  # TFs 0..11; targets drawn from 6..99, so some TFs are also targets
         tg = rng.choice(np.setdiff1d(np.arange(6, 100), [t]), 6, replace=False)
@@ -145,7 +150,8 @@ def test_edge_specificity_calibrated(null):
 
 @pytest.mark.parametrize("test", ["label_shuffle", "mann_whitney"])
 def test_sign_contrast_calibrated(null, test):
-    _, _, _, rng, _ = null
+    _, _, _, _, _ = null
+    rng = np.random.default_rng(506)  # its own draws: the same whatever else runs
     i, j = random_pairs(N_GENES, 100, rng)
     prm = {"pairs_a": pairs_ref(i[:40], j[:40]), "pairs_b": pairs_ref(i[40:], j[40:]),
            "test": test, "n_permutations": 199}
@@ -267,7 +273,8 @@ def test_cross_model_alignment_calibrated(null, method):
 
 def test_null_robustness_is_valid(null):
     """An intersection-union test: p = max over nulls is conservative by construction."""
-    _, _, _, rng, _ = null
+    _, _, _, _, _ = null
+    rng = np.random.default_rng(507)  # its own draws: the same whatever else runs
     i, j = random_pairs(N_GENES, 60, rng)
     prm = {"pairs": pairs_ref(i, j), "n_permutations": 199}
     _report("null_robustness", assert_calibrated(_pvalues("null_robustness", prm, null),
