@@ -145,14 +145,25 @@ def _matrix_sums(M: np.ndarray, P: np.ndarray, offsets: np.ndarray, sizes: np.nd
     return out
 
 
-def _cosine_sums(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _cosine_sums(rows: np.ndarray, offsets: np.ndarray,
+                 squares: np.ndarray | None = None) -> np.ndarray:
     """Within-set sums of cosines for stacked unit rows (m, members, d): ||sum||^2 - sum ||x||^2.
 
     O(m k d) instead of O(m k^2): the sum over ordered pairs of x_i . x_j is a squared norm.
+    `squares` (m, members), each row's squared norm, may be given when the rows are a gene
+    matrix's rows relabelled (`row_squares` of the matrix, gathered): the same values as
+    computed here, without a pass over the stack.
     """
     tot = np.add.reduceat(rows, offsets, axis=1)
-    sq = np.add.reduceat((rows * rows).sum(axis=2), offsets, axis=1)
+    if squares is None:
+        squares = row_squares(rows)
+    sq = np.add.reduceat(squares, offsets, axis=1)
     return (tot * tot).sum(axis=2) - sq
+
+
+def row_squares(rows: np.ndarray) -> np.ndarray:
+    """Squared norms along the last axis, summed as `_cosine_sums` sums them."""
+    return (rows * rows).sum(axis=-1)
 
 
 def _summary(sums: np.ndarray, sizes: np.ndarray, n: int, statistic: str) -> np.ndarray:
@@ -320,16 +331,18 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
         else:
             width = 2 * n if _use_matmul(n, sizes) else max(n, a.size)
 
+        squares = row_squares(Zn) if M is None else None  # each gene's, once
+
         def draws() -> Iterator[np.ndarray]:
             for s, m in chunks(p.n_permutations, width):
-                P = gene_perms(n, m, rng).take(flat, axis=1) if strata is None else \
+                P = gene_perms(n, m, rng, small=True).take(flat, axis=1) if strata is None else \
                     strata.draw(flat, m, rng)
                 if strata is not None and s == 0:
                     matching["balance"] = strata.balance(flat, P)
                 if M is not None:
                     sums = _matrix_sums(M, P, offsets, sizes, a, b, starts)
                 else:
-                    sums = _cosine_sums(Zn[P], offsets)
+                    sums = _cosine_sums(Zn[P], offsets, squares[P])
                 yield _summary(sums, sizes, n, p.statistic)
     else:
         # feature_shuffle in the full space acts on the embedding dimensions; pc_shuffle (and

@@ -137,3 +137,19 @@ def test_pole_codes_on_rewired_pairs(opposite):
             keep = i != J[r]
             la, lb = L[i[keep]].astype(int), L[J[r][keep]].astype(int)
             assert got[r] == np.mean(((la * lb) == sign).any(axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [3, 512, 1001])
+def test_set_sums_from_each_genes_squares(dtype, d):
+    """set_cohesion's gene-shuffle draws take each gene's squared norm once and gather it: the
+    same float values as squaring the relabelled stack."""
+    from geoscreen.probes.cohesion import _cosine_sums, row_squares
+
+    rng = np.random.default_rng(d)
+    Z = rng.standard_normal((300, d)).astype(dtype)
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    P = gene_perms(300, 9, rng, small=True)[:, :70]
+    offsets = np.array([0, 20, 45])
+    plain = _cosine_sums(Z[P], offsets)
+    assert np.array_equal(_cosine_sums(Z[P], offsets, row_squares(Z)[P]), plain)
