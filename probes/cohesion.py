@@ -303,12 +303,17 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
             raise GeoscreenError(f"{n} genes is too many for this statistic",
                                  field="params.statistic")
         K = scorer.K
+    # each gene's squared norm, once, summed along contiguous rows (a subspace's coordinates come
+    # column-major, and strided sums round differently); the observed value and the
+    # gene-shuffle draws gather them alike
+    squares = row_squares(np.ascontiguousarray(Zn)) if K is None else None
     if K is not None:
         sim_obs = float(_summary(_matrix_sums(K, flat[None], offsets, sizes, a, b, starts), sizes,
                                  n, "mean_similarity")[0])
     else:
-        sim_obs = float(_summary(_cosine_sums(Zn[flat][None], offsets), sizes, n,
-                                 "mean_similarity")[0])
+        assert squares is not None
+        sim_obs = float(_summary(_cosine_sums(Zn[flat][None], offsets, squares[flat][None]),
+                                 sizes, n, "mean_similarity")[0])
     R = row_ranks(K) if p.statistic == "retrieval_auroc" and K is not None else None
     if R is not None:
         auc_obs: float | None = float(_summary(
@@ -331,8 +336,6 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
         else:
             width = 2 * n if _use_matmul(n, sizes) else max(n, a.size)
 
-        squares = row_squares(Zn) if M is None else None  # each gene's, once
-
         def draws() -> Iterator[np.ndarray]:
             for s, m in chunks(p.n_permutations, width):
                 P = gene_perms(n, m, rng, small=True).take(flat, axis=1) if strata is None else \
@@ -342,6 +345,7 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
                 if M is not None:
                     sums = _matrix_sums(M, P, offsets, sizes, a, b, starts)
                 else:
+                    assert squares is not None
                     sums = _cosine_sums(Zn[P], offsets, squares[P])
                 yield _summary(sums, sizes, n, p.statistic)
     else:

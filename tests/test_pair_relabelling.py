@@ -147,9 +147,30 @@ def test_set_sums_from_each_genes_squares(dtype, d):
     from geoscreen.probes.cohesion import _cosine_sums, row_squares
 
     rng = np.random.default_rng(d)
-    Z = rng.standard_normal((300, d)).astype(dtype)
-    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
-    P = gene_perms(300, 9, rng, small=True)[:, :70]
-    offsets = np.array([0, 20, 45])
-    plain = _cosine_sums(Z[P], offsets)
-    assert np.array_equal(_cosine_sums(Z[P], offsets, row_squares(Z)[P]), plain)
+    for order in ("C", "F"):  # a subspace's coordinates (U[:, axes] * S) come column-major
+        Z = np.asarray(rng.standard_normal((300, d)), dtype=dtype, order=order)
+        Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+        P = gene_perms(300, 9, rng, small=True)[:, :70]
+        offsets = np.array([0, 20, 45])
+        plain = _cosine_sums(Z[P], offsets)
+        squares = row_squares(np.ascontiguousarray(Z))  # as set_cohesion takes them
+        assert np.array_equal(_cosine_sums(Z[P], offsets, squares[P]), plain)
+        # the observed value (the identity relabelling) goes through the same arithmetic
+        flat = P[0]
+        assert np.array_equal(_cosine_sums(Z[flat][None], offsets),
+                              _cosine_sums(Z[flat[None]], offsets, squares[flat[None]]))
+
+
+@pytest.mark.parametrize("pole", ["top", "bottom"])
+def test_one_pole_codes(pole):
+    """Labels of one pole only (0 / 1 or 0 / -1): a hit when both genes are in it."""
+    rng = np.random.default_rng(8)
+    n = 300
+    i, j = _pairs(n, 800, rng)
+    L = np.stack([pole_labels(rng.standard_normal(n), 60, pole) for _ in range(2)], 1)
+    scorer = LabelPairScorer(L)
+    P = gene_perms(n, 5, rng, small=True)
+    got = scorer.mean_relabelled(P, i, j)
+    for r in range(5):
+        la, lb = L[P[r, i]].astype(int), L[P[r, j]].astype(int)
+        assert got[r] == np.mean(((la * lb) == 1).any(axis=1))
