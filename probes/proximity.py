@@ -221,7 +221,8 @@ class LabelPairScorer:
     def _hit(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
         """Whether pairs (I, J) are hits: their codes share a bit.  A first index broadcast
         along its rows (the fixed first endpoints of a rewiring) is gathered once."""
-        a = self._code[I[0]][None, :] if I.ndim == 2 and I.strides[0] == 0 else self._code[I]
+        a = self._code[I[0]][None, :] if I.ndim == 2 and I.shape[0] and I.strides[0] == 0 \
+            else self._code[I]
         hit = self._partner[J]
         hit &= a
         return hit != 0

@@ -174,3 +174,17 @@ def test_one_pole_codes(pole):
     for r in range(5):
         la, lb = L[P[r, i]].astype(int), L[P[r, j]].astype(int)
         assert got[r] == np.mean(((la * lb) == 1).any(axis=1))
+
+
+def test_no_draws_give_no_means():
+    """Zero rows (a batch with no draws) give empty means on every path, as PairScorer does."""
+    rng = np.random.default_rng(9)
+    i, j = _pairs(50, 100, rng)
+    labels = LabelPairScorer(pole_labels(rng.standard_normal(50), 5, "either"))
+    axis = PairScorer(rng.standard_normal((50, 1)), "euclidean")
+    J = degree_preserving_targets(j, 0, rng, small=True)
+    I = np.broadcast_to(i[None, :], J.shape)
+    P = gene_perms(50, 0, rng, small=True)
+    for scorer in (labels, axis):
+        assert scorer.mean_many(I, J, I != J).shape == (0,)
+        assert scorer.mean_relabelled(P, i, j).shape == (0,)
