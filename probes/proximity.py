@@ -231,12 +231,9 @@ class LabelPairScorer:
         return self._hit(i, j).astype(np.float64)
 
     def matrix(self) -> np.ndarray:
-        """The genes x genes indicator (for the co-expression control)."""
-        out = np.zeros((self.n, self.n), dtype=bool)
-        for a in range(self.L.shape[1]):
-            la = self.L[:, a]
-            out |= (la[:, None] == self.sign * la[None, :]) & (la[:, None] != 0)
-        return out
+        """The genes x genes indicator (for the co-expression control): the pairs' codes
+        share a bit, as in `_hit`."""
+        return (self._code[:, None] & self._partner[None, :]) != 0
 
     def _codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Each gene's poles as bits, (top | bottom << axes), in the smallest unsigned type, and

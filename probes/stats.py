@@ -154,7 +154,7 @@ def similarity_matrix(Z: np.ndarray, metric: str) -> np.ndarray:
             np.negative(D, out=D)
             K[s:s + block] = D
         return K
-    sq = np.einsum("ij,ij->i", Z, Z) if Z.shape[1] > 1 else Z[:, 0] * Z[:, 0]
+    sq = np.einsum("ij,ij->i", Z, Z)
     K = np.empty((n, n), dtype=np.float32)
     block = max(1, 4_000_000 // max(n, 1))  # rows per block: no n x n float64 array
     for s in range(0, n, block):

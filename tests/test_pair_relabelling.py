@@ -188,3 +188,14 @@ def test_no_draws_give_no_means():
     for scorer in (labels, axis):
         assert scorer.mean_many(I, J, I != J).shape == (0,)
         assert scorer.mean_relabelled(P, i, j).shape == (0,)
+
+
+@pytest.mark.parametrize("opposite", [False, True])
+def test_pole_indicator_matrix(opposite):
+    """The genes x genes indicator (the co-expression control's input) is the label definition."""
+    rng = np.random.default_rng(10)
+    L = np.stack([pole_labels(rng.standard_normal(120), 15, "either") for _ in range(3)], 1)
+    M = LabelPairScorer(L, opposite=opposite).matrix()
+    la = L[:, None, :].astype(int)
+    want = ((la * la.transpose(1, 0, 2)) == (-1 if opposite else 1)).any(axis=2)
+    assert M.dtype == bool and np.array_equal(M, want)
