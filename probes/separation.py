@@ -210,7 +210,7 @@ def _two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: in
     family="graph_topology",
     params=RoleSeparationParams,
     nulls=("label_shuffle",),
-    version="1.0",
+    version="1.1",
     statistic="cross-validated AUROC of L2 logistic regression on the subspace coordinates",
     effect="cross-validated AUROC (0.5 = not separable)",
     alternatives=("greater", "two-sided", "less"),
