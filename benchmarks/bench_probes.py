@@ -156,6 +156,8 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                            "n_permutations": m}),
         ("graded_proximity", "5 bins", {"pairs": refs["string"], "subspace": sub,
                                         "n_permutations": m}),
+        ("graded_proximity", "5 bins, draws", {"pairs": refs["string"], "subspace": sub,
+                                               "null_method": "draws", "n_permutations": m}),
         ("role_separation", "SV2-7", {"positive": refs["regulators"],
                                       "negative": refs["targets"],
                                       "subspace": [2, 3, 4, 5, 6, 7], "n_permutations": m}),

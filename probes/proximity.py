@@ -38,6 +38,7 @@ from geoscreen.probes.params import (
     subspace_field,
     subspace_validator,
 )
+from geoscreen.probes.permutation_moments import cantelli_bound, linear_moments, pearson3_p
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
@@ -419,8 +420,54 @@ class GradedProximityParams(ProbeParams):
     control: str | None = control_field()
     n_permutations: int = permutations_field()
     min_pairs_per_bin: int = Field(3, ge=1)
+    null_method: Literal["moments", "draws"] = added_field(
+        "moments", since="1.2",
+        description="label-shuffle p-value from the exact permutation moments of rho (Pearson "
+                    "III tail; the draws decide when it is below confirm_below), or from the "
+                    "draws alone")
+    confirm_below: float = added_field(
+        0.1, since="1.2", ge=0, le=1,
+        description="with null_method moments: a moment p-value below this is confirmed by "
+                    "the Monte Carlo draws, whose p-value is reported")
 
     _check_subspace = subspace_validator("subspace")
+
+
+# Fewest pairs for which graded_proximity takes its p-value from the moments: below, the
+# permutation distribution of rho is too coarse for a smooth three-moment curve
+MOMENT_MIN_PAIRS = 30
+# Largest null skewness at which the Pearson III p-value is trusted (as layer_similarity)
+MOMENT_MAX_SKEW = 2.0
+
+
+def moment_null(observed: float, a: np.ndarray, b: np.ndarray, alternative: str,
+                confirm_below: float, n_draws: int) -> dict[str, object]:
+    """The moment test of the linear permutation statistic sum_i a_i b_pi(i) (observed at
+    pi = identity): which method gives the p-value, and its record.
+
+    ``p_method`` is ``moments`` (the Pearson III tail with the exact mean, sd and skewness,
+    `linear_moments`) unless the draws must decide (``draw_reason``: the moment p is below
+    `confirm_below`, the skewness is above `MOMENT_MAX_SKEW`, or there are fewer than
+    `MOMENT_MIN_PAIRS` values); then ``cantelli`` when Cantelli's bound, an upper bound on the
+    exact permutation p-value, is at or below 1 / (n_draws + 1), the smallest p the draws could
+    give (no draws are needed), else ``draws``.
+    """
+    mom = linear_moments(a, b)
+    mp = pearson3_p(observed, mom, alternative) if mom.skew is not None else 1.0
+    bound = cantelli_bound(observed, mom, alternative)
+    why = None
+    if a.size < MOMENT_MIN_PAIRS:
+        why = f"fewer than {MOMENT_MIN_PAIRS} values"
+    elif mom.skew is not None and not abs(mom.skew) <= MOMENT_MAX_SKEW:
+        why = f"skewness above {MOMENT_MAX_SKEW:g}"
+    elif mp < confirm_below:
+        why = "moment p below confirm_below"
+    method = "moments" if why is None else \
+        "cantelli" if bound <= 1.0 / (n_draws + 1) else "draws"
+    return {"p_method": method, "draw_reason": None if method == "cantelli" else why,
+            "moment_p": mp, "moment_mean": mom.mean, "moment_sd": mom.sd,
+            "moment_skew": mom.skew, "moment_bound": bound, "confirm_below": confirm_below,
+            "p_value": {"moments": mp, "cantelli": bound}.get(method)}
 
 
 def score_bins(score: np.ndarray, bins: int) -> np.ndarray:
@@ -434,7 +481,7 @@ def score_bins(score: np.ndarray, bins: int) -> np.ndarray:
     family="manifold_distance",
     params=GradedProximityParams,
     nulls=("label_shuffle", "coexpression_residualization"),
-    version="1.1",
+    version="1.2",
     statistic="Spearman rho between confidence bin and pair similarity, over pairs",
     effect="Spearman rho (rho over bin means, the 'rho over 5 quintiles', is in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -471,7 +518,23 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     Nulls:
 
     * ``label_shuffle``: the bin labels are permuted over the pairs, the similarities kept, and rho
-      recomputed; p = (1 + b) / (m + 1).
+      recomputed.  How its p-value is found (``null_method``):
+
+      - ``moments`` (default): rho is the linear permutation statistic sum_i a_i b_pi(i) of the
+        standardised ranks a of the bins and b of the similarities, so its exact mean (0),
+        variance (1 / (n - 1)) and skewness over all n! label permutations are closed-form
+        (`geoscreen.probes.permutation_moments.linear_moments`), and the p-value is the tail of
+        the Pearson type III curve with those three moments: no draws.  The draws decide (same
+        seed, p = (1 + b) / (m + 1)) when that p-value is below ``confirm_below`` (0.1), when
+        the skewness exceeds 2, or when there are fewer than 30 pairs; unless Cantelli's bound
+        1 / (1 + z^2), an upper bound on the exact permutation p-value, is at or below
+        1 / (m + 1), the smallest p the draws could give: the bound is then reported itself.
+        ``extra`` records ``p_method`` (moments, draws or cantelli), ``draw_reason``,
+        ``moment_p``, ``moment_mean``, ``moment_sd``, ``moment_skew`` and ``moment_bound``;
+        the e-value is the p-to-e calibrator of the reported p.  On null layers the moment and
+        draw p-values agree to about 0.01 (tests/test_linear_moments.py, Gaussian and hub-heavy
+        layers).
+      - ``draws``: m label permutations; p = (1 + b) / (m + 1).
     * ``coexpression_residualization``: with ``control``, pair similarities are first regressed on
       co-expression (least squares over all pairs of present genes) and the residuals are ranked.
 
@@ -479,6 +542,11 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     ----------
     Spearman, C. (1904). The proof and measurement of association between two things. American
     Journal of Psychology 15(1), 72-101.
+    Pitman, E. J. G. (1937). Significance tests which may be applied to samples from any
+    populations. II. The correlation coefficient test. Supplement to the Journal of the Royal
+    Statistical Society 4(2), 225-232 (the permutation moments of a correlation).
+    Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
+    Matematici, Bologna 6, 47-60.
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
@@ -517,18 +585,38 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     rb = (rb - rb.mean()) / (np.linalg.norm(rb - rb.mean()) or 1.0)
     rv = (rv - rv.mean()) / (np.linalg.norm(rv - rv.mean()) or 1.0)
     rho = float(rb @ rv)  # Spearman's rho, by the same arithmetic as the null draws
-    rng = ctx.rng(layer)
-    # row-wise draws, made as they are taken (`gene_perms`)
-    batches = (rb[gene_perms(v.size, rows.stop - rows.start, rng)] @ rv
-               for _, m in chunks(p.n_permutations, v.size) for rows in growing(m))
-    seq = besag_clifford(batches, rho, ctx.alternative, p.n_permutations, ctx.sequential_h)
+    moment: dict[str, object] = {"null_method": p.null_method}
+    p_method = "draws"
+    if p.null_method == "moments":
+        moment.update(moment_null(rho, rb, rv, ctx.alternative, p.confirm_below,
+                                  p.n_permutations))
+        p_method = str(moment["p_method"])
+    if p_method == "draws":
+        rng = ctx.rng(layer)
+        # row-wise draws, made as they are taken (`gene_perms`)
+        batches = (rb[gene_perms(v.size, rows.stop - rows.start, rng)] @ rv
+                   for _, m in chunks(p.n_permutations, v.size) for rows in growing(m))
+        seq = besag_clifford(batches, rho, ctx.alternative, p.n_permutations,
+                             ctx.sequential_h)
+        test = seq.test_fields(rho, ctx.alternative)
+        if p.null_method == "moments":  # drawn because the moment p was small: the soft-rank
+            test = {"p_value": seq.p_value, "e_value": None}  # e-value would not average <= 1
+        record, draws = {**seq.record(), "null_mean": float(seq.null.mean()),
+                         "null_sd": float(seq.null.std(ddof=1))}, seq.draws
+    else:  # no draws: the exact moments of rho give the p-value (e: the p-to-e calibrator)
+        test = {"p_value": moment.pop("p_value"), "e_value": None}
+        record = {"sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
+                  "stopped_early": False, "null_mean": moment["moment_mean"],
+                  "null_sd": moment["moment_sd"]}
+        draws = 0
+    moment.pop("p_value", None)
     levels = np.unique(b)
     means = [float(v[b == k].mean()) for k in levels]
     return LayerResult(
         statistic_name="spearman_rho", statistic=rho, effect_name="spearman_rho",
-        effect_size=rho, **seq.test_fields(rho, ctx.alternative), n=int(v.size),
-        null=null_label("label_shuffle", p.control), n_permutations=seq.draws,
-        extra={**seq.record(), "bin_means": means,
+        effect_size=rho, **test, n=int(v.size),
+        null=null_label("label_shuffle", p.control), n_permutations=draws,
+        extra={**record, **moment, "bin_means": means,
                "bin_counts": [int((b == k).sum()) for k in levels],
                "rho_bin_means": spearman(levels.astype(float), np.asarray(means)),
                "bin_lower_scores": edges, "subspace": p.subspace, "metric": p.metric,
