@@ -25,6 +25,12 @@ structured, the null stops after a few dozen draws; a layer whose p-value could 
 draws all m and costs what the fixed row costs, with the same p-value.  The script side is the
 published loop, which always draws m.
 
+Both statistics are timed a third time with the probe's default ``null_method: moments``
+(`geoscreen.probes.moment_null`): the exact permutation mean, variance and skewness of the mean
+pair value give a Pearson type III p-value without drawing, and the draws run only where that
+p-value is below 0.1 (a layer that could be a discovery then costs the fixed row's time and
+reports the draws' p).  The script side is again the published loop with all m draws.
+
 Assumptions of the re-implementations (each stated where the published text leaves a choice):
 
 * Common to all four: the script reads the layer and casts it to float64 once; singular axes
@@ -339,6 +345,19 @@ def compare(cache, work: Path, m: int, repeats: int, knn_draws: int, n_boot: int
                     f"layer that could be a discovery draws all {m} (the row above)")
         rows.append(row)
 
+    def moments(name: str, params: dict, script: Callable[[], object], ref: dict) -> None:
+        """The same statistic with the probe's default null_method, the exact permutation
+        moments (`geoscreen.probes.moment_null`): no draws unless the moment p-value is below
+        confirm_below (0.1), where the draws decide and it costs what the row above costs."""
+        row = Row("  same, probe's default: exact moments")
+        _, res = side_by_side(row, script, probe(name, {**params, "null_method": "moments"}),
+                              repeats)
+        x = res.extra
+        check(x["p_method"] in ("moments", "draws", "cantelli"), "a moment p-value")
+        row.note = (f"p {res.p_value:.3f} ({x['p_method']}, {res.n_permutations} draws) vs "
+                    f"the script's {ref['p']:.3f}")
+        rows.append(row)
+
     s = load_script(cache)
     rows = []
 
@@ -349,7 +368,8 @@ def compare(cache, work: Path, m: int, repeats: int, knn_draws: int, n_boot: int
     ref, res = side_by_side(
         row, lambda: script_co_pole(s, m, 0),
         probe("co_pole", {
-            "pairs": PAIRS, "axis": 1, "k": k[0], "null": "gene_shuffle", "n_permutations": m}),
+            "pairs": PAIRS, "axis": 1, "k": k[0], "null": "gene_shuffle", "n_permutations": m,
+            "null_method": "draws"}),
         repeats)
     check(res.n == ref["n_pairs"], f"{res.n} vs {ref['n_pairs']} pairs")
     check(res.statistic == ref["observed"], f"co-pole rate {res.statistic} vs {ref['observed']}")
@@ -359,7 +379,10 @@ def compare(cache, work: Path, m: int, repeats: int, knn_draws: int, n_boot: int
     row.note = f"p {ref['p']:.3f} vs {res.p_value:.3f}"
     rows.append(row)
     stopping("co_pole", {"pairs": PAIRS, "axis": 1, "k": k[0], "null": "gene_shuffle",
-                         "n_permutations": m}, lambda: script_co_pole(s, m, 0))
+                         "n_permutations": m, "null_method": "draws"},
+             lambda: script_co_pole(s, m, 0))
+    moments("co_pole", {"pairs": PAIRS, "axis": 1, "k": k[0], "null": "gene_shuffle",
+                        "n_permutations": m}, lambda: script_co_pole(s, m, 0), ref)
 
     # 2. mean pair distance on singular axis 2
     row = Row("axis distance, SV2")
@@ -367,7 +390,7 @@ def compare(cache, work: Path, m: int, repeats: int, knn_draws: int, n_boot: int
         row, lambda: script_axis_distance(s, m, 0),
         probe("pair_proximity", {
             "pairs": PAIRS, "subspace": [2], "metric": "euclidean", "null": "gene_shuffle",
-            "n_permutations": m}),
+            "n_permutations": m, "null_method": "draws"}),
         repeats)
     check(res.n == ref["n_pairs"], f"{res.n} vs {ref['n_pairs']} pairs")
     rel = abs(res.statistic + ref["observed"]) / ref["observed"]
@@ -378,8 +401,12 @@ def compare(cache, work: Path, m: int, repeats: int, knn_draws: int, n_boot: int
     row.note = f"p {ref['p']:.3f} vs {res.p_value:.3f}"
     rows.append(row)
     stopping("pair_proximity", {"pairs": PAIRS, "subspace": [2], "metric": "euclidean",
-                                "null": "gene_shuffle", "n_permutations": m},
+                                "null": "gene_shuffle", "n_permutations": m,
+                                "null_method": "draws"},
              lambda: script_axis_distance(s, m, 0))
+    moments("pair_proximity", {"pairs": PAIRS, "subspace": [2], "metric": "euclidean",
+                               "null": "gene_shuffle", "n_permutations": m},
+            lambda: script_axis_distance(s, m, 0), ref)
 
     # 3. TwoNN intrinsic dimension with its bootstrap interval
     row = Row(f"TwoNN dimension, {n_boot} bootstrap")

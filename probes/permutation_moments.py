@@ -45,6 +45,8 @@ populations. II. The correlation coefficient test. Supplement to the Journal of 
 Statistical Society 4(2), 225-232 (`linear_moments`).
 Hajek, J. (1961). Some extensions of the Wald-Wolfowitz-Noether theorem. The Annals of
 Mathematical Statistics 32(2), 506-523 (linear permutation statistics).
+Chiba, N. & Nishizeki, T. (1985). Arboricity and subgraph listing algorithms. SIAM Journal on
+Computing 14(1), 210-223 (triangles of the pair graph).
 Hubert, L. (1987). Assignment Methods in Combinatorial Data Analysis. Marcel Dekker, New York
 (moments of quadratic-assignment statistics by equality patterns of the summation indices).
 """
@@ -323,3 +325,304 @@ def linear_moments(a: np.ndarray, b: np.ndarray) -> RVMoments:
     third = n * float(np.sum(ac ** 3)) * float(np.sum(bc ** 3)) / ((n - 1) * (n - 2))
     sd = math.sqrt(max(var, 0.0))
     return RVMoments(mean, sd, third / var ** 1.5 if var > 0 else None)
+
+
+# ------------------------------------------------------------------------------------------
+# pair statistics: T = sum_{a != b} W_ab D_pi(a)pi(b) for two symmetric zero-diagonal matrices
+# ------------------------------------------------------------------------------------------
+# The pair set's graph W (W_ab = how often {a, b} is listed) and the pair values D (similarity,
+# negative distance, a co-pole indicator) are not centred, so every connected multigraph
+# without a loop counts, including those with a vertex of degree 1 (r = the row sums):
+_PAIR_SHAPE_EDGES: dict[str, list[tuple[int, int]]] = {
+    "sum": [(0, 1)],                          # sum_ab M_ab
+    "frob2": [(0, 1), (0, 1)],                # sum_ab M_ab^2
+    "path2": [(0, 1), (1, 2)],                # sum_b r_b^2
+    "cube": [(0, 1), (0, 1), (0, 1)],         # sum_ab M_ab^3
+    "trace3": [(0, 1), (1, 2), (0, 2)],       # tr M^3
+    "path3": [(0, 1), (1, 2), (2, 3)],        # r^T M r
+    "star3": [(0, 1), (0, 2), (0, 3)],        # sum_a r_a^3
+    "dpend": [(0, 1), (0, 1), (1, 2)],        # sum_b (sum_a M_ab^2) r_b
+}
+PAIR_SHAPES = {_canonical(e): name for name, e in _PAIR_SHAPE_EDGES.items()}
+
+
+def _pair_contraction(labels: tuple[int, ...]) -> tuple[str, ...] | None:
+    """`_contraction` for zero-diagonal matrices that are not centred: None when a factor is a
+    diagonal entry (a loop), else the monomial of `PAIR_SHAPES` invariants."""
+    edges = [(labels[2 * f], labels[2 * f + 1]) for f in range(len(labels) // 2)]
+    if any(a == b for a, b in edges):
+        return None
+    parent = {v: v for e in edges for v in e}
+
+    def find(v: int) -> int:
+        while parent[v] != v:
+            v = parent[v]
+        return v
+
+    for a, b in edges:
+        parent[find(a)] = find(b)
+    comps: dict[int, list[tuple[int, int]]] = {}
+    for e in edges:
+        comps.setdefault(find(e[0]), []).append(e)
+    names = []
+    for comp in comps.values():
+        key = _canonical(comp)
+        if key not in PAIR_SHAPES:  # cannot happen for k <= 3
+            raise NotImplementedError(f"no invariant for the multigraph {key}")
+        names.append(PAIR_SHAPES[key])
+    return tuple(sorted(names))
+
+
+@functools.cache
+def pair_pattern_coefficients(k: int) -> tuple[tuple[int, dict[tuple[str, ...], int]], ...]:
+    """`pattern_coefficients` for `PAIR_SHAPES` (zero-diagonal, not centred matrices)."""
+    out = []
+    for sigma in set_partitions(2 * k):
+        r = max(sigma) + 1
+        coef: Counter[tuple[str, ...]] = Counter()
+        for grouping, mu in _coarsenings(r):
+            mono = _pair_contraction(tuple(grouping[b] for b in sigma))
+            if mono is not None:
+                coef[mono] += mu
+        coef = Counter({m: c for m, c in coef.items() if c != 0 and "sum" not in m})
+        if coef:
+            out.append((r, dict(coef)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class PairInvariants:
+    """What the permutation moments of a pair statistic need of one symmetric n x n matrix M
+    whose diagonal is ignored (taken as 0).
+
+    Attributes
+    ----------
+    n
+        Rows (genes).
+    total
+        sum_{a != b} M_ab.
+    shapes
+        The `PAIR_SHAPES` invariants of the shifted M0 = M - c (J - I), c = total / (n (n - 1)),
+        whose off-diagonal entries sum to 0 (so 'sum' is 0 and drops, and no large terms
+        cancel); the third-order ones only when asked for.
+    """
+
+    n: int
+    total: float
+    shapes: dict[str, float]
+
+
+def shifted_pair_invariants(n: int, total: float, sq: float, r: np.ndarray, q: np.ndarray,
+                            rMr: float, cube: float | None = None,
+                            tr3: float | None = None) -> PairInvariants:
+    """`PairInvariants` from sums of the zero-diagonal matrix M itself: total = sum M,
+    sq = sum M^2, r = row sums, q = row sums of squares, rMr = r^T M r, cube = sum M^3 and
+    tr3 = tr M^3 (both None: second order only)."""
+    r = np.asarray(r, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    c = total / (n * (n - 1))
+    r0 = r - c * (n - 1)
+    s2 = float(r0 @ r0)
+    shapes = {"sum": 0.0, "frob2": sq - 2 * c * total + c * c * n * (n - 1), "path2": s2}
+    if cube is not None and tr3 is not None:
+        q0 = q - 2 * c * r + c * c * (n - 1)
+        rr = float(r @ r)
+        rMr0 = rMr - 2 * c * (n - 1) * rr + c * c * (n - 1) ** 2 * total
+        # tr (N - cJ)^3 with N = M + cI: tr N^3 - 3c 1'N^2 1 + 3c^2 n 1'N 1 - c^3 n^3
+        trN3 = tr3 + 3 * c * sq + c ** 3 * n
+        n2 = rr + 2 * c * total + c * c * n
+        shapes.update(
+            cube=cube - 3 * c * sq + 3 * c * c * total - c ** 3 * n * (n - 1),
+            trace3=trN3 - 3 * c * n2 + 3 * c * c * n * (total + c * n) - c ** 3 * n ** 3,
+            path3=rMr0 + c * s2,
+            star3=float(np.sum(r0 ** 3)),
+            dpend=float(q0 @ r0))
+    return PairInvariants(n, float(total), shapes)
+
+
+def dense_pair_invariants(M: np.ndarray, third: bool = True) -> PairInvariants:
+    """`PairInvariants` of a dense symmetric matrix (diagonal ignored); O(n^3) with `third`."""
+    M = np.array(M, dtype=np.float64)
+    np.fill_diagonal(M, 0.0)
+    r = M.sum(axis=1)
+    M2 = M * M
+    q = M2.sum(axis=1)
+    cube = tr3 = None
+    if third:
+        cube = float((M2 * M).sum())
+        tr3 = float(np.einsum("ij,ji->", M @ M, M))
+    return shifted_pair_invariants(M.shape[0], float(r.sum()), float(q.sum()), r, q,
+                                   float(r @ M @ r), cube, tr3)
+
+
+def graph_pair_invariants(i: np.ndarray, j: np.ndarray, n: int,
+                          third: bool = True) -> PairInvariants:
+    """`PairInvariants` of a pair set's graph on n genes: W_ab = W_ba = how often the pair
+    {a, b} is listed (pairs a = b are not allowed).  tr W^3 counts each triangle once by
+    orienting every edge from its lower- to its higher-degree end (Chiba & Nishizeki 1985),
+    which keeps the wedges few even around hub genes."""
+    from scipy import sparse
+
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    if np.any(i == j):
+        raise ValueError("a pair of a gene with itself")
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    key, w = np.unique(lo * n + hi, return_counts=True)  # each unordered pair once, its count
+    a, b = key // n, key % n
+    w = w.astype(np.float64)
+    r = np.bincount(a, weights=w, minlength=n) + np.bincount(b, weights=w, minlength=n)
+    w2 = w * w
+    q = np.bincount(a, weights=w2, minlength=n) + np.bincount(b, weights=w2, minlength=n)
+    W = sparse.csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+    cube = tr3 = None
+    if third:
+        cube = 2.0 * float(np.sum(w2 * w))
+        deg = np.bincount(a, minlength=n) + np.bincount(b, minlength=n)
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.lexsort((np.arange(n), deg))] = np.arange(n)
+        up = rank[a] < rank[b]
+        src, dst = np.where(up, a, b), np.where(up, b, a)
+        L = sparse.csr_matrix((w, (src, dst)), shape=(n, n))
+        tr3 = 6.0 * float((L @ L).multiply(L).sum())
+    return shifted_pair_invariants(n, 2.0 * float(w.sum()), 2.0 * float(w2.sum()), r, q,
+                                   float(r @ (W @ r)), cube, tr3)
+
+
+def gram_pair_invariants(Z: np.ndarray, third: bool = True) -> PairInvariants:
+    """`PairInvariants` of M = Z Z^T (diagonal ignored), e.g. cosine similarities for unit rows
+    Z: O(n p^2), and with `third` one blockwise pass over Z Z^T (O(n^2 p / 2), float32 products
+    summed in float64) for sum M^3."""
+    Z = np.asarray(Z, dtype=np.float64)
+    n = Z.shape[0]
+    d = np.einsum("ij,ij->i", Z, Z)  # the diagonal, removed from every sum
+    s = Z.sum(axis=0)
+    G = Z.T @ Z
+    r = Z @ s - d
+    q = np.einsum("ij,ij->i", Z @ G, Z) - d * d
+    total = float(r.sum())
+    Zr = Z.T @ r
+    rMr = float(Zr @ Zr) - float(d @ (r * r))
+    cube = tr3 = None
+    if third:
+        # tr (Z Z^T - diag d)^3 = tr G^3 - 3 sum_a d_a (Z G Z^T)_aa + 3 sum d^3 - sum d^3
+        zgz = q + d * d
+        tr3 = float(np.sum((G @ G) * G)) - 3 * float(d @ zgz) + 3 * float(np.sum(d ** 3)) - \
+            float(np.sum(d ** 3))
+        cube = _offdiag_cube_sum(Z.astype(np.float32))
+    return shifted_pair_invariants(n, total, float(q.sum()), r, q, rMr, cube, tr3)
+
+
+def _offdiag_cube_sum(Z: np.ndarray) -> float:
+    """sum_{a != b} (z_a . z_b)^3 by row strips of the upper triangle (Z's precision; every
+    strip's cubes summed in float64)."""
+    n = Z.shape[0]
+    rows = max(1, min(n, GRAM_BLOCK // max(n, 1)))
+    total = 0.0
+    for s in range(0, n, rows):
+        k = min(rows, n - s)
+        G = Z[s:s + k] @ Z[s:].T
+        G[np.arange(k), np.arange(k)] = 0.0
+        H = G * G
+        H *= G
+        total += 2.0 * float(H.sum(dtype=np.float64)) - float(H[:, :k].sum(dtype=np.float64))
+    return total
+
+
+def axis_pair_invariants(x: np.ndarray, third: bool = True) -> PairInvariants:
+    """`PairInvariants` of M_ab = -|x_a - x_b| (the negative distance along one axis) in
+    O(n log n): sorted, every sum over pairs or triples of genes is a sum of prefix sums of
+    powers of x."""
+    x = np.sort(np.asarray(x, dtype=np.float64))
+    n = x.size
+    ones = np.ones(n)
+
+    def below(w: np.ndarray, p: int) -> np.ndarray:
+        """sum_{b < a} w_b (x_a - x_b)^p for every a (sorted order), p = 1, 2 or 3."""
+        out = np.zeros(n)
+        for e in range(p + 1):  # (x_a - x_b)^p = sum_e C(p, e) x_a^(p-e) (-x_b)^e
+            pre = np.concatenate([[0.0], np.cumsum(w * (-x) ** e)[:-1]])
+            out += math.comb(p, e) * x ** (p - e) * pre
+        return out
+
+    def above(w: np.ndarray, p: int) -> np.ndarray:
+        """sum_{b > a} w_b (x_b - x_a)^p."""
+        out = np.zeros(n)
+        for e in range(p + 1):  # (x_b - x_a)^p = sum_e C(p, e) x_b^(p-e) (-x_a)^e
+            suf = np.concatenate([np.cumsum((w * x ** (p - e))[::-1])[::-1][1:], [0.0]])
+            out += math.comb(p, e) * (-x) ** e * suf
+        return out
+
+    dist = below(ones, 1) + above(ones, 1)  # sum_b |x_a - x_b|
+    r = -dist
+    q = below(ones, 2) + above(ones, 2)
+    total = float(r.sum())
+    rMr = -float(r @ (below(r, 1) + above(r, 1)))
+    cube = tr3 = None
+    if third:
+        cube = -float(np.sum(below(ones, 3) + above(ones, 3)))
+        # tr M^3 = -6 sum_{i<j<k} (x_j - x_i)(x_k - x_j)(x_k - x_i); with u = x_j - x_i and
+        # v = x_k - x_j the product is u^2 v + u v^2, summed around each middle j
+        tr3 = -6.0 * float(below(ones, 2) @ above(ones, 1) + below(ones, 1) @ above(ones, 2))
+    return shifted_pair_invariants(n, total, float(q.sum()), r, q, rMr, cube, tr3)
+
+
+def block_pair_invariants(labels: np.ndarray, B: np.ndarray, third: bool = True
+                          ) -> PairInvariants:
+    """`PairInvariants` of M_ab = B[labels_a, labels_b] (diagonal ignored) for a symmetric
+    class-by-class matrix B: genes of a class are interchangeable, so every sum is one over
+    classes weighted by their sizes (e.g. co-pole indicators: a class per pole code)."""
+    labels = np.asarray(labels)
+    B = np.asarray(B, dtype=np.float64)
+    n = labels.size
+    cnt = np.bincount(labels, minlength=B.shape[0]).astype(np.float64)
+    dB = np.diag(B)
+    rc = B @ cnt - dB  # row sum of a gene of each class
+    B2 = B * B
+    qc = B2 @ cnt - dB * dB
+    r, q = rc[labels], qc[labels]
+    total = float(cnt @ rc)
+    # r^T M r = sum_{a != b} r_a r_b B[a, b]
+    rMr = float((cnt * rc) @ B @ (cnt * rc)) - float(cnt @ (rc * rc * dB))
+    cube = tr3 = None
+    if third:
+        B3 = B2 * B
+        cube = float(cnt @ B3 @ cnt) - float(cnt @ (dB ** 3))
+        # tr M^3 over ordered triples of distinct genes: with C = diag(cnt), sum over classes
+        # of B C B C B C counts triples of any genes; subtract those with a repeated gene
+        CB = B * cnt[None, :]  # B C
+        full = float(np.trace(CB @ CB @ CB))
+        rep = 3 * float(cnt @ (dB * (B2 @ cnt))) - 2 * float(cnt @ (dB ** 3))
+        tr3 = full - rep
+    return shifted_pair_invariants(n, total, float(q.sum()), r, q, rMr, cube, tr3)
+
+
+def pair_moments(w: PairInvariants, d: PairInvariants, third: bool = True) -> RVMoments:
+    """Exact mean, sd and skewness of the mean pair value s = T / sum W over the n!
+    relabellings pi of the genes, T = sum_{a != b} W_ab D_pi(a)pi(b) (a Mantel / quadratic
+    assignment statistic; Mantel 1967, Hubert 1987): each listed pair's value is read at its
+    two genes' new labels."""
+    if w.n != d.n:
+        raise ValueError("the two matrices have different numbers of rows")
+    n = w.n
+    if n < 4:
+        raise ValueError("the moments need at least four genes")
+    scale = w.total
+    mean = w.total * d.total / (n * (n - 1)) / scale
+
+    def raw(k: int) -> float:
+        total = 0.0
+        for r, coef in pair_pattern_coefficients(k):
+            if r > n:
+                continue
+            sa = sum(c * math.prod(w.shapes[x] for x in m) for m, c in coef.items())
+            sb = sum(c * math.prod(d.shapes[x] for x in m) for m, c in coef.items())
+            total += sa * sb / _falling(n, r)
+        return total
+
+    var = max(raw(2), 0.0)
+    sd = math.sqrt(var) / abs(scale)
+    skew = None
+    if third and var > 0 and "cube" in w.shapes and "cube" in d.shapes:
+        skew = raw(3) / var ** 1.5 * (1.0 if scale > 0 else -1.0)
+    return RVMoments(mean, sd, skew)

@@ -25,6 +25,13 @@ from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.control import controlled
+from geoscreen.probes.moment_null import (
+    CONFIRM_BELOW_DESCRIPTION,
+    MIN_VALUES,
+    moment_test,
+    pair_moment_test,
+    without_draws,
+)
 from geoscreen.probes.params import (
     Metric,
     Subspace,
@@ -38,7 +45,11 @@ from geoscreen.probes.params import (
     subspace_field,
     subspace_validator,
 )
-from geoscreen.probes.permutation_moments import cantelli_bound, linear_moments, pearson3_p
+from geoscreen.probes.permutation_moments import (
+    PairInvariants,
+    block_pair_invariants,
+    linear_moments,
+)
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
@@ -96,6 +107,40 @@ def _local_pairs(ctx: ProbeContext, svd: SVD, ref: str, param: str, min_size: in
 # ------------------------------------------------------------------------------------------
 # pair_proximity
 # ------------------------------------------------------------------------------------------
+NULL_METHOD_DESCRIPTION = (
+    "gene_shuffle p-value from the exact permutation moments of the mean pair value (Pearson "
+    "III tail; the draws decide when it is below confirm_below, the skewness is above 2 or "
+    "there are fewer than 30 pairs), or from the draws alone; degree_preserving always draws")
+
+
+def pair_test(ctx: ProbeContext, scorer: PairScorer | LabelPairScorer, i: np.ndarray,
+              j: np.ndarray, null: str, null_method: str, confirm_below: float,
+              n_permutations: int, layer: str) -> tuple[float, dict, dict, int]:
+    """(observed mean pair value, test fields, extra, draws made) of a pair null: the
+    gene-shuffle null from its exact moments where `moment_null` allows, else the draws of
+    `pair_null_draws` (Besag-Clifford stopping when the campaign asks for it)."""
+    observed, draws = pair_null_draws(scorer, i, j, null, n_permutations,  # type: ignore[arg-type]
+                                      ctx.rng(layer))
+    moment: dict[str, object] = {"null_method": null_method if null == "gene_shuffle"
+                                 else "draws"}
+    if null == "gene_shuffle" and null_method == "moments":
+        decision = pair_moment_test(ctx.memo, scorer, i, j, observed, ctx.alternative,
+                                    confirm_below, n_permutations)
+        if decision["p_method"] != "draws":
+            test, extra = without_draws(decision, observed)
+            return observed, test, {**moment, **extra}, 0
+        decision.pop("p_value")
+        moment.update(decision)
+    seq = besag_clifford(draws, observed, ctx.alternative, n_permutations, ctx.sequential_h)
+    test = seq.test_fields(observed, ctx.alternative)
+    if "p_method" in moment:  # drawn because the moment p was small: the soft-rank e-value,
+        test = {"p_value": seq.p_value, "e_value": None}  # kept only then, would exceed 1
+    null_draws = seq.null
+    extra = {**moment, **seq.record(), "null_mean": float(null_draws.mean()),
+             "null_sd": float(null_draws.std(ddof=1)), "z": z_score(observed, null_draws)}
+    return observed, test, extra, seq.draws
+
+
 class PairProximityParams(ProbeParams):
     pairs: str = pairs_ref_field(..., description="pair-set reference, e.g. string:>=700")
     subspace: Subspace = subspace_field()
@@ -107,6 +152,10 @@ class PairProximityParams(ProbeParams):
     control: str | None = control_field()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
+    null_method: Literal["moments", "draws"] = added_field(
+        "moments", since="2.3", description=NULL_METHOD_DESCRIPTION)
+    confirm_below: float = added_field(0.1, since="2.3", ge=0, le=1,
+                                       description=CONFIRM_BELOW_DESCRIPTION)
 
     _check_subspace = subspace_validator("subspace")
 
@@ -116,7 +165,7 @@ class PairProximityParams(ProbeParams):
     family="manifold_distance",
     params=PairProximityParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.2",
+    version="2.3",
     statistic="mean similarity of the listed pairs in the subspace (co-expression residual with "
               "control)",
     effect="z-score of the observed mean similarity against the null distribution",
@@ -161,7 +210,18 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
       closer than the same (often hub) genes paired at random.
     * ``gene_shuffle``: all present genes are relabelled by one uniform random permutation and the
       pair structure is kept.  Exact only if the listed genes are exchangeable with random genes,
-      which well-studied hub genes are not on real embeddings.
+      which well-studied hub genes are not on real embeddings.  With ``null_method: moments``
+      (the default from version 2.3) the mean pair value, sum_ab W_ab D_pi(a)pi(b) / sum W for
+      the pair graph W and the gene-by-gene values D, is a quadratic assignment (Mantel)
+      statistic whose exact mean, variance and skewness over all n! relabellings come from a
+      few sums of W and of D (`geoscreen.probes.permutation_moments.pair_moments`; D's sums
+      from the unit rows for the cosine, in O(n log n) for one euclidean axis); its Pearson
+      III p-value is reported without drawing, and the draws decide (same seed, the same p as
+      ``null_method: draws``) when it is below ``confirm_below`` (0.1), the skewness exceeds
+      2, there are fewer than 30 pairs, or the values have no moment method (euclidean in
+      several axes, ``control``); Cantelli's bound is reported instead when it is at or below
+      1 / (m + 1) (`geoscreen.probes.moment_null`).  ``extra`` records ``p_method`` and the
+      moments; the e-value is the p-to-e calibrator of the reported p.
     * ``coexpression_residualization``: with ``control``, every pair's value is first regressed on
       the pair's co-expression (least squares over all pairs of present genes) and the chosen null
       is applied to the residuals: closer than random pairs at the same co-expression?
@@ -170,6 +230,9 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
     ----------
     Maslov, S. & Sneppen, K. (2002). Specificity and stability in topology of protein networks.
     Science 296(5569), 910-913 (degree-preserving randomisation of a network).
+    Mantel, N. (1967). The detection of disease clustering and a generalized regression
+    approach. Cancer Research 27(2), 209-220 (the moments of a pair statistic under relabelling).
+    Hubert, L. (1987). Assignment Methods in Combinatorial Data Analysis. Marcel Dekker.
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
@@ -187,18 +250,13 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
     svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
                                          p.include_zero_genes)
     i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
-    observed, draws = pair_null_draws(scorer, i, j, p.null, p.n_permutations, ctx.rng(layer))
-    seq = besag_clifford(draws, observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
-    null = seq.null
-    z = z_score(observed, null)
+    observed, test, extra, drawn = pair_test(ctx, scorer, i, j, p.null, p.null_method,
+                                             p.confirm_below, p.n_permutations, layer)
     return LayerResult(
         statistic_name=f"mean_{p.metric}" + ("_residual" if fit else ""), statistic=observed,
-        effect_name="z", effect_size=z,
-        **seq.test_fields(observed, ctx.alternative), n=int(i.size),
-        null=null_label(p.null, p.control), n_permutations=seq.draws,
-        extra={**seq.record(), "null_mean": float(null.mean()),
-               "null_sd": float(null.std(ddof=1)),
-               "subspace": p.subspace, "metric": p.metric, "control_fit": fit})
+        effect_name="z", effect_size=extra.pop("z"), **test, n=int(i.size),
+        null=null_label(p.null, p.control), n_permutations=drawn,
+        extra={**extra, "subspace": p.subspace, "metric": p.metric, "control_fit": fit})
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,6 +275,8 @@ class LabelPairScorer:
         self.sign = np.int8(-1 if opposite else 1)
         self.n = int(self.L.shape[0])
         self.factor = None
+        self.binary = True  # every pair value is 0 or 1 (`moment_null`: a count's lattice)
+        self.third_moment_cheap = True  # sums over pole-code classes
         self._code, self._partner = self._codes()
 
     def _hit(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
@@ -264,6 +324,14 @@ class LabelPairScorer:
             out[s:s + per] = np.count_nonzero(hit, axis=1) / i.size
         return out
 
+    def pair_invariants(self, third: bool = True) -> PairInvariants:
+        """The exact-moment invariants of the hit indicator: it depends only on the two genes'
+        pole codes, so every sum is one over the code classes weighted by their sizes."""
+        _, first, labels = np.unique(self._code, return_index=True, return_inverse=True)
+        c, q = self._code[first], self._partner[first]  # one gene of each class
+        B = ((c[:, None] & q[None, :]) != 0).astype(np.float64)
+        return block_pair_invariants(labels.ravel(), B, third)
+
     def mean_many(self, I: np.ndarray, J: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         hit = self._hit(I, J)
         if mask is None:
@@ -289,6 +357,10 @@ class CoPoleParams(ProbeParams):
     control: str | None = control_field()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
+    null_method: Literal["moments", "draws"] = added_field(
+        "moments", since="2.2", description=NULL_METHOD_DESCRIPTION)
+    confirm_below: float = added_field(0.1, since="2.2", ge=0, le=1,
+                                       description=CONFIRM_BELOW_DESCRIPTION)
 
     @model_validator(mode="after")
     def _one_size(self) -> CoPoleParams:
@@ -313,7 +385,7 @@ def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
     family="graph_topology",
     params=CoPoleParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.1",
+    version="2.2",
     statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis",
     effect="z-score of the co-pole rate against the null (enrichment over null mean in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -354,7 +426,11 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     * ``degree_preserving`` (default): the second endpoints are permuted across the pairs, so every
       gene keeps its number of pairs; rewired self-pairs are ignored.
     * ``gene_shuffle``: all present genes are relabelled by one uniform random permutation, keeping
-      the pair structure.
+      the pair structure.  With ``null_method: moments`` (the default from version 2.2) the
+      p-value comes from the exact permutation moments of the co-pole rate, as for
+      ``pair_proximity`` (the hit indicator depends only on the two genes' pole codes, so its
+      sums are sums over code classes), with a continuity correction of half a pair for the
+      count; the draws decide below ``confirm_below`` (0.1).
     * ``coexpression_residualization``: with ``control``, the gene-by-gene co-pole indicator is
       regressed on co-expression by least squares and the chosen null is applied to the residuals.
 
@@ -362,6 +438,9 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     ----------
     Maslov, S. & Sneppen, K. (2002). Specificity and stability in topology of protein networks.
     Science 296(5569), 910-913 (degree-preserving randomisation of a network).
+    Mantel, N. (1967). The detection of disease clustering and a generalized regression
+    approach. Cancer Research 27(2), 209-220 (the moments of a pair statistic under relabelling).
+    Hubert, L. (1987). Assignment Methods in Combinatorial Data Analysis. Marcel Dekker.
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
@@ -389,18 +468,14 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     if p.control is not None:
         R, fit = controlled(ctx, p.control, labels.matrix().astype(np.float32), svd.rows)
         scorer = PairScorer.from_matrix(R, "co_pole")
-    observed, draws = pair_null_draws(scorer, i, j, p.null,  # type: ignore[arg-type]
-                                      p.n_permutations, ctx.rng(layer))
-    seq = besag_clifford(draws, observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
-    null = seq.null
-    z = z_score(observed, null)
-    mean0 = float(null.mean())
+    observed, test, extra, drawn = pair_test(ctx, scorer, i, j, p.null, p.null_method,
+                                             p.confirm_below, p.n_permutations, layer)
+    mean0 = float(extra["null_mean"])
     return LayerResult(
         statistic_name="co_pole_rate" + ("_residual" if fit else ""), statistic=observed,
-        effect_name="z", effect_size=z, **seq.test_fields(observed, ctx.alternative),
-        n=int(i.size), null=null_label(p.null, p.control), n_permutations=seq.draws,
-        extra={**seq.record(), "null_mean": mean0, "null_sd": float(null.std(ddof=1)), "k": k,
-               "axes": axes,
+        effect_name="z", effect_size=extra.pop("z"), **test,
+        n=int(i.size), null=null_label(p.null, p.control), n_permutations=drawn,
+        extra={**extra, "k": k, "axes": axes,
                "axis": axes[0] if len(axes) == 1 else None,
                "pole": p.pole, "enrichment": observed / mean0 if mean0 > 0 and not fit else None,
                "control_fit": fit})
@@ -425,49 +500,10 @@ class GradedProximityParams(ProbeParams):
         description="label-shuffle p-value from the exact permutation moments of rho (Pearson "
                     "III tail; the draws decide when it is below confirm_below), or from the "
                     "draws alone")
-    confirm_below: float = added_field(
-        0.1, since="1.2", ge=0, le=1,
-        description="with null_method moments: a moment p-value below this is confirmed by "
-                    "the Monte Carlo draws, whose p-value is reported")
+    confirm_below: float = added_field(0.1, since="1.2", ge=0, le=1,
+                                       description=CONFIRM_BELOW_DESCRIPTION)
 
     _check_subspace = subspace_validator("subspace")
-
-
-# Fewest pairs for which graded_proximity takes its p-value from the moments: below, the
-# permutation distribution of rho is too coarse for a smooth three-moment curve
-MOMENT_MIN_PAIRS = 30
-# Largest null skewness at which the Pearson III p-value is trusted (as layer_similarity)
-MOMENT_MAX_SKEW = 2.0
-
-
-def moment_null(observed: float, a: np.ndarray, b: np.ndarray, alternative: str,
-                confirm_below: float, n_draws: int) -> dict[str, object]:
-    """The moment test of the linear permutation statistic sum_i a_i b_pi(i) (observed at
-    pi = identity): which method gives the p-value, and its record.
-
-    ``p_method`` is ``moments`` (the Pearson III tail with the exact mean, sd and skewness,
-    `linear_moments`) unless the draws must decide (``draw_reason``: the moment p is below
-    `confirm_below`, the skewness is above `MOMENT_MAX_SKEW`, or there are fewer than
-    `MOMENT_MIN_PAIRS` values); then ``cantelli`` when Cantelli's bound, an upper bound on the
-    exact permutation p-value, is at or below 1 / (n_draws + 1), the smallest p the draws could
-    give (no draws are needed), else ``draws``.
-    """
-    mom = linear_moments(a, b)
-    mp = pearson3_p(observed, mom, alternative) if mom.skew is not None else 1.0
-    bound = cantelli_bound(observed, mom, alternative)
-    why = None
-    if a.size < MOMENT_MIN_PAIRS:
-        why = f"fewer than {MOMENT_MIN_PAIRS} values"
-    elif mom.skew is not None and not abs(mom.skew) <= MOMENT_MAX_SKEW:
-        why = f"skewness above {MOMENT_MAX_SKEW:g}"
-    elif mp < confirm_below:
-        why = "moment p below confirm_below"
-    method = "moments" if why is None else \
-        "cantelli" if bound <= 1.0 / (n_draws + 1) else "draws"
-    return {"p_method": method, "draw_reason": None if method == "cantelli" else why,
-            "moment_p": mp, "moment_mean": mom.mean, "moment_sd": mom.sd,
-            "moment_skew": mom.skew, "moment_bound": bound, "confirm_below": confirm_below,
-            "p_value": {"moments": mp, "cantelli": bound}.get(method)}
 
 
 def score_bins(score: np.ndarray, bins: int) -> np.ndarray:
@@ -588,8 +624,10 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     moment: dict[str, object] = {"null_method": p.null_method}
     p_method = "draws"
     if p.null_method == "moments":
-        moment.update(moment_null(rho, rb, rv, ctx.alternative, p.confirm_below,
-                                  p.n_permutations))
+        mom = linear_moments(rb, rv)
+        moment.update(moment_test(
+            rho, mom, lambda: mom, ctx.alternative, p.confirm_below, p.n_permutations,
+            too_few=f"fewer than {MIN_VALUES} pairs" if v.size < MIN_VALUES else None))
         p_method = str(moment["p_method"])
     if p_method == "draws":
         rng = ctx.rng(layer)
@@ -604,10 +642,8 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
         record, draws = {**seq.record(), "null_mean": float(seq.null.mean()),
                          "null_sd": float(seq.null.std(ddof=1))}, seq.draws
     else:  # no draws: the exact moments of rho give the p-value (e: the p-to-e calibrator)
-        test = {"p_value": moment.pop("p_value"), "e_value": None}
-        record = {"sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
-                  "stopped_early": False, "null_mean": moment["moment_mean"],
-                  "null_sd": moment["moment_sd"]}
+        test, record = without_draws(moment, rho)
+        record.pop("z")
         draws = 0
     moment.pop("p_value", None)
     levels = np.unique(b)

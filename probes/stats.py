@@ -13,6 +13,11 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from geoscreen.lazy import lazy_module
+from geoscreen.probes.permutation_moments import (
+    PairInvariants,
+    axis_pair_invariants,
+    gram_pair_invariants,
+)
 
 stats = lazy_module("scipy.stats")
 
@@ -205,6 +210,25 @@ class PairScorer:
         if self._K is None and self._gram:
             self._K = similarity_matrix(np.asarray(self._raw, dtype=np.float64), self.metric)
         return self._K
+
+    @property
+    def third_moment_cheap(self) -> bool:
+        """Whether `pair_invariants` with `third` costs little more than without: one axis,
+        or a cosine in a few axes (its O(n^2 d) pass is then a few n^2 operations)."""
+        return self._axis is not None or (self.metric == "cosine" and self.Z is not None and
+                                          self.Z.shape[1] <= LOW_RANK_MAX)
+
+    def pair_invariants(self, third: bool = True) -> PairInvariants | None:
+        """The exact-moment invariants of the gene-by-gene values
+        (`geoscreen.probes.permutation_moments`): the negative distance along one axis in
+        O(n log n), the cosine in any subspace from the unit rows in O(n d^2) (plus one
+        O(n^2 d) pass with `third`); None for a precomputed matrix (a co-expression residual)
+        or the euclidean distance in several axes."""
+        if self._axis is not None:
+            return axis_pair_invariants(self._axis, third)
+        if self.metric == "cosine" and self.Z is not None:
+            return gram_pair_invariants(self.Z, third)
+        return None
 
     @classmethod
     def from_matrix(cls, K: np.ndarray, metric: str = "matrix") -> PairScorer:

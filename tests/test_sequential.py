@@ -215,7 +215,8 @@ def bed(tmp_path_factory):
 
 # (probe, params, null layer, planted layer); every one-sided alternative the probe allows is run
 SEQ_PROBES = [
-    ("pair_proximity", {"pairs": "mixed", "null": "gene_shuffle"}, "L0", "L1"),
+    ("pair_proximity", {"pairs": "mixed", "null": "gene_shuffle", "null_method": "draws"}, "L0",
+     "L1"),
     ("pair_proximity", {"pairs": "mixed", "null": "degree_preserving"}, "L0", "L1"),
     ("co_pole", {"pairs": "mixed", "k": 30}, "L0", "L1"),
     ("graded_proximity", {"pairs": ["RR", "AA"], "null_method": "draws"}, "L0", "L1"),

@@ -1,0 +1,192 @@
+"""Permutation p-values from exact moments, with the Monte Carlo draws deciding where it matters.
+
+A probe whose statistic is linear or quadratic in the permutation of its null (Spearman's rho
+under a label shuffle, a mean pair value under a gene shuffle, linear CKA under a row shuffle)
+knows the exact mean, variance and skewness of that statistic over all n! permutations
+(`geoscreen.probes.permutation_moments`).  `moment_test` turns them into a p-value the way
+`layer_similarity` does:
+
+* the Pearson type III tail with the three moments (Kazi-Aoual et al. 1995; Josse et al. 2008)
+  is reported when it is at or above ``confirm_below``;
+* below it, or when the skewness exceeds `MAX_SKEW` (hub genes make the distribution a mixture
+  no three-moment curve follows), or for too few values, the probe's own Monte Carlo draws
+  decide, with the same seed, so the reported p-value equals ``null_method: draws``;
+* unless Cantelli's bound 1 / (1 + z^2), an upper bound on the exact permutation p-value from
+  the first two moments, is at or below 1 / (m + 1), the smallest p-value m draws can give:
+  the bound is then reported itself, without drawing.
+
+A reported p-value at or below ``confirm_below`` therefore always comes from the draws or from
+an upper bound on the exact p-value, so a test at a level up to ``confirm_below`` keeps its
+size exactly; above it the moment p-value stands in for the draws'.
+
+References
+----------
+Kazi-Aoual, F., Hitier, S., Sabatier, R. & Lebreton, J.-D. (1995). Refined approximations to
+permutation tests for multivariate inference. Computational Statistics & Data Analysis 20(6),
+643-656.
+Josse, J., Pages, J. & Husson, F. (2008). Testing the significance of the RV coefficient.
+Computational Statistics & Data Analysis 53(1), 82-91.
+Mantel, N. (1967). The detection of disease clustering and a generalized regression approach.
+Cancer Research 27(2), 209-220.
+Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
+Matematici, Bologna 6, 47-60.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from geoscreen.probes.permutation_moments import (
+    PairInvariants,
+    RVMoments,
+    cantelli_bound,
+    graph_pair_invariants,
+    pair_moments,
+    pearson3_p,
+)
+
+MAX_SKEW = 2.0  # largest null skewness at which the Pearson III p-value is trusted
+MIN_VALUES = 30  # fewer values: the permutation distribution is too coarse for a smooth curve
+
+CONFIRM_BELOW_DESCRIPTION = ("with null_method moments: a moment p-value (or Cantelli bound) "
+                             "below this is confirmed by the Monte Carlo draws, whose p-value "
+                             "is reported")
+
+
+def continuity_corrected(observed: float, mean: float, step: float, alternative: str) -> float:
+    """The observed value moved half a lattice `step` toward the null mean: a smooth curve's
+    tail there approximates the exact P(T >= observed) of a statistic on a lattice (counts),
+    whose atom at the observed value the permutation p-value includes."""
+    if step <= 0:
+        return observed
+    if alternative == "greater":
+        return observed - step / 2
+    if alternative == "less":
+        return observed + step / 2
+    dev = max(abs(observed - mean) - step / 2, 0.0)
+    return mean + dev if observed >= mean else mean - dev
+
+
+def moment_test(observed: float, second: RVMoments, third: Callable[[], RVMoments],
+                alternative: str, confirm_below: float, n_draws: int,
+                too_few: str | None = None, step: float = 0.0) -> dict[str, Any]:
+    """Which method gives the p-value, and the record of the moments.
+
+    Parameters
+    ----------
+    observed
+        The observed statistic.
+    second
+        Its exact permutation mean and sd (skew may be None).
+    third
+        Returns the moments with the skewness (called only when Cantelli's bound is not
+        already below `confirm_below`: the third moment may be the costly part).
+    alternative, confirm_below, n_draws
+        The test's alternative, the threshold below which the draws decide, and their number.
+    too_few
+        A reason the moments must not be used (e.g. too few values), or None.
+    step
+        The statistic's lattice step when it takes evenly spaced values (a count over pairs:
+        1 / pairs), 0 for a continuous one; the Pearson III tail is taken with a continuity
+        correction (`continuity_corrected`), Cantelli's bound at the observed value itself.
+
+    Returns
+    -------
+    dict
+        ``p_method`` (``moments``, ``cantelli`` or ``draws``), ``p_value`` (None for draws),
+        ``draw_reason``, ``moment_p``, ``moment_mean``, ``moment_sd``, ``moment_skew``,
+        ``moment_bound`` and ``confirm_below``.
+    """
+    bound = cantelli_bound(observed, second, alternative)
+    mom, mp, why = second, None, too_few
+    if why is None and bound < confirm_below:
+        why = "Cantelli bound below confirm_below"
+    if why is None:
+        mom = third()
+        at = continuity_corrected(observed, mom.mean, step, alternative)
+        if mom.skew is None or not abs(mom.skew) <= MAX_SKEW:
+            why = f"skewness above {MAX_SKEW:g}"
+            mp = pearson3_p(at, mom, alternative) if mom.skew is not None else None
+        else:
+            mp = pearson3_p(at, mom, alternative)
+            if mp < confirm_below:
+                why = "moment p below confirm_below"
+    if why is None:
+        method, p = "moments", mp
+    elif bound <= 1.0 / (n_draws + 1):
+        method, p, why = "cantelli", bound, None
+    else:
+        method, p = "draws", None
+    return {"p_method": method, "p_value": p, "draw_reason": why, "moment_p": mp,
+            "moment_mean": mom.mean, "moment_sd": mom.sd, "moment_skew": mom.skew,
+            "moment_bound": bound, "confirm_below": confirm_below}
+
+
+def without_draws(decision: dict[str, Any], observed: float) -> tuple[dict[str, Any],
+                                                                      dict[str, Any]]:
+    """(test fields, extra) of a result whose p-value the moments gave (no draws): the e-value
+    is left to the ledger's p-to-e calibrator, the null mean and sd are the exact ones."""
+    d = dict(decision)
+    p = d.pop("p_value")
+    sd = d["moment_sd"]
+    extra = {**d, "sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
+             "stopped_early": False, "null_mean": d["moment_mean"], "null_sd": sd,
+             "z": (observed - d["moment_mean"]) / sd if sd > 0 else 0.0}
+    return {"p_value": p, "e_value": None}, extra
+
+
+def _graph_invariants(ctx_memo: dict, i: np.ndarray, j: np.ndarray, n: int) -> PairInvariants:
+    """The pair graph's invariants, kept in the context's memo (they do not depend on the
+    layer, only on the pairs and the genes present)."""
+    digest = hashlib.sha1(np.concatenate([i, j]).astype(np.int64).tobytes()).hexdigest()
+    key = ("moment_null:graph", n, digest)
+    if key not in ctx_memo:
+        ctx_memo[key] = graph_pair_invariants(i, j, n)
+    return ctx_memo[key]
+
+
+def pair_value_invariants(scorer: Any, third: bool) -> PairInvariants | None:
+    """The invariants of a pair scorer's gene-by-gene values (its ``pair_invariants``), or None
+    when it has no fast exact way to get them."""
+    get = getattr(scorer, "pair_invariants", None)
+    return None if get is None else get(third)
+
+
+def pair_moment_test(ctx_memo: dict, scorer: Any, i: np.ndarray, j: np.ndarray,
+                     observed: float, alternative: str, confirm_below: float,
+                     n_draws: int) -> dict[str, Any]:
+    """`moment_test` of the mean pair value under the gene shuffle (every gene relabelled by
+    one uniform permutation of the scorer's genes, the pairs kept)."""
+    n = int(scorer.n)
+    why = None
+    if i.size < MIN_VALUES:
+        why = f"fewer than {MIN_VALUES} pairs"
+    elif np.any(i == j):
+        why = "a pair of a gene with itself"
+    elif n < 4:
+        why = "fewer than four genes"
+    # the third-order sums cost one O(n^2 d) pass for a cosine in many axes: asked for only
+    # when Cantelli's bound does not already send the layer to the draws; otherwise at once
+    cheap = bool(getattr(scorer, "third_moment_cheap", False))
+    d2 = None if why is not None else pair_value_invariants(scorer, third=cheap)
+    if why is None and d2 is None:
+        why = "no moment method for these pair values (a control, or euclidean in several axes)"
+    if why is not None:
+        return {"p_method": "draws", "p_value": None, "draw_reason": why, "moment_p": None,
+                "moment_mean": None, "moment_sd": None, "moment_skew": None,
+                "moment_bound": None, "confirm_below": confirm_below}
+    w = _graph_invariants(ctx_memo, i, j, n)
+
+    def third() -> RVMoments:
+        d3 = d2 if cheap else pair_value_invariants(scorer, third=True)
+        assert d3 is not None
+        return pair_moments(w, d3)
+
+    # 0/1 pair values (pole labels): the mean is a count over the pairs
+    step = 1.0 / i.size if getattr(scorer, "binary", False) else 0.0
+    return moment_test(observed, pair_moments(w, d2, third=False), third, alternative,
+                       confirm_below, n_draws, step=step)

@@ -1,0 +1,181 @@
+"""Exact permutation moments of pair statistics (Mantel / quadratic assignment) and the moment
+null of the gene-shuffle pair probes (`pair_proximity`, `co_pole`).
+
+The statistic is the mean value over a pair set's pairs with every gene relabelled by one
+uniform permutation: T = sum_{a != b} W_ab D_pi(a)pi(b) / sum W for the pair graph W and the
+gene-by-gene values D.  Its invariants (`permutation_moments.*_pair_invariants`) are checked
+against the dense matrix, its moments against every permutation at n = 7, and the probes'
+moment p-values against their own draws on Gaussian and hub-heavy null layers.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from probe_helpers import assert_calibrated, cache_from_layers, context, pairs_file, run
+
+from geoscreen.probes import permutation_moments as pm
+from geoscreen.probes.proximity import LabelPairScorer
+from geoscreen.result import E_CALIBRATOR, calibrate_p
+
+N7 = 7
+I7 = np.array([0, 0, 0, 1, 2, 3, 3, 5, 1])
+J7 = np.array([1, 2, 4, 2, 3, 4, 6, 6, 0])  # (1, 0) repeats (0, 1): weight 2
+
+
+def _enumerate(D: np.ndarray) -> tuple[float, float, float]:
+    vals = []
+    for p in itertools.permutations(range(N7)):
+        p = np.array(p)
+        vals.append(np.mean(D[p[I7], p[J7]]))
+    v = np.array(vals)
+    return float(v.mean()), float(v.std()), float(np.mean((v - v.mean()) ** 3) / v.var() ** 1.5)
+
+
+def _values(kind: str, rng: np.random.Generator):
+    if kind == "dense":
+        D = rng.standard_normal((N7, N7))
+        D = D + D.T
+        return D, pm.dense_pair_invariants(D)
+    if kind == "gram":
+        Z = rng.standard_normal((N7, 3))
+        return Z @ Z.T, pm.gram_pair_invariants(Z)
+    if kind == "axis":
+        x = rng.exponential(size=N7)
+        return -np.abs(x[:, None] - x[None, :]), pm.axis_pair_invariants(x)
+    labels = np.array([1, 1, 0, -1, 0, 1, -1], dtype=np.int8)
+    scorer = LabelPairScorer(labels, opposite=kind == "opposite")
+    D = scorer.matrix().astype(float)
+    return D, scorer.pair_invariants()
+
+
+@pytest.mark.parametrize("kind", ["dense", "gram", "axis", "co_pole", "opposite"])
+def test_pair_moments_equal_full_enumeration(kind):
+    rng = np.random.default_rng(["dense", "gram", "axis", "co_pole", "opposite"].index(kind))
+    D, inv = _values(kind, rng)
+    dense = pm.dense_pair_invariants(D)
+    for name, value in dense.shapes.items():  # every shortcut equals the dense sums
+        assert inv.shapes[name] == pytest.approx(value, rel=1e-6, abs=1e-6), name
+    m = pm.pair_moments(pm.graph_pair_invariants(I7, J7, N7), inv)
+    mean, sd, skew = _enumerate(D)
+    assert m.mean == pytest.approx(mean, rel=1e-12, abs=1e-12)
+    assert m.sd == pytest.approx(sd, rel=1e-10)
+    assert m.skew == pytest.approx(skew, rel=1e-6, abs=1e-9)
+    assert abs(skew) > 1e-3  # the third moment is tested, not only its absence
+
+
+def test_graph_invariants_equal_the_dense_adjacency():
+    rng = np.random.default_rng(9)
+    i = rng.integers(0, 40, 120)
+    j = (i + rng.integers(1, 40, 120)) % 40
+    W = np.zeros((40, 40))
+    np.add.at(W, (i, j), 1)
+    np.add.at(W, (j, i), 1)
+    g, d = pm.graph_pair_invariants(i, j, 40), pm.dense_pair_invariants(W)
+    assert g.total == d.total == 240
+    for name, value in d.shapes.items():
+        assert g.shapes[name] == pytest.approx(value, rel=1e-12, abs=1e-9), name
+    with pytest.raises(ValueError, match="itself"):
+        pm.graph_pair_invariants(np.array([1]), np.array([1]), 5)
+
+
+def test_axis_invariants_at_scale_against_the_dense_matrix():
+    x = np.random.default_rng(2).standard_t(3, 600)  # heavy tails, no ties
+    a = pm.axis_pair_invariants(x)
+    d = pm.dense_pair_invariants(-np.abs(x[:, None] - x[None, :]))
+    for name, value in d.shapes.items():
+        assert a.shapes[name] == pytest.approx(value, rel=1e-8, abs=1e-6), name
+
+
+N_GENES, DIM, LAYERS = 300, 12, 40
+
+
+def _layers(kind: str, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(LAYERS):
+        X = rng.standard_normal((N_GENES, DIM))
+        if kind == "hubs":  # a few high-norm hub genes and a decaying spectrum; the hubs
+            # are random genes of each layer, so the gene-shuffle null holds
+            X *= np.exp(-np.arange(DIM) / 3.0)
+            X[rng.choice(N_GENES, 15, replace=False)] *= 6.0
+        out.append(X)
+    return out
+
+
+@pytest.fixture(scope="module", params=["gaussian", "hubs"])
+def bed(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"pm-{request.param}")
+    cache = cache_from_layers(tmp / "c", _layers(request.param, 21))
+    rng = np.random.default_rng(22)
+    i = rng.integers(0, 40, 200)  # every pair touches one of 40 genes: a hub-heavy graph
+    j = rng.integers(40, N_GENES, 200)
+    return request.param, tmp, cache, pairs_file(tmp / "p.tsv", i, j)
+
+
+VARIANTS = {
+    "SV2-4 cosine": ("pair_proximity", {"subspace": [2, 3, 4]}),
+    "full cosine": ("pair_proximity", {}),
+    "SV2 euclidean": ("pair_proximity", {"subspace": [2], "metric": "euclidean"}),
+    "co_pole SV1": ("co_pole", {"quantile": 0.2}),
+    "co_pole opposite SV1-2": ("co_pole", {"axes": [1, 2], "pole": "opposite",
+                                           "quantile": 0.15}),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_moment_p_is_calibrated_and_agrees_with_the_draws(bed, variant):
+    kind, tmp, cache, pairs = bed
+    name, extra = VARIANTS[variant]
+    ctx = context(cache, tmp)
+    prm = {"pairs": pairs, "null": "gene_shuffle", "n_permutations": 999, **extra}
+    mom = [run(name, prm, ctx, layer) for layer in cache.layers]
+    drawn = [run(name, {**prm, "null_method": "draws"}, ctx, layer) for layer in cache.layers]
+    used = np.mean([r.extra["p_method"] == "moments" for r in mom])
+    skew = np.median([r.extra["moment_skew"] for r in mom if r.extra["moment_skew"] is not None])
+    c = assert_calibrated([r.p_value for r in mom])
+    ok = [k for k, r in enumerate(mom) if r.extra["moment_p"] is not None]
+    diff = np.abs(np.array([mom[k].extra["moment_p"] - drawn[k].p_value for k in ok]))
+    print(f"\nPAIR MOMENTS {name} {variant}/{kind}: moment p used {used:.2f}, median skew "
+          f"{skew:.2f}, KS p {c['ks_p']:.3f}, |moment p - draw p| mean {diff.mean():.4f} "
+          f"max {diff.max():.4f}")
+    assert used > 0.8
+    assert diff.mean() < 0.02 and diff.max() < 0.07  # 999 draws: Monte Carlo SD <= 0.016
+    for r, d in zip(mom, drawn):
+        assert r.statistic == d.statistic
+        assert r.e_method == E_CALIBRATOR and r.e_value == pytest.approx(calibrate_p(r.p_value))
+        if r.extra["p_method"] == "moments":
+            assert r.n_permutations == 0 and r.p_value == r.extra["moment_p"] >= 0.1
+            # the exact null mean and sd agree with the draws'
+            assert r.extra["null_mean"] == pytest.approx(d.extra["null_mean"],
+                                                         abs=4 * d.extra["null_sd"] / 30)
+        else:
+            assert r.p_value == d.p_value  # the draws decided, with the same seed
+        assert d.extra["null_method"] == "draws" and "p_method" not in d.extra
+
+
+def test_hits_go_to_the_draws_and_other_values_have_no_moments(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((N_GENES, DIM))
+    i, j = np.arange(0, 60), np.arange(60, 120)
+    X[j] = X[i] + 3.0 * rng.standard_normal((60, DIM))  # partners a little closer
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    prm = {"pairs": pairs_file(tmp_path / "p.tsv", i, j), "null": "gene_shuffle",
+           "n_permutations": 199}
+    r = run("pair_proximity", prm, ctx, "L0")
+    d = run("pair_proximity", {**prm, "null_method": "draws"}, ctx, "L0")
+    assert r.extra["p_method"] == "draws" and r.extra["draw_reason"] in (
+        "Cantelli bound below confirm_below", "moment p below confirm_below")
+    assert r.p_value == d.p_value < 0.1 and r.n_permutations == 199
+    # euclidean in several axes: no fast exact invariants, so the draws decide
+    e = run("pair_proximity", {**prm, "metric": "euclidean", "subspace": [1, 2]}, ctx, "L0")
+    assert e.extra["p_method"] == "draws" and e.extra["draw_reason"].startswith("no moment")
+    # too few pairs
+    few = {**prm, "pairs": pairs_file(tmp_path / "f.tsv", i[:20], j[:20])}
+    f = run("pair_proximity", few, ctx, "L0")
+    assert f.extra["draw_reason"] == "fewer than 30 pairs"
+    # the degree-preserving null always draws, and says so
+    g = run("pair_proximity", {**prm, "null": "degree_preserving"}, ctx, "L0")
+    assert g.extra["null_method"] == "draws" and "p_method" not in g.extra
