@@ -46,7 +46,7 @@ from geoscreen.probes.permutation_moments import (
     cantelli_bound,
     graph_pair_invariants,
     pair_moments,
-    pearson3_p,
+    pearson3_lattice_p,
 )
 
 MAX_SKEW = 2.0  # largest null skewness at which the Pearson III p-value is trusted
@@ -55,20 +55,6 @@ MIN_VALUES = 30  # fewer values: the permutation distribution is too coarse for 
 CONFIRM_BELOW_DESCRIPTION = ("with null_method moments: a moment p-value (or Cantelli bound) "
                              "below this is confirmed by the Monte Carlo draws, whose p-value "
                              "is reported")
-
-
-def continuity_corrected(observed: float, mean: float, step: float, alternative: str) -> float:
-    """The observed value moved half a lattice `step` toward the null mean: a smooth curve's
-    tail there approximates the exact P(T >= observed) of a statistic on a lattice (counts),
-    whose atom at the observed value the permutation p-value includes."""
-    if step <= 0:
-        return observed
-    if alternative == "greater":
-        return observed - step / 2
-    if alternative == "less":
-        return observed + step / 2
-    dev = max(abs(observed - mean) - step / 2, 0.0)
-    return mean + dev if observed >= mean else mean - dev
 
 
 def moment_test(observed: float, second: RVMoments, third: Callable[[], RVMoments],
@@ -90,9 +76,9 @@ def moment_test(observed: float, second: RVMoments, third: Callable[[], RVMoment
     too_few
         A reason the moments must not be used (e.g. too few values), or None.
     step
-        The statistic's lattice step when it takes evenly spaced values (a count over pairs:
-        1 / pairs), 0 for a continuous one; the Pearson III tail is taken with a continuity
-        correction (`continuity_corrected`), Cantelli's bound at the observed value itself.
+        The statistic's lattice step when it takes evenly spaced values (a count over pairs),
+        0 for a continuous one; the Pearson III tails are taken with a continuity correction
+        (`permutation_moments.pearson3_lattice_p`), Cantelli's bound at the observed value.
 
     Returns
     -------
@@ -103,18 +89,22 @@ def moment_test(observed: float, second: RVMoments, third: Callable[[], RVMoment
     """
     bound = cantelli_bound(observed, second, alternative)
     mom, mp, why = second, None, too_few
-    if why is None and bound < confirm_below:
-        why = "Cantelli bound below confirm_below"
+    if why is None and not second.sd > 0:  # the statistic cannot vary: exact p = 1
+        return {"p_method": "moments", "p_value": 1.0, "draw_reason": None, "moment_p": 1.0,
+                "moment_mean": second.mean, "moment_sd": 0.0, "moment_skew": None,
+                "moment_bound": 1.0, "confirm_below": confirm_below}
+    if why is None and bound <= confirm_below:
+        why = "Cantelli bound at or below confirm_below"
     if why is None:
         mom = third()
-        at = continuity_corrected(observed, mom.mean, step, alternative)
         if mom.skew is None or not abs(mom.skew) <= MAX_SKEW:
             why = f"skewness above {MAX_SKEW:g}"
-            mp = pearson3_p(at, mom, alternative) if mom.skew is not None else None
+            mp = pearson3_lattice_p(observed, mom, alternative, step) \
+                if mom.skew is not None else None
         else:
-            mp = pearson3_p(at, mom, alternative)
-            if mp < confirm_below:
-                why = "moment p below confirm_below"
+            mp = pearson3_lattice_p(observed, mom, alternative, step)
+            if mp <= confirm_below:
+                why = "moment p at or below confirm_below"
     if why is None:
         method, p = "moments", mp
     elif bound <= 1.0 / (n_draws + 1):
@@ -186,7 +176,12 @@ def pair_moment_test(ctx_memo: dict, scorer: Any, i: np.ndarray, j: np.ndarray,
         assert d3 is not None
         return pair_moments(w, d3)
 
-    # 0/1 pair values (pole labels): the mean is a count over the pairs
-    step = 1.0 / i.size if getattr(scorer, "binary", False) else 0.0
+    # 0/1 pair values (pole labels): the mean is a count over the pairs, and a pair listed r
+    # times moves it r at a time (steps of the gcd of the pairs' multiplicities)
+    step = 0.0
+    if getattr(scorer, "binary", False):
+        _, mult = np.unique(np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j),
+                            return_counts=True)
+        step = float(np.gcd.reduce(mult)) / i.size
     return moment_test(observed, pair_moments(w, d2, third=False), third, alternative,
                        confirm_below, n_draws, step=step)

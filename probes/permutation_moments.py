@@ -286,6 +286,37 @@ def pearson3_p(observed: float, m: RVMoments, alternative: str) -> float:
     return max(p, float(np.finfo(float).tiny))
 
 
+def pearson3_lattice_p(observed: float, m: RVMoments, alternative: str, step: float) -> float:
+    """`pearson3_p` for a statistic that takes values on the lattice step * integers (a count
+    over pairs), with a continuity correction: each exact tail P(T >= t) is read off the curve
+    half a step inside, P(Y > t - step / 2).  Two-sided, the far tail starts at the lattice
+    point nearest the mean on the far side of the mean at the observed distance.  step = 0 is
+    `pearson3_p` itself."""
+    if step <= 0 or alternative not in ("greater", "less", "two-sided"):
+        return pearson3_p(observed, m, alternative)
+    if m.skew is None:
+        raise ValueError("the Pearson III tail needs the skewness")
+    if not m.sd > 0:
+        return 1.0
+    dist = stats.pearson3(m.skew, loc=m.mean, scale=m.sd)
+    half = step / 2
+    if alternative == "greater":
+        p = float(dist.sf(observed - half))
+    elif alternative == "less":
+        p = float(dist.cdf(observed + half))
+    else:
+        dev = abs(observed - m.mean)
+        eps = 1e-9 * step
+        if observed >= m.mean:
+            far = math.floor((m.mean - dev) / step + eps) * step  # lattice points <= mean - dev
+            p = float(dist.sf(observed - half)) + float(dist.cdf(far + half))
+        else:
+            far = math.ceil((m.mean + dev) / step - eps) * step  # lattice points >= mean + dev
+            p = float(dist.cdf(observed + half)) + float(dist.sf(far - half))
+        p = min(1.0, p)
+    return max(p, float(np.finfo(float).tiny))
+
+
 def cantelli_bound(observed: float, m: RVMoments, alternative: str) -> float:
     """An upper bound on the exact permutation p-value from the mean and sd alone: Cantelli's
     1 / (1 + k^2) one-sided, Chebyshev's 1 / k^2 two-sided, k = |observed - mean| / sd."""
@@ -533,7 +564,8 @@ def axis_pair_invariants(x: np.ndarray, third: bool = True) -> PairInvariants:
     """`PairInvariants` of M_ab = -|x_a - x_b| (the negative distance along one axis) in
     O(n log n): sorted, every sum over pairs or triples of genes is a sum of prefix sums of
     powers of x."""
-    x = np.sort(np.asarray(x, dtype=np.float64))
+    x = np.asarray(x, dtype=np.float64)
+    x = np.sort(x - np.median(x))  # distances do not move; powers of x stay small
     n = x.size
     ones = np.ones(n)
 
@@ -597,6 +629,16 @@ def block_pair_invariants(labels: np.ndarray, B: np.ndarray, third: bool = True
     return shifted_pair_invariants(n, total, float(q.sum()), r, q, rMr, cube, tr3)
 
 
+def _constant(inv: PairInvariants) -> bool:
+    """Whether the matrix is constant off the diagonal up to rounding: its shifted squares
+    are rounding noise next to its squared mean entry (sd 0, not a tiny random one)."""
+    n = inv.n
+    level = inv.total ** 2 / (n * (n - 1))  # the sum of the squared constant entry
+    # the shift cancels terms of the size of `level`: 1e-12 of it is rounding (a spread of
+    # 1e-6 of the mean entry, below float32 resolution, counts as constant)
+    return inv.shapes["frob2"] <= 1e-12 * level if level > 0 else inv.shapes["frob2"] == 0
+
+
 def pair_moments(w: PairInvariants, d: PairInvariants, third: bool = True) -> RVMoments:
     """Exact mean, sd and skewness of the mean pair value s = T / sum W over the n!
     relabellings pi of the genes, T = sum_{a != b} W_ab D_pi(a)pi(b) (a Mantel / quadratic
@@ -609,6 +651,8 @@ def pair_moments(w: PairInvariants, d: PairInvariants, third: bool = True) -> RV
         raise ValueError("the moments need at least four genes")
     scale = w.total
     mean = w.total * d.total / (n * (n - 1)) / scale
+    if _constant(w) or _constant(d):  # every relabelling gives the same value
+        return RVMoments(mean, 0.0, None)
 
     def raw(k: int) -> float:
         total = 0.0

@@ -154,7 +154,7 @@ class PairProximityParams(ProbeParams):
     min_pairs: int = Field(5, ge=1)
     null_method: Literal["moments", "draws"] = added_field(
         "moments", since="2.3", description=NULL_METHOD_DESCRIPTION)
-    confirm_below: float = added_field(0.1, since="2.3", ge=0, le=1,
+    confirm_below: float = added_field(0.1, since="2.3", gt=0, le=1,
                                        description=CONFIRM_BELOW_DESCRIPTION)
 
     _check_subspace = subspace_validator("subspace")
@@ -359,7 +359,7 @@ class CoPoleParams(ProbeParams):
     min_pairs: int = Field(5, ge=1)
     null_method: Literal["moments", "draws"] = added_field(
         "moments", since="2.2", description=NULL_METHOD_DESCRIPTION)
-    confirm_below: float = added_field(0.1, since="2.2", ge=0, le=1,
+    confirm_below: float = added_field(0.1, since="2.2", gt=0, le=1,
                                        description=CONFIRM_BELOW_DESCRIPTION)
 
     @model_validator(mode="after")
@@ -500,7 +500,7 @@ class GradedProximityParams(ProbeParams):
         description="label-shuffle p-value from the exact permutation moments of rho (Pearson "
                     "III tail; the draws decide when it is below confirm_below), or from the "
                     "draws alone")
-    confirm_below: float = added_field(0.1, since="1.2", ge=0, le=1,
+    confirm_below: float = added_field(0.1, since="1.2", gt=0, le=1,
                                        description=CONFIRM_BELOW_DESCRIPTION)
 
     _check_subspace = subspace_validator("subspace")

@@ -215,8 +215,16 @@ class PairScorer:
     def third_moment_cheap(self) -> bool:
         """Whether `pair_invariants` with `third` costs little more than without: one axis,
         or a cosine in a few axes (its O(n^2 d) pass is then a few n^2 operations)."""
-        return self._axis is not None or (self.metric == "cosine" and self.Z is not None and
-                                          self.Z.shape[1] <= LOW_RANK_MAX)
+        return self._one_axis() is not None or (
+            self.metric == "cosine" and self.Z is not None and self.Z.shape[1] <= LOW_RANK_MAX)
+
+    def _one_axis(self) -> np.ndarray | None:
+        """The coordinates of a one-axis euclidean scorer (at any number of genes)."""
+        if self._axis is not None:
+            return self._axis
+        if self.metric == "euclidean" and self._raw is not None and self._raw.shape[1] == 1:
+            return np.asarray(self._raw[:, 0], dtype=np.float64)
+        return None
 
     def pair_invariants(self, third: bool = True) -> PairInvariants | None:
         """The exact-moment invariants of the gene-by-gene values
@@ -224,8 +232,9 @@ class PairScorer:
         O(n log n), the cosine in any subspace from the unit rows in O(n d^2) (plus one
         O(n^2 d) pass with `third`); None for a precomputed matrix (a co-expression residual)
         or the euclidean distance in several axes."""
-        if self._axis is not None:
-            return axis_pair_invariants(self._axis, third)
+        x = self._one_axis()
+        if x is not None:
+            return axis_pair_invariants(x, third)
         if self.metric == "cosine" and self.Z is not None:
             return gram_pair_invariants(self.Z, third)
         return None

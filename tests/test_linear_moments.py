@@ -111,7 +111,8 @@ def test_small_moment_p_is_decided_by_the_draws_and_cantelli_for_strong_effects(
     r = run("graded_proximity", prm, ctx, "L0")
     d = run("graded_proximity", {**prm, "null_method": "draws"}, ctx, "L0")
     assert r.extra["moment_p"] < 0.1 and r.extra["p_method"] == "draws"
-    assert r.extra["draw_reason"] == "moment p below confirm_below"
+    assert r.extra["draw_reason"] in ("moment p at or below confirm_below",
+                                      "Cantelli bound at or below confirm_below")
     assert r.p_value == d.p_value and r.n_permutations == 199  # the draws' own p, same seed
     assert r.e_method == E_CALIBRATOR  # drawn only because the moment p was small
     # a strong effect on 300 pairs: Cantelli's bound is below anything 99 draws can show

@@ -167,7 +167,7 @@ def test_hits_go_to_the_draws_and_other_values_have_no_moments(tmp_path):
     r = run("pair_proximity", prm, ctx, "L0")
     d = run("pair_proximity", {**prm, "null_method": "draws"}, ctx, "L0")
     assert r.extra["p_method"] == "draws" and r.extra["draw_reason"] in (
-        "Cantelli bound below confirm_below", "moment p below confirm_below")
+        "Cantelli bound at or below confirm_below", "moment p at or below confirm_below")
     assert r.p_value == d.p_value < 0.1 and r.n_permutations == 199
     # euclidean in several axes: no fast exact invariants, so the draws decide
     e = run("pair_proximity", {**prm, "metric": "euclidean", "subspace": [1, 2]}, ctx, "L0")
@@ -179,3 +179,68 @@ def test_hits_go_to_the_draws_and_other_values_have_no_moments(tmp_path):
     # the degree-preserving null always draws, and says so
     g = run("pair_proximity", {**prm, "null": "degree_preserving"}, ctx, "L0")
     assert g.extra["null_method"] == "draws" and "p_method" not in g.extra
+
+
+def _copole_mc(labels, i, j, n_draws, rng):
+    """The co-pole rate of (i, j) under n_draws uniform relabellings of the genes."""
+    top = labels == 1
+    bottom = labels == -1
+    out = np.empty(n_draws)
+    for r in range(n_draws):
+        p = rng.permutation(labels.size)
+        out[r] = np.mean((top[p[i]] & top[p[j]]) | (bottom[p[i]] & bottom[p[j]]))
+    return out
+
+
+@pytest.mark.parametrize("alternative", ["greater", "less", "two-sided"])
+def test_co_pole_counts_with_pairs_listed_twice(alternative):
+    """Every pair listed twice: the count moves two at a time, and the continuity correction
+    (half a lattice step, the gcd of the multiplicities) keeps the moment p on the exact one."""
+    from geoscreen.probes.moment_null import pair_moment_test
+
+    rng = np.random.default_rng(31)
+    n = 500
+    labels = np.zeros(n, dtype=np.int8)
+    labels[:25], labels[25:50] = 1, -1
+    i = rng.integers(0, n, 300)
+    j = (i + rng.integers(1, n, 300)) % n
+    i2, j2 = np.r_[i, j], np.r_[j, i]  # each pair also listed reversed
+    scorer = LabelPairScorer(labels)
+    null = _copole_mc(labels, i2, j2, 20_000, np.random.default_rng(32))
+    mean = null.mean()
+    for hits in (2, 4, 6, 10):
+        observed = hits / i2.size
+        d = pair_moment_test({}, scorer, i2, j2, observed, alternative, 1e-9, 999)
+        if alternative == "greater":
+            exact = np.mean(null >= observed - 1e-12)
+        elif alternative == "less":
+            exact = np.mean(null <= observed + 1e-12)
+        else:
+            exact = np.mean(np.abs(null - mean) >= abs(observed - mean) - 1e-12)
+        assert d["p_method"] == "moments"
+        assert d["moment_p"] == pytest.approx(exact, abs=0.03), (hits, exact, d["moment_p"])
+
+
+def test_constant_values_and_offsets():
+    from geoscreen.probes.moment_null import moment_test
+
+    n = 30
+    w = pm.graph_pair_invariants(np.arange(10), np.arange(10, 20), n)
+    const = pm.pair_moments(w, pm.dense_pair_invariants(np.full((n, n), 1 / 3)))
+    assert const.sd == 0.0 and const.skew is None  # not rounding noise
+    d = moment_test(1 / 3 + 1e-9, const, lambda: const, "greater", 0.1, 999)
+    assert d["p_method"] == "moments" and d["p_value"] == 1.0
+    # an offset of the coordinates leaves the distances, hence the invariants, alone
+    x = np.random.default_rng(4).standard_t(3, 3000)
+    a, b = pm.axis_pair_invariants(x), pm.axis_pair_invariants(x + 1e5)
+    for name, value in a.shapes.items():
+        assert b.shapes[name] == pytest.approx(value, rel=1e-9, abs=1e-6), name
+
+
+def test_confirm_below_must_be_positive():
+    from geoscreen.errors import GeoscreenError
+    from geoscreen.probes.registry import get_probe
+
+    for name in ("pair_proximity", "co_pole", "graded_proximity"):
+        with pytest.raises(GeoscreenError, match="confirm_below"):
+            get_probe(name).validate_params({"pairs": "string:>=700", "confirm_below": 0})
