@@ -520,10 +520,12 @@ def graph_pair_invariants(i: np.ndarray, j: np.ndarray, n: int,
                                    float(r @ (W @ r)), cube, tr3)
 
 
-def gram_pair_invariants(Z: np.ndarray, third: bool = True) -> PairInvariants:
+def gram_pair_invariants(Z: np.ndarray, third: bool = True,
+                         K: np.ndarray | None = None) -> PairInvariants:
     """`PairInvariants` of M = Z Z^T (diagonal ignored), e.g. cosine similarities for unit rows
     Z: O(n p^2), and with `third` one blockwise pass over Z Z^T (O(n^2 p / 2), float32 products
-    summed in float64) for sum M^3."""
+    summed in float64) for sum M^3 -- or, when `K`, the matrix Z Z^T already made (e.g. in
+    float32), one pass over its entries."""
     Z = np.asarray(Z, dtype=np.float64)
     n = Z.shape[0]
     d = np.einsum("ij,ij->i", Z, Z)  # the diagonal, removed from every sum
@@ -540,8 +542,23 @@ def gram_pair_invariants(Z: np.ndarray, third: bool = True) -> PairInvariants:
         zgz = q + d * d
         tr3 = float(np.sum((G @ G) * G)) - 3 * float(d @ zgz) + 3 * float(np.sum(d ** 3)) - \
             float(np.sum(d ** 3))
-        cube = _offdiag_cube_sum(Z.astype(np.float32))
+        cube = _offdiag_cube_sum(Z.astype(np.float32)) if K is None else _matrix_cube_sum(K)
     return shifted_pair_invariants(n, total, float(q.sum()), r, q, rMr, cube, tr3)
+
+
+def _matrix_cube_sum(K: np.ndarray) -> float:
+    """sum_{a != b} K_ab^3 of a square matrix, by row blocks (in K's precision, each block's
+    cubes summed in float64)."""
+    n = K.shape[0]
+    rows = max(1, GRAM_BLOCK // max(n, 1))
+    total = 0.0
+    for s in range(0, n, rows):
+        blk = K[s:s + rows]
+        H = blk * blk
+        H *= blk
+        total += float(H.sum(dtype=np.float64))
+    d = np.diagonal(K).astype(np.float64)
+    return total - float(np.sum(d ** 3))
 
 
 def _offdiag_cube_sum(Z: np.ndarray) -> float:

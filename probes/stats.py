@@ -214,9 +214,11 @@ class PairScorer:
     @property
     def third_moment_cheap(self) -> bool:
         """Whether `pair_invariants` with `third` costs little more than without: one axis,
-        or a cosine in a few axes (its O(n^2 d) pass is then a few n^2 operations)."""
+        a cosine in a few axes (its O(n^2 d) pass is then a few n^2 operations), or a cosine
+        whose similarity matrix exists already (one pass over its entries)."""
         return self._one_axis() is not None or (
-            self.metric == "cosine" and self.Z is not None and self.Z.shape[1] <= LOW_RANK_MAX)
+            self.metric == "cosine" and self.Z is not None and
+            (self.Z.shape[1] <= LOW_RANK_MAX or self._K is not None))
 
     def _one_axis(self) -> np.ndarray | None:
         """The coordinates of a one-axis euclidean scorer (at any number of genes)."""
@@ -236,7 +238,9 @@ class PairScorer:
         if x is not None:
             return axis_pair_invariants(x, third)
         if self.metric == "cosine" and self.Z is not None:
-            return gram_pair_invariants(self.Z, third)
+            # the third-order sum from the similarity matrix when it exists already (one pass
+            # over its entries instead of an O(n^2 d) product)
+            return gram_pair_invariants(self.Z, third, K=self._K if third else None)
         return None
 
     @classmethod

@@ -244,3 +244,15 @@ def test_confirm_below_must_be_positive():
     for name in ("pair_proximity", "co_pole", "graded_proximity"):
         with pytest.raises(GeoscreenError, match="confirm_below"):
             get_probe(name).validate_params({"pairs": "string:>=700", "confirm_below": 0})
+
+
+def test_cube_from_the_similarity_matrix_equals_the_product_pass():
+    from geoscreen.probes.stats import normalise_rows, similarity_matrix
+
+    Z = normalise_rows(np.random.default_rng(8).standard_normal((600, 40)))
+    K = similarity_matrix(Z, "cosine")  # float32, as the scorer keeps it
+    a, b = pm.gram_pair_invariants(Z), pm.gram_pair_invariants(Z, K=K)
+    d = pm.dense_pair_invariants(Z @ Z.T)
+    for name, value in d.shapes.items():
+        assert a.shapes[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+        assert b.shapes[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
