@@ -43,6 +43,7 @@ import numpy as np
 from geoscreen.probes.permutation_moments import (
     PairInvariants,
     RVMoments,
+    assignment_moments,
     cantelli_bound,
     graph_pair_invariants,
     pair_moments,
@@ -185,3 +186,49 @@ def pair_moment_test(ctx_memo: dict, scorer: Any, i: np.ndarray, j: np.ndarray,
         step = float(np.gcd.reduce(mult)) / i.size
     return moment_test(observed, pair_moments(w, d2, third=False), third, alternative,
                        confirm_below, n_draws, step=step)
+
+
+MAX_SELF_SHARE = 0.01  # rewired self-pairs expected per pair above which the rewiring draws
+
+
+def rewiring_moment_test(scorer: Any, i: np.ndarray, j: np.ndarray, observed: float,
+                         alternative: str, confirm_below: float, n_draws: int) -> dict[str, Any]:
+    """`moment_test` of the mean pair value under the degree-preserving rewiring (the second
+    endpoints permuted across the pairs, every gene keeping its degree).
+
+    The rewired mean is a linear assignment statistic (`assignment_moments`), except that a
+    rewired pair of a gene with itself is left out of the mean.  Its value in the moments is
+    the mean over every other first-second combination, so a null mean with s such pairs
+    differs from the statistic by s / P times its own deviation from that mean; the moments
+    are used only while the expected number of such pairs, sum_g c_g e_g / P, is at most
+    `MAX_SELF_SHARE` of the P pairs (else the draws decide).
+    """
+    P = int(i.size)
+    why = None
+    u, iu = np.unique(i, return_inverse=True)
+    v, jv = np.unique(j, return_inverse=True)
+    c = np.bincount(iu.ravel()).astype(np.float64)
+    e = np.bincount(jv.ravel()).astype(np.float64)
+    _, ru, cv = np.intersect1d(u, v, return_indices=True)  # genes both first and second
+    self_weight = float(c[ru] @ e[cv])
+    rows = getattr(scorer, "value_rows", None)
+    rows = None if rows is None else rows(u, v)
+    if P < MIN_VALUES:
+        why = f"fewer than {MIN_VALUES} pairs"
+    elif self_weight / P > MAX_SELF_SHARE * P:
+        why = (f"more than {MAX_SELF_SHARE:g} of the rewired pairs would be a gene with "
+               "itself")
+    elif rows is None:
+        why = ("no moment method for these pair values (no similarity matrix above the gene "
+               "limit, and not one axis or a few-axis cosine)")
+    if why is not None:
+        return {"p_method": "draws", "p_value": None, "draw_reason": why, "moment_p": None,
+                "moment_mean": None, "moment_sd": None, "moment_skew": None,
+                "moment_bound": None, "confirm_below": confirm_below}
+    assert rows is not None
+    mom = assignment_moments(rows, c, e, (ru, cv))
+    step_size = 0.0
+    if getattr(scorer, "binary", False):
+        step_size = 1.0 / P
+    return moment_test(observed, mom, lambda: mom, alternative, confirm_below, n_draws,
+                       step=step_size)

@@ -1,5 +1,6 @@
 """Exact permutation moments of tr(A P B P^T): the RV coefficient / linear CKA under row shuffles
-(and, in `linear_moments`, of the linear statistic sum_i a_i b_pi(i)).
+(and of the linear statistic sum_i a_i b_pi(i), `linear_moments`; of a pair set's mean value
+under relabelling, `pair_moments`, and under rewiring, `assignment_moments`).
 
 For two centred gene matrices X (n x p) and Y (n x q) with Gram matrices A = X X^T and B = Y Y^T
 (symmetric, every row summing to 0), permuting the rows of Y by P gives the quadratic-assignment
@@ -45,6 +46,8 @@ populations. II. The correlation coefficient test. Supplement to the Journal of 
 Statistical Society 4(2), 225-232 (`linear_moments`).
 Hajek, J. (1961). Some extensions of the Wald-Wolfowitz-Noether theorem. The Annals of
 Mathematical Statistics 32(2), 506-523 (linear permutation statistics).
+Hoeffding, W. (1951). A combinatorial central limit theorem. The Annals of Mathematical
+Statistics 22(4), 558-566 (`assignment_moments`).
 Chiba, N. & Nishizeki, T. (1985). Arboricity and subgraph listing algorithms. SIAM Journal on
 Computing 14(1), 210-223 (triangles of the pair graph).
 Hubert, L. (1987). Assignment Methods in Combinatorial Data Analysis. Marcel Dekker, New York
@@ -57,7 +60,7 @@ import functools
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -687,3 +690,72 @@ def pair_moments(w: PairInvariants, d: PairInvariants, third: bool = True) -> RV
     if third and var > 0 and "cube" in w.shapes and "cube" in d.shapes:
         skew = raw(3) / var ** 1.5 * (1.0 if scale > 0 else -1.0)
     return RVMoments(mean, sd, skew)
+
+
+# ------------------------------------------------------------------------------------------
+# rewired pairs: S = (1/P) sum_q C[u(q), v(sigma(q))], the second endpoints permuted
+# ------------------------------------------------------------------------------------------
+def assignment_moments(rows: Callable[[np.ndarray], np.ndarray], c: np.ndarray, e: np.ndarray,
+                       selfs: tuple[np.ndarray, np.ndarray] | None = None,
+                       block: int = 4_000_000) -> RVMoments:
+    """Exact mean, sd and skewness of S = (1/P) sum_q C[u_q, v_sigma(q)] over the P!
+    permutations sigma of the second endpoints (a linear assignment statistic; Hoeffding 1951):
+    with d the doubly centred matrix of A_qr = C[u_q, v_r],
+
+        E[S] = mean of A,   Var[P S] = sum d^2 / (P - 1),
+        E[(P S - E)^3] = P sum d^3 / ((P - 1)(P - 2)),
+
+    summed here over the distinct first genes (row weights `c`) and second genes (column
+    weights `e`).  `rows(idx)` returns the float64 rows C[idx, :]; it is called twice per row
+    block (means, then centred sums), never for the whole matrix at once.  `selfs` = (row
+    positions, column positions) of the entries that pair a gene with itself: they take the
+    weighted mean of every other entry instead of their own value.
+    """
+    c = np.asarray(c, dtype=np.float64)
+    e = np.asarray(e, dtype=np.float64)
+    U, V = c.size, e.size
+    P = float(c.sum())
+    if not P == float(e.sum()):
+        raise ValueError("the row and column weights have different totals")
+    if P < 3:
+        raise ValueError("the moments need at least three pairs")
+    ru, cv = (np.zeros(0, dtype=np.int64),) * 2 if selfs is None else \
+        (np.asarray(selfs[0], dtype=np.int64), np.asarray(selfs[1], dtype=np.int64))
+    step = max(1, block // max(V, 1))
+    rowsum = np.empty(U)
+    colsum = np.zeros(V)
+    own = np.empty(ru.size)  # C at the self positions
+    for s in range(0, U, step):
+        t = min(U, s + step)
+        Cb = np.asarray(rows(np.arange(s, t)), dtype=np.float64)
+        rowsum[s:t] = Cb @ e
+        colsum += c[s:t] @ Cb
+        here = (ru >= s) & (ru < t)
+        own[here] = Cb[ru[here] - s, cv[here]]
+    sw = c[ru] * e[cv]
+    denom = P * P - float(sw.sum())
+    fill = (float(c @ rowsum) - float(sw @ own)) / denom if denom > 0 else 0.0
+    delta = fill - own  # what the self entries change by
+    np.add.at(rowsum, ru, delta * e[cv])
+    np.add.at(colsum, cv, delta * c[ru])
+    alpha, beta = rowsum / P, colsum / P
+    gamma = float(c @ alpha) / P
+    s2 = s3 = scale = 0.0
+    for s in range(0, U, step):
+        t = min(U, s + step)
+        d = np.array(rows(np.arange(s, t)), dtype=np.float64)
+        here = (ru >= s) & (ru < t)
+        d[ru[here] - s, cv[here]] = fill
+        scale += float(c[s:t] @ ((d * d) @ e))
+        d -= alpha[s:t, None]
+        d -= beta[None, :]
+        d += gamma
+        d2 = d * d
+        s2 += float(c[s:t] @ (d2 @ e))
+        d2 *= d
+        s3 += float(c[s:t] @ (d2 @ e))
+    if s2 <= 1e-16 * scale:  # d is rounding noise: every rewiring gives the same value
+        return RVMoments(gamma, 0.0, None)
+    var = max(s2 / (P - 1), 0.0)
+    third = P * s3 / ((P - 1) * (P - 2))
+    return RVMoments(gamma, math.sqrt(var) / P, third / var ** 1.5 if var > 0 else None)

@@ -16,6 +16,7 @@ statistic.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -30,6 +31,7 @@ from geoscreen.probes.moment_null import (
     MIN_VALUES,
     moment_test,
     pair_moment_test,
+    rewiring_moment_test,
     without_draws,
 )
 from geoscreen.probes.params import (
@@ -108,9 +110,9 @@ def _local_pairs(ctx: ProbeContext, svd: SVD, ref: str, param: str, min_size: in
 # pair_proximity
 # ------------------------------------------------------------------------------------------
 NULL_METHOD_DESCRIPTION = (
-    "gene_shuffle p-value from the exact permutation moments of the mean pair value (Pearson "
-    "III tail; the draws decide when it is below confirm_below, the skewness is above 2 or "
-    "there are fewer than 30 pairs), or from the draws alone; degree_preserving always draws")
+    "p-value from the exact permutation moments of the mean pair value under the null "
+    "(Pearson III tail; the draws decide when it is below confirm_below, the skewness is "
+    "above 2 or there are fewer than 30 pairs), or from the draws alone")
 
 
 def pair_test(ctx: ProbeContext, scorer: PairScorer | LabelPairScorer, i: np.ndarray,
@@ -121,11 +123,14 @@ def pair_test(ctx: ProbeContext, scorer: PairScorer | LabelPairScorer, i: np.nda
     `pair_null_draws` (Besag-Clifford stopping when the campaign asks for it)."""
     observed, draws = pair_null_draws(scorer, i, j, null, n_permutations,  # type: ignore[arg-type]
                                       ctx.rng(layer))
-    moment: dict[str, object] = {"null_method": null_method if null == "gene_shuffle"
-                                 else "draws"}
-    if null == "gene_shuffle" and null_method == "moments":
-        decision = pair_moment_test(ctx.memo, scorer, i, j, observed, ctx.alternative,
-                                    confirm_below, n_permutations)
+    moment: dict[str, object] = {"null_method": null_method}
+    if null_method == "moments":
+        if null == "gene_shuffle":
+            decision = pair_moment_test(ctx.memo, scorer, i, j, observed, ctx.alternative,
+                                        confirm_below, n_permutations)
+        else:
+            decision = rewiring_moment_test(scorer, i, j, observed, ctx.alternative,
+                                            confirm_below, n_permutations)
         if decision["p_method"] != "draws":
             test, extra = without_draws(decision, observed)
             return observed, test, {**moment, **extra}, 0
@@ -207,7 +212,13 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
 
     * ``degree_preserving`` (default): the second endpoints are permuted across the pairs, so every
       gene keeps its number of pairs; rewired self-pairs are ignored.  It asks whether partners sit
-      closer than the same (often hub) genes paired at random.
+      closer than the same (often hub) genes paired at random.  With ``null_method: moments``
+      (the default from version 2.3) the rewired mean is a linear assignment statistic whose
+      exact mean, variance and skewness over all P! rewirings (Hoeffding 1951) come from the
+      first-by-second-gene block of pair values (`permutation_moments.assignment_moments`);
+      a rewired pair of a gene with itself, left out of the mean, counts there as the mean of
+      every other combination, and the moments are used only while such pairs are expected
+      to be at most 1 in 100; the rules of the gene shuffle's moment null below apply.
     * ``gene_shuffle``: all present genes are relabelled by one uniform random permutation and the
       pair structure is kept.  Exact only if the listed genes are exchangeable with random genes,
       which well-studied hub genes are not on real embeddings.  With ``null_method: moments``
@@ -233,6 +244,8 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
     Mantel, N. (1967). The detection of disease clustering and a generalized regression
     approach. Cancer Research 27(2), 209-220 (the moments of a pair statistic under relabelling).
     Hubert, L. (1987). Assignment Methods in Combinatorial Data Analysis. Marcel Dekker.
+    Hoeffding, W. (1951). A combinatorial central limit theorem. The Annals of Mathematical
+    Statistics 22(4), 558-566 (the moments of a rewired pair mean).
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
@@ -332,6 +345,11 @@ class LabelPairScorer:
         B = ((c[:, None] & q[None, :]) != 0).astype(np.float64)
         return block_pair_invariants(labels.ravel(), B, third)
 
+    def value_rows(self, u: np.ndarray, v: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """f(idx) -> the 0/1 hits of genes u[idx] against every gene of v (float64)."""
+        code, partner = self._code, self._partner[v]
+        return lambda idx: ((code[u[idx], None] & partner[None, :]) != 0).astype(np.float64)
+
     def mean_many(self, I: np.ndarray, J: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         hit = self._hit(I, J)
         if mask is None:
@@ -424,7 +442,9 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     Nulls (chosen with ``null``; ``control`` adds the co-expression one):
 
     * ``degree_preserving`` (default): the second endpoints are permuted across the pairs, so every
-      gene keeps its number of pairs; rewired self-pairs are ignored.
+      gene keeps its number of pairs; rewired self-pairs are ignored.  With ``null_method:
+      moments`` (the default from version 2.2) the p-value comes from the exact moments of the
+      rewired co-pole rate, a linear assignment statistic, as for ``pair_proximity``.
     * ``gene_shuffle``: all present genes are relabelled by one uniform random permutation, keeping
       the pair structure.  With ``null_method: moments`` (the default from version 2.2) the
       p-value comes from the exact permutation moments of the co-pole rate, as for
@@ -441,6 +461,8 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     Mantel, N. (1967). The detection of disease clustering and a generalized regression
     approach. Cancer Research 27(2), 209-220 (the moments of a pair statistic under relabelling).
     Hubert, L. (1987). Assignment Methods in Combinatorial Data Analysis. Marcel Dekker.
+    Hoeffding, W. (1951). A combinatorial central limit theorem. The Annals of Mathematical
+    Statistics 22(4), 558-566 (the moments of a rewired pair mean).
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.

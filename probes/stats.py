@@ -8,7 +8,7 @@ size, never on the machine, so a seed always gives bit-identical null draws.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -241,6 +241,23 @@ class PairScorer:
             # the third-order sum from the similarity matrix when it exists already (one pass
             # over its entries instead of an O(n^2 d) product)
             return gram_pair_invariants(self.Z, third, K=self._K if third else None)
+        return None
+
+    def value_rows(self, u: np.ndarray, v: np.ndarray
+                   ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """f(idx) -> the float64 values of genes u[idx] (rows) against every gene of v, the
+        block a rewiring's moments read (`permutation_moments.assignment_moments`): gathered
+        from the similarity matrix when it exists, else from one axis or the few-axis unit
+        rows; None when neither is at hand."""
+        K, x = self._K, self._one_axis()
+        if K is not None:
+            return lambda idx: K[np.ix_(u[idx], v)].astype(np.float64)
+        if x is not None:
+            return lambda idx: -np.abs(x[u[idx], None] - x[None, v])
+        if self.factor is not None:
+            F = np.asarray(self.factor, dtype=np.float64)
+            Fv = F[v].T
+            return lambda idx: F[u[idx]] @ Fv
         return None
 
     @classmethod

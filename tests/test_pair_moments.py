@@ -176,9 +176,12 @@ def test_hits_go_to_the_draws_and_other_values_have_no_moments(tmp_path):
     few = {**prm, "pairs": pairs_file(tmp_path / "f.tsv", i[:20], j[:20])}
     f = run("pair_proximity", few, ctx, "L0")
     assert f.extra["draw_reason"] == "fewer than 30 pairs"
-    # the degree-preserving null always draws, and says so
+    # the degree-preserving null has its own moments, and the draws decide a hit there too
     g = run("pair_proximity", {**prm, "null": "degree_preserving"}, ctx, "L0")
-    assert g.extra["null_method"] == "draws" and "p_method" not in g.extra
+    gd = run("pair_proximity", {**prm, "null": "degree_preserving", "null_method": "draws"},
+             ctx, "L0")
+    assert g.extra["null_method"] == "moments" and g.extra["p_method"] in ("draws", "cantelli")
+    assert g.p_value <= gd.p_value and "p_method" not in gd.extra
 
 
 def _copole_mc(labels, i, j, n_draws, rng):
@@ -256,3 +259,101 @@ def test_cube_from_the_similarity_matrix_equals_the_product_pass():
     for name, value in d.shapes.items():
         assert a.shapes[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
         assert b.shapes[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+# ------------------------------------------------------------------------------------------
+# the degree-preserving rewiring: a linear assignment statistic
+# ------------------------------------------------------------------------------------------
+def test_assignment_moments_equal_full_enumeration():
+    rng = np.random.default_rng(41)
+    i = np.array([0, 0, 1, 2, 2, 3, 4])  # genes repeat among the first and second endpoints
+    j = np.array([1, 3, 2, 4, 5, 5, 0])
+    D = rng.exponential(size=(6, 6))
+    D = D + D.T
+    u, iu = np.unique(i, return_inverse=True)
+    v, jv = np.unique(j, return_inverse=True)
+    c, e = np.bincount(iu).astype(float), np.bincount(jv).astype(float)
+    C = D[np.ix_(u, v)]
+    perms = [list(p) for p in itertools.permutations(range(i.size))]
+    vals = np.array([D[i, j[p]].mean() for p in perms])
+    m = pm.assignment_moments(lambda idx: C[idx], c, e, block=6)  # a row per block
+    assert m.mean == pytest.approx(vals.mean(), rel=1e-12)
+    assert m.sd == pytest.approx(vals.std(), rel=1e-12)
+    assert m.skew == pytest.approx(np.mean((vals - vals.mean()) ** 3) / vals.var() ** 1.5,
+                                   rel=1e-9)
+    # self pairs (a gene rewired to itself) take the mean of every other combination: the
+    # moments are exact for the statistic with that value in their place
+    _, ru, cv = np.intersect1d(u, v, return_indices=True)
+    keep = np.ones_like(C, dtype=bool)
+    keep[ru, cv] = False
+    w = np.outer(c, e)
+    fill = float((w * C)[keep].sum() / w[keep].sum())
+    D2 = D.copy()
+    D2[np.arange(6), np.arange(6)] = fill
+    vals2 = np.array([D2[i, j[p]].mean() for p in perms])
+    m2 = pm.assignment_moments(lambda idx: C[idx], c, e, (ru, cv))
+    assert m2.mean == pytest.approx(vals2.mean(), rel=1e-12)
+    assert m2.sd == pytest.approx(vals2.std(), rel=1e-12)
+    assert m2.skew == pytest.approx(np.mean((vals2 - vals2.mean()) ** 3) / vals2.var() ** 1.5,
+                                    rel=1e-9)
+
+
+REWIRED = {
+    "SV2-4 cosine": ("pair_proximity", {"subspace": [2, 3, 4]}),
+    "full cosine": ("pair_proximity", {}),
+    "co_pole SV1": ("co_pole", {"quantile": 0.2}),
+}
+
+
+@pytest.mark.parametrize("pairs", ["hub", "random"])
+@pytest.mark.parametrize("variant", list(REWIRED))
+def test_rewiring_moment_p_is_calibrated_and_agrees_with_the_draws(bed, variant, pairs):
+    """Hub pairs: first endpoints among 40 genes, second among the rest (no rewired pair can
+    be a gene with itself); random pairs: any genes, so a few rewired pairs are."""
+    kind, tmp, cache, hub_pairs = bed
+    name, extra = REWIRED[variant]
+    if pairs == "random":
+        rng = np.random.default_rng(23)
+        i = rng.integers(0, N_GENES, 300)
+        j = (i + rng.integers(1, N_GENES, 300)) % N_GENES
+        ref = pairs_file(tmp / "random.tsv", i, j)
+    else:
+        ref = hub_pairs
+    ctx = context(cache, tmp)
+    prm = {"pairs": ref, "null": "degree_preserving", "n_permutations": 999, **extra}
+    mom = [run(name, prm, ctx, layer) for layer in cache.layers]
+    drawn = [run(name, {**prm, "null_method": "draws"}, ctx, layer) for layer in cache.layers]
+    used = np.mean([r.extra["p_method"] == "moments" for r in mom])
+    c = assert_calibrated([r.p_value for r in mom])
+    ok = [k for k, r in enumerate(mom) if r.extra["moment_p"] is not None]
+    diff = np.abs(np.array([mom[k].extra["moment_p"] - drawn[k].p_value for k in ok]))
+    print(f"\nREWIRING MOMENTS {name} {variant}/{kind}/{pairs} pairs: moment p used {used:.2f}, "
+          f"KS p {c['ks_p']:.3f}, |moment p - draw p| mean {diff.mean():.4f} "
+          f"max {diff.max():.4f}")
+    assert used > 0.8
+    assert diff.mean() < 0.02 and diff.max() < 0.07
+    for r, d in zip(mom, drawn):
+        assert r.statistic == d.statistic
+        if r.extra["p_method"] != "moments":
+            assert r.p_value == d.p_value or r.extra["p_method"] == "cantelli"
+
+
+def test_rewiring_with_many_self_pairs_draws(tmp_path):
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((60, 6))
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    i = np.repeat(np.arange(10), 4)  # 40 pairs among 10 genes: rewired self-pairs are common
+    j = (i + np.tile(np.arange(1, 5), 10)) % 10
+    r = run("pair_proximity", {"pairs": pairs_file(tmp_path / "p.tsv", i, j),
+                               "n_permutations": 199}, ctx, "L0")
+    assert r.extra["p_method"] == "draws" and "itself" in r.extra["draw_reason"]
+
+
+def test_rewiring_of_additive_values_cannot_vary():
+    """C_uv = a_u + b_v: every rewiring has the same mean, so sd 0 (not rounding noise)."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal(40) * 1e3, rng.standard_normal(50)
+    C = a[:, None] + b[None, :]
+    c, e = np.ones(40) * 5, np.ones(50) * 4
+    m = pm.assignment_moments(lambda idx: C[idx], c, e)
+    assert m.sd == 0.0 and m.skew is None

@@ -356,7 +356,7 @@ def test_control_removes_coexpression_driven_proximity(tmp_path):
     prm = {"pairs": pairs_file(tmp_path / "p.tsv", i, j), "n_permutations": 199}
     raw = run("pair_proximity", prm, ctx, "L0")
     ctl = run("pair_proximity", {**prm, "control": f"file:{tmp_path / 'coexpr.npy'}"}, ctx, "L0")
-    assert raw.p_value == 1 / 200
+    assert raw.p_value <= 1 / 200  # the draws' floor, or Cantelli's bound below it
     assert ctl.p_value > 0.05 and ctl.extra["control_fit"]["r2"] > 0.9
     # a TSV control gives the same fit as the matrix it lists
     lines = [f"G{a}\tG{b}\t{C[a, b]}" for a, b in zip(*iu)]

@@ -217,8 +217,9 @@ def bed(tmp_path_factory):
 SEQ_PROBES = [
     ("pair_proximity", {"pairs": "mixed", "null": "gene_shuffle", "null_method": "draws"}, "L0",
      "L1"),
-    ("pair_proximity", {"pairs": "mixed", "null": "degree_preserving"}, "L0", "L1"),
-    ("co_pole", {"pairs": "mixed", "k": 30}, "L0", "L1"),
+    ("pair_proximity", {"pairs": "mixed", "null": "degree_preserving", "null_method": "draws"},
+     "L0", "L1"),
+    ("co_pole", {"pairs": "mixed", "k": 30, "null_method": "draws"}, "L0", "L1"),
     ("graded_proximity", {"pairs": ["RR", "AA"], "null_method": "draws"}, "L0", "L1"),
     ("null_robustness", {"pairs": "mixed"}, "L0", "L1"),
     ("axis_separation", {"positive": "A", "test": "label_shuffle"}, "L0", "L1"),
