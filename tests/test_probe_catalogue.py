@@ -69,13 +69,20 @@ def test_catalogue_loads_and_covers_every_probe():
 
 def test_same_seed_is_bit_identical_and_seed_matters(tmp_path):
     cache = cache_from_layers(tmp_path / "c", gaussian_layers(1, 200, 8, 0))
-    prm = {"pairs": pairs_ref(range(0, 40), range(40, 80)), "n_permutations": 199}
+    prm = {"pairs": pairs_ref(range(0, 40), range(40, 80)), "n_permutations": 199,
+           "null_method": "draws"}
     a = run("pair_proximity", prm, context(cache, tmp_path, seed=7), "L0")
     b = run("pair_proximity", prm, context(cache, tmp_path, seed=7), "L0")
     c = run("pair_proximity", prm, context(cache, tmp_path, seed=8), "L0")
     assert a.model_dump(exclude={"runtime_s"}) == b.model_dump(exclude={"runtime_s"})
     assert a.statistic == c.statistic and a.extra["null_mean"] != c.extra["null_mean"]
     assert a.seed != c.seed
+    # the moment null draws nothing on a null layer: its p-value does not depend on the seed
+    m7 = run("pair_proximity", {**prm, "null_method": "moments"}, context(cache, tmp_path,
+                                                                         seed=7), "L0")
+    m8 = run("pair_proximity", {**prm, "null_method": "moments"}, context(cache, tmp_path,
+                                                                         seed=8), "L0")
+    assert m7.extra["p_method"] == "moments" and m7.p_value == m8.p_value
 
 
 def test_low_rank_gene_shuffle_equals_gather(tmp_path):
