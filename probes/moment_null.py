@@ -21,11 +21,8 @@ size exactly; above it the moment p-value stands in for the draws'.
 
 References
 ----------
-Kazi-Aoual, F., Hitier, S., Sabatier, R. & Lebreton, J.-D. (1995). Refined approximations to
-permutation tests for multivariate inference. Computational Statistics & Data Analysis 20(6),
-643-656.
-Josse, J., Pages, J. & Husson, F. (2008). Testing the significance of the RV coefficient.
-Computational Statistics & Data Analysis 53(1), 82-91.
+The moments' own references (Kazi-Aoual et al. 1995; Josse et al. 2008; Pitman 1937; Hoeffding
+1951) are in `geoscreen.probes.permutation_moments`.
 Mantel, N. (1967). The detection of disease clustering and a generalized regression approach.
 Cancer Research 27(2), 209-220.
 Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei

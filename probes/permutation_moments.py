@@ -107,14 +107,11 @@ def _canonical(edges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return best
 
 
-def _contraction(labels: tuple[int, ...]) -> tuple[str, ...] | None:
-    """U(tau) of a partition of the 2k factor positions as a monomial of shape invariants
-    (sorted names), or None when it vanishes (a vertex of degree 1: a row sum of A)."""
-    edges = [(labels[2 * f], labels[2 * f + 1]) for f in range(len(labels) // 2)]
-    degree = Counter(v for e in edges for v in e)
-    if any(d == 1 for d in degree.values()):
-        return None
-    parent = {v: v for v in degree}
+def _monomial(edges: list[tuple[int, int]],
+              shapes: dict[tuple[tuple[int, int], ...], str]) -> tuple[str, ...]:
+    """The product of invariants a multigraph sums to: one `shapes` name per connected
+    component (sorted)."""
+    parent = {v: v for e in edges for v in e}
 
     def find(v: int) -> int:
         while parent[v] != v:
@@ -129,10 +126,20 @@ def _contraction(labels: tuple[int, ...]) -> tuple[str, ...] | None:
     names = []
     for comp in comps.values():
         key = _canonical(comp)
-        if key not in SHAPES:  # cannot happen for k <= 3; guards a later extension
+        if key not in shapes:  # cannot happen for k <= 3; guards a later extension
             raise NotImplementedError(f"no invariant for the multigraph {key}")
-        names.append(SHAPES[key])
+        names.append(shapes[key])
     return tuple(sorted(names))
+
+
+def _contraction(labels: tuple[int, ...]) -> tuple[str, ...] | None:
+    """U(tau) of a partition of the 2k factor positions as a monomial of shape invariants
+    (sorted names), or None when it vanishes (a vertex of degree 1: a row sum of A)."""
+    edges = [(labels[2 * f], labels[2 * f + 1]) for f in range(len(labels) // 2)]
+    degree = Counter(v for e in edges for v in e)
+    if any(d == 1 for d in degree.values()):
+        return None
+    return _monomial(edges, SHAPES)
 
 
 def _coarsenings(r: int) -> Iterator[tuple[tuple[int, ...], int]]:
@@ -146,22 +153,30 @@ def _coarsenings(r: int) -> Iterator[tuple[tuple[int, ...], int]]:
         yield grouping, mu
 
 
-@functools.cache
-def pattern_coefficients(k: int) -> tuple[tuple[int, dict[tuple[str, ...], int]], ...]:
-    """For the k-th moment: per equality pattern sigma of the 2k indices, (r(sigma), S(sigma) as
-    integer coefficients of invariant monomials).  Exact integers; computed once."""
+def _patterns(k: int, contraction: Callable[[tuple[int, ...]], tuple[str, ...] | None],
+              drop: str | None = None) -> tuple[tuple[int, dict[tuple[str, ...], int]], ...]:
+    """Per equality pattern sigma of the 2k indices of the k-th moment, (r(sigma), S(sigma) as
+    integer coefficients of invariant monomials), by Moebius inversion over the coarsenings;
+    monomials holding the invariant `drop` (0 by construction) are left out."""
     out = []
     for sigma in set_partitions(2 * k):
         r = max(sigma) + 1
         coef: Counter[tuple[str, ...]] = Counter()
         for grouping, mu in _coarsenings(r):
-            mono = _contraction(tuple(grouping[b] for b in sigma))
+            mono = contraction(tuple(grouping[b] for b in sigma))
             if mono is not None:
                 coef[mono] += mu
-        coef = Counter({m: c for m, c in coef.items() if c != 0})
+        coef = Counter({m: c for m, c in coef.items() if c != 0 and drop not in m})
         if coef:
             out.append((r, dict(coef)))
     return tuple(out)
+
+
+@functools.cache
+def pattern_coefficients(k: int) -> tuple[tuple[int, dict[tuple[str, ...], int]], ...]:
+    """For the k-th moment: per equality pattern sigma of the 2k indices, (r(sigma), S(sigma) as
+    integer coefficients of invariant monomials).  Exact integers; computed once."""
+    return _patterns(k, _contraction)
 
 
 @dataclass(frozen=True)
@@ -386,42 +401,14 @@ def _pair_contraction(labels: tuple[int, ...]) -> tuple[str, ...] | None:
     edges = [(labels[2 * f], labels[2 * f + 1]) for f in range(len(labels) // 2)]
     if any(a == b for a, b in edges):
         return None
-    parent = {v: v for e in edges for v in e}
-
-    def find(v: int) -> int:
-        while parent[v] != v:
-            v = parent[v]
-        return v
-
-    for a, b in edges:
-        parent[find(a)] = find(b)
-    comps: dict[int, list[tuple[int, int]]] = {}
-    for e in edges:
-        comps.setdefault(find(e[0]), []).append(e)
-    names = []
-    for comp in comps.values():
-        key = _canonical(comp)
-        if key not in PAIR_SHAPES:  # cannot happen for k <= 3
-            raise NotImplementedError(f"no invariant for the multigraph {key}")
-        names.append(PAIR_SHAPES[key])
-    return tuple(sorted(names))
+    return _monomial(edges, PAIR_SHAPES)
 
 
 @functools.cache
 def pair_pattern_coefficients(k: int) -> tuple[tuple[int, dict[tuple[str, ...], int]], ...]:
-    """`pattern_coefficients` for `PAIR_SHAPES` (zero-diagonal, not centred matrices)."""
-    out = []
-    for sigma in set_partitions(2 * k):
-        r = max(sigma) + 1
-        coef: Counter[tuple[str, ...]] = Counter()
-        for grouping, mu in _coarsenings(r):
-            mono = _pair_contraction(tuple(grouping[b] for b in sigma))
-            if mono is not None:
-                coef[mono] += mu
-        coef = Counter({m: c for m, c in coef.items() if c != 0 and "sum" not in m})
-        if coef:
-            out.append((r, dict(coef)))
-    return tuple(out)
+    """`pattern_coefficients` for `PAIR_SHAPES` (zero-diagonal, not centred matrices; the
+    shifted matrices' 'sum' is 0)."""
+    return _patterns(k, _pair_contraction, drop="sum")
 
 
 @dataclass(frozen=True)

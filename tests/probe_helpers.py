@@ -40,6 +40,23 @@ def gaussian_layers(n_layers: int, n_genes: int, dim: int, seed: int,
     return [rng.standard_normal((n_genes, dim)) * sc for _ in range(n_layers)]
 
 
+def hub_heavy_layers(kind: str, n_layers: int, n_genes: int, dim: int, seed: int,
+                     hubs: int = 15, random_hubs: bool = True) -> list[np.ndarray]:
+    """Gaussian layers (`kind` 'gaussian'), or ('hubs') layers with a decaying spectrum and
+    `hubs` genes of 6x norm: at random rows of each layer (so genes stay exchangeable and a
+    relabelling null holds), or, with `random_hubs` False, the first rows of every layer."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_layers):
+        X = rng.standard_normal((n_genes, dim))
+        if kind == "hubs":
+            X *= np.exp(-np.arange(dim) / 3.0)
+            rows = rng.choice(n_genes, hubs, replace=False) if random_hubs else np.arange(hubs)
+            X[rows] *= 6.0
+        out.append(X)
+    return out
+
+
 def context(cache: Cache, tmp: Path, seed: int = 0, **kw: Any) -> ProbeContext:
     return ProbeContext(cache=cache, seed=seed, work_dir=tmp / "work", **kw)
 

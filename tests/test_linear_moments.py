@@ -12,7 +12,14 @@ import itertools
 
 import numpy as np
 import pytest
-from probe_helpers import assert_calibrated, cache_from_layers, context, pairs_file, run
+from probe_helpers import (
+    assert_calibrated,
+    cache_from_layers,
+    context,
+    hub_heavy_layers,
+    pairs_file,
+    run,
+)
 from scipy import stats
 
 from geoscreen.probes.permutation_moments import linear_moments
@@ -47,22 +54,11 @@ def test_spearman_null_variance_is_one_over_n_minus_1():
 N_GENES, DIM, LAYERS = 300, 12, 40
 
 
-def _layers(kind: str, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(LAYERS):
-        X = rng.standard_normal((N_GENES, DIM))
-        if kind == "hubs":  # a few high-norm hub genes and a decaying spectrum
-            X *= np.exp(-np.arange(DIM) / 3.0)
-            X[:15] *= 6.0
-        out.append(X)
-    return out
-
-
 @pytest.fixture(scope="module", params=["gaussian", "hubs"])
 def null_bed(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"lm-{request.param}")
-    cache = cache_from_layers(tmp / "c", _layers(request.param, 11))
+    layers = hub_heavy_layers(request.param, LAYERS, N_GENES, DIM, 11, random_hubs=False)
+    cache = cache_from_layers(tmp / "c", layers)
     rng = np.random.default_rng(12)
     # pairs that share hub genes (every pair touches one of the first 40 genes)
     i = rng.integers(0, 40, 240)

@@ -14,7 +14,14 @@ import itertools
 
 import numpy as np
 import pytest
-from probe_helpers import assert_calibrated, cache_from_layers, context, pairs_file, run
+from probe_helpers import (
+    assert_calibrated,
+    cache_from_layers,
+    context,
+    hub_heavy_layers,
+    pairs_file,
+    run,
+)
 
 from geoscreen.probes import permutation_moments as pm
 from geoscreen.probes.proximity import LabelPairScorer
@@ -92,27 +99,26 @@ def test_axis_invariants_at_scale_against_the_dense_matrix():
 N_GENES, DIM, LAYERS = 300, 12, 40
 
 
-def _layers(kind: str, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(LAYERS):
-        X = rng.standard_normal((N_GENES, DIM))
-        if kind == "hubs":  # a few high-norm hub genes and a decaying spectrum; the hubs
-            # are random genes of each layer, so the gene-shuffle null holds
-            X *= np.exp(-np.arange(DIM) / 3.0)
-            X[rng.choice(N_GENES, 15, replace=False)] *= 6.0
-        out.append(X)
-    return out
-
-
 @pytest.fixture(scope="module", params=["gaussian", "hubs"])
 def bed(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"pm-{request.param}")
-    cache = cache_from_layers(tmp / "c", _layers(request.param, 21))
+    cache = cache_from_layers(tmp / "c", hub_heavy_layers(request.param, LAYERS, N_GENES, DIM, 21))
     rng = np.random.default_rng(22)
     i = rng.integers(0, 40, 200)  # every pair touches one of 40 genes: a hub-heavy graph
     j = rng.integers(40, N_GENES, 200)
     return request.param, tmp, cache, pairs_file(tmp / "p.tsv", i, j)
+
+
+def _moments_and_draws(name: str, prm: dict, ctx, cache):
+    """Every layer with the moment null and with the draws: (moment results, draw results,
+    share of layers on the moment p, calibration of the reported p, |moment p - draw p|)."""
+    mom = [run(name, prm, ctx, layer) for layer in cache.layers]
+    drawn = [run(name, {**prm, "null_method": "draws"}, ctx, layer) for layer in cache.layers]
+    used = float(np.mean([r.extra["p_method"] == "moments" for r in mom]))
+    c = assert_calibrated([r.p_value for r in mom])
+    ok = [k for k, r in enumerate(mom) if r.extra["moment_p"] is not None]
+    diff = np.abs(np.array([mom[k].extra["moment_p"] - drawn[k].p_value for k in ok]))
+    return mom, drawn, used, c, diff
 
 
 VARIANTS = {
@@ -131,13 +137,8 @@ def test_moment_p_is_calibrated_and_agrees_with_the_draws(bed, variant):
     name, extra = VARIANTS[variant]
     ctx = context(cache, tmp)
     prm = {"pairs": pairs, "null": "gene_shuffle", "n_permutations": 999, **extra}
-    mom = [run(name, prm, ctx, layer) for layer in cache.layers]
-    drawn = [run(name, {**prm, "null_method": "draws"}, ctx, layer) for layer in cache.layers]
-    used = np.mean([r.extra["p_method"] == "moments" for r in mom])
+    mom, drawn, used, c, diff = _moments_and_draws(name, prm, ctx, cache)
     skew = np.median([r.extra["moment_skew"] for r in mom if r.extra["moment_skew"] is not None])
-    c = assert_calibrated([r.p_value for r in mom])
-    ok = [k for k, r in enumerate(mom) if r.extra["moment_p"] is not None]
-    diff = np.abs(np.array([mom[k].extra["moment_p"] - drawn[k].p_value for k in ok]))
     print(f"\nPAIR MOMENTS {name} {variant}/{kind}: moment p used {used:.2f}, median skew "
           f"{skew:.2f}, KS p {c['ks_p']:.3f}, |moment p - draw p| mean {diff.mean():.4f} "
           f"max {diff.max():.4f}")
@@ -321,12 +322,7 @@ def test_rewiring_moment_p_is_calibrated_and_agrees_with_the_draws(bed, variant,
         ref = hub_pairs
     ctx = context(cache, tmp)
     prm = {"pairs": ref, "null": "degree_preserving", "n_permutations": 999, **extra}
-    mom = [run(name, prm, ctx, layer) for layer in cache.layers]
-    drawn = [run(name, {**prm, "null_method": "draws"}, ctx, layer) for layer in cache.layers]
-    used = np.mean([r.extra["p_method"] == "moments" for r in mom])
-    c = assert_calibrated([r.p_value for r in mom])
-    ok = [k for k, r in enumerate(mom) if r.extra["moment_p"] is not None]
-    diff = np.abs(np.array([mom[k].extra["moment_p"] - drawn[k].p_value for k in ok]))
+    mom, drawn, used, c, diff = _moments_and_draws(name, prm, ctx, cache)
     print(f"\nREWIRING MOMENTS {name} {variant}/{kind}/{pairs} pairs: moment p used {used:.2f}, "
           f"KS p {c['ks_p']:.3f}, |moment p - draw p| mean {diff.mean():.4f} "
           f"max {diff.max():.4f}")
