@@ -353,3 +353,21 @@ def test_rewiring_of_additive_values_cannot_vary():
     c, e = np.ones(40) * 5, np.ones(50) * 4
     m = pm.assignment_moments(lambda idx: C[idx], c, e)
     assert m.sd == 0.0 and m.skew is None
+
+
+def test_sequential_stopping_draws_the_rewirings(tmp_path):
+    """Under a campaign's sequential stopping the rewiring is drawn (cheaper on a null layer
+    than its moments); the gene shuffle keeps its moments."""
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((N_GENES, DIM))
+    i = rng.integers(0, N_GENES, 200)
+    j = (i + rng.integers(1, N_GENES, 200)) % N_GENES
+    prm = {"pairs": pairs_file(tmp_path / "p.tsv", i, j), "n_permutations": 199}
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    ctx.sequential_h = 10
+    r = run("pair_proximity", prm, ctx, "L0", "greater")
+    assert r.extra["p_method"] == "draws" and r.extra["draw_reason"].startswith("sequential")
+    assert r.extra["sequential_h"] == 10
+    g = run("pair_proximity", {**prm, "null": "gene_shuffle"}, ctx, "L0", "greater")
+    assert g.extra["p_method"] in ("moments", "draws", "cantelli")
+    assert g.extra["draw_reason"] is None or not g.extra["draw_reason"].startswith("sequential")
