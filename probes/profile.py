@@ -238,12 +238,24 @@ def profile_centre(values: np.ndarray, positions: np.ndarray, baseline: float = 
     return float(np.dot(w, positions) / total)
 
 
-def _fewer_draws(params: ProbeParams, draws: int) -> ProbeParams:
+# Probes whose null the profile draws although they could take it from exact moments: their
+# moment null gives a layer the exact null mean, or the draws' mean where the moment p-value is
+# small, so the excess of one curve would mix the two; the draws are also cheaper than the
+# rewiring's moments in every replicate.  (layer_similarity keeps its moments, as before.)
+DRAWN_IN_PROFILES = frozenset({"pair_proximity", "co_pole", "graded_proximity"})
+
+
+def _fewer_draws(params: ProbeParams, draws: int, probe_name: str = "") -> ProbeParams:
     """`params` with `draws` null draws (below the probe's own minimum: a profile reads the
-    statistic, or the statistic and the null mean, never the p-value)."""
-    if "n_permutations" not in type(params).model_fields:
+    statistic, or the statistic and the null mean, never the p-value); `DRAWN_IN_PROFILES`
+    draw them even where the probe could use exact moments."""
+    fields = type(params).model_fields
+    if "n_permutations" not in fields:
         return params
-    return params.model_copy(update={"n_permutations": draws})
+    update: dict[str, object] = {"n_permutations": draws}
+    if probe_name in DRAWN_IN_PROFILES and "null_method" in fields:
+        update["null_method"] = "draws"
+    return params.model_copy(update=update)
 
 
 def _layer_value(ctx: ProbeContext, sub: ProfileSpec, params: ProbeParams, layer: str,
@@ -267,7 +279,8 @@ def _layer_value(ctx: ProbeContext, sub: ProfileSpec, params: ProbeParams, layer
 def _sub_params(sub: ProfileSpec, curve: str) -> ProbeParams:
     params = get_probe(sub.probe).validate_params(sub.params)
     if curve != "effect":
-        params = _fewer_draws(params, STATISTIC_DRAWS if curve == "statistic" else EXCESS_DRAWS)
+        params = _fewer_draws(params, STATISTIC_DRAWS if curve == "statistic" else EXCESS_DRAWS,
+                              sub.probe)
     return params
 
 

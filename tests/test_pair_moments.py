@@ -371,3 +371,16 @@ def test_sequential_stopping_draws_the_rewirings(tmp_path):
     g = run("pair_proximity", {**prm, "null": "gene_shuffle"}, ctx, "L0", "greater")
     assert g.extra["p_method"] in ("moments", "draws", "cantelli")
     assert g.extra["draw_reason"] is None or not g.extra["draw_reason"].startswith("sequential")
+
+
+def test_profiles_draw_the_pair_nulls():
+    """A layer profile's excess curve is the statistic minus the mean of its few null draws:
+    the pair probes keep drawing them there (their moments would mix exact and drawn means)."""
+    from geoscreen.probes.profile import ProfileSpec, _sub_params
+
+    for name in ("pair_proximity", "co_pole", "graded_proximity"):
+        p = _sub_params(ProfileSpec(probe=name, params={"pairs": "string:>=700"}), "excess")
+        assert p.null_method == "draws" and p.n_permutations == 19
+    # layer_similarity keeps its moments, as before
+    p = _sub_params(ProfileSpec(probe="layer_similarity", params={}), "excess")
+    assert p.null_method == "moments"
