@@ -32,7 +32,7 @@ Matematici, Bologna 6, 47-60.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,8 @@ from geoscreen.probes.permutation_moments import (
     pair_moments,
     pearson3_lattice_p,
 )
+from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.stats import z_score
 
 MAX_SKEW = 2.0  # largest null skewness at which the Pearson III p-value is trusted
 MIN_VALUES = 30  # fewer values: the permutation distribution is too coarse for a smooth curve
@@ -114,17 +116,43 @@ def moment_test(observed: float, second: RVMoments, third: Callable[[], RVMoment
             "moment_bound": bound, "confirm_below": confirm_below}
 
 
-def without_draws(decision: dict[str, Any], observed: float) -> tuple[dict[str, Any],
-                                                                      dict[str, Any]]:
-    """(test fields, extra) of a result whose p-value the moments gave (no draws): the e-value
-    is left to the ledger's p-to-e calibrator, the null mean and sd are the exact ones."""
-    d = dict(decision)
-    p = d.pop("p_value")
-    sd = d["moment_sd"]
-    extra = {**d, "sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
-             "stopped_early": False, "null_mean": d["moment_mean"], "null_sd": sd,
-             "z": (observed - d["moment_mean"]) / sd if sd > 0 else 0.0}
-    return {"p_value": p, "e_value": None}, extra
+def to_the_draws(why: str, confirm_below: float) -> dict[str, Any]:
+    """The `moment_test` record of a null whose draws decide before any moment is computed."""
+    return {"p_method": "draws", "p_value": None, "draw_reason": why, "moment_p": None,
+            "moment_mean": None, "moment_sd": None, "moment_skew": None,
+            "moment_bound": None, "confirm_below": confirm_below}
+
+
+def null_test_fields(decision: dict[str, Any] | None, observed: float,
+                     draws: Iterable[np.ndarray], alternative: str, m: int, h: int | None
+                     ) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """(LayerResult test fields, extra, draws made) of a null whose p-value comes from
+    `decision` (a `moment_test` record; None: ``null_method: draws``) or from the lazy `draws`
+    (Besag-Clifford stopping at `h` exceedances).
+
+    Without draws the null mean and sd are the exact ones.  Whenever the moments were asked
+    for, the e-value is left to the ledger's p-to-e calibrator: the draws ran only because the
+    moment p was small, and their soft-rank e-value, kept only on that event, would not average
+    at most 1.  ``extra`` holds the decision's record, the stopping record, ``null_mean``,
+    ``null_sd`` and the ``z`` of the observed value.
+    """
+    if decision is not None and decision["p_method"] != "draws":
+        d = dict(decision)
+        p = d.pop("p_value")
+        sd = d["moment_sd"]
+        extra = {**d, "sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
+                 "stopped_early": False, "null_mean": d["moment_mean"], "null_sd": sd,
+                 "z": (observed - d["moment_mean"]) / sd if sd > 0 else 0.0}
+        return {"p_value": p, "e_value": None}, extra, 0
+    seq = besag_clifford(draws, observed, alternative, m, h)
+    test = seq.test_fields(observed, alternative)
+    extra = {}
+    if decision is not None:
+        test = {"p_value": seq.p_value, "e_value": None}
+        extra = {k: v for k, v in decision.items() if k != "p_value"}
+    extra.update(seq.record(), null_mean=float(seq.null.mean()),
+                 null_sd=float(seq.null.std(ddof=1)), z=z_score(observed, seq.null))
+    return test, extra, seq.draws
 
 
 def _graph_invariants(ctx_memo: dict, i: np.ndarray, j: np.ndarray, n: int) -> PairInvariants:
@@ -164,9 +192,7 @@ def pair_moment_test(ctx_memo: dict, scorer: Any, i: np.ndarray, j: np.ndarray,
     if why is None and d2 is None:
         why = "no moment method for these pair values (a control, or euclidean in several axes)"
     if why is not None:
-        return {"p_method": "draws", "p_value": None, "draw_reason": why, "moment_p": None,
-                "moment_mean": None, "moment_sd": None, "moment_skew": None,
-                "moment_bound": None, "confirm_below": confirm_below}
+        return to_the_draws(why, confirm_below)
     w = _graph_invariants(ctx_memo, i, j, n)
 
     def third() -> RVMoments:
@@ -219,9 +245,7 @@ def rewiring_moment_test(scorer: Any, i: np.ndarray, j: np.ndarray, observed: fl
         why = ("no moment method for these pair values (no similarity matrix above the gene "
                "limit, and not one axis or a few-axis cosine)")
     if why is not None:
-        return {"p_method": "draws", "p_value": None, "draw_reason": why, "moment_p": None,
-                "moment_mean": None, "moment_sd": None, "moment_skew": None,
-                "moment_bound": None, "confirm_below": confirm_below}
+        return to_the_draws(why, confirm_below)
     assert rows is not None
     mom = assignment_moments(rows, c, e, (ru, cv))
     step_size = 0.0

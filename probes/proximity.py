@@ -30,9 +30,10 @@ from geoscreen.probes.moment_null import (
     CONFIRM_BELOW_DESCRIPTION,
     MIN_VALUES,
     moment_test,
+    null_test_fields,
     pair_moment_test,
     rewiring_moment_test,
-    without_draws,
+    to_the_draws,
 )
 from geoscreen.probes.params import (
     Metric,
@@ -53,7 +54,6 @@ from geoscreen.probes.permutation_moments import (
     linear_moments,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
     PairScorer,
     chunks,
@@ -61,7 +61,6 @@ from geoscreen.probes.stats import (
     growing,
     pair_null_draws,
     spearman,
-    z_score,
 )
 from geoscreen.result import LayerResult
 
@@ -123,7 +122,7 @@ def pair_test(ctx: ProbeContext, scorer: PairScorer | LabelPairScorer, i: np.nda
     `pair_null_draws` (Besag-Clifford stopping when the campaign asks for it)."""
     observed, draws = pair_null_draws(scorer, i, j, null, n_permutations,  # type: ignore[arg-type]
                                       ctx.rng(layer))
-    moment: dict[str, object] = {"null_method": null_method}
+    decision = None
     if null_method == "moments":
         if null == "gene_shuffle":
             decision = pair_moment_test(ctx.memo, scorer, i, j, observed, ctx.alternative,
@@ -131,28 +130,14 @@ def pair_test(ctx: ProbeContext, scorer: PairScorer | LabelPairScorer, i: np.nda
         elif ctx.sequential_h is not None and ctx.alternative != "two-sided":
             # a campaign's sequential stopping ends a null layer's rewirings after a few dozen
             # draws, cheaper than the moments' two passes over the first-by-second-gene block
-            decision = {"p_method": "draws", "p_value": None,
-                        "draw_reason": "sequential stopping: the rewirings stop early on a "
-                                       "null layer, for less than the moments cost",
-                        "moment_p": None, "moment_mean": None, "moment_sd": None,
-                        "moment_skew": None, "moment_bound": None,
-                        "confirm_below": confirm_below}
+            decision = to_the_draws("sequential stopping: the rewirings stop early on a null "
+                                    "layer, for less than the moments cost", confirm_below)
         else:
             decision = rewiring_moment_test(scorer, i, j, observed, ctx.alternative,
                                             confirm_below, n_permutations)
-        if decision["p_method"] != "draws":
-            test, extra = without_draws(decision, observed)
-            return observed, test, {**moment, **extra}, 0
-        decision.pop("p_value")
-        moment.update(decision)
-    seq = besag_clifford(draws, observed, ctx.alternative, n_permutations, ctx.sequential_h)
-    test = seq.test_fields(observed, ctx.alternative)
-    if "p_method" in moment:  # drawn because the moment p was small: the soft-rank e-value,
-        test = {"p_value": seq.p_value, "e_value": None}  # kept only then, would exceed 1
-    null_draws = seq.null
-    extra = {**moment, **seq.record(), "null_mean": float(null_draws.mean()),
-             "null_sd": float(null_draws.std(ddof=1)), "z": z_score(observed, null_draws)}
-    return observed, test, extra, seq.draws
+    test, extra, drawn = null_test_fields(decision, observed, draws, ctx.alternative,
+                                          n_permutations, ctx.sequential_h)
+    return observed, test, {"null_method": null_method, **extra}, drawn
 
 
 class PairProximityParams(ProbeParams):
@@ -654,38 +639,26 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     rb = (rb - rb.mean()) / (np.linalg.norm(rb - rb.mean()) or 1.0)
     rv = (rv - rv.mean()) / (np.linalg.norm(rv - rv.mean()) or 1.0)
     rho = float(rb @ rv)  # Spearman's rho, by the same arithmetic as the null draws
-    moment: dict[str, object] = {"null_method": p.null_method}
-    p_method = "draws"
+    decision = None
     if p.null_method == "moments":
         mom = linear_moments(rb, rv)
-        moment.update(moment_test(
+        decision = moment_test(
             rho, mom, lambda: mom, ctx.alternative, p.confirm_below, p.n_permutations,
-            too_few=f"fewer than {MIN_VALUES} pairs" if v.size < MIN_VALUES else None))
-        p_method = str(moment["p_method"])
-    if p_method == "draws":
-        rng = ctx.rng(layer)
-        # row-wise draws, made as they are taken (`gene_perms`)
-        batches = (rb[gene_perms(v.size, rows.stop - rows.start, rng)] @ rv
-                   for _, m in chunks(p.n_permutations, v.size) for rows in growing(m))
-        seq = besag_clifford(batches, rho, ctx.alternative, p.n_permutations,
-                             ctx.sequential_h)
-        test = seq.test_fields(rho, ctx.alternative)
-        if p.null_method == "moments":  # drawn because the moment p was small: the soft-rank
-            test = {"p_value": seq.p_value, "e_value": None}  # e-value would not average <= 1
-        record, draws = {**seq.record(), "null_mean": float(seq.null.mean()),
-                         "null_sd": float(seq.null.std(ddof=1))}, seq.draws
-    else:  # no draws: the exact moments of rho give the p-value (e: the p-to-e calibrator)
-        test, record = without_draws(moment, rho)
-        record.pop("z")
-        draws = 0
-    moment.pop("p_value", None)
+            too_few=f"fewer than {MIN_VALUES} pairs" if v.size < MIN_VALUES else None)
+    rng = ctx.rng(layer)
+    # row-wise draws, made as they are taken (`gene_perms`): none when the moments decide
+    batches = (rb[gene_perms(v.size, rows.stop - rows.start, rng)] @ rv
+               for _, m in chunks(p.n_permutations, v.size) for rows in growing(m))
+    test, record, draws = null_test_fields(decision, rho, batches, ctx.alternative,
+                                           p.n_permutations, ctx.sequential_h)
+    record.pop("z")  # the effect is rho itself
     levels = np.unique(b)
     means = [float(v[b == k].mean()) for k in levels]
     return LayerResult(
         statistic_name="spearman_rho", statistic=rho, effect_name="spearman_rho",
         effect_size=rho, **test, n=int(v.size),
         null=null_label("label_shuffle", p.control), n_permutations=draws,
-        extra={**record, **moment, "bin_means": means,
+        extra={"null_method": p.null_method, **record, "bin_means": means,
                "bin_counts": [int((b == k).sum()) for k in levels],
                "rho_bin_means": spearman(levels.astype(float), np.asarray(means)),
                "bin_lower_scores": edges, "subspace": p.subspace, "metric": p.metric,
