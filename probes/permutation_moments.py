@@ -200,20 +200,30 @@ class GramInvariants:
     shapes: dict[str, float]
 
 
-def _cube_sum(X: np.ndarray, c: float) -> float:
-    """sum_ab A0_ab^3 with A0 = X X^T - c (I - J/n), by row strips of the upper triangle."""
+def _strip_cube_sum(X: np.ndarray, adjust: Callable[[np.ndarray, int], None]) -> float:
+    """sum_ab G_ab^3 of a symmetric G = X X^T, each row strip G[s:s+k, s:] of its upper
+    triangle first changed in place by adjust(strip, k) (its first k columns are the diagonal
+    block); X's precision, every strip's cubes summed in float64."""
     n = X.shape[0]
     rows = max(1, min(n, GRAM_BLOCK // max(n, 1)))
     total = 0.0
     for s in range(0, n, rows):
         k = min(rows, n - s)
         G = X[s:s + k] @ X[s:].T
-        G += c / n
-        G[np.arange(k), np.arange(k)] -= c
+        adjust(G, k)
         H = G * G
         H *= G
-        total += 2.0 * float(H.sum()) - float(H[:, :k].sum())  # the k x k diagonal block once
+        # the strip right of the diagonal block stands for itself and its mirror image
+        total += 2.0 * float(H.sum(dtype=np.float64)) - float(H[:, :k].sum(dtype=np.float64))
     return total
+
+
+def _cube_sum(X: np.ndarray, c: float) -> float:
+    """sum_ab A0_ab^3 with A0 = X X^T - c (I - J/n)."""
+    def shift(G: np.ndarray, k: int) -> None:
+        G += c / X.shape[0]
+        G[np.arange(k), np.arange(k)] -= c
+    return _strip_cube_sum(X, shift)
 
 
 def gram_invariants(X: np.ndarray, third: bool = True) -> GramInvariants:
@@ -552,19 +562,10 @@ def _matrix_cube_sum(K: np.ndarray) -> float:
 
 
 def _offdiag_cube_sum(Z: np.ndarray) -> float:
-    """sum_{a != b} (z_a . z_b)^3 by row strips of the upper triangle (Z's precision; every
-    strip's cubes summed in float64)."""
-    n = Z.shape[0]
-    rows = max(1, min(n, GRAM_BLOCK // max(n, 1)))
-    total = 0.0
-    for s in range(0, n, rows):
-        k = min(rows, n - s)
-        G = Z[s:s + k] @ Z[s:].T
+    """sum_{a != b} (z_a . z_b)^3 (in Z's precision)."""
+    def zero_diagonal(G: np.ndarray, k: int) -> None:
         G[np.arange(k), np.arange(k)] = 0.0
-        H = G * G
-        H *= G
-        total += 2.0 * float(H.sum(dtype=np.float64)) - float(H[:, :k].sum(dtype=np.float64))
-    return total
+    return _strip_cube_sum(Z, zero_diagonal)
 
 
 def axis_pair_invariants(x: np.ndarray, third: bool = True) -> PairInvariants:
