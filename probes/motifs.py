@@ -97,6 +97,7 @@ DEFAULT_MOTIF_MATCH = ("in_out_degree", "centrality")
 NETWORK_BATCH_EDGES = 1_000_000  # edges of the rewired networks traded together
 NETWORK_BATCH = 100  # and at most this many networks
 SUMMARY_CACHE_PAIRS = 30_000_000  # weighted pairs of rewired networks kept for later layers
+TABLE_BYTES = 16 * 2**20  # membership tables of the star motifs' pair codes (`_membership`)
 MAX_DRAW_FACTOR = 10  # degree_preserving gives up after this many networks per draw asked for
 
 
@@ -320,6 +321,45 @@ def motif_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, m
                         instances=count, ok=ok)
 
 
+def _membership(block: int, n_blocks: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """member(sorted_codes, q) -> whether each query code is in the sorted array, for codes of
+    `n_blocks` networks, network b's in [b block, (b+1) block), the queries grouped by network
+    (nondecreasing q // block).  A boolean table of a few networks' codes at a time, set,
+    read and cleared again (one random read per query, in a table that stays in cache: 7x
+    faster than `_member`'s binary search on 3.5 million queries of 100 rewired TRRUSTs);
+    `_member` itself when one network's codes would not fit `TABLE_BYTES`."""
+    if block > TABLE_BYTES:
+        return _member
+    per = max(1, TABLE_BYTES // block)  # networks per table
+    span = per * block
+    n_chunks = -(-n_blocks // per)
+    table = np.zeros(span, dtype=bool)
+    chunk = np.arange(n_chunks + 1)
+
+    def member(sorted_codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+        out = np.zeros(q.shape, dtype=bool)
+        cs = np.searchsorted(sorted_codes, chunk * span)
+        qs = np.searchsorted(q // span, chunk)
+        for k in range(n_chunks):
+            if cs[k] == cs[k + 1] or qs[k] == qs[k + 1]:
+                continue
+            part = sorted_codes[cs[k]:cs[k + 1]] - k * span
+            table[part] = True
+            out[qs[k]:qs[k + 1]] = table[q[qs[k]:qs[k + 1]] - k * span]
+            table[part] = False
+        return out
+    return member
+
+
+def _sorted_codes(a: np.ndarray, span: int, unique: bool = False) -> np.ndarray:
+    """np.sort (or `_unique`) of non-negative int64 codes below `span`, sorted as uint32 when
+    they fit (twice as fast as int64), returned as int64."""
+    if span <= 2**32:
+        a = a.astype(np.uint32)
+    out = _unique(a) if unique else np.sort(a)
+    return out.astype(np.int64)
+
+
 def star_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, motif: str,
                  statistic: str, min_instances: int) -> MotifSummary:
     """`motif_summary` of the star motifs (``fan_out``, ``fan_in``) without listing instances.
@@ -336,34 +376,49 @@ def star_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, mo
 
     For ``motif_similarity`` the weights are divided by 3 * instances; ``motif_vs_edges`` needs
     only the edges (in an instance when their count is positive) and has no groups.
+
+    A pair of nodes (u, v) of one network is coded u * n_nodes + v mod n_nodes (u and v global
+    node ids): the codes of network b fill [b n^2, (b+1) n^2), sort in the order of (u, v), fit
+    32 bits for the usual batches and index `_membership`'s tables.
     """
-    N = n_nodes * n_nets
-    fwd = _unique(np.asarray(src, dtype=np.int64) * N + np.asarray(dst, dtype=np.int64))
-    s, d = fwd // N, fwd % N
-    rev = np.sort(d * N + s)  # the edges as (dst, src) codes, sorted
-    fwd_single, rev_single = fwd[~_member(rev, fwd)], rev[~_member(fwd, rev)]
+    n = n_nodes
+    N = n * n_nets
+    span = n_nets * n * n
+    member = _membership(n * n, n_nets)
+    src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+
+    def code(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return u * n + v % n
+
+    def ends(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u = c // n
+        return u, u - u % n + c % n
+
+    fwd = _sorted_codes(code(src, dst), span, unique=True)
+    s, d = ends(fwd)
+    rev = _sorted_codes(code(d, s), span)  # the edges as (dst, src) codes, sorted
+    fwd_single, rev_single = fwd[~member(rev, fwd)], rev[~member(fwd, rev)]
     # the unreciprocated edges as (hub, leaf) codes and as (leaf, hub) codes, both sorted
     star, by_leaf = (fwd_single, rev_single) if motif == "fan_out" else (rev_single, fwd_single)
-    hub, leaf = star // N, star % N
+    hub, leaf = ends(star)
     c = np.bincount(hub, minlength=N)
     # T: for each joined pair (a, b), the hubs of a (star edges into a) that also hold b
-    joined = _unique(np.minimum(s, d) * N + np.maximum(s, d))
-    a, b = joined // N, joined % N
-    ll, lh = by_leaf // N, by_leaf % N
+    joined = _sorted_codes(code(np.minimum(s, d), np.maximum(s, d)), span, unique=True)
+    a, b = ends(joined)
+    ll, lh = ends(by_leaf)
     lptr = np.concatenate([[0], np.cumsum(np.bincount(ll, minlength=N))])
     swap = (lptr[b + 1] - lptr[b]) < (lptr[a + 1] - lptr[a])  # walk the end with fewer hubs
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     cnt = lptr[a + 1] - lptr[a]
-    rep = np.repeat(np.arange(a.size), cnt)
-    off = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    tx = lh[lptr[a][rep] + off]
-    keep = _member(star, tx * N + b[rep])
-    tx, ty, tz = tx[keep], a[rep][keep], b[rep][keep]
+    tx = lh[np.arange(int(cnt.sum())) + np.repeat(lptr[a] - (np.cumsum(cnt) - cnt), cnt)]
+    tb = np.repeat(b, cnt)
+    keep = member(star, code(tx, tb))  # grouped by network, as `member` needs
+    tx, ty, tz = tx[keep], np.repeat(a, cnt)[keep], tb[keep]
     count = (c * (c - 1) // 2).reshape(n_nets, n_nodes).sum(axis=1) - \
         np.bincount(tx // n_nodes, minlength=n_nets)
     ok = count >= min_instances
     # instances holding each star edge
-    in_t = np.searchsorted(star, np.concatenate([tx * N + ty, tx * N + tz]))
+    in_t = np.searchsorted(star, np.concatenate([code(tx, ty), code(tx, tz)]))
     n_edge = (c[hub] - 1) - np.bincount(in_t, minlength=star.size)
     if statistic == "motif_similarity":
         scale = 1.0 / (3.0 * np.maximum(count, 1))
@@ -381,16 +436,16 @@ def star_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, mo
                             w=w[keep_w], instances=count, ok=ok, g_net=g_net,
                             g_w=scale[g_net], g_ptr=g_ptr, g_node=leaf[take] % n_nodes)
     if statistic == "motif_vs_edges":
-        ucodes = joined
-        net = ucodes // N // n_nodes
-        motif_edges = _unique(np.minimum(hub, leaf)[n_edge > 0] * N +
-                              np.maximum(hub, leaf)[n_edge > 0])
-        in_motif = _member(motif_edges, ucodes)
+        net = joined // n // n_nodes
+        pos = n_edge > 0
+        motif_edges = _sorted_codes(code(np.minimum(hub, leaf)[pos], np.maximum(hub, leaf)[pos]),
+                                    span, unique=True)
+        in_motif = member(motif_edges, joined)
         n_in = np.bincount(net[in_motif], minlength=n_nets)
         n_out = np.bincount(net[~in_motif], minlength=n_nets)
         w = np.where(in_motif, 1.0 / np.maximum(n_in[net], 1), -1.0 / np.maximum(n_out[net], 1))
         ok &= (n_in > 0) & (n_out > 0)
-        lo, hi = ucodes // N, ucodes % N
+        lo, hi = ends(joined)
         return MotifSummary(net=net, u=lo % n_nodes, v=hi % n_nodes, w=w, instances=count,
                             ok=ok)
     raise ValueError(f"unknown statistic {statistic!r}")

@@ -38,12 +38,15 @@ from geoscreen.probes import nulls
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.motifs import (
     Rewiring,
+    _member,
+    _membership,
     concat_summaries,
     curveball,
     group_pair_sums,
     motif_instances,
     motif_summary,
     network,
+    star_summary,
 )
 
 N, D = 300, 10
@@ -488,6 +491,48 @@ def test_star_batches_are_computed_as_each_network_alone():
         assert (batch.instances == alone.instances).all() and (batch.ok == alone.ok).all()
         brute = [len(motif_instances(net.src, d, net.n, motif)) for d in D[:10]]
         assert batch.instances[:10].tolist() == brute
+
+
+@pytest.mark.parametrize("table_bytes", [50, 400, 10**6])
+def test_membership_tables_agree_with_a_binary_search(monkeypatch, table_bytes):
+    """The star motifs' membership tables (a few networks' pair codes at a time, set, read and
+    cleared again) answer as np.isin does, with one network per table, several, or all, and
+    with networks that have no codes or no queries; above the table size, the binary search."""
+    import geoscreen.probes.motifs as motifs
+
+    monkeypatch.setattr(motifs, "TABLE_BYTES", table_bytes)
+    rng = np.random.default_rng(11)
+    block, nets = 64, 9
+    codes = np.unique(np.concatenate([b * block + rng.choice(block, int(rng.integers(0, 20)))
+                                      for b in range(nets) if b != 3]))
+    q = np.concatenate([b * block + rng.integers(0, block, int(rng.integers(0, 40)))
+                        for b in range(nets) if b != 5])
+    member = _membership(block, nets)
+    assert (member(codes, q) == np.isin(q, codes)).all()
+    assert (member(codes, q) == np.isin(q, codes)).all()  # the table was cleared after use
+    if block > table_bytes:
+        assert member is _member
+
+
+@pytest.mark.parametrize("stat", ["motif_similarity", "motif_vs_edges"])
+def test_star_summaries_with_and_without_tables_are_identical(monkeypatch, stat):
+    """A batch of rewired networks gives the same summary, array for array, through the
+    membership tables and through the binary search they replace."""
+    import geoscreen.probes.motifs as motifs
+
+    rng = np.random.default_rng(8)
+    net = network(*np.nonzero(random_digraph(rng, 60, 0.1)))
+    D = Rewiring(net, 3, rng)._networks(0)
+    off = (np.arange(D.shape[0]) * net.n)[:, None]
+    src, dst = (net.src[None, :] + off).ravel(), (D + off).ravel()
+    for motif in STARS:
+        table = star_summary(src, dst, net.n, D.shape[0], motif, stat, 1)
+        monkeypatch.setattr(motifs, "TABLE_BYTES", 0)
+        search = star_summary(src, dst, net.n, D.shape[0], motif, stat, 1)
+        monkeypatch.undo()
+        for name in ("net", "u", "v", "w", "instances", "ok", "g_net", "g_w", "g_ptr",
+                     "g_node"):
+            assert np.array_equal(getattr(table, name), getattr(search, name)), name
 
 
 @pytest.mark.parametrize("motif", STARS)
