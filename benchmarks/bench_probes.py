@@ -250,6 +250,8 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                           "n_permutations": m}),
         ("null_robustness", "SV2-4, 2 nulls", {"pairs": refs["string"], "subspace": sub,
                                                "n_permutations": m}),
+        ("null_robustness", "SV2-4, draws", {"pairs": refs["string"], "subspace": sub,
+                                             "n_permutations": m, "null_method": "draws"}),
         # whole-stack: one call reads all 12 layers (its s/layer is seconds per hypothesis)
         ("layer_profile", "peak_order x50, 12 layers", {
             "profile": {"probe": "set_cohesion", "params": {"gene_set": refs["early"]}},

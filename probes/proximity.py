@@ -116,12 +116,13 @@ NULL_METHOD_DESCRIPTION = (
 
 def pair_test(ctx: ProbeContext, scorer: PairScorer | LabelPairScorer, i: np.ndarray,
               j: np.ndarray, null: str, null_method: str, confirm_below: float,
-              n_permutations: int, layer: str) -> tuple[float, dict, dict, int]:
+              n_permutations: int, layer: str, stream: str = "") -> tuple[float, dict, dict, int]:
     """(observed mean pair value, test fields, extra, draws made) of a pair null: the
     gene-shuffle null from its exact moments where `moment_null` allows, else the draws of
-    `pair_null_draws` (Besag-Clifford stopping when the campaign asks for it)."""
+    `pair_null_draws` (Besag-Clifford stopping when the campaign asks for it), from the
+    layer's generator for `stream`."""
     observed, draws = pair_null_draws(scorer, i, j, null, n_permutations,  # type: ignore[arg-type]
-                                      ctx.rng(layer))
+                                      ctx.rng(layer, stream))
     decision = None
     if null_method == "moments":
         if null == "gene_shuffle":

@@ -7,6 +7,11 @@ intersection-union test, so the per-layer p-value is the largest of the per-null
 level, conservative).  The effect size is the smallest z; every null's z and p are kept in extra,
 so the sensitivity of the effect to the null (the z ratio) can be read off.
 
+Each null's p-value comes, by default (``null_method: moments``), from the exact permutation
+moments of the mean pair value under that null (`geoscreen.probes.moment_null`: Pearson III
+tail, the draws confirming a p-value below ``confirm_below``), as `pair_proximity` computes it;
+``null_method: draws`` draws every null.
+
 With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
 each null of a one-sided test stops drawing on its own at its H-th draw as extreme as the
 observed mean; each per-null p-value is then a valid Besag-Clifford p-value, so their maximum
@@ -22,9 +27,11 @@ from pydantic import Field, model_validator
 
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.control import residualize
+from geoscreen.probes.moment_null import CONFIRM_BELOW_DESCRIPTION
 from geoscreen.probes.params import (
     Metric,
     Subspace,
+    added_field,
     control_field,
     metric_field,
     pairs_ref_field,
@@ -32,10 +39,9 @@ from geoscreen.probes.params import (
     subspace_field,
     subspace_validator,
 )
-from geoscreen.probes.proximity import similarity_scorer
+from geoscreen.probes.proximity import NULL_METHOD_DESCRIPTION, pair_test, similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import PairScorer, pair_null_draws, z_score
+from geoscreen.probes.stats import PairScorer
 from geoscreen.result import E_PERMUTATION, LayerResult
 
 NullName = Literal["gene_shuffle", "degree_preserving", "coexpression"]
@@ -50,6 +56,10 @@ class NullRobustnessParams(ProbeParams):
     control: str | None = control_field()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
+    null_method: Literal["moments", "draws"] = added_field(
+        "moments", since="1.3", description=NULL_METHOD_DESCRIPTION)
+    confirm_below: float = added_field(0.1, since="1.3", gt=0, le=1,
+                                       description=CONFIRM_BELOW_DESCRIPTION)
 
     _check_subspace = subspace_validator("subspace")
 
@@ -67,7 +77,7 @@ class NullRobustnessParams(ProbeParams):
     family="null_sensitivity",
     params=NullRobustnessParams,
     nulls=("gene_shuffle", "degree_preserving", "coexpression_residualization"),
-    version="1.2",
+    version="1.3",
     statistic="mean similarity of the listed pairs, tested against each null",
     effect="smallest z over the nulls (per-null z and p in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -87,8 +97,8 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     """Intersection-union test of pair proximity over several nulls.
 
     The mean similarity of the listed pairs is tested against every null in `nulls` (at least two,
-    each with its own draws); the effect counts as surviving only when every one of them is
-    rejected.
+    each from its exact permutation moments or its own draws); the effect counts as surviving
+    only when every one of them is rejected.
 
     Returns
     -------
@@ -99,9 +109,12 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     -----
     Statistic: the mean pair similarity (cosine or negative euclidean distance in the subspace).
     Effect size: the smallest z over the nulls (the largest for ``alternative='less'``), no effect
-    0.  The p-value is the largest per-null permutation p-value, (1 + b) / (m + 1) each: an
-    intersection-union test, valid at the nominal level and conservative; the e-value is the
-    smallest per-null e-value.
+    0.  The p-value is the largest per-null p-value: an intersection-union test, valid at the
+    nominal level and conservative.  Each per-null p-value is, by default, that of the null's
+    exact permutation moments (Pearson III tail; the draws decide below ``confirm_below``, as in
+    `pair_proximity`), else the permutation p-value (1 + b) / (m + 1) of its draws.  The e-value
+    is the smallest per-null permutation e-value when every null drew (``null_method: draws``
+    and no sequential stop); otherwise the ledger calibrates one from the p-value.
     Every null's statistic, z, p, e and null mean, the weakest null and the ratio of its |z| to the
     largest |z| are kept in ``extra``.
 
@@ -145,13 +158,10 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
                                      "too many genes", field="params.nulls")
             R, fit = residualize(scorer.K, coexpression_matrix(ctx, p.control, svd.rows))
             sc, null_name = PairScorer.from_matrix(R, p.metric), "gene_shuffle"
-        obs, draws = pair_null_draws(sc, i, j, null_name, p.n_permutations,
-                                     ctx.rng(layer, name))
-        seq = besag_clifford(draws, obs, ctx.alternative, p.n_permutations, ctx.sequential_h)
-        test = seq.test_fields(obs, ctx.alternative)
+        obs, test, rec, _ = pair_test(ctx, sc, i, j, null_name, p.null_method,
+                                      p.confirm_below, p.n_permutations, layer, stream=name)
         per[name] = {"statistic": obs, "p_value": test["p_value"], "e_value": test["e_value"],
-                     "z": z_score(obs, seq.null), "null_mean": float(seq.null.mean()),
-                     "control_fit": fit, **seq.record()}
+                     "z": rec.pop("z"), "control_fit": fit, **rec}
     zs = {k: v["z"] for k, v in per.items()}
     weakest = min(zs, key=lambda k: zs[k]) if ctx.alternative != "less" else \
         max(zs, key=lambda k: zs[k])
@@ -164,11 +174,12 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
         effect_size=zs[weakest], p_value=max(v["p_value"] for v in per.values()),
         # intersection-union over nulls: the claim needs every null rejected, and the smallest
         # e-value is at most the e-value of any null that is true, so E[min] <= 1 (a stopped
-        # null has none: the layer's e-value is then calibrated from its p-value)
+        # or moment null has none: the layer's e-value is then calibrated from its p-value)
         e_value=None if None in evs else min(evs),
         e_method=f"{E_PERMUTATION}_iu_min" if None not in evs else "",
         n=int(i.size), null="+".join(p.nulls), n_permutations=max(used),
-        extra={"sequential_h": next(iter(per.values()))["sequential_h"],
+        extra={"sequential_h": next((v["sequential_h"] for v in per.values()
+                                     if v["sequential_h"] is not None), None),
                "null_draws_used": max(used),
                "stopped_early": any(v["stopped_early"] for v in per.values()),
                "per_null": per, "weakest_null": weakest,

@@ -221,7 +221,7 @@ SEQ_PROBES = [
      "L0", "L1"),
     ("co_pole", {"pairs": "mixed", "k": 30, "null_method": "draws"}, "L0", "L1"),
     ("graded_proximity", {"pairs": ["RR", "AA"], "null_method": "draws"}, "L0", "L1"),
-    ("null_robustness", {"pairs": "mixed"}, "L0", "L1"),
+    ("null_robustness", {"pairs": "mixed", "null_method": "draws"}, "L0", "L1"),
     ("axis_separation", {"positive": "A", "test": "label_shuffle"}, "L0", "L1"),
     ("role_separation", {"positive": "A", "negative": "B", "subspace": [1, 2]}, "L0", "L1"),
     ("edge_direction", {"pairs": "toward", "null": "gene_shuffle"}, "L0", "L1"),
