@@ -47,6 +47,34 @@ def test_float32_neighbours_equal_float64_ones_with_ties():
             assert set(ours[i]) == set(sure) | set(tied[: k - sure.size])
 
 
+@pytest.mark.parametrize("block", [7, 128, 333])
+def test_one_product_per_pair_of_blocks_gives_the_same_neighbours(block):
+    """All rows at once take one product per pair of row blocks (`_top_symmetric`) and merge
+    each row's candidates; the same rows listed (`rows`: one product per block of rows) get the
+    same neighbours, with exact ties (duplicated genes), a zero row, near-duplicates and
+    blocks smaller than k + 1; so do the merged top columns and a stable full sort."""
+    from geoscreen.probes.graph import _top_symmetric
+
+    rng = np.random.default_rng(block)
+    d = 48
+    Z = rng.standard_normal((700, d)) * np.exp(-np.arange(d) / 5)
+    Z[:200] += 2 * rng.standard_normal(d)
+    Z[:30] = Z[30:60]
+    Z[100:110] = 1e-9 * rng.standard_normal((10, d)) + Z[110]
+    Z[400] = 0.0
+    for k in (1, 10, 25):
+        whole = knn_neighbours(Z, k, block=block)
+        listed = knn_neighbours(Z, k, block=block, rows=np.arange(Z.shape[0]))
+        assert np.array_equal(np.sort(whole, axis=1), np.sort(listed, axis=1)), k
+    S = rng.integers(-3, 4, (300, 4)).astype(np.float32)  # exact products, many ties
+    cols, vals = _top_symmetric(S, 9, block)
+    full = S @ S.T
+    np.fill_diagonal(full, -np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(300), full.shape), -full), axis=1)[:, :9]
+    assert np.array_equal(vals, np.take_along_axis(full, order, axis=1))
+    assert np.array_equal(cols, order)
+
+
 @pytest.mark.parametrize("n", [10, 500, 1003])
 def test_top_columns_equal_a_full_sort(n):
     """Each row's m largest entries through group maxima equal a stable full sort's (ties in
