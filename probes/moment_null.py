@@ -41,6 +41,7 @@ from geoscreen.probes.permutation_moments import (
     PairInvariants,
     RVMoments,
     assignment_moments,
+    assignment_moments_factored,
     cantelli_bound,
     graph_pair_invariants,
     pair_moments,
@@ -51,6 +52,7 @@ from geoscreen.probes.stats import z_score
 
 MAX_SKEW = 2.0  # largest null skewness at which the Pearson III p-value is trusted
 MIN_VALUES = 30  # fewer values: the permutation distribution is too coarse for a smooth curve
+MAX_FACTOR_RANK = 40  # rewiring moments from inner-product factors up to this many columns
 
 CONFIRM_BELOW_DESCRIPTION = ("with null_method moments: a moment p-value (or Cantelli bound) "
                              "below this is confirmed by the Monte Carlo draws, whose p-value "
@@ -219,7 +221,9 @@ def rewiring_moment_test(scorer: Any, i: np.ndarray, j: np.ndarray, observed: fl
     """`moment_test` of the mean pair value under the degree-preserving rewiring (the second
     endpoints permuted across the pairs, every gene keeping its degree).
 
-    The rewired mean is a linear assignment statistic (`assignment_moments`), except that a
+    The rewired mean is a linear assignment statistic (`assignment_moments`; from the factors
+    when the values are inner products of a few columns, `assignment_moments_factored`, which
+    never reads the first-by-second-gene block), except that a
     rewired pair of a gene with itself is left out of the mean.  Its value in the moments is
     the mean over every other first-second combination, so a null mean with s such pairs
     differs from the statistic by s / P times its own deviation from that mean; the moments
@@ -234,20 +238,27 @@ def rewiring_moment_test(scorer: Any, i: np.ndarray, j: np.ndarray, observed: fl
     e = np.bincount(jv.ravel()).astype(np.float64)
     _, ru, cv = np.intersect1d(u, v, return_indices=True)  # genes both first and second
     self_weight = float(c[ru] @ e[cv])
+    factors = getattr(scorer, "value_factors", None)
+    factors = None if factors is None else factors(u, v)
+    if factors is not None and factors[0].shape[1] > MAX_FACTOR_RANK:
+        factors = None
     rows = getattr(scorer, "value_rows", None)
-    rows = None if rows is None else rows(u, v)
+    rows = None if rows is None or factors is not None else rows(u, v)
     if P < MIN_VALUES:
         why = f"fewer than {MIN_VALUES} pairs"
     elif self_weight / P > MAX_SELF_SHARE * P:
         why = (f"more than {MAX_SELF_SHARE:g} of the rewired pairs would be a gene with "
                "itself")
-    elif rows is None:
+    elif rows is None and factors is None:
         why = ("no moment method for these pair values (no similarity matrix above the gene "
                "limit, and not one axis or a few-axis cosine)")
     if why is not None:
         return to_the_draws(why, confirm_below)
-    assert rows is not None
-    mom = assignment_moments(rows, c, e, (ru, cv))
+    if factors is not None:  # inner products of a few columns: O((U + V) r^3), no U x V block
+        mom = assignment_moments_factored(factors[0], factors[1], c, e, (ru, cv))
+    else:
+        assert rows is not None
+        mom = assignment_moments(rows, c, e, (ru, cv))
     step_size = 0.0
     if getattr(scorer, "binary", False):
         step_size = 1.0 / P

@@ -747,3 +747,74 @@ def assignment_moments(rows: Callable[[np.ndarray], np.ndarray], c: np.ndarray, 
     var = max(s2 / (P - 1), 0.0)
     third = P * s3 / ((P - 1) * (P - 2))
     return RVMoments(gamma, math.sqrt(var) / P, third / var ** 1.5 if var > 0 else None)
+
+
+def assignment_moments_factored(X: np.ndarray, Y: np.ndarray, c: np.ndarray, e: np.ndarray,
+                                selfs: tuple[np.ndarray, np.ndarray] | None = None,
+                                block: int = 1 << 22) -> RVMoments:
+    """`assignment_moments` of values that are inner products, C[u, v] = X[u] . Y[v] (a
+    cosine in a few axes, a pole indicator through its code classes), in O((U + V) r^3)
+    instead of O(U V r): the same moments, with the same self-pair rule.
+
+    With x = c'X / P and y = e'Y / P, the doubly centred matrix of C is (X[u] - x) . (Y[v] - y);
+    the self entries' change S (their value replaced by the weighted mean of the others) moves
+    the row and column means by sparse amounts a_u and b_v and the grand mean by g, so
+
+        d[u, v] = Xa[u] . Ya[v] + S[u, v],   Xa = [X - x, g - a, 1],   Ya = [Y - y, 1, -b],
+
+    an inner product of rank r + 2 plus a few entries.  Then sum c e d^2 = sum of
+    (Xa' diag(c) Xa) * (Ya' diag(e) Ya) and sum c e d^3 = sum of T_X * T_Y for the third-order
+    tensors T_X[a, b, k] = sum_u c_u Xa[u, a] Xa[u, b] Xa[u, k], each corrected at the self
+    entries by (Xa Ya + S)^p - (Xa Ya)^p.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    e = np.asarray(e, dtype=np.float64)
+    if X.shape[0] != c.size or Y.shape[0] != e.size or X.shape[1] != Y.shape[1]:
+        raise ValueError("the factors do not match the weights")
+    P = float(c.sum())
+    if not P == float(e.sum()):
+        raise ValueError("the row and column weights have different totals")
+    if P < 3:
+        raise ValueError("the moments need at least three pairs")
+    ru, cv = (np.zeros(0, dtype=np.int64),) * 2 if selfs is None else \
+        (np.asarray(selfs[0], dtype=np.int64), np.asarray(selfs[1], dtype=np.int64))
+    x, y = (c @ X) / P, (e @ Y) / P
+    own = np.einsum("kr,kr->k", X[ru], Y[cv])  # C at the self positions
+    sw = c[ru] * e[cv]
+    denom = P * P - float(sw.sum())
+    fill = (P * P * float(x @ y) - float(sw @ own)) / denom if denom > 0 else 0.0
+    delta = fill - own  # what the self entries change by
+    a = np.bincount(ru, weights=delta * e[cv], minlength=c.size) / P
+    b = np.bincount(cv, weights=delta * c[ru], minlength=e.size) / P
+    g = float(c @ a) / P
+    gamma = float(x @ y) + g
+    Xa = np.column_stack([X - x, g - a, np.ones(c.size)])
+    Ya = np.column_stack([Y - y, np.ones(e.size), -b])
+
+    def second(F: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return (F * w[:, None]).T @ F
+
+    def third(F: np.ndarray, w: np.ndarray) -> np.ndarray:
+        r = F.shape[1]
+        out = np.zeros((r, r * r))
+        step = max(1, block // max(r * r, 1))
+        for s in range(0, F.shape[0], step):
+            f = F[s:s + step]
+            out += (f * w[s:s + step, None]).T @ (f[:, :, None] * f[:, None, :]).reshape(
+                f.shape[0], r * r)
+        return out
+
+    B = np.einsum("kr,kr->k", Xa[ru], Ya[cv])  # the rank r + 2 part at the self entries
+    s2 = float(np.sum(second(Xa, c) * second(Ya, e))) + \
+        float(sw @ ((B + delta) ** 2 - B ** 2))
+    s3 = float(np.sum(third(Xa, c) * third(Ya, e))) + \
+        float(sw @ ((B + delta) ** 3 - B ** 3))
+    scale = float(np.sum(second(X, c) * second(Y, e))) + \
+        float(sw @ ((own + delta) ** 2 - own ** 2))
+    if s2 <= 1e-16 * scale:  # d is rounding noise: every rewiring gives the same value
+        return RVMoments(gamma, 0.0, None)
+    var = max(s2 / (P - 1), 0.0)
+    third_m = P * s3 / ((P - 1) * (P - 2))
+    return RVMoments(gamma, math.sqrt(var) / P, third_m / var ** 1.5 if var > 0 else None)

@@ -28,6 +28,7 @@ from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.control import controlled
 from geoscreen.probes.moment_null import (
     CONFIRM_BELOW_DESCRIPTION,
+    MAX_FACTOR_RANK,
     MIN_VALUES,
     moment_test,
     null_test_fields,
@@ -114,6 +115,14 @@ NULL_METHOD_DESCRIPTION = (
     "above 2 or there are fewer than 30 pairs), or from the draws alone")
 
 
+def factored(scorer: PairScorer | LabelPairScorer) -> bool:
+    """Whether the scorer's values are inner products of a few columns (`value_factors`), so
+    the rewiring's moments never read the first-by-second-gene block."""
+    get = getattr(scorer, "value_factors", None)
+    empty = np.zeros(0, dtype=np.int64)
+    return get is not None and get(empty, empty) is not None
+
+
 def pair_test(ctx: ProbeContext, scorer: PairScorer | LabelPairScorer, i: np.ndarray,
               j: np.ndarray, null: str, null_method: str, confirm_below: float,
               n_permutations: int, layer: str, stream: str = "") -> tuple[float, dict, dict, int]:
@@ -128,9 +137,11 @@ def pair_test(ctx: ProbeContext, scorer: PairScorer | LabelPairScorer, i: np.nda
         if null == "gene_shuffle":
             decision = pair_moment_test(ctx.memo, scorer, i, j, observed, ctx.alternative,
                                         confirm_below, n_permutations)
-        elif ctx.sequential_h is not None and ctx.alternative != "two-sided":
+        elif ctx.sequential_h is not None and ctx.alternative != "two-sided" and \
+                not factored(scorer):
             # a campaign's sequential stopping ends a null layer's rewirings after a few dozen
             # draws, cheaper than the moments' two passes over the first-by-second-gene block
+            # (moments from inner-product factors cost less than those draws: they stay)
             decision = to_the_draws("sequential stopping: the rewirings stop early on a null "
                                     "layer, for less than the moments cost", confirm_below)
         else:
@@ -165,7 +176,7 @@ class PairProximityParams(ProbeParams):
     family="manifold_distance",
     params=PairProximityParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.3",
+    version="2.4",
     statistic="mean similarity of the listed pairs in the subspace (co-expression residual with "
               "control)",
     effect="z-score of the observed mean similarity against the null distribution",
@@ -347,6 +358,20 @@ class LabelPairScorer:
         code, partner = self._code, self._partner[v]
         return lambda idx: ((code[u[idx], None] & partner[None, :]) != 0).astype(np.float64)
 
+    def value_factors(self, u: np.ndarray, v: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(X, Y) with the hits of genes u against genes v equal to X @ Y.T: a hit depends only
+        on the two genes' pole codes, so X holds the rows of the code-class hit matrix and Y
+        each gene's class, one-hot (as many columns as classes present; None above
+        `MAX_FACTOR_RANK` classes)."""
+        _, first, labels = np.unique(self._code, return_index=True, return_inverse=True)
+        if first.size > MAX_FACTOR_RANK:
+            return None
+        c, q = self._code[first], self._partner[first]
+        B = ((c[:, None] & q[None, :]) != 0).astype(np.float64)
+        labels = labels.ravel()
+        return B[labels[u]], np.eye(first.size)[labels[v]]
+
     def mean_many(self, I: np.ndarray, J: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         hit = self._hit(I, J)
         if mask is None:
@@ -400,7 +425,7 @@ def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
     family="graph_topology",
     params=CoPoleParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.2",
+    version="2.3",
     statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis",
     effect="z-score of the co-pole rate against the null (enrichment over null mean in extra)",
     alternatives=("greater", "less", "two-sided"),

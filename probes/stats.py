@@ -260,6 +260,16 @@ class PairScorer:
             return lambda idx: F[u[idx]] @ Fv
         return None
 
+    def value_factors(self, u: np.ndarray, v: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(X, Y) with the values of genes u against genes v equal to X @ Y.T (float64): the
+        few-axis unit rows of a cosine in at most `LOW_RANK_MAX` axes (the similarity
+        matrix's float32 entries, where it exists, are these values rounded); None otherwise."""
+        if self._one_axis() is not None or self.factor is None:
+            return None
+        F = np.asarray(self.factor, dtype=np.float64)
+        return F[u], F[v]
+
     @classmethod
     def from_matrix(cls, K: np.ndarray, metric: str = "matrix") -> PairScorer:
         self = cls.__new__(cls)

@@ -330,9 +330,60 @@ def test_assignment_moments_equal_full_enumeration():
     vals2 = np.array([D2[i, j[p]].mean() for p in perms])
     m2 = pm.assignment_moments(lambda idx: C[idx], c, e, (ru, cv))
     assert m2.mean == pytest.approx(vals2.mean(), rel=1e-12)
+    # the same moments from inner-product factors of C (its SVD)
+    Uc, sc, Vct = np.linalg.svd(C)
+    k = sc.size
+    f = pm.assignment_moments_factored(Uc[:, :k] * sc, Vct[:k].T, c, e, (ru, cv))
+    assert (f.mean, f.sd) == pytest.approx((vals2.mean(), vals2.std()), rel=1e-10)
+    assert f.skew == pytest.approx(np.mean((vals2 - vals2.mean()) ** 3) / vals2.var() ** 1.5,
+                                   rel=1e-8)
     assert m2.sd == pytest.approx(vals2.std(), rel=1e-12)
     assert m2.skew == pytest.approx(np.mean((vals2 - vals2.mean()) ** 3) / vals2.var() ** 1.5,
                                     rel=1e-9)
+
+
+def test_factored_assignment_moments_equal_the_block_ones():
+    """Values that are inner products (few-axis cosines, pole hits through their code classes)
+    take the rewiring's moments from the factors, O((U + V) r^3), never the U x V block: the
+    same mean, sd and skewness, with multiplicities, self entries, additive values (sd 0) and
+    the full enumeration of the 7-pair example."""
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        U, V, r = (int(x) for x in rng.integers([3, 3, 1], [40, 40, 7]))
+        X = rng.standard_normal((U, r)) * rng.exponential(size=r)
+        Y = rng.standard_normal((V, r)) + rng.standard_normal(r)
+        c = rng.integers(1, 5, U).astype(float)
+        e = np.bincount(rng.integers(0, V, int(c.sum())), minlength=V).astype(float)
+        if (e == 0).any():
+            continue
+        k = int(rng.integers(0, min(U, V)))
+        selfs = (rng.choice(U, k, replace=False), rng.choice(V, k, replace=False))
+        C = X @ Y.T
+        block = pm.assignment_moments(lambda idx, C=C: C[idx], c, e, selfs)
+        fact = pm.assignment_moments_factored(X, Y, c, e, selfs)
+        assert fact.mean == pytest.approx(block.mean, rel=1e-12, abs=1e-14)
+        assert fact.sd == pytest.approx(block.sd, rel=1e-9)
+        assert fact.skew == pytest.approx(block.skew, rel=1e-7, abs=1e-9)
+    # additive values: every rewiring has the same mean
+    a, b = rng.standard_normal(30), rng.standard_normal(20)
+    m = pm.assignment_moments_factored(np.column_stack([a, np.ones(30)]),
+                                       np.column_stack([np.ones(20), b]),
+                                       np.full(30, 2.0), np.full(20, 3.0))
+    assert m.sd == 0.0 and m.skew is None
+    # pole hits on three axes: the code classes' factors give every block value
+    labels = rng.integers(-1, 2, (200, 3))
+    for opposite in (False, True):
+        scorer = LabelPairScorer(labels, opposite=opposite)
+        u, v = np.arange(0, 120), np.arange(60, 200)
+        X, Y = scorer.value_factors(u, v)
+        assert np.array_equal(X @ Y.T, scorer.value_rows(u, v)(np.arange(u.size)))
+        c, e = rng.integers(1, 4, u.size).astype(float), np.zeros(v.size)
+        np.add.at(e, rng.integers(0, v.size, int(c.sum())), 1.0)
+        _, ru, cv = np.intersect1d(u, v, return_indices=True)
+        block = pm.assignment_moments(scorer.value_rows(u, v), c, e, (ru, cv))
+        fact = pm.assignment_moments_factored(X, Y, c, e, (ru, cv))
+        assert (fact.mean, fact.sd) == pytest.approx((block.mean, block.sd), rel=1e-10)
+        assert fact.skew == pytest.approx(block.skew, rel=1e-7)
 
 
 REWIRED = {
@@ -392,10 +443,12 @@ def test_rewiring_of_additive_values_cannot_vary():
 
 
 def test_sequential_stopping_draws_the_rewirings(tmp_path):
-    """Under a campaign's sequential stopping the rewiring is drawn (cheaper on a null layer
-    than its moments); the gene shuffle keeps its moments."""
+    """Under a campaign's sequential stopping the rewiring is drawn where its moments would
+    read the first-by-second-gene block (cheaper on a null layer than those moments); where
+    they come from inner-product factors (a cosine in a few axes, pole codes) they stay; the
+    gene shuffle keeps its moments."""
     rng = np.random.default_rng(12)
-    X = rng.standard_normal((N_GENES, DIM))
+    X = rng.standard_normal((N_GENES, 40))  # more axes than the factor path takes
     i = rng.integers(0, N_GENES, 200)
     j = (i + rng.integers(1, N_GENES, 200)) % N_GENES
     prm = {"pairs": pairs_file(tmp_path / "p.tsv", i, j), "n_permutations": 199}
@@ -404,6 +457,11 @@ def test_sequential_stopping_draws_the_rewirings(tmp_path):
     r = run("pair_proximity", prm, ctx, "L0", "greater")
     assert r.extra["p_method"] == "draws" and r.extra["draw_reason"].startswith("sequential")
     assert r.extra["sequential_h"] == 10
+    for name, extra in (("pair_proximity", {"subspace": [1, 2, 3]}), ("co_pole", {})):
+        f = run(name, {**prm, **extra}, ctx, "L0", "greater")
+        assert f.extra["draw_reason"] is None or \
+            not f.extra["draw_reason"].startswith("sequential"), name
+        assert f.extra["p_method"] in ("moments", "draws", "cantelli")
     g = run("pair_proximity", {**prm, "null": "gene_shuffle"}, ctx, "L0", "greater")
     assert g.extra["p_method"] in ("moments", "draws", "cantelli")
     assert g.extra["draw_reason"] is None or not g.extra["draw_reason"].startswith("sequential")

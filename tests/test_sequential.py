@@ -378,7 +378,7 @@ def test_pole_enrichment_hits_get_their_own_sequential_p_values(bed):
 def test_null_robustness_calibrates_its_e_value_when_a_null_stopped(bed):
     from probe_helpers import run
 
-    prm = _params(bed, {"pairs": "mixed"})
+    prm = _params(bed, {"pairs": "mixed", "null_method": "draws"})
     r = run("null_robustness", prm, ProbeContext(cache=bed["cache"], seed=5, sequential_h=10),
             "L0", "greater")
     per = r.extra["per_null"]
