@@ -699,16 +699,8 @@ def assignment_moments(rows: Callable[[np.ndarray], np.ndarray], c: np.ndarray, 
     positions, column positions) of the entries that pair a gene with itself: they take the
     weighted mean of every other entry instead of their own value.
     """
-    c = np.asarray(c, dtype=np.float64)
-    e = np.asarray(e, dtype=np.float64)
+    c, e, P, ru, cv = _assignment_weights(c, e, selfs)
     U, V = c.size, e.size
-    P = float(c.sum())
-    if not P == float(e.sum()):
-        raise ValueError("the row and column weights have different totals")
-    if P < 3:
-        raise ValueError("the moments need at least three pairs")
-    ru, cv = (np.zeros(0, dtype=np.int64),) * 2 if selfs is None else \
-        (np.asarray(selfs[0], dtype=np.int64), np.asarray(selfs[1], dtype=np.int64))
     step = max(1, block // max(V, 1))
     rowsum = np.empty(U)
     colsum = np.zeros(V)
@@ -742,6 +734,28 @@ def assignment_moments(rows: Callable[[np.ndarray], np.ndarray], c: np.ndarray, 
         s2 += float(c[s:t] @ (d2 @ e))
         d2 *= d
         s3 += float(c[s:t] @ (d2 @ e))
+    return _assignment_result(gamma, s2, s3, scale, P)
+
+
+def _assignment_weights(c: np.ndarray, e: np.ndarray,
+                        selfs: tuple[np.ndarray, np.ndarray] | None
+                        ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]:
+    """(c, e, P, self rows, self columns) of an assignment statistic, checked."""
+    c = np.asarray(c, dtype=np.float64)
+    e = np.asarray(e, dtype=np.float64)
+    P = float(c.sum())
+    if not P == float(e.sum()):
+        raise ValueError("the row and column weights have different totals")
+    if P < 3:
+        raise ValueError("the moments need at least three pairs")
+    ru, cv = (np.zeros(0, dtype=np.int64),) * 2 if selfs is None else \
+        (np.asarray(selfs[0], dtype=np.int64), np.asarray(selfs[1], dtype=np.int64))
+    return c, e, P, ru, cv
+
+
+def _assignment_result(gamma: float, s2: float, s3: float, scale: float, P: float) -> RVMoments:
+    """The mean, sd and skewness of S from the weighted sums of d^2 and d^3 (and of the
+    values' own squares, `scale`, which tells rounding noise from a real spread)."""
     if s2 <= 1e-16 * scale:  # d is rounding noise: every rewiring gives the same value
         return RVMoments(gamma, 0.0, None)
     var = max(s2 / (P - 1), 0.0)
@@ -769,17 +783,9 @@ def assignment_moments_factored(X: np.ndarray, Y: np.ndarray, c: np.ndarray, e: 
     """
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
-    c = np.asarray(c, dtype=np.float64)
-    e = np.asarray(e, dtype=np.float64)
+    c, e, P, ru, cv = _assignment_weights(c, e, selfs)
     if X.shape[0] != c.size or Y.shape[0] != e.size or X.shape[1] != Y.shape[1]:
         raise ValueError("the factors do not match the weights")
-    P = float(c.sum())
-    if not P == float(e.sum()):
-        raise ValueError("the row and column weights have different totals")
-    if P < 3:
-        raise ValueError("the moments need at least three pairs")
-    ru, cv = (np.zeros(0, dtype=np.int64),) * 2 if selfs is None else \
-        (np.asarray(selfs[0], dtype=np.int64), np.asarray(selfs[1], dtype=np.int64))
     x, y = (c @ X) / P, (e @ Y) / P
     own = np.einsum("kr,kr->k", X[ru], Y[cv])  # C at the self positions
     sw = c[ru] * e[cv]
@@ -813,8 +819,4 @@ def assignment_moments_factored(X: np.ndarray, Y: np.ndarray, c: np.ndarray, e: 
         float(sw @ ((B + delta) ** 3 - B ** 3))
     scale = float(np.sum(second(X, c) * second(Y, e))) + \
         float(sw @ ((own + delta) ** 2 - own ** 2))
-    if s2 <= 1e-16 * scale:  # d is rounding noise: every rewiring gives the same value
-        return RVMoments(gamma, 0.0, None)
-    var = max(s2 / (P - 1), 0.0)
-    third_m = P * s3 / ((P - 1) * (P - 2))
-    return RVMoments(gamma, math.sqrt(var) / P, third_m / var ** 1.5 if var > 0 else None)
+    return _assignment_result(gamma, s2, s3, scale, P)
