@@ -161,6 +161,25 @@ def _cosine_sums(rows: np.ndarray, offsets: np.ndarray,
     return (tot * tot).sum(axis=2) - sq
 
 
+def _relabelled_cosine_sums(Zn: np.ndarray, P: np.ndarray, offsets: np.ndarray,
+                            sizes: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """``_cosine_sums(Zn[P], offsets, squares[P])`` without the (m, members, d) stack: each
+    draw's set sums are one sparse product of a 0/1 membership matrix (a row per draw and set,
+    its members in order) with Zn, which adds the same rows in the same order, so the values
+    are those of adding them one after another (numpy's reduceat adds them in another order:
+    the two agree to rounding, 1e-14 here), and no stack is made."""
+    from scipy import sparse
+
+    m, L = P.shape
+    counts = np.tile(sizes.astype(np.int64), m)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    B = sparse.csr_matrix((np.ones(m * L, dtype=Zn.dtype), P.ravel(), indptr),
+                          shape=(counts.size, Zn.shape[0]))
+    tot = np.asarray(B @ Zn)
+    sq = np.add.reduceat(squares[P], offsets, axis=1)
+    return (tot * tot).sum(axis=1).reshape(m, sizes.size) - sq
+
+
 def row_squares(rows: np.ndarray) -> np.ndarray:
     """Squared norms along the last axis, summed as `_cosine_sums` sums them."""
     return (rows * rows).sum(axis=-1)
@@ -198,7 +217,7 @@ def _observed_retrieval(Zn: np.ndarray, sets: list[np.ndarray]) -> float:
     params=SetCohesionParams,
     nulls=("matched", "gene_shuffle", "feature_shuffle", "pc_shuffle",
            "coexpression_residualization"),
-    version="2.1",
+    version="2.2",
     statistic="within-set mean similarity, or kNN-retrieval AUROC, averaged over the sets",
     effect="z-score against the null (retrieval AUROC and mean similarity both in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -306,14 +325,16 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     # each gene's squared norm, once, summed along contiguous rows (a subspace's coordinates come
     # column-major, and strided sums round differently); the observed value and the
     # gene-shuffle draws gather them alike
-    squares = row_squares(np.ascontiguousarray(Zn)) if K is None else None
+    Zc = np.ascontiguousarray(Zn)  # the membership products read rows (`_relabelled_...`)
+    squares = row_squares(Zc) if K is None else None
     if K is not None:
         sim_obs = float(_summary(_matrix_sums(K, flat[None], offsets, sizes, a, b, starts), sizes,
                                  n, "mean_similarity")[0])
     else:
         assert squares is not None
-        sim_obs = float(_summary(_cosine_sums(Zn[flat][None], offsets, squares[flat][None]),
-                                 sizes, n, "mean_similarity")[0])
+        sim_obs = float(_summary(_relabelled_cosine_sums(Zc, flat[None], offsets, sizes,
+                                                         squares), sizes, n,
+                                 "mean_similarity")[0])
     R = row_ranks(K) if p.statistic == "retrieval_auroc" and K is not None else None
     if R is not None:
         auc_obs: float | None = float(_summary(
@@ -346,7 +367,7 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
                     sums = _matrix_sums(M, P, offsets, sizes, a, b, starts)
                 else:
                     assert squares is not None
-                    sums = _cosine_sums(Zn[P], offsets, squares[P])
+                    sums = _relabelled_cosine_sums(Zc, P, offsets, sizes, squares)
                 yield _summary(sums, sizes, n, p.statistic)
     else:
         # feature_shuffle in the full space acts on the embedding dimensions; pc_shuffle (and

@@ -161,6 +161,31 @@ def test_set_sums_from_each_genes_squares(dtype, d):
                               _cosine_sums(Z[flat[None]], offsets, squares[flat[None]]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_set_sums_through_a_membership_product(dtype):
+    """set_cohesion's relabelled set sums come from one sparse product of the draws'
+    membership rows with the unit rows: each set's vectors added one after another (as an
+    explicit loop adds them), within rounding of the stacked `_cosine_sums`."""
+    from geoscreen.probes.cohesion import _cosine_sums, _relabelled_cosine_sums, row_squares
+
+    rng = np.random.default_rng(4)
+    Z = np.asarray(rng.standard_normal((400, 24)), dtype=dtype)
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    P = gene_perms(400, 11, rng, small=True)[:, :90]
+    sizes = np.array([20.0, 25.0, 45.0])
+    offsets = np.array([0, 20, 45])
+    squares = row_squares(Z)
+    got = _relabelled_cosine_sums(Z, P, offsets, sizes, squares)
+    for r in range(P.shape[0]):
+        for k, (o, s) in enumerate(zip(offsets, sizes.astype(int))):
+            tot = np.zeros(24, dtype=dtype)
+            for g in P[r, o:o + s]:
+                tot = tot + Z[g]
+            assert got[r, k] == (tot * tot).sum() - np.add.reduceat(squares[P[r]], offsets)[k]
+    ref = _cosine_sums(Z[P], offsets, squares[P])
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-4 if dtype == np.float32 else 1e-12)
+
+
 @pytest.mark.parametrize("pole", ["top", "bottom"])
 def test_one_pole_codes(pole):
     """Labels of one pole only (0 / 1 or 0 / -1): a hit when both genes are in it."""
