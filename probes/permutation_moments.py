@@ -520,12 +520,16 @@ def graph_pair_invariants(i: np.ndarray, j: np.ndarray, n: int,
                                    float(r @ (W @ r)), cube, tr3)
 
 
+TENSOR_CUBE = 0.5  # the cube sum from the third-order tensor while p^2 <= this times n
+
+
 def gram_pair_invariants(Z: np.ndarray, third: bool = True,
                          K: np.ndarray | None = None) -> PairInvariants:
     """`PairInvariants` of M = Z Z^T (diagonal ignored), e.g. cosine similarities for unit rows
-    Z: O(n p^2), and with `third` one blockwise pass over Z Z^T (O(n^2 p / 2), float32 products
-    summed in float64) for sum M^3 -- or, when `K`, the matrix Z Z^T already made (e.g. in
-    float32), one pass over its entries."""
+    Z: O(n p^2), and with `third` sum M^3 from the third-order tensor of Z's rows in O(n p^3)
+    while p^2 <= n / 2 (a cosine in a few axes: `_tensor_cube_sum`), else one blockwise pass
+    over Z Z^T (O(n^2 p / 2), float32 products summed in float64) -- or, when `K`, the matrix
+    Z Z^T already made (e.g. in float32), one pass over its entries."""
     Z = np.asarray(Z, dtype=np.float64)
     n = Z.shape[0]
     d = np.einsum("ij,ij->i", Z, Z)  # the diagonal, removed from every sum
@@ -542,8 +546,25 @@ def gram_pair_invariants(Z: np.ndarray, third: bool = True,
         zgz = q + d * d
         tr3 = float(np.sum((G @ G) * G)) - 3 * float(d @ zgz) + 3 * float(np.sum(d ** 3)) - \
             float(np.sum(d ** 3))
-        cube = _offdiag_cube_sum(Z.astype(np.float32)) if K is None else _matrix_cube_sum(K)
+        if Z.shape[1] ** 2 <= TENSOR_CUBE * n:  # few columns: O(n p^3), float64, no n^2 pass
+            cube = _tensor_cube_sum(Z) - float(np.sum(d ** 3))
+        else:
+            cube = _offdiag_cube_sum(Z.astype(np.float32)) if K is None else \
+                _matrix_cube_sum(K)
     return shifted_pair_invariants(n, total, float(q.sum()), r, q, rMr, cube, tr3)
+
+
+def _tensor_cube_sum(Z: np.ndarray, block: int = 1 << 22) -> float:
+    """sum_{a, b} (z_a . z_b)^3 (diagonal included) = sum of T_ijk^2 for the third-order
+    tensor T_ijk = sum_a z_ai z_aj z_ak: O(n p^3) in float64, one matrix product per row
+    block, instead of O(n^2 p) over the n x n inner products."""
+    n, p = Z.shape
+    T = np.zeros((p, p * p))
+    step = max(1, block // max(p * p, 1))
+    for s in range(0, n, step):
+        z = Z[s:s + step]
+        T += z.T @ (z[:, :, None] * z[:, None, :]).reshape(z.shape[0], p * p)
+    return float(np.sum(T * T))
 
 
 def _matrix_cube_sum(K: np.ndarray) -> float:

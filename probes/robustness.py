@@ -165,7 +165,9 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     zs = {k: v["z"] for k, v in per.items()}
     weakest = min(zs, key=lambda k: zs[k]) if ctx.alternative != "less" else \
         max(zs, key=lambda k: zs[k])
-    raw = float(scorer.values(i, j).mean())
+    # the mean pair similarity as the first null other than the co-expression one computed it
+    # (through that null's own arithmetic: no similarity matrix is made for it)
+    raw = next(v["statistic"] for k, v in per.items() if k != "coexpression")
     zmax = max(abs(z) for z in zs.values())
     evs = [v["e_value"] for v in per.values()]
     used = [int(v["null_draws_used"]) for v in per.values()]
