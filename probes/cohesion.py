@@ -325,13 +325,14 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     # each gene's squared norm, once, summed along contiguous rows (a subspace's coordinates come
     # column-major, and strided sums round differently); the observed value and the
     # gene-shuffle draws gather them alike
-    Zc = np.ascontiguousarray(Zn)  # the membership products read rows (`_relabelled_...`)
-    squares = row_squares(Zc) if K is None else None
+    # the membership products read rows (`_relabelled_cosine_sums`); with a matrix, none is made
+    Zc = np.ascontiguousarray(Zn) if K is None else None
+    squares = row_squares(Zc) if Zc is not None else None
     if K is not None:
         sim_obs = float(_summary(_matrix_sums(K, flat[None], offsets, sizes, a, b, starts), sizes,
                                  n, "mean_similarity")[0])
     else:
-        assert squares is not None
+        assert Zc is not None and squares is not None
         sim_obs = float(_summary(_relabelled_cosine_sums(Zc, flat[None], offsets, sizes,
                                                          squares), sizes, n,
                                  "mean_similarity")[0])
@@ -366,7 +367,7 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
                 if M is not None:
                     sums = _matrix_sums(M, P, offsets, sizes, a, b, starts)
                 else:
-                    assert squares is not None
+                    assert Zc is not None and squares is not None
                     sums = _relabelled_cosine_sums(Zc, P, offsets, sizes, squares)
                 yield _summary(sums, sizes, n, p.statistic)
     else:

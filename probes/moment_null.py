@@ -52,7 +52,7 @@ from geoscreen.probes.stats import z_score
 
 MAX_SKEW = 2.0  # largest null skewness at which the Pearson III p-value is trusted
 MIN_VALUES = 30  # fewer values: the permutation distribution is too coarse for a smooth curve
-MAX_FACTOR_RANK = 40  # rewiring moments from inner-product factors up to this many columns
+MAX_FACTOR_RANK = 40  # a scorer's `value_factors` gives no factors with more columns
 
 CONFIRM_BELOW_DESCRIPTION = ("with null_method moments: a moment p-value (or Cantelli bound) "
                              "below this is confirmed by the Monte Carlo draws, whose p-value "
@@ -240,8 +240,6 @@ def rewiring_moment_test(scorer: Any, i: np.ndarray, j: np.ndarray, observed: fl
     self_weight = float(c[ru] @ e[cv])
     factors = getattr(scorer, "value_factors", None)
     factors = None if factors is None else factors(u, v)
-    if factors is not None and factors[0].shape[1] > MAX_FACTOR_RANK:
-        factors = None
     rows = getattr(scorer, "value_rows", None)
     rows = None if rows is None or factors is not None else rows(u, v)
     if P < MIN_VALUES:

@@ -554,17 +554,26 @@ def gram_pair_invariants(Z: np.ndarray, third: bool = True,
     return shifted_pair_invariants(n, total, float(q.sum()), r, q, rMr, cube, tr3)
 
 
-def _tensor_cube_sum(Z: np.ndarray, block: int = 1 << 22) -> float:
+def _tensor_cube_sum(Z: np.ndarray) -> float:
     """sum_{a, b} (z_a . z_b)^3 (diagonal included) = sum of T_ijk^2 for the third-order
-    tensor T_ijk = sum_a z_ai z_aj z_ak: O(n p^3) in float64, one matrix product per row
-    block, instead of O(n^2 p) over the n x n inner products."""
-    n, p = Z.shape
-    T = np.zeros((p, p * p))
-    step = max(1, block // max(p * p, 1))
-    for s in range(0, n, step):
-        z = Z[s:s + step]
-        T += z.T @ (z[:, :, None] * z[:, None, :]).reshape(z.shape[0], p * p)
+    tensor T_ijk = sum_a z_ai z_aj z_ak (`_third_order`): O(n p^3) in float64 instead of
+    O(n^2 p) over the n x n inner products."""
+    T = _third_order(np.asarray(Z, dtype=np.float64))
     return float(np.sum(T * T))
+
+
+def _third_order(F: np.ndarray, w: np.ndarray | None = None, block: int = 1 << 22
+                 ) -> np.ndarray:
+    """The (r, r^2) third-order tensor T[a, b * r + k] = sum_u w_u F[u, a] F[u, b] F[u, k]
+    (w = 1 when None), one matrix product per row block of F."""
+    r = F.shape[1]
+    out = np.zeros((r, r * r))
+    step = max(1, block // max(r * r, 1))
+    for s in range(0, F.shape[0], step):
+        f = F[s:s + step]
+        left = f if w is None else f * w[s:s + step, None]
+        out += left.T @ (f[:, :, None] * f[:, None, :]).reshape(f.shape[0], r * r)
+    return out
 
 
 def _matrix_cube_sum(K: np.ndarray) -> float:
@@ -785,8 +794,8 @@ def _assignment_result(gamma: float, s2: float, s3: float, scale: float, P: floa
 
 
 def assignment_moments_factored(X: np.ndarray, Y: np.ndarray, c: np.ndarray, e: np.ndarray,
-                                selfs: tuple[np.ndarray, np.ndarray] | None = None,
-                                block: int = 1 << 22) -> RVMoments:
+                                selfs: tuple[np.ndarray, np.ndarray] | None = None
+                                ) -> RVMoments:
     """`assignment_moments` of values that are inner products, C[u, v] = X[u] . Y[v] (a
     cosine in a few axes, a pole indicator through its code classes), in O((U + V) r^3)
     instead of O(U V r): the same moments, with the same self-pair rule.
@@ -823,20 +832,10 @@ def assignment_moments_factored(X: np.ndarray, Y: np.ndarray, c: np.ndarray, e: 
     def second(F: np.ndarray, w: np.ndarray) -> np.ndarray:
         return (F * w[:, None]).T @ F
 
-    def third(F: np.ndarray, w: np.ndarray) -> np.ndarray:
-        r = F.shape[1]
-        out = np.zeros((r, r * r))
-        step = max(1, block // max(r * r, 1))
-        for s in range(0, F.shape[0], step):
-            f = F[s:s + step]
-            out += (f * w[s:s + step, None]).T @ (f[:, :, None] * f[:, None, :]).reshape(
-                f.shape[0], r * r)
-        return out
-
     B = np.einsum("kr,kr->k", Xa[ru], Ya[cv])  # the rank r + 2 part at the self entries
     s2 = float(np.sum(second(Xa, c) * second(Ya, e))) + \
         float(sw @ ((B + delta) ** 2 - B ** 2))
-    s3 = float(np.sum(third(Xa, c) * third(Ya, e))) + \
+    s3 = float(np.sum(_third_order(Xa, c) * _third_order(Ya, e))) + \
         float(sw @ ((B + delta) ** 3 - B ** 3))
     scale = float(np.sum(second(X, c) * second(Y, e))) + \
         float(sw @ ((own + delta) ** 2 - own ** 2))

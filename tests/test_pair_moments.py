@@ -281,7 +281,7 @@ def test_confirm_below_must_be_positive():
     from geoscreen.errors import GeoscreenError
     from geoscreen.probes.registry import get_probe
 
-    for name in ("pair_proximity", "co_pole", "graded_proximity"):
+    for name in ("pair_proximity", "co_pole", "graded_proximity", "null_robustness"):
         with pytest.raises(GeoscreenError, match="confirm_below"):
             get_probe(name).validate_params({"pairs": "string:>=700", "confirm_below": 0})
 
