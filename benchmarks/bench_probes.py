@@ -312,6 +312,9 @@ def main() -> int:
         for name, variant, prm in specs(refs, args.permutations):
             if args.only and name not in args.only:
                 continue
+            if name == "layer_profile" and N_LAYERS < 3:  # it reads the whole stack
+                print(f"{name:22s} skipped: a profile needs 3 or more layers (--cache-layers)")
+                continue
             info = get_probe(name)
             params = info.validate_params(prm)
             ctx.memo.clear()  # each variant starts as a campaign's hypothesis does (one-offs

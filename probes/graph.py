@@ -38,33 +38,99 @@ from geoscreen.probes.stats import chunks, distinct_draws
 from geoscreen.result import LayerResult
 
 
+def _descending(v: np.ndarray) -> np.ndarray:
+    """Non-negative int64 keys of float32 values, in decreasing order of value (-0.0 as 0.0;
+    no NaN): the IEEE bits as an order-preserving integer, inverted."""
+    if v.dtype != np.float32:
+        raise TypeError("order keys are made from float32 values")
+    key = (v + np.float32(0.0)).view(np.int32).astype(np.int64)
+    key ^= (key >> 31) & 0x7FFFFFFF  # IEEE order as signed-integer order
+    return (1 << 31) - 1 - key  # 0 .. 2^32 - 1, largest value first
+
+
+def _by_row_value_column(r: np.ndarray, v: np.ndarray, c: np.ndarray, rows: int,
+                         cols: int) -> np.ndarray:
+    """The order that sorts entries by row, then decreasing value, then column: one int64 key
+    sort (several times faster than a three-key lexsort) while the three fit in 63 bits."""
+    cb, rb = max(int(cols - 1).bit_length(), 1), max(int(rows - 1).bit_length(), 1)
+    if cb + rb + 32 > 63 or v.dtype != np.float32:
+        return np.lexsort((c, -v, r))
+    key = (r.astype(np.int64) << (32 + cb)) | (_descending(v) << cb) | c
+    return np.argsort(key)  # the keys are distinct: no stability needed
+
+
+def _pick(r: np.ndarray, c: np.ndarray, v: np.ndarray, rows: int, cols: int, m: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first m candidates (every row has at least m) by decreasing value, ties by
+    column: (rows, m) columns and values."""
+    o = _by_row_value_column(r, v, c, rows, cols)
+    r, c, v = r[o], c[o], v[o]
+    at = np.searchsorted(r, np.arange(rows))[:, None] + np.arange(m)[None, :]
+    return c[at], v[at]
+
+
 def top_columns(S: np.ndarray, m: int, group: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """The columns of each row's `m` largest entries, largest first, and their values.
 
     Without partially sorting whole rows: the columns are cut into groups of `group` (columns
     c, c + w, c + 2w, ... for w = n // group: a maximum over a middle axis, element-wise over
-    contiguous rows, 7x faster than over contiguous runs of `group`), and the m-th largest of
-    the group maxima, t, is found per row; at least m entries are >= t (the maxima of those m
-    groups), so every entry among the m largest is >= t, and only the entries >= t (usually
-    few more than m) are sorted.  Entries that tie are taken in column order.
-    Entries may be -inf or +inf, not NaN (`knn_neighbours` refuses non-finite coordinates).
+    contiguous rows, 7x faster than over contiguous runs of `group`; the last n - w * group
+    columns are one more group), and the m-th largest of the group maxima, t, is found per
+    row; at least m entries are >= t (the maxima of those m groups), so every entry among the
+    m largest is >= t.  Only the groups whose maximum is >= t are read again, and only their
+    entries >= t (usually few more than m) are sorted.  Entries that tie are taken in column
+    order.  Entries may be -inf or +inf, not NaN (`knn_neighbours` refuses non-finite
+    coordinates).
     """
     b, n = S.shape
     whole = n // group
     if whole <= m:
         cols = np.argsort(-S, axis=1, kind="stable")[:, :m]
         return cols, np.take_along_axis(S, cols, axis=1)
-    gmax = S[:, :whole * group].reshape(b, group, whole).max(axis=1)
-    if n > whole * group:
-        gmax = np.concatenate([gmax, S[:, whole * group:].max(axis=1, keepdims=True)], axis=1)
-    g = gmax.shape[1]
-    t = np.partition(gmax, g - m, axis=1)[:, g - m]
-    r, c = np.nonzero(S >= t[:, None])
-    v = S[r, c]
-    o = np.lexsort((c, -v, r))  # by row, then decreasing value, then column
-    r, c, v = r[o], c[o], v[o]
-    at = np.searchsorted(r, np.arange(b))[:, None] + np.arange(m)[None, :]
-    return c[at], v[at]
+    body = S[:, :whole * group].reshape(b, group, whole)
+    gmax = body.max(axis=1)
+    tail = S[:, whole * group:]
+    every = np.concatenate([gmax, tail.max(axis=1, keepdims=True)], axis=1) \
+        if tail.shape[1] else gmax
+    t = np.partition(every, every.shape[1] - m, axis=1)[:, every.shape[1] - m]
+    gr, gc = np.nonzero(gmax >= t[:, None])  # the groups that can hold a top entry
+    vals = body[gr, :, gc]  # (groups, group): their entries
+    keep = vals >= t[gr, None]
+    r = np.broadcast_to(gr[:, None], vals.shape)[keep]
+    c = (gc[:, None] + whole * np.arange(group))[keep]
+    v = vals[keep]
+    if tail.shape[1]:
+        tr, tc = np.nonzero(tail >= t[:, None])
+        r, c = np.concatenate([r, tr]), np.concatenate([c, tc + whole * group])
+        v = np.concatenate([v, tail[tr, tc]])
+    return _pick(r, c, v, b, n, m)
+
+
+def top_rows(S: np.ndarray, m: int, group: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """`top_columns` of S's transpose, (columns of S, m) rows and values, without making the
+    transpose: the rows are cut into groups (rows r, r + w, ... for w = rows // group, plus the
+    ragged rest), whose maxima are element-wise maxima of contiguous row slabs."""
+    b, n = S.shape
+    whole = b // group
+    if whole <= m:
+        return top_columns(np.ascontiguousarray(S.T), m, group)
+    body = S[:whole * group].reshape(group, whole, n)
+    gmax = body.max(axis=0)
+    tail = S[whole * group:]
+    every = np.concatenate([gmax, tail.max(axis=0, keepdims=True)], axis=0) \
+        if tail.shape[0] else gmax
+    t = np.partition(every, every.shape[0] - m, axis=0)[every.shape[0] - m]
+    gr, gc = np.nonzero(gmax >= t[None, :])  # (row group, column) that can hold a top entry
+    vals = body[:, gr, gc].T  # (groups, group)
+    keep = vals >= t[gc, None]
+    r = np.broadcast_to(gc[:, None], vals.shape)[keep]  # a column of S: a row of its transpose
+    c = (gr[:, None] + whole * np.arange(group))[keep]
+    v = vals[keep]
+    if tail.shape[0]:
+        tr, tc = np.nonzero(tail >= t[None, :])
+        r, c = np.concatenate([r, tc]), np.concatenate([c, tr + whole * group])
+        v = np.concatenate([v, tail[tr, tc]])
+    return _pick(r, c, v, n, b, m)
 
 
 def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024,
@@ -139,14 +205,16 @@ def _top_symmetric(Z32: np.ndarray, m: int, block: int) -> tuple[np.ndarray, np.
             c, v = top_columns(S, min(m, j1 - j0))
             cand[a].append((c + j0, v))
             if a != b:
-                c, v = top_columns(np.ascontiguousarray(S.T), min(m, i1 - i0))
+                c, v = top_rows(S, min(m, i1 - i0))
                 cand[b].append((c + i0, v))
     cols = np.empty((n, m), dtype=np.int64)
     vals = np.empty((n, m), dtype=np.float32)
     for a, i0 in enumerate(starts):
         C = np.concatenate([c for c, _ in cand[a]], axis=1)
         V = np.concatenate([v for _, v in cand[a]], axis=1)
-        o = np.lexsort((C, -V), axis=1)[:, :m]  # by decreasing value, then column
+        # by decreasing value, then column: one int64 key per candidate (distinct columns)
+        o = np.argsort((_descending(V) << max(int(n - 1).bit_length(), 1)) | C, axis=1)[:, :m] \
+            if V.dtype == np.float32 else np.lexsort((C, -V), axis=1)[:, :m]
         cols[i0:i0 + C.shape[0]] = np.take_along_axis(C, o, axis=1)
         vals[i0:i0 + C.shape[0]] = np.take_along_axis(V, o, axis=1)
     return cols, vals

@@ -29,3 +29,18 @@ def test_small_run_prints_a_row_per_variant(tmp_path):
         ["layer_profile"], out
     assert all(r[1] == "99" for r in rows[:9])  # the permutations asked for
     assert all(float(r[2]) > 0 for r in rows)
+
+
+def test_a_two_layer_cache_skips_the_whole_stack_profile(tmp_path):
+    """The 20,000-gene command of the docs builds two layers; the profile, which needs three or
+    more, is skipped with a line saying why instead of ending the run with a traceback."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               GEOSCREEN_WORK_DIR=str(tmp_path))
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_probes.py"), "--genes", "3000",
+         "--dim", "8", "--cache-layers", "2", "--layers", "1", "--permutations", "99",
+         "--only", "axis_separation", "layer_profile"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"^axis_separation\s+label_shuffle\s+99\s", res.stdout, flags=re.M)
+    assert "layer_profile          skipped: a profile needs 3 or more layers" in res.stdout

@@ -91,6 +91,29 @@ def test_top_columns_equal_a_full_sort(n):
         assert np.array_equal(vals, np.take_along_axis(S, ref, axis=1))
 
 
+@pytest.mark.parametrize("shape", [(37, 1003), (1003, 37), (500, 500), (200, 9)])
+def test_top_rows_equal_the_transpose_s_top_columns(shape):
+    """`top_rows` (a block's top entries per column, without transposing it) equals
+    `top_columns` of the transpose and a stable full sort of each column: rounded values full
+    of ties, -inf and -0.0 entries (ranked as 0.0, ties by position), a ragged last row group,
+    and float64 values (ordered by a lexsort instead of the float32 bit keys)."""
+    from geoscreen.probes.graph import top_columns, top_rows
+
+    rng = np.random.default_rng(shape[0])
+    S = np.round(rng.standard_normal(shape), 1).astype(np.float32)
+    S[np.arange(min(shape)), np.arange(min(shape))] = -np.inf
+    S[rng.random(shape) < 0.05] = -0.0
+    S[rng.random(shape) < 0.05] = 0.0
+    for X in (S, S.astype(np.float64)):
+        for m in (1, 5, 9):
+            cols, vals = top_rows(X, m)
+            ref = np.argsort(-X.T, axis=1, kind="stable")[:, :m]
+            assert np.array_equal(cols, ref), (X.dtype, m)
+            assert np.array_equal(vals, np.take_along_axis(X.T, ref, axis=1))
+            tc, tv = top_columns(np.ascontiguousarray(X.T), m)
+            assert np.array_equal(tc, cols) and np.array_equal(tv, vals)
+
+
 def test_clustering_matches_networkx():
     Z = np.random.default_rng(1).standard_normal((200, 4))
     nb = knn_neighbours(Z, 6)
