@@ -33,9 +33,14 @@ from geoscreen.result import LayerResult
 def two_nearest(Z: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distances of every row to its first and second nearest other row.
 
-    Squared distances are computed in float32, block by block (one matrix product per block);
-    every row whose float32 distance could, within a proven rounding bound, belong to a row's
-    two nearest is shortlisted, and the shortlisted distances are recomputed in float64 from
+    Squared distances are computed in float32, one matrix product per pair of row blocks
+    (I <= J: half the multiplications), whose entries serve the rows of I and, per column,
+    the rows of J; every row whose float32 distance could, within a proven rounding bound,
+    belong to a row's two nearest is shortlisted (each row's bound on its second smallest
+    comes from the two smallest group minima of each block: values of two distinct entries,
+    so never below the true second; the shortlist is taken against the bound known so far
+    and cut to the final bound at the end), and the shortlisted distances are recomputed in
+    float64 from
     coordinate differences of the rows as given.  The float32 pass works on the rows centred
     and scaled by a power of two (largest |coordinate| in [0.5, 1): no overflow, and the
     distances keep their order), where casting to float32 and the float32 product, norms and
@@ -69,30 +74,83 @@ def two_nearest(Z: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarra
     slack = (8 * k * u / (1 - k * u)) * sq.astype(np.float64) + 8 * k * 2.0 ** -149
     slack32 = slack.astype(np.float32)
     chunk = max(1, (1 << 22) // max(d, 1))  # pairs per float64 recomputation (32 MB)
-    r1, r2 = np.empty(n), np.empty(n)
-    for s in range(0, n, block):
+    # best[i]: the two smallest upper bounds (minus slack_i) seen for row i, values of two
+    # distinct entries, so the second bounds the true second smallest from above
+    best = np.full((n, 2), np.inf, dtype=np.float32)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    lows: list[np.ndarray] = []
+
+    def shortlist(own: slice, D2: np.ndarray, other: slice, axis: int) -> None:
+        """Update `best` for the block's rows (axis 1) or columns (axis 0) and keep the entries
+        that can still be among their two nearest (a superset: `best` only falls later)."""
+        sl = slack32[other][None, :] if axis == 1 else slack32[other][:, None]
+        two = _two_smallest(D2 + sl, axis)
+        merged = np.sort(np.concatenate([best[own], two], axis=1), axis=1)[:, :2]
+        best[own] = merged
+        low = D2 - sl  # lower bounds (plus slack of the row whose neighbour it is)
+        bound = merged[:, 1] + 2 * slack32[own]
+        r, c = np.nonzero(low <= (bound[:, None] if axis == 1 else bound[None, :]))
+        if axis == 0:
+            r, c = c, r  # the entry's column is the row it is a neighbour of
+            low_v = low[c, r]
+        else:
+            low_v = low[r, c]
+        rows.append(r + own.start)
+        cols.append(c + other.start)
+        lows.append(low_v)
+
+    for s in range(0, n, block):  # one product per pair of row blocks (I <= J)
         e = min(s + block, n)
-        here = np.arange(e - s)
-        D2 = Z32[s:e] @ Z32.T
-        D2 *= -2
-        D2 += sq[None, :]
-        D2 += sq[s:e, None]
-        D2[here, here + s] = np.inf
-        hi = D2 + slack32[None, :]  # upper bounds of the true squared distances (minus slack_i)
-        hi[here, np.argmin(hi, axis=1)] = np.inf
-        second = hi.min(axis=1) + 2 * slack32[s:e]  # >= true 2nd smallest + slack_i
-        D2 -= slack32[None, :]  # lower bounds (plus slack_i)
-        r, c = np.nonzero(D2 <= second[:, None])
-        del D2, hi
-        dist = np.empty(r.size)
-        for a in range(0, r.size, chunk):
-            diff = Z[s + r[a:a + chunk]] - Z[c[a:a + chunk]]
-            dist[a:a + chunk] = np.sqrt(np.einsum("bd,bd->b", diff, diff))
-        o = np.lexsort((dist, r))
-        r, dist = r[o], dist[o]
-        first = np.searchsorted(r, here)
-        r1[s:e], r2[s:e] = dist[first], dist[first + 1]
-    return r1, r2
+        for t in range(s, n, block):
+            f = min(t + block, n)
+            D2 = Z32[s:e] @ Z32[t:f].T
+            D2 *= -2
+            D2 += sq[None, t:f]
+            D2 += sq[s:e, None]
+            if t == s:
+                here = np.arange(e - s)
+                D2[here, here] = np.inf
+            shortlist(slice(s, e), D2, slice(t, f), 1)
+            if t != s:
+                shortlist(slice(t, f), D2, slice(s, e), 0)
+            del D2
+    r, c, low = np.concatenate(rows), np.concatenate(cols), np.concatenate(lows)
+    keep = low <= best[r, 1] + 2 * slack32[r]  # the final bound of each row
+    r, c = r[keep], c[keep]
+    dist = np.empty(r.size)
+    for a in range(0, r.size, chunk):
+        diff = Z[r[a:a + chunk]] - Z[c[a:a + chunk]]
+        dist[a:a + chunk] = np.sqrt(np.einsum("bd,bd->b", diff, diff))
+    o = np.lexsort((dist, r))
+    r, dist = r[o], dist[o]
+    first = np.searchsorted(r, np.arange(n))
+    return dist[first], dist[first + 1]
+
+
+def _two_smallest(H: np.ndarray, axis: int, group: int = 16) -> np.ndarray:
+    """(rows or columns of H, 2): per row (axis 1) or column (axis 0), its smallest entry and
+    an upper bound on its second smallest that is itself an entry's value: the smallest two of
+    the minima of `group` disjoint groups of entries (strided groups, each minimum an
+    element-wise minimum over contiguous memory), or the exact two smallest when the row or
+    column is too short to group."""
+    M = H if axis == 1 else H.T
+    n = M.shape[1]
+    whole = n // group
+    if whole < 2:
+        if n < 2:
+            return np.pad(M.astype(np.float32), ((0, 0), (0, 2 - n)), constant_values=np.inf)
+        return np.sort(np.partition(M, 1, axis=1)[:, :2], axis=1)
+    if axis == 1:
+        g = H[:, :whole * group].reshape(H.shape[0], group, whole).min(axis=1)
+        if n > whole * group:
+            g = np.concatenate([g, H[:, whole * group:].min(axis=1, keepdims=True)], axis=1)
+    else:
+        g = H[:whole * group].reshape(group, whole, H.shape[1]).min(axis=0)
+        if n > whole * group:
+            g = np.concatenate([g, H[whole * group:].min(axis=0, keepdims=True)], axis=0)
+        g = np.ascontiguousarray(g.T)
+    return np.sort(np.partition(g, 1, axis=1)[:, :2], axis=1)
 
 
 def twonn_from_ratios(mu: np.ndarray, discard_fraction: float = 0.1,

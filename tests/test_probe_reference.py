@@ -237,6 +237,26 @@ def test_two_nearest_equals_an_exact_search(kind):
     assert np.allclose(r2, ref[:, 1], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("n,block", [(3, 1), (5, 2), (129, 128), (300, 7), (700, 64)])
+def test_two_nearest_with_any_blocks_equals_brute_force(n, block):
+    """Each pair of row blocks is multiplied once and feeds both its rows' and its columns'
+    shortlists (per-column minima over row groups, no transposed copy); with blocks of one row,
+    a one-row last block, many blocks and copies of rows, the two nearest distances equal a
+    brute-force float64 search."""
+    from geoscreen.probes.dimension import two_nearest
+
+    rng = np.random.default_rng(n + block)
+    Z = rng.standard_normal((n, 20)) * np.exp(rng.standard_normal((n, 1)))
+    if n > 10:
+        Z[: n // 10] = Z[n // 10: 2 * (n // 10)]  # copies: a nearest distance of 0
+    D = np.sqrt(((Z[:, None, :] - Z[None, :, :]) ** 2).sum(axis=2))
+    np.fill_diagonal(D, np.inf)
+    ref = np.sort(D, axis=1)[:, :2]
+    r1, r2 = two_nearest(Z, block=block)
+    assert np.allclose(r1, ref[:, 0], rtol=1e-12, atol=1e-12)
+    assert np.allclose(r2, ref[:, 1], rtol=1e-12, atol=1e-12)
+
+
 def test_intrinsic_dimension_probe_matches_twonn(setup):
     from geoscreen.probes.dimension import twonn
 
