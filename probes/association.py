@@ -5,9 +5,12 @@ loading on axis 2 follows a study's per-gene score": one per-gene quantity of th
 one per-gene score, as a Spearman correlation.  Both are ranked; with covariates (annotation
 count, expression, ...) both ranks are residualised on them first, giving a partial Spearman
 correlation, so a score that only tracks how well studied a gene is does not pass as geometry.
-The null permutes the (residualised) scores across genes; with a campaign's sequential stopping
-(``--sequential-stop H``, `geoscreen.probes.sequential`) a one-sided test stops at the H-th
-permutation as extreme as the observed correlation.
+The null permutes the (residualised) scores across genes.  rho is then a linear permutation
+statistic, so by default (``null_method: moments``, version 1.2) its p-value is the Pearson III
+tail of its exact permutation moments, and the permutations are drawn only to confirm a small
+one (below ``confirm_below``), as for `graded_proximity`; with a campaign's sequential stopping
+(``--sequential-stop H``, `geoscreen.probes.sequential`) a one-sided test's draws stop at the
+H-th permutation as extreme as the observed correlation.
 """
 
 from __future__ import annotations
@@ -21,8 +24,15 @@ from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.matching import MatchVar, covariate
+from geoscreen.probes.moment_null import (
+    CONFIRM_BELOW_DESCRIPTION,
+    MIN_VALUES,
+    moment_test,
+    null_test_fields,
+)
+from geoscreen.probes.params import added_field
+from geoscreen.probes.permutation_moments import linear_moments
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, growing
 from geoscreen.result import LayerResult
 
@@ -47,6 +57,13 @@ class GeneScoreParams(ProbeParams):
                                           "annotation, degree, expression, norm, centrality")
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_genes: int = Field(20, ge=5, description="fewest genes with a score")
+    null_method: Literal["moments", "draws"] = added_field(
+        "moments", since="1.2",
+        description="score-shuffle p-value from the exact permutation moments of rho (Pearson "
+                    "III tail; the draws decide when it is below confirm_below), or from the "
+                    "draws alone")
+    confirm_below: float = added_field(0.1, since="1.2", gt=0, le=1,
+                                       description=CONFIRM_BELOW_DESCRIPTION)
 
     @field_validator("score")
     @classmethod
@@ -132,7 +149,7 @@ def residual_ranks(x: np.ndarray, covs: list[np.ndarray]) -> np.ndarray:
     family="manifold_distance",
     params=GeneScoreParams,
     nulls=("score_shuffle",),
-    version="1.1",
+    version="1.2",
     statistic="Spearman correlation of a per-gene quantity of the layer with a per-gene score "
               "(partial, on the covariates, when given)",
     effect="the (partial) Spearman rho (0 = no association)",
@@ -164,8 +181,24 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
     squares fit on an intercept and the covariates' ranks, and rho is the correlation of the two
     residuals: a partial Spearman correlation.  The null permutes the score's residuals across
     genes (Freedman & Lane): exact without covariates, and with them valid to the extent the
-    covariates' fit removes their share of the score.  The p-value is
-    (1 + #{null rho at least as extreme}) / (1 + permutations); no association is rho = 0.
+    covariates' fit removes their share of the score.  No association is rho = 0.
+
+    How the p-value is found (``null_method``):
+
+    * ``moments`` (default from version 1.2): rho = sum_i a_i b_pi(i) for the quantity's
+      residual ranks a (scaled by the two norms) and the score's b is a linear permutation
+      statistic, so its exact mean, variance and skewness over all n! permutations are
+      closed-form (`geoscreen.probes.permutation_moments.linear_moments`) and the p-value is
+      the tail of the Pearson type III curve with those moments: no draws.  The draws decide
+      (same seed, the same p as ``draws``) when that p-value is below ``confirm_below`` (0.1),
+      when the skewness exceeds 2, or with fewer than 30 genes; unless Cantelli's bound
+      1 / (1 + z^2), an upper bound on the exact permutation p-value, is at or below
+      1 / (m + 1), the smallest p the draws could give: the bound is then reported itself.
+      ``extra`` records ``p_method``, ``draw_reason``, ``moment_p``, ``moment_mean``,
+      ``moment_sd``, ``moment_skew`` and ``moment_bound``; the e-value is the p-to-e
+      calibrator of the reported p.
+    * ``draws``: m permutations of the scores; p = (1 + #{null rho at least as extreme}) /
+      (1 + m) (version 1.1's numbers).
 
     References
     ----------
@@ -173,6 +206,11 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
     Journal of Psychology 15(1), 72-101.
     Freedman, D. & Lane, D. (1983). A nonstochastic interpretation of reported significance
     levels. Journal of Business & Economic Statistics 1(4), 292-298.
+    Pitman, E. J. G. (1937). Significance tests which may be applied to samples from any
+    populations. II. The correlation coefficient test. Supplement to the Journal of the Royal
+    Statistical Society 4(2), 225-232 (the permutation moments of a correlation).
+    Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
+    Matematici, Bologna 6, 47-60.
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
@@ -192,16 +230,24 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
         raise GeoscreenError("the quantity or the score is constant over the genes",
                              field="params.score")
     rho = float(rq @ rs) / denom
-    rng = ctx.rng(layer, "null")
     n = rs.size
+    decision = None
+    if p.null_method == "moments":  # the moments of sum_i (rq_i / denom) rs_pi(i)
+        mom = linear_moments(rq / denom, rs)
+        decision = moment_test(
+            rho, mom, lambda: mom, ctx.alternative, p.confirm_below, p.n_permutations,
+            too_few=f"fewer than {MIN_VALUES} genes" if n < MIN_VALUES else None)
+    rng = ctx.rng(layer, "null")
+    # made as they are taken: none when the moments decide (version 1.1's draws otherwise)
     batches = ((rs[np.argsort(U[rows], axis=1)] @ rq) / denom
                for U in (rng.random((m, n)) for _, m in chunks(p.n_permutations, n))
                for rows in growing(U.shape[0]))
-    seq = besag_clifford(batches, rho, ctx.alternative, p.n_permutations, ctx.sequential_h)
-    null = seq.null
+    test, record, draws = null_test_fields(decision, rho, batches, ctx.alternative,
+                                           p.n_permutations, ctx.sequential_h)
+    record.pop("z")  # the effect is rho itself
     return LayerResult(
         statistic_name="spearman_rho" if not covs else "partial_spearman_rho", statistic=rho,
-        effect_name="spearman_rho", effect_size=rho, **seq.test_fields(rho, ctx.alternative),
-        n=int(n), null="score_shuffle", n_permutations=seq.draws,
-        extra={**seq.record(), "score": source, "covariates": list(dict.fromkeys(p.covariates)),
-               "quantity": p.quantity, "null_sd": float(null.std(ddof=1))})
+        effect_name="spearman_rho", effect_size=rho, **test, n=int(n), null="score_shuffle",
+        n_permutations=draws,
+        extra={"null_method": p.null_method, **record, "score": source,
+               "covariates": list(dict.fromkeys(p.covariates)), "quantity": p.quantity})

@@ -100,21 +100,22 @@ def two_nearest(Z: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarra
         cols.append(c + other.start)
         lows.append(low_v)
 
-    for s in range(0, n, block):  # one product per pair of row blocks (I <= J)
-        e = min(s + block, n)
-        for t in range(s, n, block):
-            f = min(t + block, n)
-            D2 = Z32[s:e] @ Z32[t:f].T
-            D2 *= -2
-            D2 += sq[None, t:f]
-            D2 += sq[s:e, None]
-            if t == s:
-                here = np.arange(e - s)
-                D2[here, here] = np.inf
-            shortlist(slice(s, e), D2, slice(t, f), 1)
-            if t != s:
-                shortlist(slice(t, f), D2, slice(s, e), 0)
-            del D2
+    starts = range(0, n, block)
+    # one product per pair of row blocks (I <= J), the diagonal blocks first: every row has
+    # the bound from its own block before the others shortlist against it
+    for s, t in [(s, s) for s in starts] + [(s, t) for s in starts for t in starts if t > s]:
+        e, f = min(s + block, n), min(t + block, n)
+        D2 = Z32[s:e] @ Z32[t:f].T
+        D2 *= -2
+        D2 += sq[None, t:f]
+        D2 += sq[s:e, None]
+        if t == s:
+            here = np.arange(e - s)
+            D2[here, here] = np.inf
+        shortlist(slice(s, e), D2, slice(t, f), 1)
+        if t != s:
+            shortlist(slice(t, f), D2, slice(s, e), 0)
+        del D2
     r, c, low = np.concatenate(rows), np.concatenate(cols), np.concatenate(lows)
     keep = low <= best[r, 1] + 2 * slack32[r]  # the final bound of each row
     r, c = r[keep], c[keep]

@@ -62,7 +62,13 @@ def test_a_planted_score_is_found_and_covariates_matter(tmp_path):
     tracks = _scores(tmp_path / "s.tsv", names, norm + 0.3 * rng.standard_normal(300))
     r = run("gene_score_association", {"quantity": "norm", "score": tracks,
                                        "n_permutations": 199}, ctx, "L0", "greater")
-    assert r.effect_size > 0.8 and r.p_value == pytest.approx(1 / 200) and r.n == 300
+    # so strong that Cantelli's bound on the exact permutation p is below what 199 draws show
+    assert r.effect_size > 0.8 and r.n == 300 and r.n_permutations == 0
+    assert r.extra["p_method"] == "cantelli" and r.p_value == r.extra["moment_bound"] < 1 / 200
+    d = run("gene_score_association", {"quantity": "norm", "score": tracks,
+                                       "n_permutations": 199, "null_method": "draws"},
+            ctx, "L0", "greater")
+    assert d.statistic == r.statistic and d.p_value == pytest.approx(1 / 200)
     noise = _scores(tmp_path / "n.tsv", names, rng.standard_normal(300))
     q = run("gene_score_association", {"quantity": "norm", "score": noise,
                                        "n_permutations": 199}, ctx, "L0")

@@ -126,3 +126,44 @@ def test_small_moment_p_is_decided_by_the_draws_and_cantelli_for_strong_effects(
            "n_permutations": 199, "bins": 2, "min_pairs_per_bin": 3}
     f = run("graded_proximity", few, context(cache, tmp_path), "L0")
     assert f.extra["p_method"] == "draws" and f.extra["draw_reason"].startswith("fewer than")
+
+
+@pytest.mark.parametrize("covariates", [[], ["centrality"]])
+def test_gene_score_moment_p_agrees_with_its_draws(null_bed, covariates):
+    """gene_score_association 1.2: the score-shuffle p from rho's exact permutation moments
+    against the same layers' 999 draws (`null_method: draws`, version 1.1's numbers), for the
+    norm of hub-heavy or Gaussian layers against a tied, skewed count score, plain and partial
+    (residualised on centrality): calibrated, and close to the draws layer by layer."""
+    kind, tmp, cache, _ = null_bed
+    rng = np.random.default_rng(21)
+    ctx = context(cache, tmp)
+    mom, drawn = [], []
+    for k, layer in enumerate(cache.layers):  # a new score per layer: independent tests (the
+        # hub genes are the same rows in every layer)
+        counts = rng.poisson(rng.exponential(3.0, N_GENES))  # ties and a long right tail
+        score = tmp / f"counts{k}.tsv"
+        score.write_text("".join(f"G{g}\t{c}\n" for g, c in enumerate(counts)))
+        prm = {"quantity": "norm", "score": f"file:{score}", "covariates": covariates,
+               "n_permutations": 999}
+        mom.append(run("gene_score_association", prm, ctx, layer, "greater"))
+        drawn.append(run("gene_score_association", {**prm, "null_method": "draws"}, ctx, layer,
+                         "greater"))
+    used = np.mean([r.extra["p_method"] == "moments" for r in mom])
+    assert used >= 0.75  # a null layer's moment p is >= 0.1 with probability 0.9 (40 layers)
+    c = assert_calibrated([r.p_value for r in mom])
+    pm = np.array([r.extra["moment_p"] for r in mom])
+    pd = np.array([r.p_value for r in drawn])
+    diff = np.abs(pm - pd)
+    ks_draws = stats.kstest(pd, "uniform").pvalue
+    print(f"\nLINEAR MOMENTS gene_score_association/{kind}/{covariates or 'plain'}: moment p "
+          f"used {used:.2f}, KS p {c['ks_p']:.3f} (the draws' {ks_draws:.3f}), |moment p - "
+          f"draw p| mean {diff.mean():.4f} max {diff.max():.4f}")
+    assert diff.mean() < 0.02 and diff.max() < 0.06
+    for r, d in zip(mom, drawn):
+        assert r.statistic == d.statistic
+        if r.extra["p_method"] == "moments":
+            assert r.n_permutations == 0 and r.p_value == r.extra["moment_p"] >= 0.1
+        else:  # confirmed by the very draws of null_method draws
+            assert r.p_value == d.p_value and r.n_permutations == 999
+        assert r.e_method == E_CALIBRATOR
+        assert d.extra["null_method"] == "draws" and "moment_p" not in d.extra

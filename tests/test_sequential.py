@@ -229,7 +229,8 @@ SEQ_PROBES = [
     # k 8: the null layer's p is uniform over seeds (40 seeds: 5% at or below 0.05), and at
     # this test's seed with k 10 igraph's partition drew p = 0.01, where no h = 10 test stops
     ("knn_communities", {"annotation": "compartments", "k": 8}, "L0", "L1"),
-    ("gene_score_association", {"quantity": "norm", "score": "score"}, "L0", "L1"),
+    ("gene_score_association", {"quantity": "norm", "score": "score", "null_method": "draws"},
+     "L0", "L1"),
     ("subspace_alignment", {"k": 2, "null": "gene_shuffle"}, "L1", "L2"),
     ("pole_enrichment", {"family": "family", "axes": [1, 2], "null": "gene_shuffle"}, "L0",
      "L1"),
@@ -391,7 +392,8 @@ def test_null_robustness_calibrates_its_e_value_when_a_null_stopped(bed):
 @pytest.mark.parametrize("name,make", [
     ("pair_proximity", lambda b: {"pairs": b["pairs"], "null": "gene_shuffle"}),
     ("axis_separation", lambda b: {"positive": b["set"], "test": "label_shuffle"}),
-    ("gene_score_association", lambda b: {"quantity": "norm", "score": b["score"]}),
+    ("gene_score_association", lambda b: {"quantity": "norm", "score": b["score"],
+                                          "null_method": "draws"}),
 ])
 def test_sequential_p_values_are_calibrated_on_gaussian_layers(tmp_path, name, make):
     """h = 10, m = 199 on 600 independent null layers (half isotropic Gaussian, half with a
