@@ -242,7 +242,8 @@ def profile_centre(values: np.ndarray, positions: np.ndarray, baseline: float = 
 # moment null gives a layer the exact null mean, or the draws' mean where the moment p-value is
 # small, so the excess of one curve would mix the two; the draws are also cheaper than the
 # rewiring's moments in every replicate.  (layer_similarity keeps its moments, as before.)
-DRAWN_IN_PROFILES = frozenset({"pair_proximity", "co_pole", "graded_proximity"})
+DRAWN_IN_PROFILES = frozenset({"pair_proximity", "co_pole", "graded_proximity",
+                               "gene_score_association"})
 
 
 def _fewer_draws(params: ProbeParams, draws: int, probe_name: str = "") -> ProbeParams:

@@ -319,3 +319,21 @@ def test_statistic_only_and_shared_unit_rows_change_no_number(tmp_path):
     with pytest.raises(ValueError):
         Zn[0, 0] = 1.0
     assert np.allclose(np.linalg.norm(Zn, axis=1), 1.0)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("graded_proximity", {"pairs": ["a", "b"]}),
+    ("gene_score_association", {"score": "annotation"}),
+    ("pair_proximity", {"pairs": "a"}),
+])
+def test_profiles_draw_the_nulls_of_moment_probes(name, params):
+    """A profile's excess curve subtracts each layer's null mean; a moment null would give the
+    exact mean on some layers and the draws' mean on others (where the moment p is small), so
+    the probes with exact moments draw inside a profile, with the profile's few draws."""
+    from geoscreen.probes.profile import _fewer_draws
+    from geoscreen.probes.registry import get_probe
+
+    p = get_probe(name).validate_params(params)
+    assert p.null_method == "moments"
+    q = _fewer_draws(p, 20, name)
+    assert q.null_method == "draws" and q.n_permutations == 20
