@@ -375,10 +375,11 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
         # any null in a subspace) on the singular-axis coordinates, which keeps the covariance
         X = Z @ svd.Vt if p.subspace == "full" and p.null == "feature_shuffle" else Z
         u, inv = np.unique(flat, return_inverse=True)
+        XT = np.ascontiguousarray(X.T)
 
         def draws() -> Iterator[np.ndarray]:
             for _, m in chunks(p.n_permutations, u.size * X.shape[1], budget=8_000_000):
-                rows = feature_shuffle_rows(X, u, m, rng)[:, inv]
+                rows = feature_shuffle_rows(X, u, m, rng, XT)[:, inv]
                 if p.metric == "cosine":
                     nrm = np.linalg.norm(rows, axis=2, keepdims=True)
                     sums = _cosine_sums(rows / np.where(nrm > 0, nrm, 1.0), offsets)
