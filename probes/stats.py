@@ -634,11 +634,21 @@ def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:
 
 
 def column_ranks(S: np.ndarray) -> np.ndarray:
-    """Ranks (1..n) of every column of S, ties broken by position; float64."""
-    order = np.argsort(S, axis=0, kind="stable")
-    R = np.empty(S.shape, dtype=np.float64)
-    np.put_along_axis(R, order, np.arange(1, S.shape[0] + 1, dtype=np.float64)[:, None], axis=0)
-    return R
+    """Ranks (1..n) of every column of S, ties broken by position; float64.
+
+    Each column is sorted as a contiguous row of the transpose by numpy's default (SIMD,
+    unstable) sort; only the columns with equal or NaN values, where that order could break a
+    tie otherwise than by position, are sorted again with a stable sort."""
+    T = np.ascontiguousarray(np.asarray(S).T)
+    order = np.argsort(T, axis=1)
+    if T.shape[1] > 1:
+        v = np.take_along_axis(T, order, axis=1)
+        again = (v[:, 1:] == v[:, :-1]).any(axis=1) | np.isnan(v[:, -1])
+        if again.any():
+            order[again] = np.argsort(T[again], axis=1, kind="stable")
+    R = np.empty(T.shape, dtype=np.float64)
+    np.put_along_axis(R, order, np.arange(1, T.shape[1] + 1, dtype=np.float64)[None, :], axis=1)
+    return R.T
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -76,3 +76,24 @@ def test_cv_auroc_the_same_in_any_batch():
                             for s in (slice(0, 1), slice(1, 12), slice(12, 30))])
     np.testing.assert_array_equal(whole, parts)
     assert whole[0] > 0.6  # the planted column separates
+
+
+def test_column_ranks_break_ties_by_position_like_a_stable_sort():
+    """Ranks from the default sort of each column, with the tied columns sorted again stably,
+    equal a stable argsort's: rounded values full of ties, NaN, -0.0 beside 0.0, one row and
+    one column."""
+    from geoscreen.probes.stats import column_ranks
+
+    def stable(S):
+        R = np.empty(S.shape)
+        np.put_along_axis(R, np.argsort(S, axis=0, kind="stable"),
+                          np.arange(1, S.shape[0] + 1, dtype=float)[:, None], axis=0)
+        return R
+
+    rng = np.random.default_rng(3)
+    S = rng.standard_normal((400, 60))
+    T = np.round(S, 1)
+    T[5, 3] = T[7, 3] = np.nan
+    T[::50, 9], T[1::50, 9] = -0.0, 0.0
+    for X in (S, T, S[:1], S[:, :1]):
+        assert np.array_equal(column_ranks(X), stable(X))
