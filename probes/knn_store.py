@@ -2,7 +2,7 @@
 
 Every k-NN probe (`knn_graph`, `knn_homophily`, `knn_communities`, `gene_score_association`'s
 kNN in-degree) starts from the same thing: each gene's k most cosine-similar genes in a layer (or
-a subspace of it).  That list costs one genes x genes x dim product (about 0.45 s at 4,803 x 512,
+a subspace of it).  That list costs one genes x genes x dim product (about 0.25 s at 4,803 x 512,
 most of a k-NN probe's time) and does not depend on the hypothesis, so it is computed once per
 layer and stored; a second hypothesis on the same layer, k and subspace reads it.
 
