@@ -25,12 +25,11 @@ from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.matching import MatchVar, covariate
 from geoscreen.probes.moment_null import (
-    CONFIRM_BELOW_DESCRIPTION,
     MIN_VALUES,
+    linear_null_fields,
     moment_test,
     null_test_fields,
 )
-from geoscreen.probes.params import added_field
 from geoscreen.probes.permutation_moments import linear_moments
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.stats import chunks, growing
@@ -57,13 +56,9 @@ class GeneScoreParams(ProbeParams):
                                           "annotation, degree, expression, norm, centrality")
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_genes: int = Field(20, ge=5, description="fewest genes with a score")
-    null_method: Literal["moments", "draws"] = added_field(
-        "moments", since="1.2",
-        description="score-shuffle p-value from the exact permutation moments of rho (Pearson "
-                    "III tail; the draws decide when it is below confirm_below), or from the "
-                    "draws alone")
-    confirm_below: float = added_field(0.1, since="1.2", gt=0, le=1,
-                                       description=CONFIRM_BELOW_DESCRIPTION)
+    null_method: Literal["moments", "draws"]
+    confirm_below: float
+    null_method, confirm_below = linear_null_fields("1.2", "score")
 
     @field_validator("score")
     @classmethod

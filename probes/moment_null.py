@@ -59,6 +59,18 @@ CONFIRM_BELOW_DESCRIPTION = ("with null_method moments: a moment p-value (or Can
                              "is reported")
 
 
+def linear_null_fields(since: str, shuffle: str) -> tuple[Any, Any]:
+    """The (``null_method``, ``confirm_below``) parameters of a probe whose statistic is a
+    Spearman rho under a `shuffle` (``label``, ``score``), added in version `since`."""
+    from geoscreen.probes.params import added_field
+
+    return (added_field("moments", since=since,
+                        description=f"{shuffle}-shuffle p-value from the exact permutation "
+                                    "moments of rho (Pearson III tail; the draws decide when "
+                                    "it is below confirm_below), or from the draws alone"),
+            added_field(0.1, since=since, gt=0, le=1, description=CONFIRM_BELOW_DESCRIPTION))
+
+
 def moment_test(observed: float, second: RVMoments, third: Callable[[], RVMoments],
                 alternative: str, confirm_below: float, n_draws: int,
                 too_few: str | None = None, step: float = 0.0) -> dict[str, Any]:

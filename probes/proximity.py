@@ -30,6 +30,7 @@ from geoscreen.probes.moment_null import (
     CONFIRM_BELOW_DESCRIPTION,
     MAX_FACTOR_RANK,
     MIN_VALUES,
+    linear_null_fields,
     moment_test,
     null_test_fields,
     pair_moment_test,
@@ -539,13 +540,9 @@ class GradedProximityParams(ProbeParams):
     control: str | None = control_field()
     n_permutations: int = permutations_field()
     min_pairs_per_bin: int = Field(3, ge=1)
-    null_method: Literal["moments", "draws"] = added_field(
-        "moments", since="1.2",
-        description="label-shuffle p-value from the exact permutation moments of rho (Pearson "
-                    "III tail; the draws decide when it is below confirm_below), or from the "
-                    "draws alone")
-    confirm_below: float = added_field(0.1, since="1.2", gt=0, le=1,
-                                       description=CONFIRM_BELOW_DESCRIPTION)
+    null_method: Literal["moments", "draws"]
+    confirm_below: float
+    null_method, confirm_below = linear_null_fields("1.2", "label")
 
     _check_subspace = subspace_validator("subspace")
 
