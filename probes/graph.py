@@ -147,11 +147,6 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024,
     in or on the BLAS kernel that computed it.  For all rows the product is taken once per
     pair of row blocks (`_top_symmetric`: half the multiplications), which changes no
     neighbour: the float32 error bound holds whatever order a product sums in.
-
-    A row ranked again gets its float32 similarities once more (half the cost of float64):
-    only an entry at or above a = (its k-th) - 2 x (that bound) can be among the float64 top k
-    (an entry below a is below all k entries at or above the k-th, whatever the rounding), so
-    the float64 values of those few entries alone (dot products) decide, by the same tie rule.
     """
     if not np.isfinite(Z).all():
         raise ValueError("knn_neighbours needs finite coordinates")
@@ -161,54 +156,33 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int = 1024,
     n, d = Zn.shape
     k = min(k, n - 1)
     tol = 2.0 * (d + 2) * 2.0 ** -24
-    tol64 = 4.0 * (d + 2) * 2.0 ** -53
     todo = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
-    if k == n - 1:  # every other row is a neighbour (listed by decreasing similarity)
-        out = np.empty((todo.size, k), dtype=np.int64)
-        for st in range(0, todo.size, block):
-            mine = todo[st:st + block]
-            S = Z32[mine] @ Z32.T
-            S[np.arange(mine.size), mine] = -np.inf
-            out[st:st + mine.size] = np.argsort(-S, axis=1, kind="stable")[:, :k]
-        return out
-    if rows is None and n > block:
+    out = np.empty((todo.size, k), dtype=np.int64)
+    gap = np.empty(todo.size)
+    if rows is None and k < n - 1 and n > block:
         cols, vals = _top_symmetric(Z32, k + 1, block)
+        out[:] = cols[:, :k]
+        gap[:] = vals[:, k - 1] - vals[:, k]
     else:
-        cols = np.empty((todo.size, k + 1), dtype=np.int64)
-        vals = np.empty((todo.size, k + 1), dtype=np.float32)
         for st in range(0, todo.size, block):
             mine = todo[st:st + block]
             S = Z32[mine] @ Z32.T
-            S[np.arange(mine.size), mine] = -np.inf  # not itself
-            cols[st:st + mine.size], vals[st:st + mine.size] = top_columns(S, k + 1)
-    out = cols[:, :k].copy()
-    redo = np.flatnonzero(~(vals[:, k - 1] - vals[:, k] > 2 * tol))  # a near-tie at the k-th
+            r = np.arange(mine.size)
+            S[r, mine] = -np.inf  # not itself
+            if k < n - 1:
+                cols, vals = top_columns(S, k + 1)
+                out[st:st + r.size] = cols[:, :k]
+                gap[st:st + r.size] = vals[:, k - 1] - vals[:, k]
+            else:  # every other row is a neighbour
+                out[st:st + r.size] = np.argsort(-S, axis=1, kind="stable")[:, :k]
+                gap[st:st + r.size] = np.inf
+    redo = np.flatnonzero(~(gap > 2 * tol))  # a near-tie at the k-th place
     for st in range(0, redo.size, block):
         at = redo[st:st + block]
-        S = Z32[todo[at]] @ Z32.T
-        S[np.arange(at.size), todo[at]] = -np.inf
-        floor = np.partition(S, n - k, axis=1)[:, n - k].astype(np.float64) - 2 * tol
-        rr, cc = np.nonzero(S >= floor[:, None])  # the only entries that can be in the top k
-        width = int(np.bincount(rr, minlength=at.size).max())
-        slot = np.arange(rr.size) - np.searchsorted(rr, rr)  # position within its row
-        C = np.full((at.size, width), n, dtype=np.int64)  # padding: no column, never picked
-        V = np.full((at.size, width), -np.inf)
-        C[rr, slot] = cc
-        V[rr, slot] = np.einsum("ij,ij->i", Zn[todo[at][rr]], Zn[cc])
-        out[at] = _ties_by_column(V, C, k, tol64, n + 1)
+        S64 = Zn[todo[at]] @ Zn.T
+        S64[np.arange(at.size), todo[at]] = -np.inf
+        out[at] = top_k_ties_by_column(S64, k, 4.0 * (d + 2) * 2.0 ** -53)
     return out
-
-
-def _ties_by_column(V: np.ndarray, C: np.ndarray, k: int, tol: float, n: int) -> np.ndarray:
-    """`top_k_ties_by_column` over candidate values V (-inf: not a candidate) whose columns are
-    C: the entries above the k-th by more than `tol`, then those within `tol` of it, each in
-    column order, the first k (the same picks and order as over the whole row)."""
-    kth = -np.partition(-V, k - 1, axis=1)[:, k - 1]
-    sure = V > kth[:, None] + tol
-    tied = (V >= kth[:, None] - tol) & (V <= kth[:, None] + tol)
-    rank = np.where(sure, 0, np.where(tied, 1, 2)) * np.int64(n) + C
-    o = np.argsort(rank, axis=1)[:, :k]
-    return np.take_along_axis(C, o, axis=1)
 
 
 def _top_symmetric(Z32: np.ndarray, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:
