@@ -48,15 +48,23 @@ def _descending(v: np.ndarray) -> np.ndarray:
     return (1 << 31) - 1 - key  # 0 .. 2^32 - 1, largest value first
 
 
+def _value_column_keys(v: np.ndarray, c: np.ndarray, cols: int) -> np.ndarray | None:
+    """int64 keys that order entries by decreasing float32 value, then column (columns below
+    `cols`), in the low 32 + bits(cols) bits; None for values that are not float32."""
+    if v.dtype != np.float32:
+        return None
+    return (_descending(v) << max(int(cols - 1).bit_length(), 1)) | c
+
+
 def _by_row_value_column(r: np.ndarray, v: np.ndarray, c: np.ndarray, rows: int,
                          cols: int) -> np.ndarray:
     """The order that sorts entries by row, then decreasing value, then column: one int64 key
     sort (several times faster than a three-key lexsort) while the three fit in 63 bits."""
     cb, rb = max(int(cols - 1).bit_length(), 1), max(int(rows - 1).bit_length(), 1)
-    if cb + rb + 32 > 63 or v.dtype != np.float32:
+    key = _value_column_keys(v, c, cols) if cb + rb + 32 <= 63 else None
+    if key is None:
         return np.lexsort((c, -v, r))
-    key = (r.astype(np.int64) << (32 + cb)) | (_descending(v) << cb) | c
-    return np.argsort(key)  # the keys are distinct: no stability needed
+    return np.argsort((r.astype(np.int64) << (32 + cb)) | key)  # distinct keys: any sort
 
 
 def _pick(r: np.ndarray, c: np.ndarray, v: np.ndarray, rows: int, cols: int, m: int
@@ -213,8 +221,8 @@ def _top_symmetric(Z32: np.ndarray, m: int, block: int) -> tuple[np.ndarray, np.
         C = np.concatenate([c for c, _ in cand[a]], axis=1)
         V = np.concatenate([v for _, v in cand[a]], axis=1)
         # by decreasing value, then column: one int64 key per candidate (distinct columns)
-        o = np.argsort((_descending(V) << max(int(n - 1).bit_length(), 1)) | C, axis=1)[:, :m] \
-            if V.dtype == np.float32 else np.lexsort((C, -V), axis=1)[:, :m]
+        key = _value_column_keys(V, C, n)
+        o = (np.argsort(key, axis=1) if key is not None else np.lexsort((C, -V), axis=1))[:, :m]
         cols[i0:i0 + C.shape[0]] = np.take_along_axis(C, o, axis=1)
         vals[i0:i0 + C.shape[0]] = np.take_along_axis(V, o, axis=1)
     return cols, vals
