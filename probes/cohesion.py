@@ -53,7 +53,8 @@ from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
     chunks,
-    feature_shuffle_rows,
+    feature_shuffle_draws,
+    gather_shuffled_columns,
     gene_perms,
     matrix_gather,
     row_ranks,
@@ -64,6 +65,7 @@ from geoscreen.store.resources.api import is_family_ref
 
 FAMILY_MAX_SET = 300  # genes of one set of a family (larger sets are left out)
 FAMILY_MAX_SETS = 1000  # sets of a family in one test
+EVAL_ENTRIES = 1_000_000  # values of feature-shuffled rows evaluated at once
 
 
 class SetCohesionParams(ProbeParams):
@@ -377,18 +379,32 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
         u, inv = np.unique(flat, return_inverse=True)
         XT = np.ascontiguousarray(X.T)
 
+        def shuffled_sums(rows: np.ndarray) -> np.ndarray:
+            if p.metric == "cosine":
+                nrm = np.linalg.norm(rows, axis=2, keepdims=True)
+                return _cosine_sums(rows / np.where(nrm > 0, nrm, 1.0), offsets)
+            sq = (rows * rows).sum(axis=2)
+            D2 = sq[:, :, None] + sq[:, None, :] - 2 * np.matmul(rows, rows.transpose(0, 2, 1))
+            return _set_sums(-np.sqrt(np.maximum(D2[:, a, b], 0.0)), starts)
+
+        width = flat.size * X.shape[1]
+        step = max(1, EVAL_ENTRIES // width)
+
+        budget = 8_000_000
+        buffer = np.empty(min(p.n_permutations, max(1, budget // (u.size * X.shape[1])))
+                          * width, dtype=X.dtype)
+
         def draws() -> Iterator[np.ndarray]:
-            for _, m in chunks(p.n_permutations, u.size * X.shape[1], budget=8_000_000):
-                rows = feature_shuffle_rows(X, u, m, rng, XT)[:, inv]
-                if p.metric == "cosine":
-                    nrm = np.linalg.norm(rows, axis=2, keepdims=True)
-                    sums = _cosine_sums(rows / np.where(nrm > 0, nrm, 1.0), offsets)
-                else:
-                    sq = (rows * rows).sum(axis=2)
-                    D2 = sq[:, :, None] + sq[:, None, :] - \
-                        2 * np.matmul(rows, rows.transpose(0, 2, 1))
-                    sums = _set_sums(-np.sqrt(np.maximum(D2[:, a, b], 0.0)), starts)
-                yield _summary(sums, sizes, n, "mean_similarity")
+            for _, m in chunks(p.n_permutations, u.size * X.shape[1], budget=budget):
+                idx = feature_shuffle_draws(n, u.size, m, X.shape[1], rng)
+                # evaluated a few copies at a time: each copy's values are computed alone, so
+                # the slicing changes nothing but the size of the temporaries (small ones
+                # reuse memory; a large fresh one pays for its pages on every chunk)
+                # (dim, m, members), in one buffer for every chunk
+                cols = gather_shuffled_columns(XT, idx, inv, buffer)
+                for s in range(0, m, step):
+                    rows = np.ascontiguousarray(cols[:, s:s + step].transpose(1, 2, 0))
+                    yield _summary(shuffled_sums(rows), sizes, n, "mean_similarity")
     # Besag-Clifford stopping when the campaign asks for it (geoscreen.probes.sequential)
     seq = besag_clifford(draws(), observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
     null = seq.null

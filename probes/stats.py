@@ -24,6 +24,7 @@ stats = lazy_module("scipy.stats")
 
 # Largest number of entries a chunk of permutation indices may hold (int32: 80 MB).
 CHUNK_ENTRIES = 20_000_000
+DRAW_BLOCK_ENTRIES = 1_000_000  # entries of distinct_draws' sort keys made at once
 LOW_RANK_MAX = 32  # cosine in at most this many axes: gene-shuffle nulls use the factor path
 
 
@@ -558,16 +559,74 @@ def distinct_draws(n: int, k: int, rows: int, rng: np.random.Generator) -> np.nd
     # they fit (the same keys, so the same order and the same redraws)
     wide = np.int64 if n * k >= 2 ** 31 else np.int32
     pos = np.arange(k, dtype=wide)
-    todo = np.arange(rows)
-    while todo.size:
-        key = out[todo].astype(wide) * wide(k) + pos
-        key.sort(axis=1)
-        item, where = key // k, key % k
-        r, c = np.nonzero(item[:, 1:] == item[:, :-1])  # later occurrences of a repeated item
+    block = max(1, DRAW_BLOCK_ENTRIES // k)
+    todo: np.ndarray | None = None  # None: every row
+    while True:
+        src = out if todo is None else out[todo]
+        found, slots = [], []
+        # in blocks of rows, so the temporaries stay small (a large fresh array pays for its
+        # pages); the repeats are collected in row order and redrawn in one call, as before
+        for b in range(0, src.shape[0], block):
+            key = src[b:b + block].astype(wide)
+            key *= k
+            key += pos
+            key.sort(axis=1)
+            item = key // k
+            r, c = np.nonzero(item[:, 1:] == item[:, :-1])  # later occurrences of an item
+            found.append(r + b)
+            slots.append(key[r, c + 1] % k)
+        r = np.concatenate(found)
         if r.size == 0:
-            break
-        out[todo[r], where[r, c + 1]] = rng.integers(0, n, size=r.size, dtype=np.int32)
-        todo = todo[np.unique(r)]
+            return out
+        hit = r if todo is None else todo[r]
+        out[hit, np.concatenate(slots)] = rng.integers(0, n, size=r.size, dtype=np.int32)
+        todo = np.unique(hit)
+
+
+def feature_shuffle_draws(n: int, k: int, m: int, d: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """(m, d, k) int32: for each of `m` feature-shuffled copies of an (n, d) matrix and each of
+    its `d` columns, the k distinct genes whose values that column's k selected rows hold
+    (`distinct_draws`, one row per copy and column)."""
+    return distinct_draws(n, k, m * d, rng).reshape(m, d, k)
+
+
+def gather_feature_shuffled(XT: np.ndarray, idx: np.ndarray,
+                            order: np.ndarray | None = None) -> np.ndarray:
+    """(m, k, d) rows of feature-shuffled copies from `feature_shuffle_draws` indices `idx`
+    (m, d, k); `XT` is X's transpose made contiguous.  `order` (an index into the k selected
+    rows) returns the rows in that order, as ``result[:, order]`` does, without the copy.
+
+    Gathered from the columns laid out contiguously: the k values of one column come from one
+    n-long run of memory instead of k rows of X (the same values).
+    """
+    n = XT.shape[1]
+    if order is not None:
+        idx = idx[:, :, order]
+    flat = idx + (np.arange(XT.shape[0], dtype=np.int64) * n)[None, :, None]
+    return np.transpose(XT.ravel()[flat], (0, 2, 1))
+
+
+def gather_shuffled_columns(XT: np.ndarray, idx: np.ndarray, order: np.ndarray | None = None,
+                            buffer: np.ndarray | None = None) -> np.ndarray:
+    """(d, m, k) column-major values of feature-shuffled copies: ``out[c, q] = XT[c, idx[q, c]]``
+    for `feature_shuffle_draws` indices `idx` (m, d, k), the k selected rows in `order` if given.
+
+    The values of `gather_feature_shuffled` laid out column by column: one column's draws are
+    read from one n-long row of `XT` while it sits in cache (several times faster than reading
+    every column for each copy).  `buffer`, a flat array of at least d * m * k values of XT's
+    dtype, holds the result when given (a caller gathering chunk after chunk reuses its
+    memory instead of paying for fresh pages each time).
+    """
+    m, d, k = idx.shape
+    L = k if order is None else order.size
+    if buffer is None:
+        out = np.empty((d, m, L), dtype=XT.dtype)
+    else:
+        out = buffer[:d * m * L].reshape(d, m, L)
+    for c in range(d):
+        cols = idx[:, c, :] if order is None else idx[:, c, order]
+        XT[c].take(cols, out=out[c], mode="clip")  # every index is in range
     return out
 
 
@@ -580,15 +639,10 @@ def feature_shuffle_rows(X: np.ndarray, rows: np.ndarray, m: int,
     transpose made contiguous (`np.ascontiguousarray(X.T)`), may be given by a caller that
     draws several batches.
     """
-    n, d = X.shape
-    k = rows.size
-    idx = distinct_draws(n, k, m * d, rng).reshape(m, d, k)
-    # gathered from the columns laid out contiguously: the k values of one column come from
-    # one n-long run of memory instead of k rows of X (the same values)
     if XT is None:
         XT = np.ascontiguousarray(X.T)
-    flat = idx + (np.arange(d, dtype=np.int64) * n)[None, :, None]
-    return np.transpose(XT.ravel()[flat], (0, 2, 1))
+    return gather_feature_shuffled(XT, feature_shuffle_draws(X.shape[0], rows.size, m,
+                                                             X.shape[1], rng))
 
 
 def feature_shuffle_stack(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:

@@ -359,6 +359,32 @@ def test_stats_helpers():
         assert np.array_equal(np.delete(R[a], a), stats.rankdata(off))
 
 
+def test_distinct_draws_blocks_and_column_gather(monkeypatch):
+    """distinct_draws makes its sort keys in blocks of rows: any block size draws the same
+    tuples from the same generator (the repeats are redrawn in row order in one call), and the
+    column-major gather holds the values the row-major one does."""
+    from geoscreen.probes import stats as S
+
+    ref = S.distinct_draws(60, 25, 700, np.random.default_rng(4))
+    assert all(len(set(row)) == 25 for row in ref)
+    for entries in (1, 25, 26, 1000):  # a row per block, a block boundary inside the rows
+        monkeypatch.setattr(S, "DRAW_BLOCK_ENTRIES", entries)
+        assert np.array_equal(S.distinct_draws(60, 25, 700, np.random.default_rng(4)), ref)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((60, 7)).astype(np.float32)
+    XT = np.ascontiguousarray(X.T)
+    idx = S.feature_shuffle_draws(60, 9, 4, 7, rng)
+    order = rng.permutation(np.r_[0:9, 3, 5])  # a family: members repeated
+    rows = S.gather_feature_shuffled(XT, idx, order)
+    assert np.array_equal(rows, S.gather_feature_shuffled(XT, idx)[:, order])
+    assert np.array_equal(rows[2, :, 6], X[idx[2, 6, order], 6])
+    buffer = np.full(4 * 7 * order.size + 5, np.nan, dtype=np.float32)
+    for buf in (None, buffer):
+        cols = S.gather_shuffled_columns(XT, idx, order, buf)
+        assert cols.shape == (7, 4, order.size)
+        assert np.array_equal(cols.transpose(1, 2, 0), rows)
+
+
 
 def test_matrix_gather_is_numpy_fancy_indexing():
     """The flat-offset gather of the pair nulls returns numpy's K[I, J] entry for entry: plain,
