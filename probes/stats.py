@@ -669,7 +669,10 @@ def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:
     n, c = K.shape
     shift = max(1, int(np.ceil(np.log2(max(c, 2)))))
     cols = np.arange(c, dtype=np.int64)
-    base = np.arange(1, c + 1, dtype=np.float32)
+    # with the diagonal ranked first, ranks from 0 put it at 0 and the others at 1..n-1: the
+    # values of ranking from 1 and subtracting 1, without a second n x c array
+    base = np.arange(0 if exclude_diagonal else 1, c + (0 if exclude_diagonal else 1),
+                     dtype=np.float32)
     R = np.empty(K.shape, dtype=np.float32)
     block = max(1, 2_000_000 // max(c, 1))
     for s in range(0, n, block):
@@ -684,7 +687,7 @@ def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:
         key.sort(axis=1)
         key &= (1 << shift) - 1  # the columns in ascending order of value
         R[s:s + block][np.arange(key.shape[0])[:, None], key] = base
-    return R - 1 if exclude_diagonal else R
+    return R
 
 
 def column_ranks(S: np.ndarray) -> np.ndarray:
