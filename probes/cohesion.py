@@ -182,6 +182,14 @@ def _relabelled_cosine_sums(Zn: np.ndarray, P: np.ndarray, offsets: np.ndarray,
     return (tot * tot).sum(axis=1).reshape(m, sizes.size) - sq
 
 
+def _read_only(Zc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Zc, its `row_squares`), both read-only (they are shared through the context)."""
+    squares = row_squares(Zc)
+    for x in (Zc, squares):
+        x.flags.writeable = False
+    return Zc, squares
+
+
 def row_squares(rows: np.ndarray) -> np.ndarray:
     """Squared norms along the last axis, summed as `_cosine_sums` sums them."""
     return (rows * rows).sum(axis=-1)
@@ -328,8 +336,10 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     # column-major, and strided sums round differently); the observed value and the
     # gene-shuffle draws gather them alike
     # the membership products read rows (`_relabelled_cosine_sums`); with a matrix, none is made
-    Zc = np.ascontiguousarray(Zn) if K is None else None
-    squares = row_squares(Zc) if Zc is not None else None
+    Zc, squares = None, None
+    if K is None:  # kept per layer: a profile's half-samples and a campaign's specs share them
+        Zc, squares = ctx.keep_last("unit_squares", (layer, str(p.subspace), p.include_zero_genes),
+                                    lambda: _read_only(np.ascontiguousarray(Zn)))
     if K is not None:
         sim_obs = float(_summary(_matrix_sums(K, flat[None], offsets, sizes, a, b, starts), sizes,
                                  n, "mean_similarity")[0])

@@ -75,11 +75,17 @@ def covariate(ctx: ProbeContext, layer: str, svd: SVD, name: str, all_layers: bo
     and null sets drawn from them, are the same in every layer).  Values are memoised in the
     context for the rest of the hypothesis.
     """
-    key = ("covariate", name, None if all_layers or name not in ("norm", "centrality") else layer,
-           int(svd.rows.size))
+    key = _covariate_key(layer, svd, name, all_layers)
     if key not in ctx.memo:
         ctx.memo[key] = _covariate(ctx, layer, svd, name, all_layers)
     return ctx.memo[key]
+
+
+def _covariate_key(layer: str, svd: SVD, name: str, all_layers: bool) -> tuple[Any, ...]:
+    """The memo key of a matching variable: a geometry variable's values depend on the layer
+    (unless averaged over all layers), an annotation's only on the genes."""
+    return ("covariate", name, None if all_layers or name not in ("norm", "centrality") else layer,
+            int(svd.rows.size))
 
 
 def _covariate(ctx: ProbeContext, layer: str, svd: SVD, name: str, all_layers: bool,
@@ -149,6 +155,16 @@ class Strata:
             out[:, cols] = pool[distinct_draws(pool.size, cols.size, m, rng)]
         return out[:, inv.reshape(-1)]
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "labels":  # new strata: pools made for the old labels no longer apply
+            object.__setattr__(self, "_pools", None)
+        object.__setattr__(self, name, value)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Genes per stratum."""
+        return np.bincount(self.labels)
+
     def _pool(self, s: int) -> np.ndarray:
         if self._pools is None:
             order = np.argsort(self.labels, kind="stable")
@@ -178,21 +194,41 @@ def build_strata(ctx: ProbeContext, layer: str, svd: SVD, variables: list[str], 
     if not variables:
         raise GeoscreenError("the matched null needs at least one variable in match",
                              field="params.match", fix="e.g. match: [annotation, centrality]")
+    names = list(dict.fromkeys(variables))
+    # the strata depend on the variables' values only: kept with them (a profile's half-samples
+    # and every layer a variable does not change reuse them)
+    key = ("covariate", "<strata>", bins) + \
+        tuple(_covariate_key(layer, svd, name, all_layers) for name in names)
+    if key not in ctx.memo:
+        ctx.memo[key] = _strata(ctx, layer, svd, names, bins, all_layers)
+    base: Strata = ctx.memo[key]
+    record = {**base.record, "sources": dict(base.record["sources"])}
+    if members is not None and members.size:
+        sizes = base.sizes
+        used = np.bincount(base.labels[members], minlength=sizes.size)
+        hit = used > 0
+        record["strata_used"] = int(hit.sum())
+        record["max_fill"] = float((used[hit] / sizes[hit]).max())
+    return Strata(labels=base.labels, variables=list(base.variables), values=dict(base.values),
+                  record=record, _pools=base._pools)
+
+
+def _strata(ctx: ProbeContext, layer: str, svd: SVD, names: list[str], bins: int,
+            all_layers: bool) -> Strata:
+    """`build_strata` without the members' record; its pools made (shared by every copy)."""
     labels = np.zeros(svd.rows.size, dtype=np.int64)
     values, sources = {}, {}
-    for name in dict.fromkeys(variables):
+    for name in names:
         v, rec = covariate(ctx, layer, svd, name, all_layers)
         values[name] = v
         sources[name] = rec
         labels = labels * bins + _rank_bins(v, bins)
     _, labels = np.unique(labels, return_inverse=True)
+    labels.flags.writeable = False
     sizes = np.bincount(labels)
     record: dict[str, Any] = {"variables": list(values), "bins": bins,
                               "n_strata": int(sizes.size), "min_stratum": int(sizes.min()),
                               "median_stratum": float(np.median(sizes)), "sources": sources}
-    if members is not None and members.size:
-        used = np.bincount(labels[members], minlength=sizes.size)
-        hit = used > 0
-        record["strata_used"] = int(hit.sum())
-        record["max_fill"] = float((used[hit] / sizes[hit]).max())
-    return Strata(labels=labels, variables=list(values), values=values, record=record)
+    out = Strata(labels=labels, variables=list(values), values=values, record=record)
+    out._pool(0)  # every stratum's pool, made once
+    return out

@@ -142,7 +142,8 @@ class LayerProfileParams(ProbeParams):
 
 # memo entries that depend on a layer's background only, never on the genes a spec names: a
 # half-sample shares them with the full data; everything else it keeps to itself
-_BACKGROUND_MEMO = ("covariate", "knn", "leiden", "similarity_scorer", "unit_coords", "shared_null")
+_BACKGROUND_MEMO = ("covariate", "knn", "leiden", "similarity_scorer", "unit_coords",
+                   "unit_squares", "shared_null")
 
 
 class _ReplicateMemo(dict):  # type: ignore[type-arg]  (only the methods probes use)

@@ -96,6 +96,36 @@ def test_expression_needs_a_record_and_uses_it(tmp_path):
     assert len(set(strata.labels[:10])) == 1
 
 
+def test_strata_are_built_once_and_a_relabelled_copy_draws_from_its_own_strata(tmp_path):
+    """build_strata keeps the strata with the variables (a second call, e.g. a profile's next
+    half-sample, reuses them) but each call gets its own record; a caller that replaces a copy's
+    labels (the anchors of centroid_convergence) draws from the new strata, the kept ones stay."""
+    X = gaussian_layers(1, 80, 4, 3)[0].astype(np.float32)
+    genes = [f"G{i}" for i in range(80)]
+    rec = write_cache(tmp_path / "rec", {"L0": X}, genes, synthetic=True,
+                      extra={"gene_token_counts": np.arange(80, dtype=np.int64)})
+    ctx = context(rec, tmp_path)
+    svd = ctx.svd("L0")
+    first = build_strata(ctx, "L0", svd, ["expression"], 4, np.arange(10))
+    second = build_strata(ctx, "L0", svd, ["expression"], 4, np.arange(40, 45))
+    assert np.array_equal(first.labels, second.labels)
+    assert first.record is not second.record
+    assert first.record["max_fill"] != second.record["max_fill"]  # 10 vs 5 of a 20-gene stratum
+    rng = np.random.default_rng(0)
+    first.draw(np.arange(5), 10, rng)  # pools made for the shared labels
+    labels = first.labels.copy()
+    labels[:5] = labels.max() + 1  # five genes moved to a stratum of their own
+    first.labels = labels
+    D = first.draw(np.array([0, 1, 2, 3, 4, 30]), 200, rng)
+    assert set(np.unique(D[:, :5])) <= set(range(5))
+    assert (~np.isin(D[:, 5], np.arange(5))).all()
+    again = build_strata(ctx, "L0", svd, ["expression"], 4)
+    assert np.array_equal(again.labels, second.labels)
+    assert (again.labels[:5] == again.labels[5]).all()
+    D = again.draw(np.array([0]), 400, rng)
+    assert not set(np.unique(D)) <= set(range(5))  # the kept strata: a 20-gene pool
+
+
 def test_set_trend_test_matches_brute_force():
     rng = np.random.default_rng(3)
     depth = np.arange(6)
