@@ -553,7 +553,7 @@ def distinct_draws(n: int, k: int, rows: int, rng: np.random.Generator) -> np.nd
             out[s:s + m] = gene_perms(n, m, rng)[:, :k]
         return out
     out = rng.integers(0, n, size=(rows, k), dtype=np.int32)
-    if k < 2:
+    if k < 2 or rows == 0:
         return out
     # keys (item, position) sort with no ties; int32 keys, which sort twice as fast, when
     # they fit (the same keys, so the same order and the same redraws)

@@ -365,6 +365,7 @@ def test_distinct_draws_blocks_and_column_gather(monkeypatch):
     column-major gather holds the values the row-major one does."""
     from geoscreen.probes import stats as S
 
+    assert S.distinct_draws(60, 25, 0, np.random.default_rng(4)).shape == (0, 25)
     ref = S.distinct_draws(60, 25, 700, np.random.default_rng(4))
     assert all(len(set(row)) == 25 for row in ref)
     for entries in (1, 25, 26, 1000):  # a row per block, a block boundary inside the rows
