@@ -182,7 +182,7 @@ def _relabelled_cosine_sums(Zn: np.ndarray, P: np.ndarray, offsets: np.ndarray,
     return (tot * tot).sum(axis=1).reshape(m, sizes.size) - sq
 
 
-def _read_only(Zc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rows_and_squares(Zc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(Zc, its `row_squares`), both read-only (they are shared through the context)."""
     squares = row_squares(Zc)
     for x in (Zc, squares):
@@ -339,7 +339,7 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
     Zc, squares = None, None
     if K is None:  # kept per layer: a profile's half-samples and a campaign's specs share them
         Zc, squares = ctx.keep_last("unit_squares", (layer, str(p.subspace), p.include_zero_genes),
-                                    lambda: _read_only(np.ascontiguousarray(Zn)))
+                                    lambda: _rows_and_squares(np.ascontiguousarray(Zn)))
     if K is not None:
         sim_obs = float(_summary(_matrix_sums(K, flat[None], offsets, sizes, a, b, starts), sizes,
                                  n, "mean_similarity")[0])
@@ -397,21 +397,18 @@ def set_cohesion(ctx: ProbeContext, p: SetCohesionParams, layer: str) -> LayerRe
             D2 = sq[:, :, None] + sq[:, None, :] - 2 * np.matmul(rows, rows.transpose(0, 2, 1))
             return _set_sums(-np.sqrt(np.maximum(D2[:, a, b], 0.0)), starts)
 
-        width = flat.size * X.shape[1]
-        step = max(1, EVAL_ENTRIES // width)
-
-        budget = 8_000_000
-        buffer = np.empty(min(p.n_permutations, max(1, budget // (u.size * X.shape[1])))
-                          * width, dtype=X.dtype)
+        step = max(1, EVAL_ENTRIES // (flat.size * X.shape[1]))
 
         def draws() -> Iterator[np.ndarray]:
-            for _, m in chunks(p.n_permutations, u.size * X.shape[1], budget=budget):
+            buffer = None  # sized by the first chunk, the largest: every chunk reuses it
+            for _, m in chunks(p.n_permutations, u.size * X.shape[1], budget=8_000_000):
                 idx = feature_shuffle_draws(n, u.size, m, X.shape[1], rng)
+                if buffer is None:
+                    buffer = np.empty(m * flat.size * X.shape[1], dtype=X.dtype)
+                cols = gather_shuffled_columns(XT, idx, inv, buffer)  # (dim, m, members)
                 # evaluated a few copies at a time: each copy's values are computed alone, so
                 # the slicing changes nothing but the size of the temporaries (small ones
                 # reuse memory; a large fresh one pays for its pages on every chunk)
-                # (dim, m, members), in one buffer for every chunk
-                cols = gather_shuffled_columns(XT, idx, inv, buffer)
                 for s in range(0, m, step):
                     rows = np.ascontiguousarray(cols[:, s:s + step].transpose(1, 2, 0))
                     yield _summary(shuffled_sums(rows), sizes, n, "mean_similarity")

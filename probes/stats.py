@@ -591,32 +591,16 @@ def feature_shuffle_draws(n: int, k: int, m: int, d: int,
     return distinct_draws(n, k, m * d, rng).reshape(m, d, k)
 
 
-def gather_feature_shuffled(XT: np.ndarray, idx: np.ndarray,
-                            order: np.ndarray | None = None) -> np.ndarray:
-    """(m, k, d) rows of feature-shuffled copies from `feature_shuffle_draws` indices `idx`
-    (m, d, k); `XT` is X's transpose made contiguous.  `order` (an index into the k selected
-    rows) returns the rows in that order, as ``result[:, order]`` does, without the copy.
-
-    Gathered from the columns laid out contiguously: the k values of one column come from one
-    n-long run of memory instead of k rows of X (the same values).
-    """
-    n = XT.shape[1]
-    if order is not None:
-        idx = idx[:, :, order]
-    flat = idx + (np.arange(XT.shape[0], dtype=np.int64) * n)[None, :, None]
-    return np.transpose(XT.ravel()[flat], (0, 2, 1))
-
-
 def gather_shuffled_columns(XT: np.ndarray, idx: np.ndarray, order: np.ndarray | None = None,
                             buffer: np.ndarray | None = None) -> np.ndarray:
     """(d, m, k) column-major values of feature-shuffled copies: ``out[c, q] = XT[c, idx[q, c]]``
     for `feature_shuffle_draws` indices `idx` (m, d, k), the k selected rows in `order` if given.
 
-    The values of `gather_feature_shuffled` laid out column by column: one column's draws are
-    read from one n-long row of `XT` while it sits in cache (several times faster than reading
-    every column for each copy).  `buffer`, a flat array of at least d * m * k values of XT's
-    dtype, holds the result when given (a caller gathering chunk after chunk reuses its
-    memory instead of paying for fresh pages each time).
+    Column by column: one column's draws are read from one n-long row of `XT` while it sits in
+    cache (several times faster than gathering every column for each copy in turn).  `buffer`,
+    a flat array of XT's dtype with at least d * m * len(order) values (k without `order`),
+    holds the result when given (a caller gathering chunk after chunk reuses its memory
+    instead of paying for fresh pages each time).
     """
     m, d, k = idx.shape
     L = k if order is None else order.size
@@ -628,21 +612,6 @@ def gather_shuffled_columns(XT: np.ndarray, idx: np.ndarray, order: np.ndarray |
         cols = idx[:, c, :] if order is None else idx[:, c, order]
         XT[c].take(cols, out=out[c], mode="clip")  # every index is in range
     return out
-
-
-def feature_shuffle_rows(X: np.ndarray, rows: np.ndarray, m: int,
-                         rng: np.random.Generator, XT: np.ndarray | None = None) -> np.ndarray:
-    """Rows `rows` of `m` feature-shuffled copies of X: (m, len(rows), dim).
-
-    Feature shuffle permutes each column of X independently across all genes; the selected rows of
-    a shuffled copy hold, in each column, the values of distinct random genes.  `XT`, X's
-    transpose made contiguous (`np.ascontiguousarray(X.T)`), may be given by a caller that
-    draws several batches.
-    """
-    if XT is None:
-        XT = np.ascontiguousarray(X.T)
-    return gather_feature_shuffled(XT, feature_shuffle_draws(X.shape[0], rows.size, m,
-                                                             X.shape[1], rng))
 
 
 def feature_shuffle_stack(X: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -671,8 +640,8 @@ def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:
     cols = np.arange(c, dtype=np.int64)
     # with the diagonal ranked first, ranks from 0 put it at 0 and the others at 1..n-1: the
     # values of ranking from 1 and subtracting 1, without a second n x c array
-    base = np.arange(0 if exclude_diagonal else 1, c + (0 if exclude_diagonal else 1),
-                     dtype=np.float32)
+    first = 0 if exclude_diagonal else 1
+    base = np.arange(first, first + c, dtype=np.float32)
     R = np.empty(K.shape, dtype=np.float32)
     block = max(1, 2_000_000 // max(c, 1))
     for s in range(0, n, block):

@@ -331,7 +331,12 @@ def test_anchor_convergence_cosine_and_z(setup):
 
 
 def test_stats_helpers():
-    from geoscreen.probes.stats import distinct_draws, feature_shuffle_rows, row_ranks
+    from geoscreen.probes.stats import (
+        distinct_draws,
+        feature_shuffle_draws,
+        gather_shuffled_columns,
+        row_ranks,
+    )
 
     rng = np.random.default_rng(0)
     for k in (3, 40):
@@ -341,7 +346,8 @@ def test_stats_helpers():
         assert stats.chisquare(counts).pvalue > 1e-3
     X = rng.standard_normal((30, 4))
     rows = np.array([2, 5, 7])
-    sh = feature_shuffle_rows(X, rows, 5, rng)
+    sh = gather_shuffled_columns(np.ascontiguousarray(X.T),
+                                 feature_shuffle_draws(30, rows.size, 5, 4, rng)).transpose(1, 2, 0)
     for q in range(5):
         for c in range(4):
             assert np.isin(sh[q, :, c], X[:, c]).all() and len(set(sh[q, :, c])) == 3
@@ -362,7 +368,7 @@ def test_stats_helpers():
 def test_distinct_draws_blocks_and_column_gather(monkeypatch):
     """distinct_draws makes its sort keys in blocks of rows: any block size draws the same
     tuples from the same generator (the repeats are redrawn in row order in one call), and the
-    column-major gather holds the values the row-major one does."""
+    column-major gather holds the values of the drawn genes."""
     from geoscreen.probes import stats as S
 
     assert S.distinct_draws(60, 25, 0, np.random.default_rng(4)).shape == (0, 25)
@@ -376,8 +382,9 @@ def test_distinct_draws_blocks_and_column_gather(monkeypatch):
     XT = np.ascontiguousarray(X.T)
     idx = S.feature_shuffle_draws(60, 9, 4, 7, rng)
     order = rng.permutation(np.r_[0:9, 3, 5])  # a family: members repeated
-    rows = S.gather_feature_shuffled(XT, idx, order)
-    assert np.array_equal(rows, S.gather_feature_shuffled(XT, idx)[:, order])
+    # rows[q, l, c] = X[idx[q, c, order[l]], c]: copy q's member l holds, in column c, the
+    # value of the gene drawn for that column
+    rows = X[idx[:, :, order], np.arange(7)[None, :, None]].transpose(0, 2, 1)
     assert np.array_equal(rows[2, :, 6], X[idx[2, 6, order], 6])
     buffer = np.full(4 * 7 * order.size + 5, np.nan, dtype=np.float32)
     for buf in (None, buffer):
