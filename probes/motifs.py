@@ -669,10 +669,12 @@ def motif_strata(ctx: ProbeContext, layer: str, svd: SVD, net: Network, match: l
 # the probe
 # ------------------------------------------------------------------------------------------
 def _similarity(scorer: PairScorer) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """sim(U, V): similarities of gene pairs (SVD rows, any shape), float64."""
-    K = scorer.K
+    """sim(U, V): similarities of gene pairs (SVD rows, any shape), float64.  The similarity
+    matrix is built on the first call, not before: a null that scores its relabellings from
+    the inner-product factors never needs it."""
 
     def sim(U: np.ndarray, V: np.ndarray) -> np.ndarray:
+        K = scorer.K
         if K is not None:
             return matrix_gather(K, U, V).astype(np.float64)
         assert scorer.Z is not None

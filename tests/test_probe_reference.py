@@ -303,6 +303,27 @@ def test_alignment_matches_scipy_procrustes_and_subspace_angles(setup, tmp_path)
     assert rc.statistic == pytest.approx(np.cos(subspace_angles(Ux, Uy)).mean(), abs=1e-8)
 
 
+@pytest.mark.parametrize("method", ["cca", "procrustes"])
+def test_alignment_null_products_in_steps_equal_one_product(setup, tmp_path, monkeypatch,
+                                                            method):
+    """The correspondence-shuffle null takes its batched products a few permutations at a
+    time: every draw equals the one product of the whole batch, so the result is the same."""
+    from geoscreen.probes import alignment
+
+    tmp, cache, rng = setup
+    Y = _centred(cache, "L0")[:, :8] @ rng.standard_normal((8, 8)) + \
+        rng.standard_normal((300, 8))
+    other = cache_from_layers(tmp_path / "o", [Y])
+    prm = {"other_cache": str(other.path), "other_layer": 0, "n_components": 5,
+           "n_permutations": 199, "method": method}
+    whole = run("cross_model_alignment", prm, context(cache, tmp), "L0")
+    monkeypatch.setattr(alignment, "PRODUCT_ENTRIES", 300 * 5 * 3)  # three per product
+    steps = run("cross_model_alignment", prm, context(cache, tmp), "L0")
+    for key in ("null_mean", "null_sd"):
+        assert steps.extra[key] == whole.extra[key]
+    assert (steps.p_value, steps.effect_size) == (whole.p_value, whole.effect_size)
+
+
 def test_h0_total_persistence_matches_ripser(setup):
     ripser = pytest.importorskip("ripser")
     from geoscreen.probes.homology import distances, total_persistence
