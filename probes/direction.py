@@ -57,6 +57,14 @@ class EdgeDirectionParams(ProbeParams):
     _check_subspace = subspace_validator("subspace")
 
 
+# A displacement shorter than this share of sqrt(|z_t|^2 + |z_g|^2) counts as none (a zero
+# unit vector, as an exact zero displacement is): its direction would be rounding noise, in
+# the float64 distance and in the float32 resultant (whose terms are |z| / |z_g - z_t| long:
+# float32 error 6e-8 of that, 6e-4 of a unit vector at this threshold), e.g. for two genes
+# with no signal in a layer, which centre to nearly the same row.
+NEAR_ZERO = 1e-4
+
+
 def direction_statistic(Z: np.ndarray, tfs: np.ndarray, targets: np.ndarray,
                         starts: np.ndarray, statistic: str) -> np.ndarray:
     """The statistic for each row of `targets` ((m, E) target rows; edges grouped by TF, the
@@ -65,7 +73,9 @@ def direction_statistic(Z: np.ndarray, tfs: np.ndarray, targets: np.ndarray,
     src = np.repeat(tfs, np.diff(np.r_[starts, E]))
     D = Z[targets] - Z[src][None]  # (m, E, d)
     nrm = np.linalg.norm(D, axis=2, keepdims=True)
-    U = D / np.where(nrm > 0, nrm, 1.0)
+    sq = np.einsum("ij,ij->i", Z, Z)
+    scale = np.sqrt(sq[targets] + sq[src][None])[..., None]
+    U = np.where(nrm > NEAR_ZERO * scale, D / np.where(nrm > 0, nrm, 1.0), 0.0)
     mean = np.add.reduceat(U, starts, axis=1) / np.diff(np.r_[starts, E])[None, :, None]
     return summarise(mean, statistic)
 
@@ -99,9 +109,10 @@ class Resultants:
 
         m, E = targets.shape
         T, n = self.dots.shape
-        r2 = self.sq[targets] + self.sq[self.tfs][self.edge_tf][None] \
-            - 2.0 * self.dots[self.edge_tf[None], targets]
-        w = np.divide(1.0, np.sqrt(np.maximum(r2, 0.0)), out=np.zeros(r2.shape), where=r2 > 0)
+        both = self.sq[targets] + self.sq[self.tfs][self.edge_tf][None]
+        r2 = both - 2.0 * self.dots[self.edge_tf[None], targets]
+        w = np.divide(1.0, np.sqrt(np.maximum(r2, 0.0)), out=np.zeros(r2.shape),
+                      where=r2 > NEAR_ZERO ** 2 * both)
         sw = np.add.reduceat(w, self.starts, axis=1).astype(np.float32)
         # each TF's row of the sparse matrix: its edges' weights w_j at their targets, then
         # -sum_j w_j at the TF itself, so that the product adds S_t and subtracts
@@ -140,7 +151,7 @@ def summarise(mean: np.ndarray, statistic: str) -> np.ndarray:
     family="graph_topology",
     params=EdgeDirectionParams,
     nulls=("matched", "gene_shuffle"),
-    version="1.0",
+    version="1.1",
     statistic="mean resultant length of each TF's unit displacements to its targets (averaged "
               "over TFs), or the mean cosine between TFs' mean displacement directions",
     effect="z of the statistic against the same TFs with random targets (0 = no more directed "
@@ -168,15 +179,17 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
 
     Notes
     -----
-    With Z the layer's coordinates (full space or the spec's subspace), edge t -> g has the
-    unit displacement u = (z_g - z_t) / |z_g - z_t|.  Consistency is the mean over TFs (with at
-    least `min_targets` present targets) of |mean of the TF's u|, the mean resultant length of
-    circular statistics: 1 when all targets lie in one direction, about 1/sqrt(k) for k random
-    directions in high dimension.  Alignment is the mean cosine between the TFs' mean
-    directions.  The null keeps every TF and its number of targets and replaces each target by
-    a random gene of its stratum (``matched``) or a uniformly random gene (``gene_shuffle``);
-    p = (1 + #{null at least as extreme}) / (1 + permutations); the effect is the z of the
-    statistic against the null draws (0 = as directed as random targets).
+    With Z the layer's coordinates (full space or the spec's subspace), edge t -> g has the unit
+    displacement u = (z_g - z_t) / |z_g - z_t|, or no displacement (u = 0) when |z_g - z_t| is
+    at most `NEAR_ZERO` (1e-4) times sqrt(|z_t|^2 + |z_g|^2), where its direction would be
+    rounding noise (version 1.1; 1.0 took any positive distance). Consistency is the mean over
+    TFs (with at least `min_targets` present targets) of |mean of the TF's u|, the mean
+    resultant length of circular statistics: 1 when all targets lie in one direction, about
+    1/sqrt(k) for k random directions in high dimension.  Alignment is the mean cosine between
+    the TFs' mean directions.  The null keeps every TF and its number of targets and replaces
+    each target by a random gene of its stratum (``matched``) or a uniformly random gene
+    (``gene_shuffle``); p = (1 + #{null at least as extreme}) / (1 + permutations); the effect
+    is the z of the statistic against the null draws (0 = as directed as random targets).
 
     References
     ----------

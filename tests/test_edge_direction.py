@@ -94,3 +94,38 @@ def test_the_sparse_resultants_equal_the_displacement_vectors(statistic):
     np.testing.assert_allclose(Resultants(Z, tfs, starts, 20).statistic(targets, statistic),
                                direction_statistic(Z, tfs, targets, starts, statistic),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("statistic", ["consistency", "alignment"])
+def test_a_target_at_its_regulator_adds_no_direction(statistic):
+    """A target on top of its TF (an exact or near duplicate: two genes with no signal in a
+    layer centre to nearly the same row) has no displacement direction; both paths give it a
+    zero unit vector instead of amplified rounding noise, and a close but real one counts."""
+    from geoscreen.probes.direction import NEAR_ZERO, Resultants
+
+    rng = np.random.default_rng(8)
+    Z = rng.standard_normal((60, 16))
+    Z[10] = Z[0]  # an exact duplicate of TF 0
+    Z[11] = Z[1] * (1 + 1e-9)  # a near duplicate of TF 1
+    Z[12] = Z[2] + 1e-2 * rng.standard_normal(16)  # close, but a real direction
+    tfs = np.array([0, 1, 2])
+    starts = np.array([0, 4, 8])
+    targets = np.array([[10, 20, 21, 22, 11, 23, 24, 25, 12, 26, 27, 28]])
+    fast = Resultants(Z, tfs, starts, 12).statistic(targets, statistic)
+    slow = direction_statistic(Z, tfs, targets, starts, statistic)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5)
+    # the duplicates count as zero vectors: the same as leaving them at zero weight by hand
+    D = Z[targets[0]] - Z[np.repeat(tfs, 4)]
+    nrm = np.linalg.norm(D, axis=1)
+    assert nrm[0] == 0 and 0 < nrm[4] < NEAR_ZERO * np.linalg.norm(Z[1]) < nrm[8]
+    U = D / np.where(nrm > 0, nrm, 1.0)[:, None]
+    U[[0, 4]] = 0.0
+    means = U.reshape(3, 4, -1).mean(axis=1)
+    if statistic == "consistency":
+        expect = np.linalg.norm(means, axis=1).mean()
+    else:
+        dirs = means / np.linalg.norm(means, axis=1, keepdims=True)
+        g = dirs @ dirs.T
+        expect = (g.sum() - np.trace(g)) / 6
+    assert slow[0] == pytest.approx(expect, rel=1e-12)
+    assert fast[0] == pytest.approx(expect, rel=1e-5)
