@@ -116,7 +116,8 @@ class Resultants:
         sw = np.add.reduceat(w, self.starts, axis=1).astype(np.float32)
         # each TF's row of the sparse matrix: its edges' weights w_j at their targets, then
         # -sum_j w_j at the TF itself, so that the product adds S_t and subtracts
-        # (sum_j w_j) z_t in one pass (the same float32 operations as a separate subtraction)
+        # (sum_j w_j) z_t in one pass: the same float32 operations as a separate subtraction
+        # (bit for bit, unless the sparse kernel was compiled to fuse multiply-adds)
         at_edge = np.arange(E) + self.edge_tf  # an entry's place in one draw's row block
         at_tf = np.cumsum(self.counts + 1) - 1
         data = np.empty((m, E + T), dtype=np.float32)
