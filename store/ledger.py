@@ -23,6 +23,8 @@ import logging
 import math
 import os
 import re
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +87,31 @@ def busy_timeout_s() -> float:
         return 30.0
 
 
+def _wal_mode(cur: sqlite3.Cursor, timeout_s: float) -> None:
+    """Put the database in WAL mode unless it is already.
+
+    Switching a new database to WAL takes an exclusive lock.  When several processes open a
+    new ledger at once, SQLite may refuse one of them at once ("database is locked", without
+    waiting in its busy handler: it refuses one of two readers that both ask to write, which
+    would otherwise wait for each other); four or six processes opening one new ledger failed
+    about one run in 25 (tests/test_campaign_recovery.py).  So the switch is retried with a
+    short back-off for up to the busy timeout, and a database another process has switched
+    meanwhile needs nothing more.  Other errors (a read-only file) reach the caller as before.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.2)
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
     busy_ms = int(busy_timeout_s() * 1000)
 
@@ -92,7 +119,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")  # first: the others may wait for a lock
-        cur.execute("PRAGMA journal_mode=WAL")
+        _wal_mode(cur, busy_ms / 1000)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()

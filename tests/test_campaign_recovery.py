@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import PLUGIN_DIR, make_cache
 from queue_helpers import OPEN_LEDGER_AT_GO, hypotheses_by_statement, queue_raw_specs
 from sqlalchemy import select, update
@@ -216,3 +217,37 @@ def test_a_new_ledger_opened_by_several_processes_at_once(tmp_path):
     go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
     assert [o.strip() for o, _ in outs] == ["ok"] * 4, [e[-300:] for _, e in outs]
+
+
+def test_the_switch_to_wal_retries_a_refusal_until_the_lock_is_free(tmp_path):
+    """SQLite may refuse a journal-mode switch at once ("database is locked", without waiting
+    in its busy handler: two connections that read a new file and both try to switch it).  A
+    connection with no busy handler (timeout 0) is refused like that while another holds the
+    lock; the ledger's switch retries until the lock is free, and gives up after its timeout."""
+    import threading
+
+    from geoscreen.store.ledger import _wal_mode
+
+    path = tmp_path / "new.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    t0 = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("PRAGMA journal_mode=WAL")  # SQLite alone: refused at once
+    assert time.monotonic() - t0 < 0.2
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _wal_mode(other.cursor(), 0.2)  # still held when the time is up
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    t0 = time.monotonic()
+    _wal_mode(other.cursor(), 10.0)
+    release.join()
+    assert time.monotonic() - t0 >= 0.25
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    holder.execute("BEGIN EXCLUSIVE")  # in WAL mode a switch is not needed: no lock asked for
+    _wal_mode(other.cursor(), 0.0)
+    holder.execute("COMMIT")
+    other.close()
+    holder.close()
