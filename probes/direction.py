@@ -102,6 +102,11 @@ class Resultants:
         self.Z32 = self.Z.astype(np.float32)
         self.dots = self.Z[tfs] @ self.Z.T  # (T, n): z_t . z_g
         self.sq = np.einsum("ij,ij->i", self.Z, self.Z)
+        self.sq_src = self.sq[tfs][self.edge_tf]  # each edge's |z_t|^2
+        # one draw's sparse rows: each TF's edges, then the TF itself (see `__call__`)
+        self.row_len = self.counts + 1
+        self.at_edge = np.arange(n_edges) + self.edge_tf  # an edge's place in the row block
+        self.at_tf = np.cumsum(self.row_len) - 1  # a TF's own entry, last in its row
 
     def __call__(self, targets: np.ndarray) -> np.ndarray:
         """(m, T, d) resultants for the (m, E) target rows (edges grouped by TF)."""
@@ -109,7 +114,7 @@ class Resultants:
 
         m, E = targets.shape
         T, n = self.dots.shape
-        both = self.sq[targets] + self.sq[self.tfs][self.edge_tf][None]
+        both = self.sq[targets] + self.sq_src[None]
         r2 = both - 2.0 * self.dots[self.edge_tf[None], targets]
         w = np.divide(1.0, np.sqrt(np.maximum(r2, 0.0)), out=np.zeros(r2.shape),
                       where=r2 > NEAR_ZERO ** 2 * both)
@@ -118,13 +123,11 @@ class Resultants:
         # -sum_j w_j at the TF itself, so that the product adds S_t and subtracts
         # (sum_j w_j) z_t in one pass: the same float32 operations as a separate subtraction
         # (bit for bit, unless the sparse kernel was compiled to fuse multiply-adds)
-        at_edge = np.arange(E) + self.edge_tf  # an entry's place in one draw's row block
-        at_tf = np.cumsum(self.counts + 1) - 1
         data = np.empty((m, E + T), dtype=np.float32)
         cols = np.empty((m, E + T), dtype=np.int64)
-        data[:, at_edge], cols[:, at_edge] = w, targets
-        data[:, at_tf], cols[:, at_tf] = -sw, self.tfs[None]
-        indptr = np.r_[0, np.cumsum(np.tile(self.counts + 1, m))]
+        data[:, self.at_edge], cols[:, self.at_edge] = w, targets
+        data[:, self.at_tf], cols[:, self.at_tf] = -sw, self.tfs[None]
+        indptr = np.r_[0, np.cumsum(np.tile(self.row_len, m))]
         W = sparse.csr_matrix((data.ravel(), cols.ravel(), indptr), shape=(m * T, n))
         return (W @ self.Z32).reshape(m, T, -1)
 
