@@ -34,7 +34,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks
+from geoscreen.probes.stats import chunks, sparse_row_blocks
 from geoscreen.result import LayerResult
 
 
@@ -108,12 +108,11 @@ class Resultants:
         self.at_edge = np.arange(n_edges) + self.edge_tf  # an edge's place in the row block
         self.at_tf = np.cumsum(self.row_len) - 1  # a TF's own entry, last in its row
 
-    def __call__(self, targets: np.ndarray) -> np.ndarray:
-        """(m, T, d) resultants for the (m, E) target rows (edges grouped by TF)."""
-        from scipy import sparse
-
+    def _weights(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, cols, data): the (m * T, n) sparse matrix whose product with Z gives the
+        resultants of the (m, E) target rows."""
         m, E = targets.shape
-        T, n = self.dots.shape
+        T = self.tfs.size
         both = self.sq[targets] + self.sq_src[None]
         r2 = both - 2.0 * self.dots[self.edge_tf[None], targets]
         w = np.divide(1.0, np.sqrt(np.maximum(r2, 0.0)), out=np.zeros(r2.shape),
@@ -128,14 +127,25 @@ class Resultants:
         data[:, self.at_edge], cols[:, self.at_edge] = w, targets
         data[:, self.at_tf], cols[:, self.at_tf] = -sw, self.tfs[None]
         indptr = np.r_[0, np.cumsum(np.tile(self.row_len, m))]
-        W = sparse.csr_matrix((data.ravel(), cols.ravel(), indptr), shape=(m * T, n))
-        return (W @ self.Z32).reshape(m, T, -1)
+        return indptr, cols.ravel(), data.ravel()
+
+    def __call__(self, targets: np.ndarray) -> np.ndarray:
+        """(m, T, d) resultants for the (m, E) target rows (edges grouped by TF)."""
+        m = targets.shape[0]
+        R = np.empty((m * self.tfs.size, self.Z32.shape[1]), dtype=np.float32)
+        for r0, r1, Y in sparse_row_blocks(*self._weights(targets), self.Z32):
+            R[r0:r1] = Y
+        return R.reshape(m, self.tfs.size, -1)
 
     def statistic(self, targets: np.ndarray, statistic: str) -> np.ndarray:
-        R = self(targets)
-        if statistic == "consistency":  # mean over TFs of |R_t| / c_t
-            norms = np.sqrt(np.einsum("mtd,mtd->mt", R, R).astype(np.float64))
+        if statistic == "consistency":  # mean over TFs of |R_t| / c_t, a block of rows at a time
+            m, T = targets.shape[0], self.tfs.size
+            sq = np.empty(m * T)
+            for r0, r1, Y in sparse_row_blocks(*self._weights(targets), self.Z32):
+                sq[r0:r1] = np.einsum("ij,ij->i", Y, Y)
+            norms = np.sqrt(sq.reshape(m, T))
             return (norms / self.counts[None]).mean(axis=1)
+        R = self(targets)
         return summarise(R.astype(np.float64) / self.counts[None, :, None], statistic)
 
 

@@ -17,6 +17,9 @@ The two star motifs are far more numerous than loops (TRRUST: about 349,000 fan-
 every pair of a regulator's targets is (|sum of their unit vectors|^2 - their count) / 2, and
 the few pairs of targets that are themselves joined by an edge (no longer an induced fan-out)
 are subtracted, so each network costs one sparse product of its edges with the coordinates.
+In a wide space (width >= 128) a hub with few leaves (at most width / 64: 8 at width 512)
+has its few pairs read from the similarity matrix instead (`split_small_groups`), which is
+cheaper than reading their rows; the two ways agree to float32 rounding (version 1.2).
 
 Two statistics: ``motif_similarity``, the mean similarity over the three gene pairs of a motif
 instance, averaged over instances; ``motif_vs_edges``, the mean similarity of the network's
@@ -85,6 +88,7 @@ from geoscreen.probes.stats import (
     low_rank_pair_sums,
     matrix_gather,
     pair_values,
+    sparse_row_blocks,
     z_score,
 )
 from geoscreen.result import LayerResult
@@ -98,6 +102,7 @@ NETWORK_BATCH_EDGES = 1_000_000  # edges of the rewired networks traded together
 NETWORK_BATCH = 100  # and at most this many networks
 SUMMARY_CACHE_PAIRS = 30_000_000  # weighted pairs of rewired networks kept for later layers
 TABLE_BYTES = 16 * 2**20  # membership tables of the star motifs' pair codes (`_membership`)
+PAIR_GATHER_DIM = 64  # star groups of up to width // this many leaves: pair by pair from K
 MAX_DRAW_FACTOR = 10  # degree_preserving gives up after this many networks per draw asked for
 
 
@@ -256,6 +261,9 @@ class MotifSummary:
     g_w: np.ndarray = field(default_factory=lambda: np.zeros(0))
     g_ptr: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
     g_node: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # u * (network nodes) + v, made once on first use and kept with a cached summary: where
+    # the gene pairs sit in the network's similarity matrix (the same for every layer)
+    codes: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -456,35 +464,82 @@ def squared_norms(Zn: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", Zn, Zn).astype(np.float64)
 
 
+def _small_group_pairs(ptr: np.ndarray, groups: np.ndarray,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, group): positions in the groups' member list of every unordered pair
+    of members of each of `groups` (group g holds positions ptr[g]..ptr[g+1]-1), and the
+    group of each pair; a group's pairs are contiguous, in a fixed order for its size."""
+    c = ptr[groups + 1] - ptr[groups]
+    firsts, seconds, owners = [], [], []
+    for size in np.unique(c):
+        if size < 2:
+            continue
+        at = groups[c == size]
+        ti, tj = np.triu_indices(int(size), 1)
+        start = ptr[at][:, None]
+        firsts.append((start + ti[None]).ravel())
+        seconds.append((start + tj[None]).ravel())
+        owners.append(np.repeat(at, ti.size))
+    if not firsts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(owners)
+
+
 def group_pair_sums(Zn: np.ndarray, rows: np.ndarray, ptr: np.ndarray,
                     norms: np.ndarray | None = None) -> np.ndarray:
     """For each group g (rows[ptr[g]:ptr[g+1]] of Zn, unit vectors), the inner product summed over
-    its unordered pairs: (|sum of its vectors|^2 - sum of their squared norms) / 2, through one
-    sparse product per block of groups.  Zn may be float32 (3x faster than float64 in scipy's
-    sparse product), and so are its squared sums, subtracted in float64; `norms` (Zn's squared
-    row norms) may be given to save recomputing them.  A group's value depends only on its own
-    rows, so it is the same whatever the blocks (the observed network and the rewired ones go
-    through the same arithmetic)."""
-    from scipy import sparse
-
+    its unordered pairs: (|sum of its vectors|^2 - sum of their squared norms) / 2, through
+    sparse products of a block of groups at a time (`sparse_row_blocks`: a few thousand group
+    sums, kept in cache while their squared norms are taken).  Zn may be float32 (3x faster
+    than float64 in scipy's sparse product), and so are its squared sums, subtracted in
+    float64; `norms` (Zn's squared row norms) may be given to save recomputing them.  A
+    group's value depends only on its own rows, so it is the same whatever the blocks (the
+    observed network and the rewired ones go through the same arithmetic)."""
     G = ptr.size - 1
     out = np.empty(G)
     if G == 0:
         return out
     if norms is None:
         norms = squared_norms(Zn)
-    block = max(1, 4_000_000 // max(Zn.shape[1], 1))
-    gid = np.repeat(np.arange(G), np.diff(ptr))
-    for g0 in range(0, G, block):
-        g1 = min(G, g0 + block)
-        lo, hi = int(ptr[g0]), int(ptr[g1])
-        B = sparse.csr_matrix((np.ones(hi - lo, dtype=Zn.dtype), rows[lo:hi],
-                               ptr[g0:g1 + 1] - lo), shape=(g1 - g0, Zn.shape[0]))
-        V = np.asarray(B @ Zn)
-        out[g0:g1] = (np.einsum("ij,ij->i", V, V).astype(np.float64) -
-                      np.bincount(gid[lo:hi] - g0, weights=norms[rows[lo:hi]],
-                                  minlength=g1 - g0)) / 2.0
-    return out
+    leaf_norms = np.bincount(np.repeat(np.arange(G), np.diff(ptr)), weights=norms[rows],
+                             minlength=G)
+    for g0, g1, V in sparse_row_blocks(ptr, rows, np.ones(rows.size, dtype=Zn.dtype), Zn):
+        out[g0:g1] = np.einsum("ij,ij->i", V, V)
+    return (out - leaf_norms) / 2.0
+
+
+def small_group_limit(width: int) -> int:
+    """The largest star group whose pairs are read one by one from a similarity matrix rather
+    than summed through the group's vectors, at this width (`split_small_groups`)."""
+    return width // PAIR_GATHER_DIM
+
+
+def split_small_groups(s: MotifSummary, small_max: int) -> MotifSummary:
+    """The same statistic with every group of at most `small_max` nodes written out as its
+    weighted pairs (each pair of the group's nodes with the group's weight), the larger
+    groups kept.
+
+    A group of c nodes costs c reads of a d-wide row in the sparse product (and one output row
+    zeroed, written and read), its c (c - 1) / 2 pairs as many reads of one similarity-matrix
+    entry: at width 512 the pairs are cheaper up to c = 8 (`PAIR_GATHER_DIM`; TRRUST fan-in
+    groups of up to 8 leaves hold 59% of the leaves of its relabelled networks).  Pairs are
+    summed from the float32 matrix entries, groups through float32 vector sums: the two agree
+    to float32 rounding, and every network (observed or null) goes through the same split."""
+    if small_max < 2 or s.g_net.size == 0:
+        return s
+    c = np.diff(s.g_ptr)
+    small = c <= small_max
+    if not small.any():
+        return s
+    a, b, owner = _small_group_pairs(s.g_ptr, np.flatnonzero(small))
+    large = ~small
+    return MotifSummary(
+        net=np.concatenate([s.net, s.g_net[owner]]), u=np.concatenate([s.u, s.g_node[a]]),
+        v=np.concatenate([s.v, s.g_node[b]]), w=np.concatenate([s.w, s.g_w[owner]]),
+        instances=s.instances, ok=s.ok, g_net=s.g_net[large], g_w=s.g_w[large],
+        g_ptr=np.concatenate([[0], np.cumsum(c[large])]).astype(np.int64),
+        g_node=s.g_node[np.repeat(large, c)])
 
 
 # ------------------------------------------------------------------------------------------
@@ -588,9 +643,12 @@ class Rewiring:
                                            self.rng))
         return self.networks[k]
 
-    def summary(self, k: int, motif: str, statistic: str, min_instances: int) -> MotifSummary:
-        """The motif summary of the k-th batch of null networks."""
-        key = (motif, statistic, min_instances)
+    def summary(self, k: int, motif: str, statistic: str, min_instances: int,
+                split_max: int = 0) -> MotifSummary:
+        """The motif summary of the k-th batch of null networks (star groups of up to
+        `split_max` nodes written out as pairs, `split_small_groups`: a summary kept per
+        value, so a hypothesis's arithmetic never depends on which ran before it)."""
+        key = (motif, statistic, min_instances, split_max)
         done = self.summaries.setdefault(key, [])
         if k < len(done):
             return done[k]
@@ -602,6 +660,7 @@ class Rewiring:
         else:
             s = concat_summaries([motif_summary(self.net.src, d, self.net.n, 1, motif,
                                                 statistic, min_instances) for d in D])
+        s = split_small_groups(s, split_max)
         if k == len(done) and self.cached_pairs + s.size <= SUMMARY_CACHE_PAIRS:
             done.append(s)
             self.cached_pairs += s.size
@@ -718,7 +777,7 @@ class _Counts:
     family="graph_topology",
     params=RegulatoryMotifsParams,
     nulls=("degree_preserving", "motif_preserving", "gene_shuffle"),
-    version="1.1",
+    version="1.2",
     statistic="mean similarity over the gene pairs of each instance of a regulatory motif "
               "(feed-forward loop, cascade, fan-out or fan-in) of a directed network, averaged "
               "over instances; or the mean similarity of motif edges minus that of the "
@@ -770,7 +829,9 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     ``motif_vs_edges`` is the mean sim over edges that lie in an instance minus the mean over
     the other edges.  The star motifs (fan_out, fan_in) take the cosine only: their pairs of
     leaves are summed as (|sum of unit vectors|^2 - count) / 2 per hub, in float32 (see
-    `star_summary`), never listed.  Their degree-preserving null is exact for networks
+    `star_summary`), never listed; in a space of width 128 or more a hub with at most
+    width / 64 leaves sums its pairs' float32 similarity-matrix entries instead (version 1.2:
+    the values of 1.1 to float32 rounding, the same null draws).  Their degree-preserving null is exact for networks
     uniform given their degrees but not for every network: a network that co-targets its hubs
     more than its degrees imply, with its hubs close together, is called too often
     (docs/probes.md, "Star motifs and the degree-preserving null").
@@ -832,10 +893,36 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     matching = None
     counts = _Counts()
 
+    network_K: list[np.ndarray | None] = []
+
+    def network_block() -> np.ndarray | None:
+        """The similarity matrix among the network's genes, made on first use: the same
+        float32 product as the full matrix, restricted to those rows (`PairScorer.block`);
+        None where the scorer would build no full matrix."""
+        if not network_K:
+            network_K.append(scorer.block(net.genes))
+        return network_K[0]
+
+    # star groups small enough to be read pair by pair from a similarity matrix: the
+    # network's block (degree_preserving) or the full matrix (the relabelling nulls)
+    split_max = small_group_limit(Zn.shape[1]) if Zn is not None else 0
+    if split_max >= 2 and (network_block() if p.null == "degree_preserving" else scorer.K) is None:
+        split_max = 0
+
+    def pair_sims(s: MotifSummary) -> np.ndarray:
+        """The similarity of each weighted pair of the summary, float64, from the network's
+        block where there is one (the flat codes are made once per summary, and the reads
+        stay within the block)."""
+        Kn = network_block()
+        if Kn is None:
+            return sim(net.genes[s.u], net.genes[s.v])
+        if s.codes is None:
+            s.codes = s.u * net.n + s.v
+        return Kn.ravel().take(s.codes).astype(np.float64)
+
     def values(s: MotifSummary, nb: int) -> np.ndarray:
         """The statistic of each of the summary's `nb` networks."""
-        vals = np.bincount(s.net, weights=s.w * sim(net.genes[s.u], net.genes[s.v]),
-                           minlength=nb)
+        vals = np.bincount(s.net, weights=s.w * pair_sims(s), minlength=nb)
         if s.g_net.size:
             assert Zn is not None
             vals += np.bincount(s.g_net, weights=s.g_w * group_pair_sums(
@@ -843,13 +930,13 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
         return vals
 
     if p.null == "degree_preserving":
-        observed = float(values(obs, 1)[0])
+        observed = float(values(split_small_groups(obs, split_max), 1)[0])
         rewired = _rewiring(ctx, p, net)
 
         def draws() -> Iterator[np.ndarray]:
             k, made = 0, 0
             while True:
-                s = rewired.summary(k, p.motif, p.statistic, p.min_instances)
+                s = rewired.summary(k, p.motif, p.statistic, p.min_instances, split_max)
                 nb = s.instances.size
                 vals = values(s, nb)
                 counts.counts.append(s.instances[s.ok])
@@ -864,6 +951,8 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
                         "the finding (see motif_count in a result with lower min_instances)",
                         field="params.min_instances", fix="lower min_instances")
     else:
+        width = max(np.unique(np.concatenate([obs.u, obs.v, obs.g_node])).size, obs.u.size)
+        obs = split_small_groups(obs, split_max)  # the same draws: chunks sized before it
         used, inv = np.unique(np.concatenate([obs.u, obs.v, obs.g_node]), return_inverse=True)
         nu = obs.u.size
         u, v, w = inv[:nu], inv[nu:2 * nu], obs.w
@@ -892,7 +981,7 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
         n = Z.shape[0]
 
         def draws() -> Iterator[np.ndarray]:
-            for st, m in chunks(p.n_permutations, max(members.size, u.size), budget=8_000_000):
+            for st, m in chunks(p.n_permutations, width, budget=8_000_000):
                 if strata is not None:
                     P = strata.draw(members, m, rng)
                     if st == 0:

@@ -129,3 +129,32 @@ def test_a_target_at_its_regulator_adds_no_direction(statistic):
         expect = (g.sum() - np.trace(g)) / 6
     assert slow[0] == pytest.approx(expect, rel=1e-12)
     assert fast[0] == pytest.approx(expect, rel=1e-5)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 700, 10**9])
+def test_resultants_in_blocks_equal_one_sparse_product(monkeypatch, block_bytes):
+    """The resultants come from blocks of rows of the sparse product into one reused buffer;
+    whatever the block size, R and both statistics are those of one scipy product of the
+    whole sparse matrix, bit for bit (the consistency statistic takes each block's norms as it
+    comes)."""
+    from scipy import sparse
+
+    from geoscreen.probes import stats
+    from geoscreen.probes.direction import Resultants, summarise
+
+    monkeypatch.setattr(stats, "ROW_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(12)
+    Z = rng.standard_normal((90, 24))
+    tfs = np.array([0, 3, 5, 7, 9])
+    starts = np.array([0, 4, 5, 11, 14])
+    targets = rng.integers(10, 90, (9, 20))
+    rs = Resultants(Z, tfs, starts, 20)
+    indptr, cols, data = rs._weights(targets)
+    W = sparse.csr_matrix((data, cols, indptr), shape=(9 * tfs.size, 90))
+    R = (W @ rs.Z32).reshape(9, tfs.size, -1)
+    np.testing.assert_array_equal(rs(targets), R)
+    norms = np.sqrt(np.einsum("mtd,mtd->mt", R, R).astype(np.float64))
+    np.testing.assert_array_equal(rs.statistic(targets, "consistency"),
+                                  (norms / rs.counts[None]).mean(axis=1))
+    np.testing.assert_array_equal(rs.statistic(targets, "alignment"), summarise(
+        R.astype(np.float64) / rs.counts[None, :, None], "alignment"))

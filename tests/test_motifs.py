@@ -676,3 +676,73 @@ def test_star_motifs_refuse_the_euclidean_metric(tmp_path, cli):
     r = run("regulatory_motifs", {"pairs": ref, "motif": "fan_out", "min_instances": 3,
                                   "n_permutations": 99}, ctx, "L0")
     assert r.n == 3  # 0 -> {1, 2, 3}; 1 -> 4 adds none
+
+
+def test_small_groups_written_as_pairs_keep_the_statistic():
+    """`split_small_groups` writes every group of at most `small_max` nodes out as its
+    weighted pairs: with float64 unit rows and the exact Gram matrix the statistic of every
+    network is unchanged, the larger groups stay groups, and nothing changes below two."""
+    from geoscreen.probes.motifs import split_small_groups
+    from geoscreen.probes.stats import normalise_rows
+
+    rng = np.random.default_rng(21)
+    n_nodes, n_nets = 60, 4
+    src, dst = [], []
+    for b in range(n_nets):
+        s, d = np.nonzero(random_digraph(rng, n_nodes, 0.08))
+        src.append(s + b * n_nodes)
+        dst.append(d + b * n_nodes)
+    Zs = normalise_rows(rng.standard_normal((n_nodes, 9)))
+    K = Zs @ Zs.T
+
+    def stat(s):
+        v = np.bincount(s.net, weights=s.w * K[s.u, s.v], minlength=n_nets)
+        return v + np.bincount(s.g_net, weights=s.g_w * group_pair_sums(Zs, s.g_node, s.g_ptr),
+                               minlength=n_nets)
+
+    for motif in STARS:
+        sm = star_summary(np.concatenate(src), np.concatenate(dst), n_nodes, n_nets, motif,
+                          "motif_similarity", 1)
+        sizes = np.diff(sm.g_ptr)
+        assert (sizes <= 3).any() and (sizes > 3).any()
+        assert split_small_groups(sm, 1) is sm
+        sp = split_small_groups(sm, 3)
+        np.testing.assert_allclose(stat(sp), stat(sm), rtol=1e-12)
+        np.testing.assert_array_equal(np.diff(sp.g_ptr), sizes[sizes > 3])
+        small = sizes[sizes <= 3]
+        assert sp.u.size == sm.u.size + int((small * (small - 1) // 2).sum())
+
+
+@pytest.mark.parametrize("motif,null", [("fan_out", "degree_preserving"),
+                                        ("fan_in", "motif_preserving"),
+                                        ("fan_out", "gene_shuffle")])
+def test_wide_layers_read_small_star_groups_pair_by_pair(tmp_path, monkeypatch, motif, null):
+    """At width 256 star groups of up to 4 nodes are read pair by pair from the similarity
+    matrix: the same null draws (p-value and draw count identical), the statistic and the null
+    equal to float32 rounding, and both equal to the plain mean over the enumerated instances."""
+    from geoscreen.probes import motifs
+    from geoscreen.probes.stats import normalise_rows
+
+    rng = np.random.default_rng(5)
+    X, hub = hub_heavy(rng, N, 256)
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    ref = pairs_file(tmp_path / "e.tsv", *beta_network(rng, hub, n_net=120, n_tf=30))
+    prm = {"pairs": ref, "motif": motif, "null": null, "n_permutations": 199}
+    svd = ctx.svd("L0")
+    net = network(*[svd.local(x) for x in ctx.pair_rows(ref, param="pairs")[:2]])
+    sm = star_summary(net.src, net.dst, net.n, 1, motif, "motif_similarity", 1)
+    sizes = np.diff(sm.g_ptr)
+    assert motifs.small_group_limit(256) == 4 and (sizes <= 4).any() and (sizes > 4).any()
+    split = run("regulatory_motifs", prm, ctx, "L0")
+    monkeypatch.setattr(motifs, "PAIR_GATHER_DIM", 10**6)  # every group through its vectors
+    ctx.memo.clear()
+    whole = run("regulatory_motifs", prm, ctx, "L0")
+    assert split.p_value == whole.p_value and split.n_permutations == whole.n_permutations
+    assert split.statistic == pytest.approx(whole.statistic, rel=1e-5)
+    assert split.extra["null_mean"] == pytest.approx(whole.extra["null_mean"], rel=1e-4)
+    Zs = normalise_rows(svd.U * svd.S)
+    g = net.genes[motif_instances(net.src, net.dst, net.n, motif)]
+    loop = np.mean((np.einsum("ij,ij->i", Zs[g[:, 0]], Zs[g[:, 1]]) +
+                    np.einsum("ij,ij->i", Zs[g[:, 0]], Zs[g[:, 2]]) +
+                    np.einsum("ij,ij->i", Zs[g[:, 1]], Zs[g[:, 2]])) / 3)
+    assert split.statistic == pytest.approx(loop, rel=2e-5)
