@@ -17,9 +17,10 @@ The two star motifs are far more numerous than loops (TRRUST: about 349,000 fan-
 every pair of a regulator's targets is (|sum of their unit vectors|^2 - their count) / 2, and
 the few pairs of targets that are themselves joined by an edge (no longer an induced fan-out)
 are subtracted, so each network costs one sparse product of its edges with the coordinates.
-In a wide space (width >= 128) a hub with few leaves (at most width / 64: 8 at width 512)
-has its few pairs read from the similarity matrix instead (`split_small_groups`), which is
-cheaper than reading their rows; the two ways agree to float32 rounding (version 1.2).
+A hub with few leaves has its few pairs read from the similarity matrix instead
+(`split_small_groups`), which is cheaper than reading their rows: up to 8 leaves in the
+rewired networks of the degree-preserving null, up to width / 64 (from width 128) for the
+relabelling nulls; the two ways agree to float32 rounding (version 1.2).
 
 Two statistics: ``motif_similarity``, the mean similarity over the three gene pairs of a motif
 instance, averaged over instances; ``motif_vs_edges``, the mean similarity of the network's
@@ -103,6 +104,7 @@ NETWORK_BATCH = 100  # and at most this many networks
 SUMMARY_CACHE_PAIRS = 30_000_000  # weighted pairs of rewired networks kept for later layers
 TABLE_BYTES = 16 * 2**20  # membership tables of the star motifs' pair codes (`_membership`)
 PAIR_GATHER_DIM = 64  # star groups of up to width // this many leaves: pair by pair from K
+REWIRED_SPLIT = 8  # ... and of up to this many in the rewired networks (any width)
 MAX_DRAW_FACTOR = 10  # degree_preserving gives up after this many networks per draw asked for
 
 
@@ -829,9 +831,10 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     ``motif_vs_edges`` is the mean sim over edges that lie in an instance minus the mean over
     the other edges.  The star motifs (fan_out, fan_in) take the cosine only: their pairs of
     leaves are summed as (|sum of unit vectors|^2 - count) / 2 per hub, in float32 (see
-    `star_summary`), never listed; in a space of width 128 or more a hub with at most
-    width / 64 leaves sums its pairs' float32 similarity-matrix entries instead (version 1.2:
-    the values of 1.1 to float32 rounding, the same null draws).  Their degree-preserving null is exact for networks
+    `star_summary`), never listed; a hub with at most 8 leaves (degree_preserving) or, from
+    width 128, width / 64 leaves (the relabelling nulls) sums its pairs' float32
+    similarity-matrix entries instead (version 1.2: the values of 1.1 to float32 rounding,
+    the same null draws).  Their degree-preserving null is exact for networks
     uniform given their degrees but not for every network: a network that co-targets its hubs
     more than its degrees imply, with its hubs close together, is called too often
     (docs/probes.md, "Star motifs and the degree-preserving null").
@@ -904,10 +907,14 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
         return network_K[0]
 
     # star groups small enough to be read pair by pair from a similarity matrix: the
-    # network's block (degree_preserving) or the full matrix (the relabelling nulls)
-    split_max = small_group_limit(Zn.shape[1]) if Zn is not None else 0
-    if split_max >= 2 and (network_block() if p.null == "degree_preserving" else scorer.K) is None:
-        split_max = 0
+    # network's block for the rewired networks, whatever the width (their summaries are kept
+    # for every hypothesis on the network: one split for all, `REWIRED_SPLIT`), the full
+    # matrix for the relabelling nulls (from width 128: `small_group_limit`)
+    split_max = 0
+    if Zn is not None and p.null == "degree_preserving":
+        split_max = REWIRED_SPLIT if network_block() is not None else 0
+    elif Zn is not None and small_group_limit(Zn.shape[1]) >= 2 and scorer.K is not None:
+        split_max = small_group_limit(Zn.shape[1])
 
     def pair_sims(s: MotifSummary) -> np.ndarray:
         """The similarity of each weighted pair of the summary, float64, from the network's

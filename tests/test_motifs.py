@@ -717,9 +717,10 @@ def test_small_groups_written_as_pairs_keep_the_statistic():
                                         ("fan_in", "motif_preserving"),
                                         ("fan_out", "gene_shuffle")])
 def test_wide_layers_read_small_star_groups_pair_by_pair(tmp_path, monkeypatch, motif, null):
-    """At width 256 star groups of up to 4 nodes are read pair by pair from the similarity
-    matrix: the same null draws (p-value and draw count identical), the statistic and the null
-    equal to float32 rounding, and both equal to the plain mean over the enumerated instances."""
+    """At width 256 star groups of up to 4 nodes (relabelling nulls) or 8 (rewired networks)
+    are read pair by pair from the similarity matrix: the same null draws (p-value and draw
+    count identical) as with every group through its vectors, the statistic and the null equal
+    to float32 rounding, and both equal to the plain mean over the enumerated instances."""
     from geoscreen.probes import motifs
     from geoscreen.probes.stats import normalise_rows
 
@@ -735,6 +736,7 @@ def test_wide_layers_read_small_star_groups_pair_by_pair(tmp_path, monkeypatch, 
     assert motifs.small_group_limit(256) == 4 and (sizes <= 4).any() and (sizes > 4).any()
     split = run("regulatory_motifs", prm, ctx, "L0")
     monkeypatch.setattr(motifs, "PAIR_GATHER_DIM", 10**6)  # every group through its vectors
+    monkeypatch.setattr(motifs, "REWIRED_SPLIT", 0)
     ctx.memo.clear()
     whole = run("regulatory_motifs", prm, ctx, "L0")
     assert split.p_value == whole.p_value and split.n_permutations == whole.n_permutations
@@ -746,3 +748,24 @@ def test_wide_layers_read_small_star_groups_pair_by_pair(tmp_path, monkeypatch, 
                     np.einsum("ij,ij->i", Zs[g[:, 0]], Zs[g[:, 2]]) +
                     np.einsum("ij,ij->i", Zs[g[:, 1]], Zs[g[:, 2]])) / 3)
     assert split.statistic == pytest.approx(loop, rel=2e-5)
+
+
+def test_hypotheses_of_any_width_share_the_rewired_summaries(tmp_path):
+    """The rewired networks' summaries (small hubs written out as pairs) are kept once per
+    network whatever the width of the hypothesis reading them, and a hypothesis's result does
+    not depend on which ran before it in the worker."""
+    from geoscreen.probes.motifs import Rewiring
+
+    rng = np.random.default_rng(13)
+    X, hub = hub_heavy(rng, N, 160)
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    ref = pairs_file(tmp_path / "e.tsv", *beta_network(rng, hub, n_net=120, n_tf=30))
+    full = {"pairs": ref, "motif": "fan_out", "n_permutations": 99}
+    sub = {**full, "subspace": [1, 2, 3]}
+    first = [run("regulatory_motifs", prm, ctx, "L0") for prm in (full, sub)]
+    rewirings = [v for v in ctx.memo.values() if isinstance(v, Rewiring)]
+    assert len(rewirings) == 1 and len(rewirings[0].summaries) == 1
+    ctx.memo.clear()
+    second = [run("regulatory_motifs", prm, ctx, "L0") for prm in (sub, full)][::-1]
+    for a, b in zip(first, second):
+        assert (a.statistic, a.p_value, a.effect_size) == (b.statistic, b.p_value, b.effect_size)
