@@ -105,6 +105,8 @@ SUMMARY_CACHE_PAIRS = 30_000_000  # weighted pairs of rewired networks kept for 
 TABLE_BYTES = 16 * 2**20  # membership tables of the star motifs' pair codes (`_membership`)
 PAIR_GATHER_DIM = 64  # star groups of up to width // this many leaves: pair by pair from K
 REWIRED_SPLIT = 8  # ... and of up to this many in the rewired networks (any width)
+DRAW_ENTRIES = 8_000_000  # relabelled labels (or pairs) of a chunk of relabelling draws
+EVAL_ENTRIES = 8_000_000  # ... and pairs of the draws evaluated at once
 MAX_DRAW_FACTOR = 10  # degree_preserving gives up after this many networks per draw asked for
 
 
@@ -269,8 +271,10 @@ class MotifSummary:
 
     @property
     def size(self) -> int:
-        """Weighted pairs plus group nodes (what a cache of summaries holds)."""
-        return int(self.u.size + self.g_node.size)
+        """Weighted pairs plus group nodes, plus a quarter per pair code (one int64 beside a
+        pair's four 8-byte entries): what a cache of summaries holds."""
+        codes = 0 if self.codes is None else self.codes.size // 4
+        return int(self.u.size + self.g_node.size + codes)
 
 
 def concat_summaries(parts: list[MotifSummary]) -> MotifSummary:
@@ -663,6 +667,8 @@ class Rewiring:
             s = concat_summaries([motif_summary(self.net.src, d, self.net.n, 1, motif,
                                                 statistic, min_instances) for d in D])
         s = split_small_groups(s, split_max)
+        if split_max:  # read from the network's block (`regulatory_motifs`): codes kept too
+            s.codes = s.u * self.net.n + s.v
         if k == len(done) and self.cached_pairs + s.size <= SUMMARY_CACHE_PAIRS:
             done.append(s)
             self.cached_pairs += s.size
@@ -988,14 +994,18 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
         n = Z.shape[0]
 
         def draws() -> Iterator[np.ndarray]:
-            for st, m in chunks(p.n_permutations, width, budget=8_000_000):
+            for st, m in chunks(p.n_permutations, width, budget=DRAW_ENTRIES):
                 if strata is not None:
                     P = strata.draw(members, m, rng)
                     if st == 0:
                         matching["balance"] = strata.balance(members, P)  # type: ignore[index]
                 else:
                     P = distinct_draws(n, members.size, m, rng)
-                yield weighted(P)
+                # small hubs written out as pairs widen each draw beyond the chunk's width:
+                # evaluated a few draws at a time within the same memory budget
+                step = max(1, EVAL_ENTRIES // max(u.size, 1))
+                for a in range(0, m, step):
+                    yield weighted(P[a:a + step])
     seq = besag_clifford(draws(), observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
     null = seq.null
     extra: dict[str, Any] = {

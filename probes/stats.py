@@ -374,11 +374,14 @@ def _csr_kernel() -> Callable[..., None] | None:
 
 
 def sparse_row_blocks(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
-                      X: np.ndarray, block_bytes: int = ROW_BLOCK_BYTES,
+                      X: np.ndarray, block_bytes: int | None = None,
                       ) -> Iterator[tuple[int, int, np.ndarray]]:
     """(r0, r1, Y) for blocks of rows of A @ X, A the CSR matrix (indptr, indices, data) with
-    X.shape[0] columns: Y = (A @ X)[r0:r1], in X's dtype, a view of one buffer reused for every
-    block (read it before the next one).
+    X.shape[0] columns: Y = (A @ X)[r0:r1], a view of one buffer reused for every block (read
+    it before the next one).  `data` must have X's dtype (scipy would promote both to a common
+    one: refused rather than cast), the indices must lie in 0..X.shape[0]-1 (as scipy's
+    product assumes; not checked), and indptr[0] may be above 0; `block_bytes` defaults to
+    `ROW_BLOCK_BYTES`.
 
     Each block is scipy's own kernel (``csr_matvecs``) run into that buffer: the same
     multiply-adds in the same order as ``csr_matrix(...) @ X``, so the same values bit for bit,
@@ -393,8 +396,14 @@ def sparse_row_blocks(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
     X = np.ascontiguousarray(X)
     n, d = X.shape
     rows = indptr.size - 1
-    if rows == 0:
+    if np.asarray(data).dtype != X.dtype:
+        raise TypeError(f"sparse_row_blocks: data is {np.asarray(data).dtype}, X is {X.dtype}")
+    if rows > 0 and (int(indptr[-1]) > min(len(indices), len(data)) or int(indptr[0]) < 0):
+        raise ValueError("sparse_row_blocks: indptr points outside indices or data")
+    if rows <= 0:
         return
+    if block_bytes is None:
+        block_bytes = ROW_BLOCK_BYTES
     block = max(1, block_bytes // max(d * X.itemsize, 1))
     kernel = _csr_kernel()
     idx_dtype = np.int32 if max(n, int(indptr[-1])) < 2**31 - 1 else np.int64

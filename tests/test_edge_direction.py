@@ -150,6 +150,8 @@ def test_resultants_in_blocks_equal_one_sparse_product(monkeypatch, block_bytes)
     targets = rng.integers(10, 90, (9, 20))
     rs = Resultants(Z, tfs, starts, 20)
     indptr, cols, data = rs._weights(targets)
+    blocks = len(list(stats.sparse_row_blocks(indptr, cols, data, rs.Z32)))
+    assert blocks == {1: 45, 700: 7, 10**9: 1}[block_bytes]  # 45 rows of 96 bytes
     W = sparse.csr_matrix((data, cols, indptr), shape=(9 * tfs.size, 90))
     R = (W @ rs.Z32).reshape(9, tfs.size, -1)
     np.testing.assert_array_equal(rs(targets), R)

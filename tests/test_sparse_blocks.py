@@ -64,3 +64,20 @@ def test_a_block_of_the_similarity_matrix(metric):
     np.testing.assert_allclose(alone, K[np.ix_(rows, rows)], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(scorer.block(rows), K[np.ix_(rows, rows)])
     assert PairScorer(Z, metric, gram_limit=100).block(rows) is None
+
+
+def test_refusals_instead_of_reading_past_the_arrays():
+    """data of another dtype than X (scipy would promote both) and an indptr pointing past
+    indices or data are refused before the kernel reads anything."""
+    X = np.ones((4, 3), dtype=np.float32)
+    ptr, idx = np.array([0, 2, 3]), np.array([1, 0, 1])
+    with pytest.raises(TypeError, match="data is float64"):
+        list(sparse_row_blocks(ptr, idx, np.ones(3), X))
+    with pytest.raises(ValueError, match="outside"):
+        list(sparse_row_blocks(ptr, idx, np.ones(2, dtype=np.float32), X))
+    with pytest.raises(ValueError, match="outside"):
+        list(sparse_row_blocks(ptr, idx[:2], np.ones(3, dtype=np.float32), X))
+    # an indptr that starts past 0 reads its own slice (scipy's constructor refuses it)
+    got = [Y.copy() for _, _, Y in sparse_row_blocks(np.array([1, 3]), idx,
+                                                      np.ones(3, dtype=np.float32), X)]
+    np.testing.assert_array_equal(got[0], [[2.0, 2.0, 2.0]])
