@@ -269,6 +269,12 @@ class MotifSummary:
     # the gene pairs sit in the network's similarity matrix (the same for every layer)
     codes: np.ndarray | None = None
 
+    def pair_codes(self, n_nodes: int) -> np.ndarray:
+        """`codes` (u * n_nodes + v), made on the first call and kept."""
+        if self.codes is None:
+            self.codes = self.u * n_nodes + self.v
+        return self.codes
+
     @property
     def size(self) -> int:
         """Weighted pairs plus group nodes, plus a quarter per pair code (one int64 beside a
@@ -668,7 +674,7 @@ class Rewiring:
                                                 statistic, min_instances) for d in D])
         s = split_small_groups(s, split_max)
         if split_max:  # read from the network's block (`regulatory_motifs`): codes kept too
-            s.codes = s.u * self.net.n + s.v
+            s.pair_codes(self.net.n)
         if k == len(done) and self.cached_pairs + s.size <= SUMMARY_CACHE_PAIRS:
             done.append(s)
             self.cached_pairs += s.size
@@ -902,36 +908,28 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     matching = None
     counts = _Counts()
 
-    network_K: list[np.ndarray | None] = []
-
-    def network_block() -> np.ndarray | None:
-        """The similarity matrix among the network's genes, made on first use: the same
-        float32 product as the full matrix, restricted to those rows (`PairScorer.block`);
-        None where the scorer would build no full matrix."""
-        if not network_K:
-            network_K.append(scorer.block(net.genes))
-        return network_K[0]
-
+    # the degree-preserving null's pairs all lie among the network's genes: the similarity
+    # matrix among them (the same float32 product as the full matrix, restricted to those
+    # rows, `PairScorer.block`; None where the scorer would build no full matrix)
+    Kn = scorer.block(net.genes) if p.null == "degree_preserving" else None
     # star groups small enough to be read pair by pair from a similarity matrix: the
     # network's block for the rewired networks, whatever the width (their summaries are kept
     # for every hypothesis on the network: one split for all, `REWIRED_SPLIT`), the full
     # matrix for the relabelling nulls (from width 128: `small_group_limit`)
     split_max = 0
-    if Zn is not None and p.null == "degree_preserving":
-        split_max = REWIRED_SPLIT if network_block() is not None else 0
-    elif Zn is not None and small_group_limit(Zn.shape[1]) >= 2 and scorer.K is not None:
-        split_max = small_group_limit(Zn.shape[1])
+    if Zn is not None and Kn is not None:
+        split_max = REWIRED_SPLIT
+    elif Zn is not None and p.null != "degree_preserving":
+        limit = small_group_limit(Zn.shape[1])
+        split_max = limit if limit >= 2 and scorer.K is not None else 0
 
     def pair_sims(s: MotifSummary) -> np.ndarray:
         """The similarity of each weighted pair of the summary, float64, from the network's
         block where there is one (the flat codes are made once per summary, and the reads
         stay within the block)."""
-        Kn = network_block()
         if Kn is None:
             return sim(net.genes[s.u], net.genes[s.v])
-        if s.codes is None:
-            s.codes = s.u * net.n + s.v
-        return Kn.ravel().take(s.codes).astype(np.float64)
+        return Kn.ravel().take(s.pair_codes(net.n)).astype(np.float64)
 
     def values(s: MotifSummary, nb: int) -> np.ndarray:
         """The statistic of each of the summary's `nb` networks."""
@@ -964,12 +962,15 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
                         "the finding (see motif_count in a result with lower min_instances)",
                         field="params.min_instances", fix="lower min_instances")
     else:
-        width = max(np.unique(np.concatenate([obs.u, obs.v, obs.g_node])).size, obs.u.size)
-        obs = split_small_groups(obs, split_max)  # the same draws: chunks sized before it
+        # the chunks are sized by the pairs before the split, so the draws are the same (the
+        # split moves group nodes into pairs: the genes used stay the same)
+        pairs_before = obs.u.size
+        obs = split_small_groups(obs, split_max)
         used, inv = np.unique(np.concatenate([obs.u, obs.v, obs.g_node]), return_inverse=True)
         nu = obs.u.size
         u, v, w = inv[:nu], inv[nu:2 * nu], obs.w
         members = net.genes[used]
+        width = max(members.size, pairs_before)
         if scorer.factor is not None:  # cosine in a few axes: trace(Z_P' W Z_P), no gathers
             factor = scorer.factor
 
