@@ -30,6 +30,7 @@ from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
     percentile_ci,
+    shuffle_rows,
     z_score,
 )
 from geoscreen.result import E_PERMUTATION, LayerResult
@@ -108,25 +109,31 @@ def feature_shuffle_eigenvalue_batches(X: np.ndarray, m: int,
     generator calls), built in the transposed layout where each permuted column is contiguous.
     """
     n, d = X.shape
-    Xt = np.ascontiguousarray(X.T, dtype=np.float32)
+    # the float32 values, held as float64 so that `shuffle_rows` copies them straight into
+    # its 8-byte blocks (exact both ways)
+    Xt = np.ascontiguousarray(X.T, dtype=np.float32).astype(np.float64)
     for _, c in chunks(m, n * d, budget=8_000_000):
         # one (d, n) call per copy: the same generator calls as one (c, d, n) call, and
         # numpy's 2-d path is about twice as fast as its 3-d one here
         Y = np.empty((c, d, n), dtype=np.float32)
         for q in range(c):
-            rng.permuted(Xt, axis=1, out=Y[q])
+            shuffle_rows(Xt, rng, out=Y[q])
         yield gram_eigenvalues32(Y)
 
 
 def feature_shuffle_copies(Xt: np.ndarray, start: int, stop: int, seed: int) -> np.ndarray:
     """Covariance eigenvalues of feature-shuffled copies ``start .. stop - 1`` of a centred
-    matrix given transposed, (d, n) float32: copy q permutes every column with its own generator
+    matrix given transposed, (d, n) float32 values (or float64 holding float32 values: the same
+    copies, no conversion per call): copy q permutes every column with its own generator
     seeded from (seed, q), so each copy can be remade alone (the shared, stored null of
     `geoscreen.probes.null_store`)."""
     d, n = Xt.shape
     Y = np.empty((stop - start, d, n), dtype=np.float32)
+    # `shuffle_rows` shuffles 8-byte copies: float32 values held as float64 (exact) go in as
+    # they are (a caller making several calls passes them so, converted once)
+    X8 = Xt if Xt.dtype == np.float64 else Xt.astype(np.float64)
     for t, q in enumerate(range(start, stop)):
-        np.random.default_rng((seed, q)).permuted(Xt, axis=1, out=Y[t])
+        shuffle_rows(X8, np.random.default_rng((seed, q)), out=Y[t])
     return gram_eigenvalues32(Y)
 
 
@@ -276,9 +283,10 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         shared = None
         if p.gene_set is None and svd.key:  # the whole layer: one null per layer and campaign
             seed = ctx.shared_null_seed(layer, "spectrum/feature_shuffle")
+            X8 = Xt.astype(np.float64)  # the float32 values, exact, converted once
             shared = ctx.shared_null(
                 svd, "spectrum/feature_shuffle", seed,
-                lambda a, b: feature_shuffle_copies(Xt, a, b, seed),
+                lambda a, b: feature_shuffle_copies(X8, a, b, seed),
                 step=max(1, 8_000_000 // Xt.size),
                 # a shuffled copy keeps each column's values: its total variance is the layer's
                 invariant=lambda e: np.isclose(e.sum(axis=1), eig.sum(), rtol=1e-4))
