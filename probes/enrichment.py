@@ -268,9 +268,12 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
             perms = relabellings(labels, n, m, rng)
             for rows in growing(m):
                 r = perms[rows].shape[0]
-                stacked = values.T[:, perms[rows]].reshape(width * r, n).T  # (n, width*r)
+                # (n, r * width), C-ordered as the product reads it: gene g's values under
+                # each draw, axis after axis (whole rows of `values`, one `take`)
+                stacked = values.take(perms[rows].T, axis=0).reshape(n, r * width)
                 z = scan_statistics(stacked, M, k, n, p.test, p.pole, q)
-                yield z.reshape(n_sets, -1, r).max(axis=(0, 1))
+                # columns (pole block,) draw, axis: the maximum over sets, poles and axes
+                yield z.reshape(n_sets, -1, r, width).max(axis=(0, 1, 3))
     seq = besag_clifford(batches(), observed, "greater", p.n_permutations, ctx.sequential_h)
     null = seq.null
     # the hits: strongest (set, axis, pole) triples with their maxT-adjusted p-values

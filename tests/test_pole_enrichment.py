@@ -175,3 +175,53 @@ def test_dense_and_sparse_membership_give_the_same_scan(tmp_path, monkeypatch, t
         out.append((r.statistic, r.p_value, r.effect_size, r.extra["null_mean"],
                     r.extra["null_sd"], json.dumps(r.extra["hits"])))
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize(("test", "pole"), [("rank", "both"), ("pole_count", "both"),
+                                            ("pole_count", "bottom")])
+def test_every_null_draw_is_the_scan_of_one_relabelling(tmp_path, test, pole):
+    """The scan's null, drawn in batches of stacked relabellings, is draw for draw the maximum
+    of the scan run on each relabelled layer alone (a reference written out plainly here)."""
+    from geoscreen.probes.enrichment import POLE_CODE, relabellings
+
+    rng = np.random.default_rng(8)
+    n = 250
+    X = np.round(rng.standard_normal((n, 6)) * np.linspace(3, 1, 6), 1)  # ties as well
+    cache = cache_from_layers(tmp_path / "c", [X])
+    names = gene_names(n)
+    sets = {f"s{i}": list(rng.choice(names, int(rng.integers(8, 30)), replace=False))
+            for i in range(12)}
+    ref = write_gmt(tmp_path / "sets.gmt", sets)
+    axes, q = [1, 2, 4], 0.1
+    prm = {"family": ref, "axes": axes, "n_permutations": 99, "test": test, "pole": pole,
+           "pole_fraction": q, "null": "gene_shuffle", "min_set_size": 8}
+    ctx = context(cache, tmp_path)
+    r = run("pole_enrichment", prm, ctx, "L0")
+    # the reference: the same relabellings, each scanned on its own, in float64
+    svd = ctx.svd("L0")
+    ranks = stats.rankdata(svd.scores(axes), axis=0)
+    ids, _, mset, mrow = ctx.family_rows(ref, param="family", min_size=8, max_size=200,
+                                         max_sets=5000, include_zero=False)
+    assert len(ids) == len(sets)
+    M = np.zeros((len(ids), n))
+    M[mset, svd.local(mrow)] = 1.0
+    k = M.sum(axis=1)[:, None]
+    size = int(round(q * n))
+    perms = relabellings(None, n, 99, context(cache, tmp_path).rng("L0", "null"))
+    null = []
+    for perm in perms:
+        rk = ranks[perm]
+        if test == "rank":
+            z = (M @ rk - k * (n + 1) / 2) / np.sqrt(k * (n - k) * (n + 1) / 12)
+            z = np.abs(z)
+        else:
+            top, bottom = M @ (rk > n - size), M @ (rk <= size)
+            var = k * (size / n) * (1 - size / n) * (n - k) / (n - 1)
+            zs = {"top": top, "bottom": bottom}
+            z = np.concatenate([(zs[s] - k * size / n) / np.sqrt(var)
+                                for s in (("top", "bottom") if pole == "both" else (pole,))])
+        null.append(z.max())
+    null = np.array(null)
+    assert POLE_CODE > n  # the pole code of a both-pole count holds both counts
+    assert r.extra["null_mean"] == pytest.approx(null.mean(), rel=1e-12)
+    assert r.extra["null_sd"] == pytest.approx(null.std(ddof=1), rel=1e-12)
