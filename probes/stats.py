@@ -669,10 +669,14 @@ def distinct_draws(n: int, k: int, rows: int, rng: np.random.Generator) -> np.nd
     out = rng.integers(0, n, size=(rows, k), dtype=np.int32)
     if k < 2 or rows == 0:
         return out
-    # keys (item, position) sort with no ties; int32 keys, which sort twice as fast, when
-    # they fit (the same keys, so the same order and the same redraws)
-    wide = np.int64 if n * k >= 2 ** 31 else np.int32
+    # keys (item, position) sort with no ties: item << bits | position, split again by a shift
+    # and a mask (integer division and remainder, which numpy does not vectorise, took a
+    # quarter of the time); the order is that of item * k + position, so the same redraws.
+    # int32 keys, which sort twice as fast, when they fit
+    bits = max(1, (k - 1).bit_length())
+    wide = np.int64 if (n << bits) >= 2 ** 31 else np.int32
     pos = np.arange(k, dtype=wide)
+    low = wide((1 << bits) - 1)
     block = max(1, DRAW_BLOCK_ENTRIES // k)
     todo: np.ndarray | None = None  # None: every row
     while True:
@@ -682,13 +686,14 @@ def distinct_draws(n: int, k: int, rows: int, rng: np.random.Generator) -> np.nd
         # pages); the repeats are collected in row order and redrawn in one call, as before
         for b in range(0, src.shape[0], block):
             key = src[b:b + block].astype(wide)
-            key *= k
-            key += pos
+            key <<= bits
+            key |= pos
             key.sort(axis=1)
-            item = key // k
-            r, c = np.nonzero(item[:, 1:] == item[:, :-1])  # later occurrences of an item
+            item = key >> bits
+            # later occurrences of an item, row by row (one flat scan, then row and column)
+            r, c = np.divmod(np.flatnonzero(item[:, 1:] == item[:, :-1]), k - 1)
             found.append(r + b)
-            slots.append(key[r, c + 1] % k)
+            slots.append(key[r, c + 1] & low)
         r = np.concatenate(found)
         if r.size == 0:
             return out

@@ -581,3 +581,31 @@ def test_rewired_pair_means_equal_a_direct_computation():
                                                                            (17, 40))])
         assert np.array_equal(whole, parts)
     assert (J == i[None, :]).any()  # some rewired self-pairs were there to be ignored
+
+
+def _distinct_draws_reference(n: int, k: int, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """distinct_draws written out plainly: keys item * k + position, one sort of all rows."""
+    out = rng.integers(0, n, size=(rows, k), dtype=np.int32)
+    todo = np.arange(rows)
+    while True:
+        key = out[todo].astype(np.int64) * k + np.arange(k)
+        key.sort(axis=1)
+        r, c = np.nonzero(key[:, 1:] // k == key[:, :-1] // k)
+        if r.size == 0:
+            return out
+        hit = todo[r]
+        out[hit, key[r, c + 1] % k] = rng.integers(0, n, size=r.size, dtype=np.int32)
+        todo = np.unique(hit)
+
+
+@pytest.mark.parametrize(("n", "k", "rows"), [
+    (60, 2, 500), (60, 25, 700), (4803, 64, 300), (4803, 65, 300), (300, 128, 40),
+    (2**24 + 5, 65, 40),  # keys int32 as item * k, int64 as item << 7
+])
+def test_distinct_draws_are_the_plain_algorithm(n, k, rows):
+    """The blocked draws with shifted keys redraw exactly what the plain algorithm redraws."""
+    from geoscreen.probes.stats import distinct_draws
+
+    got = distinct_draws(n, k, rows, np.random.default_rng(11))
+    assert np.array_equal(got, _distinct_draws_reference(n, k, rows, np.random.default_rng(11)))
+    assert all(len(set(row)) == k for row in got.tolist())
