@@ -180,8 +180,9 @@ def test_dense_and_sparse_membership_give_the_same_scan(tmp_path, monkeypatch, t
 @pytest.mark.parametrize(("test", "pole"), [("rank", "both"), ("pole_count", "both"),
                                             ("pole_count", "bottom")])
 def test_every_null_draw_is_the_scan_of_one_relabelling(tmp_path, test, pole):
-    """The scan's null, drawn in batches of stacked relabellings, is draw for draw the maximum
-    of the scan run on each relabelled layer alone (a reference written out plainly here)."""
+    """The scan's null, drawn in batches of stacked relabellings, is draw for draw, in order,
+    the maximum of the scan run on each relabelled layer alone (a reference written out
+    plainly here): its mean and sd, and where a sequential stop falls."""
     from geoscreen.probes.enrichment import POLE_CODE, relabellings
 
     rng = np.random.default_rng(8)
@@ -225,3 +226,14 @@ def test_every_null_draw_is_the_scan_of_one_relabelling(tmp_path, test, pole):
     assert POLE_CODE > n  # the pole code of a both-pole count holds both counts
     assert r.extra["null_mean"] == pytest.approx(null.mean(), rel=1e-12)
     assert r.extra["null_sd"] == pytest.approx(null.std(ddof=1), rel=1e-12)
+    # in draw order: stopping at the h-th draw reaching the observed maximum (Besag-Clifford)
+    # stops where the reference's h-th such draw is
+    obs = r.statistic
+    reach = np.flatnonzero(null >= obs - 1e-12 * max(1.0, abs(obs)))
+    for h in (1, 2, 3):
+        if reach.size < h:
+            continue
+        seq = run("pole_enrichment", prm, context(cache, tmp_path, sequential_h=h), "L0")
+        assert seq.extra["null_draws_used"] == reach[h - 1] + 1
+        assert seq.p_value == pytest.approx(h / (reach[h - 1] + 1), rel=1e-12)
+    assert reach.size >= 1  # these random sets reach their observed maximum again

@@ -600,12 +600,12 @@ def _distinct_draws_reference(n: int, k: int, rows: int, rng: np.random.Generato
 
 @pytest.mark.parametrize(("n", "k", "rows"), [
     (60, 2, 500), (60, 25, 700), (4803, 64, 300), (4803, 65, 300), (300, 128, 40),
-    (2**24 + 5, 65, 40),  # keys int32 as item * k, int64 as item << 7
+    (400_000, 4097, 20),  # keys int32 as item * k, int64 as item << 13; ~20 repeats a row
 ])
 def test_distinct_draws_are_the_plain_algorithm(n, k, rows):
     """The blocked draws with shifted keys redraw exactly what the plain algorithm redraws."""
     from geoscreen.probes.stats import distinct_draws
 
-    got = distinct_draws(n, k, rows, np.random.default_rng(11))
+    got = distinct_draws(n, np.int64(k), rows, np.random.default_rng(11))  # numpy k too
     assert np.array_equal(got, _distinct_draws_reference(n, k, rows, np.random.default_rng(11)))
     assert all(len(set(row)) == k for row in got.tolist())

@@ -54,6 +54,11 @@ def test_refusals():
         shuffle_rows(np.arange(5), np.random.default_rng(0))
     with pytest.raises(ValueError, match="C-ordered"):
         shuffle_rows(np.zeros((3, 4)), np.random.default_rng(0), out=np.zeros((4, 3)).T)
+    with pytest.raises(ValueError, match="not int16"):
+        shuffle_rows(np.ones((1, 2)), np.random.default_rng(0), out=np.empty((1, 2), np.int16))
+    a = np.arange(24, dtype=np.int32).reshape(6, 4)
+    with pytest.raises(ValueError, match="overlap"):
+        shuffle_rows(a[:-1], np.random.default_rng(0), out=a[1:])
     assert shuffle_rows(np.zeros((0, 4), np.int32), np.random.default_rng(0)).shape == (0, 4)
 
 
