@@ -34,7 +34,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, sparse_row_blocks
+from geoscreen.probes.stats import chunks, random_orders, sparse_row_blocks
 from geoscreen.result import LayerResult
 
 
@@ -254,7 +254,7 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
                 if st == 0:
                     matching["balance"] = strata.balance(dst, draws)  # type: ignore[index]
             else:  # one relabelling of all genes per draw: a target shared by TFs stays shared
-                draws = np.argsort(rng.random((m, n)), axis=1).take(dst, axis=1)
+                draws = random_orders(m, n, rng, columns=dst)  # argsort of random keys
             draws = np.asarray(draws, dtype=np.int64)
             # a target relabelled onto its own TF (rare, about k/n per edge) moves to another
             # gene

@@ -37,7 +37,7 @@ from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_
 from geoscreen.probes.params import family_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, growing
+from geoscreen.probes.stats import chunks, growing, random_orders
 from geoscreen.result import LayerResult, as_extreme
 
 stats = lazy_module("scipy.stats")
@@ -162,14 +162,15 @@ def sequential_maxt_p(null: np.ndarray, z: float, observed: float, h: int, m: in
 def relabellings(labels: np.ndarray | None, n: int, m: int, rng: np.random.Generator,
                  ) -> np.ndarray:
     """(m, n) permutations of the genes: uniform, or (with stratum `labels`) each gene moved
-    to a uniformly random gene of its own stratum.  Gene i takes gene out[r, i]'s values."""
+    to a uniformly random gene of its own stratum.  Gene i takes gene out[r, i]'s values
+    (`random_orders`: blocks of keys sorted in cache)."""
     if labels is None:
-        return np.argsort(rng.random((m, n)), axis=1)
-    out = np.empty((m, n), dtype=np.int64)
-    # sorting label + U(0,1) groups the genes by stratum in a random order within each
-    out[:, np.argsort(labels, kind="stable")] = np.argsort(labels[None, :] + rng.random((m, n)),
-                                                          axis=1)
-    return out
+        return random_orders(m, n, rng)
+    # sorting label + U(0,1) groups the genes by stratum in a random order within each; the
+    # sorted positions go to the genes in stratum order (out[:, order] = sorted), i.e. a
+    # gather of the sorted positions through order's inverse
+    back = np.argsort(np.argsort(labels, kind="stable"))
+    return random_orders(m, n, rng, labels, columns=back)
 
 
 @probe(

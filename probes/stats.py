@@ -498,6 +498,29 @@ def shuffle_rows(src: np.ndarray, rng: np.random.Generator,
     return out
 
 
+RELABEL_BLOCK_BYTES = 2 * 2**20  # random sort keys made and sorted at once (stay in cache)
+
+
+def random_orders(m: int, n: int, rng: np.random.Generator, labels: np.ndarray | None = None,
+                  columns: np.ndarray | None = None) -> np.ndarray:
+    """(m, n) int64: ``np.argsort(rng.random((m, n)), axis=1)`` (uniform permutations by
+    sorting random keys), or with `labels` the argsort of ``labels + rng.random((m, n))`` (the
+    genes grouped by label, in a random order within each), then with `columns` those columns
+    of it (``.take(columns, axis=1)``); made a block of about `RELABEL_BLOCK_BYTES` of keys
+    at a time so that the keys and their sort stay in cache.  The generator fills rows in
+    order and each row is sorted alone, so the blocks give the result of one call
+    (tests/test_pole_enrichment.py)."""
+    out = np.empty((m, n if columns is None else columns.size), dtype=np.int64)
+    step = max(1, RELABEL_BLOCK_BYTES // max(8 * n, 1))
+    for s in range(0, m, step):
+        keys = rng.random((min(step, m - s), n))
+        if labels is not None:
+            keys += labels  # labels + U: the same sums
+        order = np.argsort(keys, axis=1)
+        out[s:s + keys.shape[0]] = order if columns is None else order.take(columns, axis=1)
+    return out
+
+
 def gene_perms(n: int, m: int, rng: np.random.Generator, small: bool = False) -> np.ndarray:
     """`m` independent uniform permutations of range(n), one per row (int32; with `small`,
     int16 where n fits: the same permutations, half the memory).

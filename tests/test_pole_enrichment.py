@@ -237,3 +237,29 @@ def test_every_null_draw_is_the_scan_of_one_relabelling(tmp_path, test, pole):
         assert seq.extra["null_draws_used"] == reach[h - 1] + 1
         assert seq.p_value == pytest.approx(h / (reach[h - 1] + 1), rel=1e-12)
     assert reach.size >= 1  # these random sets reach their observed maximum again
+
+
+@pytest.mark.parametrize("block_bytes", [1, 8 * 97 * 3, 2**30])
+def test_relabellings_are_the_plain_definition(monkeypatch, block_bytes):
+    """Made in blocks of rows, the relabellings are those of one (m, n) draw of keys, sorted
+    (uniform), or sorted with the stratum added and scattered back to the stratum order
+    (matched): the definition written out plainly here."""
+    from geoscreen.probes import enrichment
+    from geoscreen.probes import stats as S
+
+    monkeypatch.setattr(S, "RELABEL_BLOCK_BYTES", block_bytes)
+    n, m = 97, 20
+    labels = np.random.default_rng(1).integers(0, 6, size=n)
+    got = enrichment.relabellings(None, n, m, np.random.default_rng(2))
+    assert np.array_equal(got, np.argsort(np.random.default_rng(2).random((m, n)), axis=1))
+    ref = np.empty((m, n), dtype=np.int64)
+    ref[:, np.argsort(labels, kind="stable")] = np.argsort(
+        labels[None, :] + np.random.default_rng(3).random((m, n)), axis=1)
+    got = enrichment.relabellings(labels, n, m, np.random.default_rng(3))
+    assert np.array_equal(got, ref)
+    # each gene moves within its stratum
+    assert (labels[got] == labels[None, :]).all()
+    # edge_direction's gene shuffle: columns of the uniform orders
+    cols = np.array([5, 0, 96, 5])
+    assert np.array_equal(S.random_orders(m, n, np.random.default_rng(4), columns=cols),
+                          np.argsort(np.random.default_rng(4).random((m, n)), axis=1)[:, cols])
