@@ -1004,9 +1004,8 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
                     P = distinct_draws(n, members.size, m, rng)
                 # small hubs written out as pairs widen each draw beyond the chunk's width:
                 # evaluated a few draws at a time within the same memory budget
-                step = max(1, EVAL_ENTRIES // max(u.size, 1))
-                for a in range(0, m, step):
-                    yield weighted(P[a:a + step])
+                for a, size in chunks(m, u.size, EVAL_ENTRIES):
+                    yield weighted(P[a:a + size])
     seq = besag_clifford(draws(), observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
     null = seq.null
     extra: dict[str, Any] = {

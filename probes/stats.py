@@ -404,15 +404,16 @@ def sparse_row_blocks(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
         return
     if block_bytes is None:
         block_bytes = ROW_BLOCK_BYTES
-    block = max(1, block_bytes // max(d * X.itemsize, 1))
     kernel = _csr_kernel()
     idx_dtype = np.int32 if max(n, int(indptr[-1])) < 2**31 - 1 else np.int64
     indptr = np.asarray(indptr, dtype=idx_dtype)
     indices = np.asarray(indices, dtype=idx_dtype)
     data = np.asarray(data, dtype=X.dtype)
-    buf = np.empty((min(block, rows), d), dtype=X.dtype)
-    for r0 in range(0, rows, block):
-        r1 = min(rows, r0 + block)
+    buf = None  # sized by the first block, the largest
+    for r0, size in chunks(rows, d * X.itemsize, block_bytes):
+        r1 = r0 + size
+        if buf is None:
+            buf = np.empty((size, d), dtype=X.dtype)
         lo, hi = int(indptr[r0]), int(indptr[r1])
         ptr = indptr[r0:r1 + 1] - indptr[r0]
         Y = buf[:r1 - r0]
@@ -488,13 +489,14 @@ def shuffle_rows(src: np.ndarray, rng: np.random.Generator,
         if out is not src:
             out[...] = src
         return rng.permuted(out, axis=1, out=out)
-    step = max(1, SHUFFLE_BLOCK_BYTES // max(8 * n, 1))
-    buf = np.empty((min(step, m), n), dtype=wide)
-    for s in range(0, m, step):
-        b = buf[:min(step, m - s)]
-        b[...] = src[s:s + b.shape[0]]  # exact: every narrower integer or float fits
+    buf = None  # sized by the first block, the largest
+    for s, size in chunks(m, 8 * n, SHUFFLE_BLOCK_BYTES):
+        if buf is None:
+            buf = np.empty((size, n), dtype=wide)
+        b = buf[:size]
+        b[...] = src[s:s + size]  # exact: every narrower integer or float fits
         rng.permuted(b, axis=1, out=b)
-        out[s:s + b.shape[0]] = b
+        out[s:s + size] = b
     return out
 
 
@@ -511,13 +513,12 @@ def random_orders(m: int, n: int, rng: np.random.Generator, labels: np.ndarray |
     order and each row is sorted alone, so the blocks give the result of one call
     (tests/test_pole_enrichment.py)."""
     out = np.empty((m, n if columns is None else columns.size), dtype=np.int64)
-    step = max(1, RELABEL_BLOCK_BYTES // max(8 * n, 1))
-    for s in range(0, m, step):
-        keys = rng.random((min(step, m - s), n))
+    for s, size in chunks(m, 8 * n, RELABEL_BLOCK_BYTES):
+        keys = rng.random((size, n))
         if labels is not None:
             keys += labels  # labels + U: the same sums
         order = np.argsort(keys, axis=1)
-        out[s:s + keys.shape[0]] = order if columns is None else order.take(columns, axis=1)
+        out[s:s + size] = order if columns is None else order.take(columns, axis=1)
     return out
 
 
