@@ -678,6 +678,26 @@ def test_star_motifs_refuse_the_euclidean_metric(tmp_path, cli):
     assert r.n == 3  # 0 -> {1, 2, 3}; 1 -> 4 adds none
 
 
+def test_group_sums_over_a_networks_own_rows_are_the_same_bit_for_bit():
+    """The rewired networks' group sums read the network's genes' rows copied contiguous (local
+    indices) instead of the whole layer's rows (gene indices): the same float32 rows summed in
+    the same order, so every group's value is equal bit for bit, whatever the blocks."""
+    from geoscreen.probes.motifs import squared_norms
+    from geoscreen.probes.stats import normalise_rows
+
+    rng = np.random.default_rng(8)
+    Zn = normalise_rows(rng.standard_normal((500, 64))).astype(np.float32)
+    genes = np.sort(rng.choice(500, 120, replace=False))
+    sizes = rng.integers(2, 40, 300)
+    ptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    local = rng.integers(0, genes.size, int(ptr[-1]))
+    whole = group_pair_sums(Zn, genes[local], ptr)
+    own = np.ascontiguousarray(Zn[genes])
+    norms = squared_norms(Zn)
+    for kept in (group_pair_sums(own, local, ptr), group_pair_sums(own, local, ptr, norms[genes])):
+        np.testing.assert_array_equal(kept, whole)
+
+
 def test_small_groups_written_as_pairs_keep_the_statistic():
     """`split_small_groups` writes every group of at most `small_max` nodes out as its
     weighted pairs: with float64 unit rows and the exact Gram matrix the statistic of every
