@@ -256,6 +256,16 @@ def set_level_null(raw: dict[str, Any]) -> dict[str, Any] | None:
 _THRESH = re.compile(r"^(?P<name>\w+):>=(?P<t>\d+)$")
 
 
+def _star_motif_on_one_null(probe: str, params: dict[str, Any], null: str) -> bool:
+    """Whether a spec tests a star motif (fan-out, fan-in) against one of the two nulls that
+    `regulatory_motifs`' degree_and_motif combines."""
+    if probe != "regulatory_motifs":
+        return False
+    from geoscreen.probes.motifs import BOTH_NULLS, STAR_MOTIFS
+
+    return params.get("motif") in STAR_MOTIFS and null in BOTH_NULLS
+
+
 def refinements(h: HypView, n_layers: int) -> list[tuple[dict[str, Any], str]]:
     """Variants of a significant result: neighbouring axes, shifted subspaces, stricter pair sets
     and nulls, and the early / late halves of the layer stack.  Each variant's statement is
@@ -302,6 +312,11 @@ def refinements(h: HypView, n_layers: int) -> list[tuple[dict[str, Any], str]]:
         current = ""
     if target and current in LOOSE_NULLS and target != current:
         add(f"stricter null: {label(target)}", null=target)
+    if _star_motif_on_one_null(base["probe"], params, current):
+        # neither null alone is exact for fan-outs and fan-ins on every network model: the
+        # intersection-union test over both is (docs/probes.md, the star motifs' null)
+        add("both nulls: degree_and_motif (neither alone is exact for star motifs)",
+            null="degree_and_motif")
     if base.get("layers", "all") == "all" and n_layers >= 4:
         half = n_layers // 2
         for name, rng in (("early layers", list(range(half))),

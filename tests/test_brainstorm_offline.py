@@ -162,6 +162,26 @@ def test_pair_sets_prefer_degree_preserving():
     assert all(v["params"]["null"] == "degree_preserving" for v in exploration(raw))
 
 
+def test_star_motif_discoveries_are_retested_against_both_nulls():
+    """A fan-out or fan-in found against one null is re-tested against degree_and_motif (the
+    intersection-union test over both); loops and a test already on both are not."""
+    for motif in ("fan_out", "fan_in"):
+        for null in ("degree_preserving", "motif_preserving"):
+            raw = {"statement": "co-targets close", "probe": "regulatory_motifs",
+                   "params": {"pairs": "trrust:all", "motif": motif, "null": null},
+                   "alternative": "greater"}
+            both = by_why(refinements(view(raw), N_LAYERS), "both nulls")
+            assert both["params"]["null"] == "degree_and_motif"
+            assert both["params"]["motif"] == motif
+            assert nulls.label("degree_and_motif") in both["statement"]
+            parse_spec({"source": "offline", **both}, "test")  # a valid spec
+    for params in ({"pairs": "trrust:all", "motif": "ffl"},
+                   {"pairs": "trrust:all", "motif": "fan_out", "null": "degree_and_motif"}):
+        raw = {"statement": "motifs close", "probe": "regulatory_motifs", "params": params,
+               "alternative": "greater"}
+        assert not [w for _, w in refinements(view(raw), N_LAYERS) if "both nulls" in w]
+
+
 @pytest.fixture(scope="module")
 def proposals() -> list:
     """Everything the offline brainstormer would propose next to two discoveries."""

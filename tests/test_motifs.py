@@ -374,6 +374,12 @@ def test_real_geometry(real_cache, tmp_path):
                        layers[:35]))
     if not (c["ks_p"] > 1e-3 and c["band_lo"] <= c["fpr"] <= c["band_hi"]):
         assert nulls.describe("motif_preserving").real_geometry != "calibrated"
+    # the star motifs against both nulls (intersection-union) on the placed loop-rich network
+    for motif in STARS:
+        ps = pvalues(ctx, placed[:35], {"motif": motif, "null": "degree_and_motif"},
+                     layers[:35])
+        report(f"degree_and_motif/{motif}/motif_similarity, placed networks, MiniLM", ps)
+        assert_calibrated(ps, conservative_ok=True)
 
 
 # -- power, stopping, refusals --------------------------------------------------------------
@@ -618,6 +624,63 @@ def test_star_motifs_motif_preserving_on_placed_networks(tmp_path, geometry):
                            layers[:60]))
 
 
+@pytest.mark.parametrize("motif", ["fan_out", "fan_in", "ffl"])
+def test_degree_and_motif_is_the_larger_p_of_the_two_nulls_run_alone(tmp_path, motif):
+    """degree_and_motif runs each null exactly as alone (the same draws from the same seeds):
+    its p-value is the larger of the two, its effect the z of that null, its e-value the
+    smaller; with sequential stopping each null stops on its own (a stopped null's e-value is
+    calibrated from its p-value)."""
+    rng = np.random.default_rng(17)
+    X, hub = hub_heavy(rng)
+    ctx = context(cache_from_layers(tmp_path / "c", [X, X + 0.5 * rng.standard_normal(X.shape)]),
+                  tmp_path)
+    ref = pairs_file(tmp_path / "e.tsv", *beta_network(rng, hub))
+    for h in (None, 5):
+        got = {}
+        for null in ("degree_preserving", "motif_preserving", "degree_and_motif"):
+            c = context(ctx.cache, tmp_path, seed=3, sequential_h=h)
+            got[null] = run("regulatory_motifs", {"pairs": ref, "motif": motif, "null": null,
+                                                  "min_instances": 3, "n_permutations": 199},
+                            c, "L1", "greater")
+        both, alone = got.pop("degree_and_motif"), got
+        ps = {k: r.p_value for k, r in alone.items()}
+        binding = max(ps, key=lambda k: ps[k])
+        assert both.p_value == max(ps.values()) and both.null == "degree_and_motif"
+        assert both.extra["binding_null"] == binding
+        assert both.effect_size == alone[binding].effect_size
+        assert both.statistic == alone["degree_preserving"].statistic
+        assert both.statistic == pytest.approx(alone["motif_preserving"].statistic, rel=1e-5)
+        for k, r in alone.items():
+            per = both.extra["per_null"][k]
+            assert (per["p_value"], per["z"], per["n_permutations"]) == \
+                (r.p_value, r.effect_size, r.n_permutations)
+        assert both.e_value == min(r.e_value for r in alone.values())
+        if h is None:
+            assert both.n_permutations == 199 and not both.extra["stopped_early"]
+            assert both.e_method == "permutation_tilt_iu_min"
+        else:
+            stopped = [r.extra["stopped_early"] for r in alone.values()]
+            assert both.extra["stopped_early"] == any(stopped)
+            assert both.n_permutations == max(r.n_permutations for r in alone.values())
+
+
+def test_degree_and_motif_is_valid_where_either_null_alone_is_not(tmp_path):
+    """The star motifs against both nulls (an intersection-union test) on the two network
+    models where one null alone leans anti-conservative: the placed loop-rich network on
+    hub-heavy layers (degree_preserving alone calls fan-outs at 0.18-0.23) and beta-model
+    networks on hub-heavy layers (motif_preserving alone leans small for fan-ins).  p-values
+    not stochastically smaller than uniform, FPR at most the 99.9% band."""
+    cases = (("placed", placed_replicates(tmp_path / "placed", "hub_heavy", 41)),
+             ("beta-model", beta_replicates(tmp_path / "beta", "hub_heavy", 31)))
+    for model, (ctx, refs, layers) in cases:
+        for motif in STARS:
+            ps = pvalues(ctx, refs, {"motif": motif, "null": "degree_and_motif",
+                                     "min_instances": 3}, layers)
+            report(f"degree_and_motif/{motif}/motif_similarity, {model} networks, hub_heavy",
+                   ps)
+            assert_calibrated(ps, conservative_ok=True)
+
+
 def test_planted_co_targets_are_found(tmp_path):
     """A modular network (8 modules of 5 regulators x 8 targets, each regulator -> each target
     of its module with probability 0.8, plus 60 edges across modules): the targets of each
@@ -641,7 +704,7 @@ def test_planted_co_targets_are_found(tmp_path):
             c = X[g].mean(axis=0)
             Y[g] = c + 0.3 * (X[g] - c)
         ctx = context(cache_from_layers(tmp_path / motif, [X, Y]), tmp_path)
-        for null in ("degree_preserving", "motif_preserving"):
+        for null in ("degree_preserving", "motif_preserving", "degree_and_motif"):
             prm = {"pairs": ref, "motif": motif, "null": null, "n_permutations": 499}
             hit, none = (run("regulatory_motifs", prm, ctx, layer) for layer in ("L1", "L0"))
             print(f"\nplanted {motif}, {null}: z {hit.effect_size:.1f}, p {hit.p_value:.4f}; "
