@@ -313,8 +313,8 @@ def refinements(h: HypView, n_layers: int) -> list[tuple[dict[str, Any], str]]:
     if target and current in LOOSE_NULLS and target != current:
         add(f"stricter null: {label(target)}", null=target)
     if _star_motif_on_one_null(base["probe"], params, current):
-        # neither null alone is exact for fan-outs and fan-ins on every network model: the
-        # intersection-union test over both is (docs/probes.md, the star motifs' null)
+        # neither null alone is exact for fan-outs and fan-ins on every network model; the
+        # intersection-union test over both is valid wherever either is (docs/probes.md)
         add("both nulls: degree_and_motif (neither alone is exact for star motifs)",
             null="degree_and_motif")
     if base.get("layers", "all") == "all" and n_layers >= 4:
