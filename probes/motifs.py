@@ -998,9 +998,10 @@ def _motif_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> Lay
         limit = small_group_limit(Zn.shape[1])
         split_max = limit if limit >= 2 and scorer.K is not None else 0
 
-    # the rewired networks' groups read only the network's genes: their unit rows, contiguous
-    # (the same float32 rows summed in the same order, so the same values bit for bit; 6%
-    # faster on the fan-out row of `benchmarks/bench_probes.py`: fewer cache lines to read)
+    # the rewired networks' groups (degree_preserving, the only null that calls `values`) read
+    # only the network's genes: their unit rows, contiguous (the same float32 rows summed in
+    # the same order, so the same values bit for bit; 6% faster on the fan-out row of
+    # `benchmarks/bench_probes.py`: fewer cache lines to read)
     Zn_net = np.ascontiguousarray(Zn[net.genes]) if Zn is not None and \
         p.null == "degree_preserving" else None
     zn_net_norms = zn_norms[net.genes] if Zn_net is not None and zn_norms is not None else None
@@ -1017,12 +1018,9 @@ def _motif_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> Lay
         """The statistic of each of the summary's `nb` networks."""
         vals = np.bincount(s.net, weights=s.w * pair_sims(s), minlength=nb)
         if s.g_net.size:
-            assert Zn is not None
-            if Zn_net is not None:
-                sums = group_pair_sums(Zn_net, s.g_node, s.g_ptr, zn_net_norms)
-            else:
-                sums = group_pair_sums(Zn, net.genes[s.g_node], s.g_ptr, zn_norms)
-            vals += np.bincount(s.g_net, weights=s.g_w * sums, minlength=nb)
+            assert Zn_net is not None
+            vals += np.bincount(s.g_net, weights=s.g_w * group_pair_sums(
+                Zn_net, s.g_node, s.g_ptr, zn_net_norms), minlength=nb)
         return vals
 
     if p.null == "degree_preserving":
