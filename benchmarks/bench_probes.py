@@ -128,6 +128,16 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
     spot = dict(zip(names, rng.choice(N_GENES, len(names), replace=False).tolist()))
     refs["trrust_real"] = pset("trrust_real", np.array([spot[a] for a in tr.a]),
                                np.array([spot[b] for b in tr.b]))
+    # three layers of a real embedding's kind (their own generator: the draws above stay as
+    # they were): a decaying spectrum (effective rank about a fifth of the width) in a random
+    # basis, so the dimensions are correlated and the feature shuffle's null is false; the main
+    # layers are nearly isotropic with independent dimensions, where it holds
+    rot = np.random.default_rng(7)
+    Q = np.linalg.qr(rot.standard_normal((DIM, DIM)))[0].astype(np.float32)
+    refs["rotated"] = write_cache(root / "rotated", {
+        f"R{k}": (rot.standard_normal((N_GENES, DIM), dtype=np.float32) * np.exp(
+            -np.arange(DIM) / (DIM / tau)).astype(np.float32)) @ Q
+        for k, tau in enumerate((12, 16, 20))}, genes, model="bench-rotated", synthetic=True)
     return cache, other, refs
 
 
@@ -136,6 +146,12 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
     return [
         ("spectrum", "effective_rank", {"measure": "effective_rank"}),
         ("spectrum", "feature_shuffle", {"null": "feature_shuffle", "n_bootstrap": 0}),
+        # layers with correlated dimensions: the bound decides without drawing (the row after
+        # it draws, for comparison: the first hypothesis on those layers)
+        ("spectrum", "f.shuffle, rotated", {"null": "feature_shuffle", "n_bootstrap": 0,
+                                            "_cache": "rotated"}),
+        ("spectrum", "f.sh. rot., draws", {"null": "feature_shuffle", "n_bootstrap": 0,
+                                           "null_method": "draws", "_cache": "rotated"}),
         ("intrinsic_dimension", "all genes", {}),
         ("axis_separation", "label_shuffle", {"positive": refs["secreted"],
                                               "negative": refs["cytosol"],
@@ -314,9 +330,19 @@ def main() -> int:
               f"{statistics.median(svd_s):.2f} s")
         print(f"\n{'probe':22s} {'variant':18s} {'draws':>6s} {'median s/layer':>15s} "
               f"{'min':>7s} {'max':>7s} {'cpu s/layer':>12s}")
+        rotated = refs["rotated"]
+        rctx = ProbeContext(cache=rotated, seed=1, work_dir=root / "work", null_seed=1)
+        mctx, mlayers = ctx, layers
         for name, variant, prm in specs(refs, args.permutations):
             if args.only and name not in args.only:
                 continue
+            # a row on the rotated layers runs in their own context, SVDs made first as above
+            ctx, layers = (mctx, mlayers) if "_cache" not in prm else \
+                (rctx, rotated.layers[-args.layers:])
+            prm = {k: v for k, v in prm.items() if k != "_cache"}
+            if ctx is rctx:
+                for layer in layers:
+                    ctx.svd(layer)
             if name == "layer_profile" and N_LAYERS < 3:  # it reads the whole stack
                 print(f"{name:22s} skipped: a profile needs 3 or more layers (--cache-layers)")
                 continue

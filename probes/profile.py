@@ -243,8 +243,10 @@ def profile_centre(values: np.ndarray, positions: np.ndarray, baseline: float = 
 # moment null gives a layer the exact null mean, or the draws' mean where the moment p-value is
 # small, so the excess of one curve would mix the two; the draws are also cheaper than the
 # rewiring's moments in every replicate.  (layer_similarity keeps its moments, as before.)
+# spectrum: its feature-shuffle bound (`null_method: bound`) decides a layer without any null
+# mean, which the excess curve needs.
 DRAWN_IN_PROFILES = frozenset({"pair_proximity", "co_pole", "graded_proximity",
-                               "gene_score_association"})
+                               "gene_score_association", "spectrum"})
 
 
 def _fewer_draws(params: ProbeParams, draws: int, probe_name: str = "") -> ProbeParams:
@@ -340,7 +342,7 @@ def _mass_check(label: str, sub: ProfileSpec, total: float, totals: np.ndarray,
     family="topology_stability",
     params=LayerProfileParams,
     nulls=("half_sampling",),
-    version="1.0",
+    version="1.1",
     statistic="difference of profile centres (layers), atanh of the profiles' correlation, or "
               "centre minus a given layer",
     effect="centre difference in layers (0: same place), Pearson r (0: unrelated), or centre "
@@ -439,11 +441,20 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
             fix="raise fraction, use larger sets, or profiles with a clearer effect")
     peaks = pos[np.argmax(values[:, 1:, :], axis=2)].astype(int).T  # (replicates, profiles)
     se = float(np.std(reps, ddof=1)) * scale
+    # replicates equal to rounding (a sub-probe that names no genes, pairs or sets, such as a
+    # whole-layer spectrum, is the same in every half-sample): no standard error, not a z of
+    # 1e15 from rounding noise
+    level = max(1.0, abs(observed), float(np.max(np.abs(reps))))
+    if float(np.ptp(reps)) <= 1e-9 * level:
+        se = 0.0
     if se == 0 and observed != 0:
         raise GeoscreenError(
             f"all {p.replicates} half-samples gave the same {p.statistic}, so it has no "
-            "standard error", field="params.fraction",
-            fix="use larger sets, or a lower fraction so the half-samples differ")
+            "standard error (a half-sample keeps part of the genes, pairs and sets the "
+            "sub-probes name; one that names none is the same in every half-sample)",
+            field="params.fraction",
+            fix="profile a probe of named genes, pairs or sets, use larger sets, or a lower "
+                "fraction so the half-samples differ")
     z = observed / se if se > 0 else 0.0
     alt = ctx.alternative
     if alt == "less":

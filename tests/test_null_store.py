@@ -11,7 +11,9 @@ from probe_helpers import cache_from_layers, context, genes_ref, run
 from geoscreen.probes import null_store
 from geoscreen.probes.spectrum import feature_shuffle_copies, gram_eigenvalues32
 
-FS = {"null": "feature_shuffle", "n_bootstrap": 0, "n_permutations": 99}
+# the draws themselves: the bound of `null_method: bound` (the default) decides the correlated
+# layer without drawing (tests/test_feature_shuffle_bound.py)
+FS = {"null": "feature_shuffle", "n_bootstrap": 0, "n_permutations": 99, "null_method": "draws"}
 
 
 @pytest.fixture(scope="module")

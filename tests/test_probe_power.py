@@ -282,8 +282,13 @@ def test_spectrum_trend_and_feature_shuffle(tmp_path):
     tr = combine(res, "trend", "less", 0)
     assert tr.p_value == pytest.approx(1 / 120) and tr.effect_size == pytest.approx(-1.0)
     assert all(r.ci_low <= r.statistic <= r.ci_high for r in res)
-    r = run("spectrum", {"null": "feature_shuffle", "n_bootstrap": 0}, ctx, "L4")
+    r = run("spectrum", {"null": "feature_shuffle", "n_bootstrap": 0, "null_method": "draws"},
+            ctx, "L4")
     assert r.p_value == 1 / 200
+    # the default decides that layer from the exact bound, nothing drawn, p below the draws'
+    b = run("spectrum", {"null": "feature_shuffle", "n_bootstrap": 0}, ctx, "L4")
+    assert b.extra["p_method"] == "cantelli" and b.n_permutations == 0
+    assert b.p_value <= 1 / 200 and b.p_value == b.extra["bound"]["p"]
 
 
 def test_intrinsic_dimension_trend(tmp_path):

@@ -82,7 +82,7 @@ def test_spectrum_feature_shuffle_stops_on_a_null_layer_and_keeps_a_planted_one(
                                          "L1": planted.astype(np.float32)},
                         [f"G{i}" for i in range(n)], synthetic=True)
     p = SpectrumParams(measure="participation_ratio", null="feature_shuffle",
-                       n_permutations=999)
+                       n_permutations=999, null_method="draws")  # the draws, not the bound
     fixed = ProbeContext(cache=cache, seed=7, alternative="less")
     seq = ProbeContext(cache=cache, seed=7, alternative="less", sequential_h=10)
     a0, b0 = spectrum(fixed, p, "L0"), spectrum(seq, p, "L0")
