@@ -222,6 +222,7 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         ("knn_communities", "ari, k=10", {"annotation": refs["compartments"], "k": 10,
                                           "n_permutations": m}),
         ("knn_graph", "modularity k=10", {"k": 10, "statistic": "modularity"}),
+        ("knn_graph", "spectral gap k=10", {"k": 10, "statistic": "spectral_gap"}),
         ("edge_direction", "SV1-10, matched", {"pairs": refs["trrust"],
                                                "subspace": list(range(1, 11)),
                                                "n_permutations": m}),

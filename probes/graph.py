@@ -368,11 +368,13 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
 
 # -- the graph itself -----------------------------------------------------------------------------
 class KnnGraphParams(ProbeParams):
-    statistic: Literal["clustering", "transitivity", "modularity", "communities"] = Field(
+    statistic: Literal["clustering", "transitivity", "modularity", "communities",
+                       "spectral_gap"] = Field(
         "clustering", description="average local clustering coefficient, transitivity (3 x "
-                                  "triangles / connected triples), or the modularity or number "
-                                  "of Leiden communities (at least min_community genes) of the "
-                                  "undirected graph")
+                                  "triangles / connected triples), the modularity or number "
+                                  "of Leiden communities (at least min_community genes), or the "
+                                  "spectral gap (second-smallest eigenvalue of the normalised "
+                                  "Laplacian) of the undirected graph")
     k: int = Field(10, ge=2, le=200, description="neighbours per gene")
     resolution: float = Field(1.0, gt=0.0, description="Leiden resolution (modularity, "
                                                        "communities; 1 = modularity)")
@@ -382,6 +384,27 @@ class KnnGraphParams(ProbeParams):
                                                       "or change-point across layers")
 
     _check_subspace = subspace_validator("subspace")
+
+
+def spectral_gap(nb: np.ndarray, seed: int, tol: float = 1e-10) -> float:
+    """The second-smallest eigenvalue of the normalised Laplacian I - D^-1/2 A D^-1/2 of the
+    undirected k-NN graph (0 for a disconnected graph; at most n / (n - 1)).
+
+    It is 1 minus the second-largest eigenvalue of D^-1/2 A D^-1/2, found by Lanczos iteration
+    (ARPACK, `scipy.sparse.linalg.eigsh`) from a start vector drawn from `seed`, to `tol`."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import eigsh
+
+    n, k = nb.shape
+    rows = np.repeat(np.arange(n), k)
+    A = sp.csr_matrix((np.ones(rows.size), (rows, nb.ravel())), shape=(n, n))
+    A = ((A + A.T) > 0).astype(np.float64).tocsr()
+    deg = np.asarray(A.sum(axis=1)).ravel()  # every gene has k >= 2 neighbours: deg >= k
+    inv = 1.0 / np.sqrt(deg)
+    M = sp.diags(inv) @ A @ sp.diags(inv)
+    v0 = np.random.default_rng(seed).random(n) + 0.5
+    top = eigsh(M, k=2, which="LA", v0=v0, tol=tol, return_eigenvectors=False)
+    return max(0.0, float(1.0 - np.sort(top)[0]))  # >= 0 (rounding can dip below)
 
 
 def clustering_stats(nb: np.ndarray) -> tuple[float, float]:
@@ -408,8 +431,9 @@ def clustering_stats(nb: np.ndarray) -> tuple[float, float]:
     family="graph_topology",
     params=KnnGraphParams,
     nulls=("none",),
-    version="1.1",
-    statistic="average local clustering coefficient or transitivity of the layer's k-NN graph",
+    version="1.2",
+    statistic="average local clustering coefficient, transitivity, Leiden modularity or "
+              "community count, or spectral gap of the layer's k-NN graph",
     effect="the measure itself",
     alternatives=("greater", "less", "two-sided"),
     examples=[
@@ -431,8 +455,19 @@ def knn_graph(ctx: ProbeContext, p: KnnGraphParams, layer: str) -> LayerResult:
     The undirected graph joins two genes when either is among the other's k most cosine-similar
     genes.  Average clustering is the mean over genes of triangles / possible triangles among
     the gene's neighbours (0 below two neighbours); transitivity is 3 x triangles / connected
-    triples.  Both follow networkx's definitions (checked in tests).  Without a per-layer null
-    the measure is descriptive: a hypothesis tests its trend or change-point across layers.
+    triples.  Both follow networkx's definitions (checked in tests).  The spectral gap (from
+    version 1.2) is the second-smallest eigenvalue of the normalised Laplacian
+    I - D^-1/2 A D^-1/2 (`spectral_gap`; networkx's `normalized_laplacian_spectrum`, checked
+    in tests): 0 when the graph falls apart, smaller when it is made of loosely joined parts.
+    Without a per-layer null the measure is descriptive: a hypothesis tests its trend or
+    change-point across layers.  A degree-preserving rewiring of the graph is not offered as
+    a null: the k-NN graph of Gaussian noise is itself more clustered than every rewiring
+    (400 genes, 16 and 512 dimensions: 0.17 and 0.040 against at most 0.027 over 10
+    rewirings) and in 16 dimensions has a smaller gap (0.27 against at least 0.45), so it
+    would call any layer structured (tests/test_knn_graph.py).  A feature-shuffle null would
+    rebuild the graph, the genes-squared product, for every draw (about 0.25 s each at
+    4,803 x 512); `knn_homophily` and `knn_communities` test named genes and annotations
+    against calibrated nulls.
 
     References
     ----------
@@ -440,11 +475,18 @@ def knn_graph(ctx: ProbeContext, p: KnnGraphParams, layer: str) -> LayerResult:
     Nature 393, 440-442.
     Newman, M. E. J. (2003). The structure and function of complex networks. SIAM Review 45(2),
     167-256.
+    Chung, F. R. K. (1997). Spectral Graph Theory. CBMS Regional Conference Series in
+    Mathematics 92, American Mathematical Society (the normalised Laplacian).
+    Maslov, S. & Sneppen, K. (2002). Specificity and stability in topology of protein networks.
+    Science 296(5569), 910-913 (degree-preserving rewiring).
     """
     _, nb = layer_knn(ctx, layer, p.subspace, p.include_zero_genes, p.k)
     avg, trans = clustering_stats(nb)
     extra: dict[str, object] = {"clustering": avg, "transitivity": trans, "k": p.k}
     value = avg if p.statistic == "clustering" else trans
+    if p.statistic == "spectral_gap":
+        value = spectral_gap(nb, ctx.layer_seed(layer))
+        extra["spectral_gap"] = value
     if p.statistic in ("modularity", "communities"):
         member, modularity = _communities(ctx, layer, nb, p.resolution)
         sizes = np.bincount(member)

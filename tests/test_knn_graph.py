@@ -9,7 +9,7 @@ import pytest
 from probe_helpers import cache_from_layers, context, genes_ref, run, run_layers
 
 from geoscreen.combine import combine
-from geoscreen.probes.graph import clustering_stats, knn_neighbours
+from geoscreen.probes.graph import clustering_stats, knn_neighbours, spectral_gap
 
 
 def test_neighbours_match_sklearn():
@@ -149,3 +149,66 @@ def test_graph_clustering_is_descriptive_and_trends(tmp_path):
     vals = [r.effect_size for r in res]
     assert vals == sorted(vals) and all(r.p_value is None for r in res)
     assert combine(res, "trend", "greater", 0).p_value == pytest.approx(1 / 24)
+
+
+def _nx_graph(nb: np.ndarray) -> nx.Graph:
+    G = nx.Graph()
+    G.add_nodes_from(range(nb.shape[0]))
+    G.add_edges_from((i, int(j)) for i in range(nb.shape[0]) for j in nb[i])
+    return G
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_spectral_gap_matches_networkx(seed):
+    """The second-smallest eigenvalue of networkx's normalised Laplacian, computed densely;
+    the start vector's seed does not move it."""
+    Z = np.random.default_rng(seed).standard_normal((300, 5))
+    nb = knn_neighbours(Z, 6)
+    ref = float(np.sort(nx.normalized_laplacian_spectrum(_nx_graph(nb)))[1])
+    assert spectral_gap(nb, 0) == pytest.approx(ref, abs=1e-8)
+    assert spectral_gap(nb, 99) == pytest.approx(ref, abs=1e-8)
+
+
+def test_spectral_gap_is_zero_for_a_disconnected_graph_and_falls_with_clusters(tmp_path):
+    """Two far-apart clouds: no edge between them, gap 0; clusters that grow sharper with depth
+    give a falling gap (a hypothesis: its trend across layers)."""
+    rng = np.random.default_rng(4)
+    u = np.ones(6)  # two clouds on opposite sides: cosine ~ +1 within, ~ -1 across
+    two = np.vstack([rng.standard_normal((100, 6)) + 50 * u,
+                     rng.standard_normal((100, 6)) - 50 * u])
+    assert spectral_gap(knn_neighbours(two, 5), 0) == pytest.approx(0.0, abs=1e-8)
+    centres = rng.standard_normal((6, 10)) * 4
+    labels = rng.integers(0, 6, 300)
+    layers = [w * centres[labels] + rng.standard_normal((300, 10)) for w in (0.0, 0.5, 1.0, 2.0)]
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    res = run_layers("knn_graph", {"k": 8, "statistic": "spectral_gap"}, ctx)
+    vals = [r.statistic for r in res]
+    assert vals == sorted(vals, reverse=True) and all(r.p_value is None for r in res)
+    assert res[0].extra["spectral_gap"] == vals[0] and 0 <= vals[-1] < vals[0] <= 300 / 299
+    assert combine(res, "trend", "less", 0).p_value == pytest.approx(1 / 24)
+
+
+@pytest.mark.parametrize("d", [16, 512])
+def test_a_rewiring_null_rejects_on_pure_noise(d):
+    """Why `knn_graph` has no per-layer rewiring null: the k-NN graph of Gaussian noise (no
+    structure at all) is more clustered than every degree-preserving rewiring of itself
+    (networkx double-edge swaps, one per edge), and in few dimensions its spectral gap is
+    smaller than every one, so that null would call a layer of noise structured.  Its trend
+    across layers is the test."""
+    rng = np.random.default_rng(d)
+    X = rng.standard_normal((400, d))
+    nb = knn_neighbours(X - X.mean(axis=0), 10)
+    clustering, _ = clustering_stats(nb)
+    gap = spectral_gap(nb, 0)
+    G = _nx_graph(nb)
+    null_c, null_g = [], []
+    for r in range(10):
+        H = G.copy()
+        nx.double_edge_swap(H, nswap=H.number_of_edges(), max_tries=10**7, seed=r)
+        null_c.append(nx.average_clustering(H))
+        null_g.append(float(np.sort(nx.normalized_laplacian_spectrum(H))[1]))
+    print(f"\nREWIRING d={d}: clustering {clustering:.4f} vs rewired max {max(null_c):.4f}; "
+          f"gap {gap:.4f} vs rewired min {min(null_g):.4f}")
+    assert clustering > max(null_c)
+    if d == 16:
+        assert gap < min(null_g)
