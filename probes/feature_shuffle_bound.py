@@ -34,6 +34,16 @@ How the measures are tied to S (trace V fixed, eigenvalues lambda of G, sigma = 
   so the energy rank is >= 1 / sum (lambda / V)^2 = PR, and the sigma rank is
   >= (sum sigma)^2 / V >= PR, since V^2 <= (sum sigma) (V sum lambda^2)^(1/2) (Cauchy-Schwarz
   twice).  So a copy with measure <= r has S >= V^2 / r - sum D^2.
+* the sigma effective rank, more tightly (where the participation ratio's tie above is too
+  loose): its entropy is at least the collision entropy of sigma / sum sigma, so a copy with
+  rank <= r has sum sigma <= sqrt(r V).  Every copy's eigenvalues satisfy sum lambda = V,
+  sum lambda^2 = sum D^2 + S and, by the Hoffman-Wielandt inequality (sorted eigenvalues
+  against the sorted diagonal, sum (lambda - D)^2 <= S), lambda . D >= sum D^2.  So if
+  S < t, sum sigma is at least the minimum of sum sqrt(lambda) under those constraints with
+  sum lambda^2 <= sum D^2 + t, and any Lagrange multipliers give a lower bound on that minimum
+  (weak duality; the inner problem splits into one-variable problems, each solved exactly at
+  0 or a root of a depressed cubic: `sqrt_sum_lower_bound`).  Where that bound exceeds
+  sqrt(r V), a copy as extreme as the layer has S >= t.
 * explained variance of the top k axes: by Ky Fan's inequality the top-k eigenvalue sum of
   G = diag(D) + E (E the off-diagonal part) is at most the k largest D plus
   sqrt(k) ||E||_F = sqrt(k S), so a copy whose share is >= s has
@@ -53,6 +63,10 @@ Statistics 22(4), 558-566.
 Hubert, L. (1987). Assignment Methods in Combinatorial Data Analysis. Marcel Dekker, New York.
 Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
 Matematici, Bologna, 6, 47-59.
+Hoffman, A. J. & Wielandt, H. W. (1953). The variation of the spectrum of a normal matrix.
+Duke Mathematical Journal 20(1), 37-39.
+Boyd, S. & Vandenberghe, L. (2004). Convex Optimization. Cambridge University Press, section
+5.2 (weak duality, which holds without convexity).
 Fan, K. (1949). On a theorem of Weyl concerning eigenvalues of linear transformations I.
 Proceedings of the National Academy of Sciences 35(11), 652-655.
 Renyi, A. (1961). On measures of entropy and information. Proceedings of the Fourth Berkeley
@@ -70,7 +84,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["OffDiagonalMoments", "offdiagonal_moments", "spectrum_bound", "bound_direction",
-           "ROUNDING_MARGIN"]
+           "sqrt_sum_lower_bound", "ROUNDING_MARGIN"]
 
 # relative move of the observed measure towards the null before the threshold is taken: the
 # float32 Gram and its eigenvalues are within ~1e-6 relative of exact arithmetic
@@ -156,19 +170,107 @@ def offdiagonal_moments(X: np.ndarray) -> OffDiagonalMoments:
                               diag=diag)
 
 
+def _inner_minima(d: np.ndarray, nu: float, rho: float, eta: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(s_k, value_k): the minimum over s >= 0 of s + nu s^4 + (eta - rho d_k) s^2, for each
+    k, at s = 0 or at a positive root of its stationarity condition 4 nu s^3 + 2 c s + 1 = 0
+    (a depressed cubic; positive roots only where it has three real ones)."""
+    c = eta - rho * d
+    s_best = np.zeros_like(d)
+    v_best = np.zeros_like(d)
+    p = c / (2.0 * nu)
+    q = 1.0 / (4.0 * nu)
+    three = (4.0 * p ** 3 + 27.0 * q * q) < 0
+    if np.any(three):
+        pp, cc = p[three], c[three]
+        r = 2.0 * np.sqrt(-pp / 3.0)
+        th = np.arccos(np.clip(1.5 * q / pp * np.sqrt(-3.0 / pp), -1.0, 1.0)) / 3.0
+        sb, vb = s_best[three], v_best[three]
+        for j in range(3):
+            x = np.maximum(r * np.cos(th - 2.0 * np.pi * j / 3.0), 0.0)
+            v = x + nu * x ** 4 + cc * x * x
+            better = v < vb
+            sb = np.where(better, x, sb)
+            vb = np.where(better, v, vb)
+        s_best[three], v_best[three] = sb, vb
+    return s_best, v_best
+
+
+def sqrt_sum_lower_bound(d: np.ndarray, t: float) -> float:
+    """A lower bound on the minimum of sum_k sqrt(lambda_k) over lambda >= 0 with
+    sum lambda = sum d, sum lambda^2 <= sum d^2 + t and lambda . d >= sum d^2.
+
+    The Lagrangian dual, maximised over (nu, rho > 0, eta) by L-BFGS (its gradient from the
+    inner minimisers, Danskin's theorem); any multipliers give a valid bound, so the optimiser
+    only makes it tighter.  The result is lowered by a relative 1e-9 for the rounding of the
+    inner minima (each is exact up to a second-order error at a stationary point)."""
+    from scipy.optimize import minimize
+
+    d = np.asarray(d, dtype=np.float64)
+    V = float(d.sum())
+    D2 = float(d @ d)
+
+    def neg(x: np.ndarray) -> tuple[float, np.ndarray]:
+        nu, rho, eta = math.exp(x[0]), math.exp(x[1]), float(x[2])
+        sk, vk = _inner_minima(d, nu, rho, eta)
+        s2 = sk * sk
+        val = float(vk.sum()) - nu * (D2 + t) + rho * D2 - eta * V
+        grad = np.array([nu * (float(s2 @ s2) - (D2 + t)), rho * (D2 - float(d @ s2)),
+                         float(s2.sum()) - V])
+        return -val, -grad
+
+    best = -math.inf
+    # starts near where each inner minimiser sits at sqrt(d_k) (stationarity at x = d_k:
+    # 1 / (2 sqrt d) + (2 nu - rho) d + eta = 0, nu = rho = f / mean d)
+    mean = max(V / d.size, 1e-300)
+    for f in (1.0, 8.0):
+        x0 = [math.log(f / mean), math.log(f / mean), -(0.5 / math.sqrt(mean) + f)]
+        x0 = [min(max(x0[0], -30.0), 60.0), min(max(x0[1], -30.0), 60.0), x0[2]]
+        with np.errstate(over="ignore", invalid="ignore"):
+            res = minimize(neg, np.array(x0), jac=True, method="L-BFGS-B",
+                           bounds=[(-30.0, 60.0), (-30.0, 60.0), (None, None)],
+                           options={"maxiter": 300})
+        for x in (res.x, np.array(x0)):
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = -neg(x)[0]
+            if math.isfinite(value):
+                best = max(best, value)
+    return best - 1e-9 * abs(best)
+
+
+def _sigma_rank_threshold(mom: OffDiagonalMoments, r: float, t_from: float) -> float:
+    """The largest t of a doubling search from `t_from` (> the null mean) at which
+    `sqrt_sum_lower_bound` shows that a copy of sigma effective rank <= r has S >= t; -inf
+    where even `t_from` fails."""
+    D = np.sort(np.asarray(mom.diag, dtype=np.float64))[::-1] / mom.trace
+    target = math.sqrt(r)  # sum sqrt(lambda / V) of a copy with rank <= r is at most this
+    scale = mom.trace ** 2
+    ok = -math.inf
+    excess = t_from - mom.mean
+    for _ in range(12):
+        t = mom.mean + excess
+        if not sqrt_sum_lower_bound(D, t / scale) > target:
+            break
+        ok = t
+        excess *= 4.0
+    return ok
+
+
 def bound_direction(measure: str) -> str:
     """The alternative the bound covers: a lower rank than the shuffled copies, or a larger
     top-k share."""
     return "greater" if measure == "explained_variance" else "less"
 
 
-def spectrum_bound(mom: OffDiagonalMoments, measure: str, observed: float, k: int = 1
-                   ) -> tuple[float, float]:
+def spectrum_bound(mom: OffDiagonalMoments, measure: str, observed: float, k: int = 1,
+                   target: float | None = None) -> tuple[float, float]:
     """(upper bound on the exact feature-shuffle p-value, the threshold t on S) for the
     alternative `bound_direction(measure)`.
 
     The bound is 1 when the threshold is not above the null mean (the inequality then says
-    nothing).
+    nothing).  For the sigma effective rank, where the participation ratio's threshold gives a
+    bound above `target`, the tighter tie of `sqrt_sum_lower_bound` is tried at the threshold
+    where Cantelli's bound equals `target` and beyond.
     """
     V = mom.trace
     D = np.asarray(mom.diag, dtype=np.float64)
@@ -185,8 +287,18 @@ def spectrum_bound(mom: OffDiagonalMoments, measure: str, observed: float, k: in
         t = V * V / r - d2 if r > 0 else math.inf
     else:
         raise ValueError(f"unknown measure {measure!r}")
+    if not mom.var > 0:  # a variance that vanished (to rounding): the draws decide
+        return 1.0, float(t)
+    if measure == "effective_rank" and target is not None and 0 < target < 1 and \
+            _cantelli(mom, t) > target:
+        t_from = mom.mean + mom.sd * math.sqrt(1.0 / target - 1.0)
+        t = max(t, _sigma_rank_threshold(mom, observed * (1.0 + ROUNDING_MARGIN), t_from))
+    return _cantelli(mom, t), float(t)
+
+
+def _cantelli(mom: OffDiagonalMoments, t: float) -> float:
+    """Cantelli's bound on P(S >= t): 1 unless t is above the mean."""
     dev = t - mom.mean
     if not (dev > 0 and mom.var > 0):
-        # below the mean, or a variance that vanished (to rounding): the draws decide
-        return 1.0, float(t)
-    return float(mom.var / (mom.var + dev * dev)), float(t)
+        return 1.0
+    return float(mom.var / (mom.var + dev * dev))

@@ -184,7 +184,7 @@ class SpectrumParams(ProbeParams):
     family="intrinsic_dimensionality",
     params=SpectrumParams,
     nulls=("none", "feature_shuffle"),
-    version="1.2",
+    version="1.3",
     statistic="spectral measure of the centred gene matrix (effective rank, participation ratio "
               "or top-k explained variance)",
     effect="the measure itself (per-layer 95% gene-bootstrap interval in ci_low/ci_high)",
@@ -258,10 +258,12 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
       of the two effective ranks and the participation ratio and ``greater`` of explained
       variance.  Otherwise the copies are drawn as before, with the same values, and
       ``draw_reason`` says why.  ``extra["bound"]`` records the bound, the threshold, S and
-      its null mean and sd.  The tie of the (sigma) effective rank to S goes through the
-      participation ratio and is loose: it decides wide layers whose dimensions have similar
-      variances, not layers with a few outlier dimensions (on all-MiniLM-L6-v2, 3 of 7
-      layers; the other measures, all 7).
+      its null mean and sd.  The (sigma) effective rank is tied to S first through the
+      participation ratio, which is loose on layers with a few outlier dimensions, then (from
+      version 1.3, where that fails) through a Lagrangian-dual lower bound on the sum of
+      singular values over every spectrum the copy could have with S below a threshold
+      (`feature_shuffle_bound.sqrt_sum_lower_bound`): on all-MiniLM-L6-v2 the ratio alone
+      decides 3 of 7 layers, with the dual bound 5 of 7; the other measures all 7.
 
     References
     ----------
@@ -360,7 +362,8 @@ def _bound_first(p: SpectrumParams, alternative: str, Xt: np.ndarray, eig32: np.
     if n < 4 or d < 2:
         return None, "fewer than 4 genes or 2 dimensions"
     mom = offdiagonal_moments(Xt.T)  # the float32 values the copies shuffle
-    bp, threshold = spectrum_bound(mom, p.measure, tested, p.k)
+    bp, threshold = spectrum_bound(mom, p.measure, tested, p.k,
+                                   target=1.0 / (p.n_permutations + 1))
     lam = np.clip(np.asarray(eig32, dtype=np.float64), 0.0, None)
     s_obs = float(lam @ lam - mom.diag @ mom.diag)
     record = {"p": bp, "threshold": threshold, "offdiagonal_energy": s_obs,
