@@ -202,8 +202,10 @@ def sqrt_sum_lower_bound(d: np.ndarray, t: float) -> float:
 
     The Lagrangian dual, maximised over (nu, rho > 0, eta) by L-BFGS (its gradient from the
     inner minimisers, Danskin's theorem); any multipliers give a valid bound, so the optimiser
-    only makes it tighter.  The result is lowered by a relative 1e-9 for the rounding of the
-    inner minima (each is exact up to a second-order error at a stationary point)."""
+    only makes it tighter.  The dual value sums terms much larger than itself when the
+    multipliers are large (small t), so it is lowered by 1e-12 of the sum of those terms'
+    magnitudes (float64 rounding of such a sum is below 1e-15 of it; a review measured at most
+    1.7e-7 of the value at t = 5e-15) and by 1e-9 of the value."""
     from scipy.optimize import minimize
 
     d = np.asarray(d, dtype=np.float64)
@@ -219,6 +221,17 @@ def sqrt_sum_lower_bound(d: np.ndarray, t: float) -> float:
                          float(s2.sum()) - V])
         return -val, -grad
 
+    def value(x: np.ndarray) -> float:
+        """The dual value lowered for its rounding (-inf where it is not finite)."""
+        nu, rho, eta = math.exp(x[0]), math.exp(x[1]), float(x[2])
+        with np.errstate(over="ignore", invalid="ignore"):
+            _, vk = _inner_minima(d, nu, rho, eta)
+            val = float(vk.sum()) - nu * (D2 + t) + rho * D2 - eta * V
+            size = float(np.abs(vk).sum()) + nu * (D2 + t) + rho * D2 + abs(eta) * V
+        if not (math.isfinite(val) and math.isfinite(size)):
+            return -math.inf
+        return val - 1e-12 * size - 1e-9 * abs(val)
+
     best = -math.inf
     # starts near where each inner minimiser sits at sqrt(d_k) (stationarity at x = d_k:
     # 1 / (2 sqrt d) + (2 nu - rho) d + eta = 0, nu = rho = f / mean d)
@@ -231,11 +244,8 @@ def sqrt_sum_lower_bound(d: np.ndarray, t: float) -> float:
                            bounds=[(-30.0, 60.0), (-30.0, 60.0), (None, None)],
                            options={"maxiter": 300})
         for x in (res.x, np.array(x0)):
-            with np.errstate(over="ignore", invalid="ignore"):
-                value = -neg(x)[0]
-            if math.isfinite(value):
-                best = max(best, value)
-    return best - 1e-9 * abs(best)
+            best = max(best, value(x))
+    return best
 
 
 def _sigma_rank_threshold(mom: OffDiagonalMoments, r: float, t_from: float) -> float:
@@ -291,7 +301,9 @@ def spectrum_bound(mom: OffDiagonalMoments, measure: str, observed: float, k: in
         return 1.0, float(t)
     if measure == "effective_rank" and target is not None and 0 < target < 1 and \
             _cantelli(mom, t) > target:
-        t_from = mom.mean + mom.sd * math.sqrt(1.0 / target - 1.0)
+        # a hair beyond the threshold where Cantelli equals the target, so that the bound
+        # there is below it, not equal to within an ulp
+        t_from = mom.mean + mom.sd * math.sqrt(1.0 / target - 1.0) * (1.0 + 1e-9)
         t = max(t, _sigma_rank_threshold(mom, observed * (1.0 + ROUNDING_MARGIN), t_from))
     return _cantelli(mom, t), float(t)
 
