@@ -263,7 +263,7 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
       version 1.3, where that fails) through a Lagrangian-dual lower bound on the sum of
       singular values over every spectrum the copy could have with S below a threshold
       (`feature_shuffle_bound.sqrt_sum_lower_bound`): on all-MiniLM-L6-v2 the ratio alone
-      decides 3 of 7 layers, with the dual bound 5 of 7; the other measures all 7.
+      decides 3 of 7 layers, with the dual bound 6 of 7; the other measures all 7.
 
     References
     ----------
