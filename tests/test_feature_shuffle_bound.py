@@ -334,7 +334,9 @@ def test_real_transformer_layers(real_cache):
     print(f"\nMINILM bound <= 1/200 on {len(real_cache.layers)} layers: {decided}")
     n = len(real_cache.layers)
     assert all(decided[m] == n for m in MEASURES if m != "effective_rank"), decided
-    assert 6 <= decided["effective_rank"] < n, decided  # 3 of 7 through the ratio alone
+    # 6 of 7 on this machine; one layer clears its threshold by 0.05%, which another BLAS
+    # could move: the test asks for 5 (3 of 7 through the participation ratio alone)
+    assert 5 <= decided["effective_rank"] < n, decided
 
 
 def test_the_dual_bound_is_below_every_feasible_spectrum():
