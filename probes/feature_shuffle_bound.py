@@ -309,8 +309,10 @@ def spectrum_bound(mom: OffDiagonalMoments, measure: str, observed: float, k: in
 
 
 def _cantelli(mom: OffDiagonalMoments, t: float) -> float:
-    """Cantelli's bound on P(S >= t): 1 unless t is above the mean."""
-    dev = t - mom.mean
-    if not (dev > 0 and mom.var > 0):
+    """Cantelli's bound on P(S >= t) (`permutation_moments.cantelli_bound`): 1 unless t is
+    above the mean."""
+    from geoscreen.probes.permutation_moments import RVMoments, cantelli_bound
+
+    if not mom.var > 0:
         return 1.0
-    return float(mom.var / (mom.var + dev * dev))
+    return cantelli_bound(t, RVMoments(mom.mean, mom.sd, None), "greater")

@@ -386,6 +386,17 @@ class KnnGraphParams(ProbeParams):
     _check_subspace = subspace_validator("subspace")
 
 
+def undirected_adjacency(nb: np.ndarray):  # -> scipy.sparse.csr_matrix
+    """The 0/1 adjacency (n x n, float64 CSR) of the undirected k-NN graph: i and j joined when
+    either is among the other's neighbours."""
+    import scipy.sparse as sp
+
+    n, k = nb.shape
+    rows = np.repeat(np.arange(n), k)
+    A = sp.csr_matrix((np.ones(rows.size), (rows, nb.ravel())), shape=(n, n))
+    return ((A + A.T) > 0).astype(np.float64).tocsr()
+
+
 def spectral_gap(nb: np.ndarray, seed: int, tol: float = 1e-10) -> float:
     """The second-smallest eigenvalue of the normalised Laplacian I - D^-1/2 A D^-1/2 of the
     undirected k-NN graph (0 for a disconnected graph; at most n / (n - 1)).
@@ -395,10 +406,8 @@ def spectral_gap(nb: np.ndarray, seed: int, tol: float = 1e-10) -> float:
     import scipy.sparse as sp
     from scipy.sparse.linalg import eigsh
 
-    n, k = nb.shape
-    rows = np.repeat(np.arange(n), k)
-    A = sp.csr_matrix((np.ones(rows.size), (rows, nb.ravel())), shape=(n, n))
-    A = ((A + A.T) > 0).astype(np.float64).tocsr()
+    A = undirected_adjacency(nb)
+    n = A.shape[0]
     deg = np.asarray(A.sum(axis=1)).ravel()  # every gene has k >= 2 neighbours: deg >= k
     inv = 1.0 / np.sqrt(deg)
     M = sp.diags(inv) @ A @ sp.diags(inv)
@@ -411,12 +420,8 @@ def clustering_stats(nb: np.ndarray) -> tuple[float, float]:
     """(average local clustering, transitivity) of the undirected graph of the k-NN edges.
 
     Nodes with fewer than two neighbours count as clustering 0 (as networkx does)."""
-    import scipy.sparse as sp
-
-    n, k = nb.shape
-    rows = np.repeat(np.arange(n), k)
-    A = sp.csr_matrix((np.ones(rows.size), (rows, nb.ravel())), shape=(n, n))
-    A = ((A + A.T) > 0).astype(np.float64).tocsr()
+    A = undirected_adjacency(nb)
+    n = A.shape[0]
     deg = np.asarray(A.sum(axis=1)).ravel()
     tri = np.asarray((A @ A).multiply(A).sum(axis=1)).ravel() / 2.0
     pairs = deg * (deg - 1) / 2.0
