@@ -40,6 +40,7 @@ from geoscreen.probes.params import (
     Metric,
     Subspace,
     control_field,
+    control_validator,
     genes_ref_field,
     metric_field,
     null_label,
@@ -85,6 +86,7 @@ class SetCohesionParams(ProbeParams):
     match: list[MatchVar] = match_field()
     match_bins: int = bins_field()
     control: str | None = control_field()
+    _check_control = control_validator()
     n_permutations: int = permutations_field()
     min_size: int = Field(5, ge=2, description="sets with fewer present genes are skipped")
 
@@ -227,7 +229,7 @@ def _observed_retrieval(Zn: np.ndarray, sets: list[np.ndarray]) -> float:
     params=SetCohesionParams,
     nulls=("matched", "gene_shuffle", "feature_shuffle", "pc_shuffle",
            "coexpression_residualization"),
-    version="2.2",
+    version="2.3",
     statistic="within-set mean similarity, or kNN-retrieval AUROC, averaged over the sets",
     effect="z-score against the null (retrieval AUROC and mean similarity both in extra)",
     alternatives=("greater", "less", "two-sided"),

@@ -13,7 +13,12 @@ The control file is either
   of the cache, including all-zero rows), or
 * ``file:PATH.tsv``: gene pairs ``a<TAB>b<TAB>value`` (optional header); the matrix is symmetric,
   pairs not listed have co-expression 0 (the usual reading of a thresholded co-expression network)
-  and genes not in the cache are ignored.
+  and genes not in the cache are ignored, or
+* ``full_space``: no file; the control is each pair's cosine similarity in the layer's full
+  (centred) space, for a test in a subspace: are the pairs closer in SV2-4 than their overall
+  similarity explains?  (The published screen's "co-expression" control was this cosine.)  It
+  needs a subspace: in the full space itself the residuals would be zero, so a cosine test in
+  the full space with it is refused when the spec is read.
 """
 
 from __future__ import annotations
@@ -27,9 +32,20 @@ import numpy as np
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 
+FULL_SPACE = "full_space"
 CONTROL_DESCRIPTION = (
     "co-expression control: file:PATH.npy (square, cache gene order) or file:PATH.tsv "
-    "(a<TAB>b<TAB>value); pair values are regressed on co-expression and residuals are tested")
+    "(a<TAB>b<TAB>value), or full_space (each pair's cosine in the layer's full space, for a "
+    "test in a subspace); pair values are regressed on it and residuals are tested")
+
+
+def check_control(control: str | None, subspace: object = None, metric: str = "cosine") -> None:
+    """Refuse `control: full_space` where it would leave nothing: a cosine test in the full
+    space (raises ValueError, for a params model's validator)."""
+    if control == FULL_SPACE and subspace in (None, "full") and metric == "cosine":
+        raise ValueError("control full_space regresses pair values on their full-space cosine, "
+                         "which is the statistic itself without a subspace: give a subspace "
+                         "(e.g. [2, 3, 4]) or a file: control")
 
 
 def _path(ref: str) -> Path:
@@ -118,11 +134,42 @@ def residualize(K: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, dict[str, Any
     return R, {"intercept": intercept, "slope": slope, "r2": r2}
 
 
-def controlled(ctx: ProbeContext, ref: str | None, K: np.ndarray,
-               rows: np.ndarray) -> tuple[np.ndarray, dict[str, Any] | None]:
-    """K itself, or its co-expression residuals when a control is given."""
+def full_space_matrix(ctx: ProbeContext, layer: str, rows: np.ndarray,
+                      include_zero: bool) -> np.ndarray:
+    """Cosine similarity of the genes `rows` in the layer's full centred space (float32,
+    symmetric, zero diagonal): the `full_space` control."""
+    from geoscreen.probes.params import subspace_coords
+    from geoscreen.probes.stats import similarity_matrix
+
+    svd, Z = subspace_coords(ctx, layer, "full", include_zero)
+    if not np.array_equal(svd.rows, rows):
+        raise ValueError("the full_space control needs the same genes as the tested matrix")
+    C = similarity_matrix(Z, "cosine")
+    np.fill_diagonal(C, 0.0)
+    ctx.resources_used["control"] = {"ref": FULL_SPACE, "kind": "full_space_cosine",
+                                     "resource": "layer", "present": int(rows.size)}
+    return C
+
+
+def control_matrix(ctx: ProbeContext, ref: str, rows: np.ndarray, *, layer: str | None = None,
+                   include_zero: bool = False) -> np.ndarray:
+    """The control matrix of `ref` on cache rows `rows`: a co-expression file, or (with the
+    layer) the layer's full-space cosine."""
+    if ref == FULL_SPACE:
+        if layer is None:
+            raise ValueError("the full_space control needs the layer")
+        return full_space_matrix(ctx, layer, rows, include_zero)
+    return coexpression_matrix(ctx, ref, rows)
+
+
+def controlled(ctx: ProbeContext, ref: str | None, K: np.ndarray, rows: np.ndarray, *,
+               layer: str | None = None, include_zero: bool = False,
+               ) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """K itself, or its residuals on the control (co-expression, or the full-space cosine)."""
     if ref is None:
         return K, None
-    C = coexpression_matrix(ctx, ref, rows)
+    C = control_matrix(ctx, ref, rows, layer=layer, include_zero=include_zero)
     R, fit = residualize(K, C)
+    if ref == FULL_SPACE:
+        fit = {**fit, "control": FULL_SPACE}
     return R, fit

@@ -111,6 +111,21 @@ def null_label(null: str, control: str | None) -> str:
     return f"{null}+coexpression_residualization" if control else null
 
 
+def control_validator() -> object:
+    """A pydantic 'after' model validator refusing `control: full_space` where it would leave
+    nothing (`geoscreen.probes.control.check_control`)."""
+    from pydantic import model_validator
+
+    def check(self):  # noqa: ANN001, ANN202
+        from geoscreen.probes.control import check_control
+
+        check_control(getattr(self, "control", None), getattr(self, "subspace", None),
+                      getattr(self, "metric", "cosine"))
+        return self
+
+    return model_validator(mode="after")(check)
+
+
 def subspace_validator(*names: str) -> object:
     """A pydantic 'before' validator running `check_subspace` on the named fields."""
     from pydantic import field_validator

@@ -42,6 +42,7 @@ from geoscreen.probes.params import (
     Subspace,
     added_field,
     control_field,
+    control_validator,
     metric_field,
     null_label,
     pairs_ref_field,
@@ -96,7 +97,8 @@ def _similarity_scorer(ctx: ProbeContext, layer: str, subspace: object, metric: 
     if scorer.K is None:
         raise GeoscreenError(f"control needs the full similarity matrix; {Z.shape[0]} genes is "
                              "too many", field="params.control")
-    R, fit = controlled(ctx, control, scorer.K, svd.rows)
+    R, fit = controlled(ctx, control, scorer.K, svd.rows, layer=layer,
+                        include_zero=include_zero)
     return svd, PairScorer.from_matrix(R, metric), fit
 
 
@@ -162,6 +164,7 @@ class PairProximityParams(ProbeParams):
                                          "relabel genes uniformly (hub genes of a network are not "
                                          "exchangeable with random genes on real embeddings)")
     control: str | None = control_field()
+    _check_control = control_validator()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
     null_method: Literal["moments", "draws"] = added_field(
@@ -177,7 +180,7 @@ class PairProximityParams(ProbeParams):
     family="manifold_distance",
     params=PairProximityParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.4",
+    version="2.5",
     statistic="mean similarity of the listed pairs in the subspace (co-expression residual with "
               "control)",
     effect="z-score of the observed mean similarity against the null distribution",
@@ -396,6 +399,7 @@ class CoPoleParams(ProbeParams):
     null: PairNull = Field("degree_preserving",
                            description="degree-preserving rewiring (default) or gene-label shuffle")
     control: str | None = control_field()
+    _check_control = control_validator()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
     null_method: Literal["moments", "draws"] = added_field(
@@ -426,7 +430,7 @@ def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
     family="graph_topology",
     params=CoPoleParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.3",
+    version="2.4",
     statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis",
     effect="z-score of the co-pole rate against the null (enrichment over null mean in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -511,7 +515,8 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     labels = LabelPairScorer(L, opposite=p.pole == "opposite")
     scorer: PairScorer | LabelPairScorer = labels
     if p.control is not None:
-        R, fit = controlled(ctx, p.control, labels.matrix().astype(np.float32), svd.rows)
+        R, fit = controlled(ctx, p.control, labels.matrix().astype(np.float32), svd.rows,
+                            layer=layer, include_zero=p.include_zero_genes)
         scorer = PairScorer.from_matrix(R, "co_pole")
     observed, test, extra, drawn = pair_test(ctx, scorer, i, j, p.null, p.null_method,
                                              p.confirm_below, p.n_permutations, layer)
@@ -538,6 +543,7 @@ class GradedProximityParams(ProbeParams):
     subspace: Subspace = subspace_field()
     metric: Metric = metric_field()
     control: str | None = control_field()
+    _check_control = control_validator()
     n_permutations: int = permutations_field()
     min_pairs_per_bin: int = Field(3, ge=1)
     null_method: Literal["moments", "draws"]
@@ -558,7 +564,7 @@ def score_bins(score: np.ndarray, bins: int) -> np.ndarray:
     family="manifold_distance",
     params=GradedProximityParams,
     nulls=("label_shuffle", "coexpression_residualization"),
-    version="1.2",
+    version="1.3",
     statistic="Spearman rho between confidence bin and pair similarity, over pairs",
     effect="Spearman rho (rho over bin means, the 'rho over 5 quintiles', is in extra)",
     alternatives=("greater", "less", "two-sided"),

@@ -25,6 +25,7 @@ from geoscreen.probes.params import (
     Metric,
     Subspace,
     control_field,
+    control_validator,
     metric_field,
     null_label,
     pairs_ref_field,
@@ -60,6 +61,7 @@ class EdgeSpecificityParams(ProbeParams):
         "targets", description="compare each TF's targets with genes that are targets of other "
                                "TFs (controls for 'targetness'), or with all genes")
     control: str | None = control_field()
+    _check_control = control_validator()
     n_permutations: int = permutations_field()
     min_edges: int = Field(5, ge=1)
 
@@ -82,7 +84,7 @@ def _within_row_auroc(R: np.ndarray, t: np.ndarray, starts: np.ndarray, valid: n
     family="graph_topology",
     params=EdgeSpecificityParams,
     nulls=("target_shuffle", "coexpression_residualization"),
-    version="1.1",
+    version="1.2",
     statistic="pooled within-TF AUROC: P(sim(TF, its target) > sim(TF, a non-target candidate))",
     effect="within-TF AUROC (0.5 = targets no closer than other candidates)",
     alternatives=("greater", "less", "two-sided"),
@@ -205,6 +207,7 @@ class SignContrastParams(ProbeParams):
     test: Literal["label_shuffle", "mann_whitney"] = Field(
         "label_shuffle", description="permute the a/b labels over pairs, or Mann-Whitney U")
     control: str | None = control_field()
+    _check_control = control_validator()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=2)
 
@@ -216,7 +219,7 @@ class SignContrastParams(ProbeParams):
     family="graph_topology",
     params=SignContrastParams,
     nulls=("label_shuffle", "mann_whitney", "coexpression_residualization"),
-    version="1.1",
+    version="1.2",
     statistic="mean prominence of type-a pairs minus that of type-b pairs",
     effect="difference in mean prominence (AUROC and rank-biserial r in extra)",
     alternatives=("greater", "less", "two-sided"),

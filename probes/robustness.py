@@ -33,6 +33,7 @@ from geoscreen.probes.params import (
     Subspace,
     added_field,
     control_field,
+    control_validator,
     metric_field,
     pairs_ref_field,
     permutations_field,
@@ -54,6 +55,7 @@ class NullRobustnessParams(ProbeParams):
     subspace: Subspace = subspace_field()
     metric: Metric = metric_field()
     control: str | None = control_field()
+    _check_control = control_validator()
     n_permutations: int = permutations_field()
     min_pairs: int = Field(5, ge=1)
     null_method: Literal["moments", "draws"] = added_field(
@@ -77,7 +79,7 @@ class NullRobustnessParams(ProbeParams):
     family="null_sensitivity",
     params=NullRobustnessParams,
     nulls=("gene_shuffle", "degree_preserving", "coexpression_residualization"),
-    version="1.3",
+    version="1.4",
     statistic="mean similarity of the listed pairs, tested against each null",
     effect="smallest z over the nulls (per-null z and p in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -149,14 +151,15 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     for name in p.nulls:
         sc, null_name, fit = scorer, name, None
         if name == "coexpression":
-            from geoscreen.probes.control import coexpression_matrix
+            from geoscreen.probes.control import control_matrix
 
             if scorer.K is None or p.control is None:
                 from geoscreen.errors import GeoscreenError
 
                 raise GeoscreenError("the coexpression null needs the full similarity matrix; "
                                      "too many genes", field="params.nulls")
-            R, fit = residualize(scorer.K, coexpression_matrix(ctx, p.control, svd.rows))
+            R, fit = residualize(scorer.K, control_matrix(
+                ctx, p.control, svd.rows, layer=layer, include_zero=p.include_zero_genes))
             sc, null_name = PairScorer.from_matrix(R, p.metric), "gene_shuffle"
         obs, test, rec, _ = pair_test(ctx, sc, i, j, null_name, p.null_method,
                                       p.confirm_below, p.n_permutations, layer, stream=name)

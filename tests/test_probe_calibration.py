@@ -19,6 +19,7 @@ from probe_helpers import (
     context,
     gaussian_layers,
     genes_ref,
+    hub_heavy_layers,
     pairs_file,
     pairs_ref,
     random_pairs,
@@ -113,6 +114,23 @@ def test_pair_proximity_with_control_calibrated(null):
            "n_permutations": 199}
     _report("pair_proximity/control", assert_calibrated(
         _pvalues("pair_proximity", prm, null, reps=200)))
+
+
+@pytest.mark.parametrize("nul", ["gene_shuffle", "degree_preserving"])
+def test_pair_proximity_with_full_space_control_calibrated(null, tmp_path, nul):
+    """`control: full_space`: SV2-4 similarity regressed on the full-space cosine (the
+    published screen's "co-expression" control), on the Gaussian null layers and on hub-heavy
+    layers (decaying spectrum, 15 genes of 6x norm at random rows)."""
+    rng = np.random.default_rng(505)  # its own draws: the same whatever else runs
+    i, j = random_pairs(N_GENES, 60, rng)
+    prm = {"pairs": pairs_ref(i, j), "subspace": [2, 3, 4], "control": "full_space",
+           "null": nul, "n_permutations": 199}
+    _report(f"pair_proximity/{nul}/control full_space, Gaussian", assert_calibrated(
+        _pvalues("pair_proximity", prm, null, reps=200)))
+    hubs = cache_from_layers(tmp_path / "hubs", hub_heavy_layers("hubs", 200, N_GENES, DIM, 506))
+    data = (tmp_path, hubs, None, None, context(hubs, tmp_path, seed=1))
+    _report(f"pair_proximity/{nul}/control full_space, hub-heavy", assert_calibrated(
+        _pvalues("pair_proximity", prm, data, reps=200)))
 
 
 def test_co_pole_calibrated(null):

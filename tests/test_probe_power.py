@@ -371,6 +371,70 @@ def test_control_removes_coexpression_driven_proximity(tmp_path):
     assert ctx.resources_used["control"]["pairs"] == iu[0].size
 
 
+def test_full_space_control_keeps_subspace_proximity_beyond_overall_similarity(tmp_path):
+    """Pairs planted close on axes 2-4 only (their other coordinates independent) are found
+    with `control: full_space`; pairs close in the whole space (and so in SV2-4 too) are
+    close in SV2-4 by the raw test, but no closer than their full-space cosine predicts."""
+    rng = np.random.default_rng(17)
+    X = rng.standard_normal((N, D)) * np.r_[6.0, 4.0, 3.5, 3.0, np.ones(D - 4)]
+    i, j = np.arange(0, 80, 2), np.arange(1, 80, 2)
+    X[j, 1:4] = X[i, 1:4] + 0.1 * rng.standard_normal((i.size, 3))  # close in dims 2-4 only
+    k, m = np.arange(100, 180, 2), np.arange(101, 180, 2)
+    X[m] = X[k] + 0.3 * rng.standard_normal((k.size, D))  # close everywhere
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    rows = ctx.svd("L0").rows
+    assert np.array_equal(rows, np.arange(N))
+    base = {"subspace": [2, 3, 4], "null": "gene_shuffle", "n_permutations": 199}
+    sub = {**base, "pairs": pairs_ref(i, j)}
+    raw = run("pair_proximity", sub, ctx, "L0")
+    ctl = run("pair_proximity", {**sub, "control": "full_space"}, ctx, "L0")
+    assert raw.p_value <= 1 / 200 and ctl.p_value <= 1 / 200
+    assert ctl.extra["control_fit"]["control"] == "full_space"
+    assert ctx.resources_used["control"]["kind"] == "full_space_cosine"
+    whole = {**base, "pairs": pairs_ref(k, m)}
+    raw_whole = run("pair_proximity", whole, ctx, "L0")
+    ctl_whole = run("pair_proximity", {**whole, "control": "full_space"}, ctx, "L0")
+    # the SV2-4-only pairs keep most of their z (9.6 -> 6.5 here); pairs close everywhere lose
+    # most of theirs (10.5 -> 2.7: the fit is linear, as the screen's, so not all of it)
+    assert raw_whole.p_value <= 1 / 200
+    assert ctl.effect_size > 0.5 * raw.effect_size
+    assert ctl_whole.effect_size < 0.35 * raw_whole.effect_size
+    assert ctl_whole.effect_size < 0.5 * ctl.effect_size
+    # the fit is the least-squares line of the SV2-4 cosine on the full-space cosine over all
+    # pairs of genes (numpy's polyfit on the same values)
+    Z = ctx.svd("L0").scores(None)
+    Zn = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+    S = Z[:, 1:4] / np.linalg.norm(Z[:, 1:4], axis=1, keepdims=True)
+    off = ~np.eye(N, dtype=bool)
+    slope, icept = np.polyfit((Zn @ Zn.T)[off], (S @ S.T)[off], 1)
+    assert ctl.extra["control_fit"]["slope"] == pytest.approx(slope, rel=1e-4)
+    assert ctl.extra["control_fit"]["intercept"] == pytest.approx(icept, abs=1e-5)
+
+
+def test_full_space_control_on_the_other_pair_probes(tmp_path):
+    """edge_specificity and null_robustness take the same control (the coexpression null of
+    null_robustness with it); a full-space cosine test with it is refused when read."""
+    from geoscreen.errors import GeoscreenError
+    from geoscreen.hypotheses.loader import parse_spec
+
+    rng = np.random.default_rng(18)
+    X = rng.standard_normal((N, D)) * np.r_[6.0, 4.0, 3.5, 3.0, np.ones(D - 4)]
+    tf, tg = np.repeat(np.arange(10), 6), 20 + rng.choice(N - 20, 60, replace=False)
+    X[tg, 1:4] = X[tf, 1:4] + 0.1 * rng.standard_normal((60, 3))
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    pairs = pairs_ref(tf, tg)
+    es = run("edge_specificity", {"pairs": pairs, "subspace": [2, 3, 4], "control": "full_space",
+                                  "n_permutations": 199}, ctx, "L0")
+    assert es.p_value <= 0.01 and es.extra["control_fit"]["control"] == "full_space"
+    nr = run("null_robustness", {"pairs": pairs, "subspace": [2, 3, 4], "control": "full_space",
+                                 "nulls": ["gene_shuffle", "coexpression"],
+                                 "n_permutations": 199}, ctx, "L0")
+    assert nr.p_value <= 0.01
+    with pytest.raises(GeoscreenError, match="full_space"):
+        parse_spec({"statement": "full-space control in the full space", "probe": "pair_proximity",
+                    "params": {"pairs": "string:>=700", "control": "full_space"}}, "spec")
+
+
 def test_co_pole_opposite_poles_and_several_axes(tmp_path):
     """Pairs planted at opposite ends of axis 2 (antagonists) are found with pole: opposite and
     with axes [1, 2]; the same-pole count misses them."""
