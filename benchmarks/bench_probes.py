@@ -215,6 +215,13 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         ("layer_similarity", "gene_shuffle draws", {"reference_layer": "first",
                                                     "null_method": "draws"}),
         ("layer_similarity", "moments only", {"reference_layer": "first", "confirm_below": 0.0}),
+        # the feature-shuffle null: decided by its exact Cantelli bound (version 1.3) on these
+        # related layers, and the 199 copies the draws make for the same test
+        ("layer_similarity", "feature_shuffle", {"reference_layer": "first",
+                                                 "null": "feature_shuffle"}),
+        ("layer_similarity", "f.shuffle draws", {"reference_layer": "first",
+                                                 "null": "feature_shuffle",
+                                                 "null_method": "draws"}),
         ("subspace_alignment", "k=10, genes", {"k": 10, "reference": "first"}),
         ("knn_homophily", "k=10, matched", {"gene_set": refs["ribosome"], "k": 10,
                                             "n_permutations": m}),

@@ -15,7 +15,9 @@ Each null draw costs one (genes x dim) by (genes x dim) product, so the default 
 variance, a well-defined and much cheaper statistic for low-rank late layers.  The gene-shuffle
 null needs no draws at all on most layers (``null_method: moments``): the exact permutation mean,
 variance and skewness of CKA (`geoscreen.probes.permutation_moments`) give a Pearson type III
-p-value, and only a p-value below ``confirm_below`` is replaced by the draws' own.
+p-value, and only a p-value below ``confirm_below`` is replaced by the draws' own.  The
+feature-shuffle null (from version 1.3) is decided without drawing where an exact bound allows:
+see `feature_shuffle_bound`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from geoscreen.probes.permutation_moments import (
     gram_invariants,
     pearson3_p,
     rv_moments,
+    second_moment,
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
@@ -130,6 +133,44 @@ def _moment_test(ctx: ProbeContext, p: LayerSimilarityParams, kx: tuple[Any, ...
     return mp, m3, bound, why
 
 
+# Relative slack between the exact threshold and the draws' float32 arithmetic (their CKA values
+# are within about 1e-6 relative of the exact ones); as in `feature_shuffle_bound.ROUNDING_MARGIN`
+FS_ROUNDING_MARGIN = 1e-4
+
+
+def feature_shuffle_bound(ia: GramInvariants, Y: np.ndarray, nx: float,
+                          cka: float) -> dict[str, float]:
+    """Cantelli bound on the feature-shuffle p-value P(CKA(X, Y*) >= cka), alternative greater.
+
+    A copy Y* has every column y_l of Y permuted independently across the genes.  Its numerator
+    T = ||X^T Y*||_F^2 = sum_l y_l*^T (X X^T) y_l* is a sum of independent quadratic forms,
+    each the RV numerator of X against one column under a uniform row permutation, whose exact
+    mean and variance are `rv_moments`' (Kazi-Aoual et al. 1995): E T = tr(XX^T) sum_l ||y_l||^2
+    / (n - 1), Var T = sum_l Var(y_l*^T X X^T y_l*).  Its denominator ||Y*^T Y*||_F is at least
+    sqrt(sum_l ||y_l||^4) (the copy keeps every column's energy, the diagonal of Y*^T Y*).  So a
+    copy as extreme as the layer has T >= t = cka nx sqrt(sum_l ||y_l||^4) (lowered by
+    `FS_ROUNDING_MARGIN`), and Cantelli bounds P(T >= t).  Returns the bound (1 where t is not
+    above the mean), t and T's null mean and sd.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y - Y.mean(axis=0)
+    n = Y.shape[0]
+    energy = np.einsum("ij,ij->j", Y, Y)
+    mean = ia.trace * float(energy.sum()) / (n - 1)
+    var = 0.0
+    for col in range(Y.shape[1]):
+        if energy[col] > 0:
+            var += second_moment(ia, gram_invariants(Y[:, col:col + 1], third=False))
+    t = cka * (1.0 - FS_ROUNDING_MARGIN) * nx * float(np.sqrt(np.sum(energy * energy)))
+    sd = float(np.sqrt(max(var, 0.0)))
+    if not t > mean or not nx > 0:
+        bound = 1.0
+    else:
+        bound = var / (var + (t - mean) ** 2) if var > 0 else 0.0
+    return {"bound": float(bound), "threshold": float(t), "null_mean": float(mean),
+            "null_sd": sd}
+
+
 def _gene_shuffle_batches(XfT: np.ndarray, Yf: np.ndarray, norm: float, m: int,
                           rng: np.random.Generator) -> Iterator[np.ndarray]:
     """CKA of `m` row permutations of Y, batch by batch (a generator: a sequential test computes
@@ -162,7 +203,9 @@ class LayerSimilarityParams(ProbeParams):
         "moments", since="1.1",
         description="gene_shuffle p-value from the exact permutation moments (Pearson III tail; "
                     "the draws decide when it is below confirm_below or the null skewness is "
-                    "above 2), or from the draws alone; feature_shuffle always draws")
+                    "above 2), or from the draws alone; feature_shuffle with moments: an exact "
+                    "Cantelli bound where it is at or below 1 / (m + 1) (alternative greater), "
+                    "else the draws")
     confirm_below: float = added_field(
         0.1, since="1.1", ge=0, le=1,
         description="with null_method moments: a moment p-value (or Cantelli bound) below this "
@@ -178,7 +221,7 @@ class LayerSimilarityParams(ProbeParams):
     family="topology_stability",
     params=LayerSimilarityParams,
     nulls=("gene_shuffle", "feature_shuffle", "none"),
-    version="1.2",
+    version="1.3",
     statistic="linear CKA between this layer and the reference layer on shared genes",
     effect="linear CKA (0 = unrelated, 1 = same geometry up to rotation and scale)",
     alternatives=("greater", "less", "two-sided"),
@@ -246,7 +289,13 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
         sd are still recorded.
     * ``feature_shuffle``: each dimension of the reference layer (its embedding dimensions; its
       principal-axis coordinates with a gene set or `variance_kept` < 1) is permuted independently
-      across the genes.  Not a permutation of rows, so always drawn.
+      across the genes.  With ``null_method: moments`` (the default) and ``alternative: greater``
+      the p-value is first bounded without drawing (from version 1.3, `feature_shuffle_bound`:
+      the copies' numerator has an exact mean and variance, their denominator a floor, and
+      Cantelli's inequality bounds the exact permutation p); where that bound is at or below
+      1 / (n_permutations + 1), the smallest p the draws could give, it is reported
+      (``p_method: cantelli``, nothing drawn, ``extra["bound"]``); otherwise the copies are
+      drawn exactly as before (``draw_reason`` says why).
     * ``none``: descriptive CKA only; test with ``across_layers: trend``, which permutes the order
       of the layers.
 
@@ -293,12 +342,11 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
     test: dict[str, Any] = {"p_value": None}
     nperm = 0
     if p.null != "none":
-        method = p.null_method if p.null == "gene_shuffle" else "draws"
+        method = p.null_method
         extra = {"null_method": method, "p_method": "draws", "moment_p": None,
                  "moment_mean": None, "moment_sd": None, "moment_skew": None,
                  "moment_bound": None, "confirm_below": p.confirm_below}
-        why: str | None = "null_method draws" if p.null == "gene_shuffle" else \
-            "feature_shuffle is drawn"
+        why: str | None = "null_method draws"
         if p.null == "gene_shuffle":
             if method == "moments":
                 mp, mom, bound, why = _moment_test(ctx, p, kx, ky, X, Y, cka)
@@ -307,7 +355,31 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
                 mom = rv_moments(_invariants(ctx, kx, X, False), _invariants(ctx, ky, Y, False),
                                  third=False)
             extra.update(moment_mean=mom.mean, moment_sd=mom.sd)
+        fs_bound = None
+        if p.null == "feature_shuffle" and method == "moments":
+            Yraw = Y if p.variance_kept < 1 or rows is not None else \
+                Y @ ctx.svd(ref, p.include_zero_genes).Vt  # the embedding dimensions
+            if ctx.alternative != "greater":
+                why = "the bound covers alternative greater only"
+            else:
+                fs_bound = feature_shuffle_bound(_invariants(ctx, kx, X, False), Yraw, nx, cka)
+                extra["bound"] = fs_bound
+                why = None if fs_bound["bound"] <= 1.0 / (p.n_permutations + 1) else \
+                    "Cantelli bound above 1 / (m + 1)"
         extra["draw_reason"] = why
+        if fs_bound is not None and why is None:
+            # an upper bound on the exact permutation p-value, at or below the smallest p the
+            # draws could give: reported itself, nothing drawn
+            extra.update(p_method="cantelli", null_mean=None, null_sd=None, z=None,
+                         sequential_h=None, null_draws_used=0, null_exceedances=None,
+                         stopped_early=False)
+            test = {"p_value": fs_bound["bound"], "e_value": None}  # e: p-to-e calibrator
+            return LayerResult(
+                statistic_name="linear_cka",
+                statistic=cka, effect_name="linear_cka", effect_size=cka, **test,
+                n=int(X.shape[0]), null=p.null, n_permutations=0,
+                extra={**extra, "reference_layer": ref,
+                       "components": [int(X.shape[1]), int(Y.shape[1])]})
         if why is not None and p.null == "gene_shuffle" and method == "moments" and \
                 extra["moment_bound"] is not None and \
                 extra["moment_bound"] <= 1.0 / (p.n_permutations + 1):

@@ -280,6 +280,13 @@ class RVMoments:
     skew: float | None
 
 
+def second_moment(a: GramInvariants, b: GramInvariants) -> float:
+    """Var[tr(A P B P^T)] over the n! permutations P (the RV numerator's exact variance)."""
+    if a.n != b.n:
+        raise ValueError("the two matrices have different numbers of rows")
+    return max(_raw_moment(a, b, 2), 0.0)
+
+
 def rv_moments(a: GramInvariants, b: GramInvariants, third: bool = True) -> RVMoments:
     """Exact moments of RV = tr(A P B P^T) / (||A||_F ||B||_F) over the n! permutations P."""
     if a.n != b.n:
