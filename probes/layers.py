@@ -416,10 +416,12 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
             seq = besag_clifford(batches, obs, ctx.alternative, p.n_permutations,
                                  ctx.sequential_h)
             test, nperm = seq.test_fields(obs, ctx.alternative), seq.draws
-            if method == "moments":
-                # the draws ran because the moment p was small: their soft-rank e-value, kept
-                # only on that event, would average above 1 (1.29 in a simulation), so the
-                # moments method always takes the p-to-e calibrator of the reported p
+            if method == "moments" and (p.null == "gene_shuffle" or fs_bound is not None):
+                # the draws ran because the moment p was small (gene shuffle) or the
+                # feature-shuffle bound was not (greater): their soft-rank e-value, kept only on
+                # that event, need not average at most 1 (1.29 in a simulation of the first), so
+                # these take the p-to-e calibrator of the reported p; a feature-shuffle test
+                # that computed no bound (less, two-sided) keeps the draws' e-value, as in 1.2
                 test = {"p_value": seq.p_value, "e_value": None}
             extra.update(null_mean=float(seq.null.mean()), null_sd=float(seq.null.std(ddof=1)),
                          z=z_score(cka, seq.null), **seq.record())

@@ -102,3 +102,60 @@ def test_the_probe_reports_the_bound_only_below_the_draws_floor(tmp_path):
         assert far.extra["draw_reason"] == ("Cantelli bound above 1 / (m + 1)"
                                             if alt == "greater" else
                                             "the bound covers alternative greater only")
+
+
+def test_a_bound_above_the_draws_floor_draws(tmp_path):
+    """Moderately related layers: the bound is below 1 but above 1 / (m + 1) (and below 0.1),
+    so the copies are drawn, with the p-value of null_method draws."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((300, 12)) * np.linspace(3, 0.5, 12)
+    found = False
+    for noise in (10.0, 12.0, 14.0, 16.0):
+        layers = [X, X + noise * rng.standard_normal(X.shape)]
+        ctx = context(cache_from_layers(tmp_path / f"c{noise}", layers), tmp_path)
+        prm = {"null": "feature_shuffle", "n_permutations": 199, "reference_layer": "previous"}
+        r = run("layer_similarity", prm, ctx, "L1", "greater")
+        b = r.extra["bound"]["bound"]
+        if 1 / 200 < b < 0.1:
+            found = True
+            old = run("layer_similarity", {**prm, "null_method": "draws"}, ctx, "L1", "greater")
+            assert r.n_permutations == 199 and r.p_value == old.p_value
+            assert r.extra["draw_reason"] == "Cantelli bound above 1 / (m + 1)"
+            break
+    assert found, "no noise level put the bound between 1/200 and 0.1"
+
+
+def test_the_bound_is_on_the_matrix_the_draws_shuffle(tmp_path):
+    """Without a gene set the draws shuffle the reference layer's embedding dimensions (its
+    centred raw values), not its principal coordinates: the recorded bound is that of the raw
+    layer (an anisotropic layer in a random basis, where the two differ)."""
+    rng = np.random.default_rng(12)
+    Q = np.linalg.qr(rng.standard_normal((10, 10)))[0]
+    Y = (rng.standard_normal((250, 10)) * np.linspace(4, 0.3, 10)) @ Q
+    X = Y + 0.7 * rng.standard_normal(Y.shape)
+    ctx = context(cache_from_layers(tmp_path / "c", [Y, X]), tmp_path)
+    r = run("layer_similarity", {"null": "feature_shuffle", "reference_layer": "previous"},
+            ctx, "L1", "greater")
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    ia = gram_invariants(Xc, third=False)
+    nx = float(np.sqrt(ia.frob2))
+    want = feature_shuffle_bound(ia, Yc, nx, r.statistic)
+    for key in ("null_sd", "threshold", "bound"):
+        assert r.extra["bound"][key] == pytest.approx(want[key], rel=1e-6), key
+    U, S, Vt = np.linalg.svd(Yc, full_matrices=False)
+    coords = feature_shuffle_bound(ia, U * S, nx, r.statistic)
+    assert coords["null_sd"] != pytest.approx(want["null_sd"], rel=1e-3)  # the test can fail
+
+
+@pytest.mark.parametrize("alternative", ["less", "two-sided"])
+def test_tests_without_a_bound_keep_the_draws_e_value(tmp_path, alternative):
+    """No bound is computed for less or two-sided: p and e-value are version 1.2's."""
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((200, 8))
+    ctx = context(cache_from_layers(tmp_path / "c", [X, X + rng.standard_normal(X.shape)]),
+                  tmp_path)
+    prm = {"null": "feature_shuffle", "reference_layer": "previous", "n_permutations": 99}
+    new = run("layer_similarity", prm, ctx, "L1", alternative)
+    old = run("layer_similarity", {**prm, "null_method": "draws"}, ctx, "L1", alternative)
+    assert "bound" not in new.extra
+    assert (new.p_value, new.e_value) == (old.p_value, old.e_value)
