@@ -39,6 +39,9 @@ stats = lazy_module("scipy.stats")
 
 Quantity = Literal["norm", "centrality", "loading", "abs_loading", "knn_degree"]
 SCORES = ("string_degree", "annotation", "expression")
+# a network-derived score: a gene's number of pairs in a pair set (either end), of pairs it is
+# the first gene of (out), or the second (in); genes in none of the pairs have no score
+DEGREE_SCORES = ("degree:", "out_degree:", "in_degree:")
 
 
 class GeneScoreParams(ProbeParams):
@@ -48,7 +51,11 @@ class GeneScoreParams(ProbeParams):
                             "(how many genes have it among their k nearest neighbours)")
     score: str = Field(..., description="per-gene score: string_degree (STRING >=700 "
                                         "partners), annotation (GO terms), expression (the "
-                                        "cache's record), or file:scores.tsv (gene<TAB>score)")
+                                        "cache's record), degree:PAIRS / out_degree:PAIRS / "
+                                        "in_degree:PAIRS (a gene's pairs in a pair set, e.g. "
+                                        "out_degree:trrust:Activation, its activation targets; "
+                                        "genes in no pair have no score), or file:scores.tsv "
+                                        "(gene<TAB>score)")
     axis: int = Field(1, ge=1, description="1-based singular axis (quantity loading)")
     k: int = Field(10, ge=1, le=200, description="neighbours per gene (quantity knn_degree)")
     covariates: list[MatchVar] = Field(
@@ -63,8 +70,13 @@ class GeneScoreParams(ProbeParams):
     @field_validator("score")
     @classmethod
     def _score(cls, v: str) -> str:
+        if v.startswith(DEGREE_SCORES):
+            if not v.split(":", 1)[1].strip():
+                raise ValueError(f"{v} names no pair set: write e.g. out_degree:trrust")
+            return v
         if v not in SCORES and not v.startswith("file:"):
-            raise ValueError(f"score must be one of {', '.join(SCORES)} or file:PATH")
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, degree:PAIRS, "
+                             "out_degree:PAIRS, in_degree:PAIRS or file:PATH")
         return v
 
 
@@ -96,12 +108,30 @@ def _quantity(ctx: ProbeContext, layer: str, svd: SVD, p: GeneScoreParams) -> np
     return in_degree(nb)
 
 
+def _degree_score(ctx: ProbeContext, svd: SVD, ref: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each gene's number of pairs of a pair set among the layer's genes (either end, first
+    gene or second gene), NaN for genes in none of them."""
+    kind, pairs = ref.split(":", 1)
+    # every listed pair whose genes are both among the layer's rows (the genes the test uses)
+    ci, cj, _ = ctx.pair_rows(pairs.strip(), param="score", include_zero=True)
+    pos = np.full(ctx.cache.n_genes, -1, dtype=np.int64)
+    pos[svd.rows] = np.arange(svd.rows.size)
+    keep = (pos[ci] >= 0) & (pos[cj] >= 0)
+    li, lj = pos[ci][keep], pos[cj][keep]
+    ends = {"degree": np.concatenate([li, lj]), "out_degree": li, "in_degree": lj}[kind]
+    count = np.bincount(ends, minlength=svd.rows.size).astype(float)
+    count[count == 0] = np.nan
+    return count, {"source": f"{kind} in {pairs.strip()}", "pairs": int(keep.sum())}
+
+
 def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Scores in the SVD's row order (NaN where a gene has none) and where they came from."""
     if ref in ("annotation", "expression"):
         return covariate(ctx, layer, svd, ref)
     if ref == "string_degree":
         return covariate(ctx, layer, svd, "degree")
+    if ref.startswith(DEGREE_SCORES):
+        return _degree_score(ctx, svd, ref)
     from geoscreen.store.userfiles import read_text
 
     path = ref[len("file:"):].strip().strip('"')
@@ -144,7 +174,7 @@ def residual_ranks(x: np.ndarray, covs: list[np.ndarray]) -> np.ndarray:
     family="manifold_distance",
     params=GeneScoreParams,
     nulls=("score_shuffle",),
-    version="1.2",
+    version="1.3",
     statistic="Spearman correlation of a per-gene quantity of the layer with a per-gene score "
               "(partial, on the covariates, when given)",
     effect="the (partial) Spearman rho (0 = no association)",
