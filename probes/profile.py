@@ -259,6 +259,8 @@ def _fewer_draws(params: ProbeParams, draws: int, probe_name: str = "") -> Probe
     update: dict[str, object] = {"n_permutations": draws}
     if probe_name in DRAWN_IN_PROFILES and "null_method" in fields:
         update["null_method"] = "draws"
+    if probe_name == "layer_similarity" and getattr(params, "null", None) == "feature_shuffle":
+        update["null_method"] = "draws"  # its bound (1.3) decides a layer without a null mean
     return params.model_copy(update=update)
 
 

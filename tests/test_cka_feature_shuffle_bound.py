@@ -159,3 +159,21 @@ def test_tests_without_a_bound_keep_the_draws_e_value(tmp_path, alternative):
     old = run("layer_similarity", {**prm, "null_method": "draws"}, ctx, "L1", alternative)
     assert "bound" not in new.extra
     assert (new.p_value, new.e_value) == (old.p_value, old.e_value)
+
+
+def test_a_profile_of_the_excess_draws_its_copies(tmp_path):
+    """layer_profile's excess curve needs each layer's null mean, which the bound does not give:
+    inside a profile the feature-shuffle copies are drawn (version 1.3 crashed here)."""
+    from probe_helpers import genes_ref
+
+    rng = np.random.default_rng(14)
+    X = rng.standard_normal((200, 8)) * np.linspace(3, 0.5, 8)
+    layers = [X + 0.3 * k * rng.standard_normal(X.shape) for k in range(6)]
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    sub = {"probe": "layer_similarity",
+           "params": {"reference_layer": "previous", "null": "feature_shuffle",
+                      "gene_set": genes_ref(range(120))}}
+    r = run("layer_profile", {"profile": sub, "statistic": "peak_layer", "relative_to": "L3",
+                              "curve": "excess", "replicates": 20,
+                              "curve_layers": ["L1", "L2", "L3", "L4", "L5"]}, ctx, "L5")
+    assert np.isfinite(r.statistic) and 0 < r.p_value <= 1
