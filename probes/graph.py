@@ -415,9 +415,9 @@ def _feature_shuffle_measures(Z: np.ndarray, k: int, statistic: str, m: int, see
     k-NN graph rebuilt for each, one copy per batch (a sequential test stops between them)."""
     from geoscreen.probes.stats import feature_shuffle_stack
 
-    Z32 = np.ascontiguousarray(Z)
+    Zc = np.ascontiguousarray(Z)
     for _ in range(m):
-        copy = feature_shuffle_stack(Z32, 1, rng)[0]
+        copy = feature_shuffle_stack(Zc, 1, rng)[0]
         yield np.array([_graph_measure(knn_neighbours(copy, k), statistic, seed)])
 
 

@@ -356,9 +356,11 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
                                  third=False)
             extra.update(moment_mean=mom.mean, moment_sd=mom.sd)
         fs_bound = None
-        if p.null == "feature_shuffle" and method == "moments":
+        Yraw = None  # the reference as the feature shuffle permutes it
+        if p.null == "feature_shuffle":
             Yraw = Y if p.variance_kept < 1 or rows is not None else \
                 Y @ ctx.svd(ref, p.include_zero_genes).Vt  # the embedding dimensions
+        if Yraw is not None and method == "moments":
             if ctx.alternative != "greater":
                 why = "the bound covers alternative greater only"
             else:
@@ -374,13 +376,7 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
                          sequential_h=None, null_draws_used=0, null_exceedances=None,
                          stopped_early=False)
             test = {"p_value": fs_bound["bound"], "e_value": None}  # e: p-to-e calibrator
-            return LayerResult(
-                statistic_name="linear_cka",
-                statistic=cka, effect_name="linear_cka", effect_size=cka, **test,
-                n=int(X.shape[0]), null=p.null, n_permutations=0,
-                extra={**extra, "reference_layer": ref,
-                       "components": [int(X.shape[1]), int(Y.shape[1])]})
-        if why is not None and p.null == "gene_shuffle" and method == "moments" and \
+        elif why is not None and p.null == "gene_shuffle" and method == "moments" and \
                 extra["moment_bound"] is not None and \
                 extra["moment_bound"] <= 1.0 / (p.n_permutations + 1):
             # Cantelli's bound already lies above the exact permutation p-value and at or below
@@ -405,8 +401,6 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
                 batches = _gene_shuffle_batches(XfT, Y.astype(np.float32), nx * ny,
                                                 p.n_permutations, rng)
             else:
-                Yraw = Y if p.variance_kept < 1 or rows is not None else \
-                    Y @ ctx.svd(ref, p.include_zero_genes).Vt  # the embedding dimensions
                 batches = _feature_shuffle_batches(XfT, Yraw.astype(np.float32), nx,
                                                    p.n_permutations, rng)
             # the observed statistic goes through the same float32 product as the null draws

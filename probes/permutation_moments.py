@@ -293,7 +293,7 @@ def rv_moments(a: GramInvariants, b: GramInvariants, third: bool = True) -> RVMo
         raise ValueError("the two matrices have different numbers of rows")
     norm = math.sqrt(a.frob2 * b.frob2)
     mean = a.trace * b.trace / (a.n - 1) / norm
-    var = max(_raw_moment(a, b, 2), 0.0)
+    var = second_moment(a, b)
     sd = math.sqrt(var) / norm
     skew = None
     if third and var > 0:
