@@ -108,30 +108,29 @@ def _quantity(ctx: ProbeContext, layer: str, svd: SVD, p: GeneScoreParams) -> np
     return in_degree(nb)
 
 
-def _degree_score(ctx: ProbeContext, svd: SVD, ref: str) -> tuple[np.ndarray, dict[str, Any]]:
+def _degree_score(ctx: ProbeContext, svd: SVD, ref: str,
+                  include_zero: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Each gene's number of pairs of a pair set among the layer's genes (either end, first
     gene or second gene), NaN for genes in none of them."""
     kind, pairs = ref.split(":", 1)
     # every listed pair whose genes are both among the layer's rows (the genes the test uses)
-    ci, cj, _ = ctx.pair_rows(pairs.strip(), param="score", include_zero=True)
-    pos = np.full(ctx.cache.n_genes, -1, dtype=np.int64)
-    pos[svd.rows] = np.arange(svd.rows.size)
-    keep = (pos[ci] >= 0) & (pos[cj] >= 0)
-    li, lj = pos[ci][keep], pos[cj][keep]
+    ci, cj, _ = ctx.pair_rows(pairs.strip(), param="score", include_zero=include_zero)
+    li, lj = svd.local(ci), svd.local(cj)
     ends = {"degree": np.concatenate([li, lj]), "out_degree": li, "in_degree": lj}[kind]
     count = np.bincount(ends, minlength=svd.rows.size).astype(float)
     count[count == 0] = np.nan
-    return count, {"source": f"{kind} in {pairs.strip()}", "pairs": int(keep.sum())}
+    return count, {"source": f"{kind} in {pairs.strip()}", "pairs": int(li.size)}
 
 
-def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str) -> tuple[np.ndarray, dict[str, Any]]:
+def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
+           include_zero: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Scores in the SVD's row order (NaN where a gene has none) and where they came from."""
     if ref in ("annotation", "expression"):
         return covariate(ctx, layer, svd, ref)
     if ref == "string_degree":
         return covariate(ctx, layer, svd, "degree")
     if ref.startswith(DEGREE_SCORES):
-        return _degree_score(ctx, svd, ref)
+        return _degree_score(ctx, svd, ref, include_zero)
     from geoscreen.store.userfiles import read_text
 
     path = ref[len("file:"):].strip().strip('"')
@@ -241,7 +240,7 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
     """
     svd = ctx.svd(layer, p.include_zero_genes)
     q = _quantity(ctx, layer, svd, p)
-    s, source = _score(ctx, layer, svd, p.score)
+    s, source = _score(ctx, layer, svd, p.score, p.include_zero_genes)
     ok = np.isfinite(s) & np.isfinite(q)
     if int(ok.sum()) < p.min_genes:
         raise GeoscreenError(f"{int(ok.sum())} genes of the cache have a score; this test "
