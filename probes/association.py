@@ -18,11 +18,21 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
+from geoscreen.probes.gene_quantity import (
+    CROSS_LAYER,
+    DriftMetric,
+    center_field,
+    cross_layer_quantity,
+    drift_metric_field,
+    reference_field,
+    trend_layers_field,
+    unused_quantity_fields,
+)
 from geoscreen.probes.matching import MatchVar, covariate
 from geoscreen.probes.moment_null import (
     MIN_VALUES,
@@ -37,7 +47,8 @@ from geoscreen.result import LayerResult
 
 stats = lazy_module("scipy.stats")
 
-Quantity = Literal["norm", "centrality", "loading", "abs_loading", "knn_degree"]
+Quantity = Literal["norm", "centrality", "loading", "abs_loading", "knn_degree", "drift",
+                   "norm_trend"]
 SCORES = ("string_degree", "annotation", "expression")
 # a network-derived score: a gene's number of pairs in a pair set (either end), of pairs it is
 # the first gene of (out), or the second (in); genes in none of the pairs have no score
@@ -48,7 +59,9 @@ class GeneScoreParams(ProbeParams):
     quantity: Quantity = Field(
         "norm", description="per-gene quantity of the layer: norm (centred), centrality (mean "
                             "cosine to all genes), loading / abs_loading on `axis`, knn_degree "
-                            "(how many genes have it among their k nearest neighbours)")
+                            "(how many genes have it among their k nearest neighbours), drift "
+                            "(from `reference`) or norm_trend (depth trend of the distance "
+                            "from the centroid over trend_layers)")
     score: str = Field(..., description="per-gene score: string_degree (STRING >=700 "
                                         "partners), annotation (GO terms), expression (the "
                                         "cache's record), degree:PAIRS / out_degree:PAIRS / "
@@ -58,6 +71,10 @@ class GeneScoreParams(ProbeParams):
                                         "(gene<TAB>score)")
     axis: int = Field(1, ge=1, description="1-based singular axis (quantity loading)")
     k: int = Field(10, ge=1, le=200, description="neighbours per gene (quantity knn_degree)")
+    reference: int | str = reference_field("1.4")
+    drift_metric: DriftMetric = drift_metric_field("1.4")
+    center: bool = center_field("1.4")
+    trend_layers: str | list[int | str] = trend_layers_field("1.4")
     covariates: list[MatchVar] = Field(
         default_factory=list, description="variables both ranks are residualised on: "
                                           "annotation, degree, expression, norm, centrality")
@@ -66,6 +83,12 @@ class GeneScoreParams(ProbeParams):
     null_method: Literal["moments", "draws"]
     confirm_below: float
     null_method, confirm_below = linear_null_fields("1.2", "score")
+
+    @model_validator(mode="after")
+    def _quantity_fields(self) -> GeneScoreParams:
+        if problem := unused_quantity_fields(self, self.quantity):
+            raise ValueError(f"quantity: {problem}")
+        return self
 
     @field_validator("score")
     @classmethod
@@ -93,6 +116,10 @@ def knn_in_degree(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
 
 
 def _quantity(ctx: ProbeContext, layer: str, svd: SVD, p: GeneScoreParams) -> np.ndarray:
+    if p.quantity in CROSS_LAYER:
+        return cross_layer_quantity(ctx, layer, svd, p.quantity, reference=p.reference,
+                                    metric=p.drift_metric, center=p.center,
+                                    trend_layers=p.trend_layers)[0]
     if p.quantity in ("norm", "centrality"):
         return covariate(ctx, layer, svd, p.quantity)[0]
     if p.quantity in ("loading", "abs_loading"):
@@ -173,7 +200,7 @@ def residual_ranks(x: np.ndarray, covs: list[np.ndarray]) -> np.ndarray:
     family="manifold_distance",
     params=GeneScoreParams,
     nulls=("score_shuffle",),
-    version="1.3",
+    version="1.4",
     statistic="Spearman correlation of a per-gene quantity of the layer with a per-gene score "
               "(partial, on the covariates, when given)",
     effect="the (partial) Spearman rho (0 = no association)",
@@ -188,6 +215,10 @@ def residual_ranks(x: np.ndarray, covs: list[np.ndarray]) -> np.ndarray:
                       "well-annotated ones",
          "params": {"quantity": "knn_degree", "score": "annotation"},
          "alternative": "greater", "across_layers": "all"},
+        {"statement": "Genes with more STRING partners do not drift away from the centroid "
+                      "with depth more steadily than other genes",
+         "params": {"quantity": "norm_trend", "score": "string_degree"},
+         "layers": ["last"], "alternative": "two-sided", "across_layers": "any"},
     ],
 )
 def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) -> LayerResult:
@@ -201,9 +232,13 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
     Notes
     -----
     The quantity and the score are ranked over the genes that have a score (ties share their
-    mean rank).  With covariates, each rank vector is replaced by its residual from a least-
-    squares fit on an intercept and the covariates' ranks, and rho is the correlation of the two
-    residuals: a partial Spearman correlation.  The null permutes the score's residuals across
+    mean rank).  ``drift`` and ``norm_trend`` (version 1.4) span layers
+    (`geoscreen.probes.gene_quantity`): a gene's distance from its vector in ``reference``, and
+    the Spearman correlation of its distance from the centroid with depth over
+    ``trend_layers`` (the same in every tested layer, so test one).  With covariates, each
+    rank vector is replaced by its residual from a least-squares fit on an intercept and the
+    covariates' ranks, and rho is the correlation of the two residuals: a partial Spearman
+    correlation.  The null permutes the score's residuals across
     genes (Freedman & Lane): exact without covariates, and with them valid to the extent the
     covariates' fit removes their share of the score.  No association is rho = 0.
 

@@ -19,6 +19,13 @@ draw reaching its z, L_j draws in).  Each hit's maxT-adjusted p-value is that te
 did not stop can have).  It is non-increasing in the hit's z, as the single-step maxT
 procedure needs (Westfall & Young 1993), and equals the fixed-m value for every hit with fewer
 than H draws reaching it, i.e. every hit that could be significant at p < H / (m + 1).
+
+From version 1.1 the genes can be ranked by a per-gene quantity that spans layers instead of
+the axes (``rank_by``, `geoscreen.probes.gene_quantity`): their ``drift`` from a reference layer
+("which annotations do the genes that move most carry?") or their ``norm_trend``, the depth
+trend of their distance from the centroid ("which annotations do the genes that drift away
+carry?").  The scan, its null and the hits are the same with that one ranking in place of the
+axes.
 """
 
 from __future__ import annotations
@@ -32,9 +39,19 @@ from scipy import sparse
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
-from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.context import SVD, ProbeContext
+from geoscreen.probes.gene_quantity import (
+    DriftMetric,
+    center_field,
+    changed_fields,
+    cross_layer_quantity,
+    drift_metric_field,
+    reference_field,
+    trend_layers_field,
+    unused_quantity_fields,
+)
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
-from geoscreen.probes.params import family_ref_field
+from geoscreen.probes.params import added_field, family_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, growing, random_orders
@@ -48,7 +65,16 @@ class PoleEnrichmentParams(ProbeParams):
         ..., description="the gene sets scanned: go:*?aspect=BP, reactome:*, trrust:TF=*, or a "
                          "GMT file (file:sets.gmt)")
     axes: list[int] = Field([1, 2, 3, 4, 5], min_length=1, max_length=50,
-                            description="1-based singular axes scanned")
+                            description="1-based singular axes scanned (rank_by: axes)")
+    rank_by: Literal["axes", "drift", "norm_trend"] = added_field(
+        "axes", since="1.1",
+        description="what genes are ranked by: their coordinates on `axes` (default), their "
+                    "drift from `reference`, or norm_trend (the depth trend of their distance "
+                    "from the centroid over trend_layers)")
+    reference: int | str = reference_field("1.1")
+    drift_metric: DriftMetric = drift_metric_field("1.1")
+    center: bool = center_field("1.1")
+    trend_layers: str | list[int | str] = trend_layers_field("1.1")
     pole: Literal["both", "top", "bottom"] = Field(
         "both", description="which end counts: both (an axis's sign is arbitrary), top "
                             "(high coordinates) or bottom")
@@ -83,6 +109,11 @@ class PoleEnrichmentParams(ProbeParams):
         if self.min_set_size > self.max_set_size:
             raise ValueError(f"min_set_size {self.min_set_size} > max_set_size "
                              f"{self.max_set_size}")
+        if self.rank_by != "axes" and changed_fields(self, ("axes",)):
+            raise ValueError(f"axes are scanned only with rank_by: axes (rank_by is "
+                             f"{self.rank_by}); leave axes out")
+        if problem := unused_quantity_fields(self, self.rank_by):
+            raise ValueError(f"rank_by: {problem}")
         return self
 
 
@@ -179,8 +210,9 @@ def relabellings(labels: np.ndarray | None, n: int, m: int, rng: np.random.Gener
     family="module_structure",
     params=PoleEnrichmentParams,
     nulls=("matched", "gene_shuffle"),
-    version="1.0",
-    statistic="the largest standardised pole statistic over every (axis, set) pair of the scan",
+    version="1.1",
+    statistic="the largest standardised pole statistic over every (axis, set) pair of the scan "
+              "(or every set, ranked by drift or norm trend)",
     effect="AUROC of the strongest hit's genes toward its pole against every other gene (0.5 = "
            "no enrichment); the hits, with maxT-adjusted p-values, are in extra",
     alternatives=("greater",),
@@ -193,6 +225,11 @@ def relabellings(labels: np.ndarray | None, n: int, m: int, rng: np.random.Gener
                       "axis 1 or 2",
          "params": {"family": "reactome:*", "axes": [1, 2], "test": "pole_count"},
          "alternative": "greater", "across_layers": "any"},
+        {"statement": "Some GO biological process is enriched among the genes that move most "
+                      "between the first and the last block",
+         "params": {"family": "go:*?aspect=BP", "rank_by": "drift", "reference": "first",
+                    "pole": "top"},
+         "layers": ["last"], "alternative": "greater", "across_layers": "any"},
     ],
 )
 def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> LayerResult:
@@ -219,6 +256,12 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
     stopping, its own Besag-Clifford p-value on the same draws: `sequential_maxt_p`).  The effect is
     the strongest hit's AUROC oriented toward its pole, 0.5 meaning no enrichment.
 
+    With ``rank_by: drift`` or ``norm_trend`` the genes are ranked by that one per-gene quantity
+    (`geoscreen.probes.gene_quantity`) in place of the axes; ``pole: top`` then asks for sets
+    among the genes that move most (drift) or drift away from the centroid most steadily
+    (norm_trend).  The quantity is fixed before the genes are relabelled, so the null is the
+    same.  Hits name no axis.
+
     References
     ----------
     Westfall, P. H. & Young, S. S. (1993). Resampling-Based Multiple Testing: Examples and
@@ -231,10 +274,7 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
     svd = ctx.svd(layer, p.include_zero_genes)
-    if max(p.axes) > svd.S.size:
-        raise GeoscreenError(f"axis {max(p.axes)} does not exist; this layer has {svd.S.size} "
-                             "singular axes", field="params.axes")
-    coords = svd.scores(p.axes)
+    coords, ranked = _ranking(ctx, layer, svd, p)
     n = coords.shape[0]
     ids, names, mset, mrow = ctx.family_rows(
         p.family, param="family", min_size=p.min_set_size, max_size=min(p.max_set_size, n - 1),
@@ -253,7 +293,7 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
     values, q = _pole_values(ranks, n, p.pole_fraction, p.test, p.pole)
     values = values.astype(dtype)
     q = q or p.pole_fraction
-    a = len(p.axes)
+    a = coords.shape[1]
     obs = scan_statistics(values, M, k, n, p.test, p.pole, q).reshape(n_sets, -1, a)
     observed = float(obs.max())
     rng = ctx.rng(layer, "null")
@@ -300,7 +340,8 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
             p_max = (1 + exceed) / (1 + p.n_permutations)
         else:
             p_max = sequential_maxt_p(null, z, observed, seq.h, p.n_permutations)
-        hits.append({"set": ids[j], "name": names[j], "axis": int(p.axes[axis_i]),
+        hits.append({"set": ids[j], "name": names[j],
+                     "axis": int(p.axes[axis_i]) if p.rank_by == "axes" else None,
                      "pole": side, "size": int(k[j]), "z": z,
                      "auroc": auroc if side == "top" else 1.0 - auroc,
                      "p_maxT": p_max})
@@ -310,7 +351,22 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
         statistic=observed, effect_name="best_hit_auroc", effect_size=float(best["auroc"]),
         **seq.test_fields(observed, "greater"), n=n_sets, null=p.null,
         n_permutations=seq.draws,
-        extra={**seq.record(), "hits": hits, "sets_scanned": n_sets, "axes": list(p.axes),
+        extra={**seq.record(), "hits": hits, "sets_scanned": n_sets,
+               "axes": list(p.axes) if p.rank_by == "axes" else None, "ranked_by": ranked,
                "genes": int(n),
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "matching": matching})
+
+
+def _ranking(ctx: ProbeContext, layer: str, svd: SVD, p: PoleEnrichmentParams,
+             ) -> tuple[np.ndarray, dict]:
+    """(genes x columns) values the genes are ranked by, and what they are."""
+    if p.rank_by == "axes":
+        if max(p.axes) > svd.S.size:
+            raise GeoscreenError(f"axis {max(p.axes)} does not exist; this layer has "
+                                 f"{svd.S.size} singular axes", field="params.axes")
+        return svd.scores(p.axes), {"quantity": "axes"}
+    values, record = cross_layer_quantity(ctx, layer, svd, p.rank_by, reference=p.reference,
+                                          metric=p.drift_metric, center=p.center,
+                                          trend_layers=p.trend_layers)
+    return values[:, None], {"quantity": p.rank_by, **record}

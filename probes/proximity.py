@@ -289,14 +289,19 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
 # ------------------------------------------------------------------------------------------
 class LabelPairScorer:
     """Pair value = 1 when the two genes carry the same non-zero pole label on some axis (or,
-    with `opposite`, opposite labels: one in the top pole, the other in the bottom one); no
-    n x n matrix.  `labels` is (genes,) for one axis or (genes, axes)."""
+    with `opposite`, opposite labels: one in the top pole, the other in the bottom one), or on
+    at least `min_axes` of the axes; no n x n matrix.  `labels` is (genes,) for one axis or
+    (genes, axes)."""
 
-    def __init__(self, labels: np.ndarray, opposite: bool = False) -> None:
+    def __init__(self, labels: np.ndarray, opposite: bool = False, min_axes: int = 1) -> None:
         if labels.size and np.abs(labels).max() > 1:
             raise ValueError("pole labels are -1, 0 or 1")
         L = labels.astype(np.int8)
         self.L = L[:, None] if L.ndim == 1 else L
+        if not 1 <= min_axes <= self.L.shape[1]:
+            raise ValueError(f"min_axes {min_axes} is not between 1 and the {self.L.shape[1]} "
+                             "axes")
+        self.min_axes = int(min_axes)
         self.sign = np.int8(-1 if opposite else 1)
         self.n = int(self.L.shape[0])
         self.factor = None
@@ -304,14 +309,22 @@ class LabelPairScorer:
         self.third_moment_cheap = True  # sums over pole-code classes
         self._code, self._partner = self._codes()
 
+    def _shared(self, both: np.ndarray) -> np.ndarray:
+        """Whether ANDed codes make a hit: a shared bit, or at least `min_axes` shared bits
+        (each axis gives at most one: a gene sits in one pole of an axis)."""
+        if self.min_axes == 1:
+            return both != 0
+        return np.bitwise_count(both) >= self.min_axes
+
     def _hit(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
-        """Whether pairs (I, J) are hits: their codes share a bit.  A first index broadcast
-        along its rows (the fixed first endpoints of a rewiring) is gathered once."""
+        """Whether pairs (I, J) are hits: their codes share a bit (`min_axes` bits).  A first
+        index broadcast along its rows (the fixed first endpoints of a rewiring) is gathered
+        once."""
         a = self._code[I[0]][None, :] if I.ndim == 2 and I.shape[0] and I.strides[0] == 0 \
             else self._code[I]
         hit = self._partner[J]
         hit &= a
-        return hit != 0
+        return self._shared(hit)
 
     def values(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return self._hit(i, j).astype(np.float64)
@@ -319,7 +332,7 @@ class LabelPairScorer:
     def matrix(self) -> np.ndarray:
         """The genes x genes indicator (for the co-expression control): the pairs' codes
         share a bit, as in `_hit`."""
-        return (self._code[:, None] & self._partner[None, :]) != 0
+        return self._shared(self._code[:, None] & self._partner[None, :])
 
     def _codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Each gene's poles as bits, (top | bottom << axes), in the smallest unsigned type, and
@@ -346,6 +359,8 @@ class LabelPairScorer:
             rows = P[s:s + per]
             hit = code[rows].take(i, axis=1)
             hit &= partner[rows].take(j, axis=1)
+            if self.min_axes > 1:
+                hit = self._shared(hit)
             out[s:s + per] = np.count_nonzero(hit, axis=1) / i.size
         return out
 
@@ -354,13 +369,13 @@ class LabelPairScorer:
         pole codes, so every sum is one over the code classes weighted by their sizes."""
         _, first, labels = np.unique(self._code, return_index=True, return_inverse=True)
         c, q = self._code[first], self._partner[first]  # one gene of each class
-        B = ((c[:, None] & q[None, :]) != 0).astype(np.float64)
+        B = self._shared(c[:, None] & q[None, :]).astype(np.float64)
         return block_pair_invariants(labels.ravel(), B, third)
 
     def value_rows(self, u: np.ndarray, v: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """f(idx) -> the 0/1 hits of genes u[idx] against every gene of v (float64)."""
         code, partner = self._code, self._partner[v]
-        return lambda idx: ((code[u[idx], None] & partner[None, :]) != 0).astype(np.float64)
+        return lambda idx: self._shared(code[u[idx], None] & partner[None, :]).astype(np.float64)
 
     def value_factors(self, u: np.ndarray, v: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -372,7 +387,7 @@ class LabelPairScorer:
         if first.size > MAX_FACTOR_RANK:
             return None
         c, q = self._code[first], self._partner[first]
-        B = ((c[:, None] & q[None, :]) != 0).astype(np.float64)
+        B = self._shared(c[:, None] & q[None, :]).astype(np.float64)
         labels = labels.ravel()
         return B[labels[u]], np.eye(first.size)[labels[v]]
 
@@ -395,7 +410,11 @@ class CoPoleParams(ProbeParams):
     axes: list[int] | None = added_field(
         None, since="2.1", min_length=1, max_length=20,
         description="several 1-based axes instead of `axis`: a pair counts if it is co-polar "
-                    "(or opposite) on any of them")
+                    "(or opposite) on any of them (on at least `min_axes` of them)")
+    min_axes: int = added_field(
+        1, since="2.5", ge=1, le=20,
+        description="with `axes`: the fewest axes a pair must be co-polar (or opposite) on to "
+                    "count, e.g. 3 of [2, 3, 4] for all three")
     null: PairNull = Field("degree_preserving",
                            description="degree-preserving rewiring (default) or gene-label shuffle")
     control: str | None = control_field()
@@ -411,6 +430,10 @@ class CoPoleParams(ProbeParams):
     def _one_size(self) -> CoPoleParams:
         if self.k is not None and self.quantile is not None:
             raise ValueError("give k or quantile, not both")
+        n_axes = len(self.axes) if self.axes is not None else 1
+        if self.min_axes > n_axes:
+            raise ValueError(f"min_axes {self.min_axes} exceeds the {n_axes} "
+                             f"ax{'is' if n_axes == 1 else 'es'} listed; list them in axes")
         return self
 
 
@@ -430,8 +453,9 @@ def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
     family="graph_topology",
     params=CoPoleParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.4",
-    statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis",
+    version="2.5",
+    statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis "
+              "(of any, or of at least min_axes, of several axes)",
     effect="z-score of the co-pole rate against the null (enrichment over null mean in extra)",
     alternatives=("greater", "less", "two-sided"),
     examples=[
@@ -451,7 +475,9 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     Genes are ranked by their coordinate on singular axis `axis`; the k highest form the top pole
     and the k lowest the bottom pole (k given directly, or as `quantile` of the genes, 10% by
     default).  A pair is co-polar when both genes carry the same pole label (either pole, or only
-    the top or only the bottom one, per `pole`).
+    the top or only the bottom one, per `pole`).  With several ``axes`` a pair counts when it is
+    co-polar on any of them, or (version 2.5) on at least ``min_axes`` of them: ``min_axes: 3``
+    with ``axes: [2, 3, 4]`` counts the pairs co-polar on all three.
 
     Returns
     -------
@@ -512,7 +538,7 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     L = np.stack([pole_labels(svd.scores([a])[:, 0], k, label_pole) for a in axes], axis=1)
     i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
     fit = None
-    labels = LabelPairScorer(L, opposite=p.pole == "opposite")
+    labels = LabelPairScorer(L, opposite=p.pole == "opposite", min_axes=p.min_axes)
     scorer: PairScorer | LabelPairScorer = labels
     if p.control is not None:
         R, fit = controlled(ctx, p.control, labels.matrix().astype(np.float32), svd.rows,
@@ -527,7 +553,8 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
         n=int(i.size), null=null_label(p.null, p.control), n_permutations=drawn,
         extra={**extra, "k": k, "axes": axes,
                "axis": axes[0] if len(axes) == 1 else None,
-               "pole": p.pole, "enrichment": observed / mean0 if mean0 > 0 and not fit else None,
+               "pole": p.pole, "min_axes": p.min_axes,
+               "enrichment": observed / mean0 if mean0 > 0 and not fit else None,
                "control_fit": fit})
 
 

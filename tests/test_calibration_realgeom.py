@@ -343,6 +343,24 @@ def test_pole_enrichment_matched(bed, kind):
                                      **make(layer), "null": "gene_shuffle"}, reps=70))
 
 
+@pytest.mark.parametrize("kind", ["well-annotated", "hub"])
+def test_pole_enrichment_ranked_by_drift_matched(bed, kind):
+    """The scan over 25 sets with genes ranked by their drift from the previous layer (version
+    1.1's rank_by: drift): hubs and well-annotated genes move differently between real layers,
+    so the matched null must keep the scan honest here too."""
+    first = bed.cache.layers[0]
+
+    def make(layer):
+        return {"family": _scan_family(bed, layer, kind), "rank_by": "drift",
+                "reference": "last" if layer == first else "previous", "n_permutations": 199}
+    _assert_default_calibrated("pole_enrichment", "matched", f"{kind} 25-set scans, rank_by drift",
+                               bed.pvalues("pole_enrichment", make, reps=70))
+    _assert_failure_labelled("pole_enrichment", "gene_shuffle",
+                             f"{kind} 25-set scans, rank_by drift",
+                             bed.pvalues("pole_enrichment", lambda layer: {
+                                 **make(layer), "null": "gene_shuffle"}, reps=70))
+
+
 def test_subspace_alignment_gene_shuffle(bed):
     """Each real layer against a gene-permuted copy of a real layer (the correspondence is
     destroyed, the geometry kept): the gene-correspondence null must hold."""

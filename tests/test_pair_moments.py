@@ -53,14 +53,25 @@ def _values(kind: str, rng: np.random.Generator):
         x = rng.exponential(size=N7)
         return -np.abs(x[:, None] - x[None, :]), pm.axis_pair_invariants(x)
     labels = np.array([1, 1, 0, -1, 0, 1, -1], dtype=np.int8)
+    if kind == "co_pole 2 of 3":  # co-polar on at least two of three axes
+        labels = np.stack([labels, np.array([1, 1, -1, -1, 0, 0, 1]),
+                           np.array([0, 1, 1, -1, -1, 1, 0])], axis=1).astype(np.int8)
+        scorer = LabelPairScorer(labels, min_axes=2)
+        D = scorer.matrix().astype(float)
+        shared = (labels[:, None, :] == labels[None, :, :]) & (labels[:, None, :] != 0)
+        assert (D == (shared.sum(axis=2) >= 2)).all()  # the bit count is the axis count
+        return D, scorer.pair_invariants()
     scorer = LabelPairScorer(labels, opposite=kind == "opposite")
     D = scorer.matrix().astype(float)
     return D, scorer.pair_invariants()
 
 
-@pytest.mark.parametrize("kind", ["dense", "gram", "axis", "co_pole", "opposite"])
+KINDS = ["dense", "gram", "axis", "co_pole", "opposite", "co_pole 2 of 3"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_pair_moments_equal_full_enumeration(kind):
-    rng = np.random.default_rng(["dense", "gram", "axis", "co_pole", "opposite"].index(kind))
+    rng = np.random.default_rng(KINDS.index(kind))
     D, inv = _values(kind, rng)
     dense = pm.dense_pair_invariants(D)
     for name, value in dense.shapes.items():  # every shortcut equals the dense sums
@@ -128,6 +139,7 @@ VARIANTS = {
     "co_pole SV1": ("co_pole", {"quantile": 0.2}),
     "co_pole opposite SV1-2": ("co_pole", {"axes": [1, 2], "pole": "opposite",
                                            "quantile": 0.15}),
+    "co_pole 2 of SV1-3": ("co_pole", {"axes": [1, 2, 3], "min_axes": 2, "quantile": 0.3}),
 }
 
 

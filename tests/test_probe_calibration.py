@@ -146,6 +146,23 @@ def test_co_pole_calibrated(null):
         _pvalues("co_pole", variant, null, reps=150), conservative_ok=True))
 
 
+def test_co_pole_on_several_axes_calibrated(null, tmp_path):
+    """min_axes (version 2.5): pairs co-polar on at least 2 of axes 1-3, degree-preserving
+    null, on the Gaussian null layers and on hub-heavy ones (decaying spectrum, 15 genes of 6x
+    norm at random rows); the gene shuffle's moments are checked in tests/test_pair_moments.py."""
+    tmp, _, _, _, _ = null
+    rng = np.random.default_rng(507)
+    i, j = random_pairs(N_GENES, 400, rng)
+    prm = {"pairs": pairs_file(tmp / "cp3.tsv", i, j), "axes": [1, 2, 3], "min_axes": 2,
+           "quantile": 0.3, "n_permutations": 199}
+    _report("co_pole/degree_preserving, 2 of axes 1-3, Gaussian", assert_calibrated(
+        _pvalues("co_pole", prm, null, reps=150), conservative_ok=True))
+    hubs = cache_from_layers(tmp_path / "hubs", hub_heavy_layers("hubs", 150, N_GENES, DIM, 508))
+    data = (tmp_path, hubs, None, None, context(hubs, tmp_path, seed=1))
+    _report("co_pole/degree_preserving, 2 of axes 1-3, hub-heavy", assert_calibrated(
+        _pvalues("co_pole", prm, data, reps=150), conservative_ok=True))
+
+
 def test_graded_proximity_calibrated(null):
     tmp, _, _, _, _ = null
     rng = np.random.default_rng(504)  # its own draws: the same whatever else runs

@@ -461,6 +461,58 @@ def test_co_pole_opposite_poles_and_several_axes(tmp_path):
     assert multi.statistic == 1.0 and multi.extra["axes"] == [1, 2]
 
 
+def test_co_pole_on_every_listed_axis(tmp_path):
+    """Near-duplicate gene pairs (co-polar on every axis where one of them sits in a pole) are
+    found with min_axes 3 of axes 1-3 (version 2.5) under both nulls; pairs that share only
+    axis 1's top pole, their axis-2 poles differing, make the any-axis rate high but never
+    count on all three; the rate equals a brute-force count of shared poles."""
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((N, D)) * np.linspace(3, 1, D)
+    pi = rng.choice(N, 60, replace=False)
+    pj = (pi + N // 2) % N
+    keep = ~np.isin(pj, pi)
+    pi, pj = pi[keep], pj[keep]
+    X[pj] = X[pi] + 0.05 * rng.standard_normal((pi.size, D))
+    ctx = context(_cache(tmp_path, [X]), tmp_path)
+    svd = ctx.svd("L0")
+    k = int(round(0.3 * N))
+    S = svd.scores([1, 2, 3])
+    labels = np.zeros(S.shape, dtype=int)
+    for a in range(3):
+        order = np.argsort(S[:, a], kind="stable")
+        labels[order[-k:], a], labels[order[:k], a] = 1, -1
+    ri, rj = random_pairs_of(rng, N, 60)
+    i, j = np.r_[pi, ri], np.r_[pj, rj]
+    prm = {"pairs": pairs_ref(i, j), "k": k, "axes": [1, 2, 3], "n_permutations": 199}
+    li, lj = svd.local(i), svd.local(j)
+    shared = ((labels[li] == labels[lj]) & (labels[li] != 0)).sum(axis=1)
+    for nul in ("degree_preserving", "gene_shuffle"):
+        r = run("co_pole", {**prm, "min_axes": 3, "null": nul}, ctx, "L0", "greater")
+        assert r.statistic == pytest.approx(np.mean(shared >= 3))
+        assert r.p_value <= 0.01 and r.extra["min_axes"] == 3, nul
+        two = run("co_pole", {**prm, "min_axes": 2, "null": nul}, ctx, "L0", "greater")
+        assert two.statistic == pytest.approx(np.mean(shared >= 2))
+    # pairs within axis 1's top pole whose axis-2 labels differ: one or two axes, never three
+    a1 = np.flatnonzero(labels[:, 0] == 1)
+    qi, qj = [], []
+    for x in rng.permutation(a1)[:40]:
+        other = a1[labels[a1, 1] != labels[x, 1]]
+        qi.append(x)
+        qj.append(rng.choice(other))
+    # (a gene shuffle: rewiring these pairs keeps both ends in that pole)
+    ref1 = pairs_ref(svd.rows[qi], svd.rows[qj])
+    shuffle = {**prm, "pairs": ref1, "null": "gene_shuffle"}
+    anyaxis = run("co_pole", shuffle, ctx, "L0", "greater")
+    every = run("co_pole", {**shuffle, "min_axes": 3}, ctx, "L0", "greater")
+    assert anyaxis.statistic == 1.0 and anyaxis.p_value <= 0.01
+    assert every.statistic == 0.0 and every.p_value > 0.5
+
+
+def random_pairs_of(rng: np.random.Generator, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    i = rng.integers(0, n, m)
+    return i, (i + rng.integers(1, n, m)) % n
+
+
 def test_a_parameter_added_later_keeps_old_hashes():
     from geoscreen.hypotheses.loader import parse_spec
 
