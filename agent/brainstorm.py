@@ -22,7 +22,7 @@ import numpy as np
 from geoscreen.agent.state import CampaignState, HypView
 from geoscreen.agent.statements import NULL_SUFFIX, spec_statement, with_null
 from geoscreen.errors import GeoscreenError
-from geoscreen.hypotheses.spec import ResolvedSpec
+from geoscreen.hypotheses.spec import SHAPE_TESTS, ResolvedSpec, min_shape_layers
 from geoscreen.probes.context import derive_seed
 
 RETIRE_AFTER = 5  # tested hypotheses in a family with no discovery before it is retired
@@ -113,7 +113,8 @@ def _fit_to_cache(raw: dict[str, Any], cache: dict[str, Any]) -> dict[str, Any] 
         listed = list(cache.get("layers", []))  # names, positions and roles resolve on these
         kept = [x for x in layers if (isinstance(x, int) and -n_layers <= x < n_layers)
                 or (isinstance(x, str) and bool(listed) and not layer_problem(x, listed))]
-        need = 3 if raw.get("across_layers") in ("trend", "changepoint") else 1
+        across = raw.get("across_layers")
+        need = min_shape_layers(across) if across in SHAPE_TESTS else 1
         if len(kept) < need:
             return None
         if len(kept) != len(layers):
@@ -371,6 +372,12 @@ def spec_resolution(raw: dict[str, Any], n_layers: int) -> tuple[float, float, b
     n = len(layers) if isinstance(layers, list) else int(n_layers)
     alternative = str(raw.get("alternative") or info.alternatives[0])
     descriptive = "n_permutations" not in fields or value("null") == "none"
+    if raw.get("across_layers", "any") == "slope_change":  # null sets, or Monte Carlo
+        if not descriptive and value("null") in ("matched", "gene_shuffle") \
+                and "genes" in fields and "anchor" in fields:
+            m = int(value("n_permutations"))
+            return 1.0 / (m + 1), float(m + 1), True
+        return 1.0 / (TREND_PERMUTATIONS + 1), float(TREND_PERMUTATIONS + 1), False
     if raw.get("across_layers", "any") in ("trend", "changepoint"):
         if not descriptive and value("null") in ("matched", "gene_shuffle") \
                 and "genes" in fields and "anchor" in fields:  # set trend vs the null sets

@@ -208,6 +208,10 @@ def spec_statement(raw: dict[str, Any], *, parent: int | None = None) -> str:
     if across == "trend":
         text = f"{_cap(subject)} {_pick(alt, 'rises', 'falls', 'changes')} with depth"
         text += f" over {where}" if where else ""
+    elif across == "slope_change":
+        text = (f"{_cap(subject)} {_pick(alt, 'bends upward', 'bends downward', 'bends')} at "
+                "one depth")
+        text += f" over {where}" if where else ""
     elif across == "changepoint":
         text = (f"{_cap(subject)} {_pick(alt, 'steps up', 'steps down', 'changes level')} at "
                 "one depth")

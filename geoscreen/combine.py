@@ -16,6 +16,12 @@
   seeded orders), which assumes exchangeable layers: on real embeddings, whose neighbouring
   layers are strongly correlated, it calls a third of random gene sets' trends significant, so
   it is a description of the layers, not a test of a gene set.
+* ``changepoint`` — "the effect steps to another level at one depth": the largest standardised
+  step in mean, against the null sets' steps or layer orders.
+* ``slope_change`` — "the effect bends at one depth": the largest t-statistic of a hinge term
+  added to a straight line (a steady rise or fall is no change), against the null sets' hinges
+  or, without null sets, the line plus its residuals in random orders (Freedman & Lane), which
+  assumes those residuals exchangeable across layers.
 
 E-values (`combine_evalues`) go with the same rules and stay valid under any dependence between
 layers: ``any`` averages the layer e-values (an average of e-values is an e-value, Vovk & Wang
@@ -213,6 +219,91 @@ def changepoint_test(depth: Sequence[float], effect: Sequence[float], alternativ
             "p_value": pval, "e_value": ev, "method": method, "n_permutations": m}
 
 
+SLOPE_MIN_SIDE = 3  # layers on each side of a slope change's knot (the knot on both sides)
+
+
+def hinge_t(depth: np.ndarray, series: np.ndarray, alternative: str,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Largest t-statistic of a change in slope in each column of `series` (layers x series).
+
+    For each knot d_k with at least `SLOPE_MIN_SIDE` layers on each side (the knot counting on
+    both), least squares fits y = a + b d + c (d - d_k)_+ and c's t-statistic is
+    c / (s sqrt([(X'X)^-1]_cc)) with s^2 = RSS / (L - 3): the slope after the knot minus the
+    slope before, standardised.  The statistic is the largest t over knots, signed by
+    `alternative` (greater: the slope rises, less: it falls, two-sided: either).  Adding any
+    line a + b d to a column changes neither c nor the RSS, so a steady rise or fall is not a
+    change.  Returns (statistic, knot index, c at that knot) per column.
+    """
+    d = np.asarray(depth, dtype=float)
+    Y = np.asarray(series, dtype=float)
+    L = d.size
+    knots = range(SLOPE_MIN_SIDE - 1, L - SLOPE_MIN_SIDE + 1)
+    if L < 2 * SLOPE_MIN_SIDE - 1:
+        raise ValueError(f"a change in slope across layers needs at least "
+                         f"{2 * SLOPE_MIN_SIDE - 1} layers")
+    best = np.full(Y.shape[1], -np.inf)
+    where = np.zeros(Y.shape[1], dtype=int)
+    change = np.zeros(Y.shape[1])
+    scale = np.maximum(np.abs(Y).max(axis=0), 1e-300)
+    for k in knots:
+        X = np.column_stack([np.ones(L), d, np.maximum(d - d[k], 0.0)])
+        XtX_inv = np.linalg.inv(X.T @ X)
+        beta = XtX_inv @ X.T @ Y
+        rss = ((Y - X @ beta) ** 2).sum(axis=0)
+        # an exactly linear-plus-hinge column has RSS 0: floor it at rounding, not a t of inf
+        s2 = np.maximum(rss, (1e-12 * scale) ** 2 * L) / (L - 3)
+        t = beta[2] / np.sqrt(s2 * XtX_inv[2, 2])
+        signed = {"greater": t, "less": -t}.get(alternative, np.abs(t))
+        better = signed > best
+        best[better], where[better], change[better] = signed[better], k, beta[2][better]
+    return best, where, change
+
+
+def slope_change_test(depth: Sequence[float], effect: Sequence[float], alternative: str,
+                      seed: int, null_draws: np.ndarray | None = None) -> dict[str, Any]:
+    """One change in the slope of the effect across layers (a bend, not a steady trend).
+
+    The statistic is the largest t-statistic of a hinge term over the knots (`hinge_t`), which
+    a straight line of any slope leaves at zero.  Its null: the same statistic of the null sets'
+    curves when the probe drew the same random sets in every layer (`null_draws`, layers x m);
+    else the line fitted to the effect plus its residuals in `TREND_PERMUTATIONS` random orders
+    (Freedman & Lane), which assumes the residuals about a line are exchangeable across layers.
+    The reported effect is the change in slope at the knot (slope after minus slope before, in
+    the probe's units per layer position).
+
+    References
+    ----------
+    Hinkley, D. V. (1969). Inference about the intersection in two-phase regression.
+    Biometrika 56(3), 495-504.
+    Freedman, D. & Lane, D. (1983). A nonstochastic interpretation of reported significance
+    levels. Journal of Business & Economic Statistics 1(4), 292-298.
+    """
+    order = np.argsort(np.asarray(depth, dtype=float), kind="stable")
+    d = np.asarray(depth, dtype=float)[order]
+    e = np.asarray(effect, dtype=float)[order]
+    obs, knot, change = hinge_t(d, e[:, None], alternative)
+    obs_v, k = float(obs[0]), int(knot[0])
+    X = np.column_stack([np.ones(d.size), d, np.maximum(d - d[k], 0.0)])
+    beta = np.linalg.lstsq(X, e, rcond=None)[0]
+    detail: dict[str, Any] = {"knot_layer": int(d[k]), "slope_before": float(beta[1]),
+                              "slope_after": float(beta[1] + beta[2]), "t": obs_v}
+    if null_draws is not None:
+        null, _, _ = hinge_t(d, np.asarray(null_draws, dtype=float)[order], alternative)
+        method = "vs_null_sets"
+    else:
+        line = np.column_stack([np.ones(d.size), d])
+        fit = line @ np.linalg.lstsq(line, e, rcond=None)[0]
+        resid = e - fit
+        rng = np.random.default_rng(seed)
+        perms = rng.permuted(np.tile(np.arange(d.size), (TREND_PERMUTATIONS, 1)), axis=1)
+        null, _, _ = hinge_t(d, fit[:, None] + resid[perms].T, alternative)
+        method = "monte_carlo"
+    return {**detail, "slope_change": float(change[0]),
+            "p_value": permutation_p(obs_v, null, "greater"),
+            "e_value": permutation_e(obs_v, null, "greater"), "method": method,
+            "n_permutations": int(null.size)}
+
+
 def _fold(effect: np.ndarray) -> float | None:
     first, last = float(effect[0]), float(effect[-1])
     if first == 0 or last == 0 or (first > 0) != (last > 0):
@@ -329,6 +420,17 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
                               e_method=f"{E_PERMUTATION}_changepoint_{cp['method']}",
                               effect_name="shift_at_changepoint", effect_size=cp["shift"],
                               detail=cp)
+    if across == "slope_change":
+        draws = [r.null_draws for r in results]
+        same = all(d is not None for d in draws) and \
+            len({len(d) for d in draws if d is not None}) == 1
+        sc = slope_change_test([r.layer_index for r in results], effects, alternative, seed,
+                               np.array(draws) if same else None)
+        return CombinedResult(p_value=sc["p_value"], method=f"slope_change_{sc['method']}",
+                              e_value=sc["e_value"],
+                              e_method=f"{E_PERMUTATION}_slope_change_{sc['method']}",
+                              effect_name="slope_change_at_knot", effect_size=sc["slope_change"],
+                              detail=sc)
     ps = [r.p_value for r in results]
     if any(p is None for p in ps):
         raise ValueError("this probe reports no per-layer p-value; use across_layers: trend")
@@ -370,7 +472,7 @@ def resolution(layers: Sequence[Any], across: str, alternative: str, combine_met
     layers : sequence
         The hypothesis's layer results (`LayerResult`s or ledger rows: `n_permutations`,
         `p_value`, `e_method`), in depth order.
-    across : {'any', 'all', 'each', 'trend'}
+    across : {'any', 'all', 'each', 'trend', 'changepoint', 'slope_change'}
         The spec's `across_layers`.
     alternative : {'greater', 'less', 'two-sided'}
         The spec's alternative (an exact two-sided trend's floor is 2 / n!).
@@ -395,7 +497,7 @@ def resolution(layers: Sequence[Any], across: str, alternative: str, combine_met
     `all`.  An exact trend over n layers (every order enumerated) reaches 1 / n! at best
     (6 layers: 1 / 720 = 0.00139), whatever the data.
     """
-    if across in ("trend", "changepoint"):
+    if across in ("trend", "changepoint", "slope_change"):
         n = len(layers)
         if combine_method.endswith("_exact"):
             floor = (2.0 if alternative == "two-sided" else 1.0) / math.factorial(n)

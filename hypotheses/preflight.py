@@ -48,15 +48,18 @@ def check_layers(layers: Any, names: list[str]) -> str:
 
 def check_layer_count(resolved: Any, names: list[str]) -> str:
     """'' or why the cache has too few layers for the spec: a trend or change-point over all
-    layers, or a whole-stack probe's profile over all layers, needs three."""
+    layers, or a whole-stack probe's profile over all layers, needs three; a change in slope
+    five."""
+    from geoscreen.hypotheses.spec import SHAPE_TESTS, min_shape_layers
     from geoscreen.probes.registry import get_probe
 
     spec = resolved.spec
-    if not names or len(names) >= 3:
+    if not names or len(names) >= 5 or (len(names) >= 3 and spec.across_layers != "slope_change"):
         return ""
-    if spec.layers == "all" and spec.across_layers in ("trend", "changepoint"):
-        return (f"field 'across_layers': a {spec.across_layers} across layers needs at least 3 "
-                f"layers; this cache has {len(names)}")
+    if spec.layers == "all" and spec.across_layers in SHAPE_TESTS and \
+            len(names) < min_shape_layers(spec.across_layers):
+        return (f"field 'across_layers': a {spec.across_layers} across layers needs at least "
+                f"{min_shape_layers(spec.across_layers)} layers; this cache has {len(names)}")
     if get_probe(spec.probe).whole_stack and resolved.params.get("curve_layers", "all") == "all":
         return (f"field 'params.curve_layers': a profile needs at least 3 layers; this cache "
                 f"has {len(names)}")

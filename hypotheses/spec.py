@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from geoscreen.errors import GeoscreenError
 
-AcrossLayers = Literal["any", "all", "each", "trend", "changepoint"]
+AcrossLayers = Literal["any", "all", "each", "trend", "changepoint", "slope_change"]
+#: across_layers values that test the shape of the effect over depth, not each layer's p-value
+SHAPE_TESTS = ("trend", "changepoint", "slope_change")
 Alternative = Literal["greater", "less", "two-sided"]
 _SOURCE = re.compile(r"^(human|offline|llm:.+)$")
 
@@ -116,7 +118,8 @@ class HypothesisSpec(BaseModel):
         "any", description="any: some layer (Cauchy combination); all: every layer "
                            "(intersection-union, max p); each: every layer its own test; "
                            "trend: monotone trend of the effect with depth; changepoint: one "
-                           "change in its level, and at which layer")
+                           "change in its level, and at which layer; slope_change: one bend "
+                           "in its slope (5 layers or more)")
     alternative: Alternative | None = Field(
         None, description="direction of the test; the probe's default when omitted")
     universe: str | None = Field(
@@ -207,19 +210,26 @@ class HypothesisSpec(BaseModel):
         null = spec_null(self.probe, params)
         # only a probe that declares 'none' among its nulls is descriptive by its own account
         if null == "none" and "none" in info.nulls and \
-                self.across_layers not in ("trend", "changepoint"):
+                self.across_layers not in SHAPE_TESTS:
             raise GeoscreenError(
                 f"probe {self.probe!r} with null 'none' reports a value per layer but no "
                 f"p-value, so across_layers {self.across_layers!r} has nothing to combine",
                 field="across_layers",
-                fix="write across_layers: trend (or changepoint), or choose a null with a "
-                    "per-layer test")
-        if self.across_layers in ("trend", "changepoint") and isinstance(self.layers, list) \
-                and len(self.layers) < 3:
-            what = "a trend" if self.across_layers == "trend" else "a change-point"
-            raise GeoscreenError(f"{what} across layers needs at least 3 layers; this spec "
-                                 f"lists {len(self.layers)}", field="layers",
-                                 fix="list 3 or more layers, or write layers: all")
+                fix="write across_layers: trend (or changepoint, slope_change), or choose a "
+                    "null with a per-layer test")
+        if self.across_layers in SHAPE_TESTS and isinstance(self.layers, list) \
+                and len(self.layers) < min_shape_layers(self.across_layers):
+            need = min_shape_layers(self.across_layers)
+            what = {"trend": "a trend", "changepoint": "a change-point",
+                    "slope_change": "a change in slope"}[self.across_layers]
+            raise GeoscreenError(f"{what} across layers needs at least {need} layers; this "
+                                 f"spec lists {len(self.layers)}", field="layers",
+                                 fix=f"list {need} or more layers, or write layers: all")
+
+
+def min_shape_layers(across: str) -> int:
+    """Layers a shape test across layers needs (a slope change: 3 on each side of its knot)."""
+    return 5 if across == "slope_change" else 3
 
 
 def _hashed_params(probe: str, params: dict[str, Any]) -> dict[str, Any]:

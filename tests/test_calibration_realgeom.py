@@ -457,6 +457,24 @@ def test_changepoint_against_null_sets(bed):
                                  **make(None), "null": "none"}, "changepoint", 60, "two-sided"))
 
 
+def test_slope_change_against_null_sets(bed):
+    """across_layers: slope_change against the same matched null genes in every layer holds on
+    real layers; without null sets (null none: a line plus its residuals in random orders) it
+    assumes exchangeable residuals and does not."""
+    def make(layer):
+        g = bed.random_set(8)
+        return {"genes": bed.genes(g[5:]), "anchor_set": bed.genes(g[:5]), "n_bootstrap": 0,
+                "n_permutations": 199}
+    _assert_default_calibrated("centroid_convergence", "matched (slope_change)",
+                               "random centroid + 3",
+                               bed.combined("centroid_convergence", make, "slope_change", 60,
+                                            "two-sided"))
+    _assert_failure_labelled("centroid_convergence", "none",
+                             "random centroid + 3 (slope_change)",
+                             bed.combined("centroid_convergence", lambda _l: {
+                                 **make(None), "null": "none"}, "slope_change", 60, "two-sided"))
+
+
 @pytest.mark.parametrize("kind", ["random", "well-annotated", "hub"])
 def test_knn_homophily_matched(bed, kind):
     """Hubs are everyone's nearest neighbours, so a set of hubs links to itself often; only the
