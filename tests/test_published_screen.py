@@ -137,7 +137,7 @@ def _genes_of(kind: str, ref: str, cap: int = 300) -> set[str]:
 def run_sample() -> list:
     """One spec per probe (the first by record), among those that name no fetch-only
     resource, no gene-set family, no second cache or atlas and no expression record (and
-    no k-NN feature-shuffle null, which rebuilds the graph per copy)."""
+    no k-NN or TwoNN feature-shuffle null, which rebuilds the neighbours per copy)."""
     seen, out = set(), []
     for s in sorted(specs(), key=lambda s: record_of(s)[0]):
         refs = reference_params(s.spec.probe, s.params)
@@ -145,8 +145,10 @@ def run_sample() -> list:
                 or any(f in r for _, _, r in refs for f in FETCH_ONLY)
                 or any(k in s.params for k in ("other_cache", "atlas"))
                 or "expression" in str(s.params)  # the test cache records no expression
-                # a k-NN graph rebuilt for each of 199 copies in 12 layers: minutes, not seconds
-                or (s.spec.probe == "knn_graph" and s.params.get("null") == "feature_shuffle")
+                # a k-NN graph (or TwoNN's neighbours) rebuilt for each of 99-199 copies in 12
+                # layers: minutes, not seconds
+                or (s.spec.probe in ("knn_graph", "intrinsic_dimension")
+                    and s.params.get("null") == "feature_shuffle")
                 or s.spec.universe):
             continue
         seen.add(s.spec.probe)

@@ -55,7 +55,8 @@ def test_canonical_hash_ignores_spelling_of_defaults():
      "field 'params.axis': Input should be greater than or equal to 1"),
     ({**GOOD, "params": {"axis": 1}}, "field 'params.positive': Field required"),
     ({**GOOD, "across_layers": "some"},
-     "field 'across_layers': Input should be 'any', 'all', 'each', 'trend', 'changepoint' or 'slope_change'"),
+     "field 'across_layers': Input should be 'any', 'all', 'each', 'trend', 'changepoint' or "
+     "'slope_change'"),
     ({**GOOD, "source": "robot"}, "field 'source': source must be 'human', 'offline' or"),
     ({**GOOD, "statment": "typo"}, "field 'statment': unknown field; did you mean 'statement'?"),
     ({**GOOD, "probe": "pair_proximity", "params": {"pairs": "x", "subspace": []}},
