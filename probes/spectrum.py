@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.feature_shuffle_bound import (
@@ -41,11 +41,19 @@ from geoscreen.probes.stats import (
 from geoscreen.result import E_PERMUTATION, LayerResult
 
 Measure = Literal["effective_rank", "effective_rank_energy", "participation_ratio",
-                  "explained_variance"]
+                  "explained_variance", "k_for_variance", "axis_share", "singular_value",
+                  "frobenius_norm"]
+#: measures whose value is a rank or share of one axis: `k` names the axis (1-based)
+AXIS_MEASURES = ("axis_share", "singular_value")
+#: measures Cantelli's feature-shuffle bound covers (`feature_shuffle_bound.spectrum_bound`)
+BOUNDED_MEASURES = ("effective_rank", "effective_rank_energy", "participation_ratio",
+                    "explained_variance")
 
 
-def spectrum_measure(eig: np.ndarray, measure: str, k: int = 1) -> np.ndarray:
-    """Measure of covariance eigenvalues `eig` (last axis; any scale, any order)."""
+def spectrum_measure(eig: np.ndarray, measure: str, k: int = 1,
+                     variance: float = 0.9) -> np.ndarray:
+    """Measure of covariance eigenvalues `eig` (last axis; any scale, any order; the
+    eigenvalues of a centred matrix's Gram, sigma^2, for the two that keep units)."""
     lam = np.clip(np.asarray(eig, dtype=float), 0.0, None)
     total = lam.sum(axis=-1)
     if measure == "participation_ratio":
@@ -53,6 +61,16 @@ def spectrum_measure(eig: np.ndarray, measure: str, k: int = 1) -> np.ndarray:
     if measure == "explained_variance":
         top = -np.sort(-lam, axis=-1)[..., :k]
         return top.sum(axis=-1) / np.maximum(total, 1e-300)
+    if measure == "k_for_variance":  # the fewest top axes holding `variance` of the total
+        share = np.cumsum(-np.sort(-lam, axis=-1), axis=-1) / np.maximum(total, 1e-300)[..., None]
+        # a share that reaches the target up to rounding counts as reaching it
+        return (share < variance - 1e-12).sum(axis=-1).astype(float) + 1.0
+    if measure == "axis_share":
+        return -np.sort(-lam, axis=-1)[..., k - 1] / np.maximum(total, 1e-300)
+    if measure == "singular_value":
+        return np.sqrt(-np.sort(-lam, axis=-1)[..., k - 1])
+    if measure == "frobenius_norm":
+        return np.sqrt(total)
     if measure in ("effective_rank", "effective_rank_energy"):
         s = np.sqrt(lam) if measure == "effective_rank" else lam  # sigma, or sigma^2 (energy)
         p = s / np.maximum(s.sum(axis=-1, keepdims=True), 1e-300)
@@ -155,8 +173,14 @@ class SpectrumParams(ProbeParams):
     measure: Measure = Field("effective_rank", description="effective_rank (Roy & Vetterli, "
                              "entropy of normalised singular values), effective_rank_energy "
                              "(the same over squared singular values, as the published screen), "
-                             "participation_ratio, or explained_variance of the top k axes")
-    k: int = Field(1, ge=1, description="number of top axes for explained_variance")
+                             "participation_ratio, explained_variance of the top k axes; from "
+                             "1.4 k_for_variance (the fewest axes holding `variance` of it), "
+                             "axis_share (axis k's share alone), singular_value (axis k's), "
+                             "frobenius_norm (of the centred matrix)")
+    k: int = Field(1, ge=1, description="number of top axes for explained_variance; the axis "
+                                        "for axis_share and singular_value")
+    variance: float = added_field(0.9, since="1.4", gt=0.0, lt=1.0,
+                                  description="share of the variance for k_for_variance")
     gene_set: str | None = genes_ref_field(None,
         description="restrict to a gene set (centred on itself)")
     null: Literal["none", "feature_shuffle"] = Field(
@@ -177,6 +201,16 @@ class SpectrumParams(ProbeParams):
                     "draw (draws)")
     min_genes: int = Field(10, ge=3)
 
+    @model_validator(mode="after")
+    def _measure_fields(self) -> SpectrumParams:
+        if self.measure == "frobenius_norm" and self.null == "feature_shuffle":
+            raise ValueError("a feature shuffle keeps every column's values, so it never "
+                             "changes the Frobenius norm: test frobenius_norm across layers "
+                             "(null none)")
+        if self.measure != "k_for_variance" and self.variance != 0.9:
+            raise ValueError(f"variance applies to measure k_for_variance, not {self.measure}")
+        return self
+
 
 @probe(
     "spectrum",
@@ -184,9 +218,10 @@ class SpectrumParams(ProbeParams):
     family="intrinsic_dimensionality",
     params=SpectrumParams,
     nulls=("none", "feature_shuffle"),
-    version="1.3",
-    statistic="spectral measure of the centred gene matrix (effective rank, participation ratio "
-              "or top-k explained variance)",
+    version="1.4",
+    statistic="spectral measure of the centred gene matrix (effective rank, participation ratio, "
+              "top-k explained variance, axes for a share of the variance, one axis's share or "
+              "singular value, or the Frobenius norm)",
     effect="the measure itself (per-layer 95% gene-bootstrap interval in ci_low/ci_high)",
     alternatives=("less", "greater", "two-sided"),
     examples=[
@@ -222,7 +257,13 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
     * ``effective_rank_energy``: the same over p_i = sigma_i^2 / sum sigma^2 (the published
       screen's definition, much more sensitive to a few dominant axes);
     * ``participation_ratio``: (sum lambda)^2 / sum lambda^2;
-    * ``explained_variance``: the share of the variance on the top k axes.
+    * ``explained_variance``: the share of the variance on the top k axes;
+    * ``k_for_variance`` (1.4): the fewest top axes whose share reaches ``variance`` (0.9: the
+      published screen's "k90");
+    * ``axis_share`` (1.4): the share of axis k alone;
+    * ``singular_value`` (1.4): axis k's singular value sigma_k (in the layer's units);
+    * ``frobenius_norm`` (1.4): sqrt(sum sigma^2), the spread of the genes about their mean
+      (unchanged by any feature shuffle, so that null is refused for it).
 
     It is descriptive: there is no no-effect value (``effect_null=None``).  ci_low / ci_high are
     the percentile interval of `n_bootstrap` gene-bootstrap replicates (``linearized``: variances
@@ -295,22 +336,22 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         X = Xs - Xs.mean(axis=0)
         U, S, _ = np.linalg.svd(X, full_matrices=False)
         T, eig = U * S, S ** 2
-    if p.measure == "explained_variance" and p.k > eig.size:
+    if p.measure in ("explained_variance",) + AXIS_MEASURES and p.k > eig.size:
         from geoscreen.errors import GeoscreenError
 
         raise GeoscreenError(f"k={p.k} exceeds the {eig.size} axes", field="params.k")
-    value = float(spectrum_measure(eig, p.measure, p.k))
+    value = float(spectrum_measure(eig, p.measure, p.k, p.variance))
     ci_low = ci_high = None
     if p.n_bootstrap:
         boot = spectrum_measure(bootstrap_eigenvalues(T, p.n_bootstrap, ctx.rng(layer, "boot"),
-                                                      p.bootstrap), p.measure, p.k)
+                                                      p.bootstrap), p.measure, p.k, p.variance)
         ci_low, ci_high = percentile_ci(boot)
     pval, extra, nperm = None, {}, 0
     ev: float | None = None
     if p.null == "feature_shuffle":
         Xt = np.ascontiguousarray(X.T, dtype=np.float32)
         eig32 = gram_eigenvalues32(Xt[None])[0]
-        tested = float(spectrum_measure(eig32, p.measure, p.k))
+        tested = float(spectrum_measure(eig32, p.measure, p.k, p.variance))
         bound, why = _bound_first(p, ctx.alternative, Xt, eig32, tested)
         if bound is not None and why is None:  # the bound is the p-value: nothing is drawn
             extra = {"p_method": "cantelli", "draw_reason": None, "bound": bound,
@@ -331,7 +372,7 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         else:
             spectra = feature_shuffle_eigenvalue_batches(X, p.n_permutations,
                                                          ctx.rng(layer, "feature_shuffle"))
-        seq = besag_clifford((spectrum_measure(e, p.measure, p.k) for e in spectra),
+        seq = besag_clifford((spectrum_measure(e, p.measure, p.k, p.variance) for e in spectra),
                              tested, ctx.alternative, p.n_permutations, ctx.sequential_h)
         if shared is not None:
             shared.save()
@@ -355,6 +396,8 @@ def _bound_first(p: SpectrumParams, alternative: str, Xt: np.ndarray, eig32: np.
     decides alone where it is at or below 1 / (m + 1)."""
     if p.null_method == "draws":
         return None, "null_method draws"
+    if p.measure not in BOUNDED_MEASURES:
+        return None, f"the bound does not cover {p.measure}"
     if alternative != bound_direction(p.measure):
         return None, (f"the bound covers the alternative {bound_direction(p.measure)!r} of "
                       f"{p.measure} only")
@@ -383,6 +426,7 @@ def _result(p: SpectrumParams, value: float, T: np.ndarray, eig: np.ndarray,
         e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
         n=int(T.shape[0]), null=p.null, n_permutations=nperm,
         ci_low=ci_low, ci_high=ci_high,
-        extra={**extra, "k": p.k if p.measure == "explained_variance" else None,
+        extra={**extra, "k": p.k if p.measure in ("explained_variance",) + AXIS_MEASURES
+               else None, "variance": p.variance if p.measure == "k_for_variance" else None,
                "n_axes": int(eig.size), "bootstrap": p.bootstrap, "n_bootstrap": p.n_bootstrap,
                "top_singular_values": [float(x) for x in np.sqrt(np.sort(eig)[::-1][:10])]})
