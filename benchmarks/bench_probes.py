@@ -203,6 +203,8 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                                 "anchor_set": "genes:G4,G5,G6,G7",
                                                 "n_permutations": m}),
         ("gene_drift", "previous, matched", {"genes": refs["ribosome"], "n_permutations": m}),
+        ("set_centroids", "set vs rest, matched", {"sets": [refs["ribosome"]], "versus": "rest",
+                                                   "n_permutations": m}),
         ("pole_enrichment", "500 sets x SV1-5", {"family": refs["family"], "n_permutations": m}),
         ("pole_enrichment", "pole_count", {"family": refs["family"], "test": "pole_count",
                                            "n_permutations": m}),

@@ -235,6 +235,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "sign_contrast": "geoscreen.probes.regulation",
     "anchor_convergence": "geoscreen.probes.convergence",
     "centroid_convergence": "geoscreen.probes.convergence",
+    "set_centroids": "geoscreen.probes.centroids",
     "set_cohesion": "geoscreen.probes.cohesion",
     "gene_score_association": "geoscreen.probes.association",
     "gene_drift": "geoscreen.probes.drift",

@@ -457,6 +457,36 @@ def test_changepoint_against_null_sets(bed):
                                  **make(None), "null": "none"}, "changepoint", 60, "two-sided"))
 
 
+@pytest.mark.parametrize("kind", ["random", "well-annotated", "hub"])
+def test_set_centroids_matched(bed, kind):
+    """A set's centroid against the rest of the genes: hubs and well-annotated genes sit away
+    from the centre of real layers, so only relabelling within their strata keeps the distance
+    test honest for such sets; two sets' centroid cosine likewise."""
+    def make(layer):
+        idx = (bed.random_set(20) if kind == "random" else
+               bed.random_set(20, bed.well_annotated) if kind == "well-annotated" else
+               bed.hub_set(layer, 20))
+        return {"sets": [bed.genes(idx[:10])], "versus": "rest",
+                "statistic": "scaled_distance", "n_permutations": 199}
+    _assert_default_calibrated("set_centroids", "matched", f"{kind} 10-gene set vs rest",
+                               bed.pvalues("set_centroids", make, reps=70))
+    if kind != "random":
+        _assert_failure_labelled("set_centroids", "gene_shuffle", f"{kind} 10-gene set vs rest",
+                                 bed.pvalues("set_centroids", lambda layer: {
+                                     **make(layer), "null": "gene_shuffle"}, reps=70))
+
+
+def test_set_centroids_trend_against_the_same_random_sets(bed):
+    """match_layers: all draws the same random sets in every layer: a random set's trend of
+    distance from the rest, compared with theirs, holds on real layers."""
+    def make(_layer):
+        return {"sets": [bed.genes(bed.random_set(10))], "versus": "rest",
+                "statistic": "scaled_distance", "match_layers": "all", "n_permutations": 199}
+    _assert_default_calibrated("set_centroids", "matched, all layers (trend)",
+                               "random 10-gene set vs rest",
+                               bed.combined("set_centroids", make, "trend", 60, "two-sided"))
+
+
 def test_slope_change_against_null_sets(bed):
     """across_layers: slope_change against the same matched null genes in every layer holds on
     real layers; without null sets (null none: a line plus its residuals in random orders) it

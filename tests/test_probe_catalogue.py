@@ -29,7 +29,7 @@ EXPECTED = {
     "knn_graph", "knn_communities", "edge_direction", "regulatory_motifs",
     "persistent_homology", "cross_model_alignment", "null_robustness", "feature_annotation",
     "feature_network_coherence", "superposition", "coactivation_modules",
-    "cross_layer_highways", "perturbation_specificity", "layer_profile",
+    "cross_layer_highways", "perturbation_specificity", "layer_profile", "set_centroids",
 }
 
 
@@ -60,11 +60,12 @@ def test_catalogue_loads_and_covers_every_probe():
     assert described and all(s.spec.statement for s in specs)
     for s in specs:  # descriptive probes need a trend across layers for a hypothesis p-value
         params = s.params
-        descriptive = (s.spec.probe in ("spectrum", "anchor_convergence", "centroid_convergence",
-                                        "layer_similarity", "subspace_alignment", "knn_graph")
-                       and params.get("null") == "none") or s.spec.probe == "intrinsic_dimension"
+        descriptive = s.spec.probe in ("spectrum", "anchor_convergence", "centroid_convergence",
+                                       "layer_similarity", "subspace_alignment", "knn_graph",
+                                       "intrinsic_dimension") and params.get("null") == "none"
         if descriptive:
-            assert s.spec.across_layers in ("trend", "changepoint"), s.spec.statement
+            assert s.spec.across_layers in ("trend", "changepoint", "slope_change"), \
+                s.spec.statement
 
 
 def test_same_seed_is_bit_identical_and_seed_matters(tmp_path):
