@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
@@ -41,20 +41,30 @@ from geoscreen.result import LayerResult
 class EdgeDirectionParams(ProbeParams):
     pairs: str = pairs_ref_field(..., description="directed pair set source -> target, e.g. "
                                                   "trrust:all or trrust:Activation")
-    statistic: Literal["consistency", "alignment"] = Field(
+    statistic: Literal["consistency", "alignment", "displacement"] = Field(
         "consistency", description="consistency: mean resultant length of each TF's unit "
                                    "displacements to its targets, averaged over TFs; alignment: "
-                                   "mean cosine between TFs' mean displacement directions")
+                                   "mean cosine between TFs' mean displacement directions; "
+                                   "displacement (from 1.2): the length of the mean "
+                                   "source-to-target displacement over every edge")
     subspace: Subspace = subspace_field()
     null: Literal["matched", "gene_shuffle"] = Field(
         "matched", description="matched (default): each target replaced by a random gene of its "
                                "stratum; gene_shuffle: by a uniformly random gene")
     match: list[MatchVar] = match_field()
     match_bins: int = bins_field()
-    min_targets: int = Field(5, ge=2, description="TFs with fewer present targets are left out")
+    min_targets: int = Field(5, ge=1, description="TFs with fewer present targets are left out "
+                                                  "(1: every edge; displacement only)")
     n_permutations: int = Field(1000, ge=99, le=100000)
 
     _check_subspace = subspace_validator("subspace")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EdgeDirectionParams:
+        if self.min_targets < 2 and self.statistic != "displacement":
+            raise ValueError(f"{self.statistic} needs min_targets of 2 or more (one target "
+                             "always lies in its own direction)")
+        return self
 
 
 # A displacement shorter than this share of sqrt(|z_t|^2 + |z_g|^2) counts as none (a zero
@@ -78,6 +88,18 @@ def direction_statistic(Z: np.ndarray, tfs: np.ndarray, targets: np.ndarray,
     U = np.where(nrm > NEAR_ZERO * scale, D / np.where(nrm > 0, nrm, 1.0), 0.0)
     mean = np.add.reduceat(U, starts, axis=1) / np.diff(np.r_[starts, E])[None, :, None]
     return summarise(mean, statistic)
+
+
+def mean_displacement(Z: np.ndarray, src: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """|mean over edges of (z_target - z_source)| for each row of `targets` ((m, E) target
+    rows; `src` the E source rows)."""
+    m, E = targets.shape
+    base = Z[src].mean(axis=0)
+    out = np.empty(m)
+    per = max(1, 4_000_000 // max(E * Z.shape[1], 1))
+    for s in range(0, m, per):
+        out[s:s + per] = np.linalg.norm(Z[targets[s:s + per]].mean(axis=1) - base, axis=1)
+    return out
 
 
 class Resultants:
@@ -165,9 +187,10 @@ def summarise(mean: np.ndarray, statistic: str) -> np.ndarray:
     family="graph_topology",
     params=EdgeDirectionParams,
     nulls=("matched", "gene_shuffle"),
-    version="1.1",
+    version="1.2",
     statistic="mean resultant length of each TF's unit displacements to its targets (averaged "
-              "over TFs), or the mean cosine between TFs' mean displacement directions",
+              "over TFs), the mean cosine between TFs' mean displacement directions, or the "
+              "length of the mean displacement over every edge",
     effect="z of the statistic against the same TFs with random targets (0 = no more directed "
            "than random targets)",
     alternatives=("greater", "less", "two-sided"),
@@ -200,7 +223,11 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
     TFs (with at least `min_targets` present targets) of |mean of the TF's u|, the mean
     resultant length of circular statistics: 1 when all targets lie in one direction, about
     1/sqrt(k) for k random directions in high dimension.  Alignment is the mean cosine between
-    the TFs' mean directions.  The null keeps every TF and its number of targets and replaces
+    the TFs' mean directions.  Displacement (version 1.2) is |mean over edges of (z_g - z_t)|,
+    the length of the average source-to-target step in the layer's units (the published
+    screen's "magnitude of the mean displacement"; 0 when the steps cancel, and not 0 for
+    random targets, whose mean step points from the regulators' centre to the genes').  The
+    null keeps every TF and its number of targets and replaces
     each target by a random gene of its stratum (``matched``) or a uniformly random gene
     (``gene_shuffle``); p = (1 + #{null at least as extreme}) / (1 + permutations); the effect
     is the z of the statistic against the null draws (0 = as directed as random targets).
@@ -230,8 +257,11 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
     tfs, dst = tf_ids[keep], dst[sel]
     starts = np.r_[0, np.cumsum(counts[keep])[:-1]]
     resultants = Resultants(Z, tfs, starts, dst.size)
+    src_rep = np.repeat(tfs, np.diff(np.r_[starts, dst.size]))  # each edge's TF
 
     def stat(targets: np.ndarray) -> np.ndarray:
+        if p.statistic == "displacement":
+            return mean_displacement(Z, src_rep, targets)
         return resultants.statistic(targets, p.statistic)
 
     observed = float(stat(dst[None])[0])
@@ -245,7 +275,6 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
     E = dst.size
     width = 4 * E + 2 * tfs.size * Z.shape[1] + (tfs.size ** 2 if p.statistic == "alignment"
                                                   else 0)  # per draw: weights, resultants
-    src_rep = np.repeat(tfs, np.diff(np.r_[starts, E]))  # each edge's TF
 
     def batches() -> Iterator[np.ndarray]:
         for st, m in chunks(p.n_permutations, width, budget=8_000_000):

@@ -522,10 +522,12 @@ def test_knn_homophily_matched(bed, kind):
                                      **make(layer), "null": "gene_shuffle"}))
 
 
+@pytest.mark.parametrize("statistic", ["consistency", "displacement"])
 @pytest.mark.parametrize("kind", ["random", "hub"])
-def test_edge_direction_matched(bed, kind):
+def test_edge_direction_matched(bed, kind, statistic):
     """12 random regulators with 6 targets each, targets random or hubs: from any gene, hubs lie
-    toward the dense centre, so only targets matched on centrality make a fair null."""
+    toward the dense centre, so only targets matched on centrality make a fair null (for the
+    direction of the steps and, from 1.2, for the length of the mean step)."""
     def make(layer):
         tfs = bed.random_set(12)
         targets = bed.random_set(72) if kind == "random" else bed.hub_set(layer, 72)
@@ -533,12 +535,14 @@ def test_edge_direction_matched(bed, kind):
         path = bed.work / f"edges{bed._k}.tsv"
         path.write_text("".join(f"{bed.symbols[t]}\t{bed.symbols[g]}\n"
                                 for t, g in zip(np.repeat(tfs, 6), targets)))
-        return {"pairs": f"file:{path}", "n_permutations": 199}
-    _assert_default_calibrated("edge_direction", "matched", f"{kind} targets (12 TFs x 6)",
+        return {"pairs": f"file:{path}", "n_permutations": 199, "statistic": statistic}
+    label = "" if statistic == "consistency" else ", displacement"
+    _assert_default_calibrated("edge_direction", "matched", f"{kind} targets (12 TFs x 6){label}",
                                bed.pvalues("edge_direction", make, reps=70,
                                            alternative="two-sided"))
     if kind == "hub":
-        _assert_failure_labelled("edge_direction", "gene_shuffle", "hub targets (12 TFs x 6)",
+        _assert_failure_labelled("edge_direction", "gene_shuffle",
+                                 f"hub targets (12 TFs x 6){label}",
                                  bed.pvalues("edge_direction", lambda layer: {
                                      **make(layer), "null": "gene_shuffle"}, reps=70,
                                      alternative="two-sided"))
