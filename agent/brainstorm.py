@@ -372,12 +372,15 @@ def spec_resolution(raw: dict[str, Any], n_layers: int) -> tuple[float, float, b
     n = len(layers) if isinstance(layers, list) else int(n_layers)
     alternative = str(raw.get("alternative") or info.alternatives[0])
     descriptive = "n_permutations" not in fields or value("null") == "none"
-    if raw.get("across_layers", "any") == "slope_change":  # null sets, or Monte Carlo
+    if raw.get("across_layers", "any") == "slope_change":  # null sets, or residual orders
         if not descriptive and value("null") in ("matched", "gene_shuffle") \
                 and "genes" in fields and "anchor" in fields:
             m = int(value("n_permutations"))
             return 1.0 / (m + 1), float(m + 1), True
-        return 1.0 / (TREND_PERMUTATIONS + 1), float(TREND_PERMUTATIONS + 1), False
+        floor = 2.0 / math.factorial(n) if n >= 1 else 1.0  # a reversed order: the same t
+        if n <= EXACT_TREND_MAX_LAYERS:
+            return floor, 1.0 / floor, False
+        return max(floor, 1.0 / (TREND_PERMUTATIONS + 1)), float(TREND_PERMUTATIONS + 1), False
     if raw.get("across_layers", "any") in ("trend", "changepoint"):
         if not descriptive and value("null") in ("matched", "gene_shuffle") \
                 and "genes" in fields and "anchor" in fields:  # set trend vs the null sets

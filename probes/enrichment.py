@@ -290,7 +290,16 @@ def pole_enrichment(ctx: ProbeContext, p: PoleEnrichmentParams, layer: str) -> L
     if n_sets * n <= DENSE_MEMBERSHIP and M.nnz >= DENSE_DENSITY * n_sets * n:
         M = M.toarray()
     ranks = stats.rankdata(coords, axis=0)
-    values, q = _pole_values(ranks, n, p.pole_fraction, p.test, p.pole)
+    # the poles hold exactly their share of genes: ties at a pole's edge (a drift ranking's
+    # zero rows, repeated values) are broken by a seeded random order of the genes, drawn
+    # before and apart from the null, so q stays the poles' true share
+    pole_ranks = ranks
+    if p.test == "pole_count":
+        key = ctx.rng(layer, "pole ties").random(n)
+        pole_ranks = np.empty_like(ranks)
+        for c in range(coords.shape[1]):
+            pole_ranks[np.lexsort((key, coords[:, c])), c] = np.arange(1, n + 1)
+    values, q = _pole_values(pole_ranks, n, p.pole_fraction, p.test, p.pole)
     values = values.astype(dtype)
     q = q or p.pole_fraction
     a = coords.shape[1]

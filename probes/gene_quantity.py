@@ -13,8 +13,9 @@ Two quantities a probe can rank genes by or correlate with a score, beside the s
   block by default): -1 for a gene that closes in on the centroid block after block, +1 for one
   that moves steadily away; the published screen's "trajectory slope".
 
-Both are fixed per gene before any null is drawn, so every gene-relabelling null of the probe
-that ranks or correlates them stays exact.
+Both are fixed per gene before any null is drawn, so a gene-relabelling null of the probe that
+ranks or correlates them stays exact where it was (uniform or within-strata relabelling; a
+covariate-residualised correlation stays Freedman and Lane's approximation).
 
 References
 ----------

@@ -287,6 +287,16 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
 # ------------------------------------------------------------------------------------------
 # co_pole
 # ------------------------------------------------------------------------------------------
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each unsigned integer (numpy's `bitwise_count` from 2.0; bytes counted
+    through a table before it)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    table = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
+    u = np.ascontiguousarray(x)
+    return table[u.view(np.uint8)].reshape(u.shape + (u.dtype.itemsize,)).sum(axis=-1)
+
+
 class LabelPairScorer:
     """Pair value = 1 when the two genes carry the same non-zero pole label on some axis (or,
     with `opposite`, opposite labels: one in the top pole, the other in the bottom one), or on
@@ -314,7 +324,7 @@ class LabelPairScorer:
         (each axis gives at most one: a gene sits in one pole of an axis)."""
         if self.min_axes == 1:
             return both != 0
-        return np.bitwise_count(both) >= self.min_axes
+        return popcount(both) >= self.min_axes
 
     def _hit(self, I: np.ndarray, J: np.ndarray) -> np.ndarray:
         """Whether pairs (I, J) are hits: their codes share a bit (`min_axes` bits).  A first

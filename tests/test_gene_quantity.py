@@ -183,3 +183,33 @@ def test_refusals(tmp_path):
     with pytest.raises(GeoscreenError, match="quantity: drift_metric does not apply to norm"):
         run("gene_score_association", {"quantity": "norm", "score": "annotation",
                                        "drift_metric": "euclidean"}, ctx, "L2")
+
+
+def test_tied_drifts_keep_the_poles_exact(tmp_path):
+    """Raw euclidean drift with zero rows kept: every all-zero gene drifts 0, one tie block; the
+    pole_count poles still hold exactly their share (ties broken by gene order, which the
+    relabelling makes random), so a set of zero rows is as enriched at the bottom as the
+    hypergeometric z of its count says."""
+    from scipy import stats as st
+
+    rng = np.random.default_rng(9)
+    layers = [rng.standard_normal((200, 6)) for _ in range(3)]
+    for X in layers:
+        X[:40] = 0.0  # 40 all-zero genes in every layer: drift 0, tied
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    family = _gmt(tmp_path / "f.gmt", {"zeros": list(range(0, 30)),
+                                       "other": list(range(100, 130))})
+    prm = {"rank_by": "drift", "drift_metric": "euclidean", "center": False,
+           "include_zero_genes": True, "pole": "bottom", "test": "pole_count",
+           "pole_fraction": 0.1, "null": "gene_shuffle", "n_permutations": 99}
+    r = run("pole_enrichment", {**prm, "family": family}, ctx, "L2", "greater")
+    hit = r.extra["hits"][0]
+    assert hit["set"] == "zeros"
+    # the bottom pole is 20 of the 40 tied zero rows, drawn by a seeded random order: the
+    # set holds 30 of the 40, so its count lies in 10..20 (not always 20, as a tie-break by
+    # gene order would give the first rows); the z is the hypergeometric z of that count
+    hg = st.hypergeom(200, 20, 30)
+    count = hit["z"] * hg.std() + hg.mean()
+    assert count == pytest.approx(round(count), abs=1e-6) and 10 <= round(count) < 20
+    again = run("pole_enrichment", {**prm, "family": family}, ctx, "L2", "greater")
+    assert again.extra["hits"][0]["z"] == hit["z"]  # the tie-break is seeded

@@ -508,3 +508,18 @@ def test_profiles_draw_the_pair_nulls():
     # layer_similarity keeps its moments, as before
     p = _sub_params(ProfileSpec(probe="layer_similarity", params={}), "excess")
     assert p.null_method == "moments"
+
+
+def test_popcount_without_numpy_bitwise_count(monkeypatch):
+    """co_pole's min_axes counts shared pole bits: numpy's bitwise_count from numpy 2.0, a byte
+    table before it (the project allows numpy 1.26); both give the same counts."""
+    from geoscreen.probes.proximity import popcount
+
+    rng = np.random.default_rng(5)
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        x = rng.integers(0, np.iinfo(dtype).max, (4, 6), dtype=dtype, endpoint=True)
+        expect = np.vectorize(lambda v: bin(int(v)).count("1"))(x)
+        assert (popcount(x) == expect).all()
+        with monkeypatch.context() as m:
+            m.delattr(np, "bitwise_count", raising=False)
+            assert (popcount(x) == expect).all()

@@ -117,6 +117,8 @@ def test_refusals(tmp_path):
                       ({"sets": [a, a]}, "sets lists a set twice"),
                       ({"sets": [a, genes_ref(range(5, 9))], "center": False, "subspace": [1, 2]},
                        "only the full space"),
-                      ({"sets": [genes_ref(range(60))], "versus": "rest"}, "no rest is left")):
+                      ({"sets": [genes_ref(range(60))], "versus": "rest"}, "no rest is left"),
+                      ({"sets": [a], "versus": "rest", "statistic": "cosine"},
+                       "cosine is always -1")):
         with pytest.raises(GeoscreenError, match=says):
             run("set_centroids", prm, ctx, "L0")

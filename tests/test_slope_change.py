@@ -134,3 +134,29 @@ def test_through_combine_and_the_spec():
     with pytest.raises(GeoscreenError, match="a change in slope across layers needs at least 5"):
         parse_spec({"statement": "four layers", "probe": "spectrum", "layers": [0, 1, 2, 3],
                     "params": {}, "across_layers": "slope_change"}, "s")
+
+
+def test_degenerate_columns_and_small_stacks():
+    """A flat or exactly straight column has no bend (t = 0, no crash); an exact bend keeps its
+    t when a line is added; up to 8 layers every order of the residuals is enumerated and the
+    floor is 2 / L! (a reversed order gives the same t), which `resolution` reports."""
+    from geoscreen.combine import resolution
+
+    d = np.arange(7.0)
+    flat = np.column_stack([np.zeros(7), 3.0 - 2.0 * d])
+    assert hinge_t(d, flat, "two-sided")[0].tolist() == [0.0, 0.0]
+    assert slope_change_test(list(range(7)), [0.0] * 7, "two-sided", 0)["p_value"] == 1.0
+    bend = np.maximum(d - 3, 0.0)[:, None] + 1e-3 * np.random.default_rng(0).standard_normal(
+        (7, 1))
+    t0 = hinge_t(d, bend, "greater")[0][0]
+    assert hinge_t(d, bend + 1e6 + 1e3 * d[:, None], "greater")[0][0] == pytest.approx(t0,
+                                                                                      rel=1e-4)
+    out = slope_change_test(list(range(6)), [0, 0, 0, 1, 2, 3.001], "greater", 0)
+    assert out["method"] == "exact" and out["n_permutations"] == 720
+    assert out["p_value"] == pytest.approx(2 / 720)
+    layers = [LayerResult(layer=f"L{i}", layer_index=i, statistic_name="s", statistic=0.0,
+                          effect_name="z", effect_size=0.0, p_value=None) for i in range(6)]
+    assert resolution(layers, "slope_change", "greater", "slope_change_exact")[0][0] == \
+        pytest.approx(2 / 720)
+    assert resolution(layers * 2, "slope_change", "greater", "slope_change_monte_carlo")[0][0] \
+        == pytest.approx(1 / 100_001)
