@@ -238,6 +238,8 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         ("knn_homophily", "k=10, matched", {"gene_set": refs["ribosome"], "k": 10,
                                             "n_permutations": m}),
         ("knn_graph", "clustering k=10", {"k": 10}),
+        ("community_concentration", "k=10, matched", {"gene_sets": [refs["ribosome"]], "k": 10,
+                                                      "n_permutations": m}),
         ("knn_communities", "ari, k=10", {"annotation": refs["compartments"], "k": 10,
                                           "n_permutations": m}),
         ("knn_graph", "modularity k=10", {"k": 10, "statistic": "modularity"}),

@@ -232,6 +232,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "knn_homophily": "geoscreen.probes.graph",
     "knn_graph": "geoscreen.probes.graph",
     "knn_communities": "geoscreen.probes.graph",
+    "community_concentration": "geoscreen.probes.concentration",
     "sign_contrast": "geoscreen.probes.regulation",
     "anchor_convergence": "geoscreen.probes.convergence",
     "centroid_convergence": "geoscreen.probes.convergence",

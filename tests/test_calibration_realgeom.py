@@ -487,6 +487,26 @@ def test_set_centroids_trend_against_the_same_random_sets(bed):
                                bed.combined("set_centroids", make, "trend", 60, "two-sided"))
 
 
+@pytest.mark.parametrize("kind", ["random", "well-annotated", "hub"])
+def test_community_concentration_matched(bed, kind):
+    """A set's largest concentration in one Leiden community: hubs and well-annotated genes
+    share communities on real layers, so only relabelling within their strata keeps the scan
+    honest for such sets."""
+    def make(layer):
+        idx = (bed.random_set(15) if kind == "random" else
+               bed.random_set(15, bed.well_annotated) if kind == "well-annotated" else
+               bed.hub_set(layer, 15))
+        return {"gene_sets": [bed.genes(idx)], "n_permutations": 199}
+    _assert_default_calibrated("community_concentration", "matched", f"{kind} 15-gene set",
+                               bed.pvalues("community_concentration", make, reps=70),
+                               conservative=True)
+    if kind != "random":
+        _assert_failure_labelled("community_concentration", "gene_shuffle",
+                                 f"{kind} 15-gene set",
+                                 bed.pvalues("community_concentration", lambda layer: {
+                                     **make(layer), "null": "gene_shuffle"}, reps=70))
+
+
 def test_slope_change_against_null_sets(bed):
     """across_layers: slope_change against the same matched null genes in every layer holds on
     real layers; without null sets (null none: a line plus its residuals in random orders) it
