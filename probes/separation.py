@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.params import genes_ref_field
+from geoscreen.probes.matching import MatchVar
+from geoscreen.probes.params import added_field, genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle_batches
@@ -38,6 +39,29 @@ class AxisSeparationParams(ProbeParams):
     n_permutations: int = Field(1000, ge=99, le=100000,
                                 description="permutations for test=label_shuffle")
     min_size: int = Field(5, ge=2, description="smallest set size (per side) the test accepts")
+    axes: list[int] | None = added_field(
+        None, since="1.2", min_length=1, max_length=50,
+        description="several 1-based axes instead of `axis`: each gene is scored by the length "
+                    "of its projection on them (score magnitude)")
+    score: Literal["coordinate", "magnitude"] = added_field(
+        "coordinate", since="1.2",
+        description="coordinate: the signed coordinate on `axis`; magnitude: its absolute "
+                    "value (the length of the projection with `axes`)")
+    covariates: list[MatchVar] = added_field(
+        [], since="1.2",
+        description="variables the score's ranks are residualised on before the test "
+                    "(annotation, degree, expression, norm, centrality): is the separation "
+                    "there beyond them?")
+
+    @model_validator(mode="after")
+    def _axes(self) -> AxisSeparationParams:
+        if self.axes is not None:
+            if len(set(self.axes)) != len(self.axes) or min(self.axes) < 1:
+                raise ValueError("axes are distinct 1-based singular axes, e.g. [2, 3, 4]")
+            if self.score != "magnitude":
+                raise ValueError("several axes score a gene by the length of its projection: "
+                                 "write score: magnitude")
+        return self
 
 
 @probe(
@@ -46,8 +70,10 @@ class AxisSeparationParams(ProbeParams):
     family="module_structure",
     params=AxisSeparationParams,
     nulls=("mann_whitney", "label_shuffle"),
-    version="1.1",
-    statistic="AUROC of the positive set's scores on the axis against the negative set's",
+    version="1.2",
+    statistic="AUROC of the positive set's scores on the axis (its coordinate, or from 1.2 its "
+              "magnitude or projection length on several axes, optionally residualised on "
+              "covariates) against the negative set's",
     effect="AUROC (0.5 = no separation); two-sided tests report max(AUROC, 1 - AUROC) because "
            "an axis's sign is arbitrary; rank-biserial r = 2*AUROC - 1 is in extra",
     alternatives=("two-sided", "greater", "less"),
@@ -63,7 +89,11 @@ class AxisSeparationParams(ProbeParams):
 def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> LayerResult:
     """Rank genes by their coordinate on one singular axis and test whether two sets separate.
 
-    Each gene is scored by its coordinate on singular axis `axis` of the centred gene matrix.  Genes
+    Each gene is scored by its coordinate on singular axis `axis` of the centred gene matrix (from
+    version 1.2 optionally its absolute value, ``score: magnitude``, or the length of its
+    projection on several ``axes``; and with ``covariates`` the score's ranks minus their
+    least-squares fit on the covariates' ranks, so the test asks whether the sets separate
+    beyond, say, the genes' norms).  Genes
     listed in both sets are removed from both, and the positive set's scores are compared with the
     negative set's (with every other gene for ``negative='rest'``).
 
@@ -122,7 +152,7 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
             raise GeoscreenError(f"only {rows.size} genes remain in {name} after removing the "
                                  f"{overlap.size} genes shared by both sets (need {p.min_size})",
                                  field=f"params.{name}")
-    score = svd.scores([p.axis])[:, 0]
+    score, axes = _axis_score(ctx, layer, svd, p)
     pos = score[svd.local(pos_rows)]
     neg = score[svd.local(neg_rows)]
     auc = auroc_from_scores(pos, neg)
@@ -154,8 +184,36 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
         n=int(pos.size + neg.size), null=null, n_permutations=nperm, seed=seed,
         extra={**record, "rank_biserial": 2 * auc - 1, "n_positive": int(pos.size),
                "n_negative": int(neg.size), "n_overlap_removed": int(overlap.size),
-               "axis": p.axis,
-               "explained_variance": float(svd.S[p.axis - 1] ** 2 / np.sum(svd.S ** 2))})
+               "axis": p.axis if p.axes is None else None, "axes": axes, "score": p.score,
+               "covariates": list(dict.fromkeys(p.covariates)),
+               "explained_variance": float(np.sum(svd.S[np.array(axes) - 1] ** 2)
+                                           / np.sum(svd.S ** 2))})
+
+
+def _axis_score(ctx: ProbeContext, layer: str, svd: object, p: AxisSeparationParams,
+                ) -> tuple[np.ndarray, list[int]]:
+    """Each gene's score (SVD row order) and the axes it reads: the coordinate on `axis`, its
+    magnitude, or the projection length on `axes`; residual ranks on `covariates` if given."""
+    from geoscreen.errors import GeoscreenError
+
+    axes = list(p.axes) if p.axes is not None else [p.axis]
+    if max(axes) > svd.S.size:  # type: ignore[attr-defined]
+        raise GeoscreenError(f"axis {max(axes)} does not exist; this layer has "
+                             f"{svd.S.size} singular axes",  # type: ignore[attr-defined]
+                             field="params.axes" if p.axes is not None else "params.axis")
+    coords = svd.scores(axes)  # type: ignore[attr-defined]
+    score = coords[:, 0] if p.score == "coordinate" else np.linalg.norm(coords, axis=1)
+    if p.covariates:
+        from geoscreen.probes.association import residual_ranks
+        from geoscreen.probes.matching import covariate
+
+        covs = [covariate(ctx, layer, svd, c)[0] for c in dict.fromkeys(p.covariates)]
+        if any(not np.all(np.isfinite(c)) for c in covs):
+            raise GeoscreenError("a covariate is missing for some genes (expression is recorded "
+                                 "for the cache's genes only when the cache has it)",
+                                 field="params.covariates")
+        score = residual_ranks(score, covs)
+    return score, axes
 
 
 # ------------------------------------------------------------------------------------------

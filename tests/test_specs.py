@@ -50,7 +50,7 @@ def test_canonical_hash_ignores_spelling_of_defaults():
      "field 'probe': unknown probe 'axis_separaton'; did you mean 'axis_separation'"),
     ({**GOOD, "params": {"axs": 1, "positive": "genes:A"}},
      "field 'params.axs': unknown parameter 'axs' for probe 'axis_separation'; did you mean "
-     "'axis'?"),
+     "'axis' or 'axes'?"),
     ({**GOOD, "params": {"axis": 0, "positive": "genes:A"}},
      "field 'params.axis': Input should be greater than or equal to 1"),
     ({**GOOD, "params": {"axis": 1}}, "field 'params.positive': Field required"),
