@@ -4,7 +4,9 @@ For a directed pair set (TF -> target), each edge is a displacement vector from 
 target.  `consistency` asks whether one TF's displacements point the same way (the mean
 resultant length of its unit displacements, averaged over TFs); `alignment` whether different
 TFs push their targets the same way (the mean cosine between TFs' mean displacement
-directions).  Both are compared with the same TFs given random targets: genes matched to the
+directions); `displacement` (from 1.2) how long the average TF-to-target step is, which is
+the distance between the targets' and the regulators' edge-weighted centres.  Each is compared
+with the same TFs given random targets: genes matched to the
 real targets on annotation count and centrality (from a peripheral gene, every random target
 lies toward the dense centre of the layer, so uniform targets already look consistent), or
 uniform genes.
@@ -212,7 +214,7 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
     Returns
     -------
     LayerResult
-        statistic: consistency or alignment; effect: its z against the null.
+        statistic: consistency, alignment or displacement; effect: its z against the null.
 
     Notes
     -----
@@ -226,7 +228,13 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
     the TFs' mean directions.  Displacement (version 1.2) is |mean over edges of (z_g - z_t)|,
     the length of the average source-to-target step in the layer's units (the published
     screen's "magnitude of the mean displacement"; 0 when the steps cancel, and not 0 for
-    random targets, whose mean step points from the regulators' centre to the genes').  The
+    random targets, whose mean step points from the regulators' centre to the genes').  It
+    equals the distance between the edge-weighted centre of the targets and that of the
+    sources, so it depends on which gene regulates which only through those weights: it asks
+    where the targets lie as a group, not whether each regulator's own targets lie in one
+    direction (consistency asks that), and a rewiring null that keeps the degrees would leave
+    it unchanged.  Regulators with fewer than ``min_targets`` present targets are left out
+    (write ``min_targets: 1`` for every edge).  The
     null keeps every TF and its number of targets and replaces
     each target by a random gene of its stratum (``matched``) or a uniformly random gene
     (``gene_shuffle``); p = (1 + #{null at least as extreme}) / (1 + permutations); the effect
@@ -256,11 +264,12 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
     sel = np.concatenate([np.arange(s, s + c) for s, c in zip(starts[keep], counts[keep])])
     tfs, dst = tf_ids[keep], dst[sel]
     starts = np.r_[0, np.cumsum(counts[keep])[:-1]]
-    resultants = Resultants(Z, tfs, starts, dst.size)
+    resultants = None if p.statistic == "displacement" else \
+        Resultants(Z, tfs, starts, dst.size)
     src_rep = np.repeat(tfs, np.diff(np.r_[starts, dst.size]))  # each edge's TF
 
     def stat(targets: np.ndarray) -> np.ndarray:
-        if p.statistic == "displacement":
+        if resultants is None:
             return mean_displacement(Z, src_rep, targets)
         return resultants.statistic(targets, p.statistic)
 

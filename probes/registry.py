@@ -220,6 +220,7 @@ def probe(
 BUILTIN_PROBES: dict[str, str] = {
     "axis_separation": "geoscreen.probes.separation",
     "role_separation": "geoscreen.probes.separation",
+    "role_projection": "geoscreen.probes.separation",
     "pole_enrichment": "geoscreen.probes.enrichment",
     "pair_proximity": "geoscreen.probes.proximity",
     "co_pole": "geoscreen.probes.proximity",

@@ -509,25 +509,57 @@ def test_community_concentration_matched(bed, kind):
 
 def test_axis_separation_magnitude_given_norm_and_centrality(bed):
     """Hub sets project further out on SV2-4 of a real layer (their norms are large); the score
-    residualised on norm and centrality (axis_separation 1.2 covariates, a linear fit on
-    ranks) separates them less often, but not at the nominal rate: a covariate fit is not a
-    matched null (both recorded for the table)."""
+    with labels shuffled within strata of norm and centrality (axis_separation 1.2
+    covariates) separates them less often, but not at the nominal rate (both recorded for the
+    table)."""
     def make(layer):
         g = bed.hub_set(layer, 30)
         return {"positive": bed.genes(g), "axes": [2, 3, 4], "score": "magnitude",
-                "covariates": ["norm", "centrality"]}
-    adjusted = _record("axis_separation", "mann_whitney, covariates norm + centrality",
+                "covariates": ["norm", "centrality"], "test": "label_shuffle",
+                "n_permutations": 199}
+    adjusted = _record("axis_separation", "label_shuffle within norm x centrality strata",
                        "hub 30-gene set, projection on SV2-4",
                        bed.pvalues("axis_separation", make, reps=70, alternative="two-sided"))
-    bare = _record("axis_separation", "mann_whitney, no covariate",
+    bare = _record("axis_separation", "label_shuffle, no covariate",
                    "hub 30-gene set, projection on SV2-4",
                    bed.pvalues("axis_separation", lambda layer: {**make(layer), "covariates": []},
                                reps=70, alternative="two-sided"))
     assert not bare["calibrated"]
-    # a linear fit on the covariates' ranks is not a matched null: sets chosen by this layer's
-    # centrality stay apart after it (the docs say so); it must still move the test toward
-    # the null
+    # 10 x 10 rank bins of two covariates leave sets chosen by this layer's centrality apart
+    # (the docs say so); the strata must still move the test toward the null
     assert adjusted["fpr"] < bare["fpr"]
+
+
+@pytest.mark.parametrize("kind", ["random", "hub"])
+def test_role_projection_matched(bed, kind):
+    """A scored set placed on the axis between two random roles: hub genes sit toward one side
+    of most axes of real layers, so the matched null must keep them honest."""
+    def make(layer):
+        g = bed.random_set(70)
+        scored = bed.random_set(20) if kind == "random" else bed.hub_set(layer, 20)
+        return {"positive": bed.genes(g[:30]), "negative": bed.genes(g[30:]),
+                "scored": bed.genes(scored), "subspace": [1, 2, 3, 4, 5],
+                "n_permutations": 199}
+    _assert_default_calibrated("role_projection", "matched", f"{kind} 20-gene scored set",
+                               bed.pvalues("role_projection", make, reps=70,
+                                           alternative="two-sided"))
+    if kind == "hub":
+        _assert_failure_labelled("role_projection", "gene_shuffle", "hub 20-gene scored set",
+                                 bed.pvalues("role_projection", lambda layer: {
+                                     **make(layer), "null": "gene_shuffle"}, reps=70,
+                                     alternative="two-sided"))
+
+
+def test_community_concentration_trend_against_the_same_random_sets(bed):
+    """match_layers: all draws the same matched random sets in every layer: a random set's
+    trend of concentration, compared with theirs, holds on real layers."""
+    def make(_layer):
+        return {"gene_sets": [bed.genes(bed.random_set(15))], "match_layers": "all",
+                "n_permutations": 199}
+    _assert_default_calibrated("community_concentration", "matched, all layers (trend)",
+                               "random 15-gene set",
+                               bed.combined("community_concentration", make, "trend", 60,
+                                            "two-sided"), conservative=True)
 
 
 def test_slope_change_against_null_sets(bed):
