@@ -318,6 +318,13 @@ def slope_change_test(depth: Sequence[float], effect: Sequence[float], alternati
             "n_permutations": int(null.size)}
 
 
+#: the shape tests over null sets or layer orders: (test, effect name, detail key of the effect)
+SHAPE_DETAIL: dict[str, tuple[Any, str, str]] = {
+    "changepoint": (changepoint_test, "shift_at_changepoint", "shift"),
+    "slope_change": (slope_change_test, "slope_change_at_knot", "slope_change"),
+}
+
+
 def _fold(effect: np.ndarray) -> float | None:
     first, last = float(effect[0]), float(effect[-1])
     if first == 0 or last == 0 or (first > 0) != (last > 0):
@@ -423,28 +430,17 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
                               e_method=f"{E_PERMUTATION}_trend_{tr['method']}",
                               effect_name="spearman_rho_vs_depth", effect_size=tr["rho"],
                               detail=tr)
-    if across == "changepoint":
+    if across in SHAPE_DETAIL:
+        test, effect_name, effect_key = SHAPE_DETAIL[across]
         draws = [r.null_draws for r in results]
         same = all(d is not None for d in draws) and \
             len({len(d) for d in draws if d is not None}) == 1
-        cp = changepoint_test([r.layer_index for r in results], effects, alternative, seed,
-                              np.array(draws) if same else None)
-        return CombinedResult(p_value=cp["p_value"], method=f"changepoint_{cp['method']}",
-                              e_value=cp["e_value"],
-                              e_method=f"{E_PERMUTATION}_changepoint_{cp['method']}",
-                              effect_name="shift_at_changepoint", effect_size=cp["shift"],
-                              detail=cp)
-    if across == "slope_change":
-        draws = [r.null_draws for r in results]
-        same = all(d is not None for d in draws) and \
-            len({len(d) for d in draws if d is not None}) == 1
-        sc = slope_change_test([r.layer_index for r in results], effects, alternative, seed,
-                               np.array(draws) if same else None)
-        return CombinedResult(p_value=sc["p_value"], method=f"slope_change_{sc['method']}",
-                              e_value=sc["e_value"],
-                              e_method=f"{E_PERMUTATION}_slope_change_{sc['method']}",
-                              effect_name="slope_change_at_knot", effect_size=sc["slope_change"],
-                              detail=sc)
+        out = test([r.layer_index for r in results], effects, alternative, seed,
+                   np.array(draws) if same else None)
+        return CombinedResult(p_value=out["p_value"], method=f"{across}_{out['method']}",
+                              e_value=out["e_value"],
+                              e_method=f"{E_PERMUTATION}_{across}_{out['method']}",
+                              effect_name=effect_name, effect_size=out[effect_key], detail=out)
     ps = [r.p_value for r in results]
     if any(p is None for p in ps):
         raise ValueError("this probe reports no per-layer p-value; use across_layers: trend")

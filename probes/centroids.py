@@ -31,9 +31,16 @@ from pydantic import Field, field_validator, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
+from geoscreen.probes.matching import (
+    MatchVar,
+    bins_field,
+    build_strata,
+    match_field,
+    match_layers_field,
+)
 from geoscreen.probes.params import (
     Subspace,
+    distinct_refs,
     subspace_coords,
     subspace_field,
     subspace_validator,
@@ -66,11 +73,7 @@ class SetCentroidsParams(ProbeParams):
                                "variables; gene_shuffle: uniformly")
     match: list[MatchVar] = match_field()
     match_bins: int = bins_field()
-    match_layers: Literal["this", "all"] = Field(
-        "this", description="matched: strata from this layer's geometry (this, the default: "
-                            "each layer's test calibrated) or from its average over every layer "
-                            "(all: the same random sets in every layer, so a trend, step or bend "
-                            "across layers is compared with theirs)")
+    match_layers: Literal["this", "all"] = match_layers_field()
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_size: int = Field(2, ge=1, description="fewest genes of a set present in the cache")
 
@@ -79,9 +82,7 @@ class SetCentroidsParams(ProbeParams):
     @field_validator("sets")
     @classmethod
     def _distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("sets lists a set twice")
-        return v
+        return distinct_refs(v, "sets")
 
     @model_validator(mode="after")
     def _shape(self) -> SetCentroidsParams:

@@ -20,8 +20,19 @@ from pydantic import Field, field_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
-from geoscreen.probes.params import Subspace, subspace_field, subspace_validator
+from geoscreen.probes.matching import (
+    MatchVar,
+    bins_field,
+    build_strata,
+    match_field,
+    match_layers_field,
+)
+from geoscreen.probes.params import (
+    Subspace,
+    distinct_refs,
+    subspace_field,
+    subspace_validator,
+)
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, distinct_draws
@@ -45,10 +56,7 @@ class CommunityConcentrationParams(ProbeParams):
                                "every layer)")
     match: list[MatchVar] = match_field()
     match_bins: int = bins_field()
-    match_layers: Literal["this", "all"] = Field(
-        "this", description="matched: strata from this layer's geometry (this, the default) or "
-                            "averaged over every layer (all: the same random sets in every "
-                            "layer, so a trend across layers is compared with theirs)")
+    match_layers: Literal["this", "all"] = match_layers_field()
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_size: int = Field(3, ge=1, description="fewest genes of a set present in the cache")
 
@@ -57,9 +65,7 @@ class CommunityConcentrationParams(ProbeParams):
     @field_validator("gene_sets")
     @classmethod
     def _distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("gene_sets lists a set twice")
-        return v
+        return distinct_refs(v, "gene_sets")
 
 
 def layer_partition(ctx: ProbeContext, layer: str, nb: np.ndarray, partition: str,

@@ -184,6 +184,16 @@ class Strata:
         return out
 
 
+def match_layers_field() -> Any:
+    """`match_layers`: strata from this layer's geometry, or averaged over every layer (then
+    the same random sets serve every layer, so a trend across layers is compared with theirs)."""
+    return Field("this", description="matched: strata from this layer's geometry (this, the "
+                                     "default: each layer's test calibrated) or averaged over "
+                                     "every layer (all: the same random sets in every layer, so "
+                                     "a trend, step or bend across layers is compared with "
+                                     "theirs)")
+
+
 def build_strata(ctx: ProbeContext, layer: str, svd: SVD, variables: list[str], bins: int,
                  members: np.ndarray | None = None, all_layers: bool = False) -> Strata:
     """Strata from the product of the variables' rank bins.

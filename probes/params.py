@@ -80,6 +80,13 @@ def family_ref_field(default: object = ..., *,
     return Field(default, description=description, json_schema_extra={"resource": "family"})
 
 
+def distinct_refs(refs: list[str], name: str) -> list[str]:
+    """A list of references with no repeats (a validator's body), or the one-line refusal."""
+    if len(set(refs)) != len(refs):
+        raise ValueError(f"{name} lists a set twice")
+    return refs
+
+
 def added_field(default: object, *, since: str, description: str, **kw: Any) -> Any:
     """A parameter added to a probe after its first release.
 
