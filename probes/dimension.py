@@ -31,7 +31,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, feature_shuffle_stack, percentile_ci
+from geoscreen.probes.stats import chunks, feature_shuffled, percentile_ci
 from geoscreen.result import LayerResult
 
 
@@ -209,9 +209,7 @@ def _feature_shuffle_twonn(Z: np.ndarray, m: int, discard_fraction: float, metho
                            rng: np.random.Generator) -> Iterator[np.ndarray]:
     """TwoNN of `m` copies of Z with every column permuted independently across rows, one copy
     per batch (a sequential test stops between them)."""
-    Zc = np.ascontiguousarray(Z)
-    for _ in range(m):
-        copy = feature_shuffle_stack(Zc, 1, rng)[0]
+    for copy in feature_shuffled(Z, m, rng):
         with warnings.catch_warnings():  # a copy may repeat a row: dropped as in the data
             warnings.simplefilter("ignore")
             yield np.array([twonn(copy, discard_fraction, method)])

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
-from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
@@ -76,6 +76,21 @@ def drift_per_gene(X: np.ndarray, Y: np.ndarray, center: bool = True) -> np.ndar
     cos = np.zeros(X.shape[0])
     cos[ok] = dot[ok] / (nx[ok] * ny[ok])
     return 1.0 - np.clip(cos, -1.0, 1.0)
+
+
+def drift_values(ctx: ProbeContext, layer: str, svd: SVD, reference: int | str,
+                 metric: str, center: bool) -> np.ndarray:
+    """Each of the layer's genes' drift from `reference` (cosine distance or euclidean length
+    of the difference), in the SVD's row order."""
+    ref = ctx.reference_layer(layer, reference)
+    X = np.asarray(ctx.cache.array(layer)[svd.rows], dtype=np.float64)
+    Y = np.asarray(ctx.cache.array(ref)[svd.rows], dtype=np.float64)
+    if metric == "cosine":
+        return drift_per_gene(X, Y, center)
+    if center:
+        X = X - X.mean(axis=0)
+        Y = Y - Y.mean(axis=0)
+    return np.linalg.norm(X - Y, axis=1)
 
 
 @probe(
@@ -134,9 +149,7 @@ def gene_drift(ctx: ProbeContext, p: GeneDriftParams, layer: str) -> LayerResult
     ref = ctx.reference_layer(layer, p.reference)
     svd = ctx.svd(layer, p.include_zero_genes)
     rows = svd.rows
-    X = np.asarray(ctx.cache.array(layer)[rows], dtype=np.float64)
-    Y = np.asarray(ctx.cache.array(ref)[rows], dtype=np.float64)
-    drift = drift_per_gene(X, Y, p.center)
+    drift = drift_values(ctx, layer, svd, ref, "cosine", p.center)
     members = np.unique(svd.local(ctx.gene_rows(p.genes, param="genes", min_size=p.min_size,
                                                 include_zero=p.include_zero_genes)))
     n, k = rows.size, members.size

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
-from geoscreen.probes.drift import drift_per_gene
+from geoscreen.probes.drift import drift_values
 from geoscreen.probes.params import added_field
 
 stats = lazy_module("scipy.stats")
@@ -91,21 +91,6 @@ def unused_quantity_fields(model: BaseModel, quantity: str) -> str | None:
     one = len(wrong) == 1
     return (f"{', '.join(wrong)} {'does' if one else 'do'} not apply to {quantity}; leave "
             f"{'it' if one else 'them'} out")
-
-
-def drift_values(ctx: ProbeContext, layer: str, svd: SVD, reference: int | str,
-                 metric: str, center: bool) -> np.ndarray:
-    """Each of the layer's genes' drift from `reference` (cosine distance or euclidean length
-    of the difference), in the SVD's row order."""
-    ref = ctx.reference_layer(layer, reference)
-    X = np.asarray(ctx.cache.array(layer)[svd.rows], dtype=np.float64)
-    Y = np.asarray(ctx.cache.array(ref)[svd.rows], dtype=np.float64)
-    if metric == "cosine":
-        return drift_per_gene(X, Y, center)
-    if center:
-        X = X - X.mean(axis=0)
-        Y = Y - Y.mean(axis=0)
-    return np.linalg.norm(X - Y, axis=1)
 
 
 def trend_layer_names(ctx: ProbeContext, trend_layers: str | list[int | str]) -> list[str]:
@@ -171,7 +156,7 @@ def cross_layer_quantity(ctx: ProbeContext, layer: str, svd: SVD, name: str, *,
     """(values in the SVD's row order, record) of `drift` or `norm_trend`."""
     if name == "drift":
         ref = ctx.reference_layer(layer, reference)
-        return (drift_values(ctx, layer, svd, reference, metric, center),
+        return (drift_values(ctx, layer, svd, ref, metric, center),
                 {"reference_layer": ref, "drift_metric": metric, "center": center})
     rho, layers = norm_trend_values(ctx, svd, trend_layers)
     return rho, {"trend_layers": layers}

@@ -413,11 +413,9 @@ def _feature_shuffle_measures(Z: np.ndarray, k: int, statistic: str, m: int, see
                               rng: np.random.Generator) -> Iterator[np.ndarray]:
     """The measure of `m` copies of Z with every column permuted independently across rows, the
     k-NN graph rebuilt for each, one copy per batch (a sequential test stops between them)."""
-    from geoscreen.probes.stats import feature_shuffle_stack
+    from geoscreen.probes.stats import feature_shuffled
 
-    Zc = np.ascontiguousarray(Z)
-    for _ in range(m):
-        copy = feature_shuffle_stack(Zc, 1, rng)[0]
+    for copy in feature_shuffled(Z, m, rng):
         yield np.array([_graph_measure(knn_neighbours(copy, k), statistic, seed)])
 
 

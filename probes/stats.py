@@ -784,6 +784,15 @@ def feature_shuffle_stack(X: np.ndarray, m: int, rng: np.random.Generator) -> np
     return out
 
 
+def feature_shuffled(X: np.ndarray, m: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """`m` copies of X, one at a time, each with every column permuted independently across
+    rows (the draws of `feature_shuffle_stack`, copy by copy: a consumer that stops early, such
+    as a sequential test, makes no copy past its stop)."""
+    Xc = np.ascontiguousarray(X)
+    for _ in range(m):
+        yield feature_shuffle_stack(Xc, 1, rng)[0]
+
+
 def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:
     """Within-row ranks (1 = smallest, float32) of a matrix; ties broken by column.
 
