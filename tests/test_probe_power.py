@@ -524,3 +524,15 @@ def test_a_parameter_added_later_keeps_old_hashes():
                                     "s").hash
     assert parse_spec({**spec, "params": {"pairs": "string:>=700", "axes": [1, 2]}},
                       "s").hash != plain.hash
+
+
+def test_co_pole_min_axes_beyond_the_listed_axes_is_refused(tmp_path):
+    from geoscreen.errors import GeoscreenError
+
+    rng = np.random.default_rng(14)
+    ctx = context(_cache(tmp_path, [rng.standard_normal((N, D))]), tmp_path)
+    ref = pairs_ref(np.arange(10), np.arange(10, 20))
+    with pytest.raises(GeoscreenError, match="min_axes 3 exceeds the 2 axes listed"):
+        run("co_pole", {"pairs": ref, "axes": [1, 2], "min_axes": 3}, ctx, "L0")
+    with pytest.raises(GeoscreenError, match="min_axes 2 exceeds the 1 axis listed"):
+        run("co_pole", {"pairs": ref, "min_axes": 2}, ctx, "L0")
