@@ -154,7 +154,14 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
               "(delete-d jackknife scaling), normal tail", "conditional",
               "large-sample: calibrated on Gaussian and hub-heavy layers at 40+ genes per set "
               "or 150+ pairs (tests/test_layer_profile.py); with few genes the standard error "
-              "is noisy and the normal tail approximate"),
+              "is noisy and the normal tail approximate.  It tests the named genes' profile as "
+              "it is: on real layers a hub set's excess over its matched null still varies "
+              "with the layer, so its correlation with a whole-layer profile (a spectrum) is "
+              "real for hub genes and not special to the set (real geometry: FPR 0.067 for "
+              "random sets, 0.317 for hub sets, Spearman, tests/test_calibration_realgeom.py); "
+              "against a whole-layer profile Pearson tests the gene profile's projection on "
+              "it (valid; conservative for structureless sets), Spearman FPR 0.08-0.10 "
+              "(tests/test_layer_profile_curves.py)"),
     NullModel("none", "descriptive (no null)", "none",
               "a measurement; across_layers: trend then permutes the order of the layers",
               "conditional",

@@ -41,8 +41,31 @@ statistic (a token null of `STATISTIC_DRAWS` draws, discarded); `curve: effect` 
 effect size (often a z against its null), which costs the sub-probe's full null in every
 replicate.
 
+A profile may read no named genes at all: a whole-layer measure such as ``spectrum``'s effective
+rank or a window's variance share, or ``subspace_alignment`` between consecutive layers (1.2).
+It is the same in every half-sample (computed once: no half-sample thins anything it reads), so
+its correlation with a profile of named genes carries the uncertainty of those genes alone: the
+question is whether *these genes'* profile tracks the layers' measure, with the layers taken as
+they are.  For Pearson's r the tested quantity is then the projection of the gene profile on
+the fixed one, <u, b> with u = P a / |P a| (P centres, or residualises on depth): it is zero
+exactly when r is, and linear in the gene profile, so its half-sampling standard error is valid,
+where atanh(r) is not smooth in b at r = 0 (b's direction is then pure noise) and its
+half-sample spread understates its error; r is reported as the effect.  Such a profile reads its
+bare statistic (``curve: statistic`` on the profile: a whole-layer measure has no null mean to
+subtract).  Two gene-free profiles have no standard error and are refused.
+
+``correlation: spearman`` correlates the profiles' ranks over the layers; ``control: depth``
+(1.2) correlates what is left of each after a straight line in the layer position (in its
+rank for Spearman): the partial correlation given depth.  Two profiles that both fall with
+depth correlate whatever else they share; the partial correlation asks whether they move
+together beyond that common trend.  It removes a *linear* trend (in ranks: a trend linear in
+the rank of the layer) only: two profiles that share a curved trend still correlate after it.
+
 References
 ----------
+Baba, K., Shibata, R. & Sibuya, M. (2004). Partial correlation and conditional correlation as
+measures of conditional independence. *Australian & New Zealand Journal of Statistics* 46(4),
+657-664.
 Shao, J. & Wu, C. F. J. (1989). A general theory for jackknife variance estimation. *The Annals
 of Statistics* 17(3), 1176-1197.
 Politis, D. N., Romano, J. P. & Wolf, M. (1999). *Subsampling*. Springer.
@@ -60,6 +83,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext, derive_seed
+from geoscreen.probes.params import added_field
 from geoscreen.probes.registry import ProbeParams, get_probe, probe
 from geoscreen.result import LayerResult
 
@@ -77,6 +101,10 @@ class ProfileSpec(BaseModel):
 
     probe: str = Field(..., max_length=100, description="a registered per-layer probe")
     params: dict[str, Any] = Field(default_factory=dict, description="its params")
+    curve: Literal["excess", "statistic", "effect"] | None = Field(
+        None, description="this profile's per-layer value, instead of the layer_profile's "
+                          "`curve` (e.g. statistic for a whole-layer measure such as a "
+                          "spectrum, which has no null mean to subtract)")
 
     @model_validator(mode="after")
     def _check(self) -> ProfileSpec:
@@ -118,6 +146,14 @@ class LayerProfileParams(ProbeParams):
     fraction: float = Field(0.5, ge=0.2, le=0.8,
                             description="share of genes each half-sample keeps")
     level: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the intervals")
+    correlation: Literal["pearson", "spearman"] = added_field(
+        "pearson", since="1.2",
+        description="curve_correlation: Pearson r of the profiles' values, or Spearman's rho "
+                    "(Pearson r of their ranks over the layers)")
+    control: Literal["none", "depth"] = added_field(
+        "none", since="1.2",
+        description="curve_correlation: none, or depth (the partial correlation given the "
+                    "layer position: both profiles, or their ranks, residualised on it first)")
 
     @field_validator("curve_layers")
     @classmethod
@@ -130,6 +166,11 @@ class LayerProfileParams(ProbeParams):
     def _needs(self) -> LayerProfileParams:
         if self.statistic in ("peak_order", "curve_correlation") and self.versus is None:
             raise ValueError(f"statistic {self.statistic} compares two profiles: give versus")
+        if self.statistic != "curve_correlation":
+            for name, default in (("correlation", "pearson"), ("control", "none")):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name} applies to statistic curve_correlation, not "
+                                     f"{self.statistic}")
         if self.statistic == "peak_layer":
             if self.relative_to is None:
                 raise ValueError("statistic peak_layer tests where A's centre lies against a "
@@ -178,8 +219,12 @@ class _HalfSample(ProbeContext):
     the same genes for every reference of every sub-spec of one replicate."""
 
     keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: whether a sub-probe read any named genes, pairs or sets through this context (one that
+    #: read none, such as a whole-layer spectrum, gives the same value in every half-sample)
+    touched: bool = False
 
     def _thin(self, rows: np.ndarray, what: str, param: str, min_size: int) -> np.ndarray:
+        self.touched = True
         out = rows[self.keep[rows]]
         if out.size < min_size:
             raise GeoscreenError(
@@ -197,6 +242,7 @@ class _HalfSample(ProbeContext):
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray | None]]:
         i, j, extras = super().pair_rows(ref, param=param, min_size=min_size,
                                          include_zero=include_zero)
+        self.touched = True
         ok = self.keep[i] & self.keep[j]
         if int(ok.sum()) < min_size:
             raise GeoscreenError(
@@ -211,6 +257,7 @@ class _HalfSample(ProbeContext):
         ids, names, mset, mrow = super().family_rows(
             ref, param=param, min_size=1, max_size=10**9, max_sets=10**9,
             include_zero=include_zero)
+        self.touched = True
         ok = self.keep[mrow]
         mset, mrow = mset[ok], mrow[ok]
         size = np.bincount(mset, minlength=len(ids))
@@ -300,16 +347,47 @@ def _null_settings(curve: str, ctx: ProbeContext) -> dict[str, Any]:
     return {**null, "statistic_only": True}  # a profile reads no descriptive extra
 
 
+def _residual(v: np.ndarray, pos: np.ndarray, control: str) -> np.ndarray:
+    """A profile centred, or (control depth) residualised on a line in the layer position."""
+    v, x = np.asarray(v, dtype=float), np.asarray(pos, dtype=float)
+    if control != "depth":
+        return v - v.mean()
+    design = np.column_stack([np.ones_like(x), x])
+    return v - design @ np.linalg.lstsq(design, v, rcond=None)[0]
+
+
+def curve_correlation(a: np.ndarray, b: np.ndarray, pos: np.ndarray,
+                      method: str = "pearson", control: str = "none") -> float:
+    """Correlation of two profiles over the layers at positions `pos`: Pearson r, or Spearman's
+    rho (Pearson r of the ranks, ties averaged); with ``control="depth"`` the partial
+    correlation given depth (both residualised on the position by least squares, or on its rank
+    for Spearman, as a partial Spearman correlation is computed).  0 when a profile (or its
+    residual) is constant: it has no variation to correlate."""
+    a, b, x = (np.asarray(v, dtype=float) for v in (a, b, pos))
+    if method == "spearman":
+        a, b, x = (stats.rankdata(v) for v in (a, b, x))
+    # a variation at rounding level of the profile's own scale counts as none
+    tol = [1e-9 * max(float(np.abs(v).max(initial=0.0)), 1e-300) * np.sqrt(v.size)
+           for v in (a, b)]
+    if control == "depth":
+        design = np.column_stack([np.ones_like(x), x])
+        a = a - design @ np.linalg.lstsq(design, a, rcond=None)[0]
+        b = b - design @ np.linalg.lstsq(design, b, rcond=None)[0]
+    a, b = a - a.mean(), b - b.mean()
+    na, nb = float(np.sqrt(a @ a)), float(np.sqrt(b @ b))
+    if na <= tol[0] or nb <= tol[1]:
+        return 0.0
+    return float(np.clip((a @ b) / (na * nb), -1.0, 1.0))
+
+
 def _value(stat: str, a: np.ndarray, b: np.ndarray | None, pos: np.ndarray,
-           ref: float | None, base: tuple[float, float]) -> float:
+           ref: float | None, base: tuple[float, float], method: str = "pearson",
+           control: str = "none") -> float:
     if stat == "peak_order":
         return profile_centre(a, pos, base[0]) - profile_centre(b, pos, base[1])  # type: ignore[arg-type]
     if stat == "peak_layer":
         return profile_centre(a, pos, base[0]) - float(ref)  # type: ignore[arg-type]
-    sa, sb = float(np.std(a)), float(np.std(b))  # type: ignore[arg-type]
-    if sa == 0 or sb == 0:
-        return 0.0
-    r = float(np.corrcoef(a, b)[0, 1])
+    r = curve_correlation(a, b, pos, method, control)  # type: ignore[arg-type]
     return float(np.arctanh(np.clip(r, -0.999999, 0.999999)))
 
 
@@ -325,6 +403,21 @@ def _baseline(sub: ProfileSpec, curve: str) -> float:
             field="params.curve", fix="write curve: excess (the default) for peak_order or "
                                       "peak_layer")
     return float(null)
+
+
+def _variation_check(label: str, sub: ProfileSpec, values: np.ndarray, pos: np.ndarray,
+                     p: LayerProfileParams) -> None:
+    """A correlation needs a profile that varies over the layers (after controlling for depth):
+    a constant one, or one on a straight line in depth under ``control: depth``, has nothing to
+    correlate, and every half-sample would say r = 0 with no error."""
+    if curve_correlation(values, values, pos, p.correlation, p.control) != 0.0:
+        return
+    after = " after controlling for depth" if p.control == "depth" else ""
+    raise GeoscreenError(
+        f"profile {label} ({sub.probe}) does not vary over the layers{after}: "
+        f"{[round(float(v), 6) for v in values]}", field=f"params.{label}",
+        fix="profile a quantity that changes over these layers"
+            + (", or drop control: depth" if p.control == "depth" else ""))
 
 
 def _mass_check(label: str, sub: ProfileSpec, total: float, totals: np.ndarray,
@@ -344,7 +437,7 @@ def _mass_check(label: str, sub: ProfileSpec, total: float, totals: np.ndarray,
     family="topology_stability",
     params=LayerProfileParams,
     nulls=("half_sampling",),
-    version="1.1",
+    version="1.2",
     statistic="difference of profile centres (layers), atanh of the profiles' correlation, or "
               "centre minus a given layer",
     effect="centre difference in layers (0: same place), Pearson r (0: unrelated), or centre "
@@ -361,6 +454,19 @@ def _mass_check(label: str, sub: ProfileSpec, total: float, totals: np.ndarray,
                                "params": {"gene_set": "go:GO:0005743", "null": "gene_shuffle"}},
                     "statistic": "curve_correlation", "replicates": 50},
          "layers": ["last"], "alternative": "greater"},
+        {"statement": "How well singular axes 2 to 7 tell regulators from their targets tracks "
+                      "the layers' effective rank beyond the common trend with depth",
+         "params": {"profile": {"probe": "role_separation",
+                                "params": {"positive": "trrust:regulators",
+                                           "negative": "trrust:targets - trrust:regulators",
+                                           "subspace": [2, 3, 4, 5, 6, 7]},
+                                "curve": "statistic"},
+                    "versus": {"probe": "spectrum",
+                               "params": {"measure": "effective_rank_energy"},
+                               "curve": "statistic"},
+                    "statistic": "curve_correlation", "control": "depth",
+                    "replicates": 50},
+         "layers": ["last"], "alternative": "two-sided"},
     ],
 )
 def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> LayerResult:
@@ -381,11 +487,14 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
     Statistic and effect: see the module docstring.  Effect sizes and their no-effect values:
     ``peak_order``, centre(A) - centre(B) in layer positions, 0 when both peak at the same
     place (alternative ``less``: A first); ``curve_correlation``, Pearson r of the two profiles
-    over the layers, 0 for unrelated profiles; ``peak_layer``, centre(A) minus the position of
-    `relative_to`, 0 when A's centre is at that layer.  p = Phi(z) (``less``), 1 - Phi(z)
-    (``greater``) or 2 Phi(-|z|), z = T / SE with SE the half-sampling standard error scaled by
-    sqrt(f / (1 - f)).  Each replicate's genes are drawn from the hypothesis seed and the
-    replicate number, the same for both profiles.  A replicate in which a sub-probe cannot run
+    over the layers (Spearman's rho with ``correlation: spearman``; the partial correlation given
+    the layer position with ``control: depth``), 0 for unrelated profiles; ``peak_layer``,
+    centre(A) minus the position of `relative_to`, 0 when A's centre is at that layer.
+    p = Phi(z) (``less``), 1 - Phi(z) (``greater``) or 2 Phi(-|z|), z = T / SE with SE the
+    half-sampling standard error scaled by sqrt(f / (1 - f)); T is atanh(r), or for Pearson
+    against a gene-free profile the projection of the other profile on it (module docstring).
+    Each replicate's genes are drawn from the hypothesis seed and the replicate number, the
+    same for both profiles.  A replicate in which a sub-probe cannot run
     (a set left too small) is an error, not a silent drop: raise `fraction` or use larger sets.
 
     References
@@ -400,6 +509,11 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
         raise GeoscreenError(f"the cache has {len(names)} layers; a profile needs 3 or more",
                              field="params.curve_layers")
     pos = np.array([ctx.cache.layer_index(x) for x in names], dtype=float)
+    if p.control == "depth" and len(names) < 5:
+        raise GeoscreenError(
+            f"control: depth over {len(names)} layers leaves {len(names) - 2} residuals, too "
+            "few for a correlation (with 3 it is always +-1)", field="params.curve_layers",
+            fix="use 5 or more layers, or drop control: depth")
     ref = None
     if p.statistic == "peak_layer":
         ref = float(ctx.cache.layer_index(ctx.cache.layer_name(p.relative_to)))
@@ -411,31 +525,59 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
     n_rows = len(ctx.cache.genes.symbols)
     keeps = [np.random.default_rng(derive_seed(ctx.seed, "<half-sample>", r)).random(n_rows)
              < p.fraction for r in range(p.replicates)]
-    observed_ctx = [ProbeContext(**shared, **_null_settings(p.curve, ctx)) for _ in subs]
-    params = [_sub_params(s, p.curve) for s in subs]
+    curves = [s.curve or p.curve for s in subs]
+    observed_ctx = [ProbeContext(**shared, **_null_settings(c, ctx)) for c in curves]
+    params = [_sub_params(s, c) for s, c in zip(subs, curves)]
     # values[k, r, l]: profile k on layer l, in the full data (r = 0) and half-sample r (r >= 1);
     # layer by layer, so what a sub-probe builds per layer (a similarity matrix) is reused
     values = np.empty((len(subs), p.replicates + 1, len(names)))
+    gene_free = [True] * len(subs)  # profiles that read no named genes on any layer
     for li, layer in enumerate(names):
         for k, sub in enumerate(subs):
-            values[k, 0, li] = _layer_value(observed_ctx[k], sub, params[k], layer, p.curve)
+            values[k, 0, li] = _layer_value(observed_ctx[k], sub, params[k], layer, curves[k])
             for r, keep in enumerate(keeps, start=1):
                 half = _HalfSample(**{**shared, "memo": _ReplicateMemo(ctx.memo)}, keep=keep,
-                                   **_null_settings(p.curve, ctx))
-                values[k, r, li] = _layer_value(half, sub, params[k], layer, p.curve)
+                                   **_null_settings(curves[k], ctx))
+                values[k, r, li] = _layer_value(half, sub, params[k], layer, curves[k])
+                if not half.touched:  # the same in every half-sample: computed once
+                    values[k, r + 1:, li] = values[k, r, li]
+                    break
+                gene_free[k] = False
     for label, octx in zip(("profile", "versus"), observed_ctx):
         ctx.resources_used.update({f"{label}.{k}": v for k, v in octx.resources_used.items()})
     scale = float(np.sqrt(p.fraction / (1 - p.fraction)))
     base = (0.0, 0.0)
     if p.statistic != "curve_correlation":
-        base = tuple(_baseline(s, p.curve) for s in subs) + (0.0,)  # type: ignore[assignment]
+        base = tuple(_baseline(s, c) for s, c in zip(subs, curves)) + (0.0,)  # type: ignore[assignment]
         for k, (label, sub) in enumerate(zip(("profile", "versus"), subs)):
             _mass_check(label, sub, float((values[k, 0] - base[k]).sum()),
                         (values[k, 1:] - base[k]).sum(axis=1), scale)
-    observed = _value(p.statistic, values[0, 0], values[1, 0] if len(subs) > 1 else None,
-                      pos, ref, base)
-    reps = np.array([_value(p.statistic, values[0, r], values[1, r] if len(subs) > 1 else None,
-                            pos, ref, base) for r in range(1, p.replicates + 1)])
+    else:
+        for k, label in enumerate(("profile", "versus")):
+            _variation_check(label, subs[k], values[k, 0], pos, p)
+    method, control = p.correlation, p.control
+    # a Pearson correlation with one gene-free profile a: test the projection <u, b> of the
+    # gene profile b on u = P a / |P a| (P: centring, or residualising on depth), which is
+    # linear in b, so its half-sampling standard error is valid; atanh(r) is not smooth in b
+    # where r = 0 (b's direction is then pure noise) and its half-sample spread understates it
+    projection = (p.statistic == "curve_correlation" and method == "pearson"
+                  and len(subs) == 2 and sum(gene_free) == 1)
+    if projection:
+        fixed = 0 if gene_free[0] else 1
+        ra = _residual(values[fixed, 0], pos, control)
+        u = ra / float(np.linalg.norm(ra))
+        gene = values[1 - fixed]
+        r_obs = curve_correlation(values[0, 0], values[1, 0], pos, method, control)
+        observed = float(u @ _residual(gene[0], pos, control))
+        reps = np.array([float(u @ _residual(gene[r], pos, control))
+                         for r in range(1, p.replicates + 1)])
+    else:
+        observed = _value(p.statistic, values[0, 0], values[1, 0] if len(subs) > 1 else None,
+                          pos, ref, base, method, control)
+        reps = np.array([_value(p.statistic, values[0, r],
+                                values[1, r] if len(subs) > 1 else None,
+                                pos, ref, base, method, control)
+                         for r in range(1, p.replicates + 1)])
     if not np.all(np.isfinite(reps)):
         raise GeoscreenError(
             f"{int(np.sum(~np.isfinite(reps)))} of {p.replicates} half-samples left a profile "
@@ -453,7 +595,8 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
         raise GeoscreenError(
             f"all {p.replicates} half-samples gave the same {p.statistic}, so it has no "
             "standard error (a half-sample keeps part of the genes, pairs and sets the "
-            "sub-probes name; one that names none is the same in every half-sample)",
+            "sub-probes name; one that names none, such as a whole-layer spectrum, is the same "
+            "in every half-sample, so at least one profile must name genes)",
             field="params.fraction",
             fix="profile a probe of named genes, pairs or sets, use larger sets, or a lower "
                 "fraction so the half-samples differ")
@@ -467,7 +610,11 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
         pval = float(2 * stats.norm.sf(abs(z)))
     q = float(stats.norm.ppf(0.5 + p.level / 2))
     lo, hi = observed - q * se, observed + q * se
-    if p.statistic == "curve_correlation":
+    if projection:  # the interval of the projection over the gene profile's length
+        length = float(np.linalg.norm(_residual(gene[0], pos, control)))
+        effect = r_obs
+        lo, hi = (float(np.clip(x / length, -1.0, 1.0)) for x in (lo, hi))
+    elif p.statistic == "curve_correlation":
         effect, lo, hi = float(np.tanh(observed)), float(np.tanh(lo)), float(np.tanh(hi))
     else:
         effect = observed
@@ -484,10 +631,17 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
                               int(np.quantile(peaks[:, k], 1 - tail, method="higher"))]})
     return LayerResult(
         statistic_name=f"{p.statistic}_z", statistic=float(z),
-        effect_name={"peak_order": "centre_difference", "curve_correlation": "pearson_r",
+        effect_name={"peak_order": "centre_difference",
+                     "curve_correlation": ("spearman_rho" if method == "spearman"
+                                           else "pearson_r"),
                      "peak_layer": "centre_offset"}[p.statistic],
         effect_size=effect, p_value=pval, n=int(p.replicates), null="half_sampling",
         n_permutations=int(p.replicates), ci_low=lo, ci_high=hi,
         extra={"estimate": observed, "se": se, "fraction": p.fraction, "curve": p.curve,
+               "tested": ("projection on the gene-free profile" if projection else
+                          "atanh(r)" if p.statistic == "curve_correlation" else p.statistic),
+               "curves": curves, "gene_free": gene_free,
+               **({"correlation": p.correlation, "control": p.control}
+                  if p.statistic == "curve_correlation" else {}),
                "level": p.level, "profiles": profiles,
                **({"relative_to": ref} if ref is not None else {})})

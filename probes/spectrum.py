@@ -50,10 +50,12 @@ BOUNDED_MEASURES = ("effective_rank", "effective_rank_energy", "participation_ra
                     "explained_variance")
 
 
-def spectrum_measure(eig: np.ndarray, measure: str, k: int = 1,
+def spectrum_measure(eig: np.ndarray, measure: str, k: int | tuple[int, ...] = 1,
                      variance: float = 0.9) -> np.ndarray:
     """Measure of covariance eigenvalues `eig` (last axis; any scale, any order; the
-    eigenvalues of a centred matrix's Gram, sigma^2, for the two that keep units)."""
+    eigenvalues of a centred matrix's Gram, sigma^2, for the two that keep units).  `k` is the
+    number of top axes (explained_variance) or the 1-based axis (axis_share, singular_value);
+    for axis_share a tuple of axes gives their joint share."""
     lam = np.clip(np.asarray(eig, dtype=float), 0.0, None)
     total = lam.sum(axis=-1)
     if measure == "participation_ratio":
@@ -66,7 +68,8 @@ def spectrum_measure(eig: np.ndarray, measure: str, k: int = 1,
         # a share that reaches the target up to rounding counts as reaching it
         return (share < variance - 1e-12).sum(axis=-1).astype(float) + 1.0
     if measure == "axis_share":
-        return -np.sort(-lam, axis=-1)[..., k - 1] / np.maximum(total, 1e-300)
+        idx = np.asarray(k if isinstance(k, tuple) else (k,)) - 1
+        return -np.sort(-lam, axis=-1)[..., idx].sum(axis=-1) / np.maximum(total, 1e-300)
     if measure == "singular_value":
         return np.sqrt(-np.sort(-lam, axis=-1)[..., k - 1])
     if measure == "frobenius_norm":
@@ -175,8 +178,9 @@ class SpectrumParams(ProbeParams):
                              "(the same over squared singular values, as the published screen), "
                              "participation_ratio, explained_variance of the top k axes; from "
                              "1.4 k_for_variance (the fewest axes holding `variance` of it), "
-                             "axis_share (axis k's share alone), singular_value (axis k's), "
-                             "frobenius_norm (of the centred matrix)")
+                             "axis_share (axis k's share alone, or from 1.5 the listed axes' "
+                             "together), singular_value (axis k's), frobenius_norm (of the "
+                             "centred matrix)")
     k: int = Field(1, ge=1, description="number of top axes for explained_variance; the axis "
                                         "for axis_share and singular_value")
     variance: float = added_field(0.9, since="1.4", gt=0.0, lt=1.0,
@@ -199,10 +203,26 @@ class SpectrumParams(ProbeParams):
                     "exact moments of the copies' off-diagonal Gram energy where it is at or "
                     "below 1 / (n_permutations + 1), else draw (bound, the default); or always "
                     "draw (draws)")
+    axes: list[int] | None = added_field(
+        None, since="1.5", min_length=1, max_length=500,
+        description="axis_share: the joint share of these 1-based axes (e.g. [2, 3, 4]: the "
+                    "variance on singular axes 2 to 4), instead of axis k alone")
     min_genes: int = Field(10, ge=3)
+
+    @property
+    def axis(self) -> int | tuple[int, ...]:
+        """What `spectrum_measure` reads as k: the listed axes, else k."""
+        return tuple(self.axes) if self.axes else self.k
 
     @model_validator(mode="after")
     def _measure_fields(self) -> SpectrumParams:
+        if self.axes is not None:
+            if self.measure != "axis_share":
+                raise ValueError(f"axes applies to measure axis_share, not {self.measure}")
+            if min(self.axes) < 1 or len(set(self.axes)) != len(self.axes):
+                raise ValueError("axes must be distinct 1-based axis numbers")
+            if self.k != 1:
+                raise ValueError("give axes or k for axis_share, not both")
         if self.measure == "frobenius_norm" and self.null == "feature_shuffle":
             raise ValueError("a feature shuffle keeps every column's values, so it never "
                              "changes the Frobenius norm: test frobenius_norm across layers "
@@ -218,7 +238,7 @@ class SpectrumParams(ProbeParams):
     family="intrinsic_dimensionality",
     params=SpectrumParams,
     nulls=("none", "feature_shuffle"),
-    version="1.4",
+    version="1.5",
     statistic="spectral measure of the centred gene matrix (effective rank, participation ratio, "
               "top-k explained variance, axes for a share of the variance, one axis's share or "
               "singular value, or the Frobenius norm)",
@@ -260,7 +280,9 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
     * ``explained_variance``: the share of the variance on the top k axes;
     * ``k_for_variance`` (1.4): the fewest top axes whose share reaches ``variance`` (0.9: the
       published screen's "k90");
-    * ``axis_share`` (1.4): the share of axis k alone;
+    * ``axis_share`` (1.4): the share of axis k alone, or (1.5) the joint share of the listed
+      ``axes`` (e.g. singular axes 2 to 7 together, the published screen's "SV2-7 energy
+      fraction");
     * ``singular_value`` (1.4): axis k's singular value sigma_k (in the layer's units);
     * ``frobenius_norm`` (1.4): sqrt(sum sigma^2), the spread of the genes about their mean
       (unchanged by any feature shuffle, so that null is refused for it).
@@ -340,18 +362,23 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         from geoscreen.errors import GeoscreenError
 
         raise GeoscreenError(f"k={p.k} exceeds the {eig.size} axes", field="params.k")
-    value = float(spectrum_measure(eig, p.measure, p.k, p.variance))
+    if p.axes is not None and max(p.axes) > eig.size:
+        from geoscreen.errors import GeoscreenError
+
+        raise GeoscreenError(f"axis {max(p.axes)} exceeds the {eig.size} axes",
+                             field="params.axes", fix=f"list axes within 1..{eig.size}")
+    value = float(spectrum_measure(eig, p.measure, p.axis, p.variance))
     ci_low = ci_high = None
     if p.n_bootstrap:
         boot = spectrum_measure(bootstrap_eigenvalues(T, p.n_bootstrap, ctx.rng(layer, "boot"),
-                                                      p.bootstrap), p.measure, p.k, p.variance)
+                                                      p.bootstrap), p.measure, p.axis, p.variance)
         ci_low, ci_high = percentile_ci(boot)
     pval, extra, nperm = None, {}, 0
     ev: float | None = None
     if p.null == "feature_shuffle":
         Xt = np.ascontiguousarray(X.T, dtype=np.float32)
         eig32 = gram_eigenvalues32(Xt[None])[0]
-        tested = float(spectrum_measure(eig32, p.measure, p.k, p.variance))
+        tested = float(spectrum_measure(eig32, p.measure, p.axis, p.variance))
         bound, why = _bound_first(p, ctx.alternative, Xt, eig32, tested)
         if bound is not None and why is None:  # the bound is the p-value: nothing is drawn
             extra = {"p_method": "cantelli", "draw_reason": None, "bound": bound,
@@ -372,7 +399,7 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         else:
             spectra = feature_shuffle_eigenvalue_batches(X, p.n_permutations,
                                                          ctx.rng(layer, "feature_shuffle"))
-        seq = besag_clifford((spectrum_measure(e, p.measure, p.k, p.variance) for e in spectra),
+        seq = besag_clifford((spectrum_measure(e, p.measure, p.axis, p.variance) for e in spectra),
                              tested, ctx.alternative, p.n_permutations, ctx.sequential_h)
         if shared is not None:
             shared.save()
@@ -427,6 +454,7 @@ def _result(p: SpectrumParams, value: float, T: np.ndarray, eig: np.ndarray,
         n=int(T.shape[0]), null=p.null, n_permutations=nperm,
         ci_low=ci_low, ci_high=ci_high,
         extra={**extra, "k": p.k if p.measure in ("explained_variance",) + AXIS_MEASURES
-               else None, "variance": p.variance if p.measure == "k_for_variance" else None,
+               and p.axes is None else None, "axes": p.axes,
+               "variance": p.variance if p.measure == "k_for_variance" else None,
                "n_axes": int(eig.size), "bootstrap": p.bootstrap, "n_bootstrap": p.n_bootstrap,
                "top_singular_values": [float(x) for x in np.sqrt(np.sort(eig)[::-1][:10])]})

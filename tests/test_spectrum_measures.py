@@ -28,6 +28,11 @@ def test_measures_match_sklearn_pca(tmp_path):
         assert share.statistic == pytest.approx(pca.explained_variance_ratio_[k - 1], rel=1e-5)
         sv = run("spectrum", {**base, "measure": "singular_value", "k": k}, ctx, "L0")
         assert sv.statistic == pytest.approx(pca.singular_values_[k - 1], rel=1e-5)
+    for axes in ([2, 3, 4], [5, 6, 7], [1, 12]):  # 1.5: the joint share of several axes
+        share = run("spectrum", {**base, "measure": "axis_share", "axes": axes}, ctx, "L0")
+        want = pca.explained_variance_ratio_[np.asarray(axes) - 1].sum()
+        assert share.statistic == pytest.approx(want, rel=1e-5)
+        assert share.extra["axes"] == axes
     fro = run("spectrum", {**base, "measure": "frobenius_norm"}, ctx, "L0")
     assert fro.statistic == pytest.approx(np.linalg.norm(Xc), rel=1e-5)
     boot = run("spectrum", {"measure": "k_for_variance", "n_bootstrap": 200}, ctx, "L0")
@@ -35,7 +40,7 @@ def test_measures_match_sklearn_pca(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "anisotropic"])
-@pytest.mark.parametrize("measure", ["k_for_variance", "axis_share"])
+@pytest.mark.parametrize("measure", ["k_for_variance", "axis_share", "axes_2_4"])
 def test_feature_shuffle_is_calibrated_on_independent_coordinates(tmp_path, kind, measure):
     """Independent columns: copies have the layer's distribution.  k90 is an integer, so ties
     make its p conservative (valid); the first axis's share is continuous."""
@@ -44,6 +49,8 @@ def test_feature_shuffle_is_calibrated_on_independent_coordinates(tmp_path, kind
     ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
     prm = {"measure": measure, "null": "feature_shuffle", "n_permutations": 99,
            "n_bootstrap": 0, "null_method": "draws"}
+    if measure == "axes_2_4":  # 1.5: the joint share of axes 2 to 4
+        prm = {**prm, "measure": "axis_share", "axes": [2, 3, 4]}
     ps = [run("spectrum", prm, ctx, f"L{i}", "two-sided").p_value for i in range(150)]
     c = assert_calibrated(ps, conservative_ok=measure == "k_for_variance")
     print(f"\nCALIBRATION spectrum/{measure}/feature_shuffle, {kind}: n={c['n']} "
@@ -81,3 +88,12 @@ def test_refusals(tmp_path):
         run("spectrum", {"measure": "axis_share", "variance": 0.8}, ctx, "L0")
     with pytest.raises(GeoscreenError, match="k=5 exceeds the 4 axes"):
         run("spectrum", {"measure": "singular_value", "k": 5}, ctx, "L0")
+    with pytest.raises(GeoscreenError, match="axis 5 exceeds the 4 axes") as err:
+        run("spectrum", {"measure": "axis_share", "axes": [2, 5]}, ctx, "L0")
+    assert err.value.field == "params.axes"
+    for bad, words in (({"measure": "explained_variance", "axes": [2]}, "axes applies to"),
+                       ({"measure": "axis_share", "axes": [2, 2]}, "distinct"),
+                       ({"measure": "axis_share", "axes": [0, 1]}, "1-based"),
+                       ({"measure": "axis_share", "axes": [2], "k": 3}, "not both")):
+        with pytest.raises(GeoscreenError, match=words):
+            run("spectrum", bad, ctx, "L0")
