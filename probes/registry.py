@@ -225,6 +225,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "pair_proximity": "geoscreen.probes.proximity",
     "co_pole": "geoscreen.probes.proximity",
     "graded_proximity": "geoscreen.probes.proximity",
+    "annotation_similarity": "geoscreen.probes.shared_annotation",
     "spectrum": "geoscreen.probes.spectrum",
     "intrinsic_dimension": "geoscreen.probes.dimension",
     "edge_specificity": "geoscreen.probes.regulation",
