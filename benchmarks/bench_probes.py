@@ -252,6 +252,11 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                                       "n_permutations": m}),
         ("knn_communities", "ari, k=10", {"annotation": refs["compartments"], "k": 10,
                                           "n_permutations": m}),
+        # 500 sets of 10-200 genes cover every gene: two dense 4,803 x 4,803 matrices
+        ("annotation_similarity", "family, matched", {"family": refs["family"],
+                                                      "n_permutations": m}),
+        ("annotation_similarity", "family, gene_shuffle moments", {
+            "family": refs["family"], "null": "gene_shuffle", "n_permutations": m}),
         ("knn_graph", "modularity k=10", {"k": 10, "statistic": "modularity"}),
         ("knn_graph", "spectral gap k=10", {"k": 10, "statistic": "spectral_gap"}),
         ("edge_direction", "SV1-10, matched", {"pairs": refs["trrust"],

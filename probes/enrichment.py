@@ -43,7 +43,6 @@ from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.gene_quantity import (
     DriftMetric,
     center_field,
-    changed_fields,
     cross_layer_quantity,
     drift_metric_field,
     reference_field,
@@ -51,7 +50,7 @@ from geoscreen.probes.gene_quantity import (
     unused_quantity_fields,
 )
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
-from geoscreen.probes.params import added_field, family_ref_field
+from geoscreen.probes.params import added_field, changed_fields, family_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, growing, random_orders

@@ -34,7 +34,7 @@ from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.drift import drift_values
-from geoscreen.probes.params import added_field
+from geoscreen.probes.params import added_field, changed_fields
 
 stats = lazy_module("scipy.stats")
 
@@ -69,14 +69,6 @@ def trend_layers_field(since: str) -> object:
         description="norm_trend: the layers whose depth order the trend follows, 'blocks' "
                     "(every transformer block) or a list of names, positions or roles; at "
                     "least 3")
-
-
-def changed_fields(model: BaseModel, names: tuple[str, ...]) -> list[str]:
-    """Those of `names` whose value differs from the field's default (a resolved spec carries
-    every default, so what was written cannot be told from what was filled in)."""
-    fields = type(model).model_fields
-    return [f for f in names
-            if getattr(model, f) != fields[f].get_default(call_default_factory=True)]
 
 
 def unused_quantity_fields(model: BaseModel, quantity: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.stats import normalise_rows
@@ -138,3 +138,11 @@ def subspace_validator(*names: str) -> object:
     from pydantic import field_validator
 
     return field_validator(*names, mode="before")(classmethod(lambda cls, v: check_subspace(v)))
+
+
+def changed_fields(model: BaseModel, names: tuple[str, ...]) -> list[str]:
+    """Those of `names` whose value differs from the field's default (a resolved spec carries
+    every default, so what was written cannot be told from what was filled in)."""
+    fields = type(model).model_fields
+    return [f for f in names
+            if getattr(model, f) != fields[f].get_default(call_default_factory=True)]
