@@ -50,7 +50,10 @@ from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, distinct_draws
 from geoscreen.result import LayerResult
 
-Statistic = Literal["distance", "scaled_distance", "cosine"]
+Statistic = Literal["distance", "scaled_distance", "cosine", "span_cos2", "span_max_cos",
+                    "span_min_cos"]
+#: statistics of the spans of the sets' gene vectors rather than of their centroids (1.1)
+SPAN_STATISTICS = ("span_cos2", "span_max_cos", "span_min_cos")
 
 
 class SetCentroidsParams(ProbeParams):
@@ -64,7 +67,12 @@ class SetCentroidsParams(ProbeParams):
                              "every other gene (averaged over the sets)")
     statistic: Statistic = Field(
         "distance", description="distance (euclidean), scaled_distance (over the RMS "
-                                "gene-to-gene distance of the layer) or cosine")
+                                "gene-to-gene distance of the layer) or cosine between the "
+                                "centroids; from 1.1 the principal angles between the spans of "
+                                "two sets' gene vectors: span_cos2 (mean squared cosine of the "
+                                "angles), span_max_cos (cosine of the smallest angle: a shared "
+                                "direction) or span_min_cos (of the largest angle, the first of "
+                                "scipy.linalg.subspace_angles)")
     center: bool = Field(True, description="centre the layer on its mean gene (false: the raw "
                                            "vectors; full space only)")
     subspace: Subspace = subspace_field()
@@ -89,6 +97,9 @@ class SetCentroidsParams(ProbeParams):
         if self.versus == "pairs" and len(self.sets) < 2:
             raise ValueError("versus: pairs needs two or more sets; for one set against the "
                              "other genes write versus: rest")
+        if self.statistic in SPAN_STATISTICS and self.versus == "rest":
+            raise ValueError("the rest of the genes span the whole space: a span statistic "
+                             "compares listed sets (versus: pairs)")
         if self.statistic == "cosine" and self.versus == "rest" and self.center:
             raise ValueError("in a centred layer the rest's centre is the set's centre scaled "
                              "by -k / (n - k), so their cosine is always -1: use a distance, "
@@ -109,10 +120,33 @@ def pair_statistic(A: np.ndarray, B: np.ndarray, statistic: str, scale: float) -
     return d / scale if statistic == "scaled_distance" else d
 
 
+def span_cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Cosines of the principal angles between the spans of the rows of A[i] and of B[i]
+    ((m, k_a, d) and (m, k_b, d)): the singular values of Q_a' Q_b for orthonormal bases Q
+    (Bjorck & Golub 1973), largest first; (m, min(k_a, k_b))."""
+    qa = np.linalg.qr(np.swapaxes(A, -1, -2))[0]
+    qb = np.linalg.qr(np.swapaxes(B, -1, -2))[0]
+    cos = np.linalg.svd(np.swapaxes(qa, -1, -2) @ qb, compute_uv=False)
+    return np.clip(cos, 0.0, 1.0)
+
+
+def span_statistic(Z: np.ndarray, groups: list[np.ndarray], statistic: str) -> np.ndarray:
+    """A principal-angle summary between every pair of the sets' spans, averaged over pairs."""
+    vals = []
+    for a in range(len(groups)):
+        for b in range(a + 1, len(groups)):
+            cos = span_cosines(Z[groups[a]], Z[groups[b]])
+            vals.append((cos ** 2).mean(axis=-1) if statistic == "span_cos2"
+                        else cos[..., 0] if statistic == "span_max_cos" else cos[..., -1])
+    return np.mean(vals, axis=0)
+
+
 def centroid_statistic(Z: np.ndarray, groups: list[np.ndarray], versus: str, statistic: str,
                        scale: float, total: np.ndarray) -> np.ndarray:
     """The statistic for gene index arrays `groups` (each (m, k_j): m draws, or m = 1), averaged
     over the set pairs (versus pairs) or the sets (versus rest)."""
+    if statistic in SPAN_STATISTICS:
+        return span_statistic(Z, groups, statistic)
     n = Z.shape[0]
     sums = [Z[g].sum(axis=1) for g in groups]  # (m, d) each
     cents = [s / g.shape[1] for s, g in zip(sums, groups)]
@@ -131,9 +165,10 @@ def centroid_statistic(Z: np.ndarray, groups: list[np.ndarray], versus: str, sta
     family="manifold_distance",
     params=SetCentroidsParams,
     nulls=("matched", "gene_shuffle"),
-    version="1.0",
+    version="1.1",
     statistic="distance (or scaled distance, or cosine) between gene sets' centroids, averaged "
-              "over the pairs of sets or over each set against the rest of the genes",
+              "over the pairs of sets or over each set against the rest of the genes; or a "
+              "summary of the principal angles between the spans of the sets' gene vectors",
     effect="the statistic minus its mean over the random sets (0 = the sets' centres lie as "
            "random sets' do)",
     alternatives=("greater", "less", "two-sided"),
@@ -184,8 +219,19 @@ def set_centroids(ctx: ProbeContext, p: SetCentroidsParams, layer: str) -> Layer
     reason.  With ``versus: rest`` in a centred layer the rest's centre is the set's scaled by
     -k / (n - k), so the cosine is refused there.
 
+    The span statistics (1.1) compare the subspaces the sets' gene vectors span rather than
+    their centres: with orthonormal bases Q_a and Q_b of the spans of set A's and set B's
+    vectors, the cosines of the principal angles are the singular values of Q_a' Q_b
+    (``scipy.linalg.subspace_angles``); ``span_cos2`` is their mean square (1: one span holds
+    the other; small sets in a wide layer sit near 0 even at random, which the random sets'
+    null absorbs), ``span_max_cos`` the cosine of the smallest angle (the most sensitive to one
+    direction both sets share) and ``span_min_cos`` the cosine of the largest angle.  A set of
+    k genes spans k dimensions, so the sizes must not exceed the layer's width.
+
     References
     ----------
+    Bjorck, A. & Golub, G. H. (1973). Numerical methods for computing angles between linear
+    subspaces. Mathematics of Computation 27(123), 579-594.
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating
     exact p-values when permutations are randomly drawn. Statistical Applications in Genetics
     and Molecular Biology 9(1), Article 39.
@@ -203,6 +249,11 @@ def set_centroids(ctx: ProbeContext, p: SetCentroidsParams, layer: str) -> Layer
         groups.append(np.unique(svd.local(rows)))
     if p.versus == "rest" and max(g.size for g in groups) >= n:
         raise GeoscreenError("a set holds every gene; no rest is left", field="params.sets")
+    if p.statistic in SPAN_STATISTICS and max(g.size for g in groups) > Z.shape[1]:
+        raise GeoscreenError(
+            f"a set of {max(g.size for g in groups)} genes spans more dimensions than the "
+            f"{Z.shape[1]} of this space", field="params.sets",
+            fix="use smaller sets, or the full space")
     centred = Z - Z.mean(axis=0)
     scale = float(np.sqrt(2.0 * n / (n - 1) * (centred * centred).sum(axis=1).mean()))
     total = Z.sum(axis=0)

@@ -882,3 +882,29 @@ def test_annotation_similarity_double_centred_on_real_layers(bed):
                                 alternative="two-sided"))
         print(f"\n{label} on real layers: FPR {c['fpr']:.3f}")
         assert not c["calibrated"], f"{label} no longer fails: recheck the docs"
+
+
+@pytest.mark.parametrize("kind", ["random", "hub"])
+def test_set_centroids_span_angles_matched(bed, kind):
+    """set_centroids 1.1: the principal angles between two small sets' spans (4 and 3 genes)
+    against matched random sets of the same sizes, on real layers."""
+    def make(layer):
+        g = bed.random_set(7) if kind == "random" else bed.hub_set(layer, 7)
+        return {"sets": [bed.genes(g[:4]), bed.genes(g[4:])], "statistic": "span_cos2",
+                "n_permutations": 199}
+    _assert_default_calibrated("set_centroids", "matched (span_cos2)",
+                               f"{kind} 4- and 3-gene sets",
+                               bed.pvalues("set_centroids", make, reps=70,
+                                           alternative="two-sided"))
+
+
+def test_set_centroids_span_trend_against_the_same_random_sets(bed):
+    """A trend of the largest principal angle over the layers, against the same matched random
+    sets in every layer (match_layers: all)."""
+    def make(_layer):
+        g = bed.random_set(7)
+        return {"sets": [bed.genes(g[:4]), bed.genes(g[4:])], "statistic": "span_min_cos",
+                "match_layers": "all", "n_permutations": 199}
+    _assert_default_calibrated("set_centroids", "matched, all layers (span trend)",
+                               "random 4- and 3-gene sets",
+                               bed.combined("set_centroids", make, "trend", 60, "two-sided"))

@@ -54,6 +54,35 @@ def test_values_match_numpy(tmp_path):
     assert sub.statistic == pytest.approx(np.linalg.norm(Z[a].mean(0) - Z[b].mean(0)), rel=1e-6)
 
 
+
+def test_span_statistics_match_scipy_subspace_angles(tmp_path):
+    """1.1: principal angles between the spans of two sets' (centred) gene vectors."""
+    from scipy.linalg import subspace_angles
+
+    rng = np.random.default_rng(64)
+    X = rng.standard_normal((200, 10)) * np.linspace(3, 1, 10) + 2.0
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    X = np.asarray(ctx.cache.array("L0"), dtype=np.float64)
+    Xc = X - X.mean(axis=0)
+    a, b, c = np.arange(0, 4), np.arange(4, 7), np.arange(7, 12)
+    ang = {(u[0], v[0]): subspace_angles(Xc[u].T, Xc[v].T) for u, v in ((a, b), (a, c), (b, c))}
+    prm = {"sets": [genes_ref(a), genes_ref(b)], "n_permutations": 99}
+    mc = run("set_centroids", {**prm, "statistic": "span_min_cos"}, ctx, "L0")
+    assert mc.statistic == pytest.approx(np.cos(ang[(0, 4)][0]), rel=1e-6)  # the largest angle
+    mx = run("set_centroids", {**prm, "statistic": "span_max_cos"}, ctx, "L0")
+    assert mx.statistic == pytest.approx(np.cos(ang[(0, 4)][-1]), rel=1e-6)  # the smallest
+    c2 = run("set_centroids", {**prm, "statistic": "span_cos2"}, ctx, "L0")
+    assert c2.statistic == pytest.approx(np.mean(np.cos(ang[(0, 4)]) ** 2), rel=1e-6)
+    three = run("set_centroids", {**prm, "sets": [genes_ref(x) for x in (a, b, c)],
+                                  "statistic": "span_cos2"}, ctx, "L0")
+    assert three.statistic == pytest.approx(np.mean([np.mean(np.cos(v) ** 2)
+                                                     for v in ang.values()]), rel=1e-6)
+    raw = run("set_centroids", {**prm, "statistic": "span_cos2", "center": False}, ctx, "L0")
+    assert raw.statistic == pytest.approx(
+        np.mean(np.cos(subspace_angles(X[a].T, X[b].T)) ** 2), rel=1e-6)
+    assert raw.effect_size == pytest.approx(raw.statistic - raw.extra["null_mean"])
+
+
 @pytest.mark.parametrize("kind", ["gaussian", "hubs"])
 def test_calibrated_on_random_sets(tmp_path, kind):
     """Random sets on Gaussian and hub-heavy layers (decaying spectrum, 15 genes of 6x norm at
@@ -63,12 +92,17 @@ def test_calibrated_on_random_sets(tmp_path, kind):
     rng = np.random.default_rng(63)
     for prm, label in (({"versus": "rest", "statistic": "scaled_distance"}, "one set vs rest"),
                        ({"statistic": "cosine", "null": "gene_shuffle"}, "cosine of 2 sets"),
-                       ({"statistic": "distance"}, "distance of 2 sets")):
+                       ({"statistic": "distance"}, "distance of 2 sets"),
+                       ({"statistic": "span_cos2"}, "span cos2 of 2 sets (1.1)"),
+                       ({"statistic": "span_min_cos", "null": "gene_shuffle"},
+                        "span min cos of 2 sets (1.1)"),
+                       ({"statistic": "span_max_cos"}, "span max cos of 2 sets (1.1)")):
         ps = []
         for k in range(120):
             g = rng.choice(200, 18, replace=False)
             sets = [genes_ref(g[:8])] if prm.get("versus") == "rest" else \
-                [genes_ref(g[:8]), genes_ref(g[8:])]
+                [genes_ref(g[:3]), genes_ref(g[3:7])] if "span" in prm["statistic"] else \
+                [genes_ref(g[:8]), genes_ref(g[8:])]  # spans: 3 and 4 genes in 8 dimensions
             ctx.seed = k
             ps.append(run("set_centroids", {"sets": sets, "n_permutations": 199, **prm}, ctx,
                           f"L{k}", "two-sided").p_value)
@@ -119,6 +153,30 @@ def test_refusals(tmp_path):
                        "only the full space"),
                       ({"sets": [genes_ref(range(60))], "versus": "rest"}, "no rest is left"),
                       ({"sets": [a], "versus": "rest", "statistic": "cosine"},
-                       "cosine is always -1")):
+                       "cosine is always -1"),
+                      ({"sets": [a], "versus": "rest", "statistic": "span_cos2"},
+                       "span the whole space"),
+                      ({"sets": [genes_ref(range(6)), genes_ref(range(6, 9))],
+                        "statistic": "span_cos2"}, "spans more dimensions than the 5")):
         with pytest.raises(GeoscreenError, match=says):
             run("set_centroids", prm, ctx, "L0")
+
+
+def test_a_shared_direction_between_two_sets_spans_is_found(tmp_path):
+    """Power (1.1): each gene of two 4-gene sets carries a random multiple of one direction u
+    (the sets' centres need not move: the coefficients have mean 0), so their spans share u.
+    The smallest angle sees it; the mean over the angles dilutes one shared direction."""
+    found = {"span_max_cos": 0, "span_cos2": 0}
+    for k in range(20):
+        rng = np.random.default_rng(700 + k)
+        X = rng.standard_normal((200, 64))  # wide: random 4-d spans are far apart
+        u = rng.standard_normal(64)
+        X[:8] += np.outer(rng.standard_normal(8) * 8.0, u / np.linalg.norm(u))
+        ctx = context(cache_from_layers(tmp_path / f"p{k}", [X]), tmp_path)
+        for stat in found:
+            r = run("set_centroids", {"sets": [genes_ref(range(4)), genes_ref(range(4, 8))],
+                                      "statistic": stat, "n_permutations": 199}, ctx, "L0",
+                    "greater")
+            found[stat] += r.p_value <= 0.05
+    print(f"\nPOWER set_centroids spans sharing a direction: {found} of 20")
+    assert found["span_max_cos"] >= 16
