@@ -72,6 +72,10 @@ class CentroidConvergenceParams(ProbeParams):
                                                   "go:GO:0042113")
     anchor_set: str = genes_ref_field(..., description="the gene set whose centre is the anchor, "
                                                        "e.g. genes:PAX5,EBF1,SPIB")
+    versus_genes: str | None = genes_ref_field(
+        None, description="from 1.1: a second set of genes (none in `genes`); the statistic "
+                          "and effect become the first set's measure minus the second's, and "
+                          "the null relabels both sets together")
     min_anchor_genes: int = Field(2, ge=2, le=10000,
                                   description="fewest anchor-set genes present in the cache")
     subspace: Subspace = subspace_field()
@@ -191,16 +195,23 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
 
 def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConvergenceParams,
                  layer: str, svd: Any, Z: np.ndarray, target: np.ndarray, anchors: np.ndarray,
-                 members: np.ndarray, info: dict[str, Any]) -> LayerResult:
+                 members: np.ndarray, info: dict[str, Any],
+                 versus: np.ndarray | None = None) -> LayerResult:
     """The shared measurement: the members' similarity to `target` (a vector in Z's coordinates)
-    relative to every gene outside `anchors`, its axis bootstrap and its null."""
+    relative to every gene outside `anchors`, its axis bootstrap and its null; with `versus`
+    (a second, disjoint set) the members' measure minus the second set's."""
     n = Z.shape[0]
     background = np.setdiff1d(np.arange(n), anchors)
     Zn = normalise_rows(Z)
     tn = normalise_rows(target[None, :])[0]
     s = Zn @ tn
-    cos = float(s[members].mean())
-    value = float(_measure(s[:, None], members, background, p.measure)[0])
+
+    def measure(sims: np.ndarray) -> np.ndarray:
+        out = _measure(sims, members, background, p.measure)
+        return out if versus is None else out - _measure(sims, versus, background, p.measure)
+
+    cos = float(s[members].mean()) - (0.0 if versus is None else float(s[versus].mean()))
+    value = float(measure(s[:, None])[0])
     ci_low = ci_high = None
     if p.n_bootstrap:
         rng = ctx.rng(layer, "boot")
@@ -210,12 +221,13 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
             num = Z @ (W * target).T
             den = np.sqrt(np.maximum((Z * Z) @ W.T, 1e-300) * np.maximum(W @ (target ** 2),
                                                                          1e-300))
-            boot[st:st + m] = _measure(num / den, members, background, p.measure)
+            boot[st:st + m] = measure(num / den)
         ci_low, ci_high = percentile_ci(boot)
     pval, nperm, extra, draws = None, 0, {}, None
     ev: float | None = None
     if p.null in ("gene_shuffle", "matched"):
         k = members.size
+        both = members if versus is None else np.concatenate([members, versus])
         per_gene = {"cosine": s, "z": (s - s[background].mean()) / s[background].std(ddof=1)}
         if p.measure == "percentile":
             srt = np.sort(s[background])
@@ -227,22 +239,26 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
         matching = None
         strata = None
         if p.null == "matched":  # relabel within strata; the anchors are never drawn
-            strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, members,
+            strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, both,
                                   all_layers=True)
             labels = strata.labels.copy()
             labels[anchors] = labels.max() + 1 + np.arange(anchors.size)
             strata.labels = labels
             matching = strata.record
 
+        def contrast(vals: np.ndarray) -> np.ndarray:  # (m, k [+ k_versus]) draws' values
+            return vals[:, :k].mean(axis=1) - (vals[:, k:].mean(axis=1) if versus is not None
+                                               else 0.0)
+
         def batches() -> Iterator[np.ndarray]:
-            for st, m in chunks(p.n_permutations, k):
+            for st, m in chunks(p.n_permutations, both.size):
                 if strata is not None:
-                    sets = strata.draw(members, m, rng)
+                    sets = strata.draw(both, m, rng)
                     if st == 0:
-                        matching["balance"] = strata.balance(members, sets)  # type: ignore[index]
-                    yield v[sets].mean(axis=1)
+                        matching["balance"] = strata.balance(both, sets)  # type: ignore[index]
+                    yield contrast(v[sets])
                 else:
-                    yield vb[distinct_draws(vb.size, k, m, rng)].mean(axis=1)
+                    yield contrast(vb[distinct_draws(vb.size, both.size, m, rng)])
         # never stops (h=None): the trend across layers needs every layer's null sets
         seq = besag_clifford(batches(), value, ctx.alternative, p.n_permutations, None)
         null = seq.null
@@ -258,7 +274,12 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
         n=int(members.size), null=p.null, n_permutations=nperm,
         ci_low=ci_low, ci_high=ci_high, null_draws=draws,
         extra={**extra, **info, "per_gene_cosine": [float(x) for x in s[members]],
-               "subspace": p.subspace})
+               "subspace": p.subspace,
+               **({"versus_per_gene_cosine": [float(x) for x in s[versus]],
+                   "first_set": float(_measure(s[:, None], members, background, p.measure)[0]),
+                   "versus_set": float(_measure(s[:, None], versus, background,
+                                                p.measure)[0])}
+                  if versus is not None else {})})
 
 
 @probe(
@@ -267,8 +288,9 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
     family="manifold_distance",
     params=CentroidConvergenceParams,
     nulls=("matched", "gene_shuffle", "none"),
-    version="1.0",
-    statistic="mean cosine similarity of the genes to the anchor set's centroid direction",
+    version="1.1",
+    statistic="mean cosine similarity of the genes to the anchor set's centroid direction (from "
+              "1.1, minus that of a second set: versus_genes)",
     effect="the chosen measure (default z: cosine standardised against every gene outside the "
            "anchor set); 95% axis-bootstrap interval in ci_low/ci_high",
     alternatives=("greater", "less", "two-sided"),
@@ -309,6 +331,12 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
     ``gene_shuffle`` draws uniformly; ``none`` reports the measure only (trend test over layer
     orders). The centroid is held fixed across the axis-bootstrap replicates.
 
+    With ``versus_genes`` (1.1) the statistic and the effect are the first set's minus the
+    second's ("GC TFs converge on the B-cell centre while plasma TFs leave it" as one test):
+    0 when both sit alike.  The null draws both sets together (random disjoint sets of the two
+    sizes, from the same strata for ``matched``), the same draws in every layer, so the
+    difference's trend across layers is compared with the random pairs of sets' trends.
+
     References
     ----------
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
@@ -331,4 +359,17 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
         raise GeoscreenError("the anchor set's centroid is the zero vector in this layer",
                              field="params.anchor_set", fix="use a larger anchor set")
     info = {"anchor_genes": int(anchors.size), "overlap_left_out": int(tested.size - members.size)}
-    return _convergence(ctx, p, layer, svd, Z, centroid, anchors, members, info)
+    versus = None
+    if p.versus_genes is not None:
+        vrows = ctx.gene_rows(p.versus_genes, param="versus_genes", min_size=1,
+                              include_zero=p.include_zero_genes)
+        versus = np.setdiff1d(np.unique(svd.local(vrows)), anchors)
+        if versus.size == 0:
+            raise GeoscreenError("every versus gene is in the anchor set", field="params."
+                                 "versus_genes", fix="compare genes outside the anchor set")
+        if np.intersect1d(versus, members).size:
+            raise GeoscreenError("genes and versus_genes share genes, which cancel in the "
+                                 "difference", field="params.versus_genes",
+                                 fix="list each gene in one of the two sets")
+        info["versus_genes"] = int(versus.size)
+    return _convergence(ctx, p, layer, svd, Z, centroid, anchors, members, info, versus)

@@ -908,3 +908,31 @@ def test_set_centroids_span_trend_against_the_same_random_sets(bed):
     _assert_default_calibrated("set_centroids", "matched, all layers (span trend)",
                                "random 4- and 3-gene sets",
                                bed.combined("set_centroids", make, "trend", 60, "two-sided"))
+
+
+@pytest.mark.parametrize("kind", ["random", "hub"])
+def test_centroid_convergence_contrast_matched(bed, kind):
+    """centroid_convergence 1.1 versus_genes: one set's convergence on a random centroid minus
+    another's (random, or 5 hub genes against 4 random ones), relabelled together within
+    strata."""
+    def make(layer):
+        g = bed.random_set(14)
+        first = bed.hub_set(layer, 5) if kind == "hub" else g[:5]
+        first = np.setdiff1d(first, g[5:])
+        return {"genes": bed.genes(first), "versus_genes": bed.genes(g[5:9]),
+                "anchor_set": bed.genes(g[9:]), "n_bootstrap": 0, "n_permutations": 199}
+    _assert_default_calibrated("centroid_convergence", "matched (versus_genes)",
+                               f"{kind} 5 vs random 4 genes, random centroid",
+                               bed.pvalues("centroid_convergence", make, reps=70,
+                                           alternative="two-sided"))
+
+
+def test_centroid_convergence_contrast_trend(bed):
+    def make(_layer):
+        g = bed.random_set(14)
+        return {"genes": bed.genes(g[:5]), "versus_genes": bed.genes(g[5:9]),
+                "anchor_set": bed.genes(g[9:]), "n_bootstrap": 0, "n_permutations": 199}
+    _assert_default_calibrated("centroid_convergence", "matched, trend (versus_genes)",
+                               "random 5 vs 4 genes, random centroid",
+                               bed.combined("centroid_convergence", make, "trend", 60,
+                                            "two-sided"))
