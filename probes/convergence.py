@@ -206,12 +206,16 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
     tn = normalise_rows(target[None, :])[0]
     s = Zn @ tn
 
+    def arm(sims: np.ndarray, genes: np.ndarray) -> np.ndarray:
+        return _measure(sims, genes, background, p.measure)
+
     def measure(sims: np.ndarray) -> np.ndarray:
-        out = _measure(sims, members, background, p.measure)
-        return out if versus is None else out - _measure(sims, versus, background, p.measure)
+        out = arm(sims, members)
+        return out if versus is None else out - arm(sims, versus)
 
     cos = float(s[members].mean()) - (0.0 if versus is None else float(s[versus].mean()))
-    value = float(measure(s[:, None])[0])
+    arms = [float(arm(s[:, None], g)[0]) for g in (members, versus) if g is not None]
+    value = arms[0] - (arms[1] if versus is not None else 0.0)
     ci_low = ci_high = None
     if p.n_bootstrap:
         rng = ctx.rng(layer, "boot")
@@ -276,9 +280,7 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
         extra={**extra, **info, "per_gene_cosine": [float(x) for x in s[members]],
                "subspace": p.subspace,
                **({"versus_per_gene_cosine": [float(x) for x in s[versus]],
-                   "first_set": float(_measure(s[:, None], members, background, p.measure)[0]),
-                   "versus_set": float(_measure(s[:, None], versus, background,
-                                                p.measure)[0])}
+                   "first_set": arms[0], "versus_set": arms[1]}
                   if versus is not None else {})})
 
 

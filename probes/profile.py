@@ -369,11 +369,7 @@ def curve_correlation(a: np.ndarray, b: np.ndarray, pos: np.ndarray,
     # a variation at rounding level of the profile's own scale counts as none
     tol = [1e-9 * max(float(np.abs(v).max(initial=0.0)), 1e-300) * np.sqrt(v.size)
            for v in (a, b)]
-    if control == "depth":
-        design = np.column_stack([np.ones_like(x), x])
-        a = a - design @ np.linalg.lstsq(design, a, rcond=None)[0]
-        b = b - design @ np.linalg.lstsq(design, b, rcond=None)[0]
-    a, b = a - a.mean(), b - b.mean()
+    a, b = _residual(a, x, control), _residual(b, x, control)
     na, nb = float(np.sqrt(a @ a)), float(np.sqrt(b @ b))
     if na <= tol[0] or nb <= tol[1]:
         return 0.0

@@ -46,7 +46,11 @@ from pydantic import Field
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import _rank_bins, bins_field, build_strata, match_field
-from geoscreen.probes.moment_null import moment_test, null_test_fields
+from geoscreen.probes.moment_null import (
+    CONFIRM_BELOW_DESCRIPTION,
+    moment_test,
+    null_test_fields,
+)
 from geoscreen.probes.params import (
     family_ref_field,
     permutations_field,
@@ -91,9 +95,7 @@ class AnnotationSimilarityParams(ProbeParams):
         "moments", description="relabelling p-value from the exact permutation moments (Pearson "
                                "III tail; the draws decide when it is below confirm_below), or "
                                "from the draws alone")
-    confirm_below: float = Field(0.1, gt=0, le=1,
-                                 description="moment p-values at or below this are decided by "
-                                             "the draws")
+    confirm_below: float = Field(0.1, gt=0, le=1, description=CONFIRM_BELOW_DESCRIPTION)
     n_permutations: int = permutations_field(999)
     max_genes: int = Field(6000, ge=MIN_GENES, le=20000,
                            description="refuse more annotated genes than this (the two gene x "
@@ -254,7 +256,9 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
         if "second" not in invariants:
             invariants["second"] = dense_pair_invariants(W, third=False)
         w2: PairInvariants = invariants["second"]
-        if abs(w2.total) <= 1e-12 * max(1.0, float(np.abs(W).sum())):
+        # the pairs' sum of W is the sum of the Jaccard indices (center none) or that sum
+        # over n (double-centred): never negative, and 0 only when no two genes share a set
+        if w2.total <= 1e-12 * max(1.0, float(np.abs(W).sum())):
             raise GeoscreenError("the annotation matrix sums to 0 over the pairs; its "
                                  "relabelling moments are undefined", field="params.center",
                                  fix="write null_method: draws")
@@ -267,8 +271,7 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
             return pair_moments(invariants["third"], gram_pair_invariants(V, third=True))
 
         decision = moment_test(T / scale, pair_moments(w2, d2, third=False), third,
-                               ctx.alternative if scale > 0 else _flip(ctx.alternative),
-                               p.confirm_below, p.n_permutations)
+                               ctx.alternative, p.confirm_below, p.n_permutations)
         observed = T / scale
     else:
         observed, scale = T, 1.0
@@ -304,8 +307,7 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
         # the observed value in the draws' arithmetic, so that a relabelling that changes
         # nothing (a stratum of one gene) ties with it exactly rather than by rounding
         observed = t32(np.arange(n))
-    alt = ctx.alternative if scale > 0 else _flip(ctx.alternative)
-    test, record, drawn = null_test_fields(decision, observed, draws(), alt,
+    test, record, drawn = null_test_fields(decision, observed, draws(), ctx.alternative,
                                            p.n_permutations, ctx.sequential_h)
     record.pop("z", None)
     # r under the null, from T's null mean: the effect is r beyond it (0: no agreement beyond
@@ -323,7 +325,3 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
                **({"strata": int(labels.max()) + 1,
                    "smallest_stratum": int(np.bincount(labels).min()),
                    "match": ["sets in the family", *p.match]} if labels is not None else {})})
-
-
-def _flip(alternative: str) -> str:
-    return {"greater": "less", "less": "greater"}.get(alternative, alternative)

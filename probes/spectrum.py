@@ -358,13 +358,11 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         X = Xs - Xs.mean(axis=0)
         U, S, _ = np.linalg.svd(X, full_matrices=False)
         T, eig = U * S, S ** 2
-    if p.measure in ("explained_variance",) + AXIS_MEASURES and p.k > eig.size:
-        from geoscreen.errors import GeoscreenError
+    from geoscreen.errors import GeoscreenError
 
+    if p.measure in ("explained_variance",) + AXIS_MEASURES and p.k > eig.size:
         raise GeoscreenError(f"k={p.k} exceeds the {eig.size} axes", field="params.k")
     if p.axes is not None and max(p.axes) > eig.size:
-        from geoscreen.errors import GeoscreenError
-
         raise GeoscreenError(f"axis {max(p.axes)} exceeds the {eig.size} axes",
                              field="params.axes", fix=f"list axes within 1..{eig.size}")
     value = float(spectrum_measure(eig, p.measure, p.axis, p.variance))
