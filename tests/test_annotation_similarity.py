@@ -215,3 +215,14 @@ def test_a_confound_outside_the_strata_leaks_through_the_matched_null(tmp_path):
     rate = float(np.mean(np.array(ps) <= 0.05))
     print(f"\nLABELLED annotation_similarity matched, confound outside the strata: FPR {rate:.3f}")
     assert rate > binomial_band(len(ps))[1]
+
+
+def test_an_annotation_with_no_shared_set_has_no_relabelling_moments(tmp_path):
+    """Every gene in a set of its own: no pair shares a set, W is 0 over the pairs, and the
+    moments' scale is undefined: refused in one line naming the field and the fix."""
+    X = np.random.default_rng(6).standard_normal((40, 4))
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    alone = _gmt(tmp_path / "alone.gmt", [[g] for g in range(12)])
+    with pytest.raises(GeoscreenError, match="sums to 0 over the pairs") as err:
+        run("annotation_similarity", {"family": alone, "null": "gene_shuffle"}, ctx, "L0")
+    assert err.value.field == "params.center" and "null_method: draws" in err.value.fix
