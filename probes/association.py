@@ -49,10 +49,14 @@ stats = lazy_module("scipy.stats")
 
 Quantity = Literal["norm", "centrality", "loading", "abs_loading", "knn_degree", "drift",
                    "norm_trend"]
-SCORES = ("string_degree", "annotation", "expression")
+SCORES = ("string_degree", "annotation", "expression", "norm")
 # a network-derived score: a gene's number of pairs in a pair set (either end), of pairs it is
 # the first gene of (out), or the second (in); genes in none of the pairs have no score
 DEGREE_SCORES = ("degree:", "out_degree:", "in_degree:")
+# version 1.5: a gene's depth in a directed network's hierarchy (depth:PAIRS) and its centred
+# norm at another layer (norm:LAYER; plain `norm` is the tested layer's own)
+DEPTH_SCORE = "depth:"
+NORM_SCORE = "norm:"
 
 
 class GeneScoreParams(ProbeParams):
@@ -67,8 +71,12 @@ class GeneScoreParams(ProbeParams):
                                         "cache's record), degree:PAIRS / out_degree:PAIRS / "
                                         "in_degree:PAIRS (a gene's pairs in a pair set, e.g. "
                                         "out_degree:trrust:Activation, its activation targets; "
-                                        "genes in no pair have no score), or file:scores.tsv "
-                                        "(gene<TAB>score)")
+                                        "genes in no pair have no score), depth:PAIRS (1.5: "
+                                        "fewest steps from a root of the directed network, a "
+                                        "first gene that is never a second gene), norm (1.5: "
+                                        "the layer's centred norm) or norm:LAYER (at another "
+                                        "layer: a name, position or role such as first), or "
+                                        "file:scores.tsv (gene<TAB>score)")
     axis: int = Field(1, ge=1, description="1-based singular axis (quantity loading)")
     k: int = Field(10, ge=1, le=200, description="neighbours per gene (quantity knn_degree)")
     reference: int | str = reference_field("1.4")
@@ -93,13 +101,19 @@ class GeneScoreParams(ProbeParams):
     @field_validator("score")
     @classmethod
     def _score(cls, v: str) -> str:
-        if v.startswith(DEGREE_SCORES):
+        if v.startswith((*DEGREE_SCORES, DEPTH_SCORE)):
             if not v.split(":", 1)[1].strip():
-                raise ValueError(f"{v} names no pair set: write e.g. out_degree:trrust")
+                raise ValueError(f"{v} names no pair set: write e.g. out_degree:trrust or "
+                                 "depth:trrust")
+            return v
+        if v.startswith(NORM_SCORE):
+            if not v.split(":", 1)[1].strip():
+                raise ValueError(f"{v} names no layer: write e.g. norm:first")
             return v
         if v not in SCORES and not v.startswith("file:"):
             raise ValueError(f"score must be one of {', '.join(SCORES)}, degree:PAIRS, "
-                             "out_degree:PAIRS, in_degree:PAIRS or file:PATH")
+                             "out_degree:PAIRS, in_degree:PAIRS, depth:PAIRS, norm:LAYER or "
+                             "file:PATH")
         return v
 
 
@@ -149,15 +163,91 @@ def _degree_score(ctx: ProbeContext, svd: SVD, ref: str,
     return count, {"source": f"{kind} in {pairs.strip()}", "pairs": int(li.size)}
 
 
+def hierarchy_depth(src: np.ndarray, dst: np.ndarray, n: int) -> np.ndarray:
+    """Each node's depth in a directed network: the fewest edges from a root, a node that is
+    the source of an edge and the target of none (breadth-first search from all roots at
+    once).  Self-loops (autoregulation) are ignored, so a regulator of itself can be a root.
+    NaN for nodes in no edge and for nodes no root reaches (those only in cycles)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    loop = src == dst
+    src, dst = src[~loop], dst[~loop]
+    indeg = np.bincount(dst, minlength=n)
+    outdeg = np.bincount(src, minlength=n)
+    roots = np.flatnonzero((outdeg > 0) & (indeg == 0))
+    depth = np.full(n, np.nan)
+    if roots.size == 0:
+        return depth
+    G = coo_matrix((np.ones(src.size), (src, dst)), shape=(n, n)).tocsr()
+    d = dijkstra(G, directed=True, indices=roots, unweighted=True, min_only=True)
+    reach = np.isfinite(d)
+    depth[reach] = d[reach]
+    return depth
+
+
+def _depth_score(ctx: ProbeContext, svd: SVD, ref: str,
+                 include_zero: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each gene's hierarchy depth in a directed pair set among the layer's genes (first gene
+    regulates the second), NaN for genes in no pair or reached from no root."""
+    pairs = ref.split(":", 1)[1].strip()
+    ci, cj, _ = ctx.pair_rows(pairs, param="score", include_zero=include_zero)
+    li, lj = svd.local(ci), svd.local(cj)
+    depth = hierarchy_depth(li, lj, svd.rows.size)
+    in_net = np.zeros(svd.rows.size, bool)
+    in_net[li] = in_net[lj] = True
+    counts = np.bincount(depth[np.isfinite(depth)].astype(int)) if np.isfinite(depth).any() \
+        else np.zeros(0, int)
+    return depth, {"source": f"depth in {pairs} (steps from a gene no pair regulates)",
+                   "pairs": int(li.size), "roots": int((depth == 0).sum()),
+                   "unreached": int((in_net & ~np.isfinite(depth)).sum()),
+                   "genes_per_depth": counts.tolist()}
+
+
+def _norm_score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
+                include_zero: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each gene's centred norm at another layer, in this layer's row order (NaN where that
+    layer lacks the gene)."""
+    spec = ref.split(":", 1)[1].strip()
+    from geoscreen.store.cache import resolve_layer
+
+    pos_, problem = resolve_layer(int(spec) if spec.lstrip("-").isdigit() else spec,
+                                  ctx.cache.layers)
+    if pos_ is None:
+        raise GeoscreenError(f"{ref}: {problem}", field="params.score",
+                             fix="name a layer of the cache, e.g. norm:first")
+    other = ctx.cache.layers[pos_]
+    osvd = ctx.svd(other, include_zero)
+    values, _ = covariate(ctx, other, osvd, "norm")
+    at = np.full(int(max(osvd.rows.max(initial=-1), svd.rows.max(initial=-1))) + 1, -1)
+    at[osvd.rows] = np.arange(osvd.rows.size)
+    pos = at[svd.rows]
+    out = np.full(svd.rows.size, np.nan)
+    out[pos >= 0] = values[pos[pos >= 0]]
+    return out, {"source": f"layer {other}: centred norm", "layer": other}
+
+
 def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
            include_zero: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Scores in the SVD's row order (NaN where a gene has none) and where they came from."""
-    if ref in ("annotation", "expression"):
+    if ref == "expression":
+        try:
+            return covariate(ctx, layer, svd, ref)
+        except GeoscreenError:  # the matching helper names params.match; here it is the score
+            raise GeoscreenError(
+                "this cache records no per-gene expression (extra/gene_expression.npy or "
+                "extra/gene_token_counts.npy)", field="params.score",
+                fix="use a cache made by 'geoscreen extract', or another score") from None
+    if ref in ("annotation", "norm"):
         return covariate(ctx, layer, svd, ref)
     if ref == "string_degree":
         return covariate(ctx, layer, svd, "degree")
     if ref.startswith(DEGREE_SCORES):
         return _degree_score(ctx, svd, ref, include_zero)
+    if ref.startswith(DEPTH_SCORE):
+        return _depth_score(ctx, svd, ref, include_zero)
+    if ref.startswith(NORM_SCORE):
+        return _norm_score(ctx, layer, svd, ref, include_zero)
     from geoscreen.store.userfiles import read_text
 
     path = ref[len("file:"):].strip().strip('"')
@@ -200,7 +290,7 @@ def residual_ranks(x: np.ndarray, covs: list[np.ndarray]) -> np.ndarray:
     family="manifold_distance",
     params=GeneScoreParams,
     nulls=("score_shuffle",),
-    version="1.4",
+    version="1.5",
     statistic="Spearman correlation of a per-gene quantity of the layer with a per-gene score "
               "(partial, on the covariates, when given)",
     effect="the (partial) Spearman rho (0 = no association)",

@@ -7,6 +7,8 @@ pairs).  `layer_profile` answers the published screens' cross-result questions a
 * ``peak_order`` — does profile A peak before profile B?
 * ``curve_correlation`` — do the two profiles rise and fall together over the layers?
 * ``peak_layer`` — does profile A peak before (or after) a given layer?
+* ``crossing_layer`` (1.3) — where does profile A overtake profile B (or fall below it), and is
+  that before or after a given layer?
 
 *Where* a profile peaks is summarised by its **centre**, the centre of mass of the profile above
 its no-effect value b (0 for the default excess curve): sum_l l (s_l - b) / sum_l (s_l - b).
@@ -40,6 +42,10 @@ and fall together" (on hub-heavy synthetic layers, `curve_correlation` of bare s
 statistic (a token null of `STATISTIC_DRAWS` draws, discarded); `curve: effect` the probe's
 effect size (often a z against its null), which costs the sub-probe's full null in every
 replicate.
+
+*Where two profiles cross* (``crossing_layer``, 1.3) is the layer where A - B changes sign,
+linearly interpolated between the two layers around it (the mean of the zeros when A - B
+wiggles across zero): `profile_crossing`.  It is tested against ``relative_to`` like a centre.
 
 A profile may read no named genes at all: a whole-layer measure such as ``spectrum``'s effective
 rank or a window's variance share, or ``subspace_alignment`` between consecutive layers (1.2).
@@ -127,12 +133,14 @@ class LayerProfileParams(ProbeParams):
                                                   "probe")
     versus: ProfileSpec | None = Field(None, description="profile B (peak_order, "
                                                          "curve_correlation)")
-    statistic: Literal["peak_order", "curve_correlation", "peak_layer"] = Field(
+    statistic: Literal["peak_order", "curve_correlation", "peak_layer", "crossing_layer"] = Field(
         "peak_order", description="peak_order: A's centre minus B's (negative: A peaks first); "
                                   "curve_correlation: Pearson r of the two profiles; peak_layer: "
-                                  "A's centre minus the layer `relative_to`")
+                                  "A's centre minus the layer `relative_to`; crossing_layer "
+                                  "(1.3): where A - B changes sign, minus `relative_to`")
     relative_to: int | str | None = Field(
-        None, description="peak_layer: the layer (name, position or role) A's centre is "
+        None, description="peak_layer / crossing_layer: the layer (name, position or role) A's "
+                          "centre, or the crossing, is "
                           "compared with")
     curve_layers: Literal["all"] | list[int | str] = Field(
         "all", description="the layers the profiles run over (3 or more)")
@@ -178,6 +186,10 @@ class LayerProfileParams(ProbeParams):
             if self.versus is not None:
                 raise ValueError("statistic peak_layer reads one profile: drop versus, or use "
                                  "peak_order")
+        if self.statistic == "crossing_layer" and (self.versus is None
+                                                   or self.relative_to is None):
+            raise ValueError("statistic crossing_layer tests where profile A crosses profile B "
+                             "against a layer: give versus and relative_to (e.g. block:6)")
         return self
 
 
@@ -286,6 +298,22 @@ def profile_centre(values: np.ndarray, positions: np.ndarray, baseline: float = 
     return float(np.dot(w, positions) / total)
 
 
+def profile_crossing(diff: np.ndarray, positions: np.ndarray) -> float:
+    """Where a difference of two profiles, A - B, changes sign: the mean of its zeros,
+    each interpolated linearly between the two layers around it; NaN when A - B has the same
+    sign at both ends (no crossing, or an even number of them) in these layers.  With one
+    crossing this is the layer (fractional) where A overtakes B or falls below it; a wiggle
+    around zero adds crossings on both sides of it, which the mean keeps near it."""
+    d = np.asarray(diff, dtype=float)
+    x = np.asarray(positions, dtype=float)
+    neg = np.signbit(d)  # an exact 0 counts as positive
+    if not np.all(np.isfinite(d)) or neg[0] == neg[-1]:
+        return float("nan")
+    k = np.flatnonzero(neg[:-1] != neg[1:])
+    zeros = x[k] + d[k] / (d[k] - d[k + 1]) * (x[k + 1] - x[k])
+    return float(zeros.mean())
+
+
 # Probes whose null the profile draws although they could take it from exact moments: their
 # moment null gives a layer the exact null mean, or the draws' mean where the moment p-value is
 # small, so the excess of one curve would mix the two; the draws are also cheaper than the
@@ -383,6 +411,8 @@ def _value(stat: str, a: np.ndarray, b: np.ndarray | None, pos: np.ndarray,
         return profile_centre(a, pos, base[0]) - profile_centre(b, pos, base[1])  # type: ignore[arg-type]
     if stat == "peak_layer":
         return profile_centre(a, pos, base[0]) - float(ref)  # type: ignore[arg-type]
+    if stat == "crossing_layer":
+        return profile_crossing(a - b, pos) - float(ref)  # type: ignore[operator,arg-type]
     r = curve_correlation(a, b, pos, method, control)  # type: ignore[arg-type]
     return float(np.arctanh(np.clip(r, -0.999999, 0.999999)))
 
@@ -433,11 +463,11 @@ def _mass_check(label: str, sub: ProfileSpec, total: float, totals: np.ndarray,
     family="topology_stability",
     params=LayerProfileParams,
     nulls=("half_sampling",),
-    version="1.2",
-    statistic="difference of profile centres (layers), atanh of the profiles' correlation, or "
-              "centre minus a given layer",
-    effect="centre difference in layers (0: same place), Pearson r (0: unrelated), or centre "
-           "minus the given layer (0: at it)",
+    version="1.3",
+    statistic="difference of profile centres (layers), atanh of the profiles' correlation, "
+              "centre minus a given layer, or the crossing of two profiles minus a given layer",
+    effect="centre difference in layers (0: same place), Pearson r (0: unrelated), centre "
+           "minus the given layer (0: at it), or crossing minus the given layer (0: at it)",
     alternatives=("less", "greater", "two-sided"),
     whole_stack=True,
     examples=[
@@ -485,7 +515,13 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
     place (alternative ``less``: A first); ``curve_correlation``, Pearson r of the two profiles
     over the layers (Spearman's rho with ``correlation: spearman``; the partial correlation given
     the layer position with ``control: depth``), 0 for unrelated profiles; ``peak_layer``,
-    centre(A) minus the position of `relative_to`, 0 when A's centre is at that layer.
+    centre(A) minus the position of `relative_to`, 0 when A's centre is at that layer;
+    ``crossing_layer`` (1.3), the layer where A - B changes sign (`profile_crossing`: the
+    mean of its linearly interpolated zeros; the profiles must have opposite order at the
+    first and last of `curve_layers`, in the data and in every half-sample) minus the
+    position of `relative_to`, 0 when they cross at that layer (alternative ``greater``: after
+    it).  The crossing is a smooth function of the profiles near a clean crossing; where A - B
+    creeps along zero over several layers its half-sample spread, and so its interval, widens.
     p = Phi(z) (``less``), 1 - Phi(z) (``greater``) or 2 Phi(-|z|), z = T / SE with SE the
     half-sampling standard error scaled by sqrt(f / (1 - f)); T is atanh(r), or for Pearson
     against a gene-free profile the projection of the other profile on it (module docstring).
@@ -511,7 +547,7 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
             "few for a correlation (with 3 it is always +-1)", field="params.curve_layers",
             fix="use 5 or more layers, or drop control: depth")
     ref = None
-    if p.statistic == "peak_layer":
+    if p.statistic in ("peak_layer", "crossing_layer"):
         ref = float(ctx.cache.layer_index(ctx.cache.layer_name(p.relative_to)))
     subs = [p.profile] + ([p.versus] if p.versus is not None else [])
     # half-samples share the SVDs, the resolved references and the background memo entries
@@ -543,14 +579,22 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
         ctx.resources_used.update({f"{label}.{k}": v for k, v in octx.resources_used.items()})
     scale = float(np.sqrt(p.fraction / (1 - p.fraction)))
     base = (0.0, 0.0)
-    if p.statistic != "curve_correlation":
+    if p.statistic in ("peak_order", "peak_layer"):
         base = tuple(_baseline(s, c) for s, c in zip(subs, curves)) + (0.0,)  # type: ignore[assignment]
         for k, (label, sub) in enumerate(zip(("profile", "versus"), subs)):
             _mass_check(label, sub, float((values[k, 0] - base[k]).sum()),
                         (values[k, 1:] - base[k]).sum(axis=1), scale)
-    else:
+    elif p.statistic == "curve_correlation":
         for k, label in enumerate(("profile", "versus")):
             _variation_check(label, subs[k], values[k, 0], pos, p)
+    else:  # crossing_layer: the observed profiles must cross within the layers
+        diff = values[0, 0] - values[1, 0]
+        if not np.isfinite(profile_crossing(diff, pos)):
+            raise GeoscreenError(
+                "profile A minus profile B has the same sign at the first and the last of "
+                f"these layers ({[round(float(v), 6) for v in diff]}), so they do not cross",
+                field="params.curve_layers",
+                fix="choose curve_layers around the crossing, or test peak_order")
     method, control = p.correlation, p.control
     # a Pearson correlation with one gene-free profile a: test the projection <u, b> of the
     # gene profile b on u = P a / |P a| (P: centring, or residualising on depth), which is
@@ -575,9 +619,11 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
                                 pos, ref, base, method, control)
                          for r in range(1, p.replicates + 1)])
     if not np.all(np.isfinite(reps)):
+        what = ("profiles that do not cross" if p.statistic == "crossing_layer" else
+                "a profile with no mass above its baseline")
         raise GeoscreenError(
-            f"{int(np.sum(~np.isfinite(reps)))} of {p.replicates} half-samples left a profile "
-            "with no mass above its baseline", field="params.fraction",
+            f"{int(np.sum(~np.isfinite(reps)))} of {p.replicates} half-samples left {what}",
+            field="params.fraction",
             fix="raise fraction, use larger sets, or profiles with a clearer effect")
     peaks = pos[np.argmax(values[:, 1:, :], axis=2)].astype(int).T  # (replicates, profiles)
     se = float(np.std(reps, ddof=1)) * scale
@@ -620,8 +666,8 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
         vals = values[k, 0]
         profiles.append({
             "probe": subs[k].probe, "layers": names, "values": [float(v) for v in vals],
-            "centre": (profile_centre(vals, pos, base[k]) if p.statistic != "curve_correlation"
-                       else None),
+            "centre": (profile_centre(vals, pos, base[k])
+                       if p.statistic in ("peak_order", "peak_layer") else None),
             "peak_layer": names[int(np.argmax(vals))],
             "peak_interval": [int(np.quantile(peaks[:, k], tail, method="lower")),
                               int(np.quantile(peaks[:, k], 1 - tail, method="higher"))]})
@@ -630,7 +676,8 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
         effect_name={"peak_order": "centre_difference",
                      "curve_correlation": ("spearman_rho" if method == "spearman"
                                            else "pearson_r"),
-                     "peak_layer": "centre_offset"}[p.statistic],
+                     "peak_layer": "centre_offset",
+                     "crossing_layer": "crossing_offset"}[p.statistic],
         effect_size=effect, p_value=pval, n=int(p.replicates), null="half_sampling",
         n_permutations=int(p.replicates), ci_low=lo, ci_high=hi,
         extra={"estimate": observed, "se": se, "fraction": p.fraction, "curve": p.curve,
@@ -640,4 +687,6 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
                **({"correlation": p.correlation, "control": p.control}
                   if p.statistic == "curve_correlation" else {}),
                "level": p.level, "profiles": profiles,
-               **({"relative_to": ref} if ref is not None else {})})
+               **({"relative_to": ref} if ref is not None else {}),
+               **({"crossing": profile_crossing(values[0, 0] - values[1, 0], pos)}
+                  if p.statistic == "crossing_layer" else {})})

@@ -111,6 +111,8 @@ def test_refusals(tmp_path):
         run("gene_score_association", {"score": "popularity"}, ctx, "L0")
     with pytest.raises(GeoscreenError, match="names no pair set"):
         run("gene_score_association", {"score": "out_degree:"}, ctx, "L0")
+    with pytest.raises(GeoscreenError, match="field 'params.score'.*no per-gene expression"):
+        run("gene_score_association", {"score": "expression"}, ctx, "L0")
 
 
 def _network(rng: np.random.Generator, n: int, regulators: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,3 +177,114 @@ def test_the_degree_score_null_is_uniform(tmp_path, kind):
     c = assert_calibrated(ps)
     print(f"\nCALIBRATION gene_score_association/out_degree, {kind}: n={c['n']} "
           f"KS p={c['ks_p']:.3f} FPR(0.05)={c['fpr']:.3f}")
+
+
+def _dag_with_cycle(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A layered regulatory cascade (roots -> 1 -> 2 -> 3, with skip edges) plus a 3-cycle
+    no root reaches: depth is defined on the cascade and undefined on the cycle."""
+    perm = rng.permutation(n)
+    tiers = [perm[:8], perm[8:30], perm[30:80], perm[80:120]]
+    i, j = [], []
+    for a, b in zip(tiers[:-1], tiers[1:]):
+        for t in b:
+            for s in rng.choice(a, 2, replace=False):
+                i.append(s)
+                j.append(t)
+    for _ in range(20):  # skip edges: the shortest path decides the depth
+        i.append(rng.choice(tiers[0]))
+        j.append(rng.choice(tiers[3]))
+    cyc = perm[120:123]
+    i += [cyc[0], cyc[1], cyc[2], tiers[0][0]]  # and one root regulates itself
+    j += [cyc[1], cyc[2], cyc[0], tiers[0][0]]
+    return np.array(i), np.array(j)
+
+
+def test_hierarchy_depth_matches_networkx_breadth_first_search():
+    """depth:PAIRS is networkx's multi-source shortest path length from the roots (sources no
+    other gene's edge points to: a self-loop does not unmake a root); genes only in a cycle,
+    and genes in no pair, have none."""
+    import networkx as nx
+
+    from geoscreen.probes.association import hierarchy_depth
+
+    rng = np.random.default_rng(31)
+    i, j = _dag_with_cycle(rng, 200)
+    G = nx.DiGraph()
+    G.add_edges_from(zip(i.tolist(), j.tolist()))
+    G.remove_edges_from(list(nx.selfloop_edges(G)))
+    roots = [v for v in G if G.in_degree(v) == 0 and G.out_degree(v) > 0]
+    assert len(roots) == 8
+    want = nx.multi_source_dijkstra_path_length(G, roots)  # unit weights: BFS depth
+    got = hierarchy_depth(i, j, 200)
+    expect = np.array([want.get(g, np.nan) for g in range(200)], dtype=float)
+    np.testing.assert_array_equal(got, expect)
+    assert np.isnan(got[np.setdiff1d(np.arange(200), np.concatenate([i, j]))]).all()
+    assert sorted(np.unique(got[np.isfinite(got)]).tolist()) == [0.0, 1.0, 2.0, 3.0]
+    # skip edges shorten some tier-3 depths to 1
+    assert (got == 1).sum() > 22
+    # a network of cycles only has no root and no depth
+    assert np.isnan(hierarchy_depth(np.array([0, 1]), np.array([1, 0]), 3)).all()
+
+
+def test_depth_and_norm_scores_find_planted_links(tmp_path):
+    """A loading on axis 1 planted to follow the cascade depth is found (rho equal to scipy's
+    Spearman over the genes with a depth), and so is a norm that follows another layer's norm;
+    `norm` alone is the tested layer's own norm (rho 1 with quantity norm)."""
+    rng = np.random.default_rng(32)
+    n = 200
+    i, j = _dag_with_cycle(rng, n)
+    from geoscreen.probes.association import hierarchy_depth
+
+    depth = hierarchy_depth(i, j, n)
+    X = rng.standard_normal((n, 10)) * np.linspace(1.0, 0.3, 10)
+    X[:, 0] = np.where(np.isfinite(depth), depth, 1.5) * 2.0 + 0.5 * rng.standard_normal(n)
+    scale = rng.uniform(0.5, 2.0, n)
+    Y = rng.standard_normal((n, 10)) * scale[:, None]
+    Z = rng.standard_normal((n, 10)) * (scale + 0.2 * rng.standard_normal(n))[:, None]
+    ctx = context(cache_from_layers(tmp_path / "c", [X, Y, Z]), tmp_path)
+    r = run("gene_score_association", {"quantity": "loading", "axis": 1,
+                                       "score": f"depth:{pairs_ref(i, j)}",
+                                       "n_permutations": 199}, ctx, "L0", "two-sided")
+    svd = ctx.svd("L0")
+    load = svd.U[:, 0] * svd.S[0]
+    ok = np.isfinite(depth[svd.rows])
+    assert r.n == int(ok.sum()) == 120
+    assert r.statistic == pytest.approx(stats.spearmanr(load[ok], depth[svd.rows][ok]).statistic)
+    assert abs(r.statistic) > 0.7 and r.p_value < 0.01
+    assert r.extra["score"]["roots"] == 8 and r.extra["score"]["unreached"] == 3
+    r = run("gene_score_association", {"quantity": "norm", "score": "norm:L1",
+                                       "n_permutations": 199}, ctx, "L2", "greater")
+    assert r.statistic > 0.5 and r.p_value < 0.01 and r.extra["score"]["layer"] == "L1"
+    assert run("gene_score_association", {"quantity": "norm", "score": "norm:1"}, ctx,
+               "L2").statistic == pytest.approx(r.statistic)
+    assert run("gene_score_association", {"quantity": "norm", "score": "norm"}, ctx,
+               "L2").statistic == pytest.approx(1.0)
+    with pytest.raises(GeoscreenError, match="params.score.*norm:L9.*out of range|"
+                                             "params.score.*norm:L9"):
+        run("gene_score_association", {"quantity": "norm", "score": "norm:L9"}, ctx, "L2")
+    with pytest.raises(GeoscreenError, match="names no layer"):
+        run("gene_score_association", {"quantity": "norm", "score": "norm:"}, ctx, "L2")
+    with pytest.raises(GeoscreenError, match="names no pair set"):
+        run("gene_score_association", {"quantity": "norm", "score": "depth: "}, ctx, "L2")
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "hubs"])
+def test_the_depth_and_other_layer_norm_nulls_are_uniform(tmp_path, kind):
+    """Random cascades (depth:PAIRS against the axis-1 loading) and another, independent layer's
+    norm (norm:LAYER against centrality) on Gaussian and hub-heavy layers: uniform p-values."""
+    layers = hub_heavy_layers(kind, 120, 200, 8, 33)
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    rng = np.random.default_rng(34)
+    ps_depth, ps_norm = [], []
+    for k in range(120):
+        i, j = _dag_with_cycle(rng, 200)
+        ps_depth.append(run("gene_score_association", {
+            "quantity": "loading", "axis": 1, "score": f"depth:{pairs_ref(i, j)}",
+            "n_permutations": 199}, ctx, f"L{k}", "two-sided").p_value)
+        ps_norm.append(run("gene_score_association", {
+            "quantity": "centrality", "score": f"norm:L{(k + 1) % 120}",
+            "n_permutations": 199}, ctx, f"L{k}", "two-sided").p_value)
+    for what, ps in (("depth", ps_depth), ("norm:LAYER", ps_norm)):
+        c = assert_calibrated(ps)
+        print(f"\nCALIBRATION gene_score_association/{what}, {kind}: n={c['n']} "
+              f"KS p={c['ks_p']:.3f} FPR(0.05)={c['fpr']:.3f}")
