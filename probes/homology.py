@@ -39,6 +39,7 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import (
     Subspace,
+    added_field,
     genes_ref_field,
     subspace_coords,
     subspace_field,
@@ -112,11 +113,16 @@ class PersistentHomologyParams(ProbeParams):
     dims: list[int] = Field([1], description="homology dimensions summed, from 0, 1, 2")
     subspace: Subspace = subspace_field()
     metric: Literal["euclidean", "cosine"] = Field("euclidean", description="Rips distance")
-    null: Literal["matched", "gene_shuffle", "feature_shuffle", "pc_shuffle"] = Field(
+    null: Literal["matched", "gene_shuffle", "feature_shuffle", "pc_shuffle", "none"] = Field(
         "matched", description="covariate-matched random subsets (default), uniformly random "
-                               "subsets, or a geometry-level null: coordinates (feature_shuffle) "
+                               "subsets, a geometry-level null: coordinates (feature_shuffle) "
                                "or principal components (pc_shuffle) permuted independently "
-                               "within the subset")
+                               "within the subset, or none (2.1: descriptive, the value per "
+                               "layer for a trend or change-point across layers)")
+    summary: Literal["total", "mean"] = added_field(
+        "total", since="2.1",
+        description="total persistence (summed finite bar lengths) or the mean finite bar "
+                    "length (total over the number of finite bars)")
     match: list[MatchVar] = match_field()
     match_bins: int = bins_field()
     n_permutations: int = Field(199, ge=99, le=100000)
@@ -137,10 +143,11 @@ class PersistentHomologyParams(ProbeParams):
     "persistent_homology",
     family="persistent_homology",
     params=PersistentHomologyParams,
-    nulls=("matched", "gene_shuffle", "feature_shuffle", "pc_shuffle"),
-    version="2.0",
-    statistic="total persistence (summed finite bar lengths) in the requested dimensions",
-    effect="z-score of total persistence against the null",
+    nulls=("matched", "gene_shuffle", "feature_shuffle", "pc_shuffle", "none"),
+    version="2.1",
+    statistic="total persistence (summed finite bar lengths) in the requested dimensions, or "
+              "(2.1) their mean length",
+    effect="z-score of total persistence against the null (with null none: the value itself)",
     alternatives=("two-sided", "greater", "less"),
     examples=[
         {"statement": "Cell-cycle genes carry more H1 (loop) persistence than a cloud with "
@@ -170,9 +177,13 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     Notes
     -----
     Statistic: total persistence, the summed lengths (death - birth) of the finite bars in the
-    requested homology dimensions `dims`.  Effect size: its z-score against the null draws, no
-    effect 0; per-dimension totals and bar counts, the null mean and standard deviation are kept in
-    ``extra``.  p = (1 + b) / (m + 1).
+    requested homology dimensions `dims`, or from version 2.1 with ``summary: mean`` the mean
+    finite bar length (the total over the number of finite bars; 0 when there is none).
+    Effect size: its z-score against the null draws, no effect 0; per-dimension totals and bar
+    counts, the null mean and standard deviation are kept in ``extra``.  p = (1 + b) / (m + 1).
+    With ``null: none`` (2.1) nothing is drawn: the value is the effect, for
+    ``across_layers: trend`` (or a change-point) over the layers, as the published screen
+    followed the H1 mean lifetime of one fixed cloud with depth.
 
     Nulls (chosen with ``null``):
 
@@ -183,6 +194,7 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
       genes; a geometry-level null that calls random gene sets significant on real embeddings.
     * ``pc_shuffle``: each coordinate on the layer's principal axes permuted independently among
       the subset's genes (feature_shuffle in the layer's decorrelated basis); also geometry-level.
+    * ``none`` (2.1): descriptive; the hypothesis tests the values' trend across layers.
 
     References
     ----------
@@ -214,7 +226,18 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
         local = np.sort(ctx.rng(layer, "subsample").choice(local, p.max_points, replace=False))
     dims = tuple(p.dims)
     obs = total_persistence(distances(X[local], p.metric), dims)
-    observed = float(sum(v[0] for v in obs.values()))
+    total = float(sum(v[0] for v in obs.values()))
+    nbars = int(sum(v[1] for v in obs.values()))
+    observed = total if p.summary == "total" else (total / nbars if nbars else 0.0)
+    per_dim = {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()}
+    name = "total_persistence" if p.summary == "total" else "mean_bar_length"
+    if p.null == "none":  # descriptive: the value per layer, for a trend across layers
+        return LayerResult(
+            statistic_name=name, statistic=observed, effect_name=name, effect_size=observed,
+            p_value=None, n=int(local.size), null="none", n_permutations=0,
+            extra={"per_dim": per_dim, "subsampled_from": int(rows.size) if subsampled else None,
+                   "dims": list(dims), "metric": p.metric, "subspace": p.subspace,
+                   "summary": p.summary})
     rng = ctx.rng(layer)
     k, d = local.size, X.shape[1]
     strata, matching = None, None
@@ -237,19 +260,22 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
                 Y = X[distinct_draws(X.shape[0], k, m, rng)]
             D = batch_distances(Y, p.metric)
             if dims == (0,):  # H0 only: Prim's algorithm over the whole batch
-                yield mst_totals(D)
+                # k - 1 finite H0 bars (the spanning tree's edges): the mean is the total / (k - 1)
+                yield mst_totals(D) / (1.0 if p.summary == "total" else max(k - 1, 1))
             else:  # ripser is not vectorised: one call per draw, one draw at a time
                 for Dq in D:
-                    yield [sum(v[0] for v in total_persistence(Dq, dims).values())]
+                    tp = total_persistence(Dq, dims).values()
+                    tot, nb = sum(v[0] for v in tp), sum(v[1] for v in tp)
+                    yield [tot if p.summary == "total" else (tot / nb if nb else 0.0)]
     seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
                          ctx.sequential_h)
     null = seq.null
     return LayerResult(
-        statistic_name="total_persistence", statistic=observed, effect_name="z",
+        statistic_name=name, statistic=observed, effect_name="z",
         effect_size=z_score(observed, null), **seq.test_fields(observed, ctx.alternative),
         n=int(k), null=p.null, n_permutations=seq.draws,
         extra={**seq.record(),
-               "per_dim": {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()},
+               "per_dim": per_dim, "summary": p.summary,
                "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "subsampled_from": int(rows.size) if subsampled else None, "dims": list(dims),
                "metric": p.metric, "subspace": p.subspace, "matching": matching})

@@ -24,6 +24,7 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import (
     Metric,
     Subspace,
+    added_field,
     control_field,
     control_validator,
     metric_field,
@@ -206,6 +207,12 @@ class SignContrastParams(ProbeParams):
         "similarity", description="pair similarity, or its absolute value (structure either way)")
     test: Literal["label_shuffle", "mann_whitney"] = Field(
         "label_shuffle", description="permute the a/b labels over pairs, or Mann-Whitney U")
+    effect: Literal["difference", "auroc"] = added_field(
+        "difference", since="1.3",
+        description="the reported effect (and what across_layers: trend follows): the "
+                    "difference in mean prominence (no effect 0), or the AUROC P(a-pair more "
+                    "prominent than b-pair) (no effect 0.5; pair it with test: mann_whitney, "
+                    "whose U it is)")
     control: str | None = control_field()
     _check_control = control_validator()
     n_permutations: int = permutations_field()
@@ -219,9 +226,10 @@ class SignContrastParams(ProbeParams):
     family="graph_topology",
     params=SignContrastParams,
     nulls=("label_shuffle", "mann_whitney", "coexpression_residualization"),
-    version="1.2",
+    version="1.3",
     statistic="mean prominence of type-a pairs minus that of type-b pairs",
-    effect="difference in mean prominence (AUROC and rank-biserial r in extra)",
+    effect="difference in mean prominence, or (1.3, effect: auroc) the AUROC (AUROC and "
+           "rank-biserial r in extra)",
     alternatives=("greater", "less", "two-sided"),
     examples=[
         {"statement": "Repression edges are more prominent than activation edges in SV2-SV7",
@@ -243,13 +251,16 @@ def sign_contrast(ctx: ProbeContext, p: SignContrastParams, layer: str) -> Layer
     Returns
     -------
     LayerResult
-        Mean prominence of type-a minus type-b pairs, as both statistic and effect.
+        Mean prominence of type-a minus type-b pairs, as statistic and (by default) effect.
 
     Notes
     -----
     Statistic and effect size: the difference of the two types' mean prominence; no effect 0.  The
     AUROC P(a-pair more prominent than b-pair) (no effect 0.5), the rank-biserial correlation
-    2 AUROC - 1 (no effect 0) and each type's mean are kept in ``extra``.
+    2 AUROC - 1 (no effect 0) and each type's mean are kept in ``extra``.  From version 1.3
+    ``effect: auroc`` reports the AUROC as the effect instead, so that ``across_layers: trend``
+    follows it (the two can move apart: a difference that grows while the groups overlap
+    more); with ``test: mann_whitney`` the per-layer test is then the test of that AUROC.
 
     Nulls (chosen with ``test``; ``control`` adds the co-expression one):
 
@@ -311,7 +322,8 @@ def sign_contrast(ctx: ProbeContext, p: SignContrastParams, layer: str) -> Layer
         nperm, null_mean, record = seq.draws, float(seq.null.mean()), seq.record()
     return LayerResult(
         statistic_name="prominence_difference", statistic=diff,
-        effect_name="prominence_difference", effect_size=diff, **test,
+        effect_name="auroc" if p.effect == "auroc" else "prominence_difference",
+        effect_size=auc if p.effect == "auroc" else diff, **test,
         n=int(va.size + vb.size), null=null_label(p.test, p.control), n_permutations=nperm,
         extra={**record, "auroc": auc, "rank_biserial": 2 * auc - 1, "n_a": int(va.size),
                "n_b": int(vb.size), "n_shared_dropped": int(shared.size),

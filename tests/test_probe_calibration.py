@@ -287,14 +287,18 @@ def test_layer_similarity_calibrated(null, small, nul):
     {"dims": [1], "null": "feature_shuffle"},
     {"dims": [0], "null": "gene_shuffle"},
     {"dims": [0], "null": "pc_shuffle"},
-], ids=["H0_matched", "H1_matched", "H0_feature", "H1_feature", "H0_gene", "H0_pc"])
+    {"dims": [1], "null": "matched", "summary": "mean"},
+    {"dims": [0, 1], "null": "gene_shuffle", "summary": "mean"},
+], ids=["H0_matched", "H1_matched", "H0_feature", "H1_feature", "H0_gene", "H0_pc",
+        "H1_matched_mean", "H01_gene_mean"])
 def test_persistent_homology_calibrated(null, prm):
     if 1 in prm["dims"]:
         pytest.importorskip("ripser")  # H0 needs no ripser
     reps = 120 if 1 in prm["dims"] else 200
     p = _pvalues("persistent_homology", {**prm, "gene_set": genes_ref(range(20)),
                                          "n_permutations": 99}, null, reps=reps)
-    _report(f"persistent_homology/{prm['dims']}/{prm['null']}", assert_calibrated(p))
+    _report(f"persistent_homology/{prm['dims']}/{prm['null']}/{prm.get('summary', 'total')}",
+            assert_calibrated(p))
 
 
 @pytest.mark.parametrize("method", ["cca", "procrustes"])
