@@ -257,6 +257,16 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                                       "n_permutations": m}),
         ("annotation_similarity", "family, gene_shuffle moments", {
             "family": refs["family"], "null": "gene_shuffle", "n_permutations": m}),
+        # precision at k among all 11.5 million gene pairs: the top pairs once per layer, then
+        # the rewirings (or relabellings) of the pair set over them
+        ("pair_retrieval", "SV2 eucl, k=1000", {"pairs": refs["string"], "k": 1000,
+                                                "subspace": [2], "metric": "euclidean",
+                                                "n_permutations": m}),
+        ("pair_retrieval", "full, k=1000", {"pairs": refs["string"], "k": 1000,
+                                            "n_permutations": m}),
+        ("pair_retrieval", "full, k=1000, shuffle", {"pairs": refs["string"], "k": 1000,
+                                                     "null": "gene_shuffle",
+                                                     "n_permutations": m}),
         ("knn_graph", "modularity k=10", {"k": 10, "statistic": "modularity"}),
         ("knn_graph", "spectral gap k=10", {"k": 10, "statistic": "spectral_gap"}),
         ("edge_direction", "SV1-10, matched", {"pairs": refs["trrust"],

@@ -225,6 +225,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "pair_proximity": "geoscreen.probes.proximity",
     "co_pole": "geoscreen.probes.proximity",
     "graded_proximity": "geoscreen.probes.proximity",
+    "pair_retrieval": "geoscreen.probes.retrieval",
     "annotation_similarity": "geoscreen.probes.shared_annotation",
     "spectrum": "geoscreen.probes.spectrum",
     "intrinsic_dimension": "geoscreen.probes.dimension",

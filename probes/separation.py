@@ -29,6 +29,10 @@ stats = lazy_module("scipy.stats")
 MARGIN_GENES = 10  # genes of each side listed with their classifier margins
 
 
+# whole-space per-gene quantities (version 1.3): the two sets compared on them, not on an axis
+WHOLE_SPACE = ("norm", "centrality")
+
+
 class AxisSeparationParams(ProbeParams):
     axis: int = Field(1, ge=1, description="1-based singular axis of the centred gene matrix")
     positive: str = genes_ref_field(..., description="gene-set reference, e.g. go:GO:0005615")
@@ -43,10 +47,12 @@ class AxisSeparationParams(ProbeParams):
         None, since="1.2", min_length=1, max_length=50,
         description="several 1-based axes instead of `axis`: each gene is scored by the length "
                     "of its projection on them (score magnitude)")
-    score: Literal["coordinate", "magnitude"] = added_field(
+    score: Literal["coordinate", "magnitude", "norm", "centrality"] = added_field(
         "coordinate", since="1.2",
         description="coordinate: the signed coordinate on `axis`; magnitude: its absolute "
-                    "value (the length of the projection with `axes`)")
+                    "value (the length of the projection with `axes`); from 1.3 a whole-space "
+                    "quantity instead of an axis: norm (distance from the centroid) or "
+                    "centrality (mean cosine to all other genes)")
     covariates: list[MatchVar] = added_field(
         [], since="1.2",
         description="test label_shuffle: shuffle the labels only within strata of these "
@@ -57,6 +63,9 @@ class AxisSeparationParams(ProbeParams):
 
     @model_validator(mode="after")
     def _axes(self) -> AxisSeparationParams:
+        if self.score in WHOLE_SPACE and (self.axes is not None or self.axis != 1):
+            raise ValueError(f"score {self.score} is a whole-space quantity of each gene: drop "
+                             "axis and axes")
         if self.axes is not None:
             if len(set(self.axes)) != len(self.axes) or min(self.axes) < 1:
                 raise ValueError("axes are distinct 1-based singular axes, e.g. [2, 3, 4]")
@@ -76,10 +85,11 @@ class AxisSeparationParams(ProbeParams):
     family="module_structure",
     params=AxisSeparationParams,
     nulls=("mann_whitney", "label_shuffle"),
-    version="1.2",
+    version="1.3",
     statistic="AUROC of the positive set's scores on the axis (its coordinate, or from 1.2 its "
-              "magnitude or projection length on several axes, optionally residualised on "
-              "covariates) against the negative set's",
+              "magnitude or projection length on several axes, from 1.3 its norm or "
+              "centrality; the labels optionally shuffled within covariate strata) against the "
+              "negative set's",
     effect="AUROC (0.5 = no separation); two-sided tests report max(AUROC, 1 - AUROC) because "
            "an axis's sign is arbitrary; rank-biserial r = 2*AUROC - 1 is in extra",
     alternatives=("two-sided", "greater", "less"),
@@ -102,7 +112,11 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
     whether the sets separate beyond, say, the genes' norms: exact given the strata, and only
     as good as the bins for a continuous covariate -- sets drawn with probability rising as
     the norm cubed kept FPR 0.13 at 0.05 with 10 norm bins, 0.31 with 5, 1.0 without;
-    tests/test_axis_separation_magnitude.py).  Genes
+    tests/test_axis_separation_magnitude.py).  From version 1.3 ``score: norm`` or
+    ``score: centrality`` compares the two sets on a whole-space quantity instead of an axis:
+    each gene's centred norm, or its mean cosine to every other gene (the covariates of
+    `geoscreen.probes.matching`), e.g. "activation hubs are more central than repression
+    hubs".  Genes
     listed in both sets are removed from both, and the positive set's scores are compared with the
     negative set's (with every other gene for ``negative='rest'``).
 
@@ -161,7 +175,12 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
             raise GeoscreenError(f"only {rows.size} genes remain in {name} after removing the "
                                  f"{overlap.size} genes shared by both sets (need {p.min_size})",
                                  field=f"params.{name}")
-    score, axes = _axis_score(p, svd)
+    if p.score in WHOLE_SPACE:
+        from geoscreen.probes.matching import covariate
+
+        score, axes = covariate(ctx, layer, svd, p.score)[0], []
+    else:
+        score, axes = _axis_score(p, svd)
     pos = score[svd.local(pos_rows)]
     neg = score[svd.local(neg_rows)]
     auc = auroc_from_scores(pos, neg)
@@ -200,10 +219,11 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
         n=int(pos.size + neg.size), null=null, n_permutations=nperm, seed=seed,
         extra={**record, "rank_biserial": 2 * auc - 1, "n_positive": int(pos.size),
                "n_negative": int(neg.size), "n_overlap_removed": int(overlap.size),
-               "axis": p.axis if p.axes is None else None, "axes": axes, "score": p.score,
+               "axis": p.axis if p.axes is None and axes else None, "axes": axes,
+               "score": p.score,
                "covariates": list(dict.fromkeys(p.covariates)),
-               "explained_variance": float(np.sum(svd.S[np.array(axes) - 1] ** 2)
-                                           / np.sum(svd.S ** 2))})
+               "explained_variance": (float(np.sum(svd.S[np.array(axes) - 1] ** 2)
+                                            / np.sum(svd.S ** 2)) if axes else None)})
 
 
 def _axis_score(p: AxisSeparationParams, svd: object) -> tuple[np.ndarray, list[int]]:

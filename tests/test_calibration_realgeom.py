@@ -644,6 +644,19 @@ def test_edge_direction_matched(bed, kind, statistic):
                                      alternative="two-sided"))
 
 
+@pytest.mark.parametrize("score", ["centrality", "norm"])
+def test_axis_separation_whole_space_score(bed, score):
+    """Two random sets of real genes compared on centrality or norm (axis_separation 1.3):
+    the genes are exchangeable between the sets, so Mann-Whitney holds on real layers."""
+    def make(layer):
+        g = bed.random_set(35)
+        return {"positive": bed.genes(g[:15]), "negative": bed.genes(g[15:]), "score": score}
+    _assert_default_calibrated("axis_separation", f"mann_whitney, score {score}",
+                               "random 15 vs 20 genes",
+                               bed.pvalues("axis_separation", make, reps=140,
+                                           alternative="two-sided"))
+
+
 def test_axis_and_role_separation(bed):
     for test in ("mann_whitney", "label_shuffle"):
         def make(layer, test=test):
@@ -671,6 +684,26 @@ def test_pair_proximity_degree_preserving(bed, subspace):
     _assert_default_calibrated("pair_proximity", f"degree_preserving ({label})",
                                "STRING>=700, partners shuffled",
                                bed.pvalues("pair_proximity", make, reps=70))
+
+
+@pytest.mark.parametrize("subspace", ["full", [2]], ids=["full", "SV2"])
+def test_pair_retrieval(bed, subspace):
+    """Precision at k of STRING >= 700 pairs with their partners shuffled (every gene keeps
+    its degree: hubs of the network stay hubs, interactions are gone): the rewiring null holds
+    on real layers; relabelling genes does not (hubs are not random genes), and is labelled."""
+    metric = "cosine" if subspace == "full" else "euclidean"
+
+    def make(layer):
+        return {"pairs": bed.hub_pairs(), "k": 20000, "subspace": subspace, "metric": metric,
+                "n_permutations": 199}
+    label = "full" if subspace == "full" else "SV2"
+    _assert_default_calibrated("pair_retrieval", f"degree_preserving ({label})",
+                               "STRING>=700, partners shuffled",
+                               bed.pvalues("pair_retrieval", make, reps=70))
+    _assert_failure_labelled("pair_retrieval", "gene_shuffle",
+                             f"STRING>=700, partners shuffled ({label})",
+                             bed.pvalues("pair_retrieval", lambda layer: {
+                                 **make(layer), "null": "gene_shuffle"}, reps=70))
 
 
 def test_pair_probes_other_defaults(bed):

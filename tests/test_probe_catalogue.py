@@ -30,7 +30,7 @@ EXPECTED = {
     "persistent_homology", "cross_model_alignment", "null_robustness", "feature_annotation",
     "feature_network_coherence", "superposition", "coactivation_modules",
     "cross_layer_highways", "perturbation_specificity", "layer_profile", "set_centroids",
-    "community_concentration", "role_projection", "annotation_similarity",
+    "community_concentration", "role_projection", "annotation_similarity", "pair_retrieval",
 }
 
 
