@@ -88,6 +88,15 @@ def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str,
         extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
         kind = extra.get("resource")
         value = params.get(name)
+        if kind == "pair_scores" and isinstance(value, list):
+            # pair scores (pair_regression): jaccard:FAMILY, member:PAIRS, or a pair set
+            for ref in value:
+                if isinstance(ref, str) and ref.startswith("jaccard:"):
+                    out.append((name, "family", ref[len("jaccard:"):].strip()))
+                elif isinstance(ref, str):
+                    out.append((name, "pairs", ref[len("member:"):].strip()
+                                if ref.startswith("member:") else ref))
+            continue
         if kind not in ("genes", "pairs", "family") or value is None:
             continue
         for ref in value if isinstance(value, list) else [value]:

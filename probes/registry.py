@@ -226,6 +226,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "co_pole": "geoscreen.probes.proximity",
     "graded_proximity": "geoscreen.probes.proximity",
     "pair_retrieval": "geoscreen.probes.retrieval",
+    "pair_regression": "geoscreen.probes.pair_regression",
     "annotation_similarity": "geoscreen.probes.shared_annotation",
     "spectrum": "geoscreen.probes.spectrum",
     "intrinsic_dimension": "geoscreen.probes.dimension",
