@@ -144,7 +144,7 @@ def run_job(job: dict[str, Any]) -> Outcome | PartialOutcome:
         "resources": ctx.resources_used, "svd_sources": ctx.svd_sources,
         "probe": info.name, "probe_version": info.version,
         "probe_module": info.module, "package_version": package_version(),
-        "effect_null": info.effect_null,
+        "effect_null": info.effect_null_for(params.model_dump()),
         "python": platform.python_version(), "numpy": np.__version__,
         "scipy": scipy.__version__, "seed": int(job["seed"]),
         **({"null_seed": int(job["null_seed"])} if job.get("null_seed") is not None else {}),

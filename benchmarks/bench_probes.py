@@ -244,6 +244,12 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         ("layer_similarity", "f.shuffle draws", {"reference_layer": "first",
                                                  "null": "feature_shuffle",
                                                  "null_method": "draws"}),
+        # the sliced Wasserstein distance to the first layer: descriptive, and against 199
+        # copies of both layers with every dimension shuffled
+        ("layer_transport", "100 directions", {"reference_layer": "first"}),
+        ("layer_transport", "f.shuffle, 50 dir.", {"reference_layer": "first",
+                                                   "null": "feature_shuffle",
+                                                   "projections": 50}),
         ("subspace_alignment", "k=10, genes", {"k": 10, "reference": "first"}),
         ("knn_homophily", "k=10, matched", {"gene_set": refs["ribosome"], "k": 10,
                                             "n_permutations": m}),

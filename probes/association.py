@@ -366,6 +366,10 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
     svd = ctx.svd(layer, p.include_zero_genes)
     q = _quantity(ctx, layer, svd, p)
     s, source = _score(ctx, layer, svd, p.score, p.include_zero_genes)
+    if p.quantity == "norm" and (p.score == "norm" or source.get("layer") == layer):
+        raise GeoscreenError("the score is the quantity itself (the tested layer's norm): rho "
+                             "is 1 by construction", field="params.score",
+                             fix="name another layer (norm:first) or another quantity")
     ok = np.isfinite(s) & np.isfinite(q)
     if int(ok.sum()) < p.min_genes:
         raise GeoscreenError(f"{int(ok.sum())} genes of the cache have a score; this test "

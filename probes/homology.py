@@ -142,6 +142,7 @@ class PersistentHomologyParams(ProbeParams):
 @probe(
     "persistent_homology",
     family="persistent_homology",
+    effect_null_by=lambda params: None if params.get("null") == "none" else 0.0,
     params=PersistentHomologyParams,
     nulls=("matched", "gene_shuffle", "feature_shuffle", "pc_shuffle", "none"),
     version="2.1",

@@ -43,9 +43,10 @@ statistic (a token null of `STATISTIC_DRAWS` draws, discarded); `curve: effect` 
 effect size (often a z against its null), which costs the sub-probe's full null in every
 replicate.
 
-*Where two profiles cross* (``crossing_layer``, 1.3) is the layer where A - B changes sign,
-linearly interpolated between the two layers around it (the mean of the zeros when A - B
-wiggles across zero): `profile_crossing`.  It is tested against ``relative_to`` like a centre.
+*Where two profiles cross* (``crossing_layer``, 1.3) is the layer where A - B changes sign:
+the first layer plus the interpolated length over which A - B keeps its first sign
+(`profile_crossing`; the crossing itself when there is one, continuous when A - B wiggles
+across zero).  It is tested against ``relative_to`` like a centre.
 
 A profile may read no named genes at all: a whole-layer measure such as ``spectrum``'s effective
 rank or a window's variance share, or ``subspace_alignment`` between consecutive layers (1.2).
@@ -298,20 +299,29 @@ def profile_centre(values: np.ndarray, positions: np.ndarray, baseline: float = 
     return float(np.dot(w, positions) / total)
 
 
-def profile_crossing(diff: np.ndarray, positions: np.ndarray) -> float:
-    """Where a difference of two profiles, A - B, changes sign: the mean of its zeros,
-    each interpolated linearly between the two layers around it; NaN when A - B has the same
-    sign at both ends (no crossing, or an even number of them) in these layers.  With one
-    crossing this is the layer (fractional) where A overtakes B or falls below it; a wiggle
-    around zero adds crossings on both sides of it, which the mean keeps near it."""
+def profile_crossing(diff: np.ndarray, positions: np.ndarray, strict: bool = True) -> float:
+    """Where a difference of two profiles, A - B, changes sign: the first position plus the
+    length of the layers (interpolated linearly between neighbours) over which A - B keeps
+    the sign it starts with.  With one crossing this is the layer (fractional) where A
+    overtakes B or falls below it; it is continuous in the profiles, so a wiggle across zero
+    moves it a little rather than making it jump.  ``strict``: NaN when A - B has the same sign
+    at both ends (no crossing, or an even number of them); a half-sample is read without it
+    (a value at an end, which widens the interval)."""
     d = np.asarray(diff, dtype=float)
     x = np.asarray(positions, dtype=float)
     neg = np.signbit(d)  # an exact 0 counts as positive
-    if not np.all(np.isfinite(d)) or neg[0] == neg[-1]:
+    if not np.all(np.isfinite(d)) or (strict and neg[0] == neg[-1]):
         return float("nan")
-    k = np.flatnonzero(neg[:-1] != neg[1:])
-    zeros = x[k] + d[k] / (d[k] - d[k + 1]) * (x[k + 1] - x[k])
-    return float(zeros.mean())
+    start = neg[0]
+    length = 0.0
+    for k in range(d.size - 1):
+        step = x[k + 1] - x[k]
+        if neg[k] == start and neg[k + 1] == start:
+            length += step
+        elif neg[k] != neg[k + 1]:
+            t = d[k] / (d[k] - d[k + 1])  # where the segment crosses zero
+            length += t * step if neg[k] == start else (1 - t) * step
+    return float(x[0] + length)
 
 
 # Probes whose null the profile draws although they could take it from exact moments: their
@@ -411,8 +421,8 @@ def _value(stat: str, a: np.ndarray, b: np.ndarray | None, pos: np.ndarray,
         return profile_centre(a, pos, base[0]) - profile_centre(b, pos, base[1])  # type: ignore[arg-type]
     if stat == "peak_layer":
         return profile_centre(a, pos, base[0]) - float(ref)  # type: ignore[arg-type]
-    if stat == "crossing_layer":
-        return profile_crossing(a - b, pos) - float(ref)  # type: ignore[operator,arg-type]
+    if stat == "crossing_layer":  # half-samples: never NaN (see profile_crossing)
+        return profile_crossing(a - b, pos, strict=False) - float(ref)  # type: ignore[operator,arg-type]
     r = curve_correlation(a, b, pos, method, control)  # type: ignore[arg-type]
     return float(np.arctanh(np.clip(r, -0.999999, 0.999999)))
 
@@ -422,7 +432,8 @@ def _baseline(sub: ProfileSpec, curve: str) -> float:
     profile, the probe's declared no-effect value for an effect profile."""
     if curve == "excess":
         return 0.0
-    null = get_probe(sub.probe).effect_null
+    info = get_probe(sub.probe)
+    null = info.effect_null_for(info.validate_params(sub.params).model_dump())
     if curve == "statistic" or null is None:
         raise GeoscreenError(
             f"a {curve} profile of {sub.probe} has no no-effect value to measure a peak from",
@@ -517,11 +528,12 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
     the layer position with ``control: depth``), 0 for unrelated profiles; ``peak_layer``,
     centre(A) minus the position of `relative_to`, 0 when A's centre is at that layer;
     ``crossing_layer`` (1.3), the layer where A - B changes sign (`profile_crossing`: the
-    mean of its linearly interpolated zeros; the profiles must have opposite order at the
-    first and last of `curve_layers`, in the data and in every half-sample) minus the
-    position of `relative_to`, 0 when they cross at that layer (alternative ``greater``: after
-    it).  The crossing is a smooth function of the profiles near a clean crossing; where A - B
-    creeps along zero over several layers its half-sample spread, and so its interval, widens.
+    first layer plus the interpolated length over which A - B keeps its first sign, which
+    is the crossing when there is one and moves continuously when A - B wiggles across zero;
+    the observed profiles must have opposite order at the first and last of `curve_layers`)
+    minus the position of `relative_to`, 0 when they cross at that layer (alternative
+    ``greater``: after it).  A half-sample whose profiles do not cross is read at an end of
+    the layers, which widens the interval rather than failing.
     p = Phi(z) (``less``), 1 - Phi(z) (``greater``) or 2 Phi(-|z|), z = T / SE with SE the
     half-sampling standard error scaled by sqrt(f / (1 - f)); T is atanh(r), or for Pearson
     against a gene-free profile the projection of the other profile on it (module docstring).

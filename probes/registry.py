@@ -104,6 +104,10 @@ class ProbeInfo:
     # the effect size's no-effect value (0.5 for an AUROC, 0 for a z-score); None: a
     # descriptive measure with no such value (an effective rank, a dimension)
     effect_null: float | None = 0.0
+    # the no-effect value where a parameter changes the effect (an AUROC instead of a
+    # difference, a ratio to a null instead of a distance): params dict -> value
+    effect_null_by: Callable[[dict[str, Any]], float | None] | None = field(
+        default=None, repr=False, compare=False)
     # True: the probe reads every layer it needs itself (its params name them), so a spec names
     # one layer, where its single result is filed (`layer_profile`)
     whole_stack: bool = False
@@ -125,6 +129,12 @@ class ProbeInfo:
             "examples": list(self.examples),
             "module": self.module,
         }
+
+    def effect_null_for(self, params: dict[str, Any] | None) -> float | None:
+        """The no-effect value of the effect these (validated) params give."""
+        if self.effect_null_by is not None:
+            return self.effect_null_by(dict(params or {}))
+        return self.effect_null
 
     def validate_params(self, params: dict[str, Any] | None) -> ProbeParams:
         """Validate raw params, raising a GeoscreenError that names the field and closest names."""
@@ -168,6 +178,7 @@ def probe(
     alternatives: tuple[str, ...] = ("greater", "less", "two-sided"),
     effect_null: float | None = 0.0,
     whole_stack: bool = False,
+    effect_null_by: Callable[[dict[str, Any]], float | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(ctx, params, layer) -> LayerResult`` as probe `name`.
 
@@ -203,7 +214,8 @@ def probe(
                          version=version, statistic=statistic, effect=effect, description=doc,
                          fn=run_layer, examples=tuple(examples),
                          alternatives=tuple(alternatives), module=fn.__module__,
-                         effect_null=effect_null, whole_stack=whole_stack)
+                         effect_null=effect_null, whole_stack=whole_stack,
+                         effect_null_by=effect_null_by)
         existing = _REGISTRY.get(name)
         if existing is not None and existing.module != info.module:
             raise ValueError(f"probe {name!r} is registered twice "
@@ -245,6 +257,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "gene_score_association": "geoscreen.probes.association",
     "gene_drift": "geoscreen.probes.drift",
     "layer_similarity": "geoscreen.probes.layers",
+    "layer_transport": "geoscreen.probes.transport",
     "layer_profile": "geoscreen.probes.profile",
     "subspace_alignment": "geoscreen.probes.subspaces",
     "persistent_homology": "geoscreen.probes.homology",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
@@ -211,8 +211,8 @@ class SignContrastParams(ProbeParams):
         "difference", since="1.3",
         description="the reported effect (and what across_layers: trend follows): the "
                     "difference in mean prominence (no effect 0), or the AUROC P(a-pair more "
-                    "prominent than b-pair) (no effect 0.5; pair it with test: mann_whitney, "
-                    "whose U it is)")
+                    "prominent than b-pair) (no effect 0.5; with test: mann_whitney, whose "
+                    "U it is)")
     control: str | None = control_field()
     _check_control = control_validator()
     n_permutations: int = permutations_field()
@@ -220,10 +220,19 @@ class SignContrastParams(ProbeParams):
 
     _check_subspace = subspace_validator("subspace")
 
+    @model_validator(mode="after")
+    def _auroc_needs_its_test(self) -> SignContrastParams:
+        if self.effect == "auroc" and self.test != "mann_whitney":
+            raise ValueError("effect: auroc reports the AUROC, which the Mann-Whitney test "
+                             "tests (the label shuffle tests the difference of means, which "
+                             "can lie on the other side): write test: mann_whitney")
+        return self
+
 
 @probe(
     "sign_contrast",
     family="graph_topology",
+    effect_null_by=lambda params: 0.5 if params.get("effect") == "auroc" else 0.0,
     params=SignContrastParams,
     nulls=("label_shuffle", "mann_whitney", "coexpression_residualization"),
     version="1.3",

@@ -9,12 +9,13 @@ diffuse shift cannot.
 
 The top k pairs are fixed by the layer; the null moves the pair set over them:
 
-* ``degree_preserving`` (default): the second genes of the listed pairs are permuted across
-  the pairs, as `pair_proximity` rewires (self-pairs and repeats dropped, and the rewired
-  count of hits scaled back to the
-  listed number of distinct pairs), so every gene keeps its number of partners and a hub of
-  the network stays a hub: are partners among the closest pairs more often than the same
-  genes paired at random?
+* ``degree_preserving`` (default): the second genes of the listed distinct pairs are permuted
+  across the pairs, as `pair_proximity` rewires, so every gene keeps its number of partners
+  and a hub of the network stays a hub: are partners among the closest pairs more often than
+  the same genes paired at random?  A rewiring drops the self-pairs and repeats it makes, so
+  its set is a little smaller than the listed one; the upper tail compares the observed
+  precision with the rewired hits scaled up to the listed size, the lower tail with the hits
+  as counted (each the conservative side), and a two-sided test doubles the smaller p.
 * ``gene_shuffle``: every gene relabelled by one uniform permutation; its mean is exact, the
   base rate k |E| / C(n, 2) of a pair set of |E| pairs over n genes.  Exact only when the listed
   genes are exchangeable with the others, which hub genes of a network are not on real layers.
@@ -232,30 +233,65 @@ def pair_retrieval(ctx: ProbeContext, p: PairRetrievalParams, layer: str) -> Lay
                 yield np.array([tp.hits(pm[a], pm[b]) / p.k for pm in perms])
         null_mean: float | None = base_rate * 1.0  # E[hits] / k = |E| / C(n, 2)
     else:
-        # the listed orientation (first gene, second gene), as the pair set gives it
-        a, b = i, j
+        # the distinct pairs, each in the orientation (first gene, second gene) in which the
+        # pair set first lists it: a pair listed twice (both ways, or under two aliases) would
+        # double the rewired set and narrow its null
+        _, first = np.unique(pair_keys(i, j, n), return_index=True)
+        first = np.sort(first)
+        a, b = i[first], j[first]
+        # A rewiring loses the self-pairs and repeats it makes, so its set is smaller than
+        # the listed one.  Each tail reads the version of its hits that cannot make it
+        # anti-conservative: the upper tail (greater) the hits scaled up to the listed number
+        # of distinct pairs (the null mean of a set of the listed size; the scaling also
+        # turns a tie into an exceedance), the lower tail (less) the hits as counted (fewer
+        # pairs, fewer hits); two-sided twice the smaller of the two.
+        scaled_stream = ctx.alternative != "less"
+
+        def rewirings() -> Iterator[tuple[int, int]]:
+            return _rewired(a, b, n, p.n_permutations, rng, tp)
 
         def batches() -> Iterator[np.ndarray]:
-            # a rewiring loses the self-pairs and repeats it makes: its hits are scaled to the
-            # listed set's number of distinct pairs, so a smaller set is not a lower null
-            for h, distinct in _rewired(a, b, n, p.n_permutations, rng, tp):
-                yield np.array([h * keys.size / max(distinct, 1) / p.k])
+            for h, distinct in rewirings():
+                yield np.array([h * keys.size / max(distinct, 1) / p.k if scaled_stream
+                                else h / p.k])
         null_mean = None
-    seq = besag_clifford(batches(), precision, ctx.alternative, p.n_permutations,
-                         ctx.sequential_h)
-    if null_mean is None:
-        null_mean = float(seq.null.mean())
+    if p.null == "degree_preserving" and ctx.alternative == "two-sided":
+        draws = np.array(list(rewirings()), dtype=float)
+        scaled = draws[:, 0] * keys.size / np.maximum(draws[:, 1], 1) / p.k
+        counted = draws[:, 0] / p.k
+        m = draws.shape[0]
+        tol = 1e-12 * max(1.0, abs(precision))  # ties at rounding level count as ties
+        p_up = (1 + int(np.sum(scaled >= precision - tol))) / (m + 1)
+        p_down = (1 + int(np.sum(counted <= precision + tol))) / (m + 1)
+        null_mean = float(scaled.mean())
+        test: dict[str, object] = {"p_value": min(1.0, 2 * min(p_up, p_down)), "e_value": None}
+        record: dict[str, object] = {"sequential_h": None, "null_draws_used": m,
+                                     "null_exceedances": None, "stopped_early": False,
+                                     "p_upper": p_up, "p_lower": p_down}
+        null_sd: float | None = float(scaled.std(ddof=1))
+        n_draws = m
+    else:
+        seq = besag_clifford(batches(), precision, ctx.alternative, p.n_permutations,
+                             ctx.sequential_h)
+        test, record, n_draws = seq.test_fields(precision, ctx.alternative), seq.record(), \
+            seq.draws
+        null_sd = float(seq.null.std(ddof=1)) if seq.null.size > 1 else None
+        if null_mean is None:
+            # the scaled hits' mean estimates the null of a set of the listed size; the lower
+            # tail's draws are the counted hits, whose mean is a little lower
+            null_mean = float(seq.null.mean())
     # a null mean of 0 (no draw put a listed pair among the top k) is floored at one hit over
     # the draws and the k pairs, as the p-value counts the observation itself: a finite ratio
-    floor = 1.0 / (p.k * (seq.draws + 1))
+    floor = 1.0 / (p.k * (n_draws + 1))
     effect = precision / max(null_mean, floor) if precision > 0 else 1.0 if null_mean == 0 \
         else 0.0
     return LayerResult(
         statistic_name="precision_at_k", statistic=precision, effect_name="enrichment",
-        effect_size=effect, **seq.test_fields(precision, ctx.alternative), n=int(keys.size),
-        null=p.null, n_permutations=seq.draws,
-        extra={**seq.record(), "k": p.k, "hits": hits, "null_mean": null_mean,
-               "null_draws_mean": float(seq.null.mean()),
-               "null_sd": float(seq.null.std(ddof=1)) if seq.null.size > 1 else None,
+        effect_size=effect, **test, n=int(keys.size),
+        null=p.null, n_permutations=n_draws,
+        extra={**record, "k": p.k, "hits": hits, "null_mean": null_mean,
+               "null_draws_mean": None if p.null == "degree_preserving" and
+               ctx.alternative == "two-sided" else float(seq.null.mean()),
+               "null_sd": null_sd,
                "base_rate": base_rate, "kth_value": kth, "genes": int(n),
                "subspace": p.subspace, "metric": p.metric})

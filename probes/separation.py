@@ -90,8 +90,9 @@ class AxisSeparationParams(ProbeParams):
               "magnitude or projection length on several axes, from 1.3 its norm or "
               "centrality; the labels optionally shuffled within covariate strata) against the "
               "negative set's",
-    effect="AUROC (0.5 = no separation); two-sided tests report max(AUROC, 1 - AUROC) because "
-           "an axis's sign is arbitrary; rank-biserial r = 2*AUROC - 1 is in extra",
+    effect="AUROC (0.5 = no separation); two-sided tests of a coordinate report max(AUROC, "
+           "1 - AUROC) because an axis's sign is arbitrary; rank-biserial r = 2*AUROC - 1 is "
+           "in extra",
     alternatives=("two-sided", "greater", "less"),
     examples=[
         {"statement": "Singular axis 1 separates extracellular-space genes from cytosolic genes",

@@ -229,7 +229,7 @@ def test_hierarchy_depth_matches_networkx_breadth_first_search():
 def test_depth_and_norm_scores_find_planted_links(tmp_path):
     """A loading on axis 1 planted to follow the cascade depth is found (rho equal to scipy's
     Spearman over the genes with a depth), and so is a norm that follows another layer's norm;
-    `norm` alone is the tested layer's own norm (rho 1 with quantity norm)."""
+    `norm` alone is the tested layer's own norm, refused against quantity norm (rho 1)."""
     rng = np.random.default_rng(32)
     n = 200
     i, j = _dag_with_cycle(rng, n)
@@ -257,8 +257,11 @@ def test_depth_and_norm_scores_find_planted_links(tmp_path):
     assert r.statistic > 0.5 and r.p_value < 0.01 and r.extra["score"]["layer"] == "L1"
     assert run("gene_score_association", {"quantity": "norm", "score": "norm:1"}, ctx,
                "L2").statistic == pytest.approx(r.statistic)
-    assert run("gene_score_association", {"quantity": "norm", "score": "norm"}, ctx,
-               "L2").statistic == pytest.approx(1.0)
+    for same in ("norm", "norm:L2", "norm:2"):  # the quantity itself: rho 1, refused
+        with pytest.raises(GeoscreenError, match="the quantity itself"):
+            run("gene_score_association", {"quantity": "norm", "score": same}, ctx, "L2")
+    assert run("gene_score_association", {"quantity": "centrality", "score": "norm"}, ctx,
+               "L2").n == 200
     with pytest.raises(GeoscreenError, match="params.score.*norm:L9.*out of range|"
                                              "params.score.*norm:L9"):
         run("gene_score_association", {"quantity": "norm", "score": "norm:L9"}, ctx, "L2")

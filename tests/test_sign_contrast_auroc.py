@@ -58,3 +58,18 @@ def test_the_auroc_effect_is_sklearns_and_changes_only_the_effect(tmp_path):
     assert a_eff[-1] < a_eff[0]
     assert combine(aucs, "trend", "less", seed=0).p_value < 0.05
     assert combine(aucs, "trend", "greater", seed=0).p_value > 0.5
+
+
+def test_the_auroc_effect_records_its_no_effect_value_and_needs_its_test():
+    """The no-effect value follows the effect the params choose (0.5 for the AUROC), as the
+    worker records it for the report; the AUROC is only the effect of its own test."""
+    from geoscreen.errors import GeoscreenError
+    from geoscreen.probes.registry import get_probe
+
+    info = get_probe("sign_contrast")
+    base = {"pairs_a": "trrust:Activation", "pairs_b": "trrust:Repression"}
+    auc = info.validate_params({**base, "test": "mann_whitney", "effect": "auroc"})
+    assert info.effect_null_for(auc.model_dump()) == 0.5
+    assert info.effect_null_for(info.validate_params(base).model_dump()) == 0.0
+    with pytest.raises(GeoscreenError, match="write test: mann_whitney"):
+        info.validate_params({**base, "effect": "auroc"})
