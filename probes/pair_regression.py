@@ -167,8 +167,9 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     examples=[
         {"statement": "STRING scores track how similar two genes are beyond their GO "
                       "cellular-component overlap and their TRRUST links",
-         "params": {"predictors": ["string:>=400", "jaccard:go:aspect=CC", "member:trrust"],
+         "params": {"predictors": ["string:>=400", "jaccard:go:*?aspect=CC", "member:trrust"],
                     "tested": 1},
+         "universe": "trrust:regulators",
          "alternative": "greater", "across_layers": "any"},
     ],
 )
