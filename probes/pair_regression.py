@@ -52,7 +52,7 @@ class PairRegressionParams(ProbeParams):
         description="pair scores: a pair set (its score where it has one, e.g. string:>=400 "
                     "or dorothea, else 1 for a listed pair), member:PAIRS (1 for a listed "
                     "pair), or jaccard:FAMILY (the two genes' Jaccard overlap over a family, "
-                    "e.g. jaccard:go:aspect=CC); 0 for pairs a pair set does not list")
+                    "e.g. jaccard:go:*?aspect=CC); 0 for pairs a pair set does not list")
     tested: int = Field(1, ge=1, description="1-based position in `predictors` of the score "
                                              "whose partial association is tested")
     subspace: Subspace = subspace_field()
@@ -72,7 +72,7 @@ class PairRegressionParams(ProbeParams):
     def _refs(cls, v: list[str]) -> list[str]:
         for ref in v:
             if ref.startswith(("jaccard:", "member:")) and not ref.split(":", 1)[1].strip():
-                raise ValueError(f"{ref} names nothing: write e.g. jaccard:go:aspect=CC or "
+                raise ValueError(f"{ref} names nothing: write e.g. jaccard:go:*?aspect=CC or "
                                  "member:trrust")
         if len(set(v)) != len(v):
             raise ValueError("predictors are distinct pair scores")
