@@ -129,11 +129,12 @@ def check_references(resolved: ResolvedSpec, cache: Cache | None) -> str:
     p = resolved.params
     sizes = (p.get("min_set_size", p.get("min_size")), p.get("max_set_size"), p.get("max_sets"))
     for name, kind, ref in reference_params(resolved.spec.probe, resolved.params):
+        least = _declared_min(resolved.spec.probe, name, p) if kind == "genes" else 1
         key = (cache.checksum, getattr(cache, "view", None), str(cache.path), name, kind, ref,
-               include_zero, *(sizes if kind == "family" else ()))
+               include_zero, least, *(sizes if kind == "family" else ()))
         verdict = _REF_CHECKS.get(key)
         if verdict is None:
-            verdict = _check_one(name, kind, ref, p, cache, include_zero)
+            verdict = _check_one(name, kind, ref, p, cache, include_zero, least)
             _REF_CHECKS[key] = verdict
             while len(_REF_CHECKS) > _REF_CHECKS_MAX:
                 _REF_CHECKS.popitem(last=False)
@@ -144,8 +145,20 @@ def check_references(resolved: ResolvedSpec, cache: Cache | None) -> str:
     return ""
 
 
+def _declared_min(probe: str, name: str, params: dict[str, Any]) -> int:
+    """The fewest present genes a gene-set parameter needs, where its field names the
+    parameter that says so (``json_schema_extra["min_param"]``), else 1."""
+    from geoscreen.probes.registry import get_probe
+
+    f = get_probe(probe).params.model_fields.get(name)
+    extra = f.json_schema_extra if f is not None and isinstance(f.json_schema_extra, dict) else {}
+    key = extra.get("min_param")
+    value = params.get(key) if isinstance(key, str) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
 def _check_one(name: str, kind: str, ref: str, p: dict[str, Any], cache: Cache,
-               include_zero: bool) -> str:
+               include_zero: bool, least: int = 1) -> str:
     from geoscreen.probes.context import ProbeContext
 
     ctx = ProbeContext(cache=cache, seed=0)
@@ -157,7 +170,7 @@ def _check_one(name: str, kind: str, ref: str, p: dict[str, Any], cache: Cache,
                             max_sets=int(p.get("max_sets", 10**9)),
                             include_zero=include_zero)
         elif kind == "genes":
-            ctx.gene_rows(ref, param=name, min_size=1, include_zero=include_zero)
+            ctx.gene_rows(ref, param=name, min_size=least, include_zero=include_zero)
         else:
             ctx.pair_rows(ref, param=name, min_size=1, include_zero=include_zero)
     except GeoscreenError as exc:

@@ -42,7 +42,8 @@ from geoscreen.result import LayerResult
 class CommunityConcentrationParams(ProbeParams):
     gene_sets: list[str] = Field(..., min_length=1, max_length=200,
                                  description="gene-set references scanned (one or several)",
-                                 json_schema_extra={"resource": "genes"})
+                                 json_schema_extra={"resource": "genes",
+                                                    "min_param": "min_size"})
     partition: Literal["leiden", "components"] = Field(
         "leiden", description="leiden: communities of the undirected k-NN graph (seeded per "
                               "layer); components: its connected components")

@@ -154,3 +154,4 @@ def test_the_queue_checks_every_predictor_reference():
         "statement": "A made-up pair set tracks similarity", "probe": "pair_regression",
         "params": {"predictors": ["string:>=400", "member:nosuchdb:x"]}}).resolved()
     assert "nosuchdb" in check_references(bad, None)
+
