@@ -89,13 +89,13 @@ def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str,
         kind = extra.get("resource")
         value = params.get(name)
         if kind == "pair_scores" and isinstance(value, list):
-            # pair scores (pair_regression): jaccard:FAMILY, member:PAIRS, or a pair set
+            # pair scores (pair_regression): a family behind jaccard:, else a pair set
+            from geoscreen.probes.pair_regression import predictor_reference
+
             for ref in value:
-                if isinstance(ref, str) and ref.startswith("jaccard:"):
-                    out.append((name, "family", ref[len("jaccard:"):].strip()))
-                elif isinstance(ref, str):
-                    out.append((name, "pairs", ref[len("member:"):].strip()
-                                if ref.startswith("member:") else ref))
+                if isinstance(ref, str):
+                    what, inner = predictor_reference(ref)
+                    out.append((name, "family" if what == "family" else "pairs", inner))
             continue
         if kind not in ("genes", "pairs", "family") or value is None:
             continue

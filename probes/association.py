@@ -219,9 +219,7 @@ def _norm_score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
     other = ctx.cache.layers[pos_]
     osvd = ctx.svd(other, include_zero)
     values, _ = covariate(ctx, other, osvd, "norm")
-    at = np.full(int(max(osvd.rows.max(initial=-1), svd.rows.max(initial=-1))) + 1, -1)
-    at[osvd.rows] = np.arange(osvd.rows.size)
-    pos = at[svd.rows]
+    pos = osvd.positions(svd.rows)
     out = np.full(svd.rows.size, np.nan)
     out[pos >= 0] = values[pos[pos >= 0]]
     return out, {"source": f"layer {other}: centred norm", "layer": other}

@@ -56,6 +56,15 @@ class SVD:
             raise ValueError("some rows are not part of this SVD (all-zero genes?)")
         return out
 
+    def positions(self, cache_rows: np.ndarray) -> np.ndarray:
+        """Positions in this SVD's row order of the given cache rows, -1 for a row this SVD
+        does not hold (an all-zero gene, a gene outside the universe)."""
+        cache_rows = np.asarray(cache_rows, dtype=np.int64)
+        size = int(max(self.rows.max(initial=-1), cache_rows.max(initial=-1))) + 1
+        pos = np.full(size, -1, dtype=np.int64)
+        pos[self.rows] = np.arange(self.rows.size)
+        return pos[cache_rows]
+
     def scores(self, axes: list[int] | None = None) -> np.ndarray:
         """Gene coordinates U*S on the given 1-based axes (all axes if None)."""
         if axes is None:

@@ -72,6 +72,13 @@ def distances(X: np.ndarray, metric: str) -> np.ndarray:
     return batch_distances(X[None], metric)[0]
 
 
+def summarise(total: float, bars: int, summary: str) -> float:
+    """Total persistence, or (``summary: mean``) the mean finite bar length, 0 with no bar."""
+    if summary == "total":
+        return float(total)
+    return float(total) / bars if bars else 0.0
+
+
 def mst_totals(D: np.ndarray) -> np.ndarray:
     """Total MST edge length of each complete graph in a stack (m, k, k): Prim's algorithm run
     on all graphs at once.  These are the H0 death times of the Rips filtration."""
@@ -227,9 +234,8 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
         local = np.sort(ctx.rng(layer, "subsample").choice(local, p.max_points, replace=False))
     dims = tuple(p.dims)
     obs = total_persistence(distances(X[local], p.metric), dims)
-    total = float(sum(v[0] for v in obs.values()))
-    nbars = int(sum(v[1] for v in obs.values()))
-    observed = total if p.summary == "total" else (total / nbars if nbars else 0.0)
+    observed = summarise(sum(v[0] for v in obs.values()), sum(v[1] for v in obs.values()),
+                         p.summary)
     per_dim = {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()}
     name = "total_persistence" if p.summary == "total" else "mean_bar_length"
     if p.null == "none":  # descriptive: the value per layer, for a trend across layers
@@ -266,8 +272,7 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
             else:  # ripser is not vectorised: one call per draw, one draw at a time
                 for Dq in D:
                     tp = total_persistence(Dq, dims).values()
-                    tot, nb = sum(v[0] for v in tp), sum(v[1] for v in tp)
-                    yield [tot if p.summary == "total" else (tot / nb if nb else 0.0)]
+                    yield [summarise(sum(v[0] for v in tp), sum(v[1] for v in tp), p.summary)]
     seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
                          ctx.sequential_h)
     null = seq.null

@@ -69,6 +69,17 @@ def reference_index(ctx: ProbeContext, layer: str, ref: int | str) -> int:
     return ctx.cache.layer_index(ref)
 
 
+def other_layer(ctx: ProbeContext, layer: str, ref: int | str) -> str:
+    """The reference layer's name for `layer`, refused when it is `layer` itself (a layer
+    compared with itself says nothing, and would bias a trend across layers)."""
+    other = ctx.cache.layers[reference_index(ctx, layer, ref)]
+    if other == layer:
+        raise GeoscreenError(f"layer {layer!r} is its own reference layer",
+                             field="params.reference_layer",
+                             fix="leave the reference layer out of the spec's layers")
+    return other
+
+
 def _coords(ctx: ProbeContext, layer: str, rows: np.ndarray | None, include_zero: bool,
             variance_kept: float) -> tuple[np.ndarray, np.ndarray]:
     """(present rows, centred coordinates) of a layer, optionally on a gene subset and truncated
@@ -318,12 +329,7 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
     Besag, J. & Clifford, P. (1991). Sequential Monte Carlo p-values. Biometrika 78(2), 301-304
     (the draws stop early when the campaign sets ``--sequential-stop``).
     """
-    ref_idx = reference_index(ctx, layer, p.reference_layer)
-    ref = ctx.cache.layers[ref_idx]
-    if ref == layer:  # CKA 1 by construction; it would also bias a trend across layers
-        raise GeoscreenError(f"layer {layer!r} is its own reference layer",
-                             field="params.reference_layer",
-                             fix="leave the reference layer out of the spec's layers")
+    ref = other_layer(ctx, layer, p.reference_layer)  # CKA 1 with itself
     rows = None
     if p.gene_set is not None:
         rows = ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_genes,

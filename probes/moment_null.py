@@ -48,7 +48,7 @@ from geoscreen.probes.permutation_moments import (
     pearson3_lattice_p,
 )
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import z_score
+from geoscreen.probes.stats import pair_keys, z_score
 
 MAX_SKEW = 2.0  # largest null skewness at which the Pearson III p-value is trusted
 MIN_VALUES = 30  # fewer values: the permutation distribution is too coarse for a smooth curve
@@ -218,8 +218,7 @@ def pair_moment_test(ctx_memo: dict, scorer: Any, i: np.ndarray, j: np.ndarray,
     # times moves it r at a time (steps of the gcd of the pairs' multiplicities)
     step = 0.0
     if getattr(scorer, "binary", False):
-        _, mult = np.unique(np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j),
-                            return_counts=True)
+        _, mult = np.unique(pair_keys(i, j, n), return_counts=True)
         step = float(np.gcd.reduce(mult)) / i.size
     return moment_test(observed, pair_moments(w, d2, third=False), third, alternative,
                        confirm_below, n_draws, step=step)

@@ -46,6 +46,17 @@ stats = lazy_module("scipy.stats")
 MIN_GENES = 10
 
 
+def predictor_reference(ref: str) -> tuple[str, str]:
+    """(kind, reference) of a pair score: ('family', FAMILY) for jaccard:FAMILY,
+    ('membership', PAIRS) for member:PAIRS, ('pairs', PAIRS) for a bare pair set (its score
+    where it has one); the queue-time checks read the same split."""
+    if ref.startswith("jaccard:"):
+        return "family", ref[len("jaccard:"):].strip()
+    if ref.startswith("member:"):
+        return "membership", ref[len("member:"):].strip()
+    return "pairs", ref
+
+
 class PairRegressionParams(ProbeParams):
     predictors: list[str] = Field(
         ..., min_length=1, max_length=8, json_schema_extra={"resource": "pair_scores"},
@@ -71,7 +82,8 @@ class PairRegressionParams(ProbeParams):
     @classmethod
     def _refs(cls, v: list[str]) -> list[str]:
         for ref in v:
-            if ref.startswith(("jaccard:", "member:")) and not ref.split(":", 1)[1].strip():
+            kind, inner = predictor_reference(ref)
+            if kind != "pairs" and not inner:
                 raise ValueError(f"{ref} names nothing: write e.g. jaccard:go:*?aspect=CC or "
                                  "member:trrust")
         if len(set(v)) != len(v):
@@ -86,8 +98,13 @@ class PairRegressionParams(ProbeParams):
         return self
 
 
-def _upper(n: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.triu_indices(n, 1)
+def _symmetric(values: np.ndarray, n: int, iu: tuple[np.ndarray, np.ndarray],
+               diagonal: float = 0.0) -> np.ndarray:
+    """The n x n symmetric matrix holding `values` over the pairs `iu` (upper triangle)."""
+    M = np.full((n, n), diagonal)
+    M[iu] = values
+    M[iu[1], iu[0]] = values
+    return M
 
 
 def _rank_matrix(values: np.ndarray, n: int, iu: tuple[np.ndarray, np.ndarray],
@@ -97,40 +114,30 @@ def _rank_matrix(values: np.ndarray, n: int, iu: tuple[np.ndarray, np.ndarray],
     r = stats.rankdata(values)
     if center != "double":
         return r - r.mean()
-    M = np.full((n, n), float(r.mean()))
-    M[iu] = r
-    M[iu[1], iu[0]] = r
-    return double_centre(M)[iu]
+    return double_centre(_symmetric(r, n, iu, float(r.mean())))[iu]
 
 
-def _predictor(ctx: ProbeContext, svd: SVD, ref: str, genes: np.ndarray,
-               iu: tuple[np.ndarray, np.ndarray], include_zero: bool,
-               ) -> tuple[np.ndarray, dict[str, Any]]:
-    """A pair score over the genes' pairs (upper triangle order) and where it came from."""
-    n = genes.size
-    gene_of = np.full(svd.rows.size, -1, dtype=np.int64)
-    gene_of[genes] = np.arange(n)
+def _predictor(ctx: ProbeContext, svd: SVD, ref: str, iu: tuple[np.ndarray, np.ndarray],
+               include_zero: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """A pair score over the pairs of the SVD's genes (upper triangle order) and where it
+    came from."""
+    n = svd.rows.size
     M = np.zeros((n, n))
-    if ref.startswith("jaccard:"):
-        fam = ref.split(":", 1)[1].strip()
-        _, _, mset, mrow = ctx.family_rows(fam, param="predictors", min_size=2,
+    kind, inner = predictor_reference(ref)
+    if kind == "family":
+        _, _, mset, mrow = ctx.family_rows(inner, param="predictors", min_size=2,
                                            max_size=10**6, max_sets=10**7,
                                            include_zero=include_zero)
-        at = np.full(int(max(svd.rows.max(initial=-1), mrow.max(initial=-1))) + 1, -1)
-        at[svd.rows] = np.arange(svd.rows.size)
-        loc = at[mrow]
-        keep = loc >= 0
-        g = gene_of[loc[keep]]
+        g = svd.positions(mrow)
         ok = g >= 0
-        used, set_idx = np.unique(mset[keep][ok], return_inverse=True)
+        used, set_idx = np.unique(mset[ok], return_inverse=True)
         if used.size:
             M = jaccard_matrix(set_idx, g[ok], n, used.size)
         return M[iu], {"ref": ref, "kind": "jaccard", "sets": int(used.size)}
-    member = ref.startswith("member:")
-    pairs = ref.split(":", 1)[1].strip() if member else ref
-    ci, cj, extras = ctx.pair_rows(pairs, param="predictors", include_zero=include_zero)
-    a, b = gene_of[svd.local(ci)], gene_of[svd.local(cj)]
-    ok = (a >= 0) & (b >= 0) & (a != b)
+    member = kind == "membership"
+    ci, cj, extras = ctx.pair_rows(inner, param="predictors", include_zero=include_zero)
+    a, b = svd.local(ci), svd.local(cj)
+    ok = a != b
     score = extras.get("score")
     vals = np.ones(int(ok.sum())) if member or score is None else \
         np.asarray(score, dtype=float)[ok]
@@ -211,8 +218,7 @@ def pair_regression(ctx: ProbeContext, p: PairRegressionParams, layer: str) -> L
     a permutational regression approach. Evolution 48(5), 1487-1499.
     """
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
-    genes = np.arange(svd.rows.size)
-    n = genes.size
+    n = svd.rows.size
     if n < MIN_GENES:
         raise GeoscreenError(f"the layer has {n} genes; the test needs {MIN_GENES}",
                              field="universe")
@@ -221,13 +227,13 @@ def pair_regression(ctx: ProbeContext, p: PairRegressionParams, layer: str) -> L
             f"the layer has {n:,} genes, more than max_genes={p.max_genes:,} (dense gene x "
             "gene matrices)", field="params.max_genes",
             fix="restrict the spec's universe (e.g. a study's named genes), or raise max_genes")
-    iu = _upper(n)
+    iu = np.triu_indices(n, 1)
     key = ("pair_regression_x", tuple(p.predictors), p.center, p.include_zero_genes,
            hashlib.sha1(np.asarray(svd.rows, dtype=np.int64).tobytes()).hexdigest())
     if key not in ctx.memo:  # the scores depend on the genes, not on the layer
         cols, sources = [], []
         for ref in p.predictors:
-            v, src = _predictor(ctx, svd, ref, genes, iu, p.include_zero_genes)
+            v, src = _predictor(ctx, svd, ref, iu, p.include_zero_genes)
             if np.ptp(v) == 0:
                 raise GeoscreenError(f"predictor {ref!r} is the same for every pair of the "
                                      f"layer's {n} genes", field="params.predictors",
@@ -249,9 +255,7 @@ def pair_regression(ctx: ProbeContext, p: PairRegressionParams, layer: str) -> L
     ry, rx = _residual(y, others), _residual(X[:, t], others)
     observed = _corr(ry, rx)
     # the tested score's residuals as a matrix, relabelled per draw
-    R = np.zeros((n, n))
-    R[iu] = rx
-    R[iu[1], iu[0]] = rx
+    R = _symmetric(rx, n, iu)
     rng = ctx.rng(layer, "null")
     ny = float(np.linalg.norm(ry))
     nx = float(np.linalg.norm(rx))

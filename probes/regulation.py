@@ -42,6 +42,7 @@ from geoscreen.probes.stats import (
     chunks,
     gene_perms,
     growing,
+    pair_keys,
     row_ranks,
     subset_mean_shuffle_batches,
     z_score,
@@ -305,7 +306,7 @@ def sign_contrast(ctx: ProbeContext, p: SignContrastParams, layer: str) -> Layer
         ci, cj, _ = ctx.pair_rows(getattr(p, name), param=name, min_size=p.min_pairs,
                                   include_zero=p.include_zero_genes)
         i, j = svd.local(ci), svd.local(cj)
-        sides.append((i, j, np.minimum(i, j).astype(np.int64) * svd.rows.size + np.maximum(i, j)))
+        sides.append((i, j, pair_keys(i, j, svd.rows.size)))
     shared = np.intersect1d(sides[0][2], sides[1][2])
     vals = []
     for (i, j, key), name in zip(sides, ("pairs_a", "pairs_b")):

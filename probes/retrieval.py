@@ -42,14 +42,8 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, gene_perms, normalise_rows
+from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, pair_keys
 from geoscreen.result import LayerResult
-
-
-def pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
-    """One int64 key per unordered pair of positions (min * n + max)."""
-    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
-    return np.minimum(i, j) * n + np.maximum(i, j)
 
 
 def _largest(values: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -209,10 +209,7 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     ids, _names, mset, mrow = ctx.family_rows(
         p.family, param="family", min_size=p.min_set_size, max_size=p.max_set_size,
         max_sets=10**7, include_zero=p.include_zero_genes)
-    pos = np.full(int(max(svd.rows.max(initial=-1), mrow.max(initial=-1))) + 1, -1,
-                  dtype=np.int64)
-    pos[svd.rows] = np.arange(svd.rows.size)
-    local = pos[mrow]
+    local = svd.positions(mrow)
     keep = local >= 0
     mset, local = mset[keep], local[keep]
     genes = np.unique(local)  # positions in the SVD of the annotated genes

@@ -116,6 +116,12 @@ def subset_mean_shuffle(values: np.ndarray, n_a: int, n_perm: int,
     return collect(subset_mean_shuffle_batches(values, n_a, n_perm, rng), n_perm)
 
 
+def pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
+    """One int64 key per unordered pair of positions below n (min * n + max)."""
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    return np.minimum(i, j) * n + np.maximum(i, j)
+
+
 def normalise_rows(X: np.ndarray) -> np.ndarray:
     """Unit-norm rows (zero rows stay zero) for cosine similarity."""
     nrm = np.linalg.norm(X, axis=1, keepdims=True)

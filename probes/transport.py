@@ -28,7 +28,7 @@ from pydantic import Field
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext, derive_seed
-from geoscreen.probes.layers import reference_index
+from geoscreen.probes.layers import other_layer
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, feature_shuffle_stack
@@ -113,11 +113,7 @@ def layer_transport(ctx: ProbeContext, p: LayerTransportParams, layer: str) -> L
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
-    ref = ctx.cache.layers[reference_index(ctx, layer, p.reference_layer)]
-    if ref == layer:
-        raise GeoscreenError(f"layer {layer!r} is its own reference layer (distance 0)",
-                             field="params.reference_layer",
-                             fix="leave the reference layer out of the spec's layers")
+    ref = other_layer(ctx, layer, p.reference_layer)  # distance 0 with itself
     sx, sy = ctx.svd(layer, p.include_zero_genes), ctx.svd(ref, p.include_zero_genes)
     if not np.array_equal(sx.rows, sy.rows):
         raise GeoscreenError("the two layers have different present genes",

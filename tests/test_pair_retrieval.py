@@ -17,7 +17,8 @@ from probe_helpers import (
 from scipy.spatial.distance import pdist
 
 from geoscreen.errors import GeoscreenError
-from geoscreen.probes.retrieval import pair_keys, top_pairs
+from geoscreen.probes.retrieval import top_pairs
+from geoscreen.probes.stats import pair_keys
 
 
 def _brute_top(Z, k, metric):
