@@ -155,3 +155,23 @@ def test_the_queue_checks_every_predictor_reference():
         "params": {"predictors": ["string:>=400", "member:nosuchdb:x"]}}).resolved()
     assert "nosuchdb" in check_references(bad, None)
 
+
+
+def test_a_constant_predictor_and_a_tiny_layer_are_refused(tmp_path):
+    """A score that no pair of the layer's genes has (or all have) carries nothing to
+    regress on, and fewer than 10 genes are too few pairs: each a one-line refusal naming the
+    field."""
+    rng = np.random.default_rng(5)
+    ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((30, 4))]), tmp_path)
+    listed = pairs_file(tmp_path / "p.tsv", [0, 1, 2], [3, 4, 5])
+    a, b = np.triu_indices(30, 1)
+    every = pairs_file(tmp_path / "q.tsv", a, b)  # every pair listed: membership is constant
+    with pytest.raises(GeoscreenError, match="params.predictors.*same for every pair"):
+        run("pair_regression", {"predictors": [listed, f"member:{every}"]}, ctx, "L0")
+    # a set with no pair among the layer's genes is refused where it is resolved
+    with pytest.raises(GeoscreenError, match="params.predictors.*0 pairs"):
+        run("pair_regression", {"predictors": [listed, pairs_file(tmp_path / "s.tsv", [0], [0])]},
+            ctx, "L0")
+    tiny = context(cache_from_layers(tmp_path / "t", [rng.standard_normal((8, 4))]), tmp_path)
+    with pytest.raises(GeoscreenError, match="8 genes; the test needs 10"):
+        run("pair_regression", {"predictors": [listed]}, tiny, "L0")
