@@ -274,6 +274,14 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                                      "null": "gene_shuffle",
                                                      "n_permutations": m}),
         ("knn_graph", "modularity k=10", {"k": 10, "statistic": "modularity"}),
+        # (1.4) the modularity against 99 copies in SV1-20 with each axis shuffled: a k-NN
+        # graph and a Leiden partition per copy
+        ("knn_graph", "modularity SV1-20, f.shuffle", {
+            "k": 10, "statistic": "modularity", "null": "feature_shuffle",
+            "subspace": list(range(1, 21)), "n_permutations": 99}),
+        # (1.2) the communities against the first layer's: two partitions, then label draws
+        ("knn_communities", "ari vs first, k=10", {"versus_layer": "first", "k": 10,
+                                                   "n_permutations": m}),
         ("knn_graph", "spectral gap k=10", {"k": 10, "statistic": "spectral_gap"}),
         ("edge_direction", "SV1-10, matched", {"pairs": refs["trrust"],
                                                "subspace": list(range(1, 11)),
@@ -435,7 +443,8 @@ def main() -> int:
                 ctx.memo.clear()
                 ctx.knn_sources.clear()
                 times, cpu, _ = time_layers(info, ctx, params, layers)
-                assert ctx.knn_sources == {"store": len(layers)}, ctx.knn_sources
+                graphs = 2 if getattr(params, "versus_layer", None) is not None else 1
+                assert ctx.knn_sources == {"store": graphs * len(layers)}, ctx.knn_sources
                 med, med_cpu = statistics.median(times), statistics.median(cpu)
                 print(f"{name:22s} {'  stored kNN':18s} {draws:6d} {med:15.2f} "
                       f"{min(times):7.2f} {max(times):7.2f} {med_cpu:12.2f}  a second k-NN "

@@ -383,40 +383,45 @@ class KnnGraphParams(ProbeParams):
     subspace: Subspace = subspace_field()
     null: Literal["none", "feature_shuffle"] = Field(
         "none", description="none: descriptive (a hypothesis tests its trend or change-point "
-                            "across layers); feature_shuffle (from 1.3; clustering, transitivity, "
-                            "spectral_gap): the measure against copies of the layer with every "
-                            "coordinate of the subspace permuted independently across genes, "
-                            "the graph rebuilt for each (costly in the full space: give a "
-                            "subspace such as [1, ..., 20])")
+                            "across layers); feature_shuffle (from 1.3; modularity and "
+                            "communities from 1.4): the measure against copies of the layer "
+                            "with every coordinate of the subspace permuted independently "
+                            "across genes, the graph (and its Leiden partition) rebuilt for "
+                            "each (costly in the full space: give a subspace such as "
+                            "[1, ..., 20])")
     n_permutations: int = added_field(199, since="1.3", ge=99, le=100000,
                                       description="feature-shuffled copies (null feature_shuffle)")
 
     _check_subspace = subspace_validator("subspace")
 
-    @model_validator(mode="after")
-    def _null_statistic(self) -> KnnGraphParams:
-        if self.null == "feature_shuffle" and self.statistic in ("modularity", "communities"):
-            raise ValueError("null feature_shuffle takes statistic clustering, transitivity or "
-                             "spectral_gap (Leiden partitions are not redrawn per copy)")
-        return self
 
 
-def _graph_measure(nb: np.ndarray, statistic: str, seed: int) -> float:
-    """Clustering, transitivity or spectral gap of the undirected graph of k-NN lists `nb`."""
-    if statistic == "spectral_gap":
+def _graph_measure(nb: np.ndarray, p: KnnGraphParams, seed: int) -> float:
+    """The spec's measure of the undirected graph of k-NN lists `nb` (Leiden seeded by
+    `seed`)."""
+    if p.statistic == "spectral_gap":
         return spectral_gap(nb, seed)
+    if p.statistic in ("modularity", "communities"):
+        from geoscreen.probes.communities import leiden_modules
+
+        i, j = undirected_edges(nb)
+        member, modularity = leiden_modules(nb.shape[0], i, j, None, p.resolution, seed)
+        if p.statistic == "modularity":
+            return modularity
+        return float((np.bincount(member) >= p.min_community).sum())
     avg, trans = clustering_stats(nb)
-    return avg if statistic == "clustering" else trans
+    return avg if p.statistic == "clustering" else trans
 
 
-def _feature_shuffle_measures(Z: np.ndarray, k: int, statistic: str, m: int, seed: int,
+def _feature_shuffle_measures(Z: np.ndarray, p: KnnGraphParams, seed: int,
                               rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """The measure of `m` copies of Z with every column permuted independently across rows, the
-    k-NN graph rebuilt for each, one copy per batch (a sequential test stops between them)."""
+    """The measure of `n_permutations` copies of Z with every column permuted independently
+    across rows, the k-NN graph (and its Leiden partition) rebuilt for each, one copy per batch
+    (a sequential test stops between them)."""
     from geoscreen.probes.stats import feature_shuffled
 
-    for copy in feature_shuffled(Z, m, rng):
-        yield np.array([_graph_measure(knn_neighbours(copy, k), statistic, seed)])
+    for copy in feature_shuffled(Z, p.n_permutations, rng):
+        yield np.array([_graph_measure(knn_neighbours(copy, p.k), p, seed)])
 
 
 def undirected_adjacency(nb: np.ndarray):  # -> scipy.sparse.csr_matrix
@@ -469,7 +474,7 @@ def clustering_stats(nb: np.ndarray) -> tuple[float, float]:
     family="graph_topology",
     params=KnnGraphParams,
     nulls=("none", "feature_shuffle"),
-    version="1.3",
+    version="1.4",
     statistic="average local clustering coefficient, transitivity, Leiden modularity or "
               "community count, or spectral gap of the layer's k-NN graph",
     effect="the measure itself",
@@ -504,10 +509,12 @@ def knn_graph(ctx: ProbeContext, p: KnnGraphParams, layer: str) -> LayerResult:
     (400 genes, 16 and 512 dimensions: 0.17 and 0.040 against at most 0.027 over 10
     rewirings) and in 16 dimensions has a smaller gap (0.27 against at least 0.45), so it
     would call any layer structured (tests/test_knn_graph.py).  From version 1.3
-    ``null: feature_shuffle`` tests clustering, transitivity or the spectral gap against copies
-    with each coordinate permuted independently across genes: the embedding dimensions in the
-    full space (as `spectrum` and `layer_similarity` do), the principal coordinates in a
-    subspace (the published screen's null for this measure, on PCA-20): exact where those
+    ``null: feature_shuffle`` tests clustering, transitivity or the spectral gap (from 1.4 also
+    the Leiden modularity and community count, each copy partitioned afresh with the layer's
+    seed) against copies with each coordinate permuted independently across genes: the
+    embedding dimensions in the full space (as `spectrum` and `layer_similarity` do), the
+    principal coordinates in a subspace (the published screen's null for this measure, on
+    PCA-20): exact where those
     coordinates are independent, so it asks whether the layer's neighbourhoods are more (or
     less) clustered than those of a cloud with the same marginals and no dependence between
     coordinates (sample principal coordinates are uncorrelated by construction, their copies
@@ -552,8 +559,7 @@ def knn_graph(ctx: ProbeContext, p: KnnGraphParams, layer: str) -> LayerResult:
             Z = Z @ svd.Vt
         seed = ctx.layer_seed(layer)
         rng = ctx.rng(layer, f"feature_shuffle:{p.statistic}:{p.k}")
-        seq = besag_clifford(_feature_shuffle_measures(Z, p.k, p.statistic, p.n_permutations,
-                                                       seed, rng),
+        seq = besag_clifford(_feature_shuffle_measures(Z, p, seed, rng),
                              value, ctx.alternative, p.n_permutations, ctx.sequential_h)
         extra.update(null_mean=float(seq.null.mean()), null_sd=float(seq.null.std(ddof=1))
                      if seq.null.size > 1 else None, **seq.record())
@@ -591,10 +597,18 @@ def _communities(ctx: ProbeContext, layer: str, nb: np.ndarray,
 
 # -- communities against an annotation -----------------------------------------------------------
 class KnnCommunitiesParams(ProbeParams):
-    annotation: str = family_ref_field(
-        ..., description="gene labels: each gene in exactly one set of the family (within the "
-                         "size range) takes that set as its label, e.g. go:*?aspect=CC, or a "
-                         "GMT file")
+    annotation: str | None = family_ref_field(
+        None, description="gene labels: each gene in exactly one set of the family (within the "
+                          "size range) takes that set as its label, e.g. go:*?aspect=CC, or a "
+                          "GMT file; or leave it out and give versus_layer or versus_k")
+    versus_layer: int | str | None = added_field(
+        None, since="1.2",
+        description="instead of an annotation, the Leiden communities of another layer's k-NN "
+                    "graph (previous, next, first, last, or a layer name or position)")
+    versus_k: int | None = added_field(
+        None, since="1.2", ge=2, le=200,
+        description="instead of an annotation, the communities of the graph with this many "
+                    "neighbours per gene (of versus_layer, or of the same layer)")
     measure: Literal["ari", "nmi"] = Field("ari", description="adjusted Rand index, or "
                                                              "normalised mutual information")
     k: int = Field(10, ge=2, le=200, description="neighbours per gene")
@@ -606,6 +620,18 @@ class KnnCommunitiesParams(ProbeParams):
     n_permutations: int = Field(999, ge=99, le=100000, description="label permutations")
 
     _check_subspace = subspace_validator("subspace")
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> KnnCommunitiesParams:
+        versus = self.versus_layer is not None or self.versus_k is not None
+        if (self.annotation is None) == (not versus):
+            raise ValueError("give either annotation (gene labels) or versus_layer / versus_k "
+                             "(another partition), not both" if versus else
+                             "give annotation, or versus_layer / versus_k")
+        if self.versus_layer is None and self.versus_k == self.k:
+            raise ValueError("versus_k equals k: the same layer's partition agrees with itself; "
+                             "give another k or a versus_layer")
+        return self
 
 
 def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
@@ -623,11 +649,12 @@ def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
     family="graph_topology",
     params=KnnCommunitiesParams,
     nulls=("label_shuffle",),
-    version="1.1",
+    version="1.2",
     statistic="agreement (ARI or NMI) between the Leiden communities of the layer's k-NN graph "
-              "and a gene annotation, over the genes with exactly one label",
+              "and a gene annotation, over the genes with exactly one label; or (1.2) with the "
+              "communities of another layer or another k",
     effect="that agreement minus its mean under label permutations (0 = the communities ignore "
-           "the annotation)",
+           "the annotation, or the other partition)",
     alternatives=("greater",),
     examples=[
         {"statement": "The k-NN graph's communities follow the genes' subcellular compartments "
@@ -635,6 +662,11 @@ def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
          "params": {"annotation": "go:*?aspect=CC;propagate=no", "min_set_size": 20,
                     "max_set_size": 400},
          "alternative": "greater", "across_layers": "any", "layers": ["first", "last"]},
+        {"statement": "The gene communities of the last layer are foreshadowed more and more "
+                      "closely by those of the layers before it",
+         "params": {"versus_layer": "last", "k": 10},
+         "alternative": "greater", "across_layers": "trend",
+         "layers": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]},
     ],
 )
 def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> LayerResult:
@@ -658,11 +690,23 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
     permutes labels among them (communities and label sizes fixed, so for ARI the permutation
     law is that of the pair count, exactly), p = (1 + #{null >= observed}) / (1 +
     permutations).  ARI and NMI follow scikit-learn's definitions (tested).
+
+    From version 1.2 the labels can instead be another partition of the same genes: the Leiden
+    communities of another layer's k-NN graph (``versus_layer``), or of this layer's graph with
+    another number of neighbours (``versus_k``; both together: another layer at another k).
+    The agreement is computed over the genes both layers hold; the null permutes the other
+    partition's labels among them, which is exact for "the two partitions are unrelated".  Two
+    partitions of one model's layers are never unrelated, so read the p-value as a floor and
+    the agreement itself as the finding: how stable a partition is across k, or how early the
+    last layer's communities appear (a trend of the ARI over layers, the reference layer left
+    out of the spec's layers).  ARI 1 means the same partition, 0 what unrelated ones give.
     """
     from geoscreen.probes.communities import ari, nmi, relabel
 
     svd, nb = layer_knn(ctx, layer, p.subspace, p.include_zero_genes, p.k)
     member, modularity = _communities(ctx, layer, nb, p.resolution)
+    if p.annotation is None:
+        return _versus_partition(ctx, p, layer, svd, member, modularity)
     _ids, names, mset, mrow = ctx.family_rows(
         p.annotation, param="annotation", min_size=p.min_set_size, max_size=p.max_set_size,
         max_sets=p.max_sets, include_zero=p.include_zero_genes)
@@ -694,3 +738,40 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
                "null_95": [float(np.quantile(null, 0.025)), float(np.quantile(null, 0.975))],
                "k": p.k, "resolution": p.resolution,
                "label_names": [names[i] for i in np.unique(label[keep])[:20].tolist()]})
+
+
+def _versus_partition(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, svd: object,
+                      member: np.ndarray, modularity: float) -> LayerResult:
+    """`knn_communities` against another partition: the Leiden communities of another layer's
+    k-NN graph, or of this layer's graph with another k (from 1.2)."""
+    from geoscreen.probes.communities import ari, nmi, relabel
+    from geoscreen.probes.layers import other_layer
+
+    ref = layer if p.versus_layer is None else other_layer(ctx, layer, p.versus_layer,
+                                                             field="params.versus_layer")
+    k_ref = p.versus_k or p.k
+    if ref == layer and k_ref == p.k:  # versus_layer naming this layer is refused above
+        raise GeoscreenError("the partition is compared with itself", field="params.versus_k")
+    svd_ref, nb_ref = layer_knn(ctx, ref, p.subspace, p.include_zero_genes, k_ref)
+    member_ref, modularity_ref = _communities(ctx, ref, nb_ref, p.resolution)
+    _rows, ia, ib = np.intersect1d(svd.rows, svd_ref.rows,  # type: ignore[attr-defined]
+                                   return_indices=True)
+    if ia.size < 10:
+        raise GeoscreenError(f"layers {layer!r} and {ref!r} share only {ia.size} genes",
+                             field="params.versus_layer", fix="compare layers of one cache")
+    comm, other = relabel(member[ia]), relabel(member_ref[ib])
+    score = ari if p.measure == "ari" else nmi
+    observed = score(comm, other)
+    rng = ctx.rng(layer, "null")
+    seq = besag_clifford(([score(comm, rng.permutation(other))] for _ in range(p.n_permutations)),
+                         observed, "greater", p.n_permutations, ctx.sequential_h)
+    null = seq.null
+    return LayerResult(
+        statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
+        effect_size=observed - float(null.mean()), **seq.test_fields(observed, "greater"),
+        n=int(ia.size), null="label_shuffle", n_permutations=seq.draws,
+        extra={**seq.record(), "communities": int(comm.max()) + 1, "modularity": modularity,
+               "k": p.k, "resolution": p.resolution, "versus_layer": ref, "versus_k": k_ref,
+               "versus_communities": int(other.max()) + 1, "versus_modularity": modularity_ref,
+               "genes": int(ia.size), "null_mean": float(null.mean()),
+               "null_95": [float(np.quantile(null, 0.025)), float(np.quantile(null, 0.975))]})

@@ -54,7 +54,8 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     return float(hsic / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y)))
 
 
-def reference_index(ctx: ProbeContext, layer: str, ref: int | str) -> int:
+def reference_index(ctx: ProbeContext, layer: str, ref: int | str,
+                    field: str = "params.reference_layer") -> int:
     """Position of the reference layer for `layer`."""
     idx = ctx.cache.layer_index(layer)
     n = len(ctx.cache.layers)
@@ -62,20 +63,19 @@ def reference_index(ctx: ProbeContext, layer: str, ref: int | str) -> int:
     if isinstance(ref, str) and ref in rel:
         out = rel[ref]
         if not 0 <= out < n:
-            raise GeoscreenError(f"layer {layer!r} has no {ref} layer",
-                                 field="params.reference_layer",
+            raise GeoscreenError(f"layer {layer!r} has no {ref} layer", field=field,
                                  fix="list only layers that have one in the spec's layers")
         return out
     return ctx.cache.layer_index(ref)
 
 
-def other_layer(ctx: ProbeContext, layer: str, ref: int | str) -> str:
+def other_layer(ctx: ProbeContext, layer: str, ref: int | str,
+                field: str = "params.reference_layer") -> str:
     """The reference layer's name for `layer`, refused when it is `layer` itself (a layer
     compared with itself says nothing, and would bias a trend across layers)."""
-    other = ctx.cache.layers[reference_index(ctx, layer, ref)]
+    other = ctx.cache.layers[reference_index(ctx, layer, ref, field)]
     if other == layer:
-        raise GeoscreenError(f"layer {layer!r} is its own reference layer",
-                             field="params.reference_layer",
+        raise GeoscreenError(f"layer {layer!r} is its own reference layer", field=field,
                              fix="leave the reference layer out of the spec's layers")
     return other
 
