@@ -300,10 +300,12 @@ def popcount(x: np.ndarray) -> np.ndarray:
 class LabelPairScorer:
     """Pair value = 1 when the two genes carry the same non-zero pole label on some axis (or,
     with `opposite`, opposite labels: one in the top pole, the other in the bottom one), or on
-    at least `min_axes` of the axes; no n x n matrix.  `labels` is (genes,) for one axis or
+    at least `min_axes` of the axes; with `count`, the number of axes the two genes share a
+    pole on (or are opposite on); no n x n matrix.  `labels` is (genes,) for one axis or
     (genes, axes)."""
 
-    def __init__(self, labels: np.ndarray, opposite: bool = False, min_axes: int = 1) -> None:
+    def __init__(self, labels: np.ndarray, opposite: bool = False, min_axes: int = 1,
+                 count: bool = False) -> None:
         if labels.size and np.abs(labels).max() > 1:
             raise ValueError("pole labels are -1, 0 or 1")
         L = labels.astype(np.int8)
@@ -312,16 +314,22 @@ class LabelPairScorer:
             raise ValueError(f"min_axes {min_axes} is not between 1 and the {self.L.shape[1]} "
                              "axes")
         self.min_axes = int(min_axes)
+        self.count = bool(count)
         self.sign = np.int8(-1 if opposite else 1)
         self.n = int(self.L.shape[0])
         self.factor = None
-        self.binary = True  # every pair value is 0 or 1 (`moment_null`: a count's lattice)
+        # every pair value is an integer, 0 or 1 (a count of axes with `count`): the mean moves
+        # on a lattice (`moment_null`)
+        self.binary = True
         self.third_moment_cheap = True  # sums over pole-code classes
         self._code, self._partner = self._codes()
 
     def _shared(self, both: np.ndarray) -> np.ndarray:
         """Whether ANDed codes make a hit: a shared bit, or at least `min_axes` shared bits
-        (each axis gives at most one: a gene sits in one pole of an axis)."""
+        (each axis gives at most one: a gene sits in one pole of an axis); with `count`, the
+        number of shared bits, i.e. of axes."""
+        if self.count:
+            return popcount(both)
         if self.min_axes == 1:
             return both != 0
         return popcount(both) >= self.min_axes
@@ -369,6 +377,9 @@ class LabelPairScorer:
             rows = P[s:s + per]
             hit = code[rows].take(i, axis=1)
             hit &= partner[rows].take(j, axis=1)
+            if self.count:
+                out[s:s + per] = popcount(hit).sum(axis=1, dtype=np.int64) / i.size
+                continue
             if self.min_axes > 1:
                 hit = self._shared(hit)
             out[s:s + per] = np.count_nonzero(hit, axis=1) / i.size
@@ -405,7 +416,7 @@ class LabelPairScorer:
         hit = self._hit(I, J)
         if mask is None:
             return hit.mean(axis=1)
-        return (hit & mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+        return np.where(mask, hit, 0).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
 
 
 class CoPoleParams(ProbeParams):
@@ -425,6 +436,11 @@ class CoPoleParams(ProbeParams):
         1, since="2.5", ge=1, le=20,
         description="with `axes`: the fewest axes a pair must be co-polar (or opposite) on to "
                     "count, e.g. 3 of [2, 3, 4] for all three")
+    statistic: Literal["rate", "axis_count"] = added_field(
+        "rate", since="2.6",
+        description="rate: the share of pairs that count; axis_count (with two or more axes): "
+                    "the mean number of the listed axes a pair is co-polar (or opposite) on, "
+                    "so that pairs co-polar on more axes weigh more (a dose-response)")
     null: PairNull = Field("degree_preserving",
                            description="degree-preserving rewiring (default) or gene-label shuffle")
     control: str | None = control_field()
@@ -444,6 +460,9 @@ class CoPoleParams(ProbeParams):
         if self.min_axes > n_axes:
             raise ValueError(f"min_axes {self.min_axes} exceeds the {n_axes} "
                              f"ax{'is' if n_axes == 1 else 'es'} listed; list them in axes")
+        if self.statistic == "axis_count" and (n_axes < 2 or self.min_axes != 1):
+            raise ValueError("statistic axis_count counts the axes of a pair: list two or more "
+                             "in axes and leave min_axes out")
         return self
 
 
@@ -463,9 +482,10 @@ def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
     family="graph_topology",
     params=CoPoleParams,
     nulls=("degree_preserving", "gene_shuffle", "coexpression_residualization"),
-    version="2.5",
+    version="2.6",
     statistic="co-pole rate: fraction of pairs whose two genes lie in the same pole of the axis "
-              "(of any, or of at least min_axes, of several axes)",
+              "(of any, or of at least min_axes, of several axes); or (2.6, axis_count) the mean "
+              "number of the listed axes a pair is co-polar on",
     effect="z-score of the co-pole rate against the null (enrichment over null mean in extra)",
     alternatives=("greater", "less", "two-sided"),
     examples=[
@@ -477,6 +497,11 @@ def pole_labels(score: np.ndarray, k: int, pole: str) -> np.ndarray:
                       "degree-matched rewired pairs",
          "params": {"pairs": "trrust", "axis": 2, "k": 200, "null": "degree_preserving"},
          "alternative": "greater", "across_layers": "any"},
+        {"statement": "STRING partners share a pole on more of singular axes 2 to 4 than "
+                      "degree-matched rewired pairs",
+         "params": {"pairs": "string:>=700", "axes": [2, 3, 4], "statistic": "axis_count",
+                    "quantile": 0.1},
+         "alternative": "greater", "across_layers": "any"},
     ],
 )
 def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
@@ -487,7 +512,13 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     default).  A pair is co-polar when both genes carry the same pole label (either pole, or only
     the top or only the bottom one, per `pole`).  With several ``axes`` a pair counts when it is
     co-polar on any of them, or (version 2.5) on at least ``min_axes`` of them: ``min_axes: 3``
-    with ``axes: [2, 3, 4]`` counts the pairs co-polar on all three.
+    with ``axes: [2, 3, 4]`` counts the pairs co-polar on all three.  From version 2.6
+    ``statistic: axis_count`` reports instead the mean number of the listed axes a pair is
+    co-polar on (0 to the number of axes): the sum over the axes of each axis's co-pole rate,
+    so a pair co-polar on three axes weighs three times one co-polar on one.  Against the
+    same nulls it asks whether the pairs gather in more shared poles than random pairs, the
+    dose-response of "pairs co-polar on more axes are likelier partners" read from the pairs'
+    side.
 
     Returns
     -------
@@ -548,7 +579,8 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     L = np.stack([pole_labels(svd.scores([a])[:, 0], k, label_pole) for a in axes], axis=1)
     i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
     fit = None
-    labels = LabelPairScorer(L, opposite=p.pole == "opposite", min_axes=p.min_axes)
+    labels = LabelPairScorer(L, opposite=p.pole == "opposite", min_axes=p.min_axes,
+                             count=p.statistic == "axis_count")
     scorer: PairScorer | LabelPairScorer = labels
     if p.control is not None:
         R, fit = controlled(ctx, p.control, labels.matrix().astype(np.float32), svd.rows,
@@ -557,13 +589,14 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
     observed, test, extra, drawn = pair_test(ctx, scorer, i, j, p.null, p.null_method,
                                              p.confirm_below, p.n_permutations, layer)
     mean0 = float(extra["null_mean"])
+    name = "co_pole_axis_count" if p.statistic == "axis_count" else "co_pole_rate"
     return LayerResult(
-        statistic_name="co_pole_rate" + ("_residual" if fit else ""), statistic=observed,
+        statistic_name=name + ("_residual" if fit else ""), statistic=observed,
         effect_name="z", effect_size=extra.pop("z"), **test,
         n=int(i.size), null=null_label(p.null, p.control), n_permutations=drawn,
         extra={**extra, "k": k, "axes": axes,
                "axis": axes[0] if len(axes) == 1 else None,
-               "pole": p.pole, "min_axes": p.min_axes,
+               "pole": p.pole, "min_axes": p.min_axes, "statistic": p.statistic,
                "enrichment": observed / mean0 if mean0 > 0 and not fit else None,
                "control_fit": fit})
 

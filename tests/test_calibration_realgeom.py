@@ -754,6 +754,12 @@ def test_pair_probes_other_defaults(bed):
                                            "axis": 1 + int(bed.rng.integers(0, 3)),
                                            "n_permutations": 199}, reps=70),
         conservative=True)
+    _assert_default_calibrated(  # version 2.6: the mean number of shared poles of SV1-3
+        "co_pole", "degree_preserving (axis_count)", "STRING>=700, partners shuffled",
+        bed.pvalues("co_pole", lambda _l: {"pairs": bed.hub_pairs(), "quantile": 0.2,
+                                           "axes": [1, 2, 3], "statistic": "axis_count",
+                                           "n_permutations": 199}, reps=70),
+        conservative=True)
     _assert_default_calibrated(
         "graded_proximity", "label_shuffle", "shuffled STRING, random scores",
         bed.pvalues("graded_proximity", lambda _l: {"pairs": bed.hub_pairs(score=True),

@@ -140,6 +140,8 @@ VARIANTS = {
     "co_pole opposite SV1-2": ("co_pole", {"axes": [1, 2], "pole": "opposite",
                                            "quantile": 0.15}),
     "co_pole 2 of SV1-3": ("co_pole", {"axes": [1, 2, 3], "min_axes": 2, "quantile": 0.3}),
+    "co_pole axis count SV1-3": ("co_pole", {"axes": [1, 2, 3], "statistic": "axis_count",
+                                             "quantile": 0.3}),
 }
 
 
@@ -420,6 +422,8 @@ REWIRED = {
     "SV2-4 cosine": ("pair_proximity", {"subspace": [2, 3, 4]}),
     "full cosine": ("pair_proximity", {}),
     "co_pole SV1": ("co_pole", {"quantile": 0.2}),
+    "co_pole axis count SV1-3": ("co_pole", {"axes": [1, 2, 3], "statistic": "axis_count",
+                                             "quantile": 0.3}),
 }
 
 

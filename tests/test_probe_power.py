@@ -506,6 +506,23 @@ def test_co_pole_on_every_listed_axis(tmp_path):
     every = run("co_pole", {**shuffle, "min_axes": 3}, ctx, "L0", "greater")
     assert anyaxis.statistic == 1.0 and anyaxis.p_value <= 0.01
     assert every.statistic == 0.0 and every.p_value > 0.5
+    # (2.6) the mean number of shared axes: a brute-force count, the sum of the per-axis
+    # rates, found under both nulls; opposite poles counted the same way
+    for nul in ("degree_preserving", "gene_shuffle"):
+        c = run("co_pole", {**prm, "statistic": "axis_count", "null": nul}, ctx, "L0", "greater")
+        assert c.statistic == pytest.approx(shared.mean())
+        assert c.statistic_name == "co_pole_axis_count" and c.p_value <= 0.01, nul
+    per_axis = [run("co_pole", {"pairs": prm["pairs"], "k": k, "axis": a, "n_permutations": 99},
+                    ctx, "L0").statistic for a in (1, 2, 3)]
+    assert c.statistic == pytest.approx(sum(per_axis))
+    opposite = ((labels[li] == -labels[lj]) & (labels[li] != 0)).sum(axis=1)
+    o = run("co_pole", {**prm, "statistic": "axis_count", "pole": "opposite"}, ctx, "L0", "less")
+    assert o.statistic == pytest.approx(opposite.mean()) and o.p_value <= 0.05
+    from geoscreen.errors import GeoscreenError
+
+    for bad in ({"axes": [1]}, {"axes": [1, 2, 3], "min_axes": 2}):
+        with pytest.raises(GeoscreenError, match="axis_count counts the axes"):
+            run("co_pole", {**prm, **bad, "statistic": "axis_count"}, ctx, "L0")
 
 
 def random_pairs_of(rng: np.random.Generator, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
