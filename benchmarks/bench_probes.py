@@ -259,6 +259,10 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         ("subspace_alignment", "k=10, genes", {"k": 10, "reference": "first"}),
         ("knn_homophily", "k=10, matched", {"gene_set": refs["ribosome"], "k": 10,
                                             "n_permutations": m}),
+        # (1.2) a census: the 20 neighbours of a 40-gene marker set counted in the ribosome set
+        ("knn_homophily", "census, 40 sources", {"gene_set": refs["ribosome"], "k": 20,
+                                                 "sources": refs["markers"][0],
+                                                 "n_permutations": m}),
         ("knn_graph", "clustering k=10", {"k": 10}),
         ("community_concentration", "k=10, matched", {"gene_sets": [refs["ribosome"]], "k": 10,
                                                       "n_permutations": m}),

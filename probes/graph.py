@@ -275,8 +275,21 @@ class KnnHomophilyParams(ProbeParams):
     match_bins: int = bins_field()
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_size: int = Field(5, ge=2, description="fewest set genes present in the cache")
+    sources: str | None = genes_ref_field(
+        None, description="from 1.2: count the k-NN edges of these genes instead of the set's "
+                          "own (a census of one or a few anchor genes' neighbours, e.g. "
+                          "genes:PAX5): the share of their neighbours that belong to gene_set, "
+                          "against random sets drawn from the other genes")
 
     _check_subspace = subspace_validator("subspace")
+
+
+def census_hits(nb_sources: np.ndarray, draws: np.ndarray, n: int) -> np.ndarray:
+    """For each row of `draws` (random target sets, local rows), how many of the listed
+    neighbour entries `nb_sources` (the sources' k-NN lists, flattened) it holds."""
+    mask = np.zeros((draws.shape[0], n), dtype=bool)
+    mask[np.arange(draws.shape[0])[:, None], draws] = True
+    return mask[:, nb_sources].sum(axis=1)
 
 
 def within_share(nb: np.ndarray, members: np.ndarray, n: int) -> float:
@@ -292,9 +305,11 @@ def within_share(nb: np.ndarray, members: np.ndarray, n: int) -> float:
     family="graph_topology",
     params=KnnHomophilyParams,
     nulls=("matched", "gene_shuffle"),
-    version="1.1",
-    statistic="share of the set's k-nearest-neighbour edges that end inside the set",
-    effect="that share over its expectation for a random set of the same size, (s-1)/(n-1) "
+    version="1.2",
+    statistic="share of the set's k-nearest-neighbour edges that end inside the set, or (1.2, "
+              "sources) of the named source genes' edges",
+    effect="that share over its expectation for a random set of the same size, (s-1)/(n-1), "
+           "or with sources the share of their edges to other genes times s/(n - sources) "
            "(1 = no homophily); z against the null and the null mean in extra",
     alternatives=("greater", "less", "two-sided"),
     examples=[
@@ -302,6 +317,10 @@ def within_share(nb: np.ndarray, members: np.ndarray, n: int) -> float:
                       "genes matched on annotation count and centrality",
          "params": {"gene_set": "go:GO:0022626", "k": 10}, "alternative": "greater",
          "across_layers": "any"},
+        {"statement": "PAX5's 20 nearest neighbours include more B-cell marker genes than "
+                      "random genes like them",
+         "params": {"gene_set": "markers:B cells", "sources": "genes:PAX5", "k": 20},
+         "alternative": "greater", "across_layers": "any"},
     ],
 )
 def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> LayerResult:
@@ -322,6 +341,17 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
     hub genes are everyone's neighbours, so a set of hubs looks cohesive against uniform
     draws) or uniform; p = (1 + #{null share at least as extreme}) / (1 + permutations).
 
+    From version 1.2 ``sources`` names genes whose neighbours are counted instead (a census:
+    of PAX5's 20 nearest neighbours, how many are B-cell markers).  The statistic is the share
+    of the sources' k-NN edges that end in the set, the sources themselves left out of the
+    set; the null redraws the set from the genes that are not sources (matched within strata,
+    the sources given a stratum of their own so they are never drawn, or uniformly), so a
+    random set of the same size expects the share of the sources' edges that reach other
+    genes times s / (n - sources), exactly for uniform draws.  The sources' neighbour lists,
+    set members starred, are in ``extra["neighbours"]``.  A census of one gene is k edges: its
+    p-value moves in steps of about one neighbour, and an absence ("BCL6 has no B-cell
+    neighbour") can only be shown when a random set expects several.
+
     References
     ----------
     McPherson, M., Smith-Lovin, L. & Cook, J. M. (2001). Birds of a feather: homophily in social
@@ -334,6 +364,8 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
     svd, nb = layer_knn(ctx, layer, p.subspace, p.include_zero_genes, p.k)
     members = np.unique(svd.local(ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_size,
                                                 include_zero=p.include_zero_genes)))
+    if p.sources is not None:
+        return _neighbour_census(ctx, p, layer, svd, nb, members)
     n, s = nb.shape[0], members.size
     if s >= n:
         raise GeoscreenError("the set holds every gene", field="params.gene_set")
@@ -365,6 +397,77 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
         extra={**seq.record(), "expected": expected, "null_mean": float(null.mean()), "null_sd": sd,
                "z": (share - float(null.mean())) / sd if sd > 0 else None, "k": p.k,
                "matching": matching})
+
+
+def _neighbour_census(ctx: ProbeContext, p: KnnHomophilyParams, layer: str, svd: object,
+                      nb: np.ndarray, members: np.ndarray) -> LayerResult:
+    """`knn_homophily` with ``sources`` (1.2): the share of the sources' k-NN edges that end in
+    the set (the sources left out of it), against random sets of the set's size drawn from
+    the genes that are not sources (matched within strata, or uniformly)."""
+    from geoscreen.probes.matching import Strata
+
+    assert p.sources is not None
+    n = nb.shape[0]
+    src = np.unique(svd.local(ctx.gene_rows(  # type: ignore[attr-defined]
+        p.sources, param="sources", include_zero=p.include_zero_genes)))
+    members = np.setdiff1d(members, src)
+    s = members.size
+    if s < p.min_size:
+        raise GeoscreenError(f"{s} genes of the set remain once the sources are left out, "
+                             f"fewer than min_size {p.min_size}", field="params.gene_set",
+                             fix="name sources outside the set, or lower min_size")
+    others = n - src.size
+    if s >= others:
+        raise GeoscreenError("the set holds every gene that is not a source",
+                             field="params.gene_set")
+    flat = nb[src].ravel()
+    share = float(np.isin(flat, members).mean())
+    to_others = float((~np.isin(flat, src)).mean())  # edges between sources reach no set
+    expected = to_others * s / others  # the exact mean over uniform sets of the other genes
+    rng = ctx.shared_rng("null")
+    matching = None
+    if p.null == "matched":
+        strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins,  # type: ignore[arg-type]
+                              members)
+        labels = strata.labels.copy()
+        labels[src] = labels.max() + 1  # the sources are a stratum of their own: never drawn
+        strata = Strata(labels=labels, variables=strata.variables, values=strata.values,
+                        record=strata.record)
+        matching = strata.record
+
+        def draw(m: int) -> np.ndarray:
+            return strata.draw(members, m, rng)
+    else:
+        pool = np.setdiff1d(np.arange(n), src).astype(np.int32)
+
+        def draw(m: int) -> np.ndarray:
+            return pool[distinct_draws(pool.size, s, m, rng)]
+
+    def one_by_one() -> Iterator[list[float]]:
+        for st, m in chunks(p.n_permutations, max(s, 64)):
+            draws = draw(m)
+            if st == 0 and p.null == "matched":
+                matching["balance"] = strata.balance(members, draws)  # type: ignore[index]
+            for value in census_hits(flat, draws, n) / flat.size:
+                yield [float(value)]
+    seq = besag_clifford(one_by_one(), share, ctx.alternative, p.n_permutations,
+                         ctx.sequential_h)
+    null = seq.null
+    sd = float(null.std(ddof=1))
+    symbols = ctx.cache.genes.symbols
+    rows = svd.rows  # type: ignore[attr-defined]
+    inside = set(members.tolist())
+    neighbours = {symbols[int(rows[g])]: [symbols[int(rows[x])] + ("*" if x in inside else "")
+                                         for x in nb[g]] for g in src[:10]}
+    return LayerResult(
+        statistic_name="census_share", statistic=share, effect_name="census_ratio",
+        effect_size=share / expected if expected > 0 else None,
+        **seq.test_fields(share, ctx.alternative), n=int(s), null=p.null,
+        n_permutations=seq.draws,
+        extra={**seq.record(), "expected": expected, "null_mean": float(null.mean()),
+               "null_sd": sd, "z": (share - float(null.mean())) / sd if sd > 0 else None,
+               "k": p.k, "sources": int(src.size), "hits": int(round(share * flat.size)),
+               "neighbours": neighbours, "matching": matching})
 
 
 # -- the graph itself -----------------------------------------------------------------------------

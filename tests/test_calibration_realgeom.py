@@ -618,6 +618,25 @@ def test_knn_homophily_matched(bed, kind):
                                      **make(layer), "null": "gene_shuffle"}))
 
 
+@pytest.mark.parametrize("kind", ["random", "hub"])
+def test_knn_homophily_census_matched(bed, kind):
+    """knn_homophily 1.2 with sources: the 20 nearest neighbours of 20 random genes counted in
+    a set of 100 random or hub genes (about 20 hits expected: a census of few edges is too
+    discrete to show anything).  Hubs are everyone's neighbours, so a census finds more of
+    them than of random genes; the matched null holds, the uniform one does not (labelled)."""
+    def make(layer):
+        idx = bed.random_set(100) if kind == "random" else bed.hub_set(layer, 100)
+        src = bed.random_set(20)
+        return {"gene_set": bed.genes(idx), "sources": bed.genes(src), "k": 20,
+                "n_permutations": 199}
+    _assert_default_calibrated("knn_homophily", "matched (census)", f"{kind} 100-gene sets",
+                               bed.pvalues("knn_homophily", make), conservative=True)
+    if kind == "hub":
+        _assert_failure_labelled("knn_homophily", "gene_shuffle", "census, hub 100-gene sets",
+                                 bed.pvalues("knn_homophily", lambda layer: {
+                                     **make(layer), "null": "gene_shuffle"}))
+
+
 @pytest.mark.parametrize("statistic", ["consistency", "displacement"])
 @pytest.mark.parametrize("kind", ["random", "hub"])
 def test_edge_direction_matched(bed, kind, statistic):
