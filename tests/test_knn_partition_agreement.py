@@ -99,3 +99,48 @@ def test_requests_without_one_reference_are_refused(params, message):
 
     with pytest.raises(GeoscreenError, match=message):
         get_probe("knn_communities").validate_params(params)
+
+
+def test_equal_layers_agree_fully_and_the_seed_ceiling_is_reported(tmp_path):
+    """Both partitions come from one seed, so a layer repeated gives ARI 1 even on a
+    Gaussian layer, where Leiden's partitions from two seeds disagree (the ceiling)."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((400, 12))
+    ctx = context(cache_from_layers(tmp_path / "c", [X, X.copy()]), tmp_path)
+    r = run("knn_communities", {"versus_layer": "L1", "k": 10, "n_permutations": 99}, ctx, "L0")
+    print(f"\nequal Gaussian layers: ARI {r.statistic:.3f}, seed ceiling "
+          f"{r.extra['seed_ceiling']:.3f}")
+    assert r.statistic == pytest.approx(1.0) and r.effect_size == pytest.approx(1.0)
+    assert 0.0 < r.extra["seed_ceiling"] < 0.9
+
+
+def test_a_trend_against_a_fixed_layer_rises_in_any_gradual_stack(tmp_path):
+    """Layers that drift as a random walk (no convergence at all): the agreement with the last
+    layer rises with depth, so a trend test against 'last' rejects for most stacks (why the
+    catalogue trends the agreement with the previous layer instead); the agreement of
+    consecutive layers has no trend there, and its trend test stays in band."""
+    rng = np.random.default_rng(7)
+    stacks, n_layers = 40, 7
+    layers = []
+    for _ in range(stacks):
+        X = rng.standard_normal((200, 8)) * 2
+        for _ in range(n_layers):
+            layers.append(X)
+            X = X + 0.7 * rng.standard_normal(X.shape)
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    last_p, prev_p = [], []
+    for s in range(stacks):
+        names = [f"L{s * n_layers + i}" for i in range(n_layers)]
+        vs_last = [run("knn_communities", {"versus_layer": names[-1], "k": 8,
+                                           "n_permutations": 99}, ctx, x) for x in names[:-1]]
+        vs_prev = [run("knn_communities", {"versus_layer": names[i - 1], "k": 8,
+                                           "n_permutations": 99}, ctx, names[i])
+                   for i in range(1, n_layers)]
+        last_p.append(combine(vs_last, "trend", "greater", s).p_value)
+        prev_p.append(combine(vs_prev, "trend", "greater", s).p_value)
+    fpr_last = float(np.mean(np.array(last_p) <= 0.05))
+    fpr_prev = float(np.mean(np.array(prev_p) <= 0.05))
+    print(f"\nrandom-walk stacks: trend against the last layer rejects {fpr_last:.3f}, against "
+          f"the previous layer {fpr_prev:.3f} (at 0.05, {stacks} stacks)")
+    assert fpr_last > 0.5
+    assert fpr_prev <= 0.15
