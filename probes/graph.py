@@ -285,11 +285,10 @@ class KnnHomophilyParams(ProbeParams):
 
 
 def census_hits(nb_sources: np.ndarray, draws: np.ndarray, n: int) -> np.ndarray:
-    """For each row of `draws` (random target sets, local rows), how many of the listed
-    neighbour entries `nb_sources` (the sources' k-NN lists, flattened) it holds."""
-    mask = np.zeros((draws.shape[0], n), dtype=bool)
-    mask[np.arange(draws.shape[0])[:, None], draws] = True
-    return mask[:, nb_sources].sum(axis=1)
+    """For each row of `draws` (random target sets of distinct genes, local rows), how many
+    of the listed neighbour entries `nb_sources` (the sources' k-NN lists, flattened) it
+    holds: each gene's count among the entries, summed over the row (O(draws x set size))."""
+    return np.bincount(nb_sources, minlength=n)[draws].sum(axis=1)
 
 
 def within_share(nb: np.ndarray, members: np.ndarray, n: int) -> float:
@@ -444,7 +443,7 @@ def _neighbour_census(ctx: ProbeContext, p: KnnHomophilyParams, layer: str, svd:
             return pool[distinct_draws(pool.size, s, m, rng)]
 
     def one_by_one() -> Iterator[list[float]]:
-        for st, m in chunks(p.n_permutations, max(s, 64)):
+        for st, m in chunks(p.n_permutations, s):
             draws = draw(m)
             if st == 0 and p.null == "matched":
                 matching["balance"] = strata.balance(members, draws)  # type: ignore[index]

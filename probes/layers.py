@@ -22,11 +22,12 @@ see `feature_shuffle_bound`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
@@ -225,6 +226,70 @@ class LayerSimilarityParams(ProbeParams):
     variance_kept: float = Field(1.0, gt=0, le=1,
                                  description="share of variance kept per layer (1 = exact CKA)")
     min_genes: int = Field(10, ge=3)
+    other_cache: str | None = added_field(
+        None, since="1.4",
+        description="compare with a layer of another cache instead (another seed or model; "
+                    "genes matched by symbol, the genes both hold): its path")
+    other_layer: int | str = added_field(
+        "same", since="1.4",
+        description="with other_cache: the layer compared, 'same' (this layer's name, or its "
+                    "position), first, last, or a name or position (reference_layer is then "
+                    "not used)")
+
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> LayerSimilarityParams:
+        if self.other_cache is not None and self.reference_layer != "previous":
+            raise ValueError("with other_cache the layer compared is other_layer; leave "
+                             "reference_layer out")
+        if self.other_cache is None and self.other_layer != "same":
+            raise ValueError("other_layer names a layer of other_cache; give other_cache")
+        return self
+
+
+def _other_coords(ctx: ProbeContext, p: LayerSimilarityParams, layer: str,
+                  rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """(this layer's centred coordinates, the other cache's, the other layer's name, a key for
+    the shared genes) on the genes both caches hold, matched by symbol (1.4)."""
+    assert p.other_cache is not None
+    other = ctx.other_cache(p.other_cache)
+    olayer: int | str = p.other_layer
+    if olayer == "same":
+        olayer = layer if layer in other.layers else ctx.cache.layer_index(layer)
+    elif olayer == "first":
+        olayer = 0
+    elif olayer == "last":
+        olayer = len(other.layers) - 1
+    try:
+        oname = other.layer_name(olayer)
+    except Exception as exc:  # noqa: BLE001 - a layer the other cache lacks
+        raise GeoscreenError(f"{p.other_cache!r} has no layer {olayer!r}",
+                             field="params.other_layer",
+                             fix=f"name one of its layers: {', '.join(other.layers[:6])} ...") \
+            from exc
+    svd = ctx.svd(layer, p.include_zero_genes)
+    mine = ctx.cache.genes.symbols
+    wanted = None if rows is None else set(rows.tolist())
+    oidx, opresent = other.genes.index, other.genes.present
+    pairs = [(int(r), oidx[mine[r]]) for r in svd.rows
+             if mine[r] in oidx and (p.include_zero_genes or opresent[oidx[mine[r]]])
+             and (wanted is None or int(r) in wanted)]
+    if len(pairs) < p.min_genes:
+        raise GeoscreenError(f"only {len(pairs)} genes are shared with {p.other_cache!r} (need "
+                             f"{p.min_genes})", field="params.other_cache")
+    mrows = np.array([a for a, _ in pairs])
+    orows = np.array([b for _, b in pairs])
+    _, X = _coords(ctx, layer, mrows, p.include_zero_genes, p.variance_kept)
+    Y = np.asarray(other.array(oname)[orows], dtype=np.float64)
+    Y = Y - Y.mean(axis=0)
+    if p.variance_kept < 1:
+        U, S, _ = np.linalg.svd(Y, full_matrices=False)
+        Y = U * S
+        s2 = S ** 2
+        keep = int(np.searchsorted(np.cumsum(s2) / s2.sum(), p.variance_kept) + 1)
+        Y = Y[:, :keep]
+    digest = hashlib.sha256(mrows.astype(np.int64).tobytes()).hexdigest()[:16]
+    return X, Y, oname, digest
 
 
 @probe(
@@ -232,8 +297,9 @@ class LayerSimilarityParams(ProbeParams):
     family="topology_stability",
     params=LayerSimilarityParams,
     nulls=("gene_shuffle", "feature_shuffle", "none"),
-    version="1.3",
-    statistic="linear CKA between this layer and the reference layer on shared genes",
+    version="1.4",
+    statistic="linear CKA between this layer and the reference layer on shared genes, or "
+              "(1.4) a layer of another cache (another seed or model) on the genes both hold",
     effect="linear CKA (0 = unrelated, 1 = same geometry up to rotation and scale)",
     alternatives=("greater", "less", "two-sided"),
     examples=[
@@ -244,6 +310,10 @@ class LayerSimilarityParams(ProbeParams):
          "params": {"reference_layer": "first", "null": "none"},
          "layers": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "alternative": "less",
          "across_layers": "trend"},
+        {"statement": "A second training seed's layers share this model's gene geometry less "
+                      "with depth",
+         "params": {"other_cache": "caches/scgpt_seed2", "null": "none"},
+         "alternative": "less", "across_layers": "trend"},
     ],
 )
 def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) -> LayerResult:
@@ -251,7 +321,12 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
 
     Both layers' centred gene matrices, on the same present genes (a gene set, re-centred, when
     `gene_set` is given; optionally cut to the leading components that carry `variance_kept` of the
-    variance), are compared by linear CKA.  A layer is never compared with itself.
+    variance), are compared by linear CKA.  A layer is never compared with itself.  From version
+    1.4 ``other_cache`` compares the layer with a layer of another cache (another training seed,
+    another model, the same model on other cells): the genes both caches hold, matched by
+    symbol, each matrix centred on them; the gene-shuffle null then breaks the correspondence
+    between the two caches' genes, exactly as between two layers of one cache, and the feature
+    shuffle permutes the other cache's embedding dimensions.
 
     Returns
     -------
@@ -329,18 +404,23 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
     Besag, J. & Clifford, P. (1991). Sequential Monte Carlo p-values. Biometrika 78(2), 301-304
     (the draws stop early when the campaign sets ``--sequential-stop``).
     """
-    ref = other_layer(ctx, layer, p.reference_layer)  # CKA 1 with itself
     rows = None
     if p.gene_set is not None:
         rows = ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_genes,
                              include_zero=p.include_zero_genes)
-    rx, X = _coords(ctx, layer, rows, p.include_zero_genes, p.variance_kept)
-    ry, Y = _coords(ctx, ref, rows, p.include_zero_genes, p.variance_kept)
-    if not np.array_equal(rx, ry):
-        raise GeoscreenError("the two layers have different present genes",
-                             field="params.reference_layer")
     base = (p.gene_set, p.include_zero_genes, p.variance_kept)
-    kx, ky = (layer, *base), (ref, *base)
+    if p.other_cache is not None:  # another cache's layer, on the shared genes (1.4)
+        X, Y, oname, shared = _other_coords(ctx, p, layer, rows)
+        ref = f"{p.other_cache}:{oname}"
+        kx, ky = (layer, *base, "shared", shared), ("other", ref, *base, shared)
+    else:
+        ref = other_layer(ctx, layer, p.reference_layer)  # CKA 1 with itself
+        rx, X = _coords(ctx, layer, rows, p.include_zero_genes, p.variance_kept)
+        ry, Y = _coords(ctx, ref, rows, p.include_zero_genes, p.variance_kept)
+        if not np.array_equal(rx, ry):
+            raise GeoscreenError("the two layers have different present genes",
+                                 field="params.reference_layer")
+        kx, ky = (layer, *base), (ref, *base)
     nx = float(np.sqrt(_invariants(ctx, kx, X, False).frob2))
     ny = float(np.sqrt(_invariants(ctx, ky, Y, False).frob2))
     cka = float(np.linalg.norm(X.T @ Y) ** 2 / (nx * ny))
@@ -364,7 +444,7 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
         fs_bound = None
         Yraw = None  # the reference as the feature shuffle permutes it
         if p.null == "feature_shuffle":
-            Yraw = Y if p.variance_kept < 1 or rows is not None else \
+            Yraw = Y if p.variance_kept < 1 or rows is not None or p.other_cache else \
                 Y @ ctx.svd(ref, p.include_zero_genes).Vt  # the embedding dimensions
         if Yraw is not None and method == "moments":
             if ctx.alternative != "greater":

@@ -912,7 +912,8 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     instance X -> Y -> Z on the segment from X to Z: with t = (Y - X).(Z - X) / |Z - X|^2 (Y's
     projection; the unit rows with the cosine metric, the coordinates with euclidean),
     ``between_share`` is the share of instances with 0 < t < 1 and ``position_mean`` the mean
-    of t (instances with X and Z at one point are left out; the median is in extra).  They
+    of t clipped to [-1, 2] (t of a random triple is heavy-tailed: Cauchy-like in one or two
+    dimensions; instances with X and Z at one point are left out; the median is in extra).  They
     take the same nulls; under a relabelling a random triple's t is symmetric about 1/2, so
     "Y between X and Z" means more often than for relabelled or rewired networks' instances,
     not merely t in (0, 1).  The published screen's t-test of t against 0 called every
@@ -920,7 +921,7 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     triples already count as "between" (0.86 in ten Gaussian dimensions, about half in two),
     so read the share against its null mean.  The share is a count over instances: with
     loops that share genes its relabelling null has atoms and the test is conservative
-    (``position_mean`` is continuous).  Against ``degree_preserving`` a network of many
+    (``position_mean`` is not).  Against ``degree_preserving`` a network of many
     disjoint loops is compared with rewired networks that keep few, whose shares swing
     widely: valid, but with little power (tests/test_motif_positions.py); the relabelling
     nulls keep the instances.
@@ -1004,8 +1005,11 @@ def chain_positions(G: np.ndarray, inst: np.ndarray) -> np.ndarray:
     zx = z - x
     den = np.einsum("...ij,...ij->...i", zx, zx)
     num = np.einsum("...ij,...ij->...i", y - x, zx)
+    # the same relative floor as `gram_positions`: X and Z that coincide to rounding give NaN
+    # on both paths
+    tol = 1e-12 * (np.einsum("...ij,...ij->...i", z, z) + np.einsum("...ij,...ij->...i", x, x))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        return np.where(den > tol, num / np.where(den > tol, den, 1.0), np.nan)
 
 
 def gram_positions(K: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -1025,13 +1029,19 @@ GRAM_POSITION_DIM = 16  # wider spaces read t from the Gram matrix (`gram_positi
 GRAM_POSITION_GENES = 8000  # ... of at most this many genes (a float64 n x n matrix)
 
 
+POSITION_CLIP = (-1.0, 2.0)  # position_mean averages t clipped to this range
+
+
 def position_statistic(t: np.ndarray, statistic: str) -> np.ndarray:
-    """The share of finite t strictly between 0 and 1, or their mean (last axis)."""
+    """The share of finite t strictly between 0 and 1, or the mean of finite t clipped to
+    [-1, 2] (last axis): t of a random triple is heavy-tailed (Cauchy-like in one or two
+    dimensions, where X and Z can nearly coincide), and a few such triples would decide an
+    unclipped mean."""
     ok = np.isfinite(t)
     count = np.maximum(ok.sum(axis=-1), 1)
     if statistic == "between_share":
         return ((t > 0) & (t < 1) & ok).sum(axis=-1) / count
-    return np.where(ok, t, 0.0).sum(axis=-1) / count
+    return np.where(ok, np.clip(t, *POSITION_CLIP), 0.0).sum(axis=-1) / count
 
 
 def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> LayerResult:
@@ -1058,7 +1068,7 @@ def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> 
     if p.null == "degree_preserving":
         rewired = _rewiring(ctx, p, net)
         G = Z[net.genes]
-        Kn = G @ G.T if wide else None
+        Kn = G @ G.T if wide and net.n <= GRAM_POSITION_GENES else None
 
         def positions(ins: np.ndarray) -> np.ndarray:
             if Kn is None:
@@ -1099,11 +1109,10 @@ def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> 
         n = Z.shape[0]
         K = None
         if wide and n <= GRAM_POSITION_GENES:
-            key = ("regulatory_motifs.gram", layer, str(p.subspace), p.metric,
-                   p.include_zero_genes)
-            if key not in ctx.memo:
-                ctx.memo[key] = Z @ Z.T
-            K = ctx.memo[key]
+            key = (layer, str(p.subspace), p.metric, p.include_zero_genes)
+            # one layer's n x n matrix at a time: a campaign's worker runs every layer of a
+            # hypothesis through one context
+            K = ctx.keep_last("regulatory_motifs.position_gram", key, lambda: Z @ Z.T)
         if K is not None:  # the same arithmetic as the null's
             t_obs = gram_positions(K, members[inst_u[:, 0]], members[inst_u[:, 1]],
                                    members[inst_u[:, 2]])
@@ -1137,7 +1146,7 @@ def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> 
         "null_sd": float(null.std(ddof=1)), "subspace": p.subspace, "metric": p.metric,
         "matching": matching, "between_share": float(position_statistic(t_obs,
                                                                          "between_share")),
-        "position_mean": float(t_obs[finite].mean()) if finite.any() else None,
+        "position_mean": float(position_statistic(t_obs, "position_mean")),
         "position_median": float(np.median(t_obs[finite])) if finite.any() else None}
     if p.null == "degree_preserving":
         c = np.concatenate(counts.counts).astype(np.float64)
