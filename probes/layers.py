@@ -247,13 +247,12 @@ class LayerSimilarityParams(ProbeParams):
         return self
 
 
-def _other_coords(ctx: ProbeContext, p: LayerSimilarityParams, layer: str,
-                  rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str, str]:
-    """(this layer's centred coordinates, the other cache's, the other layer's name, a key for
-    the shared genes) on the genes both caches hold, matched by symbol (1.4)."""
-    assert p.other_cache is not None
-    other = ctx.other_cache(p.other_cache)
-    olayer: int | str = p.other_layer
+def other_cache_layer(ctx: ProbeContext, path: str, layer: str, which: int | str,
+                      ) -> tuple[Any, str]:
+    """(another cache, the name of its layer `which`): 'same' (this layer's name, else its
+    position), first, last, or a name or position; refused naming params.other_layer."""
+    other = ctx.other_cache(path)
+    olayer: int | str = which
     if olayer == "same":
         olayer = layer if layer in other.layers else ctx.cache.layer_index(layer)
     elif olayer == "first":
@@ -261,24 +260,38 @@ def _other_coords(ctx: ProbeContext, p: LayerSimilarityParams, layer: str,
     elif olayer == "last":
         olayer = len(other.layers) - 1
     try:
-        oname = other.layer_name(olayer)
+        return other, other.layer_name(olayer)
     except Exception as exc:  # noqa: BLE001 - a layer the other cache lacks
-        raise GeoscreenError(f"{p.other_cache!r} has no layer {olayer!r}",
-                             field="params.other_layer",
+        raise GeoscreenError(f"{path!r} has no layer {olayer!r}", field="params.other_layer",
                              fix=f"name one of its layers: {', '.join(other.layers[:6])} ...") \
             from exc
-    svd = ctx.svd(layer, p.include_zero_genes)
+
+
+def shared_gene_rows(ctx: ProbeContext, svd: Any, other: Any, include_zero: bool,
+                     wanted: set[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(this cache's rows, the other cache's rows) of the genes both hold, matched by symbol,
+    in this cache's row order (present genes only unless `include_zero`)."""
     mine = ctx.cache.genes.symbols
-    wanted = None if rows is None else set(rows.tolist())
     oidx, opresent = other.genes.index, other.genes.present
     pairs = [(int(r), oidx[mine[r]]) for r in svd.rows
-             if mine[r] in oidx and (p.include_zero_genes or opresent[oidx[mine[r]]])
+             if mine[r] in oidx and (include_zero or opresent[oidx[mine[r]]])
              and (wanted is None or int(r) in wanted)]
-    if len(pairs) < p.min_genes:
-        raise GeoscreenError(f"only {len(pairs)} genes are shared with {p.other_cache!r} (need "
+    return (np.array([a for a, _ in pairs], dtype=np.int64),
+            np.array([b for _, b in pairs], dtype=np.int64))
+
+
+def _other_coords(ctx: ProbeContext, p: LayerSimilarityParams, layer: str,
+                  rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """(this layer's centred coordinates, the other cache's, the other layer's name, a key for
+    the shared genes) on the genes both caches hold, matched by symbol (1.4)."""
+    assert p.other_cache is not None
+    other, oname = other_cache_layer(ctx, p.other_cache, layer, p.other_layer)
+    svd = ctx.svd(layer, p.include_zero_genes)
+    mrows, orows = shared_gene_rows(ctx, svd, other, p.include_zero_genes,
+                                    None if rows is None else set(rows.tolist()))
+    if mrows.size < p.min_genes:
+        raise GeoscreenError(f"only {mrows.size} genes are shared with {p.other_cache!r} (need "
                              f"{p.min_genes})", field="params.other_cache")
-    mrows = np.array([a for a, _ in pairs])
-    orows = np.array([b for _, b in pairs])
     _, X = _coords(ctx, layer, mrows, p.include_zero_genes, p.variance_kept)
     Y = np.asarray(other.array(oname)[orows], dtype=np.float64)
     Y = Y - Y.mean(axis=0)
@@ -481,7 +494,10 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
                          stopped_early=False)
             test = {"p_value": extra["moment_p"], "e_value": None}  # e: p-to-e calibrator
         else:
-            rng = ctx.rng(layer, f"{p.null}:{ref}")
+            # another cache's draws are seeded by its layer's name, not by where the cache
+            # lies (a moved cache gives the same draws)
+            stream = ref if p.other_cache is None else f"other:{ref.rsplit(':', 1)[-1]}"
+            rng = ctx.rng(layer, f"{p.null}:{stream}")
             XfT = np.ascontiguousarray(X.astype(np.float32).T)  # BLAS-friendly left operand
             if p.null == "gene_shuffle":
                 batches = _gene_shuffle_batches(XfT, Y.astype(np.float32), nx * ny,

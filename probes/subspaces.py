@@ -14,13 +14,14 @@ observed value; the draws are evaluated one at a time, so none past the stop is 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.params import added_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import percentile_ci
@@ -50,6 +51,26 @@ class SubspaceAlignmentParams(ProbeParams):
     n_bootstrap: int = Field(200, ge=0, le=20000,
                              description="gene-bootstrap replicates of the measure; 0 skips")
     n_permutations: int = Field(1000, ge=99, le=100000)
+    other_cache: str | None = added_field(
+        None, since="1.1",
+        description="compare with a layer of another cache instead (another seed or model; "
+                    "space genes: the genes both hold, matched by symbol): its path")
+    other_layer: int | str = added_field(
+        "same", since="1.1",
+        description="with other_cache: its layer, 'same' (this layer's name, or its position), "
+                    "first, last, or a name or position (reference is then not used)")
+
+    @model_validator(mode="after")
+    def _other(self) -> SubspaceAlignmentParams:
+        if self.other_cache is not None and self.space != "genes":
+            raise ValueError("two caches share genes, not a feature basis (another seed's "
+                             "dimensions are unrelated to these): use space genes")
+        if self.other_cache is not None and self.reference != "previous":
+            raise ValueError("with other_cache the layer compared is other_layer; leave "
+                             "reference out")
+        if self.other_cache is None and self.other_layer != "same":
+            raise ValueError("other_layer names a layer of other_cache; give other_cache")
+        return self
 
 
 def principal_cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -66,13 +87,32 @@ def _summary(cos: np.ndarray, measure: str) -> float:
     return float(np.mean(cos ** 2)) if measure == "mean_cos2" else float(cos.min())
 
 
+def _other_bases(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str, a: Any,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Both caches' left singular vectors and values on the genes they share (each centred
+    matrix decomposed on those genes), and the other layer's label."""
+    from geoscreen.probes.layers import other_cache_layer, shared_gene_rows
+
+    assert p.other_cache is not None
+    other, oname = other_cache_layer(ctx, p.other_cache, layer, p.other_layer)
+    mrows, orows = shared_gene_rows(ctx, a, other, p.include_zero_genes)
+    if mrows.size < 10:
+        raise GeoscreenError(f"only {mrows.size} genes are shared with {p.other_cache!r}",
+                             field="params.other_cache")
+    X = (a.U * a.S)[a.local(mrows)]
+    Y = np.asarray(other.array(oname)[orows], dtype=np.float64)
+    Ua, Sa, _ = np.linalg.svd(X - X.mean(axis=0), full_matrices=False)
+    Ub, Sb, _ = np.linalg.svd(Y - Y.mean(axis=0), full_matrices=False)
+    return Ua, Sa, Ub, Sb, f"{p.other_cache}:{oname}"
+
+
 @probe(
     "subspace_alignment",
     effect_null=None,
     family="topology_stability",
     params=SubspaceAlignmentParams,
     nulls=("none", "gene_shuffle"),
-    version="1.0",
+    version="1.1",
     statistic="the chosen summary of the principal angles between the two layers' top-k "
               "subspaces",
     effect="mean squared cosine of the principal angles (1 = the same subspace; chance k/n in "
@@ -110,7 +150,12 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
     the layers' geometry, because under that null the correspondence is exchangeable.  With
     ``null: none`` the measure is descriptive, with a gene-bootstrap interval (genes resampled
     with replacement, both subspaces re-orthonormalised on the resampled rows), and a
-    hypothesis tests its trend across layers.
+    hypothesis tests its trend across layers.  From version 1.1 ``other_cache`` compares the
+    layer with a layer of another cache (another training seed, another model) in gene space:
+    both centred matrices are decomposed on the genes the caches share (matched by symbol),
+    and the gene shuffle breaks the correspondence between them.  Feature space is refused
+    there: another seed's embedding dimensions are unrelated to these, so angles between
+    feature bases of two caches measure nothing.
 
     References
     ----------
@@ -122,12 +167,17 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
     if p.null == "gene_shuffle" and p.space != "genes":
         raise GeoscreenError("gene_shuffle relabels genes; feature subspaces do not depend on "
                              "gene order", field="params.null", fix="use space: genes")
-    ref = ctx.reference_layer(layer, p.reference)
-    a, b = ctx.svd(layer, p.include_zero_genes), ctx.svd(ref, p.include_zero_genes)
-    if not np.array_equal(a.rows, b.rows):
-        raise GeoscreenError(f"layers {layer} and {ref} have different present genes",
-                             field="layers", fix="compare layers of one cache")
-    r = min(a.S.size, b.S.size)
+    a = ctx.svd(layer, p.include_zero_genes)
+    if p.other_cache is not None:  # another cache's layer on the shared genes (1.1)
+        Ua, Sa, Ub, Sb, ref = _other_bases(ctx, p, layer, a)
+    else:
+        ref = ctx.reference_layer(layer, p.reference)
+        b = ctx.svd(ref, p.include_zero_genes)
+        if not np.array_equal(a.rows, b.rows):
+            raise GeoscreenError(f"layers {layer} and {ref} have different present genes",
+                                 field="layers", fix="compare layers of one cache")
+        Ua, Sa, Ub, Sb = a.U, a.S, b.U, b.S
+    r = min(Sa.size, Sb.size)
     if p.axes is not None:
         if max(p.axes) > r or min(p.axes) < 1 or len(set(p.axes)) != len(p.axes):
             raise GeoscreenError(f"axes must be distinct and within 1..{r}", field="params.axes")
@@ -138,7 +188,7 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
         idx = np.arange(p.k)
     k = idx.size
     if p.space == "genes":
-        A, B, n_units = a.U[:, idx], b.U[:, idx], a.U.shape[0]
+        A, B, n_units = Ua[:, idx], Ub[:, idx], Ua.shape[0]
     else:
         A, B, n_units = a.Vt[idx].T, b.Vt[idx].T, a.Vt.shape[1]
     cos = principal_cosines(A, B)

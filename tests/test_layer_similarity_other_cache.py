@@ -100,3 +100,16 @@ def test_requests_are_checked(tmp_path):
         run("layer_similarity", {"other_cache": str(tmp_path / "o2"), "other_layer": 5},
             ctx, "L0")
     assert e.value.field == "params.other_layer"
+
+
+def test_the_draws_do_not_depend_on_where_the_other_cache_lies(tmp_path):
+    import shutil
+
+    rng = np.random.default_rng(3)
+    ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((80, 6))]), tmp_path)
+    _other(tmp_path / "o", [rng.standard_normal((80, 6))], gene_names(80))
+    shutil.copytree(tmp_path / "o", tmp_path / "moved")
+    prm = {"null_method": "draws", "n_permutations": 99}
+    a = run("layer_similarity", {**prm, "other_cache": str(tmp_path / "o")}, ctx, "L0")
+    b = run("layer_similarity", {**prm, "other_cache": str(tmp_path / "moved")}, ctx, "L0")
+    assert a.p_value == b.p_value and a.extra["null_mean"] == b.extra["null_mean"]
