@@ -142,31 +142,18 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
     """
-    other = ctx.other_cache(p.other_cache)
-    if p.other_layer == "same":
-        olayer: str | int = layer if layer in other.layers else ctx.cache.layer_index(layer)
-    elif p.other_layer == "last":
-        olayer = len(other.layers) - 1
-    elif p.other_layer == "first":
-        olayer = 0
-    else:
-        olayer = p.other_layer
-    oname = other.layer_name(olayer)
+    from geoscreen.probes.layers import other_cache_layer, shared_gene_rows
+
+    other, oname = other_cache_layer(ctx, p.other_cache, layer, p.other_layer)
     svd = ctx.svd(layer, p.include_zero_genes)
-    mine = ctx.cache.genes.symbols
     wanted = None
     if p.gene_set is not None:
-        wanted = set(np.asarray(mine)[ctx.gene_rows(p.gene_set, param="gene_set", min_size=1,
-                                                     include_zero=p.include_zero_genes)])
-    oidx, opresent = other.genes.index, other.genes.present
-    pairs = [(r, oidx[mine[r]]) for r in svd.rows
-             if mine[r] in oidx and (p.include_zero_genes or opresent[oidx[mine[r]]])
-             and (wanted is None or mine[r] in wanted)]
-    if len(pairs) < p.min_genes:
-        raise GeoscreenError(f"only {len(pairs)} shared genes (need {p.min_genes})",
+        wanted = {int(r) for r in ctx.gene_rows(p.gene_set, param="gene_set", min_size=1,
+                                                include_zero=p.include_zero_genes)}
+    rows, orows = shared_gene_rows(ctx, svd, other, p.include_zero_genes, wanted)
+    if rows.size < p.min_genes:
+        raise GeoscreenError(f"only {rows.size} shared genes (need {p.min_genes})",
                              field="params.other_cache")
-    rows = np.array([a for a, _ in pairs])
-    orows = np.array([b for _, b in pairs])
     X = (svd.U * svd.S)[svd.local(rows)]
     Y = np.asarray(other.array(oname)[orows], dtype=np.float64)
     k = min(p.n_components, X.shape[1], Y.shape[1], rows.size - 1)
