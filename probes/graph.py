@@ -817,7 +817,7 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
     partition, 0 what unrelated ones give; from 1.2 the effect of an ARI subtracts its exact
     permutation mean, 0, instead of the draws' mean.
     """
-    from geoscreen.probes.communities import ari, nmi, relabel
+    from geoscreen.probes.communities import relabel
 
     svd, nb = layer_knn(ctx, layer, p.subspace, p.include_zero_genes, p.k)
     if p.annotation is None:
@@ -838,28 +838,34 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
                              fix="choose a family whose sets overlap less, or widen the size "
                                  "range")
     comm = relabel(member[keep])
+    return _agreement_test(ctx, p, layer, comm, labels, {
+        "modularity": modularity, "labelled_genes": int(keep.size),
+        "labels": int(labels.max()) + 1,
+        "label_names": [names[i] for i in np.unique(label[keep])[:20].tolist()]})
+
+
+def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm: np.ndarray,
+                    labels: np.ndarray, extra: dict[str, object]) -> LayerResult:
+    """ARI or NMI of the communities `comm` with `labels` (0-based, the same genes), against
+    permutations of the labels; the effect subtracts the agreement's permutation mean: 0
+    exactly for the ARI (its expected index is that mean), the draws' mean for the NMI."""
+    from geoscreen.probes.communities import ari, nmi
+
     score = ari if p.measure == "ari" else nmi
     observed = score(comm, labels)
     rng = ctx.rng(layer, "null")
     seq = besag_clifford(([score(comm, rng.permutation(labels))] for _ in range(p.n_permutations)),
                          observed, "greater", p.n_permutations, ctx.sequential_h)
     null = seq.null
+    mean0 = 0.0 if p.measure == "ari" else float(null.mean())
     return LayerResult(
         statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
-        effect_size=observed - _null_mean(p.measure, null), **seq.test_fields(observed, "greater"),
-        n=int(keep.size), null="label_shuffle", n_permutations=seq.draws,
-        extra={**seq.record(), "communities": int(comm.max()) + 1, "modularity": modularity,
-               "labelled_genes": int(keep.size), "labels": int(labels.max()) + 1,
+        effect_size=observed - mean0, **seq.test_fields(observed, "greater"),
+        n=int(comm.size), null="label_shuffle", n_permutations=seq.draws,
+        extra={**seq.record(), "communities": int(comm.max()) + 1, **extra,
                "null_mean": float(null.mean()),
                "null_95": [float(np.quantile(null, 0.025)), float(np.quantile(null, 0.975))],
-               "k": p.k, "resolution": p.resolution,
-               "label_names": [names[i] for i in np.unique(label[keep])[:20].tolist()]})
-
-
-def _null_mean(measure: str, null: np.ndarray) -> float:
-    """The agreement's mean under label permutations: 0 exactly for the ARI (its expected
-    index is the permutation mean), the draws' mean for the NMI."""
-    return 0.0 if measure == "ari" else float(null.mean())
+               "k": p.k, "resolution": p.resolution})
 
 
 def _versus_partition(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str,
@@ -891,19 +897,8 @@ def _versus_partition(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str,
                              field="params.versus_layer", fix="compare layers of one cache")
     comm, other = relabel(member[ia]), relabel(member_ref[ib])
     score = ari if p.measure == "ari" else nmi
-    observed = score(comm, other)
     ceiling = score(relabel(member), relabel(again))
-    rng = ctx.rng(layer, "null")
-    seq = besag_clifford(([score(comm, rng.permutation(other))] for _ in range(p.n_permutations)),
-                         observed, "greater", p.n_permutations, ctx.sequential_h)
-    null = seq.null
-    return LayerResult(
-        statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
-        effect_size=observed - _null_mean(p.measure, null), **seq.test_fields(observed, "greater"),
-        n=int(ia.size), null="label_shuffle", n_permutations=seq.draws,
-        extra={**seq.record(), "communities": int(comm.max()) + 1, "modularity": modularity,
-               "seed_ceiling": ceiling,
-               "k": p.k, "resolution": p.resolution, "versus_layer": ref, "versus_k": k_ref,
-               "versus_communities": int(other.max()) + 1, "versus_modularity": modularity_ref,
-               "genes": int(ia.size), "null_mean": float(null.mean()),
-               "null_95": [float(np.quantile(null, 0.025)), float(np.quantile(null, 0.975))]})
+    return _agreement_test(ctx, p, layer, comm, other, {
+        "modularity": modularity, "seed_ceiling": ceiling, "versus_layer": ref,
+        "versus_k": k_ref, "versus_communities": int(other.max()) + 1,
+        "versus_modularity": modularity_ref, "genes": int(ia.size)})

@@ -997,6 +997,22 @@ def intersection_union(per: dict[str, LayerResult]) -> LayerResult:
         n=first.n, null="degree_and_motif", n_permutations=max(draws), extra=extra)
 
 
+def relabelled_members(strata: Strata | None, members: np.ndarray, n: int, total: int,
+                       width: int, rng: np.random.Generator,
+                       matching: dict[str, Any] | None) -> Iterator[np.ndarray]:
+    """`total` relabellings of the network genes `members` in chunks (rows of genes, at most
+    `DRAW_ENTRIES` entries of `width` per chunk): within strata (motif_preserving; the first
+    chunk's balance recorded in `matching`) or uniformly among the layer's n genes."""
+    for st, m in chunks(total, width, budget=DRAW_ENTRIES):
+        if strata is not None:
+            P = strata.draw(members, m, rng)
+            if st == 0 and matching is not None:
+                matching["balance"] = strata.balance(members, P)
+        else:
+            P = distinct_draws(n, members.size, m, rng)
+        yield P
+
+
 def chain_positions(G: np.ndarray, inst: np.ndarray) -> np.ndarray:
     """t = (Y - X).(Z - X) / |Z - X|^2 of each instance row (X, Y, Z) of node positions `G`
     (rows), or of each draw: `G` (draws, nodes, d) gives (draws, instances).  NaN where X and
@@ -1121,14 +1137,9 @@ def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> 
         per = max(1, EVAL_ENTRIES // max(width, 1))
 
         def draws() -> Iterator[np.ndarray]:
-            for st, m in chunks(p.n_permutations, max(members.size, 1), budget=DRAW_ENTRIES):
-                if strata is not None:
-                    P = strata.draw(members, m, rng)
-                    if st == 0:
-                        matching["balance"] = strata.balance(members, P)  # type: ignore[index]
-                else:
-                    P = distinct_draws(n, members.size, m, rng)
-                for a, size in chunks(m, 1, budget=per):
+            for P in relabelled_members(strata, members, n, p.n_permutations,
+                                        max(members.size, 1), rng, matching):
+                for a, size in chunks(P.shape[0], 1, budget=per):
                     block = P[a:a + size]
                     if K is not None:
                         t = gram_positions(K, block[:, inst_u[:, 0]], block[:, inst_u[:, 1]],
@@ -1279,13 +1290,9 @@ def _motif_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> Lay
         n = Z.shape[0]
 
         def draws() -> Iterator[np.ndarray]:
-            for st, m in chunks(p.n_permutations, width, budget=DRAW_ENTRIES):
-                if strata is not None:
-                    P = strata.draw(members, m, rng)
-                    if st == 0:
-                        matching["balance"] = strata.balance(members, P)  # type: ignore[index]
-                else:
-                    P = distinct_draws(n, members.size, m, rng)
+            for P in relabelled_members(strata, members, n, p.n_permutations, width, rng,
+                                        matching):
+                m = P.shape[0]
                 # small hubs written out as pairs widen each draw beyond the chunk's width:
                 # evaluated a few draws at a time within the same memory budget
                 for a, size in chunks(m, u.size, EVAL_ENTRIES):
