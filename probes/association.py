@@ -57,6 +57,9 @@ DEGREE_SCORES = ("degree:", "out_degree:", "in_degree:")
 # norm at another layer (norm:LAYER; plain `norm` is the tested layer's own)
 DEPTH_SCORE = "depth:"
 NORM_SCORE = "norm:"
+# version 1.6: a gene's coordinate (or its absolute value) on a singular axis of another
+# cache's layer (axis:PATH:LAYER:AXIS, abs_axis:...): one axis of another model or seed
+AXIS_SCORES = ("axis:", "abs_axis:")
 
 
 class GeneScoreParams(ProbeParams):
@@ -75,8 +78,12 @@ class GeneScoreParams(ProbeParams):
                                         "fewest steps from a root of the directed network, a "
                                         "first gene that is never a second gene), norm (1.5: "
                                         "the layer's centred norm) or norm:LAYER (at another "
-                                        "layer: a name, position or role such as first), or "
-                                        "file:scores.tsv (gene<TAB>score)")
+                                        "layer: a name, position or role such as first), "
+                                        "axis:PATH:LAYER:AXIS or abs_axis:PATH:LAYER:AXIS "
+                                        "(1.6: the gene's coordinate, or its size, on singular "
+                                        "axis AXIS of layer LAYER of another cache, e.g. "
+                                        "axis:caches/geneformer:0:1; genes it lacks have no "
+                                        "score), or file:scores.tsv (gene<TAB>score)")
     axis: int = Field(1, ge=1, description="1-based singular axis (quantity loading)")
     k: int = Field(10, ge=1, le=200, description="neighbours per gene (quantity knn_degree)")
     reference: int | str = reference_field("1.4")
@@ -110,10 +117,17 @@ class GeneScoreParams(ProbeParams):
             if not v.split(":", 1)[1].strip():
                 raise ValueError(f"{v} names no layer: write e.g. norm:first")
             return v
+        if v.startswith(AXIS_SCORES):
+            parts = v.split(":", 1)[1].rsplit(":", 2)
+            if len(parts) != 3 or not all(x.strip() for x in parts) or \
+                    not parts[2].strip().isdigit() or int(parts[2]) < 1:
+                raise ValueError(f"{v}: write axis:PATH:LAYER:AXIS, e.g. "
+                                 "axis:caches/geneformer:0:1 (a 1-based axis)")
+            return v
         if v not in SCORES and not v.startswith("file:"):
             raise ValueError(f"score must be one of {', '.join(SCORES)}, degree:PAIRS, "
-                             "out_degree:PAIRS, in_degree:PAIRS, depth:PAIRS, norm:LAYER or "
-                             "file:PATH")
+                             "out_degree:PAIRS, in_degree:PAIRS, depth:PAIRS, norm:LAYER, "
+                             "axis:PATH:LAYER:AXIS, abs_axis:PATH:LAYER:AXIS or file:PATH")
         return v
 
 
@@ -225,6 +239,39 @@ def _norm_score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
     return out, {"source": f"layer {other}: centred norm", "layer": other}
 
 
+def _axis_score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
+                include_zero: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each gene's coordinate (abs_axis: its absolute value) on a singular axis of another
+    cache's layer, in this layer's row order (NaN where that cache lacks the gene): the other
+    layer's present genes centred and decomposed, matched by symbol."""
+    from geoscreen.probes.layers import other_cache_layer, shared_gene_rows
+
+    kind, spec = ref.split(":", 1)
+    path, which, axis_s = (x.strip() for x in spec.rsplit(":", 2))
+    axis = int(axis_s)
+    other, oname = other_cache_layer(ctx, path, layer,
+                                     int(which) if which.lstrip("-").isdigit() else which)
+    orows_all = np.flatnonzero(other.genes.usable(include_zero))
+
+    def decompose() -> np.ndarray:
+        Y = np.asarray(other.array(oname)[orows_all], dtype=np.float64)
+        U, S, _ = np.linalg.svd(Y - Y.mean(axis=0), full_matrices=False)
+        return U * S
+    coords = ctx.keep_last("gene_score_association.other_axes", (path, oname, include_zero),
+                           decompose)
+    if axis > coords.shape[1]:
+        raise GeoscreenError(f"{ref}: {path!r} layer {oname} has {coords.shape[1]} axes",
+                             field="params.score", fix="name an axis it has")
+    mrows, orows = shared_gene_rows(ctx, svd, other, include_zero)
+    at = np.searchsorted(orows_all, orows)
+    values = coords[at, axis - 1]
+    out = np.full(svd.rows.size, np.nan)
+    out[svd.local(mrows)] = np.abs(values) if kind == "abs_axis" else values
+    return out, {"source": f"{path} layer {oname}: singular axis {axis}"
+                           + (" (absolute)" if kind == "abs_axis" else ""),
+                 "other_cache": path, "other_layer": oname, "shared_genes": int(mrows.size)}
+
+
 def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
            include_zero: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Scores in the SVD's row order (NaN where a gene has none) and where they came from."""
@@ -246,6 +293,8 @@ def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
         return _depth_score(ctx, svd, ref, include_zero)
     if ref.startswith(NORM_SCORE):
         return _norm_score(ctx, layer, svd, ref, include_zero)
+    if ref.startswith(AXIS_SCORES):
+        return _axis_score(ctx, layer, svd, ref, include_zero)
     from geoscreen.store.userfiles import read_text
 
     path = ref[len("file:"):].strip().strip('"')
@@ -288,7 +337,7 @@ def residual_ranks(x: np.ndarray, covs: list[np.ndarray]) -> np.ndarray:
     family="manifold_distance",
     params=GeneScoreParams,
     nulls=("score_shuffle",),
-    version="1.5",
+    version="1.6",
     statistic="Spearman correlation of a per-gene quantity of the layer with a per-gene score "
               "(partial, on the covariates, when given)",
     effect="the (partial) Spearman rho (0 = no association)",
@@ -346,6 +395,12 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
       calibrator of the reported p.
     * ``draws``: m permutations of the scores; p = (1 + #{null rho at least as extreme}) /
       (1 + m) (version 1.1's numbers).
+
+    From version 1.6 the score can be a singular axis of another cache's layer
+    (``axis:PATH:LAYER:AXIS``, or ``abs_axis:`` for its size): the other layer's present
+    genes centred and decomposed, each gene's coordinate matched by symbol, so one axis of
+    this model is compared with one of another model or seed.  An axis's sign is arbitrary in
+    both caches, so test a signed pair two-sided.
 
     References
     ----------
