@@ -25,9 +25,10 @@ def test_small_run_prints_a_row_per_variant(tmp_path):
     assert "built 12 x 3000 x 16 cache" in out
     rows = re.findall(r"^(edge_direction|regulatory_motifs|layer_profile)\s+.*?\s(\d+)\s+"
                       r"([\d.]+)\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, flags=re.M)
-    assert [r[0] for r in rows] == ["edge_direction"] * 2 + ["regulatory_motifs"] * 8 + \
+    # regulatory_motifs: two position rows (1.4), then eight pair-statistic rows
+    assert [r[0] for r in rows] == ["edge_direction"] * 2 + ["regulatory_motifs"] * 10 + \
         ["layer_profile"], out
-    assert all(r[1] == "99" for r in rows[:10])  # the permutations asked for
+    assert all(r[1] == "99" for r in rows[:12])  # the permutations asked for
     assert all(float(r[2]) > 0 for r in rows)
 
 
