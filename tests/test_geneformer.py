@@ -414,6 +414,7 @@ def test_scgpt_and_geneformer_caches_screen_with_the_same_spec(small, pbmc, coun
     assert self_align.layers[0].p_value == pytest.approx(1 / 200)
     # the catalogue's cross-model specs run as written once other_cache points at the pair
     from geoscreen.hypotheses.loader import load_specs
+    from geoscreen.probes.registry import get_probe
 
     catalogue = Path(__file__).resolve().parents[1] / "hypotheses" / "catalogue"
     specs = [r.spec.model_dump(mode="json", exclude_none=True)
@@ -424,6 +425,23 @@ def test_scgpt_and_geneformer_caches_screen_with_the_same_spec(small, pbmc, coun
         out = geoscreen.run_spec(sp_, sc.path, work_dir=tmp_path / "w")
         assert 0 < out.combined.p_value <= 1
         assert len(out.layers) == (len(sc.layers) if sp_["layers"] == "all" else 1)
+    # the cross-cache catalogue (CKA, principal angles, another cache's axis as a score) runs
+    # on the same pair, the second cache standing in for a second seed, last layer to last
+    for r in load_specs(catalogue / "35_cross_cache.yaml"):
+        sp_ = r.spec.model_dump(mode="json", exclude_none=True)
+        prm = dict(sp_["params"])
+        if "other_cache" in prm:
+            prm.update(other_cache=str(gf.path), other_layer="last")
+        else:  # axis:PATH:LAYER:AXIS
+            prm["score"] = prm["score"].replace("caches/geneformer", str(gf.path))
+        if "n_permutations" in get_probe(sp_["probe"]).params.model_fields:
+            prm["n_permutations"] = 199
+        out = geoscreen.run_spec({**sp_, "params": prm, "layers": ["last"],
+                                  "across_layers": "any"}, sc.path, work_dir=tmp_path / "w")
+        assert len(out.layers) == 1 and 0 < out.combined.p_value <= 1, sp_["probe"]
+        assert str(gf.path) in str(out.layers[0].extra.get("reference_layer", "")) or \
+            out.layers[0].statistic_name in ("spearman_rho", "partial_spearman_rho",
+                                             "rho"), out.layers[0].statistic_name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
