@@ -32,6 +32,14 @@ def cache_from_layers(path: Path, layers: Sequence[np.ndarray], prefix: str = "G
                        model="test", synthetic=True)
 
 
+def named_cache(path: Path, layers: Sequence[np.ndarray], names: Sequence[str],
+                model: str = "other") -> Cache:
+    """A second cache (another seed or model) with its own gene names and order, layers L0, ..."""
+    return write_cache(path, {f"L{k}": np.asarray(x, dtype=np.float32)
+                              for k, x in enumerate(layers)}, list(names), model=model,
+                       synthetic=True)
+
+
 def gaussian_layers(n_layers: int, n_genes: int, dim: int, seed: int,
                     scales: np.ndarray | None = None) -> list[np.ndarray]:
     """Independent Gaussian layers: exchangeable genes, independent dimensions (the null)."""

@@ -13,18 +13,12 @@ from probe_helpers import (
     context,
     gene_names,
     hub_heavy_layers,
+    named_cache,
     run,
 )
 from scipy import stats
 
 from geoscreen.errors import GeoscreenError
-from geoscreen.store.cache import write_cache
-
-
-def _other(path, layers, names):
-    return write_cache(path, {f"L{k}": np.asarray(x, dtype=np.float32)
-                              for k, x in enumerate(layers)}, names, model="other",
-                       synthetic=True)
 
 
 def test_the_score_is_the_other_layers_axis_and_a_shared_axis_is_found(tmp_path):
@@ -39,7 +33,7 @@ def test_the_score_is_the_other_layers_axis_and_a_shared_axis_is_found(tmp_path)
     ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
     order = rng.permutation(n)
     names = gene_names(n)
-    _other(tmp_path / "o", [Y[order]], [names[i] for i in order])
+    named_cache(tmp_path / "o", [Y[order]], [names[i] for i in order])
     ref = f"axis:{tmp_path / 'o'}:0:1"
     r = run("gene_score_association", {"quantity": "loading", "axis": 2, "score": ref,
                                        "n_permutations": 199}, ctx, "L0", "two-sided")
@@ -64,7 +58,7 @@ def test_unrelated_caches_give_uniform_p_values(tmp_path, kind):
     ctx = context(cache_from_layers(tmp_path / "c", mine), tmp_path)
     names = gene_names(n)
     names = [names[i] for i in np.random.default_rng(7).permutation(n)]
-    _other(tmp_path / "o", theirs, names)
+    named_cache(tmp_path / "o", theirs, names)
     ps = [run("gene_score_association", {"quantity": "loading", "axis": 1,
                                          "score": f"axis:{tmp_path / 'o'}:L{i}:1",
                                          "n_permutations": 199}, ctx, f"L{i}",
@@ -77,7 +71,7 @@ def test_unrelated_caches_give_uniform_p_values(tmp_path, kind):
 def test_bad_axis_references_are_refused(tmp_path):
     rng = np.random.default_rng(2)
     ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((60, 6))]), tmp_path)
-    _other(tmp_path / "o", [rng.standard_normal((60, 6))], gene_names(60))
+    named_cache(tmp_path / "o", [rng.standard_normal((60, 6))], gene_names(60))
     for bad in ("axis:caches/x:1", "axis:caches/x:0:zero", "abs_axis::0:1"):
         with pytest.raises(GeoscreenError, match="write axis:PATH:LAYER:AXIS"):
             run("gene_score_association", {"score": bad}, ctx, "L0")

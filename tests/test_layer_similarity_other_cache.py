@@ -13,11 +13,11 @@ from probe_helpers import (
     context,
     gene_names,
     hub_heavy_layers,
+    named_cache,
     run,
 )
 
 from geoscreen.errors import GeoscreenError
-from geoscreen.store.cache import write_cache
 
 
 def _cka(X: np.ndarray, Y: np.ndarray) -> float:
@@ -25,11 +25,6 @@ def _cka(X: np.ndarray, Y: np.ndarray) -> float:
     return float(np.linalg.norm(X.T @ Y) ** 2
                  / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y)))
 
-
-def _other(path, layers: list[np.ndarray], names: list[str]):
-    return write_cache(path, {f"L{k}": np.asarray(x, dtype=np.float32)
-                              for k, x in enumerate(layers)}, names, model="other",
-                       synthetic=True)
 
 
 def test_cka_on_the_shared_genes_in_the_other_caches_order(tmp_path):
@@ -43,7 +38,7 @@ def test_cka_on_the_shared_genes_in_the_other_caches_order(tmp_path):
     W = np.c_[X[keep], np.zeros((150, 8))] @ Q + 0.8 * rng.standard_normal((150, 24))
     names = [f"G{g}" for g in keep] + [f"X{i}" for i in range(40)]
     Y = np.r_[W, rng.standard_normal((40, 24))]
-    _other(tmp_path / "o", [Y], names)
+    named_cache(tmp_path / "o", [Y], names)
     r = run("layer_similarity", {"other_cache": str(tmp_path / "o"), "n_permutations": 99},
             ctx, "L0")
     order = np.argsort(keep)  # this cache's row order of the shared genes
@@ -73,7 +68,7 @@ def test_unrelated_caches_give_uniform_p_values(tmp_path, kind):
     rng = np.random.default_rng(7)
     names = gene_names(n) + [f"X{i}" for i in range(20)]
     names = [names[i] for i in rng.permutation(n + 20)]
-    _other(tmp_path / "o", theirs, names)
+    named_cache(tmp_path / "o", theirs, names)
     for method in ("moments", "draws"):
         ps = [run("layer_similarity", {"other_cache": str(tmp_path / "o"), "null_method": method,
                                        "n_permutations": 199}, ctx, f"L{i}").p_value
@@ -86,7 +81,7 @@ def test_unrelated_caches_give_uniform_p_values(tmp_path, kind):
 def test_requests_are_checked(tmp_path):
     rng = np.random.default_rng(2)
     ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((50, 6))]), tmp_path)
-    _other(tmp_path / "o", [rng.standard_normal((30, 6))], [f"Z{i}" for i in range(30)])
+    named_cache(tmp_path / "o", [rng.standard_normal((30, 6))], [f"Z{i}" for i in range(30)])
     with pytest.raises(GeoscreenError, match="genes are shared") as e:
         run("layer_similarity", {"other_cache": str(tmp_path / "o")}, ctx, "L0")
     assert e.value.field == "params.other_cache"
@@ -95,7 +90,7 @@ def test_requests_are_checked(tmp_path):
             ctx, "L0")
     with pytest.raises(GeoscreenError, match="give other_cache"):
         run("layer_similarity", {"other_layer": "last"}, ctx, "L0")
-    _other(tmp_path / "o2", [rng.standard_normal((50, 6))], gene_names(50))
+    named_cache(tmp_path / "o2", [rng.standard_normal((50, 6))], gene_names(50))
     with pytest.raises(GeoscreenError, match="has no layer") as e:
         run("layer_similarity", {"other_cache": str(tmp_path / "o2"), "other_layer": 5},
             ctx, "L0")
@@ -107,7 +102,7 @@ def test_the_draws_do_not_depend_on_where_the_other_cache_lies(tmp_path):
 
     rng = np.random.default_rng(3)
     ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((80, 6))]), tmp_path)
-    _other(tmp_path / "o", [rng.standard_normal((80, 6))], gene_names(80))
+    named_cache(tmp_path / "o", [rng.standard_normal((80, 6))], gene_names(80))
     shutil.copytree(tmp_path / "o", tmp_path / "moved")
     prm = {"null_method": "draws", "n_permutations": 99}
     a = run("layer_similarity", {**prm, "other_cache": str(tmp_path / "o")}, ctx, "L0")

@@ -13,18 +13,12 @@ from probe_helpers import (
     context,
     gene_names,
     hub_heavy_layers,
+    named_cache,
     run,
 )
 from scipy.linalg import subspace_angles
 
 from geoscreen.errors import GeoscreenError
-from geoscreen.store.cache import write_cache
-
-
-def _other(path, layers, names):
-    return write_cache(path, {f"L{k}": np.asarray(x, dtype=np.float32)
-                              for k, x in enumerate(layers)}, names, model="other",
-                       synthetic=True)
 
 
 def _top(M: np.ndarray, axes: list[int]) -> np.ndarray:
@@ -39,7 +33,7 @@ def test_angles_equal_scipy_on_the_shared_genes(tmp_path):
     keep = rng.permutation(200)[:160]
     Q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
     W = X[keep] @ Q + 0.5 * rng.standard_normal((160, 12))
-    _other(tmp_path / "o", [np.r_[W, rng.standard_normal((30, 12))]],
+    named_cache(tmp_path / "o", [np.r_[W, rng.standard_normal((30, 12))]],
            [f"G{g}" for g in keep] + [f"X{i}" for i in range(30)])
     order = np.argsort(keep)
     for axes in ([2, 3, 4], [5, 6, 7]):
@@ -62,7 +56,7 @@ def test_unrelated_caches_give_uniform_p_values(tmp_path, kind):
     ctx = context(cache_from_layers(tmp_path / "c", mine), tmp_path)
     names = gene_names(n)
     names = [names[i] for i in np.random.default_rng(7).permutation(n)]
-    _other(tmp_path / "o", theirs, names)
+    named_cache(tmp_path / "o", theirs, names)
     ps = [run("subspace_alignment", {"other_cache": str(tmp_path / "o"), "axes": [2, 3],
                                      "null": "gene_shuffle", "n_permutations": 199},
               ctx, f"L{i}", "greater").p_value for i in range(n_layers)]
