@@ -420,7 +420,7 @@ def _neighbour_census(ctx: ProbeContext, p: KnnHomophilyParams, layer: str, svd:
         raise GeoscreenError("the set holds every gene that is not a source",
                              field="params.gene_set")
     flat = nb[src].ravel()
-    share = float(np.isin(flat, members).mean())
+    share = float(census_hits(flat, members[None], n)[0]) / flat.size  # as the null counts
     to_others = float((~np.isin(flat, src)).mean())  # edges between sources reach no set
     expected = to_others * s / others  # the exact mean over uniform sets of the other genes
     rng = ctx.shared_rng("null")

@@ -236,15 +236,25 @@ class LayerSimilarityParams(ProbeParams):
                     "position), first, last, or a name or position (reference_layer is then "
                     "not used)")
 
-
     @model_validator(mode="after")
     def _one_reference(self) -> LayerSimilarityParams:
-        if self.other_cache is not None and self.reference_layer != "previous":
-            raise ValueError("with other_cache the layer compared is other_layer; leave "
-                             "reference_layer out")
-        if self.other_cache is None and self.other_layer != "same":
-            raise ValueError("other_layer names a layer of other_cache; give other_cache")
+        if problem := other_reference_problem(self.other_cache, self.other_layer,
+                                              self.reference_layer, "reference_layer"):
+            raise ValueError(problem)
         return self
+
+
+def other_reference_problem(other_cache: str | None, other_layer: int | str,
+                            reference: int | str, reference_name: str) -> str | None:
+    """Why a probe's other-cache parameters contradict its own reference layer, or None:
+    with `other_cache` the layer compared is `other_layer` (the in-cache reference must stay
+    at its default, previous), and `other_layer` means nothing without `other_cache`."""
+    if other_cache is not None and reference != "previous":
+        return (f"with other_cache the layer compared is other_layer; leave {reference_name} "
+                "out")
+    if other_cache is None and other_layer != "same":
+        return "other_layer names a layer of other_cache; give other_cache"
+    return None
 
 
 def other_cache_layer(ctx: ProbeContext, path: str, layer: str, which: int | str,

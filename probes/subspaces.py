@@ -65,11 +65,11 @@ class SubspaceAlignmentParams(ProbeParams):
         if self.other_cache is not None and self.space != "genes":
             raise ValueError("two caches share genes, not a feature basis (another seed's "
                              "dimensions are unrelated to these): use space genes")
-        if self.other_cache is not None and self.reference != "previous":
-            raise ValueError("with other_cache the layer compared is other_layer; leave "
-                             "reference out")
-        if self.other_cache is None and self.other_layer != "same":
-            raise ValueError("other_layer names a layer of other_cache; give other_cache")
+        from geoscreen.probes.layers import other_reference_problem
+
+        if problem := other_reference_problem(self.other_cache, self.other_layer,
+                                              self.reference, "reference"):
+            raise ValueError(problem)
         return self
 
 
