@@ -40,6 +40,21 @@ def named_cache(path: Path, layers: Sequence[np.ndarray], names: Sequence[str],
                        synthetic=True)
 
 
+def unrelated_cache_pair(tmp: Path, kind: str, n_layers: int, n_genes: int, dim: int,
+                         own: int = 0) -> tuple[ProbeContext, str]:
+    """A cache of `n_layers` layers (Gaussian or 'hubs', `hub_heavy_layers`) and a second one
+    drawn on its own, its genes in shuffled order plus `own` genes only it holds: (context of
+    the first, path of the second).  The null bed of the other-cache probes."""
+    seeds = {"gaussian": (3, 5), "hubs": (4, 6)}[kind]
+    mine = hub_heavy_layers(kind, n_layers, n_genes, dim, seeds[0])
+    theirs = hub_heavy_layers(kind, n_layers, n_genes + own, dim, seeds[1])
+    ctx = context(cache_from_layers(tmp / "c", mine), tmp)
+    names = gene_names(n_genes) + [f"X{i}" for i in range(own)]
+    names = [names[i] for i in np.random.default_rng(7).permutation(n_genes + own)]
+    named_cache(tmp / "o", theirs, names)
+    return ctx, str(tmp / "o")
+
+
 def gaussian_layers(n_layers: int, n_genes: int, dim: int, seed: int,
                     scales: np.ndarray | None = None) -> list[np.ndarray]:
     """Independent Gaussian layers: exchangeable genes, independent dimensions (the null)."""

@@ -12,9 +12,9 @@ from probe_helpers import (
     cache_from_layers,
     context,
     gene_names,
-    hub_heavy_layers,
     named_cache,
     run,
+    unrelated_cache_pair,
 )
 from scipy import stats
 
@@ -52,15 +52,10 @@ def test_the_score_is_the_other_layers_axis_and_a_shared_axis_is_found(tmp_path)
 
 @pytest.mark.parametrize("kind", ["gaussian", "hubs"])
 def test_unrelated_caches_give_uniform_p_values(tmp_path, kind):
-    n_layers, n, d = 100, 150, 8
-    mine = hub_heavy_layers(kind, n_layers, n, d, {"gaussian": 3, "hubs": 4}[kind])
-    theirs = hub_heavy_layers(kind, n_layers, n, d, {"gaussian": 5, "hubs": 6}[kind])
-    ctx = context(cache_from_layers(tmp_path / "c", mine), tmp_path)
-    names = gene_names(n)
-    names = [names[i] for i in np.random.default_rng(7).permutation(n)]
-    named_cache(tmp_path / "o", theirs, names)
+    n_layers = 100
+    ctx, other = unrelated_cache_pair(tmp_path, kind, n_layers, 150, 8)
     ps = [run("gene_score_association", {"quantity": "loading", "axis": 1,
-                                         "score": f"axis:{tmp_path / 'o'}:L{i}:1",
+                                         "score": f"axis:{other}:L{i}:1",
                                          "n_permutations": 199}, ctx, f"L{i}",
               "two-sided").p_value for i in range(n_layers)]
     c = assert_calibrated(ps)

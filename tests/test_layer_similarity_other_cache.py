@@ -12,9 +12,9 @@ from probe_helpers import (
     cache_from_layers,
     context,
     gene_names,
-    hub_heavy_layers,
     named_cache,
     run,
+    unrelated_cache_pair,
 )
 
 from geoscreen.errors import GeoscreenError
@@ -61,16 +61,10 @@ def test_unrelated_caches_give_uniform_p_values(tmp_path, kind):
     """Each layer of the other cache is drawn on its own (shuffled gene order, a few genes of
     its own): the correspondence carries nothing, so the p-values are uniform, from the exact
     moments (draws below 0.1) and from the draws alone."""
-    n_layers, n, d = 100, 150, 8
-    mine = hub_heavy_layers(kind, n_layers, n, d, {"gaussian": 3, "hubs": 4}[kind])
-    theirs = hub_heavy_layers(kind, n_layers, n + 20, d, {"gaussian": 5, "hubs": 6}[kind])
-    ctx = context(cache_from_layers(tmp_path / "c", mine), tmp_path)
-    rng = np.random.default_rng(7)
-    names = gene_names(n) + [f"X{i}" for i in range(20)]
-    names = [names[i] for i in rng.permutation(n + 20)]
-    named_cache(tmp_path / "o", theirs, names)
+    n_layers = 100
+    ctx, other = unrelated_cache_pair(tmp_path, kind, n_layers, 150, 8, own=20)
     for method in ("moments", "draws"):
-        ps = [run("layer_similarity", {"other_cache": str(tmp_path / "o"), "null_method": method,
+        ps = [run("layer_similarity", {"other_cache": other, "null_method": method,
                                        "n_permutations": 199}, ctx, f"L{i}").p_value
               for i in range(n_layers)]
         c = assert_calibrated(ps)

@@ -11,10 +11,9 @@ from probe_helpers import (
     assert_calibrated,
     cache_from_layers,
     context,
-    gene_names,
-    hub_heavy_layers,
     named_cache,
     run,
+    unrelated_cache_pair,
 )
 from scipy.linalg import subspace_angles
 
@@ -50,14 +49,9 @@ def test_angles_equal_scipy_on_the_shared_genes(tmp_path):
 
 @pytest.mark.parametrize("kind", ["gaussian", "hubs"])
 def test_unrelated_caches_give_uniform_p_values(tmp_path, kind):
-    n_layers, n, d = 100, 120, 8
-    mine = hub_heavy_layers(kind, n_layers, n, d, {"gaussian": 3, "hubs": 4}[kind])
-    theirs = hub_heavy_layers(kind, n_layers, n, d, {"gaussian": 5, "hubs": 6}[kind])
-    ctx = context(cache_from_layers(tmp_path / "c", mine), tmp_path)
-    names = gene_names(n)
-    names = [names[i] for i in np.random.default_rng(7).permutation(n)]
-    named_cache(tmp_path / "o", theirs, names)
-    ps = [run("subspace_alignment", {"other_cache": str(tmp_path / "o"), "axes": [2, 3],
+    n_layers = 100
+    ctx, other = unrelated_cache_pair(tmp_path, kind, n_layers, 120, 8)
+    ps = [run("subspace_alignment", {"other_cache": other, "axes": [2, 3],
                                      "null": "gene_shuffle", "n_permutations": 199},
               ctx, f"L{i}", "greater").p_value for i in range(n_layers)]
     c = assert_calibrated(ps)
