@@ -409,6 +409,51 @@ def _layer_e(r: Any) -> tuple[float | None, str]:
     return calibrate_p(float(r.p_value)), E_CALIBRATOR
 
 
+def curve_landmarks(layers: Sequence[str], depth: Sequence[float], effect: Sequence[float],
+                    alternative: str) -> dict[str, Any]:
+    """Where a per-layer curve changes most: descriptions, not tests.
+
+    Read from finite differences of the effect in depth order, as a person reads a curve:
+
+    * ``steepest_step``: the consecutive pair of layers with the largest change in the
+      direction of `alternative` (a fall for ``less``, a rise for ``greater``, either for
+      ``two-sided``), and that change;
+    * ``half_change_layer``: the first layer by which the curve has covered half of its change
+      from the first layer to the last;
+    * ``half_value_layer``: the first layer whose effect is at most half the first layer's
+      (a positive curve that falls; None otherwise), the "half-life" of a compression;
+    * ``inflection_layer``: the first layer where the second difference changes sign (the
+      curve turns from accelerating to decelerating or back); None on a curve without one.
+
+    No p-value goes with them: the shape tests (trend, changepoint, slope_change) are the
+    tests; these say where along the curve the change happened.
+    """
+    order = np.argsort(np.asarray(depth, dtype=float), kind="stable")
+    names = [str(layers[i]) for i in order]
+    e = np.asarray(effect, dtype=float)[order]
+    out: dict[str, Any] = {"descriptive": True}
+    if e.size < 2 or not np.all(np.isfinite(e)):
+        return out
+    d = np.diff(e)
+    signed = {"greater": d, "less": -d}.get(alternative, np.abs(d))
+    i = int(np.argmax(signed))
+    out["steepest_step"] = {"from": names[i], "to": names[i + 1], "change": float(d[i])}
+    total = float(e[-1] - e[0])
+    if total != 0.0:
+        covered = (e - e[0]) / total
+        out["half_change_layer"] = names[int(np.argmax(covered >= 0.5))]
+    else:
+        out["half_change_layer"] = None
+    half = np.flatnonzero(e <= e[0] / 2) if e[0] > 0 else np.array([], dtype=int)
+    out["half_value_layer"] = names[int(half[0])] if half.size else None
+    d2 = np.diff(d)
+    turn = np.flatnonzero(d2[:-1] * d2[1:] < 0)
+    # d2[j] is centred on layer j + 1; a sign change between d2[j] and d2[j + 1] puts the
+    # inflection between layers j + 1 and j + 2: report the later one, where it has happened
+    out["inflection_layer"] = names[int(turn[0]) + 2] if turn.size else None
+    return out
+
+
 def combine(results: Sequence[LayerResult], across: str, alternative: str, seed: int,
             method_any: str = "cauchy") -> CombinedResult:
     """Hypothesis-level p-value, e-value and summary effect for the spec's `across_layers`."""
@@ -425,6 +470,8 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
                                 alternative)
         else:
             tr = trend_test(depth, effects, alternative, seed)
+        tr["landmarks"] = curve_landmarks([r.layer for r in results], depth, effects,
+                                          alternative)
         return CombinedResult(p_value=tr["p_value"], method=f"spearman_trend_{tr['method']}",
                               e_value=tr["e_value"],
                               e_method=f"{E_PERMUTATION}_trend_{tr['method']}",
@@ -437,6 +484,9 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
             len({len(d) for d in draws if d is not None}) == 1
         out = test([r.layer_index for r in results], effects, alternative, seed,
                    np.array(draws) if same else None)
+        out["landmarks"] = curve_landmarks([r.layer for r in results],
+                                           [r.layer_index for r in results], effects,
+                                           alternative)
         return CombinedResult(p_value=out["p_value"], method=f"{across}_{out['method']}",
                               e_value=out["e_value"],
                               e_method=f"{E_PERMUTATION}_{across}_{out['method']}",
