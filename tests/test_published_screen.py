@@ -112,15 +112,17 @@ def vocabulary_cache(tmp_path_factory):
 
 
 def test_every_spec_passes_the_queue_preflight(vocabulary_cache):
-    """Layers, axes and a dry run of every reference; a fetch-only resource (not fetched in a
-    fresh clone) is the one accepted refusal, and only for specs that name one."""
+    """Layers, axes and a dry run of every reference; a fetch-only resource, or a resource
+    pinned to its full download (`string@fetched`), not fetched in a fresh clone, is the one
+    accepted refusal, and only for specs that name one."""
     refused = []
     for s in specs():
         err = preflight(s, cache=vocabulary_cache)
         if not err:
             continue
         named = re.search(r"resource '(\w+)' .* has not been fetched", err)
-        if not (named and named.group(1) in FETCH_ONLY):
+        pinned = named and f"{named.group(1)}@fetched" in str(s.params)
+        if not (named and (named.group(1) in FETCH_ONLY or pinned)):
             refused.append((record_of(s)[0], err))
     assert not refused, refused[:5]
 
@@ -142,7 +144,7 @@ def run_sample() -> list:
     for s in sorted(specs(), key=lambda s: record_of(s)[0]):
         refs = reference_params(s.spec.probe, s.params)
         if (s.spec.probe in seen or any(k == "family" for _, k, _ in refs)
-                or any(f in r for _, _, r in refs for f in FETCH_ONLY)
+                or any(f in r for _, _, r in refs for f in (*FETCH_ONLY, "@fetched"))
                 or any(k in s.params for k in ("other_cache", "atlas"))
                 or "expression" in str(s.params)  # the test cache records no expression
                 # a k-NN graph (or TwoNN's neighbours) rebuilt for each of 99-199 copies in 12

@@ -228,6 +228,12 @@ def test_go_fetch_parses_gaf_and_obo_and_propagates(server: str) -> None:
 
 
 def test_string_fetch_maps_protein_ids_to_names(server: str) -> None:
+    # before a fetch, @fetched refuses the bundled subset and names the command that mends it
+    with pytest.raises(GeoscreenError, match="has not been fetched") as refusal:
+        resolve_pair_set("trrust - string@fetched:>=400")
+    assert "geoscreen resources fetch string" in str(refusal.value.fix)
+    bundled = resolve_pair_set("string:>=700")
+    assert len(bundled) > 1000  # unpinned, the bundled subset answers
     links = string_links([("ENSP01", "ENSP02", 950), ("ENSP01", "ENSP03", 420),
                           ("ENSP02", "ENSP04", 710)])
     fetch("string", [server + serve("/string/links.txt.gz", gz(links)),
@@ -237,6 +243,11 @@ def test_string_fetch_maps_protein_ids_to_names(server: str) -> None:
     assert ps.score is not None and sorted(ps.score.tolist()) == [710.0, 950.0]
     assert len(resolve_pair_set("string")) == 3  # each edge once although listed twice
     assert resolve_pair_set("string:400-699").a == ["BLK"]
+    # @fetched is the newest fetched version; @bundled stays reachable beside it
+    pinned = resolve_pair_set("string@fetched:>=700")
+    assert sorted(zip(pinned.a, pinned.b)) == sorted(zip(ps.a, ps.b))
+    assert pinned.record()["version"].startswith("fetched ")
+    assert len(resolve_pair_set("string@bundled:>=700")) == len(bundled)
 
 
 def test_hpa_fetch_locations_reliability_and_ensembl_ids(server: str) -> None:

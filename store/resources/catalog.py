@@ -341,8 +341,14 @@ def versions(name: str) -> list[ResourceVersion]:
     return out
 
 
+#: The pin that asks for the newest fetched version and refuses the bundled snapshot: for a
+#: claim that depends on what only the full download holds (STRING's text-mining evidence).
+FETCHED_PIN = "fetched"
+
+
 def select_version(name: str, pin: str | None = None, pos: int | None = None) -> ResourceVersion:
-    """The version a reference uses: the pinned one, else the newest available."""
+    """The version a reference uses: the pinned one (``fetched``: the newest fetched version,
+    never the bundled snapshot), else the newest available."""
     info = RESOURCES[name]
     vs = versions(name)
     where = f"position {pos}: " if pos else ""
@@ -354,6 +360,15 @@ def select_version(name: str, pin: str | None = None, pos: int | None = None) ->
                              fix=f"run 'geoscreen resources fetch {base.name}'")
     if pin is None:
         return vs[0]
+    if pin == FETCHED_PIN:
+        fetched = [v for v in vs if v.origin == "fetched"]
+        if not fetched:
+            base = RESOURCES[info.base] if info.base else info
+            raise GeoscreenError(
+                f"{where}resource {name!r} ({base.title}) has not been fetched (@fetched asks "
+                "for the full download, not the bundled snapshot)",
+                field="reference", fix=f"run 'geoscreen resources fetch {base.name}'")
+        return fetched[0]
     for v in vs:
         if v.id == pin:
             return v
