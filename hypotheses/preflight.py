@@ -88,6 +88,15 @@ def reference_params(probe: str, params: dict[str, Any]) -> list[tuple[str, str,
         extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
         kind = extra.get("resource")
         value = params.get(name)
+        if isinstance(value, dict) and isinstance(value.get("probe"), str) \
+                and isinstance(value.get("params"), dict):
+            # a probe inside a probe (layer_profile's profile and versus): its references too
+            try:
+                inner = reference_params(value["probe"], value["params"])
+            except GeoscreenError:
+                continue  # an unknown inner probe is the params check's error, not this one's
+            out += [(f"{name}.params.{n}", k, r) for n, k, r in inner]
+            continue
         if kind == "pair_scores" and isinstance(value, list):
             # pair scores (pair_regression): a family behind jaccard:, else a pair set
             from geoscreen.probes.pair_regression import predictor_reference

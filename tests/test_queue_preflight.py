@@ -61,6 +61,12 @@ BAD = [
      "field 'params.pairs': pair set"),
     ("missing gene file", {**AXIS, "params": {**AXIS["params"], "positive": "file:nope.txt"}},
      "nope.txt: field 'gene set': does not exist"),
+    ("a profile's pairs none of which are in the cache",
+     {"statement": "Two profiles peak in order", "probe": "layer_profile", "layers": ["L2"],
+      "params": {"profile": {"probe": "pair_proximity", "params": {"pairs": "pairs:G1-G2"}},
+                 "versus": {"probe": "pair_proximity",
+                            "params": {"pairs": "pairs:CD19-PAX5"}}}},
+     "field 'params.versus.params.pairs': pair set"),
 ]
 
 
