@@ -9,6 +9,8 @@ pairs).  `layer_profile` answers the published screens' cross-result questions a
 * ``peak_layer`` — does profile A peak before (or after) a given layer?
 * ``crossing_layer`` (1.3) — where does profile A overtake profile B (or fall below it), and is
   that before or after a given layer?
+* ``level_difference`` (1.4) — does profile A lie above profile B over the layers (the mean of
+  A - B over `curve_layers`)?
 
 *Where* a profile peaks is summarised by its **centre**, the centre of mass of the profile above
 its no-effect value b (0 for the default excess curve): sum_l l (s_l - b) / sum_l (s_l - b).
@@ -133,12 +135,17 @@ class LayerProfileParams(ProbeParams):
     profile: ProfileSpec = Field(..., description="profile A: {probe, params} of a per-layer "
                                                   "probe")
     versus: ProfileSpec | None = Field(None, description="profile B (peak_order, "
-                                                         "curve_correlation)")
-    statistic: Literal["peak_order", "curve_correlation", "peak_layer", "crossing_layer"] = Field(
+                                                         "curve_correlation, crossing_layer, "
+                                                         "level_difference)")
+    statistic: Literal["peak_order", "curve_correlation", "peak_layer", "crossing_layer",
+                       "level_difference"] = Field(
         "peak_order", description="peak_order: A's centre minus B's (negative: A peaks first); "
                                   "curve_correlation: Pearson r of the two profiles; peak_layer: "
                                   "A's centre minus the layer `relative_to`; crossing_layer "
-                                  "(1.3): where A - B changes sign, minus `relative_to`")
+                                  "(1.3): where A - B changes sign, minus `relative_to`; "
+                                  "level_difference (1.4): the mean of A - B over the layers "
+                                  "(A and B in the same units: the same probe, or two "
+                                  "correlations)")
     relative_to: int | str | None = Field(
         None, description="peak_layer / crossing_layer: the layer (name, position or role) A's "
                           "centre, or the crossing, is "
@@ -173,7 +180,8 @@ class LayerProfileParams(ProbeParams):
 
     @model_validator(mode="after")
     def _needs(self) -> LayerProfileParams:
-        if self.statistic in ("peak_order", "curve_correlation") and self.versus is None:
+        if self.statistic in ("peak_order", "curve_correlation", "level_difference") \
+                and self.versus is None:
             raise ValueError(f"statistic {self.statistic} compares two profiles: give versus")
         if self.statistic != "curve_correlation":
             for name, default in (("correlation", "pearson"), ("control", "none")):
@@ -187,6 +195,9 @@ class LayerProfileParams(ProbeParams):
             if self.versus is not None:
                 raise ValueError("statistic peak_layer reads one profile: drop versus, or use "
                                  "peak_order")
+        if self.statistic == "level_difference" and self.relative_to is not None:
+            raise ValueError("statistic level_difference averages A - B over curve_layers: "
+                             "drop relative_to")
         if self.statistic == "crossing_layer" and (self.versus is None
                                                    or self.relative_to is None):
             raise ValueError("statistic crossing_layer tests where profile A crosses profile B "
@@ -421,6 +432,8 @@ def _value(stat: str, a: np.ndarray, b: np.ndarray | None, pos: np.ndarray,
         return profile_centre(a, pos, base[0]) - profile_centre(b, pos, base[1])  # type: ignore[arg-type]
     if stat == "peak_layer":
         return profile_centre(a, pos, base[0]) - float(ref)  # type: ignore[arg-type]
+    if stat == "level_difference":
+        return float(np.mean(a - b))  # type: ignore[operator]
     if stat == "crossing_layer":  # half-samples: never NaN (see profile_crossing)
         return profile_crossing(a - b, pos, strict=False) - float(ref)  # type: ignore[operator,arg-type]
     r = curve_correlation(a, b, pos, method, control)  # type: ignore[arg-type]
@@ -474,11 +487,13 @@ def _mass_check(label: str, sub: ProfileSpec, total: float, totals: np.ndarray,
     family="topology_stability",
     params=LayerProfileParams,
     nulls=("half_sampling",),
-    version="1.3",
+    version="1.4",
     statistic="difference of profile centres (layers), atanh of the profiles' correlation, "
-              "centre minus a given layer, or the crossing of two profiles minus a given layer",
+              "centre minus a given layer, the crossing of two profiles minus a given layer, "
+              "or the mean of A - B over the layers",
     effect="centre difference in layers (0: same place), Pearson r (0: unrelated), centre "
-           "minus the given layer (0: at it), or crossing minus the given layer (0: at it)",
+           "minus the given layer (0: at it), crossing minus the given layer (0: at it), or "
+           "the mean of A - B in the probes' units (0: the same level)",
     alternatives=("less", "greater", "two-sided"),
     whole_stack=True,
     examples=[
@@ -533,7 +548,11 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
     the observed profiles must have opposite order at the first and last of `curve_layers`)
     minus the position of `relative_to`, 0 when they cross at that layer (alternative
     ``greater``: after it).  A half-sample whose profiles do not cross is read at an end of
-    the layers, which widens the interval rather than failing.
+    the layers, which widens the interval rather than failing.  ``level_difference`` (1.4),
+    the mean over `curve_layers` of A - B in the sub-probes' units (0: the same level;
+    alternative ``greater``: A above B); it is linear in the profiles, so its half-sampling
+    standard error is valid as a centre's is (conservative for mean similarities).  The
+    per-layer differences are in ``profiles``.
     p = Phi(z) (``less``), 1 - Phi(z) (``greater``) or 2 Phi(-|z|), z = T / SE with SE the
     half-sampling standard error scaled by sqrt(f / (1 - f)); T is atanh(r), or for Pearson
     against a gene-free profile the projection of the other profile on it (module docstring).
@@ -599,7 +618,7 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
     elif p.statistic == "curve_correlation":
         for k, label in enumerate(("profile", "versus")):
             _variation_check(label, subs[k], values[k, 0], pos, p)
-    else:  # crossing_layer: the observed profiles must cross within the layers
+    elif p.statistic == "crossing_layer":  # the observed profiles must cross within the layers
         diff = values[0, 0] - values[1, 0]
         if not np.isfinite(profile_crossing(diff, pos)):
             raise GeoscreenError(
@@ -689,7 +708,8 @@ def layer_profile(ctx: ProbeContext, p: LayerProfileParams, layer: str) -> Layer
                      "curve_correlation": ("spearman_rho" if method == "spearman"
                                            else "pearson_r"),
                      "peak_layer": "centre_offset",
-                     "crossing_layer": "crossing_offset"}[p.statistic],
+                     "crossing_layer": "crossing_offset",
+                     "level_difference": "mean_difference"}[p.statistic],
         effect_size=effect, p_value=pval, n=int(p.replicates), null="half_sampling",
         n_permutations=int(p.replicates), ci_low=lo, ci_high=hi,
         extra={"estimate": observed, "se": se, "fraction": p.fraction, "curve": p.curve,

@@ -23,14 +23,17 @@ from geoscreen.probes.profile import profile_centre
 
 def _layers(seed: int, *, bump_a: float, bump_b: float, strength: float, n_layers: int = 6,
             n: int = 300, d: int = 16, size: int = 40, hub: bool = False, overlap: int = 20,
-            width_a: float = 1.5, width_b: float = 1.5):
+            width_a: float = 1.5, width_b: float = 1.5, one_direction: bool = False):
     """Layers in which set A (genes 0..size-1) and set B (sharing `overlap` genes) are pulled
-    towards their own direction with a Gaussian bump of `strength` over depth.  `hub`: a
-    decaying spectrum and Pareto gene norms (anisotropic, hub-heavy)."""
+    towards their own direction (`one_direction`: the same one) with a Gaussian bump of
+    `strength` over depth.  `hub`: a decaying spectrum and Pareto gene norms (anisotropic,
+    hub-heavy)."""
     rng = np.random.default_rng(seed)
     a = np.arange(size)
     b = np.arange(size - overlap, 2 * size - overlap)
     ua, ub = rng.standard_normal(d), rng.standard_normal(d)
+    if one_direction:
+        ub = ua
     scale = np.linspace(3.0, 0.2, d) if hub else np.ones(d)
     out = []
     for layer in range(n_layers):
@@ -213,6 +216,12 @@ def _spec(**kw):
                  "relative_to": 2}}, "params.profile", "per-layer probe"),
     ({"params": {"profile": {"probe": "set_cohesion", "params": {"gene_set": "genes:A"}},
                  "statistic": "peak_layer"}}, "params", "give relative_to"),
+    ({"params": {"profile": {"probe": "set_cohesion", "params": {"gene_set": "genes:A"}},
+                 "statistic": "level_difference"}}, "params", "give versus"),
+    ({"params": {"profile": {"probe": "set_cohesion", "params": {"gene_set": "genes:A"}},
+                 "versus": {"probe": "set_cohesion", "params": {"gene_set": "genes:B"}},
+                 "statistic": "level_difference", "relative_to": 2}}, "params",
+     "drop relative_to"),
 ])
 def test_bad_specs_name_the_field_and_the_fix(change, field, words):
     with pytest.raises(GeoscreenError) as err:
@@ -337,3 +346,37 @@ def test_profiles_draw_the_nulls_of_moment_probes(name, params):
     assert p.null_method == "moments"
     q = _fewer_draws(p, 20, name)
     assert q.null_method == "draws" and q.n_permutations == 20
+
+
+def test_level_difference_is_the_mean_gap_and_finds_a_higher_profile(tmp_path):
+    """The estimate is the mean over the layers of A - B, read from the sub-probe run directly;
+    a set whose pull lasts longer (a wider bump) lies above one whose pull is brief."""
+    layers, a, b = _layers(11, bump_a=3.0, bump_b=3.0, strength=0.6, n_layers=7, width_a=2.5,
+                           width_b=0.6, overlap=0)
+    r = _profile(tmp_path, layers, _params(a, b, "level_difference", curve="statistic"),
+                 "greater")
+    ctx = context(cache_from_layers(tmp_path / "d", layers), tmp_path)
+    direct = [run("set_cohesion", {"gene_set": genes_ref(s), "null": "gene_shuffle"}, ctx,
+                  f"L{k}").statistic for s in (a, b) for k in range(7)]
+    gap = np.mean(np.array(direct[:7]) - np.array(direct[7:]))
+    assert r.effect_size == pytest.approx(gap, rel=1e-6) and r.effect_name == "mean_difference"
+    assert r.p_value < 0.001 and r.ci_low > 0
+    # against itself: no gap and no standard error
+    same = _profile(tmp_path, layers, _params(a, a, "level_difference"), "greater", name="s")
+    assert same.effect_size == 0.0 and same.p_value == 0.5
+
+
+@pytest.mark.parametrize("hub", [False, True], ids=["gaussian", "hub-heavy"])
+def test_level_difference_is_calibrated_when_the_levels_are_equal(tmp_path, hub):
+    """Two disjoint sets pulled equally hard towards one direction with the same bump: the
+    sets are exchangeable given the layers' structure, so their cohesion profiles have the
+    same level.  (Each towards its own random direction would not do: the directions' lengths
+    and their place in an anisotropic spectrum differ, and so do the sets' true levels.)"""
+    ps = []
+    for k in range(60):
+        layers, a, b = _layers(400 + k, bump_a=2.5, bump_b=2.5, strength=3.0 if hub else 0.6,
+                               overlap=0, hub=hub, one_direction=True)
+        ps.append(_profile(tmp_path, layers, _params(a, b, "level_difference"), "two-sided",
+                           seed=k, name=f"c{k}").p_value)
+    res = assert_calibrated(ps, conservative_ok=True)
+    print(f"level_difference, equal levels ({'hub-heavy' if hub else 'gaussian'}): {res}")
