@@ -22,13 +22,14 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import (
     Subspace,
+    added_field,
     genes_ref_field,
     subspace_coords,
     subspace_field,
@@ -91,8 +92,24 @@ class CentroidConvergenceParams(ProbeParams):
     match_bins: int = bins_field()
     n_bootstrap: int = Field(200, ge=0, le=20000, description="axis-bootstrap replicates; 0 skips")
     n_permutations: int = Field(1000, ge=99, le=100000)
+    randomise: Literal["genes", "anchor"] = added_field(
+        "genes", since="1.2",
+        description="what the null draws at random: the tested genes (genes, the default: are "
+                    "these genes closer to this centre than genes like them?) or the anchor "
+                    "set (anchor, from 1.2: is this centre closer to these genes than the "
+                    "centres of random sets of its size, drawn outside the tested genes?)")
 
     _check_subspace = subspace_validator("subspace")
+
+    @model_validator(mode="after")
+    def _anchor_null(self) -> CentroidConvergenceParams:
+        if self.randomise == "anchor" and self.null == "none":
+            raise ValueError("randomise: anchor draws random anchor sets for a null; null: none "
+                             "has none (choose matched or gene_shuffle)")
+        if self.randomise == "anchor" and self.versus_genes is not None:
+            raise ValueError("randomise: anchor compares this anchor with random ones for one "
+                             "set of genes; drop versus_genes (or randomise: genes)")
+        return self
 
 
 def _measure(s: np.ndarray, members: np.ndarray, background: np.ndarray, measure: str,
@@ -284,13 +301,86 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
                   if versus is not None else {})})
 
 
+def anchor_draw_measure(Zn: np.ndarray, draws: np.ndarray, members: np.ndarray,
+                        measure: str) -> np.ndarray:
+    """The members' measure against the centroid of each drawn anchor set.
+
+    `Zn` holds unit rows, `draws` (m, a) rows of anchor sets.  For draw j the centroid is the
+    mean of its unit rows and the background every gene outside that anchor set, exactly as
+    for the observed anchor set, so the observed value is one more draw of the same function.
+    """
+    n = Zn.shape[0]
+    C = Zn[draws].mean(axis=1)  # (m, d)
+    C /= np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-300)
+    S = Zn @ C.T  # (n, m)
+    sm = S[members]  # (k, m)
+    if measure == "cosine":
+        return sm.mean(axis=0)
+    cols = np.arange(draws.shape[0])
+    SA = S[draws.T, cols]  # (a, m): each draw's own anchor rows
+    nb = n - draws.shape[1]
+    if measure == "z":
+        mu = (S.sum(axis=0) - SA.sum(axis=0)) / nb
+        ss = (S * S).sum(axis=0) - (SA * SA).sum(axis=0)
+        sd = np.sqrt(np.maximum(ss - nb * mu * mu, 0.0) / (nb - 1))
+        return ((sm - mu) / np.where(sd > 0, sd, 1.0)).mean(axis=0)
+    out = np.empty(draws.shape[0])
+    for j in cols:  # percentile: background genes (outside draw j's anchors) below each member
+        below = np.searchsorted(np.sort(S[:, j]), sm[:, j], side="left")
+        below -= (SA[:, j][:, None] < sm[:, j][None, :]).sum(axis=0)
+        out[j] = (below / nb).mean()
+    return out
+
+
+def _anchor_null(ctx: ProbeContext, p: CentroidConvergenceParams, layer: str, svd: Any,
+                 Z: np.ndarray, anchors: np.ndarray, members: np.ndarray, value: float,
+                 ) -> dict[str, Any]:
+    """p-value of the observed anchor set against random anchor sets of its size, drawn from
+    the genes outside the tested ones (uniformly, or within the anchors' strata of the match
+    variables), the same draws in every layer."""
+    Zn = normalise_rows(Z)
+    n, a = Z.shape[0], anchors.size
+    pool = np.setdiff1d(np.arange(n), members)
+    rng = ctx.shared_rng("anchor-null")
+    strata = None
+    matching = None
+    if p.null == "matched":  # relabel the anchors within strata; the tested genes never drawn
+        strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, anchors,
+                              all_layers=True)
+        labels = strata.labels.copy()
+        labels[members] = labels.max() + 1 + np.arange(members.size)
+        strata.labels = labels
+        matching = strata.record
+    check = float(anchor_draw_measure(Zn, anchors[None, :], members, p.measure)[0])
+    if not np.isclose(check, value, rtol=1e-9, atol=1e-12):  # one definition for both
+        raise RuntimeError(f"anchor null: observed {value} != redrawn {check}")
+
+    def batches() -> Iterator[np.ndarray]:
+        for st, m in chunks(p.n_permutations, n, budget=4_000_000):
+            if strata is not None:
+                sets = strata.draw(anchors, m, rng)
+                if st == 0:
+                    matching["balance"] = strata.balance(anchors, sets)  # type: ignore[index]
+            else:
+                sets = pool[distinct_draws(pool.size, a, m, rng)]
+            yield anchor_draw_measure(Zn, sets, members, p.measure)
+    seq = besag_clifford(batches(), value, ctx.alternative, p.n_permutations, None)
+    null = seq.null
+    fields = seq.test_fields(value, ctx.alternative)
+    return {"p_value": fields["p_value"], "e_value": fields["e_value"], "draws": seq.draws,
+            "null": null,
+            "extra": {**seq.record(), "null_mean": float(null.mean()),
+                      "null_sd": float(null.std(ddof=1)), "matching": matching,
+                      "randomised": "anchor"}}
+
+
 @probe(
     "centroid_convergence",
     effect_null=0.0,
     family="manifold_distance",
     params=CentroidConvergenceParams,
     nulls=("matched", "gene_shuffle", "none"),
-    version="1.1",
+    version="1.2",
     statistic="mean cosine similarity of the genes to the anchor set's centroid direction (from "
               "1.1, minus that of a second set: versus_genes)",
     effect="the chosen measure (default z: cosine standardised against every gene outside the "
@@ -339,6 +429,15 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
     sizes, from the same strata for ``matched``), the same draws in every layer, so the
     difference's trend across layers is compared with the random pairs of sets' trends.
 
+    With ``randomise: anchor`` (1.2) the null draws the *anchor* instead: random sets of the
+    anchor set's size from the genes outside the tested ones (uniformly for ``gene_shuffle``,
+    within the anchors' strata of the match variables for ``matched``), each with its own
+    centroid and its own background (every gene outside that set), the same draws in every
+    layer.  It asks whether this centre is special for these genes ("does GC-TF proximity
+    depend on which B-cell anchor genes are kept?": one spec per leave-one-out anchor), where
+    the default asks whether these genes are special for this centre.  Under its null the
+    anchor set is exchangeable with random sets of its size, so the p-value is exact.
+
     References
     ----------
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
@@ -374,4 +473,14 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
                                  "difference", field="params.versus_genes",
                                  fix="list each gene in one of the two sets")
         info["versus_genes"] = int(versus.size)
-    return _convergence(ctx, p, layer, svd, Z, centroid, anchors, members, info, versus)
+    if p.randomise == "genes":
+        return _convergence(ctx, p, layer, svd, Z, centroid, anchors, members, info, versus)
+    # the measurement without the tested genes' null, then the anchor sets' null
+    out = _convergence(ctx, p.model_copy(update={"null": "none"}), layer, svd, Z, centroid,
+                       anchors, members, info)
+    null = _anchor_null(ctx, p, layer, svd, Z, anchors, members, float(out.effect_size))
+    return out.model_copy(update={
+        "p_value": null["p_value"], "e_value": null["e_value"], "e_method": E_PERMUTATION,
+        "null": p.null, "n_permutations": int(null["draws"]),
+        "null_draws": [float(x) for x in null["null"]],
+        "extra": {**out.extra, **null["extra"]}})
