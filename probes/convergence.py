@@ -210,6 +210,18 @@ def anchor_convergence(ctx: ProbeContext, p: AnchorConvergenceParams, layer: str
     return _convergence(ctx, p, layer, svd, Z, Z[a], np.array([a]), members, {})
 
 
+NEAREST = 20  # genes nearest the anchor (outside the anchor set) named in each layer's extra
+
+
+def _nearest(ctx: ProbeContext, svd: Any, s: np.ndarray, background: np.ndarray,
+             ) -> list[dict[str, Any]]:
+    """The `NEAREST` genes outside the anchor set most similar to the anchor, a listing (the
+    published screen read its top 20 off such a list); not a test."""
+    top = background[np.argsort(-s[background], kind="stable")[:NEAREST]]
+    symbols = ctx.cache.genes.symbols
+    return [{"gene": symbols[int(svd.rows[i])], "cosine": float(s[i])} for i in top]
+
+
 def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConvergenceParams,
                  layer: str, svd: Any, Z: np.ndarray, target: np.ndarray, anchors: np.ndarray,
                  members: np.ndarray, info: dict[str, Any],
@@ -295,6 +307,7 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
         n=int(members.size), null=p.null, n_permutations=nperm,
         ci_low=ci_low, ci_high=ci_high, null_draws=draws,
         extra={**extra, **info, "per_gene_cosine": [float(x) for x in s[members]],
+               "nearest": _nearest(ctx, svd, s, background),
                "subspace": p.subspace,
                **({"versus_per_gene_cosine": [float(x) for x in s[versus]],
                    "first_set": arms[0], "versus_set": arms[1]}

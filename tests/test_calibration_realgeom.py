@@ -294,6 +294,33 @@ def test_centroid_convergence_trend(bed):
                                             "two-sided"))
 
 
+@pytest.mark.parametrize("kind", ["random", "well-annotated"])
+def test_centroid_drift_matched(bed, kind):
+    """A random 5-gene set's centre drift from the first layer against the direction to 4 other
+    genes' centre, and the angle at its centre between two 4-gene sets: well-annotated targets
+    sit apart from the rest, and the matched null (annotation count, centrality) must absorb
+    it."""
+    pool = None if kind == "random" else bed.well_annotated
+    first = bed.cache.layers[0]
+
+    def make(layer):
+        g = bed.random_set(13, pool)
+        return {"gene_set": bed.genes(g[:5]), "target": bed.genes(g[5:9]),
+                "statistic": "alignment", "n_permutations": 199,
+                "reference": "last" if layer == first else "first"}
+
+    def angle(layer):
+        g = bed.random_set(13, pool)
+        return {"gene_set": bed.genes(g[:5]), "target": bed.genes(g[5:9]),
+                "second_target": bed.genes(g[9:]), "statistic": "vertex_angle",
+                "n_permutations": 199}
+    _assert_default_calibrated("centroid_drift", "matched", f"{kind} 5-gene drift vs 4 genes",
+                               bed.pvalues("centroid_drift", make, alternative="two-sided"))
+    _assert_default_calibrated("centroid_drift", "matched",
+                               f"{kind} angle at a 5-gene centre", bed.pvalues(
+                                   "centroid_drift", angle, alternative="two-sided"))
+
+
 @pytest.mark.parametrize("kind", ["random", "hub"])
 def test_gene_drift_matched(bed, kind):
     """Random 20-gene sets, and sets drawn from the most central genes (hubs move differently
