@@ -72,46 +72,70 @@ def distances(X: np.ndarray, metric: str) -> np.ndarray:
     return batch_distances(X[None], metric)[0]
 
 
-def summarise(total: float, bars: int, summary: str) -> float:
-    """Total persistence, or (``summary: mean``) the mean finite bar length, 0 with no bar."""
+def summarise(total: float, bars: int, summary: str, slog: float = 0.0) -> float:
+    """Total persistence, (``summary: mean``) the mean finite bar length, 0 with no bar, or
+    (``summary: entropy``) the persistent entropy -sum (l/L) log(l/L) of the finite bar
+    lengths l with L their total, from `slog` = sum l log l: log L - slog / L (0 with no
+    bar of positive length; a bar of length 0 adds nothing)."""
     if summary == "total":
         return float(total)
+    if summary == "entropy":
+        return float(np.log(total) - slog / total) if total > 0 else 0.0
     return float(total) / bars if bars else 0.0
 
 
-def mst_totals(D: np.ndarray) -> np.ndarray:
-    """Total MST edge length of each complete graph in a stack (m, k, k): Prim's algorithm run
-    on all graphs at once.  These are the H0 death times of the Rips filtration."""
+def _xlogx(x: np.ndarray) -> np.ndarray:
+    """x log x with 0 log 0 = 0."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+
+
+def mst_stats(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Total MST edge length of each complete graph in a stack (m, k, k), and the sum of
+    l log l over its edges: Prim's algorithm run on all graphs at once.  The edges are the
+    H0 death times of the Rips filtration."""
     m, k, _ = D.shape
     rows = np.arange(m)
     in_tree = np.zeros((m, k), dtype=bool)
     in_tree[:, 0] = True
     best = D[:, 0, :].copy()
     total = np.zeros(m)
+    slog = np.zeros(m)
     for _ in range(k - 1):
         cand = np.where(in_tree, np.inf, best)
         nxt = np.argmin(cand, axis=1)
-        total += cand[rows, nxt]
+        edge = cand[rows, nxt]
+        total += edge
+        slog += _xlogx(edge)
         in_tree[rows, nxt] = True
         best = np.minimum(best, D[rows, nxt, :])
-    return total
+    return total, slog
 
 
-def total_persistence(D: np.ndarray, dims: tuple[int, ...]) -> dict[int, tuple[float, int]]:
-    """{dim: (sum of finite bar lengths, number of finite bars)} of the Rips filtration of D."""
+def mst_totals(D: np.ndarray) -> np.ndarray:
+    """Total MST edge length of each complete graph in a stack (m, k, k) (`mst_stats`)."""
+    return mst_stats(D)[0]
+
+
+def total_persistence(D: np.ndarray, dims: tuple[int, ...],
+                      ) -> dict[int, tuple[float, int, float]]:
+    """{dim: (sum of finite bar lengths, number of finite bars, sum of l log l over them)} of
+    the Rips filtration of D."""
     if max(dims) == 0:
-        return {0: (float(mst_totals(D[None])[0]), D.shape[0] - 1)}
+        tot, slog = mst_stats(D[None])
+        return {0: (float(tot[0]), D.shape[0] - 1, float(slog[0]))}
     try:
         from ripser import ripser
     except ImportError:  # pragma: no cover - depends on the environment
         raise GeoscreenError("persistent homology in dimension >= 1 needs ripser",
                              field="params.dims", fix="pip install ripser") from None
     dgms = ripser(D, maxdim=max(dims), distance_matrix=True)["dgms"]
-    out: dict[int, tuple[float, int]] = {}
+    out: dict[int, tuple[float, int, float]] = {}
     for d in dims:
         bars = dgms[d]
         fin = bars[np.isfinite(bars[:, 1])]
-        out[d] = (float((fin[:, 1] - fin[:, 0]).sum()), int(fin.shape[0]))
+        lengths = fin[:, 1] - fin[:, 0]
+        out[d] = (float(lengths.sum()), int(fin.shape[0]), float(_xlogx(lengths).sum()))
     return out
 
 
@@ -126,10 +150,12 @@ class PersistentHomologyParams(ProbeParams):
                                "or principal components (pc_shuffle) permuted independently "
                                "within the subset, or none (2.1: descriptive, the value per "
                                "layer for a trend or change-point across layers)")
-    summary: Literal["total", "mean"] = added_field(
+    summary: Literal["total", "mean", "entropy"] = added_field(
         "total", since="2.1",
-        description="total persistence (summed finite bar lengths) or the mean finite bar "
-                    "length (total over the number of finite bars)")
+        description="total persistence (summed finite bar lengths), the mean finite bar "
+                    "length (total over the number of finite bars), or from 2.2 the persistent "
+                    "entropy of the finite bar lengths (-sum p log p, p = length / total; the "
+                    "bars of all listed dims together)")
     match: list[MatchVar] = match_field()
     match_bins: int = bins_field()
     n_permutations: int = Field(199, ge=99, le=100000)
@@ -152,7 +178,7 @@ class PersistentHomologyParams(ProbeParams):
     effect_null_by=lambda params: None if params.get("null") == "none" else 0.0,
     params=PersistentHomologyParams,
     nulls=("matched", "gene_shuffle", "feature_shuffle", "pc_shuffle", "none"),
-    version="2.1",
+    version="2.2",
     statistic="total persistence (summed finite bar lengths) in the requested dimensions, or "
               "(2.1) their mean length",
     effect="z-score of total persistence against the null (with null none: the value itself)",
@@ -189,6 +215,10 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     finite bar length (the total over the number of finite bars; 0 when there is none).
     Effect size: its z-score against the null draws, no effect 0; per-dimension totals and bar
     counts, the null mean and standard deviation are kept in ``extra``.  p = (1 + b) / (m + 1).
+    With ``summary: entropy`` (2.2) the statistic is the persistent entropy of the finite bars,
+    -sum_i p_i log p_i with p_i = l_i / L (l_i the bar lengths, L their total): log of the
+    number of bars when all are equally long, lower when a few long bars dominate; it does
+    not depend on the cloud's scale (Chintakunta et al. 2015).
     With ``null: none`` (2.1) nothing is drawn: the value is the effect, for
     ``across_layers: trend`` (or a change-point) over the layers, as the published screen
     followed the H1 mean lifetime of one fixed cloud with depth.
@@ -215,6 +245,8 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     Cohen-Steiner, D., Edelsbrunner, H., Harer, J. & Mileyko, Y. (2010). Lipschitz functions have
     L_p-stable persistence. Foundations of Computational Mathematics 10(2), 127-139 (total
     persistence).
+    Chintakunta, H., Gentimis, T., Gonzalez-Diaz, R., Jimenez, M.-J. & Krim, H. (2015). An
+    entropy-based persistence barcode. Pattern Recognition 48(2), 391-401.
     Prim, R. C. (1957). Shortest connection networks and some generalizations. Bell System
     Technical Journal 36(6), 1389-1401.
     Rosenbaum, P. R. (1984). Conditional permutation tests and the propensity score in observational
@@ -235,9 +267,10 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
     dims = tuple(p.dims)
     obs = total_persistence(distances(X[local], p.metric), dims)
     observed = summarise(sum(v[0] for v in obs.values()), sum(v[1] for v in obs.values()),
-                         p.summary)
+                         p.summary, sum(v[2] for v in obs.values()))
     per_dim = {str(dd): {"total": v[0], "bars": v[1]} for dd, v in obs.items()}
-    name = "total_persistence" if p.summary == "total" else "mean_bar_length"
+    name = {"total": "total_persistence", "mean": "mean_bar_length",
+            "entropy": "persistent_entropy"}[p.summary]
     if p.null == "none":  # descriptive: the value per layer, for a trend across layers
         return LayerResult(
             statistic_name=name, statistic=observed, effect_name=name, effect_size=observed,
@@ -268,11 +301,17 @@ def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: s
             D = batch_distances(Y, p.metric)
             if dims == (0,):  # H0 only: Prim's algorithm over the whole batch
                 # k - 1 finite H0 bars (the spanning tree's edges): the mean is the total / (k - 1)
-                yield mst_totals(D) / (1.0 if p.summary == "total" else max(k - 1, 1))
+                tot, slog = mst_stats(D)
+                if p.summary == "entropy":
+                    yield np.where(tot > 0, np.log(np.where(tot > 0, tot, 1.0))
+                                   - slog / np.where(tot > 0, tot, 1.0), 0.0)
+                else:
+                    yield tot / (1.0 if p.summary == "total" else max(k - 1, 1))
             else:  # ripser is not vectorised: one call per draw, one draw at a time
                 for Dq in D:
                     tp = total_persistence(Dq, dims).values()
-                    yield [summarise(sum(v[0] for v in tp), sum(v[1] for v in tp), p.summary)]
+                    yield [summarise(sum(v[0] for v in tp), sum(v[1] for v in tp), p.summary,
+                                     sum(v[2] for v in tp))]
     seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
                          ctx.sequential_h)
     null = seq.null

@@ -86,17 +86,30 @@ def test_a_descriptive_spec_needs_a_shape_test():
         HypothesisSpec.model_validate({**base, "across_layers": "any"}).resolved()
 
 
+@pytest.mark.parametrize("summary", ["mean", "entropy"])
 @pytest.mark.parametrize("kind", ["gaussian", "hubs"])
-def test_the_mean_bar_length_null_is_uniform(tmp_path, kind):
-    """Random 20-gene sets, the mean H0 bar length against random sets (gene_shuffle), on
-    Gaussian and hub-heavy layers (hubs at random rows): uniform p-values."""
+def test_the_mean_bar_length_null_is_uniform(tmp_path, kind, summary):
+    """Random 20-gene sets, the mean H0 bar length (2.1) or the H0 persistent entropy (2.2)
+    against random sets (gene_shuffle), on Gaussian and hub-heavy layers (hubs at random
+    rows): uniform p-values."""
     layers = hub_heavy_layers(kind, 150, 200, 8, 41)
     ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
     rng = np.random.default_rng(42)
     ps = [run("persistent_homology", {"gene_set": genes_ref(rng.choice(200, 20, replace=False)),
-                                      "dims": [0], "null": "gene_shuffle", "summary": "mean",
+                                      "dims": [0], "null": "gene_shuffle", "summary": summary,
                                       "n_permutations": 99}, ctx, f"L{k}", "two-sided").p_value
           for k in range(150)]
     c = assert_calibrated(ps)
-    print(f"\nCALIBRATION persistent_homology/H0 mean bar length/gene_shuffle, {kind}: "
+    print(f"\nCALIBRATION persistent_homology/H0 {summary}/gene_shuffle, {kind}: "
           f"n={c['n']} KS p={c['ks_p']:.3f} FPR(0.05)={c['fpr']:.3f}")
+
+
+def test_a_loop_among_noise_lowers_the_entropy(tmp_path):
+    """Entropy power: a set whose genes lie on one large circle has one long H1 bar among
+    short ones (low entropy), random sets of the same size only short, even ones."""
+    layers = _circle_layers(3, n_layers=1, n=300)
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    r = run("persistent_homology", {"gene_set": genes_ref(range(40)), "dims": [1],
+                                    "summary": "entropy", "null": "gene_shuffle",
+                                    "n_permutations": 99}, ctx, "L0", "less")
+    assert r.p_value < 0.05 and r.statistic_name == "persistent_entropy"

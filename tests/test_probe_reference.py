@@ -609,3 +609,46 @@ def test_distinct_draws_are_the_plain_algorithm(n, k, rows):
     got = distinct_draws(n, np.int64(k), rows, np.random.default_rng(11))  # numpy k too
     assert np.array_equal(got, _distinct_draws_reference(n, k, rows, np.random.default_rng(11)))
     assert all(len(set(row)) == k for row in got.tolist())
+
+
+def test_persistent_entropy_is_scipys_entropy_of_the_bar_lengths(setup):
+    """summary: entropy (persistent_homology 2.2) against scipy.stats.entropy of ripser's finite
+    bar lengths and persim's persistent_entropy, H0 (Prim's tree, vectorised over draws) and
+    H1; and through the probe."""
+    ripser = pytest.importorskip("ripser")
+    from scipy import stats as sstats
+
+    from geoscreen.probes.homology import (
+        batch_distances,
+        distances,
+        mst_stats,
+        summarise,
+        total_persistence,
+    )
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 4))
+    D = distances(X, "euclidean")
+    dgms = ripser.ripser(D, maxdim=1, distance_matrix=True)["dgms"]
+    for dims in ((0,), (1,), (0, 1)):
+        lengths = np.concatenate([(b[:, 1] - b[:, 0])[np.isfinite(b[:, 1])] for b in
+                                  (dgms[d] for d in dims)])
+        tp = total_persistence(D, dims).values()
+        got = summarise(sum(v[0] for v in tp), sum(v[1] for v in tp), "entropy",
+                        sum(v[2] for v in tp))
+        assert got == pytest.approx(sstats.entropy(lengths), rel=1e-6), dims
+        if dims == (1,):  # persim's implementation (Atienza et al.) on the same diagram
+            persim_pe = pytest.importorskip("persim.persistent_entropy")
+            assert got == pytest.approx(persim_pe.persistent_entropy([dgms[1]])[0], rel=1e-6)
+    stack = batch_distances(rng.standard_normal((3, 30, 4)), "euclidean")
+    tot, slog = mst_stats(stack)
+    for q in range(3):
+        h0 = ripser.ripser(stack[q], maxdim=0, distance_matrix=True)["dgms"][0]
+        fin = h0[np.isfinite(h0[:, 1]), 1]
+        assert np.log(tot[q]) - slog[q] / tot[q] == pytest.approx(sstats.entropy(fin), rel=1e-6)
+    tmp, cache, _ = setup
+    r = run("persistent_homology", {"gene_set": genes_ref(range(40)), "dims": [0],
+                                    "summary": "entropy", "null": "gene_shuffle",
+                                    "n_permutations": 99}, context(cache, tmp), "L0")
+    assert r.statistic_name == "persistent_entropy" and 0 < r.statistic < np.log(39)
+    assert 0 < r.p_value <= 1
