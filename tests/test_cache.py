@@ -127,3 +127,26 @@ def test_verify_detects_modification(tmp_path, cli):
     np.save(cache.path / cache.manifest["files"]["L0"], np.eye(3) * 5)
     res = cli("cache", "verify", str(cache.path))
     assert res.returncode == 2 and "checksum mismatch in layers/00_L0.npy" in res.stderr
+
+
+def test_info_audits_a_gene_list(tmp_path, cli):
+    """`cache info --genes REF`: which genes have a vector, which are all-zero (out of
+    vocabulary), which are absent; in the table and in --json; a bad reference is one line,
+    exit 2."""
+    arr = np.ones((2, 4, 3), dtype=np.float32)
+    arr[:, 1] = 0.0  # MS4A1: an out-of-vocabulary token
+    cache = write_cache(tmp_path / "c", {"L0": arr[0], "L1": arr[1]},
+                        ["CD19", "MS4A1", "PAX5", "BLK"])
+    ref = "genes:CD19,MS4A1,CD79A,PAX5,CD19"
+    res = cli("cache", "info", str(cache.path), "--genes", ref, "--json")
+    assert res.returncode == 0, res.stderr
+    audit = json.loads(res.stdout)["gene_audit"]
+    assert audit == {"reference": ref, "asked": 4, "with_vector": 2, "all_zero": ["MS4A1"],
+                     "absent": ["CD79A"]}
+    table = cli("cache", "info", str(cache.path), "--genes", ref)
+    assert table.returncode == 0
+    assert "1: MS4A1" in table.stdout
+    assert "1: CD79A" in table.stdout
+    bad = cli("cache", "info", str(cache.path), "--genes", "gp:GO:0005615")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "--genes" in bad.stderr and "unknown resource 'gp'" in bad.stderr

@@ -69,7 +69,8 @@ def test_every_record_once_and_the_summary_is_the_table():
 
 def test_specs_carry_their_record_and_class():
     """Every stated record has specs tagged with its class, or (a replication on another
-    cache, or the same test as another record) names that record's spec: `= P013's spec`.
+    cache, or the same test as another record) names that record's spec: `= P013's spec`, or
+    (a data audit) the command that shows it: `audit: ...`.
     No two specs are the same test: a queue of the folder runs each of them."""
     rows = table()
     by_record: dict[str, set[str]] = {}
@@ -84,6 +85,8 @@ def test_specs_carry_their_record_and_class():
         same = re.match(r"= (P\d{3})\b", cell)
         if cls == "none":
             assert pid not in by_record and not same, f"{pid} is classed none but has a spec"
+        elif cell.startswith("audit: `geoscreen "):  # a data audit: a command, not a spec
+            assert pid not in by_record, (pid, cell)
         elif same:
             assert pid not in by_record and same.group(1) in by_record, (pid, cell)
         else:
@@ -192,3 +195,23 @@ def test_a_sample_runs_end_to_end(tmp_path):
         ps = [r.p_value for r in out.layers]
         assert ps and all(p is None or 0 < p <= 1 for p in ps), (record_of(s)[0], ps)
         assert 0 < out.combined.p_value <= 1, (record_of(s)[0], s.spec.probe)
+
+
+def test_the_audit_rows_run(vocabulary_cache, cli):
+    """Each `audit:` row's command runs as written (CACHE: a cache of every protein-coding
+    symbol) and answers for every gene it names."""
+    audits = {pid: cell for pid, (_, _, cell) in table().items() if cell.startswith("audit:")}
+    assert audits, "no audit rows"
+    for pid, cell in audits.items():
+        m = re.fullmatch(r"audit: `geoscreen (cache info) CACHE (--genes \S+)`.*", cell)
+        assert m, (pid, cell)
+        res = cli(*m.group(1).split(), str(vocabulary_cache.path), *m.group(2).split(), "--json",
+                  cwd=REPO)
+        assert res.returncode == 0, (pid, res.stderr)
+        import json
+
+        audit = json.loads(res.stdout)["gene_audit"]
+        named = len([x for x in (SPECS / "named_genes_209.txt").read_text().splitlines()
+                     if x and not x.startswith("#")])
+        assert audit["asked"] == named == 209
+        assert audit["with_vector"] + len(audit["all_zero"]) + len(audit["absent"]) == 209

@@ -136,9 +136,31 @@ def coexpression_cmd(
                f"control: file:{out}")
 
 
+def gene_audit(cache: object, ref: str) -> dict[str, object]:
+    """Where the genes of a gene-set reference stand in a cache: with a vector, all-zero (an
+    out-of-vocabulary token: the model gave them no embedding), or absent from its gene table.
+    An audit of the data, not a test."""
+    from geoscreen.store.resources.api import resolve_gene_set
+
+    asked = list(dict.fromkeys(resolve_gene_set(ref).genes))
+    index = cache.genes.index  # type: ignore[attr-defined]
+    zero_flags = cache.genes.zero  # type: ignore[attr-defined]
+    present, zero, absent = [], [], []
+    for g in asked:
+        i = index.get(g)
+        (absent if i is None else zero if zero_flags[i] else present).append(g)
+    return {"reference": ref, "asked": len(asked), "with_vector": len(present),
+            "all_zero": zero, "absent": absent}
+
+
 @cache_app.command("info")
 def info_cmd(path: Path = typer.Argument(..., help="cache folder"),
-             as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+             as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+             genes: str | None = typer.Option(
+                 None, "--genes", help="a gene-set reference (genes:A,B, file:list.txt, "
+                                       "go:GO:...): which of its genes have a vector, which "
+                                       "are all-zero (out of vocabulary) and which are "
+                                       "absent")) -> None:
     """Show what a cache holds (reads the manifest and gene table only)."""
     from rich.table import Table
 
@@ -147,9 +169,19 @@ def info_cmd(path: Path = typer.Argument(..., help="cache folder"),
 
     cache = open_cache(path)
     s = cache.summary()
+    audit = None
+    if genes is not None:
+        from geoscreen.errors import GeoscreenError
+
+        try:
+            audit = gene_audit(cache, genes)
+        except GeoscreenError as exc:
+            raise GeoscreenError(f"option --genes {genes!r}: {exc}") from None
     if as_json:
         zero = [g for g, z in zip(cache.genes.symbols, cache.genes.zero) if z]
-        typer.echo(json.dumps({**s, "zero_genes": zero}, indent=2))
+        typer.echo(json.dumps({**s, "zero_genes": zero,
+                               **({"gene_audit": audit} if audit is not None else {})},
+                              indent=2))
         return
     t = Table(show_header=False, box=None)
     for k in ("path", "model", "source", "synthetic", "n_genes", "n_zero_genes", "dim", "dtype",
@@ -160,6 +192,14 @@ def info_cmd(path: Path = typer.Argument(..., help="cache folder"),
     if zero:
         t.add_row("all-zero genes", ", ".join(zero[:20]) + (" ..." if len(zero) > 20 else "")
                   + " (excluded by probes by default)")
+    if audit is not None:
+        zero_asked, absent = audit["all_zero"], audit["absent"]
+        t.add_row("genes asked", f"{audit['asked']} ({genes})")
+        t.add_row("  with a vector", str(audit["with_vector"]))
+        t.add_row("  all-zero", f"{len(zero_asked)}"  # type: ignore[arg-type]
+                  + (": " + ", ".join(zero_asked) if zero_asked else ""))  # type: ignore[arg-type]
+        t.add_row("  not in the cache", f"{len(absent)}"  # type: ignore[arg-type]
+                  + (": " + ", ".join(absent) if absent else ""))  # type: ignore[arg-type]
     if s["synthetic"]:
         t.add_row("note", "[yellow]SYNTHETIC cache: planted structure, not a real model[/]")
     console().print(t)
