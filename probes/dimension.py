@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
@@ -201,8 +201,21 @@ class IntrinsicDimensionParams(ProbeParams):
     n_permutations: int = added_field(199, since="1.1", ge=99, le=100000,
                                       description="feature-shuffled copies (null "
                                                   "feature_shuffle)")
+    versus_gene_set: str | None = Field(
+        None, json_schema_extra={"since": "1.2", "resource": "genes"},
+        description="a second gene set (disjoint from gene_set): the value becomes gene_set's "
+                    "TwoNN minus this set's, descriptive (null none), for a trend, change-point "
+                    "or slope change of the difference across layers")
 
     _check_subspace = subspace_validator("subspace")
+
+    @model_validator(mode="after")
+    def _versus(self) -> IntrinsicDimensionParams:
+        if self.versus_gene_set is not None and (self.gene_set is None
+                                                 or self.null != "none"):
+            raise ValueError("versus_gene_set compares two sets' TwoNN as a descriptive "
+                             "difference: give gene_set too, and keep null: none")
+        return self
 
 
 def _feature_shuffle_twonn(Z: np.ndarray, m: int, discard_fraction: float, method: str,
@@ -215,14 +228,65 @@ def _feature_shuffle_twonn(Z: np.ndarray, m: int, discard_fraction: float, metho
             yield np.array([twonn(copy, discard_fraction, method)])
 
 
+def _ratios(Z: np.ndarray, min_genes: int, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """TwoNN ratios r2 / r1 of a point cloud (genes with a duplicate embedding dropped, with a
+    warning), and which genes were kept."""
+    if Z.shape[0] < min_genes:
+        raise GeoscreenError(f"{Z.shape[0]} genes; TwoNN needs at least {min_genes}",
+                             field=field)
+    r1, r2 = two_nearest(Z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = r2 / r1
+    keep = np.isfinite(mu)
+    if not keep.all():
+        warnings.warn(f"dropping {int((~keep).sum())} genes with a duplicate embedding",
+                      stacklevel=2)
+    return mu[keep], keep
+
+
+def _versus_difference(ctx: ProbeContext, p: IntrinsicDimensionParams, layer: str, svd: Any,
+                       Zall: np.ndarray, rows: np.ndarray, mu: np.ndarray, first: float,
+                       ) -> LayerResult:
+    """gene_set's TwoNN minus versus_gene_set's (1.2), descriptive, with a bootstrap interval
+    that resamples each set's ratios independently."""
+    vrows = ctx.gene_rows(p.versus_gene_set, param="versus_gene_set",  # type: ignore[arg-type]
+                          min_size=p.min_genes, include_zero=p.include_zero_genes)
+    if np.intersect1d(rows, vrows).size:
+        raise GeoscreenError("gene_set and versus_gene_set share genes; a TwoNN difference "
+                             "compares two separate clouds", field="params.versus_gene_set",
+                             fix="list each gene in one set only")
+    mu_b, _ = _ratios(Zall[svd.local(vrows)], p.min_genes, "params.versus_gene_set")
+    second = float(twonn_from_ratios(mu_b, p.discard_fraction, p.method))
+    value = first - second
+    ci_low = ci_high = None
+    if p.n_bootstrap:
+        rng = ctx.rng(layer, "boot")
+        boot = np.empty(p.n_bootstrap)
+        for s, m in chunks(p.n_bootstrap, mu.size + mu_b.size):
+            a = twonn_from_ratios(mu[rng.integers(0, mu.size, (m, mu.size))],
+                                  p.discard_fraction, p.method)
+            b = twonn_from_ratios(mu_b[rng.integers(0, mu_b.size, (m, mu_b.size))],
+                                  p.discard_fraction, p.method)
+            boot[s:s + m] = a - b
+        ci_low, ci_high = percentile_ci(boot)
+    return LayerResult(
+        statistic_name="twonn_difference", statistic=value, effect_name="twonn_difference",
+        effect_size=value, p_value=None, n=int(mu.size + mu_b.size), null="none",
+        ci_low=ci_low, ci_high=ci_high,
+        extra={"method": p.method, "discard_fraction": p.discard_fraction,
+               "subspace": p.subspace, "gene_set_twonn": first, "versus_twonn": second,
+               "genes": [int(mu.size), int(mu_b.size)]})
+
+
 @probe(
     "intrinsic_dimension",
     effect_null=None,
     family="intrinsic_dimensionality",
     params=IntrinsicDimensionParams,
     nulls=("none", "feature_shuffle"),
-    version="1.1",
-    statistic="TwoNN intrinsic dimension of the gene point cloud",
+    version="1.2",
+    statistic="TwoNN intrinsic dimension of the gene point cloud (from 1.2, or the difference "
+              "of two gene sets' estimates: versus_gene_set)",
     effect="the TwoNN estimate (per-layer 95% bootstrap interval in ci_low/ci_high)",
     alternatives=("less", "greater", "two-sided"),
     examples=[
@@ -256,6 +320,11 @@ def intrinsic_dimension(ctx: ProbeContext, p: IntrinsicDimensionParams, layer: s
     The estimate is descriptive: there is no no-effect value (``effect_null=None``).  ci_low /
     ci_high are the percentile interval of a bootstrap over the genes' ratios.
 
+    With ``versus_gene_set`` (1.2) the value is gene_set's estimate minus that of a second,
+    disjoint gene set in the same layer and space (each set's own nearest neighbours), with a
+    bootstrap interval resampling each set's ratios: "two sets' dimensions dissociate after a
+    block" is a change-point (or slope change) of the difference across layers.
+
     Nulls: ``none`` (default): no per-layer p-value is reported; a hypothesis is tested across
     layers with ``across_layers: trend`` (or ``changepoint``, ``slope_change``), which permutes
     the order of the layers or the residuals about a line (assuming exchangeable layers,
@@ -285,22 +354,15 @@ def intrinsic_dimension(ctx: ProbeContext, p: IntrinsicDimensionParams, layer: s
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     if p.null == "feature_shuffle" and p.subspace == "full":
         Z = Z @ svd.Vt  # the centred layer: its embedding dimensions are shuffled
+    Zall = Z
     if p.gene_set is not None:
         rows = ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_genes,
                              include_zero=p.include_zero_genes)
         Z = Z[svd.local(rows)]
-    if Z.shape[0] < p.min_genes:
-        raise GeoscreenError(f"{Z.shape[0]} genes; TwoNN needs at least {p.min_genes}",
-                             field="params.gene_set")
-    r1, r2 = two_nearest(Z)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mu = r2 / r1
-    keep = np.isfinite(mu)
-    if not keep.all():
-        warnings.warn(f"dropping {int((~keep).sum())} genes with a duplicate embedding",
-                      stacklevel=2)
-    mu = mu[keep]
+    mu, keep = _ratios(Z, p.min_genes, "params.gene_set")
     value = float(twonn_from_ratios(mu, p.discard_fraction, p.method))
+    if p.versus_gene_set is not None:
+        return _versus_difference(ctx, p, layer, svd, Zall, rows, mu, value)
     ci_low = ci_high = None
     if p.n_bootstrap:
         rng = ctx.rng(layer, "boot")
