@@ -413,31 +413,37 @@ def curve_landmarks(layers: Sequence[str], depth: Sequence[float], effect: Seque
                     alternative: str) -> dict[str, Any]:
     """Where a per-layer curve changes most: descriptions, not tests.
 
-    Read from finite differences of the effect in depth order, as a person reads a curve:
+    Read from finite differences of the effect in depth order, divided by the depth between the
+    layers (a spec may list unevenly spaced layers), as a person reads a curve:
 
-    * ``steepest_step``: the consecutive pair of layers with the largest change in the
+    * ``steepest_step``: the consecutive pair of layers with the largest slope in the
       direction of `alternative` (a fall for ``less``, a rise for ``greater``, either for
-      ``two-sided``), and that change;
+      ``two-sided``), the change between them and the slope per layer position;
     * ``half_change_layer``: the first layer by which the curve has covered half of its change
       from the first layer to the last;
-    * ``half_value_layer``: the first layer whose effect is at most half the first layer's
-      (a positive curve that falls; None otherwise), the "half-life" of a compression;
-    * ``inflection_layer``: the first layer where the second difference changes sign (the
-      curve turns from accelerating to decelerating or back); None on a curve without one.
+    * ``half_value_layer``: the first layer whose effect is at most half the first layer's,
+      measured from 0 (a positive curve that falls, such as an effective rank; None otherwise):
+      the "half-life" of a compression;
+    * ``inflection_layer``: the first layer by which the curve's second divided difference has
+      changed sign (from accelerating to decelerating or back; differences within rounding of
+      0 count as 0, so a straight line has none); on a noisy curve this is the first wiggle.
 
     No p-value goes with them: the shape tests (trend, changepoint, slope_change) are the
     tests; these say where along the curve the change happened.
     """
     order = np.argsort(np.asarray(depth, dtype=float), kind="stable")
     names = [str(layers[i]) for i in order]
+    d = np.asarray(depth, dtype=float)[order]
     e = np.asarray(effect, dtype=float)[order]
     out: dict[str, Any] = {"descriptive": True}
-    if e.size < 2 or not np.all(np.isfinite(e)):
+    if e.size < 2 or not np.all(np.isfinite(e)) or np.any(np.diff(d) <= 0):
         return out
-    d = np.diff(e)
-    signed = {"greater": d, "less": -d}.get(alternative, np.abs(d))
+    step = np.diff(e)
+    slope = step / np.diff(d)
+    signed = {"greater": slope, "less": -slope}.get(alternative, np.abs(slope))
     i = int(np.argmax(signed))
-    out["steepest_step"] = {"from": names[i], "to": names[i + 1], "change": float(d[i])}
+    out["steepest_step"] = {"from": names[i], "to": names[i + 1], "change": float(step[i]),
+                            "slope": float(slope[i])}
     total = float(e[-1] - e[0])
     if total != 0.0:
         covered = (e - e[0]) / total
@@ -446,11 +452,18 @@ def curve_landmarks(layers: Sequence[str], depth: Sequence[float], effect: Seque
         out["half_change_layer"] = None
     half = np.flatnonzero(e <= e[0] / 2) if e[0] > 0 else np.array([], dtype=int)
     out["half_value_layer"] = names[int(half[0])] if half.size else None
-    d2 = np.diff(d)
-    turn = np.flatnonzero(d2[:-1] * d2[1:] < 0)
-    # d2[j] is centred on layer j + 1; a sign change between d2[j] and d2[j + 1] puts the
-    # inflection between layers j + 1 and j + 2: report the later one, where it has happened
-    out["inflection_layer"] = names[int(turn[0]) + 2] if turn.size else None
+    out["inflection_layer"] = None
+    if e.size >= 4:
+        # second divided differences, centred on layers 1 .. L-2; rounding counts as zero
+        curv = np.diff(slope) / ((d[2:] - d[:-2]) / 2)
+        tol = 1e-9 * max(float(np.abs(slope).max()), 1e-300) / max(float(np.ptp(d)), 1.0)
+        sign = np.where(np.abs(curv) <= tol, 0, np.sign(curv))
+        nz = np.flatnonzero(sign)
+        for a, b in zip(nz[:-1], nz[1:]):
+            if sign[a] != sign[b]:
+                # curv[b] is centred on layer b + 1: the turn has happened by then
+                out["inflection_layer"] = names[int(b) + 1]
+                break
     return out
 
 

@@ -115,7 +115,6 @@ def drift_statistic(statistic: str, here: np.ndarray, ref: np.ndarray | None,
 @probe(
     "centroid_drift",
     effect_null=0.0,
-    effect_null_by=lambda params: None if params.get("statistic") == "length" else 0.0,
     family="manifold_distance",
     params=CentroidDriftParams,
     nulls=("matched", "gene_shuffle"),
@@ -123,8 +122,8 @@ def drift_statistic(statistic: str, here: np.ndarray, ref: np.ndarray | None,
     statistic="the cosine of a set's centre drift with the direction to a target's centre, the "
               "cosine of the angle at the set's centre between two targets, or the length of "
               "the drift",
-    effect="the statistic itself (cosines: 0 = orthogonal; a length in the layer's units), with "
-           "its null mean over random sets in extra (effect_minus_null: 0 = like random sets)",
+    effect="the statistic minus its mean over the random sets (0 = like random sets; the "
+           "cosine or length itself is the statistic, the null mean in extra)",
     alternatives=("greater", "less", "two-sided"),
     examples=[
         {"statement": "The B-cell markers' centre drifts from the first block towards the "
@@ -145,8 +144,8 @@ def centroid_drift(ctx: ProbeContext, p: CentroidDriftParams, layer: str) -> Lay
     Returns
     -------
     LayerResult
-        statistic and effect: the cosine (alignment, vertex_angle) or the drift length; the
-        null's mean and the effect minus it in extra.
+        statistic: the cosine (alignment, vertex_angle) or the drift length; effect: the
+        statistic minus the random sets' mean (0: like random sets), the mean in extra.
 
     Notes
     -----
@@ -161,7 +160,8 @@ def centroid_drift(ctx: ProbeContext, p: CentroidDriftParams, layer: str) -> Lay
     sets, the same draws in every layer; p = (1 + #{null at least as extreme}) / (1 + m).
     A cosine's value under the null need not be 0 (a layer whose genes share a direction
     gives every centre a common offset), which is why the test is against random sets and the
-    effect minus the null mean is reported beside the cosine.
+    effect is the statistic minus their mean, no effect 0; the draws kept for a trend are
+    centred by the same per-layer mean.
 
     References
     ----------
@@ -250,9 +250,16 @@ def centroid_drift(ctx: ProbeContext, p: CentroidDriftParams, layer: str) -> Lay
     # never stops (h=None): the trend across layers needs every layer's null sets
     seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations, None)
     null = seq.null
+    if float(np.ptp(null)) == 0.0:
+        raise GeoscreenError(
+            "every random set the null drew gives the same value: the sets it replaces fill "
+            "their strata, so there is nothing to compare with",
+            field="params.null", fix="use null: gene_shuffle, fewer match_bins or fewer match "
+                                     "variables")
+    mean0 = float(null.mean())
     extra: dict[str, Any] = {
-        **seq.record(), "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
-        "effect_minus_null": observed - float(null.mean()), "matching": matching,
+        **seq.record(), "null_mean": mean0, "null_sd": float(null.std(ddof=1)),
+        "matching": matching,
         "reference_layer": ref_name, "sizes": {"gene_set": int(moving.size),
                                                **({"target": int(first.size)} if first is not None
                                                   else {}),
@@ -262,10 +269,13 @@ def centroid_drift(ctx: ProbeContext, p: CentroidDriftParams, layer: str) -> Lay
                      "length": "gene_set"}[p.statistic]}
     if p.statistic == "vertex_angle":
         extra["angle_degrees"] = float(np.degrees(np.arccos(np.clip(observed, -1.0, 1.0))))
+    # the effect is the statistic minus its null mean (0: like random sets), and the draws
+    # kept for a shape test across layers are centred by the same per-layer constant, so the
+    # observed curve and the random sets' curves stay on one scale
     return LayerResult(
         statistic_name=p.statistic, statistic=observed,
-        effect_name={"alignment": "cosine", "vertex_angle": "cosine",
-                     "length": "drift_length"}[p.statistic],
-        effect_size=observed, **seq.test_fields(observed, ctx.alternative),
+        effect_name={"alignment": "cosine_minus_null", "vertex_angle": "cosine_minus_null",
+                     "length": "length_minus_null"}[p.statistic],
+        effect_size=observed - mean0, **seq.test_fields(observed, ctx.alternative),
         n=int(moving.size), null=p.null, n_permutations=seq.draws,
-        null_draws=[float(x) for x in null], extra=extra)
+        null_draws=[float(x) - mean0 for x in null], extra=extra)

@@ -98,6 +98,11 @@ class CentroidConvergenceParams(ProbeParams):
                     "these genes closer to this centre than genes like them?) or the anchor "
                     "set (anchor, from 1.2: is this centre closer to these genes than the "
                     "centres of random sets of its size, drawn outside the tested genes?)")
+    anchor_redrawn: str | None = Field(
+        None, json_schema_extra={"since": "1.2", "resource": "genes"},
+        description="randomise anchor: redraw only these anchor genes, the rest kept (one "
+                    "gene: does this gene's place in the anchor matter, against random genes "
+                    "in its place? the leave-one-out ablation as a test)")
 
     _check_subspace = subspace_validator("subspace")
 
@@ -109,6 +114,9 @@ class CentroidConvergenceParams(ProbeParams):
         if self.randomise == "anchor" and self.versus_genes is not None:
             raise ValueError("randomise: anchor compares this anchor with random ones for one "
                              "set of genes; drop versus_genes (or randomise: genes)")
+        if self.anchor_redrawn is not None and self.randomise != "anchor":
+            raise ValueError("anchor_redrawn names the anchor genes a randomise: anchor null "
+                             "redraws; write randomise: anchor")
         return self
 
 
@@ -352,16 +360,28 @@ def _anchor_null(ctx: ProbeContext, p: CentroidConvergenceParams, layer: str, sv
     the genes outside the tested ones (uniformly, or within the anchors' strata of the match
     variables), the same draws in every layer."""
     Zn = normalise_rows(Z)
-    n, a = Z.shape[0], anchors.size
-    pool = np.setdiff1d(np.arange(n), members)
+    n = Z.shape[0]
+    redrawn, kept = anchors, np.array([], dtype=anchors.dtype)
+    if p.anchor_redrawn is not None:
+        rows = ctx.gene_rows(p.anchor_redrawn, param="anchor_redrawn", min_size=1,
+                             include_zero=p.include_zero_genes)
+        redrawn = np.intersect1d(np.unique(svd.local(rows)), anchors)
+        if redrawn.size == 0 or redrawn.size != np.unique(svd.local(rows)).size:
+            raise GeoscreenError("anchor_redrawn must list genes of the anchor set present in "
+                                 "the cache", field="params.anchor_redrawn",
+                                 fix="name one or more of the anchor_set's genes")
+        kept = np.setdiff1d(anchors, redrawn)
+    a = redrawn.size
+    pool = np.setdiff1d(np.arange(n), np.concatenate([members, kept]))
     rng = ctx.shared_rng("anchor-null")
     strata = None
     matching = None
-    if p.null == "matched":  # relabel the anchors within strata; the tested genes never drawn
-        strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, anchors,
+    if p.null == "matched":  # relabel within strata; the tested and kept genes never drawn
+        strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, redrawn,
                               all_layers=True)
         labels = strata.labels.copy()
-        labels[members] = labels.max() + 1 + np.arange(members.size)
+        fixed = np.concatenate([members, kept])
+        labels[fixed] = labels.max() + 1 + np.arange(fixed.size)
         strata.labels = labels
         matching = strata.record
     check = float(anchor_draw_measure(Zn, anchors[None, :], members, p.measure)[0])
@@ -371,11 +391,14 @@ def _anchor_null(ctx: ProbeContext, p: CentroidConvergenceParams, layer: str, sv
     def batches() -> Iterator[np.ndarray]:
         for st, m in chunks(p.n_permutations, n, budget=4_000_000):
             if strata is not None:
-                sets = strata.draw(anchors, m, rng)
+                sets = strata.draw(redrawn, m, rng)
                 if st == 0:
-                    matching["balance"] = strata.balance(anchors, sets)  # type: ignore[index]
+                    matching["balance"] = strata.balance(redrawn, sets)  # type: ignore[index]
             else:
                 sets = pool[distinct_draws(pool.size, a, m, rng)]
+            if kept.size:  # the kept anchor genes in every draw
+                sets = np.concatenate([np.broadcast_to(kept, (sets.shape[0], kept.size)),
+                                       sets], axis=1)
             yield anchor_draw_measure(Zn, sets, members, p.measure)
     seq = besag_clifford(batches(), value, ctx.alternative, p.n_permutations, None)
     null = seq.null
@@ -384,7 +407,7 @@ def _anchor_null(ctx: ProbeContext, p: CentroidConvergenceParams, layer: str, sv
             "null": null,
             "extra": {**seq.record(), "null_mean": float(null.mean()),
                       "null_sd": float(null.std(ddof=1)), "matching": matching,
-                      "randomised": "anchor"}}
+                      "randomised": "anchor", "anchor_genes_redrawn": int(a)}}
 
 
 @probe(
@@ -446,10 +469,13 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
     anchor set's size from the genes outside the tested ones (uniformly for ``gene_shuffle``,
     within the anchors' strata of the match variables for ``matched``), each with its own
     centroid and its own background (every gene outside that set), the same draws in every
-    layer.  It asks whether this centre is special for these genes ("does GC-TF proximity
-    depend on which B-cell anchor genes are kept?": one spec per leave-one-out anchor), where
-    the default asks whether these genes are special for this centre.  Under its null the
-    anchor set is exchangeable with random sets of its size, so the p-value is exact.
+    layer.  It asks whether this centre is special for these genes, where the default asks
+    whether these genes are special for this centre.  Under its null the anchor set is
+    exchangeable with random sets of its size, so the p-value is exact.  With
+    ``anchor_redrawn`` only the listed anchor genes are redrawn and the others kept in every
+    draw: "the five-gene B-cell centre is closer to the GC TFs than the same centre with CD19
+    replaced by a random gene" tests CD19's place in it, a leave-one-out ablation as one test
+    (comparing the significance of two specs, full and leave-one-out, would not be one).
 
     References
     ----------

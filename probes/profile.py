@@ -144,8 +144,8 @@ class LayerProfileParams(ProbeParams):
                                   "A's centre minus the layer `relative_to`; crossing_layer "
                                   "(1.3): where A - B changes sign, minus `relative_to`; "
                                   "level_difference (1.4): the mean of A - B over the layers "
-                                  "(A and B in the same units: the same probe, or two "
-                                  "correlations)")
+                                  "(A and B in the same units: the same probe, read the same "
+                                  "way)")
     relative_to: int | str | None = Field(
         None, description="peak_layer / crossing_layer: the layer (name, position or role) A's "
                           "centre, or the crossing, is "
@@ -198,6 +198,13 @@ class LayerProfileParams(ProbeParams):
         if self.statistic == "level_difference" and self.relative_to is not None:
             raise ValueError("statistic level_difference averages A - B over curve_layers: "
                              "drop relative_to")
+        if self.statistic == "level_difference" and self.versus is not None and (
+                self.versus.probe != self.profile.probe
+                or (self.versus.curve or self.curve) != (self.profile.curve or self.curve)):
+            raise ValueError("statistic level_difference subtracts two profiles, which must "
+                             "be in the same units: the same probe read the same way (curve); "
+                             f"here {self.profile.probe} ({self.profile.curve or self.curve}) "
+                             f"and {self.versus.probe} ({self.versus.curve or self.curve})")
         if self.statistic == "crossing_layer" and (self.versus is None
                                                    or self.relative_to is None):
             raise ValueError("statistic crossing_layer tests where profile A crosses profile B "

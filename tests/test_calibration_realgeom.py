@@ -321,6 +321,26 @@ def test_centroid_drift_matched(bed, kind):
                                    "centroid_drift", angle, alternative="two-sided"))
 
 
+@pytest.mark.parametrize("window", [[5, 6, 7], [2, 3, 4]])
+def test_network_spectrum_alignment_matched(bed, window):
+    """The real STRING >= 700 network among the bed's genes with its partners permuted across
+    edges (every gene keeps its degree; the graph's modes say nothing about the embedding
+    beyond degree): the default degree-stratified relabelling must stay calibrated."""
+    a, b = bed.string_a, bed.string_b
+
+    def make(layer):
+        j = bed.rng.permutation(b)
+        keep = a != j
+        bed._k += 1
+        path = bed.work / f"net{bed._k}.tsv"
+        path.write_text("".join(f"{bed.symbols[x]}\t{bed.symbols[y]}\n"
+                                for x, y in zip(a[keep], j[keep])))
+        return {"pairs": f"file:{path}", "subspace": window, "n_permutations": 199}
+    _assert_default_calibrated("network_spectrum_alignment", "matched",
+                               f"STRING>=700, partners permuted, SV{window[0]}-{window[-1]}",
+                               bed.pvalues("network_spectrum_alignment", make))
+
+
 @pytest.mark.parametrize("kind", ["random", "hub"])
 def test_gene_drift_matched(bed, kind):
     """Random 20-gene sets, and sets drawn from the most central genes (hubs move differently

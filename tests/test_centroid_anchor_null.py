@@ -112,3 +112,37 @@ def test_refusals_name_the_fix(tmp_path, change, words):
     ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
     with pytest.raises(GeoscreenError, match=words):
         run("centroid_convergence", {**_params(range(4), range(10, 14)), **change}, ctx, "L0")
+
+
+def test_redrawing_one_anchor_gene_tests_its_place(tmp_path):
+    """anchor_redrawn: genes 0-3 and anchor genes 10-12 share a direction, 13-14 do not.  A
+    planted anchor gene's place matters (random genes in it bring the centre away from the
+    tested genes); an unplanted one's does not; the kept genes are in every draw."""
+    layers = gaussian_layers(1, 400, 16, seed=7)
+    u = np.random.default_rng(1).standard_normal(16)
+    layers[0][[0, 1, 2, 3, 10, 11, 12]] += 5.0 * u / np.linalg.norm(u)
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    planted = run("centroid_convergence", _params(range(4), range(10, 15),
+                                                  anchor_redrawn="genes:G10"), ctx, "L0",
+                  "greater")
+    assert planted.p_value < 0.05 and planted.extra["anchor_genes_redrawn"] == 1
+    plain = run("centroid_convergence", _params(range(4), range(10, 15),
+                                                anchor_redrawn="genes:G13"), ctx, "L0",
+                "greater")
+    assert plain.p_value > 0.05
+    ps = []
+    for k in range(60):  # calibration: a random anchor gene's place, random everything
+        layers = hub_heavy_layers("hubs", 1, 300, 12, seed=800 + k)
+        c = context(cache_from_layers(tmp_path / f"h{k}", layers), tmp_path, seed=k)
+        pick = np.random.default_rng(k).choice(300, 9, replace=False)
+        ps.append(run("centroid_convergence", _params(pick[:4], pick[4:],
+                                                      anchor_redrawn=genes_ref(pick[4:5])),
+                      c, "L0", "two-sided").p_value)
+    print(f"anchor_redrawn one gene, hub-heavy: {assert_calibrated(ps)}")
+    with pytest.raises(GeoscreenError, match="anchor set present"):
+        run("centroid_convergence", _params(range(4), range(10, 15), anchor_redrawn="genes:G50"),
+            ctx, "L0")
+    with pytest.raises(GeoscreenError, match="write randomise: anchor"):
+        run("centroid_convergence", {**_params(range(4), range(10, 15),
+                                               anchor_redrawn="genes:G10"),
+                                     "randomise": "genes"}, ctx, "L0")

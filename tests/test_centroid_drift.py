@@ -88,7 +88,8 @@ def test_planted_drift_and_angle_are_found(tmp_path):
     layers[1][9:12] -= 4.0 * u - 0.5 * v
     ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
     al = run("centroid_drift", _params("alignment"), ctx, "L1", "greater")
-    assert al.p_value < 0.01 and al.effect_size > 0.5
+    assert al.p_value < 0.01 and al.statistic > 0.5
+    assert al.effect_size == pytest.approx(al.statistic - al.extra["null_mean"])
     va = run("centroid_drift", _params("vertex_angle"), ctx, "L1", "less")
     assert va.p_value < 0.01 and va.extra["angle_degrees"] > 120
     # the targets' own large moves are among the random sets a length test draws from (no
@@ -105,6 +106,19 @@ def test_the_same_random_sets_serve_every_layer(tmp_path):
     assert all(len(r.null_draws) == 199 for r in rs)
     again = run("centroid_drift", _params("vertex_angle"), ctx, "L2")
     assert again.null_draws == rs[2].null_draws
+    # the kept draws are centred like the effect: mean 0, the effect their observed peer
+    assert abs(np.mean(rs[1].null_draws)) < 1e-12
+
+
+def test_a_stratum_the_replaced_sets_fill_is_refused(tmp_path):
+    """Matched on a variable with as many strata as there are genes to draw from, every draw is
+    the observed set: a one-line refusal rather than p = 1 from a null with no room."""
+    layers = gaussian_layers(2, 20, 6, seed=9)  # 20 genes in 20 norm strata: one gene each
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    prm = {**_params("alignment"), "gene_set": genes_ref(range(14)),
+           "target": genes_ref(range(14, 18)), "match": ["norm"], "match_bins": 20}
+    with pytest.raises(GeoscreenError, match="nothing to compare with"):
+        run("centroid_drift", prm, ctx, "L1")
 
 
 @pytest.mark.parametrize("change, words", [
@@ -117,3 +131,33 @@ def test_refusals_name_the_fix(tmp_path, change, words):
                   tmp_path)
     with pytest.raises(GeoscreenError, match=words):
         run("centroid_drift", {**_params("alignment"), **change}, ctx, "L1")
+
+
+@pytest.mark.parametrize("null", ["matched", "gene_shuffle"])
+def test_the_angles_trend_against_the_same_random_sets_is_calibrated(tmp_path, null):
+    """The published use: the cosine at a random set's centre between two random sets, its
+    trend over 5 strongly correlated hub-heavy layers (one base plus growing noise, hubs kept
+    in place), against the same random sets' trends."""
+    from geoscreen.combine import combine
+
+    ps = []
+    for k in range(60):
+        rng = np.random.default_rng(300 + k)
+        n, d, nl = 250, 10, 5
+        hubs = rng.choice(n, 15, replace=False)
+        base = rng.standard_normal((n, d)) * np.exp(-np.arange(d) / 3.0)
+        layers = []
+        for layer in range(nl):
+            X = base + 0.7 * layer / nl * rng.standard_normal((n, d)) * np.exp(-np.arange(d) / 3)
+            X[hubs] *= 6.0
+            layers.append(X)
+        g = rng.choice(n, 12, replace=False)
+        ctx = context(cache_from_layers(tmp_path / f"c{k}", layers), tmp_path, seed=k)
+        prm = {"gene_set": genes_ref(g[:5]), "target": genes_ref(g[5:9]),
+               "second_target": genes_ref(g[9:]), "statistic": "vertex_angle", "null": null,
+               "n_permutations": 199,
+               **({"match": ["norm", "centrality"]} if null == "matched" else {})}
+        res = [run("centroid_drift", prm, ctx, f"L{i}", "less") for i in range(nl)]
+        ps.append(combine(res, "trend", "less", seed=k).p_value)
+    c = assert_calibrated(ps)
+    print(f"centroid_drift vertex_angle trend, {null}: {c}")

@@ -33,7 +33,8 @@ def test_direction_order_and_curves_without_a_landmark():
     names = ["a", "b", "c", "d", "e"]
     rise = [0.0, 0.1, 0.9, 1.0, 1.05]
     up = curve_landmarks(names, [0, 1, 2, 3, 4], rise, "greater")
-    assert up["steepest_step"] == {"from": "b", "to": "c", "change": pytest.approx(0.8)}
+    assert up["steepest_step"] == {"from": "b", "to": "c", "change": pytest.approx(0.8),
+                                   "slope": pytest.approx(0.8)}
     assert up["half_change_layer"] == "c" and up["half_value_layer"] is None
     # a fall is the steepest step only for 'less' or 'two-sided'
     dip = [1.0, 1.2, 0.2, 0.3, 0.4]
@@ -51,6 +52,22 @@ def test_direction_order_and_curves_without_a_landmark():
     assert flat["half_change_layer"] is None and flat["inflection_layer"] is None
     assert curve_landmarks(names, range(5), [1.0, np.nan, 2.0, 3.0, 4.0], "greater") == \
         {"descriptive": True}
+
+
+def test_uneven_layers_are_read_as_slopes():
+    """A straight line on layers 0, 1, 5, 6, 12: every slope equal (the widest gap is not the
+    steepest), no inflection; a bend at layer 5 of the same layers is found there."""
+    names = ["L0", "L1", "L5", "L6", "L12"]
+    depth = [0, 1, 5, 6, 12]
+    line = curve_landmarks(names, depth, [2.0 - 0.5 * x for x in depth], "less")
+    assert line["inflection_layer"] is None
+    assert line["steepest_step"]["slope"] == pytest.approx(-0.5)
+    assert line["steepest_step"]["to"] == "L1"  # ties: the first
+    bend = [0.0, 1.0, 5.0, 5.1, 5.7]  # slope 1 up to layer 5, then 0.1
+    out = curve_landmarks(names, depth, bend, "greater")
+    assert out["steepest_step"]["to"] in ("L1", "L5") and out["steepest_step"]["slope"] == 1.0
+    wiggle = [0.0, 1.0, 5.0, 5.1, 9.0]  # slows, then speeds up again: one inflection at L6
+    assert curve_landmarks(names, depth, wiggle, "greater")["inflection_layer"] == "L6"
 
 
 @pytest.mark.parametrize("across", ["trend", "changepoint", "slope_change"])

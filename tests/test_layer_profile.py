@@ -222,6 +222,13 @@ def _spec(**kw):
                  "versus": {"probe": "set_cohesion", "params": {"gene_set": "genes:B"}},
                  "statistic": "level_difference", "relative_to": 2}}, "params",
      "drop relative_to"),
+    ({"params": {"profile": {"probe": "set_cohesion", "params": {"gene_set": "genes:A"}},
+                 "versus": {"probe": "set_cohesion", "params": {"gene_set": "genes:B"},
+                            "curve": "statistic"},
+                 "statistic": "level_difference"}}, "params", "same units"),
+    ({"params": {"profile": {"probe": "set_cohesion", "params": {"gene_set": "genes:A"}},
+                 "versus": {"probe": "pair_proximity", "params": {"pairs": "pairs:A-B"}},
+                 "statistic": "level_difference"}}, "params", "same units"),
 ])
 def test_bad_specs_name_the_field_and_the_fix(change, field, words):
     with pytest.raises(GeoscreenError) as err:
