@@ -225,9 +225,7 @@ def centroid_drift(ctx: ProbeContext, p: CentroidDriftParams, layer: str) -> Lay
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, both,
                               all_layers=True)
-        labels = strata.labels.copy()
-        labels[kept] = labels.max() + 1 + np.arange(kept.size)  # never drawn
-        strata.labels = labels
+        strata.exclude(kept)  # never drawn
         matching = strata.record
 
     def split(draws: np.ndarray) -> dict[str, np.ndarray]:

@@ -282,9 +282,7 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
         if p.null == "matched":  # relabel within strata; the anchors are never drawn
             strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, both,
                                   all_layers=True)
-            labels = strata.labels.copy()
-            labels[anchors] = labels.max() + 1 + np.arange(anchors.size)
-            strata.labels = labels
+            strata.exclude(anchors)
             matching = strata.record
 
         def contrast(vals: np.ndarray) -> np.ndarray:  # (m, k [+ k_versus]) draws' values
@@ -379,10 +377,7 @@ def _anchor_null(ctx: ProbeContext, p: CentroidConvergenceParams, layer: str, sv
     if p.null == "matched":  # relabel within strata; the tested and kept genes never drawn
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, redrawn,
                               all_layers=True)
-        labels = strata.labels.copy()
-        fixed = np.concatenate([members, kept])
-        labels[fixed] = labels.max() + 1 + np.arange(fixed.size)
-        strata.labels = labels
+        strata.exclude(np.concatenate([members, kept]))
         matching = strata.record
     check = float(anchor_draw_measure(Zn, anchors[None, :], members, p.measure)[0])
     if not np.isclose(check, value, rtol=1e-9, atol=1e-12):  # one definition for both

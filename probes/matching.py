@@ -139,6 +139,14 @@ class Strata:
     record: dict[str, Any] = field(default_factory=dict)
     _pools: list[np.ndarray] | None = field(default=None, repr=False)
 
+    def exclude(self, rows: np.ndarray) -> None:
+        """Give each of `rows` a stratum of its own, so that no draw of other genes ever picks
+        them (the anchors of a centroid, the sets a null keeps fixed)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        labels = self.labels.copy()
+        labels[rows] = labels.max() + 1 + np.arange(rows.size)
+        self.labels = labels  # (new labels drop the pools made for the old ones)
+
     def draw(self, members: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
         """(m, len(members)) relabelled members: row r maps every member to a random gene of
         its own stratum, distinct members to distinct genes (a repeated member -- sets of a
