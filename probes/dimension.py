@@ -202,7 +202,7 @@ class IntrinsicDimensionParams(ProbeParams):
                                       description="feature-shuffled copies (null "
                                                   "feature_shuffle)")
     versus_gene_set: str | None = Field(
-        None, json_schema_extra={"since": "1.2", "resource": "genes", "min_param": "min_genes"},
+        None, json_schema_extra={"since": "1.2", "resource": "genes"},
         description="a second gene set (disjoint from gene_set): the value becomes gene_set's "
                     "TwoNN minus this set's, descriptive (null none), for a trend, change-point "
                     "or slope change of the difference across layers")
