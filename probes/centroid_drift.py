@@ -33,29 +33,28 @@ from pydantic import Field, model_validator
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
+from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, distinct_draws
 from geoscreen.result import LayerResult
 
-#: gene-set references, checked at queue time for `min_size` present genes each
-_SET = {"resource": "genes", "min_param": "min_size"}
-
 
 class CentroidDriftParams(ProbeParams):
-    gene_set: str = Field(..., description="the set whose centre moves, e.g. "
-                                           "genes:MS4A1,CD19,CD79A", json_schema_extra=_SET)
+    gene_set: str = genes_ref_field(..., description="the set whose centre moves, e.g. "
+                                                     "genes:MS4A1,CD19,CD79A",
+                                    min_param="min_size")
     statistic: Literal["alignment", "vertex_angle", "length"] = Field(
         "alignment", description="alignment: cosine of the drift with the direction to "
                                  "`target`'s centre; vertex_angle: cosine of the angle at the "
                                  "set's centre between `target` and `second_target`; length: "
                                  "the distance the centre moves from `reference`")
-    target: str | None = Field(None, description="alignment, vertex_angle: the set whose "
-                                                  "centre gives the direction",
-                               json_schema_extra=_SET)
-    second_target: str | None = Field(None, description="vertex_angle: the second set seen "
-                                                         "from the centre",
-                                      json_schema_extra=_SET)
+    target: str | None = genes_ref_field(None, description="alignment, vertex_angle: the set "
+                                                           "whose centre gives the direction",
+                                         min_param="min_size")
+    second_target: str | None = genes_ref_field(None, description="vertex_angle: the second "
+                                                                  "set seen from the centre",
+                                                min_param="min_size")
     reference: int | str = Field("first", description="alignment, length: the layer the drift "
                                                       "starts from (a name, position or role; "
                                                       "'previous' for the layer before)")

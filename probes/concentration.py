@@ -30,6 +30,7 @@ from geoscreen.probes.matching import (
 from geoscreen.probes.params import (
     Subspace,
     distinct_refs,
+    genes_ref_field,
     subspace_field,
     subspace_validator,
 )
@@ -40,10 +41,10 @@ from geoscreen.result import LayerResult
 
 
 class CommunityConcentrationParams(ProbeParams):
-    gene_sets: list[str] = Field(..., min_length=1, max_length=200,
-                                 description="gene-set references scanned (one or several)",
-                                 json_schema_extra={"resource": "genes",
-                                                    "min_param": "min_size"})
+    gene_sets: list[str] = genes_ref_field(..., min_length=1, max_length=200,
+                                           description="gene-set references scanned (one or "
+                                                       "several)",
+                                           min_param="min_size")
     partition: Literal["leiden", "components"] = Field(
         "leiden", description="leiden: communities of the undirected k-NN graph (seeded per "
                               "layer); components: its connected components")

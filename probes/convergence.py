@@ -98,8 +98,8 @@ class CentroidConvergenceParams(ProbeParams):
                     "these genes closer to this centre than genes like them?) or the anchor "
                     "set (anchor, from 1.2: is this centre closer to these genes than the "
                     "centres of random sets of its size, drawn outside the tested genes?)")
-    anchor_redrawn: str | None = Field(
-        None, json_schema_extra={"since": "1.2", "resource": "genes"},
+    anchor_redrawn: str | None = genes_ref_field(
+        None, since="1.2",
         description="randomise anchor: redraw only these anchor genes, the rest kept (one "
                     "gene: does this gene's place in the anchor matter, against random genes "
                     "in its place? the leave-one-out ablation as a test)")

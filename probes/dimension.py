@@ -201,8 +201,8 @@ class IntrinsicDimensionParams(ProbeParams):
     n_permutations: int = added_field(199, since="1.1", ge=99, le=100000,
                                       description="feature-shuffled copies (null "
                                                   "feature_shuffle)")
-    versus_gene_set: str | None = Field(
-        None, json_schema_extra={"since": "1.2", "resource": "genes"},
+    versus_gene_set: str | None = genes_ref_field(
+        None, since="1.2",
         description="a second gene set (disjoint from gene_set): the value becomes gene_set's "
                     "TwoNN minus this set's, descriptive (null none), for a trend, change-point "
                     "or slope change of the difference across layers")

@@ -59,13 +59,21 @@ def subspace_field(default: object = "full") -> object:
     return Field(default, description="'full' or 1-based singular axes, e.g. [2, 3, 4]")
 
 
-def genes_ref_field(default: object = ..., *, description: str = "gene-set reference") -> Any:
+def genes_ref_field(default: object = ..., *, description: str = "gene-set reference",
+                    since: str | None = None, min_param: str | None = None, **kw: Any) -> Any:
     """A parameter holding a gene-set reference (``go:GO:0005615``, ``genes:A,B``, ...).
 
     The mark lets a spec be checked before it runs: `hypotheses.preflight` resolves every
-    marked parameter against the resources and the cache's genes when the spec is queued.
+    marked parameter against the resources and the cache's genes when the spec is queued,
+    asking for as many present genes as the parameter named by `min_param` says (else one).
+    `since` marks a parameter added after the probe's first release (see `added_field`).
     """
-    return Field(default, description=description, json_schema_extra={"resource": "genes"})
+    extra: dict[str, Any] = {"resource": "genes"}
+    if since is not None:
+        extra["since"] = since
+    if min_param is not None:
+        extra["min_param"] = min_param
+    return Field(default, description=description, json_schema_extra=extra, **kw)
 
 
 def pairs_ref_field(default: object = ..., *, description: str = "pair-set reference") -> Any:
