@@ -106,6 +106,8 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
         "early": gset("early", modules[0]), "late": gset("late", modules[1]),
         "other": str(other.path),
     }
+    # 16 TF families of 25 regulators each (role_margins): slices, no draw
+    refs["tf_groups"] = [gset(f"tffam{k}", tfs[25 * k:25 * k + 25]) for k in range(16)]
     # a GO-slim-sized family for the pole scan: 500 overlapping sets of 10-200 genes
     lines = [f"set{k}\tna\t" + "\t".join(f"G{g}" for g in rng.choice(
         N_GENES, int(rng.integers(10, 201)), replace=False)) for k in range(500)]
@@ -207,6 +209,16 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         ("role_separation", "SV2-7", {"positive": refs["regulators"],
                                       "negative": refs["targets"],
                                       "subspace": [2, 3, 4, 5, 6, 7], "n_permutations": m}),
+        ("role_margins", "16 families, centroid SV2-7", {"positive": refs["regulators"],
+                                                         "negative": refs["targets"],
+                                                         "groups": refs["tf_groups"],
+                                                         "n_permutations": m}),
+        ("role_margins", "score, classifier SV5-7", {"positive": refs["regulators"],
+                                                     "negative": refs["targets"],
+                                                     "subspace": [5, 6, 7],
+                                                     "margin": "classifier",
+                                                     "score": refs["scores"],
+                                                     "n_permutations": m}),
         ("role_projection", "SV2-7, matched", {"positive": refs["regulators"],
                                                 "negative": refs["targets"],
                                                 "scored": refs["ribosome"],

@@ -156,11 +156,14 @@ def check_references(resolved: ResolvedSpec, cache: Cache | None) -> str:
 
 def _declared_min(probe: str, name: str, params: dict[str, Any]) -> int:
     """The fewest present genes a gene-set parameter needs, where its field names the
-    parameter that says so (``json_schema_extra["min_param"]``), else 1."""
+    parameter that says so (``json_schema_extra["min_param"]``), or the count it declares
+    (``min_present``), else 1."""
     from geoscreen.probes.registry import get_probe
 
     f = get_probe(probe).params.model_fields.get(name)
     extra = f.json_schema_extra if f is not None and isinstance(f.json_schema_extra, dict) else {}
+    if isinstance(extra.get("min_present"), int):
+        return int(extra["min_present"])
     key = extra.get("min_param")
     value = params.get(key) if isinstance(key, str) else None
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else 1

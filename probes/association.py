@@ -108,27 +108,32 @@ class GeneScoreParams(ProbeParams):
     @field_validator("score")
     @classmethod
     def _score(cls, v: str) -> str:
-        if v.startswith((*DEGREE_SCORES, DEPTH_SCORE)):
-            if not v.split(":", 1)[1].strip():
-                raise ValueError(f"{v} names no pair set: write e.g. out_degree:trrust or "
-                                 "depth:trrust")
-            return v
-        if v.startswith(NORM_SCORE):
-            if not v.split(":", 1)[1].strip():
-                raise ValueError(f"{v} names no layer: write e.g. norm:first")
-            return v
-        if v.startswith(AXIS_SCORES):
-            parts = v.split(":", 1)[1].rsplit(":", 2)
-            if len(parts) != 3 or not all(x.strip() for x in parts) or \
-                    not parts[2].strip().isdigit() or int(parts[2]) < 1:
-                raise ValueError(f"{v}: write axis:PATH:LAYER:AXIS, e.g. "
-                                 "axis:caches/geneformer:0:1 (a 1-based axis)")
-            return v
-        if v not in SCORES and not v.startswith("file:"):
-            raise ValueError(f"score must be one of {', '.join(SCORES)}, degree:PAIRS, "
-                             "out_degree:PAIRS, in_degree:PAIRS, depth:PAIRS, norm:LAYER, "
-                             "axis:PATH:LAYER:AXIS, abs_axis:PATH:LAYER:AXIS or file:PATH")
+        return check_score(v)
+
+
+def check_score(v: str) -> str:
+    """A score reference as written, or the one-line refusal (a validator's body)."""
+    if v.startswith((*DEGREE_SCORES, DEPTH_SCORE)):
+        if not v.split(":", 1)[1].strip():
+            raise ValueError(f"{v} names no pair set: write e.g. out_degree:trrust or "
+                             "depth:trrust")
         return v
+    if v.startswith(NORM_SCORE):
+        if not v.split(":", 1)[1].strip():
+            raise ValueError(f"{v} names no layer: write e.g. norm:first")
+        return v
+    if v.startswith(AXIS_SCORES):
+        parts = v.split(":", 1)[1].rsplit(":", 2)
+        if len(parts) != 3 or not all(x.strip() for x in parts) or \
+                not parts[2].strip().isdigit() or int(parts[2]) < 1:
+            raise ValueError(f"{v}: write axis:PATH:LAYER:AXIS, e.g. "
+                             "axis:caches/geneformer:0:1 (a 1-based axis)")
+        return v
+    if v not in SCORES and not v.startswith("file:"):
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, degree:PAIRS, "
+                         "out_degree:PAIRS, in_degree:PAIRS, depth:PAIRS, norm:LAYER, "
+                         "axis:PATH:LAYER:AXIS, abs_axis:PATH:LAYER:AXIS or file:PATH")
+    return v
 
 
 def in_degree(nb: np.ndarray) -> np.ndarray:
@@ -272,7 +277,7 @@ def _axis_score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
                  "other_cache": path, "other_layer": oname, "shared_genes": int(mrows.size)}
 
 
-def _score(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
+def gene_scores(ctx: ProbeContext, layer: str, svd: SVD, ref: str,
            include_zero: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Scores in the SVD's row order (NaN where a gene has none) and where they came from."""
     if ref == "expression":
@@ -418,7 +423,7 @@ def gene_score_association(ctx: ProbeContext, p: GeneScoreParams, layer: str) ->
     """
     svd = ctx.svd(layer, p.include_zero_genes)
     q = _quantity(ctx, layer, svd, p)
-    s, source = _score(ctx, layer, svd, p.score, p.include_zero_genes)
+    s, source = gene_scores(ctx, layer, svd, p.score, p.include_zero_genes)
     if p.quantity == "norm" and (p.score == "norm" or source.get("layer") == layer):
         raise GeoscreenError("the score is the quantity itself (the tested layer's norm): rho "
                              "is 1 by construction", field="params.score",

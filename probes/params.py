@@ -60,19 +60,23 @@ def subspace_field(default: object = "full") -> object:
 
 
 def genes_ref_field(default: object = ..., *, description: str = "gene-set reference",
-                    since: str | None = None, min_param: str | None = None, **kw: Any) -> Any:
+                    since: str | None = None, min_param: str | None = None,
+                    min_present: int | None = None, **kw: Any) -> Any:
     """A parameter holding a gene-set reference (``go:GO:0005615``, ``genes:A,B``, ...).
 
     The mark lets a spec be checked before it runs: `hypotheses.preflight` resolves every
     marked parameter against the resources and the cache's genes when the spec is queued,
-    asking for as many present genes as the parameter named by `min_param` says (else one).
-    `since` marks a parameter added after the probe's first release (see `added_field`).
+    asking for as many present genes as the parameter named by `min_param` says, or as
+    `min_present` says (0: a set the cache lacks is allowed, its reference still checked), else
+    one.  `since` marks a parameter added after the probe's first release (see `added_field`).
     """
     extra: dict[str, Any] = {"resource": "genes"}
     if since is not None:
         extra["since"] = since
     if min_param is not None:
         extra["min_param"] = min_param
+    if min_present is not None:
+        extra["min_present"] = min_present
     return Field(default, description=description, json_schema_extra=extra, **kw)
 
 

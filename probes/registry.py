@@ -233,6 +233,7 @@ BUILTIN_PROBES: dict[str, str] = {
     "axis_separation": "geoscreen.probes.separation",
     "role_separation": "geoscreen.probes.separation",
     "role_projection": "geoscreen.probes.separation",
+    "role_margins": "geoscreen.probes.role_margins",
     "pole_enrichment": "geoscreen.probes.enrichment",
     "pair_proximity": "geoscreen.probes.proximity",
     "co_pole": "geoscreen.probes.proximity",

@@ -1101,3 +1101,32 @@ def test_network_spectrum_alignment_matched(bed, window):
     _assert_default_calibrated("network_spectrum_alignment", "matched",
                                f"STRING>=700, partners permuted, SV{window[0]}-{window[-1]}",
                                bed.pvalues("network_spectrum_alignment", make))
+
+
+@pytest.mark.parametrize("kind", ["random", "well-annotated"])
+def test_role_margins_groups_and_score(bed, kind):
+    """Two roles of real genes, the first split into six random groups, and a random per-gene
+    score: the group labels and the scores carry nothing, whatever the margins' geometry, so
+    the Kruskal-Wallis relabelling and the score permutation must both stay calibrated."""
+    pool = None if kind == "random" else bed.well_annotated
+
+    def score(g):  # a fresh random score in every replicate
+        bed._k += 1
+        path = bed.work / f"score{bed._k}.tsv"
+        path.write_text("".join(f"{s}\t{v}\n" for s, v in
+                                zip(bed.symbols, bed.rng.standard_normal(len(bed.symbols)))))
+        return {"score": f"file:{path}"}
+
+    def make(layer, extra):
+        g = bed.random_set(100, pool)
+        return {"positive": bed.genes(g[:48]), "negative": bed.genes(g[48:]),
+                "subspace": [2, 3, 4, 5, 6, 7], "n_permutations": 199, **extra(g)}
+
+    def groups(g):
+        return {"groups": [bed.genes(g[i:i + 8]) for i in range(0, 48, 8)]}
+    _assert_default_calibrated("role_margins", "label_shuffle", f"{kind}: six groups of 8",
+                               bed.pvalues("role_margins", lambda L: make(L, groups)))
+    _assert_default_calibrated("role_margins", "label_shuffle", f"{kind}: a random score",
+                               bed.pvalues("role_margins",
+                                           lambda L: make(L, score),
+                                           alternative="two-sided"))

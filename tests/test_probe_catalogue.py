@@ -32,7 +32,7 @@ EXPECTED = {
     "cross_layer_highways", "perturbation_specificity", "layer_profile", "set_centroids",
     "community_concentration", "role_projection", "annotation_similarity", "pair_retrieval",
     "pair_regression", "layer_transport", "centroid_drift", "axis_pole_overlap",
-    "network_spectrum_alignment",
+    "network_spectrum_alignment", "role_margins",
 }
 
 

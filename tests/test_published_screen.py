@@ -149,6 +149,7 @@ def run_sample() -> list:
         if (s.spec.probe in seen or any(k == "family" for _, k, _ in refs)
                 or any(f in r for _, _, r in refs for f in (*FETCH_ONLY, "@fetched"))
                 or any(k in s.params for k in ("other_cache", "atlas"))
+                or s.params.get("versus_cache") is not None
                 or "expression" in str(s.params)  # the test cache records no expression
                 # a k-NN graph (or TwoNN's neighbours) rebuilt for each of 99-199 copies in 12
                 # layers: minutes, not seconds

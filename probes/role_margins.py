@@ -1,0 +1,413 @@
+"""Role margins: how firmly each gene of one role sits on its side of a boundary, and why.
+
+The published screen placed transcription factors and their targets on two sides of a
+boundary in SV2-SV7 (`role_separation`), then read each factor's *margin*, its distance from
+the targets' centre minus its distance from the factors' centre (iter_0058/H01), and asked
+three things of those margins without a null: do TF families differ ("Forkhead and STAT sit
+far on the factor side, bZIP and C2H2 zinc fingers near the targets"), do margins follow a
+per-gene score ("margins are unrelated to out-degree", iter_0059/H01), and are they the same
+in another seed's model (same record).  This probe states each as a test:
+
+* ``groups`` — a list of gene sets (TF families, say), each gene of the positive role in
+  exactly one of them taking it as its group: Kruskal-Wallis H of the margins across groups,
+  against the group labels permuted among those genes.  Each group's mean rank is also tested
+  against the same permutations, two-sided, with maxT-adjusted p-values across groups
+  (Westfall & Young), so "which families" is answered with family-wise error control;
+* ``score`` — Spearman correlation of the margins with a per-gene score (any score of
+  `gene_score_association`: out_degree:trrust, string_degree, a file), against the scores
+  permuted among the genes;
+* ``versus_cache`` — Spearman correlation of the margins with the same genes' margins in
+  another cache's layer (a second seed or model), against the genes permuted.
+
+Margins are fixed per gene before any null is drawn and every null permutes labels, scores or
+genes among the scored genes only, so each test is exact for its null: the margins carry no
+information about the group, the score or the other cache.  The permutations are the same in
+every layer (when the scored genes are), so ``across_layers: trend`` asks whether the family
+differences grow with depth more than they do for random groupings of the same genes.
+
+Two margins are offered: ``centroid`` (the screen's: distance from the negative role's centre
+minus distance from the positive role's centre, euclidean on the chosen singular axes, each
+gene's own role centre taken without it) and ``classifier`` (the out-of-fold log-odds of
+`role_separation`'s logistic regression).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from geoscreen.errors import GeoscreenError
+from geoscreen.lazy import lazy_module
+from geoscreen.probes.context import SVD, ProbeContext
+from geoscreen.probes.params import changed_fields, genes_ref_field
+from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.stats import chunks, gene_perms
+from geoscreen.result import LayerResult
+
+stats = lazy_module("scipy.stats")
+
+LISTED = 10  # genes listed at each end of the margin ranking
+
+
+class RoleMarginsParams(ProbeParams):
+    positive: str = genes_ref_field(..., description="the role whose genes get margins, e.g. "
+                                                     "trrust:regulators - trrust:targets",
+                                    min_param="min_size")
+    negative: str = genes_ref_field("rest", description="the other role (its centre), or "
+                                                        "'rest' for every other gene")
+    subspace: list[int] = Field([2, 3, 4, 5, 6, 7],
+                                description="1-based singular axes the margins are measured "
+                                            "on (at most 32)")
+    margin: Literal["centroid", "classifier"] = Field(
+        "centroid", description="centroid: distance from the negative centre minus distance "
+                                "from the positive centre (the gene left out of its own); "
+                                "classifier: out-of-fold log-odds of a logistic regression")
+    groups: list[str] | None = genes_ref_field(
+        None, min_length=2, max_length=60, min_present=0,
+        description="gene sets grouping the positive genes (e.g. TF families); a gene in "
+                    "exactly one of them takes it as its group, and a group with fewer than "
+                    "min_group such genes (one the cache lacks, say) is left out and listed. "
+                    "Give groups, score or versus_cache")
+    score: str | None = Field(None, description="a per-gene score the margins are correlated "
+                                                "with (as gene_score_association's score, e.g. "
+                                                "out_degree:trrust)")
+    versus_cache: str | None = Field(None, description="another cache whose same layer gives "
+                                                       "the same genes' margins (seed "
+                                                       "stability)")
+    folds: int = Field(5, ge=2, le=20, description="classifier: cross-validation folds")
+    C: float = Field(1.0, gt=0, description="classifier: inverse L2 penalty")
+    min_group: int = Field(3, ge=2, description="smallest group kept (genes); smaller groups "
+                                                "are left out and listed")
+    min_size: int = Field(10, ge=3, description="fewest genes per role, and fewest genes "
+                                                "tested")
+    n_permutations: int = Field(1000, ge=99, le=100000)
+
+    @field_validator("subspace", mode="before")
+    @classmethod
+    def _subspace(cls, v: object) -> object:
+        from geoscreen.probes.params import check_subspace
+
+        v = check_subspace(v)
+        if v == "full" or len(v) > 32:  # type: ignore[arg-type]
+            raise ValueError("role_margins needs an explicit list of at most 32 axes")
+        return v
+
+    @field_validator("score")
+    @classmethod
+    def _score(cls, v: str | None) -> str | None:
+        from geoscreen.probes.association import check_score
+
+        return None if v is None else check_score(v)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> RoleMarginsParams:
+        given = [k for k in ("groups", "score", "versus_cache") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of groups, score or versus_cache" if not given
+                             else f"give one of groups, score or versus_cache, not "
+                                  f"{' and '.join(given)}")
+        if self.groups is not None and len(set(self.groups)) != len(self.groups):
+            raise ValueError("groups lists a set twice")
+        if self.margin == "centroid" and changed_fields(self, ("folds", "C")):
+            raise ValueError("folds and C apply to margin: classifier; leave them out")
+        return self
+
+
+def centroid_margins(X: np.ndarray, n_pos: int) -> np.ndarray:
+    """Margins of the first `n_pos` rows of X: distance from the centre of the other rows minus
+    distance from the centre of the first `n_pos` rows without the row itself."""
+    P, N = X[:n_pos], X[n_pos:]
+    cn = N.mean(axis=0)
+    loo = (P.sum(axis=0)[None, :] - P) / (n_pos - 1)
+    return np.linalg.norm(P - cn, axis=1) - np.linalg.norm(P - loo, axis=1)
+
+
+def kruskal_h(ranks: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Tie-corrected Kruskal-Wallis H of (n,) ranks under each row of (m, n) labels (0..k-1):
+    (n - 1) * between-group sum of squares of the ranks over their total sum of squares."""
+    n = ranks.size
+    r = ranks - ranks.mean()
+    total = float(r @ r)
+    L = np.atleast_2d(labels)
+    h = np.zeros(L.shape[0])
+    for g in range(k):
+        inside = L == g
+        cnt = inside.sum(axis=1)
+        s = inside @ r
+        h += np.where(cnt > 0, s * s / np.maximum(cnt, 1), 0.0)
+    return (n - 1) * h / total
+
+
+def group_z(ranks: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """(m, k) z of each group's mean rank under (m, n) labels, from the exact moments of a
+    mean of n_g ranks drawn without replacement."""
+    n = ranks.size
+    r = ranks - ranks.mean()
+    var_pop = float(r @ r) / n
+    L = np.atleast_2d(labels)
+    out = np.empty((L.shape[0], sizes.size))
+    for g, ng in enumerate(sizes):
+        sd = np.sqrt(var_pop / ng * (n - ng) / (n - 1))
+        out[:, g] = ((L == g) @ r) / ng / sd
+    return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centred ranks of a and b and their Spearman rho (average ranks for ties)."""
+    ra = stats.rankdata(a)
+    rb = stats.rankdata(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = float(np.linalg.norm(ra) * np.linalg.norm(rb))
+    if den == 0.0:
+        raise GeoscreenError("the margins or the compared values are constant over the genes",
+                             field="params.score")
+    return ra, rb, float(ra @ rb) / den
+
+
+def _margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str, svd: SVD,
+             positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Each positive gene's margin in this SVD (rows: cache rows of the two roles)."""
+    from geoscreen.probes.logistic import cv_scores_many, stratified_folds
+
+    X = svd.scores(list(p.subspace))[svd.local(np.concatenate([positive, negative]))]
+    if p.margin == "centroid":
+        return centroid_margins(X, positive.size)
+    sd = X.std(axis=0)
+    X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    y = np.zeros(X.shape[0])
+    y[:positive.size] = 1
+    order = ctx.rng(layer, "folds").permutation(X.shape[0])
+    folds = stratified_folds(y[:, None], order, p.folds)
+    return cv_scores_many(X, y[:, None], folds, p.folds, p.C)[:positive.size, 0]
+
+
+@probe(
+    "role_margins",
+    family="graph_topology",
+    params=RoleMarginsParams,
+    nulls=("label_shuffle",),
+    version="1.0",
+    statistic="the positive role's per-gene margins (distance from the negative role's centre "
+              "minus distance from their own, or out-of-fold classifier log-odds) against gene "
+              "groups (Kruskal-Wallis H), a per-gene score or another cache's margins "
+              "(Spearman rho)",
+    effect="groups: H's share of the rank variance beyond chance, (H - k + 1) / (n - k) (0 = "
+           "the groups' margins differ as random groupings do); score, versus_cache: Spearman "
+           "rho (0 = unrelated); each group's mean margin, z and maxT-adjusted p in extra",
+    alternatives=("greater", "two-sided", "less"),
+    examples=[
+        {"statement": "TF families differ in how far their members sit on the TF side of the "
+                      "TF/target boundary in SV2-SV7",
+         "params": {"positive": "trrust:regulators - trrust:targets",
+                    "negative": "trrust:targets - trrust:regulators",
+                    "groups": ["genes:FOXO1,FOXO3,FOXO4,FOXP1,FOXP3",
+                               "genes:STAT1,STAT3,STAT4,STAT5A,STAT5B,STAT6",
+                               "genes:JUN,JUNB,FOS,FOSB,ATF2,ATF3,ATF4,CREB1"]},
+         "alternative": "greater", "across_layers": "any"},
+        {"statement": "TF margins at the TF/target boundary do not follow the TFs' number of "
+                      "targets",
+         "params": {"positive": "trrust:regulators - trrust:targets",
+                    "negative": "trrust:targets - trrust:regulators",
+                    "score": "out_degree:trrust"},
+         "alternative": "two-sided", "across_layers": "any"},
+    ],
+)
+def role_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str) -> LayerResult:
+    """Do the margins of one role's genes at a two-role boundary follow groups, a score or
+    another cache?
+
+    Returns
+    -------
+    LayerResult
+        groups: Kruskal-Wallis H and its excess share; score, versus_cache: Spearman rho.
+
+    Notes
+    -----
+    Margins: with ``margin: centroid``, m_i = |x_i - c_N| - |x_i - c_P^(-i)| on the subspace
+    coordinates U S, c_N the negative role's centre and c_P^(-i) the positive role's centre
+    without gene i (positive: nearer its own role; leaving the gene out keeps a small role from
+    scoring its own members as close); with ``classifier``, the out-of-fold log-odds of
+    `role_separation`'s regression (folds dealt from a seeded gene order).  Genes in both roles
+    are removed from both.
+
+    ``groups``: the positive genes in exactly one listed set (groups smaller than
+    ``min_group`` are left out), H = (n - 1) SSB / SST of the margins' ranks (scipy's
+    tie-corrected H).  Under permutations of the labels E[H] = k - 1 exactly, so the effect
+    eta^2_H = (H - k + 1) / (n - k) (Tomczak & Tomczak 2014) has no-effect value 0.  H is
+    large when the groups differ, so a layer's p-value is always its upper tail; the spec's
+    alternative then gives only a trend's direction (``across_layers: trend`` with ``less``:
+    the family differences shrink with depth; ``two-sided``: they change).  Each group's
+    mean rank is standardised by its exact permutation moments; the maxT-adjusted p of group g
+    is (1 + #{draws whose largest |z| over groups >= |z_g|}) / (m + 1).
+
+    ``score`` / ``versus_cache``: rho between the margins and the score (genes without one
+    dropped) or the same genes' margins in the other cache's layer of the same name or
+    position, computed alike on that cache's own centred SVD.  Under permutations rho has mean
+    0, the no-effect value.  p = (1 + b) / (m + 1), b the draws at least as extreme.
+
+    References
+    ----------
+    Kruskal, W. H. & Wallis, W. A. (1952). Use of ranks in one-criterion variance analysis.
+    Journal of the American Statistical Association 47(260), 583-621.
+    Tomczak, M. & Tomczak, E. (2014). The need to report effect size estimates revisited. An
+    overview of some recommended measures of effect size. Trends in Sport Sciences 21(1),
+    19-25.
+    Westfall, P. H. & Young, S. S. (1993). Resampling-Based Multiple Testing. Wiley.
+    Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
+    Applications in Genetics and Molecular Biology 9(1), Article 39.
+    """
+    from geoscreen.probes.separation import _two_sets
+
+    svd = ctx.svd(layer, p.include_zero_genes)
+    pos, neg, n_overlap = _two_sets(ctx, svd, p.positive, p.negative, p.min_size,
+                                    p.include_zero_genes)
+    margins = _margins(ctx, p, layer, svd, pos, neg)
+    symbols = ctx.cache.genes.symbols
+    order = np.argsort(-margins, kind="stable")
+    extra: dict[str, Any] = {
+        "margin": p.margin, "subspace": list(p.subspace), "n_positive": int(pos.size),
+        "n_negative": int(neg.size), "n_overlap_removed": n_overlap,
+        "margin_median": float(np.median(margins)),
+        "widest": [{"gene": symbols[int(pos[i])], "margin": float(margins[i])}
+                   for i in order[:LISTED]],
+        "narrowest": [{"gene": symbols[int(pos[i])], "margin": float(margins[i])}
+                      for i in order[::-1][:LISTED]]}
+    if p.groups is not None:
+        return _groups_test(ctx, p, pos, margins, extra)
+    if p.score is not None:
+        from geoscreen.probes.association import gene_scores
+
+        s, source = gene_scores(ctx, layer, svd, p.score, p.include_zero_genes)
+        other = s[svd.local(pos)]
+        extra["score"] = source
+        what = "score"
+    else:
+        other = _other_margins(ctx, p, layer, pos)
+        extra["versus_cache"] = p.versus_cache
+        what = "versus_cache"
+    ok = np.isfinite(other)
+    if int(ok.sum()) < p.min_size:
+        raise GeoscreenError(f"{int(ok.sum())} genes of the positive role have a value of "
+                             f"{what}; this test needs at least {p.min_size}",
+                             field=f"params.{what}", fix="choose one that covers more genes")
+    ra, rb, rho = _spearman(margins[ok], other[ok])
+    den = float(np.linalg.norm(ra) * np.linalg.norm(rb))
+    n = ra.size
+    rng = ctx.shared_rng("null")
+
+    def batches():
+        for _, m in chunks(p.n_permutations, n):
+            yield rb[gene_perms(n, m, rng)] @ ra / den
+    seq = besag_clifford(batches(), rho, ctx.alternative, p.n_permutations, None)
+    null = seq.null
+    return LayerResult(
+        statistic_name="spearman_rho", statistic=rho, effect_name="spearman_rho",
+        effect_size=rho, **seq.test_fields(rho, ctx.alternative), n=int(n),
+        null="label_shuffle", n_permutations=seq.draws, null_draws=[float(x) for x in null],
+        extra={**seq.record(), **extra, "genes_tested": int(n),
+               "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))})
+
+
+def _groups_test(ctx: ProbeContext, p: RoleMarginsParams, pos: np.ndarray,
+                 margins: np.ndarray, extra: dict[str, Any]) -> LayerResult:
+    """Kruskal-Wallis H of the margins across the groups, against relabellings."""
+    assert p.groups is not None
+    where = {int(r): i for i, r in enumerate(pos.tolist())}
+    count = np.zeros(pos.size, dtype=np.int64)
+    label = np.full(pos.size, -1, dtype=np.int64)
+    for g, ref in enumerate(p.groups):
+        rows = ctx.gene_rows(ref, param="groups", min_size=0, include_zero=p.include_zero_genes)
+        idx = [where[int(r)] for r in rows if int(r) in where]
+        count[idx] += 1
+        label[idx] = g
+    label[count != 1] = -1
+    sizes_all = np.bincount(label[label >= 0], minlength=len(p.groups))
+    kept = [g for g in range(len(p.groups)) if sizes_all[g] >= p.min_group]
+    dropped = [{"group": p.groups[g], "genes": int(sizes_all[g])}
+               for g in range(len(p.groups)) if sizes_all[g] < p.min_group]
+    genes = np.flatnonzero(np.isin(label, kept))
+    if len(kept) < 2 or genes.size < p.min_size:
+        raise GeoscreenError(f"{len(kept)} groups of at least {p.min_group} positive genes "
+                             f"({genes.size} genes) remain; the test needs 2 groups and "
+                             f"{p.min_size} genes", field="params.groups",
+                             fix="list larger groups, or lower min_group")
+    remap = {g: i for i, g in enumerate(kept)}
+    lab = np.array([remap[int(g)] for g in label[genes]], dtype=np.int64)
+    k, n = len(kept), genes.size
+    ranks = stats.rankdata(margins[genes])
+    if np.ptp(ranks) == 0:
+        raise GeoscreenError("every grouped gene has the same margin", field="params.groups")
+    sizes = np.bincount(lab, minlength=k)
+    h_obs = float(kruskal_h(ranks, lab, k)[0])
+    z_obs = group_z(ranks, lab, sizes)[0]
+    rng = ctx.shared_rng("null")
+    max_z: list[np.ndarray] = []
+
+    def batches():
+        for _, m in chunks(p.n_permutations, n):
+            L = lab[gene_perms(n, m, rng)]
+            max_z.append(np.abs(group_z(ranks, L, sizes)).max(axis=1))
+            yield kruskal_h(ranks, L, k)
+    seq = besag_clifford(batches(), h_obs, "greater", p.n_permutations, None)
+    null = seq.null
+    mz = np.concatenate(max_z)[:seq.draws]
+    eta = (h_obs - k + 1) / (n - k)
+    per_group = []
+    for i, g in enumerate(kept):
+        inside = margins[genes][lab == i]
+        per_group.append({
+            "group": p.groups[g], "genes": int(sizes[i]),
+            "mean_margin": float(inside.mean()), "median_margin": float(np.median(inside)),
+            "z": float(z_obs[i]),
+            "p_adjusted": float((1 + np.sum(mz >= abs(z_obs[i]))) / (mz.size + 1))})
+    per_group.sort(key=lambda d: -d["z"])
+    return LayerResult(
+        statistic_name="kruskal_h", statistic=h_obs, effect_name="eta_squared_h",
+        effect_size=float(eta), **seq.test_fields(h_obs, "greater"), n=int(n),
+        null="label_shuffle", n_permutations=seq.draws,
+        null_draws=[float((x - k + 1) / (n - k)) for x in null],
+        extra={**seq.record(), **extra, "groups": per_group, "groups_dropped": dropped,
+               "genes_in_groups": int(n), "genes_in_several_groups": int((count > 1).sum()),
+               "h_null_mean": float(null.mean()), "h_exact_mean": float(k - 1)})
+
+
+def _other_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str,
+                   pos: np.ndarray) -> np.ndarray:
+    """The positive genes' margins in another cache's layer of the same name or position
+    (NaN where that cache lacks the gene), from its own centred SVD on its present genes."""
+    from geoscreen.probes.context import SVD as SVDType
+    from geoscreen.probes.layers import other_cache_layer
+
+    assert p.versus_cache is not None
+    other, oname = other_cache_layer(ctx, p.versus_cache, layer, "same")
+    present, X = other.matrix(oname, include_zero=p.include_zero_genes)
+    mean = X.mean(axis=0)
+    U, S, Vt = np.linalg.svd(X - mean, full_matrices=False)
+    osvd = SVDType(rows=np.asarray(present, dtype=np.int64), U=U, S=S, Vt=Vt, mean=mean)
+    oidx = other.genes.index
+    mine = ctx.cache.genes.symbols
+    in_other = set(np.asarray(present).tolist())
+
+    def rows_of(ref: str, param: str) -> np.ndarray:
+        got = ctx.gene_rows(ref, param=param, min_size=1, include_zero=p.include_zero_genes)
+        out = [oidx[mine[r]] for r in got if mine[r] in oidx and oidx[mine[r]] in in_other]
+        return np.array(sorted(set(out)), dtype=np.int64)
+
+    opos = rows_of(p.positive, "positive")
+    if p.negative == "rest":
+        oneg = np.setdiff1d(osvd.rows, opos)
+    else:
+        oneg = rows_of(p.negative, "negative")
+    both = np.intersect1d(opos, oneg)
+    opos, oneg = np.setdiff1d(opos, both), np.setdiff1d(oneg, both)
+    if opos.size < p.min_size or oneg.size < p.min_size:
+        raise GeoscreenError(f"{p.versus_cache!r} holds {opos.size} and {oneg.size} genes of "
+                             f"the two roles (need {p.min_size} each)",
+                             field="params.versus_cache")
+    om = _margins(ctx, p, layer, osvd, opos, oneg)
+    by_symbol = {other.genes.symbols[int(r)]: float(v) for r, v in zip(opos, om)}
+    return np.array([by_symbol.get(mine[int(r)], np.nan) for r in pos])
