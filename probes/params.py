@@ -152,6 +152,19 @@ def subspace_validator(*names: str) -> object:
     return field_validator(*names, mode="before")(classmethod(lambda cls, v: check_subspace(v)))
 
 
+def explicit_axes_validator(probe: str, most: int = 32) -> object:
+    """A pydantic 'before' validator for a classifier's `subspace`: `check_subspace`, then a
+    list of at most `most` axes (not 'full'), refused naming the probe."""
+    from pydantic import field_validator
+
+    def check(cls: type, v: object) -> object:
+        v = check_subspace(v)
+        if v == "full" or len(v) > most:  # type: ignore[arg-type]
+            raise ValueError(f"{probe} needs an explicit list of at most {most} axes")
+        return v
+    return field_validator("subspace", mode="before")(classmethod(check))
+
+
 def changed_fields(model: BaseModel, names: tuple[str, ...]) -> list[str]:
     """Those of `names` whose value differs from the field's default (a resolved spec carries
     every default, so what was written cannot be told from what was filled in)."""

@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
-from geoscreen.probes.params import changed_fields, genes_ref_field
+from geoscreen.probes.params import changed_fields, explicit_axes_validator, genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, gene_perms
@@ -85,15 +85,7 @@ class RoleMarginsParams(ProbeParams):
                                                 "tested")
     n_permutations: int = Field(1000, ge=99, le=100000)
 
-    @field_validator("subspace", mode="before")
-    @classmethod
-    def _subspace(cls, v: object) -> object:
-        from geoscreen.probes.params import check_subspace
-
-        v = check_subspace(v)
-        if v == "full" or len(v) > 32:  # type: ignore[arg-type]
-            raise ValueError("role_margins needs an explicit list of at most 32 axes")
-        return v
+    _check_subspace = explicit_axes_validator("role_margins")
 
     @field_validator("score")
     @classmethod

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, match_field
-from geoscreen.probes.params import added_field, genes_ref_field
+from geoscreen.probes.params import added_field, explicit_axes_validator, genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle_batches
@@ -297,15 +297,7 @@ class RoleSeparationParams(ProbeParams):
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_size: int = Field(10, ge=3, description="smallest set size (per side)")
 
-    @field_validator("subspace", mode="before")
-    @classmethod
-    def _subspace(cls, v: object) -> object:
-        from geoscreen.probes.params import check_subspace
-
-        v = check_subspace(v)
-        if v == "full" or len(v) > 32:  # type: ignore[arg-type]
-            raise ValueError("role_separation needs an explicit list of at most 32 axes")
-        return v
+    _check_subspace = explicit_axes_validator("role_separation")
 
 
 def _two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: int,

@@ -180,6 +180,8 @@ def test_refusals(tmp_path):
         run("role_margins", _base(), ctx, "L0")
     with pytest.raises(GeoscreenError, match="not groups and score"):
         run("role_margins", _base(groups=_groups(), score="string_degree"), ctx, "L0")
+    with pytest.raises(GeoscreenError, match="role_margins needs an explicit list of at most 32"):
+        run("role_margins", _base(groups=_groups(), subspace="full"), ctx, "L0")
     with pytest.raises(GeoscreenError, match="folds and C apply to margin: classifier"):
         run("role_margins", _base(groups=_groups(), folds=3), ctx, "L0")
     # H is large when groups differ: a layer's p is its upper tail whatever the alternative
