@@ -467,6 +467,18 @@ def curve_landmarks(layers: Sequence[str], depth: Sequence[float], effect: Seque
     return out
 
 
+def _aligned_draws(results: Sequence[LayerResult]) -> bool:
+    """Whether every layer kept null draws of one length made from the same relabellings: a
+    probe whose draws relabel a set that could differ between layers records a key of it
+    (``extra["null_draws_key"]``), and layers whose keys differ are not compared draw by draw
+    (the trend then falls back to layer orders)."""
+    draws = [r.null_draws for r in results]
+    if any(d is None for d in draws) or len({len(d) for d in draws}) != 1:  # type: ignore[arg-type]
+        return False
+    keys = {r.extra.get("null_draws_key") for r in results}
+    return len(keys) == 1
+
+
 def combine(results: Sequence[LayerResult], across: str, alternative: str, seed: int,
             method_any: str = "cauchy") -> CombinedResult:
     """Hypothesis-level p-value, e-value and summary effect for the spec's `across_layers`."""
@@ -476,7 +488,7 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
     if across == "trend":
         draws = [r.null_draws for r in results]
         depth = [r.layer_index for r in results]
-        if all(d is not None for d in draws) and len({len(d) for d in draws}) == 1:  # type: ignore[arg-type]
+        if _aligned_draws(results):
             # the per-layer statistic of the null sets is the probe's statistic; trend of effects
             # and of null statistics agree when the effect is the statistic (anchor_convergence)
             tr = set_trend_test(depth, [r.effect_size for r in results], np.array(draws),
@@ -493,8 +505,7 @@ def combine(results: Sequence[LayerResult], across: str, alternative: str, seed:
     if across in SHAPE_DETAIL:
         test, effect_name, effect_key = SHAPE_DETAIL[across]
         draws = [r.null_draws for r in results]
-        same = all(d is not None for d in draws) and \
-            len({len(d) for d in draws if d is not None}) == 1
+        same = _aligned_draws(results)
         out = test([r.layer_index for r in results], effects, alternative, seed,
                    np.array(draws) if same else None)
         out["landmarks"] = curve_landmarks([r.layer for r in results],

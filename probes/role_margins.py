@@ -10,20 +10,31 @@ in another seed's model (same record).  This probe states each as a test:
 
 * ``groups`` — a list of gene sets (TF families, say), each gene of the positive role in
   exactly one of them taking it as its group: Kruskal-Wallis H of the margins across groups,
-  against the group labels permuted among those genes.  Each group's mean rank is also tested
-  against the same permutations, two-sided, with maxT-adjusted p-values across groups
-  (Westfall & Young), so "which families" is answered with family-wise error control;
+  against the group labels permuted among those genes.  "Which families differ" is answered
+  pair by pair: Dunn's contrast of every pair of groups, with maxT-adjusted p-values from the
+  same permutations (Westfall & Young).  A contrast of one group against all the others would
+  not do: one family that truly differs moves the pool and makes the others look different
+  (family-wise error 0.24 over the unshifted families with one shifted 1.5 SD, in review);
+  a pair of unshifted families is not moved by it (0.020 at most with one family shifted 1.5
+  or 3 SD, `tests/test_role_margins.py`).
+  Each group's z against the other grouped genes is kept as a description;
 * ``score`` — Spearman correlation of the margins with a per-gene score (any score of
   `gene_score_association`: out_degree:trrust, string_degree, a file), against the scores
   permuted among the genes;
 * ``versus_cache`` — Spearman correlation of the margins with the same genes' margins in
-  another cache's layer (a second seed or model), against the genes permuted.
+  another cache's layer (a second seed or model), against the genes permuted.  The roles are
+  resolved on the other cache itself; its singular axes need not be this cache's (axes with
+  close singular values can swap or mix between seeds), which can weaken rho.
 
 Margins are fixed per gene before any null is drawn and every null permutes labels, scores or
 genes among the scored genes only, so each test is exact for its null: the margins carry no
 information about the group, the score or the other cache.  The permutations are the same in
-every layer (when the scored genes are), so ``across_layers: trend`` asks whether the family
-differences grow with depth more than they do for random groupings of the same genes.
+every layer (when the scored genes are; a layer's result keeps a key of its grouped genes,
+``null_draws_key``, and a trend compares layers draw by draw only where the keys agree),
+so ``across_layers: trend`` asks whether the family differences,
+measured against the spread within families (a rank statistic), grow with depth more than
+they do for random groupings of the same genes; its null is that the labels are exchangeable
+in every layer, not that the differences stay constant.
 
 Two margins are offered: ``centroid`` (the screen's: distance from the negative role's centre
 minus distance from the positive role's centre, euclidean on the chosen singular axes, each
@@ -33,6 +44,7 @@ gene's own role centre taken without it) and ``classifier`` (the out-of-fold log
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import numpy as np
@@ -50,6 +62,7 @@ from geoscreen.result import LayerResult
 stats = lazy_module("scipy.stats")
 
 LISTED = 10  # genes listed at each end of the margin ranking
+PAIRS_LISTED = 20  # pairs of groups listed, smallest adjusted p first
 
 
 class RoleMarginsParams(ProbeParams):
@@ -147,6 +160,20 @@ def group_z(ranks: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> np.ndar
     return out
 
 
+def dunn_z(ranks: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """(m, k(k-1)/2) Dunn contrasts of every pair of groups (i < j, `np.triu_indices` order)
+    under (m, n) labels: (mean rank i - mean rank j) / sqrt(S2 (1/n_i + 1/n_j)), S2 the ranks'
+    variance with ties, sum (r - mean)^2 / (n - 1)."""
+    n = ranks.size
+    r = ranks - ranks.mean()
+    s2 = float(r @ r) / (n - 1)
+    L = np.atleast_2d(labels)
+    k = sizes.size
+    means = np.stack([((L == g) @ r) / sizes[g] for g in range(k)], axis=1)
+    a, b = np.triu_indices(k, 1)
+    return (means[:, a] - means[:, b]) / np.sqrt(s2 * (1.0 / sizes[a] + 1.0 / sizes[b]))
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Centred ranks of a and b and their Spearman rho (average ranks for ties)."""
     ra = stats.rankdata(a)
@@ -189,7 +216,8 @@ def _margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str, svd: SVD,
               "(Spearman rho)",
     effect="groups: H's share of the rank variance beyond chance, (H - k + 1) / (n - k) (0 = "
            "the groups' margins differ as random groupings do); score, versus_cache: Spearman "
-           "rho (0 = unrelated); each group's mean margin, z and maxT-adjusted p in extra",
+           "rho (0 = unrelated); each group's mean margin and z, and the pairs of groups that "
+           "differ (Dunn, maxT-adjusted p) in extra",
     alternatives=("greater", "two-sided", "less"),
     examples=[
         {"statement": "TF families differ in how far their members sit on the TF side of the "
@@ -228,13 +256,16 @@ def role_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str) -> LayerRe
 
     ``groups``: the positive genes in exactly one listed set (groups smaller than
     ``min_group`` are left out), H = (n - 1) SSB / SST of the margins' ranks (scipy's
-    tie-corrected H).  Under permutations of the labels E[H] = k - 1 exactly, so the effect
-    eta^2_H = (H - k + 1) / (n - k) (Tomczak & Tomczak 2014) has no-effect value 0.  H is
+    tie-corrected H).  Under permutations of the labels E[H] = k - 1 exactly (ties included),
+    so the effect eta^2_H = (H - k + 1) / (n - k) (Tomczak & Tomczak 2014) has no-effect value
+    0 (with ties its largest value is below 1).  H is
     large when the groups differ, so a layer's p-value is always its upper tail; the spec's
     alternative then gives only a trend's direction (``across_layers: trend`` with ``less``:
-    the family differences shrink with depth; ``two-sided``: they change).  Each group's
-    mean rank is standardised by its exact permutation moments; the maxT-adjusted p of group g
-    is (1 + #{draws whose largest |z| over groups >= |z_g|}) / (m + 1).
+    the family differences shrink with depth; ``two-sided``: they change).  Pairs: Dunn's
+    z_ij = (mean rank_i - mean rank_j) / sqrt(S^2 (1/n_i + 1/n_j)), S^2 the ranks' variance;
+    the maxT-adjusted p of a pair is (1 + #{draws whose largest |z| over pairs >= |z_ij|}) /
+    (m + 1), listed for the 20 smallest.  Each group's z (its mean rank against its exact
+    permutation moments) describes it against the other grouped genes, without a p-value.
 
     ``score`` / ``versus_cache``: rho between the margins and the score (genes without one
     dropped) or the same genes' margins in the other cache's layer of the same name or
@@ -248,6 +279,7 @@ def role_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str) -> LayerRe
     Tomczak, M. & Tomczak, E. (2014). The need to report effect size estimates revisited. An
     overview of some recommended measures of effect size. Trends in Sport Sciences 21(1),
     19-25.
+    Dunn, O. J. (1964). Multiple comparisons using rank sums. Technometrics 6(3), 241-252.
     Westfall, P. H. & Young, S. S. (1993). Resampling-Based Multiple Testing. Wiley.
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
@@ -278,8 +310,7 @@ def role_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str) -> LayerRe
         extra["score"] = source
         what = "score"
     else:
-        other = _other_margins(ctx, p, layer, pos)
-        extra["versus_cache"] = p.versus_cache
+        other, extra["versus_cache"] = _other_margins(ctx, p, layer, pos)
         what = "versus_cache"
     ok = np.isfinite(other)
     if int(ok.sum()) < p.min_size:
@@ -306,22 +337,32 @@ def role_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str) -> LayerRe
 
 def _groups_test(ctx: ProbeContext, p: RoleMarginsParams, pos: np.ndarray,
                  margins: np.ndarray, extra: dict[str, Any]) -> LayerResult:
-    """Kruskal-Wallis H of the margins across the groups, against relabellings."""
+    """Kruskal-Wallis H of the margins across the groups, against relabellings; the pairs of
+    groups that differ by Dunn's contrasts with maxT-adjusted p from the same relabellings."""
     assert p.groups is not None
     where = {int(r): i for i, r in enumerate(pos.tolist())}
-    count = np.zeros(pos.size, dtype=np.int64)
-    label = np.full(pos.size, -1, dtype=np.int64)
+    member = np.zeros((len(p.groups), pos.size), dtype=bool)
     for g, ref in enumerate(p.groups):
         rows = ctx.gene_rows(ref, param="groups", min_size=0, include_zero=p.include_zero_genes)
-        idx = [where[int(r)] for r in rows if int(r) in where]
-        count[idx] += 1
-        label[idx] = g
-    label[count != 1] = -1
-    sizes_all = np.bincount(label[label >= 0], minlength=len(p.groups))
-    kept = [g for g in range(len(p.groups)) if sizes_all[g] >= p.min_group]
+        member[g, [where[int(r)] for r in rows if int(r) in where]] = True
+
+    def single(groups: list[int]) -> np.ndarray:
+        """Each positive gene's group among `groups` when it is in exactly one, else -1."""
+        sub = member[groups]
+        out = np.full(pos.size, -1, dtype=np.int64)
+        one = sub.sum(axis=0) == 1
+        out[one] = np.asarray(groups)[sub[:, one].argmax(axis=0)]
+        return out
+
+    # a group is kept when it has min_group genes in no other listed group; membership is then
+    # counted over the kept groups only, so a gene is not lost to a group that was left out
+    every = list(range(len(p.groups)))
+    sizes_all = np.bincount(single(every)[single(every) >= 0], minlength=len(p.groups))
+    kept = [g for g in every if sizes_all[g] >= p.min_group]
+    label = single(kept) if kept else np.full(pos.size, -1, dtype=np.int64)
     dropped = [{"group": p.groups[g], "genes": int(sizes_all[g])}
-               for g in range(len(p.groups)) if sizes_all[g] < p.min_group]
-    genes = np.flatnonzero(np.isin(label, kept))
+               for g in every if sizes_all[g] < p.min_group]
+    genes = np.flatnonzero(label >= 0)
     if len(kept) < 2 or genes.size < p.min_size:
         raise GeoscreenError(f"{len(kept)} groups of at least {p.min_group} positive genes "
                              f"({genes.size} genes) remain; the test needs 2 groups and "
@@ -336,41 +377,53 @@ def _groups_test(ctx: ProbeContext, p: RoleMarginsParams, pos: np.ndarray,
     sizes = np.bincount(lab, minlength=k)
     h_obs = float(kruskal_h(ranks, lab, k)[0])
     z_obs = group_z(ranks, lab, sizes)[0]
+    d_obs = dunn_z(ranks, lab, sizes)[0]
     rng = ctx.shared_rng("null")
-    max_z: list[np.ndarray] = []
+    max_d: list[np.ndarray] = []
 
     def batches():
         for _, m in chunks(p.n_permutations, n):
             L = lab[gene_perms(n, m, rng)]
-            max_z.append(np.abs(group_z(ranks, L, sizes)).max(axis=1))
+            max_d.append(np.abs(dunn_z(ranks, L, sizes)).max(axis=1))
             yield kruskal_h(ranks, L, k)
     seq = besag_clifford(batches(), h_obs, "greater", p.n_permutations, None)
     null = seq.null
-    mz = np.concatenate(max_z)[:seq.draws]
+    md = np.concatenate(max_d)[:seq.draws]
     eta = (h_obs - k + 1) / (n - k)
     per_group = []
     for i, g in enumerate(kept):
         inside = margins[genes][lab == i]
-        per_group.append({
-            "group": p.groups[g], "genes": int(sizes[i]),
-            "mean_margin": float(inside.mean()), "median_margin": float(np.median(inside)),
-            "z": float(z_obs[i]),
-            "p_adjusted": float((1 + np.sum(mz >= abs(z_obs[i]))) / (mz.size + 1))})
+        per_group.append({"group": p.groups[g], "genes": int(sizes[i]),
+                          "mean_margin": float(inside.mean()),
+                          "median_margin": float(np.median(inside)), "z": float(z_obs[i])})
     per_group.sort(key=lambda d: -d["z"])
+    a, b = np.triu_indices(k, 1)
+    p_pair = (1 + (md[None, :] >= np.abs(d_obs)[:, None]).sum(axis=1)) / (md.size + 1)
+    order = np.lexsort((-np.abs(d_obs), p_pair))
+    pairs = [{"higher": p.groups[kept[a[j]] if d_obs[j] > 0 else kept[b[j]]],
+              "lower": p.groups[kept[b[j]] if d_obs[j] > 0 else kept[a[j]]],
+              "z": float(abs(d_obs[j])), "p_adjusted": float(p_pair[j])}
+             for j in order[:PAIRS_LISTED]]
+    fingerprint = hashlib.sha256(np.concatenate([pos[genes], lab]).astype(np.int64)
+                                 .tobytes()).hexdigest()[:16]
     return LayerResult(
         statistic_name="kruskal_h", statistic=h_obs, effect_name="eta_squared_h",
         effect_size=float(eta), **seq.test_fields(h_obs, "greater"), n=int(n),
         null="label_shuffle", n_permutations=seq.draws,
         null_draws=[float((x - k + 1) / (n - k)) for x in null],
-        extra={**seq.record(), **extra, "groups": per_group, "groups_dropped": dropped,
-               "genes_in_groups": int(n), "genes_in_several_groups": int((count > 1).sum()),
+        extra={**seq.record(), **extra, "groups": per_group, "pairs": pairs,
+               "pairs_differing": int((p_pair <= 0.05).sum()), "pairs_tested": int(a.size),
+               "groups_dropped": dropped, "genes_in_groups": int(n),
+               "genes_in_several_groups": int((member[kept].sum(axis=0) > 1).sum()),
+               "null_draws_key": fingerprint,
                "h_null_mean": float(null.mean()), "h_exact_mean": float(k - 1)})
 
 
 def _other_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str,
-                   pos: np.ndarray) -> np.ndarray:
+                   pos: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """The positive genes' margins in another cache's layer of the same name or position
-    (NaN where that cache lacks the gene), from its own centred SVD on its present genes."""
+    (NaN where that cache lacks the gene), from its own centred SVD on its present genes with
+    the roles resolved there by symbol; and what was compared."""
     from geoscreen.probes.context import SVD as SVDType
     from geoscreen.probes.layers import other_cache_layer
 
@@ -380,14 +433,15 @@ def _other_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str,
     mean = X.mean(axis=0)
     U, S, Vt = np.linalg.svd(X - mean, full_matrices=False)
     osvd = SVDType(rows=np.asarray(present, dtype=np.int64), U=U, S=S, Vt=Vt, mean=mean)
-    oidx = other.genes.index
     mine = ctx.cache.genes.symbols
-    in_other = set(np.asarray(present).tolist())
+    # the roles resolved on the other cache as on this one (its own symbols, its present
+    # genes): a gene this cache lacks still takes its role there
+    octx = ProbeContext(cache=other, seed=ctx.seed, work_dir=ctx.work_dir)
+    in_other = np.asarray(present, dtype=np.int64)
 
     def rows_of(ref: str, param: str) -> np.ndarray:
-        got = ctx.gene_rows(ref, param=param, min_size=1, include_zero=p.include_zero_genes)
-        out = [oidx[mine[r]] for r in got if mine[r] in oidx and oidx[mine[r]] in in_other]
-        return np.array(sorted(set(out)), dtype=np.int64)
+        got = octx.gene_rows(ref, param=param, min_size=0, include_zero=p.include_zero_genes)
+        return np.intersect1d(got, in_other)
 
     opos = rows_of(p.positive, "positive")
     if p.negative == "rest":
@@ -402,4 +456,6 @@ def _other_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str,
                              field="params.versus_cache")
     om = _margins(ctx, p, layer, osvd, opos, oneg)
     by_symbol = {other.genes.symbols[int(r)]: float(v) for r, v in zip(opos, om)}
-    return np.array([by_symbol.get(mine[int(r)], np.nan) for r in pos])
+    return (np.array([by_symbol.get(mine[int(r)], np.nan) for r in pos]),
+            {"cache": p.versus_cache, "layer": oname, "n_positive": int(opos.size),
+             "n_negative": int(oneg.size)})

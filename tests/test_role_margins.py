@@ -64,6 +64,14 @@ def test_margins_h_and_rho_match_references(tmp_path):
     h = stats.kruskal(*grouped).statistic
     assert r.statistic == pytest.approx(h, rel=1e-10)
     assert r.effect_size == pytest.approx((h - 3) / (48 - 4))
+    # Dunn's contrast of the first two families, written out
+    rk = stats.rankdata(np.concatenate(grouped))
+    s2 = ((rk - rk.mean()) ** 2).sum() / 47
+    dunn = (rk[:12].mean() - rk[12:24].mean()) / np.sqrt(s2 * (2 / 12))
+    p01 = {(q["higher"], q["lower"]): q["z"] for q in r.extra["pairs"]}
+    assert abs(dunn) == pytest.approx(p01.get((genes_ref(FAMILIES[0]), genes_ref(FAMILIES[1])),
+                                              p01.get((genes_ref(FAMILIES[1]),
+                                                       genes_ref(FAMILIES[0])))))
     top = r.extra["groups"][0]
     assert top["group"] == genes_ref(FAMILIES[0])
     assert top["mean_margin"] == pytest.approx(grouped[0].mean())
@@ -85,14 +93,14 @@ def test_margins_h_and_rho_match_references(tmp_path):
 @pytest.mark.parametrize("kind", ["gaussian", "hubs"])
 def test_calibrated_on_random_roles_and_groups(tmp_path, kind):
     """Random roles and random groups of the positive genes, on Gaussian and hub-heavy layers:
-    H's p-values are uniform, the per-group maxT p-values hold the family-wise error, and a
-    random score's rho is uniform too."""
+    H's p-values are uniform (with centroid and with classifier margins), the pairwise maxT
+    p-values hold the family-wise error, and a random score's rho is uniform too."""
     layers = hub_heavy_layers(kind, 150, N, D, 11)
     ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
     rng = np.random.default_rng(12)
     score = tmp_path / "s.tsv"
     score.write_text("".join(f"G{i}\t{v}\n" for i, v in enumerate(rng.standard_normal(N))))
-    ph, ps, fwer = [], [], []
+    ph, ps, pc, fwer = [], [], [], []
     for i in range(150):
         g = rng.choice(N, 160, replace=False)
         fams = [g[j:j + 10] for j in range(0, 40, 10)]
@@ -101,14 +109,17 @@ def test_calibrated_on_random_roles_and_groups(tmp_path, kind):
         ctx.seed = i
         r = run("role_margins", {**prm, "groups": _groups(fams)}, ctx, f"L{i}")
         ph.append(r.p_value)
-        fwer.append(min(x["p_adjusted"] for x in r.extra["groups"]) <= 0.05)
+        fwer.append(r.extra["pairs_differing"] > 0)
         ps.append(run("role_margins", {**prm, "score": f"file:{score}"}, ctx, f"L{i}",
                       "two-sided").p_value)
-    for name, p in (("groups", ph), ("score", ps)):
+        pc.append(run("role_margins", {**prm, "groups": _groups(fams), "margin": "classifier"},
+                      ctx, f"L{i}").p_value)
+    for name, p in (("groups", ph), ("score", ps), ("groups, classifier margins", pc)):
         c = assert_calibrated(p)
         print(f"\nCALIBRATION role_margins/{name}, {kind}: n={c['n']} KS p={c['ks_p']:.3f} "
               f"FPR(0.05)={c['fpr']:.3f}")
-    print(f"CALIBRATION role_margins/groups maxT family-wise error, {kind}: {np.mean(fwer):.3f}")
+    print(f"CALIBRATION role_margins/groups pairwise maxT family-wise error, {kind}: "
+          f"{np.mean(fwer):.3f}")
     assert np.mean(fwer) <= 0.11  # 99.9% binomial band's top for 150 tests at 0.05
 
 
@@ -118,15 +129,41 @@ def test_planted_family_differences_are_found_and_named(tmp_path):
     ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
     r = run("role_margins", _base(groups=_groups(), n_permutations=499), ctx, "L0")
     assert r.p_value == pytest.approx(1 / 500) and r.effect_size > 0.2
+    pairs = {(q["higher"], q["lower"]): q["p_adjusted"] for q in r.extra["pairs"]}
+    up, down, mid = (genes_ref(FAMILIES[i]) for i in (0, 3, 1))
+    assert pairs[(up, mid)] < 0.05 and pairs[(up, down)] < 0.01
+    assert pairs.get((mid, genes_ref(FAMILIES[2])), pairs.get((genes_ref(FAMILIES[2]), mid))) \
+        > 0.05
     by = {g["group"]: g for g in r.extra["groups"]}
-    assert by[genes_ref(FAMILIES[0])]["z"] > 0 and by[genes_ref(FAMILIES[0])]["p_adjusted"] < 0.05
-    assert by[genes_ref(FAMILIES[3])]["z"] < 0 and by[genes_ref(FAMILIES[3])]["p_adjusted"] < 0.05
-    assert by[genes_ref(FAMILIES[1])]["p_adjusted"] > 0.05
+    assert by[up]["z"] > 0 > by[down]["z"]
     assert r.extra["widest"][0]["gene"] in {f"G{i}" for i in FAMILIES[0]}
     # the classifier's margins see the same families
     c = run("role_margins", _base(groups=_groups(), margin="classifier", n_permutations=199),
             ctx, "L0")
     assert c.p_value < 0.01
+
+
+@pytest.mark.parametrize("shift", [1.5, 3.0])
+def test_pairwise_p_values_hold_when_one_family_differs(tmp_path, shift):
+    """One family shifted, three not: the pairs among the unshifted families are rejected at
+    most at the level (a group-against-the-rest contrast would call them different, since
+    the shifted family moves the pool), over 150 layers; the classifier's margins alike."""
+    layers = [_roles(np.random.default_rng(700 + i), shift=(shift, 0.0, 0.0, 0.0))
+              for i in range(150)]
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    null_pairs = {(genes_ref(FAMILIES[i]), genes_ref(FAMILIES[j]))
+                  for i in (1, 2, 3) for j in (1, 2, 3) if i != j}
+    for margin in ("centroid", "classifier"):
+        wrong = []
+        for i, layer in enumerate(ctx.cache.layers):
+            ctx.seed = i
+            r = run("role_margins", _base(groups=_groups(), margin=margin, n_permutations=99),
+                    ctx, layer)
+            wrong.append(any((q["higher"], q["lower"]) in null_pairs
+                             and q["p_adjusted"] <= 0.05 for q in r.extra["pairs"]))
+        print(f"\nCALIBRATION role_margins/groups {margin}, one family shifted {shift}: "
+              f"family-wise error over the unshifted pairs {np.mean(wrong):.3f}")
+        assert np.mean(wrong) <= 0.11
 
 
 def test_family_differences_growing_with_depth_trend(tmp_path):
@@ -170,7 +207,26 @@ def test_seed_stability_against_another_cache(tmp_path):
     other = run("role_margins", _base(versus_cache=str(tmp_path / "other"),
                                       n_permutations=199), ctx, "L0", "two-sided")
     assert other.p_value > 0.01
-    assert same.extra["versus_cache"] == str(tmp_path / "seed2")
+    assert same.extra["versus_cache"]["cache"] == str(tmp_path / "seed2")
+    assert same.extra["versus_cache"]["n_positive"] == 60
+
+
+def test_the_other_cache_keeps_the_roles_of_genes_this_cache_lacks(tmp_path):
+    """With negative: rest, positives that this cache holds as all-zero rows are still
+    positives in the other cache (not part of its rest)."""
+    rng = np.random.default_rng(42)
+    X = _roles(rng)
+    mine = X.copy()
+    mine[:20] = 0.0  # 20 positives absent here
+    ctx = context(cache_from_layers(tmp_path / "c", [mine]), tmp_path)
+    named_cache(tmp_path / "o", [X], [f"G{i}" for i in range(N)])
+    r = run("role_margins", {"positive": genes_ref(POS), "negative": "rest",
+                             "subspace": [1, 2, 3], "versus_cache": str(tmp_path / "o"),
+                             "n_permutations": 99}, ctx, "L0")
+    assert r.extra["n_positive"] == 40
+    assert r.extra["versus_cache"]["n_positive"] == 60
+    assert r.extra["versus_cache"]["n_negative"] == N - 60
+    assert r.n == 40 and r.statistic > 0.5
 
 
 def test_refusals(tmp_path):
@@ -217,5 +273,26 @@ def test_a_group_the_cache_lacks_is_left_out_and_listed(tmp_path):
     r = run("role_margins", _base(groups=groups, n_permutations=99), ctx, "L0")
     assert r.extra["groups_dropped"] == [{"group": "genes:FOXO1,FOXO3", "genes": 0}]
     assert len(r.extra["groups"]) == 4
+    # a gene in a kept family and in a family that is left out keeps its kept family
+    extra_small = _groups() + [genes_ref([0, 1])]
+    r2 = run("role_margins", _base(groups=extra_small, n_permutations=99), ctx, "L0")
+    assert r2.extra["genes_in_groups"] == 48 and r2.extra["groups"][0]["genes"] == 12
     bad = {**spec, "params": _base(groups=_groups() + ["go:GO:99999999"])}
     assert "no GO term named 'GO:99999999'" in preflight(parse_spec(bad, "s"), cache=cache)
+
+
+def test_a_trend_compares_draws_only_when_the_layers_relabel_the_same_genes(tmp_path):
+    """The layers' results carry a key of the grouped genes: equal keys let the trend compare
+    the observed curve with the relabelled groups' curves; a layer whose key differs (other
+    genes grouped) sends the trend back to layer orders instead of misaligned draws."""
+    rng = np.random.default_rng(71)
+    layers = [_roles(rng, shift=(0.3 * t, 0.0, 0.0, 0.0)) for t in range(5)]
+    ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
+    res = run_layers("role_margins", _base(groups=_groups(), n_permutations=99), ctx)
+    assert len({r.extra["null_draws_key"] for r in res}) == 1
+    assert combine(res, "trend", "greater", seed=0).method.endswith("vs_null_sets")
+    assert combine(res, "changepoint", "greater", seed=0).method.endswith("vs_null_sets")
+    res[2].extra["null_draws_key"] = "another"
+    assert not combine(res, "trend", "greater", seed=0).method.endswith("vs_null_sets")
+    for across in ("changepoint", "slope_change"):
+        assert "null_sets" not in combine(res, across, "greater", seed=0).method
