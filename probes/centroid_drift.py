@@ -32,11 +32,11 @@ from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
+from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field, null_sets
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, distinct_draws
+from geoscreen.probes.stats import distinct_draws
 from geoscreen.result import LayerResult
 
 
@@ -237,15 +237,10 @@ def centroid_drift(ctx: ProbeContext, p: CentroidDriftParams, layer: str) -> Lay
         return out
 
     def batches() -> Iterator[np.ndarray]:
-        for st, m in chunks(p.n_permutations, n):
-            if strata is not None:
-                draws = strata.draw(both, m, rng)
-                if st == 0:
-                    matching["balance"] = strata.balance(both, draws)  # type: ignore[index]
-            else:
-                draws = pool[distinct_draws(pool.size, both.size, m, rng)]
+        for draws in null_sets(strata, both, p.n_permutations, n, rng,
+                               lambda m: pool[distinct_draws(pool.size, both.size, m, rng)]):
             parts = split(draws)
-            mv = parts.get("moving", np.broadcast_to(moving, (m, moving.size)))
+            mv = parts.get("moving", np.broadcast_to(moving, (draws.shape[0], moving.size)))
             yield drift_statistic(p.statistic, here, ref, mv, parts.get("first"),
                                   parts.get("second"), p.direction_at)
     # never stops (h=None): the trend across layers needs every layer's null sets

@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
+from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field, null_sets
 from geoscreen.probes.params import (
     Subspace,
     added_field,
@@ -290,14 +290,10 @@ def _convergence(ctx: ProbeContext, p: AnchorConvergenceParams | CentroidConverg
                                                else 0.0)
 
         def batches() -> Iterator[np.ndarray]:
-            for st, m in chunks(p.n_permutations, both.size):
-                if strata is not None:
-                    sets = strata.draw(both, m, rng)
-                    if st == 0:
-                        matching["balance"] = strata.balance(both, sets)  # type: ignore[index]
-                    yield contrast(v[sets])
-                else:
-                    yield contrast(vb[distinct_draws(vb.size, both.size, m, rng)])
+            source = v if strata is not None else vb  # matched draws index every gene
+            for sets in null_sets(strata, both, p.n_permutations, both.size, rng,
+                                  lambda m: distinct_draws(vb.size, both.size, m, rng)):
+                yield contrast(source[sets])
         # never stops (h=None): the trend across layers needs every layer's null sets
         seq = besag_clifford(batches(), value, ctx.alternative, p.n_permutations, None)
         null = seq.null
@@ -384,13 +380,9 @@ def _anchor_null(ctx: ProbeContext, p: CentroidConvergenceParams, layer: str, sv
         raise RuntimeError(f"anchor null: observed {value} != redrawn {check}")
 
     def batches() -> Iterator[np.ndarray]:
-        for st, m in chunks(p.n_permutations, n, budget=4_000_000):
-            if strata is not None:
-                sets = strata.draw(redrawn, m, rng)
-                if st == 0:
-                    matching["balance"] = strata.balance(redrawn, sets)  # type: ignore[index]
-            else:
-                sets = pool[distinct_draws(pool.size, a, m, rng)]
+        for sets in null_sets(strata, redrawn, p.n_permutations, n, rng,
+                              lambda m: pool[distinct_draws(pool.size, a, m, rng)],
+                              budget=4_000_000):
             if kept.size:  # the kept anchor genes in every draw
                 sets = np.concatenate([np.broadcast_to(kept, (sets.shape[0], kept.size)),
                                        sets], axis=1)

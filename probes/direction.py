@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
+from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field, null_sets
 from geoscreen.probes.params import (
     Subspace,
     pairs_ref_field,
@@ -36,7 +36,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, random_orders, sparse_row_blocks
+from geoscreen.probes.stats import random_orders, sparse_row_blocks
 from geoscreen.result import LayerResult
 
 
@@ -286,13 +286,11 @@ def edge_direction(ctx: ProbeContext, p: EdgeDirectionParams, layer: str) -> Lay
                                                   else 0)  # per draw: weights, resultants
 
     def batches() -> Iterator[np.ndarray]:
-        for st, m in chunks(p.n_permutations, width, budget=8_000_000):
-            if strata is not None:
-                draws = strata.draw(dst, m, rng)
-                if st == 0:
-                    matching["balance"] = strata.balance(dst, draws)  # type: ignore[index]
-            else:  # one relabelling of all genes per draw: a target shared by TFs stays shared
-                draws = random_orders(m, n, rng, columns=dst)  # argsort of random keys
+        # uniform: one relabelling of all genes per draw (a target shared by TFs stays shared),
+        # the argsort of random keys
+        for draws in null_sets(strata, dst, p.n_permutations, width, rng,
+                               lambda m: random_orders(m, n, rng, columns=dst),
+                               budget=8_000_000):
             draws = np.asarray(draws, dtype=np.int64)
             # a target relabelled onto its own TF (rare, about k/n per edge) moves to another
             # gene

@@ -25,11 +25,11 @@ from pydantic import Field, field_validator
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
-from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
+from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field, null_sets
 from geoscreen.probes.params import genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, distinct_draws
+from geoscreen.probes.stats import distinct_draws
 from geoscreen.result import LayerResult
 
 stats = lazy_module("scipy.stats")
@@ -169,13 +169,8 @@ def gene_drift(ctx: ProbeContext, p: GeneDriftParams, layer: str) -> LayerResult
         matching = strata.record
 
     def batches() -> Iterator[np.ndarray]:
-        for st, m in chunks(p.n_permutations, k):
-            if strata is not None:
-                draws = strata.draw(members, m, rng)
-                if st == 0:
-                    matching["balance"] = strata.balance(members, draws)  # type: ignore[index]
-            else:
-                draws = distinct_draws(n, k, m, rng)
+        for draws in null_sets(strata, members, p.n_permutations, k, rng,
+                               lambda m: distinct_draws(n, k, m, rng)):
             yield (ranks[draws].sum(axis=1) - base) / scale
     # never stops (h=None): the trend across layers needs every layer's null sets
     seq = besag_clifford(batches(), auroc, ctx.alternative, p.n_permutations, None)

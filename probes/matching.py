@@ -33,6 +33,7 @@ studies. JASA 79(387), 565-574.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,7 +42,7 @@ from pydantic import Field
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import SVD, ProbeContext
-from geoscreen.probes.stats import distinct_draws
+from geoscreen.probes.stats import CHUNK_ENTRIES, chunks, distinct_draws
 
 MatchVar = Literal["annotation", "degree", "expression", "norm", "centrality"]
 DEFAULT_MATCH: tuple[str, ...] = ("annotation", "centrality")
@@ -200,6 +201,27 @@ def match_layers_field() -> Any:
                                      "every layer (all: the same random sets in every layer, so "
                                      "a trend, step or bend across layers is compared with "
                                      "theirs)")
+
+
+def null_sets(strata: Strata | None, members: np.ndarray, n_permutations: int, width: int,
+              rng: np.random.Generator, uniform: Callable[[int], np.ndarray],
+              budget: int = CHUNK_ENTRIES) -> Iterator[np.ndarray]:
+    """The random sets of a matched-or-uniform null, batch by batch (made as they are taken).
+
+    With `strata`, each batch relabels `members` within their strata (`Strata.draw`) and the
+    first batch's balance is recorded in ``strata.record["balance"]``; without, `uniform(m)`
+    draws a batch of m sets.  Batches hold at most `budget` // `width` draws (`chunks`).  The
+    generator is consumed in draw order, so the same `rng` gives the same sets however many
+    batches a sequential test takes.
+    """
+    for st, m in chunks(n_permutations, width, budget=budget):
+        if strata is None:
+            yield uniform(m)
+            continue
+        draws = strata.draw(members, m, rng)
+        if st == 0:
+            strata.record["balance"] = strata.balance(members, draws)
+        yield draws
 
 
 def build_strata(ctx: ProbeContext, layer: str, svd: SVD, variables: list[str], bins: int,
