@@ -161,10 +161,10 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
             for _, m in chunks(p.n_permutations, n):
                 yield pole_jaccard(La, rng.permuted(np.tile(Lb, (m, 1)), axis=1))
     else:
-        from geoscreen.probes.proximity import _local_pairs
+        from geoscreen.probes.proximity import local_pairs
 
-        i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs,  # type: ignore[arg-type]
-                               p.include_zero_genes)
+        i, j, _ = local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs,  # type: ignore[arg-type]
+                              p.include_zero_genes)
         n_pairs = int(i.size)
         ca = (La[i] != 0) & (La[i] == La[j])
         observed = float(copole_phi(ca, ((Lb[i] != 0) & (Lb[i] == Lb[j]))[None, :])[0])

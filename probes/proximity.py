@@ -102,8 +102,10 @@ def _similarity_scorer(ctx: ProbeContext, layer: str, subspace: object, metric: 
     return svd, PairScorer.from_matrix(R, metric), fit
 
 
-def _local_pairs(ctx: ProbeContext, svd: SVD, ref: str, param: str, min_size: int,
-                 include_zero: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+def local_pairs(ctx: ProbeContext, svd: SVD, ref: str, param: str, min_size: int,
+                include_zero: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A pair set's two ends as positions in the SVD's row order, and what resolving it
+    recorded (refused naming `param` when fewer than `min_size` pairs are present)."""
     ci, cj, extras = ctx.pair_rows(ref, param=param, min_size=min_size,
                                    include_zero=include_zero)
     return svd.local(ci), svd.local(cj), extras
@@ -274,7 +276,7 @@ def pair_proximity(ctx: ProbeContext, p: PairProximityParams, layer: str) -> Lay
     """
     svd, scorer, fit = similarity_scorer(ctx, layer, p.subspace, p.metric, p.control,
                                          p.include_zero_genes)
-    i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
+    i, j, _ = local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
     observed, test, extra, drawn = pair_test(ctx, scorer, i, j, p.null, p.null_method,
                                              p.confirm_below, p.n_permutations, layer)
     return LayerResult(
@@ -577,7 +579,7 @@ def co_pole(ctx: ProbeContext, p: CoPoleParams, layer: str) -> LayerResult:
         raise GeoscreenError("axes lists an axis twice", field="params.axes")
     label_pole = "either" if p.pole == "opposite" else p.pole
     L = np.stack([pole_labels(svd.scores([a])[:, 0], k, label_pole) for a in axes], axis=1)
-    i, j, _ = _local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
+    i, j, _ = local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs, p.include_zero_genes)
     fit = None
     labels = LabelPairScorer(L, opposite=p.pole == "opposite", min_axes=p.min_axes,
                              count=p.statistic == "axis_count")
@@ -717,14 +719,14 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
         if len(p.pairs) < 2:
             raise GeoscreenError("give at least two pair sets, lowest confidence first",
                                  field="params.pairs")
-        parts = [_local_pairs(ctx, svd, ref, f"pairs[{k}]", p.min_pairs_per_bin,
+        parts = [local_pairs(ctx, svd, ref, f"pairs[{k}]", p.min_pairs_per_bin,
                               p.include_zero_genes) for k, ref in enumerate(p.pairs)]
         i = np.concatenate([a for a, _, _ in parts])
         j = np.concatenate([b for _, b, _ in parts])
         b = np.concatenate([np.full(a.size, k) for k, (a, _, _) in enumerate(parts)])
         edges = None
     else:
-        i, j, extras = _local_pairs(ctx, svd, p.pairs, "pairs", p.bins * p.min_pairs_per_bin,
+        i, j, extras = local_pairs(ctx, svd, p.pairs, "pairs", p.bins * p.min_pairs_per_bin,
                                     p.include_zero_genes)
         if extras["score"] is None:
             raise GeoscreenError(f"pair set {p.pairs!r} has no scores to bin",
