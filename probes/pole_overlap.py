@@ -32,7 +32,7 @@ from pydantic import Field, field_validator, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.params import pairs_ref_field
+from geoscreen.probes.params import added_field, pairs_ref_field
 from geoscreen.probes.proximity import pole_labels
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
@@ -53,6 +53,11 @@ class AxisPoleOverlapParams(ProbeParams):
                                    description="pole size as a fraction of genes (default 0.1)")
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_pairs: int = Field(10, ge=2, description="statistic pairs: fewest pairs in the cache")
+    null_method: Literal["exact", "draws"] = added_field(
+        "exact", since="1.1",
+        description="statistic genes: the p-value and null mean from the exact hypergeometric "
+                    "law of the overlap under the permutation (exact, the default from 1.1), "
+                    "or from n_permutations drawn permutations (version 1.0)")
 
     @field_validator("axes")
     @classmethod
@@ -67,7 +72,38 @@ class AxisPoleOverlapParams(ProbeParams):
             raise ValueError("statistic pairs needs a pair set: give pairs")
         if self.statistic == "genes" and self.pairs is not None:
             raise ValueError("pairs applies to statistic pairs; drop it for genes")
+        if self.statistic == "pairs" and self.null_method == "exact" and \
+                "null_method" in self.model_fields_set:
+            raise ValueError("null_method exact applies to statistic genes; the pairs "
+                             "statistic draws its permutations")
         return self
+
+
+def exact_jaccard_null(n: int, size_a: int, size_b: int, observed: float,
+                       alternative: str) -> tuple[float, float, float]:
+    """(p-value, mean, sd) of the Jaccard overlap of a fixed set of `size_a` genes with a
+    uniformly random set of `size_b` of `n` genes: the overlap X is hypergeometric and
+    J = X / (size_a + size_b - X) increases with X, so every tail is a sum over X.  The
+    two-sided p counts the values at least as far from the mean as the observed one, as
+    `geoscreen.result.permutation_p` does for draws."""
+    from scipy.stats import hypergeom
+
+    lo, hi = max(0, size_a + size_b - n), min(size_a, size_b)
+    x = np.arange(lo, hi + 1)
+    pmf = hypergeom.pmf(x, n, size_a, size_b)
+    pmf /= pmf.sum()
+    j = x / np.maximum(size_a + size_b - x, 1)
+    mean = float(pmf @ j)
+    sd = float(np.sqrt(max(pmf @ (j - mean) ** 2, 0.0)))
+    tol = 1e-12 * max(1.0, abs(observed))
+    if alternative == "greater":
+        hit = j >= observed - tol
+    elif alternative == "less":
+        hit = j <= observed + tol
+    else:
+        d = abs(observed - mean)
+        hit = np.abs(j - mean) >= d - 1e-12 * max(1.0, d)
+    return float(min(1.0, pmf[hit].sum())), mean, sd
 
 
 def pole_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -94,7 +130,7 @@ def copole_phi(ci: np.ndarray, cj: np.ndarray) -> np.ndarray:
     family="graph_topology",
     params=AxisPoleOverlapParams,
     nulls=("gene_shuffle",),
-    version="1.0",
+    version="1.1",
     statistic="Jaccard overlap of two singular axes' pole genes, or the correlation of a pair "
               "set's co-pole indicators on the two axes",
     effect="the statistic minus its mean when one axis's pole labels are permuted among the "
@@ -127,8 +163,12 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
     ``pairs``: with c_a(pair) = 1 when both genes lie in the same pole of axis a, the Pearson
     correlation of c_a and c_b over the pairs (phi).  Null: axis b's pole labels permuted
     among the genes (the same permutation for every pair), m = `n_permutations`;
-    p = (1 + #{null at least as extreme}) / (1 + m).  Under independence of the two axes'
-    pole labels across exchangeable genes the permutation is exact; gene modules make it
+    p = (1 + #{null at least as extreme}) / (1 + m).  From version 1.1 the genes statistic
+    needs no draws (``null_method: exact``): the permuted pole set is a uniformly random set of
+    its size, so the overlap is hypergeometric and J's p-value, mean and sd are sums over it
+    (`exact_jaccard_null`; the effect then subtracts the exact mean, not the draws').  Under
+    independence of the two axes' pole labels across exchangeable genes the permutation is
+    exact; gene modules make it
     anti-conservative (module docstring).  A dependence through
     gene norm (genes far from the centre sit at the ends of many axes) is a real dependence,
     and this test reports it.
@@ -154,6 +194,18 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
     La, Lb = (pole_labels(svd.scores([a])[:, 0], k, "either") for a in p.axes)
     rng = ctx.rng(layer, "pole-overlap")
     n_pairs = None
+    if p.statistic == "genes" and p.null_method == "exact":
+        observed = float(pole_jaccard(La, Lb)[0])
+        sa, sb = int((La != 0).sum()), int((Lb != 0).sum())
+        pval, mean0, sd0 = exact_jaccard_null(n, sa, sb, observed, ctx.alternative)
+        return LayerResult(
+            statistic_name="pole_genes_overlap", statistic=observed,
+            effect_name="excess_over_independence", effect_size=observed - mean0,
+            p_value=pval, e_value=None, n=int(n), null="gene_shuffle", n_permutations=0,
+            extra={"null_method": "exact", "null_draws_used": 0, "null_mean": mean0,
+                   "null_sd": sd0, "k": k, "axes": list(p.axes), "statistic": p.statistic,
+                   "expected_overlap_genes": sa * sb / n, "pairs": None,
+                   "overlap_genes": int(((La != 0) & (Lb != 0)).sum())})
     if p.statistic == "genes":
         observed = float(pole_jaccard(La, Lb)[0])
 

@@ -114,3 +114,38 @@ def test_refusals_name_the_field(tmp_path, params, words):
     ctx = context(cache_from_layers(tmp_path / "c", _layers(0, "gaussian")), tmp_path)
     with pytest.raises(GeoscreenError, match=words):
         run("axis_pole_overlap", params, ctx, "L0")
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "norms"])
+def test_the_exact_null_agrees_with_drawn_permutations(tmp_path, kind):
+    """Version 1.1's hypergeometric null for the genes statistic against 4,999 drawn
+    permutations of the same labels (version 1.0's method), on independent and on dependent
+    poles: the same mean and sd, and p-values within Monte Carlo error, for each alternative."""
+    ctx = context(cache_from_layers(tmp_path / "c", _layers(11, kind)), tmp_path)
+    prm = {"axes": [2, 3], "k": 30}
+    for alt in ("greater", "less", "two-sided"):
+        ex = run("axis_pole_overlap", prm, ctx, "L0", alt)
+        dr = run("axis_pole_overlap", {**prm, "null_method": "draws", "n_permutations": 4999},
+                 ctx, "L0", alt)
+        assert ex.n_permutations == 0 and ex.statistic == dr.statistic
+        se = dr.extra["null_sd"] / np.sqrt(4999)
+        assert abs(ex.extra["null_mean"] - dr.extra["null_mean"]) < 4 * se
+        assert ex.extra["null_sd"] == pytest.approx(dr.extra["null_sd"], rel=0.05)
+        tol = 4 * np.sqrt(max(ex.p_value * (1 - ex.p_value), 1e-4) / 4999) + 1 / 5000
+        if alt == "two-sided":
+            # the draws centre on their own mean, the exact test on the exact one: a value of
+            # J at the boundary can fall on either side, so they may differ by one atom
+            from scipy.stats import hypergeom
+
+            tol += hypergeom.pmf(np.arange(61), 300, 60, 60).max()
+        assert abs(ex.p_value - dr.p_value) < tol, (alt, ex.p_value, dr.p_value)
+
+
+def test_exact_null_method_is_for_the_genes_statistic():
+    from geoscreen.errors import GeoscreenError
+    from geoscreen.probes.registry import get_probe
+
+    with pytest.raises(GeoscreenError, match="null_method exact applies to statistic genes"):
+        get_probe("axis_pole_overlap").validate_params(
+            {"axes": [2, 3], "statistic": "pairs", "pairs": "string:>=700",
+             "null_method": "exact"})
