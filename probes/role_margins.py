@@ -343,7 +343,8 @@ def _groups_test(ctx: ProbeContext, p: RoleMarginsParams, pos: np.ndarray,
     where = {int(r): i for i, r in enumerate(pos.tolist())}
     member = np.zeros((len(p.groups), pos.size), dtype=bool)
     for g, ref in enumerate(p.groups):
-        rows = ctx.gene_rows(ref, param="groups", min_size=0, include_zero=p.include_zero_genes)
+        rows = ctx.gene_rows(ref, param=f"groups[{g}]", min_size=0,
+                             include_zero=p.include_zero_genes)
         member[g, [where[int(r)] for r in rows if int(r) in where]] = True
 
     def single(groups: list[int]) -> np.ndarray:
