@@ -53,11 +53,12 @@ class AxisPoleOverlapParams(ProbeParams):
                                    description="pole size as a fraction of genes (default 0.1)")
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_pairs: int = Field(10, ge=2, description="statistic pairs: fewest pairs in the cache")
-    null_method: Literal["exact", "draws"] = added_field(
-        "exact", since="1.1",
+    null_method: Literal["exact", "draws"] | None = added_field(
+        None, since="1.1",
         description="statistic genes: the p-value and null mean from the exact hypergeometric "
-                    "law of the overlap under the permutation (exact, the default from 1.1), "
-                    "or from n_permutations drawn permutations (version 1.0)")
+                    "law of the overlap under the permutation (exact, what the default means "
+                    "from 1.1), or from n_permutations drawn permutations (draws, version "
+                    "1.0); statistic pairs always draws")
 
     @field_validator("axes")
     @classmethod
@@ -72,8 +73,7 @@ class AxisPoleOverlapParams(ProbeParams):
             raise ValueError("statistic pairs needs a pair set: give pairs")
         if self.statistic == "genes" and self.pairs is not None:
             raise ValueError("pairs applies to statistic pairs; drop it for genes")
-        if self.statistic == "pairs" and self.null_method == "exact" and \
-                "null_method" in self.model_fields_set:
+        if self.statistic == "pairs" and self.null_method == "exact":
             raise ValueError("null_method exact applies to statistic genes; the pairs "
                              "statistic draws its permutations")
         return self
@@ -164,8 +164,9 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
     correlation of c_a and c_b over the pairs (phi).  Null: axis b's pole labels permuted
     among the genes (the same permutation for every pair), m = `n_permutations`;
     p = (1 + #{null at least as extreme}) / (1 + m).  From version 1.1 the genes statistic
-    needs no draws (``null_method: exact``): the permuted pole set is a uniformly random set of
-    its size, so the overlap is hypergeometric and J's p-value, mean and sd are sums over it
+    needs no draws (``null_method`` left out, or ``exact``): the permuted pole set is a
+    uniformly random set of its size, so the overlap is hypergeometric and J's p-value, mean
+    and sd are sums over it
     (`exact_jaccard_null`; the effect then subtracts the exact mean, not the draws').  Under
     independence of the two axes' pole labels across exchangeable genes the permutation is
     exact; gene modules make it
@@ -194,7 +195,7 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
     La, Lb = (pole_labels(svd.scores([a])[:, 0], k, "either") for a in p.axes)
     rng = ctx.rng(layer, "pole-overlap")
     n_pairs = None
-    if p.statistic == "genes" and p.null_method == "exact":
+    if p.statistic == "genes" and p.null_method != "draws":
         observed = float(pole_jaccard(La, Lb)[0])
         sa, sb = int((La != 0).sum()), int((Lb != 0).sum())
         pval, mean0, sd0 = exact_jaccard_null(n, sa, sb, observed, ctx.alternative)

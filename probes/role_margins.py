@@ -222,7 +222,7 @@ def _margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str, svd: SVD,
     examples=[
         {"statement": "TF families differ in how far their members sit on the TF side of the "
                       "TF/target boundary in SV2-SV7",
-         "params": {"positive": "trrust:regulators - trrust:targets",
+         "params": {"positive": "trrust:regulators",
                     "negative": "trrust:targets - trrust:regulators",
                     "groups": ["genes:FOXO1,FOXO3,FOXO4,FOXP1,FOXP3",
                                "genes:STAT1,STAT3,STAT4,STAT5A,STAT5B,STAT6",
@@ -230,7 +230,7 @@ def _margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str, svd: SVD,
          "alternative": "greater", "across_layers": "any"},
         {"statement": "TF margins at the TF/target boundary do not follow the TFs' number of "
                       "targets",
-         "params": {"positive": "trrust:regulators - trrust:targets",
+         "params": {"positive": "trrust:regulators",
                     "negative": "trrust:targets - trrust:regulators",
                     "score": "out_degree:trrust"},
          "alternative": "two-sided", "across_layers": "any"},

@@ -149,3 +149,15 @@ def test_exact_null_method_is_for_the_genes_statistic():
         get_probe("axis_pole_overlap").validate_params(
             {"axes": [2, 3], "statistic": "pairs", "pairs": "string:>=700",
              "null_method": "exact"})
+
+
+def test_a_resolved_pairs_spec_validates_again():
+    """A spec is stored with every default filled in and validated again when it runs: the
+    pairs statistic's resolved params (null_method left at its default) must pass."""
+    from geoscreen.probes.registry import get_probe
+
+    info = get_probe("axis_pole_overlap")
+    resolved = info.validate_params({"axes": [2, 4], "statistic": "pairs",
+                                     "pairs": "string:>=700"}).model_dump()
+    again = info.validate_params(resolved)
+    assert again.null_method is None and again.statistic == "pairs"

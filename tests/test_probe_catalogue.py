@@ -155,3 +155,19 @@ def test_third_party_probe_registers_through_entry_point(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["null_sensitivity", "gs_demo_plugin"]
+
+
+def test_resolved_params_validate_again():
+    """A worker validates a spec's stored params, every default filled in, a second time:
+    each example's and each catalogue spec's resolved params must pass unchanged (a validator
+    that asks which fields were written cannot tell them from the filled-in defaults)."""
+    from geoscreen.probes.registry import get_probe
+
+    for s in load_specs(CATALOGUE):
+        info = get_probe(s.spec.probe)
+        again = info.validate_params(s.params).model_dump()
+        assert again == s.params, s.spec.statement
+    for info in list_probes():
+        for ex in info.examples:
+            once = info.validate_params(ex["params"]).model_dump()
+            assert info.validate_params(once).model_dump() == once, (info.name, ex["statement"])
