@@ -131,7 +131,8 @@ def test_a_claim_tested_with_raised_draws_is_not_proposed_again_with_fewer():
     r = raised[0]
     default = {"statement": r.spec.statement, "probe": r.spec.probe, "layers": r.spec.layers,
                "across_layers": r.spec.across_layers, "alternative": r.alternative,
-               "params": {k: v for k, v in r.params.items() if k != "n_permutations"}}
+               "params": {k: v for k, v in r.params.items() if k != "n_permutations"},
+               **({"universe": r.spec.universe} if r.spec.universe else {})}
     from geoscreen.hypotheses.loader import parse_spec
 
     d = parse_spec(default, "test")
