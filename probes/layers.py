@@ -258,9 +258,10 @@ def other_reference_problem(other_cache: str | None, other_layer: int | str,
 
 
 def other_cache_layer(ctx: ProbeContext, path: str, layer: str, which: int | str,
-                      ) -> tuple[Any, str]:
+                      field: str = "params.other_layer") -> tuple[Any, str]:
     """(another cache, the name of its layer `which`): 'same' (this layer's name, else its
-    position), first, last, or a name or position; refused naming params.other_layer."""
+    position), first, last, or a name or position; refused naming `field` (the parameter
+    that chose the layer, or the cache where the layer is implied)."""
     other = ctx.other_cache(path)
     olayer: int | str = which
     if olayer == "same":
@@ -272,7 +273,7 @@ def other_cache_layer(ctx: ProbeContext, path: str, layer: str, which: int | str
     try:
         return other, other.layer_name(olayer)
     except Exception as exc:  # noqa: BLE001 - a layer the other cache lacks
-        raise GeoscreenError(f"{path!r} has no layer {olayer!r}", field="params.other_layer",
+        raise GeoscreenError(f"{path!r} has no layer {olayer!r}", field=field,
                              fix=f"name one of its layers: {', '.join(other.layers[:6])} ...") \
             from exc
 

@@ -195,18 +195,46 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
     La, Lb = (pole_labels(svd.scores([a])[:, 0], k, "either") for a in p.axes)
     rng = ctx.rng(layer, "pole-overlap")
     n_pairs = None
-    if p.statistic == "genes" and p.null_method != "draws":
+    exact = p.statistic == "genes" and p.null_method != "draws"
+    if p.statistic == "genes":
         observed = float(pole_jaccard(La, Lb)[0])
-        sa, sb = int((La != 0).sum()), int((Lb != 0).sum())
+
+        def batches() -> Iterator[np.ndarray]:
+            for _, m in chunks(p.n_permutations, n):
+                yield pole_jaccard(La, rng.permuted(np.tile(Lb, (m, 1)), axis=1))
+    else:
+        from geoscreen.probes.proximity import local_pairs
+
+        i, j, _ = local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs,  # type: ignore[arg-type]
+                              p.include_zero_genes)
+        n_pairs = int(i.size)
+        ca = (La[i] != 0) & (La[i] == La[j])
+        observed = float(copole_phi(ca, ((Lb[i] != 0) & (Lb[i] == Lb[j]))[None, :])[0])
+
+        def batches() -> Iterator[np.ndarray]:
+            for _, m in chunks(p.n_permutations, max(n, i.size)):
+                P = rng.permuted(np.tile(Lb, (m, 1)), axis=1)
+                yield copole_phi(ca, (P[:, i] != 0) & (P[:, i] == P[:, j]))
+    sa, sb = int((La != 0).sum()), int((Lb != 0).sum())
+    if exact:  # the hypergeometric law of the overlap (1.1): nothing drawn
         pval, mean0, sd0 = exact_jaccard_null(n, sa, sb, observed, ctx.alternative)
-        return LayerResult(
-            statistic_name="pole_genes_overlap", statistic=observed,
-            effect_name="excess_over_independence", effect_size=observed - mean0,
-            p_value=pval, e_value=None, n=int(n), null="gene_shuffle", n_permutations=0,
-            extra={"null_method": "exact", "null_draws_used": 0, "null_mean": mean0,
-                   "null_sd": sd0, "k": k, "axes": list(p.axes), "statistic": p.statistic,
-                   "expected_overlap_genes": sa * sb / n, "pairs": None,
-                   "overlap_genes": int(((La != 0) & (Lb != 0)).sum())})
+        test: dict[str, object] = {"p_value": pval, "e_value": None}
+        record: dict[str, object] = {"null_method": "exact", "null_draws_used": 0}
+        draws = 0
+    else:
+        seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
+                             ctx.sequential_h)
+        mean0, sd0 = float(seq.null.mean()), float(seq.null.std(ddof=1))
+        test, record, draws = seq.test_fields(observed, ctx.alternative), seq.record(), seq.draws
+    return LayerResult(
+        statistic_name=f"pole_{p.statistic}_overlap", statistic=observed,
+        effect_name="excess_over_independence", effect_size=observed - mean0,
+        **test, n=int(n_pairs if n_pairs else n),
+        null="gene_shuffle", n_permutations=draws,
+        extra={**record, "null_mean": mean0, "null_sd": sd0,
+               "k": k, "axes": list(p.axes), "statistic": p.statistic,
+               "expected_overlap_genes": sa * sb / n, "pairs": n_pairs,
+               "overlap_genes": int(((La != 0) & (Lb != 0)).sum())})
     if p.statistic == "genes":
         observed = float(pole_jaccard(La, Lb)[0])
 

@@ -130,78 +130,67 @@ def centroid_margins(X: np.ndarray, n_pos: int) -> np.ndarray:
     return np.linalg.norm(P - cn, axis=1) - np.linalg.norm(P - loo, axis=1)
 
 
-def kruskal_h(ranks: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Tie-corrected Kruskal-Wallis H of (n,) ranks under each row of (m, n) labels (0..k-1):
-    (n - 1) * between-group sum of squares of the ranks over their total sum of squares."""
-    n = ranks.size
+def group_rank_sums(ranks: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(m, k) sums of the centred ranks over each group under each row of (m, n) labels
+    (0..k-1): what H, the groups' z and Dunn's contrasts are all made of."""
     r = ranks - ranks.mean()
-    total = float(r @ r)
     L = np.atleast_2d(labels)
-    h = np.zeros(L.shape[0])
-    for g in range(k):
-        inside = L == g
-        cnt = inside.sum(axis=1)
-        s = inside @ r
-        h += np.where(cnt > 0, s * s / np.maximum(cnt, 1), 0.0)
-    return (n - 1) * h / total
+    return np.stack([(L == g) @ r for g in range(k)], axis=1)
 
 
-def group_z(ranks: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """(m, k) z of each group's mean rank under (m, n) labels, from the exact moments of a
+def kruskal_h(sums: np.ndarray, sizes: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Tie-corrected Kruskal-Wallis H from `group_rank_sums` (groups of `sizes` genes):
+    (n - 1) * between-group sum of squares of the ranks over their total sum of squares."""
+    r = ranks - ranks.mean()
+    return (ranks.size - 1) * (sums * sums / sizes).sum(axis=1) / float(r @ r)
+
+
+def group_z(sums: np.ndarray, sizes: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """(m, k) z of each group's mean rank, from `group_rank_sums` and the exact moments of a
     mean of n_g ranks drawn without replacement."""
     n = ranks.size
     r = ranks - ranks.mean()
-    var_pop = float(r @ r) / n
-    L = np.atleast_2d(labels)
-    out = np.empty((L.shape[0], sizes.size))
-    for g, ng in enumerate(sizes):
-        sd = np.sqrt(var_pop / ng * (n - ng) / (n - 1))
-        out[:, g] = ((L == g) @ r) / ng / sd
-    return out
+    sd = np.sqrt(float(r @ r) / n / sizes * (n - sizes) / (n - 1))
+    return sums / sizes / sd
 
 
-def dunn_z(ranks: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def dunn_z(sums: np.ndarray, sizes: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """(m, k(k-1)/2) Dunn contrasts of every pair of groups (i < j, `np.triu_indices` order)
-    under (m, n) labels: (mean rank i - mean rank j) / sqrt(S2 (1/n_i + 1/n_j)), S2 the ranks'
-    variance with ties, sum (r - mean)^2 / (n - 1)."""
-    n = ranks.size
+    from `group_rank_sums`: (mean rank i - mean rank j) / sqrt(S2 (1/n_i + 1/n_j)), S2 the
+    ranks' variance with ties, sum (r - mean)^2 / (n - 1)."""
     r = ranks - ranks.mean()
-    s2 = float(r @ r) / (n - 1)
-    L = np.atleast_2d(labels)
-    k = sizes.size
-    means = np.stack([((L == g) @ r) / sizes[g] for g in range(k)], axis=1)
-    a, b = np.triu_indices(k, 1)
+    s2 = float(r @ r) / (ranks.size - 1)
+    means = sums / sizes
+    a, b = np.triu_indices(sizes.size, 1)
     return (means[:, a] - means[:, b]) / np.sqrt(s2 * (1.0 / sizes[a] + 1.0 / sizes[b]))
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Centred ranks of a and b and their Spearman rho (average ranks for ties)."""
-    ra = stats.rankdata(a)
-    rb = stats.rankdata(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    den = float(np.linalg.norm(ra) * np.linalg.norm(rb))
-    if den == 0.0:
-        raise GeoscreenError("the margins or the compared values are constant over the genes",
-                             field="params.score")
-    return ra, rb, float(ra @ rb) / den
+def _spearman(a: np.ndarray, b: np.ndarray, field: str
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centred ranks of a and of b, each scaled to unit length, and their Spearman rho (their
+    dot product; average ranks for ties)."""
+    out = []
+    for x in (a, b):
+        r = stats.rankdata(x)
+        r -= r.mean()
+        norm = float(np.linalg.norm(r))
+        if norm == 0.0:
+            raise GeoscreenError("the margins or the compared values are constant over the "
+                                 "genes", field=field)
+        out.append(r / norm)
+    return out[0], out[1], float(out[0] @ out[1])
 
 
 def _margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str, svd: SVD,
              positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """Each positive gene's margin in this SVD (rows: cache rows of the two roles)."""
-    from geoscreen.probes.logistic import cv_scores_many, stratified_folds
-
-    X = svd.scores(list(p.subspace))[svd.local(np.concatenate([positive, negative]))]
     if p.margin == "centroid":
+        X = svd.scores(list(p.subspace))[svd.local(np.concatenate([positive, negative]))]
         return centroid_margins(X, positive.size)
-    sd = X.std(axis=0)
-    X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    y = np.zeros(X.shape[0])
-    y[:positive.size] = 1
-    order = ctx.rng(layer, "folds").permutation(X.shape[0])
-    folds = stratified_folds(y[:, None], order, p.folds)
-    return cv_scores_many(X, y[:, None], folds, p.folds, p.C)[:positive.size, 0]
+    from geoscreen.probes.separation import out_of_fold_fit
+
+    scores = out_of_fold_fit(ctx, layer, svd, positive, negative, p.subspace, p.folds, p.C)[4]
+    return scores[:positive.size]
 
 
 @probe(
@@ -284,11 +273,11 @@ def role_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str) -> LayerRe
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
-    from geoscreen.probes.separation import _two_sets
+    from geoscreen.probes.separation import two_sets
 
     svd = ctx.svd(layer, p.include_zero_genes)
-    pos, neg, n_overlap = _two_sets(ctx, svd, p.positive, p.negative, p.min_size,
-                                    p.include_zero_genes)
+    pos, neg, n_overlap = two_sets(ctx, svd, p.positive, p.negative, p.min_size,
+                                   p.include_zero_genes)
     margins = _margins(ctx, p, layer, svd, pos, neg)
     symbols = ctx.cache.genes.symbols
     order = np.argsort(-margins, kind="stable")
@@ -317,14 +306,13 @@ def role_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str) -> LayerRe
         raise GeoscreenError(f"{int(ok.sum())} genes of the positive role have a value of "
                              f"{what}; this test needs at least {p.min_size}",
                              field=f"params.{what}", fix="choose one that covers more genes")
-    ra, rb, rho = _spearman(margins[ok], other[ok])
-    den = float(np.linalg.norm(ra) * np.linalg.norm(rb))
+    ra, rb, rho = _spearman(margins[ok], other[ok], f"params.{what}")
     n = ra.size
     rng = ctx.shared_rng("null")
 
     def batches():
         for _, m in chunks(p.n_permutations, n):
-            yield rb[gene_perms(n, m, rng)] @ ra / den
+            yield rb[gene_perms(n, m, rng)] @ ra
     seq = besag_clifford(batches(), rho, ctx.alternative, p.n_permutations, None)
     null = seq.null
     return LayerResult(
@@ -358,7 +346,8 @@ def _groups_test(ctx: ProbeContext, p: RoleMarginsParams, pos: np.ndarray,
     # a group is kept when it has min_group genes in no other listed group; membership is then
     # counted over the kept groups only, so a gene is not lost to a group that was left out
     every = list(range(len(p.groups)))
-    sizes_all = np.bincount(single(every)[single(every) >= 0], minlength=len(p.groups))
+    alone = single(every)
+    sizes_all = np.bincount(alone[alone >= 0], minlength=len(p.groups))
     kept = [g for g in every if sizes_all[g] >= p.min_group]
     label = single(kept) if kept else np.full(pos.size, -1, dtype=np.int64)
     dropped = [{"group": p.groups[g], "genes": int(sizes_all[g])}
@@ -376,17 +365,18 @@ def _groups_test(ctx: ProbeContext, p: RoleMarginsParams, pos: np.ndarray,
     if np.ptp(ranks) == 0:
         raise GeoscreenError("every grouped gene has the same margin", field="params.groups")
     sizes = np.bincount(lab, minlength=k)
-    h_obs = float(kruskal_h(ranks, lab, k)[0])
-    z_obs = group_z(ranks, lab, sizes)[0]
-    d_obs = dunn_z(ranks, lab, sizes)[0]
+    sums = group_rank_sums(ranks, lab, k)
+    h_obs = float(kruskal_h(sums, sizes, ranks)[0])
+    z_obs = group_z(sums, sizes, ranks)[0]
+    d_obs = dunn_z(sums, sizes, ranks)[0]
     rng = ctx.shared_rng("null")
     max_d: list[np.ndarray] = []
 
     def batches():
         for _, m in chunks(p.n_permutations, n):
-            L = lab[gene_perms(n, m, rng)]
-            max_d.append(np.abs(dunn_z(ranks, L, sizes)).max(axis=1))
-            yield kruskal_h(ranks, L, k)
+            drawn = group_rank_sums(ranks, lab[gene_perms(n, m, rng)], k)
+            max_d.append(np.abs(dunn_z(drawn, sizes, ranks)).max(axis=1))
+            yield kruskal_h(drawn, sizes, ranks)
     seq = besag_clifford(batches(), h_obs, "greater", p.n_permutations, None)
     null = seq.null
     md = np.concatenate(max_d)[:seq.draws]
@@ -425,24 +415,20 @@ def _other_margins(ctx: ProbeContext, p: RoleMarginsParams, layer: str,
     """The positive genes' margins in another cache's layer of the same name or position
     (NaN where that cache lacks the gene), from its own centred SVD on its present genes with
     the roles resolved there by symbol; and what was compared."""
-    from geoscreen.probes.context import SVD as SVDType
     from geoscreen.probes.layers import other_cache_layer
 
     assert p.versus_cache is not None
-    other, oname = other_cache_layer(ctx, p.versus_cache, layer, "same")
-    present, X = other.matrix(oname, include_zero=p.include_zero_genes)
-    mean = X.mean(axis=0)
-    U, S, Vt = np.linalg.svd(X - mean, full_matrices=False)
-    osvd = SVDType(rows=np.asarray(present, dtype=np.int64), U=U, S=S, Vt=Vt, mean=mean)
+    other, oname = other_cache_layer(ctx, p.versus_cache, layer, "same",
+                                     field="params.versus_cache")
     mine = ctx.cache.genes.symbols
-    # the roles resolved on the other cache as on this one (its own symbols, its present
-    # genes): a gene this cache lacks still takes its role there
+    # the other cache read as this one is (its centred SVD, shared on disk; the roles resolved
+    # on its own symbols and present genes): a gene this cache lacks still takes its role there
     octx = ProbeContext(cache=other, seed=ctx.seed, work_dir=ctx.work_dir)
-    in_other = np.asarray(present, dtype=np.int64)
+    osvd = octx.svd(oname, p.include_zero_genes)
 
     def rows_of(ref: str, param: str) -> np.ndarray:
         got = octx.gene_rows(ref, param=param, min_size=0, include_zero=p.include_zero_genes)
-        return np.intersect1d(got, in_other)
+        return np.intersect1d(got, osvd.rows)
 
     opos = rows_of(p.positive, "positive")
     if p.negative == "rest":

@@ -300,7 +300,7 @@ class RoleSeparationParams(ProbeParams):
     _check_subspace = explicit_axes_validator("role_separation")
 
 
-def _two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: int,
+def two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: int,
               include_zero: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """Cache rows of two disjoint gene sets (shared genes removed from both)."""
     from geoscreen.errors import GeoscreenError
@@ -319,6 +319,24 @@ def _two_sets(ctx: ProbeContext, svd, positive: str, negative: str, min_size: in
                                  f"{overlap.size} genes shared by both sets (need {min_size})",
                                  field=f"params.{name}")
     return pos, neg, int(overlap.size)
+
+
+def out_of_fold_fit(ctx: ProbeContext, layer: str, svd, pos: np.ndarray, neg: np.ndarray,
+                    subspace: list[int], n_folds: int, C: float,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The two roles' coordinates on `subspace`, standardised without the labels (positives
+    first), their labels, the seeded gene order the folds are dealt from, the folds, and each
+    gene's out-of-fold log-odds of being positive (`role_separation`'s classifier)."""
+    from geoscreen.probes.logistic import cv_scores_many, stratified_folds
+
+    X = svd.scores(list(subspace))[svd.local(np.concatenate([pos, neg]))]
+    sd = X.std(axis=0)
+    X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)  # label-free standardisation
+    y = np.zeros(X.shape[0])
+    y[:pos.size] = 1
+    order = ctx.rng(layer, "folds").permutation(X.shape[0])
+    folds = stratified_folds(y[:, None], order, n_folds)
+    return X, y, order, folds, cv_scores_many(X, y[:, None], folds, n_folds, C)[:, 0]
 
 
 @probe(
@@ -386,23 +404,17 @@ def role_separation(ctx: ProbeContext, p: RoleSeparationParams, layer: str) -> L
     21(8), 1470-1480 (scGPT, the model of the published screen; its claim that TFs and their
     targets are separable in SV2-SV7 is restated in hypotheses/catalogue).
     """
-    from geoscreen.probes.logistic import cv_auroc_many, cv_scores_many, stratified_folds
+    from geoscreen.probes.logistic import cv_auroc_many, stratified_folds
     from geoscreen.probes.stats import chunks, gene_perms
 
     svd = ctx.svd(layer, p.include_zero_genes)
-    pos, neg, n_overlap = _two_sets(ctx, svd, p.positive, p.negative, p.min_size,
-                                    p.include_zero_genes)
-    X = svd.scores(list(p.subspace))[svd.local(np.concatenate([pos, neg]))]
-    sd = X.std(axis=0)
-    X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)  # label-free standardisation
+    pos, neg, n_overlap = two_sets(ctx, svd, p.positive, p.negative, p.min_size,
+                                   p.include_zero_genes)
+    X, y, order, obs_folds, margin = out_of_fold_fit(ctx, layer, svd, pos, neg, p.subspace,
+                                                     p.folds, p.C)
     n = X.shape[0]
-    y = np.zeros(n)
-    y[:pos.size] = 1
-    order = ctx.rng(layer, "folds").permutation(n)
-    obs_folds = stratified_folds(y[:, None], order, p.folds)
-    margin = cv_scores_many(X, y[:, None], obs_folds, p.folds, p.C)
-    observed = float(cv_auroc_many(X, y[:, None], obs_folds, p.folds, p.C, scores=margin)[0])
-    margin = margin[:, 0]
+    observed = float(cv_auroc_many(X, y[:, None], obs_folds, p.folds, p.C,
+                                   scores=margin[:, None])[0])
     rows = np.concatenate([pos, neg])
     symbols = ctx.cache.genes.symbols
 
@@ -524,8 +536,8 @@ def role_projection(ctx: ProbeContext, p: RoleProjectionParams, layer: str) -> L
     from geoscreen.probes.stats import chunks, distinct_draws
 
     svd = ctx.svd(layer, p.include_zero_genes)
-    pos, neg, n_overlap = _two_sets(ctx, svd, p.positive, p.negative, p.min_size,
-                                    p.include_zero_genes)
+    pos, neg, n_overlap = two_sets(ctx, svd, p.positive, p.negative, p.min_size,
+                                   p.include_zero_genes)
     if max(p.subspace) > svd.S.size:
         raise GeoscreenError(f"axis {max(p.subspace)} does not exist; this layer has "
                              f"{svd.S.size} singular axes", field="params.subspace")

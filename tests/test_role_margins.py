@@ -227,6 +227,13 @@ def test_the_other_cache_keeps_the_roles_of_genes_this_cache_lacks(tmp_path):
     assert r.extra["versus_cache"]["n_positive"] == 60
     assert r.extra["versus_cache"]["n_negative"] == N - 60
     assert r.n == 40 and r.statistic > 0.5
+    # a layer the other cache lacks is refused naming versus_cache, the parameter that set it
+    ctx2 = context(cache_from_layers(tmp_path / "c2", [mine, mine]), tmp_path)
+    with pytest.raises(GeoscreenError, match="has no layer") as e:
+        run("role_margins", {"positive": genes_ref(POS), "negative": "rest",
+                             "subspace": [1, 2, 3], "versus_cache": str(tmp_path / "o"),
+                             "n_permutations": 99}, ctx2, "L1")
+    assert e.value.field == "params.versus_cache"
 
 
 def test_refusals(tmp_path):
