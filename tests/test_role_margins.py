@@ -234,6 +234,16 @@ def test_the_other_cache_keeps_the_roles_of_genes_this_cache_lacks(tmp_path):
                              "subspace": [1, 2, 3], "versus_cache": str(tmp_path / "o"),
                              "n_permutations": 99}, ctx2, "L1")
     assert e.value.field == "params.versus_cache"
+    # an other cache holding too few genes of a role, and one that does not exist
+    named_cache(tmp_path / "few", [X[:65]], [f"G{i}" for i in range(65)])
+    prm = {"positive": genes_ref(POS), "negative": genes_ref(NEG), "subspace": [1, 2, 3],
+           "n_permutations": 99}
+    with pytest.raises(GeoscreenError, match=r"holds 60 and 5 genes of the two roles") as e:
+        run("role_margins", {**prm, "versus_cache": str(tmp_path / "few")}, ctx, "L0")
+    assert e.value.field == "params.versus_cache"
+    with pytest.raises(GeoscreenError) as e:
+        run("role_margins", {**prm, "versus_cache": str(tmp_path / "none")}, ctx, "L0")
+    assert str(tmp_path / "none") in str(e.value)
 
 
 def test_refusals(tmp_path):
