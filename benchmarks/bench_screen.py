@@ -1,7 +1,7 @@
 """The paper-scale screen: the offline brainstormer's 63 x 3 campaign, and the engine before.
 
     python benchmarks/bench_screen.py [--iterations 63] [--per-iteration 3] [--workers 2]
-                                      [--sample 8] [--sequential H] [--warm-mb MB]
+                                      [--sample 8] [--sequential H] [--rotate] [--warm-mb MB]
 
 Builds a 12 x 4,803 x 512 float32 cache over real gene symbols (so GO, STRING, TRRUST and
 Reactome references resolve), runs the offline brainstormer's campaign on it with `--workers`
@@ -124,6 +124,12 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--sequential", type=int, default=None, metavar="H",
                     help="run the campaign with --sequential-stop H (Besag-Clifford)")
+    ap.add_argument("--rotate", action="store_true",
+                    help="rotate every layer by one random orthogonal matrix: the same "
+                         "singular values and left singular vectors (so the same result for "
+                         "every SVD-based probe), but correlated dimensions, as in real layers, "
+                         "instead of independent ones, for which a feature shuffle's null "
+                         "holds exactly and every copy must be drawn")
     ap.add_argument("--warm-mb", type=int, default=None, metavar="MB",
                     help="GEOSCREEN_WARM_MB for the workers: what a warden may load ahead "
                          "(0: nothing, each worker reads the SVD store and the indexes itself)")
@@ -140,10 +146,15 @@ def main() -> int:
         scale = np.linspace(3.0, 0.05, args.dim).astype(np.float32)  # a decaying spectrum
         layers = {f"L{i}": rng.standard_normal((args.genes, args.dim), dtype=np.float32)
                   * scale for i in range(12)}
+        if args.rotate:
+            R, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((args.dim, args.dim)))
+            layers = {name: (X @ R.astype(np.float32)) for name, X in layers.items()}
         cache = write_cache(root / "cache", layers, _gene_symbols(args.genes), model="bench",
                             synthetic=True)
         warm = os.environ.get("GEOSCREEN_WARM_MB", "default")
-        print(f"cache 12 x {args.genes:,} x {args.dim}; {args.workers} workers; loading ahead "
+        print(f"cache 12 x {args.genes:,} x {args.dim}"
+              f"{' (rotated: correlated dimensions)' if args.rotate else ''}; "
+              f"{args.workers} workers; loading ahead "
               f"GEOSCREEN_WARM_MB={warm}; load average before: {load()}", flush=True)
         ledger = root / "screen.sqlite"
         c0, t0 = cpu_s(), time.perf_counter()

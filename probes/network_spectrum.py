@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from geoscreen.errors import GeoscreenError
+from geoscreen.probes import laplacian_store
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import pairs_ref_field, permutations_field, subspace_validator
 from geoscreen.probes.registry import ProbeParams, probe
@@ -214,13 +215,16 @@ def _network(ctx: ProbeContext, p: NetworkSpectrumParams) -> dict[str, object]:
             f"({'largest component' if p.component == 'largest' else 'all components'}, "
             f"{trivial} trivial eigenvectors); k={p.k} needs at least {trivial + p.k + 2}",
             field="params.pairs", fix="choose a larger network, component: all, or a smaller k")
-    L = normalised_laplacian(n, e[:, 0], e[:, 1])
     degree = np.bincount(e.ravel(), minlength=n)
     source = np.zeros(n, dtype=np.int64)  # listed first in some pair (a regulator)
     first = np.searchsorted(nodes, ci)
     ok = (first < n) & (nodes[np.minimum(first, n - 1)] == ci)
     source[first[ok]] = 1
-    vals, V = laplacian_modes(L, p.k, trivial)
+    # the modes depend on the graph alone: stored once, read by every later hypothesis and
+    # layer task on this network (`geoscreen.probes.laplacian_store`)
+    vals, V, modes_from = laplacian_store.modes(
+        ctx.store_base(), n, laplacian_store.canonical_edges(n, e[:, 0], e[:, 1]), p.k, trivial,
+        lambda: laplacian_modes(normalised_laplacian(n, e[:, 0], e[:, 1]), p.k, trivial))
     if vals[trivial - 1] > ZERO_EIGENVALUE or vals[trivial] <= ZERO_EIGENVALUE:
         raise GeoscreenError(  # numerically: a near-disconnected component
             f"the network's Laplacian has {int(np.sum(vals <= ZERO_EIGENVALUE))} eigenvalues "
@@ -232,6 +236,7 @@ def _network(ctx: ProbeContext, p: NetworkSpectrumParams) -> dict[str, object]:
         "next_eigenvalue": float(vals[trivial + p.k]) if vals.size > trivial + p.k else None,
         "n_edges": int(e.shape[0]), "n_components": int(n_comp),
         "largest_component": int(sizes.max()), "network_genes": int(n_all), "trivial": trivial,
+        "laplacian_source": modes_from,
     }
     ctx.memo[key] = out
     return out
@@ -397,4 +402,5 @@ def network_spectrum_alignment(ctx: ProbeContext, p: NetworkSpectrumParams, laye
                "eigengap": None if nxt is None else float(nxt) - float(vals[-1]),
                "n_edges": net["n_edges"], "n_components": net["n_components"],
                "network_genes": net["network_genes"],
-               "largest_component": net["largest_component"]})
+               "largest_component": net["largest_component"],
+               "laplacian_source": net["laplacian_source"]})

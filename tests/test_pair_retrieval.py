@@ -46,6 +46,31 @@ def test_top_pairs_match_scipy_pdist_across_blocks_and_ties(metric):
     np.testing.assert_array_equal(got, _brute_top(T, 200, "euclidean")[0])
 
 
+def test_one_euclidean_axis_read_from_the_sorted_axis_equals_the_block_pass():
+    """The sorted-axis path gives the block pass's keys and k-th value bit for bit: Gaussian
+    axes, heavy exact ties, near-duplicates far from 0 (the block formula's cancellation),
+    rounded values and scales spread over orders of magnitude; k from 1 to every pair."""
+    rng = np.random.default_rng(5)
+    for t in range(40):
+        n = int(rng.integers(2, 200))
+        kind = t % 5
+        x = (rng.standard_normal(n) if kind == 0 else
+             rng.integers(0, 5, n).astype(float) if kind == 1 else
+             1e3 + rng.standard_normal(n) * 1e-9 if kind == 2 else
+             np.round(rng.standard_normal(n), 3) * 7.1 if kind == 3 else
+             rng.standard_normal(n) * np.exp(rng.standard_normal(n) * 5))
+        total = n * (n - 1) // 2
+        for k in sorted({1, max(1, total // 7), min(total, 50), total}):
+            block = top_pairs(x[:, None], k, "euclidean", block=int(rng.integers(3, 40)),
+                              line=False)
+            line = top_pairs(x[:, None], k, "euclidean")
+            np.testing.assert_array_equal(line[0], block[0])
+            assert line[1] == block[1], (t, n, k)
+    x = rng.standard_normal(150)
+    np.testing.assert_array_equal(top_pairs(x[:, None], 40, "euclidean")[0],
+                                  _brute_top(x[:, None], 40, "euclidean")[0])
+
+
 def test_precision_and_the_gene_shuffle_mean_follow_their_definitions(tmp_path):
     rng = np.random.default_rng(2)
     X = rng.standard_normal((120, 6))

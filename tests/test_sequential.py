@@ -220,6 +220,8 @@ SEQ_PROBES = [
     ("pair_proximity", {"pairs": "mixed", "null": "degree_preserving", "null_method": "draws"},
      "L0", "L1"),
     ("co_pole", {"pairs": "mixed", "k": 30, "null_method": "draws"}, "L0", "L1"),
+    ("pair_retrieval", {"pairs": "mixed", "k": 200}, "L0", "L1"),
+    ("pair_retrieval", {"pairs": "mixed", "k": 60, "null": "gene_shuffle"}, "L0", "L1"),
     ("graded_proximity", {"pairs": ["RR", "AA"], "null_method": "draws"}, "L0", "L1"),
     ("null_robustness", {"pairs": "mixed", "null_method": "draws"}, "L0", "L1"),
     ("axis_separation", {"positive": "A", "test": "label_shuffle"}, "L0", "L1"),
