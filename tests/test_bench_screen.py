@@ -18,12 +18,14 @@ def test_tiny_screen_prints_campaign_breakdown_and_engine_ratio(tmp_path):
                GEOSCREEN_WORK_DIR=str(tmp_path))
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_screen.py"), "--iterations", "2",
-         "--genes", "1200", "--dim", "16", "--sample", "1", "--sequential", "10"],
+         "--genes", "1200", "--dim", "16", "--sample", "1", "--sequential", "10",
+         "--rotate"],
         capture_output=True, text=True, timeout=900, env=env, check=True).stdout
     m = re.search(r"campaign 2 x 3, sequential stop h=10: (\d+) hypotheses \((\d+) done, "
                   r"(\d+) failed\), (\d+) s wall", out)
     assert m, out
     assert int(m.group(1)) >= 3 and m.group(3) == "0"
+    assert "cache 12 x 1,200 x 16 (rotated: correlated dimensions)" in out, out
     assert "worker seconds by probe and null" in out
     idle = re.search(r"worker time outside probes: (-?\d+) s of 2 x (\d+) s", out)
     assert idle and int(idle.group(1)) >= 0, out
