@@ -14,16 +14,21 @@ lists.
   in canonical order).  The modes depend on nothing else, so two pair sets with the same graph
   on the same cache rows share a file and different graphs never find each other's.
 * **Trust.**  Nothing read is trusted: the key, shapes, dtypes and finiteness are checked, the
-  eigenvalues must ascend within [0, 2] (the normalised Laplacian's range), the vectors must be
-  orthonormal, and every stored pair must satisfy L v = lambda v to 1e-8, with L applied from the
-  edges (O(edges x k): no dense matrix is built).  A truncated, foreign or damaged file fails
+  eigenvalues must ascend within [0, 2] (the normalised Laplacian's range), every one of them is
+  stored with its vector (the trivial ones, the k modes and the next one, whose eigenvalue
+  gives the eigengap), the vectors must be orthonormal, and every stored pair must satisfy
+  L v = lambda v to 1e-8, with L applied from the edges (O(edges x k): no dense matrix is
+  built).  A truncated, foreign or damaged file fails
   and is computed again and replaced.  That the stored eigenvalues are the *smallest* is not
   re-checked (it would cost the decomposition): the store is a cache of this program's output
   keyed by what it was computed from, checked against damage, not a defence against someone
   who can write the folder; remove ``<work dir>/laplacian`` to compute everything again.
 * **Identity.**  The arrays are stored as computed (float64, exact), so a hypothesis that reads
   them gets the result, bit for bit, that the one which computed them got
-  (tests/test_laplacian_store.py).
+  (tests/test_laplacian_store.py).  Another numpy, scipy or LAPACK build may return other
+  last bits, and where the k-th and (k+1)-th eigenvalues tie (``extra.eigengap`` near 0) another
+  basis of the tied space, which the check accepts: the stored modes keep the first one
+  computed, and a result can differ from what a fresh computation elsewhere gives.
 
 Files are written atomically (a temporary file, then a rename); two writers write the same
 modes, and a read-only or blocked store costs time only.
@@ -80,11 +85,12 @@ def apply_laplacian(n: int, edges: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 def check(vals: np.ndarray, V: np.ndarray, n: int, edges: np.ndarray, k: int,
           trivial: int) -> bool:
-    """Whether stored (eigenvalues, eigenvectors) are well formed modes of this graph: the
-    `laplacian_modes` shapes, finite, ascending within [0, 2], orthonormal vectors, and
-    L v = lambda v for every stored vector (to `RESIDUAL_TOL`)."""
+    """Whether stored (eigenvalues, eigenvectors) are well formed eigenpairs of this graph: the
+    `laplacian_eigenpairs` shapes (every eigenvalue with its vector, the trivial ones and the
+    one after the k modes included), finite, ascending within [0, 2], orthonormal vectors, and
+    L v = lambda v for every stored pair (to `RESIDUAL_TOL`)."""
     top = min(n - 1, trivial + k)
-    if vals.shape != (top + 1,) or V.shape != (n, min(k, top + 1 - trivial)):
+    if vals.shape != (top + 1,) or V.shape != (n, top + 1):
         return False
     if vals.dtype != np.float64 or V.dtype != np.float64:
         return False
@@ -99,16 +105,16 @@ def check(vals: np.ndarray, V: np.ndarray, n: int, edges: np.ndarray, k: int,
     touched[edges.ravel()] = True
     if not touched.all():  # an isolated node has no D^{-1/2}: these are no modes of ours
         return False
-    lam = vals[trivial:trivial + V.shape[1]]
-    resid = apply_laplacian(n, edges, V) - V * lam[None, :]
+    resid = apply_laplacian(n, edges, V) - V * vals[None, :]
     return bool(np.abs(resid).max() <= RESIDUAL_TOL)
 
 
 def modes(base: Path | None, n: int, edges: np.ndarray, k: int, trivial: int,
           compute: Callable[[], tuple[np.ndarray, np.ndarray]],
           ) -> tuple[np.ndarray, np.ndarray, str]:
-    """(eigenvalues, eigenvectors, where they came from: "store" or "computed") of the graph
-    with `canonical_edges` `edges` on n nodes; `compute` makes them on a miss.  Without a
+    """(eigenvalues, all their eigenvectors, where they came from: "store" or "computed") of
+    the graph with `canonical_edges` `edges` on n nodes (`laplacian_eigenpairs`); `compute`
+    makes them on a miss.  Without a
     store folder nothing is read or written."""
     if base is None:
         vals, V = compute()

@@ -86,16 +86,23 @@ def normalised_laplacian(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return L
 
 
-def laplacian_modes(L: np.ndarray, k: int, trivial: int) -> tuple[np.ndarray, np.ndarray]:
-    """(eigenvalues, eigenvectors) of the normalised Laplacian `L`: the `trivial` + k + 1
-    smallest eigenvalues (the last one for the eigengap) and the eigenvectors trivial ..
-    trivial + k - 1 (the k smallest after the `trivial` null ones), orthonormal columns."""
+def laplacian_eigenpairs(L: np.ndarray, k: int, trivial: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `trivial` + k + 1 smallest eigenvalues of the normalised Laplacian `L` (the last one
+    for the eigengap) with all their eigenvectors, orthonormal columns (what is stored:
+    `geoscreen.probes.laplacian_store`)."""
     from scipy.linalg import eigh
 
     n = L.shape[0]
     top = min(n - 1, trivial + k)
-    vals, vecs = eigh(L, subset_by_index=[0, top])
-    return vals, vecs[:, trivial:trivial + k]
+    return eigh(L, subset_by_index=[0, top])
+
+
+def laplacian_modes(L: np.ndarray, k: int, trivial: int) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues, eigenvectors) of the normalised Laplacian `L`: the `trivial` + k + 1
+    smallest eigenvalues (the last one for the eigengap) and the eigenvectors trivial ..
+    trivial + k - 1 (the k smallest after the `trivial` null ones), orthonormal columns."""
+    vals, vecs = laplacian_eigenpairs(L, k, trivial)
+    return vals, np.ascontiguousarray(vecs[:, trivial:trivial + k])
 
 
 def principal_cosines(Qa: np.ndarray, Qb: np.ndarray) -> np.ndarray:
@@ -222,9 +229,10 @@ def _network(ctx: ProbeContext, p: NetworkSpectrumParams) -> dict[str, object]:
     source[first[ok]] = 1
     # the modes depend on the graph alone: stored once, read by every later hypothesis and
     # layer task on this network (`geoscreen.probes.laplacian_store`)
-    vals, V, modes_from = laplacian_store.modes(
+    vals, vecs, modes_from = laplacian_store.modes(
         ctx.store_base(), n, laplacian_store.canonical_edges(n, e[:, 0], e[:, 1]), p.k, trivial,
-        lambda: laplacian_modes(normalised_laplacian(n, e[:, 0], e[:, 1]), p.k, trivial))
+        lambda: laplacian_eigenpairs(normalised_laplacian(n, e[:, 0], e[:, 1]), p.k, trivial))
+    V = np.ascontiguousarray(vecs[:, trivial:trivial + p.k])
     if vals[trivial - 1] > ZERO_EIGENVALUE or vals[trivial] <= ZERO_EIGENVALUE:
         raise GeoscreenError(  # numerically: a near-disconnected component
             f"the network's Laplacian has {int(np.sum(vals <= ZERO_EIGENVALUE))} eigenvalues "
@@ -344,7 +352,9 @@ def network_spectrum_alignment(ctx: ProbeContext, p: NetworkSpectrumParams, laye
     reference) average a k / n instead and ignore both the layer's anisotropy and the degree:
     they are not a null for this claim.  A network whose k-th and (k+1)-th eigenvalues tie has
     no unique k-dimensional mode space: ``eigengap`` in extra says how clear the cut is (the
-    test stays valid: V is fixed by the graph).
+    test stays valid, V does not depend on the layer; but which basis of the tied eigenspace
+    the decomposition returns, hence the statistic, can differ between LAPACK builds, and the
+    stored modes keep the one first computed).
 
     References
     ----------

@@ -45,6 +45,13 @@ from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, gene_perms, growing, normalise_rows, pair_keys
 from geoscreen.result import LayerResult
 
+#: one axis is read from its sorted values where its largest |coordinate| lies in this range
+#: (squares and products far from overflow and underflow) ...
+LINE_RANGE = (2.0 ** -400, 2.0 ** 400)
+#: ... and no more than this many pairs per gene lie near the k-th distance (else the block
+#: pass, whose memory is a block of rows: a mass of tied coordinates)
+LINE_CANDIDATES = 512
+
 
 def _largest(values: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k largest values with their keys, ties at the k-th value going to the smaller keys
@@ -59,8 +66,9 @@ def _largest(values: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, 
     return values[pick], keys[pick]
 
 
-def _line_top_pairs(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    """`top_pairs` of one euclidean axis without the n^2 pass, equal to it bit for bit.
+def _line_top_pairs(x: np.ndarray, k: int) -> tuple[np.ndarray, float] | None:
+    """`top_pairs` of one euclidean axis without the n^2 pass, equal to it bit for bit (None
+    where more than `LINE_CANDIDATES` x n pairs lie that close: the caller runs the block pass).
 
     The block pass scores a pair (r < c) as -sqrt(max(fl(fl(x_r^2 + x_c^2) - 2 fl(x_r x_c)),
     0)), whose squared distance is off the true (x_r - x_c)^2 by at most a few units of
@@ -69,8 +77,11 @@ def _line_top_pairs(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     every pair whose score could reach it (ties included) lies within that bound plus twice
     the rounding, and sorted gaps grow with the offset, so a scan of growing offsets finds them
     all.  Those pairs are scored with the block pass's own arithmetic and ranked by its rule.
+    The caller takes this path only for coordinates whose squares and products neither
+    overflow nor underflow (`LINE_RANGE`), where the bound holds.
     """
     n = x.size
+    budget = max(4 * k, LINE_CANDIDATES * n)  # the block pass holds a block x n matrix
     sq = x * x
     order = np.argsort(x, kind="stable")
     sx = x[order]
@@ -84,12 +95,15 @@ def _line_top_pairs(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
         w += 1
     gk = float(np.partition(np.concatenate(near), k - 1)[k - 1])
     reach = (gk * gk + 2.0 * err) * (1.0 + 1e-12) + 1e-300
-    rows, cols = [], []
+    rows, cols, held = [], [], 0
     for w in range(1, n):
         g = sx[w:] - sx[:-w]
         hit = np.flatnonzero(g * g <= reach)
         if hit.size == 0:  # gaps at a larger offset are at least these
             break
+        held += hit.size
+        if held > budget:  # a mass of near-ties: the block pass's bounded memory instead
+            return None
         a, b = order[hit], order[hit + w]
         rows.append(np.minimum(a, b))
         cols.append(np.maximum(a, b))
@@ -114,8 +128,12 @@ def top_pairs(Z: np.ndarray, k: int, metric: str, block: int = 512,
         raise GeoscreenError(f"k = {k} of {total} gene pairs", field="params.k",
                              fix=f"choose k between 1 and {total}")
     X = normalise_rows(Z) if metric == "cosine" else np.asarray(Z, dtype=np.float64)
-    if line and metric != "cosine" and X.shape[1] == 1 and np.isfinite(X).all():
-        return _line_top_pairs(np.ascontiguousarray(X[:, 0]), k)
+    if line and metric != "cosine" and X.shape[1] == 1 and n > 1:
+        top = np.abs(X[:, 0]).max()
+        if np.isfinite(top) and LINE_RANGE[0] < top < LINE_RANGE[1]:
+            found = _line_top_pairs(np.ascontiguousarray(X[:, 0]), k)
+            if found is not None:
+                return found
     sq = (X ** 2).sum(axis=1)
     best_v = np.empty(0)
     best_k = np.empty(0, dtype=np.int64)
@@ -195,7 +213,8 @@ def _rewired(i: np.ndarray, j: np.ndarray, n: int, m: int, rng: np.random.Genera
             for perm in gene_perms(i.size, piece.stop - piece.start, rng):
                 jj = j_k[perm]
                 lo, hi = np.minimum(i_k, jj), np.maximum(i_k, jj)
-                keys = lo[lo != hi] * kind(n) + hi[lo != hi]
+                pair = lo != hi
+                keys = lo[pair] * kind(n) + hi[pair]
                 keys.sort()
                 distinct = int(keys.size > 0) + int(np.count_nonzero(keys[1:] != keys[:-1]))
                 jn = j[perm[near]]

@@ -11,7 +11,7 @@ import pytest
 from probe_helpers import cache_from_layers, context, pairs_file, run
 
 from geoscreen.probes import laplacian_store
-from geoscreen.probes.network_spectrum import laplacian_modes, normalised_laplacian
+from geoscreen.probes.network_spectrum import laplacian_eigenpairs, normalised_laplacian
 
 PROBE = "network_spectrum_alignment"
 N = 160
@@ -77,14 +77,18 @@ def test_the_check_accepts_computed_modes_and_refuses_others(setting):
     L = normalised_laplacian(n, e[:, 0], e[:, 1])
     X = np.random.default_rng(0).standard_normal((n, 4))
     np.testing.assert_allclose(laplacian_store.apply_laplacian(n, edges, X), L @ X, atol=1e-12)
-    vals, V = laplacian_modes(L, 3, 1)
-    assert laplacian_store.check(vals, V, n, edges, 3, 1)
+    vals, V = laplacian_eigenpairs(L, 3, 1)
+    assert V.shape == (n, 5) and laplacian_store.check(vals, V, n, edges, 3, 1)
     rotated = V.copy()
-    rotated[:, [0, 1]] = rotated[:, [1, 0]]  # orthonormal, but not paired with its eigenvalues
+    rotated[:, [1, 2]] = rotated[:, [2, 1]]  # orthonormal, but not paired with its eigenvalues
     assert not laplacian_store.check(vals, rotated, n, edges, 3, 1)
+    for at, value in ((0, 0.5 * vals[1]), (-1, 2.0)):  # the trivial and the eigengap's values
+        wrong = vals.copy()
+        wrong[at] = value
+        assert not laplacian_store.check(wrong, V, n, edges, 3, 1)
     assert not laplacian_store.check(vals, V + 1e-6, n, edges, 3, 1)
     assert not laplacian_store.check(vals[::-1].copy(), V, n, edges, 3, 1)
-    assert not laplacian_store.check(vals, V[:, :2], n, edges, 3, 1)
+    assert not laplacian_store.check(vals, V[:, :4], n, edges, 3, 1)
     assert not laplacian_store.check(vals.astype(np.float32), V, n, edges, 3, 1)
     bad = vals.copy()
     bad[-1] = np.nan

@@ -65,10 +65,31 @@ def test_one_euclidean_axis_read_from_the_sorted_axis_equals_the_block_pass():
                               line=False)
             line = top_pairs(x[:, None], k, "euclidean")
             np.testing.assert_array_equal(line[0], block[0])
-            assert line[1] == block[1], (t, n, k)
+            assert np.float64(line[1]).tobytes() == np.float64(block[1]).tobytes(), (t, n, k)
     x = rng.standard_normal(150)
     np.testing.assert_array_equal(top_pairs(x[:, None], 40, "euclidean")[0],
                                   _brute_top(x[:, None], 40, "euclidean")[0])
+
+
+def test_one_axis_outside_the_sorted_paths_range_takes_the_block_pass(monkeypatch):
+    """Coordinates whose squares overflow (or underflow) and a mass of near-ties go through the
+    block pass: the same answer as `line=False` (a reviewer's inputs: the sorted path kept
+    infinite and NaN scores the block pass drops)."""
+    from geoscreen.probes import retrieval
+
+    for x, k in (([0, 1, 2, 1e200, 2e200], 1), ([0, 1, 2, 1e200, 2e200], 10),
+                 ([1e154, -1e154, 0, 1], 6), ([1e-130, 3e-130, 2e-131, 0.0], 3)):
+        Z = np.array(x, dtype=float)[:, None]
+        with np.errstate(all="ignore"):  # the block pass's own overflow, as before
+            line, block = top_pairs(Z, k, "euclidean"), top_pairs(Z, k, "euclidean",
+                                                                   line=False)
+        np.testing.assert_array_equal(line[0], block[0])
+        assert np.float64(line[1]).tobytes() == np.float64(block[1]).tobytes()
+    tied = np.repeat(np.arange(5.0), 40)  # 3,900 tied pairs at distance 0
+    monkeypatch.setattr(retrieval, "LINE_CANDIDATES", 2)
+    assert retrieval._line_top_pairs(tied, 100) is None
+    np.testing.assert_array_equal(top_pairs(tied[:, None], 100, "euclidean")[0],
+                                  top_pairs(tied[:, None], 100, "euclidean", line=False)[0])
 
 
 def test_precision_and_the_gene_shuffle_mean_follow_their_definitions(tmp_path):
