@@ -45,3 +45,20 @@ def test_a_two_layer_cache_skips_the_whole_stack_profile(tmp_path):
     assert res.returncode == 0, res.stderr
     assert re.search(r"^axis_separation\s+label_shuffle\s+99\s", res.stdout, flags=re.M)
     assert "layer_profile          skipped: a profile needs 3 or more layers" in res.stdout
+
+
+def test_the_stored_knn_rows_run_on_several_layers(tmp_path):
+    """A second k-NN hypothesis reads every list from the store, including the one of the layer
+    it compares with (`versus_layer: first`, read once for all its layers): on three layers the
+    benchmark's own check used to expect that list once per layer and stopped the whole table."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               GEOSCREEN_WORK_DIR=str(tmp_path))
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_probes.py"), "--genes", "3000",
+         "--dim", "16", "--cache-layers", "4", "--layers", "3", "--permutations", "99",
+         "--only", "knn_communities"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"^knn_communities\s+ari vs first, k=10\s+99\s", res.stdout, flags=re.M)
+    assert len(re.findall(r"^knn_communities\s+stored kNN\s+99\s", res.stdout,
+                          flags=re.M)) == 2, res.stdout
