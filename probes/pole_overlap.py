@@ -235,35 +235,3 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
                "k": k, "axes": list(p.axes), "statistic": p.statistic,
                "expected_overlap_genes": sa * sb / n, "pairs": n_pairs,
                "overlap_genes": int(((La != 0) & (Lb != 0)).sum())})
-    if p.statistic == "genes":
-        observed = float(pole_jaccard(La, Lb)[0])
-
-        def batches() -> Iterator[np.ndarray]:
-            for _, m in chunks(p.n_permutations, n):
-                yield pole_jaccard(La, rng.permuted(np.tile(Lb, (m, 1)), axis=1))
-    else:
-        from geoscreen.probes.proximity import local_pairs
-
-        i, j, _ = local_pairs(ctx, svd, p.pairs, "pairs", p.min_pairs,  # type: ignore[arg-type]
-                              p.include_zero_genes)
-        n_pairs = int(i.size)
-        ca = (La[i] != 0) & (La[i] == La[j])
-        observed = float(copole_phi(ca, ((Lb[i] != 0) & (Lb[i] == Lb[j]))[None, :])[0])
-
-        def batches() -> Iterator[np.ndarray]:
-            for _, m in chunks(p.n_permutations, max(n, i.size)):
-                P = rng.permuted(np.tile(Lb, (m, 1)), axis=1)
-                yield copole_phi(ca, (P[:, i] != 0) & (P[:, i] == P[:, j]))
-    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
-                         ctx.sequential_h)
-    null = seq.null
-    mean0 = float(null.mean())
-    return LayerResult(
-        statistic_name=f"pole_{p.statistic}_overlap", statistic=observed,
-        effect_name="excess_over_independence", effect_size=observed - mean0,
-        **seq.test_fields(observed, ctx.alternative), n=int(n_pairs if n_pairs else n),
-        null="gene_shuffle", n_permutations=seq.draws,
-        extra={**seq.record(), "null_mean": mean0, "null_sd": float(null.std(ddof=1)),
-               "k": k, "axes": list(p.axes), "statistic": p.statistic,
-               "expected_overlap_genes": (2 * k) ** 2 / n, "pairs": n_pairs,
-               "overlap_genes": int(((La != 0) & (Lb != 0)).sum())})
