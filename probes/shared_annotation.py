@@ -20,6 +20,10 @@ similarity removed, as in distance correlation), but gene-level effects are prod
 c_a c_b), which centring leaves.  The default null therefore relabels genes only within strata
 of their number of sets in the family and the ``match`` variables (GO annotation count and
 centrality, 5 rank bins each), and the effect is r minus its mean over those relabellings.
+That null's exact mean and variance come from `stratified_moments` (one pass over each matrix
+against the strata): the mean gives the effect, and where Cantelli's bound from the two is at
+or below 1 / (n_permutations + 1) it is the p-value and no relabelling is drawn; otherwise the
+draws decide (the third moment within strata is not available, so no Pearson III tail).
 What the strata do not hold leaks: with n^2 pairs the null's spread is tiny, so a gene-level
 confound outside the strata, or left inside a bin, reads as agreement
 (tests/test_annotation_similarity.py: FPR 0.575 when annotation density follows the distance
@@ -60,15 +64,20 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.permutation_moments import (
     PairInvariants,
+    RVMoments,
     dense_pair_invariants,
     gram_pair_invariants,
     pair_moments,
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.stats import chunks, normalise_rows
+from geoscreen.probes.stratified_moments import stratified_pair_moments, stratum_sums
 from geoscreen.result import LayerResult
 
 MIN_GENES = 10
+DRAW_ROWS = 64  # rows of the relabelled similarity matrix gathered at once in a draw
+NO_THIRD = ("no third moment within strata: Cantelli's bound where it is at or below "
+            "1 / (n_permutations + 1), else the draws")
 
 
 class AnnotationSimilarityParams(ProbeParams):
@@ -82,8 +91,9 @@ class AnnotationSimilarityParams(ProbeParams):
     subspace: Any = subspace_field()
     null: Literal["matched", "gene_shuffle"] = Field(
         "matched", description="matched: genes relabelled within strata of their number of "
-                               "sets in the family and of `match` (draws); gene_shuffle: any "
-                               "relabelling (the plain Mantel null, exact moments)")
+                               "sets in the family and of `match` (exact mean and sd; Cantelli's "
+                               "bound or the draws); gene_shuffle: any relabelling (the plain "
+                               "Mantel null, exact moments)")
     match: list[str] = match_field(("annotation", "centrality"))
     bins: int = bins_field(5)
     center: Literal["double", "none"] = Field(
@@ -92,9 +102,11 @@ class AnnotationSimilarityParams(ProbeParams):
                               "properties remain, which the matched null holds); none: the plain "
                               "Mantel r")
     null_method: Literal["moments", "draws"] = Field(
-        "moments", description="relabelling p-value from the exact permutation moments (Pearson "
-                               "III tail; the draws decide when it is below confirm_below), or "
-                               "from the draws alone")
+        "moments", description="gene_shuffle: p from the exact permutation moments (Pearson "
+                               "III tail; the draws decide when it is below confirm_below); "
+                               "matched: Cantelli's bound from the exact mean and sd where it is "
+                               "at or below 1 / (n_permutations + 1), else the draws; draws: "
+                               "the draws alone")
     confirm_below: float = Field(0.1, gt=0, le=1, description=CONFIRM_BELOW_DESCRIPTION)
     n_permutations: int = permutations_field(999)
     max_genes: int = Field(6000, ge=MIN_GENES, le=20000,
@@ -134,9 +146,11 @@ def offdiag_pearson(W: np.ndarray, V: np.ndarray) -> tuple[float, float]:
     return alpha * T + beta, T
 
 
-def offdiag_affine(W: np.ndarray, V: np.ndarray) -> tuple[float, float, float]:
+def offdiag_affine(W: np.ndarray, V: np.ndarray, S: np.ndarray | None = None,
+                   ) -> tuple[float, float, float]:
     """(alpha, beta, T) with r = alpha T + beta for every relabelling of the genes (the sums
-    and sums of squares of W and S over the pairs do not change), T as in `offdiag_pearson`."""
+    and sums of squares of W and S over the pairs do not change), T as in `offdiag_pearson`
+    (read from S = V V^T when it is given: one pass instead of the n^2 d product W V)."""
     n = W.shape[0]
     m = n * (n - 1)
     dw = np.diag(W)
@@ -147,7 +161,8 @@ def offdiag_affine(W: np.ndarray, V: np.ndarray) -> tuple[float, float, float]:
     ss = float(s @ s - d.sum())
     G = V.T @ V
     ss2 = float((G * G).sum() - (d * d).sum())
-    T = float(np.einsum("ij,ij->", W @ V, V) - dw @ d)
+    T = float((np.einsum("ij,ij->", W, S) if S is not None else
+               np.einsum("ij,ij->", W @ V, V)) - dw @ d)
     var = (sw2 / m - (sw / m) ** 2) * (ss2 / m - (ss / m) ** 2)
     if not var > 0:
         return 0.0, 0.0, T
@@ -160,7 +175,7 @@ def offdiag_affine(W: np.ndarray, V: np.ndarray) -> tuple[float, float, float]:
     family="manifold_distance",
     params=AnnotationSimilarityParams,
     nulls=("matched", "gene_shuffle"),
-    version="1.0",
+    version="1.1",
     statistic="Mantel r: Pearson correlation, over all pairs of annotated genes, of the pair's "
               "annotation Jaccard index and its cosine similarity (both double-centred by "
               "default)",
@@ -169,7 +184,8 @@ def offdiag_affine(W: np.ndarray, V: np.ndarray) -> tuple[float, float, float]:
     alternatives=("greater", "less", "two-sided"),
     examples=[
         # scoped as the published screen scoped it (its named genes): over a whole
-        # vocabulary the matched null costs minutes per layer (docs/probes.md)
+        # vocabulary a family the layer does not follow costs the matched draws, about a
+        # minute per layer (docs/probes.md)
         {"statement": "Transcription factors that share more GO cellular-component terms sit "
                       "closer, beyond what factors of their annotation counts and "
                       "centralities share",
@@ -199,8 +215,11 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     mean, variance and skewness over all n! relabellings are computed from a few sums of W and
     S (`permutation_moments.pair_moments`); p from the Pearson III tail, or from
     `n_permutations` relabellings (p = (b + 1) / (m + 1)) where the moment p is at or below
-    `confirm_below` or ``null_method: draws``.  Both matrices are dense (n^2 values): n is
-    limited by `max_genes`.
+    `confirm_below` or ``null_method: draws``.  Relabelled within strata (``null: matched``),
+    T's exact mean and variance come from `stratified_moments.stratified_pair_moments`; the
+    effect is r minus r at that mean, and p is Cantelli's bound where it is at or below
+    1 / (n_permutations + 1) (a valid p-value whatever T's distribution), else the draws'.
+    Both matrices are dense (n^2 values): n is limited by `max_genes`.
 
     References
     ----------
@@ -240,18 +259,34 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     V = normalise_rows(np.asarray(Z[genes], dtype=np.float64))
     if p.center == "double":
         V = V - V.mean(axis=0)
-    alpha, beta, T = offdiag_affine(W, V)
+    # the matched null's moments need S = V V^T itself: T is read from it
+    S = V @ V.T if p.null == "matched" and p.null_method == "moments" else None
+    alpha, beta, T = offdiag_affine(W, V, S)
     r = alpha * T + beta
     # r is increasing in T under relabelling (the sums of W and S are fixed), so T's null
     # decides; pair_moments gives the moments of T / sum W
     decision = None
     labels = None
+    dv = np.einsum("ij,ij->i", V, V)
+    dw = np.diag(W)
+    fast: dict[str, np.ndarray] = {}
     if p.null == "matched":  # strata: the gene's number of sets, and the `match` variables
         n_sets = np.bincount(gene_of[local], minlength=n).astype(float)
         own = _rank_bins(n_sets, p.bins)
         other = build_strata(ctx, layer, svd, list(p.match), p.bins).labels[genes]
         _, labels = np.unique(own * (int(other.max()) + 1) + other, return_inverse=True)
         observed, scale = T, 1.0
+        if S is not None:
+            fast["S64"] = S
+            K = int(labels.max()) + 1
+            sw, ss = stratum_sums(W, labels, K), stratum_sums(S, labels, K)
+            mom = stratified_pair_moments(W, S, labels, w_sums=sw, s_sums=ss)
+            # a spread at rounding level is no spread: the draws decide (ties are exact
+            # there); the scale is |T|'s bound sqrt(sum W^2 sum S^2) over the pairs
+            if not mom.sd > 1e-9 * float(np.sqrt(max(sw.Q.sum(), 0.0) * max(ss.Q.sum(), 0.0))):
+                mom = RVMoments(mean=mom.mean, sd=0.0, skew=None)
+            decision = moment_test(T, mom, lambda: mom, ctx.alternative, p.confirm_below,
+                                   p.n_permutations, too_few=NO_THIRD)
     elif p.null_method == "moments":
         if "second" not in invariants:
             invariants["second"] = dense_pair_invariants(W, third=False)
@@ -276,8 +311,6 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     else:
         observed, scale = T, 1.0
     rng = ctx.rng(layer, "null")
-    dv = np.einsum("ij,ij->i", V, V)
-    dw = np.diag(W)
 
     grouped = None if labels is None else np.argsort(labels, kind="stable")
 
@@ -288,16 +321,21 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
         perm[grouped] = np.lexsort((rng.random(n), labels))
         return perm
 
-    fast: dict[str, np.ndarray] = {}
-
     def t32(perm: np.ndarray) -> float:
-        """T at a relabelling, in the draws' arithmetic (float32 products summed in float64)."""
-        if not fast:
-            fast["S"], fast["W"] = (V @ V.T).astype(np.float32), W.astype(np.float32)
-        # one gather of the relabelled similarities (np.ix_: 2.5x two fancy indexings)
-        Sp = fast["S"][np.ix_(perm, perm)]
-        return (float(np.multiply(fast["W"], Sp, out=Sp).sum(dtype=np.float64))
-                - float(dw @ dv[perm])) / scale
+        """T at a relabelling, in the draws' arithmetic: float32 similarities and overlaps,
+        their products (exact in float64) summed in float64."""
+        if "S" not in fast:
+            S = fast.pop("S64") if "S64" in fast else V @ V.T
+            fast["S"], fast["W"] = S.astype(np.float32), W.astype(np.float32)
+        S32, W32 = fast["S"], fast["W"]
+        total = 0.0
+        # the relabelled similarities a block of rows at a time: a row gather, then one
+        # column gather of the block (2.4x one np.ix_ gather of the whole matrix)
+        for a in range(0, n, DRAW_ROWS):
+            rows = np.take(S32, perm[a:a + DRAW_ROWS], axis=0)
+            total += float(np.einsum("ij,ij->", W32[a:a + DRAW_ROWS],
+                                     np.take(rows, perm, axis=1), dtype=np.float64))
+        return (total - float(dw @ dv[perm])) / scale
 
     def draws() -> Any:
         for _, m in chunks(p.n_permutations, n * n):
@@ -312,16 +350,19 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     record.pop("z", None)
     # r under the null, from T's null mean: the effect is r beyond it (0: no agreement beyond
     # what the relabelling keeps, e.g. the strata's gene-level structure)
-    null_r = alpha * float(record["null_mean"]) * scale + beta
+    # (the exact mean whenever the moments were computed, else the draws')
+    null_mean = float(decision["moment_mean"] if decision is not None else record["null_mean"])
+    null_r = alpha * null_mean * scale + beta
     return LayerResult(
         statistic_name="mantel_r", statistic=r, effect_name="mantel_r_excess",
         effect_size=r - null_r, **test,
         n=int(n), null=p.null, n_permutations=drawn,
         extra={**record, "tested": "sum of W_ab S_ab over pairs, over sum W" if
-               decision is not None else "sum of W_ab S_ab over pairs",
+               p.null == "gene_shuffle" and decision is not None else
+               "sum of W_ab S_ab over pairs",
                "center": p.center, "family": p.family, "sets": int(used_sets.size),
                "annotated_genes": int(n), "null_r": null_r,
-               "null_method": "draws" if p.null == "matched" else p.null_method,
+               "null_method": p.null_method,
                **({"strata": int(labels.max()) + 1,
                    "smallest_stratum": int(np.bincount(labels).min()),
                    "match": ["sets in the family", *p.match]} if labels is not None else {})})

@@ -16,7 +16,12 @@ from geoscreen.probes.permutation_moments import (
     gram_pair_invariants,
     pair_moments,
 )
-from geoscreen.probes.shared_annotation import double_centre, jaccard_matrix, offdiag_pearson
+from geoscreen.probes.shared_annotation import (
+    double_centre,
+    jaccard_matrix,
+    offdiag_affine,
+    offdiag_pearson,
+)
 
 
 def _family(rng, n: int, n_terms: int = 30, counts=None) -> list[list[int]]:
@@ -71,6 +76,8 @@ def test_statistic_matches_numpy_and_scipy(tmp_path):
                                           "null": "gene_shuffle"}, ctx, "L0", "two-sided")
         assert r.statistic == pytest.approx(want, abs=1e-6)
         assert offdiag_pearson(W, V)[0] == pytest.approx(want, abs=1e-9)
+        assert offdiag_affine(W, V, V @ V.T)[2] == pytest.approx(offdiag_affine(W, V)[2],
+                                                                 rel=1e-12)
         assert r.n == n and r.extra["sets"] == len(sets)
 
 
@@ -190,7 +197,40 @@ def test_the_effect_is_r_beyond_its_null_mean(tmp_path):
     assert full.effect_size == pytest.approx(full.statistic, abs=1e-9)
     matched = run("annotation_similarity", {"family": fam, "n_permutations": 199}, ctx, "L0")
     assert matched.effect_size == pytest.approx(matched.statistic - matched.extra["null_r"])
-    assert matched.extra["null_method"] == "draws"
+    assert matched.extra["null_method"] == "moments"
+    # the null r is the exact stratified mean's, which the draws' mean estimates
+    drawn = run("annotation_similarity", {"family": fam, "n_permutations": 199,
+                                          "null_method": "draws"}, ctx, "L0")
+    assert drawn.p_value == matched.p_value  # the same draws decide
+    assert drawn.extra["null_mean"] == pytest.approx(matched.extra["moment_mean"],
+                                                     abs=4 * matched.extra["moment_sd"] / 14)
+    assert drawn.extra["null_sd"] == pytest.approx(matched.extra["moment_sd"], rel=0.25)
+
+
+def test_a_strong_agreement_needs_no_matched_draw(tmp_path):
+    """Planted co-annotated neighbourhoods far beyond the matched null: the exact stratified
+    mean and sd put Cantelli's bound under 1 / (n_permutations + 1), which is the p-value
+    (valid at any null distribution), and no relabelling is drawn; the draws, asked for,
+    find no relabelling at the observed value (p = 1 / 200 >= the bound)."""
+    rng = np.random.default_rng(21)
+    n, d = 200, 12
+    sets = _family(rng, n, 20, counts=np.ones(n, dtype=int))
+    X = rng.standard_normal((n, d))
+    for s in sets:
+        X[s] += 1.5 * rng.standard_normal(d)
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    fam = _gmt(tmp_path / "f.gmt", sets)
+    r = run("annotation_similarity", {"family": fam, "n_permutations": 199}, ctx, "L0",
+            "greater")
+    e = r.extra
+    assert e["p_method"] == "cantelli" and r.n_permutations == 0
+    assert r.p_value == e["moment_bound"] <= 1 / 200
+    assert e["null_sd"] == e["moment_sd"] > 0 and e["null_draws_used"] == 0
+    assert r.effect_size > 0.3
+    drawn = run("annotation_similarity", {"family": fam, "n_permutations": 199,
+                                          "null_method": "draws"}, ctx, "L0", "greater")
+    assert drawn.p_value == pytest.approx(1 / 200) and drawn.n_permutations == 199
+    assert drawn.effect_size == pytest.approx(r.effect_size, abs=0.02)
 
 
 def test_a_confound_outside_the_strata_leaks_through_the_matched_null(tmp_path):

@@ -62,3 +62,20 @@ def test_the_stored_knn_rows_run_on_several_layers(tmp_path):
     assert re.search(r"^knn_communities\s+ari vs first, k=10\s+99\s", res.stdout, flags=re.M)
     assert len(re.findall(r"^knn_communities\s+stored kNN\s+99\s", res.stdout,
                           flags=re.M)) == 2, res.stdout
+
+
+def test_annotation_similarity_rows_draw_only_where_cantelli_cannot_decide(tmp_path):
+    """The 500-set random family (the matched null holds) draws every relabelling; the sets
+    that follow the layers' leading axes are decided by the exact stratified mean and sd
+    (Cantelli's bound under 1 / (m + 1)) with none drawn."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               GEOSCREEN_WORK_DIR=str(tmp_path))
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_probes.py"), "--genes", "3000",
+         "--dim", "16", "--cache-layers", "3", "--layers", "1", "--permutations", "99",
+         "--only", "annotation_similarity"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"^annotation_similarity\s+family, matched\s+99\s", res.stdout, flags=re.M)
+    assert re.search(r"^annotation_similarity\s+sets that follow the layer, matched\s+0\s",
+                     res.stdout, flags=re.M), res.stdout
