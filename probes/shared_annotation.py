@@ -54,6 +54,7 @@ from geoscreen.probes.moment_null import (
     CONFIRM_BELOW_DESCRIPTION,
     moment_test,
     null_test_fields,
+    to_the_draws,
 )
 from geoscreen.probes.params import (
     family_ref_field,
@@ -71,7 +72,11 @@ from geoscreen.probes.permutation_moments import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.stats import chunks, normalise_rows
-from geoscreen.probes.stratified_moments import stratified_pair_moments, stratum_sums
+from geoscreen.probes.stratified_moments import (
+    MAX_STRATA,
+    stratified_pair_moments,
+    stratum_sums,
+)
 from geoscreen.result import LayerResult
 
 MIN_GENES = 10
@@ -276,9 +281,13 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
         other = build_strata(ctx, layer, svd, list(p.match), p.bins).labels[genes]
         _, labels = np.unique(own * (int(other.max()) + 1) + other, return_inverse=True)
         observed, scale = T, 1.0
+        K = int(labels.max()) + 1
         if S is not None:
             fast["S64"] = S
-            K = int(labels.max()) + 1
+        if S is not None and K > MAX_STRATA:
+            decision = to_the_draws(f"more than {MAX_STRATA:,} strata (the moments' K x K "
+                                    "block tables)", p.confirm_below)
+        elif S is not None:
             sw, ss = stratum_sums(W, labels, K), stratum_sums(S, labels, K)
             mom = stratified_pair_moments(W, S, labels, w_sums=sw, s_sums=ss)
             # a spread at rounding level is no spread: the draws decide (ties are exact
@@ -351,7 +360,8 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     # r under the null, from T's null mean: the effect is r beyond it (0: no agreement beyond
     # what the relabelling keeps, e.g. the strata's gene-level structure)
     # (the exact mean whenever the moments were computed, else the draws')
-    null_mean = float(decision["moment_mean"] if decision is not None else record["null_mean"])
+    null_mean = float(record["null_mean"] if decision is None or decision["moment_mean"] is None
+                      else decision["moment_mean"])
     null_r = alpha * null_mean * scale + beta
     return LayerResult(
         statistic_name="mantel_r", statistic=r, effect_name="mantel_r_excess",

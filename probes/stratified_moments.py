@@ -8,7 +8,8 @@ gene in its stratum (a product of one symmetric group per stratum), and reads th
 for two symmetric gene x gene matrices W and S (their diagonals play no part).  With one stratum
 this is the quadratic assignment statistic of Mantel's test, whose moments Hubert (1987) gives;
 `permutation_moments.pair_moments` computes them.  With strata the draws were the only way to the
-null; this module gives its first two moments exactly, in O(n^2 K) for K strata.
+null; this module gives its first two moments exactly, in O(n^2) time and O(n K + K^2) memory
+for K strata (`MAX_STRATA` at most: a caller with more draws).
 
 How.  T / 2 is the inner product, over the unordered pairs {a, b}, of W with S relabelled.  The
 group acts on the functions on unordered pairs, which split into blocks {g, h} of strata and,
@@ -50,6 +51,11 @@ import numpy as np
 
 from geoscreen.probes.permutation_moments import RVMoments
 
+# above this many strata the K x K block tables outgrow the n x n matrices they summarise
+# (a stratum per gene or two): callers draw instead
+MAX_STRATA = 2048
+PRODUCT_STRATA = 256  # up to this many strata the block sums come from BLAS products
+
 
 @dataclass(frozen=True)
 class StratumSums:
@@ -72,7 +78,16 @@ class StratumSums:
 
 
 def stratum_sums(X: np.ndarray, labels: np.ndarray, K: int) -> StratumSums:
-    """`StratumSums` of the symmetric matrix `X` for strata `labels` (0..K-1)."""
+    """`StratumSums` of the symmetric matrix `X` for strata `labels` (0..K-1).
+
+    Up to `PRODUCT_STRATA` strata, two products with the strata's indicator matrix (BLAS:
+    O(n^2 K) flops, the faster for few strata); above, rows gathered by stratum and summed in
+    runs (O(n^2) whatever K).  The two give the same sums up to rounding
+    (tests/test_stratified_moments.py)."""
+    return (_sums_by_product if K <= PRODUCT_STRATA else _sums_by_runs)(X, labels, K)
+
+
+def _sums_by_product(X: np.ndarray, labels: np.ndarray, K: int) -> StratumSums:
     n = X.shape[0]
     E = np.zeros((n, K))
     E[np.arange(n), labels] = 1.0
@@ -82,6 +97,23 @@ def stratum_sums(X: np.ndarray, labels: np.ndarray, K: int) -> StratumSums:
     R2 = (X * X) @ E
     R2[np.arange(n), labels] -= d * d
     return StratumSums(B=E.T @ R, Q=E.T @ R2, R=R)
+
+
+def _sums_by_runs(X: np.ndarray, labels: np.ndarray, K: int) -> StratumSums:
+    n = X.shape[0]
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(K))
+    d = np.diag(X).astype(np.float64)
+    at = (np.arange(n), labels)
+    rows = np.asarray(X[order], dtype=np.float64)  # a copy: squared in place below
+    # X is symmetric: summing its rows b in h gives, per column a, sum_{b in h} X_ab
+    R = np.add.reduceat(rows, starts, axis=0).T.copy()
+    R[at] -= d
+    np.multiply(rows, rows, out=rows)
+    R2 = np.add.reduceat(rows, starts, axis=0).T.copy()
+    R2[at] -= d * d
+    return StratumSums(B=np.add.reduceat(R[order], starts, axis=0),
+                       Q=np.add.reduceat(R2[order], starts, axis=0), R=R)
 
 
 def stratified_pair_moments(W: np.ndarray, S: np.ndarray, labels: np.ndarray,
@@ -129,25 +161,44 @@ def stratified_pair_moments(W: np.ndarray, S: np.ndarray, labels: np.ndarray,
     # the variance of T_u = T / 2, summed over the non-trivial irreducibles
     var_u = (0.5 * float((pw.between * ps.between).sum())  # g != h counted twice
              + float(pw.within @ ps.within)
-             + float(sum((a * b).sum() / (m - 1.0)
-                         for a, b, m in zip(pw.effects, ps.effects, size) if m >= 2)))
+             + _gene_effects(pw.effects, ps.effects, pw.starts, size))
     return RVMoments(mean=mean, sd=float(np.sqrt(4.0 * max(var_u, 0.0))), skew=None)
+
+
+def _gene_effects(Yw: np.ndarray, Ys: np.ndarray, starts: np.ndarray, size: np.ndarray
+                  ) -> float:
+    """sum over strata g of tr(G_W G_S) / (n_g - 1), G the K x K Gram matrix of the stratum's
+    gene-effect coordinates (its rows of Y); as ||Y_W Y_S'||^2 (n_g x n_g) where the stratum
+    has fewer genes than there are strata, the cheaper of the two."""
+    K = size.size
+    total = 0.0
+    for g in range(K):
+        m = int(size[g])
+        if m < 2:
+            continue
+        a, b = Yw[starts[g]:starts[g] + m], Ys[starts[g]:starts[g] + m]
+        part = float(np.square(a @ b.T).sum()) if m <= K else float(((a.T @ a) * (b.T @ b)).sum())
+        total += part / (m - 1.0)
+    return total
 
 
 @dataclass(frozen=True)
 class _Parts:
-    """One matrix's squared norms (and Gram matrices) in the irreducible parts, each norm
-    already divided by the square root of its part's dimension."""
+    """One matrix's squared norms in the irreducible parts, each divided by the square root of
+    the part's dimension, and its gene-effect coordinates."""
 
     between: np.ndarray  # K x K: the doubly centred block {g, h}, g != h (0 on the diagonal)
     within: np.ndarray  # K: the (n_g - 2, 2) part of block {g, g}
-    effects: list[np.ndarray]  # per stratum, the K x K Gram matrix of its gene-effect copies
+    effects: np.ndarray  # n x K, rows by stratum: coordinates of the gene-effect copies
+    starts: np.ndarray  # K: each stratum's first row in `effects`
 
 
 def _parts(X: StratumSums, lab: np.ndarray, size: np.ndarray) -> _Parts:
     K = size.size
-    RR = np.zeros((K, K))  # RR[g, h] = sum over a in g of R[a, h]^2
-    np.add.at(RR, lab, X.R * X.R)
+    order = np.argsort(lab, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(size.astype(np.int64))])[:-1]
+    R = X.R[order]  # rows by stratum
+    RR = np.add.reduceat(R * R, starts, axis=0)  # RR[g, h] = sum over a in g of R[a, h]^2
     outer = np.outer(size, size)
     d = np.diag(X.B)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -163,16 +214,12 @@ def _parts(X: StratumSums, lab: np.ndarray, size: np.ndarray) -> _Parts:
         wdim = size * (size - 3.0) / 2.0
         within = np.where(wdim > 0, np.maximum(rest, 0.0) / np.sqrt(np.where(wdim > 0, wdim,
                                                                              1.0)), 0.0)
-    order = np.argsort(lab, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(size.astype(np.int64))])
-    effects = []
-    for g in range(K):
-        m = size[g]
-        Y = X.R[order[starts[g]:starts[g + 1]]] - X.B[g] / m  # centred row sums into each h
-        # the copy in block {g, h} is u(a) (norm^2 n_h |u|^2); in {g, g}, u(a) + u(b)
-        # (norm^2 (n_g - 2) |u|^2): coordinates are the centred sums over those norms
-        c = np.sqrt(size.copy())
-        c[g] = np.sqrt(m - 2.0) if m > 2 else np.inf
-        Y = Y / c
-        effects.append(Y.T @ Y)
-    return _Parts(between=between, within=within, effects=effects)
+    # gene effects of stratum g: the copy in block {g, h} is u(a) (norm^2 n_h |u|^2), the one
+    # in {g, g} u(a) + u(b) (norm^2 (n_g - 2) |u|^2); coordinates are the row sums into each
+    # h, centred over g, over those norms
+    own = lab[order]
+    Y = R - X.B[own] / size[own][:, None]
+    scale = np.broadcast_to(np.sqrt(size), (R.shape[0], K)).copy()
+    scale[np.arange(R.shape[0]), own] = np.where(
+        size[own] > 2, np.sqrt(np.maximum(size[own] - 2.0, 1.0)), np.inf)
+    return _Parts(between=between, within=within, effects=Y / scale, starts=starts)

@@ -266,3 +266,22 @@ def test_an_annotation_with_no_shared_set_has_no_relabelling_moments(tmp_path):
     with pytest.raises(GeoscreenError, match="sums to 0 over the pairs") as err:
         run("annotation_similarity", {"family": alone, "null": "gene_shuffle"}, ctx, "L0")
     assert err.value.field == "params.center" and "null_method: draws" in err.value.fix
+
+
+def test_more_strata_than_the_moments_take_are_drawn(tmp_path):
+    """Strata of one or two genes each (20 bins of sets, norm and centrality over 3,000
+    genes: over 2,048 strata): the moments' K x K tables would outgrow the gene x gene
+    matrices, so the draws decide, the reason recorded, the effect at the draws' mean."""
+    from geoscreen.probes.stratified_moments import MAX_STRATA
+
+    rng = np.random.default_rng(31)
+    n = 3000
+    X = rng.standard_normal((n, 6)) * (rng.pareto(2.0, n) + 1.0)[:, None]
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
+    fam = _gmt(tmp_path / "f.gmt", _family(rng, n, 60, counts=rng.integers(1, 30, n)))
+    r = run("annotation_similarity", {"family": fam, "bins": 20, "n_permutations": 99,
+                                      "match": ["norm", "centrality"]}, ctx, "L0")
+    assert r.extra["strata"] > MAX_STRATA
+    assert r.extra["p_method"] == "draws" and r.n_permutations == 99
+    assert f"more than {MAX_STRATA:,} strata" in r.extra["draw_reason"]
+    assert r.extra["null_r"] == pytest.approx(r.statistic - r.effect_size)

@@ -108,3 +108,18 @@ def test_kept_sums_of_w_give_the_same_moments():
     kept = stratum_sums(W, lab, int(lab.max()) + 1)
     assert stratified_pair_moments(W, S, labels, w_sums=kept) == \
         stratified_pair_moments(W, S, labels)
+
+
+@pytest.mark.parametrize("K", [3, 300])
+def test_block_sums_by_product_and_by_runs_agree(K):
+    """The two ways `stratum_sums` takes (BLAS products with the strata's indicator for few
+    strata, row runs for many) give the same sums."""
+    from geoscreen.probes.stratified_moments import _sums_by_product, _sums_by_runs
+
+    rng = np.random.default_rng(14)
+    W, _ = _pair(rng, 700, "dense")
+    _, lab = np.unique(rng.integers(0, K, 700), return_inverse=True)
+    k = int(lab.max()) + 1
+    a, b = _sums_by_product(W, lab, k), _sums_by_runs(W, lab, k)
+    for x, y in ((a.B, b.B), (a.Q, b.Q), (a.R, b.R)):
+        assert np.allclose(x, y, rtol=1e-10, atol=1e-9)
