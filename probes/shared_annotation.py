@@ -124,24 +124,42 @@ class AnnotationSimilarityParams(ProbeParams):
 def jaccard_matrix(member_set: np.ndarray, member_gene: np.ndarray, n_genes: int,
                    n_sets: int) -> np.ndarray:
     """Dense n x n Jaccard indices |A_a & A_b| / |A_a | A_b| of the genes' set memberships
-    (genes 0..n_genes-1, each in at least one set); the diagonal is 0."""
-    from scipy import sparse
+    (genes 0..n_genes-1, each in at least one set); the diagonal is 0.
 
-    A = sparse.csr_matrix((np.ones(member_gene.size), (member_gene, member_set)),
-                          shape=(n_genes, n_sets))
-    inter = (A @ A.T).toarray()
-    size = np.diag(inter).copy()
-    union = size[:, None] + size[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        J = np.where(union > 0, inter / union, 0.0)
+    The shared-set counts are added set by set into one dense matrix (sum over sets of
+    size^2 additions, the work of the sparse product A A' without its sparse result), which
+    then becomes the Jaccard matrix in place, a block of rows at a time: one n x n buffer in
+    all (fresh n x n buffers are what this costs, not the arithmetic)."""
+    key = np.unique(np.asarray(member_set, dtype=np.int64) * max(n_genes, 1)
+                    + np.asarray(member_gene, dtype=np.int64))  # a membership listed once
+    sets, genes = np.divmod(key, max(n_genes, 1))
+    J = np.zeros((n_genes, n_genes))
+    cuts = np.flatnonzero(np.diff(sets)) + 1
+    for idx in np.split(genes, cuts):
+        if idx.size:
+            J[np.ix_(idx, idx)] += 1.0
+    size = np.diag(J).copy()  # sets per gene
+    for a in range(0, n_genes, 512):  # the unions a block of rows at a time: no n x n buffer
+        inter = J[a:a + 512]
+        union = size[a:a + 512, None] + size[None, :]
+        union -= inter
+        np.divide(inter, union, out=inter, where=union > 0)
     np.fill_diagonal(J, 0.0)
     return J
 
 
-def double_centre(M: np.ndarray) -> np.ndarray:
-    """H M H with H = I - 11'/n (row and column means removed, the grand mean added back)."""
+def double_centre(M: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """H M H with H = I - 11'/n (row and column means removed, the grand mean added back);
+    with `inplace` M itself becomes it (the same values, no n x n temporaries)."""
     r = M.mean(axis=1)
-    return M - r[:, None] - M.mean(axis=0)[None, :] + float(r.mean())
+    c = M.mean(axis=0)
+    if not inplace:
+        return M - r[:, None] - c[None, :] + float(r.mean())
+    g = float(r.mean())
+    M -= r[:, None]
+    M -= c[None, :]
+    M += g
+    return M
 
 
 def offdiag_pearson(W: np.ndarray, V: np.ndarray) -> tuple[float, float]:
@@ -258,7 +276,7 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     key = ("annotation_w", p.family, p.center, digest)
     if key not in ctx.memo:  # W and its invariants depend on the genes, not on the layer
         J = jaccard_matrix(set_idx, gene_of[local], n, used_sets.size)
-        W = double_centre(J) if p.center == "double" else J
+        W = double_centre(J, inplace=True) if p.center == "double" else J
         ctx.memo[key] = (W, {})
     W, invariants = ctx.memo[key]
     V = normalise_rows(np.asarray(Z[genes], dtype=np.float64))

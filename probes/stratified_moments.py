@@ -94,7 +94,10 @@ def _sums_by_product(X: np.ndarray, labels: np.ndarray, K: int) -> StratumSums:
     d = np.diag(X).astype(np.float64)
     R = X @ E
     R[np.arange(n), labels] -= d
-    R2 = (X * X) @ E
+    R2 = np.empty_like(R)
+    for a in range(0, n, 512):  # squares a block of rows at a time: no n x n temporary
+        block = X[a:a + 512]
+        R2[a:a + 512] = (block * block) @ E
     R2[np.arange(n), labels] -= d * d
     return StratumSums(B=E.T @ R, Q=E.T @ R2, R=R)
 

@@ -64,6 +64,10 @@ def test_statistic_matches_numpy_and_scipy(tmp_path):
     ms = np.concatenate([[t] * len(s) for t, s in enumerate(sets)]).astype(int)
     mg = np.concatenate(sets).astype(int)
     assert np.allclose(jaccard_matrix(ms, mg, n, len(sets)), J)
+    # a membership listed twice counts once; in place or not, the same double centring
+    assert np.array_equal(jaccard_matrix(np.r_[ms, ms[:5]], np.r_[mg, mg[:5]], n, len(sets)),
+                          jaccard_matrix(ms, mg, n, len(sets)))
+    assert np.array_equal(double_centre(J.copy(), inplace=True), double_centre(J))
     Xc = X.astype(np.float32).astype(float)
     Xc = Xc - Xc.mean(0)
     U = Xc / np.linalg.norm(Xc, axis=1, keepdims=True)
