@@ -300,20 +300,23 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
         _, labels = np.unique(own * (int(other.max()) + 1) + other, return_inverse=True)
         observed, scale = T, 1.0
         K = int(labels.max()) + 1
-        if S is not None:
-            fast["S64"] = S
         if S is not None and K > MAX_STRATA:
-            decision = to_the_draws(f"more than {MAX_STRATA:,} strata (the moments' K x K "
-                                    "block tables)", p.confirm_below)
+            decision = to_the_draws(f"more than {MAX_STRATA:,} strata (the moments' n x K "
+                                    "tables and per-stratum work)", p.confirm_below)
         elif S is not None:
             sw, ss = stratum_sums(W, labels, K), stratum_sums(S, labels, K)
             mom = stratified_pair_moments(W, S, labels, w_sums=sw, s_sums=ss)
+            why = NO_THIRD
             # a spread at rounding level is no spread: the draws decide (ties are exact
             # there); the scale is |T|'s bound sqrt(sum W^2 sum S^2) over the pairs
             if not mom.sd > 1e-9 * float(np.sqrt(max(sw.Q.sum(), 0.0) * max(ss.Q.sum(), 0.0))):
                 mom = RVMoments(mean=mom.mean, sd=0.0, skew=None)
+                why = "the relabellings' sd is at rounding level (T cannot vary)"
             decision = moment_test(T, mom, lambda: mom, ctx.alternative, p.confirm_below,
-                                   p.n_permutations, too_few=NO_THIRD)
+                                   p.n_permutations, too_few=why)
+        if S is not None:  # the draws' similarities come from it; no other reference kept
+            fast["S64"] = S
+            S = None
     elif p.null_method == "moments":
         if "second" not in invariants:
             invariants["second"] = dense_pair_invariants(W, third=False)
@@ -378,8 +381,8 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     # r under the null, from T's null mean: the effect is r beyond it (0: no agreement beyond
     # what the relabelling keeps, e.g. the strata's gene-level structure)
     # (the exact mean whenever the moments were computed, else the draws')
-    null_mean = float(record["null_mean"] if decision is None or decision["moment_mean"] is None
-                      else decision["moment_mean"])
+    exact = decision is not None and decision["moment_mean"] is not None
+    null_mean = float(decision["moment_mean"] if exact else record["null_mean"])
     null_r = alpha * null_mean * scale + beta
     return LayerResult(
         statistic_name="mantel_r", statistic=r, effect_name="mantel_r_excess",
@@ -390,6 +393,7 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
                "sum of W_ab S_ab over pairs",
                "center": p.center, "family": p.family, "sets": int(used_sets.size),
                "annotated_genes": int(n), "null_r": null_r,
+               "null_r_from": "the exact null mean" if exact else "the draws' mean",
                "null_method": p.null_method,
                **({"strata": int(labels.max()) + 1,
                    "smallest_stratum": int(np.bincount(labels).min()),

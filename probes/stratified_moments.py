@@ -8,8 +8,11 @@ gene in its stratum (a product of one symmetric group per stratum), and reads th
 for two symmetric gene x gene matrices W and S (their diagonals play no part).  With one stratum
 this is the quadratic assignment statistic of Mantel's test, whose moments Hubert (1987) gives;
 `permutation_moments.pair_moments` computes them.  With strata the draws were the only way to the
-null; this module gives its first two moments exactly, in O(n^2) time and O(n K + K^2) memory
-for K strata (`MAX_STRATA` at most: a caller with more draws).
+null; this module gives its first two moments exactly: O(n^2 K) time up to `PRODUCT_STRATA`
+strata K, O(n^2 + n K^2) above, with n x K tables (`MAX_STRATA` at most: a caller with more
+draws).  The sums are taken as given, so a matrix with a large constant offset (far beyond the
+[-1, 1] of a cosine or Jaccard index) loses precision to cancellation: subtract it first (the
+variance does not change).
 
 How.  T / 2 is the inner product, over the unordered pairs {a, b}, of W with S relabelled.  The
 group acts on the functions on unordered pairs, which split into blocks {g, h} of strata and,
@@ -51,8 +54,8 @@ import numpy as np
 
 from geoscreen.probes.permutation_moments import RVMoments
 
-# above this many strata the K x K block tables outgrow the n x n matrices they summarise
-# (a stratum per gene or two): callers draw instead
+# above this many strata (a stratum per gene or two) the n x K tables and the per-stratum
+# work grow towards n^2 K: callers draw instead
 MAX_STRATA = 2048
 PRODUCT_STRATA = 256  # up to this many strata the block sums come from BLAS products
 
@@ -78,11 +81,12 @@ class StratumSums:
 
 
 def stratum_sums(X: np.ndarray, labels: np.ndarray, K: int) -> StratumSums:
-    """`StratumSums` of the symmetric matrix `X` for strata `labels` (0..K-1).
+    """`StratumSums` of the symmetric matrix `X` for strata `labels` (0..K-1, none empty, as
+    `np.unique(..., return_inverse=True)` numbers them).
 
     Up to `PRODUCT_STRATA` strata, two products with the strata's indicator matrix (BLAS:
-    O(n^2 K) flops, the faster for few strata); above, rows gathered by stratum and summed in
-    runs (O(n^2) whatever K).  The two give the same sums up to rounding
+    O(n^2 K) flops, the faster for few strata); above, rows gathered by stratum (one n x n
+    copy) and summed in runs (O(n^2) whatever K).  The two give the same sums up to rounding
     (tests/test_stratified_moments.py)."""
     return (_sums_by_product if K <= PRODUCT_STRATA else _sums_by_runs)(X, labels, K)
 

@@ -188,6 +188,9 @@ def test_a_relabelling_that_changes_nothing_ties_with_the_observed_value(tmp_pat
     r = run("annotation_similarity", {"family": fam, "bins": 20, "n_permutations": 199},
             ctx, "L0", "greater")
     assert r.extra["smallest_stratum"] == 1 and r.p_value == 1.0
+    # a stratum per gene: the exact sd is 0, so the draws (all ties) decide, and say why
+    assert r.extra["strata"] == 12 and r.extra["moment_sd"] == 0.0
+    assert "rounding level" in r.extra["draw_reason"]
     assert r.effect_size == pytest.approx(0.0, abs=1e-6)
 
 
@@ -206,6 +209,8 @@ def test_the_effect_is_r_beyond_its_null_mean(tmp_path):
     drawn = run("annotation_similarity", {"family": fam, "n_permutations": 199,
                                           "null_method": "draws"}, ctx, "L0")
     assert drawn.p_value == matched.p_value  # the same draws decide
+    assert matched.extra["null_r_from"] == "the exact null mean"
+    assert drawn.extra["null_r_from"] == "the draws' mean"
     assert drawn.extra["null_mean"] == pytest.approx(matched.extra["moment_mean"],
                                                      abs=4 * matched.extra["moment_sd"] / 14)
     assert drawn.extra["null_sd"] == pytest.approx(matched.extra["moment_sd"], rel=0.25)
