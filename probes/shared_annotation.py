@@ -65,18 +65,13 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.permutation_moments import (
     PairInvariants,
-    RVMoments,
     dense_pair_invariants,
     gram_pair_invariants,
     pair_moments,
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.stats import chunks, normalise_rows
-from geoscreen.probes.stratified_moments import (
-    MAX_STRATA,
-    stratified_pair_moments,
-    stratum_sums,
-)
+from geoscreen.probes.stratified_moments import MAX_STRATA, stratified_pair_moments
 from geoscreen.result import LayerResult
 
 MIN_GENES = 10
@@ -304,14 +299,11 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
             decision = to_the_draws(f"more than {MAX_STRATA:,} strata (the moments' n x K "
                                     "tables and per-stratum work)", p.confirm_below)
         elif S is not None:
-            sw, ss = stratum_sums(W, labels, K), stratum_sums(S, labels, K)
-            mom = stratified_pair_moments(W, S, labels, w_sums=sw, s_sums=ss)
-            why = NO_THIRD
-            # a spread at rounding level is no spread: the draws decide (ties are exact
-            # there); the scale is |T|'s bound sqrt(sum W^2 sum S^2) over the pairs
-            if not mom.sd > 1e-9 * float(np.sqrt(max(sw.Q.sum(), 0.0) * max(ss.Q.sum(), 0.0))):
-                mom = RVMoments(mean=mom.mean, sd=0.0, skew=None)
-                why = "the relabellings' sd is at rounding level (T cannot vary)"
+            mom = stratified_pair_moments(W, S, labels)
+            # an sd of 0 (or at rounding level, returned as 0): T cannot vary, and the draws
+            # decide, where every relabelling ties exactly
+            why = NO_THIRD if mom.sd > 0 else \
+                "the relabellings' sd is at rounding level (T cannot vary)"
             decision = moment_test(T, mom, lambda: mom, ctx.alternative, p.confirm_below,
                                    p.n_permutations, too_few=why)
         if S is not None:  # the draws' similarities come from it; no other reference kept

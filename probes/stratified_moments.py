@@ -124,8 +124,7 @@ def _sums_by_runs(X: np.ndarray, labels: np.ndarray, K: int) -> StratumSums:
 
 
 def stratified_pair_moments(W: np.ndarray, S: np.ndarray, labels: np.ndarray,
-                            w_sums: StratumSums | None = None,
-                            s_sums: StratumSums | None = None) -> RVMoments:
+                            w_sums: StratumSums | None = None) -> RVMoments:
     """Exact mean and sd of T = sum_{a != b} W_ab S_pi(a)pi(b) over relabellings within strata.
 
     Parameters
@@ -134,14 +133,16 @@ def stratified_pair_moments(W: np.ndarray, S: np.ndarray, labels: np.ndarray,
         Symmetric n x n matrices (the diagonal is ignored).
     labels
         Each gene's stratum; pi is uniform over the permutations keeping every stratum.
-    w_sums, s_sums
-        `stratum_sums` of W and of S for these labels (0..K-1, as `np.unique` numbers them),
-        when the caller has them.
+    w_sums
+        `stratum_sums` of W for these labels (0..K-1, as `np.unique` numbers them), when the
+        caller keeps them.
 
     Returns
     -------
     RVMoments
-        ``mean`` and ``sd`` of T; ``skew`` None (not computed).
+        ``mean`` and ``sd`` of T; ``skew`` None (not computed).  An sd at rounding level, at
+        or below 1e-9 sqrt(sum W_ab^2 sum S_ab^2) over the pairs (the bound on |T|), is
+        returned as 0: T cannot vary, and the leftover is cancellation in the block norms.
 
     Notes
     -----
@@ -159,17 +160,22 @@ def stratified_pair_moments(W: np.ndarray, S: np.ndarray, labels: np.ndarray,
     K = int(lab.max()) + 1 if lab.size else 0
     size = np.bincount(lab, minlength=K).astype(np.float64)
     sw = w_sums if w_sums is not None else stratum_sums(W, lab, K)
-    ss = s_sums if s_sums is not None else stratum_sums(S, lab, K)
+    ss = stratum_sums(S, lab, K)
     # ordered pairs per block: n_g n_h off the diagonal, n_g (n_g - 1) on it
     pairs = np.outer(size, size) - np.diag(size)
     safe = np.where(pairs > 0, pairs, 1.0)
     mean = float(np.where(pairs > 0, sw.B * ss.B / safe, 0.0).sum())
-    pw, ps = _parts(sw, lab, size), _parts(ss, lab, size)
+    order = np.argsort(lab, kind="stable")  # rows by stratum, each from its start
+    starts = np.concatenate([[0], np.cumsum(size.astype(np.int64))])[:-1]
+    pw, ps = _parts(sw, lab, size, order, starts), _parts(ss, lab, size, order, starts)
     # the variance of T_u = T / 2, summed over the non-trivial irreducibles
     var_u = (0.5 * float((pw.between * ps.between).sum())  # g != h counted twice
              + float(pw.within @ ps.within)
-             + _gene_effects(pw.effects, ps.effects, pw.starts, size))
-    return RVMoments(mean=mean, sd=float(np.sqrt(4.0 * max(var_u, 0.0))), skew=None)
+             + _gene_effects(pw.effects, ps.effects, starts, size))
+    sd = float(np.sqrt(4.0 * max(var_u, 0.0)))
+    if not sd > 1e-9 * float(np.sqrt(max(sw.Q.sum(), 0.0) * max(ss.Q.sum(), 0.0))):
+        sd = 0.0  # a spread at rounding level is no spread
+    return RVMoments(mean=mean, sd=sd, skew=None)
 
 
 def _gene_effects(Yw: np.ndarray, Ys: np.ndarray, starts: np.ndarray, size: np.ndarray
@@ -197,13 +203,12 @@ class _Parts:
     between: np.ndarray  # K x K: the doubly centred block {g, h}, g != h (0 on the diagonal)
     within: np.ndarray  # K: the (n_g - 2, 2) part of block {g, g}
     effects: np.ndarray  # n x K, rows by stratum: coordinates of the gene-effect copies
-    starts: np.ndarray  # K: each stratum's first row in `effects`
 
 
-def _parts(X: StratumSums, lab: np.ndarray, size: np.ndarray) -> _Parts:
+def _parts(X: StratumSums, lab: np.ndarray, size: np.ndarray, order: np.ndarray,
+           starts: np.ndarray) -> _Parts:
+    """`_Parts` of one matrix; `order` puts the genes by stratum, `starts` where each begins."""
     K = size.size
-    order = np.argsort(lab, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(size.astype(np.int64))])[:-1]
     R = X.R[order]  # rows by stratum
     RR = np.add.reduceat(R * R, starts, axis=0)  # RR[g, h] = sum over a in g of R[a, h]^2
     outer = np.outer(size, size)
@@ -229,4 +234,4 @@ def _parts(X: StratumSums, lab: np.ndarray, size: np.ndarray) -> _Parts:
     scale = np.broadcast_to(np.sqrt(size), (R.shape[0], K)).copy()
     scale[np.arange(R.shape[0]), own] = np.where(
         size[own] > 2, np.sqrt(np.maximum(size[own] - 2.0, 1.0)), np.inf)
-    return _Parts(between=between, within=within, effects=Y / scale, starts=starts)
+    return _Parts(between=between, within=within, effects=Y / scale)

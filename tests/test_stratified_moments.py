@@ -100,6 +100,24 @@ def test_moments_match_monte_carlo_with_many_strata():
     assert abs(draws.mean() - one.mean) > 20 * se
 
 
+def test_a_spread_at_rounding_level_is_returned_as_zero():
+    """S constant on every block of strata: no relabelling within strata changes T, but the
+    block norms' cancellation leaves an sd of about 2e-5 (1e-9 of |T|'s bound is 5e-4); it is
+    returned as exactly 0, and T at random relabellings is the mean."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 7, 300)
+    A = rng.random((300, 300))
+    C = rng.standard_normal((7, 7))
+    W, S = A + A.T, (C + C.T)[labels][:, labels] * np.pi
+    m = stratified_pair_moments(W, S, labels)
+    assert m.sd == 0.0
+    grouped = np.argsort(labels, kind="stable")
+    for _ in range(5):
+        perm = np.empty(300, dtype=np.int64)
+        perm[grouped] = np.lexsort((rng.random(300), labels))
+        assert _t(W, S, perm) == pytest.approx(m.mean, rel=1e-12)
+
+
 def test_kept_sums_of_w_give_the_same_moments():
     rng = np.random.default_rng(13)
     W, S = _pair(rng, 50, "dense")
