@@ -798,7 +798,8 @@ def _relabelled_groups(Zn: np.ndarray, cols: np.ndarray, ptr: np.ndarray, gw: np
 
 @dataclass
 class _Counts:
-    """Motif counts of the null networks used (degree_preserving)."""
+    """Motif counts of the null networks that gave a draw, in draw order, and how many
+    networks were left out for holding fewer than min_instances (degree_preserving)."""
 
     counts: list[np.ndarray] = field(default_factory=list)
     left_out: int = 0
@@ -1101,10 +1102,10 @@ def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> 
                 vals = []
                 for d in D:
                     ins = motif_instances(net.src, d, net.n, p.motif)
-                    counts.counts.append(np.array([ins.shape[0]]))
                     if ins.shape[0] < p.min_instances:
                         counts.left_out += 1
                         continue
+                    counts.counts.append(np.array([ins.shape[0]]))  # one per null draw
                     vals.append(float(position_statistic(positions(ins), p.statistic)))
                 yield np.asarray(vals)
                 k, made = k + 1, made + D.shape[0]
@@ -1160,7 +1161,9 @@ def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> 
         "position_mean": float(position_statistic(t_obs, "position_mean")),
         "position_median": float(np.median(t_obs[finite])) if finite.any() else None}
     if p.null == "degree_preserving":
-        c = np.concatenate(counts.counts).astype(np.float64)
+        # the networks behind the draws the test used (a sequential stop leaves the rest of
+        # the last batch unread)
+        c = np.concatenate(counts.counts)[:seq.draws].astype(np.float64)
         extra.update(rewire_rounds=p.rewire_rounds, rewired_left_out=counts.left_out,
                      null_motif_count_mean=float(c.mean()))
     return LayerResult(

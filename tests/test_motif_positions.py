@@ -58,6 +58,32 @@ def test_the_probe_reads_the_layer_as_its_metric_sees_it(tmp_path):
         assert r.statistic == pytest.approx(want) and r.n == inst.shape[0]
 
 
+def test_a_stopped_tests_motif_count_is_of_the_networks_behind_its_draws(tmp_path):
+    """With sequential stopping, null_motif_count_mean is the mean count of the rewired networks
+    whose draws the test used: those the probe made (kept in its context) that hold
+    min_instances loops, in order, up to the last draw read; not the rest of the stopped
+    batch."""
+    from geoscreen.probes.motifs import Rewiring
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((N, D))
+    s, t = beta_network(rng, np.exp(rng.normal(0, 1, N)))
+    ref = pairs_file(tmp_path / "e.tsv", s, t)
+    ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path, seed=4, sequential_h=10)
+    r = run("regulatory_motifs", {"pairs": ref, "statistic": "between_share",
+                                  "null": "degree_preserving", "min_instances": 3,
+                                  "n_permutations": 999}, ctx, "L0")
+    assert r.extra["stopped_early"] and r.n_permutations < 999
+    (rewired,) = [v for v in ctx.memo.values() if isinstance(v, Rewiring)]
+    net = rewired.net
+    counts = [motif_instances(net.src, d, net.n, "ffl").shape[0]
+              for batch in rewired.networks for d in batch]
+    used = [c for c in counts if c >= 3]
+    assert len(used) > r.n_permutations  # the last batch held more than the test read
+    assert r.extra["null_motif_count_mean"] == pytest.approx(np.mean(used[:r.n_permutations]),
+                                                            rel=1e-12)
+
+
 @pytest.mark.parametrize("geometry", ["gaussian", "hub_heavy"])
 def test_degree_preserving_is_calibrated_on_beta_model_networks(tmp_path, geometry):
     ctx, refs, layers = beta_replicates(tmp_path, geometry, 30 if geometry == "gaussian" else 31)
