@@ -43,7 +43,7 @@ from geoscreen.probes.permutation_moments import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, feature_shuffle_stack, gene_perms, z_score
+from geoscreen.probes.stats import chunks, gene_perms, shuffle_rows, z_score
 from geoscreen.result import LayerResult
 
 
@@ -197,10 +197,14 @@ def _feature_shuffle_batches(XfT: np.ndarray, Yf: np.ndarray, nx: float, m: int,
                              rng: np.random.Generator) -> Iterator[np.ndarray]:
     """CKA of `m` copies of Y with every column permuted independently, batch by batch."""
     n, d = Yf.shape
+    YfT = np.ascontiguousarray(Yf.T)
     for _, k in chunks(m, n * d, budget=20_000_000):
-        Ys = np.ascontiguousarray(feature_shuffle_stack(Yf, k, rng))
+        # the copies of `feature_shuffle_stack` (the same generator calls), kept in the
+        # transposed layout they are shuffled in: (k, d, n), no transposed copy per draw
+        YsT = np.stack([shuffle_rows(YfT, rng) for _ in range(k)])
+        Ys = YsT.transpose(0, 2, 1)
         A = np.matmul(XfT[None], Ys).astype(np.float64)
-        B = np.matmul(np.ascontiguousarray(Ys.transpose(0, 2, 1)), Ys).astype(np.float64)
+        B = np.matmul(YsT, Ys).astype(np.float64)
         yield (A ** 2).sum(axis=(1, 2)) / (nx * np.sqrt((B ** 2).sum(axis=(1, 2))))
 
 

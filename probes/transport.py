@@ -31,7 +31,7 @@ from geoscreen.probes.context import ProbeContext, derive_seed
 from geoscreen.probes.layers import other_layer
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, feature_shuffle_stack
+from geoscreen.probes.stats import chunks, shuffle_rows
 from geoscreen.result import LayerResult
 
 
@@ -46,9 +46,29 @@ def sliced_wasserstein(X: np.ndarray, Y: np.ndarray, directions: np.ndarray,
     """Sliced p-Wasserstein distance of two clouds with the same number of points: for each
     direction the p-Wasserstein distance of the sorted projections, then the p-th root of the
     mean of their p-th powers."""
-    a = np.sort(X @ directions, axis=0)
-    b = np.sort(Y @ directions, axis=0)
-    per = np.mean(np.abs(a - b) ** p, axis=0)  # W_p^p per direction
+    a = np.ascontiguousarray((X @ directions).T)  # (k, n): each direction's projections
+    b = np.ascontiguousarray((Y @ directions).T)
+    return _sliced(a, b, p)
+
+
+def sliced_wasserstein_t(XT: np.ndarray, YT: np.ndarray, DT: np.ndarray, p: int = 2) -> float:
+    """`sliced_wasserstein` of the clouds given transposed, (d, n) each, with the directions as
+    rows, (k, d): each direction's projections are a contiguous row, sorted in place (the
+    layout the feature-shuffled copies are made in: no transposed copy of a layer per draw)."""
+    return _sliced(DT @ XT, DT @ YT, p)
+
+
+def _sliced(a: np.ndarray, b: np.ndarray, p: int) -> float:
+    """The sliced distance from the (k, n) projections of two clouds (overwritten)."""
+    a.sort(axis=1)
+    b.sort(axis=1)
+    a -= b
+    np.abs(a, out=a)
+    if p == 2:
+        a *= a
+    elif p != 1:
+        a **= p
+    per = a.mean(axis=1)  # W_p^p per direction
     return float(np.mean(per) ** (1.0 / p))
 
 
@@ -127,20 +147,27 @@ def layer_transport(ctx: ProbeContext, p: LayerTransportParams, layer: str) -> L
         X, Y = X - X.mean(axis=0), Y - Y.mean(axis=0)
     D = random_directions(X.shape[1], p.projections,
                           derive_seed(ctx.seed, "<layer_transport directions>"))
-    observed = sliced_wasserstein(X, Y, D, p.p)
     extra: dict[str, object] = {"reference_layer": ref, "projections": p.projections,
                                 "p": p.p, "center": p.center}
     if p.null == "none":
+        observed = sliced_wasserstein(X, Y, D, p.p)
         return LayerResult(statistic_name="sliced_wasserstein", statistic=observed,
                            effect_name="sliced_wasserstein", effect_size=observed,
                            p_value=None, n=int(X.shape[0]), null="none", n_permutations=0,
                            extra=extra)
     rng = ctx.rng(layer, f"feature_shuffle:{ref}")
+    # the layers transposed, the layout their copies are shuffled in; the observed distance
+    # with the copies' arithmetic
+    XT, YT, DT = (np.ascontiguousarray(A.T) for A in (X, Y, D))
+    observed = sliced_wasserstein_t(XT, YT, DT, p.p)
 
     def batches() -> Iterator[np.ndarray]:
+        # the copies of `feature_shuffle_stack` (m of X, then m of Y, each column permuted by
+        # the same generator calls), kept in the transposed layout they are shuffled in
         for _, m in chunks(p.n_permutations, 2 * X.size, budget=20_000_000):
-            Xs, Ys = feature_shuffle_stack(X, m, rng), feature_shuffle_stack(Y, m, rng)
-            yield np.array([sliced_wasserstein(Xs[q], Ys[q], D, p.p) for q in range(m)])
+            Xs = [shuffle_rows(XT, rng) for _ in range(m)]
+            Ys = [shuffle_rows(YT, rng) for _ in range(m)]
+            yield np.array([sliced_wasserstein_t(Xs[q], Ys[q], DT, p.p) for q in range(m)])
     seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
                          ctx.sequential_h)
     mean = float(seq.null.mean())
