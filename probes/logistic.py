@@ -52,9 +52,9 @@ def fit_logistic_many(Xa: np.ndarray, Y: np.ndarray, weight: np.ndarray, C: floa
     1e-10 of it (tests/test_logistic_fit.py: within 1e-9 of Newton run to rounding level, and
     scikit-learn's lbfgs at ``tol=1e-12`` agrees to its own few 1e-9); waiting for a step of
     1e-7, as before 2026-12-06, cost one more step per fit and changed no cross-validated
-    AUROC of 1,000 label permutations.  The work
-    runs label column by row (contiguous rows of preallocated buffers, the logistic function
-    as 1 / (1 + exp(-s)) with numpy's vectorised exp).
+    AUROC of 1,000 label permutations.  The work runs label column by row (contiguous rows of
+    preallocated buffers, the logistic function as 1 / (1 + exp(-s)) with numpy's vectorised
+    exp).
     """
     B = None if start is None else np.array(start, dtype=np.float64).T.copy()
     return _Design(Xa).fit(np.ascontiguousarray(Y.T, dtype=np.float64),
