@@ -43,7 +43,7 @@ from geoscreen.probes.permutation_moments import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, gene_perms, shuffle_rows, z_score
+from geoscreen.probes.stats import chunks, feature_shuffle_stack_t, gene_perms, z_score
 from geoscreen.result import LayerResult
 
 
@@ -199,9 +199,7 @@ def _feature_shuffle_batches(XfT: np.ndarray, Yf: np.ndarray, nx: float, m: int,
     n, d = Yf.shape
     YfT = np.ascontiguousarray(Yf.T)
     for _, k in chunks(m, n * d, budget=20_000_000):
-        # the copies of `feature_shuffle_stack` (the same generator calls), kept in the
-        # transposed layout they are shuffled in: (k, d, n), no transposed copy per draw
-        YsT = np.stack([shuffle_rows(YfT, rng) for _ in range(k)])
+        YsT = feature_shuffle_stack_t(YfT, k, rng)  # (k, d, n)
         Ys = YsT.transpose(0, 2, 1)
         A = np.matmul(XfT[None], Ys).astype(np.float64)
         B = np.matmul(YsT, Ys).astype(np.float64)

@@ -17,6 +17,10 @@ from geoscreen.probes.stats import column_ranks
 #: one block stay in the cache (about 1 MB each for 2,000 genes) instead of streaming from memory
 #: at every Newton step; a column's result does not depend on its block
 COLUMN_BLOCK = 64
+#: Newton's method stops after the first step that moves no coefficient by more than this
+#: (`fit_logistic_many`), or after NEWTON_MAX_ITER steps
+NEWTON_TOL = 1e-5
+NEWTON_MAX_ITER = 50
 
 
 def stratified_folds(Y: np.ndarray, keys_order: np.ndarray, n_folds: int) -> np.ndarray:
@@ -39,7 +43,7 @@ def stratified_folds(Y: np.ndarray, keys_order: np.ndarray, n_folds: int) -> np.
 
 
 def fit_logistic_many(Xa: np.ndarray, Y: np.ndarray, weight: np.ndarray, C: float,
-                      max_iter: int = 50, tol: float = 1e-5,
+                      max_iter: int = NEWTON_MAX_ITER, tol: float = NEWTON_TOL,
                       start: np.ndarray | None = None) -> np.ndarray:
     """(q, m) coefficients of one penalised logistic fit per column of Y (n, m).
 
@@ -146,7 +150,8 @@ def cv_scores_many(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, n_folds: int
             # each fold starts from the previous fold's fit of the same column: the training
             # sets share (n_folds - 2) / (n_folds - 1) of their genes, so Newton needs fewer
             # steps
-            B = design.fit(YT, (~test).astype(np.float64), C, B, 50, 1e-5)
+            B = design.fit(YT, (~test).astype(np.float64), C, B, NEWTON_MAX_ITER,
+                           NEWTON_TOL)
             np.copyto(out, B @ Xa.T, where=test)
     return scores.T
 

@@ -34,6 +34,7 @@ from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
+    feature_shuffle_stack_t,
     percentile_ci,
     shuffle_rows,
     z_score,
@@ -139,12 +140,8 @@ def feature_shuffle_eigenvalue_batches(X: np.ndarray, m: int,
     # its 8-byte blocks (exact both ways)
     Xt = np.ascontiguousarray(X.T, dtype=np.float32).astype(np.float64)
     for _, c in chunks(m, n * d, budget=8_000_000):
-        # one (d, n) call per copy: the same generator calls as one (c, d, n) call, and
-        # numpy's 2-d path is about twice as fast as its 3-d one here
-        Y = np.empty((c, d, n), dtype=np.float32)
-        for q in range(c):
-            shuffle_rows(Xt, rng, out=Y[q])
-        yield gram_eigenvalues32(Y)
+        yield gram_eigenvalues32(feature_shuffle_stack_t(
+            Xt, c, rng, out=np.empty((c, d, n), dtype=np.float32)))
 
 
 def feature_shuffle_copies(Xt: np.ndarray, start: int, stop: int, seed: int) -> np.ndarray:

@@ -782,11 +782,25 @@ def feature_shuffle_stack(X: np.ndarray, m: int, rng: np.random.Generator) -> np
     """
     out = np.empty((m,) + X.shape, dtype=X.dtype)
     XT = np.ascontiguousarray(X.T)
-    shuffled = np.empty_like(XT)
+    shuffled = np.empty((1,) + XT.shape, dtype=XT.dtype)
     for q in range(m):
-        # permuting the columns of X is permuting the rows of its transpose, column after
-        # column: the same draws (tested), through `shuffle_rows`' 8-byte path
-        out[q] = shuffle_rows(XT, rng, out=shuffled).T
+        out[q] = feature_shuffle_stack_t(XT, 1, rng, out=shuffled)[0].T
+    return out
+
+
+def feature_shuffle_stack_t(XT: np.ndarray, m: int, rng: np.random.Generator,
+                            out: np.ndarray | None = None) -> np.ndarray:
+    """(m, d, n): the copies of `feature_shuffle_stack` for the matrix whose transpose is `XT`
+    (d, n, C-ordered), each kept transposed, in the layout it is shuffled in (no transposed
+    copy per draw: a caller multiplies it from the left, or reads it as ``.transpose(0, 2,
+    1)``).  Permuting the columns of X is permuting the rows of its transpose, column after
+    column: the same generator calls, hence the same copies (tested), through `shuffle_rows`'
+    8-byte path.  `out`, if given, is an (m, d, n) C-ordered array of XT's dtype (or float32
+    for a float64 XT holding float32 values, as `shuffle_rows` allows)."""
+    if out is None:
+        out = np.empty((m,) + XT.shape, dtype=XT.dtype)
+    for q in range(m):
+        shuffle_rows(XT, rng, out=out[q])
     return out
 
 

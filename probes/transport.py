@@ -31,7 +31,7 @@ from geoscreen.probes.context import ProbeContext, derive_seed
 from geoscreen.probes.layers import other_layer
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, shuffle_rows
+from geoscreen.probes.stats import chunks, feature_shuffle_stack_t
 from geoscreen.result import LayerResult
 
 
@@ -162,11 +162,10 @@ def layer_transport(ctx: ProbeContext, p: LayerTransportParams, layer: str) -> L
     observed = sliced_wasserstein_t(XT, YT, DT, p.p)
 
     def batches() -> Iterator[np.ndarray]:
-        # the copies of `feature_shuffle_stack` (m of X, then m of Y, each column permuted by
-        # the same generator calls), kept in the transposed layout they are shuffled in
+        # m copies of X, then m of Y (the draws of `feature_shuffle_stack`), kept transposed
         for _, m in chunks(p.n_permutations, 2 * X.size, budget=20_000_000):
-            Xs = [shuffle_rows(XT, rng) for _ in range(m)]
-            Ys = [shuffle_rows(YT, rng) for _ in range(m)]
+            Xs = feature_shuffle_stack_t(XT, m, rng)
+            Ys = feature_shuffle_stack_t(YT, m, rng)
             yield np.array([sliced_wasserstein_t(Xs[q], Ys[q], DT, p.p) for q in range(m)])
     seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
                          ctx.sequential_h)

@@ -9,6 +9,7 @@ from geoscreen.probes import stats
 from geoscreen.probes.stats import (
     degree_preserving_targets,
     feature_shuffle_stack,
+    feature_shuffle_stack_t,
     gene_perms,
     shuffle_rows,
 )
@@ -76,3 +77,10 @@ def test_callers_draw_what_they_drew_before():
     rng = np.random.default_rng(8)
     old = np.stack([rng.permuted(X, axis=0) for _ in range(5)])  # the definition before
     assert np.array_equal(feature_shuffle_stack(X, 5, np.random.default_rng(8)), old)
+    # the same copies kept transposed, also into a given float32 array from float64 values
+    XT = np.ascontiguousarray(X.T)
+    assert np.array_equal(feature_shuffle_stack_t(XT, 5, np.random.default_rng(8)),
+                          old.transpose(0, 2, 1))
+    into = np.empty((5,) + XT.shape, dtype=np.float32)
+    got = feature_shuffle_stack_t(XT.astype(np.float64), 5, np.random.default_rng(8), out=into)
+    assert got is into and np.array_equal(into, old.transpose(0, 2, 1))
