@@ -40,6 +40,10 @@ from geoscreen.store.lease import RunLease
 from geoscreen.store.ledger import Ledger
 from geoscreen.store.models import Campaign, Hypothesis, Iteration, utcnow
 
+# A campaign's Monte Carlo nulls stop at this many exceedances (Besag & Clifford 1991) unless
+# it is registered with another rule (``--sequential-stop H``; 0 draws every permutation)
+DEFAULT_SEQUENTIAL_H = 10
+
 
 @dataclass
 class CampaignConfig:
@@ -76,9 +80,11 @@ class CampaignConfig:
     reuse_workers: bool = True
     # where hypotheses run: "local" (processes here) or "slurm" (job arrays; `slurm` holds the
     # agent.slurm.SlurmOptions as a mapping)
-    # Besag-Clifford sequential stopping of the Monte Carlo nulls that support it (stop a
-    # layer's draws at this many exceedances; None: all draws).  Registered with the campaign.
-    sequential_h: int | None = None
+    # Besag-Clifford sequential stopping of the Monte Carlo nulls that support it: a layer's
+    # draws stop at this many exceedances (10: a null layer takes about 56 of 1,000 draws; a
+    # layer with p below 10 / (m + 1) takes them all and gets the fixed-draw p).  None or 0:
+    # every draw on every layer.  Registered with the campaign (a resumed run keeps it).
+    sequential_h: int | None = DEFAULT_SEQUENTIAL_H
     executor: str = "local"
     slurm: dict[str, Any] = field(default_factory=dict)
 
@@ -131,6 +137,8 @@ class CampaignConfig:
         if self.max_minutes is not None:
             positive(self.max_minutes, "--max-minutes", "the wall-time budget (minutes)")
         positive(self.workers, "--workers", "the number of workers", integer=True)
+        if self.sequential_h == 0 and not isinstance(self.sequential_h, bool):
+            self.sequential_h = None  # 0: every draw (the fixed-draw test)
         if self.sequential_h is not None:
             positive(self.sequential_h, "--sequential-stop",
                      "the exceedances that stop a null early", integer=True)
@@ -138,8 +146,9 @@ class CampaignConfig:
                 raise GeoscreenError(
                     f"--sequential-stop must be at least 2, got {self.sequential_h!r}: a null "
                     "that stops after one draw has no standard deviation (z, null_sd)",
-                    field="--sequential-stop", fix="pass 10 (about 56 of 1,000 draws on a "
-                                                   "null layer)")
+                    field="--sequential-stop", fix="pass 10 (the default: about 56 of 1,000 "
+                                                   "draws on a null layer), or 0 for every "
+                                                   "draw")
         positive(self.iterations, "--iterations", "the number of iterations", integer=True)
         positive(self.per_iteration, "--per-iteration", "proposals per iteration",
                  integer=True)
@@ -234,8 +243,10 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig,
             c.model = cache.model
             c.seed = cfg.seed
             c.config = {**cfg.recorded(), **(c.config or {}), "alpha": cfg.alpha}
+            rule = (f"Monte Carlo nulls stop at {c.config['sequential_h']} exceedances"
+                    if c.config.get("sequential_h") else "every Monte Carlo draw")
             ledger.event(s, c, "started", f"campaign bound to cache {cache.path} "
-                         f"({cache.checksum[:12]}), seed {cfg.seed}")
+                         f"({cache.checksum[:12]}), seed {cfg.seed}, {rule}")
             if cfg.holdout_genes is not None:
                 from geoscreen.store.split import GeneSplit
 
@@ -289,8 +300,9 @@ def _bind_campaign(ledger: Ledger, cache: Cache, cfg: CampaignConfig,
         # the worker combines layers as the campaign was registered to: the FDR engine then
         # uses the stored p as it is, never recomputing it
         cfg.combine_any = str((c.config or {}).get("combine_any", cfg.combine_any))
-        if "sequential_h" in (c.config or {}):  # likewise the stopping rule of its nulls
-            cfg.sequential_h = c.config["sequential_h"]
+        # likewise the stopping rule of its nulls; a campaign registered before the rule
+        # existed drew every permutation
+        cfg.sequential_h = (c.config or {}).get("sequential_h")
         return c.id, retried
 
 

@@ -1,7 +1,8 @@
 """The paper-scale screen: the offline brainstormer's 63 x 3 campaign, and the engine before.
 
     python benchmarks/bench_screen.py [--iterations 63] [--per-iteration 3] [--workers 2]
-                                      [--sample 8] [--sequential H] [--rotate] [--warm-mb MB]
+                                      [--sample 8] [--sequential H] [--fixed-too] [--rotate]
+                                      [--warm-mb MB]
 
 Builds a 12 x 4,803 x 512 float32 cache over real gene symbols (so GO, STRING, TRRUST and
 Reactome references resolve), runs the offline brainstormer's campaign on it with `--workers`
@@ -12,6 +13,12 @@ engine before persistent workers and layer tasks (`ProcessSandbox(reuse=False, s
 a new interpreter per hypothesis, whole hypotheses) and through the current one, alternating,
 and prints both and their ratio.  The load average is printed beside the figures (the machine
 may be shared: compare the ratio, not the seconds).
+
+The campaign stops each null at the campaign's default of 10 exceedances (`--sequential H`; 0
+draws every permutation).  `--fixed-too` runs the same campaign again on the same cache with
+every draw, prints both and their ratio, and compares the two ledgers hypothesis by hypothesis:
+the discoveries (online decision and offline BH), and the p-values below 10 / (m + 1), which a
+stopping rule leaves as they are.
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def sample_iterations(ledger: Path, cache, every: int) -> list[list]:
-    """Every `every`-th iteration's hypotheses as the campaign sent them (jobs)."""
+def sample_iterations(ledger: Path, cache, every: int, sequential_h: int) -> list[list]:
+    """Every `every`-th iteration's hypotheses as the campaign sent them (jobs), with its
+    stopping rule."""
     from sqlalchemy import select
 
     from geoscreen.agent.campaign import CampaignConfig, job_for
@@ -50,7 +58,7 @@ def sample_iterations(ledger: Path, cache, every: int) -> list[list]:
     from geoscreen.store.models import Hypothesis
 
     led = Ledger(ledger)
-    cfg = CampaignConfig()
+    cfg = CampaignConfig(sequential_h=sequential_h)
     try:
         with led.session() as s:
             hyps = s.scalars(select(Hypothesis).where(Hypothesis.status == "done")
@@ -99,6 +107,71 @@ def print_breakdown(ledger: Path, wall: float | None = None, workers: int = 2) -
               "iterations, each iteration's tail, sandbox start-up, loading layers)")
 
 
+def campaign(cache, ledger: Path, args, sequential_h: int) -> tuple[float, float]:
+    """Run the offline campaign into `ledger`; print and return (wall s, CPU-s)."""
+    from geoscreen.agent.campaign import CampaignConfig, run_campaign
+
+    c0, t0 = cpu_s(), time.perf_counter()
+    summary = run_campaign(cache.path, ledger, CampaignConfig(
+        iterations=args.iterations, per_iteration=args.per_iteration,
+        brainstormer="offline", seed=0, workers=args.workers, sequential_h=sequential_h))
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    n = summary.tested + summary.failed
+    rule = f"sequential stop h={sequential_h}" if sequential_h else "every draw"
+    print(f"campaign {args.iterations} x {args.per_iteration}, {rule}: {n} hypotheses "
+          f"({summary.tested} done, {summary.failed} failed), {wall:.0f} s wall "
+          f"({wall / 60:.1f} min), {cpu:.0f} CPU-s; load average after: {load()}", flush=True)
+    return wall, cpu
+
+
+def outcomes(ledger: Path) -> tuple[dict[str, tuple[bool, bool]], dict[tuple, float]]:
+    """({hypothesis hash: (online decision, offline BH significance)}, {(hash, layer, null,
+    test key): layer p}) of a finished ledger."""
+    from sqlalchemy import select
+
+    from geoscreen.store.ledger import Ledger
+    from geoscreen.store.models import Hypothesis
+    from geoscreen.store.models import LayerResultRow as LayerResult
+
+    led = Ledger(ledger)
+    try:
+        with led.session() as s:
+            hyps = {h: (bool(d), bool(sig)) for h, d, sig in s.execute(select(
+                Hypothesis.hash, Hypothesis.online_decision, Hypothesis.significant
+            ).where(Hypothesis.status == "done"))}
+            layers: dict[tuple, float] = {}
+            seen: dict[tuple, int] = {}  # a hypothesis may test a layer more than once
+            for h, layer, null, p in s.execute(select(
+                    Hypothesis.hash, LayerResult.layer, LayerResult.null, LayerResult.p_value
+            ).join(LayerResult, LayerResult.hypothesis_id == Hypothesis.id)
+                    .where(Hypothesis.status == "done").order_by(LayerResult.id)):
+                key = (h, layer, null)
+                seen[key] = seen.get(key, -1) + 1
+                if p is not None:
+                    layers[key + (seen[key],)] = p
+            return hyps, layers
+    finally:
+        led.close()
+
+
+def compare_ledgers(fixed: Path, stopped: Path, h: int, m: int = 1000) -> None:
+    """Print how the campaign that stops its nulls differs from the one that draws them all:
+    the discoveries either way, and the layers whose fixed-draw p is below h / (m + 1) (they
+    never stop, so their p must be the same)."""
+    (a, pa), (b, pb) = outcomes(fixed), outcomes(stopped)
+    common = sorted(set(a) & set(b))
+    online = sum(a[k][0] != b[k][0] for k in common)
+    offline = sum(a[k][1] != b[k][1] for k in common)
+    low = [k for k in pa if pa[k] < h / (m + 1) and k[0] in b]
+    moved = sum(k not in pb or abs(pa[k] - pb[k]) > 1e-12 for k in low)
+    print(f"ledgers compared: {len(common)} hypotheses in both ({len(a)} fixed, {len(b)} "
+          f"stopped); online discoveries {sum(a[k][0] for k in common)} / "
+          f"{sum(b[k][0] for k in common)}, offline BH {sum(a[k][1] for k in common)} / "
+          f"{sum(b[k][1] for k in common)} (every draw / stopped); decisions that differ: "
+          f"online {online}, offline {offline}; layer p-values below {h}/{m + 1} with every "
+          f"draw: {len(low)}, of which different when stopped: {moved}", flush=True)
+
+
 def run_engine(groups: list[list], *, reuse: bool, split: bool, workers: int) -> tuple[float,
                                                                                      float]:
     from geoscreen.agent.executor import ProcessSandbox
@@ -122,8 +195,12 @@ def main() -> int:
                     "through both engines")
     ap.add_argument("--genes", type=int, default=4803)
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--sequential", type=int, default=None, metavar="H",
-                    help="run the campaign with --sequential-stop H (Besag-Clifford)")
+    ap.add_argument("--sequential", type=int, default=10, metavar="H",
+                    help="run the campaign with --sequential-stop H (Besag-Clifford; the "
+                         "campaign default, 10; 0: every draw)")
+    ap.add_argument("--fixed-too", action="store_true",
+                    help="run the campaign again with every draw (--sequential-stop 0), side "
+                         "by side, and compare the two ledgers' discoveries")
     ap.add_argument("--rotate", action="store_true",
                     help="rotate every layer by one random orthogonal matrix: the same "
                          "singular values and left singular vectors (so the same result for "
@@ -136,7 +213,6 @@ def main() -> int:
     args = ap.parse_args()
     if args.warm_mb is not None:
         os.environ["GEOSCREEN_WARM_MB"] = str(args.warm_mb)  # the wardens inherit it
-    from geoscreen.agent.campaign import CampaignConfig, run_campaign
     from geoscreen.store.cache import write_cache
 
     with tempfile.TemporaryDirectory(prefix="bench-screen-") as d:
@@ -157,21 +233,15 @@ def main() -> int:
               f"{args.workers} workers; loading ahead "
               f"GEOSCREEN_WARM_MB={warm}; load average before: {load()}", flush=True)
         ledger = root / "screen.sqlite"
-        c0, t0 = cpu_s(), time.perf_counter()
-        summary = run_campaign(cache.path, ledger, CampaignConfig(
-            iterations=args.iterations, per_iteration=args.per_iteration,
-            brainstormer="offline", seed=0, workers=args.workers,
-            sequential_h=args.sequential))
-        wall, cpu = time.perf_counter() - t0, cpu_s() - c0
-        n = summary.tested + summary.failed
-        seq = f", sequential stop h={args.sequential}" if args.sequential else ""
-        print(f"campaign {args.iterations} x {args.per_iteration}{seq}: {n} hypotheses "
-              f"({summary.tested} done, {summary.failed} failed), {wall:.0f} s wall "
-              f"({wall / 60:.1f} min), {cpu:.0f} CPU-s; load average after: {load()}",
-              flush=True)
-
+        wall, cpu = campaign(cache, ledger, args, args.sequential)
+        if args.fixed_too and args.sequential:
+            fixed = root / "fixed.sqlite"
+            fwall, fcpu = campaign(cache, fixed, args, 0)
+            print(f"every draw / stopping at {args.sequential}: wall {fwall / wall:.2f}x, CPU "
+                  f"{fcpu / cpu:.2f}x", flush=True)
+            compare_ledgers(fixed, ledger, args.sequential)
         print_breakdown(ledger, wall, args.workers)
-        groups = sample_iterations(ledger, cache, args.sample)
+        groups = sample_iterations(ledger, cache, args.sample, args.sequential)
         k = sum(len(g) for g in groups)
         print(f"\nthe same hypotheses, every {args.sample}th iteration ({len(groups)} iterations,"
               f" {k} hypotheses), through both engines:", flush=True)

@@ -104,7 +104,7 @@ def open_cache(path: str | Path) -> Cache:
 
 
 def run_spec(spec: dict[str, Any], cache: str | Path, *, seed: int = 0,
-             work_dir: str | Path | None = None) -> Outcome:
+             work_dir: str | Path | None = None, sequential_h: int | None = None) -> Outcome:
     """Run one hypothesis spec on a cache in this process (no ledger, no sandbox).
 
     Parameters
@@ -117,20 +117,25 @@ def run_spec(spec: dict[str, Any], cache: str | Path, *, seed: int = 0,
         Seed of every random draw (the campaign derives one per hypothesis from its own).
     work_dir
         Where saved SVDs are kept (default: the user cache folder).
+    sequential_h
+        Stop each one-sided Monte Carlo null at this many exceedances (Besag-Clifford), as a
+        campaign does (its default is 10); None or 0 draws every permutation.
 
     Returns
     -------
     geoscreen.result.Outcome
         ``layers`` (one `geoscreen.result.LayerResult` per layer), ``combined`` (the
         `geoscreen.result.CombinedResult`: across-layer p-value, e-value and effect),
-        ``runtime_s`` and ``provenance``: exactly what a campaign's worker records.
+        ``runtime_s`` and ``provenance``: exactly what a campaign's worker records, given the
+        campaign's hypothesis seed and stopping rule.
     """
     from geoscreen.agent.worker import run_job
     from geoscreen.hypotheses.loader import parse_spec
 
     resolved = parse_spec(dict(spec), "spec")
     return run_job({"spec": resolved.spec.model_dump(mode="json"), "cache_path": str(cache),
-                    "seed": int(seed), "work_dir": str(work_dir) if work_dir else None})
+                    "seed": int(seed), "work_dir": str(work_dir) if work_dir else None,
+                    "sequential_h": int(sequential_h) if sequential_h else None})
 
 
 def run_campaign(cache: str | Path, ledger: str | Path, **config: Any) -> RunSummary:

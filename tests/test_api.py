@@ -82,3 +82,46 @@ def test_the_no_effect_line_comes_from_the_probe(small_cache, tmp_path: Path):
     assert '"nulls":{"auroc_oriented":0.5}' in data["client_json"]
     assert effect_null("auroc_oriented") == 0.5 and effect_null("z") == 0.0
     assert effect_null("auroc_oriented", {"effect_null": 0.25}) == 0.25
+
+
+def test_campaign_stops_null_layers_as_run_spec_does(small_cache, tmp_path: Path):
+    """A campaign stops its Monte Carlo nulls at 10 exceedances by default: a null layer draws
+    a few dozen permutations with p = 10 / draws, a planted layer draws them all; run_spec with
+    the campaign's seed and sequential_h=10 gives the same numbers, and with every draw the
+    planted layers' p-values are the same."""
+    null_genes = "genes:" + ",".join(f"G{i}" for i in range(200, 240))
+    specs = [{**SPEC, "statement": f"{name} genes on axis 1", "alternative": "greater",
+              "params": {"axis": 1, "positive": genes, "test": "label_shuffle",
+                         "n_permutations": 999}}
+             for name, genes in (("planted", PLANTED), ("unplanted", null_genes))]
+    ledger = tmp_path / "l.sqlite"
+    led = Ledger(ledger)
+    with led.session() as s:
+        led.add_hypotheses(s, led.campaign(s), [parse_spec(x, "spec") for x in specs])
+    led.close()
+    geoscreen.run_campaign(small_cache.path, ledger, iterations=1, per_iteration=2,
+                           brainstormer="none", memory_mb=None, work_dir=str(tmp_path / "w"))
+    view = geoscreen.open_ledger(ledger)
+    assert view.campaigns().loc[0, "config"]["sequential_h"] == 10  # registered
+    stopped = 0
+    for hid, spec in zip(view.hypotheses()["hypothesis_id"], specs):
+        shown = view.hypothesis(int(hid))
+        seed = shown["provenance"]["seed"]
+        assert shown["provenance"]["sequential_h"] == 10
+        same = geoscreen.run_spec(spec, small_cache.path, seed=seed, sequential_h=10,
+                                  work_dir=tmp_path / "w")
+        every = geoscreen.run_spec(spec, small_cache.path, seed=seed, work_dir=tmp_path / "w")
+        for row, a, b in zip(shown["layers_detail"], same.layers, every.layers):
+            assert row["p_value"] == a.p_value and row["n_permutations"] == a.n_permutations
+            assert b.n_permutations == 999 and (b.extra or {}).get("sequential_h") is None
+            if b.p_value < 10 / 1000:  # never stops: the fixed-draw p, draw for draw
+                assert a.p_value == b.p_value and a.n_permutations == 999
+            elif a.n_permutations < 999:
+                stopped += 1
+                assert a.p_value == pytest.approx(10 / a.n_permutations)
+    print(f"{stopped} of {len(small_cache.layers)} unplanted layers stopped early")
+    from geoscreen.agent.report.page import collect
+
+    assert dict(collect(ledger)["budget"])["Monte Carlo nulls"].startswith(
+        "a layer stops at 10 draws as extreme as observed")
+    assert stopped >= len(small_cache.layers) // 2  # the unplanted set stops on most layers

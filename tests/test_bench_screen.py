@@ -1,6 +1,8 @@
 """benchmarks/bench_screen.py on a tiny cache: the campaign runs, the breakdown and the idle
-line are printed, and the sample goes through both engines with their ratio.  The full run
-(63 x 3 on 12 x 4,803 x 512) and its figures: docs/benchmarks.md."""
+line are printed, the sample goes through both engines with their ratio, and with
+`--fixed-too` the campaign runs again with every draw and no layer whose p is below
+10 / 1,001 moves.  The full run (63 x 3 on 12 x 4,803 x 512) and its figures:
+docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def test_tiny_screen_prints_campaign_breakdown_and_engine_ratio(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_screen.py"), "--iterations", "2",
          "--genes", "1200", "--dim", "16", "--sample", "1", "--sequential", "10",
-         "--rotate"],
+         "--rotate", "--fixed-too"],
         capture_output=True, text=True, timeout=900, env=env, check=True).stdout
     m = re.search(r"campaign 2 x 3, sequential stop h=10: (\d+) hypotheses \((\d+) done, "
                   r"(\d+) failed\), (\d+) s wall", out)
@@ -30,3 +32,13 @@ def test_tiny_screen_prints_campaign_breakdown_and_engine_ratio(tmp_path):
     idle = re.search(r"worker time outside probes: (-?\d+) s of 2 x (\d+) s", out)
     assert idle and int(idle.group(1)) >= 0, out
     assert re.search(r"ratio \(before / now\): wall [\d.]+x, CPU [\d.]+x", out), out
+    # the same campaign with every draw: the same hypotheses, and every layer p below
+    # 10 / 1,001 (a layer that never stops) the same to the last digit
+    assert re.search(r"campaign 2 x 3, every draw: (\d+) hypotheses", out), out
+    assert re.search(r"every draw / stopping at 10: wall [\d.]+x, CPU [\d.]+x", out), out
+    cmp = re.search(r"ledgers compared: (\d+) hypotheses in both \((\d+) fixed, (\d+) stopped\)"
+                    r".*layer p-values below 10/1001 with every draw: (\d+), of which "
+                    r"different when stopped: (\d+)", out)
+    assert cmp and cmp.group(1) == cmp.group(2) == cmp.group(3), out
+    # (this noise cache may have no such layer: tests/test_api.py plants some)
+    assert cmp.group(5) == "0", out

@@ -190,7 +190,7 @@ def test_a_campaigns_spectrum_hypotheses_share_their_null(small_cache, tmp_path)
         _queue(ledger, raws)
         run_campaign(small_cache.path, ledger, CampaignConfig(
             iterations=1, per_iteration=3, brainstormer="none", seed=7, workers=1,
-            work_dir=str(tmp_path / f"work{k}")))
+            work_dir=str(tmp_path / f"work{k}"), sequential_h=0))  # every draw
         details.append([show_hypothesis(str(ledger), h) for h in (1, 2, 3)])
     first = details[0]
     assert all(d["status"] == "done" for d in first)

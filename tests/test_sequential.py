@@ -122,7 +122,7 @@ def test_a_campaign_registers_the_stopping_rule_and_records_it(tmp_path, cli):
     from sqlalchemy import select
 
     from geoscreen.store.ledger import Ledger
-    from geoscreen.store.models import Campaign, Hypothesis, LayerResultRow
+    from geoscreen.store.models import Campaign, Event, Hypothesis, LayerResultRow
 
     cache = make_cache(tmp_path / "c", n_genes=400, dim=16, n_layers=2)
     spec = tmp_path / "s.yaml"
@@ -134,21 +134,55 @@ def test_a_campaign_registers_the_stopping_rule_and_records_it(tmp_path, cli):
     assert cli("queue", "add", str(spec), "--ledger", str(ledger)).returncode == 0
     run = ("campaign", "run", "--cache", str(cache.path), "--ledger", str(ledger),
            "--brainstormer", "none", "--quiet")
-    res = cli(*run, "--sequential-stop", "0")
-    assert res.returncode == 2 and "--sequential-stop" in res.stderr
-    res = cli(*run, "--sequential-stop", "10")
+    res = cli(*run, "--sequential-stop", "1")
+    assert res.returncode == 2 and "--sequential-stop" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = cli(*run)  # the default rule: 10
     assert res.returncode == 0, res.stderr
-    led = Ledger(ledger)
-    try:
-        with led.session() as s:
-            h = s.scalars(select(Hypothesis)).one()
-            rows = s.scalars(select(LayerResultRow)).all()
-            config = s.scalars(select(Campaign)).one().config
-    finally:
-        led.close()
-    assert config["sequential_h"] == 10 and h.provenance["sequential_h"] == 10
+
+    def recorded(path):
+        led = Ledger(path)
+        try:
+            with led.session() as s:
+                return (s.scalars(select(Hypothesis)).all(),
+                        s.scalars(select(LayerResultRow)).all(),
+                        s.scalars(select(Campaign)).one())
+        finally:
+            led.close()
+
+    (h,), rows, camp = recorded(ledger)
+    assert camp.config["sequential_h"] == 10 and h.provenance["sequential_h"] == 10
     assert h.status == "done" and h.p_value > 0.05
     assert all(r.extra["stopped_early"] and r.n_permutations < 300 for r in rows)
+
+    # --sequential-stop 0: every draw, registered as such, and kept when the run is resumed
+    # without the flag (the default would stop; the registered rule wins)
+    every = tmp_path / "every.sqlite"
+    assert cli("queue", "add", str(spec), "--ledger", str(every)).returncode == 0
+    run0 = ("campaign", "run", "--cache", str(cache.path), "--ledger", str(every),
+            "--brainstormer", "none", "--quiet")
+    assert cli(*run0, "--sequential-stop", "0").returncode == 0
+    later = tmp_path / "later.yaml"
+    later.write_text(json.dumps({"statement": "another random set is cohesive",
+                                 "probe": "set_cohesion", "params": {
+                                     "gene_set": "genes:" + ",".join(
+                                         f"G{i}" for i in range(101, 400, 8)),
+                                     "n_permutations": 999}}))
+    assert cli("queue", "add", str(later), "--ledger", str(every)).returncode == 0
+    res = cli(*run0)
+    assert res.returncode == 0, res.stderr
+    hyps, rows, camp = recorded(every)
+    assert camp.config["sequential_h"] is None and len(hyps) == 2
+    assert all(h.status == "done" and "sequential_h" not in h.provenance for h in hyps)
+    assert len(rows) == 4
+    assert all(r.n_permutations == 999 and not r.extra.get("stopped_early") for r in rows)
+    led = Ledger(every)
+    try:
+        with led.session() as s:
+            started = s.scalars(select(Event).where(Event.kind == "started")).one().message
+    finally:
+        led.close()
+    assert started.endswith("every Monte Carlo draw"), started
 
 
 # -- every other probe with a Monte Carlo null -----------------------------------------------------

@@ -217,6 +217,10 @@ def _budget(c: dict[str, Any], hyps: list[dict[str, Any]], iterations: list[dict
         out.append(("wall time", _duration((max(ends) - min(starts)).total_seconds())))
     compute = sum(h["runtime_s"] or 0.0 for h in hyps)
     out.append(("probe compute time", _duration(compute)))
+    rule = cfg.get("sequential_h")  # absent: registered before the stopping rule existed
+    out.append(("Monte Carlo nulls", f"a layer stops at {rule} draws as extreme as observed "
+                f"(Besag-Clifford; one with p below {rule} / (m + 1) draws all m)"
+                if rule else "every permutation drawn on every layer"))
     limit = cfg.get("max_cost_usd") or cfg.get("budget_usd")
     out.append(("LLM cost", usd(cost) + (f" of {usd(float(limit))} budget" if limit else "")
                 + f" ({len(calls)} calls)"))
