@@ -100,8 +100,11 @@ def test_replication_on_an_independent_cache(screened, capsys):
         assert conf.cache_checksum == other.checksum and conf.seed == orig.seed + 1
         assert conf.fdr_state["online"] is False  # its own, offline, error control
         copies = s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == conf.id)).all()
-        assert {h.hash for h in copies} <= {h.hash for h in s.scalars(
-            select(Hypothesis).where(Hypothesis.campaign_id == orig.id))}
+        originals = s.scalars(select(Hypothesis).where(Hypothesis.campaign_id == orig.id)).all()
+        assert {h.hash for h in copies} <= {h.hash for h in originals}
+        # the screen stopped its nulls at the campaign default; a confirmation draws them all
+        assert {h.provenance.get("sequential_h") for h in originals} == {10}
+        assert all("sequential_h" not in h.provenance for h in copies)
         reps = s.scalars(select(Replication)).all()
         assert sorted((r.original_hypothesis_id, r.replicated) for r in reps) == [
             (kept["original_id"], True), (lost["original_id"], False)]
