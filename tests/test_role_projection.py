@@ -56,12 +56,20 @@ def test_a_lean_and_its_trend_are_found(tmp_path):
            "scored": genes_ref(range(120, 150)), "subspace": [1, 2, 3], "n_permutations": 199}
     last = run("role_projection", prm, ctx, "L11", "greater")
     assert last.p_value == pytest.approx(1 / 200) and last.effect_size > 0.5
-    res = run_layers("role_projection", prm, ctx, ctx.cache.layers, "greater")
+    assert last.null_draws is None and not last.extra["same_null_sets_in_every_layer"]
+    # a trend against the same random sets in every layer: match_layers all
+    res = run_layers("role_projection", {**prm, "match_layers": "all"}, ctx, ctx.cache.layers,
+                     "greater")
+    assert all(r.extra["same_null_sets_in_every_layer"] for r in res)
     tr = combine(res, "trend", "greater", seed=0)
     # the random sets are drawn from every gene outside the roles, the leaning ones included
     # (a relabelling), and the classifier's scale moves between layers: a trend is weaker
     # evidence than one layer's lean
     assert tr.method.endswith("vs_null_sets") and tr.p_value < 0.05
+    # each layer's own matched sets (the default): the trend permutes the layers' order
+    own = combine(run_layers("role_projection", prm, ctx, ctx.cache.layers, "greater"),
+                  "trend", "greater", seed=0)
+    assert not own.method.endswith("vs_null_sets")
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "hubs"])
