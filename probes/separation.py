@@ -461,8 +461,9 @@ class RoleProjectionParams(ProbeParams):
     C: float = Field(1.0, gt=0, description="inverse L2 penalty, as in scikit-learn")
     null: Literal["matched", "gene_shuffle"] = Field(
         "matched", description="matched (default): random sets of the scored size from the genes "
-                               "outside both roles, matched on the match variables over every "
-                               "layer; gene_shuffle: uniformly random such sets")
+                               "outside both roles, matched on the match variables (this "
+                               "layer's, or every layer's with match_layers: all); "
+                               "gene_shuffle: uniformly random such sets")
     match: list[MatchVar] = match_field()
     match_bins: int = bins_field()
     match_layers: Literal["this", "all"] = match_layers_field()

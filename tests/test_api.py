@@ -120,6 +120,9 @@ def test_campaign_stops_null_layers_as_run_spec_does(small_cache, tmp_path: Path
                 stopped += 1
                 assert a.p_value == pytest.approx(10 / a.n_permutations)
     print(f"{stopped} of {len(small_cache.layers)} unplanted layers stopped early")
+    for bad in (1, -3, 2.5, True):
+        with pytest.raises(GeoscreenError, match="sequential_h must be a whole number"):
+            geoscreen.run_spec(specs[1], small_cache.path, sequential_h=bad)
     from geoscreen.agent.report.page import collect
 
     assert dict(collect(ledger)["budget"])["Monte Carlo nulls"].startswith(
