@@ -215,9 +215,10 @@ def set_centroids(ctx: ProbeContext, p: SetCentroidsParams, layer: str) -> Layer
     ``slope_change`` compare the set's curve with the random sets' curves, whatever the
     correlation between neighbouring layers (on the real-geometry bed, random 10-gene sets'
     trends: FPR 0.033; sets of one layer's hubs are under-matched by averaged strata, so a hub
-    set's trend is not covered by that check); the null is never stopped early, for the same
-    reason.  With ``versus: rest`` in a centred layer the rest's centre is the set's scaled by
-    -k / (n - k), so the cosine is refused there.
+    set's trend is not covered by that check); those shared sets are never stopped early, for
+    the same reason, while a layer's own sets stop under a campaign's sequential rule.  With
+    ``versus: rest`` in a centred layer the rest's centre is the set's scaled by -k / (n - k),
+    so the cosine is refused there.
 
     The span statistics (1.1) compare the subspaces the sets' gene vectors span rather than
     their centres: with orthonormal bases Q_a and Q_b of the spans of set A's and set B's
@@ -286,8 +287,10 @@ def set_centroids(ctx: ProbeContext, p: SetCentroidsParams, layer: str) -> Layer
             mapped = draws[:, inv.reshape(-1)]
             yield centroid_statistic(Z, np.split(mapped, cuts, axis=1), p.versus,
                                      p.statistic, scale, total)
-    # never stops (h=None): a trend across layers needs every layer's null sets
-    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations, None)
+    # shared sets never stop (h=None): a trend across layers needs every layer's null sets;
+    # a layer's own sets stop under the campaign's rule
+    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
+                         None if same_sets else ctx.sequential_h)
     null = seq.null
     mean0 = float(null.mean())
     return LayerResult(

@@ -180,3 +180,29 @@ def test_a_shared_direction_between_two_sets_spans_is_found(tmp_path):
             found[stat] += r.p_value <= 0.05
     print(f"\nPOWER set_centroids spans sharing a direction: {found} of 20")
     assert found["span_max_cos"] >= 16
+
+
+def test_a_layers_own_sets_stop_under_the_campaigns_rule(tmp_path):
+    """With a layer's own matched sets (match_layers: this) the null stops at the campaign's
+    10th exceedance on a layer where the set is random (p = 10 / draws), and draws everything
+    where it is planted (the fixed-draw p, draw for draw); shared sets (all) never stop."""
+    rng = np.random.default_rng(65)
+    n, d = 300, 12
+    X = rng.standard_normal((n, d))
+    planted = X.copy()
+    planted[:10] += 3.0 * np.eye(d)[0]
+    cache = cache_from_layers(tmp_path / "c", [X, planted])
+    one = {"sets": [genes_ref(range(10))], "versus": "rest", "statistic": "scaled_distance",
+           "n_permutations": 999}
+    fixed = context(cache, tmp_path, seed=3)
+    seq = context(cache, tmp_path, seed=3, sequential_h=10)
+    a, b = run("set_centroids", one, fixed, "L0", "greater"), run("set_centroids", one, seq,
+                                                                  "L0", "greater")
+    assert b.extra["stopped_early"] and b.n_permutations < 300
+    assert b.p_value == pytest.approx(10 / b.n_permutations) and a.n_permutations == 999
+    a, b = run("set_centroids", one, fixed, "L1", "greater"), run("set_centroids", one, seq,
+                                                                  "L1", "greater")
+    assert not b.extra["stopped_early"] and b.n_permutations == 999
+    assert (b.p_value, b.effect_size) == (a.p_value, a.effect_size) and a.p_value < 0.01
+    shared = run("set_centroids", {**one, "match_layers": "all"}, seq, "L0", "greater")
+    assert shared.n_permutations == 999 and shared.extra["sequential_h"] is None
