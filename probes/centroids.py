@@ -37,6 +37,8 @@ from geoscreen.probes.matching import (
     build_strata,
     match_field,
     match_layers_field,
+    null_set_stream,
+    null_sets,
 )
 from geoscreen.probes.params import (
     Subspace,
@@ -47,7 +49,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, distinct_draws
+from geoscreen.probes.stats import distinct_draws
 from geoscreen.result import LayerResult
 
 Statistic = Literal["distance", "scaled_distance", "cosine", "span_cos2", "span_max_cos",
@@ -265,8 +267,7 @@ def set_centroids(ctx: ProbeContext, p: SetCentroidsParams, layer: str) -> Layer
     cuts = np.cumsum([g.size for g in groups])[:-1]
     # gene_shuffle and matched over all layers draw the same random sets in every layer, so a
     # trend across layers is compared with theirs; matched within this layer does not
-    same_sets = p.null == "gene_shuffle" or p.match_layers == "all"
-    rng = ctx.shared_rng("null") if same_sets else ctx.rng(layer, "null")
+    stream = null_set_stream(ctx, layer, p.null, p.match_layers)
     strata, matching = None, None
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, uniq,
@@ -277,28 +278,21 @@ def set_centroids(ctx: ProbeContext, p: SetCentroidsParams, layer: str) -> Layer
                              field="params.sets")
 
     def batches() -> Iterator[np.ndarray]:
-        for st, m in chunks(p.n_permutations, members.size * Z.shape[1]):
-            if strata is not None:
-                draws = strata.draw(uniq, m, rng)
-                if st == 0:
-                    matching["balance"] = strata.balance(uniq, draws)  # type: ignore[index]
-            else:
-                draws = distinct_draws(n, uniq.size, m, rng)
+        for draws in null_sets(strata, uniq, p.n_permutations, members.size * Z.shape[1],
+                               stream.rng, lambda m: distinct_draws(n, uniq.size, m, stream.rng)):
             mapped = draws[:, inv.reshape(-1)]
             yield centroid_statistic(Z, np.split(mapped, cuts, axis=1), p.versus,
                                      p.statistic, scale, total)
-    # shared sets never stop (h=None): a trend across layers needs every layer's null sets;
-    # a layer's own sets stop under the campaign's rule
-    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
-                         None if same_sets else ctx.sequential_h)
+    # shared sets never stop: a trend across layers needs every layer's null sets
+    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations, stream.stop)
     null = seq.null
     mean0 = float(null.mean())
     return LayerResult(
         statistic_name=p.statistic, statistic=observed, effect_name="excess_over_null",
         effect_size=observed - mean0, **seq.test_fields(observed, ctx.alternative),
         n=int(uniq.size), null=p.null, n_permutations=seq.draws,
-        null_draws=[float(x) - mean0 for x in null] if same_sets else None,
+        null_draws=[float(x) - mean0 for x in null] if stream.same else None,
         extra={**seq.record(), "null_mean": mean0, "null_sd": float(null.std(ddof=1)),
-               "same_null_sets_in_every_layer": same_sets,
+               "same_null_sets_in_every_layer": stream.same,
                "set_sizes": [int(g.size) for g in groups], "versus": p.versus,
                "scale": scale, "matching": matching, "subspace": p.subspace})

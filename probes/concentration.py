@@ -26,6 +26,8 @@ from geoscreen.probes.matching import (
     build_strata,
     match_field,
     match_layers_field,
+    null_set_stream,
+    null_sets,
 )
 from geoscreen.probes.params import (
     Subspace,
@@ -36,7 +38,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, distinct_draws
+from geoscreen.probes.stats import distinct_draws
 from geoscreen.result import LayerResult
 
 
@@ -193,32 +195,26 @@ def community_concentration(ctx: ProbeContext, p: CommunityConcentrationParams, 
         raise GeoscreenError("the sets hold every gene", field="params.gene_sets")
     cuts = np.cumsum(k)[:-1]
     strata, matching = None, None
-    same_sets = p.null == "gene_shuffle" or p.match_layers == "all"
+    stream = null_set_stream(ctx, layer, p.null, p.match_layers)
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, uniq,
                               all_layers=p.match_layers == "all")
         matching = strata.record
-    rng = ctx.shared_rng("null") if same_sets else ctx.rng(layer, "null")
 
     def batches() -> Iterator[np.ndarray]:
         # the draws are chunked by the sets' size alone (the same in every layer), so a
         # shared generator gives every layer the same random sets; the counting is chunked
         # apart by the parts, whose number changes between layers
         per = max(1, 4_000_000 // max(len(groups) * (scanned.size + 1), 1))
-        for st, m in chunks(p.n_permutations, members.size):
-            if strata is not None:
-                draws = strata.draw(uniq, m, rng)
-                if st == 0:
-                    matching["balance"] = strata.balance(uniq, draws)  # type: ignore[index]
-            else:
-                draws = distinct_draws(n, uniq.size, m, rng)
+        for draws in null_sets(strata, uniq, p.n_permutations, members.size, stream.rng,
+                               lambda m: distinct_draws(n, uniq.size, m, stream.rng)):
+            m = draws.shape[0]
             mapped = np.asarray(draws, dtype=np.int64)[:, inv.reshape(-1)]
             for a in range(0, m, per):
                 part_rows = mapped[a:a + per]
                 yield scan(np.split(part_rows, cuts, axis=1)).reshape(part_rows.shape[0],
                                                                       -1).max(axis=1)
-    seq = besag_clifford(batches(), observed, "greater", p.n_permutations,
-                         None if same_sets else ctx.sequential_h)
+    seq = besag_clifford(batches(), observed, "greater", p.n_permutations, stream.stop)
     null = seq.null
     mean0 = float(null.mean())
     s_best, c_best = np.unravel_index(int(np.argmax(z_obs)), z_obs.shape)
@@ -232,7 +228,7 @@ def community_concentration(ctx: ProbeContext, p: CommunityConcentrationParams, 
         effect_name="excess_over_null", effect_size=observed - mean0,
         **seq.test_fields(observed, "greater"), n=int(uniq.size), null=p.null,
         n_permutations=seq.draws,
-        null_draws=[float(v) - mean0 for v in null] if same_sets else None,
+        null_draws=[float(v) - mean0 for v in null] if stream.same else None,
         extra={**seq.record(), "null_mean": mean0, "null_sd": float(null.std(ddof=1)),
                "partition": p.partition, "parts_scanned": int(scanned.size),
                "largest_part": int(sizes.max()),

@@ -224,6 +224,32 @@ def null_sets(strata: Strata | None, members: np.ndarray, n_permutations: int, w
         yield draws
 
 
+@dataclass(frozen=True)
+class NullSetStream:
+    """How a set probe with ``match_layers`` draws its random sets on one layer.
+
+    ``same``: the same sets in every layer (``gene_shuffle``, or ``matched`` with
+    ``match_layers: all``), so the layer keeps its draws for a trend across layers and never
+    stops early; otherwise each layer draws its own sets, which stop under the campaign's
+    sequential rule.  ``rng`` draws them and ``stop`` is the exceedance count for
+    `geoscreen.probes.sequential.besag_clifford` (None: every draw).
+    """
+
+    same: bool
+    rng: np.random.Generator
+    stop: int | None
+
+
+def null_set_stream(ctx: ProbeContext, layer: str, null: str, match_layers: str
+                    ) -> NullSetStream:
+    """The `NullSetStream` of a probe whose null is ``gene_shuffle`` or ``matched`` with
+    ``match_layers`` this | all (`set_centroids`, `community_concentration`,
+    `role_projection`)."""
+    same = null == "gene_shuffle" or match_layers == "all"
+    return NullSetStream(same, ctx.shared_rng("null") if same else ctx.rng(layer, "null"),
+                         None if same else ctx.sequential_h)
+
+
 def build_strata(ctx: ProbeContext, layer: str, svd: SVD, variables: list[str], bins: int,
                  members: np.ndarray | None = None, all_layers: bool = False) -> Strata:
     """Strata from the product of the variables' rank bins.

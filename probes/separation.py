@@ -543,8 +543,8 @@ def role_projection(ctx: ProbeContext, p: RoleProjectionParams, layer: str) -> L
     """
     from geoscreen.errors import GeoscreenError
     from geoscreen.probes.logistic import fit_logistic_many
-    from geoscreen.probes.matching import build_strata
-    from geoscreen.probes.stats import chunks, distinct_draws
+    from geoscreen.probes.matching import build_strata, null_set_stream, null_sets
+    from geoscreen.probes.stats import distinct_draws
 
     svd = ctx.svd(layer, p.include_zero_genes)
     pos, neg, n_overlap = two_sets(ctx, svd, p.positive, p.negative, p.min_size,
@@ -576,8 +576,7 @@ def role_projection(ctx: ProbeContext, p: RoleProjectionParams, layer: str) -> L
     observed = float(logit[scored].mean())
     # gene_shuffle and match_layers all: the same random sets in every layer (a trend across
     # layers is compared with theirs); matched on this layer: each layer's own sets
-    same_sets = p.null == "gene_shuffle" or p.match_layers == "all"
-    rng = ctx.shared_rng("null") if same_sets else ctx.rng(layer, "null")
+    stream = null_set_stream(ctx, layer, p.null, p.match_layers)
     strata, matching = None, None
     if p.null == "matched":
         strata = build_strata(ctx, layer, svd, list(p.match), p.match_bins, scored,
@@ -586,29 +585,23 @@ def role_projection(ctx: ProbeContext, p: RoleProjectionParams, layer: str) -> L
         labels[train] = labels.max() + 1  # the training genes are never drawn
         strata.labels = labels
         matching = strata.record
-    pool = others
 
     def batches() -> Iterator[np.ndarray]:
-        for st, m in chunks(p.n_permutations, scored.size):
-            if strata is not None:
-                sets = strata.draw(scored, m, rng)
-                if st == 0:
-                    matching["balance"] = strata.balance(scored, sets)  # type: ignore[index]
-            else:
-                sets = pool[distinct_draws(pool.size, scored.size, m, rng)]
+        for sets in null_sets(strata, scored, p.n_permutations, scored.size, stream.rng,
+                              lambda m: others[distinct_draws(others.size, scored.size, m,
+                                                              stream.rng)]):
             yield logit[sets].mean(axis=1)
-    # shared sets never stop (h=None): a trend across layers needs every layer's null sets
-    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,
-                         None if same_sets else ctx.sequential_h)
+    # shared sets never stop: a trend across layers needs every layer's null sets
+    seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations, stream.stop)
     null = seq.null
     mean0 = float(null.mean())
     return LayerResult(
         statistic_name="mean_log_odds", statistic=observed, effect_name="excess_over_null",
         effect_size=observed - mean0, **seq.test_fields(observed, ctx.alternative),
         n=int(scored.size), null=p.null, n_permutations=seq.draws,
-        null_draws=[float(v) - mean0 for v in null] if same_sets else None,
+        null_draws=[float(v) - mean0 for v in null] if stream.same else None,
         extra={**seq.record(), "null_mean": mean0, "null_sd": float(null.std(ddof=1)),
-               "same_null_sets_in_every_layer": same_sets,
+               "same_null_sets_in_every_layer": stream.same,
                "n_positive": int(pos.size), "n_negative": int(neg.size),
                "n_overlap_removed": n_overlap, "subspace": list(p.subspace), "C": p.C,
                "coefficients": [float(b) for b in beta[:-1]], "matching": matching})
