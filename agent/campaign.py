@@ -33,6 +33,7 @@ from geoscreen.agent.executor import Job, JobResult, ProcessSandbox
 from geoscreen.agent.state import snapshot
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import derive_seed
+from geoscreen.probes.sequential import stopping_rule
 from geoscreen.store import queue
 from geoscreen.store.cache import Cache, open_cache
 from geoscreen.store.failures import MAX_AUTO_ATTEMPTS, transient_failure
@@ -137,18 +138,8 @@ class CampaignConfig:
         if self.max_minutes is not None:
             positive(self.max_minutes, "--max-minutes", "the wall-time budget (minutes)")
         positive(self.workers, "--workers", "the number of workers", integer=True)
-        if self.sequential_h == 0 and not isinstance(self.sequential_h, bool):
-            self.sequential_h = None  # 0: every draw (the fixed-draw test)
-        if self.sequential_h is not None:
-            positive(self.sequential_h, "--sequential-stop",
-                     "the exceedances that stop a null early", integer=True)
-            if self.sequential_h < 2:
-                raise GeoscreenError(
-                    f"--sequential-stop must be at least 2, got {self.sequential_h!r}: a null "
-                    "that stops after one draw has no standard deviation (z, null_sd)",
-                    field="--sequential-stop", fix="pass 10 (the default: about 56 of 1,000 "
-                                                   "draws on a null layer), or 0 for every "
-                                                   "draw")
+        # 0: every draw (the fixed-draw test), recorded as None
+        self.sequential_h = stopping_rule(self.sequential_h, "--sequential-stop")
         positive(self.iterations, "--iterations", "the number of iterations", integer=True)
         positive(self.per_iteration, "--per-iteration", "proposals per iteration",
                  integer=True)

@@ -130,18 +130,14 @@ def run_spec(spec: dict[str, Any], cache: str | Path, *, seed: int = 0,
         campaign's hypothesis seed and stopping rule.
     """
     from geoscreen.agent.worker import run_job
-    from geoscreen.errors import GeoscreenError
     from geoscreen.hypotheses.loader import parse_spec
+    from geoscreen.probes.sequential import stopping_rule
 
-    if sequential_h and (isinstance(sequential_h, bool) or not isinstance(sequential_h, int)
-                         or sequential_h < 2):
-        raise GeoscreenError(f"sequential_h must be a whole number of at least 2 (or None / 0 "
-                             f"for every draw), got {sequential_h!r}", field="sequential_h",
-                             fix="pass 10, as a campaign does")
+    rule = stopping_rule(sequential_h, "sequential_h")
     resolved = parse_spec(dict(spec), "spec")
     return run_job({"spec": resolved.spec.model_dump(mode="json"), "cache_path": str(cache),
                     "seed": int(seed), "work_dir": str(work_dir) if work_dir else None,
-                    "sequential_h": int(sequential_h) if sequential_h else None})
+                    "sequential_h": rule})
 
 
 def run_campaign(cache: str | Path, ledger: str | Path, **config: Any) -> RunSummary:

@@ -30,12 +30,31 @@ Applications in Genetics and Molecular Biology* 9(1).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from geoscreen.errors import GeoscreenError
 from geoscreen.result import E_PERMUTATION, as_extreme, permutation_e, permutation_p
+
+
+def stopping_rule(h: object, field: str) -> int | None:
+    """The exceedance count `h` of `besag_clifford` as a campaign or `geoscreen.run_spec`
+    takes it: None or 0 (every draw) gives None, a whole number of at least 2 itself; anything
+    else is refused with one line naming `field` (a null stopped after one draw has no
+    standard deviation, so no z or null_sd)."""
+    whole = isinstance(h, numbers.Integral) or (isinstance(h, float) and h.is_integer())
+    if h is None or (whole and not isinstance(h, bool) and h == 0):
+        return None
+    if isinstance(h, bool) or not whole or h < 2:  # type: ignore[operator]
+        raise GeoscreenError(
+            f"{field} must be a whole number of at least 2, or 0 for every draw, got {h!r}: a "
+            "null that stops after one draw has no standard deviation (z, null_sd)",
+            field=field, fix="pass 10 (a campaign's default: about 56 of 1,000 draws on a "
+                             "null layer), or 0 for every draw")
+    return int(h)  # type: ignore[call-overload]
 
 
 @dataclass
