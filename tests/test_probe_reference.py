@@ -652,3 +652,27 @@ def test_persistent_entropy_is_scipys_entropy_of_the_bar_lengths(setup):
                                     "n_permutations": 99}, context(cache, tmp), "L0")
     assert r.statistic_name == "persistent_entropy" and 0 < r.statistic < np.log(39)
     assert 0 < r.p_value <= 1
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (40, 33), (64, 1024), (1024, 57), (300, 300)])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_group_minima_shortlist_finds_every_entry_at_or_below_the_limit(shape, axis):
+    """`two_nearest` reads again only the groups whose minimum is within a row's limit: the
+    entries it finds that way are exactly those a comparison of every entry finds (strided
+    groups, a ragged rest, lines too short to group, ties at the limit and infinities), and
+    each group minimum is the minimum of its entries."""
+    from geoscreen.probes.dimension import _group_minima, _within
+
+    rng = np.random.default_rng(shape[0] * 7 + shape[1] + axis)
+    H = rng.integers(0, 50, shape).astype(np.float32)  # many ties, some at the limit
+    H[rng.random(shape) < 0.05] = np.inf
+    lines = shape[1 - axis]
+    limit = rng.integers(0, 8, lines).astype(np.float32)
+    g, body, tail, whole = _group_minima(H, axis)
+    M = H if axis == 1 else H.T
+    assert g.shape[0] == lines
+    assert np.array_equal(np.sort(g, axis=1)[:, 0], M.min(axis=1))
+    r, c = _within(H, g, body, tail, whole, axis, limit)
+    want = set(zip(*np.nonzero(M <= limit[:, None])))
+    got = list(zip(r.tolist(), c.tolist()))
+    assert len(got) == len(set(got)) and set(got) == want
