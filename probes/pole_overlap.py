@@ -36,7 +36,7 @@ from geoscreen.probes.params import added_field, pairs_ref_field
 from geoscreen.probes.proximity import pole_labels
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks
+from geoscreen.probes.stats import chunks, growing
 from geoscreen.result import LayerResult
 
 
@@ -214,7 +214,9 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
         def batches() -> Iterator[np.ndarray]:
             for _, m in chunks(p.n_permutations, max(n, i.size)):
                 P = rng.permuted(np.tile(Lb, (m, 1)), axis=1)
-                yield copole_phi(ca, (P[:, i] != 0) & (P[:, i] == P[:, j]))
+                for rows in growing(m):  # made at once, evaluated in growing pieces: a
+                    Q = P[rows]  # sequential test that stops early evaluates few of them
+                    yield copole_phi(ca, (Q[:, i] != 0) & (Q[:, i] == Q[:, j]))
     sa, sb = int((La != 0).sum()), int((Lb != 0).sum())
     if exact:  # the hypergeometric law of the overlap (1.1): nothing drawn
         pval, mean0, sd0 = exact_jaccard_null(n, sa, sb, observed, ctx.alternative)

@@ -161,3 +161,40 @@ def test_a_resolved_pairs_spec_validates_again():
                                      "pairs": "string:>=700"}).model_dump()
     again = info.validate_params(resolved)
     assert again.null_method is None and again.statistic == "pairs"
+
+
+def test_pairs_null_stops_on_independent_poles_and_not_on_dependent_ones(tmp_path):
+    """The pairs statistic's relabellings are made a chunk at a time and evaluated in growing
+    pieces: under a campaign's stopping rule (h = 10) random pairs stop after a few dozen
+    evaluated draws with p = h / draws; pairs chosen to co-pole on both axes never stop and
+    get the fixed-m p-value; an h never reached gives every number of the fixed run."""
+    from geoscreen.probes.proximity import pole_labels
+
+    rng = np.random.default_rng(5)
+    cache = cache_from_layers(tmp_path / "c", _layers(11, "gaussian"))
+    fixed, never, h10 = (context(cache, tmp_path, seed=3, sequential_h=h)
+                         for h in (None, 10 ** 9, 10))
+    k = 100
+    svd = fixed.svd("L0")
+    La, Lb = (pole_labels(svd.scores([a])[:, 0], k, "either") for a in (2, 3))
+    both = np.flatnonzero((La != 0) & (Lb != 0))
+    u, v = np.triu_indices(both.size, 1)
+    u, v = both[u], both[v]
+    same = (La[u] == La[v]) & (Lb[u] == Lb[v])  # co-pole on both axes
+    i, j = random_pairs(300, 400, rng)
+    prm = {"axes": [2, 3], "statistic": "pairs", "k": k, "n_permutations": 999}
+    rand = {**prm, "pairs": pairs_ref(svd.rows[i], svd.rows[j])}
+    a = run("axis_pole_overlap", rand, fixed, "L0", "greater")
+    b = run("axis_pole_overlap", rand, never, "L0", "greater")
+    assert (a.p_value, a.e_value, a.extra["null_mean"]) == \
+        (b.p_value, b.e_value, b.extra["null_mean"])
+    s = run("axis_pole_overlap", rand, h10, "L0", "greater")
+    assert a.p_value > 0.05 and s.extra["stopped_early"] is True
+    assert s.n_permutations == s.extra["null_draws_used"] < 200
+    assert s.p_value == 10 / s.n_permutations
+    planted = {**prm, "pairs": pairs_ref(svd.rows[np.r_[i, u[same]]],
+                                         svd.rows[np.r_[j, v[same]]])}
+    a1 = run("axis_pole_overlap", planted, fixed, "L0", "greater")
+    s1 = run("axis_pole_overlap", planted, h10, "L0", "greater")
+    assert a1.p_value < 0.01 and s1.extra["stopped_early"] is False
+    assert (s1.p_value, s1.e_value, s1.n_permutations) == (a1.p_value, a1.e_value, 999)
