@@ -141,7 +141,7 @@ def in_degree(nb: np.ndarray) -> np.ndarray:
     return np.bincount(nb.ravel(), minlength=nb.shape[0]).astype(float)
 
 
-def knn_in_degree(Z: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+def knn_in_degree(Z: np.ndarray, k: int, block: int | None = None) -> np.ndarray:
     """How many genes have each gene among their k most cosine-similar others."""
     from geoscreen.probes.graph import knn_neighbours
 

@@ -70,9 +70,11 @@ def test_one_product_per_pair_of_blocks_gives_the_same_neighbours(block):
     Z[100:110] = 1e-9 * rng.standard_normal((10, d)) + Z[110]
     Z[400] = 0.0
     for k in (1, 10, 25):
-        whole = knn_neighbours(Z, k, block=block)
+        whole = knn_neighbours(Z, k, block=block, symmetric=True)
         listed = knn_neighbours(Z, k, block=block, rows=np.arange(Z.shape[0]))
         assert np.array_equal(np.sort(whole, axis=1), np.sort(listed, axis=1)), k
+        default = knn_neighbours(Z, k, block=block)  # at 48 dimensions: the row path
+        assert np.array_equal(np.sort(default, axis=1), np.sort(listed, axis=1)), k
     S = rng.integers(-3, 4, (300, 4)).astype(np.float32)  # exact products, many ties
     cols, vals = _top_symmetric(S, 9, block)
     full = S @ S.T
