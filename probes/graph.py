@@ -144,9 +144,10 @@ def top_rows(S: np.ndarray, m: int, group: int = 16) -> tuple[np.ndarray, np.nda
 
 #: from this width on, the k-NN lists of all rows come from one product per pair of row
 #: blocks (`_top_symmetric`); narrower, from one product per block of rows against all rows,
-#: whose scans cost less than the halved product saves (4,803 genes, 2026-12-06: 35 vs 103 ms
-#: at 20 dimensions, 84 vs 124 at 256, equal at 768, 353 vs 328 at 1,152)
-SYMMETRIC_MIN_DIM = 768
+#: whose scans cost less than the halved product saves (the first columns of a benchmark
+#: layer's 4,803 genes, best of 3, 2026-12-06: 35 vs 80 ms at 20 dimensions, 50 vs 92 at 64,
+#: 111 vs 128 at 256; 168 vs 159 at 384 and 218 vs 194 at 512, where the product dominates)
+SYMMETRIC_MIN_DIM = 320
 ROW_BLOCK = 512  # rows per product on the row path (34 ms at 20 dimensions vs 36 at 1,024)
 
 
