@@ -76,3 +76,38 @@ def test_annotation_similarity_rows_draw_only_where_cantelli_cannot_decide(tmp_p
     assert re.search(r"^annotation_similarity\s+family, matched\s+99\s", out, flags=re.M)
     assert re.search(r"^annotation_similarity\s+sets that follow the layer, matched\s+0\s",
                      out, flags=re.M), out
+
+
+def test_the_summary_counts_variants_under_the_target_both_ways(tmp_path):
+    """The closing summary counts each probe variant once: at its fixed median, and with
+    `--sequential` at its stopped median where the null stops; it names the variants over
+    0.3 s.  Then a small run: the summary's variant count is the number of fixed rows printed."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_probes import TARGET_S, summary
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert TARGET_S == 0.3
+    tally = [["a", "x", 0.2, None], ["b", "y", 0.5, 0.1], ["c", "z", 0.4, None],
+             ["d", "w", 0.3, 0.9]]
+    fixed_only = summary(tally, None)
+    assert "4 probe variants; 2 at or under 0.3 s per layer with every draw made" in fixed_only
+    assert "stopping rule" not in fixed_only
+    assert fixed_only.endswith("over it: b y 0.50; c z 0.40")
+    both = summary(tally, 10)
+    assert "; 2 with the campaign's stopping rule (h=10)" in both
+    assert both.endswith("over it: c z 0.40; d w 0.90")
+    assert summary([], 10).endswith("no probe variant ran")
+
+    out = _bench(tmp_path, *(
+        "--genes 3000 --dim 12 --cache-layers 3 --layers 2 --permutations 99 "
+        "--only axis_separation co_pole --sequential 10"
+    ).split())
+    rows = re.findall(r"^(axis_separation|co_pole)\s{2,}(\S.*?)\s+\d+\s+[\d.]+\s", out,
+                      flags=re.M)
+    fixed_rows = [r for r in rows if not r[1].startswith(("sequential", "stored"))]
+    m = re.search(r"^summary: (\d+) probe variants; (\d+) at or under 0.3 s per layer with "
+                  r"every draw made; (\d+) with the campaign's stopping rule \(h=10\)$", out,
+                  flags=re.M)
+    assert m, out
+    assert int(m.group(1)) == len(fixed_rows) > 0
