@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.group_scan import entries_past, group_extrema
 from geoscreen.probes.params import (
     Subspace,
     added_field,
@@ -96,21 +97,23 @@ def two_nearest(Z: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarra
         """Update `best` for the block's rows (axis 1) or columns (axis 0) and keep the entries
         that can still be among their two nearest (a superset: `best` only falls later).
 
-        Both come from the minima of groups of entries (`_group_minima`): the two smallest
-        minima plus the block's largest slack bound the row's second nearest from above (two
-        distinct entries), and only the groups whose minimum minus that slack is within the
-        row's bound are read again, entry by entry, against the entries' own slack."""
+        Both come from the minima of groups of entries (`geoscreen.probes.group_scan`): the
+        two smallest minima plus the block's largest slack bound the row's second nearest
+        from above (two distinct entries), and only the groups whose minimum minus that slack
+        is within the row's bound are read again, entry by entry, against the entries' own
+        slack."""
         sl = slack32[other]
         top = sl.max()
-        g, body, tail, whole = _group_minima(D2, axis)
+        scan = group_extrema(D2, axis, largest=False)
+        g = scan.extrema
         two = np.sort(np.partition(g, 1, axis=1)[:, :2], axis=1) if g.shape[1] > 2 \
             else np.sort(g, axis=1)
         two = np.pad(two, ((0, 0), (0, 2 - two.shape[1])), constant_values=np.inf) + top
         merged = np.sort(np.concatenate([best[own], two], axis=1), axis=1)[:, :2]
         best[own] = merged
         bound = merged[:, 1] + 2 * slack32[own]
-        r, c = _within(D2, g, body, tail, whole, axis, bound + top)
-        low_v = (D2[r, c] if axis == 1 else D2[c, r]) - sl[c]  # lower bounds of the entries
+        r, c, v = entries_past(scan, bound + top)
+        low_v = v - sl[c]  # lower bounds of the entries
         ok = low_v <= bound[r]
         rows.append(r[ok] + own.start)
         cols.append(c[ok] + other.start)
@@ -146,58 +149,6 @@ def two_nearest(Z: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarra
     r, dist = r[o], dist[o]
     first = np.searchsorted(r, np.arange(n))
     return dist[first], dist[first + 1]
-
-
-def _group_minima(H: np.ndarray, axis: int, group: int = 16
-                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int]:
-    """Minima of groups of the entries of each row (axis 1) or column (axis 0) of H: (lines of
-    H, groups) minima, each the value of one entry; the groups are strided (entries c, c + w,
-    ..., c + (group - 1) w for w = length // group, so that each minimum is an element-wise
-    minimum over contiguous memory) and the ragged rest is one more group.  Returns the
-    minima, the strided body as a (rows, group, w) or (group, w, columns) view, the rest and
-    w; a line too short to group has every entry as its own group (body None)."""
-    n = H.shape[axis]
-    whole = n // group
-    if whole < 2:
-        return np.ascontiguousarray(H if axis == 1 else H.T), None, None, 0
-    if axis == 1:
-        body = H[:, :whole * group].reshape(H.shape[0], group, whole)
-        g = body.min(axis=1)
-        tail = H[:, whole * group:]
-        if tail.shape[1]:
-            g = np.concatenate([g, tail.min(axis=1, keepdims=True)], axis=1)
-    else:
-        body = H[:whole * group].reshape(group, whole, H.shape[1])
-        g = body.min(axis=0)
-        tail = H[whole * group:]
-        if tail.shape[0]:
-            g = np.concatenate([g, tail.min(axis=0, keepdims=True)], axis=0)
-        g = np.ascontiguousarray(g.T)
-    return g, body, tail, whole
-
-
-def _within(H: np.ndarray, g: np.ndarray, body: np.ndarray | None, tail: np.ndarray | None,
-            whole: int, axis: int, limit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(line, position) of every entry of H's rows (axis 1) or columns (axis 0) at or below
-    the line's `limit`, found from the group minima of `_group_minima`: only the groups whose
-    minimum is at or below the limit are read again."""
-    gl, gp = np.nonzero(g <= limit[:, None])
-    if body is None:
-        return gl, gp
-    inner = gp < whole  # strided groups; gp == whole is the ragged rest
-    bl, bp = gl[inner], gp[inner]
-    group = body.shape[1] if axis == 1 else body.shape[0]
-    vals = body[bl, :, bp] if axis == 1 else body[:, bp, bl].T  # (groups, group)
-    hit = vals <= limit[bl, None]
-    r = np.broadcast_to(bl[:, None], vals.shape)[hit]
-    c = (bp[:, None] + whole * np.arange(group))[hit]
-    rest = gl[~inner]
-    if rest.size:
-        T = tail[rest] if axis == 1 else tail[:, rest].T  # (lines, rest)
-        tr, tc = np.nonzero(T <= limit[rest, None])
-        r = np.concatenate([r, rest[tr]])
-        c = np.concatenate([c, tc + whole * group])
-    return r, c
 
 
 def twonn_from_ratios(mu: np.ndarray, discard_fraction: float = 0.1,

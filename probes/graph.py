@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.group_scan import entries_past, group_extrema
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field
 from geoscreen.probes.params import (
     Subspace,
@@ -92,26 +93,13 @@ def top_columns(S: np.ndarray, m: int, group: int = 16) -> tuple[np.ndarray, np.
     coordinates).
     """
     b, n = S.shape
-    whole = n // group
-    if whole <= m:
+    if n // group <= m:
         cols = np.argsort(-S, axis=1, kind="stable")[:, :m]
         return cols, np.take_along_axis(S, cols, axis=1)
-    body = S[:, :whole * group].reshape(b, group, whole)
-    gmax = body.max(axis=1)
-    tail = S[:, whole * group:]
-    every = np.concatenate([gmax, tail.max(axis=1, keepdims=True)], axis=1) \
-        if tail.shape[1] else gmax
+    scan = group_extrema(S, 1, largest=True, group=group)
+    every = scan.extrema
     t = np.partition(every, every.shape[1] - m, axis=1)[:, every.shape[1] - m]
-    gr, gc = np.nonzero(gmax >= t[:, None])  # the groups that can hold a top entry
-    vals = body[gr, :, gc]  # (groups, group): their entries
-    keep = vals >= t[gr, None]
-    r = np.broadcast_to(gr[:, None], vals.shape)[keep]
-    c = (gc[:, None] + whole * np.arange(group))[keep]
-    v = vals[keep]
-    if tail.shape[1]:
-        tr, tc = np.nonzero(tail >= t[:, None])
-        r, c = np.concatenate([r, tr]), np.concatenate([c, tc + whole * group])
-        v = np.concatenate([v, tail[tr, tc]])
+    r, c, v = entries_past(scan, t)  # the groups that can hold a top entry, read again
     return _pick(r, c, v, b, n, m)
 
 
@@ -120,25 +108,12 @@ def top_rows(S: np.ndarray, m: int, group: int = 16) -> tuple[np.ndarray, np.nda
     transpose: the rows are cut into groups (rows r, r + w, ... for w = rows // group, plus the
     ragged rest), whose maxima are element-wise maxima of contiguous row slabs."""
     b, n = S.shape
-    whole = b // group
-    if whole <= m:
+    if b // group <= m:
         return top_columns(np.ascontiguousarray(S.T), m, group)
-    body = S[:whole * group].reshape(group, whole, n)
-    gmax = body.max(axis=0)
-    tail = S[whole * group:]
-    every = np.concatenate([gmax, tail.max(axis=0, keepdims=True)], axis=0) \
-        if tail.shape[0] else gmax
-    t = np.partition(every, every.shape[0] - m, axis=0)[every.shape[0] - m]
-    gr, gc = np.nonzero(gmax >= t[None, :])  # (row group, column) that can hold a top entry
-    vals = body[:, gr, gc].T  # (groups, group)
-    keep = vals >= t[gc, None]
-    r = np.broadcast_to(gc[:, None], vals.shape)[keep]  # a column of S: a row of its transpose
-    c = (gr[:, None] + whole * np.arange(group))[keep]
-    v = vals[keep]
-    if tail.shape[0]:
-        tr, tc = np.nonzero(tail >= t[None, :])
-        r, c = np.concatenate([r, tc]), np.concatenate([c, tr + whole * group])
-        v = np.concatenate([v, tail[tr, tc]])
+    scan = group_extrema(S, 0, largest=True, group=group)
+    every = scan.extrema  # (columns of S, groups)
+    t = np.partition(every, every.shape[1] - m, axis=1)[:, every.shape[1] - m]
+    r, c, v = entries_past(scan, t)  # r: a column of S, a row of its transpose
     return _pick(r, c, v, n, b, m)
 
 

@@ -656,23 +656,28 @@ def test_persistent_entropy_is_scipys_entropy_of_the_bar_lengths(setup):
 
 @pytest.mark.parametrize("shape", [(7, 5), (40, 33), (64, 1024), (1024, 57), (300, 300)])
 @pytest.mark.parametrize("axis", [0, 1])
-def test_group_minima_shortlist_finds_every_entry_at_or_below_the_limit(shape, axis):
-    """`two_nearest` reads again only the groups whose minimum is within a row's limit: the
-    entries it finds that way are exactly those a comparison of every entry finds (strided
+@pytest.mark.parametrize("largest", [False, True])
+def test_group_scan_finds_every_entry_past_the_limit(shape, axis, largest):
+    """TwoNN's shortlist (smallest distances) and the k-NN top columns (largest similarities)
+    read again only the groups whose extremum is past a line's limit: the entries found that
+    way, with their values, are exactly those a comparison of every entry finds (strided
     groups, a ragged rest, lines too short to group, ties at the limit and infinities), and
-    each group minimum is the minimum of its entries."""
-    from geoscreen.probes.dimension import _group_minima, _within
+    each line's best group extremum is its extreme entry."""
+    from geoscreen.probes.group_scan import entries_past, group_extrema
 
-    rng = np.random.default_rng(shape[0] * 7 + shape[1] + axis)
+    rng = np.random.default_rng(shape[0] * 7 + shape[1] + axis + 2 * largest)
     H = rng.integers(0, 50, shape).astype(np.float32)  # many ties, some at the limit
-    H[rng.random(shape) < 0.05] = np.inf
+    H[rng.random(shape) < 0.05] = -np.inf if largest else np.inf
     lines = shape[1 - axis]
-    limit = rng.integers(0, 8, lines).astype(np.float32)
-    g, body, tail, whole = _group_minima(H, axis)
+    limit = rng.integers(42 if largest else 0, 50 if largest else 8, lines).astype(np.float32)
+    scan = group_extrema(H, axis, largest)
     M = H if axis == 1 else H.T
-    assert g.shape[0] == lines
-    assert np.array_equal(np.sort(g, axis=1)[:, 0], M.min(axis=1))
-    r, c = _within(H, g, body, tail, whole, axis, limit)
-    want = set(zip(*np.nonzero(M <= limit[:, None])))
+    assert scan.extrema.shape[0] == lines
+    best = scan.extrema.max(axis=1) if largest else scan.extrema.min(axis=1)
+    assert np.array_equal(best, M.max(axis=1) if largest else M.min(axis=1))
+    r, c, v = entries_past(scan, limit)
+    past = M >= limit[:, None] if largest else M <= limit[:, None]
+    want = set(zip(*np.nonzero(past)))
     got = list(zip(r.tolist(), c.tolist()))
     assert len(got) == len(set(got)) and set(got) == want
+    assert np.array_equal(v, M[r, c])
