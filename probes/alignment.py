@@ -155,10 +155,14 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
         raise GeoscreenError(f"only {rows.size} shared genes (need {p.min_genes})",
                              field="params.other_cache")
     X = (svd.U * svd.S)[svd.local(rows)]
-    Y = np.asarray(other.array(oname)[orows], dtype=np.float64)
-    k = min(p.n_components, X.shape[1], Y.shape[1], rows.size - 1)
+    width = other.array(oname).shape[1]
+    k = min(p.n_components, X.shape[1], width, rows.size - 1)
     Ux, Sx = top_components(X, k)
-    Uy, Sy = top_components(Y, k)
+    # the other layer's components are the same for every layer of the hypothesis that
+    # shares its genes: read and computed once (one value kept, the genes in the key)
+    Uy, Sy = ctx.keep_last("cross_model_alignment.other", (
+        str(p.other_cache), oname, k, p.include_zero_genes, orows.tobytes()),
+        lambda: top_components(np.asarray(other.array(oname)[orows], dtype=np.float64), k))
     if p.method == "cca":
         Ax, Ay = Ux, Uy
     else:

@@ -86,6 +86,7 @@ from geoscreen.probes.stats import (
     PairScorer,
     chunks,
     distinct_draws,
+    growing,
     low_rank_pair_sums,
     matrix_gather,
     pair_values,
@@ -1140,14 +1141,21 @@ def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> 
         def draws() -> Iterator[np.ndarray]:
             for P in relabelled_members(strata, members, n, p.n_permutations,
                                         max(members.size, 1), rng, matching):
+                # made at once, evaluated in growing pieces (16, 32, ...) within the memory
+                # budget: each draw's positions are computed alone, so the pieces change
+                # nothing but how many draws a sequential stop leaves unevaluated
                 for a, size in chunks(P.shape[0], 1, budget=per):
-                    block = P[a:a + size]
-                    if K is not None:
-                        t = gram_positions(K, block[:, inst_u[:, 0]], block[:, inst_u[:, 1]],
-                                           block[:, inst_u[:, 2]])
-                    else:
-                        t = chain_positions(Z[block], inst_u)
-                    yield position_statistic(t, p.statistic)
+                    for piece in growing(size):
+                        yield positions_of(P[a + piece.start:a + piece.stop])
+
+        def positions_of(block: np.ndarray) -> np.ndarray:
+            """The statistic of each relabelling (row) of `block`."""
+            if K is not None:
+                t = gram_positions(K, block[:, inst_u[:, 0]], block[:, inst_u[:, 1]],
+                                   block[:, inst_u[:, 2]])
+            else:
+                t = chain_positions(Z[block], inst_u)
+            return position_statistic(t, p.statistic)
     seq = besag_clifford(draws(), observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
     null = seq.null
     finite = np.isfinite(t_obs)
@@ -1299,7 +1307,10 @@ def _motif_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> Lay
                 # small hubs written out as pairs widen each draw beyond the chunk's width:
                 # evaluated a few draws at a time within the same memory budget
                 for a, size in chunks(m, u.size, EVAL_ENTRIES):
-                    yield weighted(P[a:a + size])
+                    # evaluated in growing pieces (16, 32, ...): a null layer's sequential
+                    # test stops within a few dozen draws, before most of the chunk is read
+                    for piece in growing(size):
+                        yield weighted(P[a + piece.start:a + piece.stop])
     seq = besag_clifford(draws(), observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
     null = seq.null
     extra: dict[str, Any] = {

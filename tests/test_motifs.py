@@ -432,6 +432,32 @@ def test_sequential_stopping_on_a_null_layer_and_not_on_a_planted_one(tmp_path):
         assert not a.extra["stopped_early"] and a.n_permutations == 999
 
 
+@pytest.mark.parametrize("prm", [
+    {"motif": "fan_in", "null": "motif_preserving"},
+    {"motif": "ffl", "null": "gene_shuffle"},
+    {"statistic": "between_share", "metric": "euclidean", "null": "gene_shuffle"},
+    {"statistic": "position_mean", "metric": "euclidean", "null": "motif_preserving",
+     "subspace": [1, 2, 3]},
+], ids=["fan_in", "ffl", "between_wide", "position_narrow"])
+def test_relabelling_nulls_stopped_or_not_give_the_fixed_runs_numbers(tmp_path, prm):
+    """The relabelling nulls' draws are made a chunk at a time and evaluated in growing pieces
+    (16, 32, ...): a test whose stopping rule is never met gives every number of the fixed run,
+    and on the null layer a campaign's rule (h = 10) stops with p = h / draws."""
+    ctx, ref = planted(tmp_path)
+    prm = {"pairs": ref, "n_permutations": 999, "min_instances": 3, **prm}
+    fixed, never, h10 = (context(ctx.cache, tmp_path, seed=3, sequential_h=h)
+                         for h in (None, 10 ** 9, 10))
+    for layer in ("L0", "L1"):
+        a, b = (run("regulatory_motifs", prm, c, layer) for c in (fixed, never))
+        assert a.n_permutations == b.n_permutations == 999
+        assert (a.p_value, a.e_value, a.effect_size, a.extra["null_mean"],
+                a.extra["null_sd"]) == (b.p_value, b.e_value, b.effect_size,
+                                        b.extra["null_mean"], b.extra["null_sd"]), layer
+    s = run("regulatory_motifs", prm, h10, "L0")
+    assert s.extra["stopped_early"] and s.n_permutations == s.extra["null_draws_used"] < 300
+    assert s.p_value == 10 / s.n_permutations
+
+
 def test_refusals(tmp_path):
     rng = np.random.default_rng(0)
     ctx = context(cache_from_layers(tmp_path / "c", [rng.standard_normal((60, 5))]), tmp_path)

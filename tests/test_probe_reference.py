@@ -324,6 +324,31 @@ def test_alignment_null_products_in_steps_equal_one_product(setup, tmp_path, mon
     assert (steps.p_value, steps.effect_size) == (whole.p_value, whole.effect_size)
 
 
+def test_alignment_reads_the_other_layer_once_per_hypothesis(setup, tmp_path):
+    """The other model's components are kept for the hypothesis' next layer (one value, keyed
+    by the other layer, k and the shared genes): each layer run after another in one context
+    gives exactly what it gives alone, for a gene set too, and a changed k recomputes them."""
+    tmp, cache, rng = setup
+    Y = _centred(cache, "L0")[:, :8] @ rng.standard_normal((8, 8)) + \
+        rng.standard_normal((300, 8))
+    other = cache_from_layers(tmp_path / "o", [Y])
+    genes = ",".join(cache.genes.symbols[:120])
+    fields = ("statistic", "p_value", "effect_size")
+    for extra in ({}, {"gene_set": f"genes:{genes}"}):
+        prm = {"other_cache": str(other.path), "other_layer": 0, "n_components": 5,
+               "n_permutations": 99, **extra}
+        shared = context(cache, tmp)
+        for k in (5, 3):
+            for layer in ("L0", "L1"):
+                together = run("cross_model_alignment", {**prm, "n_components": k}, shared,
+                               layer)
+                alone = run("cross_model_alignment", {**prm, "n_components": k},
+                            context(cache, tmp), layer)
+                assert [getattr(together, f) for f in fields] == \
+                    [getattr(alone, f) for f in fields], (extra, k, layer)
+                assert together.extra["null_mean"] == alone.extra["null_mean"]
+
+
 def test_h0_total_persistence_matches_ripser(setup):
     ripser = pytest.importorskip("ripser")
     from geoscreen.probes.homology import distances, total_persistence
