@@ -1080,8 +1080,8 @@ def test_centroid_convergence_contrast_trend(bed):
                                             "two-sided"))
 
 
-# -- added after the tests above, so that the sets drawn for those (the bed's one generator,
-# in file order) stay what they were when their rows in docs/probes.md were measured ------
+# -- centroid drift, network-spectrum alignment and role margins (each test draws from a seed of
+# its own, so its place in the file moves no other test's sets) ------------------------------
 @pytest.mark.parametrize("kind", ["random", "well-annotated"])
 def test_centroid_drift_matched(bed, kind):
     """A random 5-gene set's centre drift from the first layer against the direction to 4 other
