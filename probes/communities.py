@@ -65,44 +65,6 @@ def ari(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if top == expected else (index - expected) / (top - expected)
 
 
-RELABEL_TABLE_ENTRIES = 4_000_000  # contingency cells of the relabellings counted at once
-
-
-def ari_relabelled(a: np.ndarray, b: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """The adjusted Rand index of `a` with ``b[P[r]]`` for every row r of P (permutations of
-    b's positions), equal to ``ari(a, b[P[r]])`` bit for bit.
-
-    A relabelling moves neither table margin, so only the pairs counted in the cells,
-    sum over cells of C(n_ij, 2), change: the tables of a block of rows come from one
-    `bincount` (each row's codes offset by its own table), and every sum is of whole numbers
-    below 2**53, exact in float64 whatever its order.  Blocks of about
-    `RELABEL_TABLE_ENTRIES` cells bound the memory.
-    """
-    n = a.size
-    na, nb = int(a.max()) + 1, int(b.max()) + 1
-    cells = na * nb
-    sa = _comb2(np.bincount(a, minlength=na))
-    sb = _comb2(np.bincount(b, minlength=nb))
-    expected = sa * sb / (n * (n - 1) / 2.0)
-    top = (sa + sb) / 2.0
-    out = np.empty(P.shape[0])
-    if top == expected:  # as `ari`: one cluster on both sides, or singletons
-        out.fill(1.0)
-        return out
-    codes_a = a.astype(np.int64) * nb
-    step = max(1, RELABEL_TABLE_ENTRIES // max(cells, n))
-    for s in range(0, P.shape[0], step):
-        rows = P[s:s + step]
-        codes = b.take(rows).astype(np.int64)
-        codes += codes_a
-        codes += (np.arange(rows.shape[0], dtype=np.int64) * cells)[:, None]
-        x = np.bincount(codes.ravel(), minlength=rows.shape[0] * cells).astype(np.float64)
-        x *= x - 1.0
-        x /= 2.0
-        out[s:s + rows.shape[0]] = x.reshape(rows.shape[0], cells).sum(axis=1)
-    return (out - expected) / (top - expected)
-
-
 def _entropy(counts: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())

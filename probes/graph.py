@@ -36,7 +36,7 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, distinct_draws, gene_perms, growing
+from geoscreen.probes.stats import chunks, distinct_draws
 from geoscreen.result import LayerResult
 
 
@@ -840,26 +840,13 @@ def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm
     """ARI or NMI of the communities `comm` with `labels` (0-based, the same genes), against
     permutations of the labels; the effect subtracts the agreement's permutation mean: 0
     exactly for the ARI (its expected index is that mean), the draws' mean for the NMI."""
-    from geoscreen.probes.communities import ari, ari_relabelled, nmi
+    from geoscreen.probes.communities import ari, nmi
 
     score = ari if p.measure == "ari" else nmi
     observed = score(comm, labels)
     rng = ctx.rng(layer, "null")
-    n = labels.size
-
-    def draws() -> Iterator[np.ndarray]:
-        # the draws of `rng.permutation(labels)`, one after another (`gene_perms` shuffles
-        # row after row from the same stream), made in growing pieces so that a stopped test
-        # makes few; the ARI of a piece from one count of its tables (`ari_relabelled`,
-        # equal to `ari` of each relabelling), the NMI one relabelling at a time
-        for _, m in chunks(p.n_permutations, n):
-            for piece in growing(m):
-                P = gene_perms(n, piece.stop - piece.start, rng)
-                if p.measure == "ari":
-                    yield ari_relabelled(comm, labels, P)
-                else:
-                    yield np.array([nmi(comm, labels.take(row)) for row in P])
-    seq = besag_clifford(draws(), observed, "greater", p.n_permutations, ctx.sequential_h)
+    seq = besag_clifford(([score(comm, rng.permutation(labels))] for _ in range(p.n_permutations)),
+                         observed, "greater", p.n_permutations, ctx.sequential_h)
     null = seq.null
     mean0 = 0.0 if p.measure == "ari" else float(null.mean())
     return LayerResult(

@@ -14,8 +14,7 @@ import pytest
 from probe_helpers import assert_calibrated, cache_from_layers, context, run, run_layers
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from geoscreen.probes import communities
-from geoscreen.probes.communities import ari, ari_relabelled, leiden_modules, nmi
+from geoscreen.probes.communities import ari, leiden_modules, nmi
 from geoscreen.probes.graph import knn_neighbours, undirected_edges
 
 
@@ -28,31 +27,6 @@ def test_ari_and_nmi_equal_scikit_learn():
         a, b = np.unique(a, return_inverse=True)[1], np.unique(b, return_inverse=True)[1]
         assert ari(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
         assert nmi(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-12)
-
-
-@pytest.mark.parametrize("block", [7, 4_000_000])
-def test_the_relabellings_ari_equals_ari_of_each(monkeypatch, block):
-    """`ari_relabelled` (the null's tables counted a block at a time) equals `ari` of every
-    relabelling bit for bit, and scikit-learn's ARI; one cluster on both sides gives 1 as
-    `ari` does; a block of a few cells (7) splits the rows into many blocks."""
-    from geoscreen.probes.stats import gene_perms
-
-    monkeypatch.setattr(communities, "RELABEL_TABLE_ENTRIES", block)
-    rng = np.random.default_rng(3)
-    for case in range(24):
-        n = int(rng.integers(2, 600))
-        a = rng.integers(0, int(rng.integers(1, 40)), n)
-        b = np.where(rng.random(n) < 0.4, a, rng.integers(0, int(rng.integers(1, 30)), n))
-        if case % 6 == 0:
-            b = np.zeros(n, dtype=np.int64)  # one label: every relabelling ties
-        a, b = np.unique(a, return_inverse=True)[1], np.unique(b, return_inverse=True)[1]
-        P = gene_perms(n, int(rng.integers(1, 40)), rng)
-        got = ari_relabelled(a, b, P)
-        want = np.array([ari(a, b[row]) for row in P])
-        assert np.array_equal(got, want), case
-        assert got == pytest.approx([adjusted_rand_score(a, b[row]) for row in P], abs=1e-12)
-    one = np.zeros(5, dtype=np.int64)
-    assert ari_relabelled(one, one, gene_perms(5, 3, rng)).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_leiden_modularity_equals_networkx_and_is_seeded():
