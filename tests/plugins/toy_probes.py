@@ -38,8 +38,12 @@ def toy_hang(ctx, p, layer):
 @probe("toy_memory", family="null_sensitivity", params=NoParams, nulls=("toy",), version="0",
        statistic="none", effect="none")
 def toy_memory(ctx, p, layer):
-    """Allocates more than the worker's address-space limit."""
+    """Allocates more than the worker's address-space limit (or a scheduler's memory limit)
+    and holds it for `seconds` (default 5) before returning: a scheduler that samples a task's
+    memory once a second (Slurm's jobacct_gather with OverMemoryKill, as CI configures it) must
+    see the allocation before the task ends, whatever the machine's speed."""
     blob = np.ones(p.size_mb * 1024 * 1024 // 8)
+    time.sleep(p.seconds or 5.0)
     return LayerResult(layer=layer, layer_index=0, statistic_name="x", statistic=float(blob[0]),
                        effect_name="x", effect_size=0.0, p_value=0.5)
 
