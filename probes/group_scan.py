@@ -60,12 +60,7 @@ def entries_past(scan: GroupScan, limit: np.ndarray
     """(line, position, value) of every entry at or past its line's `limit` (>= for the
     largest, <= for the smallest), found by reading again only the groups whose extremum is
     at or past it."""
-    if scan.largest:
-        def past(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            return a >= b
-    else:
-        def past(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            return a <= b
+    past = np.greater_equal if scan.largest else np.less_equal
     gl, gp = np.nonzero(past(scan.extrema, limit[:, None]))
     if scan.body is None:
         return gl, gp, scan.extrema[gl, gp]
