@@ -132,12 +132,12 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int | None = None,
     only those rows' neighbours (len(rows), k), computed the same way.
 
     The similarities are one float32 product of the unit rows (half the time of float64); a row
-    whose k-th and (k+1)-th largest similarities are closer than twice the float32 error bound
-    (inputs rounded, then a d-term dot product of unit vectors: (d + 2) 2^-24 each, doubled) is
-    ranked again in float64, so every row gets the neighbours the float64 similarities give;
-    float64 values within their own rounding error of the k-th are ties, broken by column
-    (`top_k_ties_by_column`), so a row's neighbours do not depend on the block it is computed
-    in or on the BLAS kernel that computed it.  For all rows of a space at least
+    whose k-th and (k+1)-th largest similarities are closer than the float32 error bound of
+    the two (`float32_dot_error`, each) plus the float64 tie tolerance is ranked again from
+    its whole float64 row, so every row gets the neighbours the float64 similarities
+    give; float64 values within their own rounding error of the k-th are ties, broken by
+    column (`top_k_ties_by_column`), so a row's neighbours do not depend on the block it is
+    computed in or on the BLAS kernel that computed it.  For all rows of a space at least
     `SYMMETRIC_MIN_DIM` wide (or with ``symmetric=True``) the product is taken once per pair
     of row blocks of `block` (1,024) rows (`_top_symmetric`: half the multiplications);
     otherwise once per block of `block` (`ROW_BLOCK`) rows against all rows, whose top
@@ -152,7 +152,6 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int | None = None,
     Z32 = Zn.astype(np.float32)
     n, d = Zn.shape
     k = min(k, n - 1)
-    tol = 2.0 * (d + 2) * 2.0 ** -24
     todo = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     out = np.empty((todo.size, k), dtype=np.int64)
     gap = np.empty(todo.size)
@@ -176,13 +175,39 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int | None = None,
             else:  # every other row is a neighbour
                 out[st:st + r.size] = np.argsort(-S, axis=1, kind="stable")[:, :k]
                 gap[st:st + r.size] = np.inf
-    redo = np.flatnonzero(~(gap > 2 * tol))  # a near-tie at the k-th place
+    # a near-tie at the k-th place: the float64 order may differ, or tie to rounding
+    tol = float64_tie_tolerance(d)
+    redo = np.flatnonzero(~(gap > 2.0 * float32_dot_error(d) + 4.0 * tol))
     for st in range(0, redo.size, block):
         at = redo[st:st + block]
         S64 = Zn[todo[at]] @ Zn.T
         S64[np.arange(at.size), todo[at]] = -np.inf
-        out[at] = top_k_ties_by_column(S64, k, 4.0 * (d + 2) * 2.0 ** -53)
+        out[at] = top_k_ties_by_column(S64, k, tol)
     return out
+
+
+def float32_dot_error(d: int) -> float:
+    """A bound on |fl32(x'y) - x'y| for unit vectors x, y in float64 rounded to float32 and
+    multiplied in float32 in any order of summation: (gamma_d + 2u + u^2) with u = 2^-24 and
+    gamma_d = d u / (1 - d u) (the dot product; Higham 2002, eq. 3.5), 2u + u^2 the rounding
+    of the inputs, times sum |x_i y_i| <= ||x|| ||y|| = 1; enlarged by 2^-20 relative to
+    cover the float64 unit rows' norms (1 within d 2^-53).
+
+    References
+    ----------
+    Higham, N. J. (2002). *Accuracy and Stability of Numerical Algorithms*, 2nd ed., SIAM,
+    section 3.1.
+    """
+    u = 2.0 ** -24
+    if d * u >= 0.5:
+        raise ValueError(f"a float32 dot product of {d} terms has no useful error bound")
+    return (d * u / (1.0 - d * u) + 2.0 * u + u * u) * (1.0 + 2.0 ** -20)
+
+
+def float64_tie_tolerance(d: int) -> float:
+    """Float64 similarities of unit rows within this of each other count as tied (more than
+    their rounding error, d-term dot products: `top_k_ties_by_column`)."""
+    return 4.0 * (d + 2) * 2.0 ** -53
 
 
 def _top_symmetric(Z32: np.ndarray, m: int, block: int) -> tuple[np.ndarray, np.ndarray]:

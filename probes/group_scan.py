@@ -69,10 +69,8 @@ def entries_past(scan: GroupScan, limit: np.ndarray
     body = scan.body
     group = body.shape[1] if scan.axis == 1 else body.shape[0]
     vals = body[bl, :, bp] if scan.axis == 1 else body[:, bp, bl].T  # (groups, group)
-    hit = past(vals, limit[bl, None])
-    line = np.broadcast_to(bl[:, None], vals.shape)[hit]
-    pos = (bp[:, None] + scan.whole * np.arange(group))[hit]
-    value = vals[hit]
+    gi, gj = np.nonzero(past(vals, limit[bl, None]))  # (group read again, place in it)
+    line, pos, value = bl[gi], bp[gi] + scan.whole * gj, vals[gi, gj]
     rest = gl[~inner]
     if rest.size:
         T = scan.tail[rest] if scan.axis == 1 else scan.tail[:, rest].T  # (lines, rest)

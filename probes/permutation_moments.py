@@ -543,7 +543,7 @@ def gram_pair_invariants(Z: np.ndarray, third: bool = True,
     s = Z.sum(axis=0)
     G = Z.T @ Z
     r = Z @ s - d
-    q = np.einsum("ij,ij->i", Z @ G, Z) - d * d
+    q = quadratic_forms(Z, G) - d * d
     total = float(r.sum())
     Zr = Z.T @ r
     rMr = float(Zr @ Zr) - float(d @ (r * r))
@@ -559,6 +559,21 @@ def gram_pair_invariants(Z: np.ndarray, third: bool = True,
             cube = _offdiag_cube_sum(Z.astype(np.float32)) if K is None else \
                 _matrix_cube_sum(K)
     return shifted_pair_invariants(n, total, float(q.sum()), r, q, rMr, cube, tr3)
+
+
+def quadratic_forms(Z: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """z_a' G z_a for every row of Z (float64), G = Z' Z: |R z_a|^2 from G's Cholesky factor
+    R (G = R' R) by one triangular product, half the multiplications of Z @ G (4,803 x 512:
+    0.027 s against 0.054, 2026-12-06); the full product where G is singular to working
+    precision (fewer rows than columns, collinear columns)."""
+    from scipy.linalg import blas
+
+    try:
+        R = np.linalg.cholesky(G).T  # upper triangular
+    except np.linalg.LinAlgError:
+        return np.einsum("ij,ij->i", Z @ G, Z)
+    B = blas.dtrmm(1.0, R, Z.T, side=0, lower=0, trans_a=0)  # R Z', (d, n)
+    return np.einsum("ij,ij->j", B, B)
 
 
 def _tensor_cube_sum(Z: np.ndarray) -> float:

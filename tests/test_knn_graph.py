@@ -84,6 +84,26 @@ def test_one_product_per_pair_of_blocks_gives_the_same_neighbours(block):
     assert np.array_equal(cols, order)
 
 
+def test_float32_error_bound_holds_for_aligned_and_spread_unit_rows():
+    """`float32_dot_error` bounds the float32 product's error on unit rows, including the
+    worst shapes for it (a row with itself: sum |x_i y_i| = 1; constant coordinates), and is
+    not loose by orders of magnitude (the observed error is within 1,000x of it)."""
+    from geoscreen.probes.graph import float32_dot_error
+
+    rng = np.random.default_rng(11)
+    for d in (3, 64, 512, 1152):
+        X = rng.standard_normal((300, d)) * np.exp(-np.arange(d) / (d / 8))
+        X[:50] = np.abs(X[:50]) + 1.0  # all-positive rows: no cancellation in sum |x_i y_i|
+        X[50] = 1.0
+        U = X / np.linalg.norm(X, axis=1)[:, None]
+        exact = U @ U.T
+        worst = np.abs((U.astype(np.float32) @ U.astype(np.float32).T) - exact).max()
+        assert worst <= float32_dot_error(d), d
+        assert worst * 1000 > float32_dot_error(d), d
+    with pytest.raises(ValueError, match="no useful error bound"):
+        float32_dot_error(2 ** 23)
+
+
 @pytest.mark.parametrize("n", [10, 500, 1003])
 def test_top_columns_equal_a_full_sort(n):
     """Each row's m largest entries through group maxima equal a stable full sort's (ties in

@@ -330,6 +330,25 @@ def test_cube_from_the_similarity_matrix_equals_the_product_pass():
         assert b.shapes[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
+def test_quadratic_forms_from_the_cholesky_factor_equal_the_full_product():
+    """z' G z for every row from G's Cholesky factor (one triangular product) equals the full
+    float64 product's to 1e-12 relative, on isotropic, hub-heavy and steeply decaying rows,
+    and falls back to the product where G is singular (fewer rows than columns, a repeated
+    column)."""
+    rng = np.random.default_rng(4)
+    hub = rng.standard_normal((3000, 96)) * np.exp(-np.arange(96) / 10)
+    hub[:1000] += 5 * rng.standard_normal(96)
+    repeated = rng.standard_normal((500, 40))
+    repeated[:, 5] = repeated[:, 7]
+    for X in (rng.standard_normal((2000, 128)), hub,
+              rng.standard_normal((3000, 64)) * np.exp(-np.arange(64) / 1.5),
+              rng.standard_normal((50, 200)), repeated, rng.standard_normal((800, 3))):
+        Z = X / np.linalg.norm(X, axis=1)[:, None]
+        G = Z.T @ Z
+        ref = np.einsum("ij,ij->i", Z @ G, Z)
+        np.testing.assert_allclose(pm.quadratic_forms(Z, G), ref, rtol=1e-12, atol=0)
+
+
 # ------------------------------------------------------------------------------------------
 # the degree-preserving rewiring: a linear assignment statistic
 # ------------------------------------------------------------------------------------------

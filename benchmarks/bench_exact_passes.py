@@ -1,0 +1,124 @@
+"""Two exact per-layer passes side by side with the way they were computed before.
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_exact_passes.py
+        [--genes 4803] [--dim 512] [--k 10] [--repeats 5]
+
+* **k-NN near-ties** (`geoscreen.probes.graph.knn_neighbours`): a row whose float32 k-th and
+  (k+1)-th similarities nearly tie is ranked again from its whole float64 row.  Before
+  2026-12-06 the margin was 4 (d + 2) 2^-24, twice the float32 error bound of the two
+  similarities; now it is that bound (`float32_dot_error`, each) plus the float64 tie
+  tolerance, about half, so about half the rows are ranked again.  The script counts the rows
+  each margin sends back, times ranking them, and checks that every row the old margin sent
+  back and the new one does not already had its float64 neighbours in float32.
+* **Quadratic forms** z_a' G z_a of every unit row, G = Z' Z (the variance terms of the
+  gene-shuffle moments of a full-space cosine, `gram_pair_invariants`): the product Z G
+  against one triangular product with G's Cholesky factor (`quadratic_forms`), equal to
+  1e-12 relative.
+
+Each on two layers: Gaussian rows, and anisotropic, hub-heavy rows (a decaying spectrum and a
+direction shared by a third of the genes, like real embeddings).  Both sides run in one
+process, alternating, best of `--repeats`; the ratio is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def best_of(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Best wall seconds of each function, run alternately `repeats` times."""
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for f, t in zip(fns, times):
+            s = time.perf_counter()
+            f()
+            t.append(time.perf_counter() - s)
+    return [min(t) for t in times]
+
+
+def layers(n: int, d: int) -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    hub = rng.standard_normal((n, d)) * np.exp(-np.arange(d) / (d / 8))
+    hub[: n // 3] += 0.5 * rng.standard_normal(d)
+    return [("gaussian", rng.standard_normal((n, d))), ("hub-heavy", hub)]
+
+
+def one_layer(name: str, Z: np.ndarray, k: int, repeats: int) -> list[str]:
+    """Print the rows for one layer; the checks that failed."""
+    from geoscreen.probes.graph import (
+        _top_symmetric,
+        float32_dot_error,
+        float64_tie_tolerance,
+        knn_neighbours,
+        top_k_ties_by_column,
+    )
+    from geoscreen.probes.permutation_moments import quadratic_forms
+
+    n, d = Z.shape
+    failed = []
+    Zn = Z / np.linalg.norm(Z, axis=1)[:, None]
+    Z32 = Zn.astype(np.float32)
+    cols, vals = _top_symmetric(Z32, k + 1, 1024 if n > 1024 else max(n // 2, 1))
+    gap = vals[:, k - 1] - vals[:, k]
+    before_rows = np.flatnonzero(~(gap > 2 * 2.0 * (d + 2) * 2.0 ** -24))
+    now_rows = np.flatnonzero(
+        ~(gap > 2.0 * float32_dot_error(d) + 4.0 * float64_tie_tolerance(d)))
+
+    def whole_rows(rows: np.ndarray) -> np.ndarray:
+        S64 = Zn[rows] @ Zn.T
+        S64[np.arange(rows.size), rows] = -np.inf
+        return top_k_ties_by_column(S64, k, float64_tie_tolerance(d))
+
+    # the rows only the old margin ranked again: float32 already picked float64's
+    dropped = np.setdiff1d(before_rows, now_rows)
+    same = bool(np.array_equal(np.sort(whole_rows(dropped), axis=1),
+                               np.sort(cols[dropped, :k], axis=1)))
+    a, b = best_of([lambda: whole_rows(before_rows), lambda: whole_rows(now_rows)],
+                   repeats)
+    label = f"{name}: near-tie rows {before_rows.size} -> {now_rows.size}"
+    print(f"{label:44s} {a:9.4f} {b:9.4f} {a / b:6.2f}x {str(same):>5s}", flush=True)
+    (whole,) = best_of([lambda: knn_neighbours(Z, k)], repeats)
+    print(f"{name + ': whole k-NN lists now':44s} {'':9s} {whole:9.4f}", flush=True)
+    G = Zn.T @ Zn
+    ref = np.einsum("ij,ij->i", Zn @ G, Zn)
+    q = quadratic_forms(Zn, G)
+    qsame = bool(np.allclose(q, ref, rtol=1e-12, atol=0))
+    a3, b3 = best_of([lambda: np.einsum("ij,ij->i", Zn @ G, Zn),
+                      lambda: quadratic_forms(Zn, G)], repeats)
+    label = f"{name}: quadratic forms z'Gz"
+    print(f"{label:44s} {a3:9.4f} {b3:9.4f} {a3 / b3:6.2f}x {str(qsame):>5s}", flush=True)
+    if not same:
+        failed.append(f"{name}: a row the new margin keeps differs from float64")
+    if not qsame:
+        failed.append(f"{name}: quadratic forms differ beyond 1e-12")
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--genes", type=int, default=4803)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    n, d, k = args.genes, args.dim, args.k
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {n:,} x {d} rows, "
+          f"k {k}; best of {args.repeats}, alternating")
+    print(f"{'pass':44s} {'before s':>9s} {'now s':>9s} {'ratio':>7s} {'same':>5s}")
+    failed = []
+    for name, Z in layers(n, d):
+        failed += one_layer(name, Z, k, args.repeats)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if failed:
+        raise SystemExit("; ".join(failed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
