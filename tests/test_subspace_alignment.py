@@ -21,6 +21,26 @@ def test_principal_cosines_match_scipy():
                                    np.sort(np.cos(subspace_angles(A, B))), atol=1e-10)
 
 
+def test_bootstrap_cosines_from_one_stack_equal_one_decomposition_per_draw():
+    """The gene bootstrap's cosines from the draws' Gram matrices (Cholesky QR, one stack)
+    equal two QR decompositions per resample on the same draws, including resamples with
+    fewer distinct genes than columns (n = 7, k = 5), which take the QR route."""
+    from geoscreen.probes.subspaces import bootstrap_principal_cosines
+
+    rng = np.random.default_rng(2)
+    for n, k in ((7, 5), (40, 3), (600, 10)):
+        X = rng.standard_normal((n, 30)) * np.exp(-np.arange(30) / 6)
+        Y = X + 0.5 * rng.standard_normal((n, 30))
+        A = np.linalg.svd(X - X.mean(0), full_matrices=False)[0][:, :k]
+        B = np.linalg.svd(Y - Y.mean(0), full_matrices=False)[0][:, :k]
+        draws = np.random.default_rng(n)
+        ref = np.array([principal_cosines(A[i], B[i])
+                        for i in (draws.integers(0, n, n) for _ in range(60))])
+        got = bootstrap_principal_cosines(A, B, np.random.default_rng(n), 60)
+        assert got.shape == (60, k)
+        np.testing.assert_allclose(got, ref, atol=1e-9)
+
+
 def test_a_subspace_that_rotates_with_depth_is_seen(tmp_path):
     """Layer t mixes a fixed 5-d gene structure with a new one in proportion t."""
     rng = np.random.default_rng(1)
