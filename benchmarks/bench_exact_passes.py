@@ -52,12 +52,12 @@ def one_layer(name: str, Z: np.ndarray, k: int, repeats: int) -> list[str]:
     """Print the rows for one layer; the checks that failed."""
     from geoscreen.probes.graph import (
         _top_symmetric,
-        float32_dot_error,
         float64_tie_tolerance,
         knn_neighbours,
         top_k_ties_by_column,
     )
     from geoscreen.probes.permutation_moments import quadratic_forms
+    from geoscreen.probes.stats import float32_dot_error
 
     n, d = Z.shape
     failed = []

@@ -42,7 +42,14 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
-from geoscreen.probes.stats import chunks, gene_perms, growing, normalise_rows, pair_keys
+from geoscreen.probes.stats import (
+    chunks,
+    float32_dot_error,
+    gene_perms,
+    growing,
+    normalise_rows,
+    pair_keys,
+)
 from geoscreen.result import LayerResult
 
 #: one axis is read from its sorted values where its largest |coordinate| lies in this range
@@ -113,6 +120,46 @@ def _line_top_pairs(x: np.ndarray, k: int) -> tuple[np.ndarray, float] | None:
     return np.sort(best_k), float(best_v.min())
 
 
+def _cosine_top_pairs(X: np.ndarray, k: int, block: int) -> tuple[np.ndarray, float]:
+    """`top_pairs` of the unit rows X (float64) by cosine: float32 products screen each block
+    of rows against the rows after it, and only the pairs that can reach the top k are scored
+    in float64, each by one dot product of its two rows.
+
+    A float32 similarity is within `err` (`float32_dot_error`) of the float64 one.  While
+    fewer than k pairs are held, a block keeps the pairs within 2 err of its own k-th largest
+    float32 value (its k largest are each at least that less err in float64, so the k-th
+    largest overall is too); then the pairs within err of the k-th largest float64 value
+    held.  No pair of the top k, ties included, is dropped; the k are then ranked as the
+    float64 block pass ranks them (`_largest`: ties at the k-th value to the smaller key).
+    """
+    n, d = X.shape
+    X32 = X.astype(np.float32)
+    err = float32_dot_error(d)
+    best_v = np.empty(0)
+    best_k = np.empty(0, dtype=np.int64)
+    for a in range(0, n - 1, block):
+        b = min(a + block, n)
+        S = X32[a:b] @ X32[a:].T  # rows a..b against rows a..n
+        S[np.tril_indices(b - a, 0, m=n - a)] = -np.inf  # each pair once, no self-pairs
+        flat = S.ravel()
+        cut = float(best_v.min()) - err if best_v.size >= k else -np.inf
+        if best_v.size < k and np.count_nonzero(np.isfinite(flat)) > k:
+            kth32 = float(np.partition(flat, flat.size - k)[flat.size - k])
+            cut = max(cut, kth32 - 2.0 * err)
+        # rounded down to float32: the comparison keeps every pair at or above the cut
+        cut32 = np.nextafter(np.float32(cut), np.float32(-np.inf)) if np.isfinite(cut) \
+            else np.float32(-np.inf)
+        pos = np.flatnonzero(flat >= cut32) if np.isfinite(cut) else \
+            np.flatnonzero(np.isfinite(flat))
+        r, c = np.divmod(pos, n - a)
+        r, c = a + r, a + c
+        values = np.einsum("ij,ij->i", X[r], X[c])
+        keys = r.astype(np.int64) * n + c
+        best_v, best_k = _largest(np.concatenate([best_v, values]),
+                                  np.concatenate([best_k, keys]), k)
+    return np.sort(best_k), float(best_v.min())
+
+
 def top_pairs(Z: np.ndarray, k: int, metric: str, block: int = 512,
               line: bool = True) -> tuple[np.ndarray, float]:
     """Keys of the k most similar unordered pairs of rows of Z (cosine, or negative euclidean
@@ -128,7 +175,9 @@ def top_pairs(Z: np.ndarray, k: int, metric: str, block: int = 512,
         raise GeoscreenError(f"k = {k} of {total} gene pairs", field="params.k",
                              fix=f"choose k between 1 and {total}")
     X = normalise_rows(Z) if metric == "cosine" else np.asarray(Z, dtype=np.float64)
-    if line and metric != "cosine" and X.shape[1] == 1 and n > 1:
+    if metric == "cosine":
+        return _cosine_top_pairs(X, k, block)
+    if line and X.shape[1] == 1 and n > 1:
         top = np.abs(X[:, 0]).max()
         if np.isfinite(top) and LINE_RANGE[0] < top < LINE_RANGE[1]:
             found = _line_top_pairs(np.ascontiguousarray(X[:, 0]), k)

@@ -122,6 +122,24 @@ def pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(i, j) * n + np.maximum(i, j)
 
 
+def float32_dot_error(d: int) -> float:
+    """A bound on |fl32(x'y) - x'y| for unit vectors x, y in float64 rounded to float32 and
+    multiplied in float32 in any order of summation: (gamma_d + 2u + u^2) with u = 2^-24 and
+    gamma_d = d u / (1 - d u) (the dot product; Higham 2002, eq. 3.5), 2u + u^2 the rounding
+    of the inputs, times sum |x_i y_i| <= ||x|| ||y|| = 1; enlarged by 2^-20 relative to
+    cover the float64 unit rows' norms (1 within d 2^-53).
+
+    References
+    ----------
+    Higham, N. J. (2002). *Accuracy and Stability of Numerical Algorithms*, 2nd ed., SIAM,
+    section 3.1.
+    """
+    u = 2.0 ** -24
+    if d * u >= 0.5:
+        raise ValueError(f"a float32 dot product of {d} terms has no useful error bound")
+    return (d * u / (1.0 - d * u) + 2.0 * u + u * u) * (1.0 + 2.0 ** -20)
+
+
 def normalise_rows(X: np.ndarray) -> np.ndarray:
     """Unit-norm rows (zero rows stay zero) for cosine similarity."""
     nrm = np.linalg.norm(X, axis=1, keepdims=True)

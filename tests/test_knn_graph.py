@@ -88,7 +88,7 @@ def test_float32_error_bound_holds_for_aligned_and_spread_unit_rows():
     """`float32_dot_error` bounds the float32 product's error on unit rows, including the
     worst shapes for it (a row with itself: sum |x_i y_i| = 1; constant coordinates), and is
     not loose by orders of magnitude (the observed error is within 1,000x of it)."""
-    from geoscreen.probes.graph import float32_dot_error
+    from geoscreen.probes.stats import float32_dot_error
 
     rng = np.random.default_rng(11)
     for d in (3, 64, 512, 1152):

@@ -46,6 +46,36 @@ def test_top_pairs_match_scipy_pdist_across_blocks_and_ties(metric):
     np.testing.assert_array_equal(got, _brute_top(T, 200, "euclidean")[0])
 
 
+def test_cosine_top_pairs_screened_in_float32_equal_the_float64_pairs():
+    """Cosine top pairs are screened by float32 products and scored in float64: the pairs and
+    k-th value of scipy's float64 cosines on wide, anisotropic, hub-heavy rows (where many
+    cosines crowd near the k-th), for k from 1 to many blocks' worth; with duplicated genes
+    and zero rows (cosines tied to rounding) every pair chosen is at the k-th value or above
+    it to rounding, and the choice does not depend on the block size."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((400, 64)) * np.exp(-np.arange(64) / 8)
+    X[:150] += 1.5 * rng.standard_normal(64)
+    for k in (1, 37, 2000, 30000):
+        for block in (13, 512):
+            got, kth = top_pairs(X, k, "cosine", block=block)
+            want, wkth = _brute_top(X, k, "cosine")
+            np.testing.assert_array_equal(got, want)
+            assert kth == pytest.approx(wkth, abs=1e-12)
+    D = rng.standard_normal((300, 20))
+    D[:40] = D[40:80]
+    D[100:110] = 0.0
+    n = D.shape[0]
+    nrm = np.linalg.norm(D, axis=1)
+    U = D / np.where(nrm > 0, nrm, 1.0)[:, None]
+    v = U @ U.T  # float64 cosines, 0 for the zero rows
+    for k in (1, 25, 500):
+        picks = [top_pairs(D, k, "cosine", block=b) for b in (7, 64, 512)]
+        for got, kth in picks:
+            np.testing.assert_array_equal(got, picks[0][0])
+            assert got.size == k and np.all(v[got // n, got % n] >= kth - 1e-12)
+            assert np.sum(v[np.triu_indices(n, 1)] > kth + 1e-12) < k
+
+
 def test_one_euclidean_axis_read_from_the_sorted_axis_equals_the_block_pass():
     """The sorted-axis path gives the block pass's keys and k-th value bit for bit: Gaussian
     axes, heavy exact ties, near-duplicates far from 0 (the block formula's cancellation),
