@@ -10,6 +10,10 @@
   tolerance, about half, so about half the rows are ranked again.  The script counts the rows
   each margin sends back, times ranking them, and checks that every row the old margin sent
   back and the new one does not already had its float64 neighbours in float32.
+* **Cosine top pairs** (`pair_retrieval`, `geoscreen.probes.retrieval.top_pairs`, k 1,000):
+  float64 products of each block of rows against the rows after it (before) against float32
+  products that screen each block, with only the pairs near the k-th scored in float64 (now);
+  the same pairs, checked.
 * **Quadratic forms** z_a' G z_a of every unit row, G = Z' Z (the variance terms of the
   gene-shuffle moments of a full-space cosine, `gram_pair_invariants`): the product Z G
   against one triangular product with G's Cholesky factor (`quadratic_forms`), equal to
@@ -57,6 +61,7 @@ def one_layer(name: str, Z: np.ndarray, k: int, repeats: int) -> list[str]:
         top_k_ties_by_column,
     )
     from geoscreen.probes.permutation_moments import quadratic_forms
+    from geoscreen.probes.retrieval import _largest, top_pairs
     from geoscreen.probes.stats import float32_dot_error
 
     n, d = Z.shape
@@ -84,6 +89,29 @@ def one_layer(name: str, Z: np.ndarray, k: int, repeats: int) -> list[str]:
     print(f"{label:44s} {a:9.4f} {b:9.4f} {a / b:6.2f}x {str(same):>5s}", flush=True)
     (whole,) = best_of([lambda: knn_neighbours(Z, k)], repeats)
     print(f"{name + ': whole k-NN lists now':44s} {'':9s} {whole:9.4f}", flush=True)
+    def float64_blocks(pairs: int, block: int = 512) -> np.ndarray:
+        best_v, best_k = np.empty(0), np.empty(0, dtype=np.int64)
+        for a0 in range(0, n - 1, block):
+            b0 = min(a0 + block, n)
+            S = Zn[a0:b0] @ Zn[a0:].T
+            S[np.tril_indices(b0 - a0, 0, m=n - a0)] = -np.inf
+            flat = S.ravel()
+            thr = best_v.min() if best_v.size >= pairs else -np.inf
+            pos = np.flatnonzero(flat >= thr) if np.isfinite(thr) else \
+                np.flatnonzero(np.isfinite(flat))
+            r, c = np.divmod(pos, n - a0)
+            best_v, best_k = _largest(np.concatenate([best_v, flat[pos]]),
+                                      np.concatenate([best_k, (a0 + r) * n + (a0 + c)]), pairs)
+        return np.sort(best_k)
+
+    pairs = min(1000, n * (n - 1) // 2)
+    tsame = bool(np.array_equal(float64_blocks(pairs), top_pairs(Z, pairs, "cosine")[0]))
+    a4, b4 = best_of([lambda: float64_blocks(pairs), lambda: top_pairs(Z, pairs, "cosine")],
+                     repeats)
+    label = f"{name}: cosine top {pairs:,} pairs"
+    print(f"{label:44s} {a4:9.4f} {b4:9.4f} {a4 / b4:6.2f}x {str(tsame):>5s}", flush=True)
+    if not tsame:
+        failed.append(f"{name}: the cosine top pairs differ")
     G = Zn.T @ Zn
     ref = np.einsum("ij,ij->i", Zn @ G, Zn)
     q = quadratic_forms(Zn, G)
