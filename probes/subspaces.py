@@ -86,7 +86,8 @@ def principal_cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 def bootstrap_principal_cosines(A: np.ndarray, B: np.ndarray, rng: np.random.Generator,
                                 draws: int) -> np.ndarray:
     """(draws, k) principal cosines (largest first) between the column spaces of A[idx] and
-    B[idx] for `draws` gene bootstraps, idx = rng.integers(0, n, n) drawn one after another
+    B[idx] (each n x k; other shapes take one decomposition per draw) for `draws` gene
+    bootstraps, idx = rng.integers(0, n, n) drawn one after another
     (the draws `principal_cosines(A[idx], B[idx])` would be given, with the same cosines to
     rounding).
 
@@ -105,9 +106,11 @@ def bootstrap_principal_cosines(A: np.ndarray, B: np.ndarray, rng: np.random.Gen
     subspaces. *Mathematics of Computation* 27(123), 579-594.
     """
     n, k = A.shape
+    idx = [rng.integers(0, n, n) for _ in range(draws)]
+    if B.shape[1] != k or n < k:  # the stack below is for two bases of k <= n columns each
+        return np.array([principal_cosines(A[i], B[i]) for i in idx])
     C = np.hstack([A, B])
     c = C.shape[1]
-    idx = [rng.integers(0, n, n) for _ in range(draws)]
     W = np.empty((draws, n))  # each draw's multiplicity of every gene
     for b, i in enumerate(idx):
         W[b] = np.bincount(i, minlength=n)
@@ -118,7 +121,7 @@ def bootstrap_principal_cosines(A: np.ndarray, B: np.ndarray, rng: np.random.Gen
         j1 = min(j0 + step, c)
         P = (C[:, j0:j1, None] * C[:, None, :]).reshape(n, (j1 - j0) * c)
         M[:, j0:j1, :] = (W @ P).reshape(draws, j1 - j0, c)
-    out = np.empty((draws, min(k, B.shape[1])))
+    out = np.empty((draws, k))
     try:
         La = np.linalg.cholesky(M[:, :k, :k])
         Lb = np.linalg.cholesky(M[:, k:, k:])

@@ -39,6 +39,16 @@ def test_bootstrap_cosines_from_one_stack_equal_one_decomposition_per_draw():
         got = bootstrap_principal_cosines(A, B, np.random.default_rng(n), 60)
         assert got.shape == (60, k)
         np.testing.assert_allclose(got, ref, atol=1e-9)
+    # other shapes (bases of unequal width, more columns than genes): one decomposition a draw
+    rng = np.random.default_rng(5)
+    for A, B in ((rng.standard_normal((50, 4)), rng.standard_normal((50, 2))),
+                 (rng.standard_normal((3, 5)), rng.standard_normal((3, 5)))):
+        n = A.shape[0]
+        draws = np.random.default_rng(1)
+        ref = np.array([principal_cosines(A[i], B[i])
+                        for i in (draws.integers(0, n, n) for _ in range(20))])
+        np.testing.assert_array_equal(
+            bootstrap_principal_cosines(A, B, np.random.default_rng(1), 20), ref)
 
 
 def test_a_subspace_that_rotates_with_depth_is_seen(tmp_path):
