@@ -189,8 +189,7 @@ def top_pairs(Z: np.ndarray, k: int, metric: str, block: int = 512,
     for a in range(0, n - 1, block):
         b = min(a + block, n)
         S = X[a:b] @ X[a:].T  # rows a..b against rows a..n
-        if metric != "cosine":
-            S = -np.sqrt(np.maximum(sq[a:b, None] + sq[None, a:] - 2 * S, 0.0))
+        S = -np.sqrt(np.maximum(sq[a:b, None] + sq[None, a:] - 2 * S, 0.0))  # euclidean
         S[np.tril_indices(b - a, 0, m=n - a)] = -np.inf  # each pair once, no self-pairs
         flat = S.ravel()
         thr = best_v.min() if best_v.size >= k else -np.inf
