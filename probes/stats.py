@@ -831,13 +831,20 @@ def feature_shuffled(X: np.ndarray, m: int, rng: np.random.Generator) -> Iterato
         yield feature_shuffle_stack(Xc, 1, rng)[0]
 
 
+ROW_RANK_BLOCK_ENTRIES = 100_000  # entries `row_ranks` keys and sorts at once (stay in cache)
+
+
 def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:
     """Within-row ranks (1 = smallest, float32) of a matrix; ties broken by column.
 
     With `exclude_diagonal` the diagonal is ranked below every other entry and its rank removed,
     so off-diagonal ranks run 1..n-1.  Rows are ranked without an argsort: each float32 value is
-    mapped to an order-preserving integer, shifted left and tagged with its column, and the int64
-    keys are sorted in blocks (a SIMD sort), which is several times faster.
+    mapped to an order-preserving integer (-0.0 first made +0.0, so that the two zeros tie),
+    shifted left and tagged with its column, and the int64 keys are sorted (a SIMD sort, several
+    times faster than an argsort); the sorted columns then receive their ranks by one flat
+    scatter.  Rows go a few at a time (`ROW_RANK_BLOCK_ENTRIES`), so that the passes over the
+    keys stay in cache: 0.38 -> 0.26 s on 4,803 x 4,803 against blocks of 2 M entries and a
+    two-array scatter (2026-12-07, the same ranks).
     """
     n, c = K.shape
     shift = max(1, int(np.ceil(np.log2(max(c, 2)))))
@@ -845,21 +852,30 @@ def row_ranks(K: np.ndarray, exclude_diagonal: bool = True) -> np.ndarray:
     # with the diagonal ranked first, ranks from 0 put it at 0 and the others at 1..n-1: the
     # values of ranking from 1 and subtracting 1, without a second n x c array
     first = 0 if exclude_diagonal else 1
-    base = np.arange(first, first + c, dtype=np.float32)
     R = np.empty(K.shape, dtype=np.float32)
-    block = max(1, 2_000_000 // max(c, 1))
+    if R.size == 0:
+        return R
+    block = max(1, min(n, ROW_RANK_BLOCK_ENTRIES // max(c, 1)))
+    ranks = np.tile(np.arange(first, first + c, dtype=np.float32), block)
+    offsets = np.arange(block, dtype=np.int64)[:, None] * c
+    low = np.int32(0x7FFFFFFF)
     for s in range(0, n, block):
-        blk = np.array(K[s:s + block], dtype=np.float32)
+        e = min(s + block, n)
+        blk = np.array(K[s:e], dtype=np.float32)
+        blk += np.float32(0.0)  # -0.0 + 0.0 is +0.0: equal values get equal keys
         if exclude_diagonal:
-            idx = np.arange(s, min(s + block, n))
+            idx = np.arange(s, e)
             blk[idx - s, idx] = -np.inf
-        key = blk.view(np.int32).astype(np.int64)
-        key ^= (key >> 31) & 0x7FFFFFFF  # IEEE order as signed-integer order
-        key <<= shift
+        k32 = blk.view(np.int32)
+        flip = k32 >> 31
+        flip &= low
+        k32 ^= flip  # IEEE order as signed-integer order
+        key = np.left_shift(k32, shift, dtype=np.int64)
         key += cols
         key.sort(axis=1)
         key &= (1 << shift) - 1  # the columns in ascending order of value
-        R[s:s + block][np.arange(key.shape[0])[:, None], key] = base
+        key += offsets[:e - s]
+        R[s:e].reshape(-1)[key.reshape(-1)] = ranks[:key.size]
     return R
 
 
