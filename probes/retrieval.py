@@ -174,9 +174,9 @@ def top_pairs(Z: np.ndarray, k: int, metric: str, block: int = 512,
     if not 1 <= k <= total:
         raise GeoscreenError(f"k = {k} of {total} gene pairs", field="params.k",
                              fix=f"choose k between 1 and {total}")
-    X = normalise_rows(Z) if metric == "cosine" else np.asarray(Z, dtype=np.float64)
     if metric == "cosine":
-        return _cosine_top_pairs(X, k, block)
+        return _cosine_top_pairs(normalise_rows(Z), k, block)
+    X = np.asarray(Z, dtype=np.float64)
     if line and X.shape[1] == 1 and n > 1:
         top = np.abs(X[:, 0]).max()
         if np.isfinite(top) and LINE_RANGE[0] < top < LINE_RANGE[1]:

@@ -416,27 +416,31 @@ def test_row_ranks_ties_zeros_and_blocks(monkeypatch):
     zeros and infinities, square and rectangular, for block sizes from one row to all rows."""
     from geoscreen.probes import stats as S
 
+    def lexsort_ranks(M: np.ndarray, first: int) -> np.ndarray:
+        """Each row's ranks from `first` by (value, column); -0.0 read as +0.0."""
+        out = np.empty(M.shape, dtype=np.float32)
+        for a in range(M.shape[0]):
+            order = np.lexsort((np.arange(M.shape[1]), M[a] + np.float32(0.0)))
+            out[a, order] = np.arange(first, first + M.shape[1])
+        return out
+
     rng = np.random.default_rng(3)
     for shape in ((7, 7), (40, 40), (23, 61)):
         K = rng.integers(-3, 4, size=shape).astype(np.float32) / 2
         K[K == 0] = np.where(rng.random(int((K == 0).sum())) < 0.5, -0.0, 0.0)
         K[0, -1], K[-1, 0] = np.inf, -np.inf
-        ref = np.empty(shape, dtype=np.float32)
-        for a in range(shape[0]):
-            order = np.lexsort((np.arange(shape[1]), K[a] + np.float32(0.0)))
-            ref[a, order] = np.arange(1, shape[1] + 1)
+        ref = lexsort_ranks(K, 1)
+        if shape[0] == shape[1]:  # the diagonal ranked first (0), its rank then dropped
+            off = K.copy()
+            np.fill_diagonal(off, -np.inf)
+            ref_off = lexsort_ranks(off, 0)
         for entries in (1, shape[1], 3 * shape[1] + 5, 10**6):
             monkeypatch.setattr(S, "ROW_RANK_BLOCK_ENTRIES", entries)
             assert np.array_equal(S.row_ranks(K, exclude_diagonal=False), ref)
             if shape[0] == shape[1]:
-                off = K.copy()
-                np.fill_diagonal(off, -np.inf)
                 R = S.row_ranks(K)
                 for a in range(shape[0]):
-                    order = np.lexsort((np.arange(shape[1]), off[a] + np.float32(0.0)))
-                    expect = np.empty(shape[1], dtype=np.float32)
-                    expect[order] = np.arange(shape[1])
-                    assert np.array_equal(np.delete(R[a], a), np.delete(expect, a))
+                    assert np.array_equal(np.delete(R[a], a), np.delete(ref_off[a], a))
     assert S.row_ranks(np.zeros((0, 0), dtype=np.float32)).shape == (0, 0)
 
 
