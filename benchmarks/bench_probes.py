@@ -401,6 +401,8 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                                   "n_permutations": m}),
         ("cross_model_alignment", "cca", {"other_cache": refs["other"], "other_layer": 0,
                                           "n_permutations": m}),
+        ("cross_model_alignment", "cca, draws", {"other_cache": refs["other"], "other_layer": 0,
+                                                 "n_permutations": m, "null_method": "draws"}),
         ("null_robustness", "SV2-4, 2 nulls", {"pairs": refs["string"], "subspace": sub,
                                                "n_permutations": m}),
         ("null_robustness", "SV2-4, draws", {"pairs": refs["string"], "subspace": sub,

@@ -10,10 +10,19 @@ half the genes, nearest-neighbour retrieval of the other half, chance 1/half) is
 descriptive companion.  With a campaign's sequential stopping (``--sequential-stop H``,
 `geoscreen.probes.sequential`) a one-sided test stops at the H-th shuffled correspondence as
 extreme as the observed statistic.
+
+From version 1.1 (``null_method: bound``, the default) a one-sided test for more agreement than
+chance is first decided without drawing, where it can be: every singular-value statistic of
+M = A_x' P A_y is tied to its squared Frobenius norm ||M||_F^2 = tr(A P B P') (A = A_x A_x',
+B = A_y A_y'), whose exact mean and variance over the n! correspondences are the RV
+coefficient's (`geoscreen.probes.permutation_moments`), so Cantelli's inequality bounds the exact
+permutation p-value (`alignment_bound`).  Where the bound is at or below 1 / (m + 1) it is the
+p-value, and only `EFFECT_DRAWS` correspondences are drawn, for the z-score.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -21,13 +30,17 @@ from pydantic import Field
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
-from geoscreen.probes.params import genes_ref_field
+from geoscreen.probes.feature_shuffle_bound import ROUNDING_MARGIN
+from geoscreen.probes.params import added_field, genes_ref_field
+from geoscreen.probes.permutation_moments import gram_invariants, second_moment
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
 from geoscreen.result import LayerResult
 
 PRODUCT_ENTRIES = 1_000_000  # gathered entries per batched product of the null (8 MB)
+#: correspondences drawn for the z-score (effect) where Cantelli's bound decides the p-value
+EFFECT_DRAWS = 99
 
 
 def top_components(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +55,67 @@ def top_components(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         U, S, _ = np.linalg.svd(X, full_matrices=False)
         U, S = U[:, :k], S[:k]
     return U, S
+
+
+def alignment_bound(Ax: np.ndarray, Ay: np.ndarray, observed: float, method: str
+                    ) -> dict[str, float | None]:
+    """Cantelli's upper bound on the exact correspondence-shuffle p-value of a large statistic.
+
+    Parameters
+    ----------
+    Ax, Ay
+        The two caches' (n x k) matrices whose product's singular values make the statistic
+        (orthonormal principal components for ``cca``, unit-Frobenius scores for
+        ``procrustes``), columns centred, rows in corresponding order.
+    observed
+        The observed statistic: the mean singular value of M = Ax' Ay (``cca``) or their sum
+        (``procrustes``).
+    method
+        ``cca`` or ``procrustes``.
+
+    Returns
+    -------
+    dict
+        ``p`` (the bound, 1.0 where it says nothing), ``threshold`` (the squared Frobenius norm a
+        correspondence as extreme as the observed one must reach), ``frobenius2`` (the observed
+        ||M||_F^2), ``null_frobenius2_mean`` and ``null_frobenius2_sd`` (its exact permutation
+        mean and standard deviation) and ``frobenius2_z``.
+
+    Notes
+    -----
+    For a permutation P of the rows of Ay, M(P) = Ax' P Ay has at most r = min(k_x, k_y) nonzero
+    singular values sigma, so sum sigma <= sqrt(r) ||M||_F (Cauchy-Schwarz).  A correspondence
+    whose mean canonical correlation is at least t therefore has ||M||_F^2 >= r t^2 (``cca``:
+    the mean is over r values), and one whose Procrustes correlation is at least t has
+    ||M||_F^2 >= t^2 / r.  ||M||_F^2 = tr(A P B P') with A = Ax Ax' and B = Ay Ay' is the RV
+    coefficient's numerator, with exact permutation mean tr A tr B / (n - 1) and variance
+    (Kazi-Aoual et al. 1995; `permutation_moments.second_moment`), so for a threshold T above
+    the mean, P(||M||_F^2 >= T) <= Var / (Var + (T - mean)^2) (Cantelli 1928), an upper bound
+    on the exact permutation p-value and hence a valid p-value.  The threshold is taken at the
+    observed statistic moved by `ROUNDING_MARGIN` (relative) towards zero, far above the
+    rounding of the draws' singular values.
+
+    References
+    ----------
+    Kazi-Aoual, F., Hitier, S., Sabatier, R. & Lebreton, J.-D. (1995). Refined approximations to
+    permutation tests for multivariate inference. Computational Statistics & Data Analysis
+    20(6), 643-656.
+    Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
+    Matematici, Bologna, 6, 47-59.
+    """
+    n, r = Ax.shape[0], min(Ax.shape[1], Ay.shape[1])
+    a, b = gram_invariants(Ax, third=False), gram_invariants(Ay, third=False)
+    mean = a.trace * b.trace / (n - 1)
+    sd = math.sqrt(second_moment(a, b))
+    frob2 = float(np.sum((Ax.T @ Ay) ** 2))
+    t = max(observed, 0.0) * (1.0 - ROUNDING_MARGIN)
+    threshold = r * t * t if method == "cca" else t * t / r
+    p = 1.0
+    if threshold > mean and sd > 0:
+        p = sd * sd / (sd * sd + (threshold - mean) ** 2)
+    return {"p": p, "threshold": threshold, "frobenius2": frob2,
+            "null_frobenius2_mean": mean, "null_frobenius2_sd": sd,
+            "frobenius2_z": (frob2 - mean) / sd if sd > 0 else None}
 
 
 def _stat(A: np.ndarray, method: str) -> np.ndarray:
@@ -80,6 +154,12 @@ class CrossModelAlignmentParams(ProbeParams):
     gene_set: str | None = genes_ref_field(None, description="align on a gene set only")
     n_permutations: int = Field(1000, ge=99, le=100000)
     min_genes: int = Field(50, ge=10)
+    null_method: Literal["bound", "draws"] = added_field(
+        "bound", since="1.1",
+        description="bound: a one-sided 'greater' test is first decided by Cantelli's bound on "
+                    "the exact p-value, without drawing, where the bound is at or below "
+                    "1 / (n_permutations + 1) (then only 99 correspondences are drawn, for the "
+                    "z-score), else by draws; draws: always draw")
 
 
 @probe(
@@ -87,7 +167,7 @@ class CrossModelAlignmentParams(ProbeParams):
     family="cross_model_alignment",
     params=CrossModelAlignmentParams,
     nulls=("gene_shuffle",),
-    version="1.0",
+    version="1.1",
     statistic="mean canonical correlation (cca) or Procrustes correlation (procrustes) of the "
               "two caches' leading principal components on shared genes",
     effect="z-score against the correspondence-shuffle null (retrieval accuracy in extra)",
@@ -126,7 +206,16 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
 
     Null: ``gene_shuffle`` only.  The rows of the other cache are permuted, breaking the gene
     correspondence between the caches while keeping each cache's own geometry; p = (1 + b) /
-    (m + 1).
+    (m + 1).  From version 1.1 (``null_method: bound``, the default) a test of the alternative
+    'greater' first computes Cantelli's upper bound on the exact permutation p-value from the
+    exact mean and variance of ||U_x^T P U_y||_F^2, to which every singular-value statistic is
+    tied (`alignment_bound`); where it is at or below 1 / (m + 1) it is the p-value
+    (``extra["p_method"] = "cantelli"``, the bound's record in ``extra["bound"]``), and only
+    the first `EFFECT_DRAWS` (99) correspondences are drawn, for the z-score, the null mean and
+    SD.  Elsewhere (a null layer, the bound above 1 / (m + 1), another alternative, or
+    ``null_method: draws``) the draws decide as in version 1.0 (``extra["draw_reason"]``).
+    Where the shared genes are all of the layer's, its leading components are read from the
+    layer's centred SVD instead of a fresh eigendecomposition (the same subspace).
 
     References
     ----------
@@ -138,6 +227,11 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     Peres-Neto, P. R. & Jackson, D. A. (2001). How well do multivariate data sets match? The
     advantages of a Procrustean superimposition approach over the Mantel test. Oecologia 129(2),
     169-178 (Procrustes correlation tested by permutation).
+    Kazi-Aoual, F., Hitier, S., Sabatier, R. & Lebreton, J.-D. (1995). Refined approximations to
+    permutation tests for multivariate inference. Computational Statistics & Data Analysis
+    20(6), 643-656 (the exact moments behind the bound).
+    Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
+    Matematici, Bologna, 6, 47-59.
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero: calculating exact
     p-values when permutations are randomly drawn. Statistical Applications in Genetics and
     Molecular Biology 9(1), Article 39.
@@ -154,10 +248,16 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     if rows.size < p.min_genes:
         raise GeoscreenError(f"only {rows.size} shared genes (need {p.min_genes})",
                              field="params.other_cache")
-    X = (svd.U * svd.S)[svd.local(rows)]
+    local = svd.local(rows)
     width = other.array(oname).shape[1]
-    k = min(p.n_components, X.shape[1], width, rows.size - 1)
-    Ux, Sx = top_components(X, k)
+    k = min(p.n_components, svd.S.size, width, rows.size - 1)
+    if local.size == svd.U.shape[0] and np.array_equal(local, np.arange(local.size)) \
+            and svd.S[k - 1] > svd.S[0] * 1e-10:
+        # every row of the layer's centred SVD: its leading axes are the components (the
+        # eigendecomposition of a 512-wide covariance saved; equal to 1e-10, tested)
+        Ux, Sx = svd.U[:, :k], svd.S[:k]
+    else:
+        Ux, Sx = top_components((svd.U * svd.S)[local], k)
     # the other layer's components are the same for every layer of the hypothesis that
     # shares its genes: read and computed once (one value kept, the genes in the key)
     Uy, Sy = ctx.keep_last("cross_model_alignment.other", (
@@ -172,6 +272,14 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     observed = float(_stat(np.matmul(AxT[None], Ay[None]), p.method)[0])
     rng = ctx.rng(layer, f"align:{oname}")
     n = rows.size
+    bound, why = None, "null_method draws"
+    if p.null_method == "bound":
+        if ctx.alternative != "greater":
+            why = "the bound covers the alternative 'greater' only"
+        else:
+            bound = alignment_bound(Ax, Ay, observed, p.method)
+            why = None if bound["p"] <= 1.0 / (p.n_permutations + 1) else \
+                "bound above 1 / (n_permutations + 1)"
     # each batch's products a few permutations at a time: the gathered rows stay in cache
     # (1.5x faster than one gather of the whole batch), the same product per permutation
     step = max(1, PRODUCT_ENTRIES // (n * k))
@@ -179,17 +287,29 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     def scored(P: np.ndarray) -> np.ndarray:
         return np.concatenate([_stat(np.matmul(AxT[None], Ay[P[s:s + step]]), p.method)
                                for s in range(0, P.shape[0], step)])
+    draws = p.n_permutations if why is not None else min(EFFECT_DRAWS, p.n_permutations)
     batches = (scored(gene_perms(n, m, rng))
-               for _, m in chunks(p.n_permutations, n * k, budget=10_000_000))
-    seq = besag_clifford(batches, observed, ctx.alternative, p.n_permutations, ctx.sequential_h)
-    null = seq.null
+               for _, m in chunks(draws, n * k, budget=10_000_000))
+    if why is None:  # the bound is the p-value: the first draws only give the z-score
+        assert bound is not None
+        null = np.concatenate(list(batches))[:draws]
+        tests: dict = {"p_value": bound["p"], "e_value": None}
+        record: dict = {"sequential_h": None, "null_draws_used": int(null.size),
+                        "null_exceedances": None, "stopped_early": False}
+        p_method = "cantelli"
+    else:
+        seq = besag_clifford(batches, observed, ctx.alternative, p.n_permutations,
+                             ctx.sequential_h)
+        null, tests, record, p_method = (seq.null, seq.test_fields(observed, ctx.alternative),
+                                         seq.record(), "draws")
     retrieval = _retrieval(Ux * Sx, Uy * Sy, p.method, ctx.rng(layer, "retrieval"))
     return LayerResult(
         statistic_name="mean_canonical_correlation" if p.method == "cca" else
         "procrustes_correlation", statistic=observed, effect_name="z",
-        effect_size=z_score(observed, null), **seq.test_fields(observed, ctx.alternative),
-        n=int(n), null="gene_shuffle", n_permutations=seq.draws,
-        extra={**seq.record(), "other_layer": oname, "n_components": int(k),
+        effect_size=z_score(observed, null), **tests,
+        n=int(n), null="gene_shuffle", n_permutations=int(null.size),
+        extra={**record, "p_method": p_method, "draw_reason": why, "bound": bound,
+               "other_layer": oname, "n_components": int(k),
                "null_mean": float(null.mean()),
                "null_sd": float(null.std(ddof=1)), "retrieval_top1": retrieval,
                "retrieval_chance": 1.0 / (n // 2),

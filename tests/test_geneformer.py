@@ -408,10 +408,15 @@ def test_scgpt_and_geneformer_caches_screen_with_the_same_spec(small, pbmc, coun
     layer = res.layers[0]
     assert 0 < layer.p_value <= 1 and np.isfinite(layer.effect_size)
     assert len(shared) - 20 <= layer.n <= len(shared)  # genes no embedded cell expressed drop
-    # positive control: Geneformer against itself aligns perfectly (p at its floor 1/200)
+    # positive control: Geneformer against itself aligns perfectly: Cantelli's bound decides
+    # it below the draws' floor of 1/200 (1.1), and the draws alone give that floor
     self_align = geoscreen.run_spec(align, gf.path, work_dir=tmp_path / "w")
     assert self_align.layers[0].statistic > 0.999
-    assert self_align.layers[0].p_value == pytest.approx(1 / 200)
+    assert self_align.layers[0].p_value < 1 / 200
+    assert self_align.layers[0].extra["p_method"] == "cantelli"
+    drawn = {**align, "params": {**align["params"], "null_method": "draws"}}
+    self_drawn = geoscreen.run_spec(drawn, gf.path, work_dir=tmp_path / "w")
+    assert self_drawn.layers[0].p_value == pytest.approx(1 / 200)
     # the catalogue's cross-model specs run as written once other_cache points at the pair
     from geoscreen.hypotheses.loader import load_specs
     from geoscreen.probes.registry import get_probe

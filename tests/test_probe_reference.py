@@ -315,7 +315,7 @@ def test_alignment_null_products_in_steps_equal_one_product(setup, tmp_path, mon
         rng.standard_normal((300, 8))
     other = cache_from_layers(tmp_path / "o", [Y])
     prm = {"other_cache": str(other.path), "other_layer": 0, "n_components": 5,
-           "n_permutations": 199, "method": method}
+           "n_permutations": 199, "method": method, "null_method": "draws"}
     whole = run("cross_model_alignment", prm, context(cache, tmp), "L0")
     monkeypatch.setattr(alignment, "PRODUCT_ENTRIES", 300 * 5 * 3)  # three per product
     steps = run("cross_model_alignment", prm, context(cache, tmp), "L0")

@@ -273,8 +273,8 @@ SEQ_PROBES = [
     ("edge_specificity", {"pairs": "edges"}, "L0", "L1"),
     ("sign_contrast", {"pairs_a": "AA", "pairs_b": "RR"}, "L0", "L1"),
     ("persistent_homology", {"gene_set": "A", "dims": [0], "null": "gene_shuffle"}, "L0", "L1"),
-    ("cross_model_alignment", {"other_cache": "other", "other_layer": 0, "n_components": 4},
-     "L0", "L1"),
+    ("cross_model_alignment", {"other_cache": "other", "other_layer": 0, "n_components": 4,
+                               "null_method": "draws"}, "L0", "L1"),
 ]
 
 
