@@ -394,6 +394,9 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
                                                   "n_permutations": m}),
         ("subspace_alignment", "k=10, shuffle", {"k": 10, "reference": "first",
                                                  "null": "gene_shuffle", "n_permutations": m}),
+        ("subspace_alignment", "k=10, shuffle, draws", {
+            "k": 10, "reference": "first", "null": "gene_shuffle", "n_permutations": m,
+            "null_method": "draws"}),
         ("layer_similarity", "99% variance", {"reference_layer": "first",
                                               "variance_kept": 0.99}),
         ("persistent_homology", "H1, 100 genes", {"gene_set": refs["ribosome"]}),

@@ -22,7 +22,6 @@ p-value, and only `EFFECT_DRAWS` correspondences are drawn, for the z-score.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -32,7 +31,7 @@ from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.feature_shuffle_bound import ROUNDING_MARGIN
 from geoscreen.probes.params import added_field, genes_ref_field
-from geoscreen.probes.permutation_moments import gram_invariants, second_moment
+from geoscreen.probes.permutation_moments import frobenius_tail_bound
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
@@ -103,19 +102,9 @@ def alignment_bound(Ax: np.ndarray, Ay: np.ndarray, observed: float, method: str
     Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
     Matematici, Bologna, 6, 47-59.
     """
-    n, r = Ax.shape[0], min(Ax.shape[1], Ay.shape[1])
-    a, b = gram_invariants(Ax, third=False), gram_invariants(Ay, third=False)
-    mean = a.trace * b.trace / (n - 1)
-    sd = math.sqrt(second_moment(a, b))
-    frob2 = float(np.sum((Ax.T @ Ay) ** 2))
+    r = min(Ax.shape[1], Ay.shape[1])
     t = max(observed, 0.0) * (1.0 - ROUNDING_MARGIN)
-    threshold = r * t * t if method == "cca" else t * t / r
-    p = 1.0
-    if threshold > mean and sd > 0:
-        p = sd * sd / (sd * sd + (threshold - mean) ** 2)
-    return {"p": p, "threshold": threshold, "frobenius2": frob2,
-            "null_frobenius2_mean": mean, "null_frobenius2_sd": sd,
-            "frobenius2_z": (frob2 - mean) / sd if sd > 0 else None}
+    return frobenius_tail_bound(Ax, Ay, r * t * t if method == "cca" else t * t / r)
 
 
 def _stat(A: np.ndarray, method: str) -> np.ndarray:

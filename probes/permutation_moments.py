@@ -1,6 +1,7 @@
 """Exact permutation moments of tr(A P B P^T): the RV coefficient / linear CKA under row shuffles
 (and of the linear statistic sum_i a_i b_pi(i), `linear_moments`; of a pair set's mean value
-under relabelling, `pair_moments`, and under rewiring, `assignment_moments`).
+under relabelling, `pair_moments`, and under rewiring, `assignment_moments`; and Cantelli's bound
+on the upper tail of ||X' P Y||_F^2, `frobenius_tail_bound`).
 
 For two centred gene matrices X (n x p) and Y (n x q) with Gram matrices A = X X^T and B = Y Y^T
 (symmetric, every row summing to 0), permuting the rows of Y by P gives the quadratic-assignment
@@ -363,6 +364,52 @@ def cantelli_bound(observed: float, m: RVMoments, alternative: str) -> float:
     if alternative == "less":
         return 1.0 if z >= 0 else 1.0 / (1.0 + z * z)
     return 1.0 if z == 0 else min(1.0, 1.0 / (z * z))
+
+
+def frobenius_tail_bound(X: np.ndarray, Y: np.ndarray, threshold: float) -> dict[str, float | None]:
+    """Cantelli's bound on P(||X' P Y||_F^2 >= threshold) over the n! row permutations P of Y.
+
+    Parameters
+    ----------
+    X, Y
+        (n x p) and (n x q) matrices with centred columns (checked: a column sum above 1e-8 of
+        the column's norm times sqrt(n) raises ValueError, since ||X' P Y||_F^2 is then not
+        the RV numerator of the centred matrices).
+    threshold
+        The value of ||X' P Y||_F^2 whose upper tail is bounded.
+
+    Returns
+    -------
+    dict
+        ``p`` (the bound; 1.0 where the threshold is not above the mean), ``threshold``,
+        ``frobenius2`` (the value at the identity, ||X' Y||_F^2), ``null_frobenius2_mean`` and
+        ``null_frobenius2_sd`` (exact, over every permutation) and ``frobenius2_z``.
+
+    Notes
+    -----
+    ||X' P Y||_F^2 = tr(A P B P') with A = X X' and B = Y Y', the RV coefficient's numerator:
+    its exact mean is tr A tr B / (n - 1) and its exact variance `second_moment` (Kazi-Aoual et
+    al. 1995); for a threshold above the mean, P(T >= t) <= Var / (Var + (t - mean)^2)
+    (Cantelli 1928), an upper bound on the exact permutation p-value of any statistic whose
+    extreme values imply T >= t.  Only X' X-sized products are formed: O(n (p^2 + q^2)).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    n = X.shape[0]
+    for M in (X, Y):
+        drift = np.abs(M.sum(axis=0))
+        if np.any(drift > 1e-8 * math.sqrt(n) * np.maximum(np.linalg.norm(M, axis=0), 1e-300)):
+            raise ValueError("frobenius_tail_bound needs centred columns")
+    a, b = gram_invariants(X, third=False), gram_invariants(Y, third=False)
+    mean = a.trace * b.trace / (n - 1)
+    sd = math.sqrt(second_moment(a, b))
+    frob2 = float(np.sum((X.T @ Y) ** 2))
+    p = 1.0
+    if threshold > mean and sd > 0:
+        p = sd * sd / (sd * sd + (threshold - mean) ** 2)
+    return {"p": p, "threshold": float(threshold), "frobenius2": frob2,
+            "null_frobenius2_mean": mean, "null_frobenius2_sd": sd,
+            "frobenius2_z": (frob2 - mean) / sd if sd > 0 else None}
 
 
 def linear_moments(a: np.ndarray, b: np.ndarray) -> RVMoments:

@@ -9,6 +9,10 @@ same subspace; chance level k/n for random gene subspaces, k/d for random featur
 With ``null: gene_shuffle`` and a campaign's sequential stopping (``--sequential-stop H``,
 `geoscreen.probes.sequential`) a one-sided test stops at the H-th relabelling as extreme as the
 observed value; the draws are evaluated one at a time, so none past the stop is computed.
+From version 1.2 (``null_method: bound``, the default) a one-sided 'greater' gene-shuffle test
+is first decided by Cantelli's bound on the exact p-value, with nothing drawn, where the bound
+is at or below 1 / (m + 1): k times the mean squared cosine is ||Q_a' P Q_b||_F^2, the RV
+numerator, with exact permutation moments (`permutation_moments.frobenius_tail_bound`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pydantic import Field, model_validator
 
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
+from geoscreen.probes.feature_shuffle_bound import ROUNDING_MARGIN
 from geoscreen.probes.params import added_field
+from geoscreen.probes.permutation_moments import frobenius_tail_bound
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import percentile_ci
@@ -59,6 +65,12 @@ class SubspaceAlignmentParams(ProbeParams):
         "same", since="1.1",
         description="with other_cache: its layer, 'same' (this layer's name, or its position), "
                     "first, last, or a name or position (reference is then not used)")
+    null_method: Literal["bound", "draws"] = added_field(
+        "bound", since="1.2",
+        description="gene_shuffle: a one-sided 'greater' test is first decided by Cantelli's "
+                    "bound on the exact p-value, with nothing drawn, where the bound is at or "
+                    "below 1 / (n_permutations + 1), else by draws (bound, the default); or "
+                    "always draw")
 
     @model_validator(mode="after")
     def _other(self) -> SubspaceAlignmentParams:
@@ -171,7 +183,7 @@ def _other_bases(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str, a: A
     family="topology_stability",
     params=SubspaceAlignmentParams,
     nulls=("none", "gene_shuffle"),
-    version="1.1",
+    version="1.2",
     statistic="the chosen summary of the principal angles between the two layers' top-k "
               "subspaces",
     effect="mean squared cosine of the principal angles (1 = the same subspace; chance k/n in "
@@ -216,12 +228,28 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
     there: another seed's embedding dimensions are unrelated to these, so angles between
     feature bases of two caches measure nothing.
 
+    From version 1.2 (``null_method: bound``, the default) a gene-shuffle test of the
+    alternative 'greater' is first decided without drawing where it can be.  For any relabelling
+    P, k times the mean squared cosine is ||Q_a' P Q_b||_F^2 = tr(A P B P') with A = Q_a Q_a'
+    and B = Q_b Q_b' (the columns are centred: they span parts of centred layers), whose exact
+    permutation mean (k^2 / (n - 1)) and variance are the RV coefficient's (Kazi-Aoual et al.
+    1995); a relabelling whose smallest cosine is at least t has ||Q_a' P Q_b||_F^2 >= k t^2.
+    So Cantelli's inequality bounds the exact p-value; where the bound is at or below
+    1 / (m + 1) it is the p-value (``extra["p_method"] = "cantelli"``, the record in
+    ``extra["bound"]``, the exact null mean and SD of ``mean_cos2``), else the draws decide as
+    in 1.1 (``extra["draw_reason"]``).
+
     References
     ----------
     Bjorck, A. & Golub, G. H. (1973). Numerical methods for computing angles between linear
     subspaces. Mathematics of Computation 27(123), 579-594.
     Phipson, B. & Smyth, G. K. (2010). Permutation p-values should never be zero. Statistical
     Applications in Genetics and Molecular Biology 9(1), Article 39.
+    Kazi-Aoual, F., Hitier, S., Sabatier, R. & Lebreton, J.-D. (1995). Refined approximations to
+    permutation tests for multivariate inference. Computational Statistics & Data Analysis
+    20(6), 643-656.
+    Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
+    Matematici, Bologna, 6, 47-59.
     """
     if p.null == "gene_shuffle" and p.space != "genes":
         raise GeoscreenError("gene_shuffle relabels genes; feature subspaces do not depend on "
@@ -265,6 +293,17 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
         qa, _ = np.linalg.qr(A)
         qb, _ = np.linalg.qr(B)
         n = qa.shape[0]
+        bound, why = _bound_first(p, ctx.alternative, qa, qb, value, k)
+        if why is None:  # the bound is the p-value: nothing is drawn
+            assert bound is not None
+            exact = p.measure == "mean_cos2"
+            return _result(p, value, k, ci_low, ci_high, bound["p"], None, 0, {
+                "p_method": "cantelli", "draw_reason": None, "bound": bound,
+                "sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
+                "stopped_early": False,
+                "null_mean": bound["null_frobenius2_mean"] / k if exact else None,
+                "null_sd": bound["null_frobenius2_sd"] / k if exact else None},
+                ref, idx, n_units, cos)
 
         def one_by_one() -> Iterator[list[float]]:
             for _ in range(p.n_permutations):
@@ -276,8 +315,33 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
         null = seq.null
         fields = seq.test_fields(value, ctx.alternative)
         pval, ev, nperm = fields["p_value"], fields["e_value"], seq.draws
-        extra = {**seq.record(), "null_mean": float(null.mean()),
-                 "null_sd": float(null.std(ddof=1))}
+        extra = {**seq.record(), "p_method": "draws", "draw_reason": why, "bound": bound,
+                 "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))}
+    return _result(p, value, k, ci_low, ci_high, pval, ev, nperm, extra, ref, idx, n_units, cos)
+
+
+def _bound_first(p: SubspaceAlignmentParams, alternative: str, qa: np.ndarray, qb: np.ndarray,
+                 value: float, k: int) -> tuple[dict | None, str | None]:
+    """(the bound's record or None, why the draws decide or None): Cantelli's bound on the
+    exact gene-shuffle p-value, which decides alone where it is at or below 1 / (m + 1)."""
+    if p.null_method == "draws":
+        return None, "null_method draws"
+    if alternative != "greater":
+        return None, "the bound covers the alternative 'greater' only"
+    t = max(value, 0.0) * (1.0 - ROUNDING_MARGIN)  # towards the null, far above rounding
+    try:
+        bound = frobenius_tail_bound(qa, qb, k * t if p.measure == "mean_cos2" else k * t * t)
+    except ValueError:
+        return None, "the bases' columns are not centred to rounding: the bound does not apply"
+    if bound["p"] > 1.0 / (p.n_permutations + 1):
+        return bound, "bound above 1 / (n_permutations + 1)"
+    return bound, None
+
+
+def _result(p: SubspaceAlignmentParams, value: float, k: int, ci_low: float | None,
+            ci_high: float | None, pval: float | None, ev: float | None, nperm: int,
+            extra: dict, ref: str, idx: np.ndarray, n_units: int, cos: np.ndarray
+            ) -> LayerResult:
     return LayerResult(
         statistic_name=p.measure, statistic=value, effect_name=p.measure, effect_size=value,
         p_value=pval, e_value=ev, e_method=E_PERMUTATION if ev is not None else "", n=int(k),

@@ -1,4 +1,4 @@
-"""cross_model_alignment's Cantelli bound (version 1.1, ``null_method: bound``).
+"""The Cantelli bound of cross_model_alignment (1.1) and subspace_alignment (1.2).
 
 The bound ties the statistic (the mean or sum of the singular values of M = Ax' P Ay) to
 ||M||_F^2 = tr(A P B P') and bounds its upper tail by Cantelli's inequality with the exact
@@ -155,3 +155,54 @@ def test_bound_default_is_calibrated_on_null_layers(tmp_path, kind):
     c = assert_calibrated([r.p_value for r in res])
     print(f"cross_model_alignment/cca bound default, {kind}: FPR {c['fpr']:.3f}, "
           f"KS p {c['ks_p']:.3f}, band {c['band_lo']:.3f}-{c['band_hi']:.3f}")
+
+
+# -- the shared bound, and subspace_alignment's gene shuffle (version 1.2) -------------------------
+def test_the_bound_refuses_uncentred_columns():
+    from geoscreen.probes.permutation_moments import frobenius_tail_bound
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((50, 3)), rng.standard_normal((50, 2))
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    assert frobenius_tail_bound(Xc, Yc, 1.0)["p"] <= 1.0
+    with pytest.raises(ValueError, match="centred"):
+        frobenius_tail_bound(X, Yc, 1.0)
+
+
+@pytest.mark.parametrize("measure", ["mean_cos2", "min_cos"])
+def test_subspace_bound_is_at_least_the_exact_p_value(measure):
+    """k mean_cos2 is ||Qa' P Qb||_F^2 itself, and min_cos >= t forces it to k t^2: over all
+    8! relabellings, the bound used by subspace_alignment is never below the exact p-value."""
+    from geoscreen.probes.registry import get_probe
+    from geoscreen.probes.subspaces import _bound_first, _summary
+
+    rng = np.random.default_rng(8)
+    decided = 0
+    for shared in (0.0, 1.0, 3.0, 8.0):
+        for _ in range(3):
+            qa, qb = _bases(rng, 8, 2, shared, "cca")
+            qa, qb = np.linalg.qr(qa)[0], np.linalg.qr(qb)[0]
+            cos = np.linalg.svd(qa.T @ qb, compute_uv=False)
+            value = _summary(cos, measure)
+            prm = get_probe("subspace_alignment").validate_params(
+                {"k": 2, "measure": measure, "null": "gene_shuffle", "n_permutations": 99})
+            bound, _ = _bound_first(prm, "greater", qa, qb, value, 2)
+            M = np.matmul(qa.T[None], qb[_all_permutations(8)])
+            s = np.array([_summary(np.clip(c, 0, 1), measure)
+                          for c in np.linalg.svd(M, compute_uv=False)])
+            assert bound["p"] >= (s >= value * (1 - 1e-4)).mean()
+            decided += bound["p"] < 0.5
+    assert decided >= 3
+
+
+def test_subspace_bound_leaves_null_layers_to_the_draws(tmp_path):
+    """Unrelated hub-heavy layers: the bound does not decide, and the result is the draws'."""
+    ctx, other = unrelated_cache_pair(tmp_path, "hubs", 2, 300, 8)
+    prm = {"other_cache": other, "axes": [1, 2, 3], "null": "gene_shuffle",
+           "n_permutations": 199, "n_bootstrap": 0}
+    for alt in ("greater", "less"):
+        a = run("subspace_alignment", prm, ctx, "L0", alt)
+        b = run("subspace_alignment", {**prm, "null_method": "draws"}, ctx, "L0", alt)
+        assert a.extra["p_method"] == "draws" and a.extra["draw_reason"] != "null_method draws"
+        assert (a.p_value, a.n_permutations, a.e_value, a.extra["null_mean"]) == \
+            (b.p_value, b.n_permutations, b.e_value, b.extra["null_mean"])

@@ -267,7 +267,7 @@ SEQ_PROBES = [
     ("knn_communities", {"annotation": "compartments", "k": 8}, "L0", "L1"),
     ("gene_score_association", {"quantity": "norm", "score": "score", "null_method": "draws"},
      "L0", "L1"),
-    ("subspace_alignment", {"k": 2, "null": "gene_shuffle"}, "L1", "L2"),
+    ("subspace_alignment", {"k": 2, "null": "gene_shuffle", "null_method": "draws"}, "L1", "L2"),
     ("pole_enrichment", {"family": "family", "axes": [1, 2], "null": "gene_shuffle"}, "L0",
      "L1"),
     ("edge_specificity", {"pairs": "edges"}, "L0", "L1"),

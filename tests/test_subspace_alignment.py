@@ -70,7 +70,14 @@ def test_a_subspace_that_rotates_with_depth_is_seen(tmp_path):
     assert res[0].extra["chance"] == pytest.approx(5 / 300)
     shared = run("subspace_alignment", {"k": 5, "null": "gene_shuffle", "n_permutations": 199},
                  ctx, "L1", "greater")
-    assert shared.p_value == pytest.approx(1 / 200)
+    # 1.2: Cantelli's bound decides a subspace this shared below the draws' floor of 1/200,
+    # with the exact null mean of mean_cos2, k / (n - 1)
+    assert shared.p_value < 1 / 200 and shared.extra["p_method"] == "cantelli"
+    assert shared.n_permutations == 0
+    assert shared.extra["null_mean"] == pytest.approx(5 / 299, rel=1e-12)
+    drawn = run("subspace_alignment", {"k": 5, "null": "gene_shuffle", "n_permutations": 199,
+                                       "null_method": "draws"}, ctx, "L1", "greater")
+    assert drawn.p_value == pytest.approx(1 / 200) and drawn.extra["p_method"] == "draws"
     feat = run("subspace_alignment", {"k": 5, "space": "features"}, ctx, "L1")
     assert feat.effect_size > 0.9 and feat.ci_low is None
 
