@@ -338,6 +338,13 @@ def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
         # (1.2) the communities against the first layer's: two partitions, then label draws
         ("knn_communities", "ari vs first, k=10", {"versus_layer": "first", "k": 10,
                                                    "n_permutations": m}),
+        # consecutive layers agree strongly: Cantelli's bound decides them (1.3), where the
+        # weak agreement with the first layer above needs every draw
+        ("knn_communities", "ari vs previous", {"versus_layer": "previous", "k": 10,
+                                                "n_permutations": m}),
+        ("knn_communities", "ari vs prev., draws", {"versus_layer": "previous", "k": 10,
+                                                    "n_permutations": m,
+                                                    "null_method": "draws"}),
         ("knn_graph", "spectral gap k=10", {"k": 10, "statistic": "spectral_gap"}),
         ("edge_direction", "SV1-10, matched", {"pairs": refs["trrust"],
                                                "subspace": list(range(1, 11)),

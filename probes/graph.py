@@ -722,6 +722,12 @@ class KnnCommunitiesParams(ProbeParams):
     max_set_size: int = Field(2000, ge=2, description="largest label set")
     max_sets: int = Field(2000, ge=2, le=20000, description="refuse a larger family")
     n_permutations: int = Field(999, ge=99, le=100000, description="label permutations")
+    null_method: Literal["bound", "draws"] = added_field(
+        "bound", since="1.3",
+        description="ari: first decided by Cantelli's bound on the exact permutation p-value "
+                    "of the pair count, nothing drawn, where it is at or below "
+                    "1 / (n_permutations + 1), else by draws (bound, the default); or always "
+                    "draw (nmi always draws)")
 
     _check_subspace = subspace_validator("subspace")
 
@@ -753,7 +759,7 @@ def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
     family="graph_topology",
     params=KnnCommunitiesParams,
     nulls=("label_shuffle",),
-    version="1.2",
+    version="1.3",
     statistic="agreement (ARI or NMI) between the Leiden communities of the layer's k-NN graph "
               "and a gene annotation, over the genes with exactly one label; or (1.2) with the "
               "communities of another layer or another k",
@@ -814,6 +820,24 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
     so it says that layers change gradually, not that they converge.  ARI 1 means the same
     partition, 0 what unrelated ones give; from 1.2 the effect of an ARI subtracts its exact
     permutation mean, 0, instead of the draws' mean.
+
+    From version 1.3 (``null_method: bound``, the default) an ARI test is first decided
+    without drawing where it can be.  With the label sizes and community sizes fixed, the ARI
+    is an increasing affine function of the pair count T = sum_{a != b} [same community]
+    [same label] = 2 sum_ij C(n_ij, 2), a quadratic-assignment statistic of two block
+    matrices whose exact permutation mean and variance are known
+    (`permutation_moments.pair_moments` of `block_pair_invariants`; Hubert & Arabie 1985 give
+    the variance of the Rand index under this model).  Cantelli's inequality then bounds the
+    exact p-value; where the bound is at or below 1 / (m + 1) it is the p-value
+    (``extra["p_method"] = "cantelli"``, the record in ``extra["bound"]``, the ARI's exact null
+    SD in ``null_sd``; nothing is drawn, so ``null_95`` is None), else the labels are permuted
+    as before (``extra["draw_reason"]``).  The NMI always draws.
+
+    References
+    ----------
+    Hubert, L. & Arabie, P. (1985). Comparing partitions. Journal of Classification 2, 193-218.
+    Cantelli, F. P. (1928). Sui confini della probabilita. Atti del Congresso Internazionale dei
+    Matematici, Bologna, 6, 47-59.
     """
     from geoscreen.probes.communities import relabel
 
@@ -851,6 +875,18 @@ def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm
 
     score = ari if p.measure == "ari" else nmi
     observed = score(comm, labels)
+    bound, why = _ari_bound_first(p, comm, labels)
+    if why is None:  # the bound is the p-value: nothing is drawn
+        assert bound is not None
+        return LayerResult(
+            statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
+            effect_size=observed, p_value=bound["p"], e_value=None,
+            n=int(comm.size), null="label_shuffle", n_permutations=0,
+            extra={"sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
+                   "stopped_early": False, "p_method": "cantelli", "draw_reason": None,
+                   "bound": bound, "communities": int(comm.max()) + 1, **extra,
+                   "null_mean": 0.0, "null_sd": bound["null_ari_sd"], "null_95": None,
+                   "k": p.k, "resolution": p.resolution})
     rng = ctx.rng(layer, "null")
     seq = besag_clifford(([score(comm, rng.permutation(labels))] for _ in range(p.n_permutations)),
                          observed, "greater", p.n_permutations, ctx.sequential_h)
@@ -860,10 +896,56 @@ def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm
         statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
         effect_size=observed - mean0, **seq.test_fields(observed, "greater"),
         n=int(comm.size), null="label_shuffle", n_permutations=seq.draws,
-        extra={**seq.record(), "communities": int(comm.max()) + 1, **extra,
-               "null_mean": float(null.mean()),
+        extra={**seq.record(), "p_method": "draws", "draw_reason": why, "bound": bound,
+               "communities": int(comm.max()) + 1, **extra,
+               "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                "null_95": [float(np.quantile(null, 0.025)), float(np.quantile(null, 0.975))],
                "k": p.k, "resolution": p.resolution})
+
+
+def ari_bound(comm: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Cantelli's upper bound on the exact label-permutation p-value of the ARI of two
+    partitions (0-based labels of the same genes): P(T >= T_obs) over the n! relabellings for
+    the pair count T = 2 sum_ij C(n_ij, 2), of which the ARI is an increasing function while
+    both partitions' sizes are fixed.  T lies on the even integers, so the tail is read at
+    T_obs - 1 (half a step inside: no rounding of the moments can move it past T_obs - 2).
+    Returns the bound ``p``, ``pairs`` (T_obs), the exact ``null_pairs_mean`` and
+    ``null_pairs_sd`` of T, and the ARI's exact null SD ``null_ari_sd``."""
+    from geoscreen.probes.communities import contingency
+    from geoscreen.probes.permutation_moments import block_pair_invariants, pair_moments
+
+    n = comm.size
+    w = block_pair_invariants(comm, np.eye(int(comm.max()) + 1), third=False)
+    d = block_pair_invariants(labels, np.eye(int(labels.max()) + 1), third=False)
+    C = contingency(comm, labels).astype(np.float64)
+    t_obs = float((C * (C - 1)).sum())
+    mom = pair_moments(w, d, third=False)  # of T / w.total
+    mean, sd = mom.mean * w.total, mom.sd * w.total
+    p = 1.0
+    if sd > 0 and t_obs - 1 > mean:
+        p = sd * sd / (sd * sd + (t_obs - 1 - mean) ** 2)
+    # ARI = (T / 2 - E) / (top - E) with E the expected index and top the mean of the two
+    # partitions' pair counts (scikit-learn's definition, `communities.ari`)
+    sa, sb = w.total / 2, d.total / 2
+    top, expected = (sa + sb) / 2, sa * sb / (n * (n - 1) / 2)
+    return {"p": p, "pairs": t_obs, "null_pairs_mean": mean, "null_pairs_sd": sd,
+            "pairs_z": (t_obs - mean) / sd if sd > 0 else None,
+            "null_ari_sd": sd / 2 / (top - expected) if top > expected else 0.0}
+
+
+def _ari_bound_first(p: KnnCommunitiesParams, comm: np.ndarray, labels: np.ndarray
+                     ) -> tuple[dict | None, str | None]:
+    """(the bound's record or None, why the draws decide or None) of ``null_method: bound``."""
+    if p.null_method == "draws":
+        return None, "null_method draws"
+    if p.measure != "ari":
+        return None, "the bound covers the ARI only"
+    if comm.size < 4 or comm.max() == comm.size - 1 or labels.max() == labels.size - 1:
+        return None, "fewer than 4 genes, or a partition of single genes"
+    bound = ari_bound(comm, labels)
+    if bound["p"] > 1.0 / (p.n_permutations + 1):
+        return bound, "bound above 1 / (n_permutations + 1)"
+    return bound, None
 
 
 def _versus_partition(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str,

@@ -119,7 +119,11 @@ def test_knn_communities_power_and_refusals(tmp_path):
                                     "n_permutations": 199, "measure": measure}, ctx, "L0")
         print(f"labels following planted clusters (30% flipped): {measure} {r.statistic:.3f} vs "
               f"null {r.extra['null_mean']:.3f}, p {r.p_value:.3f}")
-        assert r.p_value == pytest.approx(1 / 200) and r.effect_size > 0.2
+        assert r.effect_size > 0.2
+        if measure == "ari":  # 1.3: Cantelli's bound decides it below the draws' floor
+            assert r.p_value < 1 / 200 and r.extra["p_method"] == "cantelli"
+        else:
+            assert r.p_value == pytest.approx(1 / 200)
     with pytest.raises(Exception, match="exactly one label"):
         run("knn_communities", {"annotation": gmt(tmp_path / "one.gmt", np.zeros(400, int)),
                                 "min_set_size": 5}, ctx, "L0")

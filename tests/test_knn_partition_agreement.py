@@ -81,7 +81,8 @@ def test_shared_clusters_agree_and_a_trend_finds_convergence(tmp_path):
                ctx, f"L{i}") for i in range(6)]
     aris = [r.statistic for r in res]
     print("\nARI with the last layer, noisiest first: " + " ".join(f"{a:.3f}" for a in aris))
-    assert res[-1].p_value == pytest.approx(1 / 200) and aris[-1] > 0.5
+    # 1.3: Cantelli's bound decides the closest layer below the draws' floor of 1/200
+    assert res[-1].p_value < 1 / 200 and aris[-1] > 0.5
     assert aris[-1] > aris[0] + 0.3
     assert combine(res, "trend", "greater", 0).p_value < 0.05
     with pytest.raises(GeoscreenError, match="its own reference layer") as e:

@@ -264,7 +264,8 @@ SEQ_PROBES = [
     ("knn_homophily", {"gene_set": "A", "null": "gene_shuffle"}, "L0", "L1"),
     # k 8: the null layer's p is uniform over seeds (40 seeds: 5% at or below 0.05), and at
     # this test's seed with k 10 igraph's partition drew p = 0.01, where no h = 10 test stops
-    ("knn_communities", {"annotation": "compartments", "k": 8}, "L0", "L1"),
+    ("knn_communities", {"annotation": "compartments", "k": 8, "null_method": "draws"}, "L0",
+     "L1"),
     ("gene_score_association", {"quantity": "norm", "score": "score", "null_method": "draws"},
      "L0", "L1"),
     ("subspace_alignment", {"k": 2, "null": "gene_shuffle", "null_method": "draws"}, "L1", "L2"),
