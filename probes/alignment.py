@@ -56,6 +56,17 @@ def top_components(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return U, S
 
 
+def numerical_rank(S: np.ndarray, n: int, d: int) -> int:
+    """How many of the (descending) singular values S of an n x d matrix exceed its rounding
+    floor.  `top_components` takes them as square roots of covariance eigenvalues, whose
+    rounding is about eps S[0]^2, so the floor is S[0] sqrt(max(n, d) eps) (2.6e-7 of the
+    largest for 300 genes): below it a component is noise, whatever the layer holds."""
+    if S.size == 0 or not S[0] > 0:
+        return 0
+    floor = S[0] * np.sqrt(max(n, d) * np.finfo(np.float64).eps)
+    return int(np.count_nonzero(S > floor))
+
+
 def alignment_bound(Ax: np.ndarray, Ay: np.ndarray, observed: float, method: str
                     ) -> dict[str, float | None]:
     """Cantelli's upper bound on the exact correspondence-shuffle p-value of a large statistic.
@@ -205,6 +216,8 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     ``null_method: draws``) the draws decide as in version 1.0 (``extra["draw_reason"]``).
     Where the shared genes are all of the layer's, its leading components are read from the
     layer's centred SVD instead of a fresh eigendecomposition (the same subspace).
+    Both layers keep only the components both have (`numerical_rank`): with `n_components`
+    above a layer's rank on the shared genes, version 1.0 aligned rounding noise.
 
     References
     ----------
@@ -252,6 +265,15 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     Uy, Sy = ctx.keep_last("cross_model_alignment.other", (
         str(p.other_cache), oname, k, p.include_zero_genes, orows.tobytes()),
         lambda: top_components(np.asarray(other.array(oname)[orows], dtype=np.float64), k))
+    # components past either layer's numerical rank on these genes are rounding noise (and
+    # make the retrieval's maps singular): both keep the components both layers have
+    rank = min(numerical_rank(Sx, rows.size, width), numerical_rank(Sy, rows.size, width))
+    if rank < 1:
+        raise GeoscreenError("a layer is constant on the shared genes: no component to align",
+                             field="params.other_cache")
+    if rank < k:
+        k = rank
+        Ux, Sx, Uy, Sy = Ux[:, :k], Sx[:k], Uy[:, :k], Sy[:k]
     if p.method == "cca":
         Ax, Ay = Ux, Uy
     else:
@@ -266,9 +288,13 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
         if ctx.alternative != "greater":
             why = "the bound covers the alternative 'greater' only"
         else:
-            bound = alignment_bound(Ax, Ay, observed, p.method)
-            why = None if bound["p"] <= 1.0 / (p.n_permutations + 1) else \
-                "bound above 1 / (n_permutations + 1)"
+            try:
+                bound = alignment_bound(Ax, Ay, observed, p.method)
+            except ValueError:  # neither basis centred to rounding (e.g. a rank below k)
+                why = "neither basis is centred to rounding: the bound does not apply"
+            else:
+                why = None if bound["p"] <= 1.0 / (p.n_permutations + 1) else \
+                    "bound above 1 / (n_permutations + 1)"
     # each batch's products a few permutations at a time: the gathered rows stay in cache
     # (1.5x faster than one gather of the whole batch), the same product per permutation
     step = max(1, PRODUCT_ENTRIES // (n * k))

@@ -372,9 +372,10 @@ def frobenius_tail_bound(X: np.ndarray, Y: np.ndarray, threshold: float) -> dict
     Parameters
     ----------
     X, Y
-        (n x p) and (n x q) matrices with centred columns (checked: a column sum above 1e-8 of
-        the column's norm times sqrt(n) raises ValueError, since ||X' P Y||_F^2 is then not
-        the RV numerator of the centred matrices).
+        (n x p) and (n x q) matrices, one of them (at least) with centred columns: if X is
+        centred, X' P Y = X' P Y_c for every P (P 1 = 1), so ||X' P Y||_F^2 is the RV numerator
+        of the two centred matrices.  Checked: where, in both, a column's sum exceeds 1e-8 of
+        its norm times sqrt(n), ValueError is raised (the caller draws instead).
     threshold
         The value of ||X' P Y||_F^2 whose upper tail is bounded.
 
@@ -396,10 +397,12 @@ def frobenius_tail_bound(X: np.ndarray, Y: np.ndarray, threshold: float) -> dict
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     n = X.shape[0]
-    for M in (X, Y):
+    def centred(M: np.ndarray) -> bool:
         drift = np.abs(M.sum(axis=0))
-        if np.any(drift > 1e-8 * math.sqrt(n) * np.maximum(np.linalg.norm(M, axis=0), 1e-300)):
-            raise ValueError("frobenius_tail_bound needs centred columns")
+        return not np.any(drift > 1e-8 * math.sqrt(n)
+                          * np.maximum(np.linalg.norm(M, axis=0), 1e-300))
+    if not (centred(X) or centred(Y)):
+        raise ValueError("frobenius_tail_bound needs one matrix with centred columns")
     a, b = gram_invariants(X, third=False), gram_invariants(Y, third=False)
     mean = a.trace * b.trace / (n - 1)
     sd = math.sqrt(second_moment(a, b))

@@ -332,7 +332,7 @@ def _bound_first(p: SubspaceAlignmentParams, alternative: str, qa: np.ndarray, q
     try:
         bound = frobenius_tail_bound(qa, qb, k * t if p.measure == "mean_cos2" else k * t * t)
     except ValueError:
-        return None, "the bases' columns are not centred to rounding: the bound does not apply"
+        return None, "neither basis is centred to rounding: the bound does not apply"
     if bound["p"] > 1.0 / (p.n_permutations + 1):
         return bound, "bound above 1 / (n_permutations + 1)"
     return bound, None

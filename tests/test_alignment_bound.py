@@ -158,15 +158,49 @@ def test_bound_default_is_calibrated_on_null_layers(tmp_path, kind):
 
 
 # -- the shared bound, and subspace_alignment's gene shuffle (version 1.2) -------------------------
-def test_the_bound_refuses_uncentred_columns():
+def test_one_centred_side_is_enough_and_neither_is_refused():
+    """If X is centred, X' P Y = X' P Y_c for every P: the moments are exact with Y offset
+    (against all 8! permutations); with neither side centred the bound refuses (ValueError),
+    and subspace_alignment then draws, saying why."""
     from geoscreen.probes.permutation_moments import frobenius_tail_bound
+    from geoscreen.probes.registry import get_probe
+    from geoscreen.probes.subspaces import _bound_first
 
     rng = np.random.default_rng(0)
-    X, Y = rng.standard_normal((50, 3)), rng.standard_normal((50, 2))
-    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
-    assert frobenius_tail_bound(Xc, Yc, 1.0)["p"] <= 1.0
+    X, Y = rng.standard_normal((8, 3)), rng.standard_normal((8, 2)) + 5.0
+    Xc = X - X.mean(0)
+    b = frobenius_tail_bound(Xc, Y, 1.0)
+    T = np.array([np.sum((Xc.T @ Y[q]) ** 2) for q in _all_permutations(8)])
+    assert b["null_frobenius2_mean"] == pytest.approx(T.mean(), rel=1e-12)
+    assert b["null_frobenius2_sd"] == pytest.approx(T.std(), rel=1e-10)
     with pytest.raises(ValueError, match="centred"):
-        frobenius_tail_bound(X, Yc, 1.0)
+        frobenius_tail_bound(X + 1.0, Y, 1.0)
+    prm = get_probe("subspace_alignment").validate_params(
+        {"k": 2, "null": "gene_shuffle", "n_permutations": 99})
+    qa, qb = np.linalg.qr(X + 1.0)[0][:, :2], np.linalg.qr(Y)[0]
+    assert _bound_first(prm, "greater", qa, qb, 0.9, 2) == \
+        (None, "neither basis is centred to rounding: the bound does not apply")
+
+
+@pytest.mark.parametrize("both", [False, True])
+def test_components_past_a_layers_rank_are_dropped(tmp_path, both):
+    """A one-hot 'embedding' of 6 categories has rank 5 once centred: asking for 6 components
+    used to divide rounding noise by itself (a non-centred sixth column, which the bound
+    refused with a traceback, and a singular retrieval map).  Both layers now keep the
+    components both have (5), and the bound's result is the draws' where it cannot decide."""
+    rng = np.random.default_rng(0)
+    X = np.eye(6)[rng.integers(0, 6, 300)] * 3.0 if both else rng.standard_normal((300, 16))
+    cache = cache_from_layers(tmp_path / "c", [X])
+    cache_from_layers(tmp_path / "o", [np.eye(6)[rng.integers(0, 6, 300)] * 5.0])
+    ctx = context(cache, tmp_path)
+    for method in ("cca", "procrustes"):
+        prm = {"other_cache": str(tmp_path / "o"), "n_components": 6, "method": method,
+               "n_permutations": 199}
+        a = run("cross_model_alignment", prm, ctx, "L0", "greater")
+        b = run("cross_model_alignment", {**prm, "null_method": "draws"}, ctx, "L0", "greater")
+        assert a.extra["n_components"] == 5 and a.extra["p_method"] == "draws"
+        assert a.extra["draw_reason"] == "bound above 1 / (n_permutations + 1)"
+        assert (a.statistic, a.p_value) == (b.statistic, b.p_value)
 
 
 @pytest.mark.parametrize("measure", ["mean_cos2", "min_cos"])
