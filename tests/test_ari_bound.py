@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 import pytest
 from probe_helpers import cache_from_layers, context, run
-from test_knn_communities import clustered, gmt
+from test_knn_communities import clustered, gmt, planted_labels
 
 from geoscreen.probes.communities import ari, contingency
 from geoscreen.probes.graph import ari_bound
@@ -61,11 +61,7 @@ def test_a_planted_agreement_is_decided_without_draws(tmp_path):
     """Labels that follow planted clusters (30% flipped): the bound decides (p below the
     draws' floor), and the draws give their floor 1 / (m + 1); the statistic is the same.
     The NMI keeps the draws."""
-    rng = np.random.default_rng(5)
-    X, labels = clustered(rng, k=6, spread=3.0)
-    noisy = labels.copy()
-    flip = rng.random(labels.size) < 0.3
-    noisy[flip] = rng.integers(0, 6, int(flip.sum()))
+    X, noisy = planted_labels()
     ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
     prm = {"annotation": gmt(tmp_path / "l.gmt", noisy), "k": 8, "n_permutations": 199}
     b = run("knn_communities", prm, ctx, "L0")

@@ -107,12 +107,19 @@ def test_knn_communities_calibrated_on_random_labels(tmp_path, geometry):
           f"{layers} layers, KS p {c['ks_p']:.3f}")
 
 
-def test_knn_communities_power_and_refusals(tmp_path):
-    rng = np.random.default_rng(5)
+def planted_labels(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Six planted clusters and labels that follow them with 30% of genes relabelled at random:
+    (coordinates, labels)."""
+    rng = np.random.default_rng(seed)
     X, labels = clustered(rng, k=6, spread=3.0)
     noisy = labels.copy()
     flip = rng.random(labels.size) < 0.3
     noisy[flip] = rng.integers(0, 6, int(flip.sum()))
+    return X, noisy
+
+
+def test_knn_communities_power_and_refusals(tmp_path):
+    X, noisy = planted_labels()
     ctx = context(cache_from_layers(tmp_path / "c", [X]), tmp_path)
     for measure in ("ari", "nmi"):
         r = run("knn_communities", {"annotation": gmt(tmp_path / "l.gmt", noisy), "k": 8,
