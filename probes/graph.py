@@ -903,6 +903,10 @@ def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm
                "k": p.k, "resolution": p.resolution})
 
 
+#: the most communities or labels `ari_bound` takes (its class-by-class matrices: 32 MB each)
+ARI_BOUND_MAX_CLASSES = 2000
+
+
 def ari_bound(comm: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Cantelli's upper bound on the exact label-permutation p-value of the ARI of two
     partitions (0-based labels of the same genes): P(T >= T_obs) over the n! relabellings for
@@ -942,6 +946,9 @@ def _ari_bound_first(p: KnnCommunitiesParams, comm: np.ndarray, labels: np.ndarr
         return None, "the bound covers the ARI only"
     if comm.size < 4 or comm.max() == comm.size - 1 or labels.max() == labels.size - 1:
         return None, "fewer than 4 genes, or a partition of single genes"
+    if max(comm.max(), labels.max()) + 1 > ARI_BOUND_MAX_CLASSES:
+        return None, (f"more than {ARI_BOUND_MAX_CLASSES:,} communities or labels (the "
+                      "moments' class-by-class matrices)")
     bound = ari_bound(comm, labels)
     if bound["p"] > 1.0 / (p.n_permutations + 1):
         return bound, "bound above 1 / (n_permutations + 1)"

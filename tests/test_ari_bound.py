@@ -90,3 +90,20 @@ def test_random_labels_keep_the_draws(tmp_path):
     assert b.extra["bound"]["p"] > 1 / 200
     assert (b.p_value, b.n_permutations, b.e_value, b.extra["null_95"]) == \
         (d.p_value, d.n_permutations, d.e_value, d.extra["null_95"])
+
+
+def test_too_many_classes_keep_the_draws():
+    """Over 2,000 communities (pairs of genes here) the class-by-class matrices are not built:
+    the draws decide, saying why; at 2,000 the bound is computed."""
+    from geoscreen.probes.graph import ARI_BOUND_MAX_CLASSES, _ari_bound_first
+    from geoscreen.probes.registry import get_probe
+
+    prm = get_probe("knn_communities").validate_params({"versus_layer": "previous"})
+    for classes, computed in ((ARI_BOUND_MAX_CLASSES + 1, False), (ARI_BOUND_MAX_CLASSES, True)):
+        comm = np.repeat(np.arange(classes), 2)
+        bound, why = _ari_bound_first(prm, comm, comm.copy())
+        assert (bound is not None) == computed
+        if not computed:
+            assert why.startswith("more than 2,000 communities")
+        else:  # the same partition twice: as extreme as can be
+            assert why is None and bound["p"] < 1e-3
