@@ -916,7 +916,12 @@ def ari_bound(comm: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     Returns the bound ``p``, ``pairs`` (T_obs), the exact ``null_pairs_mean`` and
     ``null_pairs_sd`` of T, and the ARI's exact null SD ``null_ari_sd``."""
     from geoscreen.probes.communities import contingency
-    from geoscreen.probes.permutation_moments import block_pair_invariants, pair_moments
+    from geoscreen.probes.permutation_moments import (
+        RVMoments,
+        block_pair_invariants,
+        cantelli_bound,
+        pair_moments,
+    )
 
     n = comm.size
     w = block_pair_invariants(comm, np.eye(int(comm.max()) + 1), third=False)
@@ -925,9 +930,7 @@ def ari_bound(comm: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     t_obs = float((C * (C - 1)).sum())
     mom = pair_moments(w, d, third=False)  # of T / w.total
     mean, sd = mom.mean * w.total, mom.sd * w.total
-    p = 1.0
-    if sd > 0 and t_obs - 1 > mean:
-        p = sd * sd / (sd * sd + (t_obs - 1 - mean) ** 2)
+    p = cantelli_bound(t_obs - 1, RVMoments(mean, sd, None), "greater")
     # ARI = (T / 2 - E) / (top - E) with E the expected index and top the mean of the two
     # partitions' pair counts (scikit-learn's definition, `communities.ari`)
     sa, sb = w.total / 2, d.total / 2

@@ -407,9 +407,7 @@ def frobenius_tail_bound(X: np.ndarray, Y: np.ndarray, threshold: float) -> dict
     mean = a.trace * b.trace / (n - 1)
     sd = math.sqrt(second_moment(a, b))
     frob2 = float(np.sum((X.T @ Y) ** 2))
-    p = 1.0
-    if threshold > mean and sd > 0:
-        p = sd * sd / (sd * sd + (threshold - mean) ** 2)
+    p = cantelli_bound(threshold, RVMoments(mean, sd, None), "greater")
     return {"p": p, "threshold": float(threshold), "frobenius2": frob2,
             "null_frobenius2_mean": mean, "null_frobenius2_sd": sd,
             "frobenius2_z": (frob2 - mean) / sd if sd > 0 else None}
