@@ -65,14 +65,19 @@ class SVD:
         pos[self.rows] = np.arange(self.rows.size)
         return pos[cache_rows]
 
-    def scores(self, axes: list[int] | None = None) -> np.ndarray:
-        """Gene coordinates U*S on the given 1-based axes (all axes if None)."""
+    def factors(self, axes: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(U, S) restricted to the given 1-based axes (all axes if None): `scores` unmultiplied."""
         if axes is None:
-            return self.U * self.S
+            return self.U, self.S
         idx = np.asarray(axes, dtype=int) - 1
         if idx.min() < 0 or idx.max() >= self.S.size:
             raise GeoscreenError(f"axes {axes} out of range 1..{self.S.size}", field="params.axis")
-        return self.U[:, idx] * self.S[idx]
+        return self.U[:, idx], self.S[idx]
+
+    def scores(self, axes: list[int] | None = None) -> np.ndarray:
+        """Gene coordinates U*S on the given 1-based axes (all axes if None)."""
+        U, S = self.factors(axes)
+        return U * S
 
 
 @dataclass

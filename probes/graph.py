@@ -254,8 +254,10 @@ def layer_knn(ctx: ProbeContext, layer: str, subspace: Subspace, include_zero: b
 
     key = ("knn", layer, str(subspace), include_zero, k)
     if key not in ctx.memo:
-        svd, Z = subspace_coords(ctx, layer, subspace, include_zero)
-        nb, source = knn_store.neighbours(ctx.store_base(), svd.key, subspace, Z, k)
+        svd = ctx.svd(layer, include_zero)
+        U, s = svd.factors(None if subspace == "full" else list(subspace))  # type: ignore[arg-type]
+        nb, source = knn_store.neighbours(ctx.store_base(), svd.key, subspace,
+                                          knn_store.Factored(U, s), k)
         ctx.knn_sources[source] = ctx.knn_sources.get(source, 0) + 1
         ctx.memo[key] = (svd, nb)
     return ctx.memo[key]
@@ -543,12 +545,18 @@ def spectral_gap(nb: np.ndarray, seed: int, tol: float = 1e-10) -> float:
     undirected k-NN graph (0 for a disconnected graph; at most n / (n - 1)).
 
     It is 1 minus the second-largest eigenvalue of D^-1/2 A D^-1/2, found by Lanczos iteration
-    (ARPACK, `scipy.sparse.linalg.eigsh`) from a start vector drawn from `seed`, to `tol`."""
+    (ARPACK, `scipy.sparse.linalg.eigsh`) from a start vector drawn from `seed`, to `tol`.  A
+    graph in more than one piece (`scipy.sparse.csgraph.connected_components`) gets exactly 0
+    without the iteration, whose answer there is rounding noise (1e-16 to 2e-15, ordered
+    differently by different BLAS builds): two disconnected layers tie, as they should."""
     import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
     from scipy.sparse.linalg import eigsh
 
     A = undirected_adjacency(nb)
     n = A.shape[0]
+    if connected_components(A, directed=False, return_labels=False) > 1:
+        return 0.0
     deg = np.asarray(A.sum(axis=1)).ravel()  # every gene has k >= 2 neighbours: deg >= k
     inv = 1.0 / np.sqrt(deg)
     M = sp.diags(inv) @ A @ sp.diags(inv)
@@ -557,14 +565,51 @@ def spectral_gap(nb: np.ndarray, seed: int, tol: float = 1e-10) -> float:
     return max(0.0, float(1.0 - np.sort(top)[0]))  # >= 0 (rounding can dip below)
 
 
+def triangle_counts(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(triangles through each node, each node's degree) in the undirected graph of the k-NN
+    lists `nb` (integer counts, exact).
+
+    Each edge is directed from the lower to the higher node in the order (degree, index), so
+    that every triangle a < b < c is one path a -> b -> c closed by a -> c, and out-degrees stay
+    small even at hubs (Schank & Wagner 2005; Latapy 2008).  With U the directed adjacency,
+    (U U) * U counts each triangle once at the entry (a, c): its row sums are the triangles
+    through their lowest node and its column sums those through their highest; (U' U) * U
+    counts it once at (b, c), whose row sums are the triangles through their middle node.
+    The two products cost sum in(b) out(b) + sum out(a)^2 operations, against sum deg^2 for
+    the undirected A A * A (networkx's definition, checked equal in tests): 1.6x less time on
+    a Gaussian 4,803-gene layer's 10-NN graph and 3x on a hub-heavy one (degree up to 215).
+
+    References
+    ----------
+    Schank, T. & Wagner, D. (2005). Finding, counting and listing all triangles in large
+    graphs, an experimental study. WEA 2005, Lecture Notes in Computer Science 3503, 606-609.
+    Latapy, M. (2008). Main-memory triangle computations for very large (sparse (power-law))
+    graphs. Theoretical Computer Science 407, 458-473.
+    """
+    import scipy.sparse as sp
+
+    n = nb.shape[0]
+    a, b = undirected_edges(nb)
+    deg = np.bincount(a, minlength=n) + np.bincount(b, minlength=n)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(deg, kind="stable")] = np.arange(n)  # by degree, then index
+    up = rank[a] < rank[b]
+    src, dst = np.where(up, a, b), np.where(up, b, a)
+    U = sp.csr_matrix((np.ones(src.size, dtype=np.int64), (src, dst)), shape=(n, n))
+    ends = (U @ U).multiply(U)  # (lowest, highest) of each triangle
+    middle = (U.T.tocsr() @ U).multiply(U)  # (middle, highest)
+    tri = (np.asarray(ends.sum(axis=1)).ravel() + np.asarray(ends.sum(axis=0)).ravel()
+           + np.asarray(middle.sum(axis=1)).ravel())
+    return tri.astype(np.int64), deg.astype(np.int64)
+
+
 def clustering_stats(nb: np.ndarray) -> tuple[float, float]:
     """(average local clustering, transitivity) of the undirected graph of the k-NN edges.
 
-    Nodes with fewer than two neighbours count as clustering 0 (as networkx does)."""
-    A = undirected_adjacency(nb)
-    n = A.shape[0]
-    deg = np.asarray(A.sum(axis=1)).ravel()
-    tri = np.asarray((A @ A).multiply(A).sum(axis=1)).ravel() / 2.0
+    Nodes with fewer than two neighbours count as clustering 0 (as networkx does); the
+    triangles come from `triangle_counts`."""
+    tri, deg = triangle_counts(nb)
+    n = nb.shape[0]
     pairs = deg * (deg - 1) / 2.0
     local = np.divide(tri, pairs, out=np.zeros(n), where=pairs > 0)
     trans = float(tri.sum() / pairs.sum()) if pairs.sum() > 0 else 0.0
@@ -678,10 +723,15 @@ def undirected_edges(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The edges (i < j) of the undirected k-NN graph: i and j joined when either is among the
     other's k neighbours."""
     n, k = nb.shape
-    i = np.repeat(np.arange(n), k)
-    j = nb.ravel()
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    key = np.unique(lo * n + hi)
+    i = np.repeat(np.arange(n, dtype=np.int64), k)
+    j = nb.ravel().astype(np.int64)
+    key = np.minimum(i, j) * n + np.maximum(i, j)
+    key.sort()  # then drop repeats: np.unique's result, in a sixth of its time
+    if key.size:
+        keep = np.empty(key.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(key[1:], key[:-1], out=keep[1:])
+        key = key[keep]
     return key // n, key % n
 
 

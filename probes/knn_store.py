@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,8 @@ from geoscreen.probes.keyed_file import load_keyed, save_atomic
 
 KNN_VERSION = "knn-v1"
 _CHECKS = 8
+FACTORED_MIN_WIDTH = 64  # spot checks from U and s at or above this many axes
+_FACTOR_BLOCK = 1024  # rows of U per step of a spot check's one pass
 
 
 def knn_key(svd_key: str, subspace: object, k: int) -> str:
@@ -82,37 +85,96 @@ def write(path: Path, key: str, nb: np.ndarray) -> None:
         pass
 
 
-def spot_check(nb: np.ndarray, Z: np.ndarray, k: int, checks: int = _CHECKS) -> bool:
-    """Whether `checks` rows drawn at random (from the operating system's entropy) hold the
-    neighbours `knn_neighbours` computes for them now (as sets: a list is unordered)."""
-    from geoscreen.probes.graph import knn_neighbours
+@dataclass(frozen=True)
+class Factored:
+    """Coordinates Z = U * s kept as their factors (a layer's SVD, or some of its axes), so that a
+    few rows' similarities need neither Z nor its unit rows: a spot check reads (U_r s^2) U'
+    and the row norms sqrt(U^2 s^2) instead of forming the genes x width Z (5 ms at
+    4,803 x 512) and its unit and float32 copies."""
 
+    U: np.ndarray  # (genes, axes)
+    s: np.ndarray  # (axes,)
+
+    def dense(self) -> np.ndarray:
+        return self.U * self.s
+
+
+def row_neighbours(Z: np.ndarray | Factored, rows: np.ndarray, k: int) -> np.ndarray:
+    """The k neighbours of `rows` (len(rows), k): `knn_neighbours(Z, k, rows=rows)`, or for
+    coordinates given as factors at least `FACTORED_MIN_WIDTH` wide, the same from the
+    factors.
+
+    From factors the rows' float64 cosine similarities to every row are (U_r s^2) U' divided
+    by the row norms sqrt(U^2 s^2), and ties within the float64 tie tolerance are broken by
+    column (`top_k_ties_by_column`): what `knn_neighbours` gives those rows, since its float32
+    screen keeps a row only where the float64 top k is separated by more than that tolerance
+    and ranks every other row this way.  These similarities are rounded differently from
+    `knn_neighbours`' (a few units in the last place, against a tolerance of 4 (d + 2) units
+    of 2^-53: 264 or more at 64 axes), so only a value within rounding of a tie's edge could
+    fall the other way, and a spot check then fails and the list is computed again.  In
+    narrower spaces the tolerance is a few units and near-duplicate genes (all-zero rows,
+    centred) can sit just outside it: there Z is formed (cheap) and `knn_neighbours` itself
+    computes the rows, as the stored list was computed."""
+    from geoscreen.probes.graph import (
+        float64_tie_tolerance,
+        knn_neighbours,
+        top_k_ties_by_column,
+    )
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if not isinstance(Z, Factored):
+        return knn_neighbours(Z, k, rows=rows)
+    if Z.U.shape[1] < FACTORED_MIN_WIDTH:
+        return knn_neighbours(Z.dense(), k, rows=rows)
+    U, s2 = Z.U, Z.s * Z.s
+    W = np.ascontiguousarray((U[rows] * s2).T)
+    norm2, G = np.empty(U.shape[0]), np.empty((U.shape[0], rows.size))
+    for a in range(0, U.shape[0], _FACTOR_BLOCK):  # one pass over U, a block in cache
+        b = U[a:a + _FACTOR_BLOCK]
+        norm2[a:a + b.shape[0]] = np.square(b) @ s2
+        G[a:a + b.shape[0]] = b @ W
+    if not (np.isfinite(norm2).all() and np.isfinite(s2).all()):  # a NaN or inf in U or s
+        raise ValueError("knn_neighbours needs finite coordinates")
+    nrm = np.sqrt(norm2)
+    nrm = np.where(nrm > 0, nrm, 1.0)  # a zero row stays 0, as knn_neighbours' unit rows
+    S = G.T / nrm[rows][:, None] / nrm[None, :]
+    S[np.arange(rows.size), rows] = -np.inf  # not itself
+    return top_k_ties_by_column(S, min(k, S.shape[1] - 1), float64_tie_tolerance(Z.U.shape[1]))
+
+
+def spot_check(nb: np.ndarray, Z: np.ndarray | Factored, k: int, checks: int = _CHECKS
+               ) -> bool:
+    """Whether `checks` rows drawn at random (from the operating system's entropy) hold the
+    neighbours computed for them now (`row_neighbours`; as sets: a list is unordered)."""
     n = nb.shape[0]
     rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
     rows = rng.choice(n, size=min(checks, n), replace=False)
-    again = knn_neighbours(Z, k, rows=rows)
+    again = row_neighbours(Z, rows, k)
     return bool(np.array_equal(np.sort(nb[rows], axis=1), np.sort(again, axis=1)))
 
 
-def neighbours(base: Path | None, svd_key: str | None, subspace: object, Z: np.ndarray,
-               k: int) -> tuple[np.ndarray, str]:
+def neighbours(base: Path | None, svd_key: str | None, subspace: object,
+               Z: np.ndarray | Factored, k: int) -> tuple[np.ndarray, str]:
     """(the (n, k) neighbour list of Z's rows, where it came from: "store" or "computed").
 
-    Without a store folder or an SVD content key nothing is read or written."""
+    Without a store folder or an SVD content key nothing is read or written.  Z may be given
+    as its factors (`Factored`): a list read from the store is then checked without forming
+    Z, which is formed only to compute the list."""
     from geoscreen.probes.graph import knn_neighbours
 
-    n = Z.shape[0]
+    n = (Z.U if isinstance(Z, Factored) else Z).shape[0]
     k_eff = min(k, n - 1)
-    if not (base and svd_key):
-        return knn_neighbours(Z, k), "computed"
-    key = knn_key(svd_key, subspace, k_eff)
-    path = knn_path(base, key)
-    nb = read(path, key, n, k_eff)
-    if nb is not None and spot_check(nb, Z, k_eff):
-        return nb, "store"
-    nb = knn_neighbours(Z, k)
-    write(path, key, nb)
+    if base and svd_key:
+        key = knn_key(svd_key, subspace, k_eff)
+        path = knn_path(base, key)
+        nb = read(path, key, n, k_eff)
+        if nb is not None and spot_check(nb, Z, k_eff):
+            return nb, "store"
+    nb = knn_neighbours(Z.dense() if isinstance(Z, Factored) else Z, k)
+    if base and svd_key:
+        write(path, key, nb)
     return nb, "computed"
 
 
-__all__ = ["KNN_VERSION", "knn_key", "knn_path", "neighbours", "read", "spot_check", "write"]
+__all__ = ["KNN_VERSION", "Factored", "knn_key", "knn_path", "neighbours", "read",
+           "row_neighbours", "spot_check", "write"]

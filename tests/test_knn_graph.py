@@ -14,9 +14,16 @@ from probe_helpers import (
     run,
     run_layers,
 )
+from scipy.sparse.csgraph import connected_components
 
 from geoscreen.combine import combine
-from geoscreen.probes.graph import clustering_stats, knn_neighbours, spectral_gap
+from geoscreen.probes.graph import (
+    clustering_stats,
+    knn_neighbours,
+    spectral_gap,
+    triangle_counts,
+    undirected_adjacency,
+)
 
 
 def test_neighbours_match_sklearn():
@@ -187,6 +194,33 @@ def _nx_graph(nb: np.ndarray) -> nx.Graph:
     return G
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "hubs"])
+def test_triangle_counts_equal_networkx_at_every_node(kind):
+    """The oriented count (each triangle once per corner, from two sparse products) equals
+    networkx's per-node triangles, on a plain graph and on one whose three hub genes (the
+    common direction itself) are neighbours of nearly every gene."""
+    rng = np.random.default_rng(7)
+    if kind == "gaussian":
+        Z = rng.standard_normal((400, 8))
+    else:
+        c = rng.standard_normal(64)
+        Z = c + 0.5 * rng.standard_normal((400, 64))
+        Z[:3] = c + 0.01 * rng.standard_normal((3, 64))
+    nb = knn_neighbours(Z, 5)
+    G = _nx_graph(nb)
+    tri, deg = triangle_counts(nb)
+    ref = nx.triangles(G)
+    assert tri.tolist() == [ref[i] for i in range(400)]
+    assert deg.tolist() == [G.degree(i) for i in range(400)]
+    assert (deg.max() > 300) == (kind == "hubs")
+    avg, trans = clustering_stats(nb)
+    assert avg == pytest.approx(nx.average_clustering(G), abs=1e-15)
+    assert trans == pytest.approx(nx.transitivity(G), abs=1e-15)
+    # no triangles at all: a path-like graph of 1-NN lists
+    line = np.arange(50.0)[:, None] * np.array([[1.0, 0.0]]) + np.array([[0.0, 1.0]])
+    assert triangle_counts(knn_neighbours(line, 1))[0].sum() == 0
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_spectral_gap_matches_networkx(seed):
     """The second-smallest eigenvalue of networkx's normalised Laplacian, computed densely;
@@ -205,14 +239,22 @@ def test_spectral_gap_is_zero_for_a_disconnected_graph_and_falls_with_clusters(t
     u = np.ones(6)  # two clouds on opposite sides: cosine ~ +1 within, ~ -1 across
     two = np.vstack([rng.standard_normal((100, 6)) + 50 * u,
                      rng.standard_normal((100, 6)) - 50 * u])
-    assert spectral_gap(knn_neighbours(two, 5), 0) == pytest.approx(0.0, abs=1e-8)
+    assert spectral_gap(knn_neighbours(two, 5), 0) == 0.0  # exactly, not rounding noise
     centres = rng.standard_normal((6, 10)) * 4
     labels = rng.integers(0, 6, 300)
-    layers = [w * centres[labels] + rng.standard_normal((300, 10)) for w in (0.0, 0.5, 1.0, 2.0)]
+    layers = [w * centres[labels] + rng.standard_normal((300, 10))
+              for w in (0.0, 0.15, 0.3, 0.45, 0.5)]
     ctx = context(cache_from_layers(tmp_path / "c", layers), tmp_path)
     res = run_layers("knn_graph", {"k": 8, "statistic": "spectral_gap"}, ctx)
+    # the last layer's graph falls apart: its gap is exactly 0, where Lanczos iteration alone
+    # returned 0.0015 (it missed the second unit eigenvalue of the two pieces)
+    Z = ctx.svd("L4").scores()
+    assert connected_components(undirected_adjacency(knn_neighbours(Z, 8)))[0] > 1
+    assert res[-1].statistic == 0.0
+    res = res[:-1]
     vals = [r.statistic for r in res]
     assert vals == sorted(vals, reverse=True) and all(r.p_value is None for r in res)
+    assert vals[-1] > 0  # four connected layers, the gap falling strictly
     assert res[0].extra["spectral_gap"] == vals[0] and 0 <= vals[-1] < vals[0] <= 300 / 299
     assert combine(res, "trend", "less", 0).p_value == pytest.approx(1 / 24)
 

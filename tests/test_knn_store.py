@@ -201,3 +201,32 @@ def test_near_duplicate_genes_get_the_same_neighbours_in_any_block():
     row = np.array([[0.5, 0.9, 0.5 + 1e-15, 0.2, 0.5 - 1e-15, 0.95]])
     assert sorted(top_k_ties_by_column(row, 3, 1e-12)[0]) == [0, 1, 5]
     assert sorted(top_k_ties_by_column(row, 4, 1e-12)[0]) == [0, 1, 2, 5]
+
+
+@pytest.mark.parametrize("axes", [None, list(range(1, 65)), [1, 2, 3], [2, 5]])
+def test_rows_from_the_factors_equal_the_whole_list(axes):
+    """A spot check reads a few rows' neighbours from the SVD's factors U and s without forming
+    U * s (64 axes or more): the same neighbours as the whole list for every row, near-duplicate
+    genes (all-zero rows centred) included, in the full space and in a 64-axis subspace;
+    narrower subspaces form U * s, whose rows knn_neighbours computes (at 3 axes the
+    near-duplicates' similarities spread 20 units in the last place, past the tie tolerance,
+    and the factors' rounding ranked one row differently).  An intact list passes, a shifted
+    one fails."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((1500, 96)) * np.linspace(2.0, 0.1, 96)
+    X[:100] = 0.0
+    U, S, _ = np.linalg.svd(X - X.mean(axis=0), full_matrices=False)
+    if axes is not None:
+        U, S = U[:, np.array(axes) - 1], S[np.array(axes) - 1]
+    whole = np.sort(knn_neighbours(U * S, 9), axis=1)
+    rows = np.arange(1500)
+    f = knn_store.Factored(U, S)
+    np.testing.assert_array_equal(np.sort(knn_store.row_neighbours(f, rows, 9), axis=1), whole)
+    np.testing.assert_array_equal(
+        np.sort(knn_store.row_neighbours(U * S, rows, 9), axis=1), whole)
+    assert all(knn_store.spot_check(whole, f, 9) for _ in range(20))
+    assert not knn_store.spot_check(np.roll(whole, 1, axis=0), f, 9, checks=1500)
+    bad = U.copy()  # either path refuses a NaN
+    bad[7, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        knn_store.row_neighbours(knn_store.Factored(bad, S), np.array([0, 1]), 9)
