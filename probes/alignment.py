@@ -33,7 +33,7 @@ from geoscreen.probes.feature_shuffle_bound import ROUNDING_MARGIN
 from geoscreen.probes.params import added_field, genes_ref_field
 from geoscreen.probes.permutation_moments import frobenius_tail_bound
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.sequential import besag_clifford, undrawn_record
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
 from geoscreen.result import LayerResult
 
@@ -309,8 +309,7 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
         assert bound is not None
         null = np.concatenate(list(batches))[:draws]
         tests: dict = {"p_value": bound["p"], "e_value": None}
-        record: dict = {"sequential_h": None, "null_draws_used": int(null.size),
-                        "null_exceedances": None, "stopped_early": False}
+        record: dict = undrawn_record(null.size)
         p_method = "cantelli"
     else:
         seq = besag_clifford(batches, observed, ctx.alternative, p.n_permutations,

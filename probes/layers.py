@@ -42,7 +42,7 @@ from geoscreen.probes.permutation_moments import (
     second_moment,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.sequential import besag_clifford, undrawn_record
 from geoscreen.probes.stats import chunks, feature_shuffle_stack_t, gene_perms, z_score
 from geoscreen.result import LayerResult
 
@@ -485,8 +485,7 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
             # an upper bound on the exact permutation p-value, at or below the smallest p the
             # draws could give: reported itself, nothing drawn
             extra.update(p_method="cantelli", null_mean=None, null_sd=None, z=None,
-                         sequential_h=None, null_draws_used=0, null_exceedances=None,
-                         stopped_early=False)
+                         **undrawn_record())
             test = {"p_value": fs_bound["bound"], "e_value": None}  # e: p-to-e calibrator
         elif why is not None and p.null == "gene_shuffle" and method == "moments" and \
                 extra["moment_bound"] is not None and \
@@ -497,14 +496,12 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
             bound = float(extra["moment_bound"])
             extra.update(p_method="cantelli", draw_reason=None, null_mean=mom.mean,
                          null_sd=mom.sd, z=(cka - mom.mean) / mom.sd if mom.sd > 0 else 0.0,
-                         sequential_h=None, null_draws_used=0, null_exceedances=None,
-                         stopped_early=False)
+                         **undrawn_record())
             test = {"p_value": bound, "e_value": None}  # e: p-to-e calibrator
         elif why is None:
             extra.update(p_method="moments", null_mean=mom.mean, null_sd=mom.sd,
                          z=(cka - mom.mean) / mom.sd if mom.sd > 0 else 0.0,
-                         sequential_h=None, null_draws_used=0, null_exceedances=None,
-                         stopped_early=False)
+                         **undrawn_record())
             test = {"p_value": extra["moment_p"], "e_value": None}  # e: p-to-e calibrator
         else:
             # another cache's draws are seeded by its layer's name, not by where the cache

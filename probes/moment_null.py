@@ -47,7 +47,7 @@ from geoscreen.probes.permutation_moments import (
     pair_moments,
     pearson3_lattice_p,
 )
-from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.sequential import besag_clifford, undrawn_record
 from geoscreen.probes.stats import pair_keys, z_score
 
 MAX_SKEW = 2.0  # largest null skewness at which the Pearson III p-value is trusted
@@ -154,8 +154,7 @@ def null_test_fields(decision: dict[str, Any] | None, observed: float,
         d = dict(decision)
         p = d.pop("p_value")
         sd = d["moment_sd"]
-        extra = {**d, "sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
-                 "stopped_early": False, "null_mean": d["moment_mean"], "null_sd": sd,
+        extra = {**d, **undrawn_record(), "null_mean": d["moment_mean"], "null_sd": sd,
                  "z": (observed - d["moment_mean"]) / sd if sd > 0 else 0.0}
         return {"p_value": p, "e_value": None}, extra, 0
     seq = besag_clifford(draws, observed, alternative, m, h)

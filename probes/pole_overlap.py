@@ -35,7 +35,7 @@ from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import added_field, pairs_ref_field
 from geoscreen.probes.proximity import pole_labels
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.sequential import besag_clifford, undrawn_record
 from geoscreen.probes.stats import chunks, growing
 from geoscreen.result import LayerResult
 
@@ -221,7 +221,7 @@ def axis_pole_overlap(ctx: ProbeContext, p: AxisPoleOverlapParams, layer: str) -
     if exact:  # the hypergeometric law of the overlap (1.1): nothing drawn
         pval, mean0, sd0 = exact_jaccard_null(n, sa, sb, observed, ctx.alternative)
         test: dict[str, object] = {"p_value": pval, "e_value": None}
-        record: dict[str, object] = {"null_method": "exact", "null_draws_used": 0}
+        record: dict[str, object] = {"null_method": "exact", **undrawn_record()}
         draws = 0
     else:
         seq = besag_clifford(batches(), observed, ctx.alternative, p.n_permutations,

@@ -41,7 +41,7 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.sequential import besag_clifford, undrawn_record
 from geoscreen.probes.stats import (
     chunks,
     float32_dot_error,
@@ -385,9 +385,7 @@ def pair_retrieval(ctx: ProbeContext, p: PairRetrievalParams, layer: str) -> Lay
         p_down = (1 + int(np.sum(counted <= precision + tol))) / (m + 1)
         null_mean = float(scaled.mean())
         test: dict[str, object] = {"p_value": min(1.0, 2 * min(p_up, p_down)), "e_value": None}
-        record: dict[str, object] = {"sequential_h": None, "null_draws_used": m,
-                                     "null_exceedances": None, "stopped_early": False,
-                                     "p_upper": p_up, "p_lower": p_down}
+        record: dict[str, object] = {**undrawn_record(m), "p_upper": p_up, "p_lower": p_down}
         null_sd: float | None = float(scaled.std(ddof=1))
         n_draws = m
     else:

@@ -100,6 +100,14 @@ class SequentialNull:
                 "null_exceedances": self.exceedances, "stopped_early": self.stopped}
 
 
+def undrawn_record(draws: int = 0) -> dict[str, object]:
+    """The stopping record (`SequentialNull.record`'s fields) of a test that no stopping rule
+    governed: an exact law, bound or moments gave its p-value (with `draws` null draws, if any,
+    made for its effect size only), or a two-sided count over a fixed number of draws did."""
+    return {"sequential_h": None, "null_draws_used": int(draws), "null_exceedances": None,
+            "stopped_early": False}
+
+
 def besag_clifford(batches: Iterable[np.ndarray], observed: float, alternative: str, m: int,
                    h: int | None) -> SequentialNull:
     """Draw null statistics batch by batch until `h` exceedances or `m` draws.

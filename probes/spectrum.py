@@ -30,7 +30,7 @@ from geoscreen.probes.feature_shuffle_bound import (
 )
 from geoscreen.probes.params import added_field, genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.sequential import besag_clifford, undrawn_record
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
@@ -377,8 +377,7 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         bound, why = _bound_first(p, ctx.alternative, Xt, eig32, tested)
         if bound is not None and why is None:  # the bound is the p-value: nothing is drawn
             extra = {"p_method": "cantelli", "draw_reason": None, "bound": bound,
-                     "null_mean": None, "null_sd": None, "z": None, "sequential_h": None,
-                     "null_draws_used": 0, "null_exceedances": None, "stopped_early": False}
+                     "null_mean": None, "null_sd": None, "z": None, **undrawn_record()}
             return _result(p, value, T, eig, ci_low, ci_high, bound["p"], None, 0, extra)
         shared = None
         if p.gene_set is None and svd.key:  # the whole layer: one null per layer and campaign

@@ -29,7 +29,7 @@ from geoscreen.probes.feature_shuffle_bound import ROUNDING_MARGIN
 from geoscreen.probes.params import added_field
 from geoscreen.probes.permutation_moments import frobenius_tail_bound
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.sequential import besag_clifford, undrawn_record
 from geoscreen.probes.stats import percentile_ci
 from geoscreen.result import E_PERMUTATION, LayerResult
 
@@ -299,8 +299,7 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
             exact = p.measure == "mean_cos2"
             return _result(p, value, k, ci_low, ci_high, bound["p"], None, 0, {
                 "p_method": "cantelli", "draw_reason": None, "bound": bound,
-                "sequential_h": None, "null_draws_used": 0, "null_exceedances": None,
-                "stopped_early": False,
+                **undrawn_record(),
                 "null_mean": bound["null_frobenius2_mean"] / k if exact else None,
                 "null_sd": bound["null_frobenius2_sd"] / k if exact else None},
                 ref, idx, n_units, cos)

@@ -491,3 +491,14 @@ def test_row_wise_draws_made_in_pieces_are_the_draws_of_one_call(n):
     rng = np.random.default_rng(6)
     parts = np.concatenate([degree_preserving_pairs(i, j, k, rng)[1] for k in (16, 32, 52)])
     assert np.array_equal(J, parts)
+
+
+def test_the_undrawn_record_has_the_stopping_records_fields():
+    """A test decided without the stopping rule (a bound, exact moments, a two-sided count)
+    records the same fields as one the rule governed, so the ledger and report read both."""
+    from geoscreen.probes.sequential import undrawn_record
+
+    seq = besag_clifford([np.zeros(5)], 1.0, "greater", 5, 2)
+    assert set(undrawn_record()) == set(seq.record())
+    assert undrawn_record(99) == {"sequential_h": None, "null_draws_used": 99,
+                                  "null_exceedances": None, "stopped_early": False}
