@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import sparse
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.multitest import bh_count
@@ -194,7 +195,7 @@ class PseudoLists:
         self.plan = []
         if labels is not None:
             need = labels[lists]
-            for d in np.unique(need):
+            for d in unique_sorted(need):
                 rows, cols = np.nonzero(need == d)
                 self.plan.append((np.flatnonzero(labels == d), rows, cols))
 

@@ -46,6 +46,7 @@ from pydantic import Field
 from scipy import sparse
 from scipy.special import gammaln
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.atlas_annotation import atlas_field, min_frequency_field
 from geoscreen.probes.communities import leiden_modules
@@ -497,13 +498,13 @@ def cross_layer_highways(ctx: ProbeContext, p: HighwayParams, layer: str) -> Lay
     edge = tests.edges(p.q, p.min_pmi)
     n_edges = int(edge.sum())
     log_p = tests.log_p_simes()
-    linked = np.unique(tests.j[edge]).size
+    linked = unique_sorted(tests.j[edge]).size
     extra: dict[str, Any] = {
         "log10_p": log_p / LN10, "reference": ref, "n_features_tested": int(live_b.size),
         "n_reference_features": int(live_a.size), "n_positions": int(keep.sum()),
         "n_positions_sampled": int(positions.size), "activity": p.activity,
         "pairs": int(tests.m), "pmi_gt_3_pairs": int((tests.pmi > 3.0).sum()),
-        "reference_features_linked": int(np.unique(tests.i[edge]).size),
+        "reference_features_linked": int(unique_sorted(tests.i[edge]).size),
         "highways": edge_rows(tests, edge, live_a, live_b, ref_atlas, atlas, p.top_hits),
         "atlas": str(atlas.path), "atlas_checksum": atlas.checksum,
         "reference_atlas": str(ref_atlas.path), "reference_checksum": ref_atlas.checksum}

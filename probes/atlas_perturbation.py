@@ -49,6 +49,7 @@ import numpy as np
 from pydantic import Field
 from scipy import sparse
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.multitest import bh_count
@@ -72,7 +73,7 @@ def stratified_overlap_law(responder: np.ndarray, target: np.ndarray, strata: np
     target = np.asarray(target, dtype=bool)
     law = np.ones(1)
     mean = 0.0
-    for s in np.unique(strata):
+    for s in unique_sorted(strata):
         inside = strata == s
         n, K, r = int(inside.sum()), int(target[inside].sum()), int(responder[inside].sum())
         if K == 0 or r == 0:
@@ -128,7 +129,7 @@ def overlap_z(R: np.ndarray, T: np.ndarray, strata: np.ndarray | None = None) ->
     labels = np.zeros(R.shape[1], dtype=np.int64) if strata is None else np.asarray(strata)
     E = np.zeros((R.shape[0], T.shape[0]))
     var = np.zeros_like(E)
-    for s in np.unique(labels):
+    for s in unique_sorted(labels):
         inside = labels == s
         n = float(inside.sum())
         r = R[:, inside].sum(1)[:, None]

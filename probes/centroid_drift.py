@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field, null_sets
@@ -180,7 +181,7 @@ def centroid_drift(ctx: ProbeContext, p: CentroidDriftParams, layer: str) -> Lay
     def members(ref: str | None, param: str) -> np.ndarray:
         got = ctx.gene_rows(ref, param=param, min_size=p.min_size,  # type: ignore[arg-type]
                             include_zero=p.include_zero_genes)
-        return np.unique(svd.local(got))
+        return unique_sorted(svd.local(got))
 
     moving = members(p.gene_set, "gene_set")
     first = members(p.target, "target") if p.target is not None else None

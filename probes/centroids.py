@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import (
@@ -249,7 +250,7 @@ def set_centroids(ctx: ProbeContext, p: SetCentroidsParams, layer: str) -> Layer
     for j, ref in enumerate(p.sets):
         rows = ctx.gene_rows(ref, param=f"sets[{j}]", min_size=p.min_size,
                              include_zero=p.include_zero_genes)
-        groups.append(np.unique(svd.local(rows)))
+        groups.append(unique_sorted(svd.local(rows)))
     if p.versus == "rest" and max(g.size for g in groups) >= n:
         raise GeoscreenError("a set holds every gene; no rest is left", field="params.sets")
     if p.statistic in SPAN_STATISTICS and max(g.size for g in groups) > Z.shape[1]:

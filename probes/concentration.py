@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import (
@@ -176,7 +177,7 @@ def community_concentration(ctx: ProbeContext, p: CommunityConcentrationParams, 
     for j, ref in enumerate(p.gene_sets):
         rows = ctx.gene_rows(ref, param=f"gene_sets[{j}]", min_size=p.min_size,
                              include_zero=p.include_zero_genes)
-        groups.append(np.unique(svd.local(rows)))
+        groups.append(unique_sorted(svd.local(rows)))
     k = np.array([g.size for g in groups])
     sizes = sizes_all[scanned].astype(float)
     remap = np.full(sizes_all.size, scanned.size, dtype=np.int64)  # unscanned parts: one bin

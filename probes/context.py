@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.store.cache import Cache
 
@@ -282,7 +283,7 @@ class ProbeContext:
         ok = mrow >= 0
         ok[ok] &= usable[mrow[ok]]
         mset, mrow = fam.member_set[ok], mrow[ok]
-        pair = np.unique(mset.astype(np.int64) * (int(usable.size) + 1) + mrow)
+        pair = unique_sorted(mset.astype(np.int64) * (int(usable.size) + 1) + mrow)
         mset, mrow = pair // (int(usable.size) + 1), pair % (int(usable.size) + 1)
         size = np.bincount(mset, minlength=len(fam.set_ids))
         keep = np.flatnonzero((size >= min_size) & (size <= max_size))

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import MatchVar, bins_field, build_strata, match_field, null_sets
@@ -359,8 +360,8 @@ def _anchor_null(ctx: ProbeContext, p: CentroidConvergenceParams, layer: str, sv
     if p.anchor_redrawn is not None:
         rows = ctx.gene_rows(p.anchor_redrawn, param="anchor_redrawn", min_size=1,
                              include_zero=p.include_zero_genes)
-        redrawn = np.intersect1d(np.unique(svd.local(rows)), anchors)
-        if redrawn.size == 0 or redrawn.size != np.unique(svd.local(rows)).size:
+        redrawn = np.intersect1d(unique_sorted(svd.local(rows)), anchors)
+        if redrawn.size == 0 or redrawn.size != unique_sorted(svd.local(rows)).size:
             raise GeoscreenError("anchor_redrawn must list genes of the anchor set present in "
                                  "the cache", field="params.anchor_redrawn",
                                  fix="name one or more of the anchor_set's genes")
@@ -474,9 +475,9 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
     svd, Z = subspace_coords(ctx, layer, p.subspace, p.include_zero_genes)
     anchor_rows = ctx.gene_rows(p.anchor_set, param="anchor_set", min_size=p.min_anchor_genes,
                                 include_zero=p.include_zero_genes)
-    anchors = np.unique(svd.local(anchor_rows))
+    anchors = unique_sorted(svd.local(anchor_rows))
     rows = ctx.gene_rows(p.genes, param="genes", min_size=1, include_zero=p.include_zero_genes)
-    tested = np.unique(svd.local(rows))
+    tested = unique_sorted(svd.local(rows))
     members = np.setdiff1d(tested, anchors)
     if members.size == 0:
         raise GeoscreenError("every tested gene is in the anchor set; nothing is left to test",
@@ -490,7 +491,7 @@ def centroid_convergence(ctx: ProbeContext, p: CentroidConvergenceParams, layer:
     if p.versus_genes is not None:
         vrows = ctx.gene_rows(p.versus_genes, param="versus_genes", min_size=1,
                               include_zero=p.include_zero_genes)
-        versus = np.setdiff1d(np.unique(svd.local(vrows)), anchors)
+        versus = np.setdiff1d(unique_sorted(svd.local(vrows)), anchors)
         if versus.size == 0:
             raise GeoscreenError("every versus gene is in the anchor set", field="params."
                                  "versus_genes", fix="compare genes outside the anchor set")

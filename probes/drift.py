@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
@@ -150,8 +151,8 @@ def gene_drift(ctx: ProbeContext, p: GeneDriftParams, layer: str) -> LayerResult
     svd = ctx.svd(layer, p.include_zero_genes)
     rows = svd.rows
     drift = drift_values(ctx, layer, svd, ref, "cosine", p.center)
-    members = np.unique(svd.local(ctx.gene_rows(p.genes, param="genes", min_size=p.min_size,
-                                                include_zero=p.include_zero_genes)))
+    members = unique_sorted(svd.local(ctx.gene_rows(
+        p.genes, param="genes", min_size=p.min_size, include_zero=p.include_zero_genes)))
     n, k = rows.size, members.size
     if k >= n:
         raise GeoscreenError("the tested set holds every gene; nothing is left to compare with",

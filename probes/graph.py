@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.group_scan import entries_past, group_extrema
@@ -361,8 +362,8 @@ def knn_homophily(ctx: ProbeContext, p: KnnHomophilyParams, layer: str) -> Layer
     Applications in Genetics and Molecular Biology 9(1), Article 39.
     """
     svd, nb = layer_knn(ctx, layer, p.subspace, p.include_zero_genes, p.k)
-    members = np.unique(svd.local(ctx.gene_rows(p.gene_set, param="gene_set", min_size=p.min_size,
-                                                include_zero=p.include_zero_genes)))
+    members = unique_sorted(svd.local(ctx.gene_rows(
+        p.gene_set, param="gene_set", min_size=p.min_size, include_zero=p.include_zero_genes)))
     if p.sources is not None:
         return _neighbour_census(ctx, p, layer, svd, nb, members)
     n, s = nb.shape[0], members.size
@@ -407,7 +408,7 @@ def _neighbour_census(ctx: ProbeContext, p: KnnHomophilyParams, layer: str, svd:
 
     assert p.sources is not None
     n = nb.shape[0]
-    src = np.unique(svd.local(ctx.gene_rows(  # type: ignore[attr-defined]
+    src = unique_sorted(svd.local(ctx.gene_rows(  # type: ignore[attr-defined]
         p.sources, param="sources", include_zero=p.include_zero_genes)))
     members = np.setdiff1d(members, src)
     s = members.size
@@ -915,7 +916,7 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
     return _agreement_test(ctx, p, layer, comm, labels, {
         "modularity": modularity, "labelled_genes": int(keep.size),
         "labels": int(labels.max()) + 1,
-        "label_names": [names[i] for i in np.unique(label[keep])[:20].tolist()]})
+        "label_names": [names[i] for i in unique_sorted(label[keep])[:20].tolist()]})
 
 
 def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm: np.ndarray,

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.probes.keyed_file import load_keyed, save_atomic
 
 LAPLACIAN_VERSION = "laplacian-v1"
@@ -54,7 +55,7 @@ def canonical_edges(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     u, v = np.minimum(a, b), np.maximum(a, b)
     keep = u != v
-    keys = np.unique(u[keep] * n + v[keep])
+    keys = unique_sorted(u[keep] * n + v[keep])
     return np.stack([keys // n, keys % n], axis=1)
 
 

@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.stats import CHUNK_ENTRIES, chunks, distinct_draws
@@ -64,7 +65,7 @@ def _rank_bins(x: np.ndarray, bins: int) -> np.ndarray:
     """Bins 0..bins-1 cut at the variable's quantiles: tied values share a bin, and every gene
     at or above a cut point lies above it (a set selected by a threshold on the variable stays
     within the bins above that threshold)."""
-    edges = np.unique(np.quantile(x, np.arange(1, bins) / bins))
+    edges = unique_sorted(np.quantile(x, np.arange(1, bins) / bins))
     return np.searchsorted(edges, x, side="right").astype(np.int64)
 
 
@@ -158,7 +159,7 @@ class Strata:
         uniq, inv = np.unique(members, return_inverse=True)
         out = np.empty((m, uniq.size), dtype=np.int32)
         lab = self.labels[uniq]
-        for s in np.unique(lab):
+        for s in unique_sorted(lab):
             cols = np.flatnonzero(lab == s)
             pool = self._pool(int(s))
             out[:, cols] = pool[distinct_draws(pool.size, cols.size, m, rng)]

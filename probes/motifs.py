@@ -67,6 +67,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import SVD, ProbeContext
 from geoscreen.probes.matching import Strata, _rank_bins, bins_field, build_strata
@@ -204,10 +205,10 @@ def network(i: np.ndarray, j: np.ndarray) -> Network:
     """The simple directed network of pairs i -> j (SVD rows)."""
     i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
     keep = i != j
-    genes = np.unique(np.concatenate([i[keep], j[keep]]))
+    genes = unique_sorted(np.concatenate([i[keep], j[keep]]))
     a, b = np.searchsorted(genes, i[keep]), np.searchsorted(genes, j[keep])
     n = genes.size
-    codes = np.unique(a * n + b)
+    codes = unique_sorted(a * n + b)
     return Network(genes=genes, src=codes // n, dst=codes % n)
 
 
@@ -347,7 +348,7 @@ def motif_summary(src: np.ndarray, dst: np.ndarray, n_nodes: int, n_nets: int, m
         b = codes // N // n_nodes
         wt /= np.bincount(b, weights=wt, minlength=n_nets)[b]
     elif statistic == "motif_vs_edges":
-        codes = np.unique(np.minimum(src, dst) * N + np.maximum(src, dst))
+        codes = unique_sorted(np.minimum(src, dst) * N + np.maximum(src, dst))
         b = codes // N // n_nodes
         in_motif = _member(pair_codes, codes)
         n_in = np.bincount(b[in_motif], minlength=n_nets)
@@ -503,7 +504,7 @@ def _small_group_pairs(ptr: np.ndarray, groups: np.ndarray,
     group of each pair; a group's pairs are contiguous, in a fixed order for its size."""
     c = ptr[groups + 1] - ptr[groups]
     firsts, seconds, owners = [], [], []
-    for size in np.unique(c):
+    for size in unique_sorted(c):
         if size < 2:
             continue
         at = groups[c == size]
@@ -1161,7 +1162,7 @@ def _position_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> 
     finite = np.isfinite(t_obs)
     extra: dict[str, Any] = {
         **seq.record(), "motif": p.motif, "motif_count": int(inst.shape[0]),
-        "motif_genes": int(np.unique(inst).size), "network_genes": net.n,
+        "motif_genes": int(unique_sorted(inst).size), "network_genes": net.n,
         "network_edges": int(net.src.size), "null_mean": float(null.mean()),
         "null_sd": float(null.std(ddof=1)), "subspace": p.subspace, "metric": p.metric,
         "matching": matching, "between_share": float(position_statistic(t_obs,
@@ -1315,7 +1316,7 @@ def _motif_test(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) -> Lay
     null = seq.null
     extra: dict[str, Any] = {
         **seq.record(), "motif": p.motif, "motif_count": n_inst,
-        "motif_genes": int(np.unique(np.concatenate([obs.u, obs.v, obs.g_node])).size),
+        "motif_genes": int(unique_sorted(np.concatenate([obs.u, obs.v, obs.g_node])).size),
         "network_genes": net.n, "network_edges": int(net.src.size),
         "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
         "subspace": p.subspace, "metric": p.metric, "matching": matching}

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes import laplacian_store
 from geoscreen.probes.context import ProbeContext
@@ -151,7 +152,7 @@ def degree_strata(degree: np.ndarray, min_size: int, group: np.ndarray | None = 
     group = np.zeros(degree.size, dtype=np.int64) if group is None else group
     out = np.empty(degree.size, dtype=np.int64)
     start = 0
-    for g in np.unique(group):
+    for g in unique_sorted(group):
         sel = np.flatnonzero(group == g)
         values, counts = np.unique(degree[sel], return_counts=True)
         lab = np.empty(values.size, dtype=np.int64)

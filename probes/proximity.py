@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import SVD, ProbeContext
@@ -733,7 +734,7 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
                                  field="params.pairs",
                                  fix="use a scored set or a list of pair sets")
         b = score_bins(extras["score"], p.bins)
-        edges = [float(extras["score"][b == k].min()) for k in np.unique(b)]
+        edges = [float(extras["score"][b == k].min()) for k in unique_sorted(b)]
     v = scorer.values(i, j)
     rb = stats.rankdata(b)
     rv = stats.rankdata(v)
@@ -753,7 +754,7 @@ def graded_proximity(ctx: ProbeContext, p: GradedProximityParams, layer: str) ->
     test, record, draws = null_test_fields(decision, rho, batches, ctx.alternative,
                                            p.n_permutations, ctx.sequential_h)
     record.pop("z")  # the effect is rho itself
-    levels = np.unique(b)
+    levels = unique_sorted(b)
     means = [float(v[b == k].mean()) for k in levels]
     return LayerResult(
         statistic_name="spearman_rho", statistic=rho, effect_name="spearman_rho",

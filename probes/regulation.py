@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.context import ProbeContext
@@ -147,7 +148,7 @@ def edge_specificity(ctx: ProbeContext, p: EdgeSpecificityParams, layer: str) ->
                               include_zero=p.include_zero_genes)
     e = np.unique(np.stack([svd.local(ci), svd.local(cj)], axis=1), axis=0)  # sorted by source
     tfs, t = np.unique(e[:, 0], return_inverse=True)
-    cand = np.unique(e[:, 1]) if p.non_edges == "targets" else np.arange(svd.rows.size)
+    cand = unique_sorted(e[:, 1]) if p.non_edges == "targets" else np.arange(svd.rows.size)
     c = np.searchsorted(cand, e[:, 1])
     if cand.size < 3:
         raise GeoscreenError(f"only {cand.size} candidate targets", field="params.pairs")

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import (
@@ -224,7 +225,7 @@ class _TopPairs:
             return 0
         k = pair_keys(a[cand], b[cand], self.n)
         found = k[_in_top(k, self.top)]  # a repeat counts once: unique among the few found
-        return int(found.size) if found.size < 2 else int(np.unique(found).size)
+        return int(found.size) if found.size < 2 else int(unique_sorted(found).size)
 
 
 class PairRetrievalParams(ProbeParams):
@@ -327,7 +328,7 @@ def pair_retrieval(ctx: ProbeContext, p: PairRetrievalParams, layer: str) -> Lay
     ci, cj, _ = ctx.pair_rows(p.pairs, param="pairs", min_size=p.min_pairs,
                               include_zero=p.include_zero_genes)
     i, j = svd.local(ci), svd.local(cj)
-    keys = np.unique(pair_keys(i, j, n))
+    keys = unique_sorted(pair_keys(i, j, n))
     if keys.size < p.min_pairs:
         raise GeoscreenError(f"{keys.size} distinct pairs among the layer's genes (need "
                              f"{p.min_pairs})", field="params.pairs")

@@ -47,6 +47,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.matching import _rank_bins, bins_field, build_strata, match_field
@@ -125,7 +126,7 @@ def jaccard_matrix(member_set: np.ndarray, member_gene: np.ndarray, n_genes: int
     size^2 additions, the work of the sparse product A A' without its sparse result), which
     then becomes the Jaccard matrix in place, a block of rows at a time: one n x n buffer in
     all (fresh n x n buffers are what this costs, not the arithmetic)."""
-    key = np.unique(np.asarray(member_set, dtype=np.int64) * max(n_genes, 1)
+    key = unique_sorted(np.asarray(member_set, dtype=np.int64) * max(n_genes, 1)
                     + np.asarray(member_gene, dtype=np.int64))  # a membership listed once
     sets, genes = np.divmod(key, max(n_genes, 1))
     J = np.zeros((n_genes, n_genes))
@@ -252,7 +253,7 @@ def annotation_similarity(ctx: ProbeContext, p: AnnotationSimilarityParams, laye
     local = svd.positions(mrow)
     keep = local >= 0
     mset, local = mset[keep], local[keep]
-    genes = np.unique(local)  # positions in the SVD of the annotated genes
+    genes = unique_sorted(local)  # positions in the SVD of the annotated genes
     n = genes.size
     if n < MIN_GENES:
         raise GeoscreenError(f"family {p.family!r} annotates {n} of the layer's genes; the "

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.lazy import lazy_module
 from geoscreen.probes.permutation_moments import (
     PairInvariants,
@@ -756,7 +757,7 @@ def distinct_draws(n: int, k: int, rows: int, rng: np.random.Generator) -> np.nd
             return out
         hit = r if todo is None else todo[r]
         out[hit, np.concatenate(slots)] = rng.integers(0, n, size=r.size, dtype=np.int32)
-        todo = np.unique(hit)
+        todo = unique_sorted(hit)
 
 
 def feature_shuffle_draws(n: int, k: int, m: int, d: int,

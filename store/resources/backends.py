@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError, did_you_mean
 from geoscreen.store.resources import _util
 from geoscreen.store.resources.grammar import Option, Ref
@@ -79,7 +80,7 @@ def _family_hit(vocab: Vocab, ids: list[str], names: list[str], mset: np.ndarray
                 mgene: np.ndarray, canonical: str, extra: dict[str, Any] | None = None,
                 ) -> FamilyHit:
     """Compact a (set, vocabulary gene) membership list to the sets and genes it uses."""
-    key = np.unique(mset.astype(np.int64) * (int(vocab.status.size) + 1) + mgene)
+    key = unique_sorted(mset.astype(np.int64) * (int(vocab.status.size) + 1) + mgene)
     mset = (key // (int(vocab.status.size) + 1)).astype(np.int64)
     mgene = (key % (int(vocab.status.size) + 1)).astype(np.int64)
     used_sets, set_idx = np.unique(mset, return_inverse=True)
@@ -148,7 +149,7 @@ class Vocab:
 
     def report(self, ids: np.ndarray) -> tuple[list[str], list[str], dict[str, str]]:
         """(unmapped, ambiguous, original) for the given vocabulary ids."""
-        ids = np.unique(ids)
+        ids = unique_sorted(ids)
         st = self.status[ids]
         unm = self.genes[ids[st == UNKNOWN]].tolist()
         amb = self.genes[ids[st == AMBIGUOUS]].tolist()
@@ -157,7 +158,7 @@ class Vocab:
         return unm, amb, {self.genes[i]: orig[i] for i in ren.tolist() if orig[i]}
 
     def gene_hit(self, ids: np.ndarray, canonical: str) -> GeneHit:
-        ids = np.unique(ids)
+        ids = unique_sorted(ids)
         unm, amb, orig = self.report(ids)
         return GeneHit(self.genes[ids].tolist(), unm, amb, orig, int(ids.size), canonical)
 
@@ -216,7 +217,7 @@ def build_go(t: formats.GoTables) -> dict[str, np.ndarray]:
     key = (gene_ids.astype(np.int64) * n_terms
            + np.fromiter((tpos[t.ann_term[i]] for i in keep), dtype=np.int64)) * n_codes \
         + np.fromiter((cpos[t.ann_evidence[i]] for i in keep), dtype=np.int64)
-    key = np.unique(key)
+    key = unique_sorted(key)
     ann = np.stack([key // (n_terms * n_codes), (key // n_codes) % n_terms, key % n_codes], axis=1)
     n_genes = int(vocab["v_status"].size)
     # ancestor-or-self closure over is_a / part_of
@@ -455,7 +456,7 @@ class GoIndex:
         pos = np.searchsorted(ref_keys, q)
         pos[pos >= ref_keys.size] = 0
         hit = ref_keys[pos] == q
-        out[ok[np.unique(owner[hit])]] = True
+        out[ok[unique_sorted(owner[hit])]] = True
         return out
 
     def cooccur_pairs(self, ref: Ref, aspect: str, n: int) -> PairHit:
@@ -488,7 +489,7 @@ class GoIndex:
 
     def cooccurrence_info(self, aspect: str, n: int) -> dict[str, Any]:
         g, t = self._co_entries(aspect, n)
-        return {"terms": int(np.unique(t).size), "genes": int(np.unique(g).size)}
+        return {"terms": int(unique_sorted(t).size), "genes": int(unique_sorted(g).size)}
 
 
 # -- pair networks (STRING) -----------------------------------------------------------------------
@@ -625,7 +626,7 @@ class RegIndex:
         cur = symbol_map().lookup(sym)[0]
         p = self.vocab.pos
         i = p.get(cur, p.get(sym, -1))
-        present = np.unique(self.a[col])
+        present = unique_sorted(self.a[col])
         if i < 0 or not np.isin(i, present):
             role = "regulator" if col == "tf" else "target"
             names = self.vocab.genes[present].tolist()

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.store.resources import backends, catalog
 
 _CACHE: dict[tuple[str, str], tuple[dict[str, int], dict[str, Any]]] = {}
@@ -36,7 +37,7 @@ def _by_symbol(resource: str) -> tuple[dict[str, int], dict[str, Any]]:
     genes = idx.vocab.genes.tolist()
     if resource == "go":
         a = idx.a
-        pairs = np.unique(a["ann_gene"].astype(np.int64) * (1 << 32) + a["ann_term"])
+        pairs = unique_sorted(a["ann_gene"].astype(np.int64) * (1 << 32) + a["ann_term"])
         counts = np.bincount((pairs >> 32).astype(np.int64), minlength=len(genes))
         what = "distinct GO terms directly annotated (any evidence)"
     else:

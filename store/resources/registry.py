@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from geoscreen.arrays import unique_sorted
 from geoscreen.errors import GeoscreenError
 from geoscreen.store.resources import api, backends, catalog
 from geoscreen.store.resources.api import GeneSet, PairSet
@@ -247,7 +248,7 @@ def _gmt_family(ref: Ref, text: str) -> api.GeneFamily:
                        count=len(flat))
     mgene = np.fromiter((pos[sm.lookup(g.strip())[0]] for g in flat), dtype=np.int64,
                         count=len(flat))
-    key = np.unique(mset * (len(genes) + 1) + mgene)
+    key = unique_sorted(mset * (len(genes) + 1) + mgene)
     checksum = hashlib.sha256(body.encode("utf-8")).hexdigest()
     return api.GeneFamily(ref=text.strip(), set_ids=ids, set_names=names,
                           member_set=(key // (len(genes) + 1)).astype(np.int32),
