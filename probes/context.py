@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -319,11 +320,14 @@ class ProbeContext:
             ps = resolve_pair_set(ref)
             usable = self.cache.genes.usable(include_zero)
             original = getattr(ps, "original", {}) or {}
-            # map each distinct symbol once (a pair set can list 10^5 pairs over 10^4 genes)
-            uniq, inv = np.unique(np.asarray(list(ps.a) + list(ps.b), dtype=object),
-                                  return_inverse=True)
+            # map each distinct symbol once (a pair set can list 10^5 pairs over 10^4 genes),
+            # numbered by a dict in order of appearance (sorting the symbols as Python objects
+            # cost 0.1-0.2 s per pair set)
+            code: dict[str, int] = {}
+            inv = np.fromiter((code.setdefault(g, len(code)) for g in chain(ps.a, ps.b)),
+                              dtype=np.int64, count=len(ps.a) + len(ps.b))
             rows = np.array([-1 if (r := self._row(str(g), original)) is None else r
-                             for g in uniq], dtype=int)[inv]
+                             for g in code], dtype=int)[inv]
             ri, rj = rows[:len(ps.a)], rows[len(ps.a):]
             ok = (ri >= 0) & (rj >= 0) & (ri != rj)
             ok &= usable[np.maximum(ri, 0)] & usable[np.maximum(rj, 0)]
