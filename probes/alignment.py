@@ -47,7 +47,7 @@ def top_components(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     X = X - X.mean(axis=0)
     if X.shape[0] >= X.shape[1]:
         w, V = np.linalg.eigh(X.T @ X)
-        order = np.argsort(w)[::-1][:k]
+        order = np.argsort(w, kind="stable")[::-1][:k]
         S = np.sqrt(np.maximum(w[order], 0.0))
         U = (X @ V[:, order]) / np.where(S > 0, S, 1.0)
     else:

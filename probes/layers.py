@@ -95,7 +95,7 @@ def _coords(ctx: ProbeContext, layer: str, rows: np.ndarray | None, include_zero
             T = U * S
     if variance_kept < 1:
         s2 = np.sum(T * T, axis=0)
-        order = np.argsort(-s2)
+        order = np.argsort(-s2, kind="stable")
         keep = int(np.searchsorted(np.cumsum(s2[order]) / s2.sum(), variance_kept) + 1)
         T = T[:, np.sort(order[:keep])]
     return svd.rows, T

@@ -212,13 +212,6 @@ def network(i: np.ndarray, j: np.ndarray) -> Network:
     return Network(genes=genes, src=codes // n, dst=codes % n)
 
 
-def _unique(a: np.ndarray) -> np.ndarray:
-    """np.unique of an int64 array by sorting (numpy's hash-based unique is slower on the
-    sparse, wide-ranged pair codes here)."""
-    a = np.sort(a)
-    return a[np.concatenate([[True], a[1:] != a[:-1]])] if a.size else a
-
-
 def _member(sorted_codes: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Whether each query code is in the sorted array."""
     if sorted_codes.size == 0:
@@ -393,11 +386,11 @@ def _membership(block: int, n_blocks: int) -> Callable[[np.ndarray, np.ndarray],
 
 
 def _sorted_codes(a: np.ndarray, span: int, unique: bool = False) -> np.ndarray:
-    """np.sort (or `_unique`) of non-negative int64 codes below `span`, sorted as uint32 when
-    they fit (twice as fast as int64), returned as int64."""
+    """np.sort (or `unique_sorted`) of non-negative int64 codes below `span`, sorted as uint32
+    when they fit (twice as fast as int64), returned as int64."""
     if span <= 2**32:
         a = a.astype(np.uint32)
-    out = _unique(a) if unique else np.sort(a)
+    out = unique_sorted(a) if unique else np.sort(a)
     return out.astype(np.int64)
 
 

@@ -110,7 +110,7 @@ def place(rng: np.random.Generator, A: np.ndarray, hub_genes: np.ndarray, n: int
     """The network's most connected quarter onto random hub genes, the rest onto random other
     genes.  Returns (sources, targets) as gene rows."""
     deg = A.sum(0) + A.sum(1)
-    top = np.argsort(-deg)[: A.shape[0] // 4]
+    top = np.argsort(-deg, kind="stable")[: A.shape[0] // 4]  # ties by node: any CPU
     rest = np.setdiff1d(np.arange(A.shape[0]), top)
     genes = np.empty(A.shape[0], dtype=np.int64)
     genes[top] = rng.choice(hub_genes, top.size, replace=False)
@@ -641,11 +641,12 @@ def test_star_motifs_motif_preserving_on_placed_networks(tmp_path, geometry):
             # degree_preserving on this loop-rich network is not exact for star motifs: the
             # network co-targets its hubs more than random networks with its degrees do, and
             # its hubs sit together (the labelled failure in docs/probes.md: fan_out
-            # motif_similarity FPR 0.18-0.23 over the networks tried; motif_vs_edges 0.03-0.10
-            # with p-values leaning small on some networks, printed here)
+            # motif_similarity FPR 0.18-0.23 over the networks tried before the placement
+            # below was made the same on every CPU; on this one FPR 0.067 with p-values leaning
+            # small, KS p 1e-4; motif_vs_edges 0.03-0.10, printed here)
             c = report(f"degree_preserving/{motif}/motif_similarity, placed networks, "
                        f"{geometry}", pvalues(ctx, refs[:60], {"motif": motif}, layers[:60]))
-            assert c["fpr"] > c["band_hi"]
+            assert c["fpr"] > c["band_hi"] or c["ks_p"] < 0.01
             report(f"degree_preserving/{motif}/motif_vs_edges, placed networks, {geometry}",
                    pvalues(ctx, refs[:60], {"motif": motif, "statistic": "motif_vs_edges"},
                            layers[:60]))
@@ -767,7 +768,7 @@ def test_degree_and_motif_rejects_only_where_both_nulls_do(tmp_path):
 def test_degree_and_motif_is_valid_where_either_null_alone_is_not(tmp_path):
     """The star motifs against both nulls (an intersection-union test) on the two network
     models where one null alone leans anti-conservative: the placed loop-rich network on
-    hub-heavy layers (degree_preserving alone calls fan-outs at 0.18-0.23) and beta-model
+    hub-heavy layers (degree_preserving alone leans small for fan-outs) and beta-model
     networks on hub-heavy layers (motif_preserving alone leans small for fan-ins).  p-values
     not stochastically smaller than uniform, FPR at most the 99.9% band."""
     cases = (("placed", placed_replicates(tmp_path / "placed", "hub_heavy", 41)),
