@@ -111,7 +111,7 @@ def row_neighbours(Z: np.ndarray | Factored, rows: np.ndarray, k: int) -> np.nda
     and ranks every other row this way.  These similarities are rounded differently from
     `knn_neighbours`' (a few units in the last place, against a tolerance of 4 (d + 2) units
     of 2^-53: 264 or more at 64 axes), so only a value within rounding of a tie's edge could
-    fall the other way, and a spot check then fails and the list is computed again.  In
+    fall the other way (`rows_agree` then checks the rows again from U * s).  In
     narrower spaces the tolerance is a few units and near-duplicate genes (all-zero rows,
     centred) can sit just outside it: there Z is formed (cheap) and `knn_neighbours` itself
     computes the rows, as the stored list was computed."""
@@ -163,7 +163,7 @@ def rows_agree(nb: np.ndarray, Z: np.ndarray | Factored, rows: np.ndarray, k: in
     rows = np.asarray(rows, dtype=np.int64)
     stored = np.sort(nb[rows], axis=1)
     same = (stored == np.sort(row_neighbours(Z, rows, k), axis=1)).all(axis=1)
-    if not same.all() and isinstance(Z, Factored):
+    if not same.all() and isinstance(Z, Factored) and Z.U.shape[1] >= FACTORED_MIN_WIDTH:
         # the factors' rounding can put a value on the other side of a tie's edge where many
         # genes are near-duplicates (their similarities fill the tie band): the rows are
         # computed again from U * s (all of them: a row's rounding depends on its block)
