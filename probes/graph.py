@@ -728,13 +728,7 @@ def undirected_edges(nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, k = nb.shape
     i = np.repeat(np.arange(n, dtype=np.int64), k)
     j = nb.ravel().astype(np.int64)
-    key = np.minimum(i, j) * n + np.maximum(i, j)
-    key.sort()  # then drop repeats: np.unique's result, in a sixth of its time
-    if key.size:
-        keep = np.empty(key.size, dtype=bool)
-        keep[0] = True
-        np.not_equal(key[1:], key[:-1], out=keep[1:])
-        key = key[keep]
+    key = unique_sorted(np.minimum(i, j) * n + np.maximum(i, j))
     return key // n, key % n
 
 

@@ -39,6 +39,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 
@@ -99,6 +100,11 @@ class Factored:
         return self.U * self.s
 
 
+def _from_factors(Z: np.ndarray | Factored) -> TypeGuard[Factored]:
+    """Whether `row_neighbours` computes from the factors (at least `FACTORED_MIN_WIDTH` axes)."""
+    return isinstance(Z, Factored) and Z.U.shape[1] >= FACTORED_MIN_WIDTH
+
+
 def row_neighbours(Z: np.ndarray | Factored, rows: np.ndarray, k: int) -> np.ndarray:
     """The k neighbours of `rows` (len(rows), k): `knn_neighbours(Z, k, rows=rows)`, or for
     coordinates given as factors at least `FACTORED_MIN_WIDTH` wide, the same from the
@@ -122,10 +128,8 @@ def row_neighbours(Z: np.ndarray | Factored, rows: np.ndarray, k: int) -> np.nda
     )
 
     rows = np.asarray(rows, dtype=np.int64)
-    if not isinstance(Z, Factored):
-        return knn_neighbours(Z, k, rows=rows)
-    if Z.U.shape[1] < FACTORED_MIN_WIDTH:
-        return knn_neighbours(Z.dense(), k, rows=rows)
+    if not _from_factors(Z):
+        return knn_neighbours(Z.dense() if isinstance(Z, Factored) else Z, k, rows=rows)
     U, s2 = Z.U, Z.s * Z.s
     W = np.ascontiguousarray((U[rows] * s2).T)
     norm2, G = np.empty(U.shape[0]), np.empty((U.shape[0], rows.size))
@@ -163,7 +167,7 @@ def rows_agree(nb: np.ndarray, Z: np.ndarray | Factored, rows: np.ndarray, k: in
     rows = np.asarray(rows, dtype=np.int64)
     stored = np.sort(nb[rows], axis=1)
     same = (stored == np.sort(row_neighbours(Z, rows, k), axis=1)).all(axis=1)
-    if not same.all() and isinstance(Z, Factored) and Z.U.shape[1] >= FACTORED_MIN_WIDTH:
+    if not same.all() and _from_factors(Z):
         # the factors' rounding can put a value on the other side of a tie's edge where many
         # genes are near-duplicates (their similarities fill the tie band): the rows are
         # computed again from U * s (all of them: a row's rounding depends on its block)

@@ -127,7 +127,7 @@ def jaccard_matrix(member_set: np.ndarray, member_gene: np.ndarray, n_genes: int
     then becomes the Jaccard matrix in place, a block of rows at a time: one n x n buffer in
     all (fresh n x n buffers are what this costs, not the arithmetic)."""
     key = unique_sorted(np.asarray(member_set, dtype=np.int64) * max(n_genes, 1)
-                    + np.asarray(member_gene, dtype=np.int64))  # a membership listed once
+                        + np.asarray(member_gene, dtype=np.int64))  # a membership listed once
     sets, genes = np.divmod(key, max(n_genes, 1))
     J = np.zeros((n_genes, n_genes))
     cuts = np.flatnonzero(np.diff(sets)) + 1
