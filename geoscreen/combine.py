@@ -49,9 +49,11 @@ import numpy as np
 from scipy import stats
 
 from geoscreen.result import (
+    E_BOUND_SPLIT,
     E_PERMUTATION,
     CombinedResult,
     LayerResult,
+    bound_split_share,
     calibrate_p,
     permutation_e,
     permutation_p,
@@ -539,12 +541,17 @@ def _exact_trend_cap(n: int, alternative: str) -> float:
 
 
 def _layer_resolution(r: Any) -> tuple[float, float]:
+    if (getattr(r, "extra", None) or {}).get("p_method") == "cantelli":
+        # a bound reported instead of the draws lies below 1 / (m + 1); any draws the row
+        # counts (cross_model_alignment's 99 for the z-score) did not make its p-value
+        return 0.0, math.inf
     m = int(getattr(r, "n_permutations", 0) or 0)
     floor = 1.0 / (m + 1) if m > 0 else 0.0
     method = str(getattr(r, "e_method", "") or "")
+    share = bound_split_share(m) if method.endswith(E_BOUND_SPLIT) and m > 0 else 1.0
     if method.startswith(E_PERMUTATION) and m > 0:
-        return floor, float(m + 1)
-    return floor, calibrate_p(floor) if floor > 0 else math.inf
+        return floor, share * (m + 1)
+    return floor, share * calibrate_p(floor) if floor > 0 else math.inf
 
 
 def resolution(layers: Sequence[Any], across: str, alternative: str, combine_method: str = "",
@@ -575,11 +582,12 @@ def resolution(layers: Sequence[Any], across: str, alternative: str, combine_met
     Notes
     -----
     A permutation p-value with m draws is at least 1 / (m + 1) and a permutation e-value at most
-    m + 1; the calibrated e-value of such a p at most `calibrate_p(1 / (m + 1))`.  Combined
-    floors follow the combination, which is monotone in every layer: Cauchy / Simes of the
-    floors for `any`, their largest for `all`; e caps: their mean for `any`, smallest for
-    `all`.  An exact trend over n layers (every order enumerated) reaches 1 / n! at best
-    (6 layers: 1 / 720 = 0.00139), whatever the data.
+    m + 1; the calibrated e-value of such a p at most `calibrate_p(1 / (m + 1))`; either times
+    `bound_split_share` (m) where the draws ran after a bound (``e_method`` ending in
+    ``_bound_split``).  Combined floors follow the combination, which is monotone in every
+    layer: Cauchy / Simes of the floors for `any`, their largest for `all`; e caps: their mean
+    for `any`, smallest for `all`.  An exact trend over n layers (every order enumerated)
+    reaches 1 / n! at best (6 layers: 1 / 720 = 0.00139), whatever the data.
     """
     if across == "slope_change":  # a reversed order of residuals gives the same t: 2 / n!
         n = len(layers)

@@ -33,7 +33,7 @@ from geoscreen.probes.feature_shuffle_bound import ROUNDING_MARGIN
 from geoscreen.probes.params import added_field, genes_ref_field
 from geoscreen.probes.permutation_moments import frobenius_tail_bound
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford, undrawn_record
+from geoscreen.probes.sequential import besag_clifford, bound_decided_fields, undrawn_record
 from geoscreen.probes.stats import chunks, gene_perms, normalise_rows, z_score
 from geoscreen.result import LayerResult
 
@@ -167,7 +167,7 @@ class CrossModelAlignmentParams(ProbeParams):
     family="cross_model_alignment",
     params=CrossModelAlignmentParams,
     nulls=("gene_shuffle",),
-    version="1.1",
+    version="1.2",
     statistic="mean canonical correlation (cca) or Procrustes correlation (procrustes) of the "
               "two caches' leading principal components on shared genes",
     effect="z-score against the correspondence-shuffle null (retrieval accuracy in extra)",
@@ -205,19 +205,23 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     cross-fitted top-1 gene-retrieval accuracy (chance 1 / (n // 2)) is kept in ``extra``.
 
     Null: ``gene_shuffle`` only.  The rows of the other cache are permuted, breaking the gene
-    correspondence between the caches while keeping each cache's own geometry; p = (1 + b) /
-    (m + 1).  From version 1.1 (``null_method: bound``, the default) a test of the alternative
-    'greater' first computes Cantelli's upper bound on the exact permutation p-value from the
-    exact mean and variance of ||U_x^T P U_y||_F^2, to which every singular-value statistic is
-    tied (`alignment_bound`); where it is at or below 1 / (m + 1) it is the p-value
-    (``extra["p_method"] = "cantelli"``, the bound's record in ``extra["bound"]``), and only
-    the first `EFFECT_DRAWS` (99) correspondences are drawn, for the z-score, the null mean and
-    SD.  Elsewhere (a null layer, the bound above 1 / (m + 1), another alternative, or
-    ``null_method: draws``) the draws decide as in version 1.0 (``extra["draw_reason"]``).
-    Where the shared genes are all of the layer's, its leading components are read from the
-    layer's centred SVD instead of a fresh eigendecomposition (the same subspace).
-    Both layers keep only the components both have (`numerical_rank`): with `n_components`
-    above a layer's rank on the shared genes, version 1.0 aligned rounding noise.
+    correspondence between the caches while keeping each cache's own geometry; p =
+    (1 + b) / (m + 1).  From version 1.1 (``null_method: bound``, the default) a test of the
+    alternative 'greater' first computes Cantelli's upper bound on the exact permutation p-value
+    from the exact mean and variance of ||U_x^T P U_y||_F^2, to which every singular-value
+    statistic is tied (`alignment_bound`); where it is at or below 1 / (m + 1) it is the p-value
+    (``extra["p_method"] = "cantelli"``, the bound's record in ``extra["bound"]``), and only the
+    first `EFFECT_DRAWS` (99) correspondences are drawn, for the z-score, the null mean and SD.
+    Elsewhere (a null layer, the bound above 1 / (m + 1), another alternative, or
+    ``null_method: draws``) the draws decide as in version 1.0 (``extra["draw_reason"]``); where
+    a bound was computed, from 1.2 their e-value is scaled by
+    `geoscreen.result.bound_split_share` (m) (0.933 at m = 1,000; ``e_method`` ends in
+    ``_bound_split``), so that with the bound's e-value on the other event (calibrated, at most
+    m + 1) it averages at most 1 under the null (unscaled, the worst case was 1.145). Where the
+    shared genes are all of the layer's, its leading components are read from the layer's
+    centred SVD instead of a fresh eigendecomposition (the same subspace). Both layers keep only
+    the components both have (`numerical_rank`): with `n_components` above a layer's rank on the
+    shared genes, version 1.0 aligned rounding noise.
 
     References
     ----------
@@ -308,14 +312,16 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     if why is None:  # the bound is the p-value: the first draws only give the z-score
         assert bound is not None
         null = np.concatenate(list(batches))[:draws]
-        tests: dict = {"p_value": bound["p"], "e_value": None}
+        tests: dict = bound_decided_fields(bound["p"], p.n_permutations)
         record: dict = undrawn_record(null.size)
         p_method = "cantelli"
     else:
         seq = besag_clifford(batches, observed, ctx.alternative, p.n_permutations,
                              ctx.sequential_h)
-        null, tests, record, p_method = (seq.null, seq.test_fields(observed, ctx.alternative),
-                                         seq.record(), "draws")
+        # after a bound that did not decide, the draws' e-value is scaled (bound_split_share)
+        tests = seq.test_fields(observed, ctx.alternative) if bound is None else \
+            seq.bound_checked_fields(observed, ctx.alternative, p.n_permutations)
+        null, record, p_method = seq.null, seq.record(), "draws"
     retrieval = _retrieval(Ux * Sx, Uy * Sy, p.method, ctx.rng(layer, "retrieval"))
     return LayerResult(
         statistic_name="mean_canonical_correlation" if p.method == "cca" else

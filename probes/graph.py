@@ -36,7 +36,7 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford, undrawn_record
+from geoscreen.probes.sequential import besag_clifford, bound_decided_fields, undrawn_record
 from geoscreen.probes.stats import chunks, distinct_draws, float32_dot_error
 from geoscreen.result import LayerResult
 
@@ -806,7 +806,7 @@ def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
     family="graph_topology",
     params=KnnCommunitiesParams,
     nulls=("label_shuffle",),
-    version="1.3",
+    version="1.4",
     statistic="agreement (ARI or NMI) between the Leiden communities of the layer's k-NN graph "
               "and a gene annotation, over the genes with exactly one label; or (1.2) with the "
               "communities of another layer or another k",
@@ -868,17 +868,20 @@ def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> L
     partition, 0 what unrelated ones give; from 1.2 the effect of an ARI subtracts its exact
     permutation mean, 0, instead of the draws' mean.
 
-    From version 1.3 (``null_method: bound``, the default) an ARI test is first decided
-    without drawing where it can be.  With the label sizes and community sizes fixed, the ARI
-    is an increasing affine function of the pair count T = sum_{a != b} [same community]
-    [same label] = 2 sum_ij C(n_ij, 2), a quadratic-assignment statistic of two block
-    matrices whose exact permutation mean and variance are known
-    (`permutation_moments.pair_moments` of `block_pair_invariants`; Hubert & Arabie 1985 give
-    the variance of the Rand index under this model).  Cantelli's inequality then bounds the
-    exact p-value; where the bound is at or below 1 / (m + 1) it is the p-value
-    (``extra["p_method"] = "cantelli"``, the record in ``extra["bound"]``, the ARI's exact null
-    SD in ``null_sd``; nothing is drawn, so ``null_95`` is None), else the labels are permuted
-    as before (``extra["draw_reason"]``).  The NMI always draws.
+    From version 1.3 (``null_method: bound``, the default) an ARI test is first decided without
+    drawing where it can be.  With the label sizes and community sizes fixed, the ARI is an
+    increasing affine function of the pair count T = sum_{a != b} [same community] [same label]
+    = 2 sum_ij C(n_ij, 2), a quadratic-assignment statistic of two block matrices whose exact
+    permutation mean and variance are known (`permutation_moments.pair_moments` of
+    `block_pair_invariants`; Hubert & Arabie 1985 give the variance of the Rand index under this
+    model).  Cantelli's inequality then bounds the exact p-value; where the bound is at or below
+    1 / (m + 1) it is the p-value (``extra["p_method"] = "cantelli"``, the record in
+    ``extra["bound"]``, the ARI's exact null SD in ``null_sd``; nothing is drawn, so ``null_95``
+    is None), else the labels are permuted as before (``extra["draw_reason"]``), from 1.4 with
+    the draws' e-value scaled by `geoscreen.result.bound_split_share` (m) (0.933 at m = 1,000;
+    ``e_method`` ends in ``_bound_split``) so that, with the bound's e-value on the other event
+    (calibrated, at most m + 1), it averages at most 1 under the null (unscaled, the worst case
+    was 1.145).  The NMI always draws.
 
     References
     ----------
@@ -927,7 +930,7 @@ def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm
         assert bound is not None
         return LayerResult(
             statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
-            effect_size=observed, p_value=bound["p"], e_value=None,
+            effect_size=observed, **bound_decided_fields(bound["p"], p.n_permutations),
             n=int(comm.size), null="label_shuffle", n_permutations=0,
             extra={**undrawn_record(), "p_method": "cantelli", "draw_reason": None,
                    "bound": bound, "communities": int(comm.max()) + 1, **extra,
@@ -940,7 +943,10 @@ def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm
     mean0 = 0.0 if p.measure == "ari" else float(null.mean())
     return LayerResult(
         statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
-        effect_size=observed - mean0, **seq.test_fields(observed, "greater"),
+        effect_size=observed - mean0,
+        # after a bound that did not decide, the draws' e-value is scaled (bound_split_share)
+        **(seq.test_fields(observed, "greater") if bound is None else
+           seq.bound_checked_fields(observed, "greater", p.n_permutations)),
         n=int(comm.size), null="label_shuffle", n_permutations=seq.draws,
         extra={**seq.record(), "p_method": "draws", "draw_reason": why, "bound": bound,
                "communities": int(comm.max()) + 1, **extra,

@@ -42,7 +42,7 @@ from geoscreen.probes.permutation_moments import (
     second_moment,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford, undrawn_record
+from geoscreen.probes.sequential import besag_clifford, bound_decided_fields, undrawn_record
 from geoscreen.probes.stats import chunks, feature_shuffle_stack_t, gene_perms, z_score
 from geoscreen.result import LayerResult
 
@@ -323,7 +323,7 @@ def _other_coords(ctx: ProbeContext, p: LayerSimilarityParams, layer: str,
     family="topology_stability",
     params=LayerSimilarityParams,
     nulls=("gene_shuffle", "feature_shuffle", "none"),
-    version="1.4",
+    version="1.5",
     statistic="linear CKA between this layer and the reference layer on shared genes, or "
               "(1.4) a layer of another cache (another seed or model) on the genes both hold",
     effect="linear CKA (0 = unrelated, 1 = same geometry up to rotation and scale)",
@@ -407,7 +407,11 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
       Cantelli's inequality bounds the exact permutation p); where that bound is at or below
       1 / (n_permutations + 1), the smallest p the draws could give, it is reported
       (``p_method: cantelli``, nothing drawn, ``extra["bound"]``); otherwise the copies are
-      drawn exactly as before (``draw_reason`` says why).
+      drawn exactly as before (``draw_reason`` says why).  Their e-value is then (from 1.5)
+      the draws' own scaled by `geoscreen.result.bound_split_share` (m) (0.933 at m = 1,000;
+      ``e_method`` ends in ``_bound_split``), which with the bound's e-value on the other event
+      averages at most 1 under the null; 1.3-1.4 gave the calibrated p, at most
+      f(1 / (m + 1)) (21 at m = 1,000).
     * ``none``: descriptive CKA only; test with ``across_layers: trend``, which permutes the order
       of the layers.
 
@@ -486,7 +490,7 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
             # draws could give: reported itself, nothing drawn
             extra.update(p_method="cantelli", null_mean=None, null_sd=None, z=None,
                          **undrawn_record())
-            test = {"p_value": fs_bound["bound"], "e_value": None}  # e: p-to-e calibrator
+            test = bound_decided_fields(fs_bound["bound"], p.n_permutations)
         elif why is not None and p.null == "gene_shuffle" and method == "moments" and \
                 extra["moment_bound"] is not None and \
                 extra["moment_bound"] <= 1.0 / (p.n_permutations + 1):
@@ -522,13 +526,17 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
             seq = besag_clifford(batches, obs, ctx.alternative, p.n_permutations,
                                  ctx.sequential_h)
             test, nperm = seq.test_fields(obs, ctx.alternative), seq.draws
-            if method == "moments" and (p.null == "gene_shuffle" or fs_bound is not None):
-                # the draws ran because the moment p was small (gene shuffle) or the
-                # feature-shuffle bound was not (greater): their soft-rank e-value, kept only on
-                # that event, need not average at most 1 (1.29 in a simulation of the first), so
-                # these take the p-to-e calibrator of the reported p; a feature-shuffle test
-                # that computed no bound (less, two-sided) keeps the draws' e-value, as in 1.2
+            if method == "moments" and p.null == "gene_shuffle":
+                # the draws ran because the moment p was small: their soft-rank e-value, kept
+                # only on that event, need not average at most 1 (1.29 in a simulation), so it
+                # is the p-to-e calibrator of the reported p
                 test = {"p_value": seq.p_value, "e_value": None}
+            elif fs_bound is not None:
+                # the draws ran because the feature-shuffle bound was above 1 / (m + 1): their
+                # e-value times bound_split_share (m), which leaves the bound's calibrated
+                # e-value its share (1.5; 1.3-1.4 calibrated the reported p); a test that
+                # computed no bound (less, two-sided) keeps the draws' e-value, as in 1.2
+                test = seq.bound_checked_fields(obs, ctx.alternative, p.n_permutations)
             extra.update(null_mean=float(seq.null.mean()), null_sd=float(seq.null.std(ddof=1)),
                          z=z_score(cka, seq.null), **seq.record())
     return LayerResult(

@@ -173,15 +173,18 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     raw = next(v["statistic"] for k, v in per.items() if k != "coexpression")
     zmax = max(abs(z) for z in zs.values())
     evs = [v["e_value"] for v in per.values()]
+    # every null drew all m (a stopped null's e-value is 0: the calibrated maximum p says more)
+    permutation_e = None not in evs and not any(v["stopped_early"] for v in per.values())
     used = [int(v["null_draws_used"]) for v in per.values()]
     return LayerResult(
         statistic_name=f"mean_{p.metric}", statistic=raw, effect_name="min_z",
         effect_size=zs[weakest], p_value=max(v["p_value"] for v in per.values()),
         # intersection-union over nulls: the claim needs every null rejected, and the smallest
         # e-value is at most the e-value of any null that is true, so E[min] <= 1 (a stopped
-        # or moment null has none: the layer's e-value is then calibrated from its p-value)
-        e_value=None if None in evs else min(evs),
-        e_method=f"{E_PERMUTATION}_iu_min" if None not in evs else "",
+        # or moment null has no permutation e-value: the layer's e-value is then calibrated
+        # from its p-value, the intersection-union maximum, itself a valid p-value)
+        e_value=min(evs) if permutation_e else None,  # type: ignore[type-var]
+        e_method=f"{E_PERMUTATION}_iu_min" if permutation_e else "",
         n=int(i.size), null="+".join(p.nulls), n_permutations=max(used),
         extra={"sequential_h": next((v["sequential_h"] for v in per.values()
                                      if v["sequential_h"] is not None), None),

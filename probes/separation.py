@@ -21,7 +21,7 @@ from geoscreen.probes.params import added_field, explicit_axes_validator, genes_
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford
 from geoscreen.probes.stats import auroc_from_scores, auroc_label_shuffle_batches
-from geoscreen.result import E_PERMUTATION, LayerResult
+from geoscreen.result import LayerResult
 
 stats = lazy_module("scipy.stats")
 
@@ -192,6 +192,7 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
         res = stats.mannwhitneyu(pos, neg, alternative=alt, method="asymptotic")
         pval, null, nperm = float(res.pvalue), "mann_whitney", 0
         ev: float | None = None  # calibrated from p by LayerResult
+        e_method = ""
     else:
         pooled = np.concatenate([pos, neg])
         if p.covariates:
@@ -205,6 +206,7 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
         seq = besag_clifford(batches, auc, alt, p.n_permutations, ctx.sequential_h)
         fields = seq.test_fields(auc, alt)
         pval, ev = fields["p_value"], fields["e_value"]  # type: ignore[assignment]
+        e_method = str(fields["e_method"])
         null, nperm, record = "label_shuffle", seq.draws, {**record, **seq.record()}
     # The sign of a singular axis is arbitrary (and may flip between layers or caches), so a
     # two-sided test reports the AUROC oriented to >= 0.5; the raw value stays the statistic.
@@ -216,7 +218,7 @@ def axis_separation(ctx: ProbeContext, p: AxisSeparationParams, layer: str) -> L
     return LayerResult(
         statistic_name="auroc",
         statistic=auc, effect_name=effect_name, effect_size=effect, p_value=pval,
-        e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
+        e_value=ev, e_method=e_method if ev is not None else "",
         n=int(pos.size + neg.size), null=null, n_permutations=nperm, seed=seed,
         extra={**record, "rank_biserial": 2 * auc - 1, "n_positive": int(pos.size),
                "n_negative": int(neg.size), "n_overlap_removed": int(overlap.size),

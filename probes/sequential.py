@@ -37,7 +37,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from geoscreen.errors import GeoscreenError
-from geoscreen.result import E_PERMUTATION, as_extreme, permutation_e, permutation_p
+from geoscreen.result import (
+    E_BOUND_SPLIT,
+    E_CALIBRATOR,
+    E_PERMUTATION,
+    E_SEQUENTIAL_STOPPED,
+    as_extreme,
+    bound_decided_e,
+    bound_split_share,
+    calibrate_p,
+    permutation_e,
+    permutation_p,
+)
 
 
 def stopping_rule(h: object, field: str) -> int | None:
@@ -85,19 +96,52 @@ class SequentialNull:
     h: int | None
 
     def test_fields(self, observed: float, alternative: str) -> dict[str, object]:
-        """``p_value``, ``e_value`` and ``e_method`` for a LayerResult.  A stopped test's
-        e-value is left to the ledger's p-to-e calibrator: the soft-rank e-value of
-        `permutation_e` assumes a fixed number of draws."""
+        """``p_value``, ``e_value`` and ``e_method`` for a LayerResult.
+
+        A test that did not stop drew all m null statistics, in the same order as the fixed-m
+        test: its e-value is their soft-rank e-value (`permutation_e`, ``permutation_tilt``).
+        A stopped test's e-value is 0 (``permutation_tilt_stopped``): it bets nothing.  Then
+        e = E_m 1{not stopped} <= E_m, where E_m is the fixed-m soft-rank e-value (the one the
+        stopped test would have had), so E[e] <= E[E_m] = 1 under the null.  Filling in the
+        calibrated p of a stopped test instead (as before 2026-12-07) is not valid: not
+        stopping selects the observations that the soft-rank favours, and the mixture averaged
+        1.28 on exchangeable Gaussian draws at m = 199, h = 10 (`tests/test_sequential.py`).
+        A stopped test has p >= h / m, so it is no e-value discovery either way.
+        """
         if self.stopped:
-            return {"p_value": self.p_value, "e_value": None}
+            return {"p_value": self.p_value, "e_value": 0.0, "e_method": E_SEQUENTIAL_STOPPED}
         return {"p_value": self.p_value,
                 "e_value": permutation_e(observed, self.null, alternative),
                 "e_method": E_PERMUTATION}
+
+    def bound_checked_fields(self, observed: float, alternative: str, m: int
+                             ) -> dict[str, object]:
+        """`test_fields` of draws that ran because a bound on the exact p-value, which would
+        have been reported alone at or below 1 / (m + 1), was above it: the p-value is the
+        draws', the e-value theirs (`test_fields`) times `geoscreen.result.bound_split_share`
+        (m), so that with the bound's e-value on the other event (`bound_decided_fields`) it
+        still averages at most 1 under the null (``e_method`` ends in ``_bound_split``)."""
+        fields = self.test_fields(observed, alternative)
+        e = bound_split_share(m) * float(fields["e_value"])  # type: ignore[arg-type]
+        return {"p_value": self.p_value, "e_value": e,
+                "e_method": f"{fields['e_method']}{E_BOUND_SPLIT}"}
 
     def record(self) -> dict[str, object]:
         """The fields a LayerResult's `extra` keeps (the rule and what it used)."""
         return {"sequential_h": self.h, "null_draws_used": self.draws,
                 "null_exceedances": self.exceedances, "stopped_early": self.stopped}
+
+
+def bound_decided_fields(p: float, m: int) -> dict[str, object]:
+    """``p_value``, ``e_value`` and ``e_method`` of a bound on the exact permutation p-value
+    reported instead of `m` draws (it is at or below 1 / (m + 1)): the e-value is the calibrated
+    bound capped at m + 1 (`geoscreen.result.bound_decided_e`; ``e_method``
+    ``calibrator_integral``, with ``_capped`` where the cap applied), the share of the e-value
+    budget that `SequentialNull.bound_checked_fields` leaves it."""
+    e = bound_decided_e(p, m)
+    capped = e < calibrate_p(p)
+    return {"p_value": float(p), "e_value": e,
+            "e_method": E_CALIBRATOR + ("_capped" if capped else "")}
 
 
 def undrawn_record(draws: int = 0) -> dict[str, object]:

@@ -30,7 +30,7 @@ from geoscreen.probes.feature_shuffle_bound import (
 )
 from geoscreen.probes.params import added_field, genes_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford, undrawn_record
+from geoscreen.probes.sequential import besag_clifford, bound_decided_fields, undrawn_record
 from geoscreen.probes.stats import (
     bootstrap_counts,
     chunks,
@@ -235,7 +235,7 @@ class SpectrumParams(ProbeParams):
     family="intrinsic_dimensionality",
     params=SpectrumParams,
     nulls=("none", "feature_shuffle"),
-    version="1.5",
+    version="1.6",
     statistic="spectral measure of the centred gene matrix (effective rank, participation ratio, "
               "top-k explained variance, axes for a share of the variance, one axis's share or "
               "singular value, or the Frobenius norm)",
@@ -294,36 +294,40 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
       ``across_layers: trend``, which permutes the order of the layers (assuming exchangeable
       layers).
     * ``feature_shuffle``: every column of the centred matrix is permuted independently across
-      the genes `n_permutations` times (same marginals, no correlation between dimensions) and the
-      measure recomputed; p = (1 + b) / (m + 1), and the null mean, standard deviation and z are
-      kept in ``extra``.  A geometry-level null: a test of the layer's (or set's) spectrum, not of
-      whether a gene set is special.  (Cheaper group-based draws -- independent cyclic rotations
-      or affine maps of the columns -- are exact too, but their null laws differ detectably from
-      this one on hub-heavy data, two-sample KS p < 1e-3, so they are not offered.)
-      On the whole layer (no ``gene_set``) the copies do not depend on the hypothesis: copy q is
-      drawn from a generator seeded by (the campaign's null seed, the layer, q), and the spectra
-      of the copies are stored next to the layer's SVD (`geoscreen.probes.null_store`), so every
-      spectrum hypothesis of a campaign on that layer, whatever its measure, tests against the
-      same draws and the second one reads them instead of drawing them (the seed, and how many
-      draws were read and how many made, are kept in ``extra["shared_null"]``).  With a
-      ``gene_set`` the copies are drawn from the hypothesis seed, as before.
-      From version 1.2 (``null_method: bound``, the default) a layer is first tested without
-      drawing: a copy keeps the Gram matrix's diagonal and trace, its off-diagonal energy
-      S = sum_{a != b} G_ab^2 has an exact permutation mean and variance, and a copy with a
-      rank as low as the layer's (or a top-k share as large) has S above a threshold set by
-      the observed value, so Cantelli's inequality bounds the exact permutation p-value
-      (`geoscreen.probes.feature_shuffle_bound`).  Where that bound is at or below
-      1 / (m + 1), the smallest p the draws could give, it is reported (``p_method:
-      cantelli``, no draws, e-value calibrated from it); it covers the alternative ``less``
+      the genes `n_permutations` times (same marginals, no correlation between dimensions) and
+      the measure recomputed; p = (1 + b) / (m + 1), and the null mean, standard deviation and z
+      are kept in ``extra``.  A geometry-level null: a test of the layer's (or set's) spectrum,
+      not of whether a gene set is special.  (Cheaper group-based draws -- independent cyclic
+      rotations or affine maps of the columns -- are exact too, but their null laws differ
+      detectably from this one on hub-heavy data, two-sample KS p < 1e-3, so they are not
+      offered.) On the whole layer (no ``gene_set``) the copies do not depend on the hypothesis:
+      copy q is drawn from a generator seeded by (the campaign's null seed, the layer, q), and
+      the spectra of the copies are stored next to the layer's SVD
+      (`geoscreen.probes.null_store`), so every spectrum hypothesis of a campaign on that layer,
+      whatever its measure, tests against the same draws and the second one reads them instead
+      of drawing them (the seed, and how many draws were read and how many made, are kept in
+      ``extra["shared_null"]``).  With a ``gene_set`` the copies are drawn from the hypothesis
+      seed, as before. From version 1.2 (``null_method: bound``, the default) a layer is first
+      tested without drawing: a copy keeps the Gram matrix's diagonal and trace, its
+      off-diagonal energy S = sum_{a != b} G_ab^2 has an exact permutation mean and variance,
+      and a copy with a rank as low as the layer's (or a top-k share as large) has S above a
+      threshold set by the observed value, so Cantelli's inequality bounds the exact permutation
+      p-value (`geoscreen.probes.feature_shuffle_bound`).  Where that bound is at or below
+      1 / (m + 1), the smallest p the draws could give, it is reported (``p_method: cantelli``,
+      no draws, e-value calibrated from it, at most m + 1); it covers the alternative ``less``
       of the two effective ranks and the participation ratio and ``greater`` of explained
-      variance.  Otherwise the copies are drawn as before, with the same values, and
-      ``draw_reason`` says why.  ``extra["bound"]`` records the bound, the threshold, S and
-      its null mean and sd.  The (sigma) effective rank is tied to S first through the
-      participation ratio, which is loose on layers with a few outlier dimensions, then (from
-      version 1.3, where that fails) through a Lagrangian-dual lower bound on the sum of
-      singular values over every spectrum the copy could have with S below a threshold
-      (`feature_shuffle_bound.sqrt_sum_lower_bound`): on all-MiniLM-L6-v2 the ratio alone
-      decides 3 of 7 layers, with the dual bound 6 of 7; the other measures all 7.
+      variance. Otherwise the copies are drawn as before, with the same values, and
+      ``draw_reason`` says why; from 1.6 their e-value is scaled by
+      `geoscreen.result.bound_split_share` (m) (0.933 at m = 1,000; ``e_method`` ends in
+      ``_bound_split``) so that, with the bound's e-value on the other event (calibrated, at
+      most m + 1), it averages at most 1 under the null (unscaled, the worst case was 1.145).
+      ``extra["bound"]`` records the bound, the threshold, S and its null mean and sd.  The
+      (sigma) effective rank is tied to S first through the participation ratio, which is loose
+      on layers with a few outlier dimensions, then (from version 1.3, where that fails) through
+      a Lagrangian-dual lower bound on the sum of singular values over every spectrum the copy
+      could have with S below a threshold (`feature_shuffle_bound.sqrt_sum_lower_bound`): on
+      all-MiniLM-L6-v2 the ratio alone decides 3 of 7 layers, with the dual bound 6 of 7; the
+      other measures all 7.
 
     References
     ----------
@@ -370,6 +374,7 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         ci_low, ci_high = percentile_ci(boot)
     pval, extra, nperm = None, {}, 0
     ev: float | None = None
+    e_method = ""
     if p.null == "feature_shuffle":
         Xt = np.ascontiguousarray(X.T, dtype=np.float32)
         eig32 = gram_eigenvalues32(Xt[None])[0]
@@ -378,7 +383,9 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
         if bound is not None and why is None:  # the bound is the p-value: nothing is drawn
             extra = {"p_method": "cantelli", "draw_reason": None, "bound": bound,
                      "null_mean": None, "null_sd": None, "z": None, **undrawn_record()}
-            return _result(p, value, T, eig, ci_low, ci_high, bound["p"], None, 0, extra)
+            fields = bound_decided_fields(bound["p"], p.n_permutations)
+            return _result(p, value, T, eig, ci_low, ci_high, bound["p"], fields["e_value"], 0,
+                           extra, fields["e_method"])
         shared = None
         if p.gene_set is None and svd.key:  # the whole layer: one null per layer and campaign
             seed = ctx.shared_null_seed(layer, "spectrum/feature_shuffle")
@@ -401,13 +408,15 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
                                      "computed": shared.computed,
                                      "store_rejected": shared.rejected}}
         null = seq.null
-        fields = seq.test_fields(tested, ctx.alternative)
-        pval, ev = fields["p_value"], fields["e_value"]
+        # after a bound that did not decide, the draws' e-value is scaled (bound_split_share)
+        fields = seq.test_fields(tested, ctx.alternative) if bound is None else \
+            seq.bound_checked_fields(tested, ctx.alternative, p.n_permutations)
+        pval, ev, e_method = fields["p_value"], fields["e_value"], fields.get("e_method", "")
         nperm = seq.draws
         extra = {**extra, "p_method": "draws", "draw_reason": why, "bound": bound,
                  "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1)),
                  "z": z_score(value, null), **seq.record()}
-    return _result(p, value, T, eig, ci_low, ci_high, pval, ev, nperm, extra)
+    return _result(p, value, T, eig, ci_low, ci_high, pval, ev, nperm, extra, e_method)
 
 
 def _bound_first(p: SpectrumParams, alternative: str, Xt: np.ndarray, eig32: np.ndarray,
@@ -440,11 +449,11 @@ def _bound_first(p: SpectrumParams, alternative: str, Xt: np.ndarray, eig32: np.
 
 def _result(p: SpectrumParams, value: float, T: np.ndarray, eig: np.ndarray,
             ci_low: float | None, ci_high: float | None, pval: float | None,
-            ev: float | None, nperm: int, extra: dict) -> LayerResult:
+            ev: float | None, nperm: int, extra: dict, e_method: str = "") -> LayerResult:
     return LayerResult(
         statistic_name=p.measure,
         statistic=value, effect_name=p.measure, effect_size=value, p_value=pval,
-        e_value=ev, e_method=E_PERMUTATION if ev is not None else "",
+        e_value=ev, e_method=(e_method or E_PERMUTATION) if ev is not None else "",
         n=int(T.shape[0]), null=p.null, n_permutations=nperm,
         ci_low=ci_low, ci_high=ci_high,
         extra={**extra, "k": p.k if p.measure in ("explained_variance",) + AXIS_MEASURES

@@ -29,7 +29,7 @@ from geoscreen.probes.feature_shuffle_bound import ROUNDING_MARGIN
 from geoscreen.probes.params import added_field
 from geoscreen.probes.permutation_moments import frobenius_tail_bound
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford, undrawn_record
+from geoscreen.probes.sequential import besag_clifford, bound_decided_fields, undrawn_record
 from geoscreen.probes.stats import percentile_ci
 from geoscreen.result import E_PERMUTATION, LayerResult
 
@@ -183,7 +183,7 @@ def _other_bases(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str, a: A
     family="topology_stability",
     params=SubspaceAlignmentParams,
     nulls=("none", "gene_shuffle"),
-    version="1.2",
+    version="1.3",
     statistic="the chosen summary of the principal angles between the two layers' top-k "
               "subspaces",
     effect="mean squared cosine of the principal angles (1 = the same subspace; chance k/n in "
@@ -233,11 +233,14 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
     P, k times the mean squared cosine is ||Q_a' P Q_b||_F^2 = tr(A P B P') with A = Q_a Q_a'
     and B = Q_b Q_b' (the columns are centred: they span parts of centred layers), whose exact
     permutation mean (k^2 / (n - 1)) and variance are the RV coefficient's (Kazi-Aoual et al.
-    1995); a relabelling whose smallest cosine is at least t has ||Q_a' P Q_b||_F^2 >= k t^2.
-    So Cantelli's inequality bounds the exact p-value; where the bound is at or below
-    1 / (m + 1) it is the p-value (``extra["p_method"] = "cantelli"``, the record in
-    ``extra["bound"]``, the exact null mean and SD of ``mean_cos2``), else the draws decide as
-    in 1.1 (``extra["draw_reason"]``).
+    1995); a relabelling whose smallest cosine is at least t has ||Q_a' P Q_b||_F^2 >= k t^2. So
+    Cantelli's inequality bounds the exact p-value; where the bound is at or below 1 / (m + 1)
+    it is the p-value (``extra["p_method"] = "cantelli"``, the record in ``extra["bound"]``, the
+    exact null mean and SD of ``mean_cos2``), else the draws decide as in 1.1
+    (``extra["draw_reason"]``), from 1.3 with their e-value scaled by
+    `geoscreen.result.bound_split_share` (m) (0.933 at m = 1,000; ``e_method`` ends in
+    ``_bound_split``) so that, with the bound's e-value on the other event (calibrated, at most
+    m + 1), it averages at most 1 under the null (unscaled, the worst case was 1.145).
 
     References
     ----------
@@ -287,7 +290,7 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
                 for cs in bootstrap_principal_cosines(A, B, rng, p.n_bootstrap)]
         ci_low, ci_high = percentile_ci(np.asarray(boot))
     pval = ev = None
-    nperm, extra = 0, {}
+    nperm, extra, e_method = 0, {}, ""
     if p.null == "gene_shuffle":
         rng = ctx.rng(layer, "null")
         qa, _ = np.linalg.qr(A)
@@ -297,12 +300,13 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
         if why is None:  # the bound is the p-value: nothing is drawn
             assert bound is not None
             exact = p.measure == "mean_cos2"
-            return _result(p, value, k, ci_low, ci_high, bound["p"], None, 0, {
+            fields = bound_decided_fields(bound["p"], p.n_permutations)
+            return _result(p, value, k, ci_low, ci_high, bound["p"], fields["e_value"], 0, {
                 "p_method": "cantelli", "draw_reason": None, "bound": bound,
                 **undrawn_record(),
                 "null_mean": bound["null_frobenius2_mean"] / k if exact else None,
                 "null_sd": bound["null_frobenius2_sd"] / k if exact else None},
-                ref, idx, n_units, cos)
+                ref, idx, n_units, cos, str(fields["e_method"]))
 
         def one_by_one() -> Iterator[list[float]]:
             for _ in range(p.n_permutations):
@@ -312,11 +316,15 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
         seq = besag_clifford(one_by_one(), value, ctx.alternative, p.n_permutations,
                              ctx.sequential_h)
         null = seq.null
-        fields = seq.test_fields(value, ctx.alternative)
+        # after a bound that did not decide, the draws' e-value is scaled (bound_split_share)
+        fields = seq.test_fields(value, ctx.alternative) if bound is None else \
+            seq.bound_checked_fields(value, ctx.alternative, p.n_permutations)
         pval, ev, nperm = fields["p_value"], fields["e_value"], seq.draws
+        e_method = str(fields.get("e_method", ""))
         extra = {**seq.record(), "p_method": "draws", "draw_reason": why, "bound": bound,
                  "null_mean": float(null.mean()), "null_sd": float(null.std(ddof=1))}
-    return _result(p, value, k, ci_low, ci_high, pval, ev, nperm, extra, ref, idx, n_units, cos)
+    return _result(p, value, k, ci_low, ci_high, pval, ev, nperm, extra, ref, idx, n_units, cos,
+                   e_method)
 
 
 def _bound_first(p: SubspaceAlignmentParams, alternative: str, qa: np.ndarray, qb: np.ndarray,
@@ -339,11 +347,12 @@ def _bound_first(p: SubspaceAlignmentParams, alternative: str, qa: np.ndarray, q
 
 def _result(p: SubspaceAlignmentParams, value: float, k: int, ci_low: float | None,
             ci_high: float | None, pval: float | None, ev: float | None, nperm: int,
-            extra: dict, ref: str, idx: np.ndarray, n_units: int, cos: np.ndarray
-            ) -> LayerResult:
+            extra: dict, ref: str, idx: np.ndarray, n_units: int, cos: np.ndarray,
+            e_method: str = "") -> LayerResult:
     return LayerResult(
         statistic_name=p.measure, statistic=value, effect_name=p.measure, effect_size=value,
-        p_value=pval, e_value=ev, e_method=E_PERMUTATION if ev is not None else "", n=int(k),
+        p_value=pval, e_value=ev, e_method=(e_method or E_PERMUTATION) if ev is not None else "",
+        n=int(k),
         null=p.null, n_permutations=nperm, ci_low=ci_low, ci_high=ci_high,
         extra={**extra, "reference_layer": ref, "space": p.space,
                "axes": [int(x) + 1 for x in idx],

@@ -16,7 +16,7 @@ from scipy import stats
 
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.registry import get_probe
-from geoscreen.result import LayerResult
+from geoscreen.result import E_BOUND_SPLIT, LayerResult, bound_split_share
 from geoscreen.store.cache import Cache, write_cache
 
 
@@ -199,3 +199,15 @@ def assert_e_valid(evalues: Sequence[float], z: float = 3.0) -> dict[str, float]
         hi = stats.binom.isf(0.0005, n, 1.0 / x) / n
         assert c[f"P(e>={x})"] <= hi, (x, c)
     return c
+
+
+def assert_draws_e_value(bounded: LayerResult, drawn: LayerResult, m: int) -> None:
+    """`bounded` (``null_method: bound`` or ``moments``, where the draws decided) has the
+    e-value of `drawn` (``null_method: draws``, the same draws): times `bound_split_share` (m)
+    with ``e_method`` + ``_bound_split`` where a bound was computed, else unchanged."""
+    if bounded.extra.get("bound") is None:
+        assert (bounded.e_value, bounded.e_method) == (drawn.e_value, drawn.e_method)
+        return
+    assert drawn.e_value is not None and drawn.e_value > 0
+    assert bounded.e_value == bound_split_share(m) * drawn.e_value
+    assert bounded.e_method == drawn.e_method + E_BOUND_SPLIT

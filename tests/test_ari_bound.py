@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 import pytest
-from probe_helpers import cache_from_layers, context, run
+from probe_helpers import assert_draws_e_value, cache_from_layers, context, run
 from test_knn_communities import clustered, gmt, planted_labels
 
 from geoscreen.probes.communities import ari, contingency
@@ -88,8 +88,10 @@ def test_random_labels_keep_the_draws(tmp_path):
     d = run("knn_communities", {**prm, "null_method": "draws"}, ctx, "L0")
     assert b.extra["draw_reason"] == "bound above 1 / (n_permutations + 1)"
     assert b.extra["bound"]["p"] > 1 / 200
-    assert (b.p_value, b.n_permutations, b.e_value, b.extra["null_95"]) == \
-        (d.p_value, d.n_permutations, d.e_value, d.extra["null_95"])
+    assert (b.p_value, b.n_permutations, b.extra["null_95"]) == \
+        (d.p_value, d.n_permutations, d.extra["null_95"])
+    assert_draws_e_value(b, d, 199)
+    assert b.e_method == "permutation_tilt_bound_split"
 
 
 def test_too_many_classes_keep_the_draws():

@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 import pytest
-from probe_helpers import cache_from_layers, context, run
+from probe_helpers import assert_draws_e_value, cache_from_layers, context, run
 
 from geoscreen.probes.layers import FS_ROUNDING_MARGIN, feature_shuffle_bound
 from geoscreen.probes.permutation_moments import gram_invariants
@@ -121,6 +121,9 @@ def test_a_bound_above_the_draws_floor_draws(tmp_path):
             old = run("layer_similarity", {**prm, "null_method": "draws"}, ctx, "L1", "greater")
             assert r.n_permutations == 199 and r.p_value == old.p_value
             assert r.extra["draw_reason"] == "Cantelli bound above 1 / (m + 1)"
+            # 1.5: the draws' own e-value times the share the bound leaves them
+            assert_draws_e_value(r, old, 199)
+            assert r.e_method == "permutation_tilt_bound_split"
             break
     assert found, "no noise level put the bound between 1/200 and 0.1"
 

@@ -31,9 +31,11 @@ from geoscreen.combine import (
     trend_test,
 )
 from geoscreen.result import (
+    E_BOUND_SPLIT,
     E_CALIBRATOR,
     E_PERMUTATION,
     LayerResult,
+    bound_split_share,
     calibrate_p,
     permutation_e,
     permutation_p,
@@ -255,4 +257,11 @@ def test_resolution_floors_and_caps():
     assert resolution([mw], "any", "greater") == [(0.0, math.inf)]
     cal = [lr(0, 99, E_CALIBRATOR)]
     assert resolution(cal, "any", "greater")[0][1] == pytest.approx(calibrate_p(0.01))
+    # a Cantelli bound reported instead of the draws has no floor, whatever draws were made for
+    # the z-score; draws after a bound that did not decide keep their floor, with a smaller cap
+    bound = lr(0, 99, E_CALIBRATOR).model_copy(update={"extra": {"p_method": "cantelli"}})
+    assert resolution([bound], "any", "greater") == [(0.0, math.inf)]
+    split = [lr(0, 999, E_PERMUTATION + E_BOUND_SPLIT)]
+    assert resolution(split, "any", "greater") == \
+        [(pytest.approx(1e-3), pytest.approx(1000 * bound_split_share(999)))]
     assert stats.kstest([0.5], "uniform").pvalue > 0  # scipy imported for the helper's bands

@@ -10,7 +10,13 @@ import itertools
 
 import numpy as np
 import pytest
-from probe_helpers import assert_calibrated, cache_from_layers, context, run
+from probe_helpers import (
+    assert_calibrated,
+    assert_draws_e_value,
+    cache_from_layers,
+    context,
+    run,
+)
 
 from geoscreen.probes.feature_shuffle_bound import (
     bound_direction,
@@ -18,6 +24,7 @@ from geoscreen.probes.feature_shuffle_bound import (
     spectrum_bound,
 )
 from geoscreen.probes.spectrum import spectrum_measure
+from geoscreen.result import calibrate_p
 
 MEASURES = ["effective_rank", "effective_rank_energy", "participation_ratio",
             "explained_variance"]
@@ -167,7 +174,8 @@ def test_structured_layers_are_decided_without_drawing(tmp_path, measure):
         b = run("spectrum", prm, ctx, layer, alt)
         assert b.extra["p_method"] == "cantelli" and b.n_permutations == 0
         assert b.extra["null_draws_used"] == 0 and b.p_value <= 1 / 100
-        assert b.e_value > 1 and b.extra["bound"]["energy_z"] > 10
+        assert b.e_value == min(calibrate_p(b.p_value), 100.0) and b.e_value > 1
+        assert b.extra["bound"]["energy_z"] > 10
         d = run("spectrum", {**prm, "null_method": "draws"}, ctx, layer, alt)
         assert d.extra["p_method"] == "draws" and d.p_value == 1 / 100
         assert d.statistic == b.statistic
@@ -190,6 +198,9 @@ def test_the_draws_decide_what_the_bound_does_not_cover(tmp_path):
         assert why in r.extra["draw_reason"]
         d = run("spectrum", {**prm, "null_method": "draws"}, ctx, layer, alt)
         assert d.p_value == r.p_value and d.extra["draw_reason"] == "null_method draws"
+        # the e-value: scaled where a bound was computed (the null layer), else the draws'
+        assert (r.extra["bound"] is not None) == (alt == "less")
+        assert_draws_e_value(r, d, 99)
 
 
 def test_cantelli_is_tight_on_a_two_point_energy():

@@ -9,7 +9,14 @@ import pytest
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.sequential import besag_clifford, expected_draws
 from geoscreen.probes.spectrum import SpectrumParams, spectrum
-from geoscreen.result import E_CALIBRATOR, E_PERMUTATION, permutation_p
+from geoscreen.result import (
+    E_CALIBRATOR,
+    E_PERMUTATION,
+    E_SEQUENTIAL_STOPPED,
+    calibrate_p,
+    permutation_e,
+    permutation_p,
+)
 
 
 def _batches(rng, m, size, shift=0.0):
@@ -38,6 +45,33 @@ def test_the_sequential_p_value_is_valid_and_cheap_under_the_null():
     mean_draws = float(draws.mean())
     print(f"mean draws {mean_draws:.1f} of {m} (h (1 + ln(m / h)) = {expected_draws(m, h):.1f})")
     assert mean_draws < 0.1 * m and abs(mean_draws - expected_draws(m, h)) < 0.3 * mean_draws
+
+
+def test_sequential_e_values_are_valid_where_calibrating_stopped_tests_is_not():
+    """40,000 null tests at m = 199, h = 10 on exchangeable Gaussian draws.  The e-value of
+    `test_fields` (the soft rank of all m draws when the test did not stop, 0 when it stopped)
+    averages at most 1; the rule used before 2026-12-07, the calibrated p of a stopped test,
+    averages about 1.28 (not stopping selects the observations the soft rank favours)."""
+    from probe_helpers import assert_e_valid, e_validity
+
+    rng = np.random.default_rng(4)
+    m, h, reps = 199, 10, 40_000
+    now, before = np.empty(reps), np.empty(reps)
+    for r in range(reps):
+        pool = rng.standard_normal(m + 1)
+        seq = besag_clifford([pool[1:]], pool[0], "greater", m, h)
+        fields = seq.test_fields(pool[0], "greater")
+        now[r] = fields["e_value"]
+        before[r] = calibrate_p(seq.p_value) if seq.stopped else now[r]
+        if not seq.stopped:
+            assert now[r] == permutation_e(pool[0], pool[1:], "greater")
+        else:
+            assert fields["e_method"] == E_SEQUENTIAL_STOPPED and now[r] == 0.0
+    assert_e_valid(now)
+    old = e_validity(before)
+    print(f"mean e: now {now.mean():.3f}, calibrated when stopped {old['mean']:.3f} "
+          f"(SE {old['se']:.3f})")
+    assert old["mean"] - 3 * old["se"] > 1.1
 
 
 def test_a_test_that_does_not_stop_gives_the_fixed_m_p_value_draw_for_draw():
@@ -87,8 +121,9 @@ def test_spectrum_feature_shuffle_stops_on_a_null_layer_and_keeps_a_planted_one(
     seq = ProbeContext(cache=cache, seed=7, alternative="less", sequential_h=10)
     a0, b0 = spectrum(fixed, p, "L0"), spectrum(seq, p, "L0")
     assert b0.extra["stopped_early"] and b0.n_permutations < 200 and b0.p_value > 0.05
-    # a stopped test's e-value is the calibrated p, never the soft rank of too few draws
-    assert b0.e_method == E_CALIBRATOR and a0.e_method == E_PERMUTATION
+    # a stopped test bets nothing (its e-value is 0), never the soft rank of too few draws
+    assert (b0.e_value, b0.e_method) == (0.0, E_SEQUENTIAL_STOPPED)
+    assert a0.e_method == E_PERMUTATION
     a1, b1 = spectrum(fixed, p, "L1"), spectrum(seq, p, "L1")
     assert not b1.extra["stopped_early"] and b1.n_permutations == 999
     assert b1.p_value == a1.p_value == 1 / 1000 and b1.e_value == a1.e_value
