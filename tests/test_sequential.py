@@ -473,6 +473,7 @@ def test_sequential_p_values_are_calibrated_on_gaussian_layers(tmp_path, name, m
     this is the fixed test's rate) and p not stochastically smaller than uniform (one-sided KS:
     the stopped p-values h / L are discrete near 1)."""
     from probe_helpers import (
+        assert_e_valid,
         cache_from_layers,
         calibration,
         gaussian_layers,
@@ -498,6 +499,16 @@ def test_sequential_p_values_are_calibrated_on_gaussian_layers(tmp_path, name, m
     used = np.mean([r.n_permutations for r in res])
     print(name, c, f"mean draws {used:.0f} of 199")
     assert c["band_lo"] <= c["fpr"] <= c["band_hi"] and c["ks_smaller_p"] > 1e-3, c
+    # and the e-values of those 600 null layers average at most 1: 0 where the draws stopped,
+    # except where moments chose to draw (pair_proximity's default), whose e-value calibrates
+    # the reported p whether the draws stopped or not
+    e = assert_e_valid([r.e_value for r in res])
+    stopped = [r for r in res if r.extra["stopped_early"]]
+    print(name, f"mean e {e['mean']:.3f} (SE {e['se']:.3f}), {len(stopped)} of 600 stopped")
+    assert stopped
+    moments = name == "pair_proximity"
+    assert all((r.e_value, r.e_method) == (0.0, E_SEQUENTIAL_STOPPED) or
+               moments and r.e_method == E_CALIBRATOR for r in stopped)
     assert used < 0.5 * 199
 
 
