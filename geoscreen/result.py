@@ -10,6 +10,10 @@ E-values average into valid e-values under *any* dependence, which is what e-BH 
 * ``calibrate_p`` — a p-to-e calibrator for tests without draws (Mann-Whitney, third-party
   probes): filled in automatically when a probe reports a p-value and no e-value
   (`E_CALIBRATOR`).
+* A sequential test that stopped early gets 0 (`E_SEQUENTIAL_STOPPED`); a bound reported instead
+  of m draws gets `bound_decided_e`, and draws that ran after a bound get their e-value times
+  `bound_split_share` (``e_method`` + `E_BOUND_SPLIT`), so that every mixture of these rules
+  still averages at most 1 under the null.
 """
 
 from __future__ import annotations
