@@ -337,9 +337,9 @@ def calibrator_mass(t: float, cap: float = math.inf) -> float:
         return 0.0
     if calibrate_p(t) >= cap:  # f is above the cap on all of [0, t]
         return cap * t
-    lo, hi = math.log(P_FLOOR), math.log(t)  # f(e^lo) > cap >= ... > f(e^hi): bisect in log x
-    if calibrate_p(P_FLOOR) <= cap:
+    if calibrate_p(P_FLOOR) <= cap:  # f never reaches the cap
         return whole(t)
+    lo, hi = math.log(P_FLOOR), math.log(t)  # f(e^lo) > cap >= f(e^hi): bisect in log x
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         if calibrate_p(math.exp(mid)) > cap:

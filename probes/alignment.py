@@ -318,9 +318,7 @@ def cross_model_alignment(ctx: ProbeContext, p: CrossModelAlignmentParams, layer
     else:
         seq = besag_clifford(batches, observed, ctx.alternative, p.n_permutations,
                              ctx.sequential_h)
-        # after a bound that did not decide, the draws' e-value is scaled (bound_split_share)
-        tests = seq.test_fields(observed, ctx.alternative) if bound is None else \
-            seq.bound_checked_fields(observed, ctx.alternative, p.n_permutations)
+        tests = seq.test_fields(observed, ctx.alternative, after_bound=bound is not None)
         null, record, p_method = seq.null, seq.record(), "draws"
     retrieval = _retrieval(Ux * Sx, Uy * Sy, p.method, ctx.rng(layer, "retrieval"))
     return LayerResult(

@@ -944,9 +944,7 @@ def _agreement_test(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str, comm
     return LayerResult(
         statistic_name=p.measure, statistic=observed, effect_name=f"excess_{p.measure}",
         effect_size=observed - mean0,
-        # after a bound that did not decide, the draws' e-value is scaled (bound_split_share)
-        **(seq.test_fields(observed, "greater") if bound is None else
-           seq.bound_checked_fields(observed, "greater", p.n_permutations)),
+        **seq.test_fields(observed, "greater", after_bound=bound is not None),
         n=int(comm.size), null="label_shuffle", n_permutations=seq.draws,
         extra={**seq.record(), "p_method": "draws", "draw_reason": why, "bound": bound,
                "communities": int(comm.max()) + 1, **extra,

@@ -525,18 +525,18 @@ def layer_similarity(ctx: ProbeContext, p: LayerSimilarityParams, layer: str) ->
             # Besag-Clifford stopping when the campaign asks for it (probes.sequential)
             seq = besag_clifford(batches, obs, ctx.alternative, p.n_permutations,
                                  ctx.sequential_h)
-            test, nperm = seq.test_fields(obs, ctx.alternative), seq.draws
+            nperm = seq.draws
             if method == "moments" and p.null == "gene_shuffle":
                 # the draws ran because the moment p was small: their soft-rank e-value, kept
                 # only on that event, need not average at most 1 (1.29 in a simulation), so it
                 # is the p-to-e calibrator of the reported p
                 test = {"p_value": seq.p_value, "e_value": None}
-            elif fs_bound is not None:
-                # the draws ran because the feature-shuffle bound was above 1 / (m + 1): their
-                # e-value times bound_split_share (m), which leaves the bound's calibrated
-                # e-value its share (1.5; 1.3-1.4 calibrated the reported p); a test that
-                # computed no bound (less, two-sided) keeps the draws' e-value, as in 1.2
-                test = seq.bound_checked_fields(obs, ctx.alternative, p.n_permutations)
+            else:
+                # after a feature-shuffle bound above 1 / (m + 1), the draws' e-value times
+                # bound_split_share (m), which leaves the bound's calibrated e-value its share
+                # (1.5; 1.3-1.4 calibrated the reported p); a test that computed no bound
+                # (draws, less, two-sided) keeps the draws' e-value, as in 1.2
+                test = seq.test_fields(obs, ctx.alternative, after_bound=fs_bound is not None)
             extra.update(null_mean=float(seq.null.mean()), null_sd=float(seq.null.std(ddof=1)),
                          z=z_score(cka, seq.null), **seq.record())
     return LayerResult(

@@ -86,6 +86,8 @@ class SequentialNull:
         Whether it stopped at the h-th exceedance before m draws.
     h
         The stopping count (None: a fixed-m test).
+    m
+        The most draws it could make (the fixed-m test's count).
     """
 
     p_value: float
@@ -94,8 +96,10 @@ class SequentialNull:
     exceedances: int
     stopped: bool
     h: int | None
+    m: int
 
-    def test_fields(self, observed: float, alternative: str) -> dict[str, object]:
+    def test_fields(self, observed: float, alternative: str, after_bound: bool = False
+                    ) -> dict[str, object]:
         """``p_value``, ``e_value`` and ``e_method`` for a LayerResult.
 
         A test that did not stop drew all m null statistics, in the same order as the fixed-m
@@ -107,24 +111,20 @@ class SequentialNull:
         stopping selects the observations that the soft-rank favours, and the mixture averaged
         1.28 on exchangeable Gaussian draws at m = 199, h = 10 (`tests/test_sequential.py`).
         A stopped test has p >= h / m, so it is no e-value discovery either way.
+
+        `after_bound`: the draws ran because a bound on the exact p-value, which would have
+        been reported alone at or below 1 / (m + 1), was above it.  The e-value is then
+        multiplied by `geoscreen.result.bound_split_share` (m), so that with the bound's
+        e-value on the other event (`bound_decided_fields`) it still averages at most 1 under
+        the null (``e_method`` ends in ``_bound_split``).
         """
         if self.stopped:
-            return {"p_value": self.p_value, "e_value": 0.0, "e_method": E_SEQUENTIAL_STOPPED}
-        return {"p_value": self.p_value,
-                "e_value": permutation_e(observed, self.null, alternative),
-                "e_method": E_PERMUTATION}
-
-    def bound_checked_fields(self, observed: float, alternative: str, m: int
-                             ) -> dict[str, object]:
-        """`test_fields` of draws that ran because a bound on the exact p-value, which would
-        have been reported alone at or below 1 / (m + 1), was above it: the p-value is the
-        draws', the e-value theirs (`test_fields`) times `geoscreen.result.bound_split_share`
-        (m), so that with the bound's e-value on the other event (`bound_decided_fields`) it
-        still averages at most 1 under the null (``e_method`` ends in ``_bound_split``)."""
-        fields = self.test_fields(observed, alternative)
-        e = bound_split_share(m) * float(fields["e_value"])  # type: ignore[arg-type]
-        return {"p_value": self.p_value, "e_value": e,
-                "e_method": f"{fields['e_method']}{E_BOUND_SPLIT}"}
+            e, method = 0.0, E_SEQUENTIAL_STOPPED
+        else:
+            e, method = permutation_e(observed, self.null, alternative), E_PERMUTATION
+        if after_bound:
+            e, method = bound_split_share(self.m) * e, method + E_BOUND_SPLIT
+        return {"p_value": self.p_value, "e_value": e, "e_method": method}
 
     def record(self) -> dict[str, object]:
         """The fields a LayerResult's `extra` keeps (the rule and what it used)."""
@@ -137,7 +137,7 @@ def bound_decided_fields(p: float, m: int) -> dict[str, object]:
     reported instead of `m` draws (it is at or below 1 / (m + 1)): the e-value is the calibrated
     bound capped at m + 1 (`geoscreen.result.bound_decided_e`; ``e_method``
     ``calibrator_integral``, with ``_capped`` where the cap applied), the share of the e-value
-    budget that `SequentialNull.bound_checked_fields` leaves it."""
+    budget that `SequentialNull.test_fields` (``after_bound``) leaves it."""
     e = bound_decided_e(p, m)
     capped = e < calibrate_p(p)
     return {"p_value": float(p), "e_value": e,
@@ -187,7 +187,7 @@ def besag_clifford(batches: Iterable[np.ndarray], observed: float, alternative: 
                 cut = int(hits[h - g - 1]) + 1
                 used.append(batch[:cut])
                 n += cut
-                return SequentialNull(h / n, np.concatenate(used), n, h, True, h)
+                return SequentialNull(h / n, np.concatenate(used), n, h, True, h, m)
             g += hits.size
         used.append(batch)
         n += batch.size
@@ -198,7 +198,7 @@ def besag_clifford(batches: Iterable[np.ndarray], observed: float, alternative: 
     null = np.concatenate(used)
     p = permutation_p(observed, null, alternative)
     exceed = (int(round(p * (m + 1))) - 1)
-    return SequentialNull(p, null, m, exceed, False, h if sequential else None)
+    return SequentialNull(p, null, m, exceed, False, h if sequential else None, m)
 
 
 def expected_draws(m: int, h: int) -> float:

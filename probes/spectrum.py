@@ -408,9 +408,7 @@ def spectrum(ctx: ProbeContext, p: SpectrumParams, layer: str) -> LayerResult:
                                      "computed": shared.computed,
                                      "store_rejected": shared.rejected}}
         null = seq.null
-        # after a bound that did not decide, the draws' e-value is scaled (bound_split_share)
-        fields = seq.test_fields(tested, ctx.alternative) if bound is None else \
-            seq.bound_checked_fields(tested, ctx.alternative, p.n_permutations)
+        fields = seq.test_fields(tested, ctx.alternative, after_bound=bound is not None)
         pval, ev, e_method = fields["p_value"], fields["e_value"], fields.get("e_method", "")
         nperm = seq.draws
         extra = {**extra, "p_method": "draws", "draw_reason": why, "bound": bound,

@@ -316,9 +316,7 @@ def subspace_alignment(ctx: ProbeContext, p: SubspaceAlignmentParams, layer: str
         seq = besag_clifford(one_by_one(), value, ctx.alternative, p.n_permutations,
                              ctx.sequential_h)
         null = seq.null
-        # after a bound that did not decide, the draws' e-value is scaled (bound_split_share)
-        fields = seq.test_fields(value, ctx.alternative) if bound is None else \
-            seq.bound_checked_fields(value, ctx.alternative, p.n_permutations)
+        fields = seq.test_fields(value, ctx.alternative, after_bound=bound is not None)
         pval, ev, nperm = fields["p_value"], fields["e_value"], seq.draws
         e_method = str(fields.get("e_method", ""))
         extra = {**seq.record(), "p_method": "draws", "draw_reason": why, "bound": bound,

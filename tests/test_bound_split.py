@@ -89,13 +89,13 @@ def test_drawn_fields_after_a_bound_are_the_draws_scaled():
     rng = np.random.default_rng(3)
     null = rng.standard_normal(199)
     fixed = besag_clifford([null], 2.5, "greater", 199, None)
-    f = fixed.bound_checked_fields(2.5, "greater", 199)
+    f = fixed.test_fields(2.5, "greater", after_bound=True)
     assert f["p_value"] == fixed.p_value
     assert f["e_value"] == bound_split_share(199) * permutation_e(2.5, null, "greater")
     assert f["e_method"] == E_PERMUTATION + E_BOUND_SPLIT
     stopped = besag_clifford([null], -1.0, "greater", 199, 10)  # a null layer stops early
     assert stopped.stopped
-    s = stopped.bound_checked_fields(-1.0, "greater", 199)
+    s = stopped.test_fields(-1.0, "greater", after_bound=True)
     assert (s["p_value"], s["e_value"]) == (stopped.p_value, 0.0)  # a stopped test bets nothing
     assert s["e_method"] == E_SEQUENTIAL_STOPPED + E_BOUND_SPLIT
 
