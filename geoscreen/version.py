@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 
+
+@lru_cache(maxsize=1)  # read once per process: every layer result's provenance asks
 def package_version() -> str:
     """The installed distribution's version; ``0+unknown`` from an uninstalled source tree."""
     from importlib.metadata import PackageNotFoundError, version

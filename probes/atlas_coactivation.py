@@ -307,6 +307,7 @@ class CoactivationParams(ProbeParams):
          "params": {"atlas": "atlases/{layer}"},
          "layers": ["last"], "alternative": "greater", "across_layers": "any"},
     ],
+    imports=("igraph",),
 )
 def coactivation_modules(ctx: ProbeContext, p: CoactivationParams, layer: str) -> LayerResult:
     """Do an SAE atlas's features fire together, and in which modules?

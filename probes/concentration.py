@@ -124,6 +124,7 @@ def set_part_counts(part: np.ndarray, groups: list[np.ndarray], n_parts: int) ->
          "params": {"gene_sets": ["genes:MS4A1,CD19,CD79A,CD79B,BLK,PAX5"], "k": 10},
          "alternative": "greater", "across_layers": "any"},
     ],
+    imports=("igraph",),
 )
 def community_concentration(ctx: ProbeContext, p: CommunityConcentrationParams, layer: str,
                             ) -> LayerResult:

@@ -633,6 +633,7 @@ def clustering_stats(nb: np.ndarray) -> tuple[float, float]:
          "params": {"statistic": "clustering", "k": 10}, "alternative": "greater",
          "across_layers": "trend"},
     ],
+    imports=("igraph",),
 )
 def knn_graph(ctx: ProbeContext, p: KnnGraphParams, layer: str) -> LayerResult:
     """How clustered the layer's k-nearest-neighbour graph is (a descriptive measure).
@@ -825,6 +826,7 @@ def single_labels(n: int, mset: np.ndarray, mrow: np.ndarray) -> np.ndarray:
          "alternative": "greater", "across_layers": "trend",
          "layers": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]},
     ],
+    imports=("igraph",),
 )
 def knn_communities(ctx: ProbeContext, p: KnnCommunitiesParams, layer: str) -> LayerResult:
     """Do the layer's gene communities follow an annotation?

@@ -193,6 +193,7 @@ class PersistentHomologyParams(ProbeParams):
          "params": {"gene_set": "go:GO:0005840", "dims": [0], "null": "matched"},
          "alternative": "less", "across_layers": "any"},
     ],
+    imports=("ripser",),
 )
 def persistent_homology(ctx: ProbeContext, p: PersistentHomologyParams, layer: str,
                         ) -> LayerResult:

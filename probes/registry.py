@@ -111,6 +111,9 @@ class ProbeInfo:
     # True: the probe reads every layer it needs itself (its params name them), so a spec names
     # one layer, where its single result is filed (`layer_profile`)
     whole_stack: bool = False
+    # third-party modules the probe imports when it runs (not at module import) and that take
+    # long to import; a persistent warden imports them once before forking the probe's workers
+    imports: tuple[str, ...] = ()
 
     def schema(self) -> dict[str, Any]:
         """JSON view for `probes list --json` and the LLM system prompt."""
@@ -179,6 +182,7 @@ def probe(
     effect_null: float | None = 0.0,
     whole_stack: bool = False,
     effect_null_by: Callable[[dict[str, Any]], float | None] | None = None,
+    imports: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(ctx, params, layer) -> LayerResult`` as probe `name`.
 
@@ -187,7 +191,13 @@ def probe(
 
     `examples` are ready-to-run spec fragments (`params`, `statement`, optional `across_layers`,
     `alternative`, `layers`) that the offline brainstormer starts from.
+
+    `imports` names the slow-to-import third-party modules the probe imports inside its
+    function (ripser, igraph); a persistent warden imports them once, before it forks the
+    probe's first worker, so that every layer task does not import them again.
     """
+    if isinstance(imports, str) or not all(isinstance(m, str) and m for m in imports):
+        raise TypeError(f"probe {name!r}: imports must be a tuple of module names")
     if family not in FAMILIES:
         raise ValueError(f"probe {name!r}: unknown family {family!r}; "
                          f"{did_you_mean(family, FAMILIES)}")
@@ -215,7 +225,7 @@ def probe(
                          fn=run_layer, examples=tuple(examples),
                          alternatives=tuple(alternatives), module=fn.__module__,
                          effect_null=effect_null, whole_stack=whole_stack,
-                         effect_null_by=effect_null_by)
+                         effect_null_by=effect_null_by, imports=tuple(imports))
         existing = _REGISTRY.get(name)
         if existing is not None and existing.module != info.module:
             raise ValueError(f"probe {name!r} is registered twice "

@@ -156,3 +156,129 @@ def test_warm_indexes_loads_named_resources_and_never_reads_a_file(tmp_path):
     missing = tmp_path / "nowhere.txt"
     assert warm_indexes(f"file:{missing} & genes:CD19") == []  # not opened, not an error
     assert warm_indexes("genes:CD19,PAX5") == []
+
+
+# -- the cache's manifest and gene table, read once per warden -------------------------------
+def _rewrite(path, genes, seed):
+    from geoscreen.store.cache import write_cache
+
+    rng = np.random.default_rng(seed)
+    layers = {f"L{i}": rng.standard_normal((len(genes), 12)).astype(np.float32)
+              for i in range(3)}
+    return write_cache(path, layers, genes, model="test", synthetic=True, overwrite=True)
+
+
+def test_opened_cache_reuses_its_reading_only_while_the_files_are_unchanged(tmp_path):
+    from geoscreen.agent import worker
+    from geoscreen.store.cache import open_cache
+
+    worker._OPENED.clear()
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12)
+    a = worker.opened_cache(str(cache.path))
+    b = worker.opened_cache(str(cache.path))
+    fresh = open_cache(cache.path)
+    assert b.genes is a.genes and b.manifest is a.manifest  # read once
+    assert b._arrays is not a._arrays and not b._arrays  # every caller maps the arrays itself
+    assert (a.checksum, a.layers, a.path) == (fresh.checksum, fresh.layers, fresh.path)
+    assert list(a.genes.symbols) == list(fresh.genes.symbols)
+    np.testing.assert_array_equal(b.array("L1"), fresh.array("L1"))
+    assert "L1" in b._arrays and "L1" not in a._arrays
+
+    # the same path, rewritten: other genes, another checksum
+    new = _rewrite(cache.path, [f"H{i}" for i in range(250)], seed=5)
+    c = worker.opened_cache(str(cache.path))
+    assert c.genes is not a.genes
+    assert c.checksum == new.checksum != a.checksum
+    assert list(c.genes.symbols) == [f"H{i}" for i in range(250)]
+    assert worker.opened_cache(str(cache.path)).genes is c.genes
+
+    # the gene table alone touched (same bytes, new mtime): read again
+    genes = cache.path / "genes.tsv"
+    st = genes.stat()
+    os.utime(genes, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert worker.opened_cache(str(cache.path)).genes is not c.genes
+
+
+def test_a_warden_sees_a_cache_rewritten_between_two_of_its_jobs(tmp_path, monkeypatch):
+    """Through one real persistent warden: after the cache at the same path is rewritten, the
+    next job (which names the new checksum) reads the new manifest and layers; a job still
+    naming the old checksum fails with the checksum mismatch, as before."""
+    from geoscreen.agent.executor import ProcessSandbox
+
+    monkeypatch.setenv("GEOSCREEN_WARM_MB", "1024")
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12)
+    spec = {"statement": "axis 1 separates the first genes", "probe": "axis_separation",
+            "layers": ["L0"], "params": {"axis": 1, "positive": "genes:G0,G1,G2,G3,G4,G5"}}
+    spec_new = dict(spec, params={"axis": 1, "positive": "genes:G10,G11,G12,G13,G14"})
+    done: dict = {}
+    with ProcessSandbox(workers=1, timeout_s=60, memory_mb=4000, split=False) as box:
+        def run(job):
+            box.run([job], lambda j: None, lambda r: done.__setitem__(r.hyp_id, r),
+                    lambda: False)
+        run(_job(cache, 0, tmp_path / "work", spec))
+        old = cache.checksum
+        new = _rewrite(cache.path, [f"G{i}" for i in range(20)], seed=9)
+        run(_job(new, 1, tmp_path / "work", spec_new))
+        stale = _job(new, 2, tmp_path / "work", spec_new)
+        stale.payload["cache_checksum"] = old
+        run(stale)
+    assert done[0].ok and done[1].ok, [done[0].reason, done[1].reason]
+    assert done[0].outcome.provenance["cache_checksum"] == old
+    assert done[1].outcome.provenance["cache_checksum"] == new.checksum
+    assert not done[2].ok and "checksum mismatch" in done[2].reason
+
+
+# -- libraries a probe imports when it runs, imported once by the warden ---------------------
+_IMPORT_AHEAD = """
+import json, sys
+from geoscreen.agent import worker
+mods = ("ripser", "igraph", "sklearn")
+before = {m: m in sys.modules for m in mods}
+worker._warm(json.loads(sys.argv[1]))
+print(json.dumps({"before": before, "after": {m: m in sys.modules for m in mods}}))
+"""
+
+
+@pytest.mark.parametrize(("spec", "expect"), [
+    ({"probe": "persistent_homology"}, {"ripser"}),
+    ({"probe": "knn_communities"}, {"igraph"}),
+    ({"probe": "layer_profile", "params": {"profile": {"probe": "knn_graph"}}}, {"igraph"}),
+    ({"probe": "axis_separation"}, set()),
+    ({"probe": "no_such_probe"}, set()),
+])
+def test_a_warden_imports_the_libraries_its_probe_declares(spec, expect, tmp_path):
+    """In a fresh interpreter, with loading ahead off (GEOSCREEN_WARM_MB=0: the imports do not
+    depend on it): `_warm` imports what the job's probe (or a layer profile's probe) declares,
+    nothing for a probe that declares nothing, and never fails on a probe it does not know."""
+    import json
+    import subprocess
+    import sys
+
+    job = {"spec": {"statement": "s", "layers": [0], "params": {}, **spec},
+           "cache_path": str(tmp_path / "none"), "memory_mb": 4000}
+    env = dict(os.environ, GEOSCREEN_WARM_MB="0")
+    out = subprocess.run([sys.executable, "-c", _IMPORT_AHEAD, json.dumps(job)], env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any(got["before"].values())
+    assert {m for m in ("ripser", "igraph") if got["after"][m]} == expect
+
+
+def test_declared_imports_are_the_probes_lazy_libraries_and_importable():
+    import importlib.util
+
+    from geoscreen.probes.registry import BUILTIN_PROBES, get_probe, probe
+
+    declared = {name: get_probe(name).imports for name in BUILTIN_PROBES
+                if get_probe(name).imports}
+    assert declared == {"persistent_homology": ("ripser",), "knn_graph": ("igraph",),
+                        "knn_communities": ("igraph",),
+                        "community_concentration": ("igraph",),
+                        "coactivation_modules": ("igraph",)}
+    for mods in declared.values():
+        assert all(importlib.util.find_spec(m) is not None for m in mods)
+    from geoscreen.probes.registry import ProbeParams
+
+    with pytest.raises(TypeError, match="imports must be a tuple"):
+        probe("x_bad_imports", family="module_structure", params=ProbeParams, nulls=(),
+              version="1", statistic="s", effect="e", imports="ripser")
