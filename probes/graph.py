@@ -164,9 +164,13 @@ def knn_neighbours(Z: np.ndarray, k: int, block: int | None = None,
         out[:] = cols[:, :k]
         gap[:] = vals[:, k - 1] - vals[:, k]
     else:
+        # one product buffer for every block: a fresh block-sized array pays its page faults
+        # again (whole lists of 4,803 rows 55 -> 52 ms at 20 dimensions, 75 -> 72 at 64,
+        # unchanged at 256; best of 7 alternating, AMD EPYC, 2026-12-07)
+        buf = np.empty((min(block, todo.size), n), dtype=np.float32)
         for st in range(0, todo.size, block):
             mine = todo[st:st + block]
-            S = Z32[mine] @ Z32.T
+            S = np.matmul(Z32[mine], Z32.T, out=buf[:mine.size])
             r = np.arange(mine.size)
             S[r, mine] = -np.inf  # not itself
             if k < n - 1:
