@@ -363,8 +363,10 @@ def _cache_files_stat(path: str) -> tuple[tuple[int, ...], ...] | None:
 def opened_cache(path: str) -> Any:
     """`open_cache(path)`, reusing the manifest and gene table this process (or the warden it
     was forked from) last read for `path` while both files are the ones read then (same inode,
-    size, mtime and ctime).  Reading and checking them costs about 19 ms for 4,803 genes, once
-    per layer task otherwise.  The arrays are mapped afresh by every caller, as `open_cache`
+    size, mtime and ctime; `write_cache` replaces a cache by renaming a new folder in, so a
+    rewritten cache has new inodes).  Reading and checking them took 4.9 ms for 4,803 genes
+    (`benchmarks/bench_workers.py`, best of 20; more with longer tables or a cold disk), once
+    per layer task before.  The arrays are mapped afresh by every caller, as `open_cache`
     would: only the manifest and the gene table are shared."""
     from dataclasses import replace
 
@@ -410,9 +412,10 @@ def _warm_budget(job: dict[str, Any]) -> int:
 def _import_ahead(job: dict[str, Any]) -> None:
     """Import, in the warden, the libraries `job`'s built-in probe declares that it imports when
     it runs (`ProbeInfo.imports`: ripser, igraph), so that the workers forked after it do not
-    import them again, one task after another (0.27 s and 0.42 s here, warm; seconds from a
-    cold disk).  Library code only, never a probe (a plug-in probe is left to its worker); a
-    module that fails to import is the worker's to report."""
+    import them again, one task after another (about half a second each, warm:
+    `benchmarks/bench_workers.py`; seconds from a cold disk).  Library code only, never a
+    probe (a plug-in probe is left to its worker); a module that fails to import is the
+    worker's to report."""
     import importlib
 
     try:
