@@ -364,24 +364,24 @@ def opened_cache(path: str) -> Any:
     """`open_cache(path)`, reusing the manifest and gene table this process (or the warden it
     was forked from) last read for `path` while both files are the ones read then (same inode,
     size, mtime and ctime; `write_cache` replaces a cache by renaming a new folder in, so a
-    rewritten cache has new inodes).  Reading and checking them took 4.9 ms for 4,803 genes
-    (`benchmarks/bench_workers.py`, best of 20; more with longer tables or a cold disk), once
-    per layer task before.  The arrays are mapped afresh by every caller, as `open_cache`
-    would: only the manifest and the gene table are shared."""
-    from dataclasses import replace
-
-    from geoscreen.store.cache import open_cache
+    rewritten cache has new inodes).  Reading and checking a 12-layer, 4,803-gene cache's took
+    10.5 ms, once per layer task before; reused, with the paths checked again, 1.5 ms
+    (`benchmarks/bench_workers.py`, best of 20).  What `open_cache` checks beyond those two
+    files is checked again on every call (`reopened`: each path the manifest names stays
+    inside the folder, symlinks followed), and the arrays are mapped afresh by every caller:
+    only the manifest and the gene table are shared."""
+    from geoscreen.store.cache import open_cache, reopened
 
     key = str(path)
     stat = _cache_files_stat(key)  # before reading: a change after it is seen next time
     held = _OPENED.get(key)
     if held is not None and stat is not None and held[0] == stat:
-        return replace(held[1], _arrays={})
+        return reopened(held[1])  # the manifest's paths checked again: no symlink out
     cache = open_cache(key)
     _OPENED.clear()
     if stat is not None:
         _OPENED[key] = (stat, cache)
-    return replace(cache, _arrays={})
+    return reopened(cache)
 
 
 def warm_mb_setting() -> int:
@@ -415,7 +415,8 @@ def _import_ahead(job: dict[str, Any]) -> None:
     import them again, one task after another (about half a second each, warm:
     `benchmarks/bench_workers.py`; seconds from a cold disk).  Library code only, never a
     probe (a plug-in probe is left to its worker); a module that fails to import is the
-    worker's to report."""
+    worker's to report.  The two add about 70 MB to the warden, which its later workers
+    inherit within their memory limit (`--memory-mb`), as they inherit the loaded SVDs."""
     import importlib
 
     try:

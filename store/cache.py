@@ -30,7 +30,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -374,6 +374,22 @@ def open_cache(path: str | os.PathLike) -> Cache:
     _check_manifest(root, manifest)
     genes = _read_gene_table(root / GENES, int(manifest["n_genes"]))
     return Cache(path=root, manifest=manifest, genes=genes)
+
+
+def reopened(cache: Cache) -> Cache:
+    """`cache` as `open_cache` gives it now, for a caller that read its manifest and gene table
+    earlier and knows both files are unchanged since (`geoscreen.agent.worker.opened_cache`):
+    every path the manifest names is checked again against the folder as it is now (inside
+    it, no symlink leading out: a layer file may have been replaced since), and the arrays are
+    mapped afresh.
+
+    Raises
+    ------
+    GeoscreenError
+        A path the manifest names now leads outside the folder, as from `open_cache`.
+    """
+    _check_manifest(cache.path, cache.manifest)
+    return replace(cache, _arrays={})
 
 
 def _check_manifest(root: Path, manifest: Mapping[str, Any]) -> None:

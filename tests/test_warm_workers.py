@@ -199,6 +199,29 @@ def test_opened_cache_reuses_its_reading_only_while_the_files_are_unchanged(tmp_
     assert worker.opened_cache(str(cache.path)).genes is not c.genes
 
 
+def test_opened_cache_checks_the_manifests_paths_again_when_it_reuses_them(tmp_path):
+    """A layer file replaced by a symlink out of the folder after the first reading: the
+    manifest and gene table are unchanged (the reading is reused), and the path check that
+    `open_cache` makes is made again all the same."""
+    from geoscreen.agent import worker
+    from geoscreen.errors import GeoscreenError
+    from geoscreen.store.cache import open_cache
+
+    worker._OPENED.clear()
+    cache = make_cache(tmp_path / "cache", n_genes=300, dim=12)
+    worker.opened_cache(str(cache.path))
+    before = worker._cache_files_stat(str(cache.path))
+    outside = tmp_path / "outside.npy"
+    np.save(outside, np.full((300, 12), 7.0, dtype=np.float32))
+    layer = cache.path / cache.manifest["files"]["L0"]
+    layer.unlink()
+    layer.symlink_to(outside)
+    assert worker._cache_files_stat(str(cache.path)) == before  # a reuse, not a new reading
+    for opener in (open_cache, worker.opened_cache):
+        with pytest.raises(GeoscreenError, match="leads outside the cache folder"):
+            opener(str(cache.path))
+
+
 def test_a_warden_sees_a_cache_rewritten_between_two_of_its_jobs(tmp_path, monkeypatch):
     """Through one real persistent warden: after the cache at the same path is rewritten, the
     next job (which names the new checksum) reads the new manifest and layers; a job still
