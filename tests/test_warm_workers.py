@@ -266,6 +266,9 @@ print(json.dumps({"before": before, "after": {m: m in sys.modules for m in mods}
     ({"probe": "persistent_homology"}, {"ripser"}),
     ({"probe": "knn_communities"}, {"igraph"}),
     ({"probe": "layer_profile", "params": {"profile": {"probe": "knn_graph"}}}, {"igraph"}),
+    ({"probe": "layer_profile", "params": {"profile": {"probe": "axis_separation"},
+                                           "versus": {"probe": "persistent_homology"}}},
+     {"ripser"}),
     ({"probe": "axis_separation"}, set()),
     ({"probe": "no_such_probe"}, set()),
 ])
