@@ -370,6 +370,8 @@ def opened_cache(path: str) -> Any:
     files is checked again on every call (`reopened`: each path the manifest names stays
     inside the folder, symlinks followed), and the arrays are mapped afresh by every caller:
     only the manifest and the gene table are shared."""
+    from dataclasses import replace
+
     from geoscreen.store.cache import open_cache, reopened
 
     key = str(path)
@@ -381,7 +383,7 @@ def opened_cache(path: str) -> Any:
     _OPENED.clear()
     if stat is not None:
         _OPENED[key] = (stat, cache)
-    return reopened(cache)
+    return replace(cache, _arrays={})  # checked just now by open_cache; the memo's own stays
 
 
 def warm_mb_setting() -> int:

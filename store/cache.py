@@ -201,7 +201,6 @@ class Cache:
         `split` holds the split's ``seed`` and ``fraction`` and the ``part`` ('screen' or
         'holdout'); the other part's rows are hidden from every probe, null and SVD.
         """
-        from dataclasses import replace
 
         from geoscreen.store.split import GeneSplit
 
@@ -215,7 +214,6 @@ class Cache:
         """The cache restricted to a gene universe: every row outside `rows` is hidden from
         every probe, null and SVD (on top of what this view already hides)."""
         import hashlib
-        from dataclasses import replace
 
         keep = np.zeros(len(self.genes.symbols), dtype=bool)
         keep[np.asarray(rows, dtype=int)] = True
