@@ -48,8 +48,9 @@ RESULT_SLACK = 64 * 1024  # bytes of the result file besides the reply
 def verify_cache_once(cache_path: str, checksum: str, stamp_dir: str | None = None) -> str:
     """Check a cache's files against its manifest, once per node and version of the files.
 
-    The stamp is keyed by the cache checksum and every file's size, mtime and inode, so a copy
-    that changes in any way is verified again.
+    The stamp is keyed by the cache checksum and every file's device, inode, size, mtime and
+    ctime (`geoscreen.store.cache.file_identity`), so a copy that changes in any way is
+    verified again, one rewritten in place with its mtime set back included.
 
     Returns
     -------
@@ -57,17 +58,16 @@ def verify_cache_once(cache_path: str, checksum: str, stamp_dir: str | None = No
         '' when the cache matches `checksum` and its manifest, else the problem (its wording
         contains "checksum mismatch", a transient reason: the task is retried after a fix).
     """
-    from geoscreen.store.cache import open_cache
+    from geoscreen.store.cache import file_identity, open_cache
 
     cache = open_cache(cache_path)
     if cache.checksum != checksum:
         return (f"checksum mismatch: the cache at {cache_path} on {socket.gethostname()} has "
                 f"checksum {cache.checksum[:12]}, the campaign's is {checksum[:12]}")
     root = Path(cache.path)
-    stats = []
-    for rel in sorted(cache.manifest["checksums"]):
-        st = (root / rel).stat()
-        stats.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+    rels = sorted(cache.manifest["checksums"])
+    stats = [f"{rel}:" + ":".join(map(str, ident))
+             for rel, ident in zip(rels, file_identity(root / rel for rel in rels), strict=True)]
     key = hashlib.sha256("\n".join([checksum, str(root.resolve()), *stats]).encode()).hexdigest()
     stamps = Path(stamp_dir or _node_dir()) / f"geoscreen-verified-{os.getuid()}"
     stamps.mkdir(mode=0o700, exist_ok=True)

@@ -346,16 +346,15 @@ _OPENED: dict[str, tuple[tuple[tuple[int, ...], ...], Any]] = {}
 
 
 def _cache_files_stat(path: str) -> tuple[tuple[int, ...], ...] | None:
-    """(device, inode, size, mtime, ctime) of a cache's manifest and gene table (the two
-    files `open_cache` reads); None if either cannot be stat'ed."""
+    """The identity (`file_identity`: device, inode, size, mtime, ctime) of a cache's manifest
+    and gene table (the two files `open_cache` reads); None if either cannot be stat'ed."""
     from pathlib import Path
 
-    from geoscreen.store.cache import GENES, MANIFEST
+    from geoscreen.store.cache import GENES, MANIFEST, file_identity
 
     root = Path(path).expanduser()
     try:
-        return tuple((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                     for st in (os.stat(root / MANIFEST), os.stat(root / GENES)))
+        return file_identity((root / MANIFEST, root / GENES))
     except OSError:
         return None
 

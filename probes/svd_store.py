@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from geoscreen.probes.keyed_file import save_atomic
-from geoscreen.store.cache import GENES, Cache
+from geoscreen.store.cache import GENES, Cache, file_identity
 
 STORE_VERSION = "svd-v2"
 _TOL = 1e-9
@@ -120,12 +120,9 @@ _WARM: OrderedDict[str, tuple[tuple[Any, ...], np.ndarray, Arrays, int]] = Order
 
 
 def _files_signature(cache: Cache, layer: str) -> tuple[Any, ...]:
-    """(size, mtime, inode) of the layer's file and of the gene table: any rewrite changes it."""
-    out: list[Any] = []
-    for rel in (cache.manifest["files"][layer], GENES):
-        st = (cache.path / rel).stat()
-        out += [st.st_size, st.st_mtime_ns, st.st_ino]
-    return tuple(out)
+    """The identity of the layer's file and of the gene table (`file_identity`: device, inode,
+    size, mtime, ctime): any rewrite changes it, one in place with its mtime set back too."""
+    return file_identity((cache.path / cache.manifest["files"][layer], cache.path / GENES))
 
 
 def warm(cache: Cache, layers: list[str], work_dir: Path, budget_bytes: int,

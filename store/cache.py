@@ -374,6 +374,30 @@ def open_cache(path: str | os.PathLike) -> Cache:
     return Cache(path=root, manifest=manifest, genes=genes)
 
 
+def file_identity(paths: Iterable[str | os.PathLike]) -> tuple[tuple[int, ...], ...]:
+    """(device, inode, size, mtime, ctime) of each file, in nanoseconds: what tells a process
+    that a file it read or checked earlier is still the same one.
+
+    A rewrite by rename (`write_cache`, an editor, ``rsync`` without ``--inplace``) changes the
+    inode; a rewrite in place changes the size or the mtime, and always the ctime, which no
+    user-space call can set back (``touch -r``, ``cp -p`` onto an existing file and
+    ``rsync --inplace`` can all set the mtime back, and a layer file's size is fixed by its
+    shape).  Used by the worker's reused manifest (`geoscreen.agent.worker.opened_cache`), the
+    warden's verified SVDs (`geoscreen.probes.svd_store.warm`) and the once-per-node checksum
+    stamps of a file-queue task (`geoscreen.agent.filetask.verify_cache_once`).
+
+    Raises
+    ------
+    OSError
+        A file cannot be stat'ed.
+    """
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
 def reopened(cache: Cache) -> Cache:
     """`cache` as `open_cache` gives it now, for a caller that read its manifest and gene table
     earlier and knows both files are unchanged since (`geoscreen.agent.worker.opened_cache`):

@@ -44,8 +44,9 @@ def test_a_warm_svd_is_the_verified_stored_one_and_is_used_as_is(tmp_path):
 
 
 def test_a_rewritten_layer_file_is_not_served_from_memory(tmp_path):
-    """The entry is tied to the (size, mtime, inode) of the layer's file and the gene table:
-    after a rewrite the worker reads the store again, checked against the file as it is now."""
+    """The entry is tied to the identity (device, inode, size, mtime, ctime) of the layer's file
+    and the gene table: after a rewrite the worker reads the store again, checked against the
+    file as it is now."""
     cache, work, svds = _stored(tmp_path)
     svd_store.warm(cache, ["L0"], work, 1 << 30)
     layer_file = cache.path / cache.manifest["files"]["L0"]
