@@ -94,7 +94,7 @@ from geoscreen.probes.stats import (
     sparse_row_blocks,
     z_score,
 )
-from geoscreen.result import E_PERMUTATION, LayerResult
+from geoscreen.result import E_PERMUTATION, E_SEQUENTIAL_STOPPED, LayerResult
 
 Motif = Literal["ffl", "cascade", "fan_out", "fan_in"]
 STAR_MOTIFS = ("fan_out", "fan_in")
@@ -954,19 +954,23 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
 BOTH_NULLS = ("degree_preserving", "motif_preserving")  # the nulls of degree_and_motif
 
 
-def intersection_union(per: dict[str, LayerResult]) -> LayerResult:
+def intersection_union(per: dict[str, LayerResult], null: str = "degree_and_motif"
+                       ) -> LayerResult:
     """One result from the same statistic tested against several nulls: the largest p-value
     (an intersection-union test), the z of that null (the smallest |z| among those tied at
     it), and each null's result in ``extra.per_null``.  The e-value is the smallest of the
-    nulls' permutation e-values when every null drew all its permutations; when one stopped
-    early (and so has no permutation e-value) it is left to `LayerResult`, which calibrates one
-    from the largest p-value."""
+    nulls' own e-values: their permutation e-values, and 0 for a null that stopped early
+    (`SequentialNull.test_fields`), so that min <= the e-value of any true null and E[min] <= 1.
+    Until 2026-12-07 a stopped null made it a calibrated larger p-value, the mixture
+    `geoscreen.probes.sequential` shows is not an e-value.  `null` is the label the result
+    records (``degree_and_motif``; the atlas probes' ``frequency_and_occurrence``)."""
     first = next(iter(per.values()))
     p_max = max(float(r.p_value) for r in per.values() if r.p_value is not None)
     binding = min((k for k, r in per.items() if r.p_value == p_max),
                   key=lambda k: abs(float(per[k].effect_size or 0.0)))
-    permutation_e = all(r.e_method == E_PERMUTATION and r.e_value is not None
-                        for r in per.values())
+    own_e = all(r.e_value is not None and r.e_method in (E_PERMUTATION, E_SEQUENTIAL_STOPPED)
+                for r in per.values())
+    stopped_e = any(r.e_method == E_SEQUENTIAL_STOPPED for r in per.values())
     draws = [int(r.n_permutations or 0) for r in per.values()]
     extra: dict[str, Any] = {
         "per_null": {k: {"statistic": r.statistic, "p_value": r.p_value, "e_value": r.e_value,
@@ -988,9 +992,10 @@ def intersection_union(per: dict[str, LayerResult]) -> LayerResult:
         effect_name=first.effect_name, effect_size=per[binding].effect_size, p_value=p_max,
         # the smallest e-value is at most the e-value of any null that is true, so E[min] <= 1
         e_value=min(float(r.e_value) for r in per.values() if r.e_value is not None)
-        if permutation_e else None,
-        e_method=f"{E_PERMUTATION}_iu_min" if permutation_e else "",
-        n=first.n, null="degree_and_motif", n_permutations=max(draws), extra=extra)
+        if own_e else None,
+        e_method=(f"{E_SEQUENTIAL_STOPPED if stopped_e else E_PERMUTATION}_iu_min"
+                  if own_e else ""),
+        n=first.n, null=null, n_permutations=max(draws), extra=extra)
 
 
 def relabelled_members(strata: Strata | None, members: np.ndarray, n: int, total: int,

@@ -94,17 +94,32 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
               "exact without covariates for the association itself; a score that tracks how "
               "well studied a gene is looks associated with norm or centrality on real "
               "geometry unless annotation is a covariate (tests/test_calibration_realgeom.py)"),
+    NullModel("frequency_and_occurrence", "frequency-matched lists and the atlas regrouped",
+              "set",
+              "feature_annotation tested against both frequency_matched and "
+              "occurrence_preserving, the larger p-value (an intersection-union test): are the "
+              "features annotated more often than gene lists of their own frequencies and than "
+              "their own genes regrouped at random?", "calibrated",
+              "valid wherever either null is; each fails where the other holds (a bias steep "
+              "within a frequency bin; features unlike each other): FPR at 0.05 0.04 and 0.05 "
+              "in those worlds, 0.22 for the failing null (tests/test_feature_annotation.py)"),
+    NullModel("degree_and_occurrence", "degree-matched lists and the atlas regrouped", "set",
+              "feature_network_coherence tested against both degree_matched and "
+              "occurrence_preserving, the larger p-value, atlas-wide and per feature",
+              "conditional",
+              "valid wherever either null is: FPR 0.06 at 0.05 with lists in proportion to "
+              "expected degree (degree_matched 0.49); where both fail (half the features "
+              "steeply hub-biased, half uniform) it rejects 0.25 (tests/test_feature_network.py)"),
     NullModel("occurrence_preserving", "the atlas's top genes regrouped at random", "set",
               "pseudo-atlases: the SAE atlas rewired by global curveball trades so that every "
               "feature keeps its list size and every gene its number of top lists (Besag-"
               "Clifford parallel chains), scored by the same annotator: do features group "
               "genes of one set, or linked genes, more than the same genes regrouped at "
-              "random?", "calibrated",
-              "exact when the atlas is uniform given its margins, whatever makes a gene a "
-              "frequent top gene; on null atlases whose top lists pick genes in proportion to "
-              "positions or expected degree, FPR at 0.05 0.04 and 0.06 where the matched "
-              "nulls give 0.27 and 0.45 (tests/test_feature_annotation.py, "
-              "tests/test_feature_network.py; benchmarks/atlas_null_bias.py)"),
+              "random?", "conditional",
+              "exact when the atlas is uniform given its margins (features exchangeable): "
+              "holds a steep per-gene bias that frequency and degree matching do not (FPR 0.04 "
+              "and 0.06 at 0.05), fails when features differ in which genes they favour (half "
+              "steeply biased, half uniform: 0.22); use the default intersection-union"),
     NullModel("frequency_matched", "frequency-matched random gene lists", "set",
               "pseudo-atlases: each SAE feature's top genes replaced by random genes of the "
               "same quantile bin of positions per gene, scored by the same annotator: are the "
@@ -112,16 +127,16 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
               "conditional",
               "calibrated on null atlases with a mild frequency bias (tests/"
               "test_feature_annotation.py: FPR 0.010-0.042 at 0.05); a bias steep within a bin "
-              "survives it (top lists in proportion to positions: FPR 0.27 at 0.05) - use "
-              "occurrence_preserving, the default since feature_annotation 1.1"),
+              "survives it (top lists in proportion to positions: FPR 0.22-0.27 at 0.05); the "
+              "default since feature_annotation 1.1 adds occurrence_preserving"),
     NullModel("degree_matched", "degree-matched random gene lists", "set",
               "pseudo-atlases: each top gene replaced by a random gene of the same quantile bin "
               "of network degree (hubs by hubs): do features' top genes share more edges than "
               "gene lists like theirs?", "conditional",
               "FPR 0.027 (uniform lists) and 0.040 (lists favouring hubs by the square root of "
-              "expected degree) at 0.05 on null atlases, but 0.45 when lists pick genes in "
-              "proportion to expected degree (tests/test_feature_network.py) - use "
-              "occurrence_preserving, the default since feature_network_coherence 1.1"),
+              "expected degree) at 0.05 on null atlases, but 0.45-0.49 when lists pick genes in "
+              "proportion to expected degree (tests/test_feature_network.py); the default since "
+              "feature_network_coherence 1.1 adds occurrence_preserving"),
     NullModel("random_genes", "uniformly random gene lists", "set",
               "pseudo-atlases of uniformly random gene lists under the same annotator",
               "conditional",

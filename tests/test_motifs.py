@@ -686,19 +686,18 @@ def test_degree_and_motif_is_the_larger_p_of_the_two_nulls_run_alone(tmp_path, m
             max(r.n_permutations for r in alone.values())
         stopped = [r.extra["stopped_early"] for r in alone.values()]
         assert both.extra["stopped_early"] == any(stopped)
+        assert both.e_value == min(r.e_value for r in alone.values())
         if not any(stopped):
-            assert both.e_value == min(r.e_value for r in alone.values())
             assert both.e_method == "permutation_tilt_iu_min"
-        else:  # calibrated from the larger p-value
-            assert both.e_method == "calibrator_integral"
-            assert both.e_value == calibrate_p(both.p_value)
+        else:  # a stopped null's own e-value is 0, and so is the smallest
+            assert both.e_method == "permutation_tilt_stopped_iu_min" and both.e_value == 0.0
         assert h is not None or not any(stopped)
 
 
 def test_intersection_union_combines_the_nulls_results():
     """The combination alone, on results made by hand: the larger p, the binding null's z (the
-    smaller |z| on a tie), the smaller permutation e-value, and an e-value calibrated from the
-    larger p when a null stopped early (no permutation e-value)."""
+    smaller |z| on a tie), the smaller permutation e-value, and 0 when a null stopped early
+    (its own e-value: a calibrated larger p there would mix two rules into no e-value)."""
     from geoscreen.probes.motifs import intersection_union
     from geoscreen.result import LayerResult
 
@@ -714,10 +713,13 @@ def test_intersection_union_combines_the_nulls_results():
     assert r.e_method == "permutation_tilt_iu_min" and r.extra["binding_null"] == \
         "motif_preserving"
     assert r.extra["null_mean"] == 0.2 and r.extra["motif"] == "fan_out"
-    r = intersection_union({"degree_preserving": res(0.3, -0.5, None, draws=40, stopped=True),
+    stopped = res(0.3, -0.5, None, draws=40, stopped=True)
+    stopped.e_value, stopped.e_method = 0.0, "permutation_tilt_stopped"
+    r = intersection_union({"degree_preserving": stopped,
                             "motif_preserving": res(0.02, 2.4, 9.0)})
     assert (r.p_value, r.effect_size, r.n_permutations) == (0.3, -0.5, 199)
-    assert r.e_method == "calibrator_integral" and r.e_value == calibrate_p(0.3)
+    assert r.e_method == "permutation_tilt_stopped_iu_min" and r.e_value == 0.0
+    assert calibrate_p(0.3) > 0  # what it was before
     assert r.extra["stopped_early"] and r.extra["per_null"]["degree_preserving"]["p_value"] == 0.3
     r = intersection_union({"degree_preserving": res(0.5, 0.1, 1.0),
                             "motif_preserving": res(0.5, -0.05, 1.2)})
