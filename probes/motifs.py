@@ -806,7 +806,7 @@ class _Counts:
     family="graph_topology",
     params=RegulatoryMotifsParams,
     nulls=("degree_preserving", "motif_preserving", "gene_shuffle", "degree_and_motif"),
-    version="1.4",
+    version="1.5",
     statistic="mean similarity over the gene pairs of each instance of a regulatory motif "
               "(feed-forward loop, cascade, fan-out or fan-in) of a directed network, averaged "
               "over instances; or the mean similarity of motif edges minus that of the "
@@ -901,8 +901,10 @@ def regulatory_motifs(ctx: ProbeContext, p: RegulatoryMotifsParams, layer: str) 
     "Star motifs and the degree-preserving null").  The effect is the z of the null with the
     larger p-value (the smaller |z| on a tie; it may come from a different null in each layer,
     so a trend across layers reads the binding null's z layer by layer); the e-value the smaller
-    of the two permutation e-values (calibrated from the larger p-value when a null stopped
-    early); each null's statistic, p, e, z and extra are kept in ``extra.per_null``.
+    of the two nulls' own e-values (their permutation e-values; 0 where a null stopped early,
+    from version 1.5: before, a calibrated larger p-value, which mixed with the permutation
+    e-values of the layers that did not stop is no e-value, `geoscreen.probes.sequential`);
+    each null's statistic, p, e, z and extra are kept in ``extra.per_null``.
 
     From version 1.4 two statistics place the middle gene of each ``ffl`` or ``cascade``
     instance X -> Y -> Z on the segment from X to Z: with t = (Y - X).(Z - X) / |Z - X|^2 (Y's
