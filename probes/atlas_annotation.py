@@ -546,7 +546,8 @@ def feature_network_coherence(ctx: ProbeContext, p: FeatureNetworkCoherenceParam
     which genes they favour break rewiring.  The default since version 1.1,
     ``degree_and_occurrence``, runs both from the same seed and takes the larger p-value,
     atlas-wide and feature by feature (Berger 1982): valid wherever either null is; where both
-    fail (half the features steeply hub-biased, half uniform) it rejects 0.25 at 0.05.
+    fail (half the features steeply hub-biased, half uniform) it rejected 0.25 at 0.05 in an
+    ad hoc run of the test's world (docs/sae.md).
     Atlas-level p = (1 + #{null mean >= observed}) / (1 + pseudo-atlases).  Feature f's p-value
     is (1 + #{its pseudo-list has >= E_f edges}) / (1 + pseudo-atlases), and the number of
     features BH rejects at 0.05 is the calibrated replacement for "features with an edge".  A

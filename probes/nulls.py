@@ -99,17 +99,19 @@ NULLS: dict[str, NullModel] = {m.name: m for m in (
               "feature_annotation tested against both frequency_matched and "
               "occurrence_preserving, the larger p-value (an intersection-union test): are the "
               "features annotated more often than gene lists of their own frequencies and than "
-              "their own genes regrouped at random?", "calibrated",
+              "their own genes regrouped at random?", "conditional",
               "valid wherever either null is; each fails where the other holds (a bias steep "
               "within a frequency bin; features unlike each other): FPR at 0.05 0.04 and 0.05 "
-              "in those worlds, 0.22 for the failing null (tests/test_feature_annotation.py)"),
+              "in those worlds, 0.22 for the failing null (tests/test_feature_annotation.py); "
+              "where both fail it can fail too, as degree_and_occurrence does"),
     NullModel("degree_and_occurrence", "degree-matched lists and the atlas regrouped", "set",
               "feature_network_coherence tested against both degree_matched and "
               "occurrence_preserving, the larger p-value, atlas-wide and per feature",
               "conditional",
               "valid wherever either null is: FPR 0.06 at 0.05 with lists in proportion to "
-              "expected degree (degree_matched 0.49); where both fail (half the features "
-              "steeply hub-biased, half uniform) it rejects 0.25 (tests/test_feature_network.py)"),
+              "expected degree (degree_matched 0.49; tests/test_feature_network.py); where "
+              "both fail (half the features steeply hub-biased, half uniform) it rejected 0.25 "
+              "in an ad hoc run of that test's world (docs/sae.md)"),
     NullModel("occurrence_preserving", "the atlas's top genes regrouped at random", "set",
               "pseudo-atlases: the SAE atlas rewired by global curveball trades so that every "
               "feature keeps its list size and every gene its number of top lists (Besag-"
