@@ -15,8 +15,12 @@ tail, the draws confirming a p-value below ``confirm_below``), as `pair_proximit
 With a campaign's sequential stopping (``--sequential-stop H``, `geoscreen.probes.sequential`)
 each null of a one-sided test stops drawing on its own at its H-th draw as extreme as the
 observed mean; each per-null p-value is then a valid Besag-Clifford p-value, so their maximum
-is still a valid intersection-union p-value.  A null that stopped has no permutation e-value,
-and the layer's e-value is then calibrated from the maximum p-value.
+is still a valid intersection-union p-value.  A null that stopped has e-value 0 (as in
+`geoscreen.probes.sequential`), so with ``null_method: draws`` the layer's e-value, the smallest
+per-null e-value, is 0 when any null stopped.  Until version 1.5 the maximum p-value was
+calibrated instead in that event: beside the permutation e-values of the layers that did not
+stop, that mixture is not an e-value (it averages about 1.3 when one null holds and the other
+is far off, ``tests/test_sequential.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from geoscreen.probes.params import (
 from geoscreen.probes.proximity import NULL_METHOD_DESCRIPTION, pair_test, similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.stats import PairScorer
-from geoscreen.result import E_PERMUTATION, LayerResult
+from geoscreen.result import E_PERMUTATION, E_SEQUENTIAL_STOPPED, LayerResult
 
 NullName = Literal["gene_shuffle", "degree_preserving", "coexpression"]
 
@@ -79,7 +83,7 @@ class NullRobustnessParams(ProbeParams):
     family="null_sensitivity",
     params=NullRobustnessParams,
     nulls=("gene_shuffle", "degree_preserving", "coexpression_residualization"),
-    version="1.4",
+    version="1.5",
     statistic="mean similarity of the listed pairs, tested against each null",
     effect="smallest z over the nulls (per-null z and p in extra)",
     alternatives=("greater", "less", "two-sided"),
@@ -115,8 +119,9 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     nominal level and conservative.  Each per-null p-value is, by default, that of the null's
     exact permutation moments (Pearson III tail; the draws decide below ``confirm_below``, as in
     `pair_proximity`), else the permutation p-value (1 + b) / (m + 1) of its draws.  The e-value
-    is the smallest per-null permutation e-value when every null drew (``null_method: draws``
-    and no sequential stop); otherwise the ledger calibrates one from the p-value.
+    is the smallest per-null permutation e-value when every null drew (``null_method: draws``;
+    a null that stopped early has e-value 0, so the layer's is then 0); with the moment nulls the
+    ledger calibrates one from the p-value.
     Every null's statistic, z, p, e and null mean, the weakest null and the ratio of its |z| to the
     largest |z| are kept in ``extra``.
 
@@ -173,23 +178,27 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     raw = next(v["statistic"] for k, v in per.items() if k != "coexpression")
     zmax = max(abs(z) for z in zs.values())
     evs = [v["e_value"] for v in per.values()]
-    # every null drew all m (a stopped null's e-value is 0: the calibrated maximum p says more)
-    permutation_e = None not in evs and not any(v["stopped_early"] for v in per.values())
+    # with null_method draws every null has its own e-value (0 where it stopped early); the
+    # moment nulls have none, and the layer's is then calibrated from the maximum p-value.
+    # Never both in one layer: switching rules on whether a null stopped is not an e-value.
+    permutation_e = None not in evs
+    stopped = any(v["stopped_early"] for v in per.values())
     used = [int(v["null_draws_used"]) for v in per.values()]
     return LayerResult(
         statistic_name=f"mean_{p.metric}", statistic=raw, effect_name="min_z",
         effect_size=zs[weakest], p_value=max(v["p_value"] for v in per.values()),
         # intersection-union over nulls: the claim needs every null rejected, and the smallest
-        # e-value is at most the e-value of any null that is true, so E[min] <= 1 (a stopped
-        # or moment null has no permutation e-value: the layer's e-value is then calibrated
-        # from its p-value, the intersection-union maximum, itself a valid p-value)
+        # e-value is at most the e-value of any null that is true, so E[min] <= 1 (the moment
+        # nulls have no e-value: the layer's is then calibrated from its p-value, the
+        # intersection-union maximum, itself a valid p-value)
         e_value=min(evs) if permutation_e else None,  # type: ignore[type-var]
-        e_method=f"{E_PERMUTATION}_iu_min" if permutation_e else "",
+        e_method=(f"{E_SEQUENTIAL_STOPPED if stopped else E_PERMUTATION}_iu_min"
+                  if permutation_e else ""),
         n=int(i.size), null="+".join(p.nulls), n_permutations=max(used),
         extra={"sequential_h": next((v["sequential_h"] for v in per.values()
                                      if v["sequential_h"] is not None), None),
                "null_draws_used": max(used),
-               "stopped_early": any(v["stopped_early"] for v in per.values()),
+               "stopped_early": stopped,
                "per_null": per, "weakest_null": weakest,
                "z_ratio_weakest_to_strongest": abs(zs[weakest]) / zmax if zmax > 0 else None,
                "subspace": p.subspace, "metric": p.metric})
