@@ -33,6 +33,10 @@ sequential row. `--genes 20000 --dim 1152 --cache-layers 2 --layers 1` times the
 scale of a whole-transcriptome vocabulary and a Geneformer-width model (a cliff shows as a jump
 in s/layer far beyond the genes^2 x dim growth). Wall time is shown with the CPU time of the
 process (all threads): on a busy machine the wall time inflates, the CPU time much less.
+The six SAE-atlas probes run on synthetic atlases of the timed layers (and the layer before,
+for the cross-layer highways) written by `bench_atlas_world` (4,096 features, k = 32, 200,000
+positions, top 20 genes: one layer of the published atlases; `--atlas-features`,
+`--atlas-cells`), at their default draws.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from bench_core import stopping_alternative  # noqa: E402  (same folder)
 TARGET_S = 0.3  # issue 16: every probe at most this many seconds per layer
 
 N_GENES, DIM, N_LAYERS = 4803, 512, 12
+ATLAS_FEATURES, ATLAS_CELLS = 4096, 2000  # the atlases' size (--atlas-features, --atlas-cells)
 
 
 def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[str, str]]:
@@ -75,8 +80,9 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
             X[rows] += 0.4 * np.exp(-((k - peak) ** 2) / 4.0) * pull
         return X
 
+    # the cells of the atlases' perturbation screen (bench_atlas_world), mapped to the cache
     cache = write_cache(root / "cache", ((f"L{k}", layer(k)) for k in range(N_LAYERS)), genes,
-                        model="bench", synthetic=True)
+                        model="bench", synthetic=True, extra=cell_extra())
     other = write_cache(root / "other", {"L0": layer(11) @ np.linalg.qr(
         rng.standard_normal((DIM, DIM)))[0].astype(np.float32)}, genes, model="bench2",
         synthetic=True)
@@ -118,6 +124,10 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
         N_GENES, int(rng.integers(10, 201)), replace=False)) for k in range(500)]
     (root / "family.gmt").write_text("\n".join(lines) + "\n")
     refs["family"] = f"file:{root / 'family.gmt'}"
+    refs["family_sets"] = [np.array([int(g[1:]) for g in line.split("\t")[2:]])
+                           for line in lines]
+    refs["regulators"] = np.unique(ei, return_counts=True)[0][
+        np.argsort(-np.unique(ei, return_counts=True)[1], kind="stable")]
     # the same sizes, but each set the genes nearest a random direction of the layers' shared
     # leading axes: an annotation the geometry follows (its own generator: no other draw moves)
     fam_rng = np.random.default_rng(7)
@@ -159,9 +169,36 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
     return cache, other, refs
 
 
+def cell_extra() -> dict[str, np.ndarray]:
+    from bench_atlas_world import cell_ids
+
+    return cell_ids(ATLAS_CELLS)
+
+
+ATLAS_PROBES = ("feature_annotation", "feature_network_coherence", "superposition",
+                "coactivation_modules", "cross_layer_highways", "perturbation_specificity")
+
+
+def atlas_specs(refs: dict) -> list[tuple[str, str, dict]]:
+    """The atlas probes at their default draws (199 pseudo-atlases, 9,999 re-assignments or
+    random directions, 49 rotations) on `bench_atlas_world`'s atlases."""
+    if "atlas" not in refs:
+        return []
+    at = refs["atlas"]
+    return [
+        ("feature_annotation", "500 sets, top 20", {"atlas": at, "family": refs["family"]}),
+        ("feature_network_coherence", "STRING-like", {"atlas": at, "pairs": refs["string"]}),
+        ("superposition", "m=10", {"atlas": at, "m": 10}),
+        ("coactivation_modules", "200k positions", {"atlas": at}),
+        ("cross_layer_highways", "previous layer", {"atlas": at}),
+        ("perturbation_specificity", "30 knockdowns", {
+            "atlas": at, "labels": refs["labels"], "targets": refs["trrust"]}),
+    ]
+
+
 def specs(refs: dict, m: int) -> list[tuple[str, str, dict]]:
     sub = [2, 3, 4]
-    return [
+    return atlas_specs(refs) + [
         ("spectrum", "effective_rank", {"measure": "effective_rank"}),
         ("spectrum", "feature_shuffle", {"null": "feature_shuffle", "n_bootstrap": 0}),
         # layers with correlated dimensions: the bound decides without drawing (the row after
@@ -437,7 +474,7 @@ def time_layers(info, ctx, params, layers) -> tuple[list[float], list[float], li
 
 
 def main() -> int:
-    global N_GENES, DIM, N_LAYERS
+    global N_GENES, DIM, N_LAYERS, ATLAS_FEATURES, ATLAS_CELLS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=3, help="layers timed per probe")
     ap.add_argument("--permutations", type=int, default=1000)
@@ -449,8 +486,13 @@ def main() -> int:
     ap.add_argument("--sequential", type=int, default=None, metavar="H",
                     help="also time the probes whose null stops sequentially (Besag-Clifford, "
                          "stop at H exceedances), on the same layers, next to the fixed run")
+    ap.add_argument("--atlas-features", type=int, default=ATLAS_FEATURES,
+                    help="SAE features in each layer's synthetic atlas")
+    ap.add_argument("--atlas-cells", type=int, default=ATLAS_CELLS,
+                    help="cells in the atlases (100 sampled gene positions each)")
     args = ap.parse_args()
     N_GENES, DIM, N_LAYERS = args.genes, args.dim, args.cache_layers
+    ATLAS_FEATURES, ATLAS_CELLS = args.atlas_features, args.atlas_cells
 
     from geoscreen.probes.context import ProbeContext
     from geoscreen.probes.registry import get_probe
@@ -472,6 +514,17 @@ def main() -> int:
             svd_s.append(time.perf_counter() - t)
         print(f"SVD per layer (once per cache, stored and shared): median "
               f"{statistics.median(svd_s):.2f} s")
+        if not args.only or set(args.only) & set(ATLAS_PROBES):
+            from bench_atlas_world import write_atlases
+
+            t = time.perf_counter()  # the timed layers and the one before (highways)
+            refs.update(write_atlases(root, list(cache.genes.symbols),
+                                      cache.layers[-(args.layers + 1):], DIM,
+                                      refs["family_sets"], refs["regulators"],
+                                      np.random.default_rng(3), ATLAS_FEATURES, ATLAS_CELLS))
+            print(f"wrote {min(args.layers + 1, len(cache.layers))} SAE atlases "
+                  f"({ATLAS_FEATURES:,} features, {100 * ATLAS_CELLS:,} positions each) in "
+                  f"{time.perf_counter() - t:.1f} s")
         print(f"\n{'probe':22s} {'variant':18s} {'draws':>6s} {'median s/layer':>15s} "
               f"{'min':>7s} {'max':>7s} {'cpu s/layer':>12s}")
         rotated = refs["rotated"]

@@ -114,3 +114,18 @@ def test_the_summary_counts_variants_under_the_target_both_ways(tmp_path):
                   flags=re.M)
     assert m, out
     assert int(m.group(1)) == len(fixed_rows) > 0
+
+
+def test_the_atlas_probes_get_rows_on_synthetic_atlases(tmp_path):
+    """The six SAE-atlas probes run on the benchmark's synthetic atlases (written for the timed
+    layers and the one before, which `cross_layer_highways` reads) and each prints a row."""
+    names = ("feature_annotation", "feature_network_coherence", "superposition",
+             "coactivation_modules", "cross_layer_highways", "perturbation_specificity")
+    out = _bench(tmp_path, *(
+        "--genes 3000 --dim 16 --cache-layers 3 --layers 1 --atlas-features 256 "
+        "--atlas-cells 300 --only " + " ".join(names)).split())
+    assert "wrote 2 SAE atlases (256 features, 30,000 positions each)" in out, out
+    rows = re.findall(r"^(\w+)\s.*?\s(\d+)\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out,
+                      flags=re.M)
+    assert tuple(r[0] for r in rows) == names, out
+    assert all(float(r[2]) > 0 for r in rows)
