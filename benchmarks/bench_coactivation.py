@@ -5,9 +5,11 @@
 Builds TopK-shaped codes (k distinct features per position, log-normal feature rates, as an SAE
 atlas has), then times what `coactivation_modules` does per layer: the firing matrix, the
 co-occurrence counts of every pair, the exact one-sided tail of every pair above its expected
-count, BH and Simes, and Leiden on the edges.  Side by side on the same pairs (a sample, since
-scipy is slow): `scipy.stats.hypergeom.logsf` and `log_hypergeom_sf`, with their largest
-difference.
+count, BH and Simes, and Leiden on the edges; then the pair tests as the probes run them (tails
+summed only for pairs whose point probability is at most `pair_screen(0.01)`), checked
+identical in edges and Simes p-value, with the ratio.  Side by side on the same pairs (a
+sample, since scipy is slow): `scipy.stats.hypergeom.logsf` and `log_hypergeom_sf`, with their
+largest difference.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from geoscreen.probes.atlas_coactivation import (
     firing_matrix,
     leiden_modules,
     log_hypergeom_sf,
+    pair_screen,
     pair_tests,
 )
 
@@ -67,6 +70,20 @@ def main() -> None:
           f"modules (modularity {modularity:.3f})")
     print(f"  firing matrix {t1 - t0:.2f} s | counts + exact tails {t2 - t1:.2f} s | BH + Simes "
           f"{t3 - t2:.2f} s | Leiden {t4 - t3:.2f} s | total {t4 - t0:.2f} s")
+    # what the probes do: tails summed only for pairs whose point probability is at most the
+    # screen (BH at 0.01 and Simes computed from them, the rest only if Simes needs it)
+    s0 = time.perf_counter()
+    scr = pair_tests(M, screen=pair_screen(0.01))
+    edge2, simes2 = scr.edges(0.01, 1.0), scr.log_p_simes()
+    s1 = time.perf_counter()
+    same = bool(np.array_equal(edge, edge2)) and simes == simes2
+    print(f"  counts + tails + BH + Simes: every tail {t3 - t1:.2f} s, screened at "
+          f"{pair_screen(0.01)} {s1 - s0:.2f} s ({(t3 - t1) / (s1 - s0):.1f}x; "
+          f"{float(np.isfinite(scr.log_p).mean()):.1%} of tails summed"
+          f"{'' if scr.screened else ', then the rest: Simes needed them'}); edges and Simes p "
+          f"{'identical' if same else 'DIFFERENT'}")
+    if not same:
+        raise SystemExit("the screened pair tests differ from the full ones")
     n = min(a.scipy_pairs, tests.log_p.size)
     pick = rng.choice(tests.log_p.size, n, replace=False)
     a_ = np.asarray(M.sum(0)).ravel()

@@ -82,9 +82,7 @@ def log_hypergeom_sf(x: np.ndarray, N: np.ndarray | int, K: np.ndarray, n: np.nd
     if not work.any():
         return out
     xs, Ks, ns, Ns, his = x[work], K[work], n[work], N[work], hi[work]
-    logpmf = (gammaln(Ks + 1) - gammaln(xs + 1) - gammaln(Ks - xs + 1)
-              + gammaln(Ns - Ks + 1) - gammaln(ns - xs + 1) - gammaln(Ns - Ks - ns + xs + 1)
-              - gammaln(Ns + 1) + gammaln(ns + 1) + gammaln(Ns - ns + 1))
+    logpmf = _log_pmf(xs, Ns, Ks, ns)
     total = np.ones(xs.shape)
     term = np.ones(xs.shape)
     t = xs.copy()
@@ -108,6 +106,13 @@ def log_hypergeom_sf(x: np.ndarray, N: np.ndarray | int, K: np.ndarray, n: np.nd
         total[active] += term[active] * (his[active] - t[active])
     out[work] = np.minimum(logpmf + np.log(total), 0.0)
     return out
+
+
+def _log_pmf(x: np.ndarray, N: np.ndarray, K: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """ln P(X = x) for X ~ Hypergeom(N, K, n), float64 arrays of one shape, x in the support."""
+    return (gammaln(K + 1) - gammaln(x + 1) - gammaln(K - x + 1)
+            + gammaln(N - K + 1) - gammaln(n - x + 1) - gammaln(N - K - n + x + 1)
+            - gammaln(N + 1) + gammaln(n + 1) + gammaln(N - n + 1))
 
 
 def simes_log_p(log_p: np.ndarray, m: int) -> float:
@@ -137,7 +142,13 @@ def bh_reject_log(log_p: np.ndarray, m: int, q: float) -> np.ndarray:
 @dataclass
 class PairTests:
     """Exact co-firing tests of every pair (i of A, j of B); only pairs firing together more
-    often than expected are listed (the rest have p > 1/2 and count in `m` with p = 1)."""
+    often than expected are listed (the rest have p > 1/2 and count in `m` with p = 1).
+
+    With `screened` (`pair_tests`' ``screen``), ``log_p`` is NaN for listed pairs whose point
+    probability P(C = c), a lower bound on their p-value, is above `screened`: their p-value,
+    larger still, cannot change a Benjamini-Hochberg rejection at a level below it, nor Simes'
+    p-value once the smallest Simes term of the computed pairs is below the least such a pair
+    could give; `edges` and `log_p_simes` compute the rest (`complete`) where either could."""
 
     i: np.ndarray
     j: np.ndarray
@@ -147,18 +158,52 @@ class PairTests:
     log_p: np.ndarray
     m: int
     n_positions: int
+    a: np.ndarray | None = None  # firing counts of A's and B's features (to complete a screen)
+    b: np.ndarray | None = None
+    screened: float | None = None
+
+    def complete(self) -> None:
+        """Compute the p-values a screen left out (NaN), in place."""
+        if self.screened is None:
+            return
+        left = np.flatnonzero(np.isnan(self.log_p))
+        if left.size:
+            self.log_p[left] = log_hypergeom_sf(self.count[left], self.n_positions,
+                                                self.a[self.i[left]], self.b[self.j[left]])
+        self.screened = None
 
     def edges(self, q: float, min_pmi: float) -> np.ndarray:
+        if self.screened is not None and not 2.0 * q <= self.screened:
+            self.complete()  # a level the screen does not clear with room to spare
+        # a left-out pair (NaN, sorted last) has p > screened > q: never rejected, and the
+        # ranks of the pairs below q, all computed, are their ranks among all pairs
         return bh_reject_log(self.log_p, self.m, q) & (self.pmi >= min_pmi)
 
     def log_p_simes(self) -> float:
+        if self.screened is not None:
+            s = np.sort(self.log_p[self.log_p <= math.log(self.screened)])
+            if s.size:
+                terms = s + math.log(self.m) - np.log(np.arange(1, s.size + 1))
+                # every other pair has p > screened and rank <= the listed pairs: its term is
+                # above ln(screened m / listed); the smallest computed term is the minimum
+                # when it is clearly below that
+                bound = math.log(self.screened) + math.log(self.m) - math.log(self.log_p.size)
+                if float(terms.min()) < bound - 1e-6:
+                    return float(min(0.0, float(terms.min())))
+            self.complete()
         return simes_log_p(self.log_p, self.m)
 
 
-def pair_tests(A: sparse.csr_matrix, B: sparse.csr_matrix | None = None) -> PairTests:
+def pair_tests(A: sparse.csr_matrix, B: sparse.csr_matrix | None = None,
+               screen: float | None = None) -> PairTests:
     """Every pair of columns of the 0/1 position x feature matrices `A` and `B` (rows: the same
     positions), or every pair i < j of columns of `A` when `B` is None, tested for co-firing
-    beyond independent firing (hypergeometric upper tail)."""
+    beyond independent firing (hypergeometric upper tail).
+
+    `screen` (a level in (0, 1), or None): sum the tails only of pairs whose point probability
+    is at most `screen`, leaving NaN for the others (see `PairTests`); `edges` and
+    `log_p_simes` then give what they give without it, bit for bit, and compute the rest only
+    where it could matter."""
     n = A.shape[0]
     a = np.asarray(A.sum(axis=0)).ravel()
     same = B is None
@@ -174,9 +219,29 @@ def pair_tests(A: sparse.csr_matrix, B: sparse.csr_matrix | None = None) -> Pair
     e = a[i] * b[j] / n
     up = c > e
     i, j, c, e = i[up], j[up], c[up], e[up]
-    log_p = log_hypergeom_sf(c, n, a[i], b[j])
+    ka, kb = a[i].astype(np.float64), b[j].astype(np.float64)
+    if screen is None:
+        log_p = log_hypergeom_sf(c, n, ka, kb)
+    else:
+        # P(C >= c) >= P(C = c): the point probability bounds each p-value from below (c is in
+        # the support: e < c <= min(a, b); at or below its lower end the p-value is 1, kept)
+        lo = np.maximum(0.0, ka + kb - n)
+        inner = c > lo
+        near = ~inner
+        near[inner] = _log_pmf(c[inner], np.full(int(inner.sum()), float(n)), ka[inner],
+                               kb[inner]) <= math.log(screen)
+        log_p = np.full(c.size, np.nan)
+        log_p[near] = log_hypergeom_sf(c[near], n, ka[near], kb[near])
     pmi = np.log(c / e)
-    return PairTests(i.astype(np.int64), j.astype(np.int64), c, e, pmi, log_p, int(m), int(n))
+    return PairTests(i.astype(np.int64), j.astype(np.int64), c, e, pmi, log_p, int(m), int(n),
+                     a=a.astype(np.float64), b=b.astype(np.float64), screened=screen)
+
+
+def pair_screen(q: float) -> float | None:
+    """The screen `pair_tests` uses for edges at BH level `q`: pairs whose point probability is
+    above max(0.02, 2q) are summed only if Simes' p-value needs them (most pairs of a real atlas
+    sit near their expected count, with p-values far above any edge's)."""
+    return max(0.02, 2.0 * q) if 2.0 * q < 1.0 else None
 
 
 # -- positions and firing -------------------------------------------------------------------
@@ -338,7 +403,7 @@ def coactivation_modules(ctx: ProbeContext, p: CoactivationParams, layer: str) -
     codes = atlas_codes(atlas, positions)
     keep = equal_activity(p.activity, codes)
     M, live = atlas_firing(atlas, codes[keep], p.min_frequency, p.min_count)
-    tests = pair_tests(M)
+    tests = pair_tests(M, screen=pair_screen(p.q))
     edge = tests.edges(p.q, p.min_pmi)
     F = live.size
     n_edges = int(edge.sum())
@@ -495,7 +560,7 @@ def cross_layer_highways(ctx: ProbeContext, p: HighwayParams, layer: str) -> Lay
     keep = equal_activity(p.activity, codes_a, codes_b)
     A, live_a = atlas_firing(ref_atlas, codes_a[keep], p.min_frequency, p.min_count)
     B, live_b = atlas_firing(atlas, codes_b[keep], p.min_frequency, p.min_count)
-    tests = pair_tests(A, B)
+    tests = pair_tests(A, B, screen=pair_screen(p.q))
     edge = tests.edges(p.q, p.min_pmi)
     n_edges = int(edge.sum())
     log_p = tests.log_p_simes()

@@ -23,6 +23,7 @@ from geoscreen.probes.atlas_coactivation import (
     firing_matrix,
     leiden_modules,
     log_hypergeom_sf,
+    pair_screen,
     pair_tests,
     simes_log_p,
 )
@@ -143,6 +144,44 @@ def test_calibrated_on_null_atlases(shape):
     assert all(f <= band(a, reps) for a, f in fprs.items())
     assert ks > 0.01
     assert share > 0.9  # the study's threshold rule "finds" co-activation in null atlases
+
+
+def test_a_screened_pair_test_gives_the_same_edges_and_simes_p_bit_for_bit():
+    """`pair_tests(..., screen=)` sums the tails only of pairs whose point probability is at
+    most the screen; BH edges and Simes' p-value are those of every tail summed, bit for bit,
+    on null atlases (where Simes' p often needs the rest: computed then), planted modules and
+    layer pairs, and at a BH level the screen does not clear (the rest computed first)."""
+    rng = np.random.default_rng(31)
+    fast = slow = 0
+    cases = []
+    for r in range(40):
+        w = hub_frequencies(rng, 80)
+        codes = independent_codes(rng, 3_000, w) if r % 2 else topk_codes(rng, 3_000, w, 4)
+        cases.append((firing_matrix(codes, 80), None))
+    for _ in range(6):
+        codes, truth = planted_codes(rng, n=6_000)
+        cases.append((firing_matrix(codes, truth.size), None))
+        other = np.where(rng.random(codes.shape) < 0.7, codes, rng.integers(0, truth.size,
+                                                                            codes.shape))
+        cases.append((firing_matrix(codes, truth.size), firing_matrix(other, truth.size)))
+    for A, B in cases:
+        full = pair_tests(A, B)
+        for q in (0.01, 0.05, 0.3):
+            scr = pair_tests(A, B, screen=pair_screen(q))
+            done = np.isfinite(scr.log_p)
+            np.testing.assert_array_equal(scr.log_p[done], full.log_p[done])
+            np.testing.assert_array_equal(scr.edges(q, 1.0), full.edges(q, 1.0))
+            before = scr.screened
+            assert scr.log_p_simes() == full.log_p_simes()
+            if q == 0.01:
+                assert before == 0.02
+                fast += scr.screened is not None
+                slow += scr.screened is None
+            if scr.screened is None:  # everything computed
+                np.testing.assert_array_equal(scr.log_p, full.log_p)
+    print(f"Simes decided on the screened pairs in {fast} of {len(cases)} cases, the rest "
+          f"computed in {slow}")
+    assert fast >= 10 and slow >= 5  # both ways taken
 
 
 def test_highways_calibrated_on_independent_layers():
