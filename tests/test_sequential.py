@@ -47,6 +47,15 @@ def test_the_sequential_p_value_is_valid_and_cheap_under_the_null():
     assert mean_draws < 0.1 * m and abs(mean_draws - expected_draws(m, h)) < 0.3 * mean_draws
 
 
+def _gaussian_null_tests(seed: int, reps: int, m: int = 199, h: int = 10):
+    """(generator, pool, Besag-Clifford test of pool[0] against pool[1:]) for `reps` pools of
+    m + 1 exchangeable Gaussian values: one-sided tests whose null holds."""
+    rng = np.random.default_rng(seed)
+    for _ in range(reps):
+        pool = rng.standard_normal(m + 1)
+        yield rng, pool, besag_clifford([pool[1:]], pool[0], "greater", m, h)
+
+
 def test_sequential_e_values_are_valid_where_calibrating_stopped_tests_is_not():
     """40,000 null tests at m = 199, h = 10 on exchangeable Gaussian draws.  The e-value of
     `test_fields` (the soft rank of all m draws when the test did not stop, 0 when it stopped)
@@ -54,12 +63,9 @@ def test_sequential_e_values_are_valid_where_calibrating_stopped_tests_is_not():
     averages about 1.28 (not stopping selects the observations the soft rank favours)."""
     from probe_helpers import assert_e_valid, e_validity
 
-    rng = np.random.default_rng(4)
-    m, h, reps = 199, 10, 40_000
+    reps = 40_000
     now, before = np.empty(reps), np.empty(reps)
-    for r in range(reps):
-        pool = rng.standard_normal(m + 1)
-        seq = besag_clifford([pool[1:]], pool[0], "greater", m, h)
+    for r, (_, pool, seq) in enumerate(_gaussian_null_tests(4, reps)):
         fields = seq.test_fields(pool[0], "greater")
         now[r] = fields["e_value"]
         before[r] = calibrate_p(seq.p_value) if seq.stopped else now[r]
@@ -480,12 +486,9 @@ def test_an_intersection_union_e_value_stays_valid_when_one_null_stops():
     averages about 1.3: the single test's mixture, since the minimum is then the true null's."""
     from probe_helpers import assert_e_valid, e_validity
 
-    rng = np.random.default_rng(11)
     m, h, reps = 199, 10, 30_000
     now, before = np.empty(reps), np.empty(reps)
-    for r in range(reps):
-        pool = rng.standard_normal(m + 1)
-        true = besag_clifford([pool[1:]], pool[0], "greater", m, h)
+    for r, (rng, pool, true) in enumerate(_gaussian_null_tests(11, reps, m, h)):
         far_draws = rng.standard_normal(m)
         far = besag_clifford([far_draws], 8.0, "greater", m, h)
         assert not far.stopped
