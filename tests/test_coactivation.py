@@ -179,9 +179,35 @@ def test_a_screened_pair_test_gives_the_same_edges_and_simes_p_bit_for_bit():
                 slow += scr.screened is None
             if scr.screened is None:  # everything computed
                 np.testing.assert_array_equal(scr.log_p, full.log_p)
+        # BH at a level the screen does not clear with room (2q > screen): the rest first
+        low = pair_tests(A, B, screen=pair_screen(0.01))
+        np.testing.assert_array_equal(low.edges(0.3, 1.0), full.edges(0.3, 1.0))
+        assert low.screened is None
+        np.testing.assert_array_equal(low.log_p, full.log_p)
     print(f"Simes decided on the screened pairs in {fast} of {len(cases)} cases, the rest "
           f"computed in {slow}")
     assert fast >= 10 and slow >= 5  # both ways taken
+
+
+def test_the_screened_simes_p_returns_early_only_below_its_bound():
+    """Simes' p from the screened pairs alone only when their smallest term is below the least
+    term a left-out pair could have (p above the screen, rank at most the listed pairs), with
+    1e-6 to spare in logs; otherwise every tail is summed first."""
+    rng = np.random.default_rng(32)
+    codes, truth = planted_codes(rng, n=4_000)
+    A = firing_matrix(codes, truth.size)
+    full = pair_tests(A)
+    L, tau = full.log_p.size, 0.02
+    for gap, early in ((2e-6, True), (0.5e-6, False)):
+        t = pair_tests(A, screen=tau)
+        t.log_p[:] = np.nan  # one screened pair, whose Simes term is the bound less `gap`
+        t.log_p[0] = math.log(tau) - math.log(L) - gap
+        got = t.log_p_simes()
+        assert (t.screened is not None) == early
+        if early:
+            assert got == t.log_p[0] + math.log(t.m)
+        else:
+            assert got == full.log_p_simes()
 
 
 def test_highways_calibrated_on_independent_layers():

@@ -483,7 +483,9 @@ def test_an_intersection_union_e_value_stays_valid_when_one_null_stops():
     draws), the other is far off (never stops, e-value near m + 1).  The smallest per-null
     e-value with 0 for a stopped null (`null_robustness` 1.5, `intersection_union`) averages at
     most 1; calibrating the maximum p-value whenever a null stopped (`null_robustness` 1.4)
-    averages about 1.3: the single test's mixture, since the minimum is then the true null's."""
+    averages about 1.3: the single test's mixture, since the minimum is then the true null's.
+    (The rule itself; `test_null_robustness_takes_a_stopped_nulls_e_value_of_0` checks that
+    the probe applies it.)"""
     from probe_helpers import assert_e_valid, e_validity
 
     m, h, reps = 199, 10, 30_000
