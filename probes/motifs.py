@@ -82,7 +82,7 @@ from geoscreen.probes.params import (
     subspace_validator,
 )
 from geoscreen.probes.registry import ProbeParams, probe
-from geoscreen.probes.sequential import besag_clifford
+from geoscreen.probes.sequential import besag_clifford, intersection_union_e
 from geoscreen.probes.stats import (
     PairScorer,
     chunks,
@@ -989,15 +989,13 @@ def intersection_union(per: dict[str, LayerResult], null: str = "degree_and_moti
     for key in ("null_mean", "null_sd"):  # the binding null's
         if key in per[binding].extra:
             extra[key] = per[binding].extra[key]
+    e_value, e_method = intersection_union_e(
+        [r.e_value for r in per.values()], stopped_e) if own_e else (None, "")
     return LayerResult(
         statistic_name=first.statistic_name, statistic=first.statistic,
         effect_name=first.effect_name, effect_size=per[binding].effect_size, p_value=p_max,
-        # the smallest e-value is at most the e-value of any null that is true, so E[min] <= 1
-        e_value=min(float(r.e_value) for r in per.values() if r.e_value is not None)
-        if own_e else None,
-        e_method=(f"{E_SEQUENTIAL_STOPPED if stopped_e else E_PERMUTATION}_iu_min"
-                  if own_e else ""),
-        n=first.n, null=null, n_permutations=max(draws), extra=extra)
+        e_value=e_value, e_method=e_method, n=first.n, null=null, n_permutations=max(draws),
+        extra=extra)
 
 
 def relabelled_members(strata: Strata | None, members: np.ndarray, n: int, total: int,

@@ -46,8 +46,9 @@ from geoscreen.probes.params import (
 )
 from geoscreen.probes.proximity import NULL_METHOD_DESCRIPTION, pair_test, similarity_scorer
 from geoscreen.probes.registry import ProbeParams, probe
+from geoscreen.probes.sequential import intersection_union_e
 from geoscreen.probes.stats import PairScorer
-from geoscreen.result import E_PERMUTATION, E_SEQUENTIAL_STOPPED, LayerResult
+from geoscreen.result import LayerResult
 
 NullName = Literal["gene_shuffle", "degree_preserving", "coexpression"]
 
@@ -177,23 +178,16 @@ def null_robustness(ctx: ProbeContext, p: NullRobustnessParams, layer: str) -> L
     # (through that null's own arithmetic: no similarity matrix is made for it)
     raw = next(v["statistic"] for k, v in per.items() if k != "coexpression")
     zmax = max(abs(z) for z in zs.values())
-    evs = [v["e_value"] for v in per.values()]
     # with null_method draws every null has its own e-value (0 where it stopped early); the
-    # moment nulls have none, and the layer's is then calibrated from the maximum p-value.
-    # Never both in one layer: switching rules on whether a null stopped is not an e-value.
-    permutation_e = None not in evs
+    # moment nulls have none, and the layer's is then calibrated from the maximum p-value
     stopped = any(v["stopped_early"] for v in per.values())
+    e_value, e_method = intersection_union_e([v["e_value"] for v in per.values()], stopped)
     used = [int(v["null_draws_used"]) for v in per.values()]
     return LayerResult(
         statistic_name=f"mean_{p.metric}", statistic=raw, effect_name="min_z",
         effect_size=zs[weakest], p_value=max(v["p_value"] for v in per.values()),
-        # intersection-union over nulls: the claim needs every null rejected, and the smallest
-        # e-value is at most the e-value of any null that is true, so E[min] <= 1 (the moment
-        # nulls have no e-value: the layer's is then calibrated from its p-value, the
-        # intersection-union maximum, itself a valid p-value)
-        e_value=min(evs) if permutation_e else None,  # type: ignore[type-var]
-        e_method=(f"{E_SEQUENTIAL_STOPPED if stopped else E_PERMUTATION}_iu_min"
-                  if permutation_e else ""),
+        # intersection-union over nulls: the claim needs every null rejected
+        e_value=e_value, e_method=e_method,
         n=int(i.size), null="+".join(p.nulls), n_permutations=max(used),
         extra={"sequential_h": next((v["sequential_h"] for v in per.values()
                                      if v["sequential_h"] is not None), None),

@@ -201,6 +201,21 @@ def besag_clifford(batches: Iterable[np.ndarray], observed: float, alternative: 
     return SequentialNull(p, null, m, exceed, False, h if sequential else None, m)
 
 
+def intersection_union_e(e_values: Iterable[float | None], stopped: bool
+                         ) -> tuple[float | None, str]:
+    """(e-value, e_method) of an intersection-union test over nulls that each have their own
+    e-value: their permutation e-value, 0 where the null stopped early
+    (`SequentialNull.test_fields`).  The smallest is at most the e-value of any true null, so
+    E[min] <= 1; ``e_method`` names the rule (``_iu_min``, the stopped kind where any null
+    stopped).  (None, "") where a null has no e-value of its own: the ledger then calibrates
+    the intersection-union p-value, for every layer alike, never only where a null stopped."""
+    values = list(e_values)
+    if any(e is None for e in values):
+        return None, ""
+    kind = E_SEQUENTIAL_STOPPED if stopped else E_PERMUTATION
+    return min(float(e) for e in values), f"{kind}_iu_min"  # type: ignore[arg-type]
+
+
 def expected_draws(m: int, h: int) -> float:
     """About how many draws a null layer costs: h (1 + ln(m / h)) (Besag & Clifford 1991)."""
     return float(min(m, h * (1.0 + np.log(m / h))))
