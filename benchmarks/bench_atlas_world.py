@@ -27,26 +27,25 @@ N_FEATURES, K, N_CELLS, GENES_PER_CELL, TOP_N = 4096, 32, 2000, 100, 20
 PREFERRED, SHARED = 6, 0.7
 
 
+def _later_copies(codes: np.ndarray) -> np.ndarray:
+    """Mask of the entries of each row of `codes` that repeat an earlier entry of that row."""
+    order = np.argsort(codes, axis=1, kind="stable")
+    s = np.take_along_axis(codes, order, axis=1)
+    repeat = np.zeros(codes.shape, dtype=bool)
+    repeat[:, 1:] = s[:, 1:] == s[:, :-1]
+    dup = np.zeros_like(repeat)
+    np.put_along_axis(dup, order, repeat, axis=1)
+    return dup
+
+
 def _distinct_rows(codes: np.ndarray, draw, rounds: int = 8) -> np.ndarray:
     """Redraw repeated feature ids within a row (up to `rounds` times; what is left is -1)."""
     for _ in range(rounds):
-        s = np.sort(codes, axis=1)
-        dup_sorted = np.zeros_like(s, dtype=bool)
-        dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
-        if not dup_sorted.any():
+        dup = _later_copies(codes)
+        if not dup.any():
             return codes
-        # mark the later copies in the row's own order
-        order = np.argsort(codes, axis=1, kind="stable")
-        dup = np.zeros_like(dup_sorted)
-        np.put_along_axis(dup, order, dup_sorted, axis=1)
         codes[dup] = draw(int(dup.sum()))
-    s = np.sort(codes, axis=1)
-    order = np.argsort(codes, axis=1, kind="stable")
-    dup_sorted = np.zeros_like(s, dtype=bool)
-    dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
-    dup = np.zeros_like(dup_sorted)
-    np.put_along_axis(dup, order, dup_sorted, axis=1)
-    codes[dup] = -1
+    codes[_later_copies(codes)] = -1
     return codes
 
 

@@ -120,14 +120,16 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
     # 16 TF families of 25 regulators each (role_margins): slices, no draw
     refs["tf_groups"] = [gset(f"tffam{k}", tfs[25 * k:25 * k + 25]) for k in range(16)]
     # a GO-slim-sized family for the pole scan: 500 overlapping sets of 10-200 genes
-    lines = [f"set{k}\tna\t" + "\t".join(f"G{g}" for g in rng.choice(
-        N_GENES, int(rng.integers(10, 201)), replace=False)) for k in range(500)]
+    # (its sets also tie the synthetic atlases' program features; the regulators with the most
+    # targets are their knockdowns)
+    refs["family_sets"] = [rng.choice(N_GENES, int(rng.integers(10, 201)), replace=False)
+                           for _ in range(500)]
+    lines = [f"set{k}\tna\t" + "\t".join(f"G{g}" for g in members)
+             for k, members in enumerate(refs["family_sets"])]
     (root / "family.gmt").write_text("\n".join(lines) + "\n")
     refs["family"] = f"file:{root / 'family.gmt'}"
-    refs["family_sets"] = [np.array([int(g[1:]) for g in line.split("\t")[2:]])
-                           for line in lines]
-    refs["regulators"] = np.unique(ei, return_counts=True)[0][
-        np.argsort(-np.unique(ei, return_counts=True)[1], kind="stable")]
+    regulators, n_targets = np.unique(ei, return_counts=True)
+    refs["regulators"] = regulators[np.argsort(-n_targets, kind="stable")]
     # the same sizes, but each set the genes nearest a random direction of the layers' shared
     # leading axes: an annotation the geometry follows (its own generator: no other draw moves)
     fam_rng = np.random.default_rng(7)
