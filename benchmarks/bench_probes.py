@@ -53,12 +53,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import stopping_alternative  # noqa: E402  (same folder)
+import bench_atlas_world as atlas_world  # noqa: E402  (same folder)
+from bench_core import stopping_alternative  # noqa: E402
 
 TARGET_S = 0.3  # issue 16: every probe at most this many seconds per layer
 
 N_GENES, DIM, N_LAYERS = 4803, 512, 12
-ATLAS_FEATURES, ATLAS_CELLS = 4096, 2000  # the atlases' size (--atlas-features, --atlas-cells)
+# the atlases' size (--atlas-features, --atlas-cells) and features active at each position
+ATLAS_FEATURES, ATLAS_CELLS, ATLAS_K = atlas_world.N_FEATURES, atlas_world.N_CELLS, atlas_world.K
 
 
 def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[str, str]]:
@@ -172,9 +174,7 @@ def build(root: Path, rng: np.random.Generator) -> tuple[object, object, dict[st
 
 
 def cell_extra() -> dict[str, np.ndarray]:
-    from bench_atlas_world import cell_ids
-
-    return cell_ids(ATLAS_CELLS)
+    return atlas_world.cell_ids(ATLAS_CELLS)
 
 
 ATLAS_PROBES = ("feature_annotation", "feature_network_coherence", "superposition",
@@ -493,6 +493,9 @@ def main() -> int:
     ap.add_argument("--atlas-cells", type=int, default=ATLAS_CELLS,
                     help="cells in the atlases (100 sampled gene positions each)")
     args = ap.parse_args()
+    if args.atlas_features < 2 * ATLAS_K or args.atlas_cells < 20:
+        ap.error(f"--atlas-features must be at least {2 * ATLAS_K} (twice the atlases' k) and "
+                 "--atlas-cells at least 20 (a control group and knockdowns)")
     N_GENES, DIM, N_LAYERS = args.genes, args.dim, args.cache_layers
     ATLAS_FEATURES, ATLAS_CELLS = args.atlas_features, args.atlas_cells
 
@@ -517,10 +520,8 @@ def main() -> int:
         print(f"SVD per layer (once per cache, stored and shared): median "
               f"{statistics.median(svd_s):.2f} s")
         if not args.only or set(args.only) & set(ATLAS_PROBES):
-            from bench_atlas_world import write_atlases
-
             t = time.perf_counter()  # the timed layers and the one before (highways)
-            refs.update(write_atlases(root, list(cache.genes.symbols),
+            refs.update(atlas_world.write_atlases(root, list(cache.genes.symbols),
                                       cache.layers[-(args.layers + 1):], DIM,
                                       refs["family_sets"], refs["regulators"],
                                       np.random.default_rng(3), ATLAS_FEATURES, ATLAS_CELLS))

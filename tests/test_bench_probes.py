@@ -129,3 +129,12 @@ def test_the_atlas_probes_get_rows_on_synthetic_atlases(tmp_path):
                       flags=re.M)
     assert tuple(r[0] for r in rows) == names, out
     assert all(float(r[2]) > 0 for r in rows)
+
+
+def test_atlas_sizes_too_small_are_refused_in_one_line(tmp_path):
+    env = dict(os.environ, GEOSCREEN_WORK_DIR=str(tmp_path))
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_probes.py"),
+                          "--atlas-features", "10"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--atlas-features must be at least 64" in res.stderr.strip().splitlines()[-1]
