@@ -11,8 +11,8 @@ responded to a TF's knockdown, and asked whether those features were the TF's ta
    positions of t's own gene token are left out in *every* cell (perturbed and control alike):
    a knockdown removes or demotes that token, which would move the TF's own features trivially.
 2. **Responders.** Per feature, perturbed cells vs control cells, two-sided Mann-Whitney
-   (scipy, asymptotic with tie correction); Benjamini-Hochberg at `q_features` over the tested
-   features.
+   (asymptotic with tie correction: scipy's p-values, computed by sorting each group on its
+   own, ``probes/rank_tests.py``); Benjamini-Hochberg at `q_features` over the tested features.
 3. **Target features.** A feature is one of t's target features when its top `top_n` genes
    hold a target of t (the network in `targets`, TRRUST by default; t itself excluded).  These
    depend on the atlas's top genes only, never on the perturbation labels, so the test is not
@@ -57,6 +57,7 @@ from geoscreen.probes.atlas_annotation import atlas_field, min_frequency_field
 from geoscreen.probes.atlas_coactivation import bh_reject_log
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import pairs_ref_field
+from geoscreen.probes.rank_tests import mann_whitney_columns
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
@@ -98,8 +99,14 @@ def stratified_overlap_sf(responder: np.ndarray, target: np.ndarray, strata: np.
 
 def mann_whitney_p(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Two-sided Mann-Whitney p-value of every column (x: cells of group 1 x features, y: group
-    2), asymptotic with tie correction (scipy); a column constant across both groups gets 1."""
-    p = stats.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic", axis=0).pvalue
+    2), asymptotic with tie correction, scipy's bit for bit (`rank_tests.mann_whitney_columns`,
+    by sorting each group instead of the pooled sample; scipy itself for non-finite values); a
+    column constant across both groups gets 1."""
+    if np.isfinite(x).all() and np.isfinite(y).all():
+        p = mann_whitney_columns(x, y)[1]
+    else:
+        p = stats.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic",
+                               axis=0).pvalue
     return np.where(np.isfinite(p), p, 1.0)
 
 
