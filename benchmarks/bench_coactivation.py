@@ -1,6 +1,7 @@
 """Co-activation pair tests at atlas scale: time per layer, and the exact tail against scipy's.
 
     python benchmarks/bench_coactivation.py [--positions 200000] [--features 2048] [--k 32]
+                                            [--rotations 5] [--width 512]
 
 Builds TopK-shaped codes (k distinct features per position, log-normal feature rates, as an SAE
 atlas has), then times what `coactivation_modules` does per layer: the firing matrix, the
@@ -9,7 +10,10 @@ count, BH and Simes, and Leiden on the edges; then the pair tests as the probes 
 summed only for pairs whose point probability is at most `pair_screen(0.01)`), checked
 identical in edges and Simes p-value, with the ratio.  Side by side on the same pairs (a
 sample, since scipy is slow): `scipy.stats.hypergeom.logsf` and `log_hypergeom_sf`, with their
-largest difference.
+largest difference.  Last, `cross_layer_highways`' decoder matching on two random dictionaries
+of `--features` unit directions in `--width` dimensions: `--rotations` Haar rotations with
+every product in float64 (the probe before 1.1) next to `decoder_match` (float32 products since
+1.1), the same rotations, with the ratio and the largest differences.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ import numpy as np
 from scipy import stats
 
 from geoscreen.probes.atlas_coactivation import (
+    best_cosines,
+    decoder_match,
     firing_matrix,
+    haar_orthogonal,
     leiden_modules,
     log_hypergeom_sf,
     pair_screen,
@@ -46,6 +53,9 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=2048)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--scipy-pairs", type=int, default=20_000)
+    ap.add_argument("--rotations", type=int, default=5,
+                    help="decoder-matching rotations timed each way (0: skip)")
+    ap.add_argument("--width", type=int, default=512, help="decoder width (the residual stream)")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     codes = topk_codes(rng, a.positions, a.features, a.k)
@@ -98,6 +108,28 @@ def main() -> None:
     print(f"  exact tail on {n:,} pairs: ours {s1 - s0:.3f} s, scipy.stats.hypergeom.logsf "
           f"{s2 - s1:.2f} s ({(s2 - s1) / max(s1 - s0, 1e-9):.0f}x); largest relative "
           f"difference {err:.1e}; {int((~ok).sum())} tails below scipy's range")
+    if a.rotations:
+        decoder_timing(a.features, a.width, a.rotations)
+
+
+def decoder_timing(features: int, width: int, rotations: int) -> None:
+    """The highways' decoder matching in float64 (before 1.1) and float32 (`decoder_match`)."""
+    rng = np.random.default_rng(1)
+    D, E = rng.normal(size=(features, width)), rng.normal(size=(features, width))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    s0 = time.perf_counter()
+    best64 = best_cosines(D, E)
+    draw = np.random.default_rng(2)
+    null64 = np.array([best_cosines(D, E @ haar_orthogonal(width, draw)).mean()
+                       for _ in range(rotations)])
+    s1 = time.perf_counter()
+    best32, null32 = decoder_match(D, E, rotations, np.random.default_rng(2))
+    s2 = time.perf_counter()
+    print(f"  decoder matching, {features:,} x {width} dictionaries, {rotations} rotations: "
+          f"float64 {s1 - s0:.2f} s, float32 {s2 - s1:.2f} s ({(s1 - s0) / (s2 - s1):.1f}x); "
+          f"largest difference: best cosine {np.abs(best64 - best32).max():.1e}, rotated "
+          f"mean {np.abs(null64 - null32).max():.1e}")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ from geoscreen.probes.atlas_coactivation import (
     bh_reject_log,
     decoder_match,
     firing_matrix,
+    haar_orthogonal,
     leiden_modules,
     log_hypergeom_sf,
     pair_screen,
     pair_tests,
     simes_log_p,
 )
+from geoscreen.probes.stats import float32_dot_error
 from geoscreen.result import permutation_p
 from geoscreen.store.atlas import write_atlas
 
@@ -324,6 +326,23 @@ def test_decoder_matching_null_is_exact_for_isotropic_directions():
     D = E[10:40] + 0.2 * rng.normal(size=(30, 16))  # carried-over features
     best, null = decoder_match(D, E, draws, rng)
     assert permutation_p(best.mean(), null, "greater") == pytest.approx(1 / 20)
+
+
+def test_decoder_matching_in_float32_is_float64_within_rounding():
+    """cross_layer_highways 1.1 matches decoders with float32 products; the same rotations in
+    float64 give the same cosines to well within float32_dot_error(d)."""
+    rng = np.random.default_rng(31)
+    D, E = rng.normal(size=(300, 64)) * 3.0, rng.normal(size=(200, 64))
+    best, null = decoder_match(D, E, 5, np.random.default_rng(7))
+    Dn = D / np.linalg.norm(D, axis=1, keepdims=True)
+    En = E / np.linalg.norm(E, axis=1, keepdims=True)
+    draw = np.random.default_rng(7)
+    want = (Dn @ En.T).max(axis=1)
+    want_null = [(Dn @ (En @ haar_orthogonal(64, draw)).T).max(axis=1).mean() for _ in range(5)]
+    bound = float32_dot_error(64)
+    assert np.abs(best - want).max() <= bound
+    assert np.abs(null - want_null).max() <= bound
+    assert np.abs(best - want).max() > 0  # the products were float32: they differ somewhere
 
 
 # -- end to end --------------------------------------------------------------------------------
