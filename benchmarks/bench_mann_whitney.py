@@ -6,10 +6,10 @@
 What `perturbation_specificity` does per layer to call each knockdown's responders: for each
 knockdown, every feature's activity in its cells against the control cells, two-sided,
 asymptotic with tie correction.  Activities are zero-inflated (a feature that never fires in a
-cell's tokens has activity 0) log-normal means stored in float32, as `CellActivity` gives
-them.  Times `scipy.stats.mannwhitneyu(..., axis=0)` and `rank_tests.mann_whitney_columns`
-on the same arrays, prints both and the ratio, and exits non-zero unless every p-value is
-identical.
+cell's tokens has activity 0) log-normal values rounded to float32 and held in float64, as
+`CellActivity` gives them (float32 sums divided in float64).  Times
+`scipy.stats.mannwhitneyu(..., axis=0)` and `rank_tests.mann_whitney_columns` on the same
+arrays, prints both and the ratio, and exits non-zero unless every p-value is identical.
 """
 
 from __future__ import annotations

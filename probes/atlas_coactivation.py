@@ -463,11 +463,11 @@ def decoder_match(D: np.ndarray, E: np.ndarray, n_draws: int, rng: np.random.Gen
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(best cosine of each row of `D` among rows of `E`; the mean best cosine when `E` is
     turned by each of `n_draws` Haar-random rotations).  Rows are normalised in float64, then
-    every product is float32, the observed and the rotated alike (so the permutation p-value
-    compares values computed the same way): the unrotated cosines are within
-    `float32_dot_error(d)` (3.1e-5 at d = 512) of float64's, the rotated ones within about
-    2e-7 in practice (tests/test_coactivation.py), at 2.5x float64's speed on an atlas layer's
-    4,096 x 512 dictionaries (since `cross_layer_highways` 1.1)."""
+    every product is float32 (since `cross_layer_highways` 1.1), the observed and the rotated
+    alike, so the p-value compares values of the same precision: the observed best cosines
+    are within `float32_dot_error(d)` (3.1e-5 at d = 512) of float64's, 1e-7 to 5e-7 in
+    practice; the rotated means within 1e-8 (`tests/test_coactivation.py`,
+    `benchmarks/bench_coactivation.py`: 1.9x float64's speed at 4,096 x 512)."""
     D = (D / np.linalg.norm(D, axis=1, keepdims=True)).astype(np.float32)
     E = (E / np.linalg.norm(E, axis=1, keepdims=True)).astype(np.float32)
     best = best_cosines(D, E)

@@ -57,7 +57,7 @@ from geoscreen.probes.atlas_annotation import atlas_field, min_frequency_field
 from geoscreen.probes.atlas_coactivation import bh_reject_log
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.params import pairs_ref_field
-from geoscreen.probes.rank_tests import mann_whitney_columns
+from geoscreen.probes.rank_tests import EXACT_MAX_N, mann_whitney_columns
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.result import E_PERMUTATION, LayerResult, permutation_e, permutation_p
 
@@ -100,9 +100,11 @@ def stratified_overlap_sf(responder: np.ndarray, target: np.ndarray, strata: np.
 def mann_whitney_p(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Two-sided Mann-Whitney p-value of every column (x: cells of group 1 x features, y: group
     2), asymptotic with tie correction, scipy's bit for bit (`rank_tests.mann_whitney_columns`,
-    by sorting each group instead of the pooled sample; scipy itself for non-finite values); a
-    column constant across both groups gets 1."""
-    if np.isfinite(x).all() and np.isfinite(y).all():
+    by sorting each group instead of the pooled sample, for finite float64 values of at most
+    `EXACT_MAX_N` cells; scipy itself otherwise); a column constant across both groups gets
+    1."""
+    if x.dtype == y.dtype == np.float64 and x.shape[0] + y.shape[0] <= EXACT_MAX_N and \
+            np.isfinite(x).all() and np.isfinite(y).all():
         p = mann_whitney_columns(x, y)[1]
     else:
         p = stats.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic",

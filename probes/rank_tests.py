@@ -11,9 +11,10 @@ and equal to it:
 (Mann and Whitney's definition, which equals the rank-sum form because the small group's own
 ranks sum to n1 (n1 + 1) / 2 however it is tied), and the pooled tie term sum (t^3 - t) is the
 large group's own, corrected at each distinct value of the small group.  Both are sums of
-half-integers and integers, exact in float64, so the p-values are scipy's bit for bit (the
-normal approximation with tie and continuity correction is then evaluated by the same
-arithmetic); the cost is a sort of each group and a binary search per feature instead of a sort
+half-integers and integers, exact in float64 while every t^3 is below 2^53 (n1 + n2 at most
+208,063, `EXACT_MAX_N`), so for float64 input of that size the p-values are scipy's bit for
+bit (the normal approximation with tie and continuity correction is then evaluated by the
+same arithmetic); the cost is a sort of each group and a binary search per feature instead of a sort
 of the pooled sample.
 
 References
@@ -31,6 +32,8 @@ import numpy as np
 from geoscreen.lazy import lazy_module
 
 special = lazy_module("scipy.special")
+
+EXACT_MAX_N = 208_063  # the largest n with n^3 < 2^53: tie terms up to it are exact in float64
 
 
 def _search_rows(sorted_rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +65,8 @@ def mann_whitney_columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     Parameters
     ----------
     x, y : ndarray, shape (n1, k) and (n2, k)
-        The two groups' finite values, one column per feature.
+        The two groups' finite values, one column per feature, computed in float64 (scipy
+        computes float32 input in float32, so there only U is the same).
 
     Returns
     -------
@@ -71,7 +75,9 @@ def mann_whitney_columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     p : ndarray, shape (k,)
         The two-sided p-value of the normal approximation with tie correction and continuity
         correction: identical to ``scipy.stats.mannwhitneyu(x, y, alternative="two-sided",
-        method="asymptotic", axis=0)``; 1 for a column constant across both groups.
+        method="asymptotic", axis=0)`` for float64 input with n1 + n2 <= `EXACT_MAX_N`
+        (beyond it, tie terms round, as scipy's do, but not identically); 1 for a column
+        constant across both groups.
 
     References
     ----------
@@ -112,4 +118,4 @@ def mann_whitney_columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return u1, np.clip(p, 0.0, 1.0)
 
 
-__all__ = ["mann_whitney_columns"]
+__all__ = ["EXACT_MAX_N", "mann_whitney_columns"]

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from geoscreen.probes.atlas_perturbation import mann_whitney_p
-from geoscreen.probes.rank_tests import mann_whitney_columns
+from geoscreen.probes.rank_tests import EXACT_MAX_N, mann_whitney_columns
 
 
 def scipy_mwu(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +62,35 @@ def test_non_finite_values_fall_back_to_scipy():
     ref = scipy_mwu(x, y)[1]
     got = mann_whitney_p(x, y)
     np.testing.assert_array_equal(got, np.where(np.isfinite(ref), ref, 1.0))
+
+
+def tied_column(n_zeros: int) -> tuple[np.ndarray, np.ndarray]:
+    """A review's case: one long run of zeros, so the tie term t^3 nears or passes 2^53."""
+    x = np.r_[np.zeros(7), 1.0][:, None]
+    y = np.r_[np.zeros(n_zeros), np.ones(48), np.full(46, 2.0)][:, None]
+    return x, y
+
+
+def test_exact_up_to_the_largest_group_whose_tie_term_is_exact():
+    x, y = tied_column(EXACT_MAX_N - 8 - 94)  # n1 + n2 = EXACT_MAX_N: t^3 < 2^53
+    assert x.shape[0] + y.shape[0] == EXACT_MAX_N
+    u, p = mann_whitney_columns(x, y)
+    np.testing.assert_array_equal(p, scipy_mwu(x, y)[1])
+    np.testing.assert_array_equal(u, scipy_mwu(x, y)[0])
+
+
+def test_the_probe_function_uses_scipy_beyond_that_and_for_float32():
+    """Beyond EXACT_MAX_N the tie terms round (differently from scipy's: the review found p
+    1.8806160063725545e-80 against scipy's 1.880616006442071e-80 here), and scipy computes
+    float32 input in float32: mann_whitney_p hands both to scipy."""
+    x, y = tied_column(275_620)
+    np.testing.assert_array_equal(mann_whitney_p(x, y), scipy_mwu(x, y)[1])
+    rng = np.random.default_rng(8)
+    x32 = activities(rng, 12, 30, 2, 0.3).astype(np.float32)
+    y32 = activities(rng, 50, 30, 2, 0.3).astype(np.float32)
+    ref = scipy_mwu(x32, y32)[1]
+    np.testing.assert_array_equal(mann_whitney_p(x32, y32), np.where(np.isfinite(ref), ref, 1))
+    np.testing.assert_array_equal(mann_whitney_columns(x32, y32)[0], scipy_mwu(x32, y32)[0])
 
 
 def test_tie_correction_matters_here():
