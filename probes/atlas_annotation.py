@@ -48,6 +48,7 @@ from geoscreen.lazy import lazy_module
 from geoscreen.multitest import bh_count
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.motifs import curveball, intersection_union
+from geoscreen.probes.packed_adjacency import ListEdges
 from geoscreen.probes.params import family_ref_field, pairs_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford, undrawn_record
@@ -475,14 +476,6 @@ class FeatureNetworkCoherenceParams(ProbeParams):
     top_hits: int = Field(10, ge=1, le=100, description="features listed in extra")
 
 
-def list_edges(lists: np.ndarray, A: sparse.csr_matrix) -> np.ndarray:
-    """Edges of the symmetric 0/1 adjacency `A` among the genes of each list (rows)."""
-    F, n = lists.shape
-    X = sparse.csr_matrix((np.ones(lists.size), (np.repeat(np.arange(F), n), lists.ravel())),
-                          shape=(F, A.shape[0]))
-    return np.asarray((X @ A).multiply(X).sum(axis=1)).ravel() / 2.0
-
-
 def coherence_null(lists: np.ndarray, A: sparse.csr_matrix, null: str, bins: int,
                    n_draws: int, rng: np.random.Generator, rounds: int = 5
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -490,13 +483,14 @@ def coherence_null(lists: np.ndarray, A: sparse.csr_matrix, null: str, bins: int
     has at least as many edges).  ``occurrence_preserving`` rewires the atlas (`RewiredLists`);
     ``degree_matched`` draws each gene from its quantile bin of degree in `A`;
     ``random_genes`` uniformly."""
-    observed = list_edges(lists, A)
+    list_edges = ListEdges(A)  # a bit per gene pair: edges of a list are its pairs' bits
+    observed = list_edges(lists)
     degree = np.asarray(A.sum(axis=1)).ravel()
     sampler = list_sampler(lists, degree, null, bins, rounds, rng)
     means = np.empty(n_draws)
     exceed = np.zeros(lists.shape[0], dtype=np.int64)
     for b in range(n_draws):
-        e = list_edges(sampler.draw(rng), A)
+        e = list_edges(sampler.draw(rng))
         means[b] = e.mean()
         exceed += e >= observed
     return observed, means, exceed

@@ -12,7 +12,8 @@ from scipy import sparse
 from scipy import stats as sstats
 
 import geoscreen
-from geoscreen.probes.atlas_annotation import coherence_null, list_edges
+from geoscreen.probes.atlas_annotation import coherence_null
+from geoscreen.probes.packed_adjacency import ListEdges, sparse_list_edges
 from geoscreen.result import permutation_p
 
 N, TOP_N = 1000, 15
@@ -42,9 +43,36 @@ def test_edge_counts_equal_networkx_subgraphs():
     A, _, rng = network(0)
     lists = lists_from(rng, 25)
     G = nx.from_scipy_sparse_array(A)
-    got = list_edges(lists, A)
-    for f, lst in enumerate(lists):
-        assert got[f] == G.subgraph(lst.tolist()).number_of_edges()
+    for count in (ListEdges(A), ListEdges(A, limit_bytes=0), lambda x: sparse_list_edges(x, A)):
+        got = count(lists)
+        for f, lst in enumerate(lists):
+            assert got[f] == G.subgraph(lst.tolist()).number_of_edges()
+
+
+@pytest.mark.parametrize("n_genes,n", [(5, 3), (9, 4), (300, 20), (1001, 7)])
+def test_packed_edge_counts_equal_the_sparse_product(n_genes, n):
+    """Bit for bit, on hub-heavy networks, odd gene counts (a partial last byte), lists with a
+    gene twice (counted as the product counts them), more lists than one block, and below the
+    memory limit (the sparse fallback)."""
+    rng = np.random.default_rng(n_genes + n)
+    w = rng.pareto(1.2, n_genes) + 1.0
+    m = 4 * n_genes
+    i, j = rng.choice(n_genes, m, p=w / w.sum()), rng.choice(n_genes, m, p=w / w.sum())
+    ok = i != j
+    A = sparse.csr_matrix((np.ones(2 * ok.sum()), (np.r_[i[ok], j[ok]], np.r_[j[ok], i[ok]])),
+                          shape=(n_genes, n_genes))
+    A.sum_duplicates()
+    A.data[:] = 1.0
+    lists = rng.integers(0, n_genes, size=(5000, n))  # repeats within a list happen
+    lists[0] = np.arange(n) % n_genes
+    want = sparse_list_edges(lists, A)
+    got = ListEdges(A)(lists)
+    assert got.dtype == want.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ListEdges(A, limit_bytes=0)(lists), want)
+    assert ListEdges(A).bits is not None and ListEdges(A, limit_bytes=0).bits is None
+    if n_genes >= 300:
+        assert want.max() > 0 and (want == 0).any()
 
 
 def band(alpha: float, n: int) -> float:
