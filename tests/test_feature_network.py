@@ -13,7 +13,7 @@ from scipy import stats as sstats
 
 import geoscreen
 from geoscreen.probes.atlas_annotation import coherence_null
-from geoscreen.probes.packed_adjacency import ListEdges, sparse_list_edges
+from geoscreen.probes.packed_adjacency import PAIRS_PER_BLOCK, ListEdges, sparse_list_edges
 from geoscreen.result import permutation_p
 
 N, TOP_N = 1000, 15
@@ -49,30 +49,70 @@ def test_edge_counts_equal_networkx_subgraphs():
             assert got[f] == G.subgraph(lst.tolist()).number_of_edges()
 
 
-@pytest.mark.parametrize("n_genes,n", [(5, 3), (9, 4), (300, 20), (1001, 7)])
-def test_packed_edge_counts_equal_the_sparse_product(n_genes, n):
-    """Bit for bit, on hub-heavy networks, odd gene counts (a partial last byte), lists with a
-    gene twice (counted as the product counts them), more lists than one block, and below the
-    memory limit (the sparse fallback)."""
-    rng = np.random.default_rng(n_genes + n)
-    w = rng.pareto(1.2, n_genes) + 1.0
-    m = 4 * n_genes
+def simple_network(rng, n_genes: int, m: int, hubs: bool = True) -> sparse.csr_matrix:
+    w = rng.pareto(1.2, n_genes) + 1.0 if hubs else np.ones(n_genes)
     i, j = rng.choice(n_genes, m, p=w / w.sum()), rng.choice(n_genes, m, p=w / w.sum())
     ok = i != j
     A = sparse.csr_matrix((np.ones(2 * ok.sum()), (np.r_[i[ok], j[ok]], np.r_[j[ok], i[ok]])),
                           shape=(n_genes, n_genes))
     A.sum_duplicates()
     A.data[:] = 1.0
-    lists = rng.integers(0, n_genes, size=(5000, n))  # repeats within a list happen
+    return A
+
+
+@pytest.mark.parametrize("n_genes,n,F", [(5, 3, 5000), (9, 4, 1), (300, 20, 5518),
+                                         (300, 20, 5519), (1001, 7, 5000), (12, 1, 3)])
+def test_packed_edge_counts_equal_the_sparse_product(n_genes, n, F):
+    """Bit for bit, on hub-heavy networks, odd gene counts (a partial last byte), lists with a
+    gene twice (counted as the product counts them), one list, a block and a block plus one
+    (5,518 lists of 190 pairs fill one), lists of one gene, and above the memory limit (the
+    sparse product)."""
+    rng = np.random.default_rng(n_genes + n + F)
+    A = simple_network(rng, n_genes, 30 * n_genes)
+    assert PAIRS_PER_BLOCK // 190 == 5518
+    lists = rng.integers(0, n_genes, size=(F, n))  # repeats within a list happen
     lists[0] = np.arange(n) % n_genes
     want = sparse_list_edges(lists, A)
-    got = ListEdges(A)(lists)
+    count = ListEdges(A)
+    assert count.packed_for(lists)  # hub-rich lists: the lookup
+    got = count(lists)
     assert got.dtype == want.dtype == np.float64
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(ListEdges(A, limit_bytes=0)(lists), want)
-    assert ListEdges(A).bits is not None and ListEdges(A, limit_bytes=0).bits is None
+    fallback = ListEdges(A, limit_bytes=0)
+    assert fallback.bits is None and not fallback.packed_for(lists)
+    np.testing.assert_array_equal(fallback(lists), want)
     if n_genes >= 300:
-        assert want.max() > 0 and (want == 0).any()
+        assert want.min() < want.max()  # counts that vary from list to list
+
+
+def test_long_lists_on_a_sparse_network_use_the_product():
+    """1.5 (n - 1)/2 pairs per listed gene against its degree: 60-gene lists on a network of
+    mean degree 4 read fewer entries by the product, and get the same counts."""
+    rng = np.random.default_rng(3)
+    A = simple_network(rng, 500, 1000, hubs=False)
+    lists = np.stack([rng.choice(500, 60, replace=False) for _ in range(40)])
+    count = ListEdges(A)
+    assert count.bits is not None and not count.packed_for(lists)
+    assert count.packed_for(lists[:, :4]) and not count.packed_for(lists[:, :8])
+    np.testing.assert_array_equal(count(lists), sparse_list_edges(lists, A))
+
+
+def test_bad_networks_and_lists_are_refused():
+    A = simple_network(np.random.default_rng(4), 10, 30)
+    count = ListEdges(A)
+    for bad in ([[-1, 0, 1]], [[0, 10]]):
+        with pytest.raises(ValueError, match="outside 0..9"):
+            count(np.array(bad))
+    with pytest.raises(ValueError, match="2-d"):
+        count(np.arange(3))
+    loop, one_way, weighted = A.tolil(), A.tolil(), A.tolil()
+    loop[2, 2] = 1
+    one_way[0, 9], one_way[9, 0] = 1, 0
+    weighted[weighted.nonzero()[0][0], weighted.nonzero()[1][0]] = 2.5
+    for bad in (loop, one_way, weighted):
+        with pytest.raises(ValueError, match="symmetric with entries 1 and no self-loops"):
+            ListEdges(bad)
+    assert ListEdges(A, limit_bytes=2 ** 40).bits is not None  # int32 range caps the limit
 
 
 def band(alpha: float, n: int) -> float:
