@@ -483,7 +483,7 @@ def coherence_null(lists: np.ndarray, A: sparse.csr_matrix, null: str, bins: int
     has at least as many edges).  ``occurrence_preserving`` rewires the atlas (`RewiredLists`);
     ``degree_matched`` draws each gene from its quantile bin of degree in `A`;
     ``random_genes`` uniformly."""
-    list_edges = ListEdges(A)  # a bit per gene pair: edges of a list are its pairs' bits
+    list_edges = ListEdges(A)  # a packed lookup of each list's pairs where hubs make it cheaper
     observed = list_edges(lists)
     degree = np.asarray(A.sum(axis=1)).ravel()
     sampler = list_sampler(lists, degree, null, bins, rounds, rng)
