@@ -48,7 +48,7 @@ from geoscreen.lazy import lazy_module
 from geoscreen.multitest import bh_count
 from geoscreen.probes.context import ProbeContext
 from geoscreen.probes.motifs import curveball, intersection_union
-from geoscreen.probes.packed_adjacency import ListEdges
+from geoscreen.probes.packed_adjacency import ListEdges, list_indicator
 from geoscreen.probes.params import family_ref_field, pairs_ref_field
 from geoscreen.probes.registry import ProbeParams, probe
 from geoscreen.probes.sequential import besag_clifford, undrawn_record
@@ -117,10 +117,7 @@ def _overlap_p(lists: np.ndarray, M: sparse.csr_matrix, table: np.ndarray
                ) -> tuple[sparse.csr_matrix, np.ndarray]:
     """(overlaps of each list with each set it meets, as a features x sets CSR matrix with no
     duplicate entries and rows in any order; the p-value of each entry, in the same order)."""
-    F, n = lists.shape
-    A = sparse.csr_matrix((np.ones(lists.size), (np.repeat(np.arange(F), n), lists.ravel())),
-                          shape=(F, M.shape[0]))
-    O = (A @ M).tocsr()
+    O = (list_indicator(lists, M.shape[0]) @ M).tocsr()
     T = table.shape[1]
     return O, table.ravel()[O.data.astype(np.int64) * T + O.indices]
 

@@ -27,12 +27,18 @@ PAIRS_PER_BLOCK = 2 ** 20  # list pairs looked up at once (int32 arrays of this 
 _SHIFT = (7 - np.arange(8)).astype(np.uint8)  # bit j of a byte (most significant first)
 
 
+def list_indicator(lists: np.ndarray, n_genes: int) -> sparse.csr_matrix:
+    """The lists x genes matrix X with X[f, g] = how many times list f (a row of `lists`)
+    names gene g."""
+    F, n = lists.shape
+    return sparse.csr_matrix((np.ones(lists.size), (np.repeat(np.arange(F), n), lists.ravel())),
+                             shape=(F, n_genes))
+
+
 def sparse_list_edges(lists: np.ndarray, A: sparse.csr_matrix) -> np.ndarray:
     """Edges of the symmetric 0/1 adjacency `A` among the genes of each list (rows), by the
     sparse product ``(X A) * X`` of the lists' indicator matrix X."""
-    F, n = lists.shape
-    X = sparse.csr_matrix((np.ones(lists.size), (np.repeat(np.arange(F), n), lists.ravel())),
-                          shape=(F, A.shape[0]))
+    X = list_indicator(lists, A.shape[0])
     return np.asarray((X @ A).multiply(X).sum(axis=1)).ravel() / 2.0
 
 
@@ -104,4 +110,4 @@ class ListEdges:
         return out
 
 
-__all__ = ["ListEdges", "sparse_list_edges"]
+__all__ = ["ListEdges", "list_indicator", "sparse_list_edges"]
