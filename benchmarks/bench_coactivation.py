@@ -59,6 +59,8 @@ def main() -> None:
                     help="decoder-matching rotations timed each way (0: skip)")
     ap.add_argument("--width", type=int, default=512, help="decoder width (the residual stream)")
     a = ap.parse_args()
+    if a.rotations < 0 or a.width < 2:
+        ap.error("--rotations must be at least 0 and --width at least 2")
     rng = np.random.default_rng(0)
     codes = topk_codes(rng, a.positions, a.features, a.k)
     # plant 20 modules of 5 features that co-fire on 1% of positions each

@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=40)
     ap.add_argument("--knockdowns", type=int, default=30)
     a = ap.parse_args()
+    if min(a.features, a.controls, a.cells, a.knockdowns) < 1:
+        ap.error("--features, --controls, --cells and --knockdowns must be at least 1")
     rng = np.random.default_rng(0)
     fires = np.clip(rng.lognormal(-1.5, 1.0, a.features), 0.001, 1.0)  # per feature
     ctrl = activity(rng, a.controls, a.features, fires)

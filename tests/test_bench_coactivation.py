@@ -27,3 +27,9 @@ def test_small_run_prints_every_ratio():
                   r"\(mean [\d.]+\), rotated mean (\S+)$", out, flags=re.M)
     assert m, out
     assert 0 < float(m[1]) <= float32_dot_error(32) and 0 < float(m[2]) < 5e-8, out
+
+
+def test_impossible_decoder_sizes_are_refused():
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_coactivation.py"),
+                          "--rotations", "-1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--rotations must be at least 0" in bad.stderr

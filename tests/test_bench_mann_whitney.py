@@ -18,3 +18,9 @@ def test_small_run_prints_identical_p_values_and_a_ratio():
         capture_output=True, text=True, timeout=300, check=True).stdout
     assert "3 knockdowns x 15 cells vs 120 controls, 300 features:" in out, out
     assert re.search(r"\| [\d.]+x \| p-values identical$", out, flags=re.M), out
+
+
+def test_empty_groups_are_refused():
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mann_whitney.py"),
+                          "--cells", "0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "must be at least 1" in bad.stderr
